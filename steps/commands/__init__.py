@@ -1,0 +1,1 @@
+"""One module per step (see :mod:`steps.cli` for the contract each module follows)."""

@@ -1,0 +1,1 @@
+"""The only modules in :mod:`steps` that talk to the outside world: object store, Kubernetes, processes."""

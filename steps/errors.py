@@ -1,0 +1,70 @@
+"""The error tree of every step, and the exit codes the workflows' retryStrategy keys on.
+
+::
+
+    SnapflowError                 exit 1   generic failure, not retried
+    ├── UsageError                exit 2   bad arguments or input (names the field and what was expected)
+    ├── PermanentError            exit 3   retrying cannot help: wrong password, corrupt object, refused
+    │   ├── IntegrityError                 stored bytes do not match their name / MAC (never retried)
+    │   ├── WrongPasswordError             no key file opens with the given password
+    │   └── RepositoryError                missing or unknown repository, format version, ...
+    ├── TemporaryError            exit 75  worth retrying later (EX_TEMPFAIL): network, server down, not ready
+    │   └── StoreUnavailable               the object store did not answer within the bounded retries
+    └── ConsistencyError          exit 4   the application could not be quiesced / the hold was lost
+
+Only :class:`TemporaryError` exit codes are listed in the workflows' ``retryStrategy``; a checksum
+mismatch or a lost freeze is never retried automatically.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_PERMANENT = 3
+EXIT_CONSISTENCY = 4
+EXIT_TEMPORARY = 75
+
+RETRYABLE_EXIT_CODES = (EXIT_TEMPORARY,)
+
+
+class SnapflowError(Exception):
+    """Base of every error a step reports; ``str(err)`` is the one-line message shown to the user."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UsageError(SnapflowError):
+    exit_code = EXIT_USAGE
+
+
+class PermanentError(SnapflowError):
+    exit_code = EXIT_PERMANENT
+
+
+class IntegrityError(PermanentError):
+    pass
+
+
+class WrongPasswordError(PermanentError):
+    pass
+
+
+class RepositoryError(PermanentError):
+    pass
+
+
+class TemporaryError(SnapflowError):
+    exit_code = EXIT_TEMPORARY
+
+    def __init__(self, message: str, delay: float | None = None):
+        super().__init__(message)
+        self.delay = delay
+
+
+class StoreUnavailable(TemporaryError):
+    pass
+
+
+class ConsistencyError(SnapflowError):
+    exit_code = EXIT_CONSISTENCY
