@@ -1,0 +1,486 @@
+"""Object stores: the one interface the repository code writes to, and its implementations.
+
+Provides :class:`ObjectStore` (the interface), :class:`S3Store` (any S3-compatible server, through the
+``minio`` client with short explicit timeouts and bounded retries), :class:`MemoryStore` (tests and
+deterministic interleavings), :class:`LocalStore` (a directory; handy for local runs) and
+:func:`open_store` which turns a repository URL (``s3://BUCKET/PREFIX``, ``file:///path``, ``mem://name``)
+into a store. Called by :mod:`steps.repository` and the step commands.
+
+Keys given to a store are relative to the repository prefix (``config``, ``data/ab/abcd...``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from steps.errors import StoreUnavailable, UsageError
+
+T = TypeVar("T")
+
+
+class ObjectNotFound(KeyError):
+    """The key does not exist (raised by :meth:`ObjectStore.get` and friends)."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep messages readable
+        return str(self.args[0]) if self.args else "object not found"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime | None = None
+    version_id: str | None = None
+    is_delete_marker: bool = False
+    is_latest: bool = True
+
+
+class ObjectStore:
+    """Write-once object storage as the repository needs it. Implementations must be thread-safe."""
+
+    url: str = ""
+
+    def put(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def get(self, key: str, version_id: str | None = None) -> bytes:
+        raise NotImplementedError
+
+    def get_range(self, key: str, offset: int, length: int, version_id: str | None = None) -> bytes:
+        return self.get(key, version_id)[offset : offset + length]
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size and time of ``key``, or None when it does not exist."""
+        raise NotImplementedError
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every key under ``prefix`` (recursively), in lexical order."""
+        raise NotImplementedError
+
+    def list_versions(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every version (and delete marker) under ``prefix``; stores without versioning list ``list``."""
+        yield from self.list(prefix)
+
+    def delete(self, key: str, version_id: str | None = None) -> None:
+        """Remove ``key``; deleting a missing key is not an error."""
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    def server_time(self) -> datetime:
+        """The store's clock (prune's grace period is measured in it, not in the local clock)."""
+        return datetime.now(UTC)
+
+    def ensure_container(self) -> None:
+        """Create the bucket/directory if missing (``init`` calls it)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# In memory
+
+
+@dataclass
+class MemoryStore(ObjectStore):
+    """A dict-backed store; optional ``hook(op, key)`` runs before each operation (test barriers)."""
+
+    name: str = "memory"
+    objects: dict[str, bytes] = field(default_factory=dict)
+    times: dict[str, datetime] = field(default_factory=dict)
+    hook: Callable[[str, str], None] | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def __post_init__(self):
+        self._lock = threading.Lock()
+        self.url = f"mem://{self.name}"
+
+    def _hook(self, op: str, key: str) -> None:
+        if self.hook:
+            self.hook(op, key)
+
+    def put(self, key, data):
+        self._hook("put", key)
+        with self._lock:
+            self.objects[key] = bytes(data)
+            self.times[key] = self.clock()
+
+    def get(self, key, version_id=None):
+        self._hook("get", key)
+        with self._lock:
+            try:
+                return self.objects[key]
+            except KeyError:
+                raise ObjectNotFound(key) from None
+
+    def get_range(self, key, offset, length, version_id=None):
+        return self.get(key)[offset : offset + length]
+
+    def stat(self, key):
+        self._hook("stat", key)
+        with self._lock:
+            if key not in self.objects:
+                return None
+            return ObjectInfo(key, len(self.objects[key]), self.times[key])
+
+    def list(self, prefix=""):
+        self._hook("list", prefix)
+        with self._lock:
+            items = sorted((k, len(v), self.times[k]) for k, v in self.objects.items() if k.startswith(prefix))
+        for k, size, t in items:
+            yield ObjectInfo(k, size, t)
+
+    def delete(self, key, version_id=None):
+        self._hook("delete", key)
+        with self._lock:
+            self.objects.pop(key, None)
+            self.times.pop(key, None)
+
+    def server_time(self):
+        return self.clock()
+
+
+# --------------------------------------------------------------------------------------------------
+# Local directory
+
+
+class LocalStore(ObjectStore):
+    """Objects as files below a directory; writes go to a temp file and are renamed into place."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.url = f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise UsageError(f"invalid object key {key!r}")
+        return self.root / key
+
+    def ensure_container(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, key, data):
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def get(self, key, version_id=None):
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    def get_range(self, key, offset, length, version_id=None):
+        try:
+            with open(self._path(key), "rb") as f:
+                f.seek(offset)
+                return f.read(length)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+
+    def stat(self, key):
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def list(self, prefix=""):
+        if not self.root.exists():
+            return
+        found = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.startswith("."):
+                    continue
+                full = Path(dirpath, name)
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    found.append(key)
+        for key in sorted(found):
+            info = self.stat(key)
+            if info:
+                yield info
+
+    def delete(self, key, version_id=None):
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+
+# --------------------------------------------------------------------------------------------------
+# S3
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach an S3 server. Secrets come from the environment, never from arguments."""
+
+    endpoint: str  # URL, e.g. http://127.0.0.1:8333 or https://s3.eu-west-1.amazonaws.com
+    region: str | None = None
+    path_style: bool = True
+    ca_bundle: str | None = None
+    insecure_skip_verify: bool = False
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    retries: int = 4  # attempts after the first
+    backoff: float = 0.5  # first back-off in seconds, doubled each time, with jitter
+    max_pool: int = 16
+
+    DEFAULT_ENDPOINT_ENV = "SNAPFLOW_S3_ENDPOINT"
+
+    @classmethod
+    def from_env(cls, endpoint: str | None = None, **overrides) -> S3Settings:
+        env = os.environ
+        endpoint = endpoint or env.get(cls.DEFAULT_ENDPOINT_ENV)
+        if not endpoint:
+            raise UsageError(f"--endpoint or {cls.DEFAULT_ENDPOINT_ENV}: expected the S3 server URL, got nothing")
+        kw: dict = {}
+        if env.get("SNAPFLOW_S3_REGION") or env.get("AWS_REGION"):
+            kw["region"] = env.get("SNAPFLOW_S3_REGION") or env.get("AWS_REGION")
+        if env.get("SNAPFLOW_S3_PATH_STYLE"):
+            kw["path_style"] = env["SNAPFLOW_S3_PATH_STYLE"].lower() not in ("0", "false", "no")
+        if env.get("SNAPFLOW_S3_CA_BUNDLE") or env.get("AWS_CA_BUNDLE"):
+            kw["ca_bundle"] = env.get("SNAPFLOW_S3_CA_BUNDLE") or env.get("AWS_CA_BUNDLE")
+        for name, attr in (("SNAPFLOW_S3_CONNECT_TIMEOUT", "connect_timeout"), ("SNAPFLOW_S3_READ_TIMEOUT", "read_timeout")):
+            if env.get(name):
+                try:
+                    kw[attr] = float(env[name])
+                except ValueError:
+                    raise UsageError(f"{name}: expected a number of seconds, got {env[name]!r}") from None
+        if env.get("SNAPFLOW_S3_RETRIES"):
+            try:
+                kw["retries"] = int(env["SNAPFLOW_S3_RETRIES"])
+            except ValueError:
+                raise UsageError(f"SNAPFLOW_S3_RETRIES: expected a whole number, got {env['SNAPFLOW_S3_RETRIES']!r}") from None
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(endpoint=endpoint, **kw)
+
+
+def _credentials_provider():
+    """Static keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else web identity (IRSA) or instance role."""
+    from minio.credentials import EnvAWSProvider, IamAwsProvider, StaticProvider
+
+    env = os.environ
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        return EnvAWSProvider()
+    if env.get("AWS_WEB_IDENTITY_TOKEN_FILE") and env.get("AWS_ROLE_ARN"):
+        return IamAwsProvider()
+    return StaticProvider("", "")  # anonymous
+
+
+class S3Store(ObjectStore):
+    """An S3 bucket and prefix. Every call has explicit timeouts and a bounded number of retries."""
+
+    _TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "XMinioServerNotInitialized"}
+
+    def __init__(self, settings: S3Settings, bucket: str, prefix: str = ""):
+        import certifi
+        import urllib3
+        from minio import Minio
+
+        self.settings = settings
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        parsed = urllib.parse.urlparse(settings.endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise UsageError(f"endpoint: expected a URL like http://HOST:PORT, got {settings.endpoint!r}")
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
+        if parsed.scheme == "https":
+            http = urllib3.PoolManager(
+                timeout=timeout, maxsize=settings.max_pool, retries=False,
+                cert_reqs="CERT_NONE" if settings.insecure_skip_verify else "CERT_REQUIRED",
+                ca_certs=settings.ca_bundle or certifi.where(),
+            )
+        else:
+            http = urllib3.PoolManager(timeout=timeout, maxsize=settings.max_pool, retries=False)
+        self.client = Minio(
+            parsed.netloc, secure=parsed.scheme == "https", region=settings.region,
+            credentials=_credentials_provider(), http_client=http,
+        )
+        if settings.path_style:
+            self.client.disable_virtual_style_endpoint()
+        else:
+            self.client.enable_virtual_style_endpoint()
+
+    # -- retries ---------------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        import urllib3
+        from minio.error import S3Error, ServerError
+
+        attempts = self.settings.retries + 1
+        delay = self.settings.backoff
+        last: Exception | None = None
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except S3Error as err:
+                if err.code in ("NoSuchKey", "NoSuchVersion"):
+                    raise ObjectNotFound(what) from None
+                if err.code not in self._TRANSIENT_CODES:
+                    raise _s3_error(err, what, self) from None
+                last = err
+            except ServerError as err:
+                last = err
+            except (urllib3.exceptions.HTTPError, OSError) as err:
+                last = err
+            if attempt + 1 < attempts:
+                time.sleep(delay * (0.5 + random.random()))
+                delay *= 2
+        reason = type(last).__name__ if last else "error"
+        detail = str(last).splitlines()[0][:200] if last else ""
+        raise StoreUnavailable(
+            f"object store {self.settings.endpoint} did not answer {what} after {attempts} attempts ({reason}: {detail})"
+        )
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    # -- interface ----------------------------------------------------------------------------------
+    def ensure_container(self):
+        def make():
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+
+        self._call(f"create bucket {self.bucket}", make)
+
+    def put(self, key, data):
+        import io
+
+        self._call(
+            f"PUT {key}",
+            lambda: self.client.put_object(self.bucket, self._k(key), io.BytesIO(data), len(data)),
+        )
+
+    def get(self, key, version_id=None):
+        def fetch():
+            resp = self.client.get_object(self.bucket, self._k(key), version_id=version_id)
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        return self._call(f"GET {key}", fetch)
+
+    def get_range(self, key, offset, length, version_id=None):
+        if length <= 0:
+            return b""
+
+        def fetch():
+            resp = self.client.get_object(self.bucket, self._k(key), offset=offset, length=length, version_id=version_id)
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        return self._call(f"GET {key} [{offset}:{offset + length}]", fetch)
+
+    def stat(self, key):
+        def head():
+            try:
+                st = self.client.stat_object(self.bucket, self._k(key))
+            except ObjectNotFound:
+                return None
+            return ObjectInfo(key, st.size, st.last_modified, st.version_id)
+
+        try:
+            return self._call(f"HEAD {key}", head)
+        except ObjectNotFound:
+            return None
+
+    def list(self, prefix=""):
+        def page():
+            return [
+                ObjectInfo(o.object_name[len(self.prefix):], o.size, o.last_modified)
+                for o in self.client.list_objects(self.bucket, prefix=self._k(prefix), recursive=True)
+                if not o.is_dir
+            ]
+
+        yield from sorted(self._call(f"LIST {prefix or '/'}", page), key=lambda i: i.key)
+
+    def list_versions(self, prefix=""):
+        def page():
+            return [
+                ObjectInfo(
+                    o.object_name[len(self.prefix):], o.size or 0, o.last_modified, o.version_id,
+                    is_delete_marker=bool(o.is_delete_marker), is_latest=bool(o.is_latest),
+                )
+                for o in self.client.list_objects(self.bucket, prefix=self._k(prefix), recursive=True, include_version=True)
+                if not o.is_dir
+            ]
+
+        yield from self._call(f"LIST VERSIONS {prefix or '/'}", page)
+
+    def delete(self, key, version_id=None):
+        self._call(f"DELETE {key}", lambda: self.client.remove_object(self.bucket, self._k(key), version_id=version_id))
+
+    def server_time(self):
+        """Read the server's clock from the Last-Modified of a tiny object written for the purpose."""
+        key = f"locks/clock-{os.getpid()}-{threading.get_ident()}-{random.getrandbits(32):08x}"
+        self.put(key, b"")
+        try:
+            info = self.stat(key)
+        finally:
+            self.delete(key)
+        if not info or not info.last_modified:
+            return datetime.now(UTC)
+        return info.last_modified.astimezone(UTC)
+
+
+def _s3_error(err, what: str, store: S3Store):
+    from steps.errors import PermanentError
+
+    code = getattr(err, "code", "error")
+    if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return PermanentError(f"object store refused {what}: {code} (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy)")
+    if code == "NoSuchBucket":
+        return PermanentError(f"bucket {store.bucket!r} does not exist at {store.settings.endpoint} (run init first)")
+    return PermanentError(f"object store refused {what}: {code}: {getattr(err, 'message', '')}")
+
+
+# --------------------------------------------------------------------------------------------------
+
+_MEMORY_STORES: dict[str, MemoryStore] = {}
+
+
+def parse_repo_url(url: str) -> tuple[str, str, str]:
+    """``s3://bucket/prefix`` → ("s3", "bucket", "prefix"); also ``file:///dir`` and ``mem://name``."""
+    parsed = urllib.parse.urlparse(url or "")
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise UsageError(f"--repo: expected s3://BUCKET/PREFIX, got {url!r}")
+        return "s3", parsed.netloc, parsed.path.strip("/")
+    if parsed.scheme == "file":
+        if not parsed.path:
+            raise UsageError(f"--repo: expected file:///PATH, got {url!r}")
+        return "file", "", parsed.path
+    if parsed.scheme == "mem":
+        return "mem", parsed.netloc or "default", ""
+    raise UsageError(f"--repo: expected s3://BUCKET/PREFIX (or file:///PATH), got {url!r}")
+
+
+def open_store(url: str, endpoint: str | None = None, **s3_overrides) -> ObjectStore:
+    """The store behind a repository URL; S3 settings come from ``endpoint`` and the environment."""
+    scheme, bucket, path = parse_repo_url(url)
+    if scheme == "s3":
+        return S3Store(S3Settings.from_env(endpoint, **s3_overrides), bucket, path)
+    if scheme == "file":
+        return LocalStore(path)
+    return _MEMORY_STORES.setdefault(bucket, MemoryStore(name=bucket))

@@ -1,0 +1,195 @@
+"""The plan: what one protection policy asks the steps to do, as JSON handed to each step (``--plan FILE``).
+
+The control plane (:mod:`workflows.pipeline`) writes it from a validated policy; the steps read it with
+:func:`load_plan`. It is plain data so the step image needs neither pydantic models of the policy nor
+hera. Example::
+
+    {
+      "version": 1,
+      "app": {"cluster": "prod-eu", "namespace": "shop", "name": "orders-db", "policy": "orders-db"},
+      "repository": {"url": "s3://backups/shop", "endpoint": "https://minio.example:9000"},
+      "consistency": "volume",
+      "snapshot": {"driver": "csi", "class": "csi-hostpath-snapclass", "timeout_s": 600,
+                   "delete_after_copy": true},
+      "freeze": {"deadline_s": 30, "keepalive_s": 5},
+      "targets": [
+        {"name": "orders-db-0", "hook": "postgresql",
+         "pod": "orders-db-0", "container": "postgres",
+         "params": {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres",
+                    "mode": "checkpoint"}}
+      ],
+      "volumes": [
+        {"name": "data-orders-db-0", "pvc": "data-orders-db-0"}
+      ]
+    }
+
+For a local run a target has ``"local": true`` (its hook runs as local processes) and a volume has
+``"path": "/srv/pgdata"`` instead of ``"pvc"``; ``snapshot.driver`` is then ``"local"``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steps.errors import UsageError
+
+PLAN_VERSION = 1
+HOOK_KINDS = ("postgresql", "mysql", "mariadb", "mongodb", "redis", "fsfreeze", "custom", "none")
+SNAPSHOT_DRIVERS = ("csi", "local")
+CONSISTENCY_LEVELS = ("volume", "group")
+
+
+@dataclass(frozen=True)
+class AppRef:
+    namespace: str
+    name: str
+    cluster: str = "default"
+    policy: str = ""
+
+
+@dataclass(frozen=True)
+class RepositoryRef:
+    url: str
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    hook: str
+    pod: str | None = None
+    container: str | None = None
+    local: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    pvc: str | None = None
+    path: str | None = None
+    role: str = "data"  # "data" or "wal" (PostgreSQL WAL on its own volume is cut after pg_backup_stop)
+    block: bool = False
+
+
+@dataclass(frozen=True)
+class SnapshotSpec:
+    driver: str = "csi"
+    snapshot_class: str | None = None
+    timeout_s: float = 600.0
+    delete_after_copy: bool = True
+
+
+@dataclass(frozen=True)
+class FreezeSpec:
+    deadline_s: float = 30.0
+    keepalive_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    app: AppRef
+    repository: RepositoryRef | None
+    targets: tuple[Target, ...]
+    volumes: tuple[Volume, ...]
+    consistency: str = "volume"
+    snapshot: SnapshotSpec = field(default_factory=SnapshotSpec)
+    freeze: FreezeSpec = field(default_factory=FreezeSpec)
+    version: int = PLAN_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "app": {"cluster": self.app.cluster, "namespace": self.app.namespace, "name": self.app.name,
+                    "policy": self.app.policy},
+            "repository": None if self.repository is None else
+            {"url": self.repository.url, "endpoint": self.repository.endpoint},
+            "consistency": self.consistency,
+            "snapshot": {"driver": self.snapshot.driver, "class": self.snapshot.snapshot_class,
+                         "timeout_s": self.snapshot.timeout_s, "delete_after_copy": self.snapshot.delete_after_copy},
+            "freeze": {"deadline_s": self.freeze.deadline_s, "keepalive_s": self.freeze.keepalive_s},
+            "targets": [
+                {"name": t.name, "hook": t.hook, "pod": t.pod, "container": t.container, "local": t.local,
+                 "params": dict(t.params)} for t in self.targets
+            ],
+            "volumes": [
+                {"name": v.name, "pvc": v.pvc, "path": v.path, "role": v.role, "block": v.block}
+                for v in self.volumes
+            ],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _req(d: dict, key: str, where: str, kind: type = str):
+    if key not in d or d[key] is None:
+        raise UsageError(f"{where}.{key}: required, expected {kind.__name__}")
+    val = d[key]
+    if kind is float and isinstance(val, int):
+        val = float(val)
+    if not isinstance(val, kind):
+        raise UsageError(f"{where}.{key}: expected {kind.__name__}, got {type(val).__name__}")
+    return val
+
+
+def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
+    if not isinstance(d, dict):
+        raise UsageError(f"{source}: expected a JSON object")
+    version = d.get("version", PLAN_VERSION)
+    if version != PLAN_VERSION:
+        raise UsageError(f"{source}: version: expected {PLAN_VERSION}, got {version!r}")
+    app = _req(d, "app", source, dict)
+    app_ref = AppRef(namespace=_req(app, "namespace", f"{source}: app"), name=_req(app, "name", f"{source}: app"),
+                     cluster=app.get("cluster") or "default", policy=app.get("policy") or "")
+    repo = d.get("repository")
+    repo_ref = None if not repo else RepositoryRef(url=_req(repo, "url", f"{source}: repository"),
+                                                     endpoint=repo.get("endpoint"))
+    consistency = d.get("consistency", "volume")
+    if consistency not in CONSISTENCY_LEVELS:
+        raise UsageError(f"{source}: consistency: expected one of {', '.join(CONSISTENCY_LEVELS)}, got {consistency!r}")
+    snap = d.get("snapshot") or {}
+    driver = snap.get("driver", "csi")
+    if driver not in SNAPSHOT_DRIVERS:
+        raise UsageError(f"{source}: snapshot.driver: expected one of {', '.join(SNAPSHOT_DRIVERS)}, got {driver!r}")
+    snapshot = SnapshotSpec(driver=driver, snapshot_class=snap.get("class"),
+                            timeout_s=float(snap.get("timeout_s", 600)),
+                            delete_after_copy=bool(snap.get("delete_after_copy", True)))
+    fr = d.get("freeze") or {}
+    freeze = FreezeSpec(deadline_s=float(fr.get("deadline_s", 30)), keepalive_s=float(fr.get("keepalive_s", 5)))
+    if freeze.deadline_s <= 0:
+        raise UsageError(f"{source}: freeze.deadline_s: expected a positive number of seconds, got {freeze.deadline_s}")
+    targets = []
+    for i, t in enumerate(d.get("targets") or []):
+        where = f"{source}: targets[{i}]"
+        hook = _req(t, "hook", where)
+        if hook not in HOOK_KINDS:
+            raise UsageError(f"{where}.hook: expected one of {', '.join(HOOK_KINDS)}, got {hook!r}")
+        targets.append(Target(name=_req(t, "name", where), hook=hook, pod=t.get("pod"), container=t.get("container"),
+                              local=bool(t.get("local", False)), params=dict(t.get("params") or {})))
+    volumes = []
+    for i, v in enumerate(d.get("volumes") or []):
+        where = f"{source}: volumes[{i}]"
+        if not v.get("pvc") and not v.get("path"):
+            raise UsageError(f"{where}: expected 'pvc' (Kubernetes) or 'path' (local)")
+        volumes.append(Volume(name=_req(v, "name", where), pvc=v.get("pvc"), path=v.get("path"),
+                              role=v.get("role", "data"), block=bool(v.get("block", False))))
+    if not volumes:
+        raise UsageError(f"{source}: volumes: expected at least one volume")
+    return Plan(app=app_ref, repository=repo_ref, targets=tuple(targets), volumes=tuple(volumes),
+                consistency=consistency, snapshot=snapshot, freeze=freeze, version=version)
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and check a plan file; errors name the file and the field."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"--plan: file {p} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{p}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    return plan_from_dict(data, str(p))
