@@ -1,0 +1,85 @@
+"""The object-store drivers behave alike: memory, local directory and a real S3 server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from steps.drivers.objectstore import LocalStore, MemoryStore, ObjectNotFound, S3Settings, S3Store, open_store
+from steps.errors import StoreUnavailable, UsageError
+
+
+@pytest.fixture(params=["memory", "local", "s3"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        return MemoryStore()
+    if request.param == "local":
+        s = LocalStore(tmp_path / "store")
+        s.ensure_container()
+        return s
+    server = request.getfixturevalue("s3_server")
+    request.getfixturevalue("monkeypatch").setenv("AWS_ACCESS_KEY_ID", server.access_key)
+    request.getfixturevalue("monkeypatch").setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
+    s = S3Store(S3Settings(server.endpoint, retries=1), f"b-{time.monotonic_ns()}", "some/prefix")
+    s.ensure_container()
+    return s
+
+
+def test_put_get_stat_list_delete_round_trip(store):
+    store.put("data/ab/abcdef", b"hello pack")
+    store.put("index/01", b"x" * 1000)
+    store.put("config", b"{}")
+
+    assert store.get("data/ab/abcdef") == b"hello pack"
+    assert store.get_range("data/ab/abcdef", 6, 4) == b"pack"
+    assert store.stat("index/01").size == 1000
+    assert store.stat("missing") is None
+    assert [i.key for i in store.list("data/")] == ["data/ab/abcdef"]
+    assert [i.key for i in store.list()] == ["config", "data/ab/abcdef", "index/01"]
+
+    store.delete("index/01")
+    store.delete("index/01")  # deleting twice is not an error
+    assert not store.exists("index/01")
+    with pytest.raises(ObjectNotFound):
+        store.get("index/01")
+
+
+def test_server_time_is_close_to_local_time(store):
+    skew = abs(store.server_time().timestamp() - time.time())
+    assert skew < 60
+
+
+def test_stopped_s3_server_gives_a_clear_error_within_the_retry_bound(private_s3_server):
+    s = S3Store(S3Settings(private_s3_server.endpoint, retries=2, backoff=0.1, connect_timeout=1, read_timeout=2),
+                "stopped", "")
+    s.ensure_container()
+    private_s3_server.stop()
+
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as err:
+        s.put("config", b"x")
+    assert time.monotonic() - started < 15
+    assert "did not answer PUT config after 3 attempts" in str(err.value)
+    assert private_s3_server.secret_key not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("bucket/prefix", "--repo: expected s3://BUCKET/PREFIX"),
+        ("s3:///prefix", "--repo: expected s3://BUCKET/PREFIX"),
+        ("ftp://x/y", "--repo: expected s3://BUCKET/PREFIX"),
+    ],
+)
+def test_malformed_repository_urls_are_refused_with_one_line(url, message):
+    with pytest.raises(UsageError) as err:
+        open_store(url, endpoint="http://127.0.0.1:1")
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_endpoint_names_the_setting(monkeypatch):
+    monkeypatch.delenv("SNAPFLOW_S3_ENDPOINT", raising=False)
+    with pytest.raises(UsageError, match="SNAPFLOW_S3_ENDPOINT"):
+        open_store("s3://bucket/prefix")

@@ -1,0 +1,1 @@
+"""Running Snapflow on one machine: an embedded object store, the local pipeline runner, the demo."""
