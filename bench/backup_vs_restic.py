@@ -1,0 +1,277 @@
+"""Benchmark: Snapflow's data path side by side with restic, on the same data and the same object store.
+
+    make bench                                  # ~1 GiB mixed dataset, 3 rounds, median
+    .venv/bin/python bench/backup_vs_restic.py --size-mib 256 --rounds 1
+
+Each round, on a fresh copy of the dataset and fresh buckets in one embedded SeaweedFS: full backup,
+~1% change, incremental backup, restore of the latest snapshot into an empty folder — with both tools,
+their order alternating between rounds. Measured: wall time, peak RSS summed over the process tree
+(sampled), repository size (bytes stored in the bucket). Page caches are dropped before each command when
+run as root. Both repositories use the same scrypt cost: restic's key file is read after its ``init`` and
+Snapflow's key is made with the same N, r, p. Every restore is compared with the source, so a fast but
+wrong result cannot win. Prints a table of medians and the Snapflow/restic ratios; writes JSON to
+bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.dataset import dir_size, generate, mutate  # noqa: E402
+from workflows.local.seaweedfs import SeaweedFS  # noqa: E402
+
+PASSWORD = "benchmark password"
+
+
+def drop_caches() -> bool:
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def run_measured(cmd: list[str], env: dict[str, str], cwd: str | None = None) -> dict:
+    """Run ``cmd``; return wall seconds, peak RSS of the whole process tree, and its stdout."""
+    import psutil
+
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = 0
+    stop = threading.Event()
+
+    def sample():
+        nonlocal peak
+        try:
+            root = psutil.Process(proc.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not stop.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                rss = 0
+                for p in procs:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        rss += p.memory_info().rss
+                peak = max(peak, rss)
+            except psutil.NoSuchProcess:
+                return
+            stop.wait(0.02)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - started
+    stop.set()
+    t.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])}... exited {proc.returncode}: {err.decode()[-2000:]}")
+    return {"wall_s": wall, "peak_rss": peak, "stdout": out.decode()}
+
+
+def bucket_bytes(server: SeaweedFS, bucket: str) -> int:
+    from minio import Minio
+
+    c = Minio(f"127.0.0.1:{server.s3_port}", server.access_key, server.secret_key, secure=False)
+    return sum(o.size or 0 for o in c.list_objects(bucket, recursive=True))
+
+
+def restic_kdf_params(server: SeaweedFS, bucket: str) -> dict:
+    from minio import Minio
+
+    c = Minio(f"127.0.0.1:{server.s3_port}", server.access_key, server.secret_key, secure=False)
+    for o in c.list_objects(bucket, prefix="keys/", recursive=True):
+        resp = c.get_object(bucket, o.object_name)
+        try:
+            key = json.loads(resp.read())
+        finally:
+            resp.close()
+            resp.release_conn()
+        return {"N": key["N"], "r": key["r"], "p": key["p"]}
+    raise RuntimeError("restic wrote no key file")
+
+
+def tree_digest(root: Path) -> str:
+    """Digest of relative paths, sizes and contents (modes and times are checked by the test suite)."""
+    h = hashlib.blake2b()
+    for dirpath, dirs, names in os.walk(root):
+        dirs.sort()
+        for n in sorted(names):
+            p = Path(dirpath, n)
+            h.update(str(p.relative_to(root)).encode())
+            if p.is_symlink():
+                h.update(os.readlink(p).encode())
+                continue
+            with open(p, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+class Snapflow:
+    name = "snapflow"
+
+    def __init__(self, server: SeaweedFS, bucket: str, kdf: dict):
+        self.repo = f"s3://{bucket}/repo"
+        self.bucket = bucket
+        self.env = {**os.environ, **server.client_env(), "SNAPFLOW_PASSWORD": PASSWORD,
+                    "SNAPFLOW_KDF_N": str(kdf["N"]), "SNAPFLOW_KDF_R": str(kdf["r"]), "SNAPFLOW_KDF_P": str(kdf["p"])}
+        self.py = sys.executable
+
+    def init(self):
+        subprocess.run([self.py, "-m", "steps", "init", "--repo", self.repo], env=self.env, check=True,
+                       capture_output=True)
+
+    def backup(self, source: Path) -> dict:
+        return run_measured([self.py, "-m", "steps", "copy", "--repo", self.repo, "--source", str(source), "--json"],
+                            self.env)
+
+    def restore(self, target: Path, source: Path) -> tuple[dict, Path]:
+        r = run_measured([self.py, "-m", "steps", "restore", "--repo", self.repo, "--snapshot", "latest",
+                          "--target", str(target)], self.env)
+        return r, target
+
+
+class Restic:
+    name = "restic"
+
+    def __init__(self, server: SeaweedFS, bucket: str, cache_dir: Path):
+        self.bucket = bucket
+        self.repo = f"s3:{server.endpoint}/{bucket}"
+        self.env = {**os.environ, "AWS_ACCESS_KEY_ID": server.access_key,
+                    "AWS_SECRET_ACCESS_KEY": server.secret_key, "RESTIC_PASSWORD": PASSWORD,
+                    "RESTIC_CACHE_DIR": str(cache_dir)}
+
+    def init(self):
+        subprocess.run(["restic", "-r", self.repo, "init", "--repository-version", "2"], env=self.env, check=True,
+                       capture_output=True)
+
+    def backup(self, source: Path) -> dict:
+        return run_measured(["restic", "-r", self.repo, "backup", "--quiet", "--compression", "auto", "."],
+                            self.env, cwd=str(source))
+
+    def restore(self, target: Path, source: Path) -> tuple[dict, Path]:
+        r = run_measured(["restic", "-r", self.repo, "restore", "latest", "--target", str(target)], self.env)
+        return r, target
+
+
+def one_round(server: SeaweedFS, pristine: Path, work: Path, rnd: int, order: list[str]) -> dict:
+    results: dict[str, dict] = {}
+    data = work / "data"
+    if data.exists():
+        shutil.rmtree(data)
+    subprocess.run(["cp", "-a", str(pristine), str(data)], check=True)
+    restic = Restic(server, f"restic-{rnd}", work / f"restic-cache-{rnd}")
+    restic.init()
+    kdf = restic_kdf_params(server, restic.bucket)
+    tools = {"restic": restic, "snapflow": Snapflow(server, f"snapflow-{rnd}", kdf)}
+    tools["snapflow"].init()
+    for name in order:
+        drop_caches()
+        results.setdefault(name, {})["full"] = tools[name].backup(data)
+    mutate(data)
+    for name in order:
+        drop_caches()
+        results[name]["incremental"] = tools[name].backup(data)
+    expected = tree_digest(data)
+    for name in order:
+        target = work / f"restore-{name}"
+        if target.exists():
+            shutil.rmtree(target)
+        drop_caches()
+        r, restored = tools[name].restore(target, data)
+        results[name]["restore"] = r
+        got = tree_digest(restored)
+        if got != expected:
+            raise RuntimeError(f"{name} restored a tree that differs from the source")
+        shutil.rmtree(target)
+    for name in order:
+        results[name]["repo_bytes"] = bucket_bytes(server, tools[name].bucket)
+    results["kdf"] = kdf
+    return results
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, default=1024, help="dataset size (default 1024)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported (default 3)")
+    ap.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, removed afterwards)")
+    args = ap.parse_args(argv)
+    if not shutil.which("restic"):
+        print("error: restic not found (make system-deps installs it)", file=sys.stderr)
+        return 2
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="snapflow-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    pristine = work / "pristine"
+    try:
+        if not pristine.exists():
+            print(f"generating {args.size_mib} MiB dataset in {pristine} ...", file=sys.stderr)
+            info = generate(pristine, args.size_mib)
+            print(f"  {info['files']} files, {info['bytes'] / 2**20:.0f} MiB", file=sys.stderr)
+        rounds = []
+        with SeaweedFS(work / "s3") as server:
+            for rnd in range(args.rounds):
+                order = ["snapflow", "restic"] if rnd % 2 == 0 else ["restic", "snapflow"]
+                print(f"round {rnd + 1}/{args.rounds} ({' then '.join(order)}) ...", file=sys.stderr)
+                rounds.append(one_round(server, pristine, work, rnd, order))
+        report = summarize(rounds, dir_size(pristine), caches_dropped=drop_caches())
+        print(report["table"])
+        out = Path(__file__).parent / "results"
+        out.mkdir(exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        (out / f"backup_vs_restic-{stamp}.json").write_text(json.dumps(
+            {"size_mib": args.size_mib, "rounds": args.rounds, "summary": report["summary"],
+             "raw": [{t: {k: ({kk: vv for kk, vv in v.items() if kk != "stdout"} if isinstance(v, dict) else v)
+                          for k, v in r[t].items()} for t in ("snapflow", "restic")} for r in rounds]},
+            indent=2))
+        return 0
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def summarize(rounds: list[dict], data_bytes: int, caches_dropped: bool) -> dict:
+    def med(tool, phase, key):
+        return statistics.median(r[tool][phase][key] for r in rounds)
+
+    rows = []
+    summary = {}
+    for phase in ("full", "incremental", "restore"):
+        s_t, r_t = med("snapflow", phase, "wall_s"), med("restic", phase, "wall_s")
+        s_m, r_m = med("snapflow", phase, "peak_rss"), med("restic", phase, "peak_rss")
+        summary[phase] = {"snapflow_s": s_t, "restic_s": r_t, "speedup": r_t / s_t,
+                          "snapflow_rss": s_m, "restic_rss": r_m, "rss_ratio": s_m / r_m}
+        rows.append(f"| {phase:<11} | {s_t:8.1f} s | {r_t:8.1f} s | {r_t / s_t:5.2f}x faster | "
+                    f"{s_m / 2**20:6.0f} MiB | {r_m / 2**20:6.0f} MiB | {s_m / r_m:5.2f} |")
+    s_b = statistics.median(r["snapflow"]["repo_bytes"] for r in rounds)
+    r_b = statistics.median(r["restic"]["repo_bytes"] for r in rounds)
+    summary["repo"] = {"snapflow_bytes": s_b, "restic_bytes": r_b, "ratio": s_b / r_b}
+    kdf = rounds[0]["kdf"]
+    table = "\n".join([
+        f"dataset {data_bytes / 2**20:.0f} MiB, {len(rounds)} round(s), median; scrypt N={kdf['N']} r={kdf['r']} "
+        f"p={kdf['p']} for both; page caches {'dropped' if caches_dropped else 'NOT dropped (not root)'}",
+        "| phase       | snapflow   | restic     | speed         | snapflow RSS | restic RSS | RSS ratio |",
+        "|-------------|------------|------------|---------------|--------------|------------|-----------|",
+        *rows,
+        f"| repository  | {s_b / 2**20:7.0f} MiB | {r_b / 2**20:7.0f} MiB | size ratio {s_b / r_b:.3f} |",
+    ])
+    return {"table": table, "summary": summary}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
