@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.dataset import dir_size, generate, mutate  # noqa: E402
-from workflows.local.seaweedfs import SeaweedFS  # noqa: E402
+from bench.dataset import dir_size, generate, mutate
+from workflows.local.seaweedfs import SeaweedFS
 
 PASSWORD = "benchmark password"
 
@@ -129,21 +129,45 @@ class Snapflow:
     def __init__(self, server: SeaweedFS, bucket: str, kdf: dict):
         self.repo = f"s3://{bucket}/repo"
         self.bucket = bucket
-        self.env = {**os.environ, **server.client_env(), "SNAPFLOW_PASSWORD": PASSWORD,
-                    "SNAPFLOW_KDF_N": str(kdf["N"]), "SNAPFLOW_KDF_R": str(kdf["r"]), "SNAPFLOW_KDF_P": str(kdf["p"])}
+        self.env = {
+            **os.environ,
+            **server.client_env(),
+            "SNAPFLOW_PASSWORD": PASSWORD,
+            "SNAPFLOW_KDF_N": str(kdf["N"]),
+            "SNAPFLOW_KDF_R": str(kdf["r"]),
+            "SNAPFLOW_KDF_P": str(kdf["p"]),
+        }
         self.py = sys.executable
 
     def init(self):
-        subprocess.run([self.py, "-m", "steps", "init", "--repo", self.repo], env=self.env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [self.py, "-m", "steps", "init", "--repo", self.repo],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
 
     def backup(self, source: Path) -> dict:
-        return run_measured([self.py, "-m", "steps", "copy", "--repo", self.repo, "--source", str(source), "--json"],
-                            self.env)
+        return run_measured(
+            [self.py, "-m", "steps", "copy", "--repo", self.repo, "--source", str(source), "--json"], self.env
+        )
 
     def restore(self, target: Path, source: Path) -> tuple[dict, Path]:
-        r = run_measured([self.py, "-m", "steps", "restore", "--repo", self.repo, "--snapshot", "latest",
-                          "--target", str(target)], self.env)
+        r = run_measured(
+            [
+                self.py,
+                "-m",
+                "steps",
+                "restore",
+                "--repo",
+                self.repo,
+                "--snapshot",
+                "latest",
+                "--target",
+                str(target),
+            ],
+            self.env,
+        )
         return r, target
 
 
@@ -153,17 +177,28 @@ class Restic:
     def __init__(self, server: SeaweedFS, bucket: str, cache_dir: Path):
         self.bucket = bucket
         self.repo = f"s3:{server.endpoint}/{bucket}"
-        self.env = {**os.environ, "AWS_ACCESS_KEY_ID": server.access_key,
-                    "AWS_SECRET_ACCESS_KEY": server.secret_key, "RESTIC_PASSWORD": PASSWORD,
-                    "RESTIC_CACHE_DIR": str(cache_dir)}
+        self.env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": server.access_key,
+            "AWS_SECRET_ACCESS_KEY": server.secret_key,
+            "RESTIC_PASSWORD": PASSWORD,
+            "RESTIC_CACHE_DIR": str(cache_dir),
+        }
 
     def init(self):
-        subprocess.run(["restic", "-r", self.repo, "init", "--repository-version", "2"], env=self.env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["restic", "-r", self.repo, "init", "--repository-version", "2"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
 
     def backup(self, source: Path) -> dict:
-        return run_measured(["restic", "-r", self.repo, "backup", "--quiet", "--compression", "auto", "."],
-                            self.env, cwd=str(source))
+        return run_measured(
+            ["restic", "-r", self.repo, "backup", "--quiet", "--compression", "auto", "."],
+            self.env,
+            cwd=str(source),
+        )
 
     def restore(self, target: Path, source: Path) -> tuple[dict, Path]:
         r = run_measured(["restic", "-r", self.repo, "restore", "latest", "--target", str(target)], self.env)
@@ -210,7 +245,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=1024, help="dataset size (default 1024)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported (default 3)")
-    ap.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, removed afterwards)")
+    ap.add_argument(
+        "--workdir", default=None, help="scratch folder (default: a temp dir, removed afterwards)"
+    )
     args = ap.parse_args(argv)
     if not shutil.which("restic"):
         print("error: restic not found (make system-deps installs it)", file=sys.stderr)
@@ -234,11 +271,30 @@ def main(argv=None) -> int:
         out = Path(__file__).parent / "results"
         out.mkdir(exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        (out / f"backup_vs_restic-{stamp}.json").write_text(json.dumps(
-            {"size_mib": args.size_mib, "rounds": args.rounds, "summary": report["summary"],
-             "raw": [{t: {k: ({kk: vv for kk, vv in v.items() if kk != "stdout"} if isinstance(v, dict) else v)
-                          for k, v in r[t].items()} for t in ("snapflow", "restic")} for r in rounds]},
-            indent=2))
+        (out / f"backup_vs_restic-{stamp}.json").write_text(
+            json.dumps(
+                {
+                    "size_mib": args.size_mib,
+                    "rounds": args.rounds,
+                    "summary": report["summary"],
+                    "raw": [
+                        {
+                            t: {
+                                k: (
+                                    {kk: vv for kk, vv in v.items() if kk != "stdout"}
+                                    if isinstance(v, dict)
+                                    else v
+                                )
+                                for k, v in r[t].items()
+                            }
+                            for t in ("snapflow", "restic")
+                        }
+                        for r in rounds
+                    ],
+                },
+                indent=2,
+            )
+        )
         return 0
     finally:
         if not args.workdir:
@@ -254,22 +310,32 @@ def summarize(rounds: list[dict], data_bytes: int, caches_dropped: bool) -> dict
     for phase in ("full", "incremental", "restore"):
         s_t, r_t = med("snapflow", phase, "wall_s"), med("restic", phase, "wall_s")
         s_m, r_m = med("snapflow", phase, "peak_rss"), med("restic", phase, "peak_rss")
-        summary[phase] = {"snapflow_s": s_t, "restic_s": r_t, "speedup": r_t / s_t,
-                          "snapflow_rss": s_m, "restic_rss": r_m, "rss_ratio": s_m / r_m}
-        rows.append(f"| {phase:<11} | {s_t:8.1f} s | {r_t:8.1f} s | {r_t / s_t:5.2f}x faster | "
-                    f"{s_m / 2**20:6.0f} MiB | {r_m / 2**20:6.0f} MiB | {s_m / r_m:5.2f} |")
+        summary[phase] = {
+            "snapflow_s": s_t,
+            "restic_s": r_t,
+            "speedup": r_t / s_t,
+            "snapflow_rss": s_m,
+            "restic_rss": r_m,
+            "rss_ratio": s_m / r_m,
+        }
+        rows.append(
+            f"| {phase:<11} | {s_t:8.1f} s | {r_t:8.1f} s | {r_t / s_t:5.2f}x faster | "
+            f"{s_m / 2**20:6.0f} MiB | {r_m / 2**20:6.0f} MiB | {s_m / r_m:5.2f} |"
+        )
     s_b = statistics.median(r["snapflow"]["repo_bytes"] for r in rounds)
     r_b = statistics.median(r["restic"]["repo_bytes"] for r in rounds)
     summary["repo"] = {"snapflow_bytes": s_b, "restic_bytes": r_b, "ratio": s_b / r_b}
     kdf = rounds[0]["kdf"]
-    table = "\n".join([
-        f"dataset {data_bytes / 2**20:.0f} MiB, {len(rounds)} round(s), median; scrypt N={kdf['N']} r={kdf['r']} "
-        f"p={kdf['p']} for both; page caches {'dropped' if caches_dropped else 'NOT dropped (not root)'}",
-        "| phase       | snapflow   | restic     | speed         | snapflow RSS | restic RSS | RSS ratio |",
-        "|-------------|------------|------------|---------------|--------------|------------|-----------|",
-        *rows,
-        f"| repository  | {s_b / 2**20:7.0f} MiB | {r_b / 2**20:7.0f} MiB | size ratio {s_b / r_b:.3f} |",
-    ])
+    table = "\n".join(
+        [
+            f"dataset {data_bytes / 2**20:.0f} MiB, {len(rounds)} round(s), median; scrypt N={kdf['N']} r={kdf['r']} "
+            f"p={kdf['p']} for both; page caches {'dropped' if caches_dropped else 'NOT dropped (not root)'}",
+            "| phase       | snapflow   | restic     | speed         | snapflow RSS | restic RSS | RSS ratio |",
+            "|-------------|------------|------------|---------------|--------------|------------|-----------|",
+            *rows,
+            f"| repository  | {s_b / 2**20:7.0f} MiB | {r_b / 2**20:7.0f} MiB | size ratio {s_b / r_b:.3f} |",
+        ]
+    )
     return {"table": table, "summary": summary}
 
 

@@ -13,11 +13,47 @@ import random
 from pathlib import Path
 
 MiB = 1024 * 1024
-WORDS = (
-    "snapshot volume backup restore namespace cluster policy freeze thaw verify copy pack index blob tree "
-    "postgres mariadb mongodb redis kubernetes argo workflow template cron retention prune object store "
-    "select insert update delete commit rollback checkpoint replication slot timeline recovery"
-).split()
+WORDS = [
+    "snapshot",
+    "volume",
+    "backup",
+    "restore",
+    "namespace",
+    "cluster",
+    "policy",
+    "freeze",
+    "thaw",
+    "verify",
+    "copy",
+    "pack",
+    "index",
+    "blob",
+    "tree",
+    "postgres",
+    "mariadb",
+    "mongodb",
+    "redis",
+    "kubernetes",
+    "argo",
+    "workflow",
+    "template",
+    "cron",
+    "retention",
+    "prune",
+    "object",
+    "store",
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "commit",
+    "rollback",
+    "checkpoint",
+    "replication",
+    "slot",
+    "timeline",
+    "recovery",
+]
 
 
 def _text(rng: random.Random, size: int) -> bytes:

@@ -103,17 +103,33 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,
-            "app": {"cluster": self.app.cluster, "namespace": self.app.namespace, "name": self.app.name,
-                    "policy": self.app.policy},
-            "repository": None if self.repository is None else
-            {"url": self.repository.url, "endpoint": self.repository.endpoint},
+            "app": {
+                "cluster": self.app.cluster,
+                "namespace": self.app.namespace,
+                "name": self.app.name,
+                "policy": self.app.policy,
+            },
+            "repository": None
+            if self.repository is None
+            else {"url": self.repository.url, "endpoint": self.repository.endpoint},
             "consistency": self.consistency,
-            "snapshot": {"driver": self.snapshot.driver, "class": self.snapshot.snapshot_class,
-                         "timeout_s": self.snapshot.timeout_s, "delete_after_copy": self.snapshot.delete_after_copy},
+            "snapshot": {
+                "driver": self.snapshot.driver,
+                "class": self.snapshot.snapshot_class,
+                "timeout_s": self.snapshot.timeout_s,
+                "delete_after_copy": self.snapshot.delete_after_copy,
+            },
             "freeze": {"deadline_s": self.freeze.deadline_s, "keepalive_s": self.freeze.keepalive_s},
             "targets": [
-                {"name": t.name, "hook": t.hook, "pod": t.pod, "container": t.container, "local": t.local,
-                 "params": dict(t.params)} for t in self.targets
+                {
+                    "name": t.name,
+                    "hook": t.hook,
+                    "pod": t.pod,
+                    "container": t.container,
+                    "local": t.local,
+                    "params": dict(t.params),
+                }
+                for t in self.targets
             ],
             "volumes": [
                 {"name": v.name, "pvc": v.pvc, "path": v.path, "role": v.role, "block": v.block}
@@ -143,44 +159,85 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
     if version != PLAN_VERSION:
         raise UsageError(f"{source}: version: expected {PLAN_VERSION}, got {version!r}")
     app = _req(d, "app", source, dict)
-    app_ref = AppRef(namespace=_req(app, "namespace", f"{source}: app"), name=_req(app, "name", f"{source}: app"),
-                     cluster=app.get("cluster") or "default", policy=app.get("policy") or "")
+    app_ref = AppRef(
+        namespace=_req(app, "namespace", f"{source}: app"),
+        name=_req(app, "name", f"{source}: app"),
+        cluster=app.get("cluster") or "default",
+        policy=app.get("policy") or "",
+    )
     repo = d.get("repository")
-    repo_ref = None if not repo else RepositoryRef(url=_req(repo, "url", f"{source}: repository"),
-                                                     endpoint=repo.get("endpoint"))
+    repo_ref = (
+        None
+        if not repo
+        else RepositoryRef(url=_req(repo, "url", f"{source}: repository"), endpoint=repo.get("endpoint"))
+    )
     consistency = d.get("consistency", "volume")
     if consistency not in CONSISTENCY_LEVELS:
-        raise UsageError(f"{source}: consistency: expected one of {', '.join(CONSISTENCY_LEVELS)}, got {consistency!r}")
+        raise UsageError(
+            f"{source}: consistency: expected one of {', '.join(CONSISTENCY_LEVELS)}, got {consistency!r}"
+        )
     snap = d.get("snapshot") or {}
     driver = snap.get("driver", "csi")
     if driver not in SNAPSHOT_DRIVERS:
-        raise UsageError(f"{source}: snapshot.driver: expected one of {', '.join(SNAPSHOT_DRIVERS)}, got {driver!r}")
-    snapshot = SnapshotSpec(driver=driver, snapshot_class=snap.get("class"),
-                            timeout_s=float(snap.get("timeout_s", 600)),
-                            delete_after_copy=bool(snap.get("delete_after_copy", True)))
+        raise UsageError(
+            f"{source}: snapshot.driver: expected one of {', '.join(SNAPSHOT_DRIVERS)}, got {driver!r}"
+        )
+    snapshot = SnapshotSpec(
+        driver=driver,
+        snapshot_class=snap.get("class"),
+        timeout_s=float(snap.get("timeout_s", 600)),
+        delete_after_copy=bool(snap.get("delete_after_copy", True)),
+    )
     fr = d.get("freeze") or {}
-    freeze = FreezeSpec(deadline_s=float(fr.get("deadline_s", 30)), keepalive_s=float(fr.get("keepalive_s", 5)))
+    freeze = FreezeSpec(
+        deadline_s=float(fr.get("deadline_s", 30)), keepalive_s=float(fr.get("keepalive_s", 5))
+    )
     if freeze.deadline_s <= 0:
-        raise UsageError(f"{source}: freeze.deadline_s: expected a positive number of seconds, got {freeze.deadline_s}")
+        raise UsageError(
+            f"{source}: freeze.deadline_s: expected a positive number of seconds, got {freeze.deadline_s}"
+        )
     targets = []
     for i, t in enumerate(d.get("targets") or []):
         where = f"{source}: targets[{i}]"
         hook = _req(t, "hook", where)
         if hook not in HOOK_KINDS:
             raise UsageError(f"{where}.hook: expected one of {', '.join(HOOK_KINDS)}, got {hook!r}")
-        targets.append(Target(name=_req(t, "name", where), hook=hook, pod=t.get("pod"), container=t.get("container"),
-                              local=bool(t.get("local", False)), params=dict(t.get("params") or {})))
+        targets.append(
+            Target(
+                name=_req(t, "name", where),
+                hook=hook,
+                pod=t.get("pod"),
+                container=t.get("container"),
+                local=bool(t.get("local", False)),
+                params=dict(t.get("params") or {}),
+            )
+        )
     volumes = []
     for i, v in enumerate(d.get("volumes") or []):
         where = f"{source}: volumes[{i}]"
         if not v.get("pvc") and not v.get("path"):
             raise UsageError(f"{where}: expected 'pvc' (Kubernetes) or 'path' (local)")
-        volumes.append(Volume(name=_req(v, "name", where), pvc=v.get("pvc"), path=v.get("path"),
-                              role=v.get("role", "data"), block=bool(v.get("block", False))))
+        volumes.append(
+            Volume(
+                name=_req(v, "name", where),
+                pvc=v.get("pvc"),
+                path=v.get("path"),
+                role=v.get("role", "data"),
+                block=bool(v.get("block", False)),
+            )
+        )
     if not volumes:
         raise UsageError(f"{source}: volumes: expected at least one volume")
-    return Plan(app=app_ref, repository=repo_ref, targets=tuple(targets), volumes=tuple(volumes),
-                consistency=consistency, snapshot=snapshot, freeze=freeze, version=version)
+    return Plan(
+        app=app_ref,
+        repository=repo_ref,
+        targets=tuple(targets),
+        volumes=tuple(volumes),
+        consistency=consistency,
+        snapshot=snapshot,
+        freeze=freeze,
+        version=version,
+    )
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -134,7 +134,9 @@ class MemoryStore(ObjectStore):
     def list(self, prefix=""):
         self._hook("list", prefix)
         with self._lock:
-            items = sorted((k, len(v), self.times[k]) for k, v in self.objects.items() if k.startswith(prefix))
+            items = sorted(
+                (k, len(v), self.times[k]) for k, v in self.objects.items() if k.startswith(prefix)
+            )
         for k, size, t in items:
             yield ObjectInfo(k, size, t)
 
@@ -248,7 +250,9 @@ class S3Settings:
         env = os.environ
         endpoint = endpoint or env.get(cls.DEFAULT_ENDPOINT_ENV)
         if not endpoint:
-            raise UsageError(f"--endpoint or {cls.DEFAULT_ENDPOINT_ENV}: expected the S3 server URL, got nothing")
+            raise UsageError(
+                f"--endpoint or {cls.DEFAULT_ENDPOINT_ENV}: expected the S3 server URL, got nothing"
+            )
         kw: dict = {}
         if env.get("SNAPFLOW_S3_REGION") or env.get("AWS_REGION"):
             kw["region"] = env.get("SNAPFLOW_S3_REGION") or env.get("AWS_REGION")
@@ -256,7 +260,10 @@ class S3Settings:
             kw["path_style"] = env["SNAPFLOW_S3_PATH_STYLE"].lower() not in ("0", "false", "no")
         if env.get("SNAPFLOW_S3_CA_BUNDLE") or env.get("AWS_CA_BUNDLE"):
             kw["ca_bundle"] = env.get("SNAPFLOW_S3_CA_BUNDLE") or env.get("AWS_CA_BUNDLE")
-        for name, attr in (("SNAPFLOW_S3_CONNECT_TIMEOUT", "connect_timeout"), ("SNAPFLOW_S3_READ_TIMEOUT", "read_timeout")):
+        for name, attr in (
+            ("SNAPFLOW_S3_CONNECT_TIMEOUT", "connect_timeout"),
+            ("SNAPFLOW_S3_READ_TIMEOUT", "read_timeout"),
+        ):
             if env.get(name):
                 try:
                     kw[attr] = float(env[name])
@@ -266,7 +273,9 @@ class S3Settings:
             try:
                 kw["retries"] = int(env["SNAPFLOW_S3_RETRIES"])
             except ValueError:
-                raise UsageError(f"SNAPFLOW_S3_RETRIES: expected a whole number, got {env['SNAPFLOW_S3_RETRIES']!r}") from None
+                raise UsageError(
+                    f"SNAPFLOW_S3_RETRIES: expected a whole number, got {env['SNAPFLOW_S3_RETRIES']!r}"
+                ) from None
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(endpoint=endpoint, **kw)
 
@@ -286,7 +295,13 @@ def _credentials_provider():
 class S3Store(ObjectStore):
     """An S3 bucket and prefix. Every call has explicit timeouts and a bounded number of retries."""
 
-    _TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "XMinioServerNotInitialized"}
+    _TRANSIENT_CODES = {
+        "SlowDown",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "XMinioServerNotInitialized",
+    }
 
     def __init__(self, settings: S3Settings, bucket: str, prefix: str = ""):
         import certifi
@@ -303,15 +318,20 @@ class S3Store(ObjectStore):
         timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
         if parsed.scheme == "https":
             http = urllib3.PoolManager(
-                timeout=timeout, maxsize=settings.max_pool, retries=False,
+                timeout=timeout,
+                maxsize=settings.max_pool,
+                retries=False,
                 cert_reqs="CERT_NONE" if settings.insecure_skip_verify else "CERT_REQUIRED",
                 ca_certs=settings.ca_bundle or certifi.where(),
             )
         else:
             http = urllib3.PoolManager(timeout=timeout, maxsize=settings.max_pool, retries=False)
         self.client = Minio(
-            parsed.netloc, secure=parsed.scheme == "https", region=settings.region,
-            credentials=_credentials_provider(), http_client=http,
+            parsed.netloc,
+            secure=parsed.scheme == "https",
+            region=settings.region,
+            credentials=_credentials_provider(),
+            http_client=http,
         )
         if settings.path_style:
             self.client.disable_virtual_style_endpoint()
@@ -383,7 +403,9 @@ class S3Store(ObjectStore):
             return b""
 
         def fetch():
-            resp = self.client.get_object(self.bucket, self._k(key), offset=offset, length=length, version_id=version_id)
+            resp = self.client.get_object(
+                self.bucket, self._k(key), offset=offset, length=length, version_id=version_id
+            )
             try:
                 return resp.read()
             finally:
@@ -408,7 +430,7 @@ class S3Store(ObjectStore):
     def list(self, prefix=""):
         def page():
             return [
-                ObjectInfo(o.object_name[len(self.prefix):], o.size, o.last_modified)
+                ObjectInfo(o.object_name[len(self.prefix) :], o.size, o.last_modified)
                 for o in self.client.list_objects(self.bucket, prefix=self._k(prefix), recursive=True)
                 if not o.is_dir
             ]
@@ -419,17 +441,26 @@ class S3Store(ObjectStore):
         def page():
             return [
                 ObjectInfo(
-                    o.object_name[len(self.prefix):], o.size or 0, o.last_modified, o.version_id,
-                    is_delete_marker=bool(o.is_delete_marker), is_latest=bool(o.is_latest),
+                    o.object_name[len(self.prefix) :],
+                    o.size or 0,
+                    o.last_modified,
+                    o.version_id,
+                    is_delete_marker=bool(o.is_delete_marker),
+                    is_latest=bool(o.is_latest),
                 )
-                for o in self.client.list_objects(self.bucket, prefix=self._k(prefix), recursive=True, include_version=True)
+                for o in self.client.list_objects(
+                    self.bucket, prefix=self._k(prefix), recursive=True, include_version=True
+                )
                 if not o.is_dir
             ]
 
         yield from self._call(f"LIST VERSIONS {prefix or '/'}", page)
 
     def delete(self, key, version_id=None):
-        self._call(f"DELETE {key}", lambda: self.client.remove_object(self.bucket, self._k(key), version_id=version_id))
+        self._call(
+            f"DELETE {key}",
+            lambda: self.client.remove_object(self.bucket, self._k(key), version_id=version_id),
+        )
 
     def server_time(self):
         """Read the server's clock from the Last-Modified of a tiny object written for the purpose."""
@@ -449,9 +480,13 @@ def _s3_error(err, what: str, store: S3Store):
 
     code = getattr(err, "code", "error")
     if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-        return PermanentError(f"object store refused {what}: {code} (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy)")
+        return PermanentError(
+            f"object store refused {what}: {code} (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy)"
+        )
     if code == "NoSuchBucket":
-        return PermanentError(f"bucket {store.bucket!r} does not exist at {store.settings.endpoint} (run init first)")
+        return PermanentError(
+            f"bucket {store.bucket!r} does not exist at {store.settings.endpoint} (run init first)"
+        )
     return PermanentError(f"object store refused {what}: {code}: {getattr(err, 'message', '')}")
 
 

@@ -51,8 +51,11 @@ def test_server_time_is_close_to_local_time(store):
 
 
 def test_stopped_s3_server_gives_a_clear_error_within_the_retry_bound(private_s3_server):
-    s = S3Store(S3Settings(private_s3_server.endpoint, retries=2, backoff=0.1, connect_timeout=1, read_timeout=2),
-                "stopped", "")
+    s = S3Store(
+        S3Settings(private_s3_server.endpoint, retries=2, backoff=0.1, connect_timeout=1, read_timeout=2),
+        "stopped",
+        "",
+    )
     s.ensure_container()
     private_s3_server.stop()
 

