@@ -73,6 +73,7 @@ class Volume:
     path: str | None = None
     role: str = "data"  # "data" or "wal" (PostgreSQL WAL on its own volume is cut after pg_backup_stop)
     block: bool = False
+    target: str | None = None  # the target (pod) whose hook quiesces this volume; None = every target
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class SnapshotSpec:
     snapshot_class: str | None = None
     timeout_s: float = 600.0
     delete_after_copy: bool = True
+    local_dir: str | None = None  # local driver: where snapshots/copies go (default: next to the volume)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class Plan:
                 "class": self.snapshot.snapshot_class,
                 "timeout_s": self.snapshot.timeout_s,
                 "delete_after_copy": self.snapshot.delete_after_copy,
+                "local_dir": self.snapshot.local_dir,
             },
             "freeze": {"deadline_s": self.freeze.deadline_s, "keepalive_s": self.freeze.keepalive_s},
             "targets": [
@@ -132,7 +135,14 @@ class Plan:
                 for t in self.targets
             ],
             "volumes": [
-                {"name": v.name, "pvc": v.pvc, "path": v.path, "role": v.role, "block": v.block}
+                {
+                    "name": v.name,
+                    "pvc": v.pvc,
+                    "path": v.path,
+                    "role": v.role,
+                    "block": v.block,
+                    "target": v.target,
+                }
                 for v in self.volumes
             ],
         }
@@ -187,6 +197,7 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
         snapshot_class=snap.get("class"),
         timeout_s=float(snap.get("timeout_s", 600)),
         delete_after_copy=bool(snap.get("delete_after_copy", True)),
+        local_dir=snap.get("local_dir"),
     )
     fr = d.get("freeze") or {}
     freeze = FreezeSpec(
@@ -224,8 +235,17 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
                 path=v.get("path"),
                 role=v.get("role", "data"),
                 block=bool(v.get("block", False)),
+                target=v.get("target"),
             )
         )
+        if volumes[-1].role not in ("data", "wal"):
+            raise UsageError(f"{where}.role: expected data or wal, got {volumes[-1].role!r}")
+    names = {t.name for t in targets}
+    for i, vol in enumerate(volumes):
+        if vol.target is not None and vol.target not in names:
+            raise UsageError(
+                f"{source}: volumes[{i}].target: expected one of the target names, got {vol.target!r}"
+            )
     if not volumes:
         raise UsageError(f"{source}: volumes: expected at least one volume")
     return Plan(

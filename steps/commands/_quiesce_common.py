@@ -1,0 +1,42 @@
+"""Helpers shared by the ``freeze``, ``thaw`` and ``consistent-point`` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from steps.errors import SnapflowError
+from steps.plan import Plan
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """Write JSON via a temporary file and a rename, so readers never see half a file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def store_run_record(plan: Plan, backup_id: str, name: str, record: dict[str, Any]) -> str:
+    """Store ``record`` as the run record ``name`` of the backup in the plan's repository."""
+    from steps.drivers.objectstore import open_store
+    from steps.repository.repo import Repository
+    from steps.secrets import repository_password
+
+    assert plan.repository is not None
+    try:
+        repo = Repository.open(open_store(plan.repository.url, plan.repository.endpoint), repository_password())
+        return repo.save_record("runs", {"name": name, "backup_id": backup_id, **record}, key=backup_id)
+    except SnapflowError as err:
+        # The app is already released; a retry would quiesce again, so this is not retryable here.
+        raise SnapflowError(f"the {name} record could not be stored in {plan.repository.url}: {err}") from err

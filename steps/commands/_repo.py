@@ -1,0 +1,83 @@
+"""Shared helpers of the repository steps: connection arguments, opening the repository, tag parsing.
+
+Heavy modules are imported inside the functions so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+from steps.errors import UsageError
+
+_TAG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
+
+
+def add_repo_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("repository")
+    g.add_argument("--repo", required=True, metavar="URL", help="s3://BUCKET/PREFIX (also file:///PATH)")
+    g.add_argument("--endpoint", metavar="URL", help="S3 endpoint URL (default: $SNAPFLOW_S3_ENDPOINT)")
+
+
+CONNECTION_EPILOG = """\
+environment:
+  SNAPFLOW_PASSWORD / SNAPFLOW_PASSWORD_FILE   repository password (never given as an argument)
+  SNAPFLOW_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, SNAPFLOW_S3_REGION,
+  SNAPFLOW_S3_PATH_STYLE, SNAPFLOW_S3_CA_BUNDLE, SNAPFLOW_S3_CONNECT_TIMEOUT, SNAPFLOW_S3_READ_TIMEOUT,
+  SNAPFLOW_S3_RETRIES
+"""
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+def open_store(args):
+    from steps.drivers.objectstore import open_store as _open
+    from steps.drivers.objectstore import parse_repo_url
+
+    scheme, bucket, _path = parse_repo_url(args.repo)
+    if scheme == "s3" and (not _BUCKET.match(bucket) or ".." in bucket):
+        raise UsageError(
+            f"--repo: bucket name {bucket!r} is invalid (3-63 lower-case letters, digits, '.', '-')"
+        )
+    return _open(args.repo, args.endpoint)
+
+
+def open_repository(args):
+    from steps.repository.repo import Repository
+    from steps.secrets import repository_password
+
+    password = repository_password()
+    return Repository.open(open_store(args), password)
+
+
+def parse_tags(values: list[str] | None, option: str = "--tag") -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for raw in values or []:
+        key, sep, value = raw.partition("=")
+        if not sep or not _TAG_KEY.match(key):
+            raise UsageError(f"{option}: expected KEY=VALUE (KEY of letters, digits, _ . - /), got {raw!r}")
+        tags[key] = value
+    return tags
+
+
+def parse_percent(raw: str, option: str) -> float:
+    text = raw.strip().rstrip("%")
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{option}: expected a percentage between 0 and 100, got {raw!r}") from None
+    if not 0 <= value <= 100:
+        raise UsageError(f"{option}: expected a percentage between 0 and 100, got {raw!r}")
+    return value
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)

@@ -1,0 +1,125 @@
+"""``capture``: export an application's Kubernetes objects, cleaned, into the repository."""
+
+from __future__ import annotations
+
+from steps.commands._kube import KUBE_EPILOG, add_kube_args
+from steps.commands._repo import CONNECTION_EPILOG, add_repo_args
+
+NAME = "capture"
+HELP = "store the app's Kubernetes objects (cleaned) in the repository"
+DESCRIPTION = """Export the namespaced objects of --namespace (with --selector: the matching objects and the
+ConfigMaps, Secrets, ServiceAccounts, Services and PVCs they reference), leave out runtime objects a
+restore would duplicate (Pods, ReplicaSets and Jobs made by controllers, Endpoints, EndpointSlices,
+Events, ...) and objects owned by another captured object, strip server-managed fields (status, uid,
+resourceVersion, managedFields, a PVC's volumeName, a Service's clusterIPs and node ports, ...), and store
+them in the repository as a snapshot tagged kind=manifests and backup=ID, encrypted like the data. The
+last line of stdout is the snapshot ID (or a JSON summary with --json).
+
+examples:
+  python -m steps capture --repo s3://backups/shop --namespace shop --backup-id backup-db-x7k2
+  python -m steps capture --repo s3://backups/shop --namespace shop --selector app=db --backup-id backup-db-x7k2 --json
+  python -m steps capture --repo s3://backups/shop --namespace shop --backup-id test --dry-run
+"""
+
+
+def configure(parser):
+    add_repo_args(parser)
+    parser.add_argument("--namespace", required=True, metavar="NS", help="the application's namespace")
+    parser.add_argument("--selector", default="", metavar="SEL",
+                        help="label selector (kubectl -l syntax); default: the whole namespace")
+    parser.add_argument("--backup-id", required=True, metavar="ID", help="the backup run (Argo workflow name)")
+    for f in ("cluster", "app", "policy"):
+        parser.add_argument(f"--{f}", metavar=f.upper(), help=f"record the {f} with the capture")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be stored; store nothing")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary instead of the ID")
+    add_kube_args(parser)
+    parser.epilog = CONNECTION_EPILOG + KUBE_EPILOG
+
+
+def collect(client, namespace: str, warn) -> tuple[list[dict], list[str]]:
+    """Every object of ``namespace`` (and the Namespace itself) the client may list; the kinds it may not."""
+    from steps.drivers.kube import Forbidden, NotFound
+    from steps.errors import UsageError
+    from steps.manifests.clean import RUNTIME_KINDS
+
+    objects: list[dict] = []
+    try:
+        ns_obj = client.get_or_none("v1", "Namespace", namespace)
+    except Forbidden as err:
+        ns_obj = {}
+        warn(f"cannot read namespace {namespace} ({err}); its labels and annotations are not captured")
+    if ns_obj is None:
+        raise UsageError(f"--namespace: namespace {namespace} does not exist")
+    if ns_obj:
+        ns_obj.setdefault("apiVersion", "v1")
+        ns_obj.setdefault("kind", "Namespace")
+        objects.append(ns_obj)
+    unreadable: list[str] = []
+    for rt in client.namespaced_types():
+        if (rt.group, rt.kind) in RUNTIME_KINDS:
+            continue  # dropped anyway; listing Events of a busy namespace is expensive
+        try:
+            items, _ = client.list(rt.api_version, rt.kind, namespace)
+        except Forbidden as err:
+            unreadable.append(f"{rt.plural}.{rt.group}" if rt.group else rt.plural)
+            warn(f"cannot list {rt.kind} in namespace {namespace}: {err}; the capture does not contain them")
+            continue
+        except NotFound:
+            continue
+        objects.extend(items)
+    return objects, unreadable
+
+
+def run(args) -> int:
+    import sys
+    from datetime import UTC, datetime
+
+    from steps.commands._kube import kube_client
+    from steps.commands._repo import open_repository, print_json, warn
+    from steps.manifests import bundle
+    from steps.manifests.clean import select_objects
+    from steps.manifests.objects import parse_selector
+
+    selector = parse_selector(args.selector, "--selector")
+    client = kube_client(args)
+    with client:
+        objects, unreadable = collect(client, args.namespace, warn)
+    selection = select_objects(objects, selector)
+    info = {
+        "backup_id": args.backup_id,
+        "cluster": args.cluster or "default",
+        "namespace": args.namespace,
+        "selector": args.selector,
+        "app": args.app or "",
+        "policy": args.policy or "",
+        "captured_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "dropped": [d.to_dict() for d in selection.dropped],
+        "unreadable": unreadable,
+    }
+    files = bundle.to_files(selection.objects, info)
+    kept = [bundle.object_path(o)[len("objects/"):] for o in selection.objects]
+    summary = {"objects": len(selection.objects), "dropped": len(selection.dropped), "unreadable": unreadable}
+    if args.dry_run:
+        for path in kept:
+            print(f"keep {path}")
+        for d in selection.dropped:
+            print(f"drop {d.ref} ({d.reason})")
+        if args.json:
+            print_json({**summary, "id": None})
+        return 0
+
+    from steps.repository.archiver import store_files
+
+    repo = open_repository(args)
+    identity = {"cluster": info["cluster"], "namespace": args.namespace, "app": args.app, "policy": args.policy}
+    snapshot_id = store_files(
+        repo, files, tags={"kind": "manifests", "backup": args.backup_id}, backup_id=args.backup_id,
+        identity={k: v for k, v in identity.items() if v}, source=f"k8s:{info['cluster']}/{args.namespace}",
+    )
+    print(f"captured {len(selection.objects)} objects of namespace {args.namespace} "
+          f"({len(selection.dropped)} left out) as snapshot {snapshot_id[:8]}", file=sys.stderr)
+    if args.json:
+        print_json({**summary, "id": snapshot_id})
+    else:
+        print(snapshot_id)
+    return 0

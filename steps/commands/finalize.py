@@ -1,0 +1,238 @@
+"""``finalize``: the backup's exit handler — thaw, clean up, and commit the backup record if it all passed."""
+
+from __future__ import annotations
+
+from steps.commands._kube import KUBE_EPILOG, add_kube_args
+
+NAME = "finalize"
+HELP = "exit handler: idempotent thaw, cleanup of clones/snapshots, commit of the backup record"
+DESCRIPTION = """Runs whatever happened before (Argo's onExit), in this order:
+
+1. thaw every target of the plan (idempotent: safe when nothing is frozen);
+2. delete the clone PVCs of this backup, and its VolumeSnapshots / VolumeGroupSnapshots when the plan
+   says snapshot.delete_after_copy — found by the label snapflow.io/backup-id, so this works after any
+   failure; a leftover snapflow.io/group label is removed from the app's PVCs;
+3. commit the backup record (the restore point) ONLY when --workflow-status is Succeeded, every volume
+   of the plan has a snapshot of this backup in the repository, and a passing verify run record exists.
+
+Exit status: 0 when the workflow did not succeed (nothing to commit) and the thaw worked; non-zero when
+the thaw failed, or when the workflow succeeded but the backup could not be committed (so that the
+workflow is not reported as a successful backup). Running it twice is harmless.
+
+examples:
+  python -m steps finalize --plan plan.json --backup-id backup-db-x7k2 --workflow-status Succeeded
+  python -m steps finalize --plan plan.json --backup-id backup-db-x7k2 --workflow-status Failed
+"""
+
+STATUSES = ("Succeeded", "Failed", "Error", "Running", "Omitted", "Skipped")
+
+
+def configure(parser):
+    parser.add_argument("--plan", required=True, metavar="FILE", help="plan JSON file")
+    parser.add_argument("--backup-id", required=True, metavar="ID", help="the backup run (Argo workflow name)")
+    parser.add_argument("--workflow-status", required=True, metavar="STATUS",
+                        help="{{workflow.status}}: Succeeded, Failed or Error")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_kube_args(parser)
+    parser.epilog = KUBE_EPILOG + """\
+repository: the plan's repository; SNAPFLOW_PASSWORD / SNAPFLOW_PASSWORD_FILE, AWS_ACCESS_KEY_ID,
+  AWS_SECRET_ACCESS_KEY, SNAPFLOW_S3_* as for the other repository steps
+"""
+
+
+# --------------------------------------------------------------------------------------------------
+# Cleanup
+
+
+def cleanup_cluster(client, plan, backup_id: str, log) -> dict[str, list[str]]:
+    """Delete what this backup created in the app's namespace; every failure is reported, none stops."""
+    from steps.drivers.kube import KubeError
+    from steps.drivers.snapshot_csi import SNAPSHOT_API
+    from steps.manifests import render
+
+    ns = plan.app.namespace
+    selector = f"{render.LABEL_BACKUP}={render.label_value(backup_id)}"
+    done: dict[str, list[str]] = {"deleted": [], "errors": []}
+
+    def delete_all(api_version: str, kind: str, extra: str = "") -> None:
+        try:
+            items, _ = client.list(api_version, kind, ns, label_selector=selector + extra)
+        except KubeError as err:
+            if getattr(err, "status", None) != 404:  # the kind is not served: nothing to delete
+                done["errors"].append(f"list {kind}: {err}")
+            return
+        for item in items:
+            name = item["metadata"]["name"]
+            try:
+                if client.delete(api_version, kind, name, ns):
+                    done["deleted"].append(f"{kind}/{name}")
+                    log(f"deleted {kind}/{name}")
+            except KubeError as err:
+                done["errors"].append(f"delete {kind}/{name}: {err}")
+
+    delete_all("v1", "Pod", f",{render.LABEL_ROLE}=mover")
+    delete_all("v1", "PersistentVolumeClaim", f",{render.LABEL_ROLE}=clone")
+    if plan.snapshot.delete_after_copy:
+        for api_version in render.GROUP_SNAPSHOT_API_VERSIONS:
+            before = len(done["deleted"])
+            delete_all(api_version, "VolumeGroupSnapshot")
+            if len(done["deleted"]) > before:
+                break
+        delete_all(SNAPSHOT_API, "VolumeSnapshot")
+    # a cut interrupted between labelling the PVCs and removing the label
+    group_value = render.label_value(backup_id)
+    for v in plan.volumes:
+        if not v.pvc:
+            continue
+        try:
+            pvc = client.get_or_none("v1", "PersistentVolumeClaim", v.pvc, ns)
+            if pvc and (pvc["metadata"].get("labels") or {}).get(render.LABEL_GROUP) == group_value:
+                client.patch("v1", "PersistentVolumeClaim", v.pvc, ns,
+                             {"metadata": {"labels": {render.LABEL_GROUP: None}}})
+        except KubeError as err:
+            done["errors"].append(f"unlabel PersistentVolumeClaim/{v.pvc}: {err}")
+    return done
+
+
+# --------------------------------------------------------------------------------------------------
+# Commit
+
+
+def commit_checks(plan, backup_id: str, snapshots, runs) -> tuple[dict | None, list[str]]:
+    """The backup record to commit, or the reasons it must not be. Pure: takes what the repository holds."""
+    problems: list[str] = []
+    mine = [s for s in snapshots if s.backup_id == backup_id or s.tags.get("backup") == backup_id]
+    manifests = [s for s in mine if s.tags.get("kind") == "manifests"]
+    data = [s for s in mine if s.tags.get("kind") != "manifests"]
+    volumes = []
+    for v in plan.volumes:
+        found = [s for s in data if s.data.get("volume") in (v.name, v.pvc) or s.tags.get("volume") == v.name]
+        if not found:
+            problems.append(f"volume {v.name}: no snapshot of backup {backup_id} in the repository")
+            continue
+        snap = max(found, key=lambda s: s.time)
+        summary = snap.data.get("summary") or {}
+        volumes.append({"name": v.name, "pvc": v.pvc, "path": v.path, "role": v.role, "block": v.block,
+                        "snapshot": snap.id, "files": summary.get("files"), "bytes": summary.get("bytes_total")})
+    verifies = [r for r in runs if r.data.get("name") == "verify"]
+    verify = verifies[-1].data if verifies else None
+    if verify is None:
+        problems.append(f"backup {backup_id}: no verify run record")
+    elif not verify.get("ok"):
+        problems.append(f"backup {backup_id}: verify failed ({'; '.join(verify.get('problems', [])[:3])})")
+    cps = [r.data for r in runs if r.data.get("name") == "consistent-point"]
+    cp = cps[-1] if cps else None
+    if problems:
+        return None, problems
+    record = {
+        "version": 1,
+        "backup_id": backup_id,
+        "app": {"cluster": plan.app.cluster, "namespace": plan.app.namespace, "name": plan.app.name,
+                "policy": plan.app.policy},
+        "volumes": volumes,
+        "manifests": max(manifests, key=lambda s: s.time).id if manifests else None,
+        "snapshot_driver": plan.snapshot.driver,
+        "consistency": None if cp is None else {
+            k: cp.get(k) for k in ("verdict", "reasons", "recovery", "freeze_window_ms", "timeline")
+        },
+        "verify": {k: verify.get(k) for k in ("ok", "read_data_percent", "snapshots", "bytes_read", "time")},
+        "repository": plan.repository.url if plan.repository else None,
+    }
+    return record, []
+
+
+def commit(plan, backup_id: str, log) -> tuple[str | None, list[str], bool]:
+    """(record ID, problems, already_committed). Writes nothing when there are problems."""
+    from steps.drivers.objectstore import open_store
+    from steps.repository.repo import Repository, utc_now_iso
+    from steps.secrets import repository_password
+
+    assert plan.repository is not None
+    repo = Repository.open(open_store(plan.repository.url, plan.repository.endpoint), repository_password())
+    existing = repo.list_records("backups", key=backup_id)
+    if existing:
+        return existing[-1].id, [], True
+    record, problems = commit_checks(plan, backup_id, repo.list_snapshots(), repo.list_records("runs", key=backup_id))
+    if record is None:
+        return None, problems, False
+    record["time"] = utc_now_iso()
+    record["workflow_status"] = "Succeeded"
+    rid = repo.save_record("backups", record, key=backup_id)
+    log(f"backup {backup_id} committed as record {rid[:8]}")
+    return rid, [], False
+
+
+def run(args) -> int:
+    import json
+    import sys
+
+    from steps.commands._kube import log
+    from steps.errors import ConsistencyError, PermanentError, SnapflowError, UsageError
+    from steps.plan import load_plan
+
+    if args.workflow_status not in STATUSES:
+        raise UsageError(f"--workflow-status: expected one of {', '.join(STATUSES)}, got {args.workflow_status!r}")
+    plan = load_plan(args.plan)
+    summary: dict = {"backup_id": args.backup_id, "workflow_status": args.workflow_status}
+
+    # 1. thaw: first, and whatever else fails
+    thaw_error = None
+    try:
+        from steps.quiesce.engine import thaw_plan
+
+        results = thaw_plan(plan)
+        summary["thaw"] = results
+        failed = [r for r in results if r.get("error")]
+        if failed:
+            thaw_error = "thaw failed for " + "; ".join(f"{r.get('target')}: {r['error']}" for r in failed)
+    except Exception as err:  # the thaw must never stop cleanup
+        thaw_error = f"thaw failed: {err}"
+    if thaw_error:
+        log(f"finalize: {thaw_error}")
+
+    # 2. cleanup of what the backup created in the cluster
+    if plan.snapshot.driver == "csi" or any(v.pvc for v in plan.volumes):
+        try:
+            from steps.commands._kube import kube_client
+
+            with kube_client(args) as client:
+                summary["cleanup"] = cleanup_cluster(client, plan, args.backup_id, log)
+            for e in summary["cleanup"]["errors"]:
+                log(f"finalize: cleanup: {e}")
+        except SnapflowError as err:
+            summary["cleanup"] = {"deleted": [], "errors": [str(err)]}
+            log(f"finalize: cleanup failed: {err} (leftovers carry the label snapflow.io/backup-id={args.backup_id})")
+
+    # 3. commit, only for a successful run
+    commit_error: SnapflowError | None = None
+    if args.workflow_status != "Succeeded":
+        summary["committed"] = False
+        log(f"finalize: workflow {args.workflow_status}: backup {args.backup_id} is not committed")
+    elif plan.repository is None:
+        summary["committed"] = False
+        commit_error = UsageError("plan: repository: required to commit a backup")
+    else:
+        try:
+            rid, problems, already = commit(plan, args.backup_id, log)
+            summary["committed"] = rid is not None
+            summary["record"] = rid
+            if already:
+                log(f"finalize: backup {args.backup_id} was already committed")
+            if problems:
+                summary["problems"] = problems
+                commit_error = PermanentError(
+                    f"backup {args.backup_id} not committed: {'; '.join(problems)}"
+                )
+        except SnapflowError as err:
+            summary["committed"] = False
+            commit_error = err
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        print(f"finalize: backup {args.backup_id}: {'committed' if summary.get('committed') else 'not committed'}",
+              file=sys.stderr)
+    if thaw_error:
+        raise ConsistencyError(thaw_error)
+    if commit_error is not None:
+        raise commit_error
+    return 0

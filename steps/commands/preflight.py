@@ -1,0 +1,289 @@
+"""``preflight``: check a live cluster (and the repository) before the first backup of a plan."""
+
+from __future__ import annotations
+
+from steps.commands._kube import KUBE_EPILOG, add_kube_args
+
+NAME = "preflight"
+HELP = "check the cluster and repository for a plan: snapshot classes, RBAC, Pod Security, repository key"
+DESCRIPTION = """Checks, for the plan's namespace and volumes, one line each (ok / warn / FAIL):
+
+  api             the Kubernetes API answers
+  namespace       the namespace exists
+  snapshot-api    the VolumeSnapshot API is served (and a VolumeGroupSnapshot API for consistency: group)
+  snapshot-class  every PVC's CSI driver has a VolumeSnapshotClass (the plan's class, else a default one),
+                  and a VolumeGroupSnapshotClass for consistency: group
+  rbac            the identity the steps run as (--service-account NS/NAME, else the current one) may do
+                  what capture, consistent-point, prepare-clone and finalize do
+  pod-security    the namespace's enforced Pod Security level admits the step pods (copy, restore mover)
+  repository      the repository answers and the password opens a key
+
+Exits 3 when any check fails (warnings do not fail).
+
+examples:
+  python -m steps preflight --plan plan.json
+  python -m steps preflight --plan plan.json --service-account shop/snapflow-db --json
+"""
+
+# (verb, resource, group, subresource, needed-for, group-consistency only)
+PERMISSIONS: tuple[tuple[str, str, str, str, str, bool], ...] = (
+    ("get", "pods", "", "", "consistent-point (hooks)", False),
+    ("create", "pods", "", "exec", "consistent-point (hooks)", False),
+    ("get", "persistentvolumeclaims", "", "", "prepare-clone", False),
+    ("create", "persistentvolumeclaims", "", "", "prepare-clone", False),
+    ("list", "persistentvolumeclaims", "", "", "finalize", False),
+    ("delete", "persistentvolumeclaims", "", "", "finalize", False),
+    ("patch", "persistentvolumeclaims", "", "", "consistent-point (group label)", True),
+    ("create", "volumesnapshots", "snapshot.storage.k8s.io", "", "consistent-point", False),
+    ("get", "volumesnapshots", "snapshot.storage.k8s.io", "", "consistent-point", False),
+    ("list", "volumesnapshots", "snapshot.storage.k8s.io", "", "consistent-point", False),
+    ("watch", "volumesnapshots", "snapshot.storage.k8s.io", "", "consistent-point", False),
+    ("delete", "volumesnapshots", "snapshot.storage.k8s.io", "", "finalize", False),
+    ("patch", "volumesnapshots", "snapshot.storage.k8s.io", "", "consistent-point (group members)", True),
+    ("create", "volumegroupsnapshots", "groupsnapshot.storage.k8s.io", "", "consistent-point", True),
+    ("watch", "volumegroupsnapshots", "groupsnapshot.storage.k8s.io", "", "consistent-point", True),
+    ("delete", "volumegroupsnapshots", "groupsnapshot.storage.k8s.io", "", "finalize", True),
+    ("list", "events", "", "", "error messages", False),
+    ("list", "configmaps", "", "", "capture", False),
+    ("list", "secrets", "", "", "capture", False),
+    ("list", "services", "", "", "capture", False),
+    ("list", "serviceaccounts", "", "", "capture", False),
+    ("list", "statefulsets", "apps", "", "capture", False),
+    ("list", "deployments", "apps", "", "capture", False),
+)
+# cluster-scoped reads: without them the steps work, with less precision
+CLUSTER_PERMISSIONS = (
+    ("get", "volumesnapshotcontents", "snapshot.storage.k8s.io",
+     "the cut time is then the VolumeSnapshot's (whole seconds), not the content's"),
+    ("get", "namespaces", "", "capture then stores no Namespace object (its labels are not restored)"),
+)
+
+
+def configure(parser):
+    parser.add_argument("--plan", required=True, metavar="FILE", help="plan JSON file")
+    parser.add_argument("--service-account", default="", metavar="NS/NAME",
+                        help="check RBAC for this ServiceAccount (default: the identity of this process)")
+    parser.add_argument("--group-snapshot-class", default="", metavar="NAME",
+                        help="VolumeGroupSnapshotClass for consistency: group (default: the driver's default)")
+    parser.add_argument("--skip-repository", action="store_true", help="do not open the repository")
+    parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    add_kube_args(parser)
+    parser.epilog = KUBE_EPILOG
+
+
+class Checks:
+    def __init__(self):
+        self.items: list[dict] = []
+
+    def add(self, name: str, status: str, message: str) -> None:
+        self.items.append({"check": name, "status": status, "message": message})
+
+    @property
+    def failed(self) -> list[dict]:
+        return [c for c in self.items if c["status"] == "fail"]
+
+
+def _allowed(client, sa: str, verb: str, resource: str, group: str, namespace: str | None, sub: str = "") -> bool:
+    attrs = {k: v for k, v in {"verb": verb, "resource": resource, "group": group, "namespace": namespace,
+                               "subresource": sub}.items() if v}
+    if not sa:
+        return client.can_i(verb, resource, namespace, group, sub)
+    ns, _, name = sa.partition("/")
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+              "spec": {"user": f"system:serviceaccount:{ns}:{name}",
+                       "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"],
+                       "resourceAttributes": attrs}}
+    out = client.create(review)
+    return bool((out.get("status") or {}).get("allowed"))
+
+
+def _default_class(classes: list[dict], driver: str, annotation: str) -> dict | None:
+    for c in classes:
+        if c.get("driver") == driver and (c["metadata"].get("annotations") or {}).get(annotation) == "true":
+            return c
+    return None
+
+
+def check_snapshots(client, plan, checks: Checks, group_class: str) -> None:
+    from steps.drivers.kube import KubeError
+    from steps.manifests import render
+    from steps.manifests.objects import dig
+
+    ns = plan.app.namespace
+    try:
+        classes, _ = client.list("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass")
+        checks.add("snapshot-api", "ok", "snapshot.storage.k8s.io/v1 is served")
+    except KubeError as err:
+        checks.add("snapshot-api", "fail", f"VolumeSnapshot API not usable: {err} (install the external-snapshotter "
+                                           "CRDs and controller)")
+        return
+    group_classes = None
+    if plan.consistency == "group":
+        for api_version in render.GROUP_SNAPSHOT_API_VERSIONS:
+            try:
+                group_classes, _ = client.list(api_version, "VolumeGroupSnapshotClass")
+                checks.add("snapshot-api", "ok", f"{api_version} is served (consistency: group)")
+                break
+            except KubeError:
+                continue
+        if group_classes is None:
+            checks.add("snapshot-api", "fail", "consistency: group, but no VolumeGroupSnapshot API is served "
+                                               f"({', '.join(render.GROUP_SNAPSHOT_API_VERSIONS)})")
+    for v in plan.volumes:
+        if not v.pvc:
+            continue
+        pvc = client.get_or_none("v1", "PersistentVolumeClaim", v.pvc, ns)
+        if pvc is None:
+            checks.add("snapshot-class", "fail", f"PVC {ns}/{v.pvc} (volume {v.name}) does not exist")
+            continue
+        sc_name = dig(pvc, "spec", "storageClassName")
+        sc = client.get_or_none("storage.k8s.io/v1", "StorageClass", sc_name) if sc_name else None
+        if sc is None:
+            checks.add("snapshot-class", "fail", f"PVC {v.pvc}: storage class {sc_name or '(none)'} not found; "
+                                                 "cannot tell its CSI driver")
+            continue
+        driver = sc.get("provisioner", "")
+        if plan.snapshot.snapshot_class:
+            chosen = next((c for c in classes if c["metadata"]["name"] == plan.snapshot.snapshot_class), None)
+            if chosen is None:
+                checks.add("snapshot-class", "fail", f"VolumeSnapshotClass {plan.snapshot.snapshot_class} does not exist")
+                continue
+            if chosen.get("driver") != driver:
+                checks.add("snapshot-class", "fail", f"PVC {v.pvc}: VolumeSnapshotClass {chosen['metadata']['name']} "
+                                                     f"is for driver {chosen.get('driver')}, the PVC uses {driver}")
+                continue
+        else:
+            chosen = _default_class(classes, driver, "snapshot.storage.kubernetes.io/is-default-class")
+            if chosen is None:
+                checks.add("snapshot-class", "fail", f"PVC {v.pvc}: no default VolumeSnapshotClass for driver {driver}"
+                                                     " (set snapshot.class in the policy)")
+                continue
+        checks.add("snapshot-class", "ok", f"PVC {v.pvc}: {chosen['metadata']['name']} (driver {driver})")
+        if group_classes is not None:
+            if group_class:
+                g = next((c for c in group_classes if c["metadata"]["name"] == group_class), None)
+            else:
+                g = _default_class(group_classes, driver, "groupsnapshot.storage.kubernetes.io/is-default-class")
+            if g is None or g.get("driver") != driver:
+                checks.add("snapshot-class", "fail", f"PVC {v.pvc}: no VolumeGroupSnapshotClass for driver {driver}")
+            else:
+                checks.add("snapshot-class", "ok", f"PVC {v.pvc}: group class {g['metadata']['name']}")
+
+
+def check_rbac(client, plan, checks: Checks, sa: str) -> None:
+    from steps.drivers.kube import KubeError
+
+    ns = plan.app.namespace
+    missing = []
+    try:
+        for verb, resource, group, sub, step, group_only in PERMISSIONS:
+            if group_only and plan.consistency != "group":
+                continue
+            if not _allowed(client, sa, verb, resource, group, ns, sub):
+                what = f"{verb} {resource}{'/' + sub if sub else ''}{'.' + group if group else ''}"
+                missing.append(f"{what} ({step})")
+        for verb, resource, group, consequence in CLUSTER_PERMISSIONS:
+            if not _allowed(client, sa, verb, resource, group, None):
+                checks.add("rbac", "warn", f"cannot {verb} {resource}: {consequence}")
+    except KubeError as err:
+        checks.add("rbac", "warn", f"access reviews not possible: {err}")
+        return
+    who = f"ServiceAccount {sa}" if sa else "the current identity"
+    if missing:
+        checks.add("rbac", "fail", f"{who} may not, in namespace {ns}: {'; '.join(missing)}")
+    else:
+        checks.add("rbac", "ok", f"{who} has every permission the backup steps use in {ns}")
+
+
+def check_pod_security(namespace_obj: dict | None, checks: Checks) -> None:
+    from steps.manifests import render
+    from steps.manifests.podsecurity import LEVELS, violations
+
+    labels = ((namespace_obj or {}).get("metadata") or {}).get("labels") or {}
+    level = labels.get("pod-security.kubernetes.io/enforce", "privileged")
+    if level not in LEVELS:
+        checks.add("pod-security", "warn", f"unknown enforce level {level!r}")
+        return
+    mover = render.mover_pod(name="preflight", namespace="x", pvc="x", image="x", repository="s3://x/x",
+                             snapshot_id="x", labels={}, password_secret="x")
+    problems = violations(mover["spec"], level)
+    if problems:
+        mover_nr = render.mover_pod(name="preflight", namespace="x", pvc="x", image="x", repository="s3://x/x",
+                                    snapshot_id="x", labels={}, password_secret="x", run_as_root=False)
+        if not violations(mover_nr["spec"], level):
+            checks.add("pod-security", "warn", f"enforce={level} rejects the restore mover as root ("
+                       f"{problems[0]}); restores there need --mover-non-root (file owners are then not restored)")
+        else:
+            checks.add("pod-security", "fail", f"enforce={level} rejects the restore mover pod: {'; '.join(problems)}")
+    else:
+        checks.add("pod-security", "ok", f"enforce={level} admits the step pods")
+
+
+def check_repository(plan, checks: Checks) -> None:
+    from steps.drivers.objectstore import open_store
+    from steps.errors import SnapflowError
+    from steps.repository.repo import Repository
+    from steps.secrets import repository_password
+
+    if plan.repository is None:
+        checks.add("repository", "warn", "the plan names no repository")
+        return
+    try:
+        Repository.open(open_store(plan.repository.url, plan.repository.endpoint), repository_password())
+        checks.add("repository", "ok", f"{plan.repository.url} opens with the given password")
+    except SnapflowError as err:
+        checks.add("repository", "fail", f"{plan.repository.url}: {err}")
+
+
+def preflight(client, plan, *, service_account: str = "", group_class: str = "", repository: bool = True) -> Checks:
+    from steps.drivers.kube import KubeError
+
+    checks = Checks()
+    try:
+        version = client.request("GET", "/version", what="version")
+        checks.add("api", "ok", f"{client.host} answers (Kubernetes {version.get('gitVersion', '?')})")
+    except KubeError as err:
+        checks.add("api", "fail", str(err))
+        if repository:
+            check_repository(plan, checks)
+        return checks
+    ns_obj = None
+    try:
+        ns_obj = client.get_or_none("v1", "Namespace", plan.app.namespace)
+        if ns_obj is None:
+            checks.add("namespace", "fail", f"namespace {plan.app.namespace} does not exist")
+        else:
+            checks.add("namespace", "ok", f"namespace {plan.app.namespace} exists")
+    except KubeError as err:
+        checks.add("namespace", "warn", f"cannot read namespace {plan.app.namespace}: {err}")
+    if plan.snapshot.driver == "csi":
+        check_snapshots(client, plan, checks, group_class)
+    check_rbac(client, plan, checks, service_account)
+    check_pod_security(ns_obj, checks)
+    if repository:
+        check_repository(plan, checks)
+    return checks
+
+
+def run(args) -> int:
+    import json
+
+    from steps.commands._kube import kube_client
+    from steps.errors import PermanentError, UsageError
+    from steps.plan import load_plan
+
+    if args.service_account and "/" not in args.service_account:
+        raise UsageError(f"--service-account: expected NAMESPACE/NAME, got {args.service_account!r}")
+    plan = load_plan(args.plan)
+    with kube_client(args) as client:
+        checks = preflight(client, plan, service_account=args.service_account,
+                           group_class=args.group_snapshot_class, repository=not args.skip_repository)
+    if args.json:
+        print(json.dumps({"ok": not checks.failed, "checks": checks.items}, sort_keys=True))
+    else:
+        for c in checks.items:
+            print(f"{ {'ok': 'ok  ', 'warn': 'warn', 'fail': 'FAIL'}[c['status']] } {c['check']:<15} {c['message']}")
+    if checks.failed:
+        raise PermanentError(f"preflight: {len(checks.failed)} check(s) failed: "
+                             + "; ".join(f"{c['check']}: {c['message']}" for c in checks.failed[:3]))
+    return 0

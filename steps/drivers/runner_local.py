@@ -1,0 +1,136 @@
+"""Runs hook commands as processes on this machine (local targets, the local runner, tests).
+
+Sessions run in their own process group, so that a signal meant for the holder (Ctrl-C, a group kill)
+does not also end a watcher that must still release what it holds; when the holder dies, its end of
+the session's standard input closes and the process sees end of file.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import signal
+import subprocess
+import threading
+
+from steps.drivers.runner import RunResult, SessionClosed
+
+_EOF = object()
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+
+
+class LocalSession:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None):
+        self.description = f"local process {argv[0]}"
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+            text=True,
+            bufsize=1,
+        )
+        self.pid = self._proc.pid
+        self._lines: queue.Queue = queue.Queue()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
+        self._done = False
+        threading.Thread(target=self._pump_stdout, daemon=True).start()
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
+
+    def _pump_stdout(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(_EOF)
+
+    def _pump_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self._stderr.append(line.rstrip("\n"))
+
+    def send(self, text: str) -> None:
+        stdin = self._proc.stdin
+        if stdin is None or stdin.closed:
+            raise SessionClosed(f"{self.description}: input already closed")
+        try:
+            stdin.write(text)
+            stdin.flush()
+        except (BrokenPipeError, OSError, ValueError) as err:
+            raise SessionClosed(f"{self.description}: ended ({err.__class__.__name__})") from None
+
+    def read_line(self, timeout: float) -> str | None:
+        if self._done:
+            raise SessionClosed(f"{self.description}: output ended")
+        try:
+            item = self._lines.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return None
+        if item is _EOF:
+            self._done = True
+            raise SessionClosed(f"{self.description}: output ended")
+        return item
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def close_input(self) -> None:
+        try:
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+        except OSError:
+            pass
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            _kill_group(self._proc)
+        self.close_input()
+
+    def stderr_tail(self) -> str:
+        return " | ".join(self._stderr)
+
+
+class LocalRunner:
+    """Runs commands on this machine, optionally with extra environment variables."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        self.description = "local"
+        self._env = None if env is None else {**os.environ, **env}
+
+    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float = 60.0) -> RunResult:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self._env,
+            start_new_session=True,
+            text=True,
+        )
+        try:
+            out, err = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            out, err = proc.communicate()
+            return RunResult(-9, out, (err + f"\nkilled after {timeout:g} s").strip())
+        return RunResult(proc.returncode, out, err)
+
+    def open_session(self, argv: list[str]) -> LocalSession:
+        return LocalSession(argv, env=self._env)

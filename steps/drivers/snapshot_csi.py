@@ -1,0 +1,397 @@
+"""The ``csi`` snapshot driver: Kubernetes VolumeSnapshots (external-snapshotter API).
+
+``consistency: volume`` creates one VolumeSnapshot per PVC, back to back; ``consistency: group`` creates
+ONE VolumeGroupSnapshot over every PVC of the plan (they are labelled ``snapflow.io/group=<backup>`` for
+the instant of the cut, since a group snapshot selects its PVCs by label) — and fails rather than fall
+back to separate snapshots when the cluster cannot do it.
+
+A cut is done when the snapshot's ``status.creationTime`` is set; the cut time recorded for the verdict
+is the VolumeSnapshotContent's ``status.creationTime`` (nanoseconds, set by the CSI driver: a retry
+can cut later than asked). :meth:`CsiSnapshotDriver.wait_ready` waits separately, after the release,
+for ``readyToUse``. Both watch (with a timeout) instead of polling. A failure or a timeout raises
+:class:`SnapshotFailed` with one line quoting the snapshot's ``status.error``, its content's error,
+conditions and the latest Events.
+
+Every object created carries ``snapflow.io/backup-id``, ``snapflow.io/app`` and ``snapflow.io/volume``
+(see :func:`steps.manifests.render.backup_labels`), so finalize can find and delete them by label,
+even after a failure.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from steps.drivers.kube import KubeClient, KubeError, NotFound
+from steps.drivers.snapshot import CutResult, SnapshotDriver
+from steps.errors import PermanentError, SnapflowError, UsageError
+from steps.manifests import render
+from steps.manifests.objects import dig
+from steps.plan import Plan, Volume
+
+SNAPSHOT_API = "snapshot.storage.k8s.io/v1"
+
+
+class SnapshotFailed(PermanentError):
+    """A snapshot reported an error, or was not cut / ready in time."""
+
+
+class _SliceOver(SnapflowError):
+    """One slice of a wait ended; ``seen`` holds the objects as last observed."""
+
+    def __init__(self, seen: dict[str, dict]):
+        super().__init__("wait slice over")
+        self.seen = seen
+
+
+def parse_time(value: Any) -> float | None:
+    """A snapshot time as seconds since the epoch: int nanoseconds (contents) or RFC 3339 (snapshots)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) / 1e9
+    text = str(value)
+    if text.isdigit():
+        return int(text) / 1e9
+    frac = ""
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = ""
+        for ch in rest:
+            if ch.isdigit():
+                digits += ch
+            else:
+                break
+        frac = digits
+        text = head + rest[len(digits):]
+    try:
+        base = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    return base + (int(frac) / 10 ** len(frac) if frac else 0.0)
+
+
+def describe_failure(client: KubeClient, namespace: str, kind: str, obj: dict | None, content: dict | None,
+                     name: str, problem: str) -> str:
+    """One line: what failed, the snapshot's and content's errors, conditions and recent events."""
+    parts = [f"{kind} {namespace}/{name} {problem}"]
+    status = (obj or {}).get("status") or {}
+    err = dig(status, "error", "message")
+    if err:
+        parts.append(f"error: {' '.join(str(err).split())}")
+    cerr = dig(content or {}, "status", "error", "message")
+    if cerr and cerr != err:
+        parts.append(f"content error: {' '.join(str(cerr).split())}")
+    conds = status.get("conditions") or []
+    if conds:
+        parts.append("conditions: " + ", ".join(
+            f"{c.get('type')}={c.get('status')}" + (f" ({c.get('message')})" if c.get("message") else "")
+            for c in conds
+        ))
+    if obj is None:
+        parts.append("the object does not exist (deleted?)")
+    else:
+        parts.append(f"readyToUse={status.get('readyToUse', False)}, creationTime={status.get('creationTime') or '-'}")
+    events = client.events_for(namespace, kind, name)
+    parts.append("events: " + (" | ".join(events) if events else "none"))
+    return "; ".join(parts)
+
+
+def _get_quietly(client: KubeClient, api_version: str, kind: str, name: str, namespace: str | None) -> dict | None:
+    try:
+        return client.get_or_none(api_version, kind, name, namespace)
+    except KubeError:
+        return None
+
+
+def failure_message(client: KubeClient, namespace: str, kind: str, obj: dict | None, name: str, problem: str) -> str:
+    """:func:`describe_failure` with the snapshot's content and PVC looked up."""
+    content = None
+    if kind == "VolumeSnapshot" and obj is not None:
+        cname = dig(obj, "status", "boundVolumeSnapshotContentName")
+        if cname:
+            content = _get_quietly(client, SNAPSHOT_API, "VolumeSnapshotContent", cname, None)
+        pvc = dig(obj, "spec", "source", "persistentVolumeClaimName")
+        if pvc:
+            problem = f"(PVC {pvc}) {problem}"
+    return describe_failure(client, namespace, kind, obj, content, name, problem)
+
+
+def wait_objects(client: KubeClient, namespace: str, api_version: str, kind: str, names: list[str], done,
+                 timeout: float, problem: str, *, label_selector: str | None = None,
+                 error_grace_s: float = 30.0) -> dict[str, dict]:
+    """Watch snapshots ``names`` until ``done`` holds for each. An error the snapshotter keeps reporting
+    for ``error_grace_s`` (it retries some) fails at once, anything else at ``timeout``; both raise
+    :class:`SnapshotFailed` with the one-line description of :func:`describe_failure`."""
+    first_error: dict[str, float] = {}
+
+    def check(obj: dict) -> bool:
+        if done(obj):
+            return True
+        name = obj["metadata"]["name"]
+        if dig(obj, "status", "error", "message"):
+            seen = first_error.setdefault(name, time.monotonic())
+            if time.monotonic() - seen >= error_grace_s:
+                raise SnapshotFailed(failure_message(client, namespace, kind, obj, name, "failed"))
+        else:
+            first_error.pop(name, None)
+        return False
+
+    deadline = time.monotonic() + timeout
+    last_seen: dict[str, dict] = {}
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            for n in names:
+                obj = last_seen.get(n)
+                if obj is None or not done(obj):
+                    raise SnapshotFailed(failure_message(client, namespace, kind, obj, n,
+                                                         f"{problem} after {timeout:g}s"))
+            return last_seen
+        # wake up at least every grace period, so that a lasting error is noticed without new events
+        slice_s = min(remaining, error_grace_s) if error_grace_s > 0 else remaining
+        try:
+            return client.wait_for_all(api_version, kind, namespace, names, check, slice_s,
+                                       label_selector=label_selector, on_timeout=_SliceOver)
+        except _SliceOver as over:
+            last_seen = over.seen
+            for obj in last_seen.values():
+                check(obj)
+
+
+class CsiSnapshotDriver(SnapshotDriver):
+    name = "csi"
+
+    def __init__(
+        self,
+        plan: Plan,
+        client: KubeClient | None = None,
+        *,
+        group_snapshot_class: str | None = None,
+        cut_timeout_s: float | None = None,
+        error_grace_s: float = 30.0,
+        log=None,
+    ):
+        self.plan = plan
+        self.namespace = plan.app.namespace
+        self.client = client or KubeClient()
+        self.snapshot_class = plan.snapshot.snapshot_class
+        self.group_snapshot_class = group_snapshot_class or getattr(plan.snapshot, "group_class", None)
+        # The cut sits inside the freeze window: bounded by the freeze deadline unless told otherwise.
+        self.cut_timeout_s = cut_timeout_s or max(1.0, min(plan.snapshot.timeout_s, plan.freeze.deadline_s))
+        self.error_grace_s = error_grace_s
+        self.log = log or (lambda _m: None)
+
+    # -- interface ---------------------------------------------------------------------------------
+
+    def is_atomic(self, volumes: list[Volume]) -> bool:
+        # Each VolumeSnapshot is atomic for its volume; several volumes are cut at one instant only by a
+        # group snapshot.
+        return len(volumes) <= 1 or self.plan.consistency == "group"
+
+    def cut(self, volumes: list[Volume], labels: dict[str, str],
+            defer: dict[str, list[str]] | None = None) -> list[CutResult]:
+        if not volumes:
+            return []
+        for v in volumes:
+            if not v.pvc:
+                raise UsageError(f"volumes.{v.name}: the csi driver needs 'pvc' (a PersistentVolumeClaim name)")
+        backup_id = labels.get("backup") or labels.get(render.LABEL_BACKUP) or ""
+        if not backup_id:
+            raise UsageError("csi snapshot driver: no backup id in the labels")
+        app = labels.get("app") or self.plan.app.name
+        if self.plan.consistency == "group":
+            return self._cut_group(volumes, backup_id, app)
+        return self._cut_each(volumes, backup_id, app)
+
+    def wait_ready(self, results: list[CutResult], timeout: float) -> None:
+        if not results:
+            return
+        groups = sorted({r.handle["group"] for r in results if r.handle.get("group")})
+        for g in groups:
+            api_version = next(r.handle["group_api_version"] for r in results if r.handle.get("group") == g)
+            self._wait(api_version, "VolumeGroupSnapshot", [g], self._ready, timeout, "not ready to use")
+        singles = [r.snapshot for r in results if not r.handle.get("group")]
+        if singles:
+            self._wait(SNAPSHOT_API, "VolumeSnapshot", singles, self._ready, timeout, "not ready to use",
+                       label_selector=f"{render.LABEL_BACKUP}={render.label_value(results[0].handle['backup_id'])}")
+        members = [r.snapshot for r in results if r.handle.get("group")]
+        if members:
+            self._wait(SNAPSHOT_API, "VolumeSnapshot", members, self._ready, timeout, "not ready to use")
+        for r in results:
+            r.ready = True
+
+    def delete(self, result: CutResult) -> None:
+        group = result.handle.get("group")
+        if group:
+            self.client.delete(result.handle["group_api_version"], "VolumeGroupSnapshot", group, self.namespace)
+        self.client.delete(SNAPSHOT_API, "VolumeSnapshot", result.snapshot, self.namespace)
+
+    # -- per-volume snapshots ----------------------------------------------------------------------
+
+    def _cut_each(self, volumes: list[Volume], backup_id: str, app: str) -> list[CutResult]:
+        started: dict[str, float] = {}
+        names: dict[str, str] = {}
+        for v in volumes:
+            name = render.k8s_name("snapflow", backup_id, v.name)
+            manifest = render.volume_snapshot(
+                name=name, namespace=self.namespace, pvc=v.pvc or "",
+                labels=render.backup_labels(backup_id, app, v.name, role="snapshot"),
+                snapshot_class=self.snapshot_class,
+            )
+            started[v.name] = time.time()
+            try:
+                self.client.create(manifest)
+            except KubeError as err:
+                if getattr(err, "status", None) != 409:
+                    raise SnapshotFailed(f"VolumeSnapshot {self.namespace}/{name} of PVC {v.pvc}: {err}") from None
+                # created by an earlier attempt of this backup: reuse it only if it snapshots the same PVC
+                existing = self.client.get(SNAPSHOT_API, "VolumeSnapshot", name, self.namespace)
+                if dig(existing, "spec", "source", "persistentVolumeClaimName") != v.pvc:
+                    raise SnapshotFailed(f"VolumeSnapshot {self.namespace}/{name} exists for another PVC") from None
+            names[v.name] = name
+            self.log(f"VolumeSnapshot {name} of PVC {v.pvc} requested")
+        selector = f"{render.LABEL_BACKUP}={render.label_value(backup_id)}"
+        cut = self._wait(SNAPSHOT_API, "VolumeSnapshot", list(names.values()), self._cut_done,
+                         self.cut_timeout_s, "not cut", label_selector=selector)
+        observed = time.time()
+        results = []
+        for v in volumes:
+            snap = cut[names[v.name]]
+            content_name = dig(snap, "status", "boundVolumeSnapshotContentName")
+            cut_time = self._content_time(content_name, snap) if content_name else None
+            if cut_time is None:
+                cut_time = parse_time(dig(snap, "status", "creationTime"))
+            results.append(CutResult(
+                volume=v.name, snapshot=names[v.name], atomic=True, cut_time=cut_time,
+                started=started[v.name], finished=observed,
+                handle={"kind": "VolumeSnapshot", "namespace": self.namespace, "name": names[v.name],
+                        "pvc": v.pvc, "content": content_name, "backup_id": backup_id,
+                        "restore_size": dig(snap, "status", "restoreSize")},
+            ))
+        return results
+
+    # -- group snapshots ---------------------------------------------------------------------------
+
+    def _cut_group(self, volumes: list[Volume], backup_id: str, app: str) -> list[CutResult]:
+        group_value = render.label_value(backup_id)
+        name = render.k8s_name("snapflow", backup_id, "group")
+        pvcs = [v.pvc or "" for v in volumes]
+        labelled: list[str] = []
+        started = time.time()
+        try:
+            for pvc in pvcs:
+                try:
+                    self.client.patch("v1", "PersistentVolumeClaim", pvc, self.namespace,
+                                      {"metadata": {"labels": {render.LABEL_GROUP: group_value}}})
+                except NotFound:
+                    raise SnapshotFailed(f"PersistentVolumeClaim {self.namespace}/{pvc} does not exist") from None
+                labelled.append(pvc)
+            api_version = self._create_group(name, group_value, backup_id, app)
+            vgs = self._wait(api_version, "VolumeGroupSnapshot", [name], self._cut_done, self.cut_timeout_s,
+                             "not cut")[name]
+        finally:
+            for pvc in labelled:
+                try:
+                    self.client.patch("v1", "PersistentVolumeClaim", pvc, self.namespace,
+                                      {"metadata": {"labels": {render.LABEL_GROUP: None}}})
+                except KubeError as err:
+                    self.log(f"could not remove label {render.LABEL_GROUP} from PVC {pvc}: {err}")
+        observed = time.time()
+        group_time = parse_time(dig(vgs, "status", "creationTime"))
+        content_name = dig(vgs, "status", "boundVolumeGroupSnapshotContentName")
+        if content_name:
+            gc = self._get_or_none(api_version, "VolumeGroupSnapshotContent", content_name, None)
+            group_time = parse_time(dig(gc, "status", "creationTime")) or group_time
+        members = self._group_members(name, pvcs, api_version)
+        results = []
+        for v in volumes:
+            snap = members[v.pvc or ""]
+            sname = snap["metadata"]["name"]
+            try:
+                self.client.patch(SNAPSHOT_API, "VolumeSnapshot", sname, self.namespace, {"metadata": {
+                    "labels": render.backup_labels(backup_id, app, v.name, role="snapshot")}})
+            except KubeError as err:
+                self.log(f"could not label group member {sname}: {err}")
+            vsc = dig(snap, "status", "boundVolumeSnapshotContentName")
+            cut_time = (self._content_time(vsc, snap) if vsc else None) or group_time
+            results.append(CutResult(
+                volume=v.name, snapshot=sname, atomic=True, cut_time=cut_time, started=started, finished=observed,
+                handle={"kind": "VolumeSnapshot", "namespace": self.namespace, "name": sname, "pvc": v.pvc,
+                        "content": vsc, "group": name, "group_api_version": api_version,
+                        "group_content": content_name, "backup_id": backup_id,
+                        "restore_size": dig(snap, "status", "restoreSize")},
+            ))
+        return results
+
+    def _create_group(self, name: str, group_value: str, backup_id: str, app: str) -> str:
+        last: KubeError | None = None
+        for api_version in render.GROUP_SNAPSHOT_API_VERSIONS:
+            manifest = render.volume_group_snapshot(
+                name=name, namespace=self.namespace, selector={render.LABEL_GROUP: group_value},
+                labels=render.backup_labels(backup_id, app, role="group-snapshot"),
+                group_snapshot_class=self.group_snapshot_class, api_version=api_version,
+            )
+            try:
+                self.client.create(manifest)
+                self.log(f"VolumeGroupSnapshot {name} ({api_version}) requested")
+                return api_version
+            except NotFound as err:  # this version is not served here: try the next one
+                last = err
+            except KubeError as err:
+                if getattr(err, "status", None) == 409:
+                    return api_version
+                raise SnapshotFailed(f"VolumeGroupSnapshot {self.namespace}/{name}: {err}") from None
+        raise SnapshotFailed(
+            f"consistency: group needs VolumeGroupSnapshots, but this cluster serves none of "
+            f"{', '.join(render.GROUP_SNAPSHOT_API_VERSIONS)} ({last}); install the external-snapshotter group "
+            "snapshot CRDs and a CSI driver that supports them, or use consistency: volume"
+        )
+
+    def _group_members(self, group: str, pvcs: list[str], api_version: str) -> dict[str, dict]:
+        """The member VolumeSnapshots of a group snapshot, by PVC (they appear once the group is cut)."""
+        deadline = time.monotonic() + self.cut_timeout_s
+        while True:
+            items, _ = self.client.list(SNAPSHOT_API, "VolumeSnapshot", self.namespace)
+            by_pvc: dict[str, dict] = {}
+            for s in items:
+                if dig(s, "status", "volumeGroupSnapshotName") == group or any(
+                    o.get("kind") == "VolumeGroupSnapshot" and o.get("name") == group
+                    for o in dig(s, "metadata", "ownerReferences", default=[]) or []
+                ):
+                    pvc = dig(s, "spec", "source", "persistentVolumeClaimName")
+                    if pvc:
+                        by_pvc[pvc] = s
+            missing = [p for p in pvcs if p not in by_pvc]
+            if not missing:
+                return by_pvc
+            if time.monotonic() >= deadline:
+                vgs = self._get_or_none(api_version, "VolumeGroupSnapshot", group, self.namespace)
+                raise SnapshotFailed(describe_failure(
+                    self.client, self.namespace, "VolumeGroupSnapshot", vgs, None, group,
+                    f"has no member snapshot for PVC {', '.join(missing)}",
+                ))
+            time.sleep(0.2)
+
+    # -- waiting -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _cut_done(obj: dict) -> bool:
+        return bool(dig(obj, "status", "creationTime"))
+
+    @staticmethod
+    def _ready(obj: dict) -> bool:
+        return dig(obj, "status", "readyToUse") is True
+
+    def _wait(self, api_version: str, kind: str, names: list[str], done, timeout: float, problem: str,
+              label_selector: str | None = None) -> dict[str, dict]:
+        return wait_objects(self.client, self.namespace, api_version, kind, names, done, timeout, problem,
+                            label_selector=label_selector, error_grace_s=self.error_grace_s)
+
+    def _get_or_none(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict | None:
+        return _get_quietly(self.client, api_version, kind, name, namespace)
+
+    def _content_time(self, content_name: str, snap: dict) -> float | None:
+        content = self._get_or_none(SNAPSHOT_API, "VolumeSnapshotContent", content_name, None)
+        return parse_time(dig(content, "status", "creationTime"))

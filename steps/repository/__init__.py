@@ -1,0 +1,15 @@
+"""The backup repository: format (config, keys, packs, index, trees, records) and the engines on top.
+
+Layers, bottom up:
+
+* :mod:`.crypto` - object and blob encryption (AES-256-GCM, per-object HKDF subkeys), storage names.
+* :mod:`.keys` / :mod:`.config` - the master key wrapped by scrypt-derived keys; the format version.
+* :mod:`.chunker` - keyed FastCDC content-defined chunking.
+* :mod:`.pack` / :mod:`.index` - pack files of many blobs, index files and the compact in-memory index.
+* :mod:`.tree` - directory listings with full metadata.
+* :mod:`.repo` - :class:`~steps.repository.repo.Repository`: open/init, index, records, snapshots.
+* :mod:`.archiver` (copy), :mod:`.restorer` (restore), :mod:`.checker` (verify, repair index).
+
+Everything here talks to storage only through :class:`steps.drivers.objectstore.ObjectStore`.
+The format is described in ``docs/design.md``.
+"""

@@ -1,0 +1,718 @@
+"""Copy: turn a directory, a file or a block device into a snapshot (the engine behind ``copy``).
+
+Provides :func:`copy_source` and :func:`store_files` (in-memory files, e.g. Kubernetes manifests, as a
+snapshot tagged ``kind=manifests``), plus :class:`CopyOptions` and :class:`CopyResult`. Called by
+``steps.commands.copy`` and by capture.
+
+Threads: the calling thread walks the source and compares with the parent snapshot; file workers read,
+chunk and hash; a finisher builds tree blobs in post-order; :class:`~.pipeline.BlobSink` packs, encrypts
+and uploads. Write order: packs → index files → snapshot record (see docs/design.md).
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import socket
+import stat as stat_mod
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from steps.errors import UsageError
+
+from .chunker import Chunker
+from .pack import BLOB_DATA, BLOB_TREE
+from .pipeline import Aborted, BlobSink, ByteQueue, _env_int
+from .repo import Repository, Snapshot
+from .tree import encode_tree, node_from_stat
+
+RACY_WINDOW_NS = 2_000_000_000
+SNAPSHOT_VERSION = 1
+IDENTITY_FIELDS = ("cluster", "namespace", "app", "volume", "policy")
+
+
+@dataclass
+class CopyOptions:
+    source: str
+    tags: dict[str, str] = field(default_factory=dict)
+    backup_id: str | None = None
+    identity: dict[str, str] = field(default_factory=dict)  # cluster, namespace, app, volume, policy
+    excludes: list[str] = field(default_factory=list)
+    parent: str | None = "auto"  # "auto", a snapshot ID, or None for a full read
+    consistency: dict | None = None
+    file_workers: int | None = None
+
+
+@dataclass
+class CopyStats:
+    files: int = 0
+    dirs: int = 0
+    others: int = 0
+    files_new: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    files_read: int = 0
+    bytes_read: int = 0
+    bytes_total: int = 0
+    bytes_sparse: int = 0
+    blobs_new: int = 0
+    blob_bytes_new: int = 0
+    bytes_added: int = 0
+    packs_added: int = 0
+    index_files: int = 0
+    errors: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass
+class CopyResult:
+    snapshot_id: str
+    parent: str | None
+    stats: CopyStats
+    warnings: list[str]
+
+    def summary(self) -> dict:
+        s = self.stats
+        return {
+            "id": self.snapshot_id,
+            "parent": self.parent,
+            "files": s.files,
+            "dirs": s.dirs,
+            "files_new": s.files_new,
+            "files_changed": s.files_changed,
+            "files_unchanged": s.files_unchanged,
+            "files_read": s.files_read,
+            "bytes_read": s.bytes_read,
+            "bytes_total": s.bytes_total,
+            "bytes_added": s.bytes_added,
+            "blobs_added": s.blobs_new,
+            "packs_added": s.packs_added,
+            "duration_s": round(s.duration_s, 3),
+        }
+
+
+class _FileJob:
+    __slots__ = ("done", "error", "extra_nodes", "node", "path", "regions", "size")
+
+    def __init__(self, path: bytes, node: dict, size: int):
+        self.path = path
+        self.node = node
+        self.size = size
+        self.regions: list[tuple[int, int]] | None = None
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.extra_nodes: list[dict] = []
+
+
+class _DirJob:
+    __slots__ = ("node", "nodes", "waits")
+
+    def __init__(self, node: dict | None):
+        self.node = node  # this directory's own node in its parent (None for the root)
+        self.nodes: list[dict] = []
+        self.waits: list[_FileJob] = []
+
+
+def _open_noatime(path: bytes) -> int:
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags | getattr(os, "O_NOATIME", 0))
+    except PermissionError:
+        return os.open(path, flags)
+
+
+def data_regions(fd: int, st: os.stat_result, size: int) -> list[tuple[int, int]]:
+    """(offset, length) of the data regions; holes are skipped. Cheap when the file is not sparse."""
+    if size == 0:
+        return []
+    if not stat_mod.S_ISREG(st.st_mode) or st.st_blocks * 512 >= size:
+        return [(0, size)]
+    regions, pos = [], 0
+    try:
+        while pos < size:
+            try:
+                d = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as err:
+                if err.errno == errno.ENXIO:
+                    break
+                raise
+            if d >= size:
+                break
+            h = min(os.lseek(fd, d, os.SEEK_HOLE), size)
+            regions.append((d, h - d))
+            pos = h
+    except OSError:
+        return [(0, size)]
+    return regions
+
+
+def holes_of(regions: list[tuple[int, int]], size: int) -> list[list[int]]:
+    holes, pos = [], 0
+    for off, length in regions:
+        if off > pos:
+            holes.append([pos, off - pos])
+        pos = off + length
+    if pos < size:
+        holes.append([pos, size - pos])
+    return holes
+
+
+class Archiver:
+    def __init__(
+        self,
+        repo: Repository,
+        opts: CopyOptions,
+        progress=None,
+        before_commit: Callable[[Repository, Snapshot | None], None] | None = None,
+    ):
+        self.repo = repo
+        self.opts = opts
+        self.progress = progress
+        self.before_commit = before_commit
+        self.stats = CopyStats()
+        self.warnings: list[str] = []
+        self.abort = threading.Event()
+        self.chunker = Chunker(
+            repo.keys.chunker, repo.config.chunk_min, repo.config.chunk_avg, repo.config.chunk_max
+        )
+        self._lock = threading.Lock()
+        self._hardlinks: dict[tuple[int, int], _FileJob | dict] = {}
+        self.parent: Snapshot | None = None
+        self._parent_scan_ns = 0
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _warn(self, msg: str) -> None:
+        with self._lock:
+            self.stats.errors += 1
+            if len(self.warnings) < 1000:
+                self.warnings.append(msg)
+
+    def _count(self, **kw) -> None:
+        with self._lock:
+            for k, v in kw.items():
+                setattr(self.stats, k, getattr(self.stats, k) + v)
+            if self.progress is not None:
+                self.progress.done_bytes = self.stats.bytes_read + self._skipped_bytes
+                self.progress.files = self.stats.files
+
+    _skipped_bytes = 0
+
+    def _excluded(self, rel: str, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in self.opts.excludes)
+
+    def _unchanged(self, prev: dict | None, st: os.stat_result) -> bool:
+        if not prev or prev.get("type") != "file" or "content" not in prev:
+            return False
+        if (prev.get("size"), prev.get("mtime_ns"), prev.get("ctime_ns"), prev.get("inode")) != (
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            st.st_ino,
+        ):
+            return False
+        if prev["mtime_ns"] >= self._parent_scan_ns - RACY_WINDOW_NS:
+            return False  # modified too close to the parent's scan: its content may have changed unnoticed
+        index = self.repo.index
+        return all(index.has(bytes.fromhex(b)) for b in prev["content"])
+
+    def _parent_children(self, prev: dict | None) -> dict[str, dict] | None:
+        if not prev or prev.get("type") != "dir" or not prev.get("subtree"):
+            return None
+        try:
+            return {n["name"]: n for n in self.repo.load_tree(prev["subtree"])}
+        except Exception as err:  # a damaged parent only costs speed
+            self._warn(f"parent tree {prev['subtree'][:12]} unreadable, reading everything below it ({err})")
+            return None
+
+    # -- file workers -------------------------------------------------------------------------
+    def _file_worker(self, sink: BlobSink) -> None:
+        while True:
+            job = self.file_q.get()
+            if job is None:
+                return
+            try:
+                self._archive_file(job, sink)
+            except Aborted:
+                job.error = Aborted()
+                job.done.set()
+                return
+            except OSError as err:
+                # unreadable file: keep the entry (metadata) with no content, and say so
+                self._warn(f"{os.fsdecode(job.path)}: {err.strerror or err}")
+                job.node["content"] = []
+                job.node["size"] = 0
+                job.node.pop("holes", None)
+            except BaseException as err:
+                job.error = err
+                job.done.set()
+                sink.fail(err)
+                return
+            job.done.set()
+
+    def _archive_file(self, job: _FileJob, sink: BlobSink) -> None:
+        fd = _open_noatime(job.path)
+        try:
+            st = os.fstat(fd)
+            size = job.size
+            if stat_mod.S_ISBLK(st.st_mode):
+                size = os.lseek(fd, 0, os.SEEK_END)
+                job.node["size"] = size
+            regions = job.regions if job.regions is not None else data_regions(fd, st, size)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            except (AttributeError, OSError):
+                pass
+            content: list[str] = []
+            got_total = 0
+            blob_id = self.repo.keys.blob_id
+            for off, length in regions:
+                pos = off
+                remaining = length
+
+                def readinto(buf: memoryview, fd=fd) -> int:
+                    nonlocal pos, remaining
+                    if remaining <= 0:
+                        return 0
+                    n = os.preadv(fd, [buf[: min(len(buf), remaining)]], pos)
+                    pos += n
+                    remaining -= n
+                    return n
+
+                for chunk in self.chunker.chunks(readinto, length):
+                    bid = blob_id(chunk)
+                    content.append(bid.hex())
+                    if sink.claim(bid):
+                        sink.submit(BLOB_DATA, bid, chunk)
+                    self._count(bytes_read=len(chunk))
+                got = length - remaining
+                got_total += got
+                if remaining > 0:  # the file shrank while we read it
+                    self._warn(
+                        f"{os.fsdecode(job.path)}: file changed while it was read (shorter than its size)"
+                    )
+                    regions = (
+                        [r for r in regions if r[0] < off] + [(off, got)]
+                        if got
+                        else [r for r in regions if r[0] < off]
+                    )
+                    size = off + got
+                    break
+            job.node["content"] = content
+            job.node["size"] = size
+            holes = holes_of(regions, size)
+            if holes:
+                job.node["holes"] = holes
+                self._count(bytes_sparse=sum(h[1] for h in holes))
+            self._count(files_read=1)
+        finally:
+            os.close(fd)
+
+    # -- finisher -----------------------------------------------------------------------------
+    def _finisher(self, sink: BlobSink) -> None:
+        while True:
+            job = self.dir_q.get()
+            if job is None:
+                return
+            for fj in job.waits:
+                while not fj.done.wait(0.2):
+                    sink.check()
+                if fj.error is not None:
+                    raise Aborted()
+                for extra in fj.extra_nodes:  # hard links to this file share its content
+                    for k in ("content", "size", "holes"):
+                        if k in fj.node:
+                            extra[k] = fj.node[k]
+            data = encode_tree(job.nodes)
+            tid = sink.save_blob(BLOB_TREE, data)
+            if job.node is not None:
+                job.node["subtree"] = tid.hex()
+            else:
+                self.root_tree = tid.hex()
+
+    # -- walker -------------------------------------------------------------------------------
+    def _add_file(self, dj: _DirJob, path: bytes, node: dict, st: os.stat_result, prev: dict | None) -> None:
+        node["size"] = st.st_size
+        with self._lock:
+            self.stats.files += 1
+            self.stats.bytes_total += st.st_size
+        if st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            first = self._hardlinks.get(key)
+            if first is not None:
+                if isinstance(first, _FileJob):
+                    first.extra_nodes.append(node)
+                    if first.done.is_set():  # raced with the worker: copy now
+                        for k in ("content", "size", "holes"):
+                            if k in first.node:
+                                node[k] = first.node[k]
+                    else:
+                        dj.waits.append(first)
+                else:
+                    for k in ("content", "size", "holes"):
+                        if k in first:
+                            node[k] = first[k]
+                dj.nodes.append(node)
+                self._skip(st.st_size)
+                return
+        if self._unchanged(prev, st):
+            node["content"] = prev["content"]
+            if prev.get("holes"):
+                node["holes"] = prev["holes"]
+            self._count(files_unchanged=1)
+            self._skip(st.st_size)
+            if st.st_nlink > 1:
+                self._hardlinks[(st.st_dev, st.st_ino)] = node
+        else:
+            self._count(**({"files_changed": 1} if prev and prev.get("type") == "file" else {"files_new": 1}))
+            job = _FileJob(path, node, st.st_size)
+            dj.waits.append(job)
+            if st.st_nlink > 1:
+                self._hardlinks[(st.st_dev, st.st_ino)] = job
+            self.file_q.put(job, 1)
+        dj.nodes.append(node)
+
+    def _skip(self, n: int) -> None:
+        with self._lock:
+            self._skipped_bytes += n
+            if self.progress is not None:
+                self.progress.done_bytes = self.stats.bytes_read + self._skipped_bytes
+                self.progress.files = self.stats.files
+
+    def _walk(self, path: bytes, rel: str, dj: _DirJob, prev_children: dict[str, dict] | None) -> None:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            self._warn(f"{os.fsdecode(path)}: cannot list directory ({err.strerror})")
+            self.dir_q.put(dj, 0)
+            return
+        for entry in entries:
+            if self.abort.is_set():
+                raise Aborted()
+            name = os.fsdecode(entry.name)
+            child_rel = f"{rel}/{name}" if rel else name
+            if self.opts.excludes and self._excluded(child_rel, name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished since listing
+            except OSError as err:
+                self._warn(f"{os.fsdecode(entry.path)}: {err.strerror}")
+                continue
+            node = node_from_stat(name, st)
+            prev = prev_children.get(name) if prev_children else None
+            kind = node["type"]
+            if kind == "file":
+                self._add_file(dj, entry.path, node, st, prev)
+            elif kind == "dir":
+                with self._lock:
+                    self.stats.dirs += 1
+                sub = _DirJob(node)
+                dj.nodes.append(node)
+                self._walk(entry.path, child_rel, sub, self._parent_children(prev))
+            else:
+                if kind == "symlink":
+                    try:
+                        node["target"] = os.fsdecode(os.readlink(entry.path))
+                    except OSError as err:
+                        self._warn(f"{os.fsdecode(entry.path)}: {err.strerror}")
+                        continue
+                with self._lock:
+                    self.stats.others += 1
+                dj.nodes.append(node)
+        self.dir_q.put(dj, 0)
+
+    def _scan_total(self, path: bytes) -> None:
+        """Background estimate of the total size (for the progress display and Argo's N/M)."""
+        total = 0
+        try:
+            for root, _dirs, files in os.walk(path):
+                if self.abort.is_set() or self._done_scanning:
+                    return
+                for f in files:
+                    try:
+                        total += os.lstat(os.path.join(root, f)).st_size
+                    except OSError:
+                        pass
+                if self.progress is not None:
+                    self.progress.total_bytes = total
+        except Exception:
+            return
+        if self.progress is not None:
+            self.progress.total_bytes = total
+            self.progress.total_final = True
+
+    _done_scanning = False
+
+    # -- main ---------------------------------------------------------------------------------
+    def _select_parent(self, source: str, source_type: str) -> None:
+        ref = self.opts.parent
+        if not ref or source_type == "block":
+            return
+        if ref == "auto":
+            self.parent = self.repo.find_parent(source, self.opts.tags, self.opts.identity)
+        else:
+            self.parent = self.repo.find_snapshot(ref)
+        if self.parent is not None:
+            self._parent_scan_ns = int(self.parent.data.get("scan_start_ns", 0))
+
+    def run(self) -> CopyResult:
+        t0 = time.monotonic()
+        started = datetime.now(UTC)
+        scan_start_ns = time.time_ns()
+        opts = self.opts
+        source = os.path.abspath(opts.source)
+        try:
+            st = os.stat(source)
+        except OSError as err:
+            raise UsageError(f"--source: cannot read {source!r} ({err.strerror})") from None
+        if stat_mod.S_ISDIR(st.st_mode):
+            source_type = "dir"
+        elif stat_mod.S_ISREG(st.st_mode):
+            source_type = "file"
+        elif stat_mod.S_ISBLK(st.st_mode):
+            source_type = "block"
+        else:
+            raise UsageError(
+                f"--source: expected a directory, a regular file or a block device, got {source!r}"
+            )
+        self.repo.index  # noqa: B018 - load before the threads start
+        self._select_parent(source, source_type)
+        sink = BlobSink(self.repo, opts.backup_id, abort=self.abort)
+        self.file_q = ByteQueue(_env_int("SNAPFLOW_FILE_QUEUE", 512), self.abort)
+        self.dir_q = ByteQueue(1 << 62, self.abort)
+        self.root_tree: str | None = None
+        nworkers = opts.file_workers or _env_int("SNAPFLOW_FILE_WORKERS", 2)
+        workers = [
+            threading.Thread(target=self._file_worker, args=(sink,), name=f"file-{i}", daemon=True)
+            for i in range(nworkers)
+        ]
+
+        def finisher():
+            try:
+                self._finisher(sink)
+            except Aborted:
+                pass
+            except BaseException as err:
+                sink.fail(err)
+
+        fin = threading.Thread(target=finisher, name="trees", daemon=True)
+        for t in [*workers, fin]:
+            t.start()
+        src_b = os.fsencode(source)
+        scanner = None
+        try:
+            if source_type == "dir":
+                if self.progress is not None:
+                    scanner = threading.Thread(
+                        target=self._scan_total, args=(src_b,), name="scan", daemon=True
+                    )
+                    scanner.start()
+                prev_root = None
+                if self.parent is not None:
+                    prev_root = {"type": "dir", "subtree": self.parent.data.get("tree")}
+                self._walk(src_b, "", _DirJob(None), self._parent_children(prev_root))
+            else:
+                root = _DirJob(None)
+                name = os.path.basename(source) or "data"
+                node = node_from_stat(name, st, kind="file")
+                if source_type == "block":
+                    fd = os.open(src_b, os.O_RDONLY)
+                    try:
+                        size = os.lseek(fd, 0, os.SEEK_END)
+                    finally:
+                        os.close(fd)
+                    st_for = os.stat_result(
+                        (
+                            st.st_mode,
+                            st.st_ino,
+                            st.st_dev,
+                            st.st_nlink,
+                            st.st_uid,
+                            st.st_gid,
+                            size,
+                            int(st.st_atime),
+                            int(st.st_mtime),
+                            int(st.st_ctime),
+                        )
+                    )
+                    node["size"] = size
+                    if self.progress is not None:
+                        self.progress.total_bytes, self.progress.total_final = size, True
+                    self._add_file(root, src_b, node, st_for, None)
+                else:
+                    if self.progress is not None:
+                        self.progress.total_bytes, self.progress.total_final = st.st_size, True
+                    prev = None
+                    if self.parent is not None:
+                        pn = (
+                            self._parent_children({"type": "dir", "subtree": self.parent.data.get("tree")})
+                            or {}
+                        )
+                        prev = pn.get(name)
+                    self._add_file(root, src_b, node, st, prev)
+                self.dir_q.put(root, 0)
+            self.file_q.close()
+            for t in workers:
+                t.join()
+            self.dir_q.close()
+            fin.join()
+            self._done_scanning = True
+            sink.finish()
+        except BaseException as err:
+            self._done_scanning = True
+            if not isinstance(err, Aborted):
+                sink.fail(err)
+            self.file_q.wake()
+            self.dir_q.wake()
+            sink.close_on_error()
+            for t in [*workers, fin]:
+                t.join(timeout=30)
+            if sink.error is not None and sink.error is not err:
+                raise sink.error from None
+            raise
+        if self.root_tree is None:
+            raise RuntimeError("copy finished without a root tree")
+        s = self.stats
+        ss = sink.stats
+        s.blobs_new, s.blob_bytes_new, s.bytes_added = ss.blobs_new, ss.blob_bytes_new, ss.bytes_added
+        s.packs_added, s.index_files = ss.packs_added, ss.index_files
+        s.duration_s = time.monotonic() - t0
+        root_meta = node_from_stat("", st)
+        root_meta.pop("name")
+        if source_type == "block":
+            root_meta["size"] = self.stats.bytes_total
+        snap = {
+            "version": SNAPSHOT_VERSION,
+            "time": started.isoformat().replace("+00:00", "Z"),
+            "end_time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "scan_start_ns": scan_start_ns,
+            "host": socket.gethostname(),
+            "source": source,
+            "source_type": source_type,
+            "tags": dict(opts.tags),
+            "backup_id": opts.backup_id,
+            **{k: opts.identity.get(k) for k in IDENTITY_FIELDS},
+            "parent": self.parent.id if self.parent else None,
+            "tree": self.root_tree,
+            "root": root_meta,
+            "excludes": list(opts.excludes),
+            "consistency": opts.consistency,
+            "summary": asdict(s),
+            "program": f"snapflow-steps {_version()}",
+        }
+        if self.before_commit is not None:
+            self.before_commit(self.repo, self.parent)
+        sid = self.repo.save_snapshot(snap)
+        return CopyResult(sid, snap["parent"], s, self.warnings)
+
+
+def _version() -> str:
+    try:
+        from steps import __version__
+
+        return __version__
+    except Exception:
+        return "unknown"
+
+
+def copy_source(repo: Repository, opts: CopyOptions, progress=None, before_commit=None) -> CopyResult:
+    """Back up ``opts.source`` into ``repo``; returns the new snapshot's ID and statistics."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
+    return Archiver(repo, opts, progress, before_commit).run()
+
+
+def store_files(
+    repo: Repository,
+    files: dict[str, bytes],
+    tags: dict[str, str] | None = None,
+    backup_id: str | None = None,
+    identity: dict[str, str] | None = None,
+    source: str = "manifests",
+) -> str:
+    """Store in-memory files (``{"relative/path.yaml": b"..."}``) as a snapshot; returns its ID.
+
+    Capture stores Kubernetes manifests this way, with ``tags={"kind": "manifests"}``; read them back
+    with :func:`steps.repository.restorer.load_files`.
+    """
+    repo.index  # noqa: B018
+    chunker = Chunker(repo.keys.chunker, repo.config.chunk_min, repo.config.chunk_avg, repo.config.chunk_max)
+    sink = BlobSink(repo, backup_id, workers=1, uploaders=2)
+    now = time.time_ns()
+    tree: dict = {}
+    for rel, data in files.items():
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        if not parts or ".." in parts:
+            raise UsageError(f"file name: expected a relative path, got {rel!r}")
+        d = tree
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+            if not isinstance(d, dict):
+                raise UsageError(f"file name: {rel!r} is below a file")
+        d[parts[-1]] = bytes(data)
+    meta = {
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "mtime_ns": now,
+        "atime_ns": now,
+        "ctime_ns": now,
+        "inode": 0,
+        "dev": 0,
+        "nlink": 1,
+    }
+    count = {"files": 0, "bytes": 0}
+
+    def save(d: dict) -> str:
+        nodes = []
+        for name, v in d.items():
+            if isinstance(v, dict):
+                nodes.append({"name": name, "type": "dir", "mode": 0o755, **meta, "subtree": save(v)})
+            else:
+                ids = [sink.save_blob(BLOB_DATA, c).hex() for c in chunker.chunk_bytes(v)]
+                nodes.append(
+                    {"name": name, "type": "file", "mode": 0o644, **meta, "size": len(v), "content": ids}
+                )
+                count["files"] += 1
+                count["bytes"] += len(v)
+        return sink.save_blob(BLOB_TREE, encode_tree(nodes)).hex()
+
+    try:
+        root = save(tree)
+        sink.finish()
+    except BaseException:
+        sink.close_on_error()
+        raise
+    identity = identity or {}
+    iso = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    snap = {
+        "version": SNAPSHOT_VERSION,
+        "time": iso,
+        "end_time": iso,
+        "scan_start_ns": now,
+        "host": socket.gethostname(),
+        "source": source,
+        "source_type": "memory",
+        "tags": dict(tags or {}),
+        "backup_id": backup_id,
+        **{k: identity.get(k) for k in IDENTITY_FIELDS},
+        "parent": None,
+        "tree": root,
+        "root": {"type": "dir", "mode": 0o755, **meta},
+        "excludes": [],
+        "consistency": None,
+        "summary": {
+            "files": count["files"],
+            "bytes_total": count["bytes"],
+            "bytes_read": count["bytes"],
+            "bytes_added": sink.stats.bytes_added,
+            "blobs_new": sink.stats.blobs_new,
+        },
+        "program": f"snapflow-steps {_version()}",
+    }
+    return repo.save_snapshot(snap)

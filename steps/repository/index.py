@@ -1,0 +1,299 @@
+"""The index: which pack holds each blob, where, and how long it is.
+
+Provides :class:`MemIndex`, the compact in-memory form (about 64 bytes per blob: parallel arrays plus an
+open-addressing hash table of 4-byte slots, instead of a ~276-byte Python dict entry per blob), and
+:func:`encode_index_file` / :func:`decode_index_file` for the JSON index files stored under ``index/``.
+Called by :mod:`.repo`, :mod:`.archiver`, :mod:`.checker`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from array import array
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from steps.errors import IntegrityError
+
+from .pack import BLOB_DATA, BLOB_TREE, BLOB_TYPES, PackEntry
+
+INDEX_FORMAT_VERSION = 1
+_LOAD = 0.7
+FLAG_DATA = 1
+FLAG_TREE = 2
+FLAG_EXCLUDED = 4
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    type: bytes
+    pack_id: str
+    pack_no: int
+    offset: int
+    length: int
+    raw_length: int
+    salt: bytes
+
+
+class MemIndex:
+    """Blob ID → location, compact. Thread-safe. The first location added for a blob wins."""
+
+    def __init__(self, capacity: int = 1024):
+        self._lock = threading.Lock()
+        # packs
+        self.pack_ids: list[str] = []
+        self.pack_salts: list[bytes] = []
+        self.pack_sizes = array("Q")
+        self.pack_flags = bytearray()
+        self.pack_blob_counts = array("I")
+        self._pack_no: dict[str, int] = {}
+        # blobs
+        self._prefix = array("Q")
+        self._ids = bytearray()
+        self._pack = array("I")
+        self._offset = array("I")
+        self._length = array("I")
+        self._raw = array("I")
+        self._type = bytearray()
+        cap = 1024
+        while cap * _LOAD < capacity:
+            cap *= 2
+        self._table = array("I", bytes(4 * cap))
+        self._mask = cap - 1
+        self.duplicates = 0
+
+    # -- size ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._type)
+
+    @property
+    def pack_count(self) -> int:
+        return len(self.pack_ids)
+
+    def nbytes(self) -> int:
+        """Approximate memory held by the blob arrays and the hash table."""
+        n = len(self)
+        return n * (8 + 32 + 4 * 4 + 1) + len(self._table) * 4
+
+    # -- packs --------------------------------------------------------------------------------
+    def pack_no(self, pack_id: str) -> int | None:
+        return self._pack_no.get(pack_id)
+
+    def has_pack(self, pack_id: str) -> bool:
+        return pack_id in self._pack_no
+
+    def add_pack(self, pack_id: str, salt: bytes, size: int, entries: Iterable[PackEntry]) -> int:
+        """Register a pack and its blobs; returns the pack number. Re-adding a known pack is a no-op."""
+        with self._lock:
+            existing = self._pack_no.get(pack_id)
+            if existing is not None:
+                return existing
+            no = len(self.pack_ids)
+            self.pack_ids.append(pack_id)
+            self.pack_salts.append(salt)
+            self.pack_sizes.append(size)
+            self._pack_no[pack_id] = no
+            flags = 0
+            count = 0
+            for e in entries:
+                flags |= FLAG_TREE if e.type == BLOB_TREE else FLAG_DATA
+                count += 1
+                self._insert(e.id, e.type, no, e.offset, e.length, e.raw_length)
+            self.pack_flags.append(flags)
+            self.pack_blob_counts.append(count)
+            return no
+
+    def exclude_packs(self, pack_ids: Iterable[str]) -> None:
+        """Hide packs (e.g. prune's deletion candidates): their blobs are no longer found by lookups."""
+        with self._lock:
+            for pid in pack_ids:
+                no = self._pack_no.get(pid)
+                if no is not None:
+                    self.pack_flags[no] |= FLAG_EXCLUDED
+
+    def is_tree_pack(self, pack_no: int) -> bool:
+        return self.pack_flags[pack_no] & (FLAG_TREE | FLAG_DATA) == FLAG_TREE
+
+    # -- blobs --------------------------------------------------------------------------------
+    def _insert(
+        self, blob_id: bytes, blob_type: bytes, pack: int, offset: int, length: int, raw: int
+    ) -> None:
+        if len(blob_id) != 32:
+            raise ValueError("blob IDs are 32 bytes")
+        prefix = int.from_bytes(blob_id[:8], "little")
+        if self._find(blob_id, prefix) >= 0:
+            self.duplicates += 1
+            return
+        n = len(self._type)
+        if (n + 1) > _LOAD * (self._mask + 1):
+            self._grow()
+        self._prefix.append(prefix)
+        self._ids += blob_id
+        self._pack.append(pack)
+        self._offset.append(offset)
+        self._length.append(length)
+        self._raw.append(raw)
+        self._type += blob_type
+        self._place(prefix, n + 1)
+
+    def _place(self, prefix: int, slot_value: int) -> None:
+        table, mask = self._table, self._mask
+        i = prefix & mask
+        while table[i]:
+            i = (i + 1) & mask
+        table[i] = slot_value
+
+    def _grow(self) -> None:
+        cap = (self._mask + 1) * 2
+        self._table = array("I", bytes(4 * cap))
+        self._mask = cap - 1
+        table, mask = self._table, self._mask
+        for n, prefix in enumerate(self._prefix, 1):
+            i = prefix & mask
+            while table[i]:
+                i = (i + 1) & mask
+            table[i] = n
+
+    def _find(self, blob_id: bytes, prefix: int) -> int:
+        table, mask, prefixes, ids = self._table, self._mask, self._prefix, self._ids
+        i = prefix & mask
+        while True:
+            v = table[i]
+            if not v:
+                return -1
+            n = v - 1
+            if prefixes[n] == prefix and ids[32 * n : 32 * n + 32] == blob_id:
+                return n
+            i = (i + 1) & mask
+
+    def _entry(self, blob_id: bytes) -> int:
+        with self._lock:
+            n = self._find(blob_id, int.from_bytes(blob_id[:8], "little"))
+            if n >= 0 and self.pack_flags[self._pack[n]] & FLAG_EXCLUDED:
+                return -1
+            return n
+
+    def has(self, blob_id: bytes) -> bool:
+        return self._entry(blob_id) >= 0
+
+    def __contains__(self, blob_id: bytes) -> bool:
+        return self._entry(blob_id) >= 0
+
+    def get(self, blob_id: bytes) -> BlobLocation | None:
+        n = self._entry(blob_id)
+        if n < 0:
+            return None
+        p = self._pack[n]
+        return BlobLocation(
+            bytes(self._type[n : n + 1]),
+            self.pack_ids[p],
+            p,
+            self._offset[n],
+            self._length[n],
+            self._raw[n],
+            self.pack_salts[p],
+        )
+
+    def raw_length(self, blob_id: bytes) -> int | None:
+        n = self._entry(blob_id)
+        return self._raw[n] if n >= 0 else None
+
+    def iter_blobs(self) -> Iterator[tuple[bytes, BlobLocation]]:
+        for n in range(len(self._type)):
+            p = self._pack[n]
+            yield (
+                bytes(self._ids[32 * n : 32 * n + 32]),
+                BlobLocation(
+                    bytes(self._type[n : n + 1]),
+                    self.pack_ids[p],
+                    p,
+                    self._offset[n],
+                    self._length[n],
+                    self._raw[n],
+                    self.pack_salts[p],
+                ),
+            )
+
+    def pack_entries(self) -> dict[int, list[PackEntry]]:
+        """Blobs grouped by pack number (for writing index files and checks)."""
+        out: dict[int, list[PackEntry]] = {}
+        for n in range(len(self._type)):
+            out.setdefault(self._pack[n], []).append(
+                PackEntry(
+                    bytes(self._type[n : n + 1]),
+                    bytes(self._ids[32 * n : 32 * n + 32]),
+                    self._offset[n],
+                    self._length[n],
+                    self._raw[n],
+                )
+            )
+        return out
+
+
+# -- index files ---------------------------------------------------------------------------------
+
+
+@dataclass
+class IndexPack:
+    id: str
+    salt: bytes
+    size: int
+    entries: list[PackEntry]
+
+
+def encode_index_file(
+    packs: Iterable[IndexPack],
+    supersedes: Iterable[str] = (),
+    backup_id: str | None = None,
+    writer: dict | None = None,
+) -> bytes:
+    doc = {
+        "version": INDEX_FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "backup_id": backup_id,
+        "writer": writer or {},
+        "supersedes": sorted(supersedes),
+        "packs": [
+            {
+                "id": p.id,
+                "size": p.size,
+                "salt": p.salt.hex(),
+                "blobs": [[e.id.hex(), e.type.decode(), e.offset, e.length, e.raw_length] for e in p.entries],
+            }
+            for p in packs
+        ],
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode_index_file(data: bytes, name: str) -> tuple[dict, list[IndexPack]]:
+    try:
+        doc = json.loads(data)
+        if doc.get("version") != INDEX_FORMAT_VERSION:
+            raise IntegrityError(f"{name}: unknown index format version {doc.get('version')!r}")
+        packs = []
+        for p in doc["packs"]:
+            entries = []
+            for bid, t, off, length, raw in p["blobs"]:
+                bt = t.encode()
+                if bt not in BLOB_TYPES:
+                    raise IntegrityError(f"{name}: unknown blob type {t!r}")
+                entries.append(PackEntry(bt, bytes.fromhex(bid), int(off), int(length), int(raw)))
+            packs.append(IndexPack(p["id"], bytes.fromhex(p["salt"]), int(p["size"]), entries))
+    except (KeyError, TypeError, ValueError) as err:
+        raise IntegrityError(f"{name}: malformed index file ({type(err).__name__})") from None
+    doc.pop("packs", None)
+    return doc, packs
+
+
+__all__ = [
+    "BLOB_DATA",
+    "BLOB_TREE",
+    "BlobLocation",
+    "IndexPack",
+    "MemIndex",
+    "decode_index_file",
+    "encode_index_file",
+]

@@ -1,0 +1,132 @@
+"""Key files: the master secret wrapped by a key derived from a password with scrypt.
+
+Provides :func:`create_key_file` (used by ``init`` and ``key add|passwd``), :func:`open_master_key` (tries
+every key file under ``keys/`` with the password) and :func:`kdf_params_for_new_key`. Called by
+:mod:`.repo`.
+
+Each key file carries its own KDF parameters, so the cost can be raised later without touching data.
+New keys use restic's cost at least: scrypt N=2^15, r=8, p=4. ``SNAPFLOW_KDF_TEST_N`` (a power of two)
+lowers N for NEW keys only; it exists so that test suites do not spend seconds per key, and must never
+be set in production.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from steps.errors import IntegrityError, UsageError, WrongPasswordError
+
+from .crypto import MasterKeys, storage_id
+
+KEY_FORMAT_VERSION = 1
+DEFAULT_SCRYPT = {"n": 2**15, "r": 8, "p": 4}
+TEST_N_ENV = "SNAPFLOW_KDF_TEST_N"
+_KEY_AAD = b"snapflow/v1/key"
+
+
+def kdf_params_for_new_key() -> dict:
+    params = dict(DEFAULT_SCRYPT)
+    raw = os.environ.get(TEST_N_ENV)
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
+        if n < 2 or n & (n - 1):
+            raise UsageError(
+                f"{TEST_N_ENV}: expected a power of two (lowers the KDF cost for tests), got {raw!r}"
+            )
+        params["n"] = n
+    return params
+
+
+def _derive(password: str, kdf: dict) -> bytes:
+    if kdf.get("name") != "scrypt":
+        raise IntegrityError(f"key file uses unknown KDF {kdf.get('name')!r}")
+    salt = base64.b64decode(kdf["salt"])
+    n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
+    if n < 2 or n & (n - 1) or not (1 <= r <= 64) or not (1 <= p <= 64) or n > 2**22:
+        raise IntegrityError(f"key file has invalid scrypt parameters n={n} r={r} p={p}")
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password.encode())
+
+
+@dataclass
+class KeyFile:
+    id: str
+    doc: dict
+
+
+def create_key_file(
+    keys: MasterKeys, repo_id: str, password: str, kdf_params: dict | None = None
+) -> tuple[str, bytes]:
+    """Wrap the master secret for ``password``; returns (key ID, stored bytes) for ``keys/<ID>``."""
+    if not password:
+        raise UsageError("password: expected a non-empty password")
+    params = dict(kdf_params or kdf_params_for_new_key())
+    kdf = {
+        "name": "scrypt",
+        "n": params["n"],
+        "r": params["r"],
+        "p": params["p"],
+        "salt": base64.b64encode(os.urandom(32)).decode(),
+    }
+    kek = _derive(password, kdf)
+    nonce = os.urandom(12)
+    inner = json.dumps({"secret": base64.b64encode(keys.secret).decode(), "repository": repo_id}).encode()
+    sealed = nonce + AESGCM(kek).encrypt(nonce, inner, _KEY_AAD)
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = ""
+    doc = {
+        "version": KEY_FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "host": socket.gethostname(),
+        "user": user,
+        "kdf": kdf,
+        "data": base64.b64encode(sealed).decode(),
+    }
+    data = (json.dumps(doc, indent=1) + "\n").encode()
+    return storage_id(data), data
+
+
+def try_open(doc: dict, password: str) -> tuple[MasterKeys, str] | None:
+    """The master keys and repository ID if ``password`` opens this key file, else None."""
+    if doc.get("version") != KEY_FORMAT_VERSION:
+        raise IntegrityError(f"key file format version {doc.get('version')!r} is not supported")
+    kek = _derive(password, doc["kdf"])
+    sealed = base64.b64decode(doc["data"])
+    try:
+        inner = json.loads(AESGCM(kek).decrypt(sealed[:12], sealed[12:], _KEY_AAD))
+    except InvalidTag:
+        return None
+    return MasterKeys(base64.b64decode(inner["secret"])), inner["repository"]
+
+
+def open_master_key(
+    key_files: Iterable[KeyFile], password: str, repo_url: str
+) -> tuple[MasterKeys, str, str]:
+    """Try each key file; returns (keys, repository ID, key ID). WrongPasswordError when none opens."""
+    tried = 0
+    for kf in key_files:
+        tried += 1
+        opened = try_open(kf.doc, password)
+        if opened is not None:
+            return opened[0], opened[1], kf.id
+    if tried == 0:
+        raise IntegrityError(f"repository {repo_url} has no key files under keys/")
+    raise WrongPasswordError(
+        f"wrong password: none of the {tried} key(s) of {repo_url} opens with the given password"
+        " (SNAPFLOW_PASSWORD / SNAPFLOW_PASSWORD_FILE)"
+    )

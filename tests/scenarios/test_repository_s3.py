@@ -1,0 +1,353 @@
+"""The repository steps against a real S3 server (SeaweedFS), through the step command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from steps.drivers.objectstore import open_store
+from tests.fixtures.repository import build_tricky_tree, describe_tree
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def steps(
+    *args: str, timeout: float = 120, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "steps", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"steps {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def copy_json(repo: str, source, *extra: str) -> dict:
+    out = steps("copy", "--repo", repo, "--source", str(source), "--json", *extra).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def write_random(path: Path, mib: int, files: int = 1) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        (path / f"blob{i}.bin").write_bytes(os.urandom(mib * 1024 * 1024 // files))
+
+
+def pack_keys(repo: str) -> list[str]:
+    return [i.key for i in open_store(repo).list("data/")]
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def test_tricky_tree_round_trips_byte_and_metadata_identical(s3_repo, tmp_path):
+    # GIVEN a repository and a tree with every kind of entry
+    src = build_tricky_tree(tmp_path / "src")
+    steps("init", "--repo", s3_repo)
+    # WHEN it is copied and restored
+    out = steps("copy", "--repo", s3_repo, "--source", src, "--tag", "volume=data").stdout
+    snapshot_id = out.strip().splitlines()[-1]
+    steps(
+        "restore", "--repo", s3_repo, "--snapshot", snapshot_id[:10], "--target", str(tmp_path / "restored")
+    )
+    # THEN the restored tree is identical: bytes, modes, owners, times, links, holes
+    assert len(snapshot_id) == 64
+    assert describe_tree(tmp_path / "restored") == describe_tree(src)
+    assert os.stat(tmp_path / "restored" / "sparse.img").st_blocks * 512 < 1024 * 1024
+
+
+def test_incremental_copy_reads_only_what_changed(s3_repo, tmp_path):
+    # GIVEN a first snapshot of a tree
+    src = build_tricky_tree(tmp_path / "src")
+    steps("init", "--repo", s3_repo)
+    first = copy_json(s3_repo, src)
+    # WHEN one file changes, one is added, and the tree is copied again
+    with open(os.path.join(src, "many", "f0007.dat"), "ab") as f:
+        f.write(b"more")
+    Path(src, "new-file").write_bytes(b"new" * 100)
+    second = copy_json(s3_repo, src)
+    # THEN the parent was found and only the two files were read (two more entries are hard links)
+    assert second["parent"] == first["id"]
+    assert second["files_read"] == 2
+    assert second["files_unchanged"] == first["files"] - 1 - 2
+    assert second["files_changed"] == 1 and second["files_new"] == 1
+    assert second["bytes_read"] == os.path.getsize(os.path.join(src, "many", "f0007.dat")) + 300
+    assert second["bytes_added"] < 64 * 1024
+    # AND the second snapshot restores the new state
+    steps("restore", "--repo", s3_repo, "--snapshot", "latest", "--target", str(tmp_path / "r"))
+    assert describe_tree(tmp_path / "r") == describe_tree(src)
+
+
+def test_identical_data_from_another_source_is_stored_once(s3_repo, tmp_path):
+    write_random(tmp_path / "a", 12, files=3)
+    (tmp_path / "b").mkdir()
+    for f in (tmp_path / "a").iterdir():
+        (tmp_path / "b" / ("copy-of-" + f.name)).write_bytes(f.read_bytes())
+    steps("init", "--repo", s3_repo)
+    first = copy_json(s3_repo, tmp_path / "a")
+    second = copy_json(s3_repo, tmp_path / "b", "--tag", "other=source")
+    assert second["parent"] is None
+    assert first["bytes_added"] > 12 * 1024 * 1024
+    assert second["bytes_added"] < 16 * 1024
+
+
+def test_wrong_password_is_a_one_line_error(s3_repo, tmp_path):
+    steps("init", "--repo", s3_repo)
+    proc = steps("snapshots", "--repo", s3_repo, env={"SNAPFLOW_PASSWORD": "wrong one"}, check=False)
+    assert proc.returncode == 3
+    assert proc.stderr.count("\n") == 1 and "wrong password" in proc.stderr
+    assert "wrong one" not in proc.stderr
+
+
+def test_verify_names_truncated_deleted_and_corrupted_packs(s3_repo, tmp_path):
+    # GIVEN a snapshot spread over several packs
+    write_random(tmp_path / "src", 40, files=4)
+    steps("init", "--repo", s3_repo)
+    copy_json(s3_repo, tmp_path / "src")
+    assert steps("verify", "--repo", s3_repo, "--read-data", "100").returncode == 0
+    store = open_store(s3_repo)
+    packs = sorted(pack_keys(s3_repo), key=lambda k: -store.stat(k).size)
+    assert len(packs) >= 3
+    truncated, deleted, flipped = packs[:3]
+    # WHEN one pack is truncated, one deleted and one has a flipped bit
+    store.put(truncated, store.get(truncated)[:-1000])
+    store.delete(deleted)
+    data = bytearray(store.get(flipped))
+    data[len(data) // 2] ^= 0x01
+    store.put(flipped, bytes(data))
+    # THEN verify fails and names each of them
+    proc = steps("verify", "--repo", s3_repo, "--read-data", "100", check=False)
+    assert proc.returncode == 3
+    name = lambda k: k.rsplit("/", 1)[-1]  # noqa: E731
+    assert f"pack {name(truncated)}: size" in proc.stdout
+    assert f"pack {name(deleted)}: missing" in proc.stdout
+    assert f"pack {name(flipped)}: content does not match its name" in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: verify failed")
+    # AND the structural check alone already finds the truncated and the deleted one
+    structural = steps("verify", "--repo", s3_repo, check=False)
+    assert (
+        structural.returncode == 3
+        and name(deleted) in structural.stdout
+        and name(truncated) in structural.stdout
+    )
+
+
+def test_copy_killed_mid_way_leaves_a_valid_repository_and_the_next_copy_resumes(s3_repo, tmp_path):
+    # GIVEN a copy of enough data to take a while, writing an index every 2 packs
+    write_random(tmp_path / "src", 120, files=6)
+    steps("init", "--repo", s3_repo)
+    env = {**os.environ, "SNAPFLOW_INDEX_EVERY_PACKS": "2", "SNAPFLOW_UPLOADERS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "steps", "copy", "--repo", s3_repo, "--source", str(tmp_path / "src")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    store = open_store(s3_repo)
+    # WHEN it is killed with SIGKILL once an intermediate index exists
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(True for _ in store.list("index/")):
+        assert proc.poll() is None, "copy finished before it could be killed; give it more data"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert list(store.list("snapshots/")) == []
+    # THEN reads work at once (no lock to wait for) and the repository verifies
+    assert steps("verify", "--repo", s3_repo, "--read-data", "100", timeout=60).returncode == 0
+    # AND the next copy succeeds, reusing what the killed one had uploaded and indexed
+    result = copy_json(s3_repo, tmp_path / "src")
+    assert result["bytes_added"] < 115 * 1024 * 1024
+    steps("verify", "--repo", s3_repo, "--read-data", "100")
+    steps("restore", "--repo", s3_repo, "--snapshot", result["id"], "--target", str(tmp_path / "r"))
+    assert describe_tree(tmp_path / "r") == describe_tree(tmp_path / "src")
+
+
+def test_s3_server_stopped_mid_copy_gives_a_clear_error_in_bounded_time(private_s3_server, tmp_path):
+    # GIVEN a copy of enough data to take a while, to a server of our own
+    repo = "s3://private/repo"
+    write_random(tmp_path / "src", 120, files=6)
+    steps("init", "--repo", repo)
+    env = {**os.environ, "SNAPFLOW_UPLOADERS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "steps", "copy", "--repo", repo, "--source", str(tmp_path / "src")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    store = open_store(repo)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(True for _ in store.list("data/")):
+        assert proc.poll() is None
+        time.sleep(0.05)
+    # WHEN the server stops mid-copy
+    private_s3_server.stop()
+    stopped = time.monotonic()
+    try:
+        _out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("copy hung after the S3 server stopped")
+    # THEN the copy fails with the retryable exit code and one clear line, within the retry bound
+    assert proc.returncode == 75, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: object store") and "did not answer" in last
+    assert time.monotonic() - stopped < 60
+    # AND once the server is back, the repository verifies and the copy succeeds
+    private_s3_server.start()
+    steps("verify", "--repo", repo)
+    copy_json(repo, tmp_path / "src")
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["copy", "--repo", "s3://bucket/p"], "--source"),
+        (
+            ["copy", "--repo", "s3://bucket/p", "--source", "/tmp", "--tag", "novalue"],
+            "--tag: expected KEY=VALUE",
+        ),
+        (["verify", "--repo", "s3://bucket/p", "--read-data", "150"], "--read-data: expected a percentage"),
+        (["snapshots", "--repo", "ftp://somewhere"], "--repo: expected s3://BUCKET/PREFIX"),
+        (["restore", "--repo", "s3://bucket/p", "--snapshot", "latest"], "--target"),
+        (["key", "frobnicate", "--repo", "s3://bucket/p"], "invalid choice"),
+        (["copy", "--repo", "s3://bucket/p", "--source", "/nonexistent/dir"], "--source"),
+        (["snapshots", "--repo", "s3://B_/p"], "bucket name"),
+    ],
+)
+def test_malformed_arguments_give_one_line_errors(s3_repo, args, expected):
+    proc = steps(*args, check=False, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert expected in proc.stderr
+
+
+def test_missing_password_is_a_one_line_usage_error(s3_repo):
+    env = {k: v for k, v in os.environ.items() if k not in ("SNAPFLOW_PASSWORD", "SNAPFLOW_PASSWORD_FILE")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "steps", "init", "--repo", s3_repo],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "SNAPFLOW_PASSWORD" in proc.stderr
+
+
+def test_password_from_a_mounted_secret_file(s3_repo, tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("from-a-file\n")
+    env = {"SNAPFLOW_PASSWORD_FILE": str(secret), "SNAPFLOW_PASSWORD": ""}
+    steps("init", "--repo", s3_repo, env=env)
+    assert steps("snapshots", "--repo", s3_repo, env={"SNAPFLOW_PASSWORD": "from-a-file"}).returncode == 0
+
+
+def test_verify_of_a_backup_stores_its_verdict_as_a_run_record(s3_repo, tmp_path):
+    from steps.repository.repo import Repository
+
+    write_random(tmp_path / "src", 2)
+    steps("init", "--repo", s3_repo)
+    copy_json(s3_repo, tmp_path / "src", "--backup-id", "backup-app-x1", "--app", "app", "--namespace", "ns")
+    out = json.loads(steps("verify", "--repo", s3_repo, "--backup-id", "backup-app-x1", "--json").stdout)
+    assert out["ok"] and len(out["snapshots"]) == 1
+    missing = steps("verify", "--repo", s3_repo, "--backup-id", "backup-never-ran", check=False)
+    assert missing.returncode == 3
+    repo = Repository.open(open_store(s3_repo), os.environ["SNAPFLOW_PASSWORD"])
+    records = repo.list_records("runs", key="backup-app-x1")
+    assert [(r.data["name"], r.data["ok"]) for r in records] == [("verify", True)]
+    assert [r.data["ok"] for r in repo.list_records("runs", key="backup-never-ran")] == [False]
+    # a snapshot of an uncommitted backup is no restore point until finalize writes the backup record
+    snaps = json.loads(steps("snapshots", "--repo", s3_repo, "--json").stdout)
+    assert [s["committed"] for s in snaps] == [False]
+    repo.save_record(
+        "backups", {"backup_id": "backup-app-x1", "time": "2024-01-01T00:00:00Z"}, key="backup-app-x1"
+    )
+    snaps = json.loads(steps("snapshots", "--repo", s3_repo, "--json").stdout)
+    assert [s["committed"] for s in snaps] == [True]
+
+
+def test_many_writers_at_once_and_readers_never_wait(s3_repo, tmp_path):
+    # GIVEN three sources copied into one repository at the same time
+    steps("init", "--repo", s3_repo)
+    for i in range(3):
+        write_random(tmp_path / f"src{i}", 9, files=3)
+    results: dict[int, dict] = {}
+
+    def run(i: int) -> None:
+        results[i] = copy_json(s3_repo, tmp_path / f"src{i}", "--volume", f"v{i}")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    # WHILE they run, a reader lists snapshots without waiting on anything
+    assert steps("snapshots", "--repo", s3_repo).returncode == 0
+    for t in threads:
+        t.join()
+    # THEN every snapshot verifies and restores
+    assert len(results) == 3
+    assert steps("verify", "--repo", s3_repo, "--read-data", "100").returncode == 0
+    steps("restore", "--repo", s3_repo, "--snapshot", results[1]["id"], "--target", str(tmp_path / "r1"))
+    assert describe_tree(tmp_path / "r1") == describe_tree(tmp_path / "src1")
+
+
+def test_a_single_file_is_backed_up_and_restored(s3_repo, tmp_path):
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as f:
+        f.write(os.urandom(1024 * 1024))
+        f.truncate(16 * 1024 * 1024)
+    steps("init", "--repo", s3_repo)
+    sid = copy_json(s3_repo, image)["id"]
+    steps("restore", "--repo", s3_repo, "--snapshot", sid, "--target", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "disk.img").read_bytes() == image.read_bytes()
+    target = tmp_path / "existing.img"
+    target.write_bytes(b"old")
+    steps("restore", "--repo", s3_repo, "--snapshot", sid, "--target", str(target))
+    assert target.read_bytes() == image.read_bytes()
+
+
+def test_manifests_stored_with_a_backup_are_listed_by_tag(s3_repo):
+    from steps.repository.archiver import store_files
+    from steps.repository.repo import Repository
+
+    steps("init", "--repo", s3_repo)
+    repo = Repository.open(open_store(s3_repo), os.environ["SNAPFLOW_PASSWORD"])
+    store_files(
+        repo, {"v1/ConfigMap/app.yaml": b"kind: ConfigMap\n"}, tags={"kind": "manifests"}, backup_id="b-1"
+    )
+    listed = json.loads(steps("snapshots", "--repo", s3_repo, "--tag", "kind=manifests", "--json").stdout)
+    assert len(listed) == 1 and listed[0]["backup_id"] == "b-1"
+    out = steps("ls", "--repo", s3_repo, "--snapshot", listed[0]["id"]).stdout
+    assert "/v1/ConfigMap/app.yaml" in out
+
+
+def test_keys_are_added_and_the_password_changed_without_rewriting_data(s3_repo, tmp_path):
+    write_random(tmp_path / "src", 1)
+    steps("init", "--repo", s3_repo)
+    copy_json(s3_repo, tmp_path / "src")
+    before = sorted(pack_keys(s3_repo))
+    steps("key", "add", "--repo", s3_repo, env={"SNAPFLOW_NEW_PASSWORD": "second"})
+    steps("key", "passwd", "--repo", s3_repo, env={"SNAPFLOW_NEW_PASSWORD": "third"})
+    assert steps("snapshots", "--repo", s3_repo, check=False).returncode == 3  # old password gone
+    for pw in ("second", "third"):
+        assert steps("verify", "--repo", s3_repo, env={"SNAPFLOW_PASSWORD": pw}).returncode == 0
+    assert sorted(pack_keys(s3_repo)) == before
+    keys = json.loads(
+        steps("key", "list", "--repo", s3_repo, "--json", env={"SNAPFLOW_PASSWORD": "third"}).stdout
+    )
+    assert len(keys) == 2

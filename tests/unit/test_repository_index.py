@@ -1,0 +1,87 @@
+"""The compact in-memory index and index files."""
+
+import os
+import tracemalloc
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from steps.repository.index import IndexPack, MemIndex, decode_index_file, encode_index_file
+from steps.repository.pack import BLOB_DATA, BLOB_TREE, PackEntry
+
+
+def _entries(n, start=0):
+    return [
+        PackEntry(BLOB_DATA if i % 3 else BLOB_TREE, os.urandom(32), 37 + i * 10, 10, 20 + i)
+        for i in range(start, start + n)
+    ]
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), unique=True, max_size=400))
+@settings(max_examples=30, deadline=None)
+def test_every_added_blob_is_found_and_nothing_else(ids):
+    idx = MemIndex()
+    entries = [PackEntry(BLOB_DATA, bid, 37 + i, 1, i) for i, bid in enumerate(ids)]
+    idx.add_pack("p" * 64, b"s" * 32, 1000, entries)
+    for i, bid in enumerate(ids):
+        loc = idx.get(bid)
+        assert loc is not None and loc.offset == 37 + i and loc.raw_length == i and loc.pack_id == "p" * 64
+    assert idx.get(b"\0" * 31 + b"\1") is None or b"\0" * 31 + b"\1" in ids
+    assert len(idx) == len(ids)
+
+
+def test_blobs_sharing_a_prefix_are_told_apart():
+    idx = MemIndex()
+    a = b"A" * 8 + os.urandom(24)
+    b = b"A" * 8 + os.urandom(24)
+    idx.add_pack("p1", b"s" * 32, 100, [PackEntry(BLOB_DATA, a, 37, 1, 1)])
+    idx.add_pack("p2", b"s" * 32, 100, [PackEntry(BLOB_DATA, b, 37, 2, 2)])
+    assert idx.get(a).pack_id == "p1"
+    assert idx.get(b).pack_id == "p2"
+
+
+def test_first_location_wins_and_duplicates_are_counted():
+    idx = MemIndex()
+    e = _entries(1)
+    idx.add_pack("p1", b"s" * 32, 100, e)
+    idx.add_pack("p2", b"s" * 32, 100, e)
+    assert idx.get(e[0].id).pack_id == "p1"
+    assert idx.duplicates == 1
+
+
+def test_excluded_packs_are_not_found():
+    idx = MemIndex()
+    e = _entries(3)
+    idx.add_pack("p1", b"s" * 32, 100, e)
+    idx.exclude_packs(["p1"])
+    assert not idx.has(e[0].id)
+
+
+def test_memory_per_entry_is_about_64_bytes():
+    # GIVEN 200k blobs
+    entries = _entries(200_000)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    idx = MemIndex()
+    for i in range(0, len(entries), 1000):
+        idx.add_pack(f"pack{i}", os.urandom(32), 8_000_000, entries[i : i + 1000])
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    # THEN the index costs well under a dict per blob (~276 B)
+    per_entry = (after - before) / len(entries)
+    assert per_entry < 90, per_entry
+    assert all(idx.has(e.id) for e in entries[::997])
+
+
+def test_index_files_round_trip():
+    packs = [
+        IndexPack("a" * 64, b"s" * 32, 1234, _entries(5)),
+        IndexPack("b" * 64, b"t" * 32, 99, _entries(2)),
+    ]
+    doc, decoded = decode_index_file(
+        encode_index_file(packs, supersedes=["x" * 64], backup_id="b1"), "index/1"
+    )
+    assert doc["supersedes"] == ["x" * 64] and doc["backup_id"] == "b1"
+    assert [(p.id, p.salt, p.size, p.entries) for p in decoded] == [
+        (p.id, p.salt, p.size, p.entries) for p in packs
+    ]

@@ -1,0 +1,484 @@
+"""Argo WorkflowTemplates from pipelines (:mod:`workflows.pipeline`), built with Hera.
+
+One generic builder: every :class:`~workflows.pipeline.Step` becomes a container template running
+``python -m steps <command> ...`` in the policy's step image, and the graph becomes a DAG template
+(the entrypoint, ``main``). The exit step becomes the ``onExit`` handler. Run-time
+references become Argo variables and expressions:
+
+=====================  ============================================================================
+BackupId               ``{{workflow.name}}``
+WorkflowStatus         ``{{workflow.status}}``
+Param(name)            ``{{workflow.parameters.<name>}}``
+PlanFile               the plan ConfigMap's key, mounted read-only
+OutputFile(name)       a file in the step's scratch directory, read back as output parameter ``name``
+CloneOf(volume)        template input ``claim`` (the mounted PVC), prepare-clone's output ``claim``
+SourceOf(volume)       the clone's mount path (a device path for block volumes)
+=====================  ============================================================================
+
+Called by :mod:`workflows.render`; names of every object come from :class:`Names`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hera.workflows import DAG, Container, Parameter, Task, WorkflowTemplate
+from hera.workflows import models as m
+
+from workflows.pipeline import (
+    RETRY_EXIT_CODES,
+    RETRY_LIMIT,
+    BackupId,
+    CloneOf,
+    CopyResultField,
+    Needs,
+    OutputFile,
+    Param,
+    Pipeline,
+    PlanFile,
+    Ref,
+    RestoreTarget,
+    Retry,
+    SourceOf,
+    Step,
+    VerdictField,
+    WorkflowStatus,
+)
+from workflows.policy import Policy
+
+PLAN_DIR = "/etc/snapflow/plan"
+PLAN_KEY = "plan.json"
+PASSWORD_DIR = "/etc/snapflow/repository"
+PASSWORD_FILE = "password"
+CA_DIR = "/etc/snapflow/ca"
+CA_FILE = "ca.crt"
+SCRATCH_DIR = "/tmp"
+OUTPUT_DIR = SCRATCH_DIR
+SOURCE_ROOT = "/snapflow/volumes"
+DEVICE_ROOT = "/dev/snapflow"
+TARGET_DIR = "/snapflow/target"
+STEP_USER = 65532
+ENTRYPOINT = "main"  # the DAG template; step templates are named after their steps
+
+TITLE_ANNOTATION = "workflows.argoproj.io/title"
+DESCRIPTION_ANNOTATION = "workflows.argoproj.io/description"
+
+SMALL_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+
+
+@dataclass(frozen=True)
+class Names:
+    """Names of the objects rendered for one policy (one place, so references always match)."""
+
+    policy: Policy
+
+    @property
+    def plan_config_map(self) -> str:
+        return f"snapflow-plan-{self.policy.name}"
+
+    @property
+    def service_account(self) -> str:
+        return self.policy.spec.workflow.service_account_name or f"snapflow-{self.policy.name}"
+
+    @property
+    def renders_rbac(self) -> bool:
+        return self.policy.spec.workflow.service_account_name is None
+
+    @property
+    def role(self) -> str:
+        return f"snapflow-{self.policy.name}"
+
+    @property
+    def cluster_role(self) -> str:
+        return f"snapflow-{self.policy.namespace}-{self.policy.name}-snapshot-contents"
+
+    def template(self, pipeline: str) -> str:
+        return f"{pipeline}-{self.policy.name}"
+
+    def labels(self, component: str | None = None) -> dict[str, str]:
+        labels = dict(self.policy.metadata.labels)
+        labels.update(
+            {
+                "app.kubernetes.io/managed-by": "snapflow",
+                "app.kubernetes.io/part-of": "snapflow",
+                "snapflow.io/policy": self.policy.name,
+                "snapflow.io/app": self.policy.app,
+            }
+        )
+        if component:
+            labels["app.kubernetes.io/component"] = component
+        return labels
+
+
+def retry_expression(codes: tuple[int, ...] = RETRY_EXIT_CODES) -> str:
+    if len(codes) == 1:
+        return f"asInt(lastRetry.exitCode) == {codes[0]}"
+    return f"asInt(lastRetry.exitCode) in [{', '.join(str(c) for c in codes)}]"
+
+
+def retry_strategy(retry: Retry) -> m.RetryStrategy:
+    if retry is Retry.NEVER:
+        # Explicit limit 0, so that no default retry strategy can ever apply to this step.
+        return m.RetryStrategy(limit=m.IntOrString(0))
+    return m.RetryStrategy(
+        limit=m.IntOrString(RETRY_LIMIT),
+        retry_policy="OnFailure",
+        expression=retry_expression(),
+        backoff=m.Backoff(duration="15s", factor=m.IntOrString(2), max_duration="10m"),
+    )
+
+
+class _StepBuilder:
+    """Builds one step's container template and the DAG task that calls it."""
+
+    def __init__(self, policy: Policy, pipeline: Pipeline, step: Step):
+        self.policy = policy
+        self.pipeline = pipeline
+        self.step = step
+        self.names = Names(policy)
+        self.inputs: dict[str, str] = {}  # template input name -> value passed by the DAG task
+
+    # -- values ---------------------------------------------------------------------------------
+    def _volume(self, name: str):
+        for vol in self.policy.spec.volumes:
+            if vol.volume_name == name:
+                return vol
+        raise KeyError(name)
+
+    def value(self, ref: Ref) -> str:
+        if isinstance(ref, BackupId):
+            return "{{workflow.name}}"
+        if isinstance(ref, WorkflowStatus):
+            return "{{workflow.status}}"
+        if isinstance(ref, PlanFile):
+            return f"{PLAN_DIR}/{PLAN_KEY}"
+        if isinstance(ref, Param):
+            return "{{workflow.parameters.%s}}" % ref.name
+        if isinstance(ref, OutputFile):
+            return f"{OUTPUT_DIR}/{dict(self.step.output_files)[ref.name]}"
+        if isinstance(ref, SourceOf):
+            root = DEVICE_ROOT if self._volume(ref.volume).block else SOURCE_ROOT
+            return f"{root}/{ref.volume}"
+        if isinstance(ref, RestoreTarget):
+            return TARGET_DIR
+        if isinstance(ref, CloneOf):
+            self.inputs["claim"] = "{{tasks.prepare-clone-%s.outputs.parameters.claim}}" % ref.volume
+            return "{{inputs.parameters.claim}}"
+        raise TypeError(f"cannot resolve {ref!r} in an Argo template")
+
+    def args(self) -> list[str]:
+        return [self.step.command] + [a if isinstance(a, str) else self.value(a) for a in self.step.args]
+
+    # -- pod ------------------------------------------------------------------------------------
+    def env(self) -> list[m.EnvVar]:
+        if Needs.REPOSITORY not in self.step.needs:
+            return []
+        repo = self.policy.spec.repository
+        env: list[m.EnvVar] = []
+        if repo.credentials_secret:
+            for var, key in (
+                ("AWS_ACCESS_KEY_ID", repo.credentials_secret.access_key_id_key),
+                ("AWS_SECRET_ACCESS_KEY", repo.credentials_secret.secret_access_key_key),
+            ):
+                env.append(
+                    m.EnvVar(
+                        name=var,
+                        value_from=m.EnvVarSource(
+                            secret_key_ref=m.SecretKeySelector(name=repo.credentials_secret.name, key=key)
+                        ),
+                    )
+                )
+        env.append(m.EnvVar(name="SNAPFLOW_PASSWORD_FILE", value=f"{PASSWORD_DIR}/{PASSWORD_FILE}"))
+        if repo.region:
+            env.append(m.EnvVar(name="SNAPFLOW_S3_REGION", value=repo.region))
+        if repo.path_style:
+            env.append(m.EnvVar(name="SNAPFLOW_S3_PATH_STYLE", value="true"))
+        if repo.ca_bundle:
+            env.append(m.EnvVar(name="SNAPFLOW_S3_CA_BUNDLE", value=f"{CA_DIR}/{CA_FILE}"))
+        return env
+
+    def volumes_and_mounts(self) -> tuple[list[m.Volume], list[m.VolumeMount], list[m.VolumeDevice]]:
+        needs = self.step.needs
+        volumes: list[m.Volume] = [m.Volume(name="scratch", empty_dir=m.EmptyDirVolumeSource(size_limit="1Gi"))]
+        mounts = [m.VolumeMount(name="scratch", mount_path=SCRATCH_DIR)]
+        devices: list[m.VolumeDevice] = []
+        if Needs.PLAN in needs:
+            volumes.append(
+                m.Volume(
+                    name="plan",
+                    config_map=m.ConfigMapVolumeSource(
+                        name=self.names.plan_config_map, items=[m.KeyToPath(key=PLAN_KEY, path=PLAN_KEY)]
+                    ),
+                )
+            )
+            mounts.append(m.VolumeMount(name="plan", mount_path=PLAN_DIR, read_only=True))
+        if Needs.REPOSITORY in needs:
+            repo = self.policy.spec.repository
+            volumes.append(
+                m.Volume(
+                    name="repository-password",
+                    secret=m.SecretVolumeSource(
+                        secret_name=repo.password_secret.name,
+                        items=[m.KeyToPath(key=repo.password_secret.key, path=PASSWORD_FILE)],
+                        default_mode=0o440,
+                    ),
+                )
+            )
+            mounts.append(m.VolumeMount(name="repository-password", mount_path=PASSWORD_DIR, read_only=True))
+            if repo.ca_bundle:
+                volumes.append(
+                    m.Volume(
+                        name="ca-bundle",
+                        config_map=m.ConfigMapVolumeSource(
+                            name=repo.ca_bundle.config_map, items=[m.KeyToPath(key=repo.ca_bundle.key, path=CA_FILE)]
+                        ),
+                    )
+                )
+                mounts.append(m.VolumeMount(name="ca-bundle", mount_path=CA_DIR, read_only=True))
+        if self.step.claim is not None:
+            claim = self.value(self.step.claim)
+            writable = Needs.TARGET in needs
+            volumes.append(
+                m.Volume(
+                    name="data",
+                    persistent_volume_claim=m.PersistentVolumeClaimVolumeSource(
+                        claim_name=claim, read_only=None if writable else True
+                    ),
+                )
+            )
+            if self.step.volume and self._volume(self.step.volume).block:
+                devices.append(m.VolumeDevice(name="data", device_path=f"{DEVICE_ROOT}/{self.step.volume}"))
+            elif writable:
+                mounts.append(m.VolumeMount(name="data", mount_path=TARGET_DIR))
+            else:
+                mounts.append(
+                    m.VolumeMount(name="data", mount_path=f"{SOURCE_ROOT}/{self.step.volume}", read_only=True)
+                )
+        return volumes, mounts, devices
+
+    def security(self) -> tuple[m.SecurityContext, m.PodSecurityContext | None]:
+        needs = self.step.needs
+        seccomp = m.SeccompProfile(type="RuntimeDefault")
+        if Needs.SOURCE in needs or Needs.TARGET in needs:
+            # Reading every file of a volume (owned by the app's users) needs DAC_READ_SEARCH; a
+            # restore that keeps owners and modes needs CHOWN/FOWNER. No fsGroup here: the kubelet
+            # would re-own the volume's files to that group.
+            add = ["DAC_READ_SEARCH"] if Needs.SOURCE in needs else ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]
+            container = m.SecurityContext(
+                run_as_user=0,
+                run_as_non_root=False,
+                allow_privilege_escalation=False,
+                read_only_root_filesystem=True,
+                capabilities=m.Capabilities(drop=["ALL"], add=add),
+                seccomp_profile=seccomp,
+            )
+            return container, None
+        container = m.SecurityContext(
+            run_as_user=STEP_USER,
+            run_as_group=STEP_USER,
+            run_as_non_root=True,
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            capabilities=m.Capabilities(drop=["ALL"]),
+            seccomp_profile=seccomp,
+        )
+        # fsGroup lets the non-root step read the mounted password (mode 0440).
+        return container, m.PodSecurityContext(fs_group=STEP_USER, seccomp_profile=seccomp)
+
+    def resources(self) -> m.ResourceRequirements:
+        if Needs.DATA_MOVER in self.step.needs:
+            res = self.policy.spec.resources
+            requests, limits = dict(res.requests), dict(res.limits)
+        else:
+            requests, limits = SMALL_RESOURCES["requests"], SMALL_RESOURCES["limits"]
+        return m.ResourceRequirements(
+            requests={k: m.Quantity(v) for k, v in sorted(requests.items())} or None,
+            limits={k: m.Quantity(v) for k, v in sorted(limits.items())} or None,
+        )
+
+    def metrics(self) -> list[m.Prometheus]:
+        base = [
+            m.MetricLabel(key="namespace", value=self.policy.namespace),
+            m.MetricLabel(key="app", value=self.policy.app),
+        ]
+        if self.step.holds_freeze:
+            return [
+                m.Prometheus(
+                    name="snapflow_freeze_window_seconds",
+                    help="How long the app was quiesced by the last backup (seconds).",
+                    labels=base,
+                    gauge=m.Gauge(
+                        realtime=False,
+                        value="{{=jsonpath(outputs.parameters.verdict, '$.freeze_window_ms') / 1000}}",
+                    ),
+                )
+            ]
+        if self.step.command == "copy":
+            labels = [*base, m.MetricLabel(key="volume", value=self.step.volume or "")]
+            return [
+                m.Prometheus(
+                    name="snapflow_backup_bytes_added",
+                    help="Bytes the last copy of a volume added to the repository (after deduplication).",
+                    labels=labels,
+                    gauge=m.Gauge(realtime=False, value="{{=jsonpath(outputs.result, '$.bytes_added')}}"),
+                ),
+                m.Prometheus(
+                    name="snapflow_copy_duration_seconds",
+                    help="Duration of the last copy of a volume (seconds).",
+                    labels=labels,
+                    gauge=m.Gauge(realtime=False, value="{{duration}}"),
+                ),
+            ]
+        return []
+
+    # -- template and task ----------------------------------------------------------------------
+    def template(self) -> Container:
+        step = self.step
+        args = self.args()
+        volumes, mounts, devices = self.volumes_and_mounts()
+        container_security, pod_security = self.security()
+        outputs = [
+            Parameter(name=name, value_from=m.ValueFrom(path=f"{OUTPUT_DIR}/{path}")) for name, path in step.output_files
+        ]
+        deadline = None
+        if step.holds_freeze:
+            # The step thaws by itself at the freeze deadline; this bounds a stuck pod (pod start included).
+            deadline = int(self.policy.spec.freeze.deadline_seconds) + 300
+        metrics = self.metrics()
+        env = self.env()
+        return Container(
+            name=step.name,
+            image=self.policy.spec.image,
+            image_pull_policy=self.policy.spec.image_pull_policy,
+            command=["python", "-m", "steps"],
+            args=args,
+            env=env or None,
+            inputs=[Parameter(name=n) for n in sorted(self.inputs)] or None,
+            outputs=outputs or None,
+            volumes=volumes,
+            volume_mounts=mounts,
+            volume_devices=devices or None,
+            security_context=container_security,
+            pod_security_context=pod_security,
+            resources=self.resources(),
+            retry_strategy=retry_strategy(step.retry),
+            active_deadline_seconds=deadline,
+            metrics=m.Metrics(prometheus=metrics) if metrics else None,
+            labels={"snapflow.io/step": step.command},
+        )
+
+    def task(self, template: Container) -> Task:
+        step = self.step
+        when = None
+        if step.when:
+            when = "{{workflow.parameters.%s}} == %s" % (step.when.param, step.when.value)
+        return Task(
+            name=step.name,
+            template=template,
+            arguments={k: self.inputs[k] for k in sorted(self.inputs)} or None,
+            dependencies=list(step.depends) or None,
+            when=when,
+        )
+
+
+def _output_parameter(pipeline: Pipeline, output) -> Parameter:
+    source = output.source
+    if isinstance(source, VerdictField):
+        freeze = pipeline.freeze_step
+        assert freeze is not None
+        expression = f"jsonpath(tasks['{freeze.name}'].outputs.parameters.verdict, '{source.path}')"
+    elif isinstance(source, CopyResultField):
+        expression = f"jsonpath(tasks['copy-{source.volume}'].outputs.result, '{source.path}')"
+    else:
+        raise TypeError(f"cannot show {source!r} as a workflow output")
+    return Parameter(name=output.name, description=output.description, value_from=m.ValueFrom(expression=expression))
+
+
+def workflow_metrics(policy: Policy, pipeline: Pipeline) -> m.Metrics:
+    labels = [
+        m.MetricLabel(key="namespace", value=policy.namespace),
+        m.MetricLabel(key="app", value=policy.app),
+        m.MetricLabel(key="pipeline", value=pipeline.name),
+    ]
+    with_status = [*labels, m.MetricLabel(key="status", value="{{workflow.status}}")]
+    return m.Metrics(
+        prometheus=[
+            m.Prometheus(
+                name="snapflow_workflow_duration_seconds",
+                help="Duration of the last Snapflow run of an app (seconds), by outcome.",
+                labels=with_status,
+                gauge=m.Gauge(realtime=False, value="{{workflow.duration}}"),
+            ),
+            m.Prometheus(
+                name="snapflow_workflow_runs_total",
+                help="Snapflow runs by outcome.",
+                labels=with_status,
+                counter=m.Counter(value="1"),
+            ),
+            m.Prometheus(
+                name="snapflow_last_success_timestamp_seconds",
+                help="Start time (Unix seconds) of the last successful Snapflow run of an app.",
+                labels=labels,
+                when="{{workflow.status}} == Succeeded",
+                gauge=m.Gauge(realtime=False, value="{{workflow.creationTimestamp.s}}"),
+            ),
+        ]
+    )
+
+
+def build_workflow_template(policy: Policy, pipeline: Pipeline) -> WorkflowTemplate:
+    """The WorkflowTemplate running ``pipeline`` for ``policy``."""
+    names = Names(policy)
+    settings = policy.spec.workflow
+    templates: list[Any] = []
+    tasks: list[Task] = []
+    for step in pipeline.order():
+        builder = _StepBuilder(policy, pipeline, step)
+        template = builder.template()
+        templates.append(template)
+        tasks.append(builder.task(template))
+    on_exit = None
+    if pipeline.exit_step:
+        templates.append(_StepBuilder(policy, pipeline, pipeline.exit_step).template())
+        on_exit = pipeline.exit_step.name
+    dag = DAG(
+        name=ENTRYPOINT,
+        tasks=tasks,
+        parallelism=pipeline.parallelism,
+        outputs=[_output_parameter(pipeline, o) for o in pipeline.outputs] or None,
+    )
+    annotations = {TITLE_ANNOTATION: pipeline.title, DESCRIPTION_ANNOTATION: pipeline.description}
+    labels = names.labels(pipeline.name)
+    arguments = [
+        Parameter(
+            name=p.name,
+            description=p.description,
+            enum=list(p.enum) or None,
+            **({"value": p.default} if p.default is not None else {}),
+        )
+        for p in pipeline.parameters
+    ]
+    return WorkflowTemplate(
+        name=names.template(pipeline.name),
+        namespace=policy.namespace,
+        labels=labels,
+        annotations=annotations,
+        entrypoint=ENTRYPOINT,
+        arguments=arguments or None,
+        templates=[dag, *sorted(templates, key=lambda t: t.name)],
+        on_exit=on_exit,
+        service_account_name=names.service_account,
+        synchronization=m.Synchronization(mutexes=[m.Mutex(name=pipeline.mutex)]) if pipeline.mutex else None,
+        active_deadline_seconds=settings.active_deadline_seconds,
+        pod_gc=m.PodGC(strategy=settings.pod_gc),
+        ttl_strategy=m.TTLStrategy(
+            seconds_after_success=settings.ttl_after_success_seconds,
+            seconds_after_failure=settings.ttl_after_failure_seconds,
+        ),
+        workflow_metadata=m.WorkflowMetadata(labels=labels, annotations=annotations),
+        pod_metadata=m.Metadata(labels=labels),
+        node_selector=dict(settings.node_selector) or None,
+        pod_priority_class_name=settings.priority_class_name,
+        metrics=workflow_metrics(policy, pipeline),
+    )

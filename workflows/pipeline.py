@@ -1,0 +1,617 @@
+"""The pipelines of a policy as plain data: which steps run, with which arguments, in which order.
+
+This module is the single definition of what a backup (and a restore, check, prune, init) does. The
+Hera builder (:mod:`workflows.hera_builder`) turns a :class:`Pipeline` into an Argo WorkflowTemplate;
+a local runner executes the same :class:`Pipeline` step by step with ``python -m steps``. Nothing here
+imports hera.
+
+A step's arguments are strings or *references* (:class:`Ref` subclasses) to values only known at run
+time — the backup ID, a workflow parameter, the VolumeSnapshot that consistent-point cut for a volume,
+the clone claim that prepare-clone created. Each executor resolves them its own way (Argo
+expressions, or values read from the previous steps' outputs).
+
+The backup pipeline, as DESIGN draws it::
+
+    capture ───────────────────────────────────────────────┐
+    consistent-point ─┬─ prepare-clone-<v1> ── copy-<v1> ──┼─ verify
+                      └─ prepare-clone-<v2> ── copy-<v2> ──┘
+    finalize (always, after everything: the exit handler)
+
+Invariants checked by :meth:`Pipeline.check`: exactly one step holds the freeze, it is never retried
+and never copies; every dependency names a step; each copy depends only on its own volume's clone
+(which depends only on the snapshot step); the finalizer is not part of the graph.
+
+:func:`plan_for` turns a policy into the plan JSON that steps read (``--plan FILE``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from steps.errors import RETRYABLE_EXIT_CODES
+from steps.plan import (
+    AppRef,
+    FreezeSpec,
+    Plan,
+    RepositoryRef,
+    SnapshotSpec,
+    Target,
+    Volume,
+    plan_from_dict,
+)
+from workflows.policy import Policy
+
+# --------------------------------------------------------------------------------------------------
+# References to values known only at run time.
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A value resolved when the pipeline runs."""
+
+
+@dataclass(frozen=True)
+class BackupId(Ref):
+    """The backup ID: the Argo workflow name (``{{workflow.name}}``), or the local run's ID."""
+
+
+@dataclass(frozen=True)
+class WorkflowStatus(Ref):
+    """Succeeded, Failed or Error: the outcome of the pipeline, known to the finalizer."""
+
+
+@dataclass(frozen=True)
+class PlanFile(Ref):
+    """Path of the plan JSON (a mounted ConfigMap in a cluster, a temporary file locally)."""
+
+
+@dataclass(frozen=True)
+class Param(Ref):
+    """A pipeline parameter (an Argo workflow parameter, editable in the UI form)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class CloneOf(Ref):
+    """The clone PVC of ``volume``: the claim name prepare-clone writes to its ``claim`` output file."""
+
+    volume: str
+
+
+@dataclass(frozen=True)
+class SourceOf(Ref):
+    """Where the copy of ``volume`` reads it: the clone's mount (or device) path in the copy pod, or
+    locally the path of the volume's entry in consistent-point's ``snapshots`` list."""
+
+    volume: str
+
+
+@dataclass(frozen=True)
+class RestoreTarget(Ref):
+    """Where restore writes: the target PVC's mount path in the restore pod, or a local directory."""
+
+
+@dataclass(frozen=True)
+class OutputFile(Ref):
+    """Path of the file the step writes its output ``name`` to (see :attr:`Step.output_files`)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class VerdictField(Ref):
+    """A field of consistent-point's record (a JSONPath like ``$.verdict``)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class CopyResultField(Ref):
+    """A field of the ``--json`` summary the copy of ``volume`` prints (``$.id``, ``$.bytes_added``)."""
+
+    volume: str
+    path: str
+
+
+Arg = str | Ref
+
+
+# --------------------------------------------------------------------------------------------------
+# Steps and pipelines.
+
+
+class Retry(Enum):
+    """Retry class of a step: NEVER (a retry could do harm) or TEMPORARY (retry exit code 75 only)."""
+
+    NEVER = "never"
+    TEMPORARY = "temporary"
+
+
+RETRY_EXIT_CODES = tuple(RETRYABLE_EXIT_CODES)
+RETRY_LIMIT = 3
+
+
+class Needs(Enum):
+    """What a step's environment must provide."""
+
+    PLAN = "plan"  # the plan file (--plan)
+    REPOSITORY = "repository"  # object store credentials and the repository password
+    KUBERNETES = "kubernetes"  # API access with the policy's ServiceAccount
+    SOURCE = "source"  # the clone of its volume, read-only (copy)
+    TARGET = "target"  # a writable target volume (restore)
+    DATA_MOVER = "data-mover"  # the policy's mover resources (CPU, memory)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Run the step only when parameter ``param`` equals ``value``."""
+
+    param: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # unique node name, e.g. "copy-data"
+    command: str  # the step command run as ``python -m steps <command>``
+    args: tuple[Arg, ...]
+    title: str
+    depends: tuple[str, ...] = ()
+    retry: Retry = Retry.TEMPORARY
+    needs: frozenset[Needs] = frozenset()
+    volume: str | None = None  # the volume this step works on
+    holds_freeze: bool = False
+    # Output files the step writes: {output name: path inside the step's scratch directory}.
+    output_files: tuple[tuple[str, str], ...] = ()
+    # The step prints its result (a claim name, a JSON summary) as the last stdout line.
+    prints_result: bool = False
+    when: Condition | None = None
+    # The PVC the step's pod mounts (copy: the clone of its volume; restore: the target), if any.
+    claim: Ref | None = None
+
+    def refs(self) -> list[Ref]:
+        refs = [a for a in self.args if isinstance(a, Ref)]
+        return [*refs, self.claim] if self.claim else refs
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    description: str
+    default: str | None = None  # None: the user must supply it
+    enum: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Output:
+    """A value of the finished pipeline shown to the user (Argo UI outputs)."""
+
+    name: str
+    description: str
+    source: Ref
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str  # "backup", "restore", ...
+    title: str
+    description: str
+    steps: tuple[Step, ...]
+    exit_step: Step | None = None  # runs always, after the graph, whatever its outcome
+    parameters: tuple[Parameter, ...] = ()
+    outputs: tuple[Output, ...] = ()
+    mutex: str | None = None  # at most one run holding this name at a time (per namespace)
+    parallelism: int | None = None  # steps of the graph running at once
+
+    def step(self, name: str) -> Step:
+        for s in self.all_steps():
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def all_steps(self) -> tuple[Step, ...]:
+        return self.steps + ((self.exit_step,) if self.exit_step else ())
+
+    @property
+    def freeze_step(self) -> Step | None:
+        holders = [s for s in self.all_steps() if s.holds_freeze]
+        return holders[0] if holders else None
+
+    def order(self) -> list[Step]:
+        """The graph's steps in a dependency-respecting, stable order (the exit step not included)."""
+        done: list[str] = []
+        pending = list(self.steps)
+        while pending:
+            ready = [s for s in pending if all(d in done for d in s.depends)]
+            if not ready:
+                raise ValueError(f"pipeline {self.name}: dependency cycle among {[s.name for s in pending]}")
+            for s in ready:
+                done.append(s.name)
+                pending.remove(s)
+        return [self.step(n) for n in done]
+
+    def upstream(self, name: str) -> set[str]:
+        """Every step that ``name`` waits for, directly or not."""
+        seen: set[str] = set()
+        stack = list(self.step(name).depends)
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(self.step(n).depends)
+        return seen
+
+    def check(self) -> None:
+        """Raise ValueError when an invariant of the pipeline is broken (a bug, never user input)."""
+        names = [s.name for s in self.all_steps()]
+        if "main" in names:
+            raise ValueError(f"pipeline {self.name}: 'main' is the graph itself, not a step name")
+        if len(set(names)) != len(names):
+            raise ValueError(f"pipeline {self.name}: duplicate step names {names}")
+        graph = {s.name for s in self.steps}
+        for s in self.steps:
+            for d in s.depends:
+                if d not in graph:
+                    raise ValueError(f"pipeline {self.name}: step {s.name} depends on unknown step {d}")
+        self.order()
+        holders = [s for s in self.all_steps() if s.holds_freeze]
+        if len(holders) > 1:
+            raise ValueError(f"pipeline {self.name}: more than one step holds the freeze")
+        for h in holders:
+            if h.retry is not Retry.NEVER:
+                raise ValueError(f"pipeline {self.name}: {h.name} holds the freeze and must never be retried")
+            if Needs.SOURCE in h.needs or h.command == "copy":
+                raise ValueError(f"pipeline {self.name}: {h.name} holds the freeze and must not copy")
+        params = {p.name for p in self.parameters}
+        for s in self.all_steps():
+            for ref in s.refs():
+                if isinstance(ref, Param) and ref.name not in params:
+                    raise ValueError(f"pipeline {self.name}: {s.name} uses undeclared parameter {ref.name}")
+            if s.when and s.when.param not in params:
+                raise ValueError(f"pipeline {self.name}: {s.name} runs when undeclared parameter {s.when.param}")
+        for s in self.steps:
+            for ref in s.refs():
+                if isinstance(ref, CloneOf) and f"prepare-clone-{ref.volume}" not in s.depends:
+                    raise ValueError(f"pipeline {self.name}: {s.name} reads the clone of {ref.volume} too early")
+
+
+# --------------------------------------------------------------------------------------------------
+# The pipelines of a policy.
+
+PERCENT_CHOICES = ("0", "1", "5", "10", "25", "50", "100")
+
+
+def _percent(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _percent_param(name: str, description: str, default: float) -> Parameter:
+    default_text = _percent(default)
+    choices = sorted(set(PERCENT_CHOICES) | {default_text}, key=float)
+    return Parameter(name, description, default_text, tuple(choices))
+
+
+def repository_args(policy: Policy) -> tuple[str, ...]:
+    repo = policy.spec.repository
+    args: tuple[str, ...] = ("--repo", repo.url)
+    if repo.endpoint:
+        args += ("--endpoint", repo.endpoint)
+    return args
+
+
+def app_mutex(policy: Policy) -> str:
+    """One backup or restore of an app at a time (Argo mutexes are per namespace)."""
+    return f"snapflow-app-{policy.app}"
+
+
+def identity_args(policy: Policy) -> tuple[str, ...]:
+    return (
+        "--cluster", policy.spec.cluster,
+        "--namespace", policy.namespace,
+        "--app", policy.app,
+        "--policy", policy.name,
+    )  # fmt: skip
+
+
+CONSISTENT_POINT_OUT = "consistent-point.json"
+
+
+def backup_pipeline(policy: Policy) -> Pipeline:
+    spec = policy.spec
+    local = policy.is_local
+    repo = repository_args(policy)
+    steps: list[Step] = []
+    roots: list[str] = []
+    if not local:
+        capture_args: tuple[Arg, ...] = (*repo, "--namespace", policy.namespace)
+        if spec.selector:
+            capture_args += ("--selector", spec.selector)
+        capture_args += ("--backup-id", BackupId(), "--cluster", spec.cluster, "--app", policy.app,
+                         "--policy", policy.name)  # fmt: skip
+        steps.append(
+            Step(
+                name="capture",
+                command="capture",
+                args=capture_args,
+                title="Export the app's Kubernetes objects",
+                needs=frozenset({Needs.REPOSITORY, Needs.KUBERNETES}),
+            )
+        )
+        roots.append("capture")
+    steps.append(
+        Step(
+            name="consistent-point",
+            command="consistent-point",
+            args=("--plan", PlanFile(), "--backup-id", BackupId(), "--out", OutputFile("verdict")),
+            title="Freeze, snapshot every volume, thaw",
+            retry=Retry.NEVER,
+            needs=frozenset({Needs.PLAN, Needs.REPOSITORY, Needs.KUBERNETES}),
+            holds_freeze=True,
+            output_files=(("verdict", CONSISTENT_POINT_OUT),),
+        )
+    )
+    copies: list[str] = []
+    for vol in spec.volumes:
+        v = vol.volume_name
+        copy_depends = ("consistent-point",)
+        if not local:
+            steps.append(
+                Step(
+                    name=f"prepare-clone-{v}",
+                    command="prepare-clone",
+                    # The VolumeSnapshot is found by its labels (backup ID and volume), also for the
+                    # members of a VolumeGroupSnapshot, whose names the CSI controller chooses.
+                    args=(
+                        "--namespace", policy.namespace,
+                        "--pvc", vol.pvc or "",
+                        "--volume", v,
+                        "--app", policy.app,
+                        "--backup-id", BackupId(),
+                        "--timeout", str(spec.snapshot.timeout_seconds),
+                        "--out", OutputFile("claim"),
+                    ),  # fmt: skip
+                    title=f"Wait for the snapshot of {v} and clone it into a PVC",
+                    depends=("consistent-point",),
+                    needs=frozenset({Needs.KUBERNETES}),
+                    volume=v,
+                    output_files=(("claim", "claim"),),
+                )
+            )
+            copy_depends = (f"prepare-clone-{v}",)
+        copy_args: tuple[Arg, ...] = (
+            *repo,
+            "--source", SourceOf(v),
+            "--backup-id", BackupId(),
+            *identity_args(policy),
+            "--volume", v,
+        )  # fmt: skip
+        for pattern in spec.exclude:
+            copy_args += ("--exclude", pattern)
+        copy_args += ("--json",)
+        steps.append(
+            Step(
+                name=f"copy-{v}",
+                command="copy",
+                args=copy_args,
+                title=f"Copy volume {v} into the repository",
+                depends=copy_depends,
+                needs=frozenset({Needs.REPOSITORY, Needs.SOURCE, Needs.DATA_MOVER}),
+                volume=v,
+                prints_result=True,
+                claim=None if local else CloneOf(v),
+            )
+        )
+        copies.append(f"copy-{v}")
+    steps.append(
+        Step(
+            name="verify",
+            command="verify",
+            args=(*repo, "--backup-id", BackupId(), "--read-data", Param("read-data-percent"), "--json"),
+            title="Check what this backup wrote and read back a sample",
+            depends=(*roots, *copies),
+            needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
+            prints_result=True,
+        )
+    )
+    finalize = Step(
+        name="finalize",
+        command="finalize",
+        args=("--plan", PlanFile(), "--backup-id", BackupId(), "--workflow-status", WorkflowStatus()),
+        title="Thaw (again), clean up, commit the backup record if everything passed",
+        needs=frozenset({Needs.PLAN, Needs.REPOSITORY} | (set() if local else {Needs.KUBERNETES})),
+    )
+    outputs = [
+        Output("consistency", "app-consistent, crash-consistent or inconsistent", VerdictField("$.verdict")),
+        Output("freeze-window-ms", "how long the app was quiesced (milliseconds)", VerdictField("$.freeze_window_ms")),
+    ]
+    for vol in spec.volumes:
+        v = vol.volume_name
+        outputs.append(Output(f"snapshot-{v}", f"repository snapshot ID of volume {v}", CopyResultField(v, "$.id")))
+    pipeline = Pipeline(
+        name="backup",
+        title=f"Back up {policy.app} ({policy.namespace})",
+        description=(
+            f"Snapflow backup of app {policy.app} in namespace {policy.namespace}: quiesce, snapshot "
+            f"{len(spec.volumes)} volume(s) at one consistent point, thaw, copy into {spec.repository.url}, verify. "
+            "The backup is committed only when every step passed."
+        ),
+        steps=tuple(steps),
+        exit_step=finalize,
+        parameters=(
+            _percent_param(
+                "read-data-percent",
+                "Percent of this backup's data read back by verify (0: structure only).",
+                spec.verify.read_data_percent,
+            ),
+        ),
+        outputs=tuple(outputs),
+        mutex=app_mutex(policy),
+        parallelism=spec.parallelism + len(roots),
+    )
+    pipeline.check()
+    return pipeline
+
+
+def restore_pipeline(policy: Policy) -> Pipeline:
+    step = Step(
+        name="restore",
+        command="restore",
+        args=(*repository_args(policy), "--snapshot", Param("snapshot"), "--target", RestoreTarget()),
+        title="Restore a snapshot into the target volume",
+        needs=frozenset({Needs.REPOSITORY, Needs.TARGET, Needs.DATA_MOVER}),
+        claim=Param("target-pvc"),
+    )
+    volumes = ", ".join(v.pvc or v.volume_name for v in policy.spec.volumes)
+    pipeline = Pipeline(
+        name="restore",
+        title=f"Restore {policy.app} ({policy.namespace})",
+        description=(
+            f"Restore one volume snapshot of app {policy.app} (volumes: {volumes}) from "
+            f"{policy.spec.repository.url} into an existing PVC. Stop the app (or use a new PVC) first."
+        ),
+        steps=(step,),
+        parameters=(
+            Parameter("snapshot", "Repository snapshot ID to restore (see a backup's outputs)."),
+            Parameter("target-pvc", "Existing PersistentVolumeClaim to restore into (it is written to)."),
+        ),
+        mutex=app_mutex(policy),
+    )
+    pipeline.check()
+    return pipeline
+
+
+def check_pipeline(policy: Policy) -> Pipeline:
+    step = Step(
+        name="check",
+        command="check",
+        args=(*repository_args(policy), "--read-data", Param("read-data-percent")),
+        title="Check the repository",
+        needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
+    )
+    pipeline = Pipeline(
+        name="check",
+        title=f"Check the repository of {policy.app} ({policy.namespace})",
+        description=f"Structural check of {policy.spec.repository.url}, reading back a share of its data.",
+        steps=(step,),
+        parameters=(
+            _percent_param(
+                "read-data-percent",
+                "Percent of the repository's data read back (0: structure only).",
+                policy.spec.verify.check_read_data_percent,
+            ),
+        ),
+    )
+    pipeline.check()
+    return pipeline
+
+
+def prune_pipeline(policy: Policy) -> Pipeline:
+    keep: tuple[str, ...] = ()
+    for unit, count in policy.spec.retention.rules():
+        keep += (f"--keep-{unit}", str(count))
+    base = (*repository_args(policy), *keep, *identity_args(policy))
+    title = "Apply the retention rules"
+    steps = (
+        Step(
+            name="prune",
+            command="prune",
+            args=base,
+            title=title,
+            needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
+            when=Condition("dry-run", "false"),
+        ),
+        Step(
+            name="prune-dry-run",
+            command="prune",
+            args=(*base, "--dry-run"),
+            title=title + " (dry run: list only)",
+            needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
+            when=Condition("dry-run", "true"),
+        ),
+    )
+    rules = ", ".join(f"keep {unit} {count}" for unit, count in policy.spec.retention.rules())
+    pipeline = Pipeline(
+        name="prune",
+        title=f"Prune backups of {policy.app} ({policy.namespace})",
+        description=f"Forget backups of {policy.app} outside the retention rules ({rules}) and free their data.",
+        steps=steps,
+        parameters=(Parameter("dry-run", "Only list what would be deleted.", "false", ("false", "true")),),
+        mutex=f"snapflow-prune-{policy.name}",
+    )
+    pipeline.check()
+    return pipeline
+
+
+def init_pipeline(policy: Policy) -> Pipeline:
+    step = Step(
+        name="init",
+        command="init",
+        args=repository_args(policy),
+        title="Create the repository",
+        needs=frozenset({Needs.REPOSITORY}),
+    )
+    pipeline = Pipeline(
+        name="init",
+        title=f"Create the repository of {policy.app} ({policy.namespace})",
+        description=f"Initialise {policy.spec.repository.url} with the password from the policy's Secret.",
+        steps=(step,),
+    )
+    pipeline.check()
+    return pipeline
+
+
+def pipelines_for(policy: Policy) -> list[Pipeline]:
+    """Every pipeline of a policy, in a stable order."""
+    return [
+        backup_pipeline(policy),
+        restore_pipeline(policy),
+        check_pipeline(policy),
+        prune_pipeline(policy),
+        init_pipeline(policy),
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# The plan handed to the steps.
+
+
+def plan_for(policy: Policy) -> Plan:
+    """The plan JSON of a policy (what ``--plan FILE`` holds); contains no credential."""
+    spec = policy.spec
+    local = policy.is_local
+    targets = tuple(
+        Target(
+            name=t.target_name,
+            hook=t.hook,
+            pod=t.pod,
+            container=t.container,
+            local=t.local,
+            params=dict(sorted(t.params.items())),
+        )
+        for t in spec.quiesce
+    )
+    volumes = tuple(
+        Volume(name=v.volume_name, pvc=v.pvc, path=v.path, role=v.role, block=v.block, target=v.target)
+        for v in spec.volumes
+    )
+    group = spec.snapshot.consistency == "group"
+    plan = Plan(
+        app=AppRef(namespace=policy.namespace, name=policy.app, cluster=spec.cluster, policy=policy.name),
+        repository=RepositoryRef(url=spec.repository.url, endpoint=spec.repository.endpoint),
+        targets=targets,
+        volumes=volumes,
+        consistency=spec.snapshot.consistency,
+        snapshot=SnapshotSpec(
+            driver="local" if local else "csi",
+            # With consistency: group the class is a VolumeGroupSnapshotClass.
+            snapshot_class=spec.snapshot.group_class_name if group else spec.snapshot.class_name,
+            timeout_s=float(spec.snapshot.timeout_seconds),
+            delete_after_copy=spec.snapshot.delete_after_copy,
+        ),
+        freeze=FreezeSpec(deadline_s=float(spec.freeze.deadline_seconds), keepalive_s=float(spec.freeze.keepalive_seconds)),
+    )
+    # The steps read the plan with plan_from_dict: a plan it would refuse is a bug here.
+    plan_from_dict(plan.to_dict(), f"plan of policy {policy.name}")
+    return plan

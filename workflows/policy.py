@@ -1,0 +1,683 @@
+"""Protection policies: the YAML a user writes to protect one application, and its loader.
+
+A policy file holds one or more YAML documents, each a ``ProtectionPolicy``::
+
+    apiVersion: snapflow.io/v1alpha1
+    kind: ProtectionPolicy
+    metadata: {name: orders-db, namespace: shop}
+    spec:
+      volumes: [{pvc: data-orders-db-0}]
+      quiesce: [{hook: postgresql, pod: orders-db-0, container: postgres}]
+      repository:
+        url: s3://backups/shop
+        endpoint: https://minio.example:9000
+        credentialsSecret: {name: snapflow-s3}
+        passwordSecret: {name: snapflow-repository}
+      schedule: {cron: "0 2 * * *", timezone: Europe/Berlin}
+
+:func:`load_policies` reads files and raises :class:`PolicyError` listing every problem, one line each,
+``FILE: field.path: what was expected`` (``FILE#N`` names the N-th document of a multi-document file).
+Credentials never live in a policy: it names Kubernetes Secrets, and the steps read them at run time.
+Callers: the ``snapflow`` commands (render, lint, apply, schema), :mod:`workflows.pipeline` and the local
+runner.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from steps.errors import UsageError
+from steps.plan import HOOK_KINDS
+from workflows import __version__
+
+API_VERSION = "snapflow.io/v1alpha1"
+KIND = "ProtectionPolicy"
+DEFAULT_IMAGE = f"snapflow/steps:{__version__}"
+
+# Names derived from a policy name must fit Kubernetes limits: a CronWorkflow name has at most 52
+# characters and ours are "backup-NAME", "prune-NAME", "check-NAME".
+MAX_POLICY_NAME = 45
+
+DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+SECRET_KEY_RE = r"^[-._a-zA-Z0-9]+$"
+REPOSITORY_URL_RE = r"^(s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[^\s]*)?|file:///[^\s]*|mem://[^\s/]+)$"
+ENDPOINT_RE = r"^https?://[^\s/]+(/[^\s]*)?$"
+
+_PATTERN_MEANING = {
+    DNS_LABEL_RE: "a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric)",
+    DNS_SUBDOMAIN_RE: "a Kubernetes object name (lowercase letters, digits, '-' and '.')",
+    QUANTITY_RE: "a Kubernetes quantity like 500m, 2, 512Mi or 4Gi",
+    SECRET_KEY_RE: "a Secret or ConfigMap key (letters, digits, '-', '_' and '.')",
+    REPOSITORY_URL_RE: "a repository URL s3://BUCKET/PREFIX (file:///PATH or mem://NAME for local runs)",
+    ENDPOINT_RE: "an http:// or https:// URL",
+}
+
+# Keys that look like credentials are refused in hook parameters: a policy is committed to Git and
+# rendered into ConfigMaps; hooks read credentials from the application pod instead.
+_CREDENTIAL_KEY = re.compile(r"(pass(word|wd)?|secret|token|credential|api[-_]?key)$", re.IGNORECASE)
+
+_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,\-]+$")
+
+DnsLabel = Annotated[str, Field(pattern=DNS_LABEL_RE, max_length=63)]
+ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_RE, max_length=253)]
+SecretKey = Annotated[str, Field(pattern=SECRET_KEY_RE, max_length=253)]
+Quantity = Annotated[str, Field(pattern=QUANTITY_RE)]
+ParamValue = str | int | float | bool | list[str]
+
+
+class PolicyError(UsageError):
+    """A policy could not be loaded; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class CredentialsSecret(_Model):
+    """A Secret in the policy's namespace holding the S3 access key pair (read by the steps as env)."""
+
+    name: ObjectName = Field(description="Name of the Secret.")
+    access_key_id_key: SecretKey = Field("AWS_ACCESS_KEY_ID", description="Key holding the access key ID.")
+    secret_access_key_key: SecretKey = Field(
+        "AWS_SECRET_ACCESS_KEY", description="Key holding the secret access key."
+    )
+
+
+class PasswordSecret(_Model):
+    """A Secret in the policy's namespace holding the repository password (mounted as a file)."""
+
+    name: ObjectName = Field(description="Name of the Secret.")
+    key: SecretKey = Field("password", description="Key holding the repository password.")
+
+
+class CABundle(_Model):
+    """A ConfigMap holding the CA certificates that sign the object store's TLS certificate."""
+
+    config_map: ObjectName = Field(description="Name of the ConfigMap.")
+    key: SecretKey = Field("ca.crt", description="Key holding the PEM bundle.")
+
+
+class Repository(_Model):
+    """Where backups go: one encrypted, deduplicated repository in S3-compatible object storage."""
+
+    url: str = Field(pattern=REPOSITORY_URL_RE, description="s3://BUCKET/PREFIX")
+    endpoint: str | None = Field(
+        None, pattern=ENDPOINT_RE, description="S3 endpoint URL (MinIO, SeaweedFS, ...); omit for AWS S3."
+    )
+    region: str | None = Field(None, max_length=64, description="S3 region.")
+    path_style: bool = Field(False, description="Use path-style bucket addressing (most self-hosted stores).")
+    ca_bundle: CABundle | None = Field(None, description="CA bundle for the endpoint's TLS certificate.")
+    credentials_secret: CredentialsSecret | None = Field(
+        None, description="Secret with the S3 access keys; omit to use the pod's own identity (web identity)."
+    )
+    password_secret: PasswordSecret = Field(description="Secret with the repository password.")
+    shared: bool = Field(
+        False,
+        description=(
+            "Allow this repository to be used by policies of other namespaces. Whoever holds a "
+            "repository's key can read every backup in it, so by default each namespace has its own."
+        ),
+    )
+
+
+class VolumeSpec(_Model):
+    """One volume to protect: a PersistentVolumeClaim (cluster) or a path (local runs)."""
+
+    pvc: ObjectName | None = Field(None, description="PersistentVolumeClaim name.")
+    path: str | None = Field(None, description="Local directory (local runs only).")
+    name: DnsLabel | None = Field(None, description="Volume name in records and step names; default: pvc.")
+    role: Literal["data", "wal"] = Field(
+        "data", description="'wal' marks a PostgreSQL WAL volume (cut after the backup stops)."
+    )
+    block: bool = Field(False, description="The PVC is a raw block volume.")
+    target: DnsLabel | None = Field(
+        None, description="Name of the quiesce target whose hook covers this volume; default: every target."
+    )
+
+    @property
+    def volume_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.pvc:
+            return self.pvc
+        return Path(self.path or "volume").name.lower()
+
+
+class QuiesceTarget(_Model):
+    """How to quiesce one part of the application while its volumes are cut."""
+
+    hook: Literal[HOOK_KINDS] = Field(description="Hook kind.")  # type: ignore[valid-type]
+    pod: ObjectName | None = Field(None, description="Pod the hook runs in (through pods/exec).")
+    container: DnsLabel | None = Field(None, description="Container of the pod; default: the first.")
+    name: DnsLabel | None = Field(None, description="Target name in records; default: the pod name.")
+    local: bool = Field(False, description="Run the hook as local processes (local runs only).")
+    params: dict[str, ParamValue] = Field(
+        default_factory=dict, description="Hook parameters (host, port, user, mode, commands, ...)."
+    )
+
+    @property
+    def target_name(self) -> str:
+        return self.name or self.pod or self.hook
+
+    @field_validator("params")
+    @classmethod
+    def _no_credentials(cls, params: dict[str, Any]) -> dict[str, Any]:
+        for key in params:
+            if _CREDENTIAL_KEY.search(key):
+                raise ValueError(
+                    f"@{key}|expected no credentials in a policy (the hook reads them inside the pod, "
+                    "from its environment or a mounted Secret)"
+                )
+        return params
+
+
+class Schedule(_Model):
+    """When the backup (and optionally prune and check) run, as CronWorkflows."""
+
+    cron: str = Field(description="Backup schedule, a cron expression like '0 2 * * *' or @daily.")
+    timezone: str = Field("UTC", description="IANA time zone of the schedules, e.g. Europe/Berlin.")
+    starting_deadline_seconds: int = Field(
+        600, ge=0, description="A run that could not start within this many seconds is skipped."
+    )
+    suspend: bool = Field(False, description="Render the CronWorkflows suspended.")
+    prune: str | None = Field(None, description="Schedule of the retention (prune) run.")
+    check: str | None = Field(None, description="Schedule of the repository check run.")
+
+    @field_validator("cron", "prune", "check")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        text = value.strip()
+        if text in _CRON_MACROS or re.fullmatch(r"@every\s+[0-9]+[smh]", text):
+            return text
+        fields = text.split()
+        if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+            raise ValueError(
+                f"expected a cron expression of 5 fields (minute hour day month weekday) or @daily, got {value!r}"
+            )
+        return text
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"expected an IANA time zone like UTC or Europe/Berlin, got {value!r}") from None
+        return value
+
+
+class Retention(_Model):
+    """Which committed backups prune keeps (the union of all rules)."""
+
+    keep_last: int | None = Field(None, ge=0, description="Keep the N most recent backups.")
+    keep_hourly: int | None = Field(None, ge=0, description="Keep the last backup of each of N hours.")
+    keep_daily: int | None = Field(None, ge=0, description="Keep the last backup of each of N days.")
+    keep_weekly: int | None = Field(None, ge=0, description="Keep the last backup of each of N weeks.")
+    keep_monthly: int | None = Field(None, ge=0, description="Keep the last backup of each of N months.")
+    keep_yearly: int | None = Field(None, ge=0, description="Keep the last backup of each of N years.")
+
+    def rules(self) -> list[tuple[str, int]]:
+        """(flag suffix, count) of every rule that is set, e.g. [("last", 7), ("daily", 14)]."""
+        out = []
+        for unit in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+            value = getattr(self, f"keep_{unit}")
+            if value:
+                out.append((unit, value))
+        return out
+
+
+class Verify(_Model):
+    """How much of what was written is read back."""
+
+    read_data_percent: float = Field(
+        10, ge=0, le=100, description="Percent of this backup's data read back after each backup."
+    )
+    check_read_data_percent: float = Field(
+        0, ge=0, le=100, description="Percent of the whole repository's data read by the check run."
+    )
+
+
+class Freeze(_Model):
+    """How long the application may stay quiesced."""
+
+    deadline_seconds: float = Field(
+        30, gt=0, le=3600, description="The app is thawed after this many seconds, whatever happens."
+    )
+    keepalive_seconds: float = Field(5, gt=0, description="Interval of the hold's liveness checks.")
+
+
+class Snapshot(_Model):
+    """How volumes are cut."""
+
+    consistency: Literal["volume", "group"] = Field(
+        "volume",
+        description="'group' cuts all volumes at once with a VolumeGroupSnapshot (needs CSI support; "
+        "never falls back to per-volume snapshots).",
+    )
+    class_name: ObjectName | None = Field(None, description="VolumeSnapshotClass; default: the cluster default.")
+    group_class_name: ObjectName | None = Field(
+        None, description="VolumeGroupSnapshotClass for consistency: group; default: the cluster default."
+    )
+    timeout_seconds: int = Field(600, gt=0, description="How long to wait for a snapshot to be ready to use.")
+    delete_after_copy: bool = Field(True, description="Delete the VolumeSnapshots once copied.")
+
+
+class Resources(_Model):
+    """CPU and memory of the data mover (copy, verify, restore, prune, check)."""
+
+    requests: dict[Literal["cpu", "memory", "ephemeral-storage"], Quantity] = Field(
+        default_factory=lambda: {"cpu": "500m", "memory": "512Mi"}
+    )
+    limits: dict[Literal["cpu", "memory", "ephemeral-storage"], Quantity] = Field(
+        default_factory=lambda: {"memory": "2Gi"}
+    )
+
+
+class WorkflowSettings(_Model):
+    """How Argo runs and keeps the workflows of this policy."""
+
+    active_deadline_seconds: int = Field(21600, gt=0, description="A backup running longer is stopped.")
+    ttl_after_success_seconds: int = Field(604800, ge=0, description="Keep a succeeded workflow this long.")
+    ttl_after_failure_seconds: int = Field(1209600, ge=0, description="Keep a failed workflow this long.")
+    pod_gc: Literal["OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess"] = Field(
+        "OnPodSuccess", alias="podGC", description="When step pods are deleted (failed pods stay for debugging by default)."
+    )
+    service_account_name: ObjectName | None = Field(
+        None, description="Use this existing ServiceAccount instead of rendering one with its Role."
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector of step pods.")
+    priority_class_name: ObjectName | None = Field(None, description="PriorityClass of step pods.")
+
+
+class PolicySpec(_Model):
+    cluster: DnsLabel = Field("default", description="Cluster name recorded with every backup.")
+    app: DnsLabel | None = Field(None, description="Application name; default: the policy name.")
+    selector: str | None = Field(
+        None,
+        pattern=r"^[^\n]+$",
+        description="Label selector of the app's Kubernetes objects to capture; default: the whole namespace.",
+    )
+    volumes: list[VolumeSpec] = Field(min_length=1, description="Volumes to protect.")
+    quiesce: list[QuiesceTarget] = Field(default_factory=list, description="How the app is quiesced.")
+    snapshot: Snapshot = Field(default_factory=Snapshot)
+    freeze: Freeze = Field(default_factory=Freeze)
+    repository: Repository
+    schedule: Schedule | None = Field(None, description="Omit for on-demand backups only.")
+    retention: Retention = Field(default_factory=lambda: Retention(keep_last=7))
+    verify: Verify = Field(default_factory=Verify)
+    parallelism: int = Field(2, ge=1, le=64, description="Volumes copied at once.")
+    resources: Resources = Field(default_factory=Resources)
+    image: str = Field(DEFAULT_IMAGE, min_length=1, pattern=r"^\S+$", description="Snapflow step image.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    exclude: list[str] = Field(default_factory=list, description="Path patterns not copied.")
+    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+
+
+class Metadata(_Model):
+    name: str = Field(pattern=DNS_LABEL_RE, max_length=MAX_POLICY_NAME, description="Policy name.")
+    namespace: DnsLabel = Field(description="Namespace of the app, its workflows and its Secrets.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels added to rendered objects.")
+
+
+class Policy(_Model):
+    """A protection policy (one application)."""
+
+    model_config = ConfigDict(title="ProtectionPolicy")
+
+    api_version: Literal["snapflow.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["ProtectionPolicy"]
+    metadata: Metadata
+    spec: PolicySpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def app(self) -> str:
+        return self.spec.app or self.metadata.name
+
+    @property
+    def is_local(self) -> bool:
+        return any(v.path for v in self.spec.volumes)
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A validated policy and where it came from (``source`` is ``FILE`` or ``FILE#N``)."""
+
+    policy: Policy
+    source: str
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks that span several fields (pydantic checks shapes and types first).
+
+
+def semantic_problems(policy: Policy) -> list[tuple[str, str]]:
+    """(field path, what was expected) for every rule that spans fields; empty when the policy is fine."""
+    spec = policy.spec
+    problems: list[tuple[str, str]] = []
+    kinds = {"pvc" if v.pvc else "path" for v in spec.volumes if v.pvc or v.path}
+    seen_volumes: dict[str, int] = {}
+    seen_pvcs: dict[str, int] = {}
+    for i, vol in enumerate(spec.volumes):
+        where = f"spec.volumes[{i}]"
+        if bool(vol.pvc) == bool(vol.path):
+            problems.append((where, "expected exactly one of pvc (a PersistentVolumeClaim) or path (local runs)"))
+            continue
+        if len(kinds) > 1 and vol.path:
+            problems.append((f"{where}.path", "expected pvc like the other volumes (no mixing of pvc and path)"))
+        name = vol.volume_name
+        if not vol.name and not re.match(DNS_LABEL_RE, name):
+            problems.append(
+                (f"{where}.name", f"required because the default {name!r} is not a DNS-1123 label of at most 63")
+            )
+        if name in seen_volumes:
+            problems.append(
+                (f"{where}.name", f"expected a unique volume name, {name!r} is also spec.volumes[{seen_volumes[name]}]")
+            )
+        seen_volumes.setdefault(name, i)
+        if vol.pvc:
+            if vol.pvc in seen_pvcs:
+                problems.append(
+                    (f"{where}.pvc", f"expected each PVC once, {vol.pvc!r} is also spec.volumes[{seen_pvcs[vol.pvc]}]")
+                )
+            seen_pvcs.setdefault(vol.pvc, i)
+    local = kinds == {"path"}
+    seen_targets: dict[str, int] = {}
+    for i, target in enumerate(spec.quiesce):
+        where = f"spec.quiesce[{i}]"
+        if target.local and not local:
+            problems.append((f"{where}.local", "expected false: the volumes are PVCs, hooks run in pods"))
+        if not target.local and local and target.hook != "none":
+            problems.append((f"{where}.local", "expected true: the volumes are local paths"))
+        if not target.local and target.hook != "none" and not target.pod:
+            problems.append((f"{where}.pod", f"required for a {target.hook} hook (the pod it runs in)"))
+        if target.hook == "custom" and not ({"freeze", "thaw"} <= set(target.params)):
+            problems.append((f"{where}.params", "expected the commands 'freeze' and 'thaw' for a custom hook"))
+        name = target.target_name
+        if name in seen_targets:
+            problems.append(
+                (f"{where}.name", f"expected a unique target name, {name!r} is also spec.quiesce[{seen_targets[name]}]")
+            )
+        seen_targets.setdefault(name, i)
+    for i, vol in enumerate(spec.volumes):
+        if vol.target is not None and vol.target not in seen_targets:
+            known = ", ".join(sorted(seen_targets)) or "none defined"
+            problems.append((f"spec.volumes[{i}].target", f"expected the name of a quiesce target ({known}), got {vol.target!r}"))
+    if local and spec.snapshot.consistency == "group":
+        problems.append(("spec.snapshot.consistency", "expected volume for local paths (group needs CSI)"))
+    if spec.freeze.keepalive_seconds >= spec.freeze.deadline_seconds:
+        problems.append(("spec.freeze.keepaliveSeconds", "expected less than spec.freeze.deadlineSeconds"))
+    if not spec.retention.rules():
+        problems.append(("spec.retention", "expected at least one keep rule above 0 (e.g. keepLast: 7)"))
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading.
+
+_YAML_TYPE = {dict: "mapping", list: "list", str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def _yaml_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    for py, name in _YAML_TYPE.items():
+        if type(value) is py:
+            return name
+    return type(value).__name__
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if part == "[key]":  # pydantic's marker for an invalid mapping key: the key itself is named
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The model class that a location inside a policy points into (for 'unknown field' hints)."""
+    model: Any = Policy
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = {(f.alias or n): f for n, f in model.model_fields.items()}
+        if part not in fields:
+            return None
+        annotation = fields[part].annotation
+        model = None
+        for candidate in (annotation, *get_args(annotation)):
+            for inner in (candidate, *get_args(candidate)):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    model = inner
+            if get_origin(candidate) is None and isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+        if model is None:
+            return None
+    return model
+
+
+def _describe(err: dict[str, Any]) -> tuple[str, str]:
+    """(field path, what was expected) for one pydantic error."""
+    loc = list(err.get("loc", ()))
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "missing":
+        return _path(loc), "required"
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        allowed = sorted((f.alias or n) for n, f in model.model_fields.items()) if model else []
+        hint = f" (expected one of: {', '.join(allowed)})" if allowed else ""
+        return _path(loc), f"unknown field{hint}"
+    if kind == "value_error":
+        message = str(ctx.get("error", err.get("msg", "")))
+        if message.startswith("@"):
+            sub, _, message = message[1:].partition("|")
+            loc.append(sub)
+        return _path(loc), message
+    if kind == "literal_error":
+        return _path(loc), f"expected {ctx.get('expected')}, got {_show(value)}"
+    if kind == "string_pattern_mismatch":
+        meaning = _PATTERN_MEANING.get(ctx.get("pattern", ""), f"text matching {ctx.get('pattern')}")
+        return _path(loc), f"expected {meaning}, got {_show(value)}"
+    if kind == "string_too_long":
+        return _path(loc), f"expected at most {ctx.get('max_length')} characters, got {len(str(value))}"
+    if kind == "string_too_short":
+        return _path(loc), "expected a non-empty string"
+    if kind == "too_short":
+        return _path(loc), f"expected at least {ctx.get('min_length')} item(s)"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        limit = ctx.get("gt", ctx.get("ge", ctx.get("lt", ctx.get("le"))))
+        if isinstance(limit, float) and limit.is_integer():
+            limit = int(limit)
+        return _path(loc), f"expected a number {op} {limit}, got {_show(value)}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return _path(loc), f"expected an integer, got {_show(value)}"
+    if kind in ("float_type", "float_parsing"):
+        return _path(loc), f"expected a number, got {_show(value)}"
+    if kind in ("bool_type", "bool_parsing"):
+        return _path(loc), f"expected true or false, got {_show(value)}"
+    if kind in ("string_type",):
+        return _path(loc), f"expected a string, got {_yaml_type(value)}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return _path(loc), f"expected a mapping, got {_yaml_type(value)}"
+    if kind == "list_type":
+        return _path(loc), f"expected a list, got {_yaml_type(value)}"
+    return _path(loc), str(err.get("msg", kind)).lower()
+
+
+def _collapse_union_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ParamValue is a union; report its errors once, as 'expected a string, number, ... or list'."""
+    out: list[dict[str, Any]] = []
+    seen_union_locs: set[tuple] = set()
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if "params" in loc and len(loc) > loc.index("params") + 1 and err["type"] != "value_error":
+            key_loc = loc[: loc.index("params") + 2]
+            if key_loc in seen_union_locs:
+                continue
+            seen_union_locs.add(key_loc)
+            out.append(
+                {
+                    "loc": key_loc,
+                    "type": "value_error",
+                    "ctx": {"error": "expected a string, number, boolean or a list of strings"},
+                }
+            )
+            continue
+        out.append(err)
+    return out
+
+
+def parse_policy(data: Any, source: str = "policy") -> Policy:
+    """Validate one policy document; raises :class:`PolicyError` with one line per problem."""
+    if not isinstance(data, dict):
+        raise PolicyError([f"{source}: expected a mapping (a ProtectionPolicy), got {_yaml_type(data)}"])
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in _collapse_union_errors(list(err.errors())):
+            path, message = _describe(e)
+            line = f"{source}: {path}: {message}" if path else f"{source}: {message}"
+            if line not in lines:
+                lines.append(line)
+        raise PolicyError(lines) from None
+    problems = semantic_problems(policy)
+    if problems:
+        raise PolicyError([f"{source}: {path}: {message}" for path, message in problems])
+    return policy
+
+
+def _documents(path: Path) -> list[Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError([f"{path}: cannot read: no such file"]) from None
+    except IsADirectoryError:
+        raise PolicyError([f"{path}: cannot read: is a directory (expected a policy file)"]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise PolicyError([f"{path}: cannot read: {err.__class__.__name__}"]) from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or "syntax error"
+        raise PolicyError([f"{path}: {where}expected valid YAML ({problem})"]) from None
+    flat: list[Any] = []
+    for doc in docs:
+        if isinstance(doc, list):
+            flat.extend(doc)
+        else:
+            flat.append(doc)
+    if not flat:
+        raise PolicyError([f"{path}: expected at least one ProtectionPolicy, the file is empty"])
+    return flat
+
+
+def load_policies(paths: Sequence[str | Path]) -> list[LoadedPolicy]:
+    """Read and validate every policy of every file; raises :class:`PolicyError` listing all problems."""
+    problems: list[str] = []
+    loaded: list[LoadedPolicy] = []
+    for raw in paths:
+        path = Path(raw)
+        try:
+            docs = _documents(path)
+        except PolicyError as err:
+            problems.extend(err.problems)
+            continue
+        for i, doc in enumerate(docs, start=1):
+            source = f"{path}#{i}" if len(docs) > 1 else str(path)
+            try:
+                loaded.append(LoadedPolicy(parse_policy(doc, source), source))
+            except PolicyError as err:
+                problems.extend(err.problems)
+    seen: dict[tuple[str, str], str] = {}
+    for item in loaded:
+        key = (item.policy.namespace, item.policy.name)
+        if key in seen:
+            problems.append(
+                f"{item.source}: metadata.name: expected a unique name per namespace, "
+                f"{key[1]!r} in {key[0]!r} is also defined in {seen[key]}"
+            )
+        seen.setdefault(key, item.source)
+    if problems:
+        raise PolicyError(problems)
+    return loaded
+
+
+def repository_sharing(loaded: Sequence[LoadedPolicy]) -> tuple[list[str], list[str]]:
+    """(problems, warnings) about repositories used from several namespaces.
+
+    One repository per namespace is the default: its key opens every backup in it. Policies of
+    different namespaces may share one only when every one of them sets ``repository.shared: true``,
+    and that is warned about.
+    """
+    by_repo: dict[tuple[str, str | None], list[LoadedPolicy]] = {}
+    for item in loaded:
+        repo = item.policy.spec.repository
+        by_repo.setdefault((repo.url.rstrip("/"), repo.endpoint), []).append(item)
+    problems: list[str] = []
+    warnings: list[str] = []
+    for (url, _endpoint), items in sorted(by_repo.items(), key=lambda kv: kv[0][0]):
+        namespaces = sorted({i.policy.namespace for i in items})
+        for item in items:
+            if len(namespaces) > 1 and not item.policy.spec.repository.shared:
+                others = ", ".join(n for n in namespaces if n != item.policy.namespace)
+                problems.append(
+                    f"{item.source}: spec.repository.shared: expected true to share {url} with "
+                    f"namespace(s) {others} (whoever holds its key can read every backup in it); "
+                    "or give each namespace its own repository"
+                )
+        if any(i.policy.spec.repository.shared for i in items):
+            warnings.append(
+                f"warning: repository {url} is shared (namespaces: {', '.join(namespaces)}): whoever holds "
+                "its key can read every backup in it"
+            )
+    return problems, warnings
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of one policy document, for editors (``snapflow schema``)."""
+    schema = Policy.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Snapflow ProtectionPolicy"
+    schema["description"] = "One application protected by Snapflow (apiVersion snapflow.io/v1alpha1)."
+    return schema
