@@ -19,19 +19,18 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from steps.drivers.snapshot_local import LocalSnapshotDriver  # noqa: E402
-from steps.plan import plan_from_dict  # noqa: E402
-from steps.quiesce.consistent_point import run_consistent_point  # noqa: E402
-from steps.quiesce.verdict import iso  # noqa: E402
-from tests.fixtures.btrfs import create_btrfs, destroy_btrfs  # noqa: E402
-from tests.fixtures.databases import PostgresServer, make_workdir  # noqa: E402
+from steps.drivers.snapshot_local import LocalSnapshotDriver
+from steps.plan import plan_from_dict
+from steps.quiesce.consistent_point import run_consistent_point
+from steps.quiesce.verdict import iso
+from tests.fixtures.btrfs import create_btrfs, destroy_btrfs
+from tests.fixtures.databases import PostgresServer, make_workdir
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -43,9 +42,13 @@ def pct(values: list[float], p: float) -> float | None:
 
 
 def summary(values: list[float]) -> dict:
-    return {"n": len(values), "p50": pct(values, 50), "p95": pct(values, 95),
-            "max": round(max(values), 3) if values else None,
-            "mean": round(statistics.fmean(values), 3) if values else None}
+    return {
+        "n": len(values),
+        "p50": pct(values, 50),
+        "p95": pct(values, 95),
+        "max": round(max(values), 3) if values else None,
+        "mean": round(statistics.fmean(values), 3) if values else None,
+    }
 
 
 def parse_iso(s: str) -> float:
@@ -80,16 +83,33 @@ def main() -> int:
         logdir = work / "pgbench-log"
         logdir.mkdir()
         os.chmod(logdir, 0o777)
-        duration = int(args.runs * (args.interval + 0.5) + 6)
-        load = server.pgbench_start("-c", str(args.clients), "-j", "2", "-T", str(duration), "-n", "-l",
-                                    "--log-prefix", str(logdir / "tx"), cwd=str(logdir))
+        duration = int(args.runs * (args.interval + (0.5 if atomic else 4.0)) + 6)
+        load = server.pgbench_start(
+            "-c",
+            str(args.clients),
+            "-j",
+            "2",
+            "-T",
+            str(duration),
+            "-n",
+            "-l",
+            "--log-prefix",
+            str(logdir / "tx"),
+            cwd=str(logdir),
+        )
         time.sleep(2)
-        plan = plan_from_dict({
-            "version": 1, "app": {"namespace": "bench", "name": "pg"},
-            "snapshot": {"driver": "local"}, "freeze": {"deadline_s": 30, "keepalive_s": 5},
-            "targets": [{"name": "pg-0", "hook": "postgresql", "local": True, "params": server.conn_params}],
-            "volumes": [{"name": "pgdata", "path": str(datadir)}],
-        })
+        plan = plan_from_dict(
+            {
+                "version": 1,
+                "app": {"namespace": "bench", "name": "pg"},
+                "snapshot": {"driver": "local"},
+                "freeze": {"deadline_s": 30, "keepalive_s": 5},
+                "targets": [
+                    {"name": "pg-0", "hook": "postgresql", "local": True, "params": server.conn_params}
+                ],
+                "volumes": [{"name": "pgdata", "path": str(datadir)}],
+            }
+        )
         driver = LocalSnapshotDriver(local_dir=snaps)
         for i in range(args.runs):
             if load.poll() is not None:
@@ -131,18 +151,24 @@ def main() -> int:
         "runs": len(records),
         "verdicts": sorted({r["verdict"] for r in records}),
         "freeze_window_ms": summary([r["freeze_window_ms"] for r in records]),
-        "quiesce_to_cut_ms": summary([v["cut_after_quiesce_ms"] for r in records
-                                      for v in r["timeline"]["volumes"]]),
+        "quiesce_to_cut_ms": summary(
+            [v["cut_after_quiesce_ms"] for r in records for v in r["timeline"]["volumes"]]
+        ),
         "consistent_point_total_ms": summary([r["_total_s"] * 1000 for r in records]),
         "pgbench_latency_ms_inside_window": summary(inside),
         "pgbench_latency_ms_outside_window": summary(outside),
         "generated": iso(time.time()),
     }
-    fw, li, lo = result["freeze_window_ms"], result["pgbench_latency_ms_inside_window"], \
-        result["pgbench_latency_ms_outside_window"]
+    fw, li, lo = (
+        result["freeze_window_ms"],
+        result["pgbench_latency_ms_inside_window"],
+        result["pgbench_latency_ms_outside_window"],
+    )
     print(f"{result['mode']}: {result['runs']} runs, verdicts {result['verdicts']}")
     print(f"freeze window ms: p50 {fw['p50']}  p95 {fw['p95']}  max {fw['max']}")
-    print(f"pgbench latency ms inside windows ({li['n']} tx): p50 {li['p50']}  p95 {li['p95']}  max {li['max']}")
+    print(
+        f"pgbench latency ms inside windows ({li['n']} tx): p50 {li['p50']}  p95 {li['p95']}  max {li['max']}"
+    )
     print(f"pgbench latency ms outside ({lo['n']} tx): p50 {lo['p50']}  p95 {lo['p95']}  max {lo['max']}")
     print(json.dumps(result, sort_keys=True))
     return 0

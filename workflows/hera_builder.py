@@ -111,6 +111,11 @@ class Names:
         return labels
 
 
+def _tag(variable: str) -> str:
+    """An Argo template tag: ``{{variable}}``."""
+    return "{{" + variable + "}}"
+
+
 def retry_expression(codes: tuple[int, ...] = RETRY_EXIT_CODES) -> str:
     if len(codes) == 1:
         return f"asInt(lastRetry.exitCode) == {codes[0]}"
@@ -154,7 +159,7 @@ class _StepBuilder:
         if isinstance(ref, PlanFile):
             return f"{PLAN_DIR}/{PLAN_KEY}"
         if isinstance(ref, Param):
-            return "{{workflow.parameters.%s}}" % ref.name
+            return _tag(f"workflow.parameters.{ref.name}")
         if isinstance(ref, OutputFile):
             return f"{OUTPUT_DIR}/{dict(self.step.output_files)[ref.name]}"
         if isinstance(ref, SourceOf):
@@ -163,7 +168,7 @@ class _StepBuilder:
         if isinstance(ref, RestoreTarget):
             return TARGET_DIR
         if isinstance(ref, CloneOf):
-            self.inputs["claim"] = "{{tasks.prepare-clone-%s.outputs.parameters.claim}}" % ref.volume
+            self.inputs["claim"] = _tag(f"tasks.prepare-clone-{ref.volume}.outputs.parameters.claim")
             return "{{inputs.parameters.claim}}"
         raise TypeError(f"cannot resolve {ref!r} in an Argo template")
 
@@ -200,7 +205,9 @@ class _StepBuilder:
 
     def volumes_and_mounts(self) -> tuple[list[m.Volume], list[m.VolumeMount], list[m.VolumeDevice]]:
         needs = self.step.needs
-        volumes: list[m.Volume] = [m.Volume(name="scratch", empty_dir=m.EmptyDirVolumeSource(size_limit="1Gi"))]
+        volumes: list[m.Volume] = [
+            m.Volume(name="scratch", empty_dir=m.EmptyDirVolumeSource(size_limit="1Gi"))
+        ]
         mounts = [m.VolumeMount(name="scratch", mount_path=SCRATCH_DIR)]
         devices: list[m.VolumeDevice] = []
         if Needs.PLAN in needs:
@@ -231,7 +238,8 @@ class _StepBuilder:
                     m.Volume(
                         name="ca-bundle",
                         config_map=m.ConfigMapVolumeSource(
-                            name=repo.ca_bundle.config_map, items=[m.KeyToPath(key=repo.ca_bundle.key, path=CA_FILE)]
+                            name=repo.ca_bundle.config_map,
+                            items=[m.KeyToPath(key=repo.ca_bundle.key, path=CA_FILE)],
                         ),
                     )
                 )
@@ -264,7 +272,11 @@ class _StepBuilder:
             # Reading every file of a volume (owned by the app's users) needs DAC_READ_SEARCH; a
             # restore that keeps owners and modes needs CHOWN/FOWNER. No fsGroup here: the kubelet
             # would re-own the volume's files to that group.
-            add = ["DAC_READ_SEARCH"] if Needs.SOURCE in needs else ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]
+            add = (
+                ["DAC_READ_SEARCH"]
+                if Needs.SOURCE in needs
+                else ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]
+            )
             container = m.SecurityContext(
                 run_as_user=0,
                 run_as_non_root=False,
@@ -339,7 +351,8 @@ class _StepBuilder:
         volumes, mounts, devices = self.volumes_and_mounts()
         container_security, pod_security = self.security()
         outputs = [
-            Parameter(name=name, value_from=m.ValueFrom(path=f"{OUTPUT_DIR}/{path}")) for name, path in step.output_files
+            Parameter(name=name, value_from=m.ValueFrom(path=f"{OUTPUT_DIR}/{path}"))
+            for name, path in step.output_files
         ]
         deadline = None
         if step.holds_freeze:
@@ -372,7 +385,7 @@ class _StepBuilder:
         step = self.step
         when = None
         if step.when:
-            when = "{{workflow.parameters.%s}} == %s" % (step.when.param, step.when.value)
+            when = f"{_tag('workflow.parameters.' + step.when.param)} == {step.when.value}"
         return Task(
             name=step.name,
             template=template,
@@ -392,7 +405,9 @@ def _output_parameter(pipeline: Pipeline, output) -> Parameter:
         expression = f"jsonpath(tasks['copy-{source.volume}'].outputs.result, '{source.path}')"
     else:
         raise TypeError(f"cannot show {source!r} as a workflow output")
-    return Parameter(name=output.name, description=output.description, value_from=m.ValueFrom(expression=expression))
+    return Parameter(
+        name=output.name, description=output.description, value_from=m.ValueFrom(expression=expression)
+    )
 
 
 def workflow_metrics(policy: Policy, pipeline: Pipeline) -> m.Metrics:

@@ -270,11 +270,15 @@ class Pipeline:
                 if isinstance(ref, Param) and ref.name not in params:
                     raise ValueError(f"pipeline {self.name}: {s.name} uses undeclared parameter {ref.name}")
             if s.when and s.when.param not in params:
-                raise ValueError(f"pipeline {self.name}: {s.name} runs when undeclared parameter {s.when.param}")
+                raise ValueError(
+                    f"pipeline {self.name}: {s.name} runs when undeclared parameter {s.when.param}"
+                )
         for s in self.steps:
             for ref in s.refs():
                 if isinstance(ref, CloneOf) and f"prepare-clone-{ref.volume}" not in s.depends:
-                    raise ValueError(f"pipeline {self.name}: {s.name} reads the clone of {ref.volume} too early")
+                    raise ValueError(
+                        f"pipeline {self.name}: {s.name} reads the clone of {ref.volume} too early"
+                    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -357,21 +361,22 @@ def backup_pipeline(policy: Policy) -> Pipeline:
         v = vol.volume_name
         copy_depends = ("consistent-point",)
         if not local:
+            clone_args: tuple[Arg, ...] = (
+                "--namespace", policy.namespace,
+                "--pvc", vol.pvc or "",
+                "--volume", v,
+                "--app", policy.app,
+                "--backup-id", BackupId(),
+                "--timeout", str(spec.snapshot.timeout_seconds),
+                "--out", OutputFile("claim"),
+            )  # fmt: skip
             steps.append(
                 Step(
                     name=f"prepare-clone-{v}",
                     command="prepare-clone",
                     # The VolumeSnapshot is found by its labels (backup ID and volume), also for the
                     # members of a VolumeGroupSnapshot, whose names the CSI controller chooses.
-                    args=(
-                        "--namespace", policy.namespace,
-                        "--pvc", vol.pvc or "",
-                        "--volume", v,
-                        "--app", policy.app,
-                        "--backup-id", BackupId(),
-                        "--timeout", str(spec.snapshot.timeout_seconds),
-                        "--out", OutputFile("claim"),
-                    ),  # fmt: skip
+                    args=clone_args,
                     title=f"Wait for the snapshot of {v} and clone it into a PVC",
                     depends=("consistent-point",),
                     needs=frozenset({Needs.KUBERNETES}),
@@ -424,11 +429,17 @@ def backup_pipeline(policy: Policy) -> Pipeline:
     )
     outputs = [
         Output("consistency", "app-consistent, crash-consistent or inconsistent", VerdictField("$.verdict")),
-        Output("freeze-window-ms", "how long the app was quiesced (milliseconds)", VerdictField("$.freeze_window_ms")),
+        Output(
+            "freeze-window-ms",
+            "how long the app was quiesced (milliseconds)",
+            VerdictField("$.freeze_window_ms"),
+        ),
     ]
     for vol in spec.volumes:
         v = vol.volume_name
-        outputs.append(Output(f"snapshot-{v}", f"repository snapshot ID of volume {v}", CopyResultField(v, "$.id")))
+        outputs.append(
+            Output(f"snapshot-{v}", f"repository snapshot ID of volume {v}", CopyResultField(v, "$.id"))
+        )
     pipeline = Pipeline(
         name="backup",
         title=f"Back up {policy.app} ({policy.namespace})",
@@ -610,7 +621,9 @@ def plan_for(policy: Policy) -> Plan:
             timeout_s=float(spec.snapshot.timeout_seconds),
             delete_after_copy=spec.snapshot.delete_after_copy,
         ),
-        freeze=FreezeSpec(deadline_s=float(spec.freeze.deadline_seconds), keepalive_s=float(spec.freeze.keepalive_seconds)),
+        freeze=FreezeSpec(
+            deadline_s=float(spec.freeze.deadline_seconds), keepalive_s=float(spec.freeze.keepalive_seconds)
+        ),
     )
     # The steps read the plan with plan_from_dict: a plan it would refuse is a bug here.
     plan_from_dict(plan.to_dict(), f"plan of policy {policy.name}")

@@ -272,7 +272,9 @@ class Snapshot(_Model):
         description="'group' cuts all volumes at once with a VolumeGroupSnapshot (needs CSI support; "
         "never falls back to per-volume snapshots).",
     )
-    class_name: ObjectName | None = Field(None, description="VolumeSnapshotClass; default: the cluster default.")
+    class_name: ObjectName | None = Field(
+        None, description="VolumeSnapshotClass; default: the cluster default."
+    )
     group_class_name: ObjectName | None = Field(
         None, description="VolumeGroupSnapshotClass for consistency: group; default: the cluster default."
     )
@@ -298,7 +300,9 @@ class WorkflowSettings(_Model):
     ttl_after_success_seconds: int = Field(604800, ge=0, description="Keep a succeeded workflow this long.")
     ttl_after_failure_seconds: int = Field(1209600, ge=0, description="Keep a failed workflow this long.")
     pod_gc: Literal["OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess"] = Field(
-        "OnPodSuccess", alias="podGC", description="When step pods are deleted (failed pods stay for debugging by default)."
+        "OnPodSuccess",
+        alias="podGC",
+        description="When step pods are deleted (failed pods stay for debugging by default).",
     )
     service_account_name: ObjectName | None = Field(
         None, description="Use this existing ServiceAccount instead of rendering one with its Role."
@@ -317,18 +321,23 @@ class PolicySpec(_Model):
     )
     volumes: list[VolumeSpec] = Field(min_length=1, description="Volumes to protect.")
     quiesce: list[QuiesceTarget] = Field(default_factory=list, description="How the app is quiesced.")
-    snapshot: Snapshot = Field(default_factory=Snapshot)
-    freeze: Freeze = Field(default_factory=Freeze)
-    repository: Repository
+    snapshot: Snapshot = Field(default_factory=Snapshot, description="How volumes are cut.")
+    freeze: Freeze = Field(default_factory=Freeze, description="How long the app may stay quiesced.")
+    repository: Repository = Field(description="Where backups go.")
     schedule: Schedule | None = Field(None, description="Omit for on-demand backups only.")
-    retention: Retention = Field(default_factory=lambda: Retention(keep_last=7))
-    verify: Verify = Field(default_factory=Verify)
+    retention: Retention = Field(
+        default_factory=lambda: Retention(keep_last=7),
+        description="Which backups prune keeps; default keepLast 7.",
+    )
+    verify: Verify = Field(default_factory=Verify, description="How much is read back.")
     parallelism: int = Field(2, ge=1, le=64, description="Volumes copied at once.")
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(default_factory=Resources, description="Resources of the data mover.")
     image: str = Field(DEFAULT_IMAGE, min_length=1, pattern=r"^\S+$", description="Snapflow step image.")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="Pull policy of the step image."
+    )
     exclude: list[str] = Field(default_factory=list, description="Path patterns not copied.")
-    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings, description="Argo settings.")
 
 
 class Metadata(_Model):
@@ -342,10 +351,12 @@ class Policy(_Model):
 
     model_config = ConfigDict(title="ProtectionPolicy")
 
-    api_version: Literal["snapflow.io/v1alpha1"] = Field(alias="apiVersion")
-    kind: Literal["ProtectionPolicy"]
-    metadata: Metadata
-    spec: PolicySpec
+    api_version: Literal["snapflow.io/v1alpha1"] = Field(
+        alias="apiVersion", description="Policy format version."
+    )
+    kind: Literal["ProtectionPolicy"] = Field(description="Always ProtectionPolicy.")
+    metadata: Metadata = Field(description="Name and namespace of the policy.")
+    spec: PolicySpec = Field(description="What to protect, how and where.")
 
     @property
     def name(self) -> str:
@@ -386,24 +397,37 @@ def semantic_problems(policy: Policy) -> list[tuple[str, str]]:
     for i, vol in enumerate(spec.volumes):
         where = f"spec.volumes[{i}]"
         if bool(vol.pvc) == bool(vol.path):
-            problems.append((where, "expected exactly one of pvc (a PersistentVolumeClaim) or path (local runs)"))
+            problems.append(
+                (where, "expected exactly one of pvc (a PersistentVolumeClaim) or path (local runs)")
+            )
             continue
         if len(kinds) > 1 and vol.path:
-            problems.append((f"{where}.path", "expected pvc like the other volumes (no mixing of pvc and path)"))
+            problems.append(
+                (f"{where}.path", "expected pvc like the other volumes (no mixing of pvc and path)")
+            )
         name = vol.volume_name
         if not vol.name and not re.match(DNS_LABEL_RE, name):
             problems.append(
-                (f"{where}.name", f"required because the default {name!r} is not a DNS-1123 label of at most 63")
+                (
+                    f"{where}.name",
+                    f"required because the default {name!r} is not a DNS-1123 label of at most 63",
+                )
             )
         if name in seen_volumes:
             problems.append(
-                (f"{where}.name", f"expected a unique volume name, {name!r} is also spec.volumes[{seen_volumes[name]}]")
+                (
+                    f"{where}.name",
+                    f"expected a unique volume name, {name!r} is also spec.volumes[{seen_volumes[name]}]",
+                )
             )
         seen_volumes.setdefault(name, i)
         if vol.pvc:
             if vol.pvc in seen_pvcs:
                 problems.append(
-                    (f"{where}.pvc", f"expected each PVC once, {vol.pvc!r} is also spec.volumes[{seen_pvcs[vol.pvc]}]")
+                    (
+                        f"{where}.pvc",
+                        f"expected each PVC once, {vol.pvc!r} is also spec.volumes[{seen_pvcs[vol.pvc]}]",
+                    )
                 )
             seen_pvcs.setdefault(vol.pvc, i)
     local = kinds == {"path"}
@@ -417,17 +441,27 @@ def semantic_problems(policy: Policy) -> list[tuple[str, str]]:
         if not target.local and target.hook != "none" and not target.pod:
             problems.append((f"{where}.pod", f"required for a {target.hook} hook (the pod it runs in)"))
         if target.hook == "custom" and not ({"freeze", "thaw"} <= set(target.params)):
-            problems.append((f"{where}.params", "expected the commands 'freeze' and 'thaw' for a custom hook"))
+            problems.append(
+                (f"{where}.params", "expected the commands 'freeze' and 'thaw' for a custom hook")
+            )
         name = target.target_name
         if name in seen_targets:
             problems.append(
-                (f"{where}.name", f"expected a unique target name, {name!r} is also spec.quiesce[{seen_targets[name]}]")
+                (
+                    f"{where}.name",
+                    f"expected a unique target name, {name!r} is also spec.quiesce[{seen_targets[name]}]",
+                )
             )
         seen_targets.setdefault(name, i)
     for i, vol in enumerate(spec.volumes):
         if vol.target is not None and vol.target not in seen_targets:
             known = ", ".join(sorted(seen_targets)) or "none defined"
-            problems.append((f"spec.volumes[{i}].target", f"expected the name of a quiesce target ({known}), got {vol.target!r}"))
+            problems.append(
+                (
+                    f"spec.volumes[{i}].target",
+                    f"expected the name of a quiesce target ({known}), got {vol.target!r}",
+                )
+            )
     if local and spec.snapshot.consistency == "group":
         problems.append(("spec.snapshot.consistency", "expected volume for local paths (group needs CSI)"))
     if spec.freeze.keepalive_seconds >= spec.freeze.deadline_seconds:
@@ -484,7 +518,11 @@ def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
             for inner in (candidate, *get_args(candidate)):
                 if isinstance(inner, type) and issubclass(inner, BaseModel):
                     model = inner
-            if get_origin(candidate) is None and isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            if (
+                get_origin(candidate) is None
+                and isinstance(candidate, type)
+                and issubclass(candidate, BaseModel)
+            ):
                 model = candidate
         if model is None:
             return None
@@ -522,7 +560,9 @@ def _describe(err: dict[str, Any]) -> tuple[str, str]:
     if kind == "too_short":
         return _path(loc), f"expected at least {ctx.get('min_length')} item(s)"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[
+            kind
+        ]
         limit = ctx.get("gt", ctx.get("ge", ctx.get("lt", ctx.get("le"))))
         if isinstance(limit, float) and limit.is_integer():
             limit = int(limit)

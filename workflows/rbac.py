@@ -117,6 +117,7 @@ def rbac_objects(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, An
     if not names.renders_rbac:
         return []
     ns = policy.namespace
+
     def labels() -> dict[str, str]:
         return names.labels("rbac")
 
@@ -154,7 +155,11 @@ def rbac_objects(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, An
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "ClusterRoleBinding",
                 "metadata": {"name": names.cluster_role, "labels": labels()},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": names.cluster_role},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": names.cluster_role,
+                },
                 "subjects": subject,
             },
         ]

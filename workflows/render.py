@@ -101,7 +101,9 @@ class Rendering:
     def files(self) -> dict[str, str]:
         """Relative path -> YAML text of every file, kustomization.yaml included."""
         out = {
-            o.path: object_yaml(o.obj, f"{GENERATED_MARK} from policy {o.policy}; edit the policy, not this file.")
+            o.path: object_yaml(
+                o.obj, f"{GENERATED_MARK} from policy {o.policy}; edit the policy, not this file."
+            )
             for o in self.ordered()
         }
         out["kustomization.yaml"] = object_yaml(
@@ -133,7 +135,9 @@ _Dumper.add_representer(str, _str_representer)
 
 
 def object_yaml(obj: dict[str, Any], header: str | None = None) -> str:
-    text = yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True)
+    text = yaml.dump(
+        obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True
+    )
     return f"{header}\n{text}" if header else text
 
 
@@ -206,7 +210,9 @@ def render_policies(loaded: Sequence[LoadedPolicy]) -> Rendering:
     paths = [o.path for o in rendering.objects]
     duplicates = sorted({p for p in paths if paths.count(p) > 1})
     if duplicates:
-        raise PolicyError([f"render: {p}: expected one object per name, several policies render it" for p in duplicates])
+        raise PolicyError(
+            [f"render: {p}: expected one object per name, several policies render it" for p in duplicates]
+        )
     return rendering
 
 

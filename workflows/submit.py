@@ -51,9 +51,13 @@ class ServerSettings:
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Argo Server connection")
     group.add_argument("--server", metavar="URL", help="Argo Server URL or host:port (env ARGO_SERVER)")
-    group.add_argument("--base-href", metavar="PATH", help="path prefix of the Argo Server (env ARGO_BASE_HREF)")
     group.add_argument(
-        "--token-file", metavar="FILE", help="file holding the bearer token (env ARGO_TOKEN or ARGO_TOKEN_FILE)"
+        "--base-href", metavar="PATH", help="path prefix of the Argo Server (env ARGO_BASE_HREF)"
+    )
+    group.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="file holding the bearer token (env ARGO_TOKEN or ARGO_TOKEN_FILE)",
     )
     group.add_argument("--ca-file", metavar="FILE", help="CA bundle to verify the server (env ARGO_CA_FILE)")
     group.add_argument(
@@ -65,7 +69,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--client-cert", metavar="FILE", help="client certificate (PEM) for mutual TLS")
     group.add_argument("--client-key", metavar="FILE", help="key of the client certificate (PEM)")
     group.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS", help="per request (default: 30)"
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="per request (default: 30)",
     )
 
 
@@ -90,7 +98,11 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None
     if not server:
         raise UsageError("--server: required (or set ARGO_SERVER), expected the Argo Server URL or host:port")
     if "://" not in server:
-        scheme = "http" if env.get("ARGO_SECURE", "true").strip().lower() in ("0", "false", "no", "off") else "https"
+        scheme = (
+            "http"
+            if env.get("ARGO_SECURE", "true").strip().lower() in ("0", "false", "no", "off")
+            else "https"
+        )
         server = f"{scheme}://{server}"
     if not server.startswith(("http://", "https://")):
         raise UsageError(f"--server: expected an http:// or https:// URL, got {server.split('://')[0]}://")
@@ -131,7 +143,11 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None
     if timeout <= 0:
         raise UsageError(f"--timeout: expected a positive number of seconds, got {timeout}")
     return ServerSettings(
-        url=url, token=token, verify=verify, client_cert=(cert, key) if cert and key else None, timeout_s=timeout
+        url=url,
+        token=token,
+        verify=verify,
+        client_cert=(cert, key) if cert and key else None,
+        timeout_s=timeout,
     )
 
 
@@ -191,7 +207,9 @@ def submit_request(
 
 def request_body(request) -> dict[str, Any]:
     """The JSON body hera sends for ``request``."""
-    return request.model_dump(mode="json", exclude_none=True, by_alias=True, exclude_unset=True, exclude_defaults=True)
+    return request.model_dump(
+        mode="json", exclude_none=True, by_alias=True, exclude_unset=True, exclude_defaults=True
+    )
 
 
 def _call(settings: ServerSettings, what: str, fn, *args, **kwargs):
@@ -212,9 +230,13 @@ def _call(settings: ServerSettings, what: str, fn, *args, **kwargs):
             f"{what}: TLS verification of {settings.url} failed (use --ca-file, or --insecure-skip-tls-verify)"
         ) from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
-        raise TemporaryError(f"{what}: cannot reach the Argo Server at {settings.url} ({err.__class__.__name__})") from None
+        raise TemporaryError(
+            f"{what}: cannot reach the Argo Server at {settings.url} ({err.__class__.__name__})"
+        ) from None
     except hx.Unauthorized:
-        raise PermanentError(f"{what}: the Argo Server refused the token (401); set ARGO_TOKEN or --token-file") from None
+        raise PermanentError(
+            f"{what}: the Argo Server refused the token (401); set ARGO_TOKEN or --token-file"
+        ) from None
     except hx.Forbidden as err:
         raise PermanentError(f"{what}: forbidden (403): {err}") from None
     except hx.NotFound as err:

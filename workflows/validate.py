@@ -162,7 +162,9 @@ def validate_argo(obj: dict[str, Any], where: str | None = None) -> list[Issue]:
 # Core objects with kubernetes-validate.
 
 
-def validate_core(obj: dict[str, Any], where: str | None = None, version: str = KUBERNETES_VERSION) -> list[Issue]:
+def validate_core(
+    obj: dict[str, Any], where: str | None = None, version: str = KUBERNETES_VERSION
+) -> list[Issue]:
     """Issues of one core Kubernetes object, validated strictly against the Kubernetes schema."""
     from steps.errors import UsageError
 
@@ -236,7 +238,6 @@ class _Index:
 
     objects: dict[tuple[str, str, str], dict[str, Any]]  # (kind, namespace, name) -> object
     external: set[tuple[str, str, str]] | None  # objects provided by the user (None: do not check)
-    external_keys: dict[tuple[str, str, str], set[str]]
 
     def has(self, kind: str, namespace: str, name: str) -> bool:
         key = (kind, namespace, name)
@@ -324,11 +325,17 @@ def _check_expression(
     for m in _PARAM_EXPR.finditer(expression):
         scope, name = m.group(1), m.group(2)
         if scope == "inputs" and name not in inputs:
-            issues.append(Issue(where, path, f"expression reads input {name!r}, which the template does not have"))
+            issues.append(
+                Issue(where, path, f"expression reads input {name!r}, which the template does not have")
+            )
         if scope == "workflow" and name not in workflow_params:
-            issues.append(Issue(where, path, f"expression reads workflow parameter {name!r}, which is not declared"))
+            issues.append(
+                Issue(where, path, f"expression reads workflow parameter {name!r}, which is not declared")
+            )
         if scope == "outputs" and (not in_metrics or name not in outputs):
-            issues.append(Issue(where, path, f"expression reads output {name!r}, which is not available here"))
+            issues.append(
+                Issue(where, path, f"expression reads output {name!r}, which is not available here")
+            )
     if "outputs.result" in expression and "tasks[" not in expression and not in_metrics:
         issues.append(Issue(where, path, "expression reads outputs.result outside metrics"))
     return issues
@@ -345,7 +352,9 @@ def _upstream(tasks: dict[str, dict[str, Any]], name: str) -> set[str]:
     return seen
 
 
-def _check_workflow_spec(where: str, base: str, spec: dict[str, Any], namespace: str, index: _Index) -> list[Issue]:
+def _check_workflow_spec(
+    where: str, base: str, spec: dict[str, Any], namespace: str, index: _Index
+) -> list[Issue]:
     issues: list[Issue] = []
     templates_list = spec.get("templates") or []
     templates = {t.get("name", ""): t for t in templates_list}
@@ -354,14 +363,18 @@ def _check_workflow_spec(where: str, base: str, spec: dict[str, Any], namespace:
     ref = spec.get("workflowTemplateRef")
     if ref:
         if not index.has("WorkflowTemplate", namespace, ref.get("name", "")):
-            issues.append(Issue(where, f"{base}.workflowTemplateRef.name", f"no WorkflowTemplate {ref.get('name')!r}"))
+            issues.append(
+                Issue(where, f"{base}.workflowTemplateRef.name", f"no WorkflowTemplate {ref.get('name')!r}")
+            )
     elif spec.get("entrypoint") not in templates:
         issues.append(Issue(where, f"{base}.entrypoint", f"no template named {spec.get('entrypoint')!r}"))
     if spec.get("onExit") and spec["onExit"] not in templates:
         issues.append(Issue(where, f"{base}.onExit", f"no template named {spec['onExit']!r}"))
     sa = spec.get("serviceAccountName")
     if sa and index.checks("ServiceAccount") and not index.has("ServiceAccount", namespace, sa):
-        issues.append(Issue(where, f"{base}.serviceAccountName", f"no ServiceAccount {sa!r} rendered or provided"))
+        issues.append(
+            Issue(where, f"{base}.serviceAccountName", f"no ServiceAccount {sa!r} rendered or provided")
+        )
     workflow_params = {p["name"] for p in (spec.get("arguments") or {}).get("parameters") or []}
     volumes = {v.get("name"): v for v in spec.get("volumes") or []}
     for i, template in enumerate(templates_list):
@@ -373,7 +386,9 @@ def _check_workflow_spec(where: str, base: str, spec: dict[str, Any], namespace:
                 where, path, text, template, workflow_params, dag_tasks, templates, None, False
             )
         for path, text in _strings(template.get("metrics"), f"{tpath}.metrics"):
-            issues += _check_tag_references(where, path, text, template, workflow_params, {}, templates, None, True)
+            issues += _check_tag_references(
+                where, path, text, template, workflow_params, {}, templates, None, True
+            )
         for j, task in enumerate((template.get("dag") or {}).get("tasks") or []):
             kpath = f"{tpath}.dag.tasks[{j}]"
             callee_name = task.get("template")
@@ -382,7 +397,9 @@ def _check_workflow_spec(where: str, base: str, spec: dict[str, Any], namespace:
                 tref = task["templateRef"]
                 target = index.objects.get(("WorkflowTemplate", namespace, tref.get("name", "")))
                 if target is None and index.external is not None:
-                    issues.append(Issue(where, f"{kpath}.templateRef", f"no WorkflowTemplate {tref.get('name')!r}"))
+                    issues.append(
+                        Issue(where, f"{kpath}.templateRef", f"no WorkflowTemplate {tref.get('name')!r}")
+                    )
                 elif target is not None:
                     names = {t.get("name") for t in target["spec"].get("templates") or []}
                     if tref.get("template") not in names:
@@ -398,7 +415,9 @@ def _check_workflow_spec(where: str, base: str, spec: dict[str, Any], namespace:
                 given = {p["name"] for p in (task.get("arguments") or {}).get("parameters") or []}
                 wanted = _template_inputs(callee)
                 for name in sorted(given - set(wanted)):
-                    issues.append(Issue(where, f"{kpath}.arguments", f"template {callee_name!r} has no input {name!r}"))
+                    issues.append(
+                        Issue(where, f"{kpath}.arguments", f"template {callee_name!r} has no input {name!r}")
+                    )
                 for name, p in sorted(wanted.items()):
                     if name not in given and "default" not in p and "value" not in p:
                         issues.append(Issue(where, f"{kpath}.arguments", f"input {name!r} is not supplied"))
@@ -411,23 +430,37 @@ def _check_workflow_spec(where: str, base: str, spec: dict[str, Any], namespace:
         container = template.get("container") or template.get("script") or {}
         for k, mount in enumerate(container.get("volumeMounts") or []):
             if mount.get("name") not in pod_volumes:
-                issues.append(Issue(where, f"{tpath}.container.volumeMounts[{k}]", f"no volume {mount.get('name')!r}"))
+                issues.append(
+                    Issue(where, f"{tpath}.container.volumeMounts[{k}]", f"no volume {mount.get('name')!r}")
+                )
         for k, device in enumerate(container.get("volumeDevices") or []):
             if device.get("name") not in pod_volumes:
-                issues.append(Issue(where, f"{tpath}.container.volumeDevices[{k}]", f"no volume {device.get('name')!r}"))
+                issues.append(
+                    Issue(where, f"{tpath}.container.volumeDevices[{k}]", f"no volume {device.get('name')!r}")
+                )
         for name, volume in pod_volumes.items():
             if volume is None:
                 continue
             cm = (volume.get("configMap") or {}).get("name")
             if cm and not index.has("ConfigMap", namespace, cm):
-                issues.append(Issue(where, f"{tpath}.volumes", f"volume {name!r}: no ConfigMap {cm!r} rendered or provided"))
+                issues.append(
+                    Issue(
+                        where,
+                        f"{tpath}.volumes",
+                        f"volume {name!r}: no ConfigMap {cm!r} rendered or provided",
+                    )
+                )
             secret = (volume.get("secret") or {}).get("secretName")
             if secret and not index.has("Secret", namespace, secret):
-                issues.append(Issue(where, f"{tpath}.volumes", f"volume {name!r}: Secret {secret!r} is not provided"))
+                issues.append(
+                    Issue(where, f"{tpath}.volumes", f"volume {name!r}: Secret {secret!r} is not provided")
+                )
         for k, env in enumerate(container.get("env") or []):
             ref = ((env.get("valueFrom") or {}).get("secretKeyRef")) or {}
             if ref and not index.has("Secret", namespace, ref.get("name", "")):
-                issues.append(Issue(where, f"{tpath}.container.env[{k}]", f"Secret {ref.get('name')!r} is not provided"))
+                issues.append(
+                    Issue(where, f"{tpath}.container.env[{k}]", f"Secret {ref.get('name')!r} is not provided")
+                )
     return issues
 
 
@@ -440,7 +473,6 @@ def check_references(
     index = _Index(
         objects={(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objects},
         external=None if external is None else set(external),
-        external_keys={},
     )
     issues: list[Issue] = []
     for obj in objects:
@@ -451,7 +483,9 @@ def check_references(
         if kind in ("Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate"):
             issues += _check_workflow_spec(label, "spec", spec, ns, index)
         elif kind == "CronWorkflow":
-            issues += _check_workflow_spec(label, "spec.workflowSpec", spec.get("workflowSpec") or {}, ns, index)
+            issues += _check_workflow_spec(
+                label, "spec.workflowSpec", spec.get("workflowSpec") or {}, ns, index
+            )
         elif kind in ("RoleBinding", "ClusterRoleBinding"):
             role = obj.get("roleRef") or {}
             role_ns = ns if role.get("kind") == "Role" else ""
@@ -461,7 +495,9 @@ def check_references(
                 if subject.get("kind") == "ServiceAccount" and not index.has(
                     "ServiceAccount", subject.get("namespace", ns), subject.get("name", "")
                 ):
-                    issues.append(Issue(label, f"subjects[{k}]", f"no ServiceAccount {subject.get('name')!r}"))
+                    issues.append(
+                        Issue(label, f"subjects[{k}]", f"no ServiceAccount {subject.get('name')!r}")
+                    )
     return issues
 
 
@@ -486,7 +522,9 @@ def validate_all(
     return issues
 
 
-def lint_rendering(rendering: Any, kubernetes_version: str = KUBERNETES_VERSION, core: bool = True) -> list[Issue]:
+def lint_rendering(
+    rendering: Any, kubernetes_version: str = KUBERNETES_VERSION, core: bool = True
+) -> list[Issue]:
     """Every issue of a :class:`workflows.render.Rendering`, the kustomization included."""
     import yaml
 
@@ -501,7 +539,15 @@ def lint_rendering(rendering: Any, kubernetes_version: str = KUBERNETES_VERSION,
     issues += _validate_kustomization(kustomization, "kustomization.yaml")
     missing = set(kustomization.get("resources") or []) ^ {where for where, _ in objects}
     for path in sorted(missing):
-        issues.append(Issue("kustomization.yaml", "resources", f"{path}: listed but not rendered, or rendered but not listed"))
+        issues.append(
+            Issue(
+                "kustomization.yaml",
+                "resources",
+                f"{path}: listed but not rendered, or rendered but not listed",
+            )
+        )
     external = [(e.kind, e.namespace, e.name) for e in rendering.external]
-    issues += check_references([obj for _, obj in objects], external, {id(obj): where for where, obj in objects})
+    issues += check_references(
+        [obj for _, obj in objects], external, {id(obj): where for where, obj in objects}
+    )
     return issues

@@ -35,7 +35,9 @@ def store_run_record(plan: Plan, backup_id: str, name: str, record: dict[str, An
 
     assert plan.repository is not None
     try:
-        repo = Repository.open(open_store(plan.repository.url, plan.repository.endpoint), repository_password())
+        repo = Repository.open(
+            open_store(plan.repository.url, plan.repository.endpoint), repository_password()
+        )
         return repo.save_record("runs", {"name": name, "backup_id": backup_id, **record}, key=backup_id)
     except SnapflowError as err:
         # The app is already released; a retry would quiesce again, so this is not retryable here.

@@ -38,8 +38,9 @@ def run(args) -> int:
     plan = load_plan(args.plan)
     options = {"local_dir": plan.snapshot.local_dir} if plan.snapshot.driver == "local" else {}
     driver = open_snapshot_driver(plan, **options)
-    record = run_consistent_point(plan, args.backup_id, driver,
-                                  log=lambda m: print(f"consistent-point: {m}", file=sys.stderr))
+    record = run_consistent_point(
+        plan, args.backup_id, driver, log=lambda m: print(f"consistent-point: {m}", file=sys.stderr)
+    )
     text = json.dumps(record, indent=2, sort_keys=True)
     if args.out:
         write_json_atomic(args.out, record)

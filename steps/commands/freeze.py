@@ -77,12 +77,22 @@ def run(args) -> int:
     quiescer.freeze_all()
     print(f"freeze: {len(hooks)} target(s) held (deadline {plan.freeze.deadline_s:g} s)", file=sys.stderr)
     if args.ready_file:
-        write_json_atomic(args.ready_file, {
-            "targets": [{"name": h.name, "hook": h.target.hook, "method": h.spec.get("method"),
-                         "quiesced": iso(h.quiesced)} for h in hooks],
-            "deadline_s": plan.freeze.deadline_s,
-            "pid": os.getpid(),
-        })
+        write_json_atomic(
+            args.ready_file,
+            {
+                "targets": [
+                    {
+                        "name": h.name,
+                        "hook": h.target.hook,
+                        "method": h.spec.get("method"),
+                        "quiesced": iso(h.quiesced),
+                    }
+                    for h in hooks
+                ],
+                "deadline_s": plan.freeze.deadline_s,
+                "pid": os.getpid(),
+            },
+        )
     lost: dict[str, str] = {}
     next_check = time.monotonic() + plan.freeze.keepalive_s
     while not stop.wait(0.1):
@@ -103,11 +113,18 @@ def run(args) -> int:
         "errors": errors,
     }
     for h in hooks:
-        t = {"name": h.name, "hook": h.target.hook, "method": h.spec.get("method"),
-             "recovery": h.spec.get("recovery"), "quiesced": iso(h.quiesced), "released": iso(h.released),
-             "released_by": h.released_by,
-             "window_ms": None if h.quiesced is None or h.released is None
-             else round((h.released - h.quiesced) * 1000, 3)}
+        t = {
+            "name": h.name,
+            "hook": h.target.hook,
+            "method": h.spec.get("method"),
+            "recovery": h.spec.get("recovery"),
+            "quiesced": iso(h.quiesced),
+            "released": iso(h.released),
+            "released_by": h.released_by,
+            "window_ms": None
+            if h.quiesced is None or h.released is None
+            else round((h.released - h.quiesced) * 1000, 3),
+        }
         t.update({k: v for k, v in h.info.items() if v})
         result["targets"].append(t)
     if args.result:

@@ -32,9 +32,8 @@ def run(args) -> int:
     import sys
 
     from steps.progress import Progress
-    from steps.repository.restorer import restore_snapshot
-
     from steps.repository.pipeline import tune_malloc
+    from steps.repository.restorer import restore_snapshot
 
     tune_malloc()
     repo = open_repository(args)

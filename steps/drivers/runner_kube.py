@@ -28,8 +28,14 @@ def _stream(core: Any, namespace: str, pod: str, container: str | None, argv: li
 
     from steps.errors import PermanentError, TemporaryError
 
-    kwargs = {"command": argv, "stdin": stdin, "stdout": True, "stderr": True, "tty": False,
-              "_preload_content": False}
+    kwargs = {
+        "command": argv,
+        "stdin": stdin,
+        "stdout": True,
+        "stderr": True,
+        "tty": False,
+        "_preload_content": False,
+    }
     if container:
         kwargs["container"] = container
     try:
@@ -168,7 +174,9 @@ class KubeRunner:
             while ws.is_open():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return RunResult(-9, "".join(out), ("".join(err) + f"\nkilled after {timeout:g} s").strip())
+                    return RunResult(
+                        -9, "".join(out), ("".join(err) + f"\nkilled after {timeout:g} s").strip()
+                    )
                 ws.update(timeout=min(remaining, 0.5))
                 if ws.peek_stdout():
                     out.append(ws.read_stdout())

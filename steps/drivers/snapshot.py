@@ -66,6 +66,7 @@ class SnapshotDriver(ABC):
     def settle(self, after: float) -> None:
         """Make sure a cut started from now on is stamped later than ``after`` by the storage (a
         file system whose clock lags the fine clock by a tick waits out that tick)."""
+        return None
 
     @abstractmethod
     def is_atomic(self, volumes: list[Volume]) -> bool:
@@ -73,8 +74,9 @@ class SnapshotDriver(ABC):
         all of them at one instant (a group snapshot); hooks choose their method from it."""
 
     @abstractmethod
-    def cut(self, volumes: list[Volume], labels: dict[str, str],
-            defer: dict[str, list[str]] | None = None) -> list[CutResult]:
+    def cut(
+        self, volumes: list[Volume], labels: dict[str, str], defer: dict[str, list[str]] | None = None
+    ) -> list[CutResult]:
         """Cut every volume now, in order; ``defer`` maps a volume name to sub-paths a non-atomic cut
         must leave out (they are copied by :meth:`copy_deferred` after the hook stopped)."""
 

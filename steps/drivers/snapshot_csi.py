@@ -182,13 +182,21 @@ class CsiSnapshotDriver(SnapshotDriver):
         self.cut_timeout_s = cut_timeout_s or max(1.0, min(plan.snapshot.timeout_s, plan.freeze.deadline_s))
         self.error_grace_s = error_grace_s
         self.log = log or (lambda _m: None)
+        self._handles: dict[str, str] = {}
 
     # -- interface ---------------------------------------------------------------------------------
 
     def is_atomic(self, volumes: list[Volume]) -> bool:
         # Each VolumeSnapshot is atomic for its volume; several volumes are cut at one instant only by a
         # group snapshot.
-        return len(volumes) <= 1 or self.plan.consistency == "group"
+        if self.plan.consistency == "group":
+            # called before the freeze: look the volume handles up now rather than inside the hold
+            try:
+                self._volume_handles([v.pvc for v in volumes if v.pvc])
+            except (KubeError, SnapshotFailed):
+                pass
+            return True
+        return len(volumes) <= 1
 
     def cut(self, volumes: list[Volume], labels: dict[str, str],
             defer: dict[str, list[str]] | None = None) -> list[CutResult]:
@@ -208,17 +216,20 @@ class CsiSnapshotDriver(SnapshotDriver):
     def wait_ready(self, results: list[CutResult], timeout: float) -> None:
         if not results:
             return
+        deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(1.0, deadline - time.monotonic())
+
         groups = sorted({r.handle["group"] for r in results if r.handle.get("group")})
         for g in groups:
-            api_version = next(r.handle["group_api_version"] for r in results if r.handle.get("group") == g)
-            self._wait(api_version, "VolumeGroupSnapshot", [g], self._ready, timeout, "not ready to use")
-        singles = [r.snapshot for r in results if not r.handle.get("group")]
-        if singles:
-            self._wait(SNAPSHOT_API, "VolumeSnapshot", singles, self._ready, timeout, "not ready to use",
-                       label_selector=f"{render.LABEL_BACKUP}={render.label_value(results[0].handle['backup_id'])}")
-        members = [r.snapshot for r in results if r.handle.get("group")]
-        if members:
-            self._wait(SNAPSHOT_API, "VolumeSnapshot", members, self._ready, timeout, "not ready to use")
+            members = [r for r in results if r.handle.get("group") == g]
+            self._group_members(members, left())  # they exist once the group is cut
+            self._wait(members[0].handle["group_api_version"], "VolumeGroupSnapshot", [g], self._ready, left(),
+                       "not ready to use")
+        names = [r.snapshot for r in results]
+        self._wait(SNAPSHOT_API, "VolumeSnapshot", names, self._ready, left(), "not ready to use",
+                   label_selector=f"{render.LABEL_BACKUP}={render.label_value(results[0].handle['backup_id'])}")
         for r in results:
             r.ready = True
 
@@ -226,7 +237,8 @@ class CsiSnapshotDriver(SnapshotDriver):
         group = result.handle.get("group")
         if group:
             self.client.delete(result.handle["group_api_version"], "VolumeGroupSnapshot", group, self.namespace)
-        self.client.delete(SNAPSHOT_API, "VolumeSnapshot", result.snapshot, self.namespace)
+        if result.snapshot:
+            self.client.delete(SNAPSHOT_API, "VolumeSnapshot", result.snapshot, self.namespace)
 
     # -- per-volume snapshots ----------------------------------------------------------------------
 
@@ -274,10 +286,28 @@ class CsiSnapshotDriver(SnapshotDriver):
 
     # -- group snapshots ---------------------------------------------------------------------------
 
+    def _volume_handles(self, pvcs: list[str]) -> dict[str, str]:
+        """PVC name → CSI volume handle (how a group snapshot's content names its volumes)."""
+        out = {}
+        for pvc in pvcs:
+            if pvc in self._handles:
+                out[pvc] = self._handles[pvc]
+                continue
+            claim = self.client.get_or_none("v1", "PersistentVolumeClaim", pvc, self.namespace)
+            if claim is None:
+                raise SnapshotFailed(f"PersistentVolumeClaim {self.namespace}/{pvc} does not exist")
+            pv_name = dig(claim, "spec", "volumeName")
+            pv = self._get_or_none("v1", "PersistentVolume", pv_name, None) if pv_name else None
+            handle = dig(pv, "spec", "csi", "volumeHandle")
+            if handle:
+                self._handles[pvc] = out[pvc] = handle
+        return out
+
     def _cut_group(self, volumes: list[Volume], backup_id: str, app: str) -> list[CutResult]:
         group_value = render.label_value(backup_id)
         name = render.k8s_name("snapflow", backup_id, "group")
         pvcs = [v.pvc or "" for v in volumes]
+        handles = self._volume_handles(pvcs)
         labelled: list[str] = []
         started = time.time()
         try:
@@ -299,29 +329,23 @@ class CsiSnapshotDriver(SnapshotDriver):
                 except KubeError as err:
                     self.log(f"could not remove label {render.LABEL_GROUP} from PVC {pvc}: {err}")
         observed = time.time()
+        # The cut time: the group content's per-volume creationTime (ns), else the content's, else the group's.
         group_time = parse_time(dig(vgs, "status", "creationTime"))
         content_name = dig(vgs, "status", "boundVolumeGroupSnapshotContentName")
+        infos: dict[str, dict] = {}
         if content_name:
             gc = self._get_or_none(api_version, "VolumeGroupSnapshotContent", content_name, None)
             group_time = parse_time(dig(gc, "status", "creationTime")) or group_time
-        members = self._group_members(name, pvcs, api_version)
+            infos = {i.get("volumeHandle"): i for i in dig(gc, "status", "volumeSnapshotInfoList", default=[]) or []}
         results = []
         for v in volumes:
-            snap = members[v.pvc or ""]
-            sname = snap["metadata"]["name"]
-            try:
-                self.client.patch(SNAPSHOT_API, "VolumeSnapshot", sname, self.namespace, {"metadata": {
-                    "labels": render.backup_labels(backup_id, app, v.name, role="snapshot")}})
-            except KubeError as err:
-                self.log(f"could not label group member {sname}: {err}")
-            vsc = dig(snap, "status", "boundVolumeSnapshotContentName")
-            cut_time = (self._content_time(vsc, snap) if vsc else None) or group_time
+            info = infos.get(handles.get(v.pvc or ""), {})
             results.append(CutResult(
-                volume=v.name, snapshot=sname, atomic=True, cut_time=cut_time, started=started, finished=observed,
-                handle={"kind": "VolumeSnapshot", "namespace": self.namespace, "name": sname, "pvc": v.pvc,
-                        "content": vsc, "group": name, "group_api_version": api_version,
-                        "group_content": content_name, "backup_id": backup_id,
-                        "restore_size": dig(snap, "status", "restoreSize")},
+                volume=v.name, snapshot="", atomic=True,
+                cut_time=parse_time(info.get("creationTime")) or group_time, started=started, finished=observed,
+                handle={"kind": "VolumeSnapshot", "namespace": self.namespace, "pvc": v.pvc, "group": name,
+                        "group_api_version": api_version, "group_content": content_name, "backup_id": backup_id,
+                        "app": app, "volume_handle": handles.get(v.pvc or "")},
             ))
         return results
 
@@ -349,30 +373,64 @@ class CsiSnapshotDriver(SnapshotDriver):
             "snapshot CRDs and a CSI driver that supports them, or use consistency: volume"
         )
 
-    def _group_members(self, group: str, pvcs: list[str], api_version: str) -> dict[str, dict]:
-        """The member VolumeSnapshots of a group snapshot, by PVC (they appear once the group is cut)."""
-        deadline = time.monotonic() + self.cut_timeout_s
+    def _group_members(self, results: list[CutResult], timeout: float) -> None:
+        """Name each group result after its member VolumeSnapshot (made by the snapshot controller once the
+        group is cut) and label the members like every other object of the backup. Runs after the release."""
+        group = results[0].handle["group"]
+        api_version = results[0].handle["group_api_version"]
+        pvc_by_handle = {r.handle.get("volume_handle"): r.handle["pvc"] for r in results if r.handle.get("volume_handle")}
+        deadline = time.monotonic() + timeout
         while True:
             items, _ = self.client.list(SNAPSHOT_API, "VolumeSnapshot", self.namespace)
             by_pvc: dict[str, dict] = {}
             for s in items:
-                if dig(s, "status", "volumeGroupSnapshotName") == group or any(
+                if dig(s, "status", "volumeGroupSnapshotName") != group and not any(
                     o.get("kind") == "VolumeGroupSnapshot" and o.get("name") == group
                     for o in dig(s, "metadata", "ownerReferences", default=[]) or []
                 ):
-                    pvc = dig(s, "spec", "source", "persistentVolumeClaimName")
-                    if pvc:
-                        by_pvc[pvc] = s
-            missing = [p for p in pvcs if p not in by_pvc]
+                    continue
+                pvc = dig(s, "spec", "source", "persistentVolumeClaimName") or self._member_pvc(s, pvc_by_handle, results)
+                if pvc:
+                    by_pvc[pvc] = s
+            missing = [r.handle["pvc"] for r in results if r.handle["pvc"] not in by_pvc]
             if not missing:
-                return by_pvc
+                break
             if time.monotonic() >= deadline:
                 vgs = self._get_or_none(api_version, "VolumeGroupSnapshot", group, self.namespace)
                 raise SnapshotFailed(describe_failure(
                     self.client, self.namespace, "VolumeGroupSnapshot", vgs, None, group,
-                    f"has no member snapshot for PVC {', '.join(missing)}",
+                    f"has no member snapshot for PVC {', '.join(missing)} after {timeout:g}s",
                 ))
             time.sleep(0.2)
+        for r in results:
+            snap = by_pvc[r.handle["pvc"]]
+            r.snapshot = r.handle["name"] = snap["metadata"]["name"]
+            r.handle["content"] = (dig(snap, "spec", "source", "volumeSnapshotContentName")
+                                   or dig(snap, "status", "boundVolumeSnapshotContentName"))
+            try:
+                self.client.patch(SNAPSHOT_API, "VolumeSnapshot", r.snapshot, self.namespace, {"metadata": {
+                    "labels": render.backup_labels(r.handle["backup_id"], r.handle.get("app", ""), r.volume,
+                                                   role="snapshot")}})
+            except KubeError as err:
+                self.log(f"could not label group member {r.snapshot}: {err}")
+
+    def _member_pvc(self, snap: dict, pvc_by_handle: dict[str, str], results: list[CutResult]) -> str | None:
+        """A group member's PVC, through its content's snapshot handle and the group content's list."""
+        content_name = (dig(snap, "spec", "source", "volumeSnapshotContentName")
+                        or dig(snap, "status", "boundVolumeSnapshotContentName"))
+        vsc = self._get_or_none(SNAPSHOT_API, "VolumeSnapshotContent", content_name, None) if content_name else None
+        if vsc is None:
+            return None
+        volume_handle = dig(vsc, "spec", "source", "volumeHandle")
+        if not volume_handle:
+            snapshot_handle = dig(vsc, "status", "snapshotHandle") or dig(vsc, "spec", "source", "snapshotHandle")
+            gc_name = results[0].handle.get("group_content")
+            gc = self._get_or_none(results[0].handle["group_api_version"], "VolumeGroupSnapshotContent", gc_name,
+                                   None) if gc_name else None
+            for info in dig(gc, "status", "volumeSnapshotInfoList", default=[]) or []:
+                if info.get("snapshotHandle") == snapshot_handle:
+                    volume_handle = info.get("volumeHandle")
+        return pvc_by_handle.get(volume_handle)
 
     # -- waiting -----------------------------------------------------------------------------------
 

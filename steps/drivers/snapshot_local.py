@@ -117,8 +117,12 @@ class LocalSnapshotDriver(SnapshotDriver):
 
     name = "local"
 
-    def __init__(self, local_dir: str | os.PathLike | None = None, force_copy: bool = False,
-                 copy_hook: Callable[[Volume, str], None] | None = None):
+    def __init__(
+        self,
+        local_dir: str | os.PathLike | None = None,
+        force_copy: bool = False,
+        copy_hook: Callable[[Volume, str], None] | None = None,
+    ):
         self.local_dir = Path(local_dir) if local_dir else None
         self.force_copy = force_copy
         self.copy_hook = copy_hook
@@ -165,22 +169,34 @@ class LocalSnapshotDriver(SnapshotDriver):
             raise PermanentError(f"snapshot {dst} already exists (backup id {backup!r} used twice?)")
         return dst
 
-    def cut(self, volumes: list[Volume], labels: dict[str, str],
-            defer: dict[str, list[str]] | None = None) -> list[CutResult]:
+    def cut(
+        self, volumes: list[Volume], labels: dict[str, str], defer: dict[str, list[str]] | None = None
+    ) -> list[CutResult]:
         results = []
         for volume in volumes:
             src = self._source(volume)
             dst = self._destination(volume, labels)
             if self._atomic(volume):
                 started = self.now()
-                r = subprocess.run(["btrfs", "subvolume", "snapshot", "-r", str(src), str(dst)],
-                                   capture_output=True, text=True)
+                r = subprocess.run(
+                    ["btrfs", "subvolume", "snapshot", "-r", str(src), str(dst)],
+                    capture_output=True,
+                    text=True,
+                )
                 finished = self.now()
                 if r.returncode != 0:
                     raise TemporaryError(f"btrfs snapshot of {src} failed: {r.stderr.strip()}")
-                results.append(CutResult(volume=volume.name, snapshot=str(dst), atomic=True,
-                                         cut_time=subvolume_creation_time(dst), started=started,
-                                         finished=finished, handle={"kind": "btrfs", "path": str(dst)}))
+                results.append(
+                    CutResult(
+                        volume=volume.name,
+                        snapshot=str(dst),
+                        atomic=True,
+                        cut_time=subvolume_creation_time(dst),
+                        started=started,
+                        finished=finished,
+                        handle={"kind": "btrfs", "path": str(dst)},
+                    )
+                )
                 continue
             skip = [p.strip("/") for p in (defer or {}).get(volume.name, [])]
             started = self.now()
@@ -208,9 +224,18 @@ class LocalSnapshotDriver(SnapshotDriver):
             except PermissionError:
                 pass
             finished = self.now()
-            results.append(CutResult(volume=volume.name, snapshot=str(dst), atomic=False, cut_time=None,
-                                     started=started, finished=finished, deferred=skip,
-                                     handle={"kind": "copy", "path": str(dst), "source": str(src)}))
+            results.append(
+                CutResult(
+                    volume=volume.name,
+                    snapshot=str(dst),
+                    atomic=False,
+                    cut_time=None,
+                    started=started,
+                    finished=finished,
+                    deferred=skip,
+                    handle={"kind": "copy", "path": str(dst), "source": str(src)},
+                )
+            )
         return results
 
     def copy_deferred(self, result: CutResult) -> None:

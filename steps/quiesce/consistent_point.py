@@ -39,23 +39,35 @@ def _defer_paths(hook: Hook, target_volumes: list[Volume], atomic: bool) -> dict
     if atomic or not defer:
         return {}
     sub = str(hook.target.params.get("pgdata", "")).strip("/")
-    return {v.name: [os.path.join(sub, d) if sub else d for d in defer]
-            for v in target_volumes if v.role != "wal"}
+    return {
+        v.name: [os.path.join(sub, d) if sub else d for d in defer] for v in target_volumes if v.role != "wal"
+    }
 
 
-def run_consistent_point(plan: Plan, backup_id: str, driver: SnapshotDriver,
-                         runner_factory: RunnerFactory = default_runner,
-                         log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+def run_consistent_point(
+    plan: Plan,
+    backup_id: str,
+    driver: SnapshotDriver,
+    runner_factory: RunnerFactory = default_runner,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
     """Returns the record (verdict, timeline, snapshots). Raises ConsistencyError when a target could
     not be quiesced (nothing was cut; the targets already frozen were released)."""
     started = time.time()
     owners = volume_owners(plan)
-    frozen_mounts = [m for t in plan.targets if t.hook == "fsfreeze"
-                     for m in (t.params.get("mounts") or [t.params.get("mount")]) if m]
+    frozen_mounts = [
+        m
+        for t in plan.targets
+        if t.hook == "fsfreeze"
+        for m in (t.params.get("mounts") or [t.params.get("mount")])
+        if m
+    ]
     if frozen_mounts and hasattr(driver, "avoid_snapshots_under"):
         driver.avoid_snapshots_under(frozen_mounts)
     atomic_by_target = {t.name: driver.is_atomic(volumes_of(plan, t)) for t in plan.targets}
-    hooks = build_hooks(plan, backup_id, atomic=lambda t: atomic_by_target[t.name], runner_factory=runner_factory)
+    hooks = build_hooks(
+        plan, backup_id, atomic=lambda t: atomic_by_target[t.name], runner_factory=runner_factory
+    )
     labels = {"backup": backup_id, "app": plan.app.name, "namespace": plan.app.namespace}
 
     defer: dict[str, list[str]] = {}
@@ -110,22 +122,42 @@ def run_consistent_point(plan: Plan, backup_id: str, driver: SnapshotDriver,
         recovery = d["recovery"]
         if recovery == "backup_label" and atomic_by_target[h.name]:
             recovery = "crash"  # an atomic cut must not be restored with a label (see docs/consistency.md)
-        holds.append(TargetHold(name=h.name, hook=h.target.hook, method=d["method"], recovery=recovery,
-                                non_atomic_ok=d["non_atomic_ok"], quiesced=h.quiesced, released=h.released,
-                                released_by=h.released_by, lost=h.lost, info=dict(h.info)))
-    record = build_record(holds, cuts, owners, extra={
-        "kind": "consistent-point",
-        "backup_id": backup_id,
-        "app": {"cluster": plan.app.cluster, "namespace": plan.app.namespace, "name": plan.app.name,
-                "policy": plan.app.policy},
-        "driver": driver.name,
-        "consistency": plan.consistency,
-        "started": iso(started),
-        "finished": iso(time.time()),
-        "hold_ended": iso(finished_hold),
-        "deadline_s": plan.freeze.deadline_s,
-        "deadline_passed": quiescer.expired.is_set(),
-    })
+        holds.append(
+            TargetHold(
+                name=h.name,
+                hook=h.target.hook,
+                method=d["method"],
+                recovery=recovery,
+                non_atomic_ok=d["non_atomic_ok"],
+                quiesced=h.quiesced,
+                released=h.released,
+                released_by=h.released_by,
+                lost=h.lost,
+                info=dict(h.info),
+            )
+        )
+    record = build_record(
+        holds,
+        cuts,
+        owners,
+        extra={
+            "kind": "consistent-point",
+            "backup_id": backup_id,
+            "app": {
+                "cluster": plan.app.cluster,
+                "namespace": plan.app.namespace,
+                "name": plan.app.name,
+                "policy": plan.app.policy,
+            },
+            "driver": driver.name,
+            "consistency": plan.consistency,
+            "started": iso(started),
+            "finished": iso(time.time()),
+            "hold_ended": iso(finished_hold),
+            "deadline_s": plan.freeze.deadline_s,
+            "deadline_passed": quiescer.expired.is_set(),
+        },
+    )
     if release_errors:
         record["release_errors"] = release_errors
         if record["verdict"] == "app-consistent":

@@ -44,24 +44,40 @@ def freeze_timeout(plan: Plan, target: Target) -> float:
     return float(value)
 
 
-def build_hooks(plan: Plan, backup_id: str, atomic: Callable[[Target], bool],
-                runner_factory: RunnerFactory = default_runner) -> list[Hook]:
+def build_hooks(
+    plan: Plan,
+    backup_id: str,
+    atomic: Callable[[Target], bool],
+    runner_factory: RunnerFactory = default_runner,
+) -> list[Hook]:
     hooks = []
     for i, target in enumerate(plan.targets):
-        ctx = RenderContext(backup_id=backup_id, hold_id=hold_id(plan, target), atomic_cut=atomic(target),
-                            keepalive_s=plan.freeze.keepalive_s, deadline_s=plan.freeze.deadline_s,
-                            freeze_timeout_s=freeze_timeout(plan, target))
+        ctx = RenderContext(
+            backup_id=backup_id,
+            hold_id=hold_id(plan, target),
+            atomic_cut=atomic(target),
+            keepalive_s=plan.freeze.keepalive_s,
+            deadline_s=plan.freeze.deadline_s,
+            freeze_timeout_s=freeze_timeout(plan, target),
+        )
         spec = render_hook(target, ctx, where=f"targets[{i}]")
-        hooks.append(make_hook(target, spec, runner_factory(plan, target), ctx.freeze_timeout_s,
-                               plan.freeze.keepalive_s))
+        hooks.append(
+            make_hook(
+                target, spec, runner_factory(plan, target), ctx.freeze_timeout_s, plan.freeze.keepalive_s
+            )
+        )
     return hooks
 
 
 class Quiescer:
     """Holds a list of hooks for at most ``deadline_s`` seconds from the first freeze."""
 
-    def __init__(self, hooks: list[Hook], deadline_s: float,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        hooks: list[Hook],
+        deadline_s: float,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ):
         self.hooks = hooks
         self.deadline_s = deadline_s
         self.on_event = on_event or (lambda _e, _d: None)
@@ -95,13 +111,16 @@ class Quiescer:
                 self.abort_all("failure")
                 if isinstance(err, ConsistencyError):
                     raise
-                raise ConsistencyError(f"target {hook.name} ({hook.target.hook}): freeze failed: {err}") from err
+                raise ConsistencyError(
+                    f"target {hook.name} ({hook.target.hook}): freeze failed: {err}"
+                ) from err
             with self._lock:
                 self.frozen.append(hook)
             self.on_event("quiesced", {"target": hook.name})
         if self.expired.is_set():
-            raise ConsistencyError(f"the freeze deadline ({self.deadline_s:g} s) passed before every target "
-                                   "was frozen")
+            raise ConsistencyError(
+                f"the freeze deadline ({self.deadline_s:g} s) passed before every target was frozen"
+            )
 
     def check_all(self) -> dict[str, str]:
         """Targets whose hold is no longer in force, with the reason."""
@@ -140,8 +159,11 @@ class Quiescer:
         with self._lock:
             hooks = list(reversed(self.frozen))
         # A hook still in its freeze (not yet in `frozen`) is aborted too: its session may hold a lock.
-        pending = [h for h in self.hooks if h not in hooks and h.quiesced is None and
-                   getattr(h, "session", None) is not None]
+        pending = [
+            h
+            for h in self.hooks
+            if h not in hooks and h.quiesced is None and getattr(h, "session", None) is not None
+        ]
         for hook in pending + hooks:
             try:
                 hook.abort(by)
@@ -168,5 +190,7 @@ def thaw_plan(plan: Plan, runner_factory: RunnerFactory = default_runner) -> lis
         try:
             results.append(hook.thaw())
         except Exception as err:
-            results.append({"target": hook.name, "hook": hook.target.hook, "thawed": False, "error": str(err)})
+            results.append(
+                {"target": hook.name, "hook": hook.target.hook, "thawed": False, "error": str(err)}
+            )
     return results

@@ -32,8 +32,14 @@ class HookTimeout(Exception):
 class Hook:
     """Common state: the rendered spec, when the hold began and ended, and what the stop returned."""
 
-    def __init__(self, target: Target, spec: dict[str, Any], runner: Runner, freeze_timeout_s: float,
-                 keepalive_s: float):
+    def __init__(
+        self,
+        target: Target,
+        spec: dict[str, Any],
+        runner: Runner,
+        freeze_timeout_s: float,
+        keepalive_s: float,
+    ):
         self.target = target
         self.spec = spec
         self.runner = runner
@@ -55,8 +61,12 @@ class Hook:
         return self.spec.get("kind", "none")
 
     def describe(self) -> dict[str, Any]:
-        return {"method": self.spec.get("method"), "recovery": self.spec.get("recovery"),
-                "non_atomic_ok": bool(self.spec.get("non_atomic_ok")), "defer": list(self.spec.get("defer") or [])}
+        return {
+            "method": self.spec.get("method"),
+            "recovery": self.spec.get("recovery"),
+            "non_atomic_ok": bool(self.spec.get("non_atomic_ok")),
+            "defer": list(self.spec.get("defer") or []),
+        }
 
     def _mark_released(self, by: str) -> bool:
         with self._state_lock:
@@ -135,7 +145,7 @@ class SessionHook(Hook):
     def _value(lines: list[str], key: str) -> str | None:
         for line in lines:
             if line.startswith(key + " "):
-                return line[len(key) + 1:].strip()
+                return line[len(key) + 1 :].strip()
         return None
 
     def _keepalive(self) -> None:
@@ -162,8 +172,10 @@ class SessionHook(Hook):
         guard = self._value(lines, "SNAPFLOW-GUARD")
         if guard is not None and guard != "1":
             self.session.kill()
-            raise ConsistencyError(f"target {self.name} ({self.target.hook}): another Snapflow hold is active "
-                                   "on this database (run `thaw` if its holder died)")
+            raise ConsistencyError(
+                f"target {self.name} ({self.target.hook}): another Snapflow hold is active "
+                "on this database (run `thaw` if its holder died)"
+            )
         watchdog = self.spec.get("watchdog")
         first_wait = float(watchdog["after_s"]) if watchdog else self.freeze_timeout_s
         try:
@@ -173,13 +185,16 @@ class SessionHook(Hook):
                 if not watchdog:
                     raise
                 # The lock request is queued (behind a long query, stalling the server): kill it.
-                self.runner.run(list(watchdog["argv"]),
-                                stdin=watchdog["stdin"].replace("{session}", str(int(self.session_id or 0))),
-                                timeout=10)
+                self.runner.run(
+                    list(watchdog["argv"]),
+                    stdin=watchdog["stdin"].replace("{session}", str(int(self.session_id or 0))),
+                    timeout=10,
+                )
                 self.session.kill()
                 raise ConsistencyError(
                     f"target {self.name} ({self.target.hook}): lock request still queued after "
-                    f"{first_wait:g} s (a long-running statement?); the watchdog killed it") from None
+                    f"{first_wait:g} s (a long-running statement?); the watchdog killed it"
+                ) from None
         except (HookTimeout, SessionClosed) as err:
             self.session.kill()
             raise self._fail("freeze", err) from None
@@ -241,12 +256,18 @@ class SessionHook(Hook):
         spec = self.spec["thaw"]
         res = self.runner.run(list(spec["argv"]), stdin=spec["stdin"], timeout=30)
         if not res.ok:
-            raise ConsistencyError(f"target {self.name} ({self.target.hook}): thaw failed: "
-                                   f"{(res.stderr or res.stdout).strip()[-300:]}")
+            raise ConsistencyError(
+                f"target {self.name} ({self.target.hook}): thaw failed: "
+                f"{(res.stderr or res.stdout).strip()[-300:]}"
+            )
         count = self._value(res.stdout.splitlines(), "SNAPFLOW-TERMINATED") or "0"
         n = int(count) if count.isdigit() else 0
-        return {"target": self.name, "hook": self.target.hook, "thawed": n > 0,
-                "detail": f"ended {n} holding session(s)" if n else "no hold found"}
+        return {
+            "target": self.name,
+            "hook": self.target.hook,
+            "thawed": n > 0,
+            "detail": f"ended {n} holding session(s)" if n else "no hold found",
+        }
 
 
 class PairedHook(Hook):
@@ -282,12 +303,15 @@ class PairedHook(Hook):
             line = self._read_until(("SNAPFLOW-HELD", "SNAPFLOW-FAILED"), self.freeze_timeout_s)
         except (HookTimeout, SessionClosed) as err:
             self.abort("failure")
-            raise ConsistencyError(f"target {self.name} ({self.target.hook}): freeze failed: {err}: "
-                                   f"{self.session.stderr_tail()}") from None
+            raise ConsistencyError(
+                f"target {self.name} ({self.target.hook}): freeze failed: {err}: {self.session.stderr_tail()}"
+            ) from None
         if line.startswith("SNAPFLOW-FAILED"):
             self.session.wait(5)
-            raise ConsistencyError(f"target {self.name} ({self.target.hook}): freeze command failed "
-                                   f"(exit {line.split()[-1]}): {self.session.stderr_tail()}")
+            raise ConsistencyError(
+                f"target {self.name} ({self.target.hook}): freeze command failed "
+                f"(exit {line.split()[-1]}): {self.session.stderr_tail()}"
+            )
         self.quiesced = time.time()
 
     def check(self) -> str | None:
@@ -319,11 +343,14 @@ class PairedHook(Hook):
                 line = self._read_until(("SNAPFLOW-RELEASED",), max(self.freeze_timeout_s, 30.0))
         except (HookTimeout, SessionClosed) as err:
             self.abort("failure")
-            raise ConsistencyError(f"target {self.name} ({self.target.hook}): release failed: {err}") from None
+            raise ConsistencyError(
+                f"target {self.name} ({self.target.hook}): release failed: {err}"
+            ) from None
         self._mark_released("release")
         if line.split()[-1] != "0":
-            raise ConsistencyError(f"target {self.name} ({self.target.hook}): thaw command failed: "
-                                   f"{self.session.stderr_tail()}")
+            raise ConsistencyError(
+                f"target {self.name} ({self.target.hook}): thaw command failed: {self.session.stderr_tail()}"
+            )
 
     def release(self) -> None:
         if self.session is not None:
@@ -355,12 +382,15 @@ class PrepareHook(Hook):
             timeout = float(cmd.get("timeout_s", self.freeze_timeout_s))
             res = self.runner.run(["sh", "-c", cmd["run"]], timeout=timeout)
             if not res.ok:
-                raise ConsistencyError(f"target {self.name} ({self.target.hook}): prepare command {i + 1} failed "
-                                       f"(exit {res.returncode}): {(res.stderr or res.stdout).strip()[-300:]}")
+                raise ConsistencyError(
+                    f"target {self.name} ({self.target.hook}): prepare command {i + 1} failed "
+                    f"(exit {res.returncode}): {(res.stderr or res.stdout).strip()[-300:]}"
+                )
         self.quiesced = time.time()
 
 
-def make_hook(target: Target, spec: dict[str, Any], runner: Runner, freeze_timeout_s: float,
-              keepalive_s: float) -> Hook:
+def make_hook(
+    target: Target, spec: dict[str, Any], runner: Runner, freeze_timeout_s: float, keepalive_s: float
+) -> Hook:
     cls = {"session": SessionHook, "paired": PairedHook, "prepare": PrepareHook, "none": NoHook}[spec["kind"]]
     return cls(target, spec, runner, freeze_timeout_s, keepalive_s)

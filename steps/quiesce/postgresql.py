@@ -23,8 +23,10 @@ def write_backup_label(datadir: str | os.PathLike, target_record: dict[str, Any]
     ``backup_label``."""
     recovery = target_record.get("recovery", "backup_label")
     if recovery != "backup_label":
-        raise UsageError(f"target {target_record.get('name')}: recovery is {recovery!r}; "
-                         "a backup_label must not be written")
+        raise UsageError(
+            f"target {target_record.get('name')}: recovery is {recovery!r}; "
+            "a backup_label must not be written"
+        )
     label = target_record.get("backup_label")
     if not label:
         raise UsageError(f"target {target_record.get('name')}: the record carries no backup_label")

@@ -8,20 +8,18 @@ or the environment where the hook runs (``password_file``, ``password_env``), ne
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from steps.errors import UsageError
 from steps.plan import Plan, Target
+from steps.resources import templates_dir
 
-TEMPLATES_DIR = Path(os.environ.get("SNAPFLOW_TEMPLATES", Path(__file__).resolve().parents[2] / "templates"))
 HOOK_TEMPLATES = ("postgresql", "mysql", "mariadb", "mongodb", "redis", "fsfreeze", "custom")
 _SECRET_PARAMS = re.compile(r"^(password|passwd|pwd|secret|token|auth)$", re.IGNORECASE)
 _ENVNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -39,7 +37,7 @@ class RenderContext:
     freeze_timeout_s: float
 
     def variables(self) -> dict[str, Any]:
-        limit_s = max(int(round(3 * self.keepalive_s)), 2)
+        limit_s = max(round(3 * self.keepalive_s), 2)
         return {
             "backup_id": self.backup_id,
             "hold_id": self.hold_id,
@@ -78,13 +76,14 @@ def environment():
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR / "hooks")),
+        loader=jinja2.FileSystemLoader(str(templates_dir() / "hooks")),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters.update(shquote=lambda v: shlex.quote(str(v)), sqlstr=_sqlstr, pgconn=_pgconn,
-                       envname=_envname, ident=_ident)
+    env.filters.update(
+        shquote=lambda v: shlex.quote(str(v)), sqlstr=_sqlstr, pgconn=_pgconn, envname=_envname, ident=_ident
+    )
     return env
 
 
@@ -96,8 +95,10 @@ def hold_id(plan: Plan, target: Target) -> str:
 def check_params(target: Target, where: str) -> None:
     for key, value in target.params.items():
         if _SECRET_PARAMS.match(key):
-            raise UsageError(f"{where}.params.{key}: credentials are not accepted inline; "
-                             "expected password_file (a mounted file) or password_env (a variable name)")
+            raise UsageError(
+                f"{where}.params.{key}: credentials are not accepted inline; "
+                "expected password_file (a mounted file) or password_env (a variable name)"
+            )
         if key == "password_env":
             _envname(value)
     if target.hook == "fsfreeze" and not (target.params.get("mount") or target.params.get("mounts")):
@@ -106,11 +107,21 @@ def check_params(target: Target, where: str) -> None:
         raise UsageError(f"{where}.params: the custom hook needs 'freeze' (and 'thaw') or 'prepare' commands")
     if target.hook == "custom" and target.params.get("freeze") and not target.params.get("thaw"):
         raise UsageError(f"{where}.params.thaw: required when 'freeze' commands are given")
-    if target.hook == "postgresql" and target.params.get("mode", "auto") not in ("auto", "checkpoint", "backup"):
-        raise UsageError(f"{where}.params.mode: expected auto, checkpoint or backup, "
-                         f"got {target.params.get('mode')!r}")
-    if target.hook in ("mysql", "mariadb") and target.params.get("method", "ftwrl") not in ("ftwrl", "backup_stage"):
-        raise UsageError(f"{where}.params.method: expected ftwrl or backup_stage, got {target.params.get('method')!r}")
+    if target.hook == "postgresql" and target.params.get("mode", "auto") not in (
+        "auto",
+        "checkpoint",
+        "backup",
+    ):
+        raise UsageError(
+            f"{where}.params.mode: expected auto, checkpoint or backup, got {target.params.get('mode')!r}"
+        )
+    if target.hook in ("mysql", "mariadb") and target.params.get("method", "ftwrl") not in (
+        "ftwrl",
+        "backup_stage",
+    ):
+        raise UsageError(
+            f"{where}.params.method: expected ftwrl or backup_stage, got {target.params.get('method')!r}"
+        )
 
 
 def render_hook(target: Target, ctx: RenderContext, where: str = "target") -> dict[str, Any]:
@@ -121,8 +132,11 @@ def render_hook(target: Target, ctx: RenderContext, where: str = "target") -> di
         return {"kind": "none", "method": "none", "recovery": "crash", "non_atomic_ok": False, "defer": []}
     check_params(target, where)
     try:
-        text = environment().get_template(f"{target.hook}.yaml.j2").render(params=target.params,
-                                                                           **ctx.variables())
+        text = (
+            environment()
+            .get_template(f"{target.hook}.yaml.j2")
+            .render(params=target.params, **ctx.variables())
+        )
     except jinja2.UndefinedError as err:
         raise UsageError(f"{where}.params: {err.message} (hook {target.hook})") from None
     except jinja2.TemplateNotFound:
@@ -136,8 +150,11 @@ def render_hook(target: Target, ctx: RenderContext, where: str = "target") -> di
 def render_watcher(freeze: str, thaw: str, ctx: RenderContext) -> str:
     # The watcher outlives the in-process deadline by a margin: normally the holder releases first.
     deadline = ctx.deadline_s + max(2.0, min(10.0, ctx.deadline_s / 2))
-    return environment().get_template("_watcher.sh.j2").render(
-        freeze=_indent(freeze), thaw=_indent(thaw), deadline_s=f"{deadline:g}")
+    return (
+        environment()
+        .get_template("_watcher.sh.j2")
+        .render(freeze=_indent(freeze), thaw=_indent(thaw), deadline_s=f"{deadline:g}")
+    )
 
 
 def _indent(script: str) -> str:

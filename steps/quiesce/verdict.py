@@ -73,27 +73,38 @@ def judge_volume(cut: CutResult, holds: list[TargetHold]) -> tuple[str, list[str
             if cut.cut_time is None:
                 reasons.append(f"{who}: the storage reported no cut time")
             elif not (h.quiesced <= cut.cut_time <= released):
-                reasons.append(f"{who}: cut at {iso(cut.cut_time)} outside the hold "
-                               f"[{iso(h.quiesced)}, {iso(h.released)}]")
+                reasons.append(
+                    f"{who}: cut at {iso(cut.cut_time)} outside the hold "
+                    f"[{iso(h.quiesced)}, {iso(h.released)}]"
+                )
             continue
         if not h.non_atomic_ok:
-            reasons.append(f"{who}: a file-by-file copy is not consistent under the {h.method} method "
-                           "(only an atomic cut is)")
+            reasons.append(
+                f"{who}: a file-by-file copy is not consistent under the {h.method} method "
+                "(only an atomic cut is)"
+            )
         elif not (h.quiesced <= cut.started and cut.finished <= released):
-            reasons.append(f"{who}: copy [{iso(cut.started)}, {iso(cut.finished)}] not inside the hold "
-                           f"[{iso(h.quiesced)}, {iso(h.released)}]")
+            reasons.append(
+                f"{who}: copy [{iso(cut.started)}, {iso(cut.finished)}] not inside the hold "
+                f"[{iso(h.quiesced)}, {iso(h.released)}]"
+            )
         elif h.recovery == "backup_label" and not h.info.get("backup_label"):
             reasons.append(f"{who}: backup mode without a stored backup_label")
-        elif cut.deferred and (cut.deferred_copied is None or
-                               (h.released is not None and cut.deferred_copied < h.released)):
+        elif cut.deferred and (
+            cut.deferred_copied is None or (h.released is not None and cut.deferred_copied < h.released)
+        ):
             reasons.append(f"{who}: {', '.join(cut.deferred)} not copied after the stop")
     if reasons:
         return worst_case, reasons
     return "app-consistent", []
 
 
-def build_record(holds: list[TargetHold], cuts: list[CutResult], owners: dict[str, list[str]],
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_record(
+    holds: list[TargetHold],
+    cuts: list[CutResult],
+    owners: dict[str, list[str]],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Timeline and verdict. ``owners`` maps a volume name to the targets that quiesce it."""
     by_name = {h.name: h for h in holds}
     verdict = "app-consistent"
@@ -108,22 +119,24 @@ def build_record(holds: list[TargetHold], cuts: list[CutResult], owners: dict[st
         quiesced = max((h.quiesced for h in vholds if h.quiesced is not None), default=None)
         released = min((h.released for h in vholds if h.released is not None), default=None)
         point = cut.cut_time if cut.atomic else cut.finished
-        volumes.append({
-            "volume": cut.volume,
-            "snapshot": cut.snapshot,
-            "atomic": cut.atomic,
-            "targets": [h.name for h in vholds],
-            "quiesced": iso(quiesced),
-            "cut": iso(cut.cut_time) if cut.atomic else None,
-            "copy_started": None if cut.atomic else iso(cut.started),
-            "copy_finished": None if cut.atomic else iso(cut.finished),
-            "deferred": list(cut.deferred),
-            "deferred_copied": iso(cut.deferred_copied),
-            "released": iso(released),
-            "window_ms": _ms(quiesced, released),
-            "cut_after_quiesce_ms": _ms(quiesced, point),
-            "verdict": v,
-        })
+        volumes.append(
+            {
+                "volume": cut.volume,
+                "snapshot": cut.snapshot,
+                "atomic": cut.atomic,
+                "targets": [h.name for h in vholds],
+                "quiesced": iso(quiesced),
+                "cut": iso(cut.cut_time) if cut.atomic else None,
+                "copy_started": None if cut.atomic else iso(cut.started),
+                "copy_finished": None if cut.atomic else iso(cut.finished),
+                "deferred": list(cut.deferred),
+                "deferred_copied": iso(cut.deferred_copied),
+                "released": iso(released),
+                "window_ms": _ms(quiesced, released),
+                "cut_after_quiesce_ms": _ms(quiesced, point),
+                "verdict": v,
+            }
+        )
     targets = []
     for h in holds:
         t = {

@@ -56,7 +56,9 @@ class Chunker:
             self.avg_size, min_size=self.min_size, max_size=self.max_size, seed=self.seed
         )
 
-    def chunks(self, readinto: Callable[[memoryview], int], size_hint: int | None = None) -> Iterator[memoryview]:
+    def chunks(
+        self, readinto: Callable[[memoryview], int], size_hint: int | None = None
+    ) -> Iterator[memoryview]:
         """Chunks of the stream read with ``readinto`` (like ``file.readinto``), in order.
 
         Each yielded memoryview stays valid after the next one is produced (every read block is a fresh

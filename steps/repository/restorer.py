@@ -306,7 +306,12 @@ class Restorer:
         try:
             for bid, (off, length, raw, targets) in sorted(blobs.items(), key=lambda kv: kv[1][0]):
                 plain = self.repo.decode_blob(
-                    bid, b"d", salt, view[off - start : off - start + length], raw, f"blob {bid.hex()} in pack {pack_id}"
+                    bid,
+                    b"d",
+                    salt,
+                    view[off - start : off - start + length],
+                    raw,
+                    f"blob {bid.hex()} in pack {pack_id}",
                 )
                 if plain[:1] == b"\0" and plain == bytes(len(plain)):
                     sparse += len(plain) * len(targets)

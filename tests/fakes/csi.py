@@ -9,7 +9,7 @@ as a copy of it. Deleting a claim (after the pvc-protection finalizer is release
 it) deletes the volume when the reclaim policy is Delete.
 
 Snapshots: creating a VolumeSnapshot creates its VolumeSnapshotContent `snapcontent-<uid>`, copies the
-volume at the moment of the cut (`cp -a`: modes, owners, times, symlinks, hard links, sparse files),
+volume at the moment of the cut (`cp -a`: modes, owners, times, xattrs, symlinks, hard links, holes),
 writes the content's status.creationTime (Unix nanoseconds, the instant the cut began) and mirrors it
 to the VolumeSnapshot (RFC 3339, whole seconds), then sets readyToUse after `ready_delay`. A
 VolumeGroupSnapshot cuts all claims its selector matches at one instant and creates one
@@ -102,9 +102,9 @@ def copy_tree(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.is_dir():
         target.mkdir(exist_ok=True)
-        cmd = ["cp", "-a", "--sparse=always", f"{source}/.", str(target)]
+        cmd = ["cp", "-a", f"{source}/.", str(target)]
     else:
-        cmd = ["cp", "-a", "--sparse=always", str(source), str(target)]
+        cmd = ["cp", "-a", str(source), str(target)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise OSError(f"copying {source} to {target} failed: {result.stderr.strip()}")
@@ -469,7 +469,18 @@ class StorageSimulator:
                     with open(target, "r+b") as f:
                         f.truncate(requested)
 
-            await loop.run_in_executor(None, make)
+            try:
+                await loop.run_in_executor(None, make)
+            except OSError as error:
+                remove_tree(target)
+                self.server.record_event(
+                    pvc,
+                    "ProvisioningFailed",
+                    f"failed to provision volume: {error}",
+                    "Warning",
+                    f"{DRIVER}_csi-hostpathplugin-0",
+                )
+                return
             self._bind(namespace, name, uid, sc, handle, requested)
         finally:
             self._provisioning.discard(uid)
@@ -827,7 +838,13 @@ class StorageSimulator:
             await asyncio.sleep(behavior.cut_delay)
         if not alive():
             return
-        await cut()
+        try:
+            await cut()
+        except OSError as error:
+            message = f"failed to take snapshot of the volume: {error}"
+            fail(message)
+            on_event("SnapshotCreationFailed", message, "Warning")
+            return
         if not alive():
             return
         on_event("SnapshotCreated", f"Snapshot {label} was successfully created by the CSI driver.", "Normal")
@@ -861,8 +878,13 @@ class StorageSimulator:
         def copy_all() -> int:
             self.snapshots_root.mkdir(parents=True, exist_ok=True)
             cut_ns = time.time_ns()
-            for source, handle in zip(sources, handles, strict=True):
-                copy_tree(source, self.snapshots_root / handle)
+            try:
+                for source, handle in zip(sources, handles, strict=True):
+                    copy_tree(source, self.snapshots_root / handle)
+            except OSError:
+                for handle in handles:
+                    remove_tree(self.snapshots_root / handle)
+                raise
             return cut_ns
 
         cut_ns = await asyncio.get_running_loop().run_in_executor(None, copy_all)

@@ -71,7 +71,6 @@ class ExecSession:
     ended_at: float | None = None
     exit_code: int | None = None
     client_disconnected: bool = False
-    done: asyncio.Event | None = field(default=None, repr=False)
 
     @property
     def running(self) -> bool:
@@ -224,7 +223,6 @@ class ExecService:
             tty=want["tty"],
             protocol=ws.ws_protocol or "",
             started_at=time.time(),
-            done=asyncio.Event(),
         )
         self.sessions.append(session)
         env, cwd = self._env(pod, container, config), self._cwd(namespace, name, config)
@@ -233,7 +231,6 @@ class ExecService:
             await runner.start()
         except OSError as error:
             session.ended_at, session.exit_code = time.time(), 127
-            session.done.set()
             await _send(ws, ERROR, json.dumps(_start_failure(argv, error)).encode())
             await ws.close()
             return ws
@@ -289,7 +286,6 @@ class ExecService:
         finally:
             self._procs.pop(runner.proc.pid, None)
         session.exit_code, session.ended_at = exit_code, time.time()
-        session.done.set()
         return exit_code
 
     def _hangup(self, runner, session: ExecSession) -> None:
@@ -300,6 +296,13 @@ class ExecService:
         if self.settings.signal_on_disconnect is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(runner.proc.pid, self.settings.signal_on_disconnect)
+
+    def kill_pod(self, namespace: str, pod: str) -> None:
+        """The pod is gone: its containers' processes die (SIGKILL), as exec'd processes do."""
+        for session in self.sessions:
+            if session.namespace == namespace and session.pod == pod and session.running and session.pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(session.pid, signal.SIGKILL)
 
     async def shutdown(self) -> None:
         for proc in list(self._procs.values()):

@@ -161,6 +161,11 @@ class Handlers:
             return json_response(error.status(), error.code)
         except SelectorError as error:
             return json_response(bad_request(str(error)).status(), 400)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as error:
+            self.server.errors.append(error)
+            return json_response(status_error(500, f"Internal error occurred: {error!r}").status(), 500)
 
     def _authenticate(self, request: web.Request) -> kube_rbac.Identity:
         header = request.headers.get("Authorization", "")
@@ -431,8 +436,6 @@ class Handlers:
                 kind, obj = item
                 await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
             await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
         finally:
             self.store.unwatch(stream)
             self.server._streams.discard(stream)

@@ -157,6 +157,7 @@ class FakeKubeAPI:
         self.storage = StorageSimulator(self)
         self.cluster.install()
         self.storage.install()
+        self.store.listeners.append(self._pod_gone)
         self._seed = seed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -164,7 +165,8 @@ class FakeKubeAPI:
         self._tasks: set[asyncio.Task] = set()
         self._streams: set = set()
         self.port: int | None = None
-        self.controller_errors: list[BaseException] = []
+        self.errors: list[BaseException] = []
+        """Exceptions raised inside the fake (controllers, request handlers): bugs of the fake."""
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -266,10 +268,15 @@ class FakeKubeAPI:
         def done(t: asyncio.Task) -> None:
             self._tasks.discard(t)
             if not t.cancelled() and t.exception() is not None:
-                self.controller_errors.append(t.exception())
+                self.errors.append(t.exception())
 
         task.add_done_callback(done)
         return task
+
+    def _pod_gone(self, event) -> None:
+        if event.type == "DELETED" and event.rtype.key == ("", "pods"):
+            meta = event.obj["metadata"]
+            self._exec.kill_pod(meta.get("namespace", ""), meta["name"])
 
     def call(self, fn: Callable, *args, **kwargs):
         """Run `fn` on the server thread (where the store lives) and return its result."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -95,6 +94,35 @@ class ClusterSimulator:
             if self.store.peek(self.rt["namespaces"], None, name) is None:
                 self.store.create(self.rt["namespaces"], None, {"metadata": {"name": name}})
         self._seed_rbac()
+        if self.store.peek(self.rt["services"], "default", "kubernetes") is None:
+            labels = {"component": "apiserver", "provider": "kubernetes"}
+            self.store.create(
+                self.rt["services"],
+                "default",
+                {
+                    "metadata": {"name": "kubernetes", "labels": labels},
+                    "spec": {
+                        "clusterIP": "10.96.0.1",
+                        "ports": [{"name": "https", "port": 443, "targetPort": 6443}],
+                    },
+                },
+            )
+            self.store.create(
+                self.rt["endpoints"],
+                "default",
+                {
+                    "metadata": {
+                        "name": "kubernetes",
+                        "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+                    },
+                    "subsets": [
+                        {
+                            "addresses": [{"ip": "10.0.0.1"}],
+                            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+                        }
+                    ],
+                },
+            )
         if self.store.peek(self.rt["nodes"], None, NODE_NAME) is None:
             self.store.create(
                 self.rt["nodes"],
@@ -195,7 +223,7 @@ class ClusterSimulator:
             for container in spec.get("containers") or []:
                 container.setdefault("imagePullPolicy", "IfNotPresent")
                 container.setdefault("terminationMessagePath", "/dev/termination-log")
-            new.setdefault("status", {})["phase"] = "Pending"
+            new.setdefault("status", {}).setdefault("phase", "Pending")
         elif key == ("", "services"):
             spec = new.setdefault("spec", {})
             spec.setdefault("type", "ClusterIP")
@@ -328,17 +356,15 @@ class ClusterSimulator:
     async def _terminate_namespace(self, name: str) -> None:
         if self.namespace_deletion_delay:
             await asyncio.sleep(self.namespace_deletion_delay)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        attempt = 0
+        while True:
             self.store.delete_all_in_namespace(name)
-            remaining = [
-                rtype
-                for rtype in self.server.registry.all()
-                if rtype.namespaced and self.store.items(rtype, name)
-            ]
+            remaining = [r for r in self.server.registry.all() if r.namespaced and self.store.items(r, name)]
             if not remaining:
                 break
-            await asyncio.sleep(0.02)
+            # objects held by finalizers keep the namespace Terminating, as in a real cluster
+            attempt += 1
+            await asyncio.sleep(min(0.2, 0.02 * attempt))
 
         def finalize(ns: dict) -> None:
             ns.setdefault("spec", {})["finalizers"] = [

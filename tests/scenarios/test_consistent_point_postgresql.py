@@ -54,14 +54,24 @@ def test_atomic_btrfs_snapshot_of_postgresql_under_load_recovers_consistent(btrf
         server.pgbench("-i", "-s", "1", "-q")
         load = server.pgbench_start("-c", "4", "-T", "6", "-n")
         time.sleep(1.5)
-        plan = local_plan([_pg_target(server)], [{"name": "pgdata", "path": str(pgdata)}],
-                          local_dir=str(btrfs_mount.mountpoint / "snaps"))
+        plan = local_plan(
+            [_pg_target(server)],
+            [{"name": "pgdata", "path": str(pgdata)}],
+            local_dir=str(btrfs_mount.mountpoint / "snaps"),
+        )
         (tmp_path / "plan.json").write_text(json.dumps(plan))
 
         # WHEN the consistent point runs (the step CLI, one process)
-        res = run_step("consistent-point", "--plan", str(tmp_path / "plan.json"), "--backup-id", "bk-a",
-                       "--out", str(tmp_path / "cp.json"))
-        load_out, load_err = load.communicate(timeout=60)
+        res = run_step(
+            "consistent-point",
+            "--plan",
+            str(tmp_path / "plan.json"),
+            "--backup-id",
+            "bk-a",
+            "--out",
+            str(tmp_path / "cp.json"),
+        )
+        _load_out, load_err = load.communicate(timeout=60)
 
         # THEN the verdict is app-consistent, by checkpoint + atomic cut, with crash recovery
         assert res.returncode == 0, res.stderr
@@ -79,8 +89,11 @@ def test_atomic_btrfs_snapshot_of_postgresql_under_load_recovers_consistent(btrf
 
         # AND a fresh PostgreSQL on the snapshot recovers, with the TPC-B invariant intact
         restored = btrfs_mount.mountpoint / "restored"
-        subprocess.run(["btrfs", "subvolume", "snapshot", snap["snapshot"], str(restored)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["btrfs", "subvolume", "snapshot", snap["snapshot"], str(restored)],
+            check=True,
+            capture_output=True,
+        )
         assert not (restored / "backup_label").exists()
         started, log, sums = _restore_and_check(restored)
         assert started, log
@@ -112,7 +125,9 @@ def test_copy_in_backup_mode_needs_the_label_when_a_checkpoint_runs_during_the_c
                 time.sleep(0.5)
 
         driver = LocalSnapshotDriver(local_dir=snaps, copy_hook=checkpoint_in_the_middle)
-        plan = plan_from_dict(local_plan([_pg_target(server)], [{"name": "pgdata", "path": str(server.datadir)}]))
+        plan = plan_from_dict(
+            local_plan([_pg_target(server)], [{"name": "pgdata", "path": str(server.datadir)}])
+        )
 
         # WHEN the consistent point copies the data directory
         record = run_consistent_point(plan, "bk-b", driver)
@@ -143,9 +158,12 @@ def test_copy_in_backup_mode_needs_the_label_when_a_checkpoint_runs_during_the_c
         without = snaps / "without-label"
         shutil.copytree(snap["snapshot"], without, symlinks=True)
         started, log, sums = _restore_and_check(without)
-        print("restore without backup_label:", "started" if started else "failed to start", sums or log[-300:])
+        print(
+            "restore without backup_label:", "started" if started else "failed to start", sums or log[-300:]
+        )
         assert not started or not tpcb_invariant_holds(sums), (
-            f"expected a broken restore without backup_label, got a consistent one: {sums}")
+            f"expected a broken restore without backup_label, got a consistent one: {sums}"
+        )
     finally:
         if load is not None and load.poll() is None:
             load.kill()

@@ -18,7 +18,9 @@ def _fs_plan(fs, plan_file, tmp_path, **kw):
     target = {"name": "fs", "hook": "fsfreeze", "params": {"mount": str(fs.mountpoint)}}
     vol = fs.mountpoint / "vol"
     vol.mkdir(exist_ok=True)
-    return plan_file(local_plan([target], [{"name": "vol", "path": str(vol)}], local_dir=str(tmp_path / "snaps"), **kw))
+    return plan_file(
+        local_plan([target], [{"name": "vol", "path": str(vol)}], local_dir=str(tmp_path / "snaps"), **kw)
+    )
 
 
 def _wait_ready(proc, ready, timeout=30):
@@ -46,8 +48,13 @@ def test_watcher_unfreezes_when_the_holder_is_killed(btrfs_mount, tmp_path, plan
     try:
         _wait_ready(holder, ready)
         assert btrfs_mount.frozen()
-        writer = subprocess.Popen(["sh", "-c", f"echo data > {btrfs_mount.mountpoint}/vol/file && sync -f "
-                                   f"{btrfs_mount.mountpoint}/vol/file"])
+        writer = subprocess.Popen(
+            [
+                "sh",
+                "-c",
+                f"echo data > {btrfs_mount.mountpoint}/vol/file && sync -f {btrfs_mount.mountpoint}/vol/file",
+            ]
+        )
         time.sleep(0.3)
         assert writer.poll() is None, "a writer on a frozen file system must block"
 
@@ -75,8 +82,10 @@ def test_fsfreeze_thaw_is_idempotent_and_never_waits_on_writers(btrfs_mount, tmp
         assert res.returncode == 0, res.stderr
     # frozen by someone else, writers piling up: thaw still returns at once
     subprocess.run(["fsfreeze", "-f", str(btrfs_mount.mountpoint)], check=True)
-    writers = [subprocess.Popen(["sh", "-c", f"echo {i} > {btrfs_mount.mountpoint}/vol/w{i}; sync"])
-               for i in range(3)]
+    writers = [
+        subprocess.Popen(["sh", "-c", f"echo {i} > {btrfs_mount.mountpoint}/vol/w{i}; sync"])
+        for i in range(3)
+    ]
     try:
         time.sleep(0.3)
         t0 = time.monotonic()

@@ -13,8 +13,11 @@ from tests.fixtures.quiesce import local_plan, run_step, start_step
 
 
 def _custom(marker, **params):
-    return {"name": "app", "hook": "custom",
-            "params": {"freeze": [f"touch {marker}"], "thaw": [f"rm -f {marker}"], **params}}
+    return {
+        "name": "app",
+        "hook": "custom",
+        "params": {"freeze": [f"touch {marker}"], "thaw": [f"rm -f {marker}"], **params},
+    }
 
 
 def _wait(cond, bound, what):
@@ -62,8 +65,17 @@ def test_release_runs_the_thaw_and_reports_the_window(tmp_path, plan_file):
     marker = tmp_path / "frozen"
     plan = plan_file(local_plan([_custom(marker)], [{"name": "v", "path": str(tmp_path)}]))
     ready, release, result = tmp_path / "ready", tmp_path / "release", tmp_path / "result.json"
-    holder = start_step("freeze", "--plan", str(plan), "--ready-file", str(ready), "--release-file", str(release),
-                        "--result", str(result))
+    holder = start_step(
+        "freeze",
+        "--plan",
+        str(plan),
+        "--ready-file",
+        str(ready),
+        "--release-file",
+        str(release),
+        "--result",
+        str(result),
+    )
     try:
         _wait(ready.exists, 20, "never ready")
         assert marker.exists()
@@ -87,7 +99,9 @@ def test_thaw_runs_the_unfreeze_without_a_holder(tmp_path, plan_file):
 
 
 def test_bad_plans_fail_with_one_line_naming_the_field(tmp_path, plan_file):
-    plan = plan_file(local_plan([{"name": "fs", "hook": "fsfreeze", "params": {}}], [{"name": "v", "path": str(tmp_path)}]))
+    plan = plan_file(
+        local_plan([{"name": "fs", "hook": "fsfreeze", "params": {}}], [{"name": "v", "path": str(tmp_path)}])
+    )
     res = run_step("freeze", "--plan", str(plan))
     assert res.returncode == 2
     assert "params.mount" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -23,28 +23,56 @@ NS = "shop"
 def _pod(server, name: str, password: str | None = None) -> None:
     env = []
     if password is not None:
-        server.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-creds", "namespace": NS},
-                       "data": {"password": base64.b64encode(password.encode()).decode()}})
-        env = [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": f"{name}-creds", "key": "password"}}}]
-    server.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
-                   "spec": {"containers": [{"name": "db", "image": "postgres:15", "env": env}]}})
+        server.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{name}-creds", "namespace": NS},
+                "data": {"password": base64.b64encode(password.encode()).decode()},
+            }
+        )
+        env = [
+            {
+                "name": "DB_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": f"{name}-creds", "key": "password"}},
+            }
+        ]
+    server.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"containers": [{"name": "db", "image": "postgres:15", "env": env}]},
+        }
+    )
     server.wait_for("pods", name, NS, lambda o: (o.get("status") or {}).get("phase") == "Running")
 
 
 def _plan(targets, volumes, **freeze):
-    return {"version": 1, "app": {"namespace": NS, "name": "orders"},
-            "snapshot": {"driver": "local"}, "freeze": {"deadline_s": 30, "keepalive_s": 1, **freeze},
-            "targets": targets, "volumes": volumes}
+    return {
+        "version": 1,
+        "app": {"namespace": NS, "name": "orders"},
+        "snapshot": {"driver": "local"},
+        "freeze": {"deadline_s": 30, "keepalive_s": 1, **freeze},
+        "targets": targets,
+        "volumes": volumes,
+    }
 
 
 def _pg_target(pg, pod="pg-0"):
     params = {k: v for k, v in pg.conn_params.items() if k != "password_file"}
-    return {"name": pod, "hook": "postgresql", "pod": pod, "container": "db",
-            "params": {**params, "password_env": "DB_PASSWORD"}}
+    return {
+        "name": pod,
+        "hook": "postgresql",
+        "pod": pod,
+        "container": "db",
+        "params": {**params, "password_env": "DB_PASSWORD"},
+    }
 
 
-def test_consistent_point_holds_postgresql_backup_mode_through_pod_exec(kube_server, kubeconfig, postgres_server,
-                                                                         tmp_path):
+def test_consistent_point_holds_postgresql_backup_mode_through_pod_exec(
+    kube_server, kubeconfig, postgres_server, tmp_path
+):
     # GIVEN a pod whose exec reaches the database, its password only in a Secret-backed env variable
     _pod(kube_server, "pg-0", password=PG_PASSWORD)
     snaps = make_workdir("snapflow-kexec-", "postgres")
@@ -71,12 +99,25 @@ def test_dropped_exec_stream_makes_the_watcher_release(kube_server, kube_client,
     # GIVEN a paired hook held by a watcher running in the pod
     _pod(kube_server, "app-0")
     marker = tmp_path / "frozen"
-    plan = plan_from_dict(_plan(
-        [{"name": "app-0", "hook": "custom", "pod": "app-0",
-          "params": {"freeze": [f"touch {marker}"], "thaw": [f"rm -f {marker}"]}}],
-        [{"name": "v", "path": str(tmp_path)}]))
-    hooks = build_hooks(plan, "bk", atomic=lambda _t: True,
-                        runner_factory=lambda p, t: KubeRunner(NS, t.pod, api_client=kube_client))
+    plan = plan_from_dict(
+        _plan(
+            [
+                {
+                    "name": "app-0",
+                    "hook": "custom",
+                    "pod": "app-0",
+                    "params": {"freeze": [f"touch {marker}"], "thaw": [f"rm -f {marker}"]},
+                }
+            ],
+            [{"name": "v", "path": str(tmp_path)}],
+        )
+    )
+    hooks = build_hooks(
+        plan,
+        "bk",
+        atomic=lambda _t: True,
+        runner_factory=lambda p, t: KubeRunner(NS, t.pod, api_client=kube_client),
+    )
     quiescer = Quiescer(hooks, deadline_s=60)
     quiescer.freeze_all()
     try:

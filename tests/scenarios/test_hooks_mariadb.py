@@ -48,7 +48,9 @@ def _seconds_until_writable(server, bound: float) -> float:
 
 
 def _session_clients(holder_pid: int) -> list[psutil.Process]:
-    return [p for p in psutil.Process(holder_pid).children(recursive=True) if p.name() in ("mariadb", "mysql")]
+    return [
+        p for p in psutil.Process(holder_pid).children(recursive=True) if p.name() in ("mariadb", "mysql")
+    ]
 
 
 @pytest.mark.root
@@ -61,8 +63,11 @@ def test_atomic_snapshot_under_the_read_lock_keeps_the_total(btrfs_mount, tmp_pa
         server.start()
         load = TransferWorkload(server).start()
         time.sleep(1.5)
-        plan = local_plan([_target(server)], [{"name": "mysql", "path": str(datadir)}],
-                          local_dir=str(btrfs_mount.mountpoint / "snaps"))
+        plan = local_plan(
+            [_target(server)],
+            [{"name": "mysql", "path": str(datadir)}],
+            local_dir=str(btrfs_mount.mountpoint / "snaps"),
+        )
         (tmp_path / "plan.json").write_text(json.dumps(plan))
 
         # WHEN the consistent point runs under the global read lock
@@ -80,8 +85,11 @@ def test_atomic_snapshot_under_the_read_lock_keeps_the_total(btrfs_mount, tmp_pa
 
         # AND a fresh server on the snapshot recovers with the total intact
         restored = btrfs_mount.mountpoint / "restored"
-        subprocess.run(["btrfs", "subvolume", "snapshot", record["snapshots"][0]["snapshot"], str(restored)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["btrfs", "subvolume", "snapshot", record["snapshots"][0]["snapshot"], str(restored)],
+            check=True,
+            capture_output=True,
+        )
         copy = MariaDBServer(restored, initialise=False)
         try:
             started, log = copy.try_start()
@@ -99,8 +107,11 @@ def test_atomic_snapshot_under_the_read_lock_keeps_the_total(btrfs_mount, tmp_pa
 
 def test_database_is_writable_again_soon_after_the_holder_is_killed(mariadb_server, tmp_path, plan_file):
     # GIVEN a freeze holding the global read lock
-    plan = plan_file(local_plan([_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}],
-                                keepalive_s=1, deadline_s=120))
+    plan = plan_file(
+        local_plan(
+            [_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}], keepalive_s=1, deadline_s=120
+        )
+    )
     ready = tmp_path / "ready"
     holder = start_step("freeze", "--plan", str(plan), "--ready-file", str(ready))
     try:
@@ -118,10 +129,15 @@ def test_database_is_writable_again_soon_after_the_holder_is_killed(mariadb_serv
             holder.kill()
 
 
-def test_wait_timeout_releases_the_lock_when_the_session_client_goes_silent(mariadb_server, tmp_path, plan_file):
+def test_wait_timeout_releases_the_lock_when_the_session_client_goes_silent(
+    mariadb_server, tmp_path, plan_file
+):
     # GIVEN a freeze holding the lock with a 1 s keepalive (wait_timeout 3 s in the held session)
-    plan = plan_file(local_plan([_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}],
-                                keepalive_s=1, deadline_s=120))
+    plan = plan_file(
+        local_plan(
+            [_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}], keepalive_s=1, deadline_s=120
+        )
+    )
     ready = tmp_path / "ready"
     holder = start_step("freeze", "--plan", str(plan), "--ready-file", str(ready))
     clients = []
@@ -155,8 +171,11 @@ def test_wait_timeout_releases_the_lock_when_the_session_client_goes_silent(mari
 
 def test_thaw_ends_a_hold_whose_holder_died_and_is_idempotent(mariadb_server, tmp_path, plan_file):
     # GIVEN nothing frozen: thaw is a no-op that succeeds, twice
-    plan = plan_file(local_plan([_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}],
-                                keepalive_s=20, deadline_s=300))
+    plan = plan_file(
+        local_plan(
+            [_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}], keepalive_s=20, deadline_s=300
+        )
+    )
     for _ in range(2):
         res = run_step("thaw", "--plan", str(plan))
         assert res.returncode == 0, res.stderr
@@ -197,8 +216,11 @@ def test_thaw_ends_a_hold_whose_holder_died_and_is_idempotent(mariadb_server, tm
 
 def test_freeze_releases_at_its_deadline(mariadb_server, tmp_path, plan_file):
     # GIVEN a freeze with a 1.5 s deadline and nobody releasing it
-    plan = plan_file(local_plan([_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}],
-                                keepalive_s=1, deadline_s=60))
+    plan = plan_file(
+        local_plan(
+            [_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}], keepalive_s=1, deadline_s=60
+        )
+    )
     result = tmp_path / "result.json"
     t0 = time.monotonic()
 
@@ -216,11 +238,23 @@ def test_freeze_releases_at_its_deadline(mariadb_server, tmp_path, plan_file):
 
 
 def test_freeze_holds_until_the_release_file_appears(mariadb_server, tmp_path, plan_file):
-    plan = plan_file(local_plan([_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}],
-                                keepalive_s=1, deadline_s=60))
+    plan = plan_file(
+        local_plan(
+            [_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}], keepalive_s=1, deadline_s=60
+        )
+    )
     ready, release, result = tmp_path / "ready", tmp_path / "release", tmp_path / "result.json"
-    holder = start_step("freeze", "--plan", str(plan), "--ready-file", str(ready), "--release-file",
-                        str(release), "--result", str(result))
+    holder = start_step(
+        "freeze",
+        "--plan",
+        str(plan),
+        "--ready-file",
+        str(ready),
+        "--release-file",
+        str(release),
+        "--result",
+        str(result),
+    )
     try:
         _wait_ready(holder, ready)
         time.sleep(2.5)  # longer than the session limit: keepalives keep the hold
@@ -235,8 +269,11 @@ def test_freeze_holds_until_the_release_file_appears(mariadb_server, tmp_path, p
 
 
 def test_sigterm_releases_the_hold(mariadb_server, tmp_path, plan_file):
-    plan = plan_file(local_plan([_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}],
-                                keepalive_s=1, deadline_s=60))
+    plan = plan_file(
+        local_plan(
+            [_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}], keepalive_s=1, deadline_s=60
+        )
+    )
     ready, result = tmp_path / "ready", tmp_path / "result.json"
     holder = start_step("freeze", "--plan", str(plan), "--ready-file", str(ready), "--result", str(result))
     try:
@@ -250,16 +287,30 @@ def test_sigterm_releases_the_hold(mariadb_server, tmp_path, plan_file):
             holder.kill()
 
 
-def test_lock_request_queued_behind_a_long_query_is_killed_by_the_watchdog(mariadb_server, tmp_path, plan_file):
+def test_lock_request_queued_behind_a_long_query_is_killed_by_the_watchdog(
+    mariadb_server, tmp_path, plan_file
+):
     # GIVEN a long-running write statement (the global read lock has to wait for it)
-    mariadb_server.sql("CREATE DATABASE app; CREATE TABLE app.t (x INT) ENGINE=InnoDB; INSERT INTO app.t VALUES (1);"
-                       " CREATE TABLE app.other (y INT) ENGINE=InnoDB")
-    long_query = subprocess.Popen([*mariadb_server.client(), "-e", "UPDATE app.t SET x = x + 0 * SLEEP(60)"],
-                                  env=mariadb_server.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mariadb_server.sql(
+        "CREATE DATABASE app; CREATE TABLE app.t (x INT) ENGINE=InnoDB; INSERT INTO app.t VALUES (1);"
+        " CREATE TABLE app.other (y INT) ENGINE=InnoDB"
+    )
+    long_query = subprocess.Popen(
+        [*mariadb_server.client(), "-e", "UPDATE app.t SET x = x + 0 * SLEEP(60)"],
+        env=mariadb_server.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(0.5)
-        plan = plan_file(local_plan([_target(mariadb_server, watchdog_s=2, lock_wait_timeout_s=60)],
-                                    [{"name": "d", "path": str(tmp_path)}], keepalive_s=1, deadline_s=60))
+        plan = plan_file(
+            local_plan(
+                [_target(mariadb_server, watchdog_s=2, lock_wait_timeout_s=60)],
+                [{"name": "d", "path": str(tmp_path)}],
+                keepalive_s=1,
+                deadline_s=60,
+            )
+        )
 
         # WHEN a freeze asks for the global read lock (queued behind it, it would block every writer)
         t0 = time.monotonic()
@@ -282,10 +333,20 @@ def test_hook_failure_on_target_two_of_three_thaws_target_one(mariadb_server, tm
     marker = tmp_path / "third.frozen"
     targets = [
         _target(mariadb_server, name="one"),
-        {"name": "two", "hook": "custom", "params": {"freeze": ["echo refusing >&2; exit 3"], "thaw": ["true"]}},
-        {"name": "three", "hook": "custom", "params": {"freeze": [f"touch {marker}"], "thaw": [f"rm -f {marker}"]}},
+        {
+            "name": "two",
+            "hook": "custom",
+            "params": {"freeze": ["echo refusing >&2; exit 3"], "thaw": ["true"]},
+        },
+        {
+            "name": "three",
+            "hook": "custom",
+            "params": {"freeze": [f"touch {marker}"], "thaw": [f"rm -f {marker}"]},
+        },
     ]
-    plan = plan_file(local_plan(targets, [{"name": "d", "path": str(tmp_path)}], keepalive_s=1, deadline_s=60))
+    plan = plan_file(
+        local_plan(targets, [{"name": "d", "path": str(tmp_path)}], keepalive_s=1, deadline_s=60)
+    )
 
     # WHEN freeze runs
     res = run_step("freeze", "--plan", str(plan), timeout=60)
@@ -294,8 +355,13 @@ def test_hook_failure_on_target_two_of_three_thaws_target_one(mariadb_server, tm
     assert res.returncode == 4
     assert "two" in res.stderr and "refusing" in res.stderr
     assert mariadb_writable(mariadb_server, wait_s=1)
-    assert mariadb_server.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'snapflow'"
-                              " AND ID <> CONNECTION_ID()") == "0"
+    assert (
+        mariadb_server.sql(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'snapflow'"
+            " AND ID <> CONNECTION_ID()"
+        )
+        == "0"
+    )
     assert not marker.exists()
 
 
@@ -314,8 +380,11 @@ def test_deadline_passing_before_the_cut_gives_a_crash_consistent_verdict(btrfs_
 
     try:
         server.start()
-        plan = plan_from_dict(local_plan([_target(server)], [{"name": "mysql", "path": str(datadir)}],
-                                         deadline_s=1.0, keepalive_s=1))
+        plan = plan_from_dict(
+            local_plan(
+                [_target(server)], [{"name": "mysql", "path": str(datadir)}], deadline_s=1.0, keepalive_s=1
+            )
+        )
         # WHEN the consistent point runs
         record = run_consistent_point(plan, "bk-late", LateDriver(local_dir=btrfs_mount.mountpoint / "snaps"))
 
@@ -337,8 +406,10 @@ def test_credentials_never_appear_in_records_or_errors(mariadb_server, tmp_path,
     assert res.returncode == 0
     assert MARIADB_PASSWORD not in res.stdout + res.stderr + plan.read_text()
     # a password given inline is refused with a one-line error naming the field
-    bad = plan_file(local_plan([_target(mariadb_server, password="x")], [{"name": "d", "path": str(tmp_path)}]),
-                    name="bad.json")
+    bad = plan_file(
+        local_plan([_target(mariadb_server, password="x")], [{"name": "d", "path": str(tmp_path)}]),
+        name="bad.json",
+    )
     res = run_step("thaw", "--plan", str(bad))
     assert res.returncode == 2
     assert "params.password" in res.stderr and len(res.stderr.strip().splitlines()) == 1

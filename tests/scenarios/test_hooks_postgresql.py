@@ -29,7 +29,9 @@ def _wait_ready(proc, ready, timeout=30):
 
 def _holding(server) -> tuple[int, int]:
     """(Snapflow sessions, Snapflow replication slots) on the server."""
-    sessions = int(server.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'snapflow-hold:%'"))
+    sessions = int(
+        server.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'snapflow-hold:%'")
+    )
     slots = int(server.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'snapflow_%'"))
     return sessions, slots
 
@@ -38,8 +40,19 @@ def test_backup_mode_hold_returns_the_label_and_drops_the_slot(postgres_server, 
     # GIVEN a freeze in backup mode
     plan = _plan(postgres_server, tmp_path, plan_file, keepalive_s=1, deadline_s=60)
     ready, release, result = tmp_path / "ready", tmp_path / "release", tmp_path / "result.json"
-    holder = start_step("freeze", "--plan", str(plan), "--ready-file", str(ready), "--release-file",
-                        str(release), "--result", str(result), "--backup-id", "bk-pg")
+    holder = start_step(
+        "freeze",
+        "--plan",
+        str(plan),
+        "--ready-file",
+        str(ready),
+        "--release-file",
+        str(release),
+        "--result",
+        str(result),
+        "--backup-id",
+        "bk-pg",
+    )
     try:
         _wait_ready(holder, ready)
         # WHILE held: one session in backup mode, its WAL pinned by a temporary slot
@@ -58,7 +71,9 @@ def test_backup_mode_hold_returns_the_label_and_drops_the_slot(postgres_server, 
     assert _holding(postgres_server) == (0, 0)
 
 
-def test_idle_session_timeout_ends_backup_mode_when_the_client_goes_silent(postgres_server, tmp_path, plan_file):
+def test_idle_session_timeout_ends_backup_mode_when_the_client_goes_silent(
+    postgres_server, tmp_path, plan_file
+):
     # GIVEN a backup-mode hold whose psql stops answering (a half-open stream) and whose holder dies
     plan = _plan(postgres_server, tmp_path, plan_file, keepalive_s=1, deadline_s=120)
     ready = tmp_path / "ready"

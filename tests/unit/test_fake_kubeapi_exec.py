@@ -3,12 +3,15 @@ exit codes, interactive stdin, and what the process sees when the client goes aw
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from kubernetes import client, stream
+from kubernetes import client, stream, watch
 
 from tests.fakes.kubeapi import FakeKubeAPI
 
@@ -213,3 +216,49 @@ def test_exec_of_a_missing_program_reports_the_runtime_error(core):
 def test_exec_large_output_arrives_complete(core):
     out = _exec(core, "db", [PY, "-c", "import sys; sys.stdout.write('x' * 300000)"])
     assert len(out) == 300000
+
+
+def test_deleting_the_pod_kills_its_exec_processes(core, kube_server: FakeKubeAPI):
+    resp = _exec(core, "db", ["sh", "-c", "echo started; sleep 30"], _preload_content=False)
+    assert resp.readline_stdout(timeout=10) == "started"
+    core.delete_namespaced_pod("db", "default")
+    resp.run_forever(timeout=10)
+    assert resp.returncode == 137
+
+
+def test_stopping_the_server_ends_watches_and_exec_processes(tmp_path: Path):
+    server = FakeKubeAPI(tmp_path / "kube").start()
+    try:
+        server.pod("default", "p")
+        api_client = server.api_client()
+        core = client.CoreV1Api(api_client)
+        resp = _exec(core, "p", ["sh", "-c", "echo up; sleep 60"], _preload_content=False)
+        assert resp.readline_stdout(timeout=10) == "up"
+        (session,) = server.exec_sessions
+        ended = threading.Event()
+
+        def watch_pods() -> None:
+            with contextlib.suppress(Exception):
+                for _ in watch.Watch().stream(core.list_namespaced_pod, "default", timeout_seconds=60):
+                    pass
+            ended.set()
+
+        threading.Thread(target=watch_pods, daemon=True).start()
+        time.sleep(0.2)
+    finally:
+        started = time.monotonic()
+        server.stop()
+    assert time.monotonic() - started < 5
+    assert ended.wait(5)
+    assert session.exit_code == 137
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(session.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError(f"exec process {session.pid} survived the server")
+    resp.close()
+    api_client.close()

@@ -102,6 +102,9 @@ def test_snapshot_cut_copies_the_volume_at_that_instant(kube_server: FakeKubeAPI
     os.chmod(volume / "db" / "table", 0o640)
     os.utime(volume / "db" / "table", ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
     (volume / "link").symlink_to("db/table")
+    os.link(volume / "db" / "table", volume / "hardlink")
+    with open(volume / "sparse", "wb") as f:
+        f.truncate(8 * 2**20)
     requested = time.time_ns()
     # WHEN a snapshot is cut, and the volume is written to afterwards
     _snapshot(custom, "default", "snap", "data")
@@ -113,6 +116,8 @@ def test_snapshot_cut_copies_the_volume_at_that_instant(kube_server: FakeKubeAPI
     snap = kube_server.snapshot_path("default", "snap")
     assert (snap / "db" / "table").read_text() == "before" and not (snap / "new-file").exists()
     assert os.readlink(snap / "link") == "db/table"
+    assert (snap / "hardlink").stat().st_ino == (snap / "db" / "table").stat().st_ino
+    assert (snap / "sparse").stat().st_size == 8 * 2**20 and (snap / "sparse").stat().st_blocks * 512 < 2**20
     assert (snap / "db" / "table").stat().st_mode & 0o777 == 0o640
     assert (snap / "db" / "table").stat().st_mtime_ns == 1_600_000_000_000_000_000
     # and the content carries the cut time in nanoseconds, the snapshot in RFC 3339

@@ -38,42 +38,120 @@ DELETE = object()
 BAD_POLICIES = [
     ({"kind": "BackupPolicy"}, "kind: expected 'ProtectionPolicy', got 'BackupPolicy'"),
     ({"apiVersion": "v1"}, "apiVersion: expected 'snapflow.io/v1alpha1', got 'v1'"),
-    ({"metadata.name": "Orders_DB"}, "metadata.name: expected a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric), got 'Orders_DB'"),
+    (
+        {"metadata.name": "Orders_DB"},
+        "metadata.name: expected a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric), got 'Orders_DB'",
+    ),
     ({"metadata.name": "a" * 46}, "metadata.name: expected at most 45 characters, got 46"),
     ({"metadata.namespace": DELETE}, "metadata.namespace: required"),
     ({"spec.repository": DELETE}, "spec.repository: required"),
-    ({"spec.repository.url": "https://backups/shop"}, "spec.repository.url: expected a repository URL s3://BUCKET/PREFIX (file:///PATH or mem://NAME for local runs), got 'https://backups/shop'"),
-    ({"spec.repository.endpoint": "minio:9000"}, "spec.repository.endpoint: expected an http:// or https:// URL, got 'minio:9000'"),
-    ({"spec.repository.passwordSecret": "hunter2"}, "spec.repository.passwordSecret: expected a mapping, got string"),
-    ({"spec.repository.accessKey": "AKIA1234"}, "spec.repository.accessKey: unknown field (expected one of: caBundle, credentialsSecret, endpoint, passwordSecret, pathStyle, region, shared, url)"),
+    (
+        {"spec.repository.url": "https://backups/shop"},
+        "spec.repository.url: expected a repository URL s3://BUCKET/PREFIX (file:///PATH or mem://NAME for local runs), got 'https://backups/shop'",
+    ),
+    (
+        {"spec.repository.endpoint": "minio:9000"},
+        "spec.repository.endpoint: expected an http:// or https:// URL, got 'minio:9000'",
+    ),
+    (
+        {"spec.repository.passwordSecret": "hunter2"},
+        "spec.repository.passwordSecret: expected a mapping, got string",
+    ),
+    (
+        {"spec.repository.accessKey": "AKIA1234"},
+        "spec.repository.accessKey: unknown field (expected one of: caBundle, credentialsSecret, endpoint, passwordSecret, pathStyle, region, shared, url)",
+    ),
     ({"spec.repository.shared": "maybe"}, "spec.repository.shared: expected true or false, got 'maybe'"),
     ({"spec.volumes": []}, "spec.volumes: expected at least 1 item(s)"),
     ({"spec.volumes": {"pvc": "data"}}, "spec.volumes: expected a list, got mapping"),
-    ({"spec.volumes.0.pvc": DELETE}, "spec.volumes[0]: expected exactly one of pvc (a PersistentVolumeClaim) or path (local runs)"),
+    (
+        {"spec.volumes.0.pvc": DELETE},
+        "spec.volumes[0]: expected exactly one of pvc (a PersistentVolumeClaim) or path (local runs)",
+    ),
     ({"spec.volumes.0.role": "log"}, "spec.volumes[0].role: expected 'data' or 'wal', got 'log'"),
-    ({"spec.volumes+": {"pvc": "wal-orders-db-0", "name": "data"}}, "spec.volumes[1].name: expected a unique volume name, 'data' is also spec.volumes[0]"),
-    ({"spec.volumes.0.target": "orders-db-1"}, "spec.volumes[0].target: expected the name of a quiesce target (orders-db-0), got 'orders-db-1'"),
-    ({"spec.quiesce.0.hook": "oracle"}, "spec.quiesce[0].hook: expected 'postgresql', 'mysql', 'mariadb', 'mongodb', 'redis', 'fsfreeze', 'custom' or 'none', got 'oracle'"),
-    ({"spec.quiesce.0.pod": DELETE}, "spec.quiesce[0].pod: required for a postgresql hook (the pod it runs in)"),
-    ({"spec.quiesce.0.params": {"password": "s3cr3t"}}, "spec.quiesce[0].params.password: expected no credentials in a policy (the hook reads them inside the pod, from its environment or a mounted Secret)"),
-    ({"spec.quiesce.0.params": {"port": {"n": 1}}}, "spec.quiesce[0].params.port: expected a string, number, boolean or a list of strings"),
-    ({"spec.quiesce.0.hook": "custom"}, "spec.quiesce[0].params: expected the commands 'freeze' and 'thaw' for a custom hook"),
-    ({"spec.snapshot.consistency": "atomic"}, "spec.snapshot.consistency: expected 'volume' or 'group', got 'atomic'"),
+    (
+        {"spec.volumes+": {"pvc": "wal-orders-db-0", "name": "data"}},
+        "spec.volumes[1].name: expected a unique volume name, 'data' is also spec.volumes[0]",
+    ),
+    (
+        {"spec.volumes.0.target": "orders-db-1"},
+        "spec.volumes[0].target: expected the name of a quiesce target (orders-db-0), got 'orders-db-1'",
+    ),
+    (
+        {"spec.quiesce.0.hook": "oracle"},
+        "spec.quiesce[0].hook: expected 'postgresql', 'mysql', 'mariadb', 'mongodb', 'redis', 'fsfreeze', 'custom' or 'none', got 'oracle'",
+    ),
+    (
+        {"spec.quiesce.0.pod": DELETE},
+        "spec.quiesce[0].pod: required for a postgresql hook (the pod it runs in)",
+    ),
+    (
+        {"spec.quiesce.0.params": {"password": "s3cr3t"}},
+        "spec.quiesce[0].params.password: expected no credentials in a policy (the hook reads them inside the pod, from its environment or a mounted Secret)",
+    ),
+    (
+        {"spec.quiesce.0.params": {"port": {"n": 1}}},
+        "spec.quiesce[0].params.port: expected a string, number, boolean or a list of strings",
+    ),
+    (
+        {"spec.quiesce.0.hook": "custom"},
+        "spec.quiesce[0].params: expected the commands 'freeze' and 'thaw' for a custom hook",
+    ),
+    (
+        {"spec.snapshot.consistency": "atomic"},
+        "spec.snapshot.consistency: expected 'volume' or 'group', got 'atomic'",
+    ),
     ({"spec.snapshot.timeoutSeconds": 0}, "spec.snapshot.timeoutSeconds: expected a number > 0, got 0"),
-    ({"spec.freeze.deadlineSeconds": "half a minute"}, "spec.freeze.deadlineSeconds: expected a number, got 'half a minute'"),
-    ({"spec.freeze.deadlineSeconds": 4000}, "spec.freeze.deadlineSeconds: expected a number <= 3600, got 4000"),
-    ({"spec.freeze.keepaliveSeconds": 60}, "spec.freeze.keepaliveSeconds: expected less than spec.freeze.deadlineSeconds"),
-    ({"spec.schedule": {"cron": "every night"}}, "spec.schedule.cron: expected a cron expression of 5 fields (minute hour day month weekday) or @daily, got 'every night'"),
-    ({"spec.schedule": {"cron": "@daily", "timezone": "Mars/Olympus"}}, "spec.schedule.timezone: expected an IANA time zone like UTC or Europe/Berlin, got 'Mars/Olympus'"),
-    ({"spec.schedule": {"cron": "@daily", "startingDeadlineSeconds": -1}}, "spec.schedule.startingDeadlineSeconds: expected a number >= 0, got -1"),
-    ({"spec.retention": {"keepLast": 0}}, "spec.retention: expected at least one keep rule above 0 (e.g. keepLast: 7)"),
-    ({"spec.retention": {"keepForever": True}}, "spec.retention.keepForever: unknown field (expected one of: keepDaily, keepHourly, keepLast, keepMonthly, keepWeekly, keepYearly)"),
+    (
+        {"spec.freeze.deadlineSeconds": "half a minute"},
+        "spec.freeze.deadlineSeconds: expected a number, got 'half a minute'",
+    ),
+    (
+        {"spec.freeze.deadlineSeconds": 4000},
+        "spec.freeze.deadlineSeconds: expected a number <= 3600, got 4000",
+    ),
+    (
+        {"spec.freeze.keepaliveSeconds": 60},
+        "spec.freeze.keepaliveSeconds: expected less than spec.freeze.deadlineSeconds",
+    ),
+    (
+        {"spec.schedule": {"cron": "every night"}},
+        "spec.schedule.cron: expected a cron expression of 5 fields (minute hour day month weekday) or @daily, got 'every night'",
+    ),
+    (
+        {"spec.schedule": {"cron": "@daily", "timezone": "Mars/Olympus"}},
+        "spec.schedule.timezone: expected an IANA time zone like UTC or Europe/Berlin, got 'Mars/Olympus'",
+    ),
+    (
+        {"spec.schedule": {"cron": "@daily", "startingDeadlineSeconds": -1}},
+        "spec.schedule.startingDeadlineSeconds: expected a number >= 0, got -1",
+    ),
+    (
+        {"spec.retention": {"keepLast": 0}},
+        "spec.retention: expected at least one keep rule above 0 (e.g. keepLast: 7)",
+    ),
+    (
+        {"spec.retention": {"keepForever": True}},
+        "spec.retention.keepForever: unknown field (expected one of: keepDaily, keepHourly, keepLast, keepMonthly, keepWeekly, keepYearly)",
+    ),
     ({"spec.verify.readDataPercent": 150}, "spec.verify.readDataPercent: expected a number <= 100, got 150"),
     ({"spec.parallelism": "two"}, "spec.parallelism: expected an integer, got 'two'"),
-    ({"spec.resources.requests": {"cpu": "lots"}}, "spec.resources.requests.cpu: expected a Kubernetes quantity like 500m, 2, 512Mi or 4Gi, got 'lots'"),
-    ({"spec.resources.requests": {"gpu": "1"}}, "spec.resources.requests.gpu: expected 'cpu', 'memory' or 'ephemeral-storage', got 'gpu'"),
-    ({"spec.workflow.podGC": "Always"}, "spec.workflow.podGC: expected 'OnPodCompletion', 'OnPodSuccess', 'OnWorkflowCompletion' or 'OnWorkflowSuccess', got 'Always'"),
-    ({"spec.imagePullPolicy": "Sometimes"}, "spec.imagePullPolicy: expected 'Always', 'IfNotPresent' or 'Never', got 'Sometimes'"),
+    (
+        {"spec.resources.requests": {"cpu": "lots"}},
+        "spec.resources.requests.cpu: expected a Kubernetes quantity like 500m, 2, 512Mi or 4Gi, got 'lots'",
+    ),
+    (
+        {"spec.resources.requests": {"gpu": "1"}},
+        "spec.resources.requests.gpu: expected 'cpu', 'memory' or 'ephemeral-storage', got 'gpu'",
+    ),
+    (
+        {"spec.workflow.podGC": "Always"},
+        "spec.workflow.podGC: expected 'OnPodCompletion', 'OnPodSuccess', 'OnWorkflowCompletion' or 'OnWorkflowSuccess', got 'Always'",
+    ),
+    (
+        {"spec.imagePullPolicy": "Sometimes"},
+        "spec.imagePullPolicy: expected 'Always', 'IfNotPresent' or 'Never', got 'Sometimes'",
+    ),
 ]
 
 
@@ -197,7 +275,10 @@ def test_sharing_a_repository_across_namespaces_needs_an_explicit_setting(minima
     # WHEN neither sets shared: true THEN both are refused
     problems, warnings = repository_sharing(loaded)
     assert len(problems) == 2
-    assert "spec.repository.shared: expected true to share s3://backups/shop with namespace(s) billing" in problems[0]
+    assert (
+        "spec.repository.shared: expected true to share s3://backups/shop with namespace(s) billing"
+        in problems[0]
+    )
     assert warnings == []
     # WHEN both set it THEN it is allowed, with a warning
     for doc in (minimal_policy, other):
@@ -268,3 +349,26 @@ def test_schema_command_prints_the_schema():
     schema = json.loads(out.stdout)
     assert schema["title"] == "Snapflow ProtectionPolicy"
     assert set(schema["required"]) == {"apiVersion", "kind", "metadata", "spec"}
+
+
+def test_every_policy_field_is_in_the_policy_reference():
+    from pydantic import BaseModel
+
+    from workflows.policy import Policy
+
+    text = (ROOT / "docs/user/policy-reference.md").read_text()
+    missing = []
+    stack: list[tuple[type[BaseModel], str]] = [(Policy, "")]
+    while stack:
+        model, prefix = stack.pop()
+        for name, field in model.model_fields.items():
+            path = f"{prefix}{field.alias or name}"
+            if f"`{path}`" not in text:
+                missing.append(path)
+            annotation = field.annotation
+            for arg in (annotation, *getattr(annotation, "__args__", ())):
+                for inner in (arg, *getattr(arg, "__args__", ())):
+                    if isinstance(inner, type) and issubclass(inner, BaseModel):
+                        is_list = "list[" in str(annotation)
+                        stack.append((inner, f"{path}{'[]' if is_list else ''}."))
+    assert missing == []

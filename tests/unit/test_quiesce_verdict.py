@@ -7,19 +7,37 @@ from steps.quiesce.verdict import TargetHold, build_record
 
 
 def hold(name="db", q=10.0, r=20.0, by="release", **kw):
-    base = dict(name=name, hook="postgresql", method="checkpoint", recovery="crash", non_atomic_ok=False,
-                quiesced=q, released=r, released_by=by)
+    base = dict(
+        name=name,
+        hook="postgresql",
+        method="checkpoint",
+        recovery="crash",
+        non_atomic_ok=False,
+        quiesced=q,
+        released=r,
+        released_by=by,
+    )
     base.update(kw)
     return TargetHold(**base)
 
 
 def atomic_cut(t, volume="v"):
-    return CutResult(volume=volume, snapshot="s", atomic=True, cut_time=t, started=t - 0.01, finished=t + 0.01)
+    return CutResult(
+        volume=volume, snapshot="s", atomic=True, cut_time=t, started=t - 0.01, finished=t + 0.01
+    )
 
 
 def copy_cut(start, end, volume="v", deferred=(), deferred_copied=None):
-    return CutResult(volume=volume, snapshot="s", atomic=False, cut_time=None, started=start, finished=end,
-                     deferred=list(deferred), deferred_copied=deferred_copied)
+    return CutResult(
+        volume=volume,
+        snapshot="s",
+        atomic=False,
+        cut_time=None,
+        started=start,
+        finished=end,
+        deferred=list(deferred),
+        deferred_copied=deferred_copied,
+    )
 
 
 def test_cut_inside_the_hold_is_app_consistent():
@@ -56,7 +74,9 @@ def test_every_replica_must_be_held_at_the_cut():
 
 
 def test_hold_ended_by_the_deadline_or_lost_is_not_app_consistent():
-    assert build_record([hold(by="deadline")], [atomic_cut(15)], {"v": ["db"]})["verdict"] == "crash-consistent"
+    assert (
+        build_record([hold(by="deadline")], [atomic_cut(15)], {"v": ["db"]})["verdict"] == "crash-consistent"
+    )
     rec = build_record([hold(lost="session ended")], [atomic_cut(15)], {"v": ["db"]})
     assert rec["verdict"] == "crash-consistent" and "session ended" in rec["reasons"][0]
 
@@ -74,7 +94,9 @@ def test_copy_under_a_lock_that_does_not_make_it_consistent_is_inconsistent():
 
 
 def test_copy_in_backup_mode_needs_the_label_and_wal_copied_after_the_stop():
-    ok = hold(method="backup", recovery="backup_label", non_atomic_ok=True, info={"backup_label": "START ..."})
+    ok = hold(
+        method="backup", recovery="backup_label", non_atomic_ok=True, info={"backup_label": "START ..."}
+    )
     cut = copy_cut(11, 19, deferred=["pg_wal"], deferred_copied=20.5)
     assert build_record([ok], [cut], {"v": ["db"]})["verdict"] == "app-consistent"
 

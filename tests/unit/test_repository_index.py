@@ -59,7 +59,7 @@ def test_excluded_packs_are_not_found():
 
 def test_memory_per_entry_is_about_64_bytes():
     # GIVEN 200k blobs
-    entries = _entries(200_000)
+    entries = _entries(100_000)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     idx = MemIndex()

@@ -36,7 +36,9 @@ def _objects(rendering, kind: str) -> list[dict]:
 def _backups(rendered_examples) -> list[dict]:
     out = []
     for rendering in rendered_examples.values():
-        out += [o for o in _objects(rendering, "WorkflowTemplate") if o["metadata"]["name"].startswith("backup-")]
+        out += [
+            o for o in _objects(rendering, "WorkflowTemplate") if o["metadata"]["name"].startswith("backup-")
+        ]
     return out
 
 
@@ -64,7 +66,9 @@ def test_every_example_renders_a_backup_for_each_policy(rendered_examples):
 def test_the_freeze_is_held_by_one_step_that_never_copies_and_is_never_retried(rendered_examples):
     for wt in _backups(rendered_examples):
         templates = _templates(wt)
-        holders = [t for t in templates.values() if "container" in t and _step_command(t) == "consistent-point"]
+        holders = [
+            t for t in templates.values() if "container" in t and _step_command(t) == "consistent-point"
+        ]
         assert len(holders) == 1, wt["metadata"]["name"]
         holder = holders[0]
         # never retried: an explicit limit of 0 and no retry expression, on the template and the workflow
@@ -73,7 +77,12 @@ def test_the_freeze_is_held_by_one_step_that_never_copies_and_is_never_retried(r
         # never copies: no other step command, no data volume mounted
         args = holder["container"]["args"]
         assert "copy" not in args and "--source" not in args
-        assert {m["name"] for m in holder["container"]["volumeMounts"]} <= {"scratch", "plan", "repository-password", "ca-bundle"}
+        assert {m["name"] for m in holder["container"]["volumeMounts"]} <= {
+            "scratch",
+            "plan",
+            "repository-password",
+            "ca-bundle",
+        }
         # freeze and thaw are inside it: no separate freeze/thaw step in the graph
         commands = {_step_command(templates[t["template"]]) for t in _tasks(wt).values()}
         assert not commands & {"freeze", "thaw", "snapshot"}
@@ -121,7 +130,10 @@ def test_the_copy_pod_mounts_its_clone_read_only_through_a_parameter(rendered_ex
                 continue
             volume = name.removeprefix("copy-")
             (data,) = [v for v in template["volumes"] if v["name"] == "data"]
-            assert data["persistentVolumeClaim"] == {"claimName": "{{inputs.parameters.claim}}", "readOnly": True}
+            assert data["persistentVolumeClaim"] == {
+                "claimName": "{{inputs.parameters.claim}}",
+                "readOnly": True,
+            }
             (mount,) = [m for m in template["container"]["volumeMounts"] if m["name"] == "data"]
             assert mount == {"mountPath": f"/snapflow/volumes/{volume}", "name": "data", "readOnly": True}
             args = template["container"]["args"]
@@ -168,7 +180,10 @@ def test_workflow_settings_for_production(rendered_examples):
             assert wt["metadata"]["annotations"]["workflows.argoproj.io/description"]
             assert spec["serviceAccountName"].startswith("snapflow-")
             metric_names = {m["name"] for m in spec["metrics"]["prometheus"]}
-            assert {"snapflow_workflow_duration_seconds", "snapflow_last_success_timestamp_seconds"} <= metric_names
+            assert {
+                "snapflow_workflow_duration_seconds",
+                "snapflow_last_success_timestamp_seconds",
+            } <= metric_names
             for param in spec.get("arguments", {}).get("parameters", []):
                 assert param["description"], (name, param)
                 if "enum" in param and "value" in param:
@@ -245,7 +260,9 @@ def test_group_snapshots_only_when_the_policy_asks(rendered_examples):
             groups = {g for rule in obj["rules"] for g in rule["apiGroups"]}
             policy = obj["metadata"]["labels"]["snapflow.io/policy"]
             plan_map = next(
-                c for c in _objects(rendering, "ConfigMap") if c["metadata"]["labels"]["snapflow.io/policy"] == policy
+                c
+                for c in _objects(rendering, "ConfigMap")
+                if c["metadata"]["labels"]["snapflow.io/policy"] == policy
             )
             consistency = json.loads(plan_map["data"]["plan.json"])["consistency"]
             assert ("groupsnapshot.storage.k8s.io" in groups) == (consistency == "group"), (name, policy)
@@ -254,7 +271,13 @@ def test_group_snapshots_only_when_the_policy_asks(rendered_examples):
 def test_role_grants_only_what_the_steps_use(rendered_examples):
     rendering = rendered_examples["postgresql-statefulset.yaml"]
     (role,) = _objects(rendering, "Role")
-    grants = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    grants = {
+        (g, r, v)
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
     assert ("", "pods/exec", "create") in grants
     assert ("argoproj.io", "workflowtaskresults", "create") in grants
     assert ("snapshot.storage.k8s.io", "volumesnapshots", "create") in grants
@@ -268,7 +291,9 @@ def test_role_grants_only_what_the_steps_use(rendered_examples):
         {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshotcontents"], "verbs": ["get"]}
     ]
     (binding,) = _objects(rendering, "RoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "snapflow-orders-db", "namespace": "shop"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "snapflow-orders-db", "namespace": "shop"}
+    ]
 
 
 def test_a_policy_without_hooks_cannot_exec_into_pods(minimal_policy, write_policy):
@@ -310,7 +335,11 @@ def test_no_credential_value_reaches_any_rendered_file(minimal_policy, write_pol
         for match in re.finditer(r"name: (AWS_SECRET_ACCESS_KEY|AWS_ACCESS_KEY_ID)\n(\s+)(\S+)", content):
             assert match.group(3) == "valueFrom:"
     assert "SNAPFLOW_PASSWORD_FILE" in text and "name: SNAPFLOW_PASSWORD\n" not in text
-    plan = json.loads(next(v for k, v in files.items() if "configmap-snapflow-plan" in k).split("plan.json: |")[1].replace("\n    ", "\n"))
+    plan = json.loads(
+        next(v for k, v in files.items() if "configmap-snapflow-plan" in k)
+        .split("plan.json: |")[1]
+        .replace("\n    ", "\n")
+    )
     assert set(plan["repository"]) == {"url", "endpoint"}
 
 
@@ -376,3 +405,16 @@ def test_the_same_pipeline_definition_drives_every_template(minimal_policy, writ
         for step in pipeline.steps:
             assert tasks[step.name].get("dependencies", []) == list(step.depends)
         assert wt["spec"].get("onExit") == (pipeline.exit_step.name if pipeline.exit_step else None)
+
+
+def test_a_block_volume_is_attached_as_a_device(minimal_policy, write_policy):
+    minimal_policy["spec"]["volumes"][0]["block"] = True
+    (backup,) = [
+        o for o in _objects(render_files([write_policy(minimal_policy)]), "WorkflowTemplate")
+        if o["metadata"]["name"] == "backup-orders-db"
+    ]  # fmt: skip
+    copy = _templates(backup)["copy-data"]
+    assert copy["container"]["volumeDevices"] == [{"devicePath": "/dev/snapflow/data", "name": "data"}]
+    assert "data" not in {m["name"] for m in copy["container"]["volumeMounts"]}
+    args = copy["container"]["args"]
+    assert args[args.index("--source") + 1] == "/dev/snapflow/data"

@@ -68,11 +68,31 @@ def test_token_file_from_the_environment_and_insecure_flag(tmp_path):
     [
         ((), {}, "--server: required (or set ARGO_SERVER), expected the Argo Server URL or host:port"),
         (("--server", "ftp://argo"), {}, "--server: expected an http:// or https:// URL, got ftp://"),
-        (("--server", "argo", "--token-file", "/nonexistent/token"), {}, "--token-file: cannot read /nonexistent/token (No such file or directory)"),
-        (("--server", "argo", "--ca-file", "/nonexistent/ca.pem"), {}, "--ca-file: /nonexistent/ca.pem does not exist"),
-        (("--server", "argo", "--ca-file", "/etc/hostname", "--insecure-skip-tls-verify"), {}, "--ca-file: expected either a CA bundle or --insecure-skip-tls-verify, not both"),
-        (("--server", "argo", "--client-cert", "/etc/hostname"), {}, "--client-cert: expected both --client-cert and --client-key"),
-        (("--server", "argo", "--timeout", "0"), {}, "--timeout: expected a positive number of seconds, got 0.0"),
+        (
+            ("--server", "argo", "--token-file", "/nonexistent/token"),
+            {},
+            "--token-file: cannot read /nonexistent/token (No such file or directory)",
+        ),
+        (
+            ("--server", "argo", "--ca-file", "/nonexistent/ca.pem"),
+            {},
+            "--ca-file: /nonexistent/ca.pem does not exist",
+        ),
+        (
+            ("--server", "argo", "--ca-file", "/etc/hostname", "--insecure-skip-tls-verify"),
+            {},
+            "--ca-file: expected either a CA bundle or --insecure-skip-tls-verify, not both",
+        ),
+        (
+            ("--server", "argo", "--client-cert", "/etc/hostname"),
+            {},
+            "--client-cert: expected both --client-cert and --client-key",
+        ),
+        (
+            ("--server", "argo", "--timeout", "0"),
+            {},
+            "--timeout: expected a positive number of seconds, got 0.0",
+        ),
     ],
     ids=["no-server", "scheme", "token-file", "ca-file", "ca-and-insecure", "half-cert", "timeout"],
 )
@@ -121,7 +141,12 @@ class _Recorder(BaseHTTPRequestHandler):
     def _record(self) -> dict:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
-        entry = {"method": self.command, "path": self.path.split("?")[0], "auth": self.headers.get("Authorization"), "body": body}
+        entry = {
+            "method": self.command,
+            "path": self.path.split("?")[0],
+            "auth": self.headers.get("Authorization"),
+            "body": body,
+        }
         self.server.requests.append(entry)
         return entry
 
@@ -131,7 +156,11 @@ class _Recorder(BaseHTTPRequestHandler):
             return self._reply(self.server.status, {"message": "token not valid"})
         name = entry["path"].rsplit("/", 1)[1]
         if entry["path"] in self.server.existing:
-            spec = {"schedules": ["0 0 * * *"], "workflowSpec": {}} if "/cron-workflows/" in entry["path"] else {}
+            spec = (
+                {"schedules": ["0 0 * * *"], "workflowSpec": {}}
+                if "/cron-workflows/" in entry["path"]
+                else {}
+            )
             meta = {"name": name, "namespace": "shop", "resourceVersion": "41"}
             return self._reply(200, {"metadata": meta, "spec": spec})
         return self._reply(404, {"message": f"{name} not found"})
@@ -142,7 +171,9 @@ class _Recorder(BaseHTTPRequestHandler):
             return self._reply(self.server.status, {"message": "token not valid"})
         body = entry["body"]
         if entry["path"].endswith("/submit"):
-            return self._reply(200, {"metadata": {"name": "backup-orders-db-x7k2p", "namespace": "shop"}, "spec": {}})
+            return self._reply(
+                200, {"metadata": {"name": "backup-orders-db-x7k2p", "namespace": "shop"}, "spec": {}}
+            )
         obj = body.get("template") or body.get("cronWorkflow")
         return self._reply(200, obj)
 
@@ -206,7 +237,10 @@ def test_apply_creates_missing_objects_and_updates_existing_ones(argo_server, re
     # WHEN applied
     lines = apply_objects(_settings(argo_server), objects)
     # THEN the template is updated with the server's resourceVersion, the CronWorkflow created
-    assert lines == ["updated WorkflowTemplate shop/backup-orders-db", "created CronWorkflow shop/backup-orders-db"]
+    assert lines == [
+        "updated WorkflowTemplate shop/backup-orders-db",
+        "created CronWorkflow shop/backup-orders-db",
+    ]
     writes = [(r["method"], r["path"]) for r in argo_server.requests if r["method"] != "GET"]
     assert writes == [
         ("PUT", "/api/v1/workflow-templates/shop/backup-orders-db"),

@@ -37,12 +37,36 @@ def test_a_rendered_template_is_valid_before_tampering(backup):
     [
         (lambda wt: wt["spec"], "onExitHandler", "spec.onExitHandler"),
         (lambda wt: wt["metadata"], "label", "metadata.label"),
-        (lambda wt: _template(wt, "copy-data")["container"], "mountPropagation", "spec.templates[3].container.mountPropagation"),
-        (lambda wt: _template(wt, "consistent-point")["retryStrategy"], "retries", "spec.templates[2].retryStrategy.retries"),
-        (lambda wt: _template(wt, "main")["dag"]["tasks"][0], "dependsOn", "spec.templates[0].dag.tasks[0].dependsOn"),
-        (lambda wt: _template(wt, "copy-data")["volumes"][2]["persistentVolumeClaim"], "claim", "spec.templates[3].volumes[2].persistentVolumeClaim.claim"),
-        (lambda wt: wt["spec"]["metrics"]["prometheus"][0]["gauge"], "unit", "spec.metrics.prometheus[0].gauge.unit"),
-        (lambda wt: wt["spec"]["arguments"]["parameters"][0], "choices", "spec.arguments.parameters[0].choices"),
+        (
+            lambda wt: _template(wt, "copy-data")["container"],
+            "mountPropagation",
+            "spec.templates[3].container.mountPropagation",
+        ),
+        (
+            lambda wt: _template(wt, "consistent-point")["retryStrategy"],
+            "retries",
+            "spec.templates[2].retryStrategy.retries",
+        ),
+        (
+            lambda wt: _template(wt, "main")["dag"]["tasks"][0],
+            "dependsOn",
+            "spec.templates[0].dag.tasks[0].dependsOn",
+        ),
+        (
+            lambda wt: _template(wt, "copy-data")["volumes"][2]["persistentVolumeClaim"],
+            "claim",
+            "spec.templates[3].volumes[2].persistentVolumeClaim.claim",
+        ),
+        (
+            lambda wt: wt["spec"]["metrics"]["prometheus"][0]["gauge"],
+            "unit",
+            "spec.metrics.prometheus[0].gauge.unit",
+        ),
+        (
+            lambda wt: wt["spec"]["arguments"]["parameters"][0],
+            "choices",
+            "spec.arguments.parameters[0].choices",
+        ),
     ],
     ids=["spec", "metadata", "container", "retryStrategy", "dag-task", "volume", "metric", "parameter"],
 )
@@ -107,19 +131,27 @@ def _issues_after(rendering, change) -> list[str]:
     ("change", "expected"),
     [
         (
-            lambda o: _template(o["WorkflowTemplate", "backup-orders-db"], "main")["dag"]["tasks"][4].update(template="verify-all"),
+            lambda o: _template(o["WorkflowTemplate", "backup-orders-db"], "main")["dag"]["tasks"][4].update(
+                template="verify-all"
+            ),
             "spec.templates[0].dag.tasks[4].template: no template named 'verify-all'",
         ),
         (
-            lambda o: _template(o["WorkflowTemplate", "backup-orders-db"], "main")["dag"]["tasks"][3].update(dependencies=["consistent-point"]),
+            lambda o: _template(o["WorkflowTemplate", "backup-orders-db"], "main")["dag"]["tasks"][3].update(
+                dependencies=["consistent-point"]
+            ),
             "spec.templates[0].dag.tasks[3].arguments.parameters[0].value: reads outputs of task 'prepare-clone-data' without depending on it",
         ),
         (
-            lambda o: _template(o["WorkflowTemplate", "backup-orders-db"], "verify")["container"]["args"].append("{{workflow.parameters.read-all}}"),
+            lambda o: _template(o["WorkflowTemplate", "backup-orders-db"], "verify")["container"][
+                "args"
+            ].append("{{workflow.parameters.read-all}}"),
             "spec.templates[6].container.args[10]: {{workflow.parameters.read-all}}: the workflow has no such parameter",
         ),
         (
-            lambda o: _template(o["WorkflowTemplate", "backup-orders-db"], "copy-data")["inputs"]["parameters"].clear(),
+            lambda o: _template(o["WorkflowTemplate", "backup-orders-db"], "copy-data")["inputs"][
+                "parameters"
+            ].clear(),
             "spec.templates[0].dag.tasks[3].arguments: template 'copy-data' has no input 'claim'",
         ),
         (
@@ -127,7 +159,9 @@ def _issues_after(rendering, change) -> list[str]:
             "spec.onExit: no template named 'cleanup'",
         ),
         (
-            lambda o: o["CronWorkflow", "backup-orders-db"]["spec"]["workflowSpec"]["workflowTemplateRef"].update(name="backup-orders"),
+            lambda o: o["CronWorkflow", "backup-orders-db"]["spec"]["workflowSpec"][
+                "workflowTemplateRef"
+            ].update(name="backup-orders"),
             "spec.workflowSpec.workflowTemplateRef.name: no WorkflowTemplate 'backup-orders'",
         ),
         (

@@ -25,8 +25,12 @@ examples:
 
 
 def configure(parser):
-    parser.add_argument("policies", nargs="+", metavar="POLICY", help="policy file (YAML, one or more documents)")
-    parser.add_argument("-o", "--output", metavar="DIR", help="directory to write (default: YAML stream on stdout)")
+    parser.add_argument(
+        "policies", nargs="+", metavar="POLICY", help="policy file (YAML, one or more documents)"
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="DIR", help="directory to write (default: YAML stream on stdout)"
+    )
 
 
 def run(args) -> int:

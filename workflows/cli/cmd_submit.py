@@ -25,7 +25,9 @@ def configure(parser):
     parser.add_argument(
         "-p", "--parameter", action="append", default=[], metavar="NAME=VALUE", help="workflow parameter"
     )
-    parser.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE", help="workflow label")
+    parser.add_argument(
+        "-l", "--label", action="append", default=[], metavar="KEY=VALUE", help="workflow label"
+    )
     add_server_arguments(parser)
 
 

@@ -1,0 +1,71 @@
+"""finalize's commit rule: a backup record only when every volume has a snapshot and verify passed."""
+
+from __future__ import annotations
+
+import pytest
+
+from steps.commands.finalize import commit_checks
+from steps.plan import plan_from_dict
+from steps.repository.repo import Record, Snapshot
+
+BACKUP = "backup-db-x7k2"
+
+
+def plan():
+    return plan_from_dict({
+        "app": {"namespace": "shop", "name": "db", "cluster": "eu", "policy": "db"},
+        "repository": {"url": "s3://b/p"},
+        "snapshot": {"driver": "csi"},
+        "targets": [{"name": "db-0", "hook": "none", "pod": "db-0"}],
+        "volumes": [{"name": "data", "pvc": "data-db-0"}, {"name": "wal", "pvc": "wal-db-0", "role": "wal"}],
+    })
+
+
+def snap(sid, volume, backup=BACKUP, kind=None, time="2024-01-01T00:00:00Z"):
+    tags = {"backup": backup, **({"kind": kind} if kind else {})}
+    return Snapshot(sid, {"backup_id": backup, "volume": volume, "tags": tags, "time": time,
+                          "summary": {"files": 3, "bytes_total": 100}})
+
+
+def run(name, ok=True, **data):
+    return Record("runs", f"r-{name}", {"name": name, "ok": ok, **data})
+
+
+GOOD_SNAPS = [snap("s-data", "data"), snap("s-wal", "wal"), snap("s-man", None, kind="manifests")]
+CP = run("consistent-point", verdict="app-consistent", reasons=[], recovery={"db-0": "crash"}, freeze_window_ms=12.5,
+         timeline={"targets": []})
+
+
+def test_record_lists_volumes_snapshots_manifests_and_verdict():
+    record, problems = commit_checks(plan(), BACKUP, GOOD_SNAPS, [CP, run("verify", read_data_percent=10)])
+    assert problems == []
+    assert [(v["name"], v["pvc"], v["snapshot"]) for v in record["volumes"]] == [
+        ("data", "data-db-0", "s-data"), ("wal", "wal-db-0", "s-wal")]
+    assert record["manifests"] == "s-man"
+    assert record["consistency"]["verdict"] == "app-consistent"
+    assert record["verify"]["ok"] is True and record["verify"]["read_data_percent"] == 10
+    assert record["app"] == {"cluster": "eu", "namespace": "shop", "name": "db", "policy": "db"}
+
+
+@pytest.mark.parametrize(("snaps", "runs", "problem"), [
+    (GOOD_SNAPS[:1] + GOOD_SNAPS[2:], [run("verify")], "volume wal: no snapshot of backup"),
+    ([snap("s-data", "data", backup="other"), GOOD_SNAPS[1]], [run("verify")], "volume data: no snapshot"),
+    (GOOD_SNAPS, [], "no verify run record"),
+    (GOOD_SNAPS, [run("verify", ok=False, problems=["pack abc missing"])], "verify failed (pack abc missing)"),
+    (GOOD_SNAPS, [run("verify"), run("verify", ok=False, problems=[])], "verify failed"),
+])
+def test_no_record_without_every_volume_and_a_passing_verify(snaps, runs, problem):
+    record, problems = commit_checks(plan(), BACKUP, snaps, runs)
+    assert record is None
+    assert any(problem in p for p in problems), problems
+
+
+def test_the_newest_snapshot_of_a_retried_copy_is_recorded():
+    snaps = [*GOOD_SNAPS, snap("s-data-2", "data", time="2024-01-01T00:05:00Z")]
+    record, _ = commit_checks(plan(), BACKUP, snaps, [run("verify")])
+    assert record["volumes"][0]["snapshot"] == "s-data-2"
+
+
+def test_manifests_are_optional():
+    record, problems = commit_checks(plan(), BACKUP, GOOD_SNAPS[:2], [run("verify")])
+    assert problems == [] and record["manifests"] is None and record["consistency"] is None
