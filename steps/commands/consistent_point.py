@@ -28,6 +28,7 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     import json
+    import signal
     import sys
 
     from steps.commands._quiesce_common import store_run_record, write_json_atomic
@@ -35,6 +36,11 @@ def run(args) -> int:
     from steps.plan import load_plan
     from steps.quiesce.consistent_point import run_consistent_point
 
+    def terminate(signum, _frame):
+        # SystemExit unwinds through the engine, which releases every hold before the exit.
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
     plan = load_plan(args.plan)
     options = {"local_dir": plan.snapshot.local_dir} if plan.snapshot.driver == "local" else {}
     driver = open_snapshot_driver(plan, **options)

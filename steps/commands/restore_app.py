@@ -370,6 +370,17 @@ def _pod_failure(client, pod: dict) -> str:
     return "; ".join(parts) or "no details"
 
 
+def redact(obj: dict) -> dict:
+    """A Secret with its values replaced (a dry run prints objects; it must not print credentials)."""
+    if obj.get("kind") != "Secret" or obj.get("apiVersion") != "v1":
+        return obj
+    out = dict(obj)
+    for key in ("data", "stringData"):
+        if isinstance(obj.get(key), dict):
+            out[key] = dict.fromkeys(obj[key], "<redacted>")
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # Check
 
@@ -422,7 +433,8 @@ def run(args) -> int:
     if args.dry_run:
         import yaml
 
-        sys.stdout.write(yaml.safe_dump_all(result.objects, sort_keys=True))
+        shown = [redact(o) for o in result.objects]
+        sys.stdout.write(yaml.safe_dump_all(shown, sort_keys=True))
         for n in result.notes:
             print(f"note: {n}", file=sys.stderr)
         with kube_client(args) as client:

@@ -735,7 +735,7 @@ class KubeClient:
     # -- helpers used by several steps -------------------------------------------------------------
 
     def events_for(self, namespace: str, kind: str, name: str, limit: int = 5) -> list[str]:
-        """The most recent events about one object, as ``Reason: message`` strings (newest last)."""
+        """The most recent events about one object, as ``Reason: message`` strings, newest first."""
         try:
             items, _ = self.list(
                 "v1", "Event", namespace,
@@ -749,11 +749,13 @@ class KubeClient:
             and (i.get("involvedObject") or {}).get("kind") == kind
         ]
 
-        def when(e: dict) -> str:
-            return str(e.get("lastTimestamp") or e.get("eventTime") or (e.get("metadata") or {}).get("creationTimestamp") or "")
+        def when(e: dict) -> tuple[str, int]:
+            stamp = e.get("lastTimestamp") or e.get("eventTime") or (e.get("metadata") or {}).get("creationTimestamp")
+            rv = str((e.get("metadata") or {}).get("resourceVersion") or "0")
+            return str(stamp or ""), int(rv) if rv.isdigit() else 0
 
-        items.sort(key=when)
-        return [f"{e.get('reason', '')}: {' '.join(str(e.get('message', '')).split())}" for e in items[-limit:]]
+        items.sort(key=when, reverse=True)
+        return [f"{e.get('reason', '')}: {' '.join(str(e.get('message', '')).split())}" for e in items[:limit]]
 
     def pod_log(self, namespace: str, name: str, container: str | None = None, tail_lines: int = 20) -> str:
         """The last lines a pod's container wrote."""

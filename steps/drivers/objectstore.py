@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 import urllib.parse
@@ -292,6 +293,10 @@ def _credentials_provider():
     return StaticProvider("", "")  # anonymous
 
 
+_MIN_PART = 5 * 1024 * 1024  # S3's smallest multipart part; below it one PUT carries the object
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
 class S3Store(ObjectStore):
     """An S3 bucket and prefix. Every call has explicit timeouts and a bounded number of retries."""
 
@@ -384,7 +389,9 @@ class S3Store(ObjectStore):
 
         self._call(
             f"PUT {key}",
-            lambda: self.client.put_object(self.bucket, self._k(key), io.BytesIO(data), len(data)),
+            lambda: self.client.put_object(
+                self.bucket, self._k(key), io.BytesIO(data), len(data), part_size=max(len(data), _MIN_PART)
+            ),
         )
 
     def get(self, key, version_id=None):
@@ -501,6 +508,10 @@ def parse_repo_url(url: str) -> tuple[str, str, str]:
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise UsageError(f"--repo: expected s3://BUCKET/PREFIX, got {url!r}")
+        if not _BUCKET_NAME.match(parsed.netloc) or ".." in parsed.netloc:
+            raise UsageError(
+                f"--repo: bucket name {parsed.netloc!r} is not valid (expected 3-63 lowercase letters, digits, '.' or '-')"
+            )
         return "s3", parsed.netloc, parsed.path.strip("/")
     if parsed.scheme == "file":
         if not parsed.path:

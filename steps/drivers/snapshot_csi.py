@@ -120,7 +120,7 @@ def failure_message(client: KubeClient, namespace: str, kind: str, obj: dict | N
 
 def wait_objects(client: KubeClient, namespace: str, api_version: str, kind: str, names: list[str], done,
                  timeout: float, problem: str, *, label_selector: str | None = None,
-                 error_grace_s: float = 30.0) -> dict[str, dict]:
+                 error_grace_s: float = 30.0, overall_s: float | None = None) -> dict[str, dict]:
     """Watch snapshots ``names`` until ``done`` holds for each. An error the snapshotter keeps reporting
     for ``error_grace_s`` (it retries some) fails at once, anything else at ``timeout``; both raise
     :class:`SnapshotFailed` with the one-line description of :func:`describe_failure`."""
@@ -147,7 +147,7 @@ def wait_objects(client: KubeClient, namespace: str, api_version: str, kind: str
                 obj = last_seen.get(n)
                 if obj is None or not done(obj):
                     raise SnapshotFailed(failure_message(client, namespace, kind, obj, n,
-                                                         f"{problem} after {timeout:g}s"))
+                                                         f"{problem} after {overall_s or timeout:g}s"))
             return last_seen
         # wake up at least every grace period, so that a lasting error is noticed without new events
         slice_s = min(remaining, error_grace_s) if error_grace_s > 0 else remaining
@@ -226,10 +226,11 @@ class CsiSnapshotDriver(SnapshotDriver):
             members = [r for r in results if r.handle.get("group") == g]
             self._group_members(members, left())  # they exist once the group is cut
             self._wait(members[0].handle["group_api_version"], "VolumeGroupSnapshot", [g], self._ready, left(),
-                       "not ready to use")
+                       "not ready to use", overall_s=timeout)
         names = [r.snapshot for r in results]
         self._wait(SNAPSHOT_API, "VolumeSnapshot", names, self._ready, left(), "not ready to use",
-                   label_selector=f"{render.LABEL_BACKUP}={render.label_value(results[0].handle['backup_id'])}")
+                   label_selector=f"{render.LABEL_BACKUP}={render.label_value(results[0].handle['backup_id'])}",
+                   overall_s=timeout)
         for r in results:
             r.ready = True
 
@@ -443,9 +444,9 @@ class CsiSnapshotDriver(SnapshotDriver):
         return dig(obj, "status", "readyToUse") is True
 
     def _wait(self, api_version: str, kind: str, names: list[str], done, timeout: float, problem: str,
-              label_selector: str | None = None) -> dict[str, dict]:
+              label_selector: str | None = None, overall_s: float | None = None) -> dict[str, dict]:
         return wait_objects(self.client, self.namespace, api_version, kind, names, done, timeout, problem,
-                            label_selector=label_selector, error_grace_s=self.error_grace_s)
+                            label_selector=label_selector, error_grace_s=self.error_grace_s, overall_s=overall_s)
 
     def _get_or_none(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict | None:
         return _get_quietly(self.client, api_version, kind, name, namespace)

@@ -137,9 +137,11 @@ def release_patch(obj: dict) -> dict | None:
         patch = {}
     if not isinstance(patch, dict):
         patch = {}
-    patch.setdefault("metadata", {}).setdefault("annotations", {}).update(
-        {HOLD_ANNOTATION: None, RELEASE_ANNOTATION: None}
-    )
+    ours = {HOLD_ANNOTATION, RELEASE_ANNOTATION}
+    if set(dig(obj, "metadata", "annotations", default={})) <= ours:
+        patch.setdefault("metadata", {})["annotations"] = None  # leave no empty map behind
+    else:
+        patch.setdefault("metadata", {}).setdefault("annotations", {}).update(dict.fromkeys(ours))
     return patch
 
 

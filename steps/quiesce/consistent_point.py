@@ -114,7 +114,10 @@ def run_consistent_point(
             raise ConsistencyError(f"consistent point failed after quiescing (not retried): {err}") from err
         raise
     finished_hold = time.time()
-    driver.wait_ready(cuts, timeout=plan.snapshot.timeout_s)
+    try:
+        driver.wait_ready(cuts, timeout=plan.snapshot.timeout_s)
+    except SnapflowError as err:  # even a temporary failure: a retry would quiesce again
+        raise ConsistencyError(f"snapshots cut but not ready (not retried): {err}") from err
 
     holds = []
     for h in hooks:

@@ -106,8 +106,8 @@ class BlobSink:
         self._pending: set[bytes] = set()
         self._unindexed: list[IndexPack] = []
         self.index_every = index_every or _env_int("SNAPFLOW_INDEX_EVERY_PACKS", 16)
-        self.blob_q = ByteQueue(_env_int("SNAPFLOW_BLOB_QUEUE_MIB", 32) * MiB, self.abort)
-        self.upload_q = ByteQueue(2 * self.pack_size + 1, self.abort)
+        self.blob_q = ByteQueue(_env_int("SNAPFLOW_BLOB_QUEUE_MIB", 16) * MiB, self.abort)
+        self.upload_q = ByteQueue(self.pack_size + 1, self.abort)
         nb = workers or _env_int("SNAPFLOW_PACK_WORKERS", 2)
         nu = uploaders or _env_int("SNAPFLOW_UPLOADERS", 4)
         self._blob_threads = [

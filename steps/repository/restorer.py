@@ -109,6 +109,7 @@ class Restorer:
         self._dirs: list[tuple[bytes, dict]] = []
         self._batch: list[_FileRef] = []
         self._batch_blobs = 0
+        self._deferred: set[bytes] = set()
         self._is_root = os.geteuid() == 0
         self.downloaders = _env_int("SNAPFLOW_RESTORE_CONNECTIONS", 6)
 
@@ -223,16 +224,12 @@ class Restorer:
                     return
                 except OSError as err:
                     self._warn(f"{os.fsdecode(path)}: cannot hard-link ({err.strerror}); writing a copy")
+            size = node.get("size", 0)
             if node.get("nlink", 1) > 1:
                 self._hardlinks[key] = path
-            self._clear(path)
-            size = node.get("size", 0)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
-            try:
-                if size:
-                    os.ftruncate(fd, size)
-            finally:
-                os.close(fd)
+                self._create_file(path, size)  # later links need it to exist now
+            else:
+                self._deferred.add(path)  # created in parallel when the batch is flushed
             self.stats.bytes_total += size
             content = node.get("content") or []
             self._batch.append(_FileRef(path, node))
@@ -259,10 +256,29 @@ class Restorer:
             self._warn(f"{os.fsdecode(path)}: {kind} entries are not restored")
 
     # -- content ------------------------------------------------------------------------------
+    @classmethod
+    def _create_file(cls, path: bytes, size: int) -> None:
+        cls._clear(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            if size:
+                os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+
     def _flush(self) -> None:
         batch, self._batch, self._batch_blobs = self._batch, [], 0
         if not batch:
             return
+        deferred, self._deferred = self._deferred, set()
+        # file creation dominates restores of many small files on some file systems: do it in parallel
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(
+                pool.map(
+                    lambda r: self._create_file(r.path, r.node.get("size", 0)),
+                    [r for r in batch if r.path in deferred],
+                )
+            )
         index = self.repo.index
         # pack number -> list of (pack offset, stored length, blob id, raw length, [(file no, file offset)])
         by_pack: dict[int, dict[bytes, list]] = {}
@@ -284,8 +300,8 @@ class Restorer:
         with ThreadPoolExecutor(max_workers=self.downloaders) as pool:
             for _ in pool.map(lambda p: self._fetch_pack(p, by_pack[p], batch), order):
                 pass
-        for ref in batch:
-            self._apply_meta(ref.path, ref.node)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda r: self._apply_meta(r.path, r.node), batch))
 
     def _fetch_pack(self, pack_no: int, blobs: dict[bytes, list], batch: list[_FileRef]) -> None:
         index = self.repo.index

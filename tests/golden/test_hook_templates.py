@@ -28,6 +28,8 @@ _Dumper.add_representer(str, _str)
 
 def dump(spec) -> str:
     return yaml.dump(spec, Dumper=_Dumper, sort_keys=True, width=200)
+
+
 CTX = dict(
     backup_id="backup-orders-x7k2p",
     hold_id="shop/orders/orders-db-0",

@@ -132,7 +132,8 @@ def test_copy_in_backup_mode_needs_the_label_when_a_checkpoint_runs_during_the_c
         # WHEN the consistent point copies the data directory
         record = run_consistent_point(plan, "bk-b", driver)
         print(json.dumps(record["timeline"], indent=1))
-        load.wait(timeout=60)
+        load.terminate()
+        load.wait(timeout=30)
 
         # THEN backup mode was used: label returned, pg_wal copied after the stop, app-consistent
         assert checkpoints, "the copy hook did not run"

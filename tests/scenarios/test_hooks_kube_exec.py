@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import time
 
 import pytest
@@ -81,7 +82,10 @@ def test_consistent_point_holds_postgresql_backup_mode_through_pod_exec(
     (tmp_path / "plan.json").write_text(json.dumps(plan))
 
     # WHEN consistent-point runs (targets are pods: hooks go through pods/exec)
-    res = run_step("consistent-point", "--plan", str(tmp_path / "plan.json"), "--backup-id", "bk-k8s")
+    try:
+        res = run_step("consistent-point", "--plan", str(tmp_path / "plan.json"), "--backup-id", "bk-k8s")
+    finally:
+        shutil.rmtree(snaps, ignore_errors=True)
 
     # THEN the session was held over the exec stream: backup mode, label returned, app-consistent
     assert res.returncode == 0, res.stderr

@@ -52,3 +52,71 @@ def test_app_deleted_and_restored_into_a_new_namespace_is_identical(k8s):
     sts = k8s.server.get("statefulsets.apps", "db", "shop-restored")
     assert sts["spec"]["replicas"] == 1 and "annotations" not in sts["metadata"]
     k8s.server.wait_for("pods", "db-0", "shop-restored", lambda p: p["status"]["phase"] == "Running")
+
+
+def test_restore_into_a_namespace_with_conflicting_objects_is_refused_then_replaced(k8s):
+    # GIVEN a backup, and a namespace that already holds two of its objects
+    k8s.deploy_app()
+    k8s.backup("backup-db-3")
+    k8s.server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-dr"}})
+    k8s.server.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db-config", "namespace": "shop-dr"},
+                       "data": {"postgresql.conf": "max_connections = 5\n"}})
+    k8s.server.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db-client", "namespace": "shop-dr"},
+                       "spec": {"ports": [{"port": 1}]}})
+    restore = ("restore-app", "--repo", k8s.repo, "--backup", "backup-db-3", "--target-namespace", "shop-dr",
+               "--mover", "local", "--volume-root", k8s.volume_root, "--timeout", "30", "--json")
+
+    # WHEN restoring without saying what to do with them
+    res = run_step(*restore)
+
+    # THEN the restore is refused with the list, and nothing was created
+    assert res.rc == 3
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: restore refused: 2 objects already exist in namespace shop-dr: ConfigMap/db-config, "
+        "Service/db-client (pass --existing=skip to keep them, or --existing=replace to overwrite them)")
+    assert k8s.server.get("statefulsets.apps", "db", "shop-dr") is None
+    assert k8s.server.get("persistentvolumeclaims", "data-db-0", "shop-dr") is None
+
+    # WHEN replacing them
+    res = run_step(*restore, "--existing", "replace")
+
+    # THEN they hold the backed-up content, and the app is complete
+    assert res.rc == 0, res.stderr
+    report = json.loads(res.last_line)
+    assert sorted(report["replaced"]) == ["ConfigMap/db-config", "Service/db-client"]
+    assert k8s.server.get("configmaps", "db-config", "shop-dr")["data"] == {"postgresql.conf": "max_connections = 50\n"}
+    assert k8s.server.get("services", "db-client", "shop-dr")["spec"]["ports"][0]["port"] == 5432
+    assert k8s.volume_state("shop-dr") == k8s.volume_state(APP_NS)
+
+    # WHEN restoring once more, keeping what exists
+    (k8s.server.volume_path("shop-dr", "data-db-0") / "PG_VERSION").write_text("17\n")
+    res = run_step(*restore, "--existing", "skip")
+
+    # THEN nothing is touched, not even the data of the kept PVCs
+    assert res.rc == 0, res.stderr
+    report = json.loads(res.last_line)
+    assert report["created"] == [] and report["volumes"] == []
+    assert "PersistentVolumeClaim/data-db-0" in report["skipped"]
+    assert (k8s.server.volume_path("shop-dr", "data-db-0") / "PG_VERSION").read_text() == "17\n"
+
+
+def test_restoring_a_backup_that_was_never_committed_is_refused(k8s):
+    # GIVEN a backup whose workflow failed after the copies (finalize saw status Failed)
+    k8s.deploy_app()
+    plan = k8s.plan()
+    assert run_step("capture", "--repo", k8s.repo, "--namespace", APP_NS, "--backup-id", "backup-db-4").rc == 0
+    assert run_step("consistent-point", "--plan", plan, "--backup-id", "backup-db-4").rc == 0
+    for volume, pvc in VOLUMES.items():
+        k8s.copy_volume("backup-db-4", volume, pvc)
+    res = run_step("finalize", "--plan", plan, "--backup-id", "backup-db-4", "--workflow-status", "Failed", "--json")
+    assert res.rc == 0, res.stderr
+    assert json.loads(res.last_line)["committed"] is False
+
+    # WHEN restoring it
+    res = run_step("restore-app", "--repo", k8s.repo, "--backup", "backup-db-4", "--target-namespace", "x",
+                   "--mover", "local")
+
+    # THEN it is not a restore point
+    assert res.rc == 3
+    assert "backup backup-db-4 was never committed" in res.stderr
+    assert k8s.server.get("namespaces", "x") is None

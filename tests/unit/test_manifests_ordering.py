@@ -124,6 +124,10 @@ def test_nothing_to_hold(obj):
 
 def test_release_patch_removes_the_hold_annotations():
     patch = release_patch(hold(o("apps/v1", "Deployment", spec={"replicas": 1})))
+    assert patch["metadata"]["annotations"] is None  # they were the only ones
+    dep = o("apps/v1", "Deployment", spec={"replicas": 1})
+    dep["metadata"]["annotations"] = {"team": "a"}
+    patch = release_patch(hold(dep))
     assert patch["metadata"]["annotations"] == {HOLD_ANNOTATION: None, RELEASE_ANNOTATION: None}
 
 

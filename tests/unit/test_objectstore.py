@@ -86,3 +86,20 @@ def test_missing_endpoint_names_the_setting(monkeypatch):
     monkeypatch.delenv("SNAPFLOW_S3_ENDPOINT", raising=False)
     with pytest.raises(UsageError, match="SNAPFLOW_S3_ENDPOINT"):
         open_store("s3://bucket/prefix")
+
+
+def test_invalid_bucket_names_are_refused_before_any_request():
+    with pytest.raises(UsageError, match="bucket name 'Bad_Bucket' is not valid"):
+        open_store("s3://Bad_Bucket/x", endpoint="http://127.0.0.1:1")
+
+
+def test_a_pack_sized_object_is_one_put_not_a_multipart_upload(s3_server, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    s = S3Store(S3Settings(s3_server.endpoint, retries=0), f"one-put-{time.monotonic_ns()}", "")
+    s.ensure_container()
+    data = bytes(range(256)) * (9 * 4096)  # 9 MiB: above the multipart threshold minio would split at
+    s.put("data/pack", data)
+    st = s.client.stat_object(s.bucket, "data/pack")
+    assert "-" not in st.etag  # multipart uploads get an ETag of the form <md5>-<parts>
+    assert s.get("data/pack") == data
