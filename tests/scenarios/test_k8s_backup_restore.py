@@ -8,6 +8,7 @@ API server, with the repository on a real S3 server (SeaweedFS).
 from __future__ import annotations
 
 import json
+import os
 
 from steps.manifests.clean import select_objects
 from steps.manifests.transforms import TransformSpec, transform_objects
@@ -120,3 +121,47 @@ def test_restoring_a_backup_that_was_never_committed_is_refused(k8s):
     assert res.rc == 3
     assert "backup backup-db-4 was never committed" in res.stderr
     assert k8s.server.get("namespaces", "x") is None
+
+
+def test_group_snapshot_backup_is_restored_by_mover_pods(k8s):
+    from tests.fixtures.k8s_app import StepPodKubelet
+
+    # GIVEN an app backed up with one VolumeGroupSnapshot (consistency: group)
+    k8s.deploy_app()
+    before = k8s.volume_state()
+    record = k8s.backup("backup-db-7", consistency="group")
+    cuts = {s["volume"]: s for s in record["snapshots"]}
+    assert cuts["data"]["cut_time"] == cuts["wal"]["cut_time"]  # one instant for both volumes
+    assert cuts["data"]["handle"]["group"] == "snapflow-backup-db-7-group"
+    assert record["verdict"] == "app-consistent"
+    # the group and its members were deleted by finalize, and the PVCs carry no group label
+    assert k8s.server.list("volumegroupsnapshots.groupsnapshot.storage.k8s.io", APP_NS) == []
+    assert k8s.server.list("volumesnapshots.snapshot.storage.k8s.io", APP_NS) == []
+    assert "snapflow.io/group" not in (k8s.server.get("persistentvolumeclaims", "data-db-0", APP_NS)["metadata"]
+                                       .get("labels") or {})
+
+    # AND the repository's Secrets live in the namespace Snapflow runs in
+    k8s.server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "snapflow"}})
+    k8s.server.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "repo-key", "namespace": "snapflow"},
+                       "stringData": {"password": os.environ["SNAPFLOW_PASSWORD"]}})
+    k8s.server.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3", "namespace": "snapflow"},
+                       "stringData": {"AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+                                      "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"]}})
+    kubelet = StepPodKubelet(k8s.server, k8s.tmp)
+    k8s.server.set_pod_runner(kubelet)
+
+    # WHEN the namespace is lost and the app restored by mover pods
+    k8s.delete_namespace(APP_NS)
+    res = run_step("restore-app", "--repo", k8s.repo, "--backup", "backup-db-7", "--target-namespace", "shop-2",
+                   "--mover", "pod", "--image", "snapflow-steps:test", "--password-secret", "repo-key",
+                   "--credentials-secret", "s3", "--secrets-namespace", "snapflow", "--endpoint",
+                   os.environ["SNAPFLOW_S3_ENDPOINT"], "--timeout", "60", "--json")
+
+    # THEN one mover pod per volume ran `python -m steps restore --target /data`, and the data is identical
+    assert res.rc == 0, res.stderr + "\n".join(r["stderr"] for r in kubelet.runs)
+    assert sorted(r["rc"] for r in kubelet.runs) == [0, 0]
+    assert all(r["argv"][3] == "restore" for r in kubelet.runs)
+    assert k8s.volume_state("shop-2") == before
+    # the mover pods and the copied Secrets are gone
+    assert [p["metadata"]["name"] for p in k8s.server.list("pods", "shop-2")] in ([], ["db-0"])
+    assert {s["metadata"]["name"] for s in k8s.server.list("secrets", "shop-2")} == {"db-credentials"}

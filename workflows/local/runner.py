@@ -165,7 +165,9 @@ def load_local_policy(
     known = {v.volume_name for v in policy.spec.volumes}
     for key in mapping:
         if key not in known:
-            raise UsageError(f"--volume: {key!r} is not a volume of {source} (volumes: {', '.join(sorted(known))})")
+            raise UsageError(
+                f"--volume: {key!r} is not a volume of {source} (volumes: {', '.join(sorted(known))})"
+            )
     for vol, model in zip(spec["volumes"], policy.spec.volumes, strict=True):
         local_path = mapping.get(model.volume_name)
         if local_path is not None:
@@ -185,7 +187,9 @@ def load_local_policy(
             raise UsageError(f"--hook-param: expected TARGET.KEY=VALUE, got {key}={value!r}")
         if target_name not in targets:
             known_targets = ", ".join(sorted(targets)) or "none"
-            raise UsageError(f"--hook-param: {target_name!r} is not a quiesce target (targets: {known_targets})")
+            raise UsageError(
+                f"--hook-param: {target_name!r} is not a quiesce target (targets: {known_targets})"
+            )
         t = spec["quiesce"][targets[target_name]]
         t.setdefault("name", target_name)
         t.setdefault("params", {})[param] = _param_value(value)
@@ -506,7 +510,9 @@ def pipeline_parameters(pipeline: Pipeline, given: dict[str, str]) -> dict[str, 
     for key in given:
         if key not in declared:
             known = ", ".join(sorted(declared)) or "none"
-            raise UsageError(f"-p {key}: not a parameter of the {pipeline.name} pipeline (parameters: {known})")
+            raise UsageError(
+                f"-p {key}: not a parameter of the {pipeline.name} pipeline (parameters: {known})"
+            )
     values: dict[str, str] = {}
     for p in pipeline.parameters:
         value = given.get(p.name, p.default)
@@ -927,7 +933,11 @@ class LocalPipelineRunner:
             paths[snap["volume"]] = snap["snapshot"]
         for v in plan.volumes:
             if v.name not in paths and v.path:
-                root = Path(plan.snapshot.local_dir) if plan.snapshot.local_dir else Path(v.path).parent / ".snapflow-snapshots"
+                root = (
+                    Path(plan.snapshot.local_dir)
+                    if plan.snapshot.local_dir
+                    else Path(v.path).parent / ".snapflow-snapshots"
+                )
                 paths[v.name] = str(root / f"{v.name}.{ctx.backup_id}")
         warnings = []
         for volume, path in paths.items():
@@ -946,7 +956,9 @@ class LocalPipelineRunner:
         """The step timeline as the run record ``pipeline`` of the backup; a warning when it fails."""
         record = result.to_dict()
         schedule = self.policy.spec.schedule
-        record["schedule"] = None if schedule is None else {"cron": schedule.cron, "timezone": schedule.timezone}
+        record["schedule"] = (
+            None if schedule is None else {"cron": schedule.cron, "timezone": schedule.timezone}
+        )
         record["cluster"] = self.policy.spec.cluster
         record["namespace"] = self.policy.namespace
         record["time"] = utc_iso(result.finished)
@@ -1039,7 +1051,9 @@ def choose_snapshot(policy: Policy, env: dict[str, str], ref: str, volume: str |
     ]
     if ref == "latest":
         if volume is None and len(names) > 1:
-            raise UsageError(f"--volume: required with --snapshot latest, the policy has volumes {', '.join(names)}")
+            raise UsageError(
+                f"--volume: required with --snapshot latest, the policy has volumes {', '.join(names)}"
+            )
         want = volume or names[0]
         for backup in sorted(mine, key=lambda b: str(b.get("time", "")), reverse=True):
             for v in backup.get("volumes") or []:
@@ -1056,7 +1070,9 @@ def choose_snapshot(policy: Policy, env: dict[str, str], ref: str, volume: str |
     backup = next((b for b in mine if b.get("backup_id") == snap.backup_id), None) if snap.backup_id else None
     vol = snap.data.get("volume") or snap.tags.get("volume") or volume or names[0]
     if snap.data.get("app") not in (None, policy.app):
-        raise UsageError(f"--snapshot: {snap.short_id} is a snapshot of app {snap.data.get('app')}, not {policy.app}")
+        raise UsageError(
+            f"--snapshot: {snap.short_id} is a snapshot of app {snap.data.get('app')}, not {policy.app}"
+        )
     return RestoreChoice(snap.id, vol, snap.backup_id, backup)
 
 
@@ -1082,7 +1098,9 @@ def prepare_restored_volume(choice: RestoreChoice, target: str) -> list[str]:
                 "from the backup start)"
             )
         elif t.get("recovery") == "crash":
-            notes.append(f"target {t['name']}: atomic snapshot, crash recovery on first start (no backup_label)")
+            notes.append(
+                f"target {t['name']}: atomic snapshot, crash recovery on first start (no backup_label)"
+            )
     return notes
 
 
@@ -1114,4 +1132,3 @@ def restore_local(
     if result.ok:
         notes = prepare_restored_volume(choice, str(target_path))
     return result, choice, notes
-
