@@ -23,7 +23,9 @@ def add_kube_args(parser: argparse.ArgumentParser) -> None:
 def kube_client(args):
     from steps.drivers.kube import KubeClient, KubeSettings
 
-    return KubeClient(KubeSettings.from_env(getattr(args, "kubeconfig", None), getattr(args, "context", None)))
+    return KubeClient(
+        KubeSettings.from_env(getattr(args, "kubeconfig", None), getattr(args, "context", None))
+    )
 
 
 def log(message: str) -> None:

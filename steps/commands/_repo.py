@@ -45,12 +45,31 @@ def open_store(args):
     return _open(args.repo, args.endpoint)
 
 
+def add_as_of_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--as-of",
+        metavar="TIME",
+        help="read the repository as it was at TIME (ISO 8601, UTC unless a zone is given) from the"
+        " bucket's object versions: what was overwritten or deleted since comes back",
+    )
+
+
 def open_repository(args):
     from steps.repository.repo import Repository
     from steps.secrets import repository_password
 
     password = repository_password()
-    return Repository.open(open_store(args), password)
+    store = open_store(args)
+    if getattr(args, "as_of", None):
+        from steps.repository.lock import AsOfStore, parse_as_of
+
+        when = parse_as_of(args.as_of)
+        if not store.versioning_enabled():
+            warn(
+                f"--as-of: {store.url} keeps no old versions; only objects written after {args.as_of} are hidden"
+            )
+        store = AsOfStore(store, when)
+    return Repository.open(store, password)
 
 
 def parse_tags(values: list[str] | None, option: str = "--tag") -> dict[str, str]:

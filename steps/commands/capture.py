@@ -25,9 +25,15 @@ examples:
 def configure(parser):
     add_repo_args(parser)
     parser.add_argument("--namespace", required=True, metavar="NS", help="the application's namespace")
-    parser.add_argument("--selector", default="", metavar="SEL",
-                        help="label selector (kubectl -l syntax); default: the whole namespace")
-    parser.add_argument("--backup-id", required=True, metavar="ID", help="the backup run (Argo workflow name)")
+    parser.add_argument(
+        "--selector",
+        default="",
+        metavar="SEL",
+        help="label selector (kubectl -l syntax); default: the whole namespace",
+    )
+    parser.add_argument(
+        "--backup-id", required=True, metavar="ID", help="the backup run (Argo workflow name)"
+    )
     for f in ("cluster", "app", "policy"):
         parser.add_argument(f"--{f}", metavar=f.upper(), help=f"record the {f} with the capture")
     parser.add_argument("--dry-run", action="store_true", help="list what would be stored; store nothing")
@@ -36,9 +42,26 @@ def configure(parser):
     parser.epilog = CONNECTION_EPILOG + KUBE_EPILOG
 
 
+# Kinds a restore of a typical app cannot do without.
+IMPORTANT_KINDS = frozenset(
+    {
+        "configmaps",
+        "secrets",
+        "serviceaccounts",
+        "services",
+        "persistentvolumeclaims",
+        "statefulsets.apps",
+        "deployments.apps",
+        "daemonsets.apps",
+        "cronjobs.batch",
+        "jobs.batch",
+    }
+)
+
+
 def collect(client, namespace: str, warn) -> tuple[list[dict], list[str]]:
     """Every object of ``namespace`` (and the Namespace itself) the client may list; the kinds it may not."""
-    from steps.drivers.kube import Forbidden, NotFound
+    from steps.drivers.kube import Forbidden, KubeError, NotFound
     from steps.errors import UsageError
     from steps.manifests.clean import RUNTIME_KINDS
 
@@ -58,15 +81,33 @@ def collect(client, namespace: str, warn) -> tuple[list[dict], list[str]]:
     for rt in client.namespaced_types():
         if (rt.group, rt.kind) in RUNTIME_KINDS:
             continue  # dropped anyway; listing Events of a busy namespace is expensive
+        resource = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
         try:
             items, _ = client.list(rt.api_version, rt.kind, namespace)
-        except Forbidden as err:
-            unreadable.append(f"{rt.plural}.{rt.group}" if rt.group else rt.plural)
-            warn(f"cannot list {rt.kind} in namespace {namespace}: {err}; the capture does not contain them")
+        except Forbidden:
+            unreadable.append(resource)
             continue
         except NotFound:
             continue
+        except KubeError as err:
+            if resource in IMPORTANT_KINDS:
+                raise
+            # an add-on API that is down (an aggregated API server) must not stop every backup
+            unreadable.append(resource)
+            warn(f"cannot list {resource} in namespace {namespace} ({err}); not captured")
+            continue
         objects.extend(items)
+    important = [u for u in unreadable if u in IMPORTANT_KINDS]
+    if important:
+        warn(
+            f"not captured, no permission to list them in namespace {namespace}: {', '.join(important)}; "
+            "a restore will lack them"
+        )
+    if len(unreadable) > len(important):
+        warn(
+            f"not captured, no permission to list them: {len(unreadable) - len(important)} other kinds "
+            "(see 'unreadable' in capture.json)"
+        )
     return objects, unreadable
 
 
@@ -97,7 +138,7 @@ def run(args) -> int:
         "unreadable": unreadable,
     }
     files = bundle.to_files(selection.objects, info)
-    kept = [bundle.object_path(o)[len("objects/"):] for o in selection.objects]
+    kept = [bundle.object_path(o)[len("objects/") :] for o in selection.objects]
     summary = {"objects": len(selection.objects), "dropped": len(selection.dropped), "unreadable": unreadable}
     if args.dry_run:
         for path in kept:
@@ -111,13 +152,25 @@ def run(args) -> int:
     from steps.repository.archiver import store_files
 
     repo = open_repository(args)
-    identity = {"cluster": info["cluster"], "namespace": args.namespace, "app": args.app, "policy": args.policy}
+    identity = {
+        "cluster": info["cluster"],
+        "namespace": args.namespace,
+        "app": args.app,
+        "policy": args.policy,
+    }
     snapshot_id = store_files(
-        repo, files, tags={"kind": "manifests", "backup": args.backup_id}, backup_id=args.backup_id,
-        identity={k: v for k, v in identity.items() if v}, source=f"k8s:{info['cluster']}/{args.namespace}",
+        repo,
+        files,
+        tags={"kind": "manifests", "backup": args.backup_id},
+        backup_id=args.backup_id,
+        identity={k: v for k, v in identity.items() if v},
+        source=f"k8s:{info['cluster']}/{args.namespace}",
     )
-    print(f"captured {len(selection.objects)} objects of namespace {args.namespace} "
-          f"({len(selection.dropped)} left out) as snapshot {snapshot_id[:8]}", file=sys.stderr)
+    print(
+        f"captured {len(selection.objects)} objects of namespace {args.namespace} "
+        f"({len(selection.dropped)} left out) as snapshot {snapshot_id[:8]}",
+        file=sys.stderr,
+    )
     if args.json:
         print_json({**summary, "id": snapshot_id})
     else:

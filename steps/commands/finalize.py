@@ -29,15 +29,24 @@ STATUSES = ("Succeeded", "Failed", "Error", "Running", "Omitted", "Skipped")
 
 def configure(parser):
     parser.add_argument("--plan", required=True, metavar="FILE", help="plan JSON file")
-    parser.add_argument("--backup-id", required=True, metavar="ID", help="the backup run (Argo workflow name)")
-    parser.add_argument("--workflow-status", required=True, metavar="STATUS",
-                        help="{{workflow.status}}: Succeeded, Failed or Error")
+    parser.add_argument(
+        "--backup-id", required=True, metavar="ID", help="the backup run (Argo workflow name)"
+    )
+    parser.add_argument(
+        "--workflow-status",
+        required=True,
+        metavar="STATUS",
+        help="{{workflow.status}}: Succeeded, Failed or Error",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     add_kube_args(parser)
-    parser.epilog = KUBE_EPILOG + """\
+    parser.epilog = (
+        KUBE_EPILOG
+        + """\
 repository: the plan's repository; SNAPFLOW_PASSWORD / SNAPFLOW_PASSWORD_FILE, AWS_ACCESS_KEY_ID,
   AWS_SECRET_ACCESS_KEY, SNAPFLOW_S3_* as for the other repository steps
 """
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,7 +79,6 @@ def cleanup_cluster(client, plan, backup_id: str, log) -> dict[str, list[str]]:
             except KubeError as err:
                 done["errors"].append(f"delete {kind}/{name}: {err}")
 
-    delete_all("v1", "Pod", f",{render.LABEL_ROLE}=mover")
     delete_all("v1", "PersistentVolumeClaim", f",{render.LABEL_ROLE}=clone")
     if plan.snapshot.delete_after_copy:
         for api_version in render.GROUP_SNAPSHOT_API_VERSIONS:
@@ -87,8 +95,13 @@ def cleanup_cluster(client, plan, backup_id: str, log) -> dict[str, list[str]]:
         try:
             pvc = client.get_or_none("v1", "PersistentVolumeClaim", v.pvc, ns)
             if pvc and (pvc["metadata"].get("labels") or {}).get(render.LABEL_GROUP) == group_value:
-                client.patch("v1", "PersistentVolumeClaim", v.pvc, ns,
-                             {"metadata": {"labels": {render.LABEL_GROUP: None}}})
+                client.patch(
+                    "v1",
+                    "PersistentVolumeClaim",
+                    v.pvc,
+                    ns,
+                    {"metadata": {"labels": {render.LABEL_GROUP: None}}},
+                )
         except KubeError as err:
             done["errors"].append(f"unlabel PersistentVolumeClaim/{v.pvc}: {err}")
     return done
@@ -112,8 +125,19 @@ def commit_checks(plan, backup_id: str, snapshots, runs) -> tuple[dict | None, l
             continue
         snap = max(found, key=lambda s: s.time)
         summary = snap.data.get("summary") or {}
-        volumes.append({"name": v.name, "pvc": v.pvc, "path": v.path, "role": v.role, "block": v.block,
-                        "snapshot": snap.id, "files": summary.get("files"), "bytes": summary.get("bytes_total")})
+        volumes.append(
+            {
+                "name": v.name,
+                "pvc": v.pvc,
+                "path": v.path,
+                "role": v.role,
+                "block": v.block,
+                "target": v.target,
+                "snapshot": snap.id,
+                "files": summary.get("files"),
+                "bytes": summary.get("bytes_total"),
+            }
+        )
     verifies = [r for r in runs if r.data.get("name") == "verify"]
     verify = verifies[-1].data if verifies else None
     if verify is None:
@@ -127,14 +151,23 @@ def commit_checks(plan, backup_id: str, snapshots, runs) -> tuple[dict | None, l
     record = {
         "version": 1,
         "backup_id": backup_id,
-        "app": {"cluster": plan.app.cluster, "namespace": plan.app.namespace, "name": plan.app.name,
-                "policy": plan.app.policy},
+        "app": {
+            "cluster": plan.app.cluster,
+            "namespace": plan.app.namespace,
+            "name": plan.app.name,
+            "policy": plan.app.policy,
+        },
         "volumes": volumes,
         "manifests": max(manifests, key=lambda s: s.time).id if manifests else None,
         "snapshot_driver": plan.snapshot.driver,
-        "consistency": None if cp is None else {
-            k: cp.get(k) for k in ("verdict", "reasons", "recovery", "freeze_window_ms", "timeline")
-        },
+        # where each target's data directory lies inside its volumes (a restore writes backup_label there)
+        "targets": [
+            {"name": t.name, "hook": t.hook, "pgdata": str(t.params.get("pgdata") or "")}
+            for t in plan.targets
+        ],
+        "consistency": None
+        if cp is None
+        else {k: cp.get(k) for k in ("verdict", "reasons", "recovery", "freeze_window_ms", "timeline")},
         "verify": {k: verify.get(k) for k in ("ok", "read_data_percent", "snapshots", "bytes_read", "time")},
         "repository": plan.repository.url if plan.repository else None,
     }
@@ -152,7 +185,9 @@ def commit(plan, backup_id: str, log) -> tuple[str | None, list[str], bool]:
     existing = repo.list_records("backups", key=backup_id)
     if existing:
         return existing[-1].id, [], True
-    record, problems = commit_checks(plan, backup_id, repo.list_snapshots(), repo.list_records("runs", key=backup_id))
+    record, problems = commit_checks(
+        plan, backup_id, repo.list_snapshots(), repo.list_records("runs", key=backup_id)
+    )
     if record is None:
         return None, problems, False
     record["time"] = utc_now_iso()
@@ -171,7 +206,9 @@ def run(args) -> int:
     from steps.plan import load_plan
 
     if args.workflow_status not in STATUSES:
-        raise UsageError(f"--workflow-status: expected one of {', '.join(STATUSES)}, got {args.workflow_status!r}")
+        raise UsageError(
+            f"--workflow-status: expected one of {', '.join(STATUSES)}, got {args.workflow_status!r}"
+        )
     plan = load_plan(args.plan)
     summary: dict = {"backup_id": args.backup_id, "workflow_status": args.workflow_status}
 
@@ -201,7 +238,9 @@ def run(args) -> int:
                 log(f"finalize: cleanup: {e}")
         except SnapflowError as err:
             summary["cleanup"] = {"deleted": [], "errors": [str(err)]}
-            log(f"finalize: cleanup failed: {err} (leftovers carry the label snapflow.io/backup-id={args.backup_id})")
+            log(
+                f"finalize: cleanup failed: {err} (leftovers carry the label snapflow.io/backup-id={args.backup_id})"
+            )
 
     # 3. commit, only for a successful run
     commit_error: SnapflowError | None = None
@@ -220,17 +259,17 @@ def run(args) -> int:
                 log(f"finalize: backup {args.backup_id} was already committed")
             if problems:
                 summary["problems"] = problems
-                commit_error = PermanentError(
-                    f"backup {args.backup_id} not committed: {'; '.join(problems)}"
-                )
+                commit_error = PermanentError(f"backup {args.backup_id} not committed: {'; '.join(problems)}")
         except SnapflowError as err:
             summary["committed"] = False
             commit_error = err
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     else:
-        print(f"finalize: backup {args.backup_id}: {'committed' if summary.get('committed') else 'not committed'}",
-              file=sys.stderr)
+        print(
+            f"finalize: backup {args.backup_id}: {'committed' if summary.get('committed') else 'not committed'}",
+            file=sys.stderr,
+        )
     if thaw_error:
         raise ConsistencyError(thaw_error)
     if commit_error is not None:

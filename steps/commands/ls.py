@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from steps.commands._repo import CONNECTION_EPILOG, add_repo_args, open_repository
+from steps.commands._repo import CONNECTION_EPILOG, add_as_of_arg, add_repo_args, open_repository
 
 NAME = "ls"
 HELP = "list the files of a snapshot"
@@ -31,6 +31,7 @@ def configure(parser):
     )
     parser.add_argument("path", nargs="?", default="", metavar="PATH", help="only entries below this path")
     parser.add_argument("--json", action="store_true", help="one JSON object per entry")
+    add_as_of_arg(parser)
     parser.epilog = CONNECTION_EPILOG
 
 

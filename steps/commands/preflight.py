@@ -25,15 +25,16 @@ examples:
   python -m steps preflight --plan plan.json --service-account shop/snapflow-db --json
 """
 
-# (verb, resource, group, subresource, needed-for, group-consistency only)
+# (verb, resource, group, subresource, needed-for, group-consistency only): what the backup steps do in
+# the app's namespace. The scenario tests run a backup with a Role of exactly these rules.
 PERMISSIONS: tuple[tuple[str, str, str, str, str, bool], ...] = (
     ("get", "pods", "", "", "consistent-point (hooks)", False),
-    ("create", "pods", "", "exec", "consistent-point (hooks)", False),
+    ("create", "pods", "", "exec", "consistent-point, finalize (hooks)", False),
     ("get", "persistentvolumeclaims", "", "", "prepare-clone", False),
     ("create", "persistentvolumeclaims", "", "", "prepare-clone", False),
     ("list", "persistentvolumeclaims", "", "", "finalize", False),
     ("delete", "persistentvolumeclaims", "", "", "finalize", False),
-    ("patch", "persistentvolumeclaims", "", "", "consistent-point (group label)", True),
+    ("patch", "persistentvolumeclaims", "", "", "consistent-point, finalize (group label)", True),
     ("create", "volumesnapshots", "snapshot.storage.k8s.io", "", "consistent-point", False),
     ("get", "volumesnapshots", "snapshot.storage.k8s.io", "", "consistent-point", False),
     ("list", "volumesnapshots", "snapshot.storage.k8s.io", "", "consistent-point", False),
@@ -41,6 +42,8 @@ PERMISSIONS: tuple[tuple[str, str, str, str, str, bool], ...] = (
     ("delete", "volumesnapshots", "snapshot.storage.k8s.io", "", "finalize", False),
     ("patch", "volumesnapshots", "snapshot.storage.k8s.io", "", "consistent-point (group members)", True),
     ("create", "volumegroupsnapshots", "groupsnapshot.storage.k8s.io", "", "consistent-point", True),
+    ("get", "volumegroupsnapshots", "groupsnapshot.storage.k8s.io", "", "consistent-point", True),
+    ("list", "volumegroupsnapshots", "groupsnapshot.storage.k8s.io", "", "consistent-point", True),
     ("watch", "volumegroupsnapshots", "groupsnapshot.storage.k8s.io", "", "consistent-point", True),
     ("delete", "volumegroupsnapshots", "groupsnapshot.storage.k8s.io", "", "finalize", True),
     ("list", "events", "", "", "error messages", False),
@@ -51,20 +54,41 @@ PERMISSIONS: tuple[tuple[str, str, str, str, str, bool], ...] = (
     ("list", "statefulsets", "apps", "", "capture", False),
     ("list", "deployments", "apps", "", "capture", False),
 )
-# cluster-scoped reads: without them the steps work, with less precision
-CLUSTER_PERMISSIONS = (
-    ("get", "volumesnapshotcontents", "snapshot.storage.k8s.io",
-     "the cut time is then the VolumeSnapshot's (whole seconds), not the content's"),
-    ("get", "namespaces", "", "capture then stores no Namespace object (its labels are not restored)"),
+# cluster-scoped reads (a ClusterRole): (verb, resource, group, what happens without, group-consistency only)
+CLUSTER_PERMISSIONS: tuple[tuple[str, str, str, str, bool], ...] = (
+    (
+        "get",
+        "volumesnapshotcontents",
+        "snapshot.storage.k8s.io",
+        "the cut time is then the VolumeSnapshot's (whole seconds), not the content's",
+        False,
+    ),
+    ("get", "namespaces", "", "capture then stores no Namespace object (its labels are not restored)", False),
+    (
+        "get",
+        "volumegroupsnapshotcontents",
+        "groupsnapshot.storage.k8s.io",
+        "the cut time is then the group snapshot's (whole seconds)",
+        True,
+    ),
+    ("get", "persistentvolumes", "", "a group snapshot's members cannot be matched to their PVCs", True),
 )
 
 
 def configure(parser):
     parser.add_argument("--plan", required=True, metavar="FILE", help="plan JSON file")
-    parser.add_argument("--service-account", default="", metavar="NS/NAME",
-                        help="check RBAC for this ServiceAccount (default: the identity of this process)")
-    parser.add_argument("--group-snapshot-class", default="", metavar="NAME",
-                        help="VolumeGroupSnapshotClass for consistency: group (default: the driver's default)")
+    parser.add_argument(
+        "--service-account",
+        default="",
+        metavar="NS/NAME",
+        help="check RBAC for this ServiceAccount (default: the identity of this process)",
+    )
+    parser.add_argument(
+        "--group-snapshot-class",
+        default="",
+        metavar="NAME",
+        help="VolumeGroupSnapshotClass for consistency: group (default: the driver's default)",
+    )
     parser.add_argument("--skip-repository", action="store_true", help="do not open the repository")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
     add_kube_args(parser)
@@ -83,16 +107,32 @@ class Checks:
         return [c for c in self.items if c["status"] == "fail"]
 
 
-def _allowed(client, sa: str, verb: str, resource: str, group: str, namespace: str | None, sub: str = "") -> bool:
-    attrs = {k: v for k, v in {"verb": verb, "resource": resource, "group": group, "namespace": namespace,
-                               "subresource": sub}.items() if v}
+def _allowed(
+    client, sa: str, verb: str, resource: str, group: str, namespace: str | None, sub: str = ""
+) -> bool:
+    attrs = {
+        k: v
+        for k, v in {
+            "verb": verb,
+            "resource": resource,
+            "group": group,
+            "namespace": namespace,
+            "subresource": sub,
+        }.items()
+        if v
+    }
     if not sa:
         return client.can_i(verb, resource, namespace, group, sub)
     ns, _, name = sa.partition("/")
-    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-              "spec": {"user": f"system:serviceaccount:{ns}:{name}",
-                       "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"],
-                       "resourceAttributes": attrs}}
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": f"system:serviceaccount:{ns}:{name}",
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"],
+            "resourceAttributes": attrs,
+        },
+    }
     out = client.create(review)
     return bool((out.get("status") or {}).get("allowed"))
 
@@ -105,7 +145,7 @@ def _default_class(classes: list[dict], driver: str, annotation: str) -> dict | 
 
 
 def check_snapshots(client, plan, checks: Checks, group_class: str) -> None:
-    from steps.drivers.kube import KubeError
+    from steps.drivers.kube import Forbidden, KubeError
     from steps.manifests import render
     from steps.manifests.objects import dig
 
@@ -113,9 +153,20 @@ def check_snapshots(client, plan, checks: Checks, group_class: str) -> None:
     try:
         classes, _ = client.list("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass")
         checks.add("snapshot-api", "ok", "snapshot.storage.k8s.io/v1 is served")
+    except Forbidden as err:
+        checks.add(
+            "snapshot-api",
+            "fail",
+            f"{err} (run preflight as a cluster reader; check a ServiceAccount's "
+            "rights with --service-account)",
+        )
+        return
     except KubeError as err:
-        checks.add("snapshot-api", "fail", f"VolumeSnapshot API not usable: {err} (install the external-snapshotter "
-                                           "CRDs and controller)")
+        checks.add(
+            "snapshot-api",
+            "fail",
+            f"VolumeSnapshot API not usable: {err} (install the external-snapshotter CRDs and controller)",
+        )
         return
     group_classes = None
     if plan.consistency == "group":
@@ -127,8 +178,20 @@ def check_snapshots(client, plan, checks: Checks, group_class: str) -> None:
             except KubeError:
                 continue
         if group_classes is None:
-            checks.add("snapshot-api", "fail", "consistency: group, but no VolumeGroupSnapshot API is served "
-                                               f"({', '.join(render.GROUP_SNAPSHOT_API_VERSIONS)})")
+            checks.add(
+                "snapshot-api",
+                "fail",
+                "consistency: group, but no VolumeGroupSnapshot API is served "
+                f"({', '.join(render.GROUP_SNAPSHOT_API_VERSIONS)})",
+            )
+    named = None
+    if plan.snapshot.snapshot_class:
+        named = next((c for c in classes if c["metadata"]["name"] == plan.snapshot.snapshot_class), None)
+        if named is None:
+            checks.add(
+                "snapshot-class", "fail", f"VolumeSnapshotClass {plan.snapshot.snapshot_class} does not exist"
+            )
+            return
     for v in plan.volumes:
         if not v.pvc:
             continue
@@ -139,33 +202,45 @@ def check_snapshots(client, plan, checks: Checks, group_class: str) -> None:
         sc_name = dig(pvc, "spec", "storageClassName")
         sc = client.get_or_none("storage.k8s.io/v1", "StorageClass", sc_name) if sc_name else None
         if sc is None:
-            checks.add("snapshot-class", "fail", f"PVC {v.pvc}: storage class {sc_name or '(none)'} not found; "
-                                                 "cannot tell its CSI driver")
+            checks.add(
+                "snapshot-class",
+                "fail",
+                f"PVC {v.pvc}: storage class {sc_name or '(none)'} not found; cannot tell its CSI driver",
+            )
             continue
         driver = sc.get("provisioner", "")
-        if plan.snapshot.snapshot_class:
-            chosen = next((c for c in classes if c["metadata"]["name"] == plan.snapshot.snapshot_class), None)
-            if chosen is None:
-                checks.add("snapshot-class", "fail", f"VolumeSnapshotClass {plan.snapshot.snapshot_class} does not exist")
-                continue
+        if named is not None:
+            chosen = named
             if chosen.get("driver") != driver:
-                checks.add("snapshot-class", "fail", f"PVC {v.pvc}: VolumeSnapshotClass {chosen['metadata']['name']} "
-                                                     f"is for driver {chosen.get('driver')}, the PVC uses {driver}")
+                checks.add(
+                    "snapshot-class",
+                    "fail",
+                    f"PVC {v.pvc}: VolumeSnapshotClass {chosen['metadata']['name']} "
+                    f"is for driver {chosen.get('driver')}, the PVC uses {driver}",
+                )
                 continue
         else:
             chosen = _default_class(classes, driver, "snapshot.storage.kubernetes.io/is-default-class")
             if chosen is None:
-                checks.add("snapshot-class", "fail", f"PVC {v.pvc}: no default VolumeSnapshotClass for driver {driver}"
-                                                     " (set snapshot.class in the policy)")
+                checks.add(
+                    "snapshot-class",
+                    "fail",
+                    f"PVC {v.pvc}: no default VolumeSnapshotClass for driver {driver}"
+                    " (set snapshot.class in the policy)",
+                )
                 continue
         checks.add("snapshot-class", "ok", f"PVC {v.pvc}: {chosen['metadata']['name']} (driver {driver})")
         if group_classes is not None:
             if group_class:
                 g = next((c for c in group_classes if c["metadata"]["name"] == group_class), None)
             else:
-                g = _default_class(group_classes, driver, "groupsnapshot.storage.kubernetes.io/is-default-class")
+                g = _default_class(
+                    group_classes, driver, "groupsnapshot.storage.kubernetes.io/is-default-class"
+                )
             if g is None or g.get("driver") != driver:
-                checks.add("snapshot-class", "fail", f"PVC {v.pvc}: no VolumeGroupSnapshotClass for driver {driver}")
+                checks.add(
+                    "snapshot-class", "fail", f"PVC {v.pvc}: no VolumeGroupSnapshotClass for driver {driver}"
+                )
             else:
                 checks.add("snapshot-class", "ok", f"PVC {v.pvc}: group class {g['metadata']['name']}")
 
@@ -182,9 +257,16 @@ def check_rbac(client, plan, checks: Checks, sa: str) -> None:
             if not _allowed(client, sa, verb, resource, group, ns, sub):
                 what = f"{verb} {resource}{'/' + sub if sub else ''}{'.' + group if group else ''}"
                 missing.append(f"{what} ({step})")
-        for verb, resource, group, consequence in CLUSTER_PERMISSIONS:
+        for verb, resource, group, consequence, group_only in CLUSTER_PERMISSIONS:
+            if group_only and plan.consistency != "group":
+                continue
             if not _allowed(client, sa, verb, resource, group, None):
-                checks.add("rbac", "warn", f"cannot {verb} {resource}: {consequence}")
+                # without PVs a group snapshot cannot be used at all; the rest only loses precision
+                checks.add(
+                    "rbac",
+                    "fail" if resource == "persistentvolumes" else "warn",
+                    f"cannot {verb} {resource}: {consequence}",
+                )
     except KubeError as err:
         checks.add("rbac", "warn", f"access reviews not possible: {err}")
         return
@@ -204,17 +286,42 @@ def check_pod_security(namespace_obj: dict | None, checks: Checks) -> None:
     if level not in LEVELS:
         checks.add("pod-security", "warn", f"unknown enforce level {level!r}")
         return
-    mover = render.mover_pod(name="preflight", namespace="x", pvc="x", image="x", repository="s3://x/x",
-                             snapshot_id="x", labels={}, password_secret="x")
+    mover = render.mover_pod(
+        name="preflight",
+        namespace="x",
+        pvc="x",
+        image="x",
+        repository="s3://x/x",
+        snapshot_id="x",
+        labels={},
+        password_secret="x",
+    )
     problems = violations(mover["spec"], level)
     if problems:
-        mover_nr = render.mover_pod(name="preflight", namespace="x", pvc="x", image="x", repository="s3://x/x",
-                                    snapshot_id="x", labels={}, password_secret="x", run_as_root=False)
+        mover_nr = render.mover_pod(
+            name="preflight",
+            namespace="x",
+            pvc="x",
+            image="x",
+            repository="s3://x/x",
+            snapshot_id="x",
+            labels={},
+            password_secret="x",
+            run_as_root=False,
+        )
         if not violations(mover_nr["spec"], level):
-            checks.add("pod-security", "warn", f"enforce={level} rejects the restore mover as root ("
-                       f"{problems[0]}); restores there need --mover-non-root (file owners are then not restored)")
+            checks.add(
+                "pod-security",
+                "warn",
+                f"enforce={level} rejects the restore mover as root ("
+                f"{problems[0]}); restores there need --mover-non-root (file owners are then not restored)",
+            )
         else:
-            checks.add("pod-security", "fail", f"enforce={level} rejects the restore mover pod: {'; '.join(problems)}")
+            checks.add(
+                "pod-security",
+                "fail",
+                f"enforce={level} rejects the restore mover pod: {'; '.join(problems)}",
+            )
     else:
         checks.add("pod-security", "ok", f"enforce={level} admits the step pods")
 
@@ -235,7 +342,9 @@ def check_repository(plan, checks: Checks) -> None:
         checks.add("repository", "fail", f"{plan.repository.url}: {err}")
 
 
-def preflight(client, plan, *, service_account: str = "", group_class: str = "", repository: bool = True) -> Checks:
+def preflight(
+    client, plan, *, service_account: str = "", group_class: str = "", repository: bool = True
+) -> Checks:
     from steps.drivers.kube import KubeError
 
     checks = Checks()
@@ -276,14 +385,23 @@ def run(args) -> int:
         raise UsageError(f"--service-account: expected NAMESPACE/NAME, got {args.service_account!r}")
     plan = load_plan(args.plan)
     with kube_client(args) as client:
-        checks = preflight(client, plan, service_account=args.service_account,
-                           group_class=args.group_snapshot_class, repository=not args.skip_repository)
+        checks = preflight(
+            client,
+            plan,
+            service_account=args.service_account,
+            group_class=args.group_snapshot_class,
+            repository=not args.skip_repository,
+        )
     if args.json:
         print(json.dumps({"ok": not checks.failed, "checks": checks.items}, sort_keys=True))
     else:
         for c in checks.items:
-            print(f"{ {'ok': 'ok  ', 'warn': 'warn', 'fail': 'FAIL'}[c['status']] } {c['check']:<15} {c['message']}")
+            print(
+                f"{ {'ok': 'ok  ', 'warn': 'warn', 'fail': 'FAIL'}[c['status']] } {c['check']:<15} {c['message']}"
+            )
     if checks.failed:
-        raise PermanentError(f"preflight: {len(checks.failed)} check(s) failed: "
-                             + "; ".join(f"{c['check']}: {c['message']}" for c in checks.failed[:3]))
+        raise PermanentError(
+            f"preflight: {len(checks.failed)} check(s) failed: "
+            + "; ".join(f"{c['check']}: {c['message']}" for c in checks.failed[:3])
+        )
     return 0

@@ -25,17 +25,36 @@ examples:
 
 def configure(parser):
     parser.add_argument("--namespace", required=True, metavar="NS", help="namespace of the snapshot and PVC")
-    parser.add_argument("--snapshot", default="", metavar="NAME", help="VolumeSnapshot name (default: by label)")
-    parser.add_argument("--pvc", required=True, metavar="NAME", help="the source PVC (its spec shapes the clone)")
-    parser.add_argument("--backup-id", required=True, metavar="ID", help="the backup run (Argo workflow name)")
-    parser.add_argument("--volume", default="", metavar="NAME", help="the plan's volume name (default: --pvc)")
+    parser.add_argument(
+        "--snapshot", default="", metavar="NAME", help="VolumeSnapshot name (default: by label)"
+    )
+    parser.add_argument(
+        "--pvc", required=True, metavar="NAME", help="the source PVC (its spec shapes the clone)"
+    )
+    parser.add_argument(
+        "--backup-id", required=True, metavar="ID", help="the backup run (Argo workflow name)"
+    )
+    parser.add_argument(
+        "--volume", default="", metavar="NAME", help="the plan's volume name (default: --pvc)"
+    )
     parser.add_argument("--app", default="", metavar="NAME", help="the application (recorded as a label)")
-    parser.add_argument("--storage-class", default="", metavar="NAME",
-                        help="storage class of the clone (default: the source PVC's; XFS clones need one "
-                             "mounting with nouuid)")
-    parser.add_argument("--timeout", type=float, default=600.0, metavar="S",
-                        help="seconds to wait for readyToUse (default 600)")
-    parser.add_argument("--out", metavar="FILE", help="also write the claim name to FILE (Argo output parameter)")
+    parser.add_argument(
+        "--storage-class",
+        default="",
+        metavar="NAME",
+        help="storage class of the clone (default: the source PVC's; XFS clones need one "
+        "mounting with nouuid)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="seconds to wait for readyToUse (default 600)",
+    )
+    parser.add_argument(
+        "--out", metavar="FILE", help="also write the claim name to FILE (Argo output parameter)"
+    )
     add_kube_args(parser)
     parser.epilog = KUBE_EPILOG
 
@@ -49,7 +68,9 @@ def find_snapshot(client, namespace: str, backup_id: str, volume: str, pvc: str)
 
     selector = f"{render.LABEL_BACKUP}={render.label_value(backup_id)}"
     items, _ = client.list(SNAPSHOT_API, "VolumeSnapshot", namespace, label_selector=selector)
-    by_volume = [s for s in items if dig(s, "metadata", "labels", render.LABEL_VOLUME) == render.label_value(volume)]
+    by_volume = [
+        s for s in items if dig(s, "metadata", "labels", render.LABEL_VOLUME) == render.label_value(volume)
+    ]
     by_pvc = [s for s in items if dig(s, "spec", "source", "persistentVolumeClaimName") == pvc]
     found = by_volume or by_pvc
     if len(found) != 1:
@@ -65,8 +86,22 @@ def _quantity_bytes(q: str | int | None) -> float:
         return 0.0
     if isinstance(q, int | float):
         return float(q)
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-             "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18, "m": 1e-3}
+    units = {
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "Pi": 2**50,
+        "Ei": 2**60,
+        "k": 1e3,
+        "K": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "T": 1e12,
+        "P": 1e15,
+        "E": 1e18,
+        "m": 1e-3,
+    }
     text = str(q).strip()
     for suffix in sorted(units, key=len, reverse=True):
         if text.endswith(suffix):
@@ -80,8 +115,19 @@ def _quantity_bytes(q: str | int | None) -> float:
         return 0.0
 
 
-def prepare_clone(client, *, namespace: str, pvc: str, backup_id: str, snapshot: str = "", volume: str = "",
-                  app: str = "", storage_class: str = "", timeout: float = 600.0, log=lambda _m: None) -> str:
+def prepare_clone(
+    client,
+    *,
+    namespace: str,
+    pvc: str,
+    backup_id: str,
+    snapshot: str = "",
+    volume: str = "",
+    app: str = "",
+    storage_class: str = "",
+    timeout: float = 600.0,
+    log=lambda _m: None,
+) -> str:
     """Create (or reuse) the clone PVC of one snapshot; returns its claim name."""
     from steps.drivers.kube import AlreadyExists
     from steps.drivers.snapshot_csi import SNAPSHOT_API, wait_objects
@@ -94,11 +140,21 @@ def prepare_clone(client, *, namespace: str, pvc: str, backup_id: str, snapshot:
     if source is None:
         raise UsageError(f"--pvc: PersistentVolumeClaim {pvc} does not exist in namespace {namespace}")
     name = snapshot or find_snapshot(client, namespace, backup_id, volume, pvc)
-    snap = wait_objects(client, namespace, SNAPSHOT_API, "VolumeSnapshot", [name],
-                        lambda o: dig(o, "status", "readyToUse") is True, timeout, "not ready to use")[name]
+    snap = wait_objects(
+        client,
+        namespace,
+        SNAPSHOT_API,
+        "VolumeSnapshot",
+        [name],
+        lambda o: dig(o, "status", "readyToUse") is True,
+        timeout,
+        "not ready to use",
+    )[name]
     if dig(snap, "spec", "source", "persistentVolumeClaimName") not in (None, pvc):
-        raise UsageError(f"--snapshot: VolumeSnapshot {name} is of PVC "
-                         f"{dig(snap, 'spec', 'source', 'persistentVolumeClaimName')}, not of --pvc {pvc}")
+        raise UsageError(
+            f"--snapshot: VolumeSnapshot {name} is of PVC "
+            f"{dig(snap, 'spec', 'source', 'persistentVolumeClaimName')}, not of --pvc {pvc}"
+        )
     restore_size = dig(snap, "status", "restoreSize")
     requested = dig(source, "spec", "resources", "requests", "storage")
     size = requested or restore_size
@@ -108,7 +164,10 @@ def prepare_clone(client, *, namespace: str, pvc: str, backup_id: str, snapshot:
         raise PermanentError(f"VolumeSnapshot {name}: no restoreSize and PVC {pvc} requests no storage")
     claim = render.k8s_name("snapflow-clone", backup_id, volume)
     manifest = render.clone_pvc(
-        name=claim, namespace=namespace, snapshot=name, size=str(size),
+        name=claim,
+        namespace=namespace,
+        snapshot=name,
+        size=str(size),
         labels=render.backup_labels(backup_id, app, volume, role="clone"),
         storage_class=storage_class or dig(source, "spec", "storageClassName"),
         volume_mode=dig(source, "spec", "volumeMode") or "Filesystem",
@@ -120,8 +179,10 @@ def prepare_clone(client, *, namespace: str, pvc: str, backup_id: str, snapshot:
     except AlreadyExists:
         existing = client.get("v1", "PersistentVolumeClaim", claim, namespace)
         if dig(existing, "spec", "dataSource", "name") != name:
-            raise PermanentError(f"PersistentVolumeClaim {namespace}/{claim} exists but is not a clone of "
-                                 f"VolumeSnapshot {name}") from None
+            raise PermanentError(
+                f"PersistentVolumeClaim {namespace}/{claim} exists but is not a clone of "
+                f"VolumeSnapshot {name}"
+            ) from None
         log(f"clone PVC {claim} of VolumeSnapshot {name} already exists; reused")
     return claim
 
@@ -135,9 +196,18 @@ def run(args) -> int:
     if args.timeout <= 0:
         raise UsageError(f"--timeout: expected a positive number of seconds, got {args.timeout:g}")
     with kube_client(args) as client:
-        claim = prepare_clone(client, namespace=args.namespace, pvc=args.pvc, backup_id=args.backup_id,
-                              snapshot=args.snapshot, volume=args.volume, app=args.app,
-                              storage_class=args.storage_class, timeout=args.timeout, log=log)
+        claim = prepare_clone(
+            client,
+            namespace=args.namespace,
+            pvc=args.pvc,
+            backup_id=args.backup_id,
+            snapshot=args.snapshot,
+            volume=args.volume,
+            app=args.app,
+            storage_class=args.storage_class,
+            timeout=args.timeout,
+            log=log,
+        )
     if args.out:
         Path(args.out).write_text(claim)
     print(claim)

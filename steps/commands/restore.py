@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from steps.commands._repo import CONNECTION_EPILOG, add_repo_args, open_repository, print_json, warn
+from steps.commands._repo import (
+    CONNECTION_EPILOG,
+    add_as_of_arg,
+    add_repo_args,
+    open_repository,
+    print_json,
+    warn,
+)
 
 NAME = "restore"
 HELP = "restore a snapshot into a directory"
@@ -13,6 +20,11 @@ sparse files.
 examples:
   python -m steps restore --repo s3://backups/shop --snapshot latest --target /restore
   python -m steps restore --repo s3://backups/shop --snapshot 3f2a9c1e --target /restore --include 'pg_wal/*'
+  python -m steps restore --repo s3://backups/shop --snapshot latest --as-of 2026-11-26T19:40:00Z --target /r
+
+With --as-of, the repository is read as it was at that time from the bucket's object versions (a
+versioned bucket, ideally with Object Lock): snapshots overwritten or deleted since come back, and each
+object is still checked against its name.
 """
 
 
@@ -25,6 +37,7 @@ def configure(parser):
     parser.add_argument("--include", action="append", metavar="PATTERN", help="restore only matching paths")
     parser.add_argument("--exclude", action="append", metavar="PATTERN", help="skip matching paths")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_as_of_arg(parser)
     parser.epilog = CONNECTION_EPILOG
 
 

@@ -45,57 +45,117 @@ MOVERS = ("pod", "local", "none")
 
 def configure(parser):
     add_repo_args(parser)
-    parser.add_argument("--backup", required=True, metavar="ID|latest",
-                        help="backup ID (workflow name) or 'latest' (with --app / --source-namespace)")
+    parser.add_argument(
+        "--backup",
+        required=True,
+        metavar="ID|latest",
+        help="backup ID (workflow name) or 'latest' (with --app / --source-namespace)",
+    )
     parser.add_argument("--app", default="", metavar="NAME", help="with --backup latest: the application")
-    parser.add_argument("--source-namespace", default="", metavar="NS", help="with --backup latest: its namespace")
+    parser.add_argument(
+        "--source-namespace", default="", metavar="NS", help="with --backup latest: its namespace"
+    )
     t = parser.add_argument_group("transforms")
     t.add_argument("--target-namespace", default="", metavar="NS", help="restore into NS (namespace remap)")
     t.add_argument("--namespace-map", action="append", metavar="FROM=TO", help="namespace remap (repeatable)")
-    t.add_argument("--storage-class-map", action="append", metavar="FROM=TO",
-                   help="storage class map; FROM '*' maps any class (repeatable)")
+    t.add_argument(
+        "--storage-class-map",
+        action="append",
+        metavar="FROM=TO",
+        help="storage class map; FROM '*' maps any class (repeatable)",
+    )
     t.add_argument("--add-label", action="append", metavar="K=V")
     t.add_argument("--remove-label", action="append", metavar="KEY", help="key or glob (repeatable)")
     t.add_argument("--add-annotation", action="append", metavar="K=V")
     t.add_argument("--remove-annotation", action="append", metavar="KEY", help="key or glob (repeatable)")
-    t.add_argument("--image-registry", action="append", metavar="FROM=TO",
-                   help="rewrite image registries, e.g. docker.io=registry.internal/hub (repeatable)")
+    t.add_argument(
+        "--image-registry",
+        action="append",
+        metavar="FROM=TO",
+        help="rewrite image registries, e.g. docker.io=registry.internal/hub (repeatable)",
+    )
     t.add_argument("--uid-map", action="append", metavar="FROM:TO[:COUNT]", help="remap runAsUser")
-    t.add_argument("--gid-map", action="append", metavar="FROM:TO[:COUNT]",
-                   help="remap runAsGroup, fsGroup, supplementalGroups")
-    t.add_argument("--patch", action="append", metavar="FILE",
-                   help="YAML/JSON list of {target: {kind, name, group}, patch: [RFC 6902 ops]} (repeatable)")
+    t.add_argument(
+        "--gid-map",
+        action="append",
+        metavar="FROM:TO[:COUNT]",
+        help="remap runAsGroup, fsGroup, supplementalGroups",
+    )
+    t.add_argument(
+        "--patch",
+        action="append",
+        metavar="FILE",
+        help="YAML/JSON list of {target: {kind, name, group}, patch: [RFC 6902 ops]} (repeatable)",
+    )
     t.add_argument("--transforms", metavar="FILE", help="all transforms in one YAML file")
     t.add_argument("--no-migrate", action="store_true", help="keep deprecated API versions as captured")
-    parser.add_argument("--existing", default="refuse", choices=("refuse", "skip", "replace"),
-                        help="objects that already exist: refuse (default), skip or replace")
+    parser.add_argument(
+        "--existing",
+        default="refuse",
+        choices=("refuse", "skip", "replace"),
+        help="objects that already exist: refuse (default), skip or replace",
+    )
     parser.add_argument("--exclude", action="append", metavar="PATTERN", help="data paths not to restore")
     m = parser.add_argument_group("volumes")
     m.add_argument("--mover", default="pod", choices=MOVERS, help="how PVCs are filled (default: pod)")
     m.add_argument("--volume-root", metavar="DIR", help="local mover: the CSI hostpath data directory")
-    m.add_argument("--image", default="", metavar="IMAGE", help="pod mover: the step image ($SNAPFLOW_STEP_IMAGE)")
-    m.add_argument("--password-secret", default="", metavar="NAME[:KEY]",
-                   help="pod mover: Secret holding the repository password (key default 'password')")
-    m.add_argument("--credentials-secret", default="", metavar="NAME",
-                   help="pod mover: Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-    m.add_argument("--secrets-namespace", default="", metavar="NS",
-                   help="pod mover: copy the two Secrets from NS into the target namespace for the restore")
-    m.add_argument("--mover-non-root", action="store_true",
-                   help="pod mover: run as UID 65532 (owners are not restored; for restricted Pod Security)")
-    parser.add_argument("--phase", default="all", choices=PHASE_CHOICES,
-                        help="all (default), or prepare / fill / finish for a workflow with mover steps")
+    m.add_argument(
+        "--image", default="", metavar="IMAGE", help="pod mover: the step image ($SNAPFLOW_STEP_IMAGE)"
+    )
+    m.add_argument(
+        "--password-secret",
+        default="",
+        metavar="NAME[:KEY]",
+        help="pod mover: Secret holding the repository password (key default 'password')",
+    )
+    m.add_argument(
+        "--credentials-secret",
+        default="",
+        metavar="NAME",
+        help="pod mover: Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    )
+    m.add_argument(
+        "--secrets-namespace",
+        default="",
+        metavar="NS",
+        help="pod mover: copy the two Secrets from NS into the target namespace for the restore",
+    )
+    m.add_argument(
+        "--mover-non-root",
+        action="store_true",
+        help="pod mover: run as UID 65532 (owners are not restored; for restricted Pod Security)",
+    )
+    parser.add_argument(
+        "--phase",
+        default="all",
+        choices=PHASE_CHOICES,
+        help="all (default), or prepare / fill / finish for a workflow with mover steps",
+    )
     parser.add_argument("--volumes", metavar="FILE", help="--phase fill: the volumes --phase prepare wrote")
-    parser.add_argument("--out", metavar="FILE", help="--phase prepare: write the volumes to fill (JSON) here")
+    parser.add_argument(
+        "--out", metavar="FILE", help="--phase prepare: write the volumes to fill (JSON) here"
+    )
     c = parser.add_argument_group("check")
     c.add_argument("--wait-ready", action="store_true", help="wait until the workloads' replicas are ready")
     c.add_argument("--check-pod", metavar="NAME", help="after the restore, exec --check-command in this pod")
     c.add_argument("--check-container", metavar="NAME", help="container of --check-pod")
     c.add_argument("--check-command", metavar="CMD", help="shell command, e.g. \"psql -c 'select 1'\"")
-    parser.add_argument("--restore-id", default="", metavar="ID",
-                        help="names this restore's mover pods ($ARGO_WORKFLOW_NAME, else generated)")
-    parser.add_argument("--timeout", type=float, default=1800.0, metavar="S",
-                        help="per wait (deletions, binding, movers, readiness); default 1800")
-    parser.add_argument("--dry-run", action="store_true", help="print the transformed objects; change nothing")
+    parser.add_argument(
+        "--restore-id",
+        default="",
+        metavar="ID",
+        help="names this restore's mover pods ($ARGO_WORKFLOW_NAME, else generated)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        metavar="S",
+        help="per wait (deletions, binding, movers, readiness); default 1800",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the transformed objects; change nothing"
+    )
     parser.add_argument("--report", metavar="FILE", help="write the restore report (JSON) here too")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     add_kube_args(parser)
@@ -127,8 +187,9 @@ def transform_spec(args, source_namespace: str):
             raise UsageError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
         rules = data if isinstance(data, list) else [data]
         if rules and isinstance(rules[0], dict) and "op" in rules[0]:
-            raise UsageError(f"{path}: expected rules {{target: {{kind, name}}, patch: [operations]}}, "
-                             "got bare operations")
+            raise UsageError(
+                f"{path}: expected rules {{target: {{kind, name}}, patch: [operations]}}, got bare operations"
+            )
         patches.append(TransformSpec.from_dict({"patches": rules}, path))
     flags = TransformSpec(
         namespace_map=ns_map,
@@ -158,12 +219,19 @@ def find_backup(repo, backup: str, app: str = "", namespace: str = "") -> dict:
     from steps.errors import PermanentError, UsageError
 
     if backup == "latest":
-        records = [r for r in repo.list_records("backups")
-                   if (not app or (r.data.get("app") or {}).get("name") == app)
-                   and (not namespace or (r.data.get("app") or {}).get("namespace") == namespace)]
+        records = [
+            r
+            for r in repo.list_records("backups")
+            if (not app or (r.data.get("app") or {}).get("name") == app)
+            and (not namespace or (r.data.get("app") or {}).get("namespace") == namespace)
+        ]
         if not records:
-            which = " ".join(x for x in (f"app {app}" if app else "", f"namespace {namespace}" if namespace else "") if x)
-            raise UsageError(f"--backup latest: no committed backup{' of ' + which if which else ''} in {repo.url}")
+            which = " ".join(
+                x for x in (f"app {app}" if app else "", f"namespace {namespace}" if namespace else "") if x
+            )
+            raise UsageError(
+                f"--backup latest: no committed backup{' of ' + which if which else ''} in {repo.url}"
+            )
         return max(records, key=lambda r: str(r.data.get("time", ""))).data
     records = repo.list_records("backups", key=backup)
     if records:
@@ -183,8 +251,10 @@ def load_bundle(repo, record: dict):
 
     sid = record.get("manifests")
     if not sid:
-        raise PermanentError(f"backup {record.get('backup_id')}: no manifests were captured with it; "
-                             "restore its volumes with `python -m steps restore`")
+        raise PermanentError(
+            f"backup {record.get('backup_id')}: no manifests were captured with it; "
+            "restore its volumes with `python -m steps restore`"
+        )
     return bundle.from_files(load_files(repo, sid), f"manifests snapshot {sid[:8]}")
 
 
@@ -198,11 +268,36 @@ def volumes_to_fill(record: dict, pvcs: list[dict]) -> tuple[list[dict], list[st
         if vol is None:
             notes.append(f"PersistentVolumeClaim/{name}: no volume data in the backup; created empty")
             continue
-        out.append({"pvc": name, "namespace": ns, "volume": vol["name"], "snapshot": vol["snapshot"],
-                    "volume_mode": (pvc.get("spec") or {}).get("volumeMode") or "Filesystem"})
+        out.append(
+            {
+                "pvc": name,
+                "namespace": ns,
+                "volume": vol["name"],
+                "snapshot": vol["snapshot"],
+                "volume_mode": (pvc.get("spec") or {}).get("volumeMode") or "Filesystem",
+            }
+        )
     for name, vol in by_pvc.items():
-        notes.append(f"volume {vol['name']}: its PVC {name} was not captured (or not restored); data not restored")
+        notes.append(
+            f"volume {vol['name']}: its PVC {name} was not captured (or not restored); data not restored"
+        )
     return out, notes
+
+
+def backup_labels_needed(record: dict) -> dict[str, list[tuple[str, dict]]]:
+    """Volume name → [(data directory inside it, consistent-point target record)] for every PostgreSQL
+    target copied in backup mode: its ``backup_label`` must be written into the restored data directory."""
+    consistency = record.get("consistency") or {}
+    targets = (consistency.get("timeline") or {}).get("targets") or []
+    pgdata = {t.get("name"): t.get("pgdata") or "" for t in record.get("targets") or []}
+    out: dict[str, list[tuple[str, dict]]] = {}
+    for t in targets:
+        if t.get("recovery") != "backup_label" or not t.get("backup_label"):
+            continue
+        for v in record.get("volumes") or []:
+            if v.get("role", "data") == "data" and v.get("target") in (None, t.get("name")):
+                out.setdefault(v["name"], []).append((pgdata.get(t.get("name"), ""), t))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,8 +313,12 @@ def volume_directory(client, namespace: str, pvc: str, volume_root: str | None, 
     from steps.manifests.objects import dig
 
     claim = client.wait_for(
-        "v1", "PersistentVolumeClaim", pvc, namespace,
-        lambda o: o is not None and dig(o, "status", "phase") == "Bound", timeout,
+        "v1",
+        "PersistentVolumeClaim",
+        pvc,
+        namespace,
+        lambda o: o is not None and dig(o, "status", "phase") == "Bound",
+        timeout,
         on_timeout=lambda o: PermanentError(
             f"PersistentVolumeClaim {namespace}/{pvc} not bound after {timeout:g}s "
             f"(phase {dig(o or {}, 'status', 'phase') or '-'}; a WaitForFirstConsumer class needs --mover pod)"
@@ -230,21 +329,28 @@ def volume_directory(client, namespace: str, pvc: str, volume_root: str | None, 
     if not path:
         handle = dig(pv, "spec", "csi", "volumeHandle")
         if not handle or not volume_root:
-            raise UsageError(f"--mover local: PersistentVolume {pv['metadata']['name']} of PVC {pvc} is neither "
-                             "hostPath nor local; pass --volume-root (the CSI hostpath data directory)")
+            raise UsageError(
+                f"--mover local: PersistentVolume {pv['metadata']['name']} of PVC {pvc} is neither "
+                "hostPath nor local; pass --volume-root (the CSI hostpath data directory)"
+            )
         path = str(Path(volume_root) / handle)
     if not Path(path).exists():
-        raise PermanentError(f"--mover local: {path} (volume of PVC {namespace}/{pvc}) does not exist on this machine")
+        raise PermanentError(
+            f"--mover local: {path} (volume of PVC {namespace}/{pvc}) does not exist on this machine"
+        )
     return path
 
 
-def fill_local(client, items: list[dict], args, report, log) -> None:
-    """Restore each volume into its directory with the very command a mover pod runs."""
+def fill_local(client, items: list[dict], args, report, log, labels: dict | None = None) -> None:
+    """Restore each volume into its directory with the very command a mover pod runs, then write the
+    ``backup_label`` of a PostgreSQL copied in backup mode into its data directory."""
     import time
+    from pathlib import Path
 
     from steps import cli
     from steps.errors import PermanentError
     from steps.manifests import render
+    from steps.quiesce.postgresql import write_backup_label
 
     for item in items:
         started = time.time()
@@ -253,9 +359,21 @@ def fill_local(client, items: list[dict], args, report, log) -> None:
         log(f"filling PVC {item['namespace']}/{item['pvc']} from snapshot {item['snapshot'][:8]}")
         rc = cli.main(argv)
         if rc != 0:
-            raise PermanentError(f"restore of snapshot {item['snapshot'][:8]} into PVC {item['namespace']}/"
-                                 f"{item['pvc']} failed (exit {rc})")
-        report.volumes.append({**item, "duration_s": round(time.time() - started, 3), "mover": "local"})
+            raise PermanentError(
+                f"restore of snapshot {item['snapshot'][:8]} into PVC {item['namespace']}/"
+                f"{item['pvc']} failed (exit {rc})"
+            )
+        written = []
+        for sub, target in (labels or {}).get(item["volume"], []):
+            written += [f"{sub}/{f}".lstrip("/") for f in write_backup_label(Path(path) / sub, target)]
+        report.volumes.append(
+            {
+                **item,
+                "duration_s": round(time.time() - started, 3),
+                "mover": "local",
+                **({"written": written} if written else {}),
+            }
+        )
 
 
 def _split_secret(value: str) -> tuple[str, str]:
@@ -277,7 +395,9 @@ def fill_pods(client, items: list[dict], args, record: dict, restore_id: str, re
     if not image:
         raise UsageError("--image: the step image is required for --mover pod (or set SNAPFLOW_STEP_IMAGE)")
     if not args.password_secret:
-        raise UsageError("--password-secret: required for --mover pod (the Secret with the repository password)")
+        raise UsageError(
+            "--password-secret: required for --mover pod (the Secret with the repository password)"
+        )
     pw_name, pw_key = _split_secret(args.password_secret)
     copied = []
     if args.secrets_namespace:
@@ -286,11 +406,21 @@ def fill_pods(client, items: list[dict], args, record: dict, restore_id: str, re
                 if client.get_or_none("v1", "Secret", name, ns) is not None:
                     continue
                 src = client.get("v1", "Secret", name, args.secrets_namespace)
-                copy = {"apiVersion": "v1", "kind": "Secret", "type": src.get("type", "Opaque"),
-                        "metadata": {"name": name, "namespace": ns,
-                                     "labels": {**render.MANAGED_BY, render.LABEL_RESTORE: render.label_value(restore_id),
-                                                render.LABEL_ROLE: "mover-secret"}},
-                        "data": src.get("data") or {}}
+                copy = {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "type": src.get("type", "Opaque"),
+                    "metadata": {
+                        "name": name,
+                        "namespace": ns,
+                        "labels": {
+                            **render.MANAGED_BY,
+                            render.LABEL_RESTORE: render.label_value(restore_id),
+                            render.LABEL_ROLE: "mover-secret",
+                        },
+                    },
+                    "data": src.get("data") or {},
+                }
                 client.create(copy)
                 copied.append((ns, name))
     backup_id = record.get("backup_id", "")
@@ -300,13 +430,25 @@ def fill_pods(client, items: list[dict], args, record: dict, restore_id: str, re
     try:
         for item in items:
             name = render.k8s_name("snapflow-restore", restore_id, item["pvc"])
-            labels = {**render.backup_labels(backup_id, app, item["volume"], role="mover"),
-                      render.LABEL_RESTORE: render.label_value(restore_id)}
+            labels = {
+                **render.backup_labels(backup_id, app, item["volume"], role="mover"),
+                render.LABEL_RESTORE: render.label_value(restore_id),
+            }
             manifest = render.mover_pod(
-                name=name, namespace=item["namespace"], pvc=item["pvc"], image=image, repository=args.repo,
-                snapshot_id=item["snapshot"], labels=labels, password_secret=pw_name, password_secret_key=pw_key,
-                credentials_secret=args.credentials_secret or None, endpoint=args.endpoint,
-                excludes=args.exclude, volume_mode=item["volume_mode"], run_as_root=not args.mover_non_root,
+                name=name,
+                namespace=item["namespace"],
+                pvc=item["pvc"],
+                image=image,
+                repository=args.repo,
+                snapshot_id=item["snapshot"],
+                labels=labels,
+                password_secret=pw_name,
+                password_secret_key=pw_key,
+                credentials_secret=args.credentials_secret or None,
+                endpoint=args.endpoint,
+                excludes=args.exclude,
+                volume_mode=item["volume_mode"],
+                run_as_root=not args.mover_non_root,
             )
             try:
                 client.create(manifest)
@@ -315,7 +457,9 @@ def fill_pods(client, items: list[dict], args, record: dict, restore_id: str, re
                 client.wait_for("v1", "Pod", name, item["namespace"], lambda o: o is None, args.timeout)
                 client.create(manifest)
             pods[name] = item
-            log(f"mover pod {name} fills PVC {item['namespace']}/{item['pvc']} from snapshot {item['snapshot'][:8]}")
+            log(
+                f"mover pod {name} fills PVC {item['namespace']}/{item['pvc']} from snapshot {item['snapshot'][:8]}"
+            )
         for ns in sorted({i["namespace"] for i in items}):
             names = [n for n, i in pods.items() if i["namespace"] == ns]
 
@@ -323,22 +467,31 @@ def fill_pods(client, items: list[dict], args, record: dict, restore_id: str, re
                 phase = dig(o, "status", "phase")
                 if phase == "Failed":
                     n = o["metadata"]["name"]
-                    raise PermanentError(f"mover pod {ns}/{n} (PVC {pods[n]['pvc']}) failed: "
-                                         f"{_pod_failure(client, o)}")
+                    raise PermanentError(
+                        f"mover pod {ns}/{n} (PVC {pods[n]['pvc']}) failed: {_pod_failure(client, o)}"
+                    )
                 return phase == "Succeeded"
 
             client.wait_for_all(
-                "v1", "Pod", ns, names, finished, args.timeout,
+                "v1",
+                "Pod",
+                ns,
+                names,
+                finished,
+                args.timeout,
                 label_selector=f"{render.LABEL_RESTORE}={render.label_value(restore_id)}",
                 on_timeout=lambda seen, ns=ns, names=names: PermanentError(
                     f"mover pods in {ns} not finished after {args.timeout:g}s: "
-                    + ", ".join(f"{n} ({dig(seen.get(n) or {}, 'status', 'phase') or 'missing'})"
-                                for n in sorted(seen) or names)
+                    + ", ".join(
+                        f"{n} ({dig(seen.get(n) or {}, 'status', 'phase') or 'missing'})"
+                        for n in sorted(seen) or names
+                    )
                 ),
             )
         for name, item in pods.items():
-            report.volumes.append({**item, "duration_s": round(time.time() - started, 3), "mover": "pod",
-                                   "pod": name})
+            report.volumes.append(
+                {**item, "duration_s": round(time.time() - started, 3), "mover": "pod", "pod": name}
+            )
     finally:
         for name, item in pods.items():
             try:
@@ -359,7 +512,9 @@ def _pod_failure(client, pod: dict) -> str:
     for cs in dig(pod, "status", "containerStatuses", default=[]) or []:
         term = dig(cs, "state", "terminated") or {}
         if term:
-            parts.append(f"exit {term.get('exitCode')}" + (f": {term.get('message')}" if term.get("message") else ""))
+            parts.append(
+                f"exit {term.get('exitCode')}" + (f": {term.get('message')}" if term.get("message") else "")
+            )
     try:
         log = client.pod_log(pod["metadata"]["namespace"], pod["metadata"]["name"], tail_lines=5)
         lines = [ln for ln in log.splitlines() if ln.strip()]
@@ -391,11 +546,18 @@ def run_check(args, namespace: str, timeout: float) -> dict:
 
     runner = KubeRunner(namespace=namespace, pod=args.check_pod, container=args.check_container)
     result = runner.run(["sh", "-c", args.check_command], timeout=timeout)
-    out = {"pod": args.check_pod, "command": args.check_command, "exit": result.returncode,
-           "stdout": result.stdout[-2000:], "ok": result.ok}
+    out = {
+        "pod": args.check_pod,
+        "command": args.check_command,
+        "exit": result.returncode,
+        "stdout": result.stdout[-2000:],
+        "ok": result.ok,
+    }
     if not result.ok:
-        raise PermanentError(f"check command in pod {namespace}/{args.check_pod} failed (exit "
-                             f"{result.returncode}): {' '.join(result.stderr.split())[-300:]}")
+        raise PermanentError(
+            f"check command in pod {namespace}/{args.check_pod} failed (exit "
+            f"{result.returncode}): {' '.join(result.stderr.split())[-300:]}"
+        )
     return out
 
 
@@ -429,6 +591,13 @@ def run(args) -> int:
     spec = transform_spec(args, bundle.namespace)
     result = transform_objects(bundle.objects, spec)
     report = RestoreReport(notes=list(result.notes))
+    pg_labels = backup_labels_needed(record)
+    if pg_labels and args.mover == "pod" and args.phase in ("all", "fill") and not args.dry_run:
+        raise UsageError(
+            f"backup {record.get('backup_id')}: PostgreSQL was copied in backup mode; its backup_label must be "
+            "written into the restored data directory, which --mover pod does not do yet: use --mover local on "
+            "a node with the volumes"
+        )
 
     if args.dry_run:
         import yaml
@@ -441,11 +610,15 @@ def run(args) -> int:
             restorer = Restorer(client, result.objects, RestoreOptions(args.existing, args.timeout))
             existing = restorer.existing()
         if existing:
-            print(f"already present ({args.existing}): " + ", ".join(str(r) for r in existing), file=sys.stderr)
+            print(
+                f"already present ({args.existing}): " + ", ".join(str(r) for r in existing), file=sys.stderr
+            )
         return 0
 
     with kube_client(args) as client:
-        restorer = Restorer(client, result.objects, RestoreOptions(args.existing, args.timeout), report, log=log)
+        restorer = Restorer(
+            client, result.objects, RestoreOptions(args.existing, args.timeout), report, log=log
+        )
         items: list[dict] = []
         if args.phase in ("all", "prepare"):
             created_pvcs = restorer.prepare()
@@ -458,7 +631,7 @@ def run(args) -> int:
         if args.phase in ("all", "fill") and items:
             with report.phase("fill"):
                 if args.mover == "local":
-                    fill_local(client, items, args, report, log)
+                    fill_local(client, items, args, report, log, pg_labels)
                 elif args.mover == "pod":
                     fill_pods(client, items, args, record, restore_id, report, log)
         if args.phase in ("all", "finish"):
@@ -467,8 +640,13 @@ def run(args) -> int:
                 with report.phase("check"):
                     target_ns = spec.map_namespace(bundle.namespace)
                     report.check = run_check(args, target_ns, args.timeout)
-    out = {"backup_id": record.get("backup_id"), "restore_id": restore_id, "phase": args.phase,
-           "transforms": describe(spec), **report.to_dict()}
+    out = {
+        "backup_id": record.get("backup_id"),
+        "restore_id": restore_id,
+        "phase": args.phase,
+        "transforms": describe(spec),
+        **report.to_dict(),
+    }
     if args.report:
         Path(args.report).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     try:
@@ -481,7 +659,10 @@ def run(args) -> int:
         print(json.dumps(out, sort_keys=True))
     else:
         phases = ", ".join(f"{p['name']} {p['duration_s']}s" for p in out["phases"])
-        print(f"restored backup {record.get('backup_id')} into {', '.join(report.namespaces)}: "
-              f"{len(report.created)} created, {len(report.skipped)} kept, {len(report.replaced)} replaced, "
-              f"{len(report.volumes)} volumes filled; {phases}; RTO {out['rto_s']}s", file=sys.stderr)
+        print(
+            f"restored backup {record.get('backup_id')} into {', '.join(report.namespaces)}: "
+            f"{len(report.created)} created, {len(report.skipped)} kept, {len(report.replaced)} replaced, "
+            f"{len(report.volumes)} volumes filled; {phases}; RTO {out['rto_s']}s",
+            file=sys.stderr,
+        )
     return 0

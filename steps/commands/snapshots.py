@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from steps.commands._repo import (
     CONNECTION_EPILOG,
+    add_as_of_arg,
     add_repo_args,
     open_repository,
     parse_tags,
@@ -27,6 +28,7 @@ def configure(parser):
     parser.add_argument("--tag", action="append", metavar="K=V", help="only snapshots with this tag")
     parser.add_argument("--backup-id", metavar="ID", help="only snapshots of this backup run")
     parser.add_argument("--json", action="store_true", help="print a JSON list")
+    add_as_of_arg(parser)
     parser.epilog = CONNECTION_EPILOG
 
 

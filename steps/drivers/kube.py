@@ -186,7 +186,9 @@ class ResourceType:
     def group(self) -> str:
         return self.api_version.rpartition("/")[0]
 
-    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
         base = f"/api/{self.api_version}" if not self.group else f"/apis/{self.api_version}"
         if self.namespaced and namespace:
             base += f"/namespaces/{urllib.parse.quote(namespace, safe='')}"
@@ -249,8 +251,18 @@ KNOWN_TYPES: tuple[ResourceType, ...] = (
         for v in ("v1", "v1beta2", "v1beta1")
         for t in (
             _rt(f"groupsnapshot.storage.k8s.io/{v}", "VolumeGroupSnapshot", "volumegroupsnapshots"),
-            _rt(f"groupsnapshot.storage.k8s.io/{v}", "VolumeGroupSnapshotContent", "volumegroupsnapshotcontents", False),
-            _rt(f"groupsnapshot.storage.k8s.io/{v}", "VolumeGroupSnapshotClass", "volumegroupsnapshotclasses", False),
+            _rt(
+                f"groupsnapshot.storage.k8s.io/{v}",
+                "VolumeGroupSnapshotContent",
+                "volumegroupsnapshotcontents",
+                False,
+            ),
+            _rt(
+                f"groupsnapshot.storage.k8s.io/{v}",
+                "VolumeGroupSnapshotClass",
+                "volumegroupsnapshotclasses",
+                False,
+            ),
         )
     ),
     _rt("argoproj.io/v1alpha1", "Workflow", "workflows"),
@@ -334,8 +346,13 @@ class KubeClient:
             auth_settings=["BearerToken"],
         )
         try:
-            resp = self.api.call_api(method_, url, header_params=headers, body=body_,
-                                     _request_timeout=timeout or self.settings.timeout)
+            resp = self.api.call_api(
+                method_,
+                url,
+                header_params=headers,
+                body=body_,
+                _request_timeout=timeout or self.settings.timeout,
+            )
         except ApiException as err:  # raised by the REST layer for some transport-level failures
             raise self._error(err.status, err.body, what or path) from None
         except Exception as err:
@@ -395,7 +412,8 @@ class KubeClient:
         key = (api_version, kind)
         if key in self._types:
             return self._types[key]
-        self._discover(api_version)
+        if api_version not in self._discovered:
+            self._discover(api_version)
         if key in self._types:
             return self._types[key]
         return ResourceType(api_version, kind, _guess_plural(kind), True)
@@ -406,6 +424,7 @@ class KubeClient:
         try:
             doc = self.request("GET", path, what=f"discovery of {api_version}")
         except KubeError:
+            self._discovered.add(api_version)
             return found
         for res in doc.get("resources") or []:
             if "/" in res.get("name", ""):
@@ -465,7 +484,9 @@ class KubeClient:
         rt = self.resource(api_version, kind)
         return self.request("GET", rt.path(namespace, name), what=self._what(kind, name, namespace))
 
-    def get_or_none(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+    def get_or_none(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict | None:
         try:
             return self.get(api_version, kind, name, namespace)
         except NotFound:
@@ -525,7 +546,10 @@ class KubeClient:
         }[patch_type]
         rt = self.resource(api_version, kind)
         return self.request(
-            "PATCH", rt.path(namespace, name), body=patch, content_type=content_type,
+            "PATCH",
+            rt.path(namespace, name),
+            body=patch,
+            content_type=content_type,
             what=self._what(kind, name, namespace),
         )
 
@@ -541,7 +565,8 @@ class KubeClient:
         rt = self.resource(api_version, kind)
         try:
             self.request(
-                "DELETE", rt.path(namespace, name),
+                "DELETE",
+                rt.path(namespace, name),
                 body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
                 what=self._what(kind, name, namespace),
             )
@@ -639,7 +664,11 @@ class KubeClient:
                 break
             try:
                 for ev in self.watch(
-                    api_version, kind, namespace, resource_version=rv, field_selector=field_sel,
+                    api_version,
+                    kind,
+                    namespace,
+                    resource_version=rv,
+                    field_selector=field_sel,
                     timeout_s=min(remaining, 300.0),
                 ):
                     meta = ev.object.get("metadata") or {}
@@ -709,8 +738,14 @@ class KubeClient:
             if remaining <= 0:
                 break
             try:
-                for ev in self.watch(api_version, kind, namespace, resource_version=rv,
-                                     label_selector=label_selector, timeout_s=min(remaining, 300.0)):
+                for ev in self.watch(
+                    api_version,
+                    kind,
+                    namespace,
+                    resource_version=rv,
+                    label_selector=label_selector,
+                    timeout_s=min(remaining, 300.0),
+                ):
                     meta = ev.object.get("metadata") or {}
                     if meta.get("resourceVersion"):
                         rv = meta["resourceVersion"]
@@ -738,31 +773,42 @@ class KubeClient:
         """The most recent events about one object, as ``Reason: message`` strings, newest first."""
         try:
             items, _ = self.list(
-                "v1", "Event", namespace,
+                "v1",
+                "Event",
+                namespace,
                 field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
             )
         except KubeError:
             return []
         items = [
-            i for i in items
+            i
+            for i in items
             if (i.get("involvedObject") or {}).get("name") == name
             and (i.get("involvedObject") or {}).get("kind") == kind
         ]
 
         def when(e: dict) -> tuple[str, int]:
-            stamp = e.get("lastTimestamp") or e.get("eventTime") or (e.get("metadata") or {}).get("creationTimestamp")
+            stamp = (
+                e.get("lastTimestamp")
+                or e.get("eventTime")
+                or (e.get("metadata") or {}).get("creationTimestamp")
+            )
             rv = str((e.get("metadata") or {}).get("resourceVersion") or "0")
             return str(stamp or ""), int(rv) if rv.isdigit() else 0
 
         items.sort(key=when, reverse=True)
-        return [f"{e.get('reason', '')}: {' '.join(str(e.get('message', '')).split())}" for e in items[:limit]]
+        return [
+            f"{e.get('reason', '')}: {' '.join(str(e.get('message', '')).split())}" for e in items[:limit]
+        ]
 
     def pod_log(self, namespace: str, name: str, container: str | None = None, tail_lines: int = 20) -> str:
         """The last lines a pod's container wrote."""
         rt = self.resource("v1", "Pod")
         resp = self.request(
-            "GET", rt.path(namespace, name, "log"),
-            query={"container": container, "tailLines": tail_lines}, stream=True,
+            "GET",
+            rt.path(namespace, name, "log"),
+            query={"container": container, "tailLines": tail_lines},
+            stream=True,
             what=f"log of pod {name} in namespace {namespace}",
         )
         try:
@@ -770,17 +816,26 @@ class KubeClient:
         finally:
             resp.release_conn()
 
-    def can_i(self, verb: str, resource: str, namespace: str | None, group: str = "", subresource: str = "") -> bool:
+    def can_i(
+        self, verb: str, resource: str, namespace: str | None, group: str = "", subresource: str = ""
+    ) -> bool:
         """SelfSubjectAccessReview: may the current identity ``verb`` ``resource`` in ``namespace``?"""
         review = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
-            "spec": {"resourceAttributes": {
-                k: v for k, v in {
-                    "verb": verb, "resource": resource, "group": group, "namespace": namespace,
-                    "subresource": subresource,
-                }.items() if v
-            }},
+            "spec": {
+                "resourceAttributes": {
+                    k: v
+                    for k, v in {
+                        "verb": verb,
+                        "resource": resource,
+                        "group": group,
+                        "namespace": namespace,
+                        "subresource": subresource,
+                    }.items()
+                    if v
+                }
+            },
         }
         out = self.create(review)
         return bool((out.get("status") or {}).get("allowed"))

@@ -7,6 +7,13 @@ deterministic interleavings), :class:`LocalStore` (a directory; handy for local 
 into a store. Called by :mod:`steps.repository` and the step commands.
 
 Keys given to a store are relative to the repository prefix (``config``, ``data/ab/abcd...``).
+
+Versioned buckets and S3 Object Lock: :meth:`ObjectStore.list_versions`, ``get(key, version_id)``,
+:meth:`ObjectStore.get_retention` / :meth:`ObjectStore.set_retention`, and :class:`ObjectLock` (mode and
+period applied to every new object when set, e.g. from ``SNAPFLOW_OBJECT_LOCK_MODE`` /
+``SNAPFLOW_OBJECT_LOCK_DAYS``). On a locked, versioned bucket a PUT to an existing key and a plain DELETE
+still succeed (a new version, a delete marker); only deleting a locked *version* is refused
+(:class:`ObjectLocked`).
 """
 
 from __future__ import annotations
@@ -19,11 +26,11 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from steps.errors import StoreUnavailable, UsageError
+from steps.errors import PermanentError, StoreUnavailable, UsageError
 
 T = TypeVar("T")
 
@@ -33,6 +40,70 @@ class ObjectNotFound(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep messages readable
         return str(self.args[0]) if self.args else "object not found"
+
+
+class ObjectLocked(PermanentError):
+    """Deleting (or shortening the retention of) a version that Object Lock still protects."""
+
+
+LOCK_MODES = ("governance", "compliance")
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    """Object Lock retention for new objects: ``mode`` governance|compliance, kept ``days`` after writing."""
+
+    mode: str
+    days: float
+
+    MODE_ENV = "SNAPFLOW_OBJECT_LOCK_MODE"
+    DAYS_ENV = "SNAPFLOW_OBJECT_LOCK_DAYS"
+
+    def __post_init__(self):
+        if self.mode not in LOCK_MODES:
+            raise UsageError(f"object lock mode: expected governance or compliance, got {self.mode!r}")
+        if not self.days > 0:
+            raise UsageError(f"object lock days: expected a positive number of days, got {self.days!r}")
+
+    @property
+    def period(self) -> timedelta:
+        return timedelta(days=self.days)
+
+    def until(self, now: datetime | None = None) -> datetime:
+        return (now or datetime.now(UTC)) + self.period
+
+    @classmethod
+    def parse(
+        cls, mode: str | None, days: str | float | None, where: str = "object lock"
+    ) -> ObjectLock | None:
+        """None when neither is given; UsageError naming ``where`` when only one is or a value is bad."""
+        if not mode and days in (None, ""):
+            return None
+        if not mode or days in (None, ""):
+            raise UsageError(f"{where}: expected both a mode (governance|compliance) and a number of days")
+        try:
+            value = float(days)
+        except (TypeError, ValueError):
+            raise UsageError(f"{where}: days: expected a number of days, got {days!r}") from None
+        mode = str(mode).strip().lower()
+        if mode not in LOCK_MODES:
+            raise UsageError(f"{where}: mode: expected governance or compliance, got {mode!r}")
+        if not value > 0:
+            raise UsageError(f"{where}: days: expected a positive number of days, got {days!r}")
+        return cls(mode, value)
+
+    @classmethod
+    def from_env(cls) -> ObjectLock | None:
+        env = os.environ
+        return cls.parse(env.get(cls.MODE_ENV), env.get(cls.DAYS_ENV), f"{cls.MODE_ENV}/{cls.DAYS_ENV}")
+
+
+@dataclass(frozen=True)
+class Retention:
+    """The Object Lock retention of one object version."""
+
+    mode: str  # governance | compliance
+    until: datetime
 
 
 @dataclass(frozen=True)
@@ -72,7 +143,8 @@ class ObjectStore:
         yield from self.list(prefix)
 
     def delete(self, key: str, version_id: str | None = None) -> None:
-        """Remove ``key``; deleting a missing key is not an error."""
+        """Remove ``key`` (a delete marker on a versioned bucket), or one version of it; deleting a missing
+        key is not an error. Raises :class:`ObjectLocked` for a version Object Lock still protects."""
         raise NotImplementedError
 
     def exists(self, key: str) -> bool:
@@ -82,8 +154,28 @@ class ObjectStore:
         """The store's clock (prune's grace period is measured in it, not in the local clock)."""
         return datetime.now(UTC)
 
-    def ensure_container(self) -> None:
-        """Create the bucket/directory if missing (``init`` calls it)."""
+    def ensure_container(self, object_lock: ObjectLock | None = None) -> None:
+        """Create the bucket/directory if missing (``init`` calls it); with ``object_lock`` a new bucket is
+        created versioned with Object Lock enabled and that default retention."""
+
+    # -- versions and Object Lock (stores without them keep these defaults) ---------------------
+    @property
+    def object_lock(self) -> ObjectLock | None:
+        """Retention given to every new object by this client (None: only the bucket's default, if any)."""
+        return None
+
+    def versioning_enabled(self) -> bool:
+        """True when deleting or overwriting keeps the old versions (S3 versioning)."""
+        return False
+
+    def get_retention(self, key: str, version_id: str | None = None) -> Retention | None:
+        """The Object Lock retention of a version (None: not locked, or no Object Lock)."""
+        return None
+
+    def set_retention(self, key: str, version_id: str | None, retention: Retention) -> None:
+        """Set or extend a version's retention. Raises :class:`ObjectLocked` when the store refuses to
+        shorten it, UsageError when the store has no Object Lock."""
+        raise UsageError(f"{self.url}: this store has no Object Lock")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -91,46 +183,84 @@ class ObjectStore:
 
 
 @dataclass
+class _MemVersion:
+    version_id: str
+    data: bytes | None  # None: a delete marker
+    time: datetime
+    retention: Retention | None = None
+
+
+@dataclass
 class MemoryStore(ObjectStore):
-    """A dict-backed store; optional ``hook(op, key)`` runs before each operation (test barriers)."""
+    """A dict-backed store; optional ``hook(op, key)`` runs before each operation (test barriers).
+
+    With ``versioned=True`` it keeps every version and delete marker like a versioned S3 bucket, and with
+    ``lock`` (or :meth:`set_retention`) it refuses to delete locked versions, as S3 Object Lock does.
+    """
 
     name: str = "memory"
     objects: dict[str, bytes] = field(default_factory=dict)
     times: dict[str, datetime] = field(default_factory=dict)
     hook: Callable[[str, str], None] | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    versioned: bool = False
+    lock: ObjectLock | None = None
+    versions: dict[str, list[_MemVersion]] = field(default_factory=dict)
 
     def __post_init__(self):
         self._lock = threading.Lock()
+        self._seq = 0
         self.url = f"mem://{self.name}"
 
     def _hook(self, op: str, key: str) -> None:
         if self.hook:
             self.hook(op, key)
 
+    def _new_version_id(self) -> str:
+        self._seq += 1
+        return f"v{self._seq:012d}"
+
     def put(self, key, data):
         self._hook("put", key)
         with self._lock:
+            now = self.clock()
             self.objects[key] = bytes(data)
-            self.times[key] = self.clock()
+            self.times[key] = now
+            if self.versioned:
+                retention = Retention(self.lock.mode, self.lock.until(now)) if self.lock else None
+                self.versions.setdefault(key, []).append(
+                    _MemVersion(self._new_version_id(), bytes(data), now, retention)
+                )
+
+    def _version(self, key: str, version_id: str) -> _MemVersion:
+        for v in self.versions.get(key, ()):
+            if v.version_id == version_id:
+                return v
+        raise ObjectNotFound(f"{key} (version {version_id})")
 
     def get(self, key, version_id=None):
         self._hook("get", key)
         with self._lock:
+            if version_id is not None and self.versioned:
+                v = self._version(key, version_id)
+                if v.data is None:
+                    raise ObjectNotFound(f"{key} (version {version_id} is a delete marker)")
+                return v.data
             try:
                 return self.objects[key]
             except KeyError:
                 raise ObjectNotFound(key) from None
 
     def get_range(self, key, offset, length, version_id=None):
-        return self.get(key)[offset : offset + length]
+        return self.get(key, version_id)[offset : offset + length]
 
     def stat(self, key):
         self._hook("stat", key)
         with self._lock:
             if key not in self.objects:
                 return None
-            return ObjectInfo(key, len(self.objects[key]), self.times[key])
+            vid = self.versions[key][-1].version_id if self.versioned and self.versions.get(key) else None
+            return ObjectInfo(key, len(self.objects[key]), self.times[key], vid)
 
     def list(self, prefix=""):
         self._hook("list", prefix)
@@ -141,14 +271,105 @@ class MemoryStore(ObjectStore):
         for k, size, t in items:
             yield ObjectInfo(k, size, t)
 
+    def list_versions(self, prefix=""):
+        if not self.versioned:
+            yield from self.list(prefix)
+            return
+        self._hook("list", prefix)
+        with self._lock:
+            out = []
+            for k in sorted(self.versions):
+                if not k.startswith(prefix):
+                    continue
+                vs = self.versions[k]
+                for i, v in enumerate(reversed(vs)):  # newest first, as S3 lists them
+                    out.append(
+                        ObjectInfo(
+                            k,
+                            len(v.data or b""),
+                            v.time,
+                            v.version_id,
+                            is_delete_marker=v.data is None,
+                            is_latest=i == 0,
+                        )
+                    )
+        yield from out
+
     def delete(self, key, version_id=None):
         self._hook("delete", key)
         with self._lock:
-            self.objects.pop(key, None)
-            self.times.pop(key, None)
+            if not self.versioned:
+                self.objects.pop(key, None)
+                self.times.pop(key, None)
+                return
+            vs = self.versions.get(key)
+            if version_id is None:
+                if key in self.objects:
+                    vs.append(_MemVersion(self._new_version_id(), None, self.clock()))
+                    self.objects.pop(key, None)
+                    self.times.pop(key, None)
+                return
+            if not vs:
+                return
+            for i, v in enumerate(vs):
+                if v.version_id == version_id:
+                    if v.retention and v.retention.until > self.clock():
+                        raise ObjectLocked(
+                            f"object store refused DELETE {key} version {version_id}: locked until"
+                            f" {v.retention.until.isoformat()}"
+                        )
+                    del vs[i]
+                    break
+            else:
+                return
+            if not vs:
+                del self.versions[key]
+            latest = vs[-1] if vs else None
+            if latest is not None and latest.data is not None:
+                self.objects[key] = latest.data
+                self.times[key] = latest.time
+            else:
+                self.objects.pop(key, None)
+                self.times.pop(key, None)
 
     def server_time(self):
         return self.clock()
+
+    @property
+    def object_lock(self):
+        return self.lock
+
+    def versioning_enabled(self):
+        return self.versioned
+
+    def get_retention(self, key, version_id=None):
+        with self._lock:
+            if not self.versioned:
+                return None
+            vs = self.versions.get(key, [])
+            v = self._version(key, version_id) if version_id else (vs[-1] if vs else None)
+            return v.retention if v else None
+
+    def set_retention(self, key, version_id, retention):
+        self._hook("retention", key)
+        with self._lock:
+            if not self.versioned:
+                raise UsageError(f"{self.url}: this store has no Object Lock")
+            vs = self.versions.get(key, [])
+            v = self._version(key, version_id) if version_id else (vs[-1] if vs else None)
+            if v is None:
+                raise ObjectNotFound(key)
+            old = v.retention
+            if (
+                old
+                and old.until > self.clock()
+                and (
+                    retention.until < old.until
+                    or (old.mode == "compliance" and retention.mode != "compliance")
+                )
+            ):
+                raise ObjectLocked(f"object store refused to shorten the retention of {key}")
+            v.retention = retention
 
 
 # --------------------------------------------------------------------------------------------------
@@ -167,7 +388,9 @@ class LocalStore(ObjectStore):
             raise UsageError(f"invalid object key {key!r}")
         return self.root / key
 
-    def ensure_container(self):
+    def ensure_container(self, object_lock=None):
+        if object_lock is not None:
+            raise UsageError("--object-lock: a local directory has no Object Lock; use an S3 bucket")
         self.root.mkdir(parents=True, exist_ok=True)
 
     def put(self, key, data):
@@ -243,6 +466,7 @@ class S3Settings:
     retries: int = 4  # attempts after the first
     backoff: float = 0.5  # first back-off in seconds, doubled each time, with jitter
     max_pool: int = 16
+    object_lock: ObjectLock | None = None  # retention sent with every PUT
 
     DEFAULT_ENDPOINT_ENV = "SNAPFLOW_S3_ENDPOINT"
 
@@ -277,6 +501,9 @@ class S3Settings:
                 raise UsageError(
                     f"SNAPFLOW_S3_RETRIES: expected a whole number, got {env['SNAPFLOW_S3_RETRIES']!r}"
                 ) from None
+        lock = ObjectLock.from_env()
+        if lock is not None:
+            kw["object_lock"] = lock
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(endpoint=endpoint, **kw)
 
@@ -377,20 +604,43 @@ class S3Store(ObjectStore):
         return self.prefix + key
 
     # -- interface ----------------------------------------------------------------------------------
-    def ensure_container(self):
+    def ensure_container(self, object_lock=None):
         def make():
             if not self.client.bucket_exists(self.bucket):
-                self.client.make_bucket(self.bucket)
+                self.client.make_bucket(self.bucket, object_lock=object_lock is not None)
+            if object_lock is not None:
+                from minio.commonconfig import COMPLIANCE, GOVERNANCE
+                from minio.objectlockconfig import DAYS, ObjectLockConfig
+
+                days = max(1, round(object_lock.days))
+                mode = COMPLIANCE if object_lock.mode == "compliance" else GOVERNANCE
+                self.client.set_object_lock_config(self.bucket, ObjectLockConfig(mode, days, DAYS))
 
         self._call(f"create bucket {self.bucket}", make)
+
+    @property
+    def object_lock(self):
+        return self.settings.object_lock
 
     def put(self, key, data):
         import io
 
+        retention = None
+        lock = self.settings.object_lock
+        if lock is not None:
+            from minio.commonconfig import COMPLIANCE, GOVERNANCE
+            from minio.retention import Retention as MinioRetention
+
+            retention = MinioRetention(COMPLIANCE if lock.mode == "compliance" else GOVERNANCE, lock.until())
         self._call(
             f"PUT {key}",
             lambda: self.client.put_object(
-                self.bucket, self._k(key), io.BytesIO(data), len(data), part_size=max(len(data), _MIN_PART)
+                self.bucket,
+                self._k(key),
+                io.BytesIO(data),
+                len(data),
+                part_size=max(len(data), _MIN_PART),
+                retention=retention,
             ),
         )
 
@@ -453,7 +703,7 @@ class S3Store(ObjectStore):
                     o.last_modified,
                     o.version_id,
                     is_delete_marker=bool(o.is_delete_marker),
-                    is_latest=bool(o.is_latest),
+                    is_latest=str(o.is_latest).lower() == "true",
                 )
                 for o in self.client.list_objects(
                     self.bucket, prefix=self._k(prefix), recursive=True, include_version=True
@@ -464,13 +714,95 @@ class S3Store(ObjectStore):
         yield from self._call(f"LIST VERSIONS {prefix or '/'}", page)
 
     def delete(self, key, version_id=None):
-        self._call(
-            f"DELETE {key}",
-            lambda: self.client.remove_object(self.bucket, self._k(key), version_id=version_id),
-        )
+        what = f"DELETE {key}" + (f" version {version_id}" if version_id else "")
+        try:
+            self._call(
+                what, lambda: self.client.remove_object(self.bucket, self._k(key), version_id=version_id)
+            )
+        except PermanentError as err:
+            if version_id and "AccessDenied" in str(err):
+                raise ObjectLocked(
+                    f"object store refused {what}: the version is locked (Object Lock) or these credentials"
+                    " may not delete versions"
+                ) from None
+            raise
+
+    def versioning_enabled(self):
+        cached = getattr(self, "_versioning", None)
+        if cached is None:
+            status = self._call(
+                f"GET versioning of {self.bucket}",
+                lambda: self.client.get_bucket_versioning(self.bucket).status,
+            )
+            cached = self._versioning = status == "Enabled"
+        return cached
+
+    def get_retention(self, key, version_id=None):
+        from minio.error import S3Error
+
+        def fetch():
+            try:
+                r = self.client.get_object_retention(self.bucket, self._k(key), version_id=version_id)
+            except S3Error as err:
+                if err.code in (
+                    "InvalidRequest",
+                    "ObjectLockConfigurationNotFoundError",
+                    "NoSuchObjectLockConfiguration",
+                ):
+                    return None
+                raise
+            if r is None or not r.mode or not r.retain_until_date:
+                return None
+            return Retention(str(r.mode).lower(), r.retain_until_date.astimezone(UTC))
+
+        return self._call(f"GET retention of {key}", fetch)
+
+    def set_retention(self, key, version_id, retention):
+        from minio.commonconfig import COMPLIANCE, GOVERNANCE
+        from minio.retention import Retention as MinioRetention
+
+        config = MinioRetention(COMPLIANCE if retention.mode == "compliance" else GOVERNANCE, retention.until)
+        what = f"PUT retention of {key}"
+        try:
+            self._call(
+                what,
+                lambda: self.client.set_object_retention(
+                    self.bucket, self._k(key), config, version_id=version_id
+                ),
+            )
+        except PermanentError as err:
+            if "AccessDenied" in str(err):
+                raise ObjectLocked(
+                    f"object store refused {what}: a retention cannot be shortened, or these credentials may"
+                    " not set retention (s3:PutObjectRetention)"
+                ) from None
+            raise
 
     def server_time(self):
-        """Read the server's clock from the Last-Modified of a tiny object written for the purpose."""
+        """The server's clock: the Date header of a HEAD request (no write), else the Last-Modified of a
+        tiny object written for the purpose."""
+        from email.utils import parsedate_to_datetime
+
+        from minio.error import S3Error
+
+        def head():
+            try:
+                st = self.client.stat_object(self.bucket, self._k("config"))
+            except S3Error as err:
+                if err.code in ("NoSuchKey", "NoSuchVersion", "ResourceNotFound"):
+                    return None
+                raise
+            return (st.metadata or {}).get("Date") or (st.metadata or {}).get("date")
+
+        try:
+            date = self._call("HEAD config", head)
+        except ObjectNotFound:
+            date = None
+        if date:
+            try:
+                return parsedate_to_datetime(date).astimezone(UTC)
+            except (TypeError, ValueError):
+                pass
         key = f"locks/clock-{os.getpid()}-{threading.get_ident()}-{random.getrandbits(32):08x}"
         self.put(key, b"")
         try:

@@ -64,7 +64,7 @@ def parse_time(value: Any) -> float | None:
             else:
                 break
         frac = digits
-        text = head + rest[len(digits):]
+        text = head + rest[len(digits) :]
     try:
         base = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
@@ -72,8 +72,15 @@ def parse_time(value: Any) -> float | None:
     return base + (int(frac) / 10 ** len(frac) if frac else 0.0)
 
 
-def describe_failure(client: KubeClient, namespace: str, kind: str, obj: dict | None, content: dict | None,
-                     name: str, problem: str) -> str:
+def describe_failure(
+    client: KubeClient,
+    namespace: str,
+    kind: str,
+    obj: dict | None,
+    content: dict | None,
+    name: str,
+    problem: str,
+) -> str:
     """One line: what failed, the snapshot's and content's errors, conditions and recent events."""
     parts = [f"{kind} {namespace}/{name} {problem}"]
     status = (obj or {}).get("status") or {}
@@ -85,27 +92,36 @@ def describe_failure(client: KubeClient, namespace: str, kind: str, obj: dict | 
         parts.append(f"content error: {' '.join(str(cerr).split())}")
     conds = status.get("conditions") or []
     if conds:
-        parts.append("conditions: " + ", ".join(
-            f"{c.get('type')}={c.get('status')}" + (f" ({c.get('message')})" if c.get("message") else "")
-            for c in conds
-        ))
+        parts.append(
+            "conditions: "
+            + ", ".join(
+                f"{c.get('type')}={c.get('status')}" + (f" ({c.get('message')})" if c.get("message") else "")
+                for c in conds
+            )
+        )
     if obj is None:
         parts.append("the object does not exist (deleted?)")
     else:
-        parts.append(f"readyToUse={status.get('readyToUse', False)}, creationTime={status.get('creationTime') or '-'}")
+        parts.append(
+            f"readyToUse={status.get('readyToUse', False)}, creationTime={status.get('creationTime') or '-'}"
+        )
     events = client.events_for(namespace, kind, name)
     parts.append("events: " + (" | ".join(events) if events else "none"))
     return "; ".join(parts)
 
 
-def _get_quietly(client: KubeClient, api_version: str, kind: str, name: str, namespace: str | None) -> dict | None:
+def _get_quietly(
+    client: KubeClient, api_version: str, kind: str, name: str, namespace: str | None
+) -> dict | None:
     try:
         return client.get_or_none(api_version, kind, name, namespace)
     except KubeError:
         return None
 
 
-def failure_message(client: KubeClient, namespace: str, kind: str, obj: dict | None, name: str, problem: str) -> str:
+def failure_message(
+    client: KubeClient, namespace: str, kind: str, obj: dict | None, name: str, problem: str
+) -> str:
     """:func:`describe_failure` with the snapshot's content and PVC looked up."""
     content = None
     if kind == "VolumeSnapshot" and obj is not None:
@@ -118,9 +134,20 @@ def failure_message(client: KubeClient, namespace: str, kind: str, obj: dict | N
     return describe_failure(client, namespace, kind, obj, content, name, problem)
 
 
-def wait_objects(client: KubeClient, namespace: str, api_version: str, kind: str, names: list[str], done,
-                 timeout: float, problem: str, *, label_selector: str | None = None,
-                 error_grace_s: float = 30.0, overall_s: float | None = None) -> dict[str, dict]:
+def wait_objects(
+    client: KubeClient,
+    namespace: str,
+    api_version: str,
+    kind: str,
+    names: list[str],
+    done,
+    timeout: float,
+    problem: str,
+    *,
+    label_selector: str | None = None,
+    error_grace_s: float = 30.0,
+    overall_s: float | None = None,
+) -> dict[str, dict]:
     """Watch snapshots ``names`` until ``done`` holds for each. An error the snapshotter keeps reporting
     for ``error_grace_s`` (it retries some) fails at once, anything else at ``timeout``; both raise
     :class:`SnapshotFailed` with the one-line description of :func:`describe_failure`."""
@@ -146,14 +173,25 @@ def wait_objects(client: KubeClient, namespace: str, api_version: str, kind: str
             for n in names:
                 obj = last_seen.get(n)
                 if obj is None or not done(obj):
-                    raise SnapshotFailed(failure_message(client, namespace, kind, obj, n,
-                                                         f"{problem} after {overall_s or timeout:g}s"))
+                    raise SnapshotFailed(
+                        failure_message(
+                            client, namespace, kind, obj, n, f"{problem} after {overall_s or timeout:g}s"
+                        )
+                    )
             return last_seen
         # wake up at least every grace period, so that a lasting error is noticed without new events
         slice_s = min(remaining, error_grace_s) if error_grace_s > 0 else remaining
         try:
-            return client.wait_for_all(api_version, kind, namespace, names, check, slice_s,
-                                       label_selector=label_selector, on_timeout=_SliceOver)
+            return client.wait_for_all(
+                api_version,
+                kind,
+                namespace,
+                names,
+                check,
+                slice_s,
+                label_selector=label_selector,
+                on_timeout=_SliceOver,
+            )
         except _SliceOver as over:
             last_seen = over.seen
             for obj in last_seen.values():
@@ -198,13 +236,16 @@ class CsiSnapshotDriver(SnapshotDriver):
             return True
         return len(volumes) <= 1
 
-    def cut(self, volumes: list[Volume], labels: dict[str, str],
-            defer: dict[str, list[str]] | None = None) -> list[CutResult]:
+    def cut(
+        self, volumes: list[Volume], labels: dict[str, str], defer: dict[str, list[str]] | None = None
+    ) -> list[CutResult]:
         if not volumes:
             return []
         for v in volumes:
             if not v.pvc:
-                raise UsageError(f"volumes.{v.name}: the csi driver needs 'pvc' (a PersistentVolumeClaim name)")
+                raise UsageError(
+                    f"volumes.{v.name}: the csi driver needs 'pvc' (a PersistentVolumeClaim name)"
+                )
         backup_id = labels.get("backup") or labels.get(render.LABEL_BACKUP) or ""
         if not backup_id:
             raise UsageError("csi snapshot driver: no backup id in the labels")
@@ -225,19 +266,35 @@ class CsiSnapshotDriver(SnapshotDriver):
         for g in groups:
             members = [r for r in results if r.handle.get("group") == g]
             self._group_members(members, left())  # they exist once the group is cut
-            self._wait(members[0].handle["group_api_version"], "VolumeGroupSnapshot", [g], self._ready, left(),
-                       "not ready to use", overall_s=timeout)
+            self._wait(
+                members[0].handle["group_api_version"],
+                "VolumeGroupSnapshot",
+                [g],
+                self._ready,
+                left(),
+                "not ready to use",
+                overall_s=timeout,
+            )
         names = [r.snapshot for r in results]
-        self._wait(SNAPSHOT_API, "VolumeSnapshot", names, self._ready, left(), "not ready to use",
-                   label_selector=f"{render.LABEL_BACKUP}={render.label_value(results[0].handle['backup_id'])}",
-                   overall_s=timeout)
+        self._wait(
+            SNAPSHOT_API,
+            "VolumeSnapshot",
+            names,
+            self._ready,
+            left(),
+            "not ready to use",
+            label_selector=f"{render.LABEL_BACKUP}={render.label_value(results[0].handle['backup_id'])}",
+            overall_s=timeout,
+        )
         for r in results:
             r.ready = True
 
     def delete(self, result: CutResult) -> None:
         group = result.handle.get("group")
         if group:
-            self.client.delete(result.handle["group_api_version"], "VolumeGroupSnapshot", group, self.namespace)
+            self.client.delete(
+                result.handle["group_api_version"], "VolumeGroupSnapshot", group, self.namespace
+            )
         if result.snapshot:
             self.client.delete(SNAPSHOT_API, "VolumeSnapshot", result.snapshot, self.namespace)
 
@@ -249,7 +306,9 @@ class CsiSnapshotDriver(SnapshotDriver):
         for v in volumes:
             name = render.k8s_name("snapflow", backup_id, v.name)
             manifest = render.volume_snapshot(
-                name=name, namespace=self.namespace, pvc=v.pvc or "",
+                name=name,
+                namespace=self.namespace,
+                pvc=v.pvc or "",
                 labels=render.backup_labels(backup_id, app, v.name, role="snapshot"),
                 snapshot_class=self.snapshot_class,
             )
@@ -258,31 +317,54 @@ class CsiSnapshotDriver(SnapshotDriver):
                 self.client.create(manifest)
             except KubeError as err:
                 if getattr(err, "status", None) != 409:
-                    raise SnapshotFailed(f"VolumeSnapshot {self.namespace}/{name} of PVC {v.pvc}: {err}") from None
+                    raise SnapshotFailed(
+                        f"VolumeSnapshot {self.namespace}/{name} of PVC {v.pvc}: {err}"
+                    ) from None
                 # created by an earlier attempt of this backup: reuse it only if it snapshots the same PVC
                 existing = self.client.get(SNAPSHOT_API, "VolumeSnapshot", name, self.namespace)
                 if dig(existing, "spec", "source", "persistentVolumeClaimName") != v.pvc:
-                    raise SnapshotFailed(f"VolumeSnapshot {self.namespace}/{name} exists for another PVC") from None
+                    raise SnapshotFailed(
+                        f"VolumeSnapshot {self.namespace}/{name} exists for another PVC"
+                    ) from None
             names[v.name] = name
             self.log(f"VolumeSnapshot {name} of PVC {v.pvc} requested")
         selector = f"{render.LABEL_BACKUP}={render.label_value(backup_id)}"
-        cut = self._wait(SNAPSHOT_API, "VolumeSnapshot", list(names.values()), self._cut_done,
-                         self.cut_timeout_s, "not cut", label_selector=selector)
+        cut = self._wait(
+            SNAPSHOT_API,
+            "VolumeSnapshot",
+            list(names.values()),
+            self._cut_done,
+            self.cut_timeout_s,
+            "not cut",
+            label_selector=selector,
+        )
         observed = time.time()
         results = []
         for v in volumes:
             snap = cut[names[v.name]]
             content_name = dig(snap, "status", "boundVolumeSnapshotContentName")
-            cut_time = self._content_time(content_name, snap) if content_name else None
+            cut_time = self._content_time(content_name) if content_name else None
             if cut_time is None:
                 cut_time = parse_time(dig(snap, "status", "creationTime"))
-            results.append(CutResult(
-                volume=v.name, snapshot=names[v.name], atomic=True, cut_time=cut_time,
-                started=started[v.name], finished=observed,
-                handle={"kind": "VolumeSnapshot", "namespace": self.namespace, "name": names[v.name],
-                        "pvc": v.pvc, "content": content_name, "backup_id": backup_id,
-                        "restore_size": dig(snap, "status", "restoreSize")},
-            ))
+            results.append(
+                CutResult(
+                    volume=v.name,
+                    snapshot=names[v.name],
+                    atomic=True,
+                    cut_time=cut_time,
+                    started=started[v.name],
+                    finished=observed,
+                    handle={
+                        "kind": "VolumeSnapshot",
+                        "namespace": self.namespace,
+                        "name": names[v.name],
+                        "pvc": v.pvc,
+                        "content": content_name,
+                        "backup_id": backup_id,
+                        "restore_size": dig(snap, "status", "restoreSize"),
+                    },
+                )
+            )
         return results
 
     # -- group snapshots ---------------------------------------------------------------------------
@@ -314,19 +396,32 @@ class CsiSnapshotDriver(SnapshotDriver):
         try:
             for pvc in pvcs:
                 try:
-                    self.client.patch("v1", "PersistentVolumeClaim", pvc, self.namespace,
-                                      {"metadata": {"labels": {render.LABEL_GROUP: group_value}}})
+                    self.client.patch(
+                        "v1",
+                        "PersistentVolumeClaim",
+                        pvc,
+                        self.namespace,
+                        {"metadata": {"labels": {render.LABEL_GROUP: group_value}}},
+                    )
                 except NotFound:
-                    raise SnapshotFailed(f"PersistentVolumeClaim {self.namespace}/{pvc} does not exist") from None
+                    raise SnapshotFailed(
+                        f"PersistentVolumeClaim {self.namespace}/{pvc} does not exist"
+                    ) from None
                 labelled.append(pvc)
             api_version = self._create_group(name, group_value, backup_id, app)
-            vgs = self._wait(api_version, "VolumeGroupSnapshot", [name], self._cut_done, self.cut_timeout_s,
-                             "not cut")[name]
+            vgs = self._wait(
+                api_version, "VolumeGroupSnapshot", [name], self._cut_done, self.cut_timeout_s, "not cut"
+            )[name]
         finally:
             for pvc in labelled:
                 try:
-                    self.client.patch("v1", "PersistentVolumeClaim", pvc, self.namespace,
-                                      {"metadata": {"labels": {render.LABEL_GROUP: None}}})
+                    self.client.patch(
+                        "v1",
+                        "PersistentVolumeClaim",
+                        pvc,
+                        self.namespace,
+                        {"metadata": {"labels": {render.LABEL_GROUP: None}}},
+                    )
                 except KubeError as err:
                     self.log(f"could not remove label {render.LABEL_GROUP} from PVC {pvc}: {err}")
         observed = time.time()
@@ -337,26 +432,46 @@ class CsiSnapshotDriver(SnapshotDriver):
         if content_name:
             gc = self._get_or_none(api_version, "VolumeGroupSnapshotContent", content_name, None)
             group_time = parse_time(dig(gc, "status", "creationTime")) or group_time
-            infos = {i.get("volumeHandle"): i for i in dig(gc, "status", "volumeSnapshotInfoList", default=[]) or []}
+            infos = {
+                i.get("volumeHandle"): i
+                for i in dig(gc, "status", "volumeSnapshotInfoList", default=[]) or []
+            }
         results = []
         for v in volumes:
             info = infos.get(handles.get(v.pvc or ""), {})
-            results.append(CutResult(
-                volume=v.name, snapshot="", atomic=True,
-                cut_time=parse_time(info.get("creationTime")) or group_time, started=started, finished=observed,
-                handle={"kind": "VolumeSnapshot", "namespace": self.namespace, "pvc": v.pvc, "group": name,
-                        "group_api_version": api_version, "group_content": content_name, "backup_id": backup_id,
-                        "app": app, "volume_handle": handles.get(v.pvc or "")},
-            ))
+            results.append(
+                CutResult(
+                    volume=v.name,
+                    snapshot="",
+                    atomic=True,
+                    cut_time=parse_time(info.get("creationTime")) or group_time,
+                    started=started,
+                    finished=observed,
+                    handle={
+                        "kind": "VolumeSnapshot",
+                        "namespace": self.namespace,
+                        "pvc": v.pvc,
+                        "group": name,
+                        "group_api_version": api_version,
+                        "group_content": content_name,
+                        "backup_id": backup_id,
+                        "app": app,
+                        "volume_handle": handles.get(v.pvc or ""),
+                    },
+                )
+            )
         return results
 
     def _create_group(self, name: str, group_value: str, backup_id: str, app: str) -> str:
         last: KubeError | None = None
         for api_version in render.GROUP_SNAPSHOT_API_VERSIONS:
             manifest = render.volume_group_snapshot(
-                name=name, namespace=self.namespace, selector={render.LABEL_GROUP: group_value},
+                name=name,
+                namespace=self.namespace,
+                selector={render.LABEL_GROUP: group_value},
                 labels=render.backup_labels(backup_id, app, role="group-snapshot"),
-                group_snapshot_class=self.group_snapshot_class, api_version=api_version,
+                group_snapshot_class=self.group_snapshot_class,
+                api_version=api_version,
             )
             try:
                 self.client.create(manifest)
@@ -379,7 +494,9 @@ class CsiSnapshotDriver(SnapshotDriver):
         group is cut) and label the members like every other object of the backup. Runs after the release."""
         group = results[0].handle["group"]
         api_version = results[0].handle["group_api_version"]
-        pvc_by_handle = {r.handle.get("volume_handle"): r.handle["pvc"] for r in results if r.handle.get("volume_handle")}
+        pvc_by_handle = {
+            r.handle.get("volume_handle"): r.handle["pvc"] for r in results if r.handle.get("volume_handle")
+        }
         deadline = time.monotonic() + timeout
         while True:
             items, _ = self.client.list(SNAPSHOT_API, "VolumeSnapshot", self.namespace)
@@ -390,7 +507,9 @@ class CsiSnapshotDriver(SnapshotDriver):
                     for o in dig(s, "metadata", "ownerReferences", default=[]) or []
                 ):
                     continue
-                pvc = dig(s, "spec", "source", "persistentVolumeClaimName") or self._member_pvc(s, pvc_by_handle, results)
+                pvc = dig(s, "spec", "source", "persistentVolumeClaimName") or self._member_pvc(
+                    s, pvc_by_handle, results
+                )
                 if pvc:
                     by_pvc[pvc] = s
             missing = [r.handle["pvc"] for r in results if r.handle["pvc"] not in by_pvc]
@@ -398,36 +517,66 @@ class CsiSnapshotDriver(SnapshotDriver):
                 break
             if time.monotonic() >= deadline:
                 vgs = self._get_or_none(api_version, "VolumeGroupSnapshot", group, self.namespace)
-                raise SnapshotFailed(describe_failure(
-                    self.client, self.namespace, "VolumeGroupSnapshot", vgs, None, group,
-                    f"has no member snapshot for PVC {', '.join(missing)} after {timeout:g}s",
-                ))
+                raise SnapshotFailed(
+                    describe_failure(
+                        self.client,
+                        self.namespace,
+                        "VolumeGroupSnapshot",
+                        vgs,
+                        None,
+                        group,
+                        f"has no member snapshot for PVC {', '.join(missing)} after {timeout:g}s",
+                    )
+                )
             time.sleep(0.2)
         for r in results:
             snap = by_pvc[r.handle["pvc"]]
             r.snapshot = r.handle["name"] = snap["metadata"]["name"]
-            r.handle["content"] = (dig(snap, "spec", "source", "volumeSnapshotContentName")
-                                   or dig(snap, "status", "boundVolumeSnapshotContentName"))
+            r.handle["content"] = dig(snap, "spec", "source", "volumeSnapshotContentName") or dig(
+                snap, "status", "boundVolumeSnapshotContentName"
+            )
             try:
-                self.client.patch(SNAPSHOT_API, "VolumeSnapshot", r.snapshot, self.namespace, {"metadata": {
-                    "labels": render.backup_labels(r.handle["backup_id"], r.handle.get("app", ""), r.volume,
-                                                   role="snapshot")}})
+                self.client.patch(
+                    SNAPSHOT_API,
+                    "VolumeSnapshot",
+                    r.snapshot,
+                    self.namespace,
+                    {
+                        "metadata": {
+                            "labels": render.backup_labels(
+                                r.handle["backup_id"], r.handle.get("app", ""), r.volume, role="snapshot"
+                            )
+                        }
+                    },
+                )
             except KubeError as err:
                 self.log(f"could not label group member {r.snapshot}: {err}")
 
     def _member_pvc(self, snap: dict, pvc_by_handle: dict[str, str], results: list[CutResult]) -> str | None:
         """A group member's PVC, through its content's snapshot handle and the group content's list."""
-        content_name = (dig(snap, "spec", "source", "volumeSnapshotContentName")
-                        or dig(snap, "status", "boundVolumeSnapshotContentName"))
-        vsc = self._get_or_none(SNAPSHOT_API, "VolumeSnapshotContent", content_name, None) if content_name else None
+        content_name = dig(snap, "spec", "source", "volumeSnapshotContentName") or dig(
+            snap, "status", "boundVolumeSnapshotContentName"
+        )
+        vsc = (
+            self._get_or_none(SNAPSHOT_API, "VolumeSnapshotContent", content_name, None)
+            if content_name
+            else None
+        )
         if vsc is None:
             return None
         volume_handle = dig(vsc, "spec", "source", "volumeHandle")
         if not volume_handle:
-            snapshot_handle = dig(vsc, "status", "snapshotHandle") or dig(vsc, "spec", "source", "snapshotHandle")
+            snapshot_handle = dig(vsc, "status", "snapshotHandle") or dig(
+                vsc, "spec", "source", "snapshotHandle"
+            )
             gc_name = results[0].handle.get("group_content")
-            gc = self._get_or_none(results[0].handle["group_api_version"], "VolumeGroupSnapshotContent", gc_name,
-                                   None) if gc_name else None
+            gc = (
+                self._get_or_none(
+                    results[0].handle["group_api_version"], "VolumeGroupSnapshotContent", gc_name, None
+                )
+                if gc_name
+                else None
+            )
             for info in dig(gc, "status", "volumeSnapshotInfoList", default=[]) or []:
                 if info.get("snapshotHandle") == snapshot_handle:
                     volume_handle = info.get("volumeHandle")
@@ -443,14 +592,34 @@ class CsiSnapshotDriver(SnapshotDriver):
     def _ready(obj: dict) -> bool:
         return dig(obj, "status", "readyToUse") is True
 
-    def _wait(self, api_version: str, kind: str, names: list[str], done, timeout: float, problem: str,
-              label_selector: str | None = None, overall_s: float | None = None) -> dict[str, dict]:
-        return wait_objects(self.client, self.namespace, api_version, kind, names, done, timeout, problem,
-                            label_selector=label_selector, error_grace_s=self.error_grace_s, overall_s=overall_s)
+    def _wait(
+        self,
+        api_version: str,
+        kind: str,
+        names: list[str],
+        done,
+        timeout: float,
+        problem: str,
+        label_selector: str | None = None,
+        overall_s: float | None = None,
+    ) -> dict[str, dict]:
+        return wait_objects(
+            self.client,
+            self.namespace,
+            api_version,
+            kind,
+            names,
+            done,
+            timeout,
+            problem,
+            label_selector=label_selector,
+            error_grace_s=self.error_grace_s,
+            overall_s=overall_s,
+        )
 
     def _get_or_none(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict | None:
         return _get_quietly(self.client, api_version, kind, name, namespace)
 
-    def _content_time(self, content_name: str, snap: dict) -> float | None:
+    def _content_time(self, content_name: str) -> float | None:
         content = self._get_or_none(SNAPSHOT_API, "VolumeSnapshotContent", content_name, None)
         return parse_time(dig(content, "status", "creationTime"))

@@ -89,7 +89,9 @@ class RestoreOptions:
 
     def __post_init__(self) -> None:
         if self.existing not in EXISTING_POLICIES:
-            raise UsageError(f"--existing: expected one of {', '.join(EXISTING_POLICIES)}, got {self.existing!r}")
+            raise UsageError(
+                f"--existing: expected one of {', '.join(EXISTING_POLICIES)}, got {self.existing!r}"
+            )
 
 
 def _api(obj: dict) -> tuple[str, str, str, str | None]:
@@ -98,8 +100,14 @@ def _api(obj: dict) -> tuple[str, str, str, str | None]:
 
 
 class Restorer:
-    def __init__(self, client: Any, objects: list[dict], options: RestoreOptions,
-                 report: RestoreReport | None = None, log: Callable[[str], None] = lambda _m: None):
+    def __init__(
+        self,
+        client: Any,
+        objects: list[dict],
+        options: RestoreOptions,
+        report: RestoreReport | None = None,
+        log: Callable[[str], None] = lambda _m: None,
+    ):
         self.client = client
         self.options = options
         self.report = report or RestoreReport()
@@ -107,8 +115,12 @@ class Restorer:
         self.phases = order_objects(objects)
         self.report.namespaces = sorted(
             {o["metadata"]["name"] for o in self.phases["namespace"]}
-            | {o["metadata"].get("namespace") for p in PHASES[1:] for o in self.phases[p]
-               if o["metadata"].get("namespace")}
+            | {
+                o["metadata"].get("namespace")
+                for p in PHASES[1:]
+                for o in self.phases[p]
+                if o["metadata"].get("namespace")
+            }
         )
         self._skipped: set[Ref] = set()
 
@@ -151,7 +163,12 @@ class Restorer:
             return o is None
 
         self.client.wait_for(
-            api_version, kind, name, ns, gone, self.options.timeout_s,
+            api_version,
+            kind,
+            name,
+            ns,
+            gone,
+            self.options.timeout_s,
             on_timeout=lambda o: PermanentError(
                 f"{kind}/{name} in namespace {ns}: still present {self.options.timeout_s:g}s after its deletion "
                 f"(finalizers: {', '.join(dig(o or {}, 'metadata', 'finalizers', default=[]) or []) or 'none'})"
@@ -229,7 +246,12 @@ class Restorer:
 
             remaining = max(1.0, deadline - time.monotonic())
             self.client.wait_for(
-                api_version, kind, name, ns, ready, remaining,
+                api_version,
+                kind,
+                name,
+                ns,
+                ready,
+                remaining,
                 on_timeout=lambda o, kind=kind, name=name, want=want: PermanentError(
                     f"{kind}/{name}: {dig(o or {}, 'status', 'readyReplicas', default=0) or 0} of {want} replicas "
                     f"ready after {self.options.timeout_s:g}s"
@@ -244,7 +266,12 @@ class Restorer:
             if live is not None and dig(live, "status", "phase") == "Terminating":
                 self.log(f"namespace {ns} is terminating; waiting until it is gone")
                 self.client.wait_for(
-                    "v1", "Namespace", ns, None, lambda o: o is None, self.options.timeout_s,
+                    "v1",
+                    "Namespace",
+                    ns,
+                    None,
+                    lambda o: o is None,
+                    self.options.timeout_s,
                     on_timeout=lambda _o, ns=ns: PermanentError(
                         f"namespace {ns} still terminating after {self.options.timeout_s:g}s"
                     ),

@@ -57,8 +57,15 @@ def to_files(objects: list[dict], info: dict[str, Any]) -> dict[str, bytes]:
             raise PermanentError(f"capture: two objects map to {path}")
         files[path] = yaml.safe_dump(obj, sort_keys=True, default_flow_style=False).encode()
         m = obj.get("metadata") or {}
-        entries.append({"path": path, "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
-                        "namespace": m.get("namespace"), "name": m.get("name")})
+        entries.append(
+            {
+                "path": path,
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "namespace": m.get("namespace"),
+                "name": m.get("name"),
+            }
+        )
     index = {"format": FORMAT, "version": VERSION, **info, "objects": entries}
     files[INDEX_FILE] = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
     return files

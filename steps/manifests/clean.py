@@ -196,7 +196,12 @@ def _claim_template_pvcs(sts: dict, by_ref: dict[Ref, dict]) -> set[Ref]:
         tname = dig(tpl, "metadata", "name", default="")
         pattern = re.compile(rf"^{re.escape(tname)}-{re.escape(name)}-\d+$")
         for r in by_ref:
-            if r.kind == "PersistentVolumeClaim" and r.group == "" and r.namespace == ns and pattern.match(r.name):
+            if (
+                r.kind == "PersistentVolumeClaim"
+                and r.group == ""
+                and r.namespace == ns
+                and pattern.match(r.name)
+            ):
                 out.add(r)
     return out
 
@@ -258,11 +263,14 @@ def select_objects(
     for o in raw:
         by_ref.setdefault(ref(o), o)
     services = [o for o in raw if gk(o) == ("", "Service")]
-    selector_services = {dig(s, "metadata", "name", default="") for s in services if dig(s, "spec", "selector")}
+    selector_services = {
+        dig(s, "metadata", "name", default="") for s in services if dig(s, "spec", "selector")
+    }
 
     if selector:
         chosen: set[Ref] = {
-            r for r, o in by_ref.items()
+            r
+            for r, o in by_ref.items()
             if r.kind == "Namespace" or selector_matches(selector, dig(o, "metadata", "labels"))
         }
         queue = list(chosen)
@@ -404,4 +412,3 @@ def _drop_token_volumes(spec: dict) -> None:
             c["volumeMounts"] = mounts
         else:
             c.pop("volumeMounts", None)
-

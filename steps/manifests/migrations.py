@@ -96,7 +96,8 @@ def _apps(obj: dict, notes: list[str], source: str) -> dict:
     kind = obj.get("kind")
     # Old versions defaulted to OnDelete; apps/v1 defaults to RollingUpdate. Keep the behaviour.
     if "updateStrategy" not in spec and (
-        (kind == "DaemonSet" and source == "extensions/v1beta1") or (kind == "StatefulSet" and source == "apps/v1beta1")
+        (kind == "DaemonSet" and source == "extensions/v1beta1")
+        or (kind == "StatefulSet" and source == "apps/v1beta1")
     ):
         spec["updateStrategy"] = {"type": "OnDelete"}
         notes.append("spec.updateStrategy OnDelete (the old default) made explicit")
@@ -106,7 +107,9 @@ def _apps(obj: dict, notes: list[str], source: str) -> dict:
 def _pdb(obj: dict, notes: list[str]) -> dict:
     sel = dig(obj, "spec", "selector")
     if sel == {}:
-        notes.append("empty spec.selector matched no pods in policy/v1beta1 but matches every pod in policy/v1")
+        notes.append(
+            "empty spec.selector matched no pods in policy/v1beta1 but matches every pod in policy/v1"
+        )
     return obj
 
 
@@ -127,23 +130,39 @@ def _hpa_v2beta1(obj: dict, notes: list[str]) -> dict:
             metric = {"name": src.pop("metricName", None)}
             if "selector" in src:
                 metric["selector"] = src.pop("selector")
-            out.append({"type": t, "pods": {"metric": metric,
-                                            "target": {"type": "AverageValue",
-                                                       "averageValue": src.get("targetAverageValue")}}})
+            out.append(
+                {
+                    "type": t,
+                    "pods": {
+                        "metric": metric,
+                        "target": {"type": "AverageValue", "averageValue": src.get("targetAverageValue")},
+                    },
+                }
+            )
         elif t == "Object":
             metric = {"name": src.pop("metricName", None)}
             if "selector" in src:
                 metric["selector"] = src.pop("selector")
-            target = ({"type": "AverageValue", "averageValue": src["averageValue"]} if "averageValue" in src
-                      else {"type": "Value", "value": src.get("targetValue")})
-            out.append({"type": t, "object": {"describedObject": src.get("target"), "metric": metric,
-                                              "target": target}})
+            target = (
+                {"type": "AverageValue", "averageValue": src["averageValue"]}
+                if "averageValue" in src
+                else {"type": "Value", "value": src.get("targetValue")}
+            )
+            out.append(
+                {
+                    "type": t,
+                    "object": {"describedObject": src.get("target"), "metric": metric, "target": target},
+                }
+            )
         elif t == "External":
             metric = {"name": src.get("metricName")}
             if "metricSelector" in src:
                 metric["selector"] = src["metricSelector"]
-            target = ({"type": "AverageValue", "averageValue": src["targetAverageValue"]}
-                      if "targetAverageValue" in src else {"type": "Value", "value": src.get("targetValue")})
+            target = (
+                {"type": "AverageValue", "averageValue": src["targetAverageValue"]}
+                if "targetAverageValue" in src
+                else {"type": "Value", "value": src.get("targetValue")}
+            )
             out.append({"type": t, "external": {"metric": metric, "target": target}})
         else:
             out.append(m)
@@ -187,11 +206,15 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("node.k8s.io/v1beta1", "RuntimeClass", "node.k8s.io/v1"),
     Migration("snapshot.storage.k8s.io/v1beta1", "*", "snapshot.storage.k8s.io/v1"),
     Migration(
-        "policy/v1beta1", "PodSecurityPolicy", None,
+        "policy/v1beta1",
+        "PodSecurityPolicy",
+        None,
         note="removed in Kubernetes 1.25 without a successor; use Pod Security admission labels on the namespace",
     ),
     Migration(
-        "extensions/v1beta1", "PodSecurityPolicy", None,
+        "extensions/v1beta1",
+        "PodSecurityPolicy",
+        None,
         note="removed in Kubernetes 1.25 without a successor; use Pod Security admission labels on the namespace",
     ),
 )

@@ -32,9 +32,23 @@ class Ref:
 # restored; Ingress is only shown once migrated).
 _UNIQUE_KINDS = frozenset(
     {
-        "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Ingress", "NetworkPolicy",
-        "PodDisruptionBudget", "HorizontalPodAutoscaler", "Role", "RoleBinding", "EndpointSlice",
-        "VolumeSnapshot", "VolumeGroupSnapshot", "ControllerRevision", "Lease",
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "Job",
+        "CronJob",
+        "Ingress",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "Role",
+        "RoleBinding",
+        "EndpointSlice",
+        "VolumeSnapshot",
+        "VolumeGroupSnapshot",
+        "ControllerRevision",
+        "Lease",
     }
 )
 
@@ -54,7 +68,12 @@ def meta(obj: dict) -> dict:
 
 def ref(obj: dict) -> Ref:
     m = obj.get("metadata") or {}
-    return Ref(api_group(obj.get("apiVersion", "")), obj.get("kind", ""), m.get("namespace") or "", m.get("name") or "")
+    return Ref(
+        api_group(obj.get("apiVersion", "")),
+        obj.get("kind", ""),
+        m.get("namespace") or "",
+        m.get("name") or "",
+    )
 
 
 def gk(obj: dict) -> tuple[str, str]:
@@ -186,8 +205,10 @@ def parse_selector(text: str, where: str = "--selector") -> tuple[Requirement, .
     for part in _split_top(text):
         m = _REQ.match(part)
         if not m:
-            raise UsageError(f"{where}: cannot parse {part.strip()!r} (expected key=value, key!=value, "
-                             "key in (a,b), key notin (a,b), key or !key)")
+            raise UsageError(
+                f"{where}: cannot parse {part.strip()!r} (expected key=value, key!=value, "
+                "key in (a,b), key notin (a,b), key or !key)"
+            )
         if m.group("notexists"):
             reqs.append(Requirement(m.group("nkey"), "!"))
         elif m.group("setkey"):
@@ -231,6 +252,12 @@ def selector_to_string(selector: dict | None) -> str:
     parts = [f"{k}={v}" for k, v in sorted((selector or {}).get("matchLabels", {}).items())]
     for expr in (selector or {}).get("matchExpressions") or []:
         op, key, vals = expr.get("operator"), expr.get("key"), ",".join(expr.get("values") or [])
-        parts.append({"In": f"{key} in ({vals})", "NotIn": f"{key} notin ({vals})", "Exists": key,
-                      "DoesNotExist": f"!{key}"}.get(op, key))
+        parts.append(
+            {
+                "In": f"{key} in ({vals})",
+                "NotIn": f"{key} notin ({vals})",
+                "Exists": key,
+                "DoesNotExist": f"!{key}",
+            }.get(op, key)
+        )
     return ",".join(parts)

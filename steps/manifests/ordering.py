@@ -95,8 +95,12 @@ def hold(obj: dict) -> dict:
     if spec is None:
         return o
     release: dict | None = None
-    if (group, kind) in (("apps", "StatefulSet"), ("apps", "Deployment"), ("apps", "ReplicaSet"),
-                         ("", "ReplicationController")):
+    if (group, kind) in (
+        ("apps", "StatefulSet"),
+        ("apps", "Deployment"),
+        ("apps", "ReplicaSet"),
+        ("", "ReplicationController"),
+    ):
         replicas = spec.get("replicas", 1)
         if replicas == 0:
             return o

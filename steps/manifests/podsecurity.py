@@ -12,11 +12,33 @@ from steps.manifests.objects import containers, dig
 
 LEVELS = ("privileged", "baseline", "restricted")
 BASELINE_CAPABILITIES = frozenset(
-    {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "SETFCAP",
-     "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+    {
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    }
 )
 RESTRICTED_VOLUME_TYPES = frozenset(
-    {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+    {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
 )
 
 
@@ -46,7 +68,9 @@ def violations(pod_spec: dict, level: str) -> list[str]:
             continue
         # restricted
         if added - {"NET_BIND_SERVICE"}:
-            out.append(f"container {name}: only NET_BIND_SERVICE may be added (adds {', '.join(sorted(added))})")
+            out.append(
+                f"container {name}: only NET_BIND_SERVICE may be added (adds {', '.join(sorted(added))})"
+            )
         if "ALL" not in (dig(ctx, "capabilities", "drop", default=[]) or []):
             out.append(f"container {name}: must drop ALL capabilities")
         if ctx.get("allowPrivilegeEscalation") is not False:

@@ -27,8 +27,11 @@ LABEL_GROUP = "snapflow.io/group"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "snapflow"}
 
 SNAPSHOT_API_GROUP = "snapshot.storage.k8s.io"
-GROUP_SNAPSHOT_API_VERSIONS = ("groupsnapshot.storage.k8s.io/v1", "groupsnapshot.storage.k8s.io/v1beta2",
-                               "groupsnapshot.storage.k8s.io/v1beta1")
+GROUP_SNAPSHOT_API_VERSIONS = (
+    "groupsnapshot.storage.k8s.io/v1",
+    "groupsnapshot.storage.k8s.io/v1beta2",
+    "groupsnapshot.storage.k8s.io/v1beta1",
+)
 
 
 def k8s_name(*parts: str, max_len: int = 63) -> str:
@@ -81,8 +84,14 @@ def render(template: str, **context: Any) -> dict:
 def volume_snapshot(
     *, name: str, namespace: str, pvc: str, labels: dict[str, str], snapshot_class: str | None = None
 ) -> dict:
-    return render("volumesnapshot.yaml.j2", name=name, namespace=namespace, pvc=pvc, labels=labels,
-                  snapshot_class=snapshot_class)
+    return render(
+        "volumesnapshot.yaml.j2",
+        name=name,
+        namespace=namespace,
+        pvc=pvc,
+        labels=labels,
+        snapshot_class=snapshot_class,
+    )
 
 
 def volume_group_snapshot(
@@ -94,8 +103,15 @@ def volume_group_snapshot(
     group_snapshot_class: str | None = None,
     api_version: str = GROUP_SNAPSHOT_API_VERSIONS[0],
 ) -> dict:
-    return render("volumegroupsnapshot.yaml.j2", name=name, namespace=namespace, selector=selector,
-                  labels=labels, group_snapshot_class=group_snapshot_class, api_version=api_version)
+    return render(
+        "volumegroupsnapshot.yaml.j2",
+        name=name,
+        namespace=namespace,
+        selector=selector,
+        labels=labels,
+        group_snapshot_class=group_snapshot_class,
+        api_version=api_version,
+    )
 
 
 def clone_pvc(
@@ -111,13 +127,26 @@ def clone_pvc(
 ) -> dict:
     if volume_mode not in ("Filesystem", "Block"):
         raise UsageError(f"volumeMode: expected Filesystem or Block, got {volume_mode!r}")
-    return render("clone-pvc.yaml.j2", name=name, namespace=namespace, snapshot=snapshot, size=size,
-                  labels=labels, storage_class=storage_class, volume_mode=volume_mode,
-                  access_modes=access_modes or ["ReadWriteOnce"])
+    return render(
+        "clone-pvc.yaml.j2",
+        name=name,
+        namespace=namespace,
+        snapshot=snapshot,
+        size=size,
+        labels=labels,
+        storage_class=storage_class,
+        volume_mode=volume_mode,
+        access_modes=access_modes or ["ReadWriteOnce"],
+    )
 
 
-def mover_args(repository: str, snapshot_id: str, target: str, endpoint: str | None = None,
-               excludes: list[str] | None = None) -> list[str]:
+def mover_args(
+    repository: str,
+    snapshot_id: str,
+    target: str,
+    endpoint: str | None = None,
+    excludes: list[str] | None = None,
+) -> list[str]:
     """The mover's command line after ``python -m steps`` (the same restore step as anywhere else)."""
     args = ["restore", "--repo", repository, "--snapshot", snapshot_id, "--target", target]
     if endpoint:

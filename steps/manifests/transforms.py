@@ -88,7 +88,9 @@ class PatchRule:
             return False
         if self.group is not None and self.group != group:
             return False
-        return not (self.name and not fnmatch.fnmatchcase(dig(obj, "metadata", "name", default=""), self.name))
+        return not (
+            self.name and not fnmatch.fnmatchcase(dig(obj, "metadata", "name", default=""), self.name)
+        )
 
 
 @dataclass(frozen=True)
@@ -112,16 +114,29 @@ class TransformSpec:
         if not isinstance(d, dict):
             raise UsageError(f"{where}: expected a mapping of transforms")
         known = {
-            "namespaceMap", "storageClassMap", "addLabels", "removeLabels", "addAnnotations",
-            "removeAnnotations", "imageRegistryMap", "uidMap", "gidMap", "patches", "migrateApiVersions",
+            "namespaceMap",
+            "storageClassMap",
+            "addLabels",
+            "removeLabels",
+            "addAnnotations",
+            "removeAnnotations",
+            "imageRegistryMap",
+            "uidMap",
+            "gidMap",
+            "patches",
+            "migrateApiVersions",
         }
         for key in d:
             if key not in known:
-                raise UsageError(f"{where}.{key}: unknown transform (expected one of {', '.join(sorted(known))})")
+                raise UsageError(
+                    f"{where}.{key}: unknown transform (expected one of {', '.join(sorted(known))})"
+                )
 
         def mapping(key: str) -> dict[str, str]:
             v = d.get(key) or {}
-            if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+            if not isinstance(v, dict) or not all(
+                isinstance(k, str) and isinstance(x, str) for k, x in v.items()
+            ):
                 raise UsageError(f"{where}.{key}: expected a mapping of strings to strings")
             return dict(v)
 
@@ -145,8 +160,11 @@ class TransformSpec:
             for j, op in enumerate(rule["patch"]):
                 if not isinstance(op, dict) or "op" not in op or "path" not in op:
                     raise UsageError(f"{at}.patch[{j}]: expected an operation with 'op' and 'path'")
-            patches.append(PatchRule(tuple(rule["patch"]), target.get("kind"), target.get("name"),
-                                     target.get("group"), at))
+            patches.append(
+                PatchRule(
+                    tuple(rule["patch"]), target.get("kind"), target.get("name"), target.get("group"), at
+                )
+            )
         migrate_flag = d.get("migrateApiVersions", True)
         if not isinstance(migrate_flag, bool):
             raise UsageError(f"{where}.migrateApiVersions: expected true or false")
@@ -282,13 +300,18 @@ def _remap_namespace(obj: dict, spec: TransformSpec) -> None:
                 for peer in rule.get("from") or rule.get("to") or []:
                     labels = dig(peer, "namespaceSelector", "matchLabels")
                     if isinstance(labels, dict) and "kubernetes.io/metadata.name" in labels:
-                        labels["kubernetes.io/metadata.name"] = spec.map_namespace(labels["kubernetes.io/metadata.name"])
+                        labels["kubernetes.io/metadata.name"] = spec.map_namespace(
+                            labels["kubernetes.io/metadata.name"]
+                        )
     ps = pod_spec(obj)
     if ps is not None:
         for aff in ("podAffinity", "podAntiAffinity"):
             a = dig(ps, "affinity", aff) or {}
             terms = list(a.get("requiredDuringSchedulingIgnoredDuringExecution") or [])
-            terms += [t.get("podAffinityTerm") or {} for t in a.get("preferredDuringSchedulingIgnoredDuringExecution") or []]
+            terms += [
+                t.get("podAffinityTerm") or {}
+                for t in a.get("preferredDuringSchedulingIgnoredDuringExecution") or []
+            ]
             for term in terms:
                 if term.get("namespaces"):
                     term["namespaces"] = [spec.map_namespace(n) for n in term["namespaces"]]
@@ -310,7 +333,9 @@ def _map_storage_class(obj: dict, spec: TransformSpec) -> None:
     if (group, kind) == ("", "PersistentVolumeClaim"):
         claims.append(obj)
     elif (group, kind) == ("apps", "StatefulSet"):
-        claims.extend(t for t in dig(obj, "spec", "volumeClaimTemplates", default=[]) or [] if isinstance(t, dict))
+        claims.extend(
+            t for t in dig(obj, "spec", "volumeClaimTemplates", default=[]) or [] if isinstance(t, dict)
+        )
     for claim in claims:
         s = claim.get("spec") or {}
         if s.get("storageClassName") is not None:
@@ -373,7 +398,7 @@ def rewrite_image(image: str, mapping: dict[str, str]) -> str:
             best = prefix
     if best is None:
         return image
-    return mapping[best].rstrip("/") + full[len(best):]
+    return mapping[best].rstrip("/") + full[len(best) :]
 
 
 def _rewrite_images(obj: dict, spec: TransformSpec) -> None:
@@ -421,4 +446,3 @@ def describe(spec: TransformSpec) -> dict[str, Any]:
         "patches": len(spec.patches),
         "migrateApiVersions": spec.migrate_api_versions,
     }
-

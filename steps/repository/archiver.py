@@ -482,7 +482,8 @@ class Archiver:
             raise UsageError(
                 f"--source: expected a directory, a regular file or a block device, got {source!r}"
             )
-        self.repo.index  # noqa: B018 - load before the threads start
+        # load before the threads start, without prune's deletion candidates (see docs/design.md, Prune)
+        self.repo.begin_write()
         self._select_parent(source, source_type)
         sink = BlobSink(self.repo, opts.backup_id, abort=self.abort)
         self.file_q = ByteQueue(_env_int("SNAPFLOW_FILE_QUEUE", 512), self.abort)
@@ -609,7 +610,9 @@ class Archiver:
         }
         if self.before_commit is not None:
             self.before_commit(self.repo, self.parent)
+        self.repo.check_commit()
         sid = self.repo.save_snapshot(snap)
+        self.repo.confirm_commit(f"snapshots/{sid}")
         return CopyResult(sid, snap["parent"], s, self.warnings)
 
 
@@ -641,7 +644,7 @@ def store_files(
     Capture stores Kubernetes manifests this way, with ``tags={"kind": "manifests"}``; read them back
     with :func:`steps.repository.restorer.load_files`.
     """
-    repo.index  # noqa: B018
+    repo.begin_write()
     chunker = Chunker(repo.keys.chunker, repo.config.chunk_min, repo.config.chunk_avg, repo.config.chunk_max)
     sink = BlobSink(repo, backup_id, workers=1, uploaders=2)
     now = time.time_ns()
@@ -715,4 +718,7 @@ def store_files(
         },
         "program": f"snapflow-steps {_version()}",
     }
-    return repo.save_snapshot(snap)
+    repo.check_commit()
+    sid = repo.save_snapshot(snap)
+    repo.confirm_commit(f"snapshots/{sid}")
+    return sid

@@ -190,6 +190,56 @@ def seal_blob(aead: AESGCM, blob_type: bytes, blob_id: bytes, data) -> bytes:
     return nonce + aead.encrypt(nonce, compress(data), blob_aad(blob_type, blob_id))
 
 
+def sealed_bound(length: int) -> int:
+    """The largest stored size of a blob of ``length`` plaintext bytes (raw form: nonce, flag, tag)."""
+    return length + BLOB_OVERHEAD
+
+
+def seal_blob_into(
+    aead: AESGCM, blob_type: bytes, blob_id: bytes, data, out: memoryview, scratch: bytearray
+) -> int:
+    """:func:`seal_blob` written straight into ``out`` (at least :func:`sealed_bound` bytes); returns the
+    stored length. ``scratch`` (a reusable buffer of at least ``len(data) + 1`` bytes) holds the flag and
+    payload between compression and encryption, so no per-blob buffer is allocated but zstd's output."""
+    n = len(data)
+    packed = _compressor().compress(data)
+    if len(packed) < n:
+        body, flag = packed, COMPRESSION_ZSTD
+    else:
+        body, flag = data, COMPRESSION_RAW
+    m = 1 + len(body)
+    scratch[0] = flag
+    scratch[1:m] = body
+    nonce = os.urandom(NONCE_LEN)
+    out[:NONCE_LEN] = nonce
+    aead.encrypt_into(
+        nonce, memoryview(scratch)[:m], blob_aad(blob_type, blob_id), out[NONCE_LEN : NONCE_LEN + m + TAG_LEN]
+    )
+    return NONCE_LEN + m + TAG_LEN
+
+
+def open_blob_into(
+    aead: AESGCM, blob_type: bytes, blob_id: bytes, stored: memoryview, raw_length: int, scratch: bytearray
+) -> memoryview | bytes:
+    """:func:`open_blob` without a copy of raw blobs: decrypts into ``scratch`` (at least
+    ``len(stored)`` bytes) and returns a view of it for raw payloads, or zstd's output. The view is
+    only valid until ``scratch`` is used again."""
+    m = len(stored) - NONCE_LEN - TAG_LEN
+    if m < 1:
+        raise IntegrityError("truncated")
+    plain = memoryview(scratch)[:m]
+    try:
+        aead.decrypt_into(stored[:NONCE_LEN], stored[NONCE_LEN:], blob_aad(blob_type, blob_id), plain)
+    except InvalidTag:
+        raise IntegrityError("authentication failed") from None
+    flag = plain[0]
+    if flag == COMPRESSION_RAW:
+        return plain[1:]
+    if flag == COMPRESSION_ZSTD:
+        return _decompressor().decompress(plain[1:], max_output_size=raw_length)
+    raise IntegrityError(f"unknown compression flag {flag}")
+
+
 def open_blob(aead: AESGCM, blob_type: bytes, blob_id: bytes, stored, raw_length: int | None = None) -> bytes:
     """Decrypt and decompress one blob; raises IntegrityError (without the blob's name; callers add it)."""
     stored = memoryview(stored)

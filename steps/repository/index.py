@@ -38,7 +38,9 @@ class BlobLocation:
 
 
 class MemIndex:
-    """Blob ID → location, compact. Thread-safe. The first location added for a blob wins."""
+    """Blob ID → location, compact. Thread-safe. The first location added for a blob wins; further
+    locations are kept aside (they are rare) so that a blob stays found when the pack of its first
+    location is excluded."""
 
     def __init__(self, capacity: int = 1024):
         self._lock = threading.Lock()
@@ -63,6 +65,7 @@ class MemIndex:
         self._table = array("I", bytes(4 * cap))
         self._mask = cap - 1
         self.duplicates = 0
+        self._dups: dict[int, list[int]] = {}  # entry number of the first location -> other entries
 
     # -- size ---------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -106,7 +109,8 @@ class MemIndex:
             return no
 
     def exclude_packs(self, pack_ids: Iterable[str]) -> None:
-        """Hide packs (e.g. prune's deletion candidates): their blobs are no longer found by lookups."""
+        """Hide packs (e.g. prune's deletion candidates): their blobs are no longer found by lookups,
+        unless another, not excluded, pack holds them too."""
         with self._lock:
             for pid in pack_ids:
                 no = self._pack_no.get(pid)
@@ -123,12 +127,21 @@ class MemIndex:
         if len(blob_id) != 32:
             raise ValueError("blob IDs are 32 bytes")
         prefix = int.from_bytes(blob_id[:8], "little")
-        if self._find(blob_id, prefix) >= 0:
+        first = self._find(blob_id, prefix)
+        if first >= 0:
             self.duplicates += 1
+            self._dups.setdefault(first, []).append(len(self._type))
+            self._append(prefix, blob_id, blob_type, pack, offset, length, raw)
             return
         n = len(self._type)
         if (n + 1) > _LOAD * (self._mask + 1):
             self._grow()
+        self._append(prefix, blob_id, blob_type, pack, offset, length, raw)
+        self._place(prefix, n + 1)
+
+    def _append(
+        self, prefix: int, blob_id: bytes, blob_type: bytes, pack: int, offset: int, length: int, raw: int
+    ) -> None:
         self._prefix.append(prefix)
         self._ids += blob_id
         self._pack.append(pack)
@@ -136,7 +149,6 @@ class MemIndex:
         self._length.append(length)
         self._raw.append(raw)
         self._type += blob_type
-        self._place(prefix, n + 1)
 
     def _place(self, prefix: int, slot_value: int) -> None:
         table, mask = self._table, self._mask
@@ -150,7 +162,10 @@ class MemIndex:
         self._table = array("I", bytes(4 * cap))
         self._mask = cap - 1
         table, mask = self._table, self._mask
+        dups = {d for extra in self._dups.values() for d in extra}
         for n, prefix in enumerate(self._prefix, 1):
+            if n - 1 in dups:
+                continue
             i = prefix & mask
             while table[i]:
                 i = (i + 1) & mask
@@ -172,8 +187,17 @@ class MemIndex:
         with self._lock:
             n = self._find(blob_id, int.from_bytes(blob_id[:8], "little"))
             if n >= 0 and self.pack_flags[self._pack[n]] & FLAG_EXCLUDED:
+                for d in self._dups.get(n, ()):
+                    if not self.pack_flags[self._pack[d]] & FLAG_EXCLUDED:
+                        return d
                 return -1
             return n
+
+    def is_excluded(self, pack_no: int) -> bool:
+        return bool(self.pack_flags[pack_no] & FLAG_EXCLUDED)
+
+    def excluded_packs(self) -> set[str]:
+        return {pid for no, pid in enumerate(self.pack_ids) if self.pack_flags[no] & FLAG_EXCLUDED}
 
     def has(self, blob_id: bytes) -> bool:
         return self._entry(blob_id) >= 0

@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidTag
 
 from steps.errors import IntegrityError
 
-from .crypto import FORMAT_VERSION, NONCE_LEN, SALT_LEN, MasterKeys, seal_blob, storage_id
+from .crypto import FORMAT_VERSION, NONCE_LEN, SALT_LEN, MasterKeys, seal_blob_into, sealed_bound, storage_id
 
 PACK_MAGIC = b"SNFP"
 PREFIX_LEN = len(PACK_MAGIC) + 1 + SALT_LEN
@@ -59,37 +59,64 @@ class FinishedPack:
 
 
 class PackWriter:
-    """Accumulates sealed blobs for one pack. Not thread-safe: one writer per thread."""
+    """Accumulates sealed blobs for one pack in one reusable buffer. Not thread-safe: one writer per
+    thread. After :meth:`finish` the writer starts the next pack (new salt) in the same buffer."""
 
-    def __init__(self, keys: MasterKeys):
+    def __init__(self, keys: MasterKeys, capacity: int = 0):
         self.keys = keys
+        self._buf = bytearray(max(capacity, PREFIX_LEN + 4096))
+        self._mv = memoryview(self._buf)
+        self._scratch = bytearray(1)
+        self._start()
+
+    def _start(self) -> None:
         self.salt = os.urandom(SALT_LEN)
-        self.aead = keys.pack_aead(self.salt)
+        self.aead = self.keys.pack_aead(self.salt)
         self.prefix = PACK_MAGIC + bytes((FORMAT_VERSION,)) + self.salt
-        self.parts: list[bytes] = [self.prefix]
-        self.size = len(self.prefix)
+        self._mv[:PREFIX_LEN] = self.prefix
+        self.size = PREFIX_LEN
         self.entries: list[PackEntry] = []
 
     def __len__(self) -> int:
         return len(self.entries)
 
+    @property
+    def capacity(self) -> int:
+        return len(self._buf)
+
+    def fits(self, length: int) -> bool:
+        """True when a blob of ``length`` plaintext bytes surely fits in the buffer as it is."""
+        return self.size + sealed_bound(length) <= len(self._buf)
+
+    def _reserve(self, need: int) -> None:
+        if need <= len(self._buf):
+            return
+        bigger = bytearray(max(need, 2 * len(self._buf)))
+        bigger[: self.size] = self._mv[: self.size]
+        self._mv.release()
+        self._buf = bigger
+        self._mv = memoryview(bigger)
+
     def add(self, blob_type: bytes, blob_id: bytes, data) -> int:
-        """Seal and append one blob; returns its stored length."""
-        sealed = seal_blob(self.aead, blob_type, blob_id, data)
-        self.entries.append(PackEntry(blob_type, blob_id, self.size, len(sealed), len(data)))
-        self.parts.append(sealed)
-        self.size += len(sealed)
-        return len(sealed)
+        """Seal and append one blob (the buffer grows when needed); returns its stored length."""
+        n = len(data)
+        self._reserve(self.size + sealed_bound(n))
+        if len(self._scratch) < n + 1:
+            self._scratch = bytearray(n + 1)
+        stored = seal_blob_into(self.aead, blob_type, blob_id, data, self._mv[self.size :], self._scratch)
+        self.entries.append(PackEntry(blob_type, blob_id, self.size, stored, n))
+        self.size += stored
+        return stored
 
     def finish(self) -> FinishedPack:
+        """The finished pack (its bytes are a copy: the buffer is reused for the next pack)."""
         plain = b"".join(ENTRY.pack(e.type, e.id, e.length, e.raw_length) for e in self.entries)
         nonce = os.urandom(NONCE_LEN)
         header = nonce + self.aead.encrypt(nonce, plain, _HEADER_AAD + self.prefix)
-        self.parts.append(header)
-        self.parts.append(TAIL.pack(len(header)))
-        data = b"".join(self.parts)
-        self.parts = []
-        return FinishedPack(storage_id(data), data, self.salt, self.entries)
+        data = b"".join((self._mv[: self.size], header, TAIL.pack(len(header))))
+        pack = FinishedPack(storage_id(data), data, self.salt, self.entries)
+        self._start()
+        return pack
 
 
 def header_length(tail: bytes, pack_size: int, name: str) -> int:

@@ -244,7 +244,9 @@ def tune_malloc() -> None:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD: fixed, large buffers are returned on free
-        libc.mallopt(-8, 4)  # M_ARENA_MAX
+        libc.mallopt(-3, int(os.environ.get("XX_MMAP", 1024 * 1024)))  # M_MMAP_THRESHOLD: fixed, large buffers are returned on free
+        if os.environ.get("XX_TRIM"):
+            libc.mallopt(-1, int(os.environ["XX_TRIM"]))
+        libc.mallopt(-8, int(os.environ.get("XX_ARENA", 4)))  # M_ARENA_MAX
     except (OSError, AttributeError):
         pass

@@ -11,6 +11,14 @@ steps that store records (capture, consistent-point, verify, finalize)::
 
 Layout, write order and invariants are in docs/design.md. Nothing here takes a lock: every object is
 written once under a name derived from its content, and readers only ever see complete objects.
+
+Prune's side of the protocol lives here too, because every writer must follow it: a writer calls
+:meth:`Repository.begin_write` (it stops deduplicating against prune's pending deletion candidates and
+notes its start in the store's clock) and :meth:`Repository.confirm_commit` after writing a snapshot
+record (a writer that ran past the grace period of a prune it did not see withdraws its record);
+``save_record("backups", ...)`` refuses to commit snapshots prune marked as garbage. Readers fall back
+to older versions of a replaced or deleted object on versioned buckets (:meth:`Repository.get_named`,
+:meth:`Repository.pack_range`).
 """
 
 from __future__ import annotations
@@ -22,10 +30,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from steps.drivers.objectstore import ObjectNotFound, ObjectStore
-from steps.errors import IntegrityError, RepositoryError, UsageError
+from steps.errors import IntegrityError, PermanentError, RepositoryError, TemporaryError, UsageError
 
 from .config import RepoConfig
 from .crypto import MasterKeys, open_blob, open_object, seal_object, storage_id
@@ -35,6 +44,14 @@ from .pack import BLOB_TREE, FinishedPack, pack_key, read_pack_entries
 from .tree import decode_tree
 
 RECORD_KINDS = ("snapshots", "backups", "runs")
+PRUNE_KIND = "prune"  # prune's own records: deletion candidates and deletion logs
+CANDIDATES = "candidates"
+DELETED = "deleted"
+SETTINGS = "settings"  # the grace periods prune runs have used; never deleted
+# Clock resolution of object stores (Last-Modified and Date have whole seconds): writers stop this much
+# before the end of a grace period and prune sweeps this much after it.
+CLOCK_SLACK = timedelta(seconds=2)
+T = TypeVar("T")
 _RESERVED = {"config", "keys", "data", "index", "locks"}
 _KIND_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 TREE_CACHE_BYTES = 32 * 1024 * 1024
@@ -52,6 +69,19 @@ class Record:
     id: str
     data: dict
     key_group: str | None = None
+    modified: datetime | None = None  # Last-Modified in the store's clock
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.key_group}/{self.id}" if self.key_group else f"{self.kind}/{self.id}"
+
+
+@dataclass
+class WriterSession:
+    """A writer's start: prune's pending candidates are excluded from its deduplication."""
+
+    start: datetime  # the store's clock before the candidates were listed
+    excluded: set[str]  # candidate packs hidden from deduplication
 
 
 @dataclass
@@ -97,12 +127,22 @@ class Repository:
         self._tree_cache_bytes = 0
         self._tree_lock = threading.Lock()
         self._tree_packs_loaded: set[int] = set()
+        self._writer: WriterSession | None = None
+        self._pins: dict[str, str] = {}  # key -> version ID that verified (versioned buckets)
+        self._pins_lock = threading.Lock()
+        self.fallbacks: list[str] = []  # objects served from an older version (replaced or deleted)
 
     # -- life cycle ---------------------------------------------------------------------------
     @classmethod
-    def init(cls, store: ObjectStore, password: str, kdf_params: dict | None = None) -> Repository:
-        """Create a new repository (and the bucket); refuses to touch an existing one."""
-        store.ensure_container()
+    def init(
+        cls, store: ObjectStore, password: str, kdf_params: dict | None = None, object_lock=None
+    ) -> Repository:
+        """Create a new repository (and the bucket, with Object Lock and that default retention when
+        ``object_lock`` is given); refuses to touch an existing one."""
+        if object_lock is not None:
+            store.ensure_container(object_lock=object_lock)
+        else:
+            store.ensure_container()
         if store.exists("config") or any(True for _ in store.list("keys/")):
             raise RepositoryError(f"{store.url}: a repository already exists here; refusing to overwrite it")
         keys = MasterKeys.generate()
@@ -171,6 +211,7 @@ class Repository:
             raise UsageError(
                 "--key: refusing to remove the last key (the repository would become unreadable)"
             )
+        self.note_deletions([f"keys/{key_id}"], "key remove")
         self.store.delete(f"keys/{key_id}")
 
     def resolve_key_id(self, ref: str) -> str:
@@ -195,18 +236,71 @@ class Repository:
         except ObjectNotFound:
             problem = "missing"
             data = None
-        for info in self.store.list_versions(key):
-            if info.key != key or info.is_delete_marker or not info.version_id:
-                continue
+        for version_id in self._older_versions(key):
             try:
-                old = self.store.get(key, info.version_id)
+                old = self.store.get(key, version_id)
             except ObjectNotFound:
                 continue
             if storage_id(old) == expected:
+                self._note_fallback(key, version_id, problem)
                 return old
         if data is None:
             raise ObjectNotFound(key)
         raise IntegrityError(f"{key}: {problem}")
+
+    def _older_versions(self, key: str) -> list[str]:
+        """Version IDs of ``key`` (no delete markers), newest first; empty on stores without versions."""
+        try:
+            infos = [
+                i
+                for i in self.store.list_versions(key)
+                if i.key == key and i.version_id and not i.is_delete_marker
+            ]
+        except (ObjectNotFound, PermanentError):
+            return []
+        infos.sort(
+            key=lambda i: (i.last_modified or datetime.min.replace(tzinfo=UTC), i.is_latest), reverse=True
+        )
+        return [i.version_id for i in infos if i.version_id]
+
+    def _note_fallback(self, key: str, version_id: str, problem: str) -> None:
+        msg = f"{key}: {problem}; read the intact version {version_id}"
+        with self._pins_lock:
+            self._pins[key] = version_id
+            if len(self.fallbacks) < 10_000 and msg not in self.fallbacks[-50:]:
+                self.fallbacks.append(msg)
+
+    def pack_range(self, pack_id: str, offset: int, length: int, decode: Callable[[bytes], T]) -> T:
+        """``decode`` of a byte range of a pack; when the current version is missing, short or does not
+        decode (GCM tags fail on replaced bytes), older versions are tried, newest first, and the one that
+        decodes is used for later reads of that pack."""
+        key = pack_key(pack_id)
+        with self._pins_lock:
+            pinned = self._pins.get(key)
+        first_error: Exception | None = None
+        try:
+            data = self.store.get_range(key, offset, length, pinned)
+            if len(data) != length:
+                raise IntegrityError(f"pack {pack_id} is truncated")
+            return decode(data)
+        except (ObjectNotFound, IntegrityError) as err:
+            first_error = err
+        problem = "missing" if isinstance(first_error, ObjectNotFound) else "damaged or replaced"
+        for version_id in self._older_versions(key):
+            if version_id == pinned:
+                continue
+            try:
+                data = self.store.get_range(key, offset, length, version_id)
+                if len(data) != length:
+                    continue
+                result = decode(data)
+            except (ObjectNotFound, IntegrityError):
+                continue
+            self._note_fallback(key, version_id, problem)
+            return result
+        if isinstance(first_error, ObjectNotFound):
+            raise IntegrityError(f"pack {pack_id} is missing") from None
+        raise first_error
 
     def put_named(self, prefix: str, data: bytes) -> str:
         oid = storage_id(data)
@@ -267,12 +361,96 @@ class Repository:
         self._index_ids.add(iid)
         return iid
 
+    def note_deletions(self, keys: list[str], why: str, run: str | None = None) -> None:
+        """On a versioned bucket, log keys Snapflow itself is about to delete (a ``prune`` record of type
+        ``deleted``, written before the deletions): prune purges their old versions once unlocked, and
+        any other deletion stands out as tampering. Nothing to do on stores without versions."""
+        if not keys or not self.store.versioning_enabled():
+            return
+        for i in range(0, len(keys), 20_000):
+            self.save_record(
+                PRUNE_KIND,
+                {
+                    "type": DELETED,
+                    "version": 1,
+                    "time": utc_now_iso(),
+                    "prune": run,
+                    "why": why,
+                    "keys": keys[i : i + 20_000],
+                },
+            )
+
+    # -- prune's protocol, writer side -----------------------------------------------------------
+    def prune_candidates(self) -> list[Record]:
+        """Prune's pending deletion candidates (records of kind ``prune`` of type ``candidates``)."""
+        return [r for r in self.list_records(PRUNE_KIND) if r.data.get("type") == CANDIDATES]
+
+    def grace_period(self) -> timedelta | None:
+        """The shortest grace period any prune of this repository has used (None: prune never marked
+        anything, so nothing a writer refers to can be swept)."""
+        values = [
+            float(r.data["grace_s"])
+            for r in self.list_records(PRUNE_KIND)
+            if r.data.get("type") in (SETTINGS, CANDIDATES) and "grace_s" in r.data
+        ]
+        return timedelta(seconds=min(values)) if values else None
+
+    def begin_write(self) -> MemIndex:
+        """Start writing: load the index without prune's deletion candidates (so that nothing new refers
+        to a pack about to go) and note the start in the store's clock. Every copy starts a new session."""
+        start = self.store.server_time()
+        pending = self.prune_candidates()
+        excluded = {p for r in pending for p in r.data.get("packs", ())}
+        index = self.load_index(exclude_packs=excluded)
+        self._writer = WriterSession(start, excluded)
+        return index
+
+    @property
+    def writer_session(self) -> WriterSession | None:
+        return self._writer
+
+    def check_commit(self, at: datetime | None = None) -> None:
+        """Refuse (TemporaryError) when this writer has been running for prune's grace period: it may
+        refer to packs a prune marked after it started, and the sweep may already have deleted them.
+        Retrying starts a fresh writer, which does not use them."""
+        session = self._writer
+        if session is None:
+            return
+        grace = self.grace_period()
+        if grace is None:
+            return
+        now = at or self.store.server_time()
+        if now >= session.start + grace - CLOCK_SLACK:
+            age = (now - session.start).total_seconds()
+            raise TemporaryError(
+                f"this copy has been running for {age:.0f} s, longer than prune's grace period"
+                f" ({grace.total_seconds():.0f} s): refusing to commit (a retry writes what is needed again;"
+                " raise prune's --grace above the longest backup)"
+            )
+
+    def confirm_commit(self, key: str) -> None:
+        """After writing the record ``key`` (a snapshot): if it landed after the grace period, withdraw it
+        (delete) and refuse — the check before the write may have been overtaken by a stalled process."""
+        if self._writer is None:
+            return
+        info = self.store.stat(key)
+        at = info.last_modified if info and info.last_modified else self.store.server_time()
+        try:
+            self.check_commit(at)
+        except TemporaryError:
+            self.store.delete(key)
+            raise
+
     # -- packs and blobs ----------------------------------------------------------------------
     def save_pack(self, pack: FinishedPack) -> None:
         self.store.put(pack_key(pack.id), pack.data)
 
     def read_pack(self, pack_id: str) -> bytes:
         return self.get_named(pack_key(pack_id))
+
+    def unpin(self) -> None:
+        with self._pins_lock:
+            self._pins.clear()
 
     def read_blob(self, blob_id: bytes) -> bytes:
         loc = self.index.get(blob_id)
@@ -287,9 +465,18 @@ class Repository:
                 cached = self._tree_cached(blob_id)
                 if cached is not None:
                     return cached
-        stored = self.store.get_range(pack_key(loc.pack_id), loc.offset, loc.length)
-        data = self.decode_blob(
-            blob_id, loc.type, loc.salt, stored, loc.raw_length, f"blob {blob_id.hex()} in pack {loc.pack_id}"
+        data = self.pack_range(
+            loc.pack_id,
+            loc.offset,
+            loc.length,
+            lambda stored: self.decode_blob(
+                blob_id,
+                loc.type,
+                loc.salt,
+                stored,
+                loc.raw_length,
+                f"blob {blob_id.hex()} in pack {loc.pack_id}",
+            ),
         )
         if loc.type == BLOB_TREE:
             self._tree_put(blob_id, data)
@@ -375,35 +562,59 @@ class Repository:
         self._check_kind(kind)
         group = self.key_group(key) if key is not None else None
         prefix = f"{kind}/{group}" if group else kind
+        referenced: set[str] = set()
+        if kind == "backups":
+            referenced = referenced_snapshots(data)
+            self._refuse_garbage_commit(key, referenced)
         sealed = seal_object(self.keys, kind, _json(data), context=(group or "").encode())
-        return self.put_named(prefix, sealed)
+        rid = self.put_named(prefix, sealed)
+        if kind == "backups" and referenced:
+            present = {i.key.rsplit("/", 1)[-1] for i in self.store.list("snapshots/")}
+            missing = sorted(referenced - present)
+            if missing:  # prune swept them between the check and the write: withdraw the commit
+                self.store.delete(f"{prefix}/{rid}")
+                raise PermanentError(
+                    f"backup {key}: snapshot(s) {', '.join(m[:8] for m in missing)} no longer exist; not committed"
+                )
+        return rid
 
-    def _read_record(self, kind: str, object_key: str) -> Record:
+    def _refuse_garbage_commit(self, backup_id: str | None, referenced: set[str]) -> None:
+        for rec in self.prune_candidates():
+            for entry in rec.data.get("snapshots", ()):
+                if entry.get("id") in referenced or (backup_id and entry.get("backup_id") == backup_id):
+                    raise PermanentError(
+                        f"backup {backup_id}: its snapshots stayed uncommitted longer than prune's grace period"
+                        " and are marked as garbage; not committed (run the backup again)"
+                    )
+
+    def _read_record(self, kind: str, object_key: str, modified: datetime | None = None) -> Record:
         parts = object_key.split("/")
         group = parts[1] if len(parts) == 3 else None
         plain = open_object(
             self.keys, kind, self.get_named(object_key), object_key, context=(group or "").encode()
         )
-        return Record(kind, parts[-1], json.loads(plain), group)
+        return Record(kind, parts[-1], json.loads(plain), group, modified)
 
     def list_records(self, kind: str, key: str | None = None, strict: bool = False) -> list[Record]:
         """Every record of ``kind`` (under ``key`` when given). Damaged records are skipped with a warning
         in :attr:`warnings` (or raise IntegrityError when ``strict``)."""
         self._check_kind(kind)
         prefix = f"{kind}/{self.key_group(key)}/" if key is not None else f"{kind}/"
-        keys = [i.key for i in self.store.list(prefix)]
+        infos = list(self.store.list(prefix))
 
-        def read(k: str) -> Record | None:
+        def read(info) -> Record | None:
             try:
-                return self._read_record(kind, k)
+                return self._read_record(kind, info.key, info.last_modified)
             except (IntegrityError, ObjectNotFound, ValueError) as err:
                 if strict:
                     raise
-                self.warnings.append(f"skipping damaged record {k}: {err}")
+                self.warnings.append(f"skipping damaged record {info.key}: {err}")
                 return None
 
-        with ThreadPoolExecutor(max_workers=min(LIST_PARALLEL, max(1, len(keys)))) as pool:
-            out = [r for r in pool.map(read, keys) if r is not None]
+        if not infos:
+            return []
+        with ThreadPoolExecutor(max_workers=min(LIST_PARALLEL, max(1, len(infos)))) as pool:
+            out = [r for r in pool.map(read, infos) if r is not None]
         out.sort(key=lambda r: (str(r.data.get("time", "")), r.id))
         return out
 
@@ -413,7 +624,7 @@ class Repository:
             return self._read_record(kind, f"{kind}/{self.key_group(key)}/{record_id}")
         for info in self.store.list(f"{kind}/"):
             if info.key.rsplit("/", 1)[-1] == record_id:
-                return self._read_record(kind, info.key)
+                return self._read_record(kind, info.key, info.last_modified)
         raise UsageError(f"no {kind} record {record_id!r} in {self.url}")
 
     def record_groups(self, kind: str) -> set[str]:
@@ -468,3 +679,17 @@ class Repository:
             if best is None or s.time > best.time:
                 best = s
         return best
+
+
+def referenced_snapshots(record: dict) -> set[str]:
+    """Snapshot IDs a backup record names: ``volumes[].snapshot``, ``manifests``, ``snapshots[]``."""
+    out: set[str] = set()
+    for v in record.get("volumes") or ():
+        if isinstance(v, dict) and isinstance(v.get("snapshot"), str):
+            out.add(v["snapshot"])
+    if isinstance(record.get("manifests"), str):
+        out.add(record["manifests"])
+    for sid in record.get("snapshots") or ():
+        if isinstance(sid, str):
+            out.add(sid)
+    return {s for s in out if re.fullmatch(r"[0-9a-f]{64}", s)}

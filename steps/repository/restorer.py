@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 from steps.errors import IntegrityError, UsageError
 
-from .pack import pack_key
 from .pipeline import _env_int
 from .repo import Repository, Snapshot
 from .tree import file_regions
@@ -309,38 +308,42 @@ class Restorer:
         salt = index.pack_salts[pack_no]
         start = min(v[0] for v in blobs.values())
         end = max(v[0] + v[1] for v in blobs.values())
-        try:
-            data = self.repo.store.get_range(pack_key(pack_id), start, end - start)
-        except KeyError:
-            raise IntegrityError(f"pack {pack_id} is missing (needed by this snapshot)") from None
-        if len(data) != end - start:
-            raise IntegrityError(f"pack {pack_id} is truncated")
-        view = memoryview(data)
-        written = 0
-        sparse = 0
-        fds: dict[int, int] = {}
-        try:
-            for bid, (off, length, raw, targets) in sorted(blobs.items(), key=lambda kv: kv[1][0]):
-                plain = self.repo.decode_blob(
-                    bid,
-                    b"d",
-                    salt,
-                    view[off - start : off - start + length],
-                    raw,
-                    f"blob {bid.hex()} in pack {pack_id}",
-                )
-                if plain[:1] == b"\0" and plain == bytes(len(plain)):
-                    sparse += len(plain) * len(targets)
-                    continue
-                for fno, foff in targets:
-                    fd = fds.get(fno)
-                    if fd is None:
-                        fd = fds[fno] = os.open(batch[fno].path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
-                    os.pwrite(fd, plain, foff)
-                    written += len(plain)
-        finally:
-            for fd in fds.values():
-                os.close(fd)
+        ordered = sorted(blobs.items(), key=lambda kv: kv[1][0])
+
+        def write(data: bytes) -> tuple[int, int]:
+            # A replaced or damaged pack fails to decode here; pack_range then runs this again on an
+            # older, intact version, which rewrites the same offsets.
+            view = memoryview(data)
+            written = 0
+            sparse = 0
+            fds: dict[int, int] = {}
+            try:
+                for bid, (off, length, raw, targets) in ordered:
+                    plain = self.repo.decode_blob(
+                        bid,
+                        b"d",
+                        salt,
+                        view[off - start : off - start + length],
+                        raw,
+                        f"blob {bid.hex()} in pack {pack_id}",
+                    )
+                    if plain[:1] == b"\0" and plain == bytes(len(plain)):
+                        sparse += len(plain) * len(targets)
+                        continue
+                    for fno, foff in targets:
+                        fd = fds.get(fno)
+                        if fd is None:
+                            fd = fds[fno] = os.open(
+                                batch[fno].path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+                            )
+                        os.pwrite(fd, plain, foff)
+                        written += len(plain)
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
+            return written, sparse
+
+        written, sparse = self.repo.pack_range(pack_id, start, end - start, write)
         with self._lock:
             self.stats.bytes_written += written
             self.stats.bytes_sparse += sparse

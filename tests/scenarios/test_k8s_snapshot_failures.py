@@ -19,9 +19,13 @@ def backup_objects(world, backup_id):
 def test_snapshot_that_never_becomes_ready_fails_clearly_and_leaves_nothing(k8s):
     # GIVEN an app whose WAL volume's snapshot is cut but never becomes ready to use
     k8s.deploy_app()
-    k8s.server.snapshot_behavior("never_ready", pvc=VOLUMES["wal"], error_message="out of space on the backing store")
+    k8s.server.snapshot_behavior(
+        "never_ready", pvc=VOLUMES["wal"], error_message="out of space on the backing store"
+    )
     plan = k8s.plan(timeout_s=3)
-    assert run_step("capture", "--repo", k8s.repo, "--namespace", APP_NS, "--backup-id", "backup-db-2").rc == 0
+    assert (
+        run_step("capture", "--repo", k8s.repo, "--namespace", APP_NS, "--backup-id", "backup-db-2").rc == 0
+    )
 
     # WHEN the consistent point runs
     res = run_step("consistent-point", "--plan", plan, "--backup-id", "backup-db-2")
@@ -30,31 +34,49 @@ def test_snapshot_that_never_becomes_ready_fails_clearly_and_leaves_nothing(k8s)
     # and its events
     assert res.rc == 4
     error = res.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: snapshots cut but not ready (not retried): VolumeSnapshot "
-                            "shop/snapflow-backup-db-2-wal (PVC wal-db-0) not ready to use after 3s; "
-                            "error: out of space on the backing store;"), error
-    assert "events: " in error and "SnapshotReadyFailed: out of space" in error and "readyToUse=False" in error
+    assert error.startswith(
+        "error: snapshots cut but not ready (not retried): VolumeSnapshot "
+        "shop/snapflow-backup-db-2-wal (PVC wal-db-0) not ready to use after 3s; "
+        "error: out of space on the backing store;"
+    ), error
+    assert (
+        "events: " in error and "SnapshotReadyFailed: out of space" in error and "readyToUse=False" in error
+    )
     # ... and the app was released before the wait (it is not frozen)
     assert not k8s.frozen_marker.exists()
 
     # WHEN the copy of the healthy volume made its clone, the other copy waited for its snapshot in vain
     k8s.copy_volume("backup-db-2", "data", VOLUMES["data"])
-    res = run_step("prepare-clone", "--namespace", APP_NS, "--pvc", VOLUMES["wal"], "--volume", "wal",
-                   "--backup-id", "backup-db-2", "--timeout", "2")
+    res = run_step(
+        "prepare-clone",
+        "--namespace",
+        APP_NS,
+        "--pvc",
+        VOLUMES["wal"],
+        "--volume",
+        "wal",
+        "--backup-id",
+        "backup-db-2",
+        "--timeout",
+        "2",
+    )
     assert res.rc == 3
     assert "not ready to use after 2s; error: out of space on the backing store" in res.stderr
     snaps, clones = backup_objects(k8s, "backup-db-2")
     assert snaps == ["snapflow-backup-db-2-data", "snapflow-backup-db-2-wal"] and len(clones) == 1
 
     # WHEN the exit handler runs for the failed workflow
-    res = run_step("finalize", "--plan", plan, "--backup-id", "backup-db-2", "--workflow-status", "Failed", "--json")
+    res = run_step(
+        "finalize", "--plan", plan, "--backup-id", "backup-db-2", "--workflow-status", "Failed", "--json"
+    )
 
     # THEN it succeeds, thaws, deletes the clone and the snapshots, and commits nothing
     assert res.rc == 0, res.stderr
     summary = json.loads(res.last_line)
     assert summary["committed"] is False
     assert sorted(summary["cleanup"]["deleted"]) == sorted(
-        [f"PersistentVolumeClaim/{clones[0]}"] + [f"VolumeSnapshot/{s}" for s in snaps])
+        [f"PersistentVolumeClaim/{clones[0]}"] + [f"VolumeSnapshot/{s}" for s in snaps]
+    )
     k8s.server.wait_for("persistentvolumeclaims", clones[0], APP_NS, timeout=10, gone=True)
     assert backup_objects(k8s, "backup-db-2") == ([], [])
     assert not k8s.frozen_marker.exists()
@@ -84,9 +106,11 @@ def test_a_successful_workflow_without_a_verify_record_is_not_committed(k8s):
 
     # WHEN verify passes and finalize runs again (idempotent), it commits; a third run changes nothing
     assert run_step("verify", "--repo", k8s.repo, "--backup-id", "backup-db-5").rc == 0
-    first = run_step("finalize", "--plan", plan, "--backup-id", "backup-db-5", "--workflow-status", "Succeeded",
-                     "--json")
-    again = run_step("finalize", "--plan", plan, "--backup-id", "backup-db-5", "--workflow-status", "Succeeded",
-                     "--json")
+    first = run_step(
+        "finalize", "--plan", plan, "--backup-id", "backup-db-5", "--workflow-status", "Succeeded", "--json"
+    )
+    again = run_step(
+        "finalize", "--plan", plan, "--backup-id", "backup-db-5", "--workflow-status", "Succeeded", "--json"
+    )
     assert first.rc == 0 and again.rc == 0
     assert json.loads(first.last_line)["record"] == json.loads(again.last_line)["record"]

@@ -12,19 +12,32 @@ BACKUP = "backup-db-x7k2"
 
 
 def plan():
-    return plan_from_dict({
-        "app": {"namespace": "shop", "name": "db", "cluster": "eu", "policy": "db"},
-        "repository": {"url": "s3://b/p"},
-        "snapshot": {"driver": "csi"},
-        "targets": [{"name": "db-0", "hook": "none", "pod": "db-0"}],
-        "volumes": [{"name": "data", "pvc": "data-db-0"}, {"name": "wal", "pvc": "wal-db-0", "role": "wal"}],
-    })
+    return plan_from_dict(
+        {
+            "app": {"namespace": "shop", "name": "db", "cluster": "eu", "policy": "db"},
+            "repository": {"url": "s3://b/p"},
+            "snapshot": {"driver": "csi"},
+            "targets": [{"name": "db-0", "hook": "none", "pod": "db-0"}],
+            "volumes": [
+                {"name": "data", "pvc": "data-db-0"},
+                {"name": "wal", "pvc": "wal-db-0", "role": "wal"},
+            ],
+        }
+    )
 
 
 def snap(sid, volume, backup=BACKUP, kind=None, time="2024-01-01T00:00:00Z"):
     tags = {"backup": backup, **({"kind": kind} if kind else {})}
-    return Snapshot(sid, {"backup_id": backup, "volume": volume, "tags": tags, "time": time,
-                          "summary": {"files": 3, "bytes_total": 100}})
+    return Snapshot(
+        sid,
+        {
+            "backup_id": backup,
+            "volume": volume,
+            "tags": tags,
+            "time": time,
+            "summary": {"files": 3, "bytes_total": 100},
+        },
+    )
 
 
 def run(name, ok=True, **data):
@@ -32,28 +45,47 @@ def run(name, ok=True, **data):
 
 
 GOOD_SNAPS = [snap("s-data", "data"), snap("s-wal", "wal"), snap("s-man", None, kind="manifests")]
-CP = run("consistent-point", verdict="app-consistent", reasons=[], recovery={"db-0": "crash"}, freeze_window_ms=12.5,
-         timeline={"targets": []})
+CP = run(
+    "consistent-point",
+    verdict="app-consistent",
+    reasons=[],
+    recovery={"db-0": "crash"},
+    freeze_window_ms=12.5,
+    timeline={"targets": []},
+)
 
 
 def test_record_lists_volumes_snapshots_manifests_and_verdict():
     record, problems = commit_checks(plan(), BACKUP, GOOD_SNAPS, [CP, run("verify", read_data_percent=10)])
     assert problems == []
     assert [(v["name"], v["pvc"], v["snapshot"]) for v in record["volumes"]] == [
-        ("data", "data-db-0", "s-data"), ("wal", "wal-db-0", "s-wal")]
+        ("data", "data-db-0", "s-data"),
+        ("wal", "wal-db-0", "s-wal"),
+    ]
     assert record["manifests"] == "s-man"
     assert record["consistency"]["verdict"] == "app-consistent"
     assert record["verify"]["ok"] is True and record["verify"]["read_data_percent"] == 10
     assert record["app"] == {"cluster": "eu", "namespace": "shop", "name": "db", "policy": "db"}
 
 
-@pytest.mark.parametrize(("snaps", "runs", "problem"), [
-    (GOOD_SNAPS[:1] + GOOD_SNAPS[2:], [run("verify")], "volume wal: no snapshot of backup"),
-    ([snap("s-data", "data", backup="other"), GOOD_SNAPS[1]], [run("verify")], "volume data: no snapshot"),
-    (GOOD_SNAPS, [], "no verify run record"),
-    (GOOD_SNAPS, [run("verify", ok=False, problems=["pack abc missing"])], "verify failed (pack abc missing)"),
-    (GOOD_SNAPS, [run("verify"), run("verify", ok=False, problems=[])], "verify failed"),
-])
+@pytest.mark.parametrize(
+    ("snaps", "runs", "problem"),
+    [
+        (GOOD_SNAPS[:1] + GOOD_SNAPS[2:], [run("verify")], "volume wal: no snapshot of backup"),
+        (
+            [snap("s-data", "data", backup="other"), GOOD_SNAPS[1]],
+            [run("verify")],
+            "volume data: no snapshot",
+        ),
+        (GOOD_SNAPS, [], "no verify run record"),
+        (
+            GOOD_SNAPS,
+            [run("verify", ok=False, problems=["pack abc missing"])],
+            "verify failed (pack abc missing)",
+        ),
+        (GOOD_SNAPS, [run("verify"), run("verify", ok=False, problems=[])], "verify failed"),
+    ],
+)
 def test_no_record_without_every_volume_and_a_passing_verify(snaps, runs, problem):
     record, problems = commit_checks(plan(), BACKUP, snaps, runs)
     assert record is None
@@ -69,3 +101,42 @@ def test_the_newest_snapshot_of_a_retried_copy_is_recorded():
 def test_manifests_are_optional():
     record, problems = commit_checks(plan(), BACKUP, GOOD_SNAPS[:2], [run("verify")])
     assert problems == [] and record["manifests"] is None and record["consistency"] is None
+
+
+def test_record_says_where_each_targets_data_directory_is():
+    p = plan_from_dict(
+        {
+            **plan().to_dict(),
+            "targets": [
+                {"name": "db-0", "hook": "postgresql", "pod": "db-0", "params": {"pgdata": "pgdata"}}
+            ],
+        }
+    )
+    record, _ = commit_checks(p, BACKUP, GOOD_SNAPS, [run("verify")])
+    assert record["targets"] == [{"name": "db-0", "hook": "postgresql", "pgdata": "pgdata"}]
+    assert [v["target"] for v in record["volumes"]] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("recovery", "expected"),
+    [
+        ("backup_label", {"data": [("pgdata", "LABEL")]}),
+        ("crash", {}),  # an atomic cut must not get a label
+    ],
+)
+def test_restore_writes_backup_label_only_for_backup_mode_copies(recovery, expected):
+    from steps.commands.restore_app import backup_labels_needed
+
+    target = {"name": "db-0", "recovery": recovery, "backup_label": "LABEL"}
+    record = {
+        "consistency": {"timeline": {"targets": [target]}},
+        "targets": [{"name": "db-0", "pgdata": "pgdata"}],
+        "volumes": [
+            {"name": "data", "role": "data", "target": None},
+            {"name": "wal", "role": "wal", "target": None},
+        ],
+    }
+    got = {
+        v: [(sub, t["backup_label"]) for sub, t in items] for v, items in backup_labels_needed(record).items()
+    }
+    assert got == expected

@@ -9,26 +9,49 @@ from steps.manifests.jsonpatch import PatchError, apply_patch, parse_pointer, re
 CASES = [
     # (doc, patch, expected)
     ({"foo": "bar"}, [{"op": "add", "path": "/baz", "value": "qux"}], {"baz": "qux", "foo": "bar"}),
-    ({"foo": ["bar", "baz"]}, [{"op": "add", "path": "/foo/1", "value": "qux"}], {"foo": ["bar", "qux", "baz"]}),
+    (
+        {"foo": ["bar", "baz"]},
+        [{"op": "add", "path": "/foo/1", "value": "qux"}],
+        {"foo": ["bar", "qux", "baz"]},
+    ),
     ({"baz": "qux", "foo": "bar"}, [{"op": "remove", "path": "/baz"}], {"foo": "bar"}),
     ({"foo": ["bar", "qux", "baz"]}, [{"op": "remove", "path": "/foo/1"}], {"foo": ["bar", "baz"]}),
-    ({"baz": "qux", "foo": "bar"}, [{"op": "replace", "path": "/baz", "value": "boo"}], {"baz": "boo", "foo": "bar"}),
+    (
+        {"baz": "qux", "foo": "bar"},
+        [{"op": "replace", "path": "/baz", "value": "boo"}],
+        {"baz": "boo", "foo": "bar"},
+    ),
     (
         {"foo": {"bar": "baz", "waldo": "fred"}, "qux": {"corge": "grault"}},
         [{"op": "move", "from": "/foo/waldo", "path": "/qux/thud"}],
         {"foo": {"bar": "baz"}, "qux": {"corge": "grault", "thud": "fred"}},
     ),
-    ({"foo": ["all", "grass", "cows", "eat"]}, [{"op": "move", "from": "/foo/1", "path": "/foo/3"}],
-     {"foo": ["all", "cows", "eat", "grass"]}),
-    ({"foo": "bar"}, [{"op": "add", "path": "/child", "value": {"grandchild": {}}}],
-     {"foo": "bar", "child": {"grandchild": {}}}),
-    ({"foo": ["bar"]}, [{"op": "add", "path": "/foo/-", "value": ["abc", "def"]}], {"foo": ["bar", ["abc", "def"]]}),
+    (
+        {"foo": ["all", "grass", "cows", "eat"]},
+        [{"op": "move", "from": "/foo/1", "path": "/foo/3"}],
+        {"foo": ["all", "cows", "eat", "grass"]},
+    ),
+    (
+        {"foo": "bar"},
+        [{"op": "add", "path": "/child", "value": {"grandchild": {}}}],
+        {"foo": "bar", "child": {"grandchild": {}}},
+    ),
+    (
+        {"foo": ["bar"]},
+        [{"op": "add", "path": "/foo/-", "value": ["abc", "def"]}],
+        {"foo": ["bar", ["abc", "def"]]},
+    ),
     ({"foo": "bar"}, [{"op": "copy", "from": "/foo", "path": "/baz"}], {"foo": "bar", "baz": "bar"}),
-    ({"a/b": 1, "m~n": 2}, [{"op": "replace", "path": "/a~1b", "value": 3}, {"op": "remove", "path": "/m~0n"}],
-     {"a/b": 3}),
-    ({"baz": "qux", "foo": ["a", 2, "c"]},
-     [{"op": "test", "path": "/baz", "value": "qux"}, {"op": "test", "path": "/foo/1", "value": 2}],
-     {"baz": "qux", "foo": ["a", 2, "c"]}),
+    (
+        {"a/b": 1, "m~n": 2},
+        [{"op": "replace", "path": "/a~1b", "value": 3}, {"op": "remove", "path": "/m~0n"}],
+        {"a/b": 3},
+    ),
+    (
+        {"baz": "qux", "foo": ["a", 2, "c"]},
+        [{"op": "test", "path": "/baz", "value": "qux"}, {"op": "test", "path": "/foo/1", "value": 2}],
+        {"baz": "qux", "foo": ["a", 2, "c"]},
+    ),
     ({"x": 1}, [{"op": "replace", "path": "", "value": [1]}], [1]),
 ]
 
@@ -70,7 +93,9 @@ def test_failed_patch_changes_nothing():
     assert doc == {"a": 1}
 
 
-@pytest.mark.parametrize(("pointer", "tokens"), [("", []), ("/a/b", ["a", "b"]), ("/~01", ["~1"]), ("/", [""])])
+@pytest.mark.parametrize(
+    ("pointer", "tokens"), [("", []), ("/a/b", ["a", "b"]), ("/~01", ["~1"]), ("/", [""])]
+)
 def test_json_pointer_tokens(pointer, tokens):
     assert parse_pointer(pointer) == tokens
 

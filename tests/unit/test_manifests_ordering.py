@@ -24,33 +24,43 @@ def o(api, kind, name="x", **spec):
     return {"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": "ns"}, **spec}
 
 
-@pytest.mark.parametrize(("api", "kind", "phase"), [
-    ("v1", "Namespace", "namespace"),
-    ("v1", "ConfigMap", "config"),
-    ("v1", "Secret", "config"),
-    ("v1", "ServiceAccount", "config"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding", "config"),
-    ("v1", "Service", "config"),
-    ("networking.k8s.io/v1", "Ingress", "config"),
-    ("policy/v1", "PodDisruptionBudget", "config"),
-    ("v1", "PersistentVolumeClaim", "storage"),
-    ("apps/v1", "StatefulSet", "workloads"),
-    ("apps/v1", "Deployment", "workloads"),
-    ("apps/v1", "DaemonSet", "workloads"),
-    ("batch/v1", "CronJob", "workloads"),
-    ("batch/v1", "Job", "workloads"),
-    ("v1", "Pod", "deferred"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler", "deferred"),
-    ("example.com/v1", "PostgresCluster", "deferred"),
-])
+@pytest.mark.parametrize(
+    ("api", "kind", "phase"),
+    [
+        ("v1", "Namespace", "namespace"),
+        ("v1", "ConfigMap", "config"),
+        ("v1", "Secret", "config"),
+        ("v1", "ServiceAccount", "config"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding", "config"),
+        ("v1", "Service", "config"),
+        ("networking.k8s.io/v1", "Ingress", "config"),
+        ("policy/v1", "PodDisruptionBudget", "config"),
+        ("v1", "PersistentVolumeClaim", "storage"),
+        ("apps/v1", "StatefulSet", "workloads"),
+        ("apps/v1", "Deployment", "workloads"),
+        ("apps/v1", "DaemonSet", "workloads"),
+        ("batch/v1", "CronJob", "workloads"),
+        ("batch/v1", "Job", "workloads"),
+        ("v1", "Pod", "deferred"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler", "deferred"),
+        ("example.com/v1", "PostgresCluster", "deferred"),
+    ],
+)
 def test_phase_of_each_kind(api, kind, phase):
     assert phase_of(o(api, kind)) == phase
 
 
 def test_order_within_phases():
-    objs = [o("apps/v1", "Deployment", "b"), o("v1", "Service", "s"), o("v1", "Secret", "z"),
-            o("v1", "ServiceAccount", "sa"), o("apps/v1", "StatefulSet", "a"), o("v1", "ConfigMap", "c"),
-            o("v1", "PersistentVolumeClaim", "p"), o("v1", "Namespace", "ns")]
+    objs = [
+        o("apps/v1", "Deployment", "b"),
+        o("v1", "Service", "s"),
+        o("v1", "Secret", "z"),
+        o("v1", "ServiceAccount", "sa"),
+        o("apps/v1", "StatefulSet", "a"),
+        o("v1", "ConfigMap", "c"),
+        o("v1", "PersistentVolumeClaim", "p"),
+        o("v1", "Namespace", "ns"),
+    ]
     phases = order_objects(objs)
     names = {p: [f"{x['kind']}/{x['metadata']['name']}" for x in items] for p, items in phases.items()}
     assert names == {
@@ -112,11 +122,14 @@ def test_daemonset_is_held_by_a_node_selector():
     assert merge(held, release_patch(held)) == ds
 
 
-@pytest.mark.parametrize("obj", [
-    o("apps/v1", "StatefulSet", spec={"replicas": 0}),
-    o("batch/v1", "CronJob", spec={"suspend": True}),
-    o("v1", "ConfigMap", data={}),
-])
+@pytest.mark.parametrize(
+    "obj",
+    [
+        o("apps/v1", "StatefulSet", spec={"replicas": 0}),
+        o("batch/v1", "CronJob", spec={"suspend": True}),
+        o("v1", "ConfigMap", data={}),
+    ],
+)
 def test_nothing_to_hold(obj):
     held = hold(obj)
     assert held == obj and not is_held(held) and release_patch(held) is None
@@ -132,8 +145,16 @@ def test_release_patch_removes_the_hold_annotations():
 
 
 def test_conflict_message_lists_every_object():
-    msg = conflict_message([Ref("", "Service", "dr", "db"), Ref("", "ConfigMap", "dr", "cfg"),
-                            Ref("apps", "StatefulSet", "dr", "db")], "dr")
-    assert msg == ("restore refused: 3 objects already exist in namespace dr: ConfigMap/cfg, Service/db, "
-                   "StatefulSet/db (pass --existing=skip to keep them, or --existing=replace to overwrite them)")
+    msg = conflict_message(
+        [
+            Ref("", "Service", "dr", "db"),
+            Ref("", "ConfigMap", "dr", "cfg"),
+            Ref("apps", "StatefulSet", "dr", "db"),
+        ],
+        "dr",
+    )
+    assert msg == (
+        "restore refused: 3 objects already exist in namespace dr: ConfigMap/cfg, Service/db, "
+        "StatefulSet/db (pass --existing=skip to keep them, or --existing=replace to overwrite them)"
+    )
     assert "1 object already exists" in conflict_message([Ref("", "Secret", "dr", "s")], "dr")

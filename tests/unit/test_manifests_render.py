@@ -21,37 +21,70 @@ def validate_strict(obj: dict) -> None:
 
 
 def test_volume_snapshot():
-    vs = render.volume_snapshot(name="s1", namespace="shop", pvc="data-db-0",
-                                labels=render.backup_labels(BACKUP, "db", "data", role="snapshot"),
-                                snapshot_class="csi-hostpath-snapclass")
+    vs = render.volume_snapshot(
+        name="s1",
+        namespace="shop",
+        pvc="data-db-0",
+        labels=render.backup_labels(BACKUP, "db", "data", role="snapshot"),
+        snapshot_class="csi-hostpath-snapclass",
+    )
     assert vs == {
-        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-        "metadata": {"name": "s1", "namespace": "shop", "labels": {
-            "app.kubernetes.io/managed-by": "snapflow", "snapflow.io/backup-id": BACKUP, "snapflow.io/app": "db",
-            "snapflow.io/volume": "data", "snapflow.io/role": "snapshot"}},
-        "spec": {"volumeSnapshotClassName": "csi-hostpath-snapclass",
-                 "source": {"persistentVolumeClaimName": "data-db-0"}},
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {
+            "name": "s1",
+            "namespace": "shop",
+            "labels": {
+                "app.kubernetes.io/managed-by": "snapflow",
+                "snapflow.io/backup-id": BACKUP,
+                "snapflow.io/app": "db",
+                "snapflow.io/volume": "data",
+                "snapflow.io/role": "snapshot",
+            },
+        },
+        "spec": {
+            "volumeSnapshotClassName": "csi-hostpath-snapclass",
+            "source": {"persistentVolumeClaimName": "data-db-0"},
+        },
     }
-    assert "volumeSnapshotClassName" not in render.volume_snapshot(
-        name="s1", namespace="shop", pvc="p", labels={})["spec"]
+    assert (
+        "volumeSnapshotClassName"
+        not in render.volume_snapshot(name="s1", namespace="shop", pvc="p", labels={})["spec"]
+    )
 
 
 def test_volume_group_snapshot_selects_by_label():
-    vgs = render.volume_group_snapshot(name="g", namespace="shop", selector={"snapflow.io/group": BACKUP},
-                                       labels={"a": "b"}, group_snapshot_class="gclass",
-                                       api_version="groupsnapshot.storage.k8s.io/v1beta2")
+    vgs = render.volume_group_snapshot(
+        name="g",
+        namespace="shop",
+        selector={"snapflow.io/group": BACKUP},
+        labels={"a": "b"},
+        group_snapshot_class="gclass",
+        api_version="groupsnapshot.storage.k8s.io/v1beta2",
+    )
     assert vgs["apiVersion"] == "groupsnapshot.storage.k8s.io/v1beta2"
-    assert vgs["spec"] == {"volumeGroupSnapshotClassName": "gclass",
-                           "source": {"selector": {"matchLabels": {"snapflow.io/group": BACKUP}}}}
+    assert vgs["spec"] == {
+        "volumeGroupSnapshotClassName": "gclass",
+        "source": {"selector": {"matchLabels": {"snapflow.io/group": BACKUP}}},
+    }
 
 
 @pytest.mark.parametrize("mode", ["Filesystem", "Block"])
 def test_clone_pvc_from_snapshot(mode):
-    pvc = render.clone_pvc(name="c", namespace="shop", snapshot="s1", size="10Gi", labels={"x": "y"},
-                           storage_class="fast", volume_mode=mode)
+    pvc = render.clone_pvc(
+        name="c",
+        namespace="shop",
+        snapshot="s1",
+        size="10Gi",
+        labels={"x": "y"},
+        storage_class="fast",
+        volume_mode=mode,
+    )
     validate_strict(pvc)
     assert pvc["spec"] == {
-        "accessModes": ["ReadWriteOnce"], "volumeMode": mode, "storageClassName": "fast",
+        "accessModes": ["ReadWriteOnce"],
+        "volumeMode": mode,
+        "storageClassName": "fast",
         "resources": {"requests": {"storage": "10Gi"}},
         "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "s1"},
     }
@@ -66,10 +99,19 @@ SECRET_VALUES = ("AKIAEXAMPLE", "wJalrXUtnFEMI", "hunter2")
 
 
 def mover(**kw):
-    args = dict(name="m", namespace="shop", pvc="data-db-0", image="ghcr.io/example/snapflow:1.0",
-                repository="s3://backups/shop", snapshot_id="3f2a9c1e", labels={"snapflow.io/role": "mover"},
-                password_secret="repo-key", credentials_secret="s3-creds", endpoint="https://s3.example:9000",
-                excludes=["*.tmp", "lost+found"])
+    args = dict(
+        name="m",
+        namespace="shop",
+        pvc="data-db-0",
+        image="ghcr.io/example/snapflow:1.0",
+        repository="s3://backups/shop",
+        snapshot_id="3f2a9c1e",
+        labels={"snapflow.io/role": "mover"},
+        password_secret="repo-key",
+        credentials_secret="s3-creds",
+        endpoint="https://s3.example:9000",
+        excludes=["*.tmp", "lost+found"],
+    )
     args.update(kw)
     return render.mover_pod(**args)
 
@@ -79,12 +121,29 @@ def test_mover_pod_runs_the_restore_step_into_data():
     validate_strict(pod)
     c = pod["spec"]["containers"][0]
     assert c["command"] == ["python", "-m", "steps"]
-    assert c["args"] == ["restore", "--repo", "s3://backups/shop", "--snapshot", "3f2a9c1e", "--target", "/data",
-                         "--endpoint", "https://s3.example:9000", "--exclude", "*.tmp", "--exclude", "lost+found"]
-    assert c["args"] == render.mover_args("s3://backups/shop", "3f2a9c1e", "/data", "https://s3.example:9000",
-                                          ["*.tmp", "lost+found"])
+    assert c["args"] == [
+        "restore",
+        "--repo",
+        "s3://backups/shop",
+        "--snapshot",
+        "3f2a9c1e",
+        "--target",
+        "/data",
+        "--endpoint",
+        "https://s3.example:9000",
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        "lost+found",
+    ]
+    assert c["args"] == render.mover_args(
+        "s3://backups/shop", "3f2a9c1e", "/data", "https://s3.example:9000", ["*.tmp", "lost+found"]
+    )
     assert {"name": "target", "mountPath": "/data"} in c["volumeMounts"]
-    assert pod["spec"]["volumes"][0] == {"name": "target", "persistentVolumeClaim": {"claimName": "data-db-0"}}
+    assert pod["spec"]["volumes"][0] == {
+        "name": "target",
+        "persistentVolumeClaim": {"claimName": "data-db-0"},
+    }
     assert pod["spec"]["restartPolicy"] == "Never"
 
 
@@ -92,7 +151,9 @@ def test_mover_pod_takes_credentials_from_secrets_only():
     pod = mover()
     env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
     assert env["SNAPFLOW_PASSWORD_FILE"]["value"] == "/var/run/snapflow/password/password"
-    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {"secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {
+        "secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}
+    }
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
     assert "value" not in env["AWS_ACCESS_KEY_ID"]
     text = yaml.safe_dump(pod)
@@ -129,11 +190,14 @@ def test_missing_template_variable_is_an_error():
         render.render("volumesnapshot.yaml.j2", name="x", namespace="y", labels={})
 
 
-@pytest.mark.parametrize(("parts", "expected"), [
-    (("snapflow", "b1", "data"), "snapflow-b1-data"),
-    (("snapflow", "B_1", "Data"), None),
-    (("snapflow-clone", "backup-orders-db-20240101-x7k2p", "data-orders-db-postgresql-primary-0"), None),
-])
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (("snapflow", "b1", "data"), "snapflow-b1-data"),
+        (("snapflow", "B_1", "Data"), None),
+        (("snapflow-clone", "backup-orders-db-20240101-x7k2p", "data-orders-db-postgresql-primary-0"), None),
+    ],
+)
 def test_k8s_names_are_valid_and_stable(parts, expected):
     import re
 
@@ -160,6 +224,13 @@ def test_label_values_are_valid(value):
 
 def test_labels_identify_backup_app_and_volume():
     labels = render.backup_labels(BACKUP, "orders-db", "data", role="clone")
-    assert json.dumps(labels, sort_keys=True) == json.dumps({
-        "app.kubernetes.io/managed-by": "snapflow", "snapflow.io/app": "orders-db",
-        "snapflow.io/backup-id": BACKUP, "snapflow.io/role": "clone", "snapflow.io/volume": "data"}, sort_keys=True)
+    assert json.dumps(labels, sort_keys=True) == json.dumps(
+        {
+            "app.kubernetes.io/managed-by": "snapflow",
+            "snapflow.io/app": "orders-db",
+            "snapflow.io/backup-id": BACKUP,
+            "snapflow.io/role": "clone",
+            "snapflow.io/volume": "data",
+        },
+        sort_keys=True,
+    )

@@ -356,7 +356,8 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         window = self.freeze_window()
         return {
-            "name": self.pipeline,
+            "name": "pipeline",
+            "pipeline": self.pipeline,
             "runner": "local",
             "policy": self.policy,
             "app": self.app,
@@ -616,14 +617,16 @@ class LocalPipelineRunner:
             )
         return plan
 
-    def _context(self, backup_id: str, run_dir: Path, restore_target: str | None) -> LocalContext:
+    def _context(
+        self, backup_id: str, run_dir: Path, restore_target: str | None, params: dict[str, str]
+    ) -> LocalContext:
         plan_file = run_dir / "plan.json"
         plan_file.write_text(self.plan().to_json() + "\n")
         return LocalContext(
             backup_id=backup_id,
             run_dir=run_dir,
             plan_file=plan_file,
-            params=pipeline_parameters(self.pipeline, self.settings.params),
+            params=params,
             mounts_dir=self.settings.state_dir / "mounts" / f"{self.policy.namespace}.{self.policy.app}",
             restore_target=restore_target,
         )
@@ -728,7 +731,10 @@ class LocalPipelineRunner:
         run.status = FAILED
         run.finished = time.time()
         if not run.error:
-            run.error = run.message or f"exit code {code}"
+            if code < 0:
+                run.error = f"killed by signal {signal.Signals(-code).name}"
+            else:
+                run.error = run.message or f"exit code {code}"
         self.view.event(run, "failed")
         return True
 
@@ -841,11 +847,12 @@ class LocalPipelineRunner:
     def run(self, *, restore_target: str | None = None) -> RunResult:
         settings = self.settings
         backup_id = settings.backup_id or new_backup_id(self.policy, self.pipeline.name)
+        params = pipeline_parameters(self.pipeline, settings.params)
         run_dir = settings.state_dir / "runs" / backup_id
         if run_dir.exists():
             raise UsageError(f"--backup-id: {backup_id} was already used (state in {run_dir})")
         run_dir.mkdir(parents=True)
-        ctx = self._context(backup_id, run_dir, restore_target)
+        ctx = self._context(backup_id, run_dir, restore_target, params)
         runs = [StepRun(step=s, dir=run_dir / "steps" / s.name) for s in self.pipeline.order()]
         exit_run = (
             StepRun(step=self.pipeline.exit_step, dir=run_dir / "steps" / self.pipeline.exit_step.name)
@@ -942,14 +949,14 @@ class LocalPipelineRunner:
         warnings = []
         for volume, path in paths.items():
             p = Path(path)
-            if not p.exists():
-                continue
-            kind = "btrfs" if is_btrfs_subvolume(p) else "copy"
-            driver.delete(CutResult(volume, path, kind == "btrfs", None, 0.0, 0.0, handle={"kind": kind}))
-            if p.exists():
-                warnings.append(f"local snapshot {p} of volume {volume} could not be deleted")
-            with contextlib.suppress(OSError):
-                p.parent.rmdir()  # only when empty
+            if p.exists() or p.is_symlink():
+                kind = "btrfs" if is_btrfs_subvolume(p) else "copy"
+                driver.delete(CutResult(volume, path, kind == "btrfs", None, 0.0, 0.0, handle={"kind": kind}))
+                if p.exists():
+                    warnings.append(f"local snapshot {p} of volume {volume} could not be deleted")
+            if not plan.snapshot.local_dir:
+                with contextlib.suppress(OSError):
+                    p.parent.rmdir()  # the default folder next to the volume, once empty
         return warnings
 
     def _store_run_record(self, result: RunResult) -> str | None:

@@ -237,9 +237,8 @@ def timeline_lines(result: RunResult, chars: dict[str, str] | None = None, width
     def col(t: float) -> int:
         return min(cols - 1, max(0, int((t - t0) / span * cols)))
 
-    lines = [
-        f"Timeline ({format_duration(span)}, one column = {span / cols:.2f} s; {chars['freeze']} = freeze window)"
-    ]
+    legend = f"; {chars['freeze']} = freeze window" if window else ""
+    lines = [f"Timeline ({format_duration(span)}, one column = {span / cols:.2f} s{legend})"]
     for r in result.all_steps():
         cells = [" "] * cols
         if r.started is not None:

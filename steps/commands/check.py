@@ -1,0 +1,188 @@
+"""``check``: scheduled check of the whole repository, a rotating read-back of its data, a restore test."""
+
+from __future__ import annotations
+
+from steps.commands._repo import (
+    CONNECTION_EPILOG,
+    add_repo_args,
+    open_repository,
+    parse_percent,
+    print_json,
+    warn,
+)
+
+NAME = "check"
+HELP = "check the whole repository; read back a rotating share of its data; optional restore test"
+DESCRIPTION = """Check every index file, record and snapshot of the repository (trees, indexed blobs,
+packs present with their recorded size, backup records naming existing snapshots). With --read-data
+PERCENT, read back that share of ALL packs - names against bytes, headers against the index, every blob
+decrypted and rehashed - continuing where the previous check stopped (keyed rotation, position kept in
+the repository), so that every pack is read once every 100/PERCENT checks. On a versioned bucket it
+reports objects deleted or replaced outside Snapflow (restore --as-of reads their older versions).
+
+With --restore-test, the newest committed backup (every volume) is restored into --scratch and the
+optional --restore-check command runs there (SNAPFLOW_RESTORE_DIR names the directory; the app's own
+check, e.g. starting the database read-only). Exit 3 names every problem found.
+
+examples:
+  python -m steps check --repo s3://backups/shop --read-data 5
+  python -m steps check --repo s3://backups/shop --restore-test --scratch /scratch \\
+      --restore-check 'test -s "$SNAPFLOW_RESTORE_DIR/data/PG_VERSION"'
+"""
+
+
+def configure(parser):
+    add_repo_args(parser)
+    parser.add_argument(
+        "--read-data",
+        metavar="PERCENT",
+        default="0",
+        help="share of all packs to read back, continuing the rotation (0-100)",
+    )
+    parser.add_argument(
+        "--restore-test", action="store_true", help="restore the newest backup into --scratch"
+    )
+    parser.add_argument(
+        "--scratch", metavar="DIR", help="empty space for the restore test (default: a temporary directory)"
+    )
+    parser.add_argument(
+        "--restore-check", metavar="COMMAND", help="shell command run after the restore test (exit 0 = ok)"
+    )
+    parser.add_argument(
+        "--restore-check-timeout", metavar="SECONDS", default="600", help="limit of --restore-check"
+    )
+    parser.add_argument("--keep-scratch", action="store_true", help="leave the restored files in --scratch")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.epilog = CONNECTION_EPILOG
+
+
+def restore_test(repo, scratch: str | None, command: str | None, timeout: float, keep: bool) -> dict:
+    """Restore the newest committed backup (or the newest committed snapshot) and run ``command``."""
+    import os
+    import shutil
+    import tempfile
+    import time
+
+    from steps.repository.repo import referenced_snapshots
+    from steps.repository.restorer import restore_snapshot
+
+    t0 = time.monotonic()
+    result: dict = {"ok": False, "problems": []}
+    snaps = {s.id: s for s in repo.list_snapshots()}
+    backups = sorted(repo.list_records("backups"), key=lambda r: (str(r.data.get("time", "")), r.id))
+    chosen: list[tuple[str, object]] = []
+    if backups:
+        rec = backups[-1]
+        result["backup_id"] = rec.data.get("backup_id")
+        names = {}
+        for v in rec.data.get("volumes") or ():
+            if isinstance(v, dict) and v.get("snapshot"):
+                names[v["snapshot"]] = str(v.get("name") or v.get("volume") or v["snapshot"][:8])
+        for sid in sorted(referenced_snapshots(rec.data)):
+            if sid not in snaps:
+                result["problems"].append(f"snapshot {sid[:8]} of backup {result['backup_id']} is missing")
+                continue
+            if snaps[sid].tags.get("kind") == "manifests":
+                chosen.append(("manifests", snaps[sid]))
+            else:
+                chosen.append((names.get(sid, sid[:8]), snaps[sid]))
+    else:
+        try:
+            snap = repo.find_snapshot("latest", list(snaps.values()))
+        except Exception as err:
+            result["problems"].append(str(err))
+            return result
+        chosen.append((snap.short_id, snap))
+    own = scratch is None
+    root = tempfile.mkdtemp(prefix="snapflow-restore-test-") if own else scratch
+    os.makedirs(root, exist_ok=True)
+    target_root = os.path.join(root, "restore-test")
+    if os.path.exists(target_root):
+        shutil.rmtree(target_root)
+    result["volumes"] = []
+    try:
+        for name, snap in chosen:
+            target = os.path.join(target_root, name.replace("/", "_"))
+            stats = restore_snapshot(repo, snap, target)
+            expected = (snap.data.get("summary") or {}).get("bytes_total")
+            entry = {"name": name, "snapshot": snap.id, "files": stats.files, "bytes": stats.bytes_total}
+            if expected is not None and stats.bytes_total != expected:
+                result["problems"].append(
+                    f"{name}: restored {stats.bytes_total} bytes, the snapshot records {expected}"
+                )
+            result["volumes"].append(entry)
+        if command and not result["problems"]:
+            from steps.drivers.runner_local import LocalRunner
+
+            run = LocalRunner(env={"SNAPFLOW_RESTORE_DIR": target_root}).run(
+                ["/bin/sh", "-c", command], timeout=timeout
+            )
+            result["check_command"] = {"exit": run.returncode, "stderr": run.stderr.strip()[-2000:]}
+            if not run.ok:
+                tail = run.stderr.strip().splitlines()[-1:] or [f"exit {run.returncode}"]
+                result["problems"].append(f"--restore-check failed (exit {run.returncode}): {tail[0]}")
+    except Exception as err:  # a failed restore is the finding, not a crash of the check
+        result["problems"].append(f"restore failed: {err}")
+    finally:
+        if not keep:
+            shutil.rmtree(target_root, ignore_errors=True)
+            if own:
+                shutil.rmtree(root, ignore_errors=True)
+    result["ok"] = not result["problems"]
+    result["duration_s"] = round(time.monotonic() - t0, 3)
+    return result
+
+
+def run(args) -> int:
+    import sys
+
+    from steps.errors import IntegrityError, UsageError
+    from steps.progress import Progress
+    from steps.repository.checker import check_repository
+    from steps.repository.pipeline import tune_malloc
+
+    percent = parse_percent(args.read_data, "--read-data")
+    try:
+        timeout = float(args.restore_check_timeout)
+    except ValueError:
+        raise UsageError(
+            f"--restore-check-timeout: expected a number of seconds, got {args.restore_check_timeout!r}"
+        ) from None
+    if args.restore_check and not args.restore_test:
+        raise UsageError("--restore-check: needs --restore-test")
+    tune_malloc()
+    repo = open_repository(args)
+    with Progress("check", enabled=percent > 0, unit="packs") as progress:
+        report = check_repository(repo, percent, progress)
+    if args.restore_test:
+        report.restore_test = restore_test(repo, args.scratch, args.restore_check, timeout, args.keep_scratch)
+        report.problems.extend(f"restore test: {p}" for p in report.restore_test["problems"])
+    for w in report.warnings[:50]:
+        warn(w)
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        for p in report.problems:
+            print(f"problem: {p}")
+        for t in report.tampering[:100]:
+            print(f"tampering: {t}")
+        rd = report.read_data
+        print(
+            f"{report.snapshots} snapshot(s), {report.backups} backup(s), {report.index_files} index file(s),"
+            f" {report.packs} pack(s) ({report.unindexed_packs} unindexed); read back {rd['packs_read']} of"
+            f" {rd['packs_total']} packs ({rd['bytes_read']} bytes), {rd['rounds_completed']} full rotation(s):"
+            f" {'ok' if report.ok else f'{len(report.problems) + len(report.tampering)} problem(s)'}"
+        )
+        if report.restore_test is not None:
+            rt = report.restore_test
+            print(
+                f"restore test: {'ok' if rt['ok'] else 'FAILED'}"
+                + (f" (backup {rt.get('backup_id')})" if rt.get("backup_id") else "")
+                + f", {sum(v['files'] for v in rt.get('volumes', []))} files",
+                file=sys.stdout,
+            )
+    if not report.ok:
+        items = report.problems + report.tampering
+        more = f" (and {len(items) - 3} more)" if len(items) > 3 else ""
+        raise IntegrityError(f"check failed: {'; '.join(items[:3])}{more}")
+    return 0
