@@ -9,8 +9,9 @@ hera. Example::
       "app": {"cluster": "prod-eu", "namespace": "shop", "name": "orders-db", "policy": "orders-db"},
       "repository": {"url": "s3://backups/shop", "endpoint": "https://minio.example:9000"},
       "consistency": "volume",
-      "snapshot": {"driver": "csi", "class": "csi-hostpath-snapclass", "timeout_s": 600,
-                   "delete_after_copy": true},
+      "snapshot": {"driver": "csi", "class": "csi-hostpath-snapclass", "group_class": null,
+                   "timeout_s": 600, "delete_after_copy": true},
+      "capture": {"secrets": true},
       "freeze": {"deadline_s": 30, "keepalive_s": 5},
       "targets": [
         {"name": "orders-db-0", "hook": "postgresql",
@@ -25,6 +26,12 @@ hera. Example::
 
 For a local run a target has ``"local": true`` (its hook runs as local processes) and a volume has
 ``"path": "/srv/pgdata"`` instead of ``"pvc"``; ``snapshot.driver`` is then ``"local"``.
+
+``snapshot.class`` is the VolumeSnapshotClass (``null``: the CSI driver's default one);
+``snapshot.group_class`` the VolumeGroupSnapshotClass used with ``"consistency": "group"`` (``null``:
+the driver's default group class). ``capture.secrets`` says whether the backup exports the app's
+Secrets (``preflight`` then checks the right to list them). Both keys are optional: absent, they
+read as ``null`` and ``true``.
 """
 
 from __future__ import annotations
@@ -79,10 +86,16 @@ class Volume:
 @dataclass(frozen=True)
 class SnapshotSpec:
     driver: str = "csi"
-    snapshot_class: str | None = None
+    snapshot_class: str | None = None  # VolumeSnapshotClass
+    group_class: str | None = None  # VolumeGroupSnapshotClass (consistency: group)
     timeout_s: float = 600.0
     delete_after_copy: bool = True
     local_dir: str | None = None  # local driver: where snapshots/copies go (default: next to the volume)
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    secrets: bool = True  # the backup exports the app's Secrets (needs the right to list them)
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,7 @@ class Plan:
     snapshot: SnapshotSpec = field(default_factory=SnapshotSpec)
     freeze: FreezeSpec = field(default_factory=FreezeSpec)
     version: int = PLAN_VERSION
+    capture: CaptureSpec = field(default_factory=CaptureSpec)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,11 +132,13 @@ class Plan:
             "snapshot": {
                 "driver": self.snapshot.driver,
                 "class": self.snapshot.snapshot_class,
+                "group_class": self.snapshot.group_class,
                 "timeout_s": self.snapshot.timeout_s,
                 "delete_after_copy": self.snapshot.delete_after_copy,
                 "local_dir": self.snapshot.local_dir,
             },
             "freeze": {"deadline_s": self.freeze.deadline_s, "keepalive_s": self.freeze.keepalive_s},
+            "capture": {"secrets": self.capture.secrets},
             "targets": [
                 {
                     "name": t.name,
@@ -195,6 +211,7 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
     snapshot = SnapshotSpec(
         driver=driver,
         snapshot_class=snap.get("class"),
+        group_class=snap.get("group_class"),
         timeout_s=float(snap.get("timeout_s", 600)),
         delete_after_copy=bool(snap.get("delete_after_copy", True)),
         local_dir=snap.get("local_dir"),
@@ -207,6 +224,12 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
         raise UsageError(
             f"{source}: freeze.deadline_s: expected a positive number of seconds, got {freeze.deadline_s}"
         )
+    cap = d.get("capture") or {}
+    if not isinstance(cap, dict):
+        raise UsageError(f"{source}: capture: expected a JSON object")
+    if not isinstance(cap.get("secrets", True), bool):
+        raise UsageError(f"{source}: capture.secrets: expected true or false, got {cap.get('secrets')!r}")
+    capture = CaptureSpec(secrets=cap.get("secrets", True))
     targets = []
     for i, t in enumerate(d.get("targets") or []):
         where = f"{source}: targets[{i}]"
@@ -257,6 +280,7 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
         snapshot=snapshot,
         freeze=freeze,
         version=version,
+        capture=capture,
     )
 
 

@@ -400,10 +400,15 @@ class Demo:
             summary = copies[0].result if copies and isinstance(copies[0].result, dict) else {}
             added = summary.get("bytes_added")
             total = summary.get("bytes_read")
+            freeze = f"freeze window {window:.1f} ms" if isinstance(window, int | float) else "nothing frozen"
             _say(
                 f"  {r.backup_id:<26}: {'committed' if r.committed else 'NOT committed'}, {verdict}, "
-                f"freeze window {window if window is not None else '?'} ms, read {_mib(total)}, "
-                f"added {_mib(added)}, {format_duration(r.finished - r.started)}"
+                f"{freeze}, read {_mib(total)}, added {_mib(added)}, {format_duration(r.finished - r.started)}"
+            )
+        if o.mode == "sample" and o.backups:
+            _say(
+                "                    (no application quiesced the sample directory, so a file-by-file copy is "
+                "judged 'inconsistent'; the PostgreSQL demo shows app-consistent backups)"
             )
         _say(
             f"  restore check   : {'OK' if o.restore_ok else 'FAILED'} - {o.restore_detail or 'not reached'}"

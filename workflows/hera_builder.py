@@ -13,6 +13,7 @@ PlanFile               the plan ConfigMap's key, mounted read-only
 OutputFile(name)       a file in the step's scratch directory, read back as output parameter ``name``
 CloneOf(volume)        template input ``claim`` (the mounted PVC), prepare-clone's output ``claim``
 SourceOf(volume)       the clone's mount path (a device path for block volumes)
+ParamFile(name, file)  a raw input artifact holding ``{{workflow.parameters.<name>}}``, under INPUT_DIR
 =====================  ============================================================================
 
 Called by :mod:`workflows.render`; names of every object come from :class:`Names`.
@@ -23,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hera.workflows import DAG, Container, Parameter, Task, WorkflowTemplate
+from hera.workflows import DAG, Container, Parameter, RawArtifact, Task, WorkflowTemplate
 from hera.workflows import models as m
 
 from workflows.pipeline import (
@@ -32,9 +33,11 @@ from workflows.pipeline import (
     BackupId,
     CloneOf,
     CopyResultField,
+    Identity,
     Needs,
     OutputFile,
     Param,
+    ParamFile,
     Pipeline,
     PlanFile,
     Ref,
@@ -58,6 +61,7 @@ OUTPUT_DIR = SCRATCH_DIR
 SOURCE_ROOT = "/snapflow/volumes"
 DEVICE_ROOT = "/dev/snapflow"
 TARGET_DIR = "/snapflow/target"
+INPUT_DIR = "/snapflow/inputs"
 STEP_USER = 65532
 ENTRYPOINT = "main"  # the DAG template; step templates are named after their steps
 
@@ -91,7 +95,31 @@ class Names:
 
     @property
     def cluster_role(self) -> str:
-        return f"snapflow-{self.policy.namespace}-{self.policy.name}-snapshot-contents"
+        """The steps' cluster-scoped reads (snapshot contents, the Namespace, ...)."""
+        return f"snapflow-{self.policy.namespace}-{self.policy.name}-cluster-reads"
+
+    @property
+    def restore_service_account(self) -> str:
+        """The identity of restore-app: a ServiceAccount of its own, or the user's existing one."""
+        return self.policy.spec.workflow.service_account_name or f"snapflow-{self.policy.name}-restore"
+
+    @property
+    def restore_role(self) -> str:
+        """The ClusterRole of restore-app's namespaced rules, bound per target namespace by RoleBindings
+        (named like the ServiceAccount); it grants nothing by itself."""
+        return f"snapflow-{self.policy.namespace}-{self.policy.name}-restore"
+
+    @property
+    def restore_binding(self) -> str:
+        return f"snapflow-{self.policy.name}-restore"
+
+    @property
+    def restore_namespaces_role(self) -> str:
+        """The ClusterRole (and binding) letting restore-app read Namespaces."""
+        return f"snapflow-{self.policy.namespace}-{self.policy.name}-restore-namespaces"
+
+    def service_account_for(self, identity: Identity) -> str:
+        return self.restore_service_account if identity is Identity.RESTORE else self.service_account
 
     def template(self, pipeline: str) -> str:
         return f"{pipeline}-{self.policy.name}"
@@ -143,6 +171,7 @@ class _StepBuilder:
         self.step = step
         self.names = Names(policy)
         self.inputs: dict[str, str] = {}  # template input name -> value passed by the DAG task
+        self.files: dict[str, RawArtifact] = {}  # raw input artifacts (parameters written to files)
 
     # -- values ---------------------------------------------------------------------------------
     def _volume(self, name: str):
@@ -170,6 +199,12 @@ class _StepBuilder:
         if isinstance(ref, CloneOf):
             self.inputs["claim"] = _tag(f"tasks.prepare-clone-{ref.volume}.outputs.parameters.claim")
             return "{{inputs.parameters.claim}}"
+        if isinstance(ref, ParamFile):
+            path = f"{INPUT_DIR}/{ref.filename}"
+            self.files[ref.name] = RawArtifact(
+                name=ref.name, path=path, data=_tag(f"workflow.parameters.{ref.name}")
+            )
+            return path
         raise TypeError(f"cannot resolve {ref!r} in an Argo template")
 
     def args(self) -> list[str]:
@@ -367,7 +402,11 @@ class _StepBuilder:
             command=["python", "-m", "steps"],
             args=args,
             env=env or None,
-            inputs=[Parameter(name=n) for n in sorted(self.inputs)] or None,
+            inputs=[
+                *(Parameter(name=n) for n in sorted(self.inputs)),
+                *(self.files[n] for n in sorted(self.files)),
+            ]
+            or None,
             outputs=outputs or None,
             volumes=volumes,
             volume_mounts=mounts,
@@ -483,7 +522,7 @@ def build_workflow_template(policy: Policy, pipeline: Pipeline) -> WorkflowTempl
         arguments=arguments or None,
         templates=[dag, *sorted(templates, key=lambda t: t.name)],
         on_exit=on_exit,
-        service_account_name=names.service_account,
+        service_account_name=names.service_account_for(pipeline.identity),
         synchronization=m.Synchronization(mutexes=[m.Mutex(name=pipeline.mutex)]) if pipeline.mutex else None,
         active_deadline_seconds=settings.active_deadline_seconds,
         pod_gc=m.PodGC(strategy=settings.pod_gc),

@@ -17,6 +17,12 @@ The backup pipeline, as DESIGN draws it::
                       └─ prepare-clone-<v2> ── copy-<v2> ──┘
     finalize (always, after everything: the exit handler)
 
+The whole-app restore (``restore-app``) is one step: ``python -m steps restore-app --mover pod``
+creates the app's objects in the target namespace and one mover pod per PVC there. Argo runs a
+step's pod in the workflow's namespace, and a pod mounts only PVCs of its own namespace, so movers as
+Argo steps could not fill the PVCs of another target namespace. It runs as its own ServiceAccount
+(:class:`Identity`), since creating an app's objects is far more than a backup needs.
+
 Invariants checked by :meth:`Pipeline.check`: exactly one step holds the freeze, it is never retried
 and never copies; every dependency names a step; each copy depends only on its own volume's clone
 (which depends only on the snapshot step); the finalizer is not part of the graph.
@@ -32,6 +38,7 @@ from enum import Enum
 from steps.errors import RETRYABLE_EXIT_CODES
 from steps.plan import (
     AppRef,
+    CaptureSpec,
     FreezeSpec,
     Plan,
     RepositoryRef,
@@ -101,6 +108,15 @@ class OutputFile(Ref):
 
 
 @dataclass(frozen=True)
+class ParamFile(Ref):
+    """A file holding the value of parameter ``name`` (multi-line text such as YAML), for a step option
+    that takes a file. Argo writes it as a raw input artifact; ``filename`` names it in the pod."""
+
+    name: str
+    filename: str
+
+
+@dataclass(frozen=True)
 class VerdictField(Ref):
     """A field of consistent-point's record (a JSONPath like ``$.verdict``)."""
 
@@ -142,6 +158,13 @@ class Needs(Enum):
     SOURCE = "source"  # the clone of its volume, read-only (copy)
     TARGET = "target"  # a writable target volume (restore)
     DATA_MOVER = "data-mover"  # the policy's mover resources (CPU, memory)
+
+
+class Identity(Enum):
+    """Which ServiceAccount a pipeline's step pods run as (see :mod:`workflows.rbac`)."""
+
+    STEPS = "steps"  # backup, single-volume restore, check, prune, init: the policy's least-privilege role
+    RESTORE = "restore"  # restore-app: creates the app's objects and mover pods in the target namespace
 
 
 @dataclass(frozen=True)
@@ -204,6 +227,7 @@ class Pipeline:
     outputs: tuple[Output, ...] = ()
     mutex: str | None = None  # at most one run holding this name at a time (per namespace)
     parallelism: int | None = None  # steps of the graph running at once
+    identity: Identity = Identity.STEPS
 
     def step(self, name: str) -> Step:
         for s in self.all_steps():
@@ -269,6 +293,9 @@ class Pipeline:
             for ref in s.refs():
                 if isinstance(ref, Param) and ref.name not in params:
                     raise ValueError(f"pipeline {self.name}: {s.name} uses undeclared parameter {ref.name}")
+            for ref in s.refs():
+                if isinstance(ref, ParamFile) and ref.name not in params:
+                    raise ValueError(f"pipeline {self.name}: {s.name} uses undeclared parameter {ref.name}")
             if s.when and s.when.param not in params:
                 raise ValueError(
                     f"pipeline {self.name}: {s.name} runs when undeclared parameter {s.when.param}"
@@ -332,6 +359,8 @@ def backup_pipeline(policy: Policy) -> Pipeline:
         capture_args: tuple[Arg, ...] = (*repo, "--namespace", policy.namespace)
         if spec.selector:
             capture_args += ("--selector", spec.selector)
+        if not spec.capture.secrets:
+            capture_args += ("--no-secrets",)
         capture_args += ("--backup-id", BackupId(), "--cluster", spec.cluster, "--app", policy.app,
                          "--policy", policy.name)  # fmt: skip
         steps.append(
@@ -493,6 +522,141 @@ def restore_pipeline(policy: Policy) -> Pipeline:
     return pipeline
 
 
+TRANSFORMS_FILE = "transforms.yaml"
+BOOLEAN = ("false", "true")
+
+
+def restore_app_pipeline(policy: Policy) -> Pipeline:
+    """The whole-app restore: objects and volumes of one committed backup, into a namespace of the
+    cluster the workflow runs in (another cluster: install the rendered manifests there)."""
+    spec = policy.spec
+    repo = spec.repository
+    mover: tuple[Arg, ...] = (
+        "--mover", "pod",
+        "--image", spec.image,
+        "--password-secret", f"{repo.password_secret.name}:{repo.password_secret.key}",
+    )  # fmt: skip
+    if repo.credentials_secret:
+        cs = repo.credentials_secret
+        mover += (
+            "--credentials-secret",
+            f"{cs.name}:{cs.access_key_id_key}:{cs.secret_access_key_key}",
+        )
+    if repo.ca_bundle:
+        mover += ("--ca-bundle", f"{repo.ca_bundle.config_map}:{repo.ca_bundle.key}")
+    # The repository's Secrets live in the policy's namespace; the restore copies them into another
+    # target namespace for the time of the restore (never when they exist there already).
+    mover += ("--secrets-namespace", policy.namespace, "--mover-non-root", Param("mover-non-root"))
+    args: tuple[Arg, ...] = (
+        *repository_args(policy),
+        "--backup", Param("backup"),
+        "--app", policy.app,
+        "--source-namespace", policy.namespace,
+        "--target-namespace", Param("target-namespace"),
+        "--storage-class-map", Param("storage-class-map"),
+        "--transforms", ParamFile("transforms", TRANSFORMS_FILE),
+        "--existing", Param("existing"),
+        *mover,
+        "--wait-ready", Param("wait-ready"),
+        "--check-pod", Param("check-pod"),
+        "--check-container", Param("check-container"),
+        "--check-command", Param("check-command"),
+        "--timeout", Param("timeout-seconds"),
+        "--restore-id", BackupId(),
+        "--dry-run", Param("dry-run"),
+    )  # fmt: skip
+    step = Step(
+        name="restore-app",
+        command="restore-app",
+        args=args,
+        title="Restore the app's objects and fill its volumes",
+        # Never retried: a second attempt would find the objects of the first one (refused, or with
+        # existing=skip kept, unfilled PVCs included). Resubmit with existing=replace instead.
+        retry=Retry.NEVER,
+        needs=frozenset({Needs.REPOSITORY, Needs.KUBERNETES}),
+    )
+    volumes = ", ".join(v.pvc or v.volume_name for v in spec.volumes)
+    pipeline = Pipeline(
+        name="restore-app",
+        title=f"Restore app {policy.app} ({policy.namespace})",
+        description=(
+            f"Restore app {policy.app} — its Kubernetes objects and volumes ({volumes}) — from one committed "
+            f"backup in {repo.url} into a namespace of this cluster: namespace and configuration, PVCs filled "
+            "by mover pods, workloads held at zero until their data is in place, then released. Into another "
+            "cluster: apply the rendered manifests there and submit this template there."
+        ),
+        steps=(step,),
+        parameters=(
+            Parameter(
+                "backup",
+                "Backup to restore: a backup ID (the name of a succeeded backup workflow) or latest "
+                f"(the newest committed backup of {policy.app} in {policy.namespace}).",
+                "latest",
+            ),
+            Parameter(
+                "target-namespace",
+                "Namespace to restore into (it must exist; outside this one, bind the restore ClusterRole "
+                "there first, see docs/user/restore.md).",
+                policy.namespace,
+            ),
+            Parameter(
+                "existing",
+                "Objects that already exist: refuse (list them, change nothing), skip (keep them; a kept "
+                "PVC is not filled) or replace (delete and recreate them).",
+                "refuse",
+                ("refuse", "skip", "replace"),
+            ),
+            Parameter(
+                "storage-class-map",
+                "Storage classes to change, FROM=TO separated by commas (*=CLASS maps every class); "
+                "empty: keep the captured classes.",
+                "",
+            ),
+            Parameter(
+                "transforms",
+                "More transforms as YAML (namespaceMap, addLabels, imageRegistryMap, uidMap, patches, ...; "
+                "see docs/user/restore.md), e.g. {imageRegistryMap: {docker.io: mirror.internal}}.",
+                "{}",
+            ),
+            Parameter(
+                "wait-ready",
+                "Wait until the restored StatefulSets and Deployments have all their replicas ready.",
+                "true",
+                BOOLEAN,
+            ),
+            Parameter("check-pod", "Pod to run check-command in after the restore (empty: no check).", ""),
+            Parameter("check-container", "Container of check-pod (empty: its default container).", ""),
+            Parameter(
+                "check-command",
+                "Shell command whose non-zero exit fails the restore, e.g. psql -c 'select 1'.",
+                "",
+            ),
+            Parameter(
+                "mover-non-root",
+                "Run the mover pods as UID 65532 (namespaces enforcing the restricted Pod Security level; "
+                "file owners are then not restored).",
+                "false",
+                BOOLEAN,
+            ),
+            Parameter(
+                "timeout-seconds",
+                "Longest wait of each phase (deletions, binding, movers, readiness).",
+                "1800",
+            ),
+            Parameter(
+                "dry-run",
+                "Only print the transformed objects (Secret values redacted) and which already exist.",
+                "false",
+                BOOLEAN,
+            ),
+        ),
+        mutex=app_mutex(policy),
+        identity=Identity.RESTORE,
+    )
+    pipeline.check()
+    return pipeline
+
+
 def check_pipeline(policy: Policy) -> Pipeline:
     step = Step(
         name="check",
@@ -574,10 +738,11 @@ def init_pipeline(policy: Policy) -> Pipeline:
 
 
 def pipelines_for(policy: Policy) -> list[Pipeline]:
-    """Every pipeline of a policy, in a stable order."""
+    """Every pipeline of a policy, in a stable order (restore-app only for an app in a cluster)."""
     return [
         backup_pipeline(policy),
         restore_pipeline(policy),
+        *([] if policy.is_local else [restore_app_pipeline(policy)]),
         check_pipeline(policy),
         prune_pipeline(policy),
         init_pipeline(policy),
@@ -607,7 +772,6 @@ def plan_for(policy: Policy) -> Plan:
         Volume(name=v.volume_name, pvc=v.pvc, path=v.path, role=v.role, block=v.block, target=v.target)
         for v in spec.volumes
     )
-    group = spec.snapshot.consistency == "group"
     plan = Plan(
         app=AppRef(namespace=policy.namespace, name=policy.app, cluster=spec.cluster, policy=policy.name),
         repository=RepositoryRef(url=spec.repository.url, endpoint=spec.repository.endpoint),
@@ -616,14 +780,15 @@ def plan_for(policy: Policy) -> Plan:
         consistency=spec.snapshot.consistency,
         snapshot=SnapshotSpec(
             driver="local" if local else "csi",
-            # With consistency: group the class is a VolumeGroupSnapshotClass.
-            snapshot_class=spec.snapshot.group_class_name if group else spec.snapshot.class_name,
+            snapshot_class=spec.snapshot.class_name,
+            group_class=spec.snapshot.group_class_name,
             timeout_s=float(spec.snapshot.timeout_seconds),
             delete_after_copy=spec.snapshot.delete_after_copy,
         ),
         freeze=FreezeSpec(
             deadline_s=float(spec.freeze.deadline_seconds), keepalive_s=float(spec.freeze.keepalive_seconds)
         ),
+        capture=CaptureSpec(secrets=spec.capture.secrets),
     )
     # The steps read the plan with plan_from_dict: a plan it would refuse is a bug here.
     plan_from_dict(plan.to_dict(), f"plan of policy {policy.name}")

@@ -282,6 +282,19 @@ class Snapshot(_Model):
     delete_after_copy: bool = Field(True, description="Delete the VolumeSnapshots once copied.")
 
 
+class Capture(_Model):
+    """What the backup exports of the app's Kubernetes objects, next to its volumes."""
+
+    secrets: bool = Field(
+        True,
+        description=(
+            "Export the app's Secrets with its other objects (stored encrypted in the repository), so a "
+            "restore is complete. Needs the right to list every Secret of the namespace; false leaves "
+            "them out: recreate them before restoring."
+        ),
+    )
+
+
 class Resources(_Model):
     """CPU and memory of the data mover (copy, verify, restore, prune, check)."""
 
@@ -322,6 +335,7 @@ class PolicySpec(_Model):
     volumes: list[VolumeSpec] = Field(min_length=1, description="Volumes to protect.")
     quiesce: list[QuiesceTarget] = Field(default_factory=list, description="How the app is quiesced.")
     snapshot: Snapshot = Field(default_factory=Snapshot, description="How volumes are cut.")
+    capture: Capture = Field(default_factory=Capture, description="What is exported of the app's objects.")
     freeze: Freeze = Field(default_factory=Freeze, description="How long the app may stay quiesced.")
     repository: Repository = Field(description="Where backups go.")
     schedule: Schedule | None = Field(None, description="Omit for on-demand backups only.")
@@ -462,6 +476,13 @@ def semantic_problems(policy: Policy) -> list[tuple[str, str]]:
                     f"expected the name of a quiesce target ({known}), got {vol.target!r}",
                 )
             )
+    if spec.snapshot.group_class_name and spec.snapshot.consistency != "group":
+        problems.append(
+            (
+                "spec.snapshot.groupClassName",
+                "expected only with consistency: group (it names a VolumeGroupSnapshotClass)",
+            )
+        )
     if local and spec.snapshot.consistency == "group":
         problems.append(("spec.snapshot.consistency", "expected volume for local paths (group needs CSI)"))
     if spec.freeze.keepalive_seconds >= spec.freeze.deadline_seconds:

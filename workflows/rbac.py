@@ -1,10 +1,30 @@
-"""The ServiceAccount, Role and RoleBinding a policy's workflows run with: least privilege.
+"""The ServiceAccounts, Roles and bindings a policy's workflows run with: least privilege.
 
-The Role is the union of what the steps of the policy's pipelines use (:data:`STEP_PERMISSIONS`), and
-nothing else: no Secrets, no wildcard. The cut time of a snapshot is read from its
-VolumeSnapshotContent, which is cluster-scoped, so a ClusterRole granting only ``get`` on those
-contents (and on VolumeGroupSnapshotContents for ``consistency: group``) is bound to the
-ServiceAccount; it reveals snapshot metadata of other namespaces, never data.
+Two identities per policy:
+
+- ``snapflow-NAME`` runs the backup, single-volume restore, check, prune and init workflows. Its Role
+  is the union of what their steps use (:data:`STEP_PERMISSIONS`, plus :data:`HOOK_RULES` when a hook
+  runs in a pod, :data:`GROUP_RULES` for ``consistency: group``, :data:`SECRET_RULES` when
+  ``capture.secrets`` is on), and nothing else: no wildcard, no update, no Secret unless capture
+  exports them. The steps' own list of what they use is ``PERMISSIONS`` / ``CLUSTER_PERMISSIONS`` in
+  :mod:`steps.commands.preflight` (a scenario test runs a backup with exactly those rules); the tests
+  compare this Role with it. Cluster-scoped reads go to a ClusterRole (:data:`CLUSTER_RULES`): the
+  cut time of a snapshot is read from its VolumeSnapshotContent, capture stores the Namespace object
+  (its Pod Security labels), and a group snapshot's members are matched to their PVCs through the
+  PersistentVolumes. They reveal metadata of other namespaces, never data.
+- ``snapflow-NAME-restore`` runs restore-app, which creates an app's objects and mover pods. Its
+  namespaced rules (:data:`RESTORE_RULES`) are a ClusterRole that grants nothing by itself: a
+  RoleBinding in the policy's namespace is rendered, and a restore into another namespace needs one
+  there (``kubectl create rolebinding``, see docs/user/restore.md). A second ClusterRole lets it read
+  Namespaces (a restore waits for a terminating one). It never creates namespaces: the target must
+  exist. Restoring is far more than backing up, hence the separate identity: a compromised backup pod
+  cannot create workloads.
+
+Trade-off of ``capture.secrets`` (default on): listing Secrets lets the backup identity read every
+Secret of the namespace — the repository's password and S3 keys included — and the repository then
+holds the app's Secrets, so whoever holds the repository key can read them. Off, the backup never
+reads a Secret, and a restore needs them recreated first (from their source: a secret manager,
+sealed secrets, ...); workloads referencing a missing Secret do not start.
 
 Called by :mod:`workflows.render`. Objects are plain dicts (core Kubernetes kinds, not Argo).
 """
@@ -14,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from workflows.hera_builder import Names
-from workflows.pipeline import Pipeline
+from workflows.pipeline import Identity, Pipeline
 from workflows.policy import Policy
 
 Rule = tuple[str, str, tuple[str, ...]]  # (API group, resource, verbs)
@@ -22,8 +42,8 @@ Rule = tuple[str, str, tuple[str, ...]]  # (API group, resource, verbs)
 SNAPSHOT_GROUP = "snapshot.storage.k8s.io"
 GROUP_SNAPSHOT_GROUP = "groupsnapshot.storage.k8s.io"
 
-# What capture exports (read-only): the app's workload and configuration objects. Secrets are not
-# exported, so the step never needs to read them.
+# What capture lists (it lists every kind the API serves and stores what it may read; these are the
+# kinds a typical app consists of). Secrets only with capture.secrets (SECRET_RULES).
 CAPTURE_RESOURCES: tuple[tuple[str, str], ...] = (
     ("", "configmaps"),
     ("", "persistentvolumeclaims"),
@@ -33,18 +53,16 @@ CAPTURE_RESOURCES: tuple[tuple[str, str], ...] = (
     ("apps", "deployments"),
     ("apps", "statefulsets"),
     ("batch", "cronjobs"),
+    ("batch", "jobs"),
     ("policy", "poddisruptionbudgets"),
 )
+SECRETS: tuple[str, str] = ("", "secrets")
 
-_EXEC: tuple[Rule, ...] = (("", "pods", ("get", "list")), ("", "pods/exec", ("create",)))
-
-# Namespaced permissions of each step command (group snapshots add GROUP_RULES).
+# Namespaced permissions of each step command, without hooks, group snapshots or Secrets.
 STEP_PERMISSIONS: dict[str, tuple[Rule, ...]] = {
-    "capture": tuple((group, resource, ("get", "list")) for group, resource in CAPTURE_RESOURCES),
+    "capture": tuple((group, resource, ("list",)) for group, resource in CAPTURE_RESOURCES),
     "consistent-point": (
-        *_EXEC,
-        ("", "persistentvolumeclaims", ("get",)),
-        ("", "events", ("list",)),
+        ("", "events", ("list",)),  # quoted in snapshot errors
         (SNAPSHOT_GROUP, "volumesnapshots", ("create", "delete", "get", "list", "watch")),
     ),
     "prepare-clone": (
@@ -53,30 +71,76 @@ STEP_PERMISSIONS: dict[str, tuple[Rule, ...]] = {
         (SNAPSHOT_GROUP, "volumesnapshots", ("get", "list", "watch")),
     ),
     "finalize": (
-        *_EXEC,
         ("", "persistentvolumeclaims", ("delete", "get", "list")),
         (SNAPSHOT_GROUP, "volumesnapshots", ("delete", "get", "list")),
     ),
 }
 
+# Hooks run in the app's pods through pods/exec (consistent-point quiesces, finalize thaws again).
+EXEC_RULES: tuple[Rule, ...] = (("", "pods", ("get",)), ("", "pods/exec", ("create",)))
+HOOK_RULES: dict[str, tuple[Rule, ...]] = {"consistent-point": EXEC_RULES, "finalize": EXEC_RULES}
+
+# consistency: group — consistent-point labels the policy's PVCs so that one VolumeGroupSnapshot
+# selects exactly them, then labels the member VolumeSnapshots the snapshot controller made; finalize
+# removes a leftover label and deletes the group.
 GROUP_RULES: dict[str, tuple[Rule, ...]] = {
-    # consistent-point labels the policy's PVCs so that one VolumeGroupSnapshot selects exactly them.
     "consistent-point": (
-        ("", "persistentvolumeclaims", ("patch",)),
+        ("", "persistentvolumeclaims", ("get", "patch")),
+        (SNAPSHOT_GROUP, "volumesnapshots", ("patch",)),
         (GROUP_SNAPSHOT_GROUP, "volumegroupsnapshots", ("create", "delete", "get", "list", "watch")),
     ),
-    "finalize": ((GROUP_SNAPSHOT_GROUP, "volumegroupsnapshots", ("delete", "get", "list")),),
+    "finalize": (
+        ("", "persistentvolumeclaims", ("patch",)),
+        (GROUP_SNAPSHOT_GROUP, "volumegroupsnapshots", ("delete", "get", "list")),
+    ),
+}
+
+SECRET_RULES: dict[str, tuple[Rule, ...]] = {"capture": ((*SECRETS, ("list",)),)}
+
+# Cluster-scoped reads: (rule, only for consistency: group).
+CLUSTER_RULES: dict[str, tuple[tuple[Rule, bool], ...]] = {
+    "capture": ((("", "namespaces", ("get",)), False),),
+    "consistent-point": (
+        ((SNAPSHOT_GROUP, "volumesnapshotcontents", ("get",)), False),
+        ((GROUP_SNAPSHOT_GROUP, "volumegroupsnapshotcontents", ("get",)), True),
+        (("", "persistentvolumes", ("get",)), True),
+    ),
 }
 
 # Argo's executor reports each step's outputs through WorkflowTaskResults.
 EXECUTOR_RULES: tuple[Rule, ...] = (("argoproj.io", "workflowtaskresults", ("create", "patch")),)
 
+# restore-app in a target namespace: every restored kind is looked up, created, and with
+# existing=replace deleted and watched until gone; held workloads are released with a patch; a mover
+# pod per PVC is created, watched, its log read on failure, and deleted; the repository's Secrets
+# (and CA bundle ConfigMap) are read in the policy's namespace and copied for the time of the
+# restore; the optional check command runs through pods/exec.
+RESTORE_VERBS = ("create", "delete", "get", "list", "watch")
+RELEASED_WORKLOADS: tuple[tuple[str, str], ...] = (
+    ("apps", "daemonsets"),
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("batch", "cronjobs"),
+    ("batch", "jobs"),
+)
+RESTORE_RULES: tuple[Rule, ...] = (
+    *((group, resource, RESTORE_VERBS) for group, resource in CAPTURE_RESOURCES),
+    *((group, resource, ("patch",)) for group, resource in RELEASED_WORKLOADS),
+    (*SECRETS, ("create", "delete", "get")),
+    ("", "pods", ("create", "delete", "get", "list", "watch")),
+    ("", "pods/log", ("get",)),
+    ("", "pods/exec", ("create",)),
+    *EXECUTOR_RULES,
+)
+RESTORE_SECRET_RULES: tuple[Rule, ...] = ((*SECRETS, RESTORE_VERBS),)
+RESTORE_CLUSTER_RULES: tuple[Rule, ...] = (("", "namespaces", ("get", "list", "watch")),)
 
-def _merge(rules: list[Rule]) -> list[dict[str, Any]]:
+
+def merge(rules: list[Rule]) -> list[dict[str, Any]]:
+    """RBAC rules as Kubernetes writes them: one per (API group, verb set), sorted."""
     verbs: dict[tuple[str, str], set[str]] = {}
     for group, resource, vs in rules:
         verbs.setdefault((group, resource), set()).update(vs)
-    # One rule per (group, verb set): compact and stable.
     by_verbs: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for (group, resource), vs in sorted(verbs.items()):
         by_verbs.setdefault((group, tuple(sorted(vs))), []).append(resource)
@@ -86,81 +150,158 @@ def _merge(rules: list[Rule]) -> list[dict[str, Any]]:
     ]
 
 
+def _commands(pipelines: list[Pipeline], identity: Identity) -> set[str]:
+    return {s.command for p in pipelines if p.identity is identity for s in p.all_steps()}
+
+
+def _runs_hooks_in_pods(policy: Policy) -> bool:
+    return any(t.hook != "none" and not t.local for t in policy.spec.quiesce)
+
+
 def namespaced_rules(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, Any]]:
+    """The Role of the steps' ServiceAccount."""
     group = policy.spec.snapshot.consistency == "group"
-    hooks_exec = any(t.hook != "none" and not t.local for t in policy.spec.quiesce)
     rules: list[Rule] = list(EXECUTOR_RULES)
-    for pipeline in pipelines:
-        for step in pipeline.all_steps():
-            for rule in STEP_PERMISSIONS.get(step.command, ()):
-                if rule in _EXEC and not hooks_exec:
-                    continue
-                rules.append(rule)
-            if group:
-                rules.extend(GROUP_RULES.get(step.command, ()))
-    return _merge(rules)
+    for command in sorted(_commands(pipelines, Identity.STEPS)):
+        rules.extend(STEP_PERMISSIONS.get(command, ()))
+        if _runs_hooks_in_pods(policy):
+            rules.extend(HOOK_RULES.get(command, ()))
+        if group:
+            rules.extend(GROUP_RULES.get(command, ()))
+        if policy.spec.capture.secrets:
+            rules.extend(SECRET_RULES.get(command, ()))
+    return merge(rules)
 
 
 def cluster_rules(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, Any]]:
-    commands = {s.command for p in pipelines for s in p.all_steps()}
-    if "consistent-point" not in commands:
-        return []
-    rules: list[Rule] = [(SNAPSHOT_GROUP, "volumesnapshotcontents", ("get",))]
-    if policy.spec.snapshot.consistency == "group":
-        rules.append((GROUP_SNAPSHOT_GROUP, "volumegroupsnapshotcontents", ("get",)))
-    return _merge(rules)
+    """The ClusterRole of the steps' ServiceAccount (cluster-scoped reads); empty when none is needed."""
+    group = policy.spec.snapshot.consistency == "group"
+    rules: list[Rule] = [
+        rule
+        for command in sorted(_commands(pipelines, Identity.STEPS))
+        for rule, group_only in CLUSTER_RULES.get(command, ())
+        if group or not group_only
+    ]
+    return merge(rules)
+
+
+def restore_rules(policy: Policy) -> list[dict[str, Any]]:
+    """The namespaced rules restore-app needs in its target namespace (and in the policy's)."""
+    rules = list(RESTORE_RULES)
+    if policy.spec.capture.secrets:
+        rules.extend(RESTORE_SECRET_RULES)
+    return merge(rules)
 
 
 def rbac_objects(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, Any]]:
-    """ServiceAccount, Role, RoleBinding (and the snapshot-contents ClusterRole and its binding)."""
+    """ServiceAccount, Role, RoleBinding (and the cluster-scoped reads' ClusterRole and binding) of the
+    steps; the same for restore-app when a pipeline runs as it."""
     names = Names(policy)
     if not names.renders_rbac:
         return []
     ns = policy.namespace
+    labels = names.labels("rbac")
 
-    def labels() -> dict[str, str]:
-        return names.labels("rbac")
+    def account(name: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, ns, labels)}
 
     subject = [{"kind": "ServiceAccount", "name": names.service_account, "namespace": ns}]
     objects: list[dict[str, Any]] = [
+        account(names.service_account),
         {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": names.service_account, "namespace": ns, "labels": labels()},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "apiVersion": RBAC_API,
             "kind": "Role",
-            "metadata": {"name": names.role, "namespace": ns, "labels": labels()},
+            "metadata": _meta(names.role, ns, labels),
             "rules": namespaced_rules(policy, pipelines),
         },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": names.role, "namespace": ns, "labels": labels()},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names.role},
-            "subjects": subject,
-        },
+        _binding("RoleBinding", names.role, ns, labels, "Role", names.role, subject),
     ]
     cluster = cluster_rules(policy, pipelines)
     if cluster:
         objects += [
             {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "apiVersion": RBAC_API,
                 "kind": "ClusterRole",
-                "metadata": {"name": names.cluster_role, "labels": labels()},
+                "metadata": _meta(names.cluster_role, None, labels),
                 "rules": cluster,
             },
+            _binding(
+                "ClusterRoleBinding",
+                names.cluster_role,
+                None,
+                labels,
+                "ClusterRole",
+                names.cluster_role,
+                subject,
+            ),
+        ]
+    if any(p.identity is Identity.RESTORE for p in pipelines):
+        restore_labels = names.labels("rbac-restore")
+        restorer = [{"kind": "ServiceAccount", "name": names.restore_service_account, "namespace": ns}]
+        objects += [
             {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": names.cluster_role, "labels": labels()},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": names.cluster_role,
-                },
-                "subjects": subject,
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": _meta(names.restore_service_account, ns, restore_labels),
             },
+            {
+                "apiVersion": RBAC_API,
+                "kind": "ClusterRole",
+                "metadata": _meta(names.restore_role, None, restore_labels),
+                "rules": restore_rules(policy),
+            },
+            _binding(
+                "RoleBinding",
+                names.restore_binding,
+                ns,
+                restore_labels,
+                "ClusterRole",
+                names.restore_role,
+                restorer,
+            ),
+            {
+                "apiVersion": RBAC_API,
+                "kind": "ClusterRole",
+                "metadata": _meta(names.restore_namespaces_role, None, restore_labels),
+                "rules": merge(list(RESTORE_CLUSTER_RULES)),
+            },
+            _binding(
+                "ClusterRoleBinding",
+                names.restore_namespaces_role,
+                None,
+                restore_labels,
+                "ClusterRole",
+                names.restore_namespaces_role,
+                restorer,
+            ),
         ]
     return objects
+
+
+RBAC_API = "rbac.authorization.k8s.io/v1"
+
+
+def _meta(name: str, namespace: str | None, labels: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    meta["labels"] = dict(labels)
+    return meta
+
+
+def _binding(
+    kind: str,
+    name: str,
+    namespace: str | None,
+    labels: dict[str, str],
+    role_kind: str,
+    role: str,
+    subjects: list[dict[str, str]],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": RBAC_API,
+        "kind": kind,
+        "metadata": _meta(name, namespace, labels),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+        "subjects": [dict(s) for s in subjects],
+    }

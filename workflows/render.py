@@ -2,12 +2,16 @@
 
 Per policy (``NS``/``NAME``), in a stable order and with stable names::
 
-    NS/serviceaccount-snapflow-NAME.yaml         the identity of every step pod
+    NS/serviceaccount-snapflow-NAME.yaml         the identity of the backup's (and most) step pods
     NS/role-snapflow-NAME.yaml                   least privilege (see workflows.rbac)
     NS/rolebinding-snapflow-NAME.yaml
-    _cluster/clusterrole-snapflow-NS-NAME-snapshot-contents.yaml   (+ its binding)
+    _cluster/clusterrole-snapflow-NS-NAME-cluster-reads.yaml   (+ its binding)
+    NS/serviceaccount-snapflow-NAME-restore.yaml the identity of restore-app
+    _cluster/clusterrole-snapflow-NS-NAME-restore.yaml   its rules, bound per namespace:
+    NS/rolebinding-snapflow-NAME-restore.yaml            here in the policy's namespace
+    _cluster/clusterrole-snapflow-NS-NAME-restore-namespaces.yaml   (+ its binding)
     NS/configmap-snapflow-plan-NAME.yaml         the plan the steps read (no credentials)
-    NS/workflowtemplate-{backup,restore,check,prune,init}-NAME.yaml
+    NS/workflowtemplate-{backup,restore,restore-app,check,prune,init}-NAME.yaml
     NS/cronworkflow-{backup,prune,check}-NAME.yaml   (when scheduled)
     kustomization.yaml                           for kubectl apply -k, Argo CD, Flux
 

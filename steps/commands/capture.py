@@ -15,6 +15,11 @@ resourceVersion, managedFields, a PVC's volumeName, a Service's clusterIPs and n
 them in the repository as a snapshot tagged kind=manifests and backup=ID, encrypted like the data. The
 last line of stdout is the snapshot ID (or a JSON summary with --json).
 
+Objects labelled app.kubernetes.io/managed-by=snapflow (the workflows' ServiceAccounts and plan
+ConfigMaps, a running backup's clone PVCs) are left out: applying the rendered manifests recreates the
+former, and a restore must never replace the identity it runs as. --no-secrets leaves Secrets out and
+never reads them (the identity then needs no right to list them); a restore needs them recreated.
+
 examples:
   python -m steps capture --repo s3://backups/shop --namespace shop --backup-id backup-db-x7k2
   python -m steps capture --repo s3://backups/shop --namespace shop --selector app=db --backup-id backup-db-x7k2 --json
@@ -36,6 +41,11 @@ def configure(parser):
     )
     for f in ("cluster", "app", "policy"):
         parser.add_argument(f"--{f}", metavar=f.upper(), help=f"record the {f} with the capture")
+    parser.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="do not read or store Secrets (recreate them before a restore)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="list what would be stored; store nothing")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of the ID")
     add_kube_args(parser)
@@ -59,8 +69,24 @@ IMPORTANT_KINDS = frozenset(
 )
 
 
-def collect(client, namespace: str, warn) -> tuple[list[dict], list[str]]:
-    """Every object of ``namespace`` (and the Namespace itself) the client may list; the kinds it may not."""
+SNAPFLOW_MANAGED = ("app.kubernetes.io/managed-by", "snapflow")
+
+
+def snapflow_objects(objects: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(the app's objects, Snapflow's own): objects labelled managed-by snapflow are not the app's."""
+    key, value = SNAPFLOW_MANAGED
+    app: list[dict] = []
+    ours: list[dict] = []
+    for o in objects:
+        labels = (o.get("metadata") or {}).get("labels") or {}
+        mine = o.get("kind") != "Namespace" and labels.get(key) == value
+        (ours if mine else app).append(o)
+    return app, ours
+
+
+def collect(client, namespace: str, warn, *, secrets: bool = True) -> tuple[list[dict], list[str]]:
+    """Every object of ``namespace`` (and the Namespace itself) the client may list; the kinds it may not.
+    ``secrets=False`` never lists Secrets."""
     from steps.drivers.kube import Forbidden, KubeError, NotFound
     from steps.errors import UsageError
     from steps.manifests.clean import RUNTIME_KINDS
@@ -81,6 +107,8 @@ def collect(client, namespace: str, warn) -> tuple[list[dict], list[str]]:
     for rt in client.namespaced_types():
         if (rt.group, rt.kind) in RUNTIME_KINDS:
             continue  # dropped anyway; listing Events of a busy namespace is expensive
+        if not secrets and (rt.group, rt.kind) == ("", "Secret"):
+            continue
         resource = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
         try:
             items, _ = client.list(rt.api_version, rt.kind, namespace)
@@ -118,14 +146,19 @@ def run(args) -> int:
     from steps.commands._kube import kube_client
     from steps.commands._repo import open_repository, print_json, warn
     from steps.manifests import bundle
-    from steps.manifests.clean import select_objects
-    from steps.manifests.objects import parse_selector
+    from steps.manifests.clean import Dropped, select_objects
+    from steps.manifests.objects import parse_selector, ref
 
     selector = parse_selector(args.selector, "--selector")
     client = kube_client(args)
     with client:
-        objects, unreadable = collect(client, args.namespace, warn)
+        objects, unreadable = collect(client, args.namespace, warn, secrets=not args.no_secrets)
+    objects, ours = snapflow_objects(objects)
     selection = select_objects(objects, selector)
+    selection.dropped.extend(
+        Dropped(ref(o), "made by Snapflow (its rendered manifests or a running backup recreate it)")
+        for o in ours
+    )
     info = {
         "backup_id": args.backup_id,
         "cluster": args.cluster or "default",
@@ -136,6 +169,7 @@ def run(args) -> int:
         "captured_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "dropped": [d.to_dict() for d in selection.dropped],
         "unreadable": unreadable,
+        "secrets": not args.no_secrets,
     }
     files = bundle.to_files(selection.objects, info)
     kept = [bundle.object_path(o)[len("objects/") :] for o in selection.objects]

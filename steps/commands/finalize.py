@@ -80,16 +80,18 @@ def cleanup_cluster(client, plan, backup_id: str, log) -> dict[str, list[str]]:
                 done["errors"].append(f"delete {kind}/{name}: {err}")
 
     delete_all("v1", "PersistentVolumeClaim", f",{render.LABEL_ROLE}=clone")
+    group = plan.consistency == "group"
     if plan.snapshot.delete_after_copy:
-        for api_version in render.GROUP_SNAPSHOT_API_VERSIONS:
+        # Only a group plan makes VolumeGroupSnapshots (and its identity alone may delete them).
+        for api_version in render.GROUP_SNAPSHOT_API_VERSIONS if group else ():
             before = len(done["deleted"])
             delete_all(api_version, "VolumeGroupSnapshot")
             if len(done["deleted"]) > before:
                 break
         delete_all(SNAPSHOT_API, "VolumeSnapshot")
-    # a cut interrupted between labelling the PVCs and removing the label
+    # a group cut interrupted between labelling the PVCs and removing the label
     group_value = render.label_value(backup_id)
-    for v in plan.volumes:
+    for v in plan.volumes if group else ():
         if not v.pvc:
             continue
         try:

@@ -75,6 +75,32 @@ CLUSTER_PERMISSIONS: tuple[tuple[str, str, str, str, bool], ...] = (
 )
 
 
+def runs_hooks_in_pods(plan) -> bool:
+    return any(t.pod and not t.local and t.hook != "none" for t in plan.targets)
+
+
+def required_permissions(plan) -> list[tuple[str, str, str, str, str, bool]]:
+    """The entries of :data:`PERMISSIONS` the backup steps of ``plan`` use: group snapshot rights only
+    for consistency: group, pods and pods/exec only when a hook runs in a pod, Secrets only when
+    capture exports them."""
+    out = []
+    for entry in PERMISSIONS:
+        _verb, resource, _group, _sub, _step, group_only = entry
+        if group_only and plan.consistency != "group":
+            continue
+        if resource == "pods" and not runs_hooks_in_pods(plan):
+            continue
+        if resource == "secrets" and not plan.capture.secrets:
+            continue
+        out.append(entry)
+    return out
+
+
+def required_cluster_permissions(plan) -> list[tuple[str, str, str, str, bool]]:
+    """The entries of :data:`CLUSTER_PERMISSIONS` the backup steps of ``plan`` use."""
+    return [e for e in CLUSTER_PERMISSIONS if plan.consistency == "group" or not e[4]]
+
+
 def configure(parser):
     parser.add_argument("--plan", required=True, metavar="FILE", help="plan JSON file")
     parser.add_argument(
@@ -87,7 +113,7 @@ def configure(parser):
         "--group-snapshot-class",
         default="",
         metavar="NAME",
-        help="VolumeGroupSnapshotClass for consistency: group (default: the driver's default)",
+        help="VolumeGroupSnapshotClass for consistency: group (default: the plan's, else the driver's default)",
     )
     parser.add_argument("--skip-repository", action="store_true", help="do not open the repository")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
@@ -107,9 +133,10 @@ class Checks:
         return [c for c in self.items if c["status"] == "fail"]
 
 
-def _allowed(
+def allowed(
     client, sa: str, verb: str, resource: str, group: str, namespace: str | None, sub: str = ""
 ) -> bool:
+    """May ServiceAccount ``sa`` (``NS/NAME``; empty: the current identity) do this? An access review."""
     attrs = {
         k: v
         for k, v in {
@@ -226,7 +253,7 @@ def check_snapshots(client, plan, checks: Checks, group_class: str) -> None:
                     "snapshot-class",
                     "fail",
                     f"PVC {v.pvc}: no default VolumeSnapshotClass for driver {driver}"
-                    " (set snapshot.class in the policy)",
+                    " (set spec.snapshot.className in the policy)",
                 )
                 continue
         checks.add("snapshot-class", "ok", f"PVC {v.pvc}: {chosen['metadata']['name']} (driver {driver})")
@@ -238,8 +265,15 @@ def check_snapshots(client, plan, checks: Checks, group_class: str) -> None:
                     group_classes, driver, "groupsnapshot.storage.kubernetes.io/is-default-class"
                 )
             if g is None or g.get("driver") != driver:
+                wanted = (
+                    f"VolumeGroupSnapshotClass {group_class}"
+                    if group_class
+                    else "default VolumeGroupSnapshotClass"
+                )
                 checks.add(
-                    "snapshot-class", "fail", f"PVC {v.pvc}: no VolumeGroupSnapshotClass for driver {driver}"
+                    "snapshot-class",
+                    "fail",
+                    f"PVC {v.pvc}: no {wanted} for driver {driver} (spec.snapshot.groupClassName in the policy)",
                 )
             else:
                 checks.add("snapshot-class", "ok", f"PVC {v.pvc}: group class {g['metadata']['name']}")
@@ -251,16 +285,12 @@ def check_rbac(client, plan, checks: Checks, sa: str) -> None:
     ns = plan.app.namespace
     missing = []
     try:
-        for verb, resource, group, sub, step, group_only in PERMISSIONS:
-            if group_only and plan.consistency != "group":
-                continue
-            if not _allowed(client, sa, verb, resource, group, ns, sub):
+        for verb, resource, group, sub, step, _group_only in required_permissions(plan):
+            if not allowed(client, sa, verb, resource, group, ns, sub):
                 what = f"{verb} {resource}{'/' + sub if sub else ''}{'.' + group if group else ''}"
                 missing.append(f"{what} ({step})")
-        for verb, resource, group, consequence, group_only in CLUSTER_PERMISSIONS:
-            if group_only and plan.consistency != "group":
-                continue
-            if not _allowed(client, sa, verb, resource, group, None):
+        for verb, resource, group, consequence, _group_only in required_cluster_permissions(plan):
+            if not allowed(client, sa, verb, resource, group, None):
                 # without PVs a group snapshot cannot be used at all; the rest only loses precision
                 checks.add(
                     "rbac",
@@ -366,7 +396,7 @@ def preflight(
     except KubeError as err:
         checks.add("namespace", "warn", f"cannot read namespace {plan.app.namespace}: {err}")
     if plan.snapshot.driver == "csi":
-        check_snapshots(client, plan, checks, group_class)
+        check_snapshots(client, plan, checks, group_class or plan.snapshot.group_class or "")
     check_rbac(client, plan, checks, service_account)
     check_pod_security(ns_obj, checks)
     if repository:

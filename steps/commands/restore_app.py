@@ -19,7 +19,8 @@ a kept PVC's data is not restored) or --existing=replace (delete and recreate th
 Filling the PVCs (--mover):
   pod    a mover pod per PVC runs `python -m steps restore --target /data` in the target namespace
          (needs --image, --password-secret and usually --credentials-secret there, or --secrets-namespace
-         to copy them from the namespace the step runs in);
+         to copy them, and the --ca-bundle ConfigMap, from the namespace the step runs in); the movers
+         get this process's SNAPFLOW_S3_REGION and SNAPFLOW_S3_PATH_STYLE;
   local  the same restore runs in this process into each volume's directory: a PV with hostPath or
          local, or --volume-root DIR/<csi volumeHandle> (csi-hostpath's layout) on a single node;
   none   only objects; the restore WorkflowTemplate runs the movers as its own steps between
@@ -28,7 +29,9 @@ Filling the PVCs (--mover):
 Transforms (also from --transforms FILE, YAML; see docs/user/restore.md): --target-namespace,
 --namespace-map, --storage-class-map, --add-label/--remove-label, --add-annotation/--remove-annotation,
 --image-registry, --uid-map/--gid-map FROM:TO[:COUNT], --patch FILE (RFC 6902 rules), and the built-in
-API-version migrations (--no-migrate turns them off).
+API-version migrations (--no-migrate turns them off). --storage-class-map and --namespace-map also take
+several pairs separated by commas; an empty value adds none. --dry-run, --wait-ready and
+--mover-non-root also take an explicit true or false (for workflow parameters).
 
 examples:
   python -m steps restore-app --repo s3://backups/shop --backup latest --app db --target-namespace shop-restore \\
@@ -41,6 +44,21 @@ examples:
 
 PHASE_CHOICES = ("all", "prepare", "fill", "finish")
 MOVERS = ("pod", "local", "none")
+# The repository connection settings a mover pod gets from the restoring process's environment.
+MOVER_ENV = ("SNAPFLOW_S3_REGION", "SNAPFLOW_S3_PATH_STYLE")
+
+
+def _switch(flag: str):
+    """An option that is on alone (``--dry-run``) and also takes ``true`` or ``false``."""
+    import argparse
+
+    def parse(value: str) -> bool:
+        if value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+    parse.__name__ = flag
+    return {"nargs": "?", "const": True, "default": False, "type": parse, "metavar": "true|false"}
 
 
 def configure(parser):
@@ -57,11 +75,13 @@ def configure(parser):
     )
     t = parser.add_argument_group("transforms")
     t.add_argument("--target-namespace", default="", metavar="NS", help="restore into NS (namespace remap)")
-    t.add_argument("--namespace-map", action="append", metavar="FROM=TO", help="namespace remap (repeatable)")
+    t.add_argument(
+        "--namespace-map", action="append", metavar="FROM=TO[,...]", help="namespace remap (repeatable)"
+    )
     t.add_argument(
         "--storage-class-map",
         action="append",
-        metavar="FROM=TO",
+        metavar="FROM=TO[,...]",
         help="storage class map; FROM '*' maps any class (repeatable)",
     )
     t.add_argument("--add-label", action="append", metavar="K=V")
@@ -111,18 +131,24 @@ def configure(parser):
     m.add_argument(
         "--credentials-secret",
         default="",
-        metavar="NAME",
-        help="pod mover: Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        metavar="NAME[:ID_KEY:SECRET_KEY]",
+        help="pod mover: Secret with the S3 keys (keys default AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+    )
+    m.add_argument(
+        "--ca-bundle",
+        default="",
+        metavar="CONFIGMAP[:KEY]",
+        help="pod mover: ConfigMap with the object store's CA certificates (key default ca.crt)",
     )
     m.add_argument(
         "--secrets-namespace",
         default="",
         metavar="NS",
-        help="pod mover: copy the two Secrets from NS into the target namespace for the restore",
+        help="pod mover: copy the Secrets (and --ca-bundle) from NS into the target namespace for the restore",
     )
     m.add_argument(
         "--mover-non-root",
-        action="store_true",
+        **_switch("--mover-non-root"),
         help="pod mover: run as UID 65532 (owners are not restored; for restricted Pod Security)",
     )
     parser.add_argument(
@@ -136,7 +162,9 @@ def configure(parser):
         "--out", metavar="FILE", help="--phase prepare: write the volumes to fill (JSON) here"
     )
     c = parser.add_argument_group("check")
-    c.add_argument("--wait-ready", action="store_true", help="wait until the workloads' replicas are ready")
+    c.add_argument(
+        "--wait-ready", **_switch("--wait-ready"), help="wait until the workloads' replicas are ready"
+    )
     c.add_argument("--check-pod", metavar="NAME", help="after the restore, exec --check-command in this pod")
     c.add_argument("--check-container", metavar="NAME", help="container of --check-pod")
     c.add_argument("--check-command", metavar="CMD", help="shell command, e.g. \"psql -c 'select 1'\"")
@@ -154,7 +182,7 @@ def configure(parser):
         help="per wait (deletions, binding, movers, readiness); default 1800",
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the transformed objects; change nothing"
+        "--dry-run", **_switch("--dry-run"), help="print the transformed objects; change nothing"
     )
     parser.add_argument("--report", metavar="FILE", help="write the restore report (JSON) here too")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
@@ -166,6 +194,11 @@ def configure(parser):
 # Arguments → transforms
 
 
+def pair_list(values: list[str] | None) -> list[str]:
+    """Each value split at commas, blanks dropped: ``["a=b,c=d", ""]`` → ``["a=b", "c=d"]``."""
+    return [p.strip() for v in values or [] for p in v.split(",") if p.strip()]
+
+
 def transform_spec(args, source_namespace: str):
     import yaml
 
@@ -173,7 +206,7 @@ def transform_spec(args, source_namespace: str):
     from steps.manifests.transforms import IdRange, TransformSpec, parse_pairs
 
     base = TransformSpec.load(args.transforms) if args.transforms else TransformSpec()
-    ns_map = parse_pairs(args.namespace_map, "--namespace-map")
+    ns_map = parse_pairs(pair_list(args.namespace_map), "--namespace-map")
     if args.target_namespace:
         ns_map.setdefault(source_namespace, args.target_namespace)
     patches = []
@@ -193,7 +226,7 @@ def transform_spec(args, source_namespace: str):
         patches.append(TransformSpec.from_dict({"patches": rules}, path))
     flags = TransformSpec(
         namespace_map=ns_map,
-        storage_class_map=parse_pairs(args.storage_class_map, "--storage-class-map"),
+        storage_class_map=parse_pairs(pair_list(args.storage_class_map), "--storage-class-map"),
         add_labels=parse_pairs(args.add_label, "--add-label"),
         remove_labels=tuple(args.remove_label or ()),
         add_annotations=parse_pairs(args.add_annotation, "--add-annotation"),
@@ -381,6 +414,47 @@ def _split_secret(value: str) -> tuple[str, str]:
     return name, key or "password"
 
 
+def _split_credentials(value: str) -> tuple[str, str, str]:
+    """``NAME[:ID_KEY:SECRET_KEY]`` of --credentials-secret."""
+    from steps.errors import UsageError
+
+    parts = value.split(":")
+    if len(parts) == 1:
+        return parts[0], "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
+    if len(parts) == 3 and all(parts):
+        return parts[0], parts[1], parts[2]
+    raise UsageError(f"--credentials-secret: expected NAME or NAME:ID_KEY:SECRET_KEY, got {value!r}")
+
+
+def _copy_for_restore(client, kind: str, name: str, source_ns: str, ns: str, restore_id: str) -> bool:
+    """Copy Secret or ConfigMap ``name`` from ``source_ns`` into ``ns`` unless it is there; True if copied."""
+    from steps.manifests import render
+
+    if client.get_or_none("v1", kind, name, ns) is not None:
+        return False
+    src = client.get("v1", kind, name, source_ns)
+    copy = {
+        "apiVersion": "v1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {
+                **render.MANAGED_BY,
+                render.LABEL_RESTORE: render.label_value(restore_id),
+                render.LABEL_ROLE: "mover-secret" if kind == "Secret" else "mover-config",
+            },
+        },
+    }
+    if kind == "Secret":
+        copy["type"] = src.get("type", "Opaque")
+    for key in ("data", "binaryData") if kind == "ConfigMap" else ("data",):
+        if src.get(key):
+            copy[key] = src[key]
+    client.create(copy)
+    return True
+
+
 def fill_pods(client, items: list[dict], args, record: dict, restore_id: str, report, log) -> None:
     """A mover pod per volume, all at once; waits for every one; deletes them afterwards."""
     import os
@@ -399,30 +473,21 @@ def fill_pods(client, items: list[dict], args, record: dict, restore_id: str, re
             "--password-secret: required for --mover pod (the Secret with the repository password)"
         )
     pw_name, pw_key = _split_secret(args.password_secret)
-    copied = []
+    cred_name, cred_id_key, cred_secret_key = (
+        _split_credentials(args.credentials_secret) if args.credentials_secret else ("", "", "")
+    )
+    ca_name, _, ca_key = args.ca_bundle.partition(":")
+    ca_key = ca_key or "ca.crt"
+    extra_env = {k: os.environ[k] for k in MOVER_ENV if os.environ.get(k)}
+    copied: list[tuple[str, str, str]] = []  # (kind, namespace, name)
     if args.secrets_namespace:
-        for name in filter(None, (pw_name, args.credentials_secret)):
+        wanted = [("Secret", n) for n in (pw_name, cred_name) if n] + (
+            [("ConfigMap", ca_name)] if ca_name else []
+        )
+        for kind, name in wanted:
             for ns in sorted({i["namespace"] for i in items}):
-                if client.get_or_none("v1", "Secret", name, ns) is not None:
-                    continue
-                src = client.get("v1", "Secret", name, args.secrets_namespace)
-                copy = {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "type": src.get("type", "Opaque"),
-                    "metadata": {
-                        "name": name,
-                        "namespace": ns,
-                        "labels": {
-                            **render.MANAGED_BY,
-                            render.LABEL_RESTORE: render.label_value(restore_id),
-                            render.LABEL_ROLE: "mover-secret",
-                        },
-                    },
-                    "data": src.get("data") or {},
-                }
-                client.create(copy)
-                copied.append((ns, name))
+                if _copy_for_restore(client, kind, name, args.secrets_namespace, ns, restore_id):
+                    copied.append((kind, ns, name))
     backup_id = record.get("backup_id", "")
     app = (record.get("app") or {}).get("name", "")
     pods = {}
@@ -444,7 +509,12 @@ def fill_pods(client, items: list[dict], args, record: dict, restore_id: str, re
                 labels=labels,
                 password_secret=pw_name,
                 password_secret_key=pw_key,
-                credentials_secret=args.credentials_secret or None,
+                credentials_secret=cred_name or None,
+                access_key_key=cred_id_key or "AWS_ACCESS_KEY_ID",
+                secret_key_key=cred_secret_key or "AWS_SECRET_ACCESS_KEY",
+                ca_config_map=ca_name or None,
+                ca_key=ca_key,
+                extra_env=extra_env,
                 endpoint=args.endpoint,
                 excludes=args.exclude,
                 volume_mode=item["volume_mode"],
@@ -498,11 +568,11 @@ def fill_pods(client, items: list[dict], args, record: dict, restore_id: str, re
                 client.delete("v1", "Pod", name, item["namespace"])
             except KubeError as err:
                 log(f"could not delete mover pod {name}: {err}")
-        for ns, name in copied:
+        for kind, ns, name in copied:
             try:
-                client.delete("v1", "Secret", name, ns)
+                client.delete("v1", kind, name, ns)
             except KubeError as err:
-                log(f"could not delete the copied Secret {ns}/{name}: {err}")
+                log(f"could not delete the copied {kind} {ns}/{name}: {err}")
 
 
 def _pod_failure(client, pod: dict) -> str:

@@ -172,6 +172,8 @@ def mover_pod(
     secret_key_key: str = "AWS_SECRET_ACCESS_KEY",
     endpoint: str | None = None,
     excludes: list[str] | None = None,
+    ca_config_map: str | None = None,
+    ca_key: str = "ca.crt",
     volume_mode: str = "Filesystem",
     run_as_root: bool = True,
     service_account: str | None = None,
@@ -179,7 +181,8 @@ def mover_pod(
     resources: dict | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> dict:
-    """A pod that restores one repository snapshot into one PVC and exits."""
+    """A pod that restores one repository snapshot into one PVC and exits. ``ca_config_map`` (a ConfigMap
+    in ``namespace``) holds the object store's CA certificates under ``ca_key``."""
     if volume_mode not in ("Filesystem", "Block"):
         raise UsageError(f"volumeMode: expected Filesystem or Block, got {volume_mode!r}")
     target = "/dev/snapflow-target" if volume_mode == "Block" else "/data"
@@ -198,6 +201,8 @@ def mover_pod(
         credentials_secret=credentials_secret,
         access_key_key=access_key_key,
         secret_key_key=secret_key_key,
+        ca_config_map=ca_config_map,
+        ca_key=ca_key,
         volume_mode=volume_mode,
         run_as_root=run_as_root,
         service_account=service_account,

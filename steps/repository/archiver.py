@@ -97,12 +97,13 @@ class CopyResult:
 
 
 class _FileJob:
-    __slots__ = ("done", "error", "extra_nodes", "node", "path", "regions", "size")
+    __slots__ = ("done", "error", "extra_nodes", "node", "path", "regions", "size", "st")
 
-    def __init__(self, path: bytes, node: dict, size: int):
+    def __init__(self, path: bytes, node: dict, size: int, st: os.stat_result):
         self.path = path
         self.node = node
         self.size = size
+        self.st = st  # from the walk: saves an fstat per file
         self.regions: list[tuple[int, int]] | None = None
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -231,12 +232,14 @@ class Archiver:
 
     # -- file workers -------------------------------------------------------------------------
     def _file_worker(self, sink: BlobSink) -> None:
+        channel = sink.channel()  # this thread's pack buffers: blobs are sealed right here
+        buf = bytearray(self.chunker.block)  # this thread's read buffer, reused for every file
         while True:
             job = self.file_q.get()
             if job is None:
-                return
+                break
             try:
-                self._archive_file(job, sink)
+                self._archive_file(job, sink, channel, buf)
             except Aborted:
                 job.error = Aborted()
                 job.done.set()
@@ -253,44 +256,65 @@ class Archiver:
                 sink.fail(err)
                 return
             job.done.set()
+        if not self.abort.is_set():
+            channel.flush()
 
-    def _archive_file(self, job: _FileJob, sink: BlobSink) -> None:
+    def _archive_file(self, job: _FileJob, sink: BlobSink, channel, buf: bytearray) -> None:
         fd = _open_noatime(job.path)
         try:
-            st = os.fstat(fd)
+            st = job.st
             size = job.size
             if stat_mod.S_ISBLK(st.st_mode):
                 size = os.lseek(fd, 0, os.SEEK_END)
                 job.node["size"] = size
             regions = job.regions if job.regions is not None else data_regions(fd, st, size)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            except (AttributeError, OSError):
-                pass
             content: list[str] = []
-            got_total = 0
             blob_id = self.repo.keys.blob_id
+            claim = sink.claim
+            add = channel.add
+            small = self.chunker.min_size
+            mv = memoryview(buf)
+            nread = 0
             for off, length in regions:
-                pos = off
-                remaining = length
+                if length <= small:  # one chunk whatever the content: no chunker, one read
+                    got = 0
+                    while got < length:
+                        k = os.preadv(fd, [mv[got:length]], off + got)
+                        if not k:
+                            break
+                        got += k
+                    remaining = length - got
+                    if got:
+                        chunk = mv[:got]
+                        bid = blob_id(chunk)
+                        content.append(bid.hex())
+                        if claim(bid):
+                            add(BLOB_DATA, bid, chunk)
+                        nread += got
+                else:
+                    try:
+                        os.posix_fadvise(fd, off, length, os.POSIX_FADV_SEQUENTIAL)
+                    except (AttributeError, OSError):
+                        pass
+                    pos = off
+                    remaining = length
 
-                def readinto(buf: memoryview, fd=fd) -> int:
-                    nonlocal pos, remaining
-                    if remaining <= 0:
-                        return 0
-                    n = os.preadv(fd, [buf[: min(len(buf), remaining)]], pos)
-                    pos += n
-                    remaining -= n
-                    return n
+                    def readinto(target: memoryview, fd=fd) -> int:
+                        nonlocal pos, remaining
+                        if remaining <= 0:
+                            return 0
+                        n = os.preadv(fd, [target[: min(len(target), remaining)]], pos)
+                        pos += n
+                        remaining -= n
+                        return n
 
-                for chunk in self.chunker.chunks(readinto, length):
-                    bid = blob_id(chunk)
-                    content.append(bid.hex())
-                    if sink.claim(bid):
-                        sink.submit(BLOB_DATA, bid, chunk)
-                    self._count(bytes_read=len(chunk))
-                got = length - remaining
-                got_total += got
+                    for chunk in self.chunker.stream(readinto, buf):
+                        bid = blob_id(chunk)
+                        content.append(bid.hex())
+                        if claim(bid):
+                            add(BLOB_DATA, bid, chunk)
+                        self._count(bytes_read=len(chunk))
+                    got = length - remaining
                 if remaining > 0:  # the file shrank while we read it
                     self._warn(
                         f"{os.fsdecode(job.path)}: file changed while it was read (shorter than its size)"
@@ -307,16 +331,21 @@ class Archiver:
             holes = holes_of(regions, size)
             if holes:
                 job.node["holes"] = holes
-                self._count(bytes_sparse=sum(h[1] for h in holes))
-            self._count(files_read=1)
+                self._count(bytes_sparse=sum(h[1] for h in holes), bytes_read=nread, files_read=1)
+            else:
+                self._count(bytes_read=nread, files_read=1)
         finally:
             os.close(fd)
 
     # -- finisher -----------------------------------------------------------------------------
     def _finisher(self, sink: BlobSink) -> None:
+        channel = sink.channel()
+        blob_id = self.repo.keys.blob_id
         while True:
             job = self.dir_q.get()
             if job is None:
+                if not self.abort.is_set():
+                    channel.flush()
                 return
             for fj in job.waits:
                 while not fj.done.wait(0.2):
@@ -328,7 +357,9 @@ class Archiver:
                         if k in fj.node:
                             extra[k] = fj.node[k]
             data = encode_tree(job.nodes)
-            tid = sink.save_blob(BLOB_TREE, data)
+            tid = blob_id(data)
+            if sink.claim(tid):
+                channel.add(BLOB_TREE, tid, data)
             if job.node is not None:
                 job.node["subtree"] = tid.hex()
             else:
@@ -369,7 +400,7 @@ class Archiver:
                 self._hardlinks[(st.st_dev, st.st_ino)] = node
         else:
             self._count(**({"files_changed": 1} if prev and prev.get("type") == "file" else {"files_new": 1}))
-            job = _FileJob(path, node, st.st_size)
+            job = _FileJob(path, node, st.st_size, st)
             dj.waits.append(job)
             if st.st_nlink > 1:
                 self._hardlinks[(st.st_dev, st.st_ino)] = job
@@ -489,7 +520,7 @@ class Archiver:
         self.file_q = ByteQueue(_env_int("SNAPFLOW_FILE_QUEUE", 512), self.abort)
         self.dir_q = ByteQueue(1 << 62, self.abort)
         self.root_tree: str | None = None
-        nworkers = opts.file_workers or _env_int("SNAPFLOW_FILE_WORKERS", 2)
+        nworkers = opts.file_workers or _env_int("SNAPFLOW_FILE_WORKERS", 3)
         workers = [
             threading.Thread(target=self._file_worker, args=(sink,), name=f"file-{i}", daemon=True)
             for i in range(nworkers)

@@ -473,6 +473,7 @@ def check_repository(
         "packs_total": len(order),
         "cursor": new_cursor[:16],
         "rounds_completed": rounds,
+        "packs": chosen[:10_000],
     }
     if chosen and save_state:
         rid = repo.save_record(

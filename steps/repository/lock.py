@@ -277,7 +277,10 @@ def purge_versions(
             if info.is_delete_marker:
                 markers.append(info)
                 continue
-            retention = store.get_retention(key, info.version_id)
+            try:
+                retention = store.get_retention(key, info.version_id)
+            except PermanentError:
+                retention = None  # may not read retention: the delete below tells
             if retention is not None and retention.until > now:
                 report.held += 1
                 report.held_bytes += info.size

@@ -62,9 +62,10 @@ class PackWriter:
     """Accumulates sealed blobs for one pack in one reusable buffer. Not thread-safe: one writer per
     thread. After :meth:`finish` the writer starts the next pack (new salt) in the same buffer."""
 
-    def __init__(self, keys: MasterKeys, capacity: int = 0):
+    def __init__(self, keys: MasterKeys, capacity: int = 0, max_capacity: int = 0):
         self.keys = keys
         self._buf = bytearray(max(capacity, PREFIX_LEN + 4096))
+        self._max_capacity = max_capacity  # growth stops doubling here (only a bigger blob goes past it)
         self._mv = memoryview(self._buf)
         self._scratch = bytearray(1)
         self._start()
@@ -91,7 +92,10 @@ class PackWriter:
     def _reserve(self, need: int) -> None:
         if need <= len(self._buf):
             return
-        bigger = bytearray(max(need, 2 * len(self._buf)))
+        grown = 2 * len(self._buf)
+        if self._max_capacity:
+            grown = min(grown, self._max_capacity)
+        bigger = bytearray(max(need, grown))
         bigger[: self.size] = self._mv[: self.size]
         self._mv.release()
         self._buf = bigger

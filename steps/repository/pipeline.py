@@ -1,10 +1,14 @@
-"""The write pipeline shared by copy and repair: blobs → packs → uploads → index files.
+"""The write pipeline shared by copy, capture and prune: blobs → packs → uploads → index files.
 
-Provides :class:`BlobSink`: producers call :meth:`~BlobSink.claim` (dedup against the index and the
-blobs in flight) and :meth:`~BlobSink.submit`; blob workers compress and encrypt into per-thread pack
-writers; uploader threads store finished packs, then add them to the in-memory index and, every
-``index_every`` packs, write an intermediate index file so that a retried copy resumes. Queues are
-bounded in bytes. Any error aborts every stage and is re-raised by :meth:`~BlobSink.finish`.
+Provides :class:`BlobSink`. A producer thread takes its own :class:`PackChannel` (:meth:`BlobSink.channel`)
+and, for each blob, calls :meth:`~BlobSink.claim` (dedup against the index and the blobs in flight) and
+:meth:`PackChannel.add`, which compresses and encrypts the blob straight into that thread's pack buffer
+(one per blob type); a full pack is handed to the uploader threads, which store it, add it to the
+in-memory index and, every ``index_every`` packs, write an intermediate index file so that a retried copy
+resumes. :meth:`~BlobSink.save_blob` / :meth:`~BlobSink.submit` do the same through a shared channel for
+callers without threads of their own. The upload queue is bounded in bytes, so memory stays at one pack
+buffer per producer plus the packs queued and being uploaded. Any error aborts every stage and is
+re-raised by :meth:`~BlobSink.finish`.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import os
 import threading
 from dataclasses import dataclass
 
+from .crypto import sealed_bound
 from .index import IndexPack
-from .pack import BLOB_DATA, BLOB_TREE, PackWriter
+from .pack import BLOB_TREE, FinishedPack, PackWriter
 
 MiB = 1024 * 1024
 
@@ -84,12 +89,58 @@ class SinkStats:
     tree_blobs_new: int = 0
 
 
+class PackChannel:
+    """One producer thread's pack writers (one per blob type). Not thread-safe: one per thread."""
+
+    def __init__(self, sink: BlobSink):
+        self.sink = sink
+        self._writers: dict[bytes, PackWriter] = {}
+        self._new = 0
+        self._new_bytes = 0
+        self._new_trees = 0
+
+    def add(self, blob_type: bytes, blob_id: bytes, data) -> None:
+        """Seal a claimed blob into this thread's pack; ships the pack once it reaches the pack size."""
+        sink = self.sink
+        if sink.abort.is_set():
+            raise Aborted()
+        w = self._writers.get(blob_type)
+        if w is None:
+            w = self._writers[blob_type] = PackWriter(
+                sink.keys, min(sink.pack_capacity, MiB), sink.pack_capacity
+            )
+        w.add(blob_type, blob_id, data)
+        self._new += 1
+        self._new_bytes += len(data)
+        if blob_type == BLOB_TREE:
+            self._new_trees += 1
+        if w.size >= sink.pack_size:
+            self._ship(w)
+
+    def _ship(self, w: PackWriter) -> None:
+        pack = w.finish()
+        sink = self.sink
+        with sink._lock:
+            sink.stats.blobs_new += self._new
+            sink.stats.blob_bytes_new += self._new_bytes
+            sink.stats.tree_blobs_new += self._new_trees
+        self._new = self._new_bytes = self._new_trees = 0
+        sink._upload(pack)
+
+    def flush(self) -> None:
+        """Ship the partly filled packs (the producer is done)."""
+        for w in self._writers.values():
+            if len(w):
+                self._ship(w)
+        self._writers.clear()
+
+
 class BlobSink:
     def __init__(
         self,
         repo,
         backup_id: str | None = None,
-        workers: int | None = None,
+        workers: int | None = None,  # accepted for compatibility: producers seal in their own threads
         uploaders: int | None = None,
         index_every: int | None = None,
         abort: threading.Event | None = None,
@@ -99,6 +150,8 @@ class BlobSink:
         self.keys = repo.keys
         self.backup_id = backup_id
         self.pack_size = repo.config.pack_size
+        # a pack is finished once it reaches pack_size, so its last blob may be a maximal chunk
+        self.pack_capacity = self.pack_size + sealed_bound(repo.config.chunk_max)
         self.abort = abort or threading.Event()
         self.error: BaseException | None = None
         self.stats = SinkStats()
@@ -106,19 +159,16 @@ class BlobSink:
         self._pending: set[bytes] = set()
         self._unindexed: list[IndexPack] = []
         self.index_every = index_every or _env_int("SNAPFLOW_INDEX_EVERY_PACKS", 16)
-        self.blob_q = ByteQueue(_env_int("SNAPFLOW_BLOB_QUEUE_MIB", 16) * MiB, self.abort)
-        self.upload_q = ByteQueue(self.pack_size + 1, self.abort)
-        nb = workers or _env_int("SNAPFLOW_PACK_WORKERS", 2)
-        nu = uploaders or _env_int("SNAPFLOW_UPLOADERS", 4)
-        self._blob_threads = [
-            threading.Thread(target=self._guard, args=(self._blob_worker,), name=f"pack-{i}", daemon=True)
-            for i in range(nb)
-        ]
+        queued = _env_int("SNAPFLOW_PACKS_QUEUED", 1)
+        self.upload_q = ByteQueue(queued * self.pack_size + 1, self.abort)
+        self._shared = PackChannel(self)
+        self._shared_lock = threading.Lock()
+        nu = uploaders or _env_int("SNAPFLOW_UPLOADERS", 3)
         self._upload_threads = [
             threading.Thread(target=self._guard, args=(self._uploader,), name=f"upload-{i}", daemon=True)
             for i in range(nu)
         ]
-        for t in self._blob_threads + self._upload_threads:
+        for t in self._upload_threads:
             t.start()
 
     # -- errors -------------------------------------------------------------------------------
@@ -127,7 +177,6 @@ class BlobSink:
             if self.error is None:
                 self.error = err
         self.abort.set()
-        self.blob_q.wake()
         self.upload_q.wake()
 
     def _guard(self, fn) -> None:
@@ -143,6 +192,10 @@ class BlobSink:
             raise Aborted()
 
     # -- producers ----------------------------------------------------------------------------
+    def channel(self) -> PackChannel:
+        """Pack writers for one producer thread; call :meth:`PackChannel.flush` when it is done."""
+        return PackChannel(self)
+
     def claim(self, blob_id: bytes) -> bool:
         """True when the caller must store this blob (unknown to the index and not in flight)."""
         with self._lock:
@@ -156,40 +209,20 @@ class BlobSink:
             return blob_id in self._pending or self.index.has(blob_id)
 
     def submit(self, blob_type: bytes, blob_id: bytes, data) -> None:
-        self.blob_q.put((blob_type, blob_id, data), len(data))
+        """Store a claimed blob through the shared channel (any thread)."""
+        with self._shared_lock:
+            self._shared.add(blob_type, blob_id, data)
 
     def save_blob(self, blob_type: bytes, data) -> bytes:
-        """Hash, dedup and (if new) queue one blob; returns its ID."""
+        """Hash, dedup and (if new) store one blob; returns its ID."""
         blob_id = self.keys.blob_id(data)
         if self.claim(blob_id):
             self.submit(blob_type, blob_id, data)
         return blob_id
 
-    # -- stages -------------------------------------------------------------------------------
-    def _blob_worker(self) -> None:
-        writers: dict[bytes, PackWriter | None] = {BLOB_DATA: None, BLOB_TREE: None}
-        while True:
-            item = self.blob_q.get()
-            if item is None:
-                break
-            blob_type, blob_id, data = item
-            w = writers[blob_type]
-            if w is None:
-                w = writers[blob_type] = PackWriter(self.keys)
-            w.add(blob_type, blob_id, data)
-            with self._lock:
-                self.stats.blobs_new += 1
-                self.stats.blob_bytes_new += len(data)
-                if blob_type == BLOB_TREE:
-                    self.stats.tree_blobs_new += 1
-            if w.size >= self.pack_size:
-                self.upload_q.put(w.finish(), w.size)
-                writers[blob_type] = None
-        if self.abort.is_set():
-            return
-        for w in writers.values():
-            if w is not None and len(w):
-                self.upload_q.put(w.finish(), w.size)
+    # -- uploads ------------------------------------------------------------------------------
+    def _upload(self, pack: FinishedPack) -> None:
+        self.upload_q.put(pack, pack.size)
 
     def _uploader(self) -> None:
         while True:
@@ -207,16 +240,21 @@ class BlobSink:
                 self.stats.bytes_added += pack.size
                 if len(self._unindexed) >= self.index_every:
                     batch, self._unindexed = self._unindexed, []
+            del pack
             if batch:
                 self.repo.save_index_file(batch, backup_id=self.backup_id)
                 with self._lock:
                     self.stats.index_files += 1
 
     def finish(self) -> None:
-        """Flush everything (packs, then the last index file); re-raise the first error of any stage."""
-        self.blob_q.close()
-        for t in self._blob_threads:
-            t.join()
+        """Flush everything (packs, then the last index file); re-raise the first error of any stage.
+        Producers flush their own channels before this is called."""
+        if not self.abort.is_set():
+            with self._shared_lock:
+                try:
+                    self._shared.flush()
+                except Aborted:
+                    pass
         self.upload_q.close()
         for t in self._upload_threads:
             t.join()
@@ -231,22 +269,27 @@ class BlobSink:
 
     def close_on_error(self) -> None:
         self.abort.set()
-        self.blob_q.wake()
         self.upload_q.wake()
-        for t in self._blob_threads + self._upload_threads:
+        for t in self._upload_threads:
             t.join(timeout=60)
 
 
 def tune_malloc() -> None:
-    """Keep glibc from hoarding freed pack-sized buffers (its mmap threshold otherwise grows to 32 MiB
-    and per-thread arenas multiply the retained memory), so peak RSS follows what is really in use."""
+    """Let glibc reuse freed pack-sized buffers instead of returning them to the kernel on every free.
+
+    Every pack (~8 MiB) and many zstd outputs (~1 MiB) are allocated and freed again; above glibc's mmap
+    threshold each of them is a fresh mapping whose pages fault in one by one (measured: over a million
+    page faults and seconds of system time per GiB copied). With the threshold above the largest such
+    buffer and a high trim threshold, freed memory is reused, while the peak stays bounded by the queues
+    (the memory in use never exceeds what the pipeline holds at once). Two arenas keep threads from
+    multiplying the retained memory.
+    """
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, int(os.environ.get("XX_MMAP", 1024 * 1024)))  # M_MMAP_THRESHOLD: fixed, large buffers are returned on free
-        if os.environ.get("XX_TRIM"):
-            libc.mallopt(-1, int(os.environ["XX_TRIM"]))
-        libc.mallopt(-8, int(os.environ.get("XX_ARENA", 4)))  # M_ARENA_MAX
+        libc.mallopt(-3, int(os.environ.get("XX_MMAP", 32 * MiB)))  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, int(os.environ.get("XX_TRIM", 64 * MiB)))  # M_TRIM_THRESHOLD
+        libc.mallopt(-8, int(os.environ.get("XX_ARENA", 2)))  # M_ARENA_MAX
     except (OSError, AttributeError):
         pass

@@ -123,13 +123,26 @@ class IndexState:
 
     @classmethod
     def load(cls, repo: Repository) -> IndexState:
-        ids = repo.index_ids()
-        docs: dict[str, tuple[dict, list[IndexPack]]] = {}
-        if ids:
-            with ThreadPoolExecutor(max_workers=min(16, len(ids))) as pool:
-                for iid, doc, packs in pool.map(repo._read_index_file, ids):
-                    docs[iid] = (doc, packs)
-        superseded = {s for doc, _ in docs.values() for s in doc.get("supersedes", ())}
+        def read(iid: str):
+            try:
+                return repo._read_index_file(iid)
+            except ObjectNotFound:
+                return iid, None, None
+
+        for _attempt in range(6):
+            ids = repo.index_ids()
+            docs: dict[str, tuple[dict, list[IndexPack]]] = {}
+            if ids:
+                with ThreadPoolExecutor(max_workers=min(16, len(ids))) as pool:
+                    for iid, doc, packs in pool.map(read, ids):
+                        if doc is not None:
+                            docs[iid] = (doc, packs)
+            superseded = {s for doc, _ in docs.values() for s in doc.get("supersedes", ())}
+            if not (set(ids) - set(docs) - superseded):
+                break  # (a file that vanished was replaced by a compaction: list again)
+        else:
+            raise IntegrityError("index files keep vanishing while being read; is another prune running?")
+        ids = list(docs)
         live = [i for i in ids if i not in superseded]
         packs: dict[str, IndexPack] = {}
         for iid in live:
@@ -327,10 +340,11 @@ def _sweep(run: _Run, ripe: list[Record]) -> None:
         run.delete_keys(run_keys)
         stats["runs_deleted"] = len(run_keys)
 
-    # c. liveness, afresh: every snapshot record present now
+    # c. liveness, afresh: every snapshot record present now (listed before the index is read, so
+    # that every listed snapshot's blobs are in the index read: writers store the index first)
+    snapshots = repo.list_snapshots()
     state = IndexState.load(repo)
     repo.load_index()
-    snapshots = repo.list_snapshots()
     if opts.dry_run:
         snapshots = [s for s in snapshots if s.id not in removed]
     live = Liveness(repo)
@@ -386,10 +400,12 @@ def _mark(run: _Run, pending: list[Record], now: datetime) -> Record | None:
     repo, store, opts = run.repo, run.store, run.opts
     stats = run.report.mark
     grace = opts.grace
+    # records before the index (see _sweep); a pack a running copy stored since may be marked: that copy
+    # either commits within the grace period (the sweep then keeps the pack) or refuses to commit
+    committed = repo.record_groups("backups")
+    snap_records = repo.list_records("snapshots")
     state = IndexState.load(repo)
     repo.load_index()
-    snap_records = repo.list_records("snapshots")
-    committed = repo.record_groups("backups")
     pending_packs = {p for r in pending for p in r.data.get("packs", ())}
     pending_snaps = {e.get("id") for r in pending for e in r.data.get("snapshots", ())}
     pending_runs = {g for r in pending for g in r.data.get("runs", ())}

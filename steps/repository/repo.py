@@ -325,28 +325,50 @@ class Repository:
         return iid, doc, packs
 
     def load_index(self, exclude_packs: Iterable[str] = ()) -> MemIndex:
-        """Load every index file not superseded by another; parallel fetches, compact result."""
+        """Load every index file not superseded by another; parallel fetches, compact result. An index
+        file that vanishes while being read was replaced by prune's compaction: list again."""
         with self._index_lock:
-            ids = self.index_ids()
-            index, superseded = self._load_index_files(ids, skip=set())
-            live = superseded & set(ids)
-            if live:  # some loaded files were superseded: load again without them (rare: after repair/prune)
-                index, _ = self._load_index_files(ids, skip=live)
+            missing: set[str] = set()
+            for _attempt in range(6):
+                ids = self.index_ids()
+                index, superseded, missing = self._load_index_files(ids, skip=set())
+                live = superseded & set(ids)
+                if live:  # some loaded files were superseded: load again without them (after repair/prune)
+                    index, _, again = self._load_index_files(ids, skip=live)
+                    missing |= again
+                missing -= superseded
+                if not missing:
+                    break
+            else:
+                raise IntegrityError(
+                    f"index file(s) {', '.join(sorted(m[:12] for m in missing))} are listed but cannot be read"
+                )
             index.exclude_packs(exclude_packs)
             self._index = index
             self._index_ids = set(ids) - live
             return index
 
-    def _load_index_files(self, ids: list[str], skip: set[str]) -> tuple[MemIndex, set[str]]:
+    def _load_index_files(self, ids: list[str], skip: set[str]) -> tuple[MemIndex, set[str], set[str]]:
         index = MemIndex()
         superseded: set[str] = set()
+        missing: set[str] = set()
         todo = [i for i in ids if i not in skip]
+
+        def read(iid: str):
+            try:
+                return self._read_index_file(iid)
+            except ObjectNotFound:
+                return iid, None, None
+
         with ThreadPoolExecutor(max_workers=min(LIST_PARALLEL, max(1, len(todo)))) as pool:
-            for _iid, doc, packs in pool.map(self._read_index_file, todo):
+            for iid, doc, packs in pool.map(read, todo):
+                if doc is None:
+                    missing.add(iid)
+                    continue
                 superseded.update(doc.get("supersedes", ()))
                 for p in packs:
                     index.add_pack(p.id, p.salt, p.size, p.entries)
-        return index, superseded
+        return index, superseded, missing
 
     def save_index_file(
         self, packs: list[IndexPack], supersedes: Iterable[str] = (), backup_id: str | None = None
@@ -605,7 +627,9 @@ class Repository:
         def read(info) -> Record | None:
             try:
                 return self._read_record(kind, info.key, info.last_modified)
-            except (IntegrityError, ObjectNotFound, ValueError) as err:
+            except ObjectNotFound:
+                return None  # deleted since the listing (prune forgot it)
+            except (IntegrityError, ValueError) as err:
                 if strict:
                     raise
                 self.warnings.append(f"skipping damaged record {info.key}: {err}")

@@ -3,10 +3,14 @@
 Provides :func:`restore_snapshot`, :func:`load_files` (in-memory read of a small snapshot, e.g. stored
 manifests) and :func:`iter_nodes` (tree walk used by ``ls``). Called by ``steps.commands.restore``.
 
-Files are created and pre-sized first, then the packs they need are fetched in order over several
-connections (one ranged GET per pack and batch) and each blob is written with ``pwrite`` at its offset;
-all-zero blobs and recorded holes are never written, so sparse files stay sparse. Modes, owners (where
-permitted) and times are applied after the content, directories last and deepest first.
+The trees are walked first: directories are created once, and every file is planned as the blobs it
+needs. Files made of one blob (most small files) are created when their blob arrives, and written,
+given their owner, mode and times through one descriptor; larger files are pre-sized with
+``ftruncate`` and get their metadata when their last piece is written. The packs are then fetched over
+several connections (one ranged GET per pack and batch), each blob is decrypted into a per-thread
+buffer (GCM authenticates it; its keyed hash is checked too) and written with ``pwrite`` at its offsets.
+All-zero blobs and recorded holes are never written, so sparse files stay sparse. Directories get their
+metadata last, deepest first.
 """
 
 from __future__ import annotations
@@ -17,16 +21,28 @@ import stat as stat_mod
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from steps.errors import IntegrityError, UsageError
 
+from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
 from .pipeline import _env_int
 from .repo import Repository, Snapshot
 from .tree import file_regions
 
 BATCH_BLOBS = 50_000
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_ZEROS = bytes(4 * 1024 * 1024)
+
+
+def _is_zero(data) -> bool:
+    n = len(data)
+    if not n or data[0]:
+        return not n
+    if n <= len(_ZEROS):
+        return _ZEROS.startswith(data)
+    view = memoryview(data)
+    return all(_ZEROS.startswith(view[i : i + len(_ZEROS)]) for i in range(0, n, len(_ZEROS)))
 
 
 @dataclass
@@ -43,10 +59,18 @@ class RestoreStats:
     warnings: list[str] = field(default_factory=list)
 
 
-@dataclass
 class _FileRef:
-    path: bytes
-    node: dict
+    """One file to write. ``created``: it exists with its final size (pieces are pwritten into it);
+    otherwise it is created, written and closed when its only blob arrives (``whole``)."""
+
+    __slots__ = ("created", "node", "path", "pending", "whole")
+
+    def __init__(self, path: bytes, node: dict, created: bool = False):
+        self.path = path
+        self.node = node
+        self.created = created
+        self.whole = False
+        self.pending = 0
 
 
 def iter_nodes(repo: Repository, tree_id: str, prefix: str = "") -> Iterator[tuple[str, dict]]:
@@ -65,31 +89,32 @@ def load_files(repo: Repository, snapshot: Snapshot | str) -> dict[str, bytes]:
     for rel, node in iter_nodes(repo, snap.data["tree"]):
         if node["type"] == "file":
             buf = bytearray(node.get("size", 0))
-            pos_iter = _blob_offsets(repo, node)
-            for bid, off, raw in pos_iter:
+            for bid, off, raw, _loc in _blob_offsets(repo, node):
                 buf[off : off + raw] = repo.read_blob(bid)
             out[rel] = bytes(buf)
     return out
 
 
-def _blob_offsets(repo: Repository, node: dict) -> Iterator[tuple[bytes, int, int]]:
-    """(blob ID, file offset, length) for each content blob, skipping the recorded holes."""
+def _blob_offsets(repo: Repository, node: dict, where: str | None = None) -> Iterator[tuple]:
+    """(blob ID, file offset, length, index location) for each content blob, skipping recorded holes."""
+    content = node.get("content") or ()
+    if not content:
+        return
     regions = file_regions(node)
-    content = node.get("content", [])
     ri, pos, region_end = 0, 0, 0
     if regions:
         pos, region_end = regions[0][0], regions[0][0] + regions[0][1]
-    index = repo.index
+    get = repo.index.get
     for hexid in content:
         bid = bytes.fromhex(hexid)
-        raw = index.raw_length(bid)
-        if raw is None:
-            raise IntegrityError(f"blob {hexid} of {node['name']!r} is not in the index")
+        loc = get(bid)
+        if loc is None:
+            raise IntegrityError(f"blob {hexid} of {where or repr(node['name'])} is not in the index")
         while pos >= region_end and ri + 1 < len(regions):
             ri += 1
             pos, region_end = regions[ri][0], regions[ri][0] + regions[ri][1]
-        yield bid, pos, raw
-        pos += raw
+        yield bid, pos, loc.raw_length, loc
+        pos += loc.raw_length
 
 
 class Restorer:
@@ -108,7 +133,6 @@ class Restorer:
         self._dirs: list[tuple[bytes, dict]] = []
         self._batch: list[_FileRef] = []
         self._batch_blobs = 0
-        self._deferred: set[bytes] = set()
         self._is_root = os.geteuid() == 0
         self.downloaders = _env_int("SNAPFLOW_RESTORE_CONNECTIONS", 6)
 
@@ -168,6 +192,25 @@ class Restorer:
             if not symlink:
                 self._warn(f"{os.fsdecode(path)}: cannot set times ({err})")
 
+    def _apply_meta_fd(self, fd: int, path: bytes, node: dict) -> None:
+        """Owner, then mode (a chown clears set-id bits), then times (after the last write)."""
+        try:
+            os.fchown(fd, node.get("uid", -1), node.get("gid", -1))
+        except PermissionError:
+            if self._is_root:
+                self._warn(f"{os.fsdecode(path)}: cannot set owner")
+        except OSError:
+            pass
+        try:
+            os.fchmod(fd, node.get("mode", 0o644))
+        except OSError as err:
+            self._warn(f"{os.fsdecode(path)}: cannot set mode ({err.strerror})")
+        mtime = node.get("mtime_ns", 0)
+        try:
+            os.utime(fd, ns=(node.get("atime_ns", mtime), mtime))
+        except (OSError, NotImplementedError) as err:
+            self._warn(f"{os.fsdecode(path)}: cannot set times ({err})")
+
     @staticmethod
     def _clear(path: bytes) -> None:
         try:
@@ -182,15 +225,19 @@ class Restorer:
             os.unlink(path)
 
     # -- walk ---------------------------------------------------------------------------------
-    def _ensure_dir(self, path: bytes) -> None:
+    def _ensure_dir(self, path: bytes) -> bool:
+        """Create the directory; True when it is new (so nothing in it needs clearing)."""
         try:
             os.mkdir(path, 0o700)
+            return True
         except FileExistsError:
             if not os.path.isdir(path) or os.path.islink(path):
                 self._clear(path)
                 os.mkdir(path, 0o700)
+                return True
+            return False
 
-    def _restore_tree(self, tree_id: str, dirpath: bytes, rel: str) -> None:
+    def _restore_tree(self, tree_id: str, dirpath: bytes, rel: str, fresh: bool = False) -> None:
         for node in self.repo.load_tree(tree_id):
             name = node["name"]
             child_rel = f"{rel}/{name}" if rel else name
@@ -201,42 +248,49 @@ class Restorer:
             if kind == "dir":
                 if not self._may_contain(child_rel):
                     continue
-                self._ensure_dir(path)
+                if fresh:  # nothing can be in the way in a directory this restore created
+                    os.mkdir(path, 0o700)
+                    created = True
+                else:
+                    created = self._ensure_dir(path)
                 self._dirs.append((path, node))
                 self.stats.dirs += 1
                 if node.get("subtree"):
-                    self._restore_tree(node["subtree"], path, child_rel)
+                    self._restore_tree(node["subtree"], path, child_rel, created)
                 continue
             if not self._included(child_rel):
                 continue
-            self._restore_leaf(path, node)
+            self._restore_leaf(path, node, fresh)
 
-    def _restore_leaf(self, path: bytes, node: dict) -> None:
+    def _restore_leaf(self, path: bytes, node: dict, fresh: bool = False) -> None:
         kind = node["type"]
         if kind == "file":
             self.stats.files += 1
+            nlink = node.get("nlink", 1)
             key = (node.get("dev", 0), node.get("inode", 0))
-            if node.get("nlink", 1) > 1 and key in self._hardlinks:
-                self._clear(path)
+            if nlink > 1 and key in self._hardlinks:
+                if not fresh:
+                    self._clear(path)
                 try:
                     os.link(self._hardlinks[key], path)
                     return
                 except OSError as err:
                     self._warn(f"{os.fsdecode(path)}: cannot hard-link ({err.strerror}); writing a copy")
             size = node.get("size", 0)
-            if node.get("nlink", 1) > 1:
+            if not fresh:
+                self._clear(path)
+            ref = _FileRef(path, node)
+            if nlink > 1:
                 self._hardlinks[key] = path
-                self._create_file(path, size)  # later links need it to exist now
-            else:
-                self._deferred.add(path)  # created in parallel when the batch is flushed
+                self._create_sized(ref)  # later links need it to exist now
             self.stats.bytes_total += size
-            content = node.get("content") or []
-            self._batch.append(_FileRef(path, node))
-            self._batch_blobs += len(content)
+            self._batch.append(ref)
+            self._batch_blobs += len(node.get("content") or ())
             if self._batch_blobs >= BATCH_BLOBS:
                 self._flush()
             return
-        self._clear(path)
+        if not fresh:
+            self._clear(path)
         self.stats.others += 1
         if kind == "symlink":
             os.symlink(os.fsencode(node.get("target", "")), path)
@@ -255,98 +309,172 @@ class Restorer:
             self._warn(f"{os.fsdecode(path)}: {kind} entries are not restored")
 
     # -- content ------------------------------------------------------------------------------
-    @classmethod
-    def _create_file(cls, path: bytes, size: int) -> None:
-        cls._clear(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    @staticmethod
+    def _create_sized(ref: _FileRef) -> None:
+        fd = os.open(ref.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o600)
         try:
+            size = ref.node.get("size", 0)
             if size:
                 os.ftruncate(fd, size)
         finally:
             os.close(fd)
+        ref.created = True
 
     def _flush(self) -> None:
         batch, self._batch, self._batch_blobs = self._batch, [], 0
         if not batch:
             return
-        deferred, self._deferred = self._deferred, set()
-        # file creation dominates restores of many small files on some file systems: do it in parallel
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            list(
-                pool.map(
-                    lambda r: self._create_file(r.path, r.node.get("size", 0)),
-                    [r for r in batch if r.path in deferred],
-                )
-            )
-        index = self.repo.index
-        # pack number -> list of (pack offset, stored length, blob id, raw length, [(file no, file offset)])
+        # pack number -> {blob ID: [pack offset, stored length, raw length, [(file no, file offset)]]}
         by_pack: dict[int, dict[bytes, list]] = {}
-        order: list[int] = []
         for fno, ref in enumerate(batch):
-            for bid, off, raw in _blob_offsets(self.repo, ref.node):
-                loc = index.get(bid)
-                if loc is None:
-                    raise IntegrityError(f"blob {bid.hex()} of {os.fsdecode(ref.path)} is not in the index")
+            pieces = list(_blob_offsets(self.repo, ref.node, os.fsdecode(ref.path)))
+            if not pieces:  # empty, or only holes: its size and metadata are all there is
+                fd = os.open(ref.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o600)
+                try:
+                    size = ref.node.get("size", 0)
+                    if size:
+                        os.ftruncate(fd, size)
+                    self._apply_meta_fd(fd, ref.path, ref.node)
+                finally:
+                    os.close(fd)
+                continue
+            size = ref.node.get("size", 0)
+            if not ref.created and len(pieces) == 1 and pieces[0][1] == 0 and pieces[0][2] == size:
+                ref.whole = True
+            elif not ref.created:
+                self._create_sized(ref)
+            ref.pending = len(pieces)
+            for bid, off, raw, loc in pieces:
                 blobs = by_pack.get(loc.pack_no)
                 if blobs is None:
                     blobs = by_pack[loc.pack_no] = {}
-                    order.append(loc.pack_no)
                 entry = blobs.get(bid)
                 if entry is None:
                     blobs[bid] = [loc.offset, loc.length, raw, [(fno, off)]]
                 else:
                     entry[3].append((fno, off))
-        with ThreadPoolExecutor(max_workers=self.downloaders) as pool:
-            for _ in pool.map(lambda p: self._fetch_pack(p, by_pack[p], batch), order):
-                pass
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(lambda r: self._apply_meta(r.path, r.node), batch))
+        order = sorted(by_pack)
+        errors: list[BaseException] = []
+        feed = iter(order)
+        feed_lock = threading.Lock()
 
-    def _fetch_pack(self, pack_no: int, blobs: dict[bytes, list], batch: list[_FileRef]) -> None:
+        def download() -> None:
+            scratch = [bytearray(1)]
+            while not errors:
+                with feed_lock:
+                    pack_no = next(feed, None)
+                if pack_no is None:
+                    return
+                try:
+                    self._fetch_pack(pack_no, by_pack.pop(pack_no), batch, scratch)
+                except BaseException as err:
+                    errors.append(err)
+                    return
+
+        threads = [
+            threading.Thread(target=download, name=f"restore-{i}", daemon=True)
+            for i in range(min(self.downloaders, len(order)))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        for ref in batch:
+            if ref.pending:  # cannot happen unless a pack decoded fewer blobs than planned
+                raise IntegrityError(f"{os.fsdecode(ref.path)}: {ref.pending} piece(s) were not restored")
+
+    def _decode(self, aead, bid: bytes, stored, raw: int, name: str, scratch: list):
+        if len(stored) < NONCE_LEN + TAG_LEN + 1:
+            raise IntegrityError(f"{name}: truncated")
+        if len(scratch[0]) < len(stored):
+            scratch[0] = bytearray(len(stored))
+        try:
+            plain = open_blob_into(aead, b"d", bid, stored, raw, scratch[0])
+        except IntegrityError as err:
+            raise IntegrityError(f"{name}: {err}") from None
+        except Exception as err:  # zstd errors and the like: corrupt payload
+            raise IntegrityError(f"{name}: cannot decode ({type(err).__name__})") from None
+        if len(plain) != raw or self.repo.keys.blob_id(plain) != bid:
+            raise IntegrityError(f"{name}: content does not match its ID")
+        return plain
+
+    def _write_whole(self, ref: _FileRef, plain, zero: bool) -> int:
+        fd = os.open(ref.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o600)
+        try:
+            if zero:
+                os.ftruncate(fd, len(plain))
+                written = 0
+            else:
+                written = os.pwrite(fd, plain, 0)
+                while written < len(plain):
+                    written += os.pwrite(fd, memoryview(plain)[written:], written)
+            self._apply_meta_fd(fd, ref.path, ref.node)
+        finally:
+            os.close(fd)
+        return written
+
+    def _write_piece(self, ref: _FileRef, plain, zero: bool, offset: int) -> int:
+        written = 0
+        if not zero:
+            fd = os.open(ref.path, os.O_WRONLY | _O_CLOEXEC)
+            try:
+                written = os.pwrite(fd, plain, offset)
+                while written < len(plain):
+                    written += os.pwrite(fd, memoryview(plain)[written:], offset + written)
+            finally:
+                os.close(fd)
+        with self._lock:
+            ref.pending -= 1
+            last = ref.pending == 0
+        if last:
+            self._apply_meta(ref.path, ref.node)
+        return written
+
+    def _fetch_pack(
+        self, pack_no: int, blobs: dict[bytes, list], batch: list[_FileRef], scratch: list
+    ) -> None:
         index = self.repo.index
         pack_id = index.pack_ids[pack_no]
-        salt = index.pack_salts[pack_no]
-        start = min(v[0] for v in blobs.values())
-        end = max(v[0] + v[1] for v in blobs.values())
+        aead = self.repo.keys.pack_aead(index.pack_salts[pack_no])
         ordered = sorted(blobs.items(), key=lambda kv: kv[1][0])
+        start = ordered[0][1][0]
+        end = max(v[0] + v[1] for _, v in ordered)
+        done: set[bytes] = set()
+        counts = [0, 0]  # bytes written, bytes left sparse
 
-        def write(data: bytes) -> tuple[int, int]:
+        def write(data: bytes) -> None:
             # A replaced or damaged pack fails to decode here; pack_range then runs this again on an
-            # older, intact version, which rewrites the same offsets.
+            # older, intact version: blobs already written (each was authenticated) are skipped.
             view = memoryview(data)
-            written = 0
-            sparse = 0
-            fds: dict[int, int] = {}
-            try:
-                for bid, (off, length, raw, targets) in ordered:
-                    plain = self.repo.decode_blob(
-                        bid,
-                        b"d",
-                        salt,
-                        view[off - start : off - start + length],
-                        raw,
-                        f"blob {bid.hex()} in pack {pack_id}",
-                    )
-                    if plain[:1] == b"\0" and plain == bytes(len(plain)):
-                        sparse += len(plain) * len(targets)
-                        continue
-                    for fno, foff in targets:
-                        fd = fds.get(fno)
-                        if fd is None:
-                            fd = fds[fno] = os.open(
-                                batch[fno].path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
-                            )
-                        os.pwrite(fd, plain, foff)
-                        written += len(plain)
-            finally:
-                for fd in fds.values():
-                    os.close(fd)
-            return written, sparse
+            for bid, (off, length, raw, targets) in ordered:
+                if bid in done:
+                    continue
+                plain = self._decode(
+                    aead,
+                    bid,
+                    view[off - start : off - start + length],
+                    raw,
+                    f"blob {bid.hex()} in pack {pack_id}",
+                    scratch,
+                )
+                zero = _is_zero(plain)
+                for fno, foff in targets:
+                    ref = batch[fno]
+                    if ref.whole:
+                        counts[0] += self._write_whole(ref, plain, zero)
+                        ref.pending = 0
+                    else:
+                        counts[0] += self._write_piece(ref, plain, zero, foff)
+                    if zero:
+                        counts[1] += raw
+                done.add(bid)
 
-        written, sparse = self.repo.pack_range(pack_id, start, end - start, write)
+        self.repo.pack_range(pack_id, start, end - start, write)
         with self._lock:
-            self.stats.bytes_written += written
-            self.stats.bytes_sparse += sparse
+            self.stats.bytes_written += counts[0]
+            self.stats.bytes_sparse += counts[1]
             self.stats.packs_fetched += 1
             self.stats.bytes_fetched += end - start
             if self.progress is not None:
@@ -367,7 +495,9 @@ class Restorer:
             self._restore_into_existing(target_b)
         else:
             os.makedirs(self.target, exist_ok=True)
-            self._restore_tree(snap["tree"], target_b, "")
+            with os.scandir(target_b) as it:
+                empty = next(it, None) is None
+            self._restore_tree(snap["tree"], target_b, "", empty)
             self._flush()
             for path, node in reversed(self._dirs):
                 self._apply_meta(path, node)
@@ -384,19 +514,11 @@ class Restorer:
             raise UsageError("--target: this snapshot holds no single file; give a directory")
         node = nodes[0]
         st = os.stat(target)
-        if stat_mod.S_ISREG(st.st_mode):
-            fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
-            os.ftruncate(fd, node.get("size", 0))
-            os.close(fd)
         self.stats.files = 1
         self.stats.bytes_total = node.get("size", 0)
-        self._batch.append(_FileRef(target, node))
-        batch = self._batch
-        self._batch = []
-        self._batch_blobs = 0
         # devices are not pre-sized; zero blobs must be written explicitly there
         if stat_mod.S_ISBLK(st.st_mode):
-            for bid, off, _raw in _blob_offsets(self.repo, node):
+            for bid, off, _raw, _loc in _blob_offsets(self.repo, node):
                 data = self.repo.read_blob(bid)
                 fd = os.open(target, os.O_WRONLY)
                 try:
@@ -405,7 +527,11 @@ class Restorer:
                     os.close(fd)
                 self.stats.bytes_written += len(data)
             return
-        self._batch = batch
+        if stat_mod.S_ISREG(st.st_mode):
+            fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
+            os.ftruncate(fd, node.get("size", 0))
+            os.close(fd)
+        self._batch.append(_FileRef(target, node, created=True))
         self._flush()
 
 

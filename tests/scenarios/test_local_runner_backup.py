@@ -20,7 +20,9 @@ def _repository(policy_path: Path) -> Repository:
     return Repository.open(open_store(repo["url"], repo["endpoint"]), TEST_PASSWORD)
 
 
-def test_backup_run_locally_is_committed_verified_and_restores_byte_identical(tmp_path, local_policy, snapflow):
+def test_backup_run_locally_is_committed_verified_and_restores_byte_identical(
+    tmp_path, local_policy, snapflow
+):
     # GIVEN a data directory (text, binary, sparse file, symlink, empty dir, modes) and a local policy
     # whose hook records when the app is frozen and thawed
     data = tmp_path / "data"

@@ -72,7 +72,9 @@ def _kill(run: StepRun) -> None:
     ],
     ids=["snapshot-gone", "copy-killed"],
 )
-def test_app_is_thawed_and_nothing_committed_when_copy_fails(tmp_path, local_policy, run_settings, break_at, how):
+def test_app_is_thawed_and_nothing_committed_when_copy_fails(
+    tmp_path, local_policy, run_settings, break_at, how
+):
     # GIVEN a local policy whose hook records freeze and thaw, and an initialised repository
     data = tmp_path / "data"
     make_sample_data(data)
@@ -105,12 +107,16 @@ def test_app_is_thawed_and_nothing_committed_when_copy_fails(tmp_path, local_pol
     with pytest.raises(UsageError, match="no committed snapshot"):
         repo.find_snapshot("latest")
     # ... while the failed run is still recorded for the report, and the local snapshot is gone
-    pipeline = [r.data for r in repo.list_records("runs", key=result.backup_id) if r.data["name"] == "pipeline"]
+    pipeline = [
+        r.data for r in repo.list_records("runs", key=result.backup_id) if r.data["name"] == "pipeline"
+    ]
     assert pipeline and pipeline[0]["status"] == FAILED and pipeline[0]["committed"] is False
     assert not (tmp_path / ".snapflow-snapshots").exists()
 
 
-def test_a_freeze_that_fails_is_not_retried_and_the_finalizer_still_thaws(tmp_path, local_policy, run_settings):
+def test_a_freeze_that_fails_is_not_retried_and_the_finalizer_still_thaws(
+    tmp_path, local_policy, run_settings
+):
     # GIVEN a hook whose freeze command fails
     data = tmp_path / "data"
     data.mkdir()
@@ -190,7 +196,7 @@ def test_ctrl_c_stops_the_run_runs_the_finalizer_and_commits_nothing(tmp_path, l
         while time.monotonic() < deadline and not list(state.glob("runs/backup-*/steps/copy-data/argv.json")):
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        _out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -284,3 +290,37 @@ def test_missing_password_and_memory_repository_are_refused(tmp_path, monkeypatc
     assert no_password.returncode == EXIT_USAGE and "SNAPFLOW_PASSWORD" in no_password.stderr
     assert memory.returncode == EXIT_USAGE and "spec.repository.url" in memory.stderr
     assert "mem://" in memory.stderr
+
+
+def test_a_backup_whose_verify_fails_is_not_committed_and_cannot_be_restored(
+    tmp_path, local_policy, run_settings, snapflow
+):
+    # GIVEN a local policy and an initialised repository
+    data = tmp_path / "data"
+    make_sample_data(data)
+    policy_file = local_policy(data)
+    policy = load_local_policy(policy_file)
+    assert run_local(policy, "init", run_settings).ok
+    spec = policy.spec.repository
+    store = open_store(spec.url, spec.endpoint)
+
+    def lose_a_pack(_run: StepRun) -> None:
+        pack = next(info.key for info in store.list("data/"))
+        store.delete(pack)
+
+    # WHEN a pack the copy wrote disappears before verify reads it
+    result = run_local(policy, "backup", run_settings, Trigger("copy-data", SUCCEEDED, lose_a_pack))
+
+    # THEN verify fails (integrity: not retried), the finalizer runs, and nothing is committed
+    verify = result.step("verify")
+    assert verify.status == FAILED and verify.exit_code == 3 and verify.attempts == 1
+    assert result.step("finalize").status == SUCCEEDED
+    assert result.committed is False
+    # ... so the copy's snapshot exists but is no restore point
+    snapshot_id = result.step("copy-data").result["id"]
+    res = snapflow(
+        "restore", str(policy_file), "--local", "--snapshot", snapshot_id[:12], "--target", str(tmp_path / "r"),
+        "--state-dir", str(tmp_path / "state"),
+    )  # fmt: skip
+    assert res.returncode == EXIT_USAGE
+    assert "never committed" in res.stderr and not (tmp_path / "r").exists()

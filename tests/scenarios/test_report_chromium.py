@@ -41,7 +41,15 @@ def test_report_shows_backups_consistency_rpo_and_step_timelines_in_a_browser(
     # WHEN the report is written
     out = tmp_path / "report.html"
     res = snapflow(
-        "report", "--repo", s3_repo, "--endpoint", s3_server.endpoint, "-o", str(out), "--policy", str(policy_file)
+        "report",
+        "--repo",
+        s3_repo,
+        "--endpoint",
+        s3_server.endpoint,
+        "-o",
+        str(out),
+        "--policy",
+        str(policy_file),
     )
 
     # THEN the command succeeds and the page is self-contained (no script, nothing fetched)
@@ -78,7 +86,14 @@ def test_report_shows_backups_consistency_rpo_and_step_timelines_in_a_browser(
     assert sorted(visit.values["statuses"]) == ["committed", "committed", "failed"]
     assert visit.values["timelines"] == 3 and visit.values["freeze_marks"] >= 2
     text = visit.values["text"]
-    for expected in ("files", "Backups over time", "Consistency level", "RPO", "Dedup ratio", second.backup_id):
+    for expected in (
+        "files",
+        "Backups over time",
+        "Consistency level",
+        "RPO",
+        "Dedup ratio",
+        second.backup_id,
+    ):
         assert expected in text
     assert "Failed in copy-data: killed by signal SIGKILL" in visit.values["all_text"]
     # ... and the screenshot shows a page, not a blank one
@@ -86,7 +101,7 @@ def test_report_shows_backups_consistency_rpo_and_step_timelines_in_a_browser(
     assert (width, height) == (1280, 1800)
     colours = Counter(pixels)
     assert len(colours) > 200
-    background, count = colours.most_common(1)[0]
+    _background, count = colours.most_common(1)[0]
     assert count < 0.9 * len(pixels)
     (tmp_path / "report.png").write_bytes(visit.screenshot)
     keep = os.environ.get("SNAPFLOW_KEEP_SCREENSHOT")
@@ -94,7 +109,9 @@ def test_report_shows_backups_consistency_rpo_and_step_timelines_in_a_browser(
         shutil.copy(tmp_path / "report.png", keep)
 
 
-def test_report_of_an_empty_repository_says_so(tmp_path, local_policy, run_settings, snapflow, s3_repo, s3_server):
+def test_report_of_an_empty_repository_says_so(
+    tmp_path, local_policy, run_settings, snapflow, s3_repo, s3_server
+):
     # GIVEN a repository without any backup
     data = tmp_path / "data"
     data.mkdir()

@@ -23,7 +23,9 @@ def iso(t: float) -> str:
 def records(bid: str, start: float, *, app: str = "orders", committed: bool = True, reason: str = ""):
     identity = {"cluster": "prod", "namespace": "shop", "name": app, "policy": app}
     timeline = {
-        "targets": [{"name": "db", "quiesced": iso(start + 1), "released": iso(start + 1.012), "recovery": "crash"}],
+        "targets": [
+            {"name": "db", "quiesced": iso(start + 1), "released": iso(start + 1.012), "recovery": "crash"}
+        ],
         "volumes": [{"volume": "data", "cut": iso(start + 1.005), "targets": ["db"]}],
     }
     cp = {
@@ -58,7 +60,9 @@ def report_of(runs: list[tuple[str, float, bool]], now: float, schedule: str | N
             backups.append(b)
         run_records += r
         snaps += s
-    schedules = {("prod", "shop", "orders"): ScheduleInfo(schedule, "UTC", 600.0, "policy.yaml")} if schedule else {}
+    schedules = (
+        {("prod", "shop", "orders"): ScheduleInfo(schedule, "UTC", 600.0, "policy.yaml")} if schedule else {}
+    )
     return build_report("s3://bucket/shop", backups, run_records, snaps, schedules=schedules, now=now)
 
 
@@ -122,7 +126,9 @@ def test_late_and_missing_hourly_backups_are_flagged():
 
 def test_rpo_is_exceeded_when_the_newest_backup_is_too_old():
     # GIVEN a daily schedule and one backup three days ago
-    report = report_of([("backup-orders-b0", T0 + 2 * HOUR + 60, True)], now=T0 + 3 * 24 * HOUR, schedule="0 2 * * *")
+    report = report_of(
+        [("backup-orders-b0", T0 + 2 * HOUR + 60, True)], now=T0 + 3 * 24 * HOUR, schedule="0 2 * * *"
+    )
     app = report.apps[0]
 
     # THEN the RPO is exceeded and the days without a backup are missing
@@ -150,7 +156,9 @@ def test_sizes_ratios_and_reconstructed_timelines_without_a_local_run_record():
 
 def test_text_from_records_is_escaped_in_the_page():
     # GIVEN a reason text that looks like markup
-    report = report_of([("backup-orders-d0", T0 + 60, True)], now=T0 + 600, reason="<script>alert(1)</script>")
+    report = report_of(
+        [("backup-orders-d0", T0 + 60, True)], now=T0 + 600, reason="<script>alert(1)</script>"
+    )
 
     # WHEN the page is rendered
     html = render_html(report)

@@ -129,8 +129,13 @@ def _backup_app2(store, sources, result: dict) -> None:
         result["error"] = err
 
 
-def _prune(store) -> None:
-    prune(Repository.open(store, TEST_PASSWORD), PruneOptions(rules=Rules(last=1), grace=GRACE))
+def _prune(store, errors: list | None = None) -> None:
+    try:
+        prune(Repository.open(store, TEST_PASSWORD), PruneOptions(rules=Rules(last=1), grace=GRACE))
+    except Exception as err:
+        if errors is None:
+            raise
+        errors.append(err)
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +201,8 @@ def test_every_committed_backup_restores_whenever_a_backup_runs_during_a_prune(c
         # GIVEN a prune with candidates due for the sweep, stopped at its at-th store operation
         repo, sources = _prune_world(clock, tmp_path / f"p-{at}")
         barrier = Barrier(at)
-        t = threading.Thread(target=_prune, args=(ActorStore(repo.store, barrier),))
+        errors: list = []
+        t = threading.Thread(target=_prune, args=(ActorStore(repo.store, barrier), errors))
         t.start()
         assert barrier.reached.wait(30)
         # WHEN a whole backup of the shared data runs meanwhile
@@ -205,6 +211,44 @@ def test_every_committed_backup_restores_whenever_a_backup_runs_during_a_prune(c
         barrier.release.set()
         t.join(60)
         assert not t.is_alive()
-        # THEN it committed (it is young) and every committed backup restores
+        # THEN both finished, the backup committed (it is young) and every committed backup restores
+        assert not errors, errors
         assert "error" not in result, result.get("error")
+        _settle_and_check(repo, clock, sources)
+
+
+class Killed(BaseException):
+    """The process died here (BaseException: no ``except Exception`` in the code under test stops it)."""
+
+
+class Killer(Barrier):
+    """From the ``at``-th operation on, every operation of this side fails: the process is gone."""
+
+    def __call__(self, op: str, key: str) -> None:
+        with self.lock:
+            self.count += 1
+            dead = self.count >= self.at
+        if dead:
+            self.reached.set()
+            raise Killed(f"killed at operation {self.at} ({op} {key})")
+
+
+def test_a_prune_killed_at_any_operation_leaves_a_valid_repository(clock, tmp_path):
+    from tests.fixtures.prune import Clock
+
+    pilot, _ = _prune_world(Clock(), tmp_path / "pilot")
+    counter = Barrier(at=0)
+    _prune(ActorStore(pilot.store, counter))
+    ops = counter.count
+    assert ops > 20
+    for at in range(1, ops + 1):
+        # GIVEN a prune with forgotten backups and candidates due for the sweep
+        repo, sources = _prune_world(clock, tmp_path / f"k-{at}")
+        # WHEN it dies at its at-th store operation
+        with pytest.raises(Killed):
+            _prune(ActorStore(repo.store, Killer(at)))
+        # THEN verify passes and every committed backup restores, also after later prunes
+        fresh = Repository.open(repo.store, TEST_PASSWORD)
+        report = verify(fresh, fresh.list_snapshots(), 100)
+        assert report.ok, (at, report.problems)
         _settle_and_check(repo, clock, sources)

@@ -48,9 +48,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from steps.errors import EXIT_FAILURE, RETRYABLE_EXIT_CODES, SnapflowError, UsageError
+from steps.errors import EXIT_FAILURE, SnapflowError, UsageError
 from steps.plan import Plan
 from workflows.pipeline import (
+    RETRY_EXIT_CODES,
     RETRY_LIMIT,
     BackupId,
     CloneOf,
@@ -158,10 +159,15 @@ def load_local_policy(
     policy, source = loaded[0].policy, loaded[0].source
     mapping = dict(_pairs(volumes, "--volume"))
     params = _pairs(hook_params, "--hook-param")
-    if not mapping and not params:
+    relative = [v for v in policy.spec.volumes if v.path and not os.path.isabs(v.path)]
+    if not mapping and not params and not relative:
         return policy
     doc = policy.model_dump(by_alias=True, exclude_none=True, mode="json")
     spec = doc["spec"]
+    base = Path(path).absolute().parent
+    for vol in spec["volumes"]:  # relative paths are relative to the policy file, not to a step's cwd
+        if vol.get("path") and not os.path.isabs(vol["path"]):
+            vol["path"] = str((base / vol["path"]).resolve())
     known = {v.volume_name for v in policy.spec.volumes}
     for key in mapping:
         if key not in known:
@@ -718,7 +724,7 @@ class LocalPipelineRunner:
             return True
         retryable = (
             run.step.retry is Retry.TEMPORARY
-            and code in RETRYABLE_EXIT_CODES
+            and code in RETRY_EXIT_CODES
             and run.attempts <= self.settings.retry_limit
             and not self.interrupted.is_set()
         )
@@ -822,25 +828,39 @@ class LocalPipelineRunner:
                     self.view.event(r, "omitted")
         self.view.refresh(runs, force=True)
 
+    @contextlib.contextmanager
+    def _interrupts_noted(self) -> Iterator[None]:
+        """While the finalizer must run: Ctrl-C and SIGTERM are noted, never raised."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def note(_signum, _frame) -> None:
+            self.interrupted.set()
+            self.view.note("interrupted: letting the finalizer finish first (it thaws the app)")
+
+        previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
     def _run_exit_step(self, ctx: LocalContext, run: StepRun) -> None:
-        """Run the finalizer to its end; Ctrl-C meanwhile is noted, never passed on (it thaws)."""
+        """Run the finalizer to its end (retrying exit code 75 like any step)."""
         self._launch(ctx, run)
         last_refresh = 0.0
         while True:
-            try:
-                if run.status == RUNNING:
-                    self._reap(run)
-                if run.status == RETRYING and run.next_attempt_at and time.time() >= run.next_attempt_at:
-                    self._launch(ctx, run)
-                if run.status in DONE:
-                    break
-                if time.time() - last_refresh >= 0.2:
-                    self.view.refresh([run])
-                    last_refresh = time.time()
-                time.sleep(POLL_S)
-            except KeyboardInterrupt:
-                self.interrupted.set()
-                self.view.note("interrupted: letting the finalizer finish (it thaws the app)")
+            if run.status == RUNNING:
+                self._reap(run)
+            if run.status == RETRYING and run.next_attempt_at and time.time() >= run.next_attempt_at:
+                self._launch(ctx, run)
+            if run.status in DONE:
+                break
+            if time.time() - last_refresh >= 0.2:
+                self.view.refresh([run])
+                last_refresh = time.time()
+            time.sleep(POLL_S)
         self.view.refresh([run], force=True)
 
     # -- entry point -----------------------------------------------------------------------------
@@ -872,22 +892,27 @@ class LocalPipelineRunner:
                 self._run_graph(ctx, runs)
             except KeyboardInterrupt:
                 self.interrupted.set()
-                self.view.note("interrupted: stopping the running steps, then running the finalizer")
-                self._stop(runs)
-                for r in runs:
-                    if r.status == PENDING:
-                        r.status = OMITTED
-            graph_ok = all(r.status in (SUCCEEDED, SKIPPED) for r in runs) and not self.interrupted.is_set()
-            ctx.workflow_status = SUCCEEDED if graph_ok else FAILED
-            if exit_run is not None:
-                self._run_exit_step(ctx, exit_run)
-            warnings: list[str] = []
-            if self.pipeline.name == "backup":
-                warnings += self._cleanup_local_snapshots(ctx)
-                with contextlib.suppress(FileNotFoundError):
-                    for link in ctx.mounts_dir.iterdir():
-                        if link.is_symlink():
-                            link.unlink()
+            with self._interrupts_noted():
+                # From here on nothing may cut the run short: the finalizer thaws the app.
+                if self.interrupted.is_set():
+                    self.view.note("interrupted: stopping the running steps, then running the finalizer")
+                    self._stop(runs)
+                    for r in runs:
+                        if r.status == PENDING:
+                            r.status = OMITTED
+                graph_ok = (
+                    all(r.status in (SUCCEEDED, SKIPPED) for r in runs) and not self.interrupted.is_set()
+                )
+                ctx.workflow_status = SUCCEEDED if graph_ok else FAILED
+                if exit_run is not None:
+                    self._run_exit_step(ctx, exit_run)
+                warnings: list[str] = []
+                if self.pipeline.name == "backup":
+                    warnings += self._cleanup_local_snapshots(ctx)
+                    with contextlib.suppress(FileNotFoundError):
+                        for link in ctx.mounts_dir.iterdir():
+                            if link.is_symlink():
+                                link.unlink()
         ok = graph_ok and (exit_run is None or exit_run.status == SUCCEEDED)
         outputs = {o.name: ctx.output(o.source) for o in self.pipeline.outputs}
         committed = None
@@ -1122,11 +1147,14 @@ def restore_local(
 ) -> tuple[RunResult, RestoreChoice, list[str]]:
     """Restore one volume of a local policy into ``target`` with the restore pipeline's step."""
     settings = settings or RunSettings()
+    check_local(policy, policy.name)
+    target_path = Path(target).absolute()
+    if target_path.exists() and (not target_path.is_dir() or any(target_path.iterdir())):
+        raise UsageError(
+            f"--target: {target_path} is not an empty directory (restore into a new or empty one)"
+        )
     env = step_environment(policy, settings.env)
     choice = choose_snapshot(policy, env, snapshot, volume)
-    target_path = Path(target).absolute()
-    if target_path.exists() and any(target_path.iterdir()):
-        raise UsageError(f"--target: {target_path} is not empty (restore into a new or empty directory)")
     settings = dataclasses.replace(
         settings,
         params={**settings.params, "snapshot": choice.snapshot_id, "target-pvc": str(target_path)},

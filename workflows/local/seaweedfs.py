@@ -81,6 +81,8 @@ class SeaweedFS:
         self.start_timeout = start_timeout
         (self.master_port, self.volume_port, self.filer_port, self.s3_port, self.admin_port) = free_ports(5)
         self.proc: subprocess.Popen | None = None
+        # Unix socket paths are limited to 107 bytes: keep them short whatever the workdir's depth.
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="sfw-", dir="/tmp"))
         self.log_path = self.workdir / "weed.log"
 
     @property
@@ -130,8 +132,8 @@ class SeaweedFS:
             "-webdav=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
-            f"-filer.localSocket={self.workdir / 'filer.sock'}",
-            f"-s3.localSocket={self.workdir / 's3.sock'}",
+            f"-filer.localSocket={self._socket_dir / 'filer.sock'}",
+            f"-s3.localSocket={self._socket_dir / 's3.sock'}",
         ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -188,6 +190,7 @@ class SeaweedFS:
 
     def cleanup(self) -> None:
         self.stop()
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
