@@ -58,6 +58,7 @@ class Progress:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Progress:
+        self.started = time.monotonic()
         if self.enabled:
             self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
             self._thread.start()

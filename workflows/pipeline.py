@@ -573,7 +573,8 @@ def restore_app_pipeline(policy: Policy) -> Pipeline:
         # Never retried: a second attempt would find the objects of the first one (refused, or with
         # existing=skip kept, unfilled PVCs included). Resubmit with existing=replace instead.
         retry=Retry.NEVER,
-        needs=frozenset({Needs.REPOSITORY, Needs.KUBERNETES}),
+        # DATA_MOVER: it reads the repository's index and the backup's manifests.
+        needs=frozenset({Needs.REPOSITORY, Needs.KUBERNETES, Needs.DATA_MOVER}),
     )
     volumes = ", ".join(v.pvc or v.volume_name for v in spec.volumes)
     pipeline = Pipeline(
@@ -682,11 +683,40 @@ def check_pipeline(policy: Policy) -> Pipeline:
     return pipeline
 
 
+def repository_mutex(policy: Policy) -> str:
+    """One prune per repository at a time (policies sharing a repository share it). Backups need no
+    mutex with prune: prune is lock-free and two-phase."""
+    import hashlib
+
+    digest = hashlib.sha256(policy.spec.repository.url.encode()).hexdigest()[:16]
+    return f"snapflow-repository-{digest}"
+
+
+def prune_grace_seconds(policy: Policy) -> int:
+    """Prune's grace period: longer than the longest backup, which Argo stops at activeDeadlineSeconds."""
+    return max(24 * 3600, policy.spec.workflow.active_deadline_seconds + 3600)
+
+
+def object_lock_args(policy: Policy, mode_flag: str, days_flag: str) -> tuple[str, ...]:
+    lock = policy.spec.repository.object_lock
+    return (mode_flag, lock.mode, days_flag, str(lock.days)) if lock else ()
+
+
 def prune_pipeline(policy: Policy) -> Pipeline:
     keep: tuple[str, ...] = ()
     for unit, count in policy.spec.retention.rules():
         keep += (f"--keep-{unit}", str(count))
-    base = (*repository_args(policy), *keep, *identity_args(policy))
+    schedule = policy.spec.schedule
+    base = (
+        *repository_args(policy),
+        *keep,
+        *identity_args(policy),
+        "--timezone",
+        schedule.timezone if schedule else "UTC",
+        "--grace",
+        f"{prune_grace_seconds(policy)}s",
+        *object_lock_args(policy, "--lock-mode", "--lock-days"),
+    )
     title = "Apply the retention rules"
     steps = (
         Step(
@@ -713,7 +743,7 @@ def prune_pipeline(policy: Policy) -> Pipeline:
         description=f"Forget backups of {policy.app} outside the retention rules ({rules}) and free their data.",
         steps=steps,
         parameters=(Parameter("dry-run", "Only list what would be deleted.", "false", ("false", "true")),),
-        mutex=f"snapflow-prune-{policy.name}",
+        mutex=repository_mutex(policy),
     )
     pipeline.check()
     return pipeline
@@ -723,7 +753,7 @@ def init_pipeline(policy: Policy) -> Pipeline:
     step = Step(
         name="init",
         command="init",
-        args=repository_args(policy),
+        args=(*repository_args(policy), *object_lock_args(policy, "--object-lock-mode", "--object-lock-days")),
         title="Create the repository",
         needs=frozenset({Needs.REPOSITORY}),
     )

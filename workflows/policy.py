@@ -113,6 +113,15 @@ class CABundle(_Model):
     key: SecretKey = Field("ca.crt", description="Key holding the PEM bundle.")
 
 
+class ObjectLock(_Model):
+    """S3 Object Lock of the repository's bucket: what a backup writes cannot be deleted for a while."""
+
+    mode: Literal["governance", "compliance"] = Field(
+        description="compliance: nobody can delete a locked version early; governance: only with a bypass permission."
+    )
+    days: int = Field(ge=1, le=36500, description="How long objects stay locked; prune extends it for kept backups.")
+
+
 class Repository(_Model):
     """Where backups go: one encrypted, deduplicated repository in S3-compatible object storage."""
 
@@ -127,6 +136,11 @@ class Repository(_Model):
         None, description="Secret with the S3 access keys; omit to use the pod's own identity (web identity)."
     )
     password_secret: PasswordSecret = Field(description="Secret with the repository password.")
+    object_lock: ObjectLock | None = Field(
+        None,
+        description="Create the bucket with Object Lock and this default retention (init), and keep what "
+        "kept backups need locked (prune). Omit for a bucket without Object Lock.",
+    )
     shared: bool = Field(
         False,
         description=(

@@ -43,7 +43,9 @@ SNAPSHOT_GROUP = "snapshot.storage.k8s.io"
 GROUP_SNAPSHOT_GROUP = "groupsnapshot.storage.k8s.io"
 
 # What capture lists (it lists every kind the API serves and stores what it may read; these are the
-# kinds a typical app consists of). Secrets only with capture.secrets (SECRET_RULES).
+# kinds a typical app consists of). Secrets only with capture.secrets (SECRET_RULES). Not listed: Pods
+# (their specs may hold credentials in env; controllers recreate them), Roles and RoleBindings (a
+# restore could only create them with the right to grant what they grant), custom resources.
 CAPTURE_RESOURCES: tuple[tuple[str, str], ...] = (
     ("", "configmaps"),
     ("", "persistentvolumeclaims"),
@@ -54,6 +56,9 @@ CAPTURE_RESOURCES: tuple[tuple[str, str], ...] = (
     ("apps", "statefulsets"),
     ("batch", "cronjobs"),
     ("batch", "jobs"),
+    ("autoscaling", "horizontalpodautoscalers"),
+    ("networking.k8s.io", "ingresses"),
+    ("networking.k8s.io", "networkpolicies"),
     ("policy", "poddisruptionbudgets"),
 )
 SECRETS: tuple[str, str] = ("", "secrets")

@@ -62,10 +62,10 @@ def run(args) -> int:
         f: getattr(args, f) for f in ("cluster", "namespace", "app", "volume", "policy") if getattr(args, f)
     }
     parent = None if args.no_parent else (args.parent or "auto")
-    from steps.repository.pipeline import tune_malloc
+    from steps.repository.archiver import Prescan
+    from steps.repository.pipeline import tune_for_bulk_work
 
-    tune_malloc()
-    repo = open_repository(args)
+    tune_for_bulk_work()
     opts = CopyOptions(
         source=args.source,
         tags=tags,
@@ -74,8 +74,19 @@ def run(args) -> int:
         excludes=args.exclude or [],
         parent=parent,
     )
-    with Progress("copy") as progress:
-        result = copy_source(repo, opts, progress)
+    progress = Progress("copy")
+    if args.repo.startswith("s3://"):
+        import minio  # noqa: F401 - the S3 client's import is CPU-bound: not in competition with the scan
+
+    # list and stat the source while the repository opens (key derivation, index)
+    prescan = Prescan(args.source, opts.excludes, progress)
+    try:
+        repo = open_repository(args)
+    except BaseException:
+        prescan.stop()
+        raise
+    with progress:
+        result = copy_source(repo, opts, progress, prescan=prescan)
     for w in result.warnings[:50]:
         warn(w)
     s = result.stats

@@ -45,10 +45,10 @@ def run(args) -> int:
     import sys
 
     from steps.progress import Progress
-    from steps.repository.pipeline import tune_malloc
+    from steps.repository.pipeline import tune_for_bulk_work
     from steps.repository.restorer import restore_snapshot
 
-    tune_malloc()
+    tune_for_bulk_work()
     repo = open_repository(args)
     snap = repo.find_snapshot(args.snapshot)
     with Progress("restore") as progress:

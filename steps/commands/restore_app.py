@@ -57,7 +57,6 @@ def _switch(flag: str):
             return value.lower() == "true"
         raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
-    parse.__name__ = flag
     return {"nargs": "?", "const": True, "default": False, "type": parse, "metavar": "true|false"}
 
 

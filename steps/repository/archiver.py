@@ -163,6 +163,114 @@ def holes_of(regions: list[tuple[int, int]], size: int) -> list[list[int]]:
     return holes
 
 
+class Prescan:
+    """Lists and stats the source tree with several threads, ahead of the copy.
+
+    It starts before the repository is even opened (key derivation, index loading), so that the walk
+    finds every directory and inode in the kernel's caches instead of waiting for one cold read after
+    the other, and it sums the sizes for the progress total (Argo's N/M). Nothing is kept but counters.
+    Directories with many entries are split into slices that different threads stat at once.
+    """
+
+    SLICE = 256
+
+    def __init__(self, source: str, excludes=(), progress=None, threads: int | None = None):
+        self.root = os.fsencode(os.path.abspath(source))
+        self.excludes = list(excludes)
+        self.progress = progress
+        self.total = 0
+        self.finished = threading.Event()
+        self._stop = threading.Event()
+        self._cv = threading.Condition()
+        self._todo: list = []
+        self._busy = 0
+        try:
+            st = os.stat(self.root)
+        except OSError:
+            self.finished.set()
+            return
+        if not stat_mod.S_ISDIR(st.st_mode):
+            self._publish(st.st_size if stat_mod.S_ISREG(st.st_mode) else 0, final=True)
+            self.finished.set()
+            return
+        self._todo.append(("dir", self.root, ""))
+        n = threads or _env_int("SNAPFLOW_SCAN_THREADS", 2)
+        for i in range(n):
+            threading.Thread(target=self._worker, name=f"scan-{i}", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+
+    def _publish(self, add: int, final: bool = False) -> None:
+        with self._cv:
+            self.total += add
+            total = self.total
+        if self.progress is not None:
+            self.progress.total_bytes = max(self.progress.total_bytes, total) if not final else total
+            if final:
+                self.progress.total_final = True
+
+    def _worker(self) -> None:
+        while True:
+            with self._cv:
+                while not self._todo and self._busy and not self._stop.is_set():
+                    self._cv.wait(0.5)
+                if self._stop.is_set() or not self._todo:
+                    self._cv.notify_all()
+                    return
+                item = self._todo.pop()
+                self._busy += 1
+            try:
+                found = self._scan(item)
+            except Exception:
+                found = []
+            with self._cv:
+                self._todo.extend(found)
+                self._busy -= 1
+                done = not self._todo and not self._busy
+                self._cv.notify_all()
+            if done:
+                self._publish(0, final=True)
+                self.finished.set()
+                return
+
+    def _scan(self, item) -> list:
+        kind, path, rel = item
+        if kind == "dir":
+            with os.scandir(path) as it:
+                entries = list(it)
+            out = []
+            for i in range(0, len(entries), self.SLICE):
+                out.append(("stat", entries[i : i + self.SLICE], rel))
+            return out
+        out, size = [], 0
+        excludes = self.excludes
+        stop = self._stop
+        for entry in path:
+            if excludes:
+                name = os.fsdecode(entry.name)
+                child = f"{rel}/{name}" if rel else name
+                if any(fnmatch.fnmatchcase(child, p) or fnmatch.fnmatchcase(name, p) for p in excludes):
+                    continue
+            else:
+                child = ""
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            mode = st.st_mode
+            if stat_mod.S_ISREG(mode):
+                size += st.st_size
+            elif stat_mod.S_ISDIR(mode):
+                if stop.is_set():
+                    return []
+                out.append(("dir", entry.path, child))
+        self._publish(size)
+        return out
+
+
 class Archiver:
     def __init__(
         self,
@@ -170,11 +278,13 @@ class Archiver:
         opts: CopyOptions,
         progress=None,
         before_commit: Callable[[Repository, Snapshot | None], None] | None = None,
+        prescan: Prescan | None = None,
     ):
         self.repo = repo
         self.opts = opts
         self.progress = progress
         self.before_commit = before_commit
+        self.prescan = prescan
         self.stats = CopyStats()
         self.warnings: list[str] = []
         self.abort = threading.Event()
@@ -366,11 +476,14 @@ class Archiver:
                 self.root_tree = tid.hex()
 
     # -- walker -------------------------------------------------------------------------------
+    # Counters of the walk (files, dirs, others, files_new/changed/unchanged, bytes_total, skipped
+    # bytes) are only written by the walking thread, so they need no lock; the file workers' counters
+    # (bytes_read, files_read, bytes_sparse, errors) go through _count and _warn.
     def _add_file(self, dj: _DirJob, path: bytes, node: dict, st: os.stat_result, prev: dict | None) -> None:
         node["size"] = st.st_size
-        with self._lock:
-            self.stats.files += 1
-            self.stats.bytes_total += st.st_size
+        stats = self.stats
+        stats.files += 1
+        stats.bytes_total += st.st_size
         if st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             first = self._hardlinks.get(key)
@@ -394,12 +507,15 @@ class Archiver:
             node["content"] = prev["content"]
             if prev.get("holes"):
                 node["holes"] = prev["holes"]
-            self._count(files_unchanged=1)
+            stats.files_unchanged += 1
             self._skip(st.st_size)
             if st.st_nlink > 1:
                 self._hardlinks[(st.st_dev, st.st_ino)] = node
         else:
-            self._count(**({"files_changed": 1} if prev and prev.get("type") == "file" else {"files_new": 1}))
+            if prev and prev.get("type") == "file":
+                stats.files_changed += 1
+            else:
+                stats.files_new += 1
             job = _FileJob(path, node, st.st_size, st)
             dj.waits.append(job)
             if st.st_nlink > 1:
@@ -408,11 +524,10 @@ class Archiver:
         dj.nodes.append(node)
 
     def _skip(self, n: int) -> None:
-        with self._lock:
-            self._skipped_bytes += n
-            if self.progress is not None:
-                self.progress.done_bytes = self.stats.bytes_read + self._skipped_bytes
-                self.progress.files = self.stats.files
+        self._skipped_bytes += n
+        if self.progress is not None:
+            self.progress.done_bytes = self.stats.bytes_read + self._skipped_bytes
+            self.progress.files = self.stats.files
 
     def _walk(self, path: bytes, rel: str, dj: _DirJob, prev_children: dict[str, dict] | None) -> None:
         try:
@@ -442,8 +557,7 @@ class Archiver:
             if kind == "file":
                 self._add_file(dj, entry.path, node, st, prev)
             elif kind == "dir":
-                with self._lock:
-                    self.stats.dirs += 1
+                self.stats.dirs += 1
                 sub = _DirJob(node)
                 dj.nodes.append(node)
                 self._walk(entry.path, child_rel, sub, self._parent_children(prev))
@@ -454,32 +568,9 @@ class Archiver:
                     except OSError as err:
                         self._warn(f"{os.fsdecode(entry.path)}: {err.strerror}")
                         continue
-                with self._lock:
-                    self.stats.others += 1
+                self.stats.others += 1
                 dj.nodes.append(node)
         self.dir_q.put(dj, 0)
-
-    def _scan_total(self, path: bytes) -> None:
-        """Background estimate of the total size (for the progress display and Argo's N/M)."""
-        total = 0
-        try:
-            for root, _dirs, files in os.walk(path):
-                if self.abort.is_set() or self._done_scanning:
-                    return
-                for f in files:
-                    try:
-                        total += os.lstat(os.path.join(root, f)).st_size
-                    except OSError:
-                        pass
-                if self.progress is not None:
-                    self.progress.total_bytes = total
-        except Exception:
-            return
-        if self.progress is not None:
-            self.progress.total_bytes = total
-            self.progress.total_final = True
-
-    _done_scanning = False
 
     # -- main ---------------------------------------------------------------------------------
     def _select_parent(self, source: str, source_type: str) -> None:
@@ -513,6 +604,9 @@ class Archiver:
             raise UsageError(
                 f"--source: expected a directory, a regular file or a block device, got {source!r}"
             )
+        prescan = self.prescan
+        if prescan is None and source_type == "dir":  # warm the caches while the index loads
+            prescan = Prescan(source, opts.excludes, self.progress)
         # load before the threads start, without prune's deletion candidates (see docs/design.md, Prune)
         self.repo.begin_write()
         self._select_parent(source, source_type)
@@ -538,14 +632,8 @@ class Archiver:
         for t in [*workers, fin]:
             t.start()
         src_b = os.fsencode(source)
-        scanner = None
         try:
             if source_type == "dir":
-                if self.progress is not None:
-                    scanner = threading.Thread(
-                        target=self._scan_total, args=(src_b,), name="scan", daemon=True
-                    )
-                    scanner.start()
                 prev_root = None
                 if self.parent is not None:
                     prev_root = {"type": "dir", "subtree": self.parent.data.get("tree")}
@@ -595,10 +683,12 @@ class Archiver:
                 t.join()
             self.dir_q.close()
             fin.join()
-            self._done_scanning = True
+            if prescan is not None:
+                prescan.stop()
             sink.finish()
         except BaseException as err:
-            self._done_scanning = True
+            if prescan is not None:
+                prescan.stop()
             if not isinstance(err, Aborted):
                 sink.fail(err)
             self.file_q.wake()
@@ -656,10 +746,14 @@ def _version() -> str:
         return "unknown"
 
 
-def copy_source(repo: Repository, opts: CopyOptions, progress=None, before_commit=None) -> CopyResult:
-    """Back up ``opts.source`` into ``repo``; returns the new snapshot's ID and statistics."""
+def copy_source(
+    repo: Repository, opts: CopyOptions, progress=None, before_commit=None, prescan: Prescan | None = None
+) -> CopyResult:
+    """Back up ``opts.source`` into ``repo``; returns the new snapshot's ID and statistics. ``prescan``
+    (a :class:`Prescan` of the same source, started before the repository was opened) saves the wait
+    for cold directory and inode reads."""
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
-    return Archiver(repo, opts, progress, before_commit).run()
+    return Archiver(repo, opts, progress, before_commit, prescan).run()
 
 
 def store_files(

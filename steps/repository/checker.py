@@ -361,14 +361,14 @@ def rotation_order(repo: Repository, pack_ids: list[str]) -> list[tuple[str, str
 
 
 def next_in_rotation(order: list[tuple[str, str]], cursor: str, count: int) -> tuple[list[str], str, bool]:
-    """The ``count`` packs after ``cursor`` (wrapping), the new cursor, and whether the walk wrapped."""
+    """The ``count`` packs after ``cursor`` (wrapping), the new cursor, and whether the walk reached the
+    end of the order (a full round is complete)."""
     if not order or count <= 0:
         return [], cursor, False
     count = min(count, len(order))
-    start = next((i for i, (pos, _) in enumerate(order) if pos > cursor), len(order))
+    start = next((i for i, (pos, _) in enumerate(order) if pos > cursor), 0)
     chosen = [order[(start + i) % len(order)] for i in range(count)]
-    wrapped = start + count > len(order) or start == len(order)
-    return [pid for _, pid in chosen], chosen[-1][0], wrapped
+    return [pid for _, pid in chosen], chosen[-1][0], start + count >= len(order)
 
 
 def check_repository(
@@ -380,7 +380,7 @@ def check_repository(
     """Check everything the repository holds; read ``read_data_percent`` of all packs, continuing the
     rotation of the previous check, and store where it stopped."""
     from .lock import MAINTENANCE_PREFIXES, iter_deleted_keys, version_map
-    from .repo import DELETED, PRUNE_KIND
+    from .repo import DELETED, DELETION_LOG_KIND
 
     t0 = time.monotonic()
     report = CheckReport()
@@ -493,7 +493,7 @@ def check_repository(
 
     # tampering, on versioned buckets: objects deleted or replaced by someone other than Snapflow
     if store.versioning_enabled():
-        logs = [r for r in repo.list_records(PRUNE_KIND) if r.data.get("type") == DELETED]
+        logs = [r for r in repo.list_records(DELETION_LOG_KIND) if r.data.get("type") == DELETED]
         ours = {k for r in logs for k in r.data.get("keys", ())}
         for key in sorted(iter_deleted_keys(version_map(store))):
             if key not in ours and not key.startswith(MAINTENANCE_PREFIXES):

@@ -44,11 +44,22 @@ from .index import IndexPack
 from .lock import extend_locks, purge_versions, version_map
 from .pack import pack_key, read_pack_entries
 from .pipeline import BlobSink
-from .repo import CANDIDATES, CLOCK_SLACK, DELETED, PRUNE_KIND, SETTINGS, Record, Repository, Snapshot
+from .repo import (
+    CANDIDATES,
+    CLOCK_SLACK,
+    DELETED,
+    DELETION_LOG_KIND,
+    PRUNE_KIND,
+    SETTINGS,
+    Record,
+    Repository,
+    Snapshot,
+)
 from .retention import Decision, Rules, apply_rules, restore_points, timezone
 from .tree import decode_tree
 
 DEFAULT_GRACE = timedelta(hours=24)
+MIN_GRACE = timedelta(seconds=5)  # above twice the clock slack, or every copy would refuse to commit
 DEFAULT_REPACK_UNUSED = 0.3
 PACKS_PER_INDEX_FILE = 2000
 COMPACT_WHEN_MORE_INDEX_FILES = 32
@@ -581,7 +592,7 @@ def _live_keys(run: _Run, excluded_packs: set[str]) -> list[str]:
 
 def _versions(run: _Run, now: datetime) -> None:
     repo, store = run.repo, run.store
-    logs = [r for r in repo.list_records(PRUNE_KIND) if r.data.get("type") == DELETED]
+    logs = [r for r in repo.list_records(DELETION_LOG_KIND) if r.data.get("type") == DELETED]
     ours = {k for r in logs for k in r.data.get("keys", ())}
     versions = version_map(store)
     report = purge_versions(store, versions, ours, now, dry_run=run.opts.dry_run)
@@ -614,8 +625,11 @@ def prune(
             "--keep-*: expected at least one retention rule (e.g. --keep-last 7); without one every backup"
             " would be forgotten"
         )
-    if opts.grace < timedelta(0):
-        raise UsageError("--grace: expected a duration >= 0")
+    if opts.grace < timedelta(0) or timedelta(0) < opts.grace < MIN_GRACE:
+        raise UsageError(
+            f"--grace: expected 0 (no backup runs meanwhile) or at least {MIN_GRACE.total_seconds():.0f} s,"
+            f" got {opts.grace.total_seconds():g} s"
+        )
     if opts.repack_unused is not None and not 0 <= opts.repack_unused <= 1:
         raise UsageError(f"--repack-unused: expected a share between 0 and 1, got {opts.repack_unused}")
     report = PruneReport(dry_run=opts.dry_run, rules=opts.rules.describe() if opts.rules else "")
@@ -655,6 +669,7 @@ def prune(
             if fresh:
                 _sweep(run, fresh)
             marked = None
+        _record_grace(run, final=True)
         pending = repo.prune_candidates() if not opts.dry_run else pending + ([marked] if marked else [])
         report.pending = [
             {
@@ -684,20 +699,40 @@ def prune(
     return report
 
 
-def _record_grace(run: _Run) -> None:
-    grace_s = run.opts.grace.total_seconds()
-    known = [r for r in run.repo.list_records(PRUNE_KIND) if r.data.get("type") == SETTINGS]
-    if run.opts.dry_run or any(float(r.data.get("grace_s", -1)) == grace_s for r in known):
+def _record_grace(run: _Run, final: bool = False) -> None:
+    """Tell writers the grace period (``settings`` records; they refuse to commit once they have run
+    that long). Before marking: make sure a record of this grace exists. After marking (``final``):
+    write a fresh one, so that its time is after every mark of this run, and drop records writers no
+    longer need: older ones of this grace, longer ones (the shortest applies), and shorter ones whose
+    last run is more than this grace ago (a writer older than that refuses under this grace anyway)."""
+    grace = run.opts.grace
+    if run.opts.dry_run or grace <= timedelta(0):
         return
-    run.repo.save_record(
+    grace_s = grace.total_seconds()
+    known = [r for r in run.repo.list_records(PRUNE_KIND) if r.data.get("type") == SETTINGS]
+    same = [r for r in known if float(r.data.get("grace_s", -1)) == grace_s]
+    if same and not final:
+        return
+    rid = run.repo.save_record(
         PRUNE_KIND, {"type": SETTINGS, "version": 1, "time": iso(datetime.now(UTC)), "grace_s": grace_s}
     )
-    shorter = [r for r in known if float(r.data.get("grace_s", 0)) < grace_s]
-    if shorter:
-        run.report.warnings.append(
-            f"copies still refuse to commit after {min(float(r.data['grace_s']) for r in shorter):.0f} s:"
-            " the shortest grace period prune ever used here applies"
-        )
+    if not final:
+        return
+    now = run.store.server_time()
+    obsolete = []
+    for r in known:
+        g = float(r.data.get("grace_s", 0))
+        if r.id == rid:
+            continue
+        if g >= grace_s or (r.modified is not None and r.modified + grace + CLOCK_SLACK < now):
+            obsolete.append(r.key)
+        else:
+            run.report.warnings.append(
+                f"copies refuse to commit after {g:.0f} s until {iso(r.modified + grace)} (a prune used that"
+                " shorter grace period)"
+            )
+    run.log_deletions(obsolete, "settings")
+    run.delete_keys(obsolete)
 
 
 def _grace_of(rec: Record) -> timedelta:

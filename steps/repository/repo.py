@@ -47,7 +47,8 @@ RECORD_KINDS = ("snapshots", "backups", "runs")
 PRUNE_KIND = "prune"  # prune's own records: deletion candidates and deletion logs
 CANDIDATES = "candidates"
 DELETED = "deleted"
-SETTINGS = "settings"  # the grace periods prune runs have used; never deleted
+DELETION_LOG_KIND = "prune-log"  # what Snapflow deleted itself (versioned buckets); only prune/check read it
+SETTINGS = "settings"  # the grace periods prune runs use; kept while a writer may need them
 # Clock resolution of object stores (Last-Modified and Date have whole seconds): writers stop this much
 # before the end of a grace period and prune sweeps this much after it.
 CLOCK_SLACK = timedelta(seconds=2)
@@ -391,7 +392,7 @@ class Repository:
             return
         for i in range(0, len(keys), 20_000):
             self.save_record(
-                PRUNE_KIND,
+                DELETION_LOG_KIND,
                 {
                     "type": DELETED,
                     "version": 1,
@@ -408,12 +409,14 @@ class Repository:
         return [r for r in self.list_records(PRUNE_KIND) if r.data.get("type") == CANDIDATES]
 
     def grace_period(self) -> timedelta | None:
-        """The shortest grace period any prune of this repository has used (None: prune never marked
-        anything, so nothing a writer refers to can be swept)."""
+        """The grace period writers must respect: the shortest one recent prunes used (their ``settings``
+        records, kept until no writer they could harm can still commit). None: no prune runs with a
+        grace period, so nothing a writer refers to can be swept under it (``--grace 0`` is for
+        maintenance windows without backups)."""
         values = [
             float(r.data["grace_s"])
             for r in self.list_records(PRUNE_KIND)
-            if r.data.get("type") in (SETTINGS, CANDIDATES) and "grace_s" in r.data
+            if r.data.get("type") in (SETTINGS, CANDIDATES) and float(r.data.get("grace_s", 0)) > 0
         ]
         return timedelta(seconds=min(values)) if values else None
 
@@ -474,10 +477,27 @@ class Repository:
         with self._pins_lock:
             self._pins.clear()
 
-    def read_blob(self, blob_id: bytes) -> bytes:
+    def read_blob(self, blob_id: bytes, _relocated: bool = False) -> bytes:
         loc = self.index.get(blob_id)
         if loc is None:
             raise IntegrityError(f"blob {blob_id.hex()} is not in the index")
+        try:
+            return self._read_blob_at(blob_id, loc)
+        except (ObjectNotFound, IntegrityError):
+            if _relocated or not self.relocate(blob_id, loc.pack_id):
+                raise
+            return self.read_blob(blob_id, _relocated=True)
+
+    def relocate(self, blob_id: bytes, gone_pack: str) -> bool:
+        """After ``gone_pack`` turned out missing: if prune deleted it because another pack holds the same
+        blob (a duplicate), reload the index and tell whether the blob is now found elsewhere."""
+        if self.store.stat(pack_key(gone_pack)) is not None:
+            return False
+        self.load_index()
+        loc = self.index.get(blob_id)
+        return loc is not None and loc.pack_id != gone_pack
+
+    def _read_blob_at(self, blob_id: bytes, loc) -> bytes:
         if loc.type == BLOB_TREE:
             cached = self._tree_cached(blob_id)
             if cached is not None:

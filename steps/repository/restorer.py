@@ -35,6 +35,17 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _ZEROS = bytes(4 * 1024 * 1024)
 
 
+def _current_umask() -> int:
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o077  # unknown: assume the strictest usual umask, so modes are always set explicitly
+
+
 def _is_zero(data) -> bool:
     n = len(data)
     if not n or data[0]:
@@ -63,12 +74,13 @@ class _FileRef:
     """One file to write. ``created``: it exists with its final size (pieces are pwritten into it);
     otherwise it is created, written and closed when its only blob arrives (``whole``)."""
 
-    __slots__ = ("created", "node", "path", "pending", "whole")
+    __slots__ = ("created", "node", "ours", "path", "pending", "whole")
 
-    def __init__(self, path: bytes, node: dict, created: bool = False):
+    def __init__(self, path: bytes, node: dict, created: bool = False, ours: bool = False):
         self.path = path
         self.node = node
         self.created = created
+        self.ours = ours  # a file created there belongs to our uid and gid (the directory is not set-gid)
         self.whole = False
         self.pending = 0
 
@@ -134,6 +146,8 @@ class Restorer:
         self._batch: list[_FileRef] = []
         self._batch_blobs = 0
         self._is_root = os.geteuid() == 0
+        self._ids = (os.geteuid(), os.getegid())
+        self._umask = _current_umask()
         self.downloaders = _env_int("SNAPFLOW_RESTORE_CONNECTIONS", 6)
 
     # -- selection ----------------------------------------------------------------------------
@@ -237,7 +251,11 @@ class Restorer:
                 return True
             return False
 
-    def _restore_tree(self, tree_id: str, dirpath: bytes, rel: str, fresh: bool = False) -> None:
+    def _restore_tree(
+        self, tree_id: str, dirpath: bytes, rel: str, fresh: bool = False, ours: bool = False
+    ) -> None:
+        """``fresh``: this restore created ``dirpath``, so nothing in it needs clearing; ``ours``: files
+        created in it get our uid and gid (neither it nor, for new ones, its parent is set-gid)."""
         for node in self.repo.load_tree(tree_id):
             name = node["name"]
             child_rel = f"{rel}/{name}" if rel else name
@@ -250,19 +268,20 @@ class Restorer:
                     continue
                 if fresh:  # nothing can be in the way in a directory this restore created
                     os.mkdir(path, 0o700)
-                    created = True
+                    created, sub_ours = True, ours
                 else:
                     created = self._ensure_dir(path)
+                    sub_ours = ours if created else not os.stat(path).st_mode & stat_mod.S_ISGID
                 self._dirs.append((path, node))
                 self.stats.dirs += 1
                 if node.get("subtree"):
-                    self._restore_tree(node["subtree"], path, child_rel, created)
+                    self._restore_tree(node["subtree"], path, child_rel, created, sub_ours)
                 continue
             if not self._included(child_rel):
                 continue
-            self._restore_leaf(path, node, fresh)
+            self._restore_leaf(path, node, fresh, ours)
 
-    def _restore_leaf(self, path: bytes, node: dict, fresh: bool = False) -> None:
+    def _restore_leaf(self, path: bytes, node: dict, fresh: bool = False, ours: bool = False) -> None:
         kind = node["type"]
         if kind == "file":
             self.stats.files += 1
@@ -279,7 +298,7 @@ class Restorer:
             size = node.get("size", 0)
             if not fresh:
                 self._clear(path)
-            ref = _FileRef(path, node)
+            ref = _FileRef(path, node, ours=ours)
             if nlink > 1:
                 self._hardlinks[key] = path
                 self._create_sized(ref)  # later links need it to exist now
@@ -401,7 +420,18 @@ class Restorer:
         return plain
 
     def _write_whole(self, ref: _FileRef, plain, zero: bool) -> int:
-        fd = os.open(ref.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o600)
+        """Create, write and close a one-blob file. Metadata goes through the same descriptor, and the
+        calls that would change nothing are left out: a file created with its final mode (no set-id or
+        sticky bit, nothing the umask removes) needs no chmod, one that is ours already no chown."""
+        node = ref.node
+        mode = node.get("mode", 0o644)
+        direct = not mode & 0o7000 and not mode & self._umask
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+        try:
+            fd = os.open(ref.path, flags, mode if direct else 0o600)
+        except FileExistsError:
+            self._clear(ref.path)
+            fd = os.open(ref.path, flags, mode if direct else 0o600)
         try:
             if zero:
                 os.ftruncate(fd, len(plain))
@@ -410,7 +440,24 @@ class Restorer:
                 written = os.pwrite(fd, plain, 0)
                 while written < len(plain):
                     written += os.pwrite(fd, memoryview(plain)[written:], written)
-            self._apply_meta_fd(fd, ref.path, ref.node)
+            if not (ref.ours and (node.get("uid", -1), node.get("gid", -1)) == self._ids):
+                try:
+                    os.fchown(fd, node.get("uid", -1), node.get("gid", -1))
+                except PermissionError:
+                    if self._is_root:
+                        self._warn(f"{os.fsdecode(ref.path)}: cannot set owner")
+                except OSError:
+                    pass
+            if not direct:
+                try:
+                    os.fchmod(fd, mode)
+                except OSError as err:
+                    self._warn(f"{os.fsdecode(ref.path)}: cannot set mode ({err.strerror})")
+            mtime = node.get("mtime_ns", 0)
+            try:
+                os.utime(fd, ns=(node.get("atime_ns", mtime), mtime))
+            except (OSError, NotImplementedError) as err:
+                self._warn(f"{os.fsdecode(ref.path)}: cannot set times ({err})")
         finally:
             os.close(fd)
         return written
@@ -497,7 +544,8 @@ class Restorer:
             os.makedirs(self.target, exist_ok=True)
             with os.scandir(target_b) as it:
                 empty = next(it, None) is None
-            self._restore_tree(snap["tree"], target_b, "", empty)
+            ours = not os.stat(target_b).st_mode & stat_mod.S_ISGID
+            self._restore_tree(snap["tree"], target_b, "", empty, ours)
             self._flush()
             for path, node in reversed(self._dirs):
                 self._apply_meta(path, node)

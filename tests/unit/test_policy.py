@@ -59,7 +59,7 @@ BAD_POLICIES = [
     ),
     (
         {"spec.repository.accessKey": "AKIA1234"},
-        "spec.repository.accessKey: unknown field (expected one of: caBundle, credentialsSecret, endpoint, passwordSecret, pathStyle, region, shared, url)",
+        "spec.repository.accessKey: unknown field (expected one of: caBundle, credentialsSecret, endpoint, objectLock, passwordSecret, pathStyle, region, shared, url)",
     ),
     ({"spec.repository.shared": "maybe"}, "spec.repository.shared: expected true or false, got 'maybe'"),
     ({"spec.volumes": []}, "spec.volumes: expected at least 1 item(s)"),
@@ -102,6 +102,15 @@ BAD_POLICIES = [
         "spec.snapshot.consistency: expected 'volume' or 'group', got 'atomic'",
     ),
     ({"spec.snapshot.timeoutSeconds": 0}, "spec.snapshot.timeoutSeconds: expected a number > 0, got 0"),
+    (
+        {"spec.snapshot.groupClassName": "csi-groupsnapclass"},
+        "spec.snapshot.groupClassName: expected only with consistency: group (it names a VolumeGroupSnapshotClass)",
+    ),
+    ({"spec.capture.secrets": "maybe"}, "spec.capture.secrets: expected true or false, got 'maybe'"),
+    (
+        {"spec.capture.configMaps": False},
+        "spec.capture.configMaps: unknown field (expected one of: secrets)",
+    ),
     (
         {"spec.freeze.deadlineSeconds": "half a minute"},
         "spec.freeze.deadlineSeconds: expected a number, got 'half a minute'",
@@ -327,8 +336,32 @@ def test_group_consistency_reaches_the_plan_with_its_group_class():
     loaded = {i.policy.name: i.policy for i in load_policies([ROOT / "examples/multi-volume-app.yaml"])}
     plan = plan_for(loaded["media-uploads"])
     assert plan.consistency == "group"
-    assert plan.snapshot.snapshot_class == "csi-hostpath-groupsnapclass"
+    # the VolumeGroupSnapshotClass has its own field; "class" stays the VolumeSnapshotClass
+    assert plan.snapshot.group_class == "csi-hostpath-groupsnapclass"
+    assert plan.snapshot.snapshot_class is None
+    assert json.loads(plan.to_json())["snapshot"]["group_class"] == "csi-hostpath-groupsnapclass"
     assert plan_for(loaded["media-indexer"]).consistency == "volume"
+    assert plan_for(loaded["media-indexer"]).snapshot.group_class is None
+
+
+def test_a_plan_without_the_newer_keys_still_reads():
+    # GIVEN a plan written before snapshot.group_class and capture existed
+    plan = json.loads(plan_for(load_policies(example_files())[0].policy).to_json())
+    del plan["snapshot"]["group_class"]
+    del plan["capture"]
+    # WHEN the steps read it THEN the defaults apply
+    again = plan_from_dict(plan)
+    assert again.snapshot.group_class is None
+    assert again.capture.secrets is True
+
+
+def test_capture_secrets_is_on_by_default_and_reaches_the_plan(minimal_policy, write_policy):
+    policy = load_policies([write_policy(minimal_policy)])[0].policy
+    assert policy.spec.capture.secrets is True
+    assert plan_for(policy).capture.secrets is True
+    minimal_policy["spec"]["capture"] = {"secrets": False}
+    policy = load_policies([write_policy(minimal_policy)])[0].policy
+    assert json.loads(plan_for(policy).to_json())["capture"] == {"secrets": False}
 
 
 def test_local_paths_make_a_local_plan(minimal_policy, write_policy, tmp_path):

@@ -91,7 +91,7 @@ class ActorStore(ObjectStore):
 
 @pytest.fixture(autouse=True)
 def _one_worker_per_stage(monkeypatch):
-    for var in ("SNAPFLOW_FILE_WORKERS", "SNAPFLOW_PACK_WORKERS", "SNAPFLOW_UPLOADERS"):
+    for var in ("SNAPFLOW_FILE_WORKERS", "SNAPFLOW_UPLOADERS", "SNAPFLOW_SCAN_THREADS"):
         monkeypatch.setenv(var, "1")
 
 

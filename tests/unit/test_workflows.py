@@ -25,8 +25,11 @@ from workflows.render import render_files, render_policies
 
 STEP_COMMANDS = {
     "init", "copy", "verify", "restore", "prune", "check", "capture",
-    "consistent-point", "prepare-clone", "finalize",
+    "consistent-point", "prepare-clone", "finalize", "restore-app",
 }  # fmt: skip
+# Steps never retried: the freeze holder (a retry would quiesce again) and the whole-app restore (a
+# retry would meet the objects of the first attempt).
+NEVER_RETRIED = {"consistent-point", "restore-app"}
 
 
 def _objects(rendering, kind: str) -> list[dict]:
@@ -160,7 +163,7 @@ def test_only_temporary_failures_are_retried(rendered_examples):
                 if "container" not in template:
                     continue
                 strategy = template["retryStrategy"]
-                if _step_command(template) == "consistent-point":
+                if _step_command(template) in NEVER_RETRIED:
                     assert strategy == {"limit": 0}
                 else:
                     assert strategy["expression"] == expected
@@ -210,7 +213,8 @@ def test_backup_runs_with_defaults_and_shows_its_results(rendered_examples):
 def test_restore_needs_a_snapshot_and_a_target(rendered_examples):
     for rendering in rendered_examples.values():
         for wt in _objects(rendering, "WorkflowTemplate"):
-            if not wt["metadata"]["name"].startswith("restore-"):
+            name = wt["metadata"]["name"]
+            if not name.startswith("restore-") or name.startswith("restore-app-"):
                 continue
             params = {p["name"]: p for p in wt["spec"]["arguments"]["parameters"]}
             assert set(params) == {"snapshot", "target-pvc"}
@@ -257,6 +261,8 @@ def test_an_unscheduled_policy_has_no_cron_workflow(minimal_policy, write_policy
 def test_group_snapshots_only_when_the_policy_asks(rendered_examples):
     for name, rendering in rendered_examples.items():
         for obj in _objects(rendering, "Role") + _objects(rendering, "ClusterRole"):
+            if obj["metadata"]["labels"]["app.kubernetes.io/component"] != "rbac":
+                continue  # the restore identity's roles never touch snapshots
             groups = {g for rule in obj["rules"] for g in rule["apiGroups"]}
             policy = obj["metadata"]["labels"]["snapflow.io/policy"]
             plan_map = next(
@@ -284,16 +290,18 @@ def test_role_grants_only_what_the_steps_use(rendered_examples):
     assert ("", "persistentvolumeclaims", "create") in grants
     for group, resource, verb in grants:
         assert "*" not in (group, resource, verb)
-        assert resource != "secrets"
+        assert resource != "secrets" or verb == "list"  # capture.secrets: listed, never changed
         assert verb not in ("update", "deletecollection", "escalate", "bind", "impersonate")
-    (cluster_role,) = _objects(rendering, "ClusterRole")
-    assert cluster_role["rules"] == [
-        {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshotcontents"], "verbs": ["get"]}
+    cluster_roles = {c["metadata"]["name"]: c for c in _objects(rendering, "ClusterRole")}
+    assert cluster_roles["snapflow-shop-orders-db-cluster-reads"]["rules"] == [
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+        {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshotcontents"], "verbs": ["get"]},
     ]
-    (binding,) = _objects(rendering, "RoleBinding")
-    assert binding["subjects"] == [
+    bindings = {b["metadata"]["name"]: b for b in _objects(rendering, "RoleBinding")}
+    assert bindings["snapflow-orders-db"]["subjects"] == [
         {"kind": "ServiceAccount", "name": "snapflow-orders-db", "namespace": "shop"}
     ]
+    assert bindings["snapflow-orders-db"]["roleRef"]["kind"] == "Role"
 
 
 def test_a_policy_without_hooks_cannot_exec_into_pods(minimal_policy, write_policy):
@@ -343,6 +351,10 @@ def test_no_credential_value_reaches_any_rendered_file(minimal_policy, write_pol
     assert set(plan["repository"]) == {"url", "endpoint"}
 
 
+# Options of restore-app whose values are the policy's Secret *names* (its mover pods mount them).
+SECRET_NAME_OPTIONS = ("--password-secret", "--credentials-secret", "--secrets-namespace")
+
+
 def test_steps_get_only_arguments_of_the_step_contract(rendered_examples):
     for rendering in rendered_examples.values():
         for wt in _objects(rendering, "WorkflowTemplate"):
@@ -352,8 +364,32 @@ def test_steps_get_only_arguments_of_the_step_contract(rendered_examples):
                 container = template["container"]
                 assert container["command"] == ["python", "-m", "steps"]
                 assert _step_command(template) in STEP_COMMANDS
-                joined = " ".join(container["args"])
+                args = list(container["args"])
+                for option in SECRET_NAME_OPTIONS:
+                    if option in args:
+                        assert _step_command(template) == "restore-app"
+                        i = args.index(option)
+                        del args[i : i + 2]
+                joined = " ".join(args)
                 assert "--password" not in joined and "secret" not in joined.lower()
+
+
+def test_restore_app_names_the_policys_secrets_never_their_values(rendered_examples):
+    wt = next(
+        o for o in _objects(rendered_examples["multi-volume-app.yaml"], "WorkflowTemplate")
+        if o["metadata"]["name"] == "restore-app-media-uploads"
+    )  # fmt: skip
+    args = _templates(wt)["restore-app"]["container"]["args"]
+
+    def value(option: str) -> str:
+        return args[args.index(option) + 1]
+
+    assert value("--password-secret") == "media-backup-repository:password"
+    assert value("--credentials-secret") == "media-backup-s3:AWS_ACCESS_KEY_ID:AWS_SECRET_ACCESS_KEY"
+    assert value("--ca-bundle") == "storage-ca:ca.crt"
+    assert value("--secrets-namespace") == "media"
+    assert value("--mover") == "pod"
+    assert value("--image") == "snapflow/steps:0.1.0"
 
 
 def test_pipeline_refuses_a_retried_freeze_holder(minimal_policy, write_policy):

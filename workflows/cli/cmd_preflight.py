@@ -52,7 +52,9 @@ def configure(parser):
     )
     parser.add_argument("--skip-repository", action="store_true", help="do not open the repository")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
-    parser.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    parser.add_argument(
+        "--kubeconfig", metavar="FILE", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+    )
     parser.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
 
 
@@ -94,7 +96,9 @@ def _run(args) -> int:
     policies = _selected(load_policies(args.policies), args.name)
     local = [f"{p.namespace}/{p.name}" for p in policies if p.is_local]
     if local:
-        raise UsageError(f"{', '.join(local)}: local paths run with the local runner; nothing to check in a cluster")
+        raise UsageError(
+            f"{', '.join(local)}: local paths run with the local runner; nothing to check in a cluster"
+        )
     results = []
     with KubeClient(KubeSettings.from_env(args.kubeconfig, args.context)) as client:
         for policy in policies:
@@ -108,7 +112,12 @@ def _run(args) -> int:
                 )
             )
     if args.json:
-        print(json.dumps({"ok": not any(r.failed for r in results), "policies": [r.to_dict() for r in results]}, sort_keys=True))
+        print(
+            json.dumps(
+                {"ok": not any(r.failed for r in results), "policies": [r.to_dict() for r in results]},
+                sort_keys=True,
+            )
+        )
     else:
         for result in results:
             print(f"policy {result.policy.namespace}/{result.policy.name}:")
@@ -116,6 +125,8 @@ def _run(args) -> int:
                 print(f"  {line}")
     failed = [(r, c) for r in results for c in r.failed]
     if failed:
-        shown = "; ".join(f"{r.policy.namespace}/{r.policy.name} {c['check']}: {c['message']}" for r, c in failed[:3])
+        shown = "; ".join(
+            f"{r.policy.namespace}/{r.policy.name} {c['check']}: {c['message']}" for r, c in failed[:3]
+        )
         raise PermanentError(f"preflight: {len(failed)} check(s) failed: {shown}")
     return 0

@@ -10,7 +10,8 @@ NAME = "render"
 HELP = "render policies into Argo and Kubernetes manifests (one file per object + kustomization.yaml)"
 DESCRIPTION = """\
 Render protection policies into manifests: per policy a ServiceAccount, Role and RoleBinding (least
-privilege), a ConfigMap with the plan the steps read, WorkflowTemplates backup-NAME, restore-NAME,
+privilege) for the steps, a separate ServiceAccount and roles for the whole-app restore, a ConfigMap
+with the plan the steps read, WorkflowTemplates backup-NAME, restore-NAME, restore-app-NAME,
 check-NAME, prune-NAME and init-NAME, and CronWorkflows when the policy has a schedule. Every object
 is validated before anything is written; the output directory is replaced as a whole.
 
@@ -18,6 +19,7 @@ examples:
   snapflow render examples/postgresql-statefulset.yaml -o deploy/
   kubectl apply -k deploy/
   argo submit -n shop --from workflowtemplate/backup-orders-db
+  snapflow preflight examples/postgresql-statefulset.yaml
 
   snapflow render policies/*.yaml -o gitops/snapflow     # commit it, let Argo CD / Flux apply it
   snapflow render policy.yaml | kubectl apply -f -        # no -o: one YAML stream on stdout
