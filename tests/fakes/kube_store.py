@@ -215,6 +215,7 @@ class Store:
     # -- writing ------------------------------------------------------------------------------------------
 
     def _commit(self, rtype: ResourceType, kind: str, obj: dict, old: dict | None) -> dict:
+        normalize_stored(rtype, obj)
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
         key = self._key(rtype, obj["metadata"].get("namespace"), obj["metadata"]["name"])
@@ -659,6 +660,22 @@ class Store:
                 if obj["metadata"].get("uid") == uid:
                     return rtype, obj
         return None
+
+
+def normalize_stored(rtype: ResourceType, obj: dict) -> None:
+    """What a real API server does to every object it stores: empty label/annotation maps are omitted
+    (Go's omitempty), and a Secret's write-only ``stringData`` is merged into ``data`` (base64)."""
+    meta = obj.get("metadata") or {}
+    for field in ("labels", "annotations"):
+        if field in meta and not meta[field]:
+            del meta[field]
+    if rtype.kind == "Secret" and rtype.group == "" and obj.get("stringData"):
+        data = dict(obj.get("data") or {})
+        for key, value in obj.pop("stringData").items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        obj["data"] = data
+    elif rtype.kind == "Secret" and "stringData" in obj:
+        obj.pop("stringData")
 
 
 def pending_finalizers(rtype: ResourceType, obj: dict) -> list[str]:

@@ -561,3 +561,21 @@ def test_rbac_enforcement_and_access_reviews(kube_server: FakeKubeAPI, kube_clie
         }
     )
     assert answer.status.allowed is False
+
+
+def test_secret_string_data_is_stored_base64_in_data_and_empty_maps_are_omitted(kube_server, kube_client):
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(kube_client)
+    # GIVEN a Secret written with stringData and an annotation
+    core.create_namespaced_secret(
+        "default",
+        {"metadata": {"name": "creds", "annotations": {"a": "1"}}, "stringData": {"password": "s3cr3t"}},
+    )
+    # WHEN its only annotation is removed by a merge patch
+    core.patch_namespaced_secret("creds", "default", {"metadata": {"annotations": {"a": None}}})
+    # THEN it reads back as a real API server returns it
+    secret = core.read_namespaced_secret("creds", "default")
+    assert secret.data == {"password": "czNjcjN0"}
+    assert secret.string_data is None
+    assert secret.metadata.annotations is None
