@@ -216,16 +216,19 @@ class _StepBuilder:
             return []
         repo = self.policy.spec.repository
         env: list[m.EnvVar] = []
-        if repo.credentials_secret:
+        secret = repo.credentials_secret
+        if self.step.command == "prune" and repo.prune_credentials_secret:
+            secret = repo.prune_credentials_secret  # backups may then use append-only keys
+        if secret:
             for var, key in (
-                ("AWS_ACCESS_KEY_ID", repo.credentials_secret.access_key_id_key),
-                ("AWS_SECRET_ACCESS_KEY", repo.credentials_secret.secret_access_key_key),
+                ("AWS_ACCESS_KEY_ID", secret.access_key_id_key),
+                ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key),
             ):
                 env.append(
                     m.EnvVar(
                         name=var,
                         value_from=m.EnvVarSource(
-                            secret_key_ref=m.SecretKeySelector(name=repo.credentials_secret.name, key=key)
+                            secret_key_ref=m.SecretKeySelector(name=secret.name, key=key)
                         ),
                     )
                 )

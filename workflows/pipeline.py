@@ -753,7 +753,10 @@ def init_pipeline(policy: Policy) -> Pipeline:
     step = Step(
         name="init",
         command="init",
-        args=(*repository_args(policy), *object_lock_args(policy, "--object-lock-mode", "--object-lock-days")),
+        args=(
+            *repository_args(policy),
+            *object_lock_args(policy, "--object-lock-mode", "--object-lock-days"),
+        ),
         title="Create the repository",
         needs=frozenset({Needs.REPOSITORY}),
     )

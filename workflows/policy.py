@@ -119,7 +119,9 @@ class ObjectLock(_Model):
     mode: Literal["governance", "compliance"] = Field(
         description="compliance: nobody can delete a locked version early; governance: only with a bypass permission."
     )
-    days: int = Field(ge=1, le=36500, description="How long objects stay locked; prune extends it for kept backups.")
+    days: int = Field(
+        ge=1, le=36500, description="How long objects stay locked; prune extends it for kept backups."
+    )
 
 
 class Repository(_Model):
@@ -136,6 +138,11 @@ class Repository(_Model):
         None, description="Secret with the S3 access keys; omit to use the pod's own identity (web identity)."
     )
     password_secret: PasswordSecret = Field(description="Secret with the repository password.")
+    prune_credentials_secret: CredentialsSecret | None = Field(
+        None,
+        description="Secret with the S3 access keys prune uses (it deletes object versions and extends "
+        "locks); lets the backups run with append-only keys. Default: credentialsSecret.",
+    )
     object_lock: ObjectLock | None = Field(
         None,
         description="Create the bucket with Object Lock and this default retention (init), and keep what "

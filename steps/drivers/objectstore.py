@@ -730,10 +730,13 @@ class S3Store(ObjectStore):
     def versioning_enabled(self):
         cached = getattr(self, "_versioning", None)
         if cached is None:
-            status = self._call(
-                f"GET versioning of {self.bucket}",
-                lambda: self.client.get_bucket_versioning(self.bucket).status,
-            )
+            try:
+                status = self._call(
+                    f"GET versioning of {self.bucket}",
+                    lambda: self.client.get_bucket_versioning(self.bucket).status,
+                )
+            except PermanentError:  # may not read it (s3:GetBucketVersioning): behave as without versions
+                status = None
             cached = self._versioning = status == "Enabled"
         return cached
 

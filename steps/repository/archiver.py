@@ -26,12 +26,13 @@ from datetime import UTC, datetime
 from steps.errors import UsageError
 
 from .chunker import Chunker
-from .pack import BLOB_DATA, BLOB_TREE
+from .pack import BLOB_DATA, BLOB_TREE, lazy_buffer
 from .pipeline import Aborted, BlobSink, ByteQueue, _env_int
 from .repo import Repository, Snapshot
 from .tree import encode_tree, node_from_stat
 
 RACY_WINDOW_NS = 2_000_000_000
+MiB = 1024 * 1024
 SNAPSHOT_VERSION = 1
 IDENTITY_FIELDS = ("cluster", "namespace", "app", "volume", "policy")
 
@@ -163,13 +164,24 @@ def holes_of(regions: list[tuple[int, int]], size: int) -> list[list[int]]:
     return holes
 
 
-class Prescan:
-    """Lists and stats the source tree with several threads, ahead of the copy.
+class _Listing:
+    __slots__ = ("entries", "pending")
 
-    It starts before the repository is even opened (key derivation, index loading), so that the walk
-    finds every directory and inode in the kernel's caches instead of waiting for one cold read after
-    the other, and it sums the sizes for the progress total (Argo's N/M). Nothing is kept but counters.
-    Directories with many entries are split into slices that different threads stat at once.
+    def __init__(self, entries: list):
+        self.entries = entries
+        self.pending = 0  # slices not yet stat'ed
+
+
+class Prescan:
+    """Lists and stats the source tree with a few threads, ahead of the copy.
+
+    It starts before the repository is even opened (key derivation, index loading) and sums the sizes for
+    the progress total (Argo's N/M). It keeps the listings it made, with each entry's ``lstat`` cached in
+    its ``os.DirEntry``, for the walk to take (:meth:`take`), up to ``SNAPFLOW_SCAN_AHEAD`` entries
+    (beyond that it only warms the kernel's caches). The walk then makes no system call per entry: it
+    runs while the file workers are busy, and every call that releases the interpreter lock would make
+    it wait for a worker to hand the lock back. Directories with many entries are split into slices
+    that different threads stat at once.
     """
 
     SLICE = 256
@@ -179,11 +191,15 @@ class Prescan:
         self.excludes = list(excludes)
         self.progress = progress
         self.total = 0
+        self.started_ns = time.time_ns()
         self.finished = threading.Event()
         self._stop = threading.Event()
         self._cv = threading.Condition()
         self._todo: list = []
         self._busy = 0
+        self._listings: dict[bytes, _Listing] = {}
+        self._held = 0
+        self._budget = _env_int("SNAPFLOW_SCAN_AHEAD", 32768)
         try:
             st = os.stat(self.root)
         except OSError:
@@ -193,7 +209,7 @@ class Prescan:
             self._publish(st.st_size if stat_mod.S_ISREG(st.st_mode) else 0, final=True)
             self.finished.set()
             return
-        self._todo.append(("dir", self.root, ""))
+        self._todo.append(("dir", self.root, "", None))
         n = threads or _env_int("SNAPFLOW_SCAN_THREADS", 2)
         for i in range(n):
             threading.Thread(target=self._worker, name=f"scan-{i}", daemon=True).start()
@@ -202,6 +218,19 @@ class Prescan:
         self._stop.set()
         with self._cv:
             self._cv.notify_all()
+            self._listings.clear()
+            self._held = 0
+
+    def take(self, path: bytes) -> list | None:
+        """The entries of directory ``path`` (each with its lstat cached), if they were listed and stat'ed
+        ahead; None otherwise (the caller lists the directory itself). Each listing is handed out once."""
+        with self._cv:
+            listing = self._listings.get(path)
+            if listing is None or listing.pending:
+                return None
+            del self._listings[path]
+            self._held -= len(listing.entries)
+            return listing.entries
 
     def _publish(self, add: int, final: bool = False) -> None:
         with self._cv:
@@ -227,6 +256,8 @@ class Prescan:
             except Exception:
                 found = []
             with self._cv:
+                if item[0] == "stat" and item[3] is not None:
+                    item[3].pending -= 1
                 self._todo.extend(found)
                 self._busy -= 1
                 done = not self._todo and not self._busy
@@ -237,14 +268,19 @@ class Prescan:
                 return
 
     def _scan(self, item) -> list:
-        kind, path, rel = item
+        kind, path, rel, listing = item
         if kind == "dir":
             with os.scandir(path) as it:
                 entries = list(it)
-            out = []
-            for i in range(0, len(entries), self.SLICE):
-                out.append(("stat", entries[i : i + self.SLICE], rel))
-            return out
+            slices = [entries[i : i + self.SLICE] for i in range(0, len(entries), self.SLICE)]
+            with self._cv:
+                if self._held + len(entries) <= self._budget and not self._stop.is_set():
+                    listing = self._listings[path] = _Listing(entries)
+                    listing.pending = len(slices)
+                    self._held += len(entries)
+                else:
+                    listing = None
+            return [("stat", part, rel, listing) for part in slices]
         out, size = [], 0
         excludes = self.excludes
         stop = self._stop
@@ -266,7 +302,7 @@ class Prescan:
             elif stat_mod.S_ISDIR(mode):
                 if stop.is_set():
                     return []
-                out.append(("dir", entry.path, child))
+                out.append(("dir", entry.path, child, None))
         self._publish(size)
         return out
 
@@ -312,6 +348,7 @@ class Archiver:
                 self.progress.files = self.stats.files
 
     _skipped_bytes = 0
+    _prescan: Prescan | None = None
 
     def _excluded(self, rel: str, name: str) -> bool:
         return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in self.opts.excludes)
@@ -343,7 +380,7 @@ class Archiver:
     # -- file workers -------------------------------------------------------------------------
     def _file_worker(self, sink: BlobSink) -> None:
         channel = sink.channel()  # this thread's pack buffers: blobs are sealed right here
-        buf = bytearray(self.chunker.block)  # this thread's read buffer, reused for every file
+        buf = lazy_buffer(self.chunker.block)  # this thread's read buffer, reused for every file
         while True:
             job = self.file_q.get()
             if job is None:
@@ -369,7 +406,7 @@ class Archiver:
         if not self.abort.is_set():
             channel.flush()
 
-    def _archive_file(self, job: _FileJob, sink: BlobSink, channel, buf: bytearray) -> None:
+    def _archive_file(self, job: _FileJob, sink: BlobSink, channel, buf) -> None:
         fd = _open_noatime(job.path)
         try:
             st = job.st
@@ -402,8 +439,9 @@ class Archiver:
                             add(BLOB_DATA, bid, chunk)
                         nread += got
                 else:
-                    try:
+                    try:  # let the kernel read the whole region ahead while we chunk and hash
                         os.posix_fadvise(fd, off, length, os.POSIX_FADV_SEQUENTIAL)
+                        os.posix_fadvise(fd, off, min(length, 64 * MiB), os.POSIX_FADV_WILLNEED)
                     except (AttributeError, OSError):
                         pass
                     pos = off
@@ -531,8 +569,12 @@ class Archiver:
 
     def _walk(self, path: bytes, rel: str, dj: _DirJob, prev_children: dict[str, dict] | None) -> None:
         try:
-            with os.scandir(path) as it:
-                entries = sorted(it, key=lambda e: e.name)
+            listed = self._prescan.take(path) if self._prescan is not None else None
+            if listed is not None:
+                entries = sorted(listed, key=lambda e: e.name)
+            else:
+                with os.scandir(path) as it:
+                    entries = sorted(it, key=lambda e: e.name)
         except OSError as err:
             self._warn(f"{os.fsdecode(path)}: cannot list directory ({err.strerror})")
             self.dir_q.put(dj, 0)
@@ -605,8 +647,16 @@ class Archiver:
                 f"--source: expected a directory, a regular file or a block device, got {source!r}"
             )
         prescan = self.prescan
-        if prescan is None and source_type == "dir":  # warm the caches while the index loads
+        if prescan is None and source_type == "dir":  # list the source while the index loads
             prescan = Prescan(source, opts.excludes, self.progress)
+        if prescan is not None and os.fsencode(source) != prescan.root:
+            prescan.stop()
+            prescan = None
+        if prescan is not None:
+            # the scan may have stat'ed files before this copy started: the racy-timestamp rule of the
+            # next copy must count from the earliest stat
+            scan_start_ns = min(scan_start_ns, prescan.started_ns)
+        self._prescan = prescan
         # load before the threads start, without prune's deletion candidates (see docs/design.md, Prune)
         self.repo.begin_write()
         self._select_parent(source, source_type)
@@ -614,7 +664,7 @@ class Archiver:
         self.file_q = ByteQueue(_env_int("SNAPFLOW_FILE_QUEUE", 512), self.abort)
         self.dir_q = ByteQueue(1 << 62, self.abort)
         self.root_tree: str | None = None
-        nworkers = opts.file_workers or _env_int("SNAPFLOW_FILE_WORKERS", 3)
+        nworkers = opts.file_workers or _env_int("SNAPFLOW_FILE_WORKERS", 2)
         workers = [
             threading.Thread(target=self._file_worker, args=(sink,), name=f"file-{i}", daemon=True)
             for i in range(nworkers)

@@ -142,10 +142,10 @@ class Chunker:
             pos = c.offset + c.length
         return out, pos
 
-    def stream(self, readinto: Callable[[memoryview], int], buf: bytearray) -> Iterator[memoryview]:
+    def stream(self, readinto: Callable[[memoryview], int], buf) -> Iterator[memoryview]:
         """Chunks of the stream read with ``readinto`` into the reusable buffer ``buf``, in order.
 
-        ``buf`` must hold at least ``2 * max_size`` bytes. Each chunk is a view of ``buf`` that is only
+        ``buf`` (a bytearray or mmap) must hold at least ``2 * max_size`` bytes. Each chunk is a view of ``buf`` that is only
         valid until the next chunk is requested (the caller hashes and seals it before that), so a worker
         reads any amount of data with one buffer and no allocation per block.
         """

@@ -16,6 +16,7 @@ of all its bytes. Provides :class:`PackWriter` and :func:`parse_pack_header`; ca
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -58,16 +59,21 @@ class FinishedPack:
         return len(self.data)
 
 
+def lazy_buffer(size: int):
+    """A zero-filled, writable buffer of ``size`` bytes whose pages only become resident once written
+    (an anonymous mapping), so a buffer sized for the worst case costs memory only for what is used."""
+    return mmap.mmap(-1, max(size, 1))
+
+
 class PackWriter:
     """Accumulates sealed blobs for one pack in one reusable buffer. Not thread-safe: one writer per
     thread. After :meth:`finish` the writer starts the next pack (new salt) in the same buffer."""
 
-    def __init__(self, keys: MasterKeys, capacity: int = 0, max_capacity: int = 0):
+    def __init__(self, keys: MasterKeys, capacity: int = 0):
         self.keys = keys
-        self._buf = bytearray(max(capacity, PREFIX_LEN + 4096))
-        self._max_capacity = max_capacity  # growth stops doubling here (only a bigger blob goes past it)
+        self._buf = lazy_buffer(max(capacity, PREFIX_LEN + 4096))
         self._mv = memoryview(self._buf)
-        self._scratch = bytearray(1)
+        self._scratch = lazy_buffer(1)
         self._start()
 
     def _start(self) -> None:
@@ -92,21 +98,18 @@ class PackWriter:
     def _reserve(self, need: int) -> None:
         if need <= len(self._buf):
             return
-        grown = 2 * len(self._buf)
-        if self._max_capacity:
-            grown = min(grown, self._max_capacity)
-        bigger = bytearray(max(need, grown))
+        bigger = lazy_buffer(need)
         bigger[: self.size] = self._mv[: self.size]
         self._mv.release()
         self._buf = bigger
         self._mv = memoryview(bigger)
 
     def add(self, blob_type: bytes, blob_id: bytes, data) -> int:
-        """Seal and append one blob (the buffer grows when needed); returns its stored length."""
+        """Seal and append one blob (the buffer grows when it must); returns its stored length."""
         n = len(data)
         self._reserve(self.size + sealed_bound(n))
         if len(self._scratch) < n + 1:
-            self._scratch = bytearray(n + 1)
+            self._scratch = lazy_buffer(n + 1)
         stored = seal_blob_into(self.aead, blob_type, blob_id, data, self._mv[self.size :], self._scratch)
         self.entries.append(PackEntry(blob_type, blob_id, self.size, stored, n))
         self.size += stored

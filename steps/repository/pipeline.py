@@ -18,7 +18,6 @@ import os
 import threading
 from dataclasses import dataclass
 
-from .crypto import sealed_bound
 from .index import IndexPack
 from .pack import BLOB_TREE, FinishedPack, PackWriter
 
@@ -106,9 +105,9 @@ class PackChannel:
             raise Aborted()
         w = self._writers.get(blob_type)
         if w is None:
-            w = self._writers[blob_type] = PackWriter(
-                sink.keys, min(sink.pack_capacity, MiB), sink.pack_capacity
-            )
+            w = self._writers[blob_type] = PackWriter(sink.keys, sink.pack_capacity)
+        elif len(w) and not w.fits(len(data)):  # ship a nearly full pack rather than grow its buffer
+            self._ship(w)
         w.add(blob_type, blob_id, data)
         self._new += 1
         self._new_bytes += len(data)
@@ -118,8 +117,13 @@ class PackChannel:
             self._ship(w)
 
     def _ship(self, w: PackWriter) -> None:
-        pack = w.finish()
         sink = self.sink
+        sink._reserve_slot()  # before the pack's bytes exist: they count against the packs in flight
+        try:
+            pack = w.finish()
+        except BaseException:
+            sink._slots.release()
+            raise
         with sink._lock:
             sink.stats.blobs_new += self._new
             sink.stats.blob_bytes_new += self._new_bytes
@@ -150,8 +154,9 @@ class BlobSink:
         self.keys = repo.keys
         self.backup_id = backup_id
         self.pack_size = repo.config.pack_size
-        # a pack is finished once it reaches pack_size, so its last blob may be a maximal chunk
-        self.pack_capacity = self.pack_size + sealed_bound(repo.config.chunk_max)
+        # a pack is finished once it reaches pack_size; a blob that would overflow this buffer starts
+        # the next pack instead, so a pack ends between pack_size - 1 MiB and pack_size + 1 MiB
+        self.pack_capacity = self.pack_size + MiB
         self.abort = abort or threading.Event()
         self.error: BaseException | None = None
         self.stats = SinkStats()
@@ -159,11 +164,12 @@ class BlobSink:
         self._pending: set[bytes] = set()
         self._unindexed: list[IndexPack] = []
         self.index_every = index_every or _env_int("SNAPFLOW_INDEX_EVERY_PACKS", 16)
-        queued = _env_int("SNAPFLOW_PACKS_QUEUED", 1)
-        self.upload_q = ByteQueue(queued * self.pack_size + 1, self.abort)
+        nu = uploaders or _env_int("SNAPFLOW_UPLOADERS", 2)
+        # finished packs alive at once: the ones being uploaded and one waiting
+        self._slots = threading.Semaphore(nu + 1)
+        self.upload_q = ByteQueue(1 << 62, self.abort)
         self._shared = PackChannel(self)
         self._shared_lock = threading.Lock()
-        nu = uploaders or _env_int("SNAPFLOW_UPLOADERS", 3)
         self._upload_threads = [
             threading.Thread(target=self._guard, args=(self._uploader,), name=f"upload-{i}", daemon=True)
             for i in range(nu)
@@ -221,6 +227,11 @@ class BlobSink:
         return blob_id
 
     # -- uploads ------------------------------------------------------------------------------
+    def _reserve_slot(self) -> None:
+        while not self._slots.acquire(timeout=0.2):
+            if self.abort.is_set():
+                raise Aborted()
+
     def _upload(self, pack: FinishedPack) -> None:
         self.upload_q.put(pack, pack.size)
 
@@ -229,7 +240,10 @@ class BlobSink:
             pack = self.upload_q.get()
             if pack is None:
                 break
-            self.repo.save_pack(pack)
+            try:
+                self.repo.save_pack(pack)
+            finally:
+                self._slots.release()
             batch = None
             with self._lock:
                 self.index.add_pack(pack.id, pack.salt, pack.size, pack.entries)

@@ -466,11 +466,13 @@ def _mark(run: _Run, pending: list[Record], now: datetime) -> Record | None:
         u = used.get(pid, 0)
         if u == 0:
             unused.append(pid)  # also when already gone from the store: it leaves the index at the sweep
-        elif (
+            continue
+        blob_bytes = sum(e.length for e in pack.entries)  # (a pack's own overhead is not "unused")
+        if (
             pid in listing
             and opts.repack_unused is not None
-            and pack.size
-            and 1 - u / pack.size > opts.repack_unused
+            and blob_bytes
+            and 1 - u / blob_bytes > opts.repack_unused
         ):
             repack.append(pid)
     missing = [pid for pid in state.packs if pid not in listing and pid in used]
@@ -656,7 +658,8 @@ def prune(
             _sweep(run, ripe)
         pending = [r for r in pending if r not in ripe]
         # 3. mark
-        marked = _mark(run, pending, repo.store.server_time())
+        # (a dry run swept nothing: what it would sweep is not marked again)
+        marked = _mark(run, pending + (ripe if opts.dry_run else []), repo.store.server_time())
         if marked is not None and opts.wait and not opts.dry_run:
             due = marked.modified + opts.grace + CLOCK_SLACK
             while True:

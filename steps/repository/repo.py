@@ -240,7 +240,7 @@ class Repository:
         for version_id in self._older_versions(key):
             try:
                 old = self.store.get(key, version_id)
-            except ObjectNotFound:
+            except (ObjectNotFound, PermanentError):
                 continue
             if storage_id(old) == expected:
                 self._note_fallback(key, version_id, problem)
@@ -295,7 +295,7 @@ class Repository:
                 if len(data) != length:
                     continue
                 result = decode(data)
-            except (ObjectNotFound, IntegrityError):
+            except (ObjectNotFound, PermanentError):  # (IntegrityError is a PermanentError)
                 continue
             self._note_fallback(key, version_id, problem)
             return result

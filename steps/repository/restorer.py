@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from steps.errors import IntegrityError, UsageError
 
 from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
+from .pack import lazy_buffer
 from .pipeline import _env_int
 from .repo import Repository, Snapshot
 from .tree import file_regions
@@ -378,7 +379,7 @@ class Restorer:
         feed_lock = threading.Lock()
 
         def download() -> None:
-            scratch = [bytearray(1)]
+            scratch = [lazy_buffer(1)]
             while not errors:
                 with feed_lock:
                     pack_no = next(feed, None)
@@ -408,7 +409,7 @@ class Restorer:
         if len(stored) < NONCE_LEN + TAG_LEN + 1:
             raise IntegrityError(f"{name}: truncated")
         if len(scratch[0]) < len(stored):
-            scratch[0] = bytearray(len(stored))
+            scratch[0] = lazy_buffer(max(len(stored), 4 * 1024 * 1024 + 64))
         try:
             plain = open_blob_into(aead, b"d", bid, stored, raw, scratch[0])
         except IntegrityError as err:

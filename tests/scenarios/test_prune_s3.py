@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from steps.drivers.objectstore import open_store
 from tests.fixtures.prune import ROOT, last_json, run_steps, write_files
 
@@ -117,6 +119,7 @@ def test_copies_and_prunes_interleaved_on_s3_leave_every_snapshot_restorable(s3_
     assert 0 in outcomes
 
 
+@pytest.mark.slow
 def test_a_prune_killed_at_random_moments_leaves_a_valid_repository(s3_repo, tmp_path):
     # GIVEN a repository that keeps getting new copies of one source
     run_steps("init", "--repo", s3_repo)
@@ -124,7 +127,7 @@ def test_a_prune_killed_at_random_moments_leaves_a_valid_repository(s3_repo, tmp
     rnd = random.Random(20261126)
     hits = 0
     seed = 0
-    for _round in range(5):
+    for round_ in range(5):
         for _ in range(2):
             seed += 1
             write_files(src, seed, names=tuple(f"f{i}.bin" for i in range(6)), size=300_000)
@@ -149,7 +152,8 @@ def test_a_prune_killed_at_random_moments_leaves_a_valid_repository(s3_repo, tmp
         proc.wait(30)
         # THEN verify passes (every snapshot whole, every pack it needs present)
         run_steps("verify", "--repo", s3_repo, "--read-data", "100")
-        time.sleep(7.2)  # candidates become due for the next round
+        if round_ % 2 == 0:
+            time.sleep(7.2)  # candidates become due: the next kill may land in a sweep
     assert hits >= 3, "the kills should land while prune runs"
     # AND an unkilled prune finishes the work, and the newest snapshot restores
     run_steps("prune", "--repo", s3_repo, "--keep-last", "2", "--grace", "0", "--wait")

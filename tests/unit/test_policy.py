@@ -59,7 +59,7 @@ BAD_POLICIES = [
     ),
     (
         {"spec.repository.accessKey": "AKIA1234"},
-        "spec.repository.accessKey: unknown field (expected one of: caBundle, credentialsSecret, endpoint, objectLock, passwordSecret, pathStyle, region, shared, url)",
+        "spec.repository.accessKey: unknown field (expected one of: caBundle, credentialsSecret, endpoint, objectLock, passwordSecret, pathStyle, pruneCredentialsSecret, region, shared, url)",
     ),
     ({"spec.repository.shared": "maybe"}, "spec.repository.shared: expected true or false, got 'maybe'"),
     ({"spec.volumes": []}, "spec.volumes: expected at least 1 item(s)"),
