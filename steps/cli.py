@@ -1,10 +1,11 @@
-"""The step command line: discovers one module per step in :mod:`steps.commands`.
+"""The step command line, and the dispatcher both command lines (``python -m steps``, ``snapflow``) share.
 
-Each command module defines ``NAME`` (the step name), ``HELP`` (one line), ``configure(parser)`` to add
-its arguments (and may set ``parser.epilog`` / ``description``), and ``run(args) -> int``. Command modules
-keep their top-level imports light: heavy libraries are imported inside ``run`` so that ``--help`` and
-unrelated steps stay fast. Errors derived from :class:`steps.errors.SnapflowError` become one line on
-stderr and their exit code; no traceback is shown unless ``SNAPFLOW_DEBUG=1``.
+Commands are discovered as modules of a package. Each defines ``NAME`` (the command name), ``HELP`` (one
+line), optional ``DESCRIPTION`` (shown by ``--help``, with examples), ``configure(parser)`` to add its
+arguments, and ``run(args) -> int``. Command modules keep their top-level imports light: heavy libraries
+are imported inside ``run`` so that ``--help`` and unrelated commands stay fast. Errors derived from
+:class:`steps.errors.SnapflowError` become one line on stderr and their exit code; no traceback is shown
+unless ``SNAPFLOW_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -14,22 +15,10 @@ import importlib
 import os
 import pkgutil
 import sys
+from types import ModuleType
 
 from steps import __version__
 from steps.errors import EXIT_FAILURE, EXIT_USAGE, SnapflowError
-
-
-def _command_modules():
-    import steps.commands as pkg
-
-    mods = []
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"steps.commands.{info.name}")
-        if hasattr(mod, "NAME") and hasattr(mod, "run"):
-            mods.append(mod)
-    return mods
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,16 +26,41 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def discover_commands(package: str, prefix: str = "") -> list[ModuleType]:
+    """The command modules of ``package`` whose names start with ``prefix`` (and not with ``_``)."""
+    pkg = importlib.import_module(package)
+    mods = []
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if info.name.startswith("_") or not info.name.startswith(prefix):
+            continue
+        mod = importlib.import_module(f"{package}.{info.name}")
+        if hasattr(mod, "NAME") and hasattr(mod, "run"):
+            mods.append(mod)
+    return sorted(mods, key=lambda m: m.NAME)
+
+
+def _command_modules() -> list[ModuleType]:
+    return discover_commands("steps.commands")
+
+
+def build_command_parser(
+    prog: str,
+    description: str,
+    version: str,
+    metavar: str,
+    commands: list[ModuleType],
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python -m steps",
-        description="Snapflow step container: the steps Argo runs (and you can run by hand).",
+        prog=prog,
+        description=description,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"snapflow-steps {__version__}")
-    sub = parser.add_subparsers(dest="step", metavar="STEP", parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=version)
+    sub = parser.add_subparsers(dest="_command", metavar=metavar, parser_class=_Parser)
     sub.required = True
-    for mod in sorted(_command_modules(), key=lambda m: m.NAME):
+    for mod in commands:
         p = sub.add_parser(
             mod.NAME,
             help=mod.HELP,
@@ -58,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse, run the chosen command, and turn Snapflow errors into one line and their exit code."""
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
@@ -73,3 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_FAILURE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return build_command_parser(
+        prog="python -m steps",
+        description="Snapflow step container: the steps Argo runs (and you can run by hand).",
+        version=f"snapflow-steps {__version__}",
+        metavar="STEP",
+        commands=_command_modules(),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), argv)
