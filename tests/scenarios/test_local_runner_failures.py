@@ -193,7 +193,8 @@ def test_ctrl_c_stops_the_run_runs_the_finalizer_and_commits_nothing(tmp_path, l
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not list(state.glob("runs/backup-*/steps/copy-data/argv.json")):
+        # (the copy writes its Argo progress file once it is reading data: then it is surely running)
+        while time.monotonic() < deadline and not list(state.glob("runs/backup-*/steps/copy-data/progress")):
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=120)

@@ -103,3 +103,13 @@ def test_a_pack_sized_object_is_one_put_not_a_multipart_upload(s3_server, monkey
     st = s.client.stat_object(s.bucket, "data/pack")
     assert "-" not in st.etag  # multipart uploads get an ETag of the form <md5>-<parts>
     assert s.get("data/pack") == data
+
+
+def test_the_embedded_server_serves_many_buckets(private_s3_server):
+    # Each bucket is a collection that takes several volumes: with the server's automatic volume limit
+    # every PUT failed with InternalError after a few dozen buckets.
+    for i in range(45):
+        s = S3Store(S3Settings(private_s3_server.endpoint, retries=0), f"many-{i:03d}", "")
+        s.ensure_container()
+        s.put("config", b"x" * 100)
+    assert s.get("config") == b"x" * 100

@@ -73,12 +73,14 @@ class SeaweedFS:
         access_key: str | None = None,
         secret_key: str | None = None,
         start_timeout: float = 60.0,
+        max_volumes: int = 5000,
     ):
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="snapflow-s3-"))
         self.access_key = access_key or "SF" + secrets.token_hex(8).upper()
         self.secret_key = secret_key or secrets.token_urlsafe(30)
         self.start_timeout = start_timeout
+        self.max_volumes = max_volumes
         (self.master_port, self.volume_port, self.filer_port, self.s3_port, self.admin_port) = free_ports(5)
         self.proc: subprocess.Popen | None = None
         # Unix socket paths are limited to 107 bytes: keep them short whatever the workdir's depth.
@@ -132,6 +134,10 @@ class SeaweedFS:
             "-webdav=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            # Every bucket is a collection that grows several volumes at once. The default limit (free disk
+            # divided by the volume size) runs out after a dozen buckets on a small disk, and from then on
+            # every PUT fails with InternalError. Volumes are not preallocated, so a high limit costs nothing.
+            f"-volume.max={self.max_volumes}",
             f"-filer.localSocket={self._socket_dir / 'filer.sock'}",
             f"-s3.localSocket={self._socket_dir / 's3.sock'}",
         ]
