@@ -5,13 +5,13 @@
 
 Each round, on a fresh copy of the dataset and fresh buckets in one embedded SeaweedFS: full backup,
 ~1% change, incremental backup, restore of the latest snapshot into an empty folder — with both tools,
-their order alternating between rounds. Measured: wall time, peak RSS summed over the process tree
-(sampled), repository size (bytes stored in the bucket). Page caches are dropped before each command when
-run as root. KDF cost: Snapflow keys use scrypt N=2^15, r=8, p=4; restic calibrates its own, which is
-read from its key file and printed beside the table (the KDF runs once per command for both). Every restore is compared with the source, so a fast but
-wrong result cannot win. Prints a table of medians, the speed-up (restic's time / Snapflow's) and the RSS and size ratios
-(Snapflow's / restic's); writes JSON to
-bench/results/.
+their order alternating between rounds. Measured: wall time, CPU time (user + system of the command and
+its children), peak RSS summed over the process tree (sampled), repository size (bytes stored in the
+bucket). Page caches are dropped before each command when run as root. KDF cost: restic calibrates its
+scrypt parameters at init; the Snapflow repository of the round gets a key with exactly those parameters
+(the KDF runs once per command for both). Every restore is compared with the source, so a fast but wrong
+result cannot win. Prints a table of medians, the speed-up (restic's time / Snapflow's) and the RSS and
+size ratios (Snapflow's / restic's); writes JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -51,6 +52,7 @@ def run_measured(cmd: list[str], env: dict[str, str], cwd: str | None = None) ->
     """Run ``cmd``; return wall seconds, peak RSS of the whole process tree, and its stdout."""
     import psutil
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = 0
@@ -82,7 +84,9 @@ def run_measured(cmd: list[str], env: dict[str, str], cwd: str | None = None) ->
     t.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])}... exited {proc.returncode}: {err.decode()[-2000:]}")
-    return {"wall_s": wall, "peak_rss": peak, "stdout": out.decode()}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss": peak, "stdout": out.decode()}
 
 
 def bucket_bytes(server: SeaweedFS, bucket: str) -> int:
@@ -138,12 +142,20 @@ class Snapflow:
         self.env.pop("SNAPFLOW_KDF_TEST_N", None)  # the full production cost
         self.py = sys.executable
 
-    def init(self):
+    def init(self, kdf: dict):
+        """Create the repository with a key of the given scrypt cost (restic's, for a fair comparison)."""
+        code = (
+            "import os, sys; from steps.drivers.objectstore import open_store;"
+            " from steps.repository.repo import Repository;"
+            " Repository.init(open_store(sys.argv[1]), os.environ['SNAPFLOW_PASSWORD'],"
+            " kdf_params={'n': int(sys.argv[2]), 'r': int(sys.argv[3]), 'p': int(sys.argv[4])})"
+        )
         subprocess.run(
-            [self.py, "-m", "steps", "init", "--repo", self.repo],
+            [self.py, "-c", code, self.repo, str(kdf["N"]), str(kdf["r"]), str(kdf["p"])],
             env=self.env,
             check=True,
             capture_output=True,
+            cwd=str(Path(__file__).resolve().parent.parent),
         )
 
     def backup(self, source: Path) -> dict:
@@ -214,7 +226,7 @@ def one_round(server: SeaweedFS, pristine: Path, work: Path, rnd: int, order: li
     restic.init()
     kdf = restic_kdf_params(server, restic.bucket)
     tools = {"restic": restic, "snapflow": Snapflow(server, f"snapflow-{rnd}")}
-    tools["snapflow"].init()
+    tools["snapflow"].init(kdf)
     for name in order:
         drop_caches()
         results.setdefault(name, {})["full"] = tools[name].backup(data)
@@ -308,18 +320,22 @@ def summarize(rounds: list[dict], data_bytes: int, caches_dropped: bool) -> dict
     summary = {}
     for phase in ("full", "incremental", "restore"):
         s_t, r_t = med("snapflow", phase, "wall_s"), med("restic", phase, "wall_s")
+        s_c, r_c = med("snapflow", phase, "cpu_s"), med("restic", phase, "cpu_s")
         s_m, r_m = med("snapflow", phase, "peak_rss"), med("restic", phase, "peak_rss")
         summary[phase] = {
             "snapflow_s": s_t,
             "restic_s": r_t,
             "speedup": r_t / s_t,
+            "snapflow_cpu_s": s_c,
+            "restic_cpu_s": r_c,
             "snapflow_rss": s_m,
             "restic_rss": r_m,
             "rss_ratio": s_m / r_m,
         }
         rows.append(
-            f"| {phase:<11} | {s_t:8.1f} s | {r_t:8.1f} s | {r_t / s_t:5.2f}x   | "
-            f"{s_m / 2**20:6.0f} MiB | {r_m / 2**20:6.0f} MiB | {s_m / r_m:5.2f} |"
+            f"| {phase:<11} | {s_t:8.2f} s | {r_t:8.2f} s | {r_t / s_t:5.2f}x   | "
+            f"{s_c:6.2f} s | {r_c:6.2f} s | "
+            f"{s_m / 2**20:8.0f} MiB | {r_m / 2**20:6.0f} MiB | {s_m / r_m:5.2f}     |"
         )
     s_b = statistics.median(r["snapflow"]["repo_bytes"] for r in rounds)
     r_b = statistics.median(r["restic"]["repo_bytes"] for r in rounds)
@@ -327,10 +343,11 @@ def summarize(rounds: list[dict], data_bytes: int, caches_dropped: bool) -> dict
     kdf = rounds[0]["kdf"]
     table = "\n".join(
         [
-            f"dataset {data_bytes / 2**20:.0f} MiB, {len(rounds)} round(s), median; scrypt: restic N={kdf['N']} r={kdf['r']} "
-            f"p={kdf['p']}, snapflow N=32768 r=8 p=4; page caches {'dropped' if caches_dropped else 'NOT dropped (not root)'}",
-            "| phase       | snapflow   | restic     | speed-up | snapflow RSS | restic RSS | RSS ratio |",
-            "|-------------|------------|------------|----------|--------------|------------|-----------|",
+            f"dataset {data_bytes / 2**20:.0f} MiB, {len(rounds)} round(s), median; scrypt N={kdf['N']} r={kdf['r']}"
+            f" p={kdf['p']} for both (restic's calibration); page caches"
+            f" {'dropped' if caches_dropped else 'NOT dropped (not root)'}",
+            "| phase       | snapflow   | restic     | speed-up | sf CPU   | restic CPU | snapflow RSS | restic RSS | RSS ratio |",
+            "|-------------|------------|------------|----------|----------|------------|--------------|------------|-----------|",
             *rows,
             f"| repository  | {s_b / 2**20:7.0f} MiB | {r_b / 2**20:7.0f} MiB | size ratio {s_b / r_b:.3f} |",
         ]

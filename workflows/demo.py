@@ -46,6 +46,7 @@ from workflows.local.sandbox import (
     btrfs_unavailable_reason,
     postgres_bin_dir,
     stop_process,
+    tpcb_invariant_holds,
     unreachable_parent,
 )
 from workflows.local.seaweedfs import SeaweedFS
@@ -372,7 +373,7 @@ class Demo:
         restored.start()
         sums = restored.tpcb_sums()
         original = self.pg.tpcb_sums()
-        holds = sums["accounts"] == sums["tellers"] == sums["branches"] == sums["history"]
+        holds = tpcb_invariant_holds(sums)
         self.outcome.restore_ok = holds and sums["transactions"] > 0
         self.outcome.restore_detail = (
             f"TPC-B invariant {'holds' if holds else 'BROKEN'} on the restored copy: sum(accounts) = "

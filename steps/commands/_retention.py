@@ -1,4 +1,4 @@
-"""Shared arguments of ``prune`` and ``forget``: retention rules, app filters, time zone, durations."""
+"""Shared by ``prune`` and ``forget``: retention rules, app filters, time zone, durations, the report."""
 
 from __future__ import annotations
 
@@ -71,3 +71,65 @@ def print_decisions(report, out) -> None:
         verdict = "keep  " if row["keep"] else "forget"
         why = ", ".join(row["reasons"]) if row["keep"] else "no rule keeps it"
         out.write(f"  {verdict} {row['time'][:19]}  {row['id']:40}  {why}\n")
+
+
+def print_report(report, out) -> None:
+    """The text report of prune and forget: the decisions, then what each phase did."""
+    print_decisions(report, out)
+    verb = "would forget" if report.dry_run else "forgot"
+    out.write(
+        f"{verb} {len(report.forgotten_backups)} backup(s), {len(report.forgotten_snapshots)} snapshot(s);"
+        f" kept {sum(1 for d in report.decisions if d.keep)} ({report.rules})\n"
+    )
+    s = report.sweep
+    if s:
+        out.write(
+            f"sweep: {s['candidate_records']} candidate record(s) due: {s['packs_deleted']} pack(s) deleted"
+            f" ({s['bytes_freed']} bytes), {s['packs_rescued']} kept (in use), {s['snapshots_deleted']}"
+            f" uncommitted snapshot(s) deleted, {s['snapshots_rescued'] + s['snapshots_restored']} committed"
+            " meanwhile\n"
+        )
+    m = report.mark
+    if m:
+        out.write(
+            f"mark: {m['packs_unused']} unused, {m['packs_unindexed']} unindexed, {m['packs_repacked']}"
+            f" repacked pack(s) ({m['bytes_to_free']} bytes), {m['snapshots_uncommitted']} uncommitted"
+            " snapshot(s)\n"
+        )
+    for p in report.pending:
+        out.write(
+            f"pending: candidates {p['record'][:12]}: {p['packs']} pack(s), {p['snapshots']} snapshot(s),"
+            f" swept after {p['sweep_after']}\n"
+        )
+    if report.locks:
+        lk = report.locks
+        out.write(
+            f"locks: {lk['checked']} object(s) checked, {lk['extended']} extended to {lk['until']},"
+            f" {lk['held']} already held long enough\n"
+        )
+    if report.versions:
+        v = report.versions
+        out.write(
+            f"versions: {v['versions_deleted']} old version(s) deleted ({v['bytes_freed']} bytes),"
+            f" {v['versions_held']} still held by Object Lock ({v['bytes_held']} bytes"
+            + (f", until {v['held_until']}" if v["held_until"] else "")
+            + ")\n"
+        )
+
+
+def run_and_report(args, name: str, operation, opts) -> int:
+    """Run ``operation`` (prune or forget) with ``opts`` on the repository of ``args``; print its warnings
+    and its report (``--json``: as JSON)."""
+    import sys
+
+    from steps.commands._repo import open_repository, print_json, warn
+
+    repo = open_repository(args)
+    report = operation(repo, opts, log=lambda m: print(f"{name}: {m}", file=sys.stderr))
+    for w in report.warnings[:50]:
+        warn(w)
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print_report(report, sys.stdout)
+    return 0

@@ -6,6 +6,7 @@ from steps.commands._repo import (
     CONNECTION_EPILOG,
     add_repo_args,
     open_repository,
+    open_store,
     parse_tags,
     print_json,
     warn,
@@ -49,7 +50,13 @@ def run(args) -> int:
 
     from steps.errors import UsageError
     from steps.progress import Progress
-    from steps.repository.archiver import CopyOptions, copy_source
+    from steps.repository.archiver import CopyOptions, Prescan, copy_source
+    from steps.repository.pipeline import tune_for_bulk_work
+
+    if args.repo.startswith("s3://"):
+        # imported before the source scan starts: imports compete with the scan for the interpreter,
+        # the key derivation the scan overlaps with does not
+        import minio  # noqa: F401
 
     tags = parse_tags(args.tag)
     if not os.path.exists(args.source):
@@ -62,9 +69,6 @@ def run(args) -> int:
         f: getattr(args, f) for f in ("cluster", "namespace", "app", "volume", "policy") if getattr(args, f)
     }
     parent = None if args.no_parent else (args.parent or "auto")
-    from steps.repository.archiver import Prescan
-    from steps.repository.pipeline import tune_for_bulk_work
-
     tune_for_bulk_work()
     opts = CopyOptions(
         source=args.source,
@@ -75,11 +79,9 @@ def run(args) -> int:
         parent=parent,
     )
     progress = Progress("copy")
-    if args.repo.startswith("s3://"):
-        import minio  # noqa: F401 - the S3 client's import is CPU-bound: not in competition with the scan
-
-    # list and stat the source while the repository opens (key derivation, index)
-    prescan = Prescan(args.source, opts.excludes, progress)
+    # list and stat the source, and read ahead what changed, while the repository opens (key
+    # derivation, index)
+    prescan = Prescan(args.source, opts.excludes, progress, store=open_store(args))
     try:
         repo = open_repository(args)
     except BaseException:

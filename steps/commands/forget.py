@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from steps.commands._repo import CONNECTION_EPILOG, add_repo_args, open_repository, print_json, warn
+from steps.commands._repo import CONNECTION_EPILOG, add_repo_args
 from steps.commands._retention import add_rule_args
 
 NAME = "forget"
@@ -37,10 +37,7 @@ def configure(parser):
 
 
 def run(args) -> int:
-    import sys
-
-    from steps.commands._retention import filters_from_args, rules_from_args
-    from steps.commands.prune import print_report
+    from steps.commands._retention import filters_from_args, rules_from_args, run_and_report
     from steps.errors import UsageError
     from steps.repository.prune import PruneOptions, forget
 
@@ -55,12 +52,4 @@ def run(args) -> int:
         forget_snapshots=list(args.snapshot),
         dry_run=args.dry_run,
     )
-    repo = open_repository(args)
-    report = forget(repo, opts, log=lambda m: print(f"forget: {m}", file=sys.stderr))
-    for w in report.warnings[:50]:
-        warn(w)
-    if args.json:
-        print_json(report.to_dict())
-    else:
-        print_report(report, sys.stdout)
-    return 0
+    return run_and_report(args, NAME, forget, opts)

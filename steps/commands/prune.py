@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from steps.commands._repo import CONNECTION_EPILOG, add_repo_args, open_repository, print_json, warn
+from steps.commands._repo import CONNECTION_EPILOG, add_repo_args
 from steps.commands._retention import add_rule_args
 
 NAME = "prune"
@@ -96,63 +96,8 @@ def options_from_args(args):
     )
 
 
-def print_report(report, out) -> None:
-    from steps.commands._retention import print_decisions
-
-    print_decisions(report, out)
-    verb = "would forget" if report.dry_run else "forgot"
-    out.write(
-        f"{verb} {len(report.forgotten_backups)} backup(s), {len(report.forgotten_snapshots)} snapshot(s);"
-        f" kept {sum(1 for d in report.decisions if d.keep)} ({report.rules})\n"
-    )
-    s = report.sweep
-    if s:
-        out.write(
-            f"sweep: {s['candidate_records']} candidate record(s) due: {s['packs_deleted']} pack(s) deleted"
-            f" ({s['bytes_freed']} bytes), {s['packs_rescued']} kept (in use), {s['snapshots_deleted']}"
-            f" uncommitted snapshot(s) deleted, {s['snapshots_rescued'] + s['snapshots_restored']} committed"
-            " meanwhile\n"
-        )
-    m = report.mark
-    if m:
-        out.write(
-            f"mark: {m['packs_unused']} unused, {m['packs_unindexed']} unindexed, {m['packs_repacked']}"
-            f" repacked pack(s) ({m['bytes_to_free']} bytes), {m['snapshots_uncommitted']} uncommitted"
-            " snapshot(s)\n"
-        )
-    for p in report.pending:
-        out.write(
-            f"pending: candidates {p['record'][:12]}: {p['packs']} pack(s), {p['snapshots']} snapshot(s),"
-            f" swept after {p['sweep_after']}\n"
-        )
-    if report.locks:
-        lk = report.locks
-        out.write(
-            f"locks: {lk['checked']} object(s) checked, {lk['extended']} extended to {lk['until']},"
-            f" {lk['held']} already held long enough\n"
-        )
-    if report.versions:
-        v = report.versions
-        out.write(
-            f"versions: {v['versions_deleted']} old version(s) deleted ({v['bytes_freed']} bytes),"
-            f" {v['versions_held']} still held by Object Lock ({v['bytes_held']} bytes"
-            + (f", until {v['held_until']}" if v["held_until"] else "")
-            + ")\n"
-        )
-
-
 def run(args) -> int:
-    import sys
-
+    from steps.commands._retention import run_and_report
     from steps.repository.prune import prune
 
-    opts = options_from_args(args)
-    repo = open_repository(args)
-    report = prune(repo, opts, log=lambda m: print(f"prune: {m}", file=sys.stderr))
-    for w in report.warnings[:50]:
-        warn(w)
-    if args.json:
-        print_json(report.to_dict())
-    else:
-        print_report(report, sys.stdout)
-    return 0
+    return run_and_report(args, NAME, prune, options_from_args(args))

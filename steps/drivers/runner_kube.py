@@ -10,15 +10,12 @@ commands never pay for it.
 
 from __future__ import annotations
 
-import collections
-import queue
 import threading
 import time
 from typing import Any
 
-from steps.drivers.runner import RunResult, SessionClosed
+from steps.drivers.runner import PumpedOutput, RunResult, SessionClosed
 
-_EOF = object()
 _FEED_STDIN = 'printf "%s" "$0" | "$@"'
 
 
@@ -49,15 +46,12 @@ def _stream(core: Any, namespace: str, pod: str, container: str | None, argv: li
         raise TemporaryError(f"exec into pod {namespace}/{pod} failed: {err}") from None
 
 
-class KubeSession:
+class KubeSession(PumpedOutput):
     def __init__(self, ws: Any, description: str):
-        self.description = description
+        super().__init__(description)
         self._ws = ws
-        self._lines: queue.Queue = queue.Queue()
-        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
         self._send = threading.Lock()
         self._finished = threading.Event()
-        self._done = False
         self._returncode: int | None = None
         self._input_closed = False
         threading.Thread(target=self._pump, name=f"exec-{description}", daemon=True).start()
@@ -71,23 +65,24 @@ class KubeSession:
                     out += self._ws.read_stdout()
                     *lines, out = out.split("\n")
                     for line in lines:
-                        self._lines.put(line)
+                        self._output_line(line)
                 if self._ws.peek_stderr():
                     err += self._ws.read_stderr()
                     *lines, err = err.split("\n")
-                    self._stderr.extend(lines)
+                    for line in lines:
+                        self._error_line(line)
         except Exception:
             pass
         finally:
             if out:
-                self._lines.put(out)
+                self._output_line(out)
             if err:
-                self._stderr.append(err)
+                self._error_line(err)
             try:
                 self._returncode = self._ws.returncode
             except Exception:
                 self._returncode = None
-            self._lines.put(_EOF)
+            self._output_ended()
             self._finished.set()
 
     def send(self, text: str) -> None:
@@ -98,18 +93,6 @@ class KubeSession:
                 self._ws.write_stdin(text)
         except Exception as err:
             raise SessionClosed(f"{self.description}: stream closed ({err.__class__.__name__})") from None
-
-    def read_line(self, timeout: float) -> str | None:
-        if self._done:
-            raise SessionClosed(f"{self.description}: output ended")
-        try:
-            item = self._lines.get(timeout=max(timeout, 0.0))
-        except queue.Empty:
-            return None
-        if item is _EOF:
-            self._done = True
-            raise SessionClosed(f"{self.description}: output ended")
-        return item
 
     def alive(self) -> bool:
         return not self._finished.is_set()
@@ -137,9 +120,6 @@ class KubeSession:
             self._ws.close()
         except Exception:
             pass
-
-    def stderr_tail(self) -> str:
-        return " | ".join(self._stderr)
 
 
 class KubeRunner:

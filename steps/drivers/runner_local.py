@@ -7,16 +7,12 @@ the session's standard input closes and the process sees end of file.
 
 from __future__ import annotations
 
-import collections
 import os
-import queue
 import signal
 import subprocess
 import threading
 
-from steps.drivers.runner import RunResult, SessionClosed
-
-_EOF = object()
+from steps.drivers.runner import PumpedOutput, RunResult, SessionClosed
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -29,9 +25,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
             pass
 
 
-class LocalSession:
+class LocalSession(PumpedOutput):
     def __init__(self, argv: list[str], env: dict[str, str] | None = None):
-        self.description = f"local process {argv[0]}"
+        super().__init__(f"local process {argv[0]}")
         self._proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -43,22 +39,19 @@ class LocalSession:
             bufsize=1,
         )
         self.pid = self._proc.pid
-        self._lines: queue.Queue = queue.Queue()
-        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
-        self._done = False
         threading.Thread(target=self._pump_stdout, daemon=True).start()
         threading.Thread(target=self._pump_stderr, daemon=True).start()
 
     def _pump_stdout(self) -> None:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(_EOF)
+            self._output_line(line.rstrip("\n"))
+        self._output_ended()
 
     def _pump_stderr(self) -> None:
         assert self._proc.stderr is not None
         for line in self._proc.stderr:
-            self._stderr.append(line.rstrip("\n"))
+            self._error_line(line.rstrip("\n"))
 
     def send(self, text: str) -> None:
         stdin = self._proc.stdin
@@ -69,18 +62,6 @@ class LocalSession:
             stdin.flush()
         except (BrokenPipeError, OSError, ValueError) as err:
             raise SessionClosed(f"{self.description}: ended ({err.__class__.__name__})") from None
-
-    def read_line(self, timeout: float) -> str | None:
-        if self._done:
-            raise SessionClosed(f"{self.description}: output ended")
-        try:
-            item = self._lines.get(timeout=max(timeout, 0.0))
-        except queue.Empty:
-            return None
-        if item is _EOF:
-            self._done = True
-            raise SessionClosed(f"{self.description}: output ended")
-        return item
 
     def alive(self) -> bool:
         return self._proc.poll() is None
@@ -102,9 +83,6 @@ class LocalSession:
         if self._proc.poll() is None:
             _kill_group(self._proc)
         self.close_input()
-
-    def stderr_tail(self) -> str:
-        return " | ".join(self._stderr)
 
 
 class LocalRunner:

@@ -27,7 +27,7 @@ from steps.errors import UsageError
 
 from .chunker import Chunker
 from .pack import BLOB_DATA, BLOB_TREE, lazy_buffer
-from .pipeline import Aborted, BlobSink, ByteQueue, _env_int
+from .pipeline import Aborted, BlobSink, ByteQueue, _env_int, release_free_memory
 from .repo import Repository, Snapshot
 from .tree import encode_tree, node_from_stat
 
@@ -106,18 +106,24 @@ class _FileJob:
         self.size = size
         self.st = st  # from the walk: saves an fstat per file
         self.regions: list[tuple[int, int]] | None = None
-        self.done = threading.Event()
+        self.done = False  # set (under Archiver._done_cv) when a worker finished with it
         self.error: BaseException | None = None
         self.extra_nodes: list[dict] = []
 
 
 class _DirJob:
-    __slots__ = ("node", "nodes", "waits")
+    __slots__ = ("node", "nodes", "prev_tree", "same", "subdirs", "waits")
 
-    def __init__(self, node: dict | None):
+    def __init__(self, node: dict | None, prev_tree: str | None = None):
         self.node = node  # this directory's own node in its parent (None for the root)
         self.nodes: list[dict] = []
         self.waits: list[_FileJob] = []
+        # The parent snapshot's tree of this directory, and whether every entry so far equals its
+        # entry there: then the tree is the parent's (same nodes, same encoding, same ID) once the
+        # subdirectories turned out the same too, and it needs no encoding or hashing.
+        self.prev_tree = prev_tree
+        self.same = prev_tree is not None
+        self.subdirs: list[tuple[dict, str | None]] = []
 
 
 def _open_noatime(path: bytes) -> int:
@@ -182,11 +188,17 @@ class Prescan:
     runs while the file workers are busy, and every call that releases the interpreter lock would make
     it wait for a worker to hand the lock back. Directories with many entries are split into slices
     that different threads stat at once.
+
+    Given the repository's ``store``, it also starts reading ahead (``POSIX_FADV_WILLNEED``) the files
+    changed since the newest snapshot was stored: those differ from any parent, so the copy will read
+    them, and the disk can fetch them while the key is derived and the index loads. The newest
+    snapshot's time comes from the store's listing (no key needed); it is only a hint (a file changed
+    earlier is read all the same, just not ahead), capped at ``SNAPFLOW_READ_AHEAD_MIB`` in total.
     """
 
     SLICE = 256
 
-    def __init__(self, source: str, excludes=(), progress=None, threads: int | None = None):
+    def __init__(self, source: str, excludes=(), progress=None, threads: int | None = None, store=None):
         self.root = os.fsencode(os.path.abspath(source))
         self.excludes = list(excludes)
         self.progress = progress
@@ -199,7 +211,14 @@ class Prescan:
         self._busy = 0
         self._listings: dict[bytes, _Listing] = {}
         self._held = 0
-        self._budget = _env_int("SNAPFLOW_SCAN_AHEAD", 32768)
+        self._budget = _env_int("SNAPFLOW_SCAN_AHEAD", 16384)
+        self._changed_after_ns: int | None = None  # read ahead files whose ctime is later
+        self._read_ahead_left = _env_int("SNAPFLOW_READ_AHEAD_MIB", 1024) * MiB
+        self.read_ahead_bytes = 0
+        self._store = store
+        self._cutoff_known = threading.Event()
+        if store is None:
+            self._cutoff_known.set()
         try:
             st = os.stat(self.root)
         except OSError:
@@ -210,6 +229,8 @@ class Prescan:
             self.finished.set()
             return
         self._todo.append(("dir", self.root, "", None))
+        if store is not None:
+            threading.Thread(target=self._find_cutoff, name="scan-cutoff", daemon=True).start()
         n = threads or _env_int("SNAPFLOW_SCAN_THREADS", 2)
         for i in range(n):
             threading.Thread(target=self._worker, name=f"scan-{i}", daemon=True).start()
@@ -220,6 +241,34 @@ class Prescan:
             self._cv.notify_all()
             self._listings.clear()
             self._held = 0
+
+    def _find_cutoff(self) -> None:
+        try:
+            times = [i.last_modified for i in self._store.list("snapshots/") if i.last_modified]
+            if times:
+                self._changed_after_ns = int(max(times).timestamp() * 1e9)
+        except Exception:
+            pass  # no read-ahead: the copy does not need it
+        finally:
+            self._cutoff_known.set()
+
+    def _read_ahead(self, entry, st: os.stat_result) -> None:
+        size = st.st_size
+        if size > self._read_ahead_left:
+            return
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return
+        try:
+            os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+        except (AttributeError, OSError):
+            return
+        finally:
+            os.close(fd)
+        with self._cv:
+            self._read_ahead_left -= size
+            self.read_ahead_bytes += size
 
     def take(self, path: bytes) -> list | None:
         """The entries of directory ``path`` (each with its lstat cached), if they were listed and stat'ed
@@ -242,6 +291,7 @@ class Prescan:
                 self.progress.total_final = True
 
     def _worker(self) -> None:
+        self._cutoff_known.wait(5)
         while True:
             with self._cv:
                 while not self._todo and self._busy and not self._stop.is_set():
@@ -284,6 +334,7 @@ class Prescan:
         out, size = [], 0
         excludes = self.excludes
         stop = self._stop
+        cutoff = self._changed_after_ns
         for entry in path:
             if excludes:
                 name = os.fsdecode(entry.name)
@@ -299,6 +350,8 @@ class Prescan:
             mode = st.st_mode
             if stat_mod.S_ISREG(mode):
                 size += st.st_size
+                if cutoff is not None and st.st_ctime_ns > cutoff and st.st_size:
+                    self._read_ahead(entry, st)
             elif stat_mod.S_ISDIR(mode):
                 if stop.is_set():
                     return []
@@ -328,6 +381,9 @@ class Archiver:
             repo.keys.chunker, repo.config.chunk_min, repo.config.chunk_avg, repo.config.chunk_max
         )
         self._lock = threading.Lock()
+        # job completions: a worker notifies only when the finisher waits for that very job
+        self._done_cv = threading.Condition(threading.Lock())
+        self._awaited: _FileJob | None = None
         self._hardlinks: dict[tuple[int, int], _FileJob | dict] = {}
         self.parent: Snapshot | None = None
         self._parent_scan_ns = 0
@@ -378,9 +434,55 @@ class Archiver:
             return None
 
     # -- file workers -------------------------------------------------------------------------
+    SCALE_UP_BYTES = 128 * MiB
+
+    def _start_worker(self, sink: BlobSink) -> None:
+        with self._lock:
+            if self._workers_closed or len(self._workers) >= self._max_workers:
+                return
+            t = threading.Thread(
+                target=self._file_worker, args=(sink,), name=f"file-{len(self._workers)}", daemon=True
+            )
+            self._workers.append(t)
+            t.start()
+
+    def _join_workers(self) -> None:
+        """Wait for every worker, including ones started while waiting (only a running worker starts
+        another, so once all known workers ended and no new one appeared, none can)."""
+        while True:
+            with self._lock:
+                known = list(self._workers)
+            for t in known:
+                t.join()
+            with self._lock:
+                if len(self._workers) == len(known):
+                    self._workers_closed = True
+                    return
+
+    def _stop_starting_workers(self) -> list[threading.Thread]:
+        with self._lock:
+            self._workers_closed = True
+            return list(self._workers)
+
+    def _job_done(self, job: _FileJob) -> None:
+        with self._done_cv:
+            job.done = True
+            if self._awaited is job:
+                self._done_cv.notify()
+
+    def _await_job(self, job: _FileJob, sink: BlobSink) -> None:
+        with self._done_cv:
+            self._awaited = job
+            try:
+                while not job.done:
+                    if not self._done_cv.wait(0.2):
+                        sink.check()
+            finally:
+                self._awaited = None
+
     def _file_worker(self, sink: BlobSink) -> None:
         channel = sink.channel()  # this thread's pack buffers: blobs are sealed right here
-        buf = lazy_buffer(self.chunker.block)  # this thread's read buffer, reused for every file
+        buf = lazy_buffer(self.chunker.stream_block)  # this thread's read buffer, reused for every file
         while True:
             job = self.file_q.get()
             if job is None:
@@ -389,7 +491,7 @@ class Archiver:
                 self._archive_file(job, sink, channel, buf)
             except Aborted:
                 job.error = Aborted()
-                job.done.set()
+                self._job_done(job)
                 return
             except OSError as err:
                 # unreadable file: keep the entry (metadata) with no content, and say so
@@ -399,10 +501,10 @@ class Archiver:
                 job.node.pop("holes", None)
             except BaseException as err:
                 job.error = err
-                job.done.set()
+                self._job_done(job)
                 sink.fail(err)
                 return
-            job.done.set()
+            self._job_done(job)
         if not self.abort.is_set():
             channel.flush()
 
@@ -421,7 +523,7 @@ class Archiver:
             add = channel.add
             small = self.chunker.min_size
             mv = memoryview(buf)
-            nread = 0
+            nread = new = 0
             for off, length in regions:
                 if length <= small:  # one chunk whatever the content: no chunker, one read
                     got = 0
@@ -437,6 +539,7 @@ class Archiver:
                         content.append(bid.hex())
                         if claim(bid):
                             add(BLOB_DATA, bid, chunk)
+                            new += got
                         nread += got
                 else:
                     try:  # let the kernel read the whole region ahead while we chunk and hash
@@ -461,6 +564,7 @@ class Archiver:
                         content.append(bid.hex())
                         if claim(bid):
                             add(BLOB_DATA, bid, chunk)
+                            new += len(chunk)
                         self._count(bytes_read=len(chunk))
                     got = length - remaining
                 if remaining > 0:  # the file shrank while we read it
@@ -482,6 +586,12 @@ class Archiver:
                 self._count(bytes_sparse=sum(h[1] for h in holes), bytes_read=nread, files_read=1)
             else:
                 self._count(bytes_read=nread, files_read=1)
+            if new and len(self._workers) < self._max_workers:
+                with self._lock:
+                    self._new_bytes += new
+                    scale = self._new_bytes >= self.SCALE_UP_BYTES
+                if scale:
+                    self._start_worker(sink)
         finally:
             os.close(fd)
 
@@ -496,22 +606,30 @@ class Archiver:
                     channel.flush()
                 return
             for fj in job.waits:
-                while not fj.done.wait(0.2):
-                    sink.check()
+                if not fj.done:
+                    self._await_job(fj, sink)
                 if fj.error is not None:
                     raise Aborted()
                 for extra in fj.extra_nodes:  # hard links to this file share its content
                     for k in ("content", "size", "holes"):
                         if k in fj.node:
                             extra[k] = fj.node[k]
-            data = encode_tree(job.nodes)
-            tid = blob_id(data)
-            if sink.claim(tid):
-                channel.add(BLOB_TREE, tid, data)
-            if job.node is not None:
-                job.node["subtree"] = tid.hex()
+            if (
+                job.same
+                and all(n.get("subtree") == t for n, t in job.subdirs)
+                and self.repo.index.has(bytes.fromhex(job.prev_tree))
+            ):
+                tree = job.prev_tree  # unchanged: the parent's tree, still indexed
             else:
-                self.root_tree = tid.hex()
+                data = encode_tree(job.nodes)
+                tid = blob_id(data)
+                if sink.claim(tid):
+                    channel.add(BLOB_TREE, tid, data)
+                tree = tid.hex()
+            if job.node is not None:
+                job.node["subtree"] = tree
+            else:
+                self.root_tree = tree
 
     # -- walker -------------------------------------------------------------------------------
     # Counters of the walk (files, dirs, others, files_new/changed/unchanged, bytes_total, skipped
@@ -528,7 +646,7 @@ class Archiver:
             if first is not None:
                 if isinstance(first, _FileJob):
                     first.extra_nodes.append(node)
-                    if first.done.is_set():  # raced with the worker: copy now
+                    if first.done:  # raced with the worker: copy now
                         for k in ("content", "size", "holes"):
                             if k in first.node:
                                 node[k] = first.node[k]
@@ -577,8 +695,11 @@ class Archiver:
                     entries = sorted(it, key=lambda e: e.name)
         except OSError as err:
             self._warn(f"{os.fsdecode(path)}: cannot list directory ({err.strerror})")
+            dj.same = False
             self.dir_q.put(dj, 0)
             return
+        if prev_children is None:  # no parent listing (or an unreadable one): nothing to reuse
+            dj.same = False
         for entry in entries:
             if self.abort.is_set():
                 raise Aborted()
@@ -598,9 +719,17 @@ class Archiver:
             kind = node["type"]
             if kind == "file":
                 self._add_file(dj, entry.path, node, st, prev)
+                if dj.same and node != prev:  # a file to read has no content yet: never equal
+                    dj.same = False
             elif kind == "dir":
                 self.stats.dirs += 1
-                sub = _DirJob(node)
+                prev_tree = prev.get("subtree") if prev and prev.get("type") == "dir" else None
+                if dj.same:
+                    if prev_tree and {k: v for k, v in prev.items() if k != "subtree"} == node:
+                        dj.subdirs.append((node, prev_tree))
+                    else:
+                        dj.same = False
+                sub = _DirJob(node, prev_tree)
                 dj.nodes.append(node)
                 self._walk(entry.path, child_rel, sub, self._parent_children(prev))
             else:
@@ -612,6 +741,10 @@ class Archiver:
                         continue
                 self.stats.others += 1
                 dj.nodes.append(node)
+                if dj.same and node != prev:
+                    dj.same = False
+        if dj.same and len(dj.nodes) != len(prev_children or ()):
+            dj.same = False
         self.dir_q.put(dj, 0)
 
     # -- main ---------------------------------------------------------------------------------
@@ -660,15 +793,23 @@ class Archiver:
         # load before the threads start, without prune's deletion candidates (see docs/design.md, Prune)
         self.repo.begin_write()
         self._select_parent(source, source_type)
+        release_free_memory()
         sink = BlobSink(self.repo, opts.backup_id, abort=self.abort)
         self.file_q = ByteQueue(_env_int("SNAPFLOW_FILE_QUEUE", 512), self.abort)
         self.dir_q = ByteQueue(1 << 62, self.abort)
         self.root_tree: str | None = None
-        nworkers = opts.file_workers or _env_int("SNAPFLOW_FILE_WORKERS", 2)
-        workers = [
-            threading.Thread(target=self._file_worker, args=(sink,), name=f"file-{i}", daemon=True)
-            for i in range(nworkers)
-        ]
+        fixed = opts.file_workers or (
+            _env_int("SNAPFLOW_FILE_WORKERS", 2) if os.environ.get("SNAPFLOW_FILE_WORKERS") else 0
+        )
+        self._max_workers = fixed or 2
+        # An incremental copy mostly reads and hashes (little is new): one worker keeps up with the disk
+        # and holds half the buffers; a second one joins once much new data needs compressing.
+        initial = fixed or (1 if self.parent is not None else 2)
+        self._workers: list[threading.Thread] = []
+        self._workers_closed = False
+        self._new_bytes = 0
+        for _ in range(initial):
+            self._start_worker(sink)
 
         def finisher():
             try:
@@ -679,15 +820,15 @@ class Archiver:
                 sink.fail(err)
 
         fin = threading.Thread(target=finisher, name="trees", daemon=True)
-        for t in [*workers, fin]:
-            t.start()
+        fin.start()
         src_b = os.fsencode(source)
         try:
             if source_type == "dir":
                 prev_root = None
                 if self.parent is not None:
                     prev_root = {"type": "dir", "subtree": self.parent.data.get("tree")}
-                self._walk(src_b, "", _DirJob(None), self._parent_children(prev_root))
+                root_job = _DirJob(None, prev_root["subtree"] if prev_root else None)
+                self._walk(src_b, "", root_job, self._parent_children(prev_root))
             else:
                 root = _DirJob(None)
                 name = os.path.basename(source) or "data"
@@ -729,8 +870,7 @@ class Archiver:
                     self._add_file(root, src_b, node, st, prev)
                 self.dir_q.put(root, 0)
             self.file_q.close()
-            for t in workers:
-                t.join()
+            self._join_workers()
             self.dir_q.close()
             fin.join()
             if prescan is not None:
@@ -744,7 +884,7 @@ class Archiver:
             self.file_q.wake()
             self.dir_q.wake()
             sink.close_on_error()
-            for t in [*workers, fin]:
+            for t in [*self._stop_starting_workers(), fin]:
                 t.join(timeout=30)
             if sink.error is not None and sink.error is not err:
                 raise sink.error from None

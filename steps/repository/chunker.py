@@ -109,6 +109,8 @@ class Chunker:
         self.table = _keyed_permutation(key)
         self.seed = _keyed_seed(key)
         self.block = max(READ_BLOCK, 2 * max_size)
+        # a reusable stream buffer needs room for one maximal chunk plus what the next read brings
+        self.stream_block = max_size + max(min_size, 1024 * 1024)
         self._keyed = _keyed_fastcdc(avg_size, min_size, max_size, self.seed, self.table)
         self._plain = pyfastcdc.FastCDC(avg_size, min_size=min_size, max_size=max_size, seed=self.seed)
 
@@ -145,14 +147,15 @@ class Chunker:
     def stream(self, readinto: Callable[[memoryview], int], buf) -> Iterator[memoryview]:
         """Chunks of the stream read with ``readinto`` into the reusable buffer ``buf``, in order.
 
-        ``buf`` (a bytearray or mmap) must hold at least ``2 * max_size`` bytes. Each chunk is a view of ``buf`` that is only
+        ``buf`` (a bytearray or mmap) must be longer than ``max_size`` (``stream_block`` bytes: each read
+        then brings at least ``stream_block - max_size``). Each chunk is a view of ``buf`` that is only
         valid until the next chunk is requested (the caller hashes and seals it before that), so a worker
         reads any amount of data with one buffer and no allocation per block.
         """
         mv = memoryview(buf)
         cap = len(buf)
-        if cap < 2 * self.max_size:
-            raise ValueError("chunk buffer must hold at least two maximal chunks")
+        if cap <= self.max_size:
+            raise ValueError("chunk buffer must be longer than a maximal chunk")
         n = 0  # bytes in buf
         eof = False
         while True:

@@ -32,8 +32,17 @@ from .repo import Repository, Snapshot
 from .tree import file_regions
 
 BATCH_BLOBS = 50_000
+MiB = 1024 * 1024
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _ZEROS = bytes(4 * 1024 * 1024)
+
+
+def _has_default_acl(path: bytes) -> bool:
+    try:
+        os.getxattr(path, "system.posix_acl_default")
+        return True
+    except (OSError, AttributeError):
+        return False
 
 
 def _current_umask() -> int:
@@ -69,6 +78,17 @@ class RestoreStats:
     bytes_fetched: int = 0
     duration_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
+
+
+def _interleave(items: list, ways: int) -> list:
+    """``items`` cut into ``ways`` consecutive parts, taken one from each part in turn: connections
+    working at the same moment write files of different directories (creating files in one directory
+    is serialised by the kernel) while each still reads its part of the packs in order."""
+    if ways <= 1:
+        return items
+    size = -(-len(items) // ways)
+    parts = [items[i : i + size] for i in range(0, len(items), size)]
+    return [p[i] for i in range(size) for p in parts if i < len(p)]
 
 
 class _FileRef:
@@ -273,6 +293,8 @@ class Restorer:
                 else:
                     created = self._ensure_dir(path)
                     sub_ours = ours if created else not os.stat(path).st_mode & stat_mod.S_ISGID
+                    if not created and _has_default_acl(path):
+                        self._umask = 0o7777  # modes come from the ACL: always set them explicitly
                 self._dirs.append((path, node))
                 self.stats.dirs += 1
                 if node.get("subtree"):
@@ -373,27 +395,29 @@ class Restorer:
                     blobs[bid] = [loc.offset, loc.length, raw, [(fno, off)]]
                 else:
                     entry[3].append((fno, off))
-        order = sorted(by_pack)
+        ranges = self._ranges(by_pack)
+        del by_pack
+        ranges = _interleave(ranges, min(self.downloaders, len(ranges)))
         errors: list[BaseException] = []
-        feed = iter(order)
+        feed = iter(ranges)
         feed_lock = threading.Lock()
 
         def download() -> None:
             scratch = [lazy_buffer(1)]
             while not errors:
                 with feed_lock:
-                    pack_no = next(feed, None)
-                if pack_no is None:
+                    item = next(feed, None)
+                if item is None:
                     return
                 try:
-                    self._fetch_pack(pack_no, by_pack.pop(pack_no), batch, scratch)
+                    self._fetch_range(item[0], item[1], batch, scratch)
                 except BaseException as err:
                     errors.append(err)
                     return
 
         threads = [
             threading.Thread(target=download, name=f"restore-{i}", daemon=True)
-            for i in range(min(self.downloaders, len(order)))
+            for i in range(min(self.downloaders, len(ranges)))
         ]
         for t in threads:
             t.start()
@@ -480,15 +504,35 @@ class Restorer:
             self._apply_meta(ref.path, ref.node)
         return written
 
-    def _fetch_pack(
-        self, pack_no: int, blobs: dict[bytes, list], batch: list[_FileRef], scratch: list
-    ) -> None:
+    def _ranges(self, by_pack: dict[int, dict[bytes, list]]) -> list[tuple[int, list]]:
+        """The ranged GETs to make, in pack order: the needed blobs of a pack, cut where the range would
+        pass ``SNAPFLOW_RESTORE_RANGE_MIB`` (a response is held whole in memory while its blobs are
+        written) or skip more than a MiB of blobs nobody needs."""
+        limit = _env_int("SNAPFLOW_RESTORE_RANGE_MIB", 4) * MiB
+        out: list[tuple[int, list]] = []
+        for pack_no in sorted(by_pack):
+            ordered = sorted(by_pack[pack_no].items(), key=lambda kv: kv[1][0])
+            group = [ordered[0]]
+            start = ordered[0][1][0]
+            end = start + ordered[0][1][1]
+            for item in ordered[1:]:
+                off, length = item[1][0], item[1][1]
+                if off + length - start > limit or off - end > MiB:
+                    out.append((pack_no, group))
+                    group, start = [], off
+                group.append(item)
+                end = off + length
+            out.append((pack_no, group))
+        return out
+
+    def _fetch_range(self, pack_no: int, ordered: list, batch: list[_FileRef], scratch: list) -> None:
+        """Fetch one range of a pack and write its blobs (``ordered``: ``(ID, [offset, stored length, raw
+        length, targets])`` by offset)."""
         index = self.repo.index
         pack_id = index.pack_ids[pack_no]
         aead = self.repo.keys.pack_aead(index.pack_salts[pack_no])
-        ordered = sorted(blobs.items(), key=lambda kv: kv[1][0])
         start = ordered[0][1][0]
-        end = max(v[0] + v[1] for _, v in ordered)
+        end = ordered[-1][1][0] + ordered[-1][1][1]  # blobs of a pack do not overlap
         done: set[bytes] = set()
         counts = [0, 0]  # bytes written, bytes left sparse
 
@@ -546,6 +590,8 @@ class Restorer:
             with os.scandir(target_b) as it:
                 empty = next(it, None) is None
             ours = not os.stat(target_b).st_mode & stat_mod.S_ISGID
+            if _has_default_acl(target_b):  # new files take their mode from the ACL, not the umask
+                self._umask = 0o7777
             self._restore_tree(snap["tree"], target_b, "", empty, ours)
             self._flush()
             for path, node in reversed(self._dirs):

@@ -6,7 +6,8 @@ atomically; :meth:`LoopBtrfs.destroy` unfreezes, unmounts and detaches whatever 
 :class:`LocalPostgres` runs ``initdb`` / ``pg_ctl`` from the Debian packages in a directory of its
 own, on a free loopback port, as the ``postgres`` user when run as root (PostgreSQL refuses root),
 with a password kept in a file. Both clean up on :meth:`destroy` / :meth:`stop` and never touch the
-system's own instances. Used by :mod:`workflows.demo`.
+system's own instances. Used by :mod:`workflows.demo`, and by the test fixtures of the database
+hooks and of btrfs snapshots.
 """
 
 from __future__ import annotations
@@ -124,6 +125,16 @@ def postgres_bin_dir() -> Path | None:
     return None
 
 
+def chown_tree(path: Path, user: str) -> None:
+    """Give ``path`` (a file, or a directory and everything below it) to ``user``."""
+    pw = pwd.getpwnam(user)
+    os.lchown(path, pw.pw_uid, pw.pw_gid)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
+
+
 def unreachable_parent(path: Path) -> Path | None:
     """The first parent of ``path`` that other users cannot enter (the database user must), or None."""
     for parent in [Path(path).absolute(), *Path(path).absolute().parents]:
@@ -132,14 +143,35 @@ def unreachable_parent(path: Path) -> Path | None:
     return None
 
 
-class LocalPostgres:
-    """One throw-away PostgreSQL server: data in ``datadir``, socket and password in ``rundir``."""
+# Server settings for a short-lived instance: few checkpoints, no waiting for the disk.
+POSTGRES_SETTINGS = {
+    "listen_addresses": "127.0.0.1",
+    "max_wal_size": "1GB",
+    "checkpoint_timeout": "30min",
+    "synchronous_commit": "off",
+    "shared_buffers": "64MB",
+}
 
-    def __init__(self, bindir: Path, datadir: Path, rundir: Path, port: int | None = None):
+
+class LocalPostgres:
+    """One throw-away PostgreSQL server: data in ``datadir``, socket and password in ``rundir``.
+
+    ``settings`` (``-c NAME=VALUE`` of the server) are added to, or replace, :data:`POSTGRES_SETTINGS`.
+    """
+
+    def __init__(
+        self,
+        bindir: Path,
+        datadir: Path,
+        rundir: Path,
+        port: int | None = None,
+        settings: dict[str, str] | None = None,
+    ):
         self.bin = Path(bindir)
         self.datadir = Path(datadir)
         self.rundir = Path(rundir)
         self.port = port or free_port()
+        self.settings = {**POSTGRES_SETTINGS, **(settings or {})}
         self.as_root = os.geteuid() == 0
         self.user = "postgres" if self.as_root else pwd.getpwuid(os.geteuid()).pw_name
         self.password_file = self.rundir / "password"
@@ -151,14 +183,8 @@ class LocalPostgres:
         return ["runuser", "-u", "postgres", "--", *argv] if self.as_root else argv
 
     def _chown(self, path: Path) -> None:
-        if not self.as_root:
-            return
-        pw = pwd.getpwnam("postgres")
-        os.lchown(path, pw.pw_uid, pw.pw_gid)
-        for root, dirs, files in os.walk(path):
-            os.chown(root, pw.pw_uid, pw.pw_gid)
-            for name in dirs + files:
-                os.lchown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
+        if self.as_root:
+            chown_tree(path, "postgres")
 
     def _password(self) -> str:
         return self.password_file.read_text().strip()
@@ -175,16 +201,20 @@ class LocalPostgres:
         }
 
     @property
-    def hook_params(self) -> dict[str, object]:
-        """Parameters of the ``postgresql`` hook (no credential: the hook reads the password file)."""
+    def conn_params(self) -> dict[str, object]:
+        """Connection parameters of the ``postgresql`` hook (no credential: it reads the password file)."""
         return {
             "host": "127.0.0.1",
             "port": self.port,
             "user": "postgres",
             "dbname": "postgres",
             "password_file": str(self.password_file),
-            "psql": str(self.bin / "psql"),
         }
+
+    @property
+    def hook_params(self) -> dict[str, object]:
+        """Parameters of the ``postgresql`` hook: :attr:`conn_params` and this server's own ``psql``."""
+        return {**self.conn_params, "psql": str(self.bin / "psql")}
 
     # -- life cycle ------------------------------------------------------------------------------
     def initdb(self) -> LocalPostgres:
@@ -227,10 +257,7 @@ class LocalPostgres:
         if self.as_root:
             self.logfile.touch()
             self._chown(self.logfile)
-        opts = (
-            f"-p {self.port} -k {sockdir} -c listen_addresses=127.0.0.1 -c max_wal_size=1GB"
-            " -c checkpoint_timeout=30min -c synchronous_commit=off -c shared_buffers=64MB"
-        )
+        opts = " ".join([f"-p {self.port} -k {sockdir}", *(f"-c {k}={v}" for k, v in self.settings.items())])
         r = _quiet(
             self._as_owner(
                 [str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w",
@@ -279,16 +306,21 @@ class LocalPostgres:
             raise SnapflowError(f"psql failed: {r.stderr.strip()[-300:]}")
         return r.stdout.strip()
 
-    def pgbench_init(self, scale: int) -> None:
+    def pgbench(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run ``pgbench ARGS`` to completion against this server."""
         r = subprocess.run(
-            [str(self.bin / "pgbench"), "-i", "-s", str(scale), "-q"],
+            [str(self.bin / "pgbench"), *args],
             env=self.env(),
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=timeout,
         )
         if r.returncode != 0:
-            raise SnapflowError(f"pgbench -i failed: {r.stderr.strip()[-300:]}")
+            raise SnapflowError(f"pgbench {' '.join(args[:1])} failed: {r.stderr.strip()[-300:]}")
+        return r
+
+    def pgbench_init(self, scale: int) -> None:
+        self.pgbench("-i", "-s", str(scale), "-q", timeout=600)
 
     def pgbench_load(self, clients: int = 4, seconds: int = 600) -> subprocess.Popen:
         """TPC-B-like load until stopped (terminate the returned process)."""
@@ -311,6 +343,11 @@ class LocalPostgres:
         )
         a, t, b, h, n = (int(x) for x in row.split("|"))
         return {"accounts": a, "tellers": t, "branches": b, "history": h, "transactions": n}
+
+
+def tpcb_invariant_holds(sums: dict[str, int]) -> bool:
+    """True when the balances of :meth:`LocalPostgres.tpcb_sums` agree (a consistent database)."""
+    return sums["accounts"] == sums["tellers"] == sums["branches"] == sums["history"]
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> None:
