@@ -272,6 +272,7 @@ def main(argv=None) -> int:
             info = generate(pristine, args.size_mib)
             print(f"  {info['files']} files, {info['bytes'] / 2**20:.0f} MiB", file=sys.stderr)
         rounds = []
+        shutil.rmtree(work / "s3", ignore_errors=True)  # fresh buckets, also when --workdir is reused
         with SeaweedFS(work / "s3") as server:
             for rnd in range(args.rounds):
                 order = ["snapflow", "restic"] if rnd % 2 == 0 else ["restic", "snapflow"]

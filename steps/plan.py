@@ -178,6 +178,36 @@ def _req(d: dict, key: str, where: str, kind: type = str):
     return val
 
 
+def _obj(d: dict, key: str, where: str) -> dict:
+    """An optional JSON object (absent or null: empty)."""
+    val = d.get(key)
+    if val is None:
+        return {}
+    if not isinstance(val, dict):
+        raise UsageError(f"{where}: {key}: expected a JSON object, got {type(val).__name__}")
+    return val
+
+
+def _list(d: dict, key: str, where: str) -> list[dict]:
+    """An optional list of JSON objects (absent or null: empty)."""
+    val = d.get(key)
+    if val is None:
+        return []
+    if not isinstance(val, list):
+        raise UsageError(f"{where}: {key}: expected a list, got {type(val).__name__}")
+    for i, item in enumerate(val):
+        if not isinstance(item, dict):
+            raise UsageError(f"{where}: {key}[{i}]: expected a JSON object, got {type(item).__name__}")
+    return val
+
+
+def _seconds(d: dict, key: str, default: float, where: str) -> float:
+    val = d.get(key, default)
+    if isinstance(val, bool) or not isinstance(val, int | float):
+        raise UsageError(f"{where}.{key}: expected a number of seconds, got {val!r}")
+    return float(val)
+
+
 def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
     if not isinstance(d, dict):
         raise UsageError(f"{source}: expected a JSON object")
@@ -191,7 +221,7 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
         cluster=app.get("cluster") or "default",
         policy=app.get("policy") or "",
     )
-    repo = d.get("repository")
+    repo = _obj(d, "repository", source)
     repo_ref = (
         None
         if not repo
@@ -202,7 +232,7 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
         raise UsageError(
             f"{source}: consistency: expected one of {', '.join(CONSISTENCY_LEVELS)}, got {consistency!r}"
         )
-    snap = d.get("snapshot") or {}
+    snap = _obj(d, "snapshot", source)
     driver = snap.get("driver", "csi")
     if driver not in SNAPSHOT_DRIVERS:
         raise UsageError(
@@ -212,17 +242,22 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
         driver=driver,
         snapshot_class=snap.get("class"),
         group_class=snap.get("group_class"),
-        timeout_s=float(snap.get("timeout_s", 600)),
+        timeout_s=_seconds(snap, "timeout_s", 600, f"{source}: snapshot"),
         delete_after_copy=bool(snap.get("delete_after_copy", True)),
         local_dir=snap.get("local_dir"),
     )
-    fr = d.get("freeze") or {}
+    fr = _obj(d, "freeze", source)
     freeze = FreezeSpec(
-        deadline_s=float(fr.get("deadline_s", 30)), keepalive_s=float(fr.get("keepalive_s", 5))
+        deadline_s=_seconds(fr, "deadline_s", 30, f"{source}: freeze"),
+        keepalive_s=_seconds(fr, "keepalive_s", 5, f"{source}: freeze"),
     )
     if freeze.deadline_s <= 0:
         raise UsageError(
             f"{source}: freeze.deadline_s: expected a positive number of seconds, got {freeze.deadline_s}"
+        )
+    if freeze.keepalive_s <= 0:
+        raise UsageError(
+            f"{source}: freeze.keepalive_s: expected a positive number of seconds, got {freeze.keepalive_s}"
         )
     cap = d.get("capture") or {}
     if not isinstance(cap, dict):
@@ -231,7 +266,7 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
         raise UsageError(f"{source}: capture.secrets: expected true or false, got {cap.get('secrets')!r}")
     capture = CaptureSpec(secrets=cap.get("secrets", True))
     targets = []
-    for i, t in enumerate(d.get("targets") or []):
+    for i, t in enumerate(_list(d, "targets", source)):
         where = f"{source}: targets[{i}]"
         hook = _req(t, "hook", where)
         if hook not in HOOK_KINDS:
@@ -247,7 +282,7 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
             )
         )
     volumes = []
-    for i, v in enumerate(d.get("volumes") or []):
+    for i, v in enumerate(_list(d, "volumes", source)):
         where = f"{source}: volumes[{i}]"
         if not v.get("pvc") and not v.get("path"):
             raise UsageError(f"{where}: expected 'pvc' (Kubernetes) or 'path' (local)")

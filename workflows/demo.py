@@ -4,11 +4,13 @@
 2. starts a throw-away PostgreSQL when the Debian binaries are installed — on a loop-mounted btrfs
    when run as root with btrfs-progs, so the snapshot is atomic (CHECKPOINT, crash recovery), else in
    a plain directory, copied in backup mode (backup_label) — and puts pgbench load on it; without
-   PostgreSQL (or with ``--quick``) it backs up a generated sample directory instead;
+   PostgreSQL (or with ``--quick``) it backs up a generated sample directory instead, in which a small
+   ledger writer (:mod:`workflows.local.ledger`) keeps writing, held paused by a custom hook while the
+   directory is copied;
 3. runs the policy's init and backup pipelines through the local runner (freeze → snapshot → thaw →
    copy → verify → finalize), twice, the second one incremental, while the load goes on;
 4. restores the newest backup into a new directory, starts PostgreSQL on it and checks the TPC-B
-   invariant (or compares the sample files byte for byte);
+   invariant (or compares the sample files byte for byte and checks the ledger's invariant);
 5. writes the HTML report and prints a summary.
 
 Whatever happens — a failure, Ctrl-C, SIGTERM — the app is thawed (the runner's finalizer), and the
@@ -39,6 +41,7 @@ from typing import Any
 import yaml
 
 from steps.errors import SnapflowError
+from workflows.local.ledger import check_ledger, init_ledger, pause_hook, start_writer
 from workflows.local.runner import RunResult, RunSettings, load_local_policy, restore_local, run_local
 from workflows.local.sandbox import (
     LocalPostgres,
@@ -141,11 +144,18 @@ def tree_digest(root: Path) -> dict[str, tuple]:
     return out
 
 
-def write_policy(path: Path, volume: Path, endpoint: str, quiesce: list[dict[str, Any]]) -> Path:
+def write_policy(
+    path: Path,
+    volume: Path,
+    endpoint: str,
+    quiesce: list[dict[str, Any]],
+    name: str = "demo-db",
+    exclude: tuple[str, ...] = ("postmaster.pid", "postmaster.opts"),
+) -> Path:
     doc = {
         "apiVersion": "snapflow.io/v1alpha1",
         "kind": "ProtectionPolicy",
-        "metadata": {"name": "demo-db" if quiesce else "demo-files", "namespace": "demo"},
+        "metadata": {"name": name, "namespace": "demo"},
         "spec": {
             "cluster": "laptop",
             "volumes": [{"path": str(volume), "name": "data"}],
@@ -156,7 +166,7 @@ def write_policy(path: Path, volume: Path, endpoint: str, quiesce: list[dict[str
                 "pathStyle": True,
                 "passwordSecret": {"name": "demo-repository"},
             },
-            "exclude": ["postmaster.pid", "postmaster.opts"] if quiesce else [],
+            "exclude": list(exclude),
             "freeze": {"deadlineSeconds": 30, "keepaliveSeconds": 2},
             "verify": {"readDataPercent": 100},
             "schedule": {"cron": "0 * * * *", "timezone": "UTC"},
@@ -187,6 +197,7 @@ class Demo:
         self.pg: LocalPostgres | None = None
         self.s3: SeaweedFS | None = None
         self.load = None
+        self.ledger_control: Path | None = None  # sample mode: the ledger writer's pause requests
 
     def _remove_workdir(self) -> None:
         if self.args.keep:
@@ -258,7 +269,13 @@ class Demo:
         return datadir
 
     def start_load(self) -> None:
-        assert self.pg is not None
+        if self.pg is None:
+            assert self.ledger_control is not None
+            self.load = start_writer(self.workdir / "sample", self.ledger_control)
+            self.cleanup.push("stop the ledger writer", lambda: stop_process(self.load))
+            time.sleep(0.5)
+            _say("    ledger writer running (transfers between two account files, a journal line each)")
+            return
         self.load = self.pg.pgbench_load(clients=4)
         self.cleanup.push("stop the pgbench load", lambda: stop_process(self.load))
         time.sleep(1.0)
@@ -300,12 +317,21 @@ class Demo:
             _step(f"Using a sample data directory ({reason})")
             volume = self.workdir / "sample"
             make_sample_data(volume)
-            quiesce = []
+            init_ledger(volume)
+            self.ledger_control = self.workdir / "ledger-control"
+            quiesce = [pause_hook(self.ledger_control)]
             self.outcome.method = (
-                "file-by-file copy of a directory no application writes to (nothing to quiesce)"
+                "file-by-file copy while a custom hook holds the ledger writer paused between transactions"
             )
-            _say(f"    {volume}: {sum(1 for _ in volume.rglob('*'))} entries")
-        policy_file = write_policy(self.workdir / "policy.yaml", volume, self.endpoint, quiesce)
+            _say(f"    {volume}: {sum(1 for _ in volume.rglob('*'))} entries, ledger/ written to all along")
+        policy_file = write_policy(
+            self.workdir / "policy.yaml",
+            volume,
+            self.endpoint,
+            quiesce,
+            name="demo-db" if self.pg is not None else "demo-files",
+            exclude=("postmaster.pid", "postmaster.opts") if self.pg is not None else (),
+        )
         policy = load_local_policy(policy_file)
         _say(f"    policy {policy_file}")
 
@@ -314,9 +340,8 @@ class Demo:
         if not init.ok:
             raise SnapflowError(f"init failed; logs in {init.run_dir}")
 
-        if self.pg is not None:
-            self.start_load()
-        self.backup(policy, "Backup 1 (under load)" if self.pg else "Backup 1")
+        self.start_load()
+        self.backup(policy, "Backup 1 (under load)" if self.pg else "Backup 1 (ledger writer running)")
         if self.pg is not None:
             time.sleep(2.0)
         else:
@@ -351,15 +376,20 @@ class Demo:
         if choice.backup_id != backup.backup_id:
             raise SnapflowError(f"latest resolved to {choice.backup_id}, expected {backup.backup_id}")
         if self.pg is None:
-            source = tree_digest(Path(policy.spec.volumes[0].path))
-            restored = tree_digest(target)
-            self.outcome.restore_ok = source == restored
+            # the ledger went on after the backup; everything else must be identical
+            def still(d: dict) -> dict:
+                return {k: v for k, v in d.items() if not k.startswith("ledger/")}
+
+            source = still(tree_digest(Path(policy.spec.volumes[0].path)))
+            restored = still(tree_digest(target))
             differing = sorted(k for k in set(source) | set(restored) if source.get(k) != restored.get(k))
+            ledger_ok, ledger = check_ledger(target)
+            self.outcome.restore_ok = source == restored and ledger_ok
             self.outcome.restore_detail = (
                 f"{len(restored)} entries byte- and mode-identical to the source"
-                if self.outcome.restore_ok
+                if source == restored
                 else f"{len(differing)} entries differ: {', '.join(differing[:5])}"
-            )
+            ) + f"; {ledger} in the restored copy"
             _say(f"    {self.outcome.restore_detail}")
             return
         _step("Starting PostgreSQL on the restored copy and checking the data")
@@ -391,7 +421,12 @@ class Demo:
         _say("Snapflow demo summary")
         _say("=" * 78)
         _say(
-            f"  application     : {'PostgreSQL under pgbench load' if o.mode == 'postgresql' else 'sample data directory'}"
+            "  application     : "
+            + (
+                "PostgreSQL under pgbench load"
+                if o.mode == "postgresql"
+                else "sample data with a ledger writer"
+            )
         )
         _say(f"  snapshot method : {o.method}")
         for r in o.backups:
@@ -408,8 +443,8 @@ class Demo:
             )
         if o.mode == "sample" and o.backups:
             _say(
-                "                    (no application quiesced the sample directory, so a file-by-file copy is "
-                "judged 'inconsistent'; the PostgreSQL demo shows app-consistent backups)"
+                "                    (the freeze window spans the copy: the writer is paused while the directory"
+                " is copied file by file)"
             )
         _say(
             f"  restore check   : {'OK' if o.restore_ok else 'FAILED'} - {o.restore_detail or 'not reached'}"

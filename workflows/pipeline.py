@@ -291,10 +291,7 @@ class Pipeline:
         params = {p.name for p in self.parameters}
         for s in self.all_steps():
             for ref in s.refs():
-                if isinstance(ref, Param) and ref.name not in params:
-                    raise ValueError(f"pipeline {self.name}: {s.name} uses undeclared parameter {ref.name}")
-            for ref in s.refs():
-                if isinstance(ref, ParamFile) and ref.name not in params:
+                if isinstance(ref, Param | ParamFile) and ref.name not in params:
                     raise ValueError(f"pipeline {self.name}: {s.name} uses undeclared parameter {ref.name}")
             if s.when and s.when.param not in params:
                 raise ValueError(

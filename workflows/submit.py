@@ -268,32 +268,40 @@ def apply_objects(settings: ServerSettings, objects: Sequence[dict[str, Any]]) -
         service = open_service(settings, namespace)
         if kind == "WorkflowTemplate":
             model = m.WorkflowTemplate.model_validate(obj)
-            current = _call(settings, what, _get_or_none, service.get_workflow_template, name, namespace, hx)
-            if current is None:
-                _call(settings, what, service.create_workflow_template,
-                      m.WorkflowTemplateCreateRequest(namespace=namespace, template=model), namespace=namespace)  # fmt: skip
-                lines.append(f"created {kind} {namespace}/{name}")
-            else:
-                model.metadata.resource_version = current.metadata.resource_version
-                _call(settings, what, service.update_workflow_template, name,
-                      m.WorkflowTemplateUpdateRequest(name=name, namespace=namespace, template=model),
-                      namespace=namespace)  # fmt: skip
-                lines.append(f"updated {kind} {namespace}/{name}")
+            get, create, update = (
+                service.get_workflow_template,
+                service.create_workflow_template,
+                service.update_workflow_template,
+            )
+            create_request, update_request, field = (
+                m.WorkflowTemplateCreateRequest,
+                m.WorkflowTemplateUpdateRequest,
+                "template",
+            )
         elif kind == "CronWorkflow":
             model = m.CronWorkflow.model_validate(obj)
-            current = _call(settings, what, _get_or_none, service.get_cron_workflow, name, namespace, hx)
-            if current is None:
-                _call(settings, what, service.create_cron_workflow,
-                      m.CreateCronWorkflowRequest(namespace=namespace, cron_workflow=model), namespace=namespace)  # fmt: skip
-                lines.append(f"created {kind} {namespace}/{name}")
-            else:
-                model.metadata.resource_version = current.metadata.resource_version
-                _call(settings, what, service.update_cron_workflow, name,
-                      m.UpdateCronWorkflowRequest(name=name, namespace=namespace, cron_workflow=model),
-                      namespace=namespace)  # fmt: skip
-                lines.append(f"updated {kind} {namespace}/{name}")
+            get, create, update = (
+                service.get_cron_workflow,
+                service.create_cron_workflow,
+                service.update_cron_workflow,
+            )
+            create_request, update_request, field = (
+                m.CreateCronWorkflowRequest,
+                m.UpdateCronWorkflowRequest,
+                "cron_workflow",
+            )
         else:
             raise UsageError(f"{what}: the Argo Server applies only {', '.join(APPLIED_KINDS)}")
+        current = _call(settings, what, _get_or_none, get, name, namespace, hx)
+        if current is None:
+            request = create_request(namespace=namespace, **{field: model})
+            _call(settings, what, create, request, namespace=namespace)
+            lines.append(f"created {kind} {namespace}/{name}")
+        else:
+            model.metadata.resource_version = current.metadata.resource_version
+            request = update_request(name=name, namespace=namespace, **{field: model})
+            _call(settings, what, update, name, request, namespace=namespace)
+            lines.append(f"updated {kind} {namespace}/{name}")
     return lines
 
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from steps.errors import SnapflowError
+from steps.errors import SnapflowError, UsageError
 from steps.plan import Plan
 
 
@@ -25,6 +25,22 @@ def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output_path(option: str, path: str | os.PathLike) -> None:
+    """Refuse (UsageError naming ``option``) a file path that could not be written: an existing
+    directory, or a location whose nearest existing ancestor is not a writable directory (missing
+    directories below that one are created on write)."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{option}: {p} is a directory; expected a file path")
+    ancestor = p.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{option}: {ancestor} is not a directory, so {p} cannot be created")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{option}: directory {ancestor} is not writable")
 
 
 def store_run_record(plan: Plan, backup_id: str, name: str, record: dict[str, Any]) -> str:

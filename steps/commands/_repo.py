@@ -93,6 +93,12 @@ def parse_percent(raw: str, option: str) -> float:
     return value
 
 
+def problems_summary(problems: list[str], shown: int = 3) -> str:
+    """The first ``shown`` problems, and how many more there are: for a one-line error."""
+    more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""
+    return "; ".join(problems[:shown]) + more
+
+
 def print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
     sys.stdout.flush()

@@ -8,6 +8,7 @@ from steps.commands._repo import (
     open_repository,
     parse_percent,
     print_json,
+    problems_summary,
     warn,
 )
 
@@ -182,7 +183,5 @@ def run(args) -> int:
                 file=sys.stdout,
             )
     if not report.ok:
-        items = report.problems + report.tampering
-        more = f" (and {len(items) - 3} more)" if len(items) > 3 else ""
-        raise IntegrityError(f"check failed: {'; '.join(items[:3])}{more}")
+        raise IntegrityError(f"check failed: {problems_summary(report.problems + report.tampering)}")
     return 0

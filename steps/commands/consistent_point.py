@@ -31,22 +31,40 @@ def run(args) -> int:
     import signal
     import sys
 
-    from steps.commands._quiesce_common import store_run_record, write_json_atomic
+    from steps.commands._quiesce_common import check_output_path, store_run_record, write_json_atomic
     from steps.drivers.snapshot import open_snapshot_driver
     from steps.plan import load_plan
     from steps.quiesce.consistent_point import run_consistent_point
 
+    interrupted: list[str] = []
+
     def terminate(signum, _frame):
-        # SystemExit unwinds through the engine, which releases every hold before the exit.
+        # SystemExit unwinds through the engine, which releases every hold before the exit. Only the
+        # first signal does: a second one must not cut that release short.
+        if interrupted:
+            return
+        interrupted.append(signal.Signals(signum).name)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
     plan = load_plan(args.plan)
+    if args.out:
+        check_output_path("--out", args.out)  # refused before anything is frozen
     options = {"local_dir": plan.snapshot.local_dir} if plan.snapshot.driver == "local" else {}
     driver = open_snapshot_driver(plan, **options)
-    record = run_consistent_point(
-        plan, args.backup_id, driver, log=lambda m: print(f"consistent-point: {m}", file=sys.stderr)
-    )
+    try:
+        record = run_consistent_point(
+            plan, args.backup_id, driver, log=lambda m: print(f"consistent-point: {m}", file=sys.stderr)
+        )
+    except SystemExit:
+        if interrupted:
+            print(
+                f"error: interrupted by {interrupted[0]}: the consistent point was abandoned, "
+                "its holds aborted and nothing recorded",
+                file=sys.stderr,
+            )
+        raise
     text = json.dumps(record, indent=2, sort_keys=True)
     if args.out:
         write_json_atomic(args.out, record)

@@ -13,7 +13,9 @@ DESCRIPTION = """Runs whatever happened before (Argo's onExit), in this order:
    says snapshot.delete_after_copy — found by the label snapflow.io/backup-id, so this works after any
    failure; a leftover snapflow.io/group label is removed from the app's PVCs;
 3. commit the backup record (the restore point) ONLY when --workflow-status is Succeeded, every volume
-   of the plan has a snapshot of this backup in the repository, and a passing verify run record exists.
+   of the plan has a snapshot of this backup in the repository (matched by volume name, or by PVC), the
+   newest verify run record passed and checked every snapshot being committed, and the consistent-point
+   run record says app-consistent or crash-consistent (an inconsistent copy is no restore point).
 
 Exit status: 0 when the workflow did not succeed (nothing to commit) and the thaw worked; non-zero when
 the thaw failed, or when the workflow succeeded but the backup could not be committed (so that the
@@ -121,7 +123,10 @@ def commit_checks(plan, backup_id: str, snapshots, runs) -> tuple[dict | None, l
     data = [s for s in mine if s.tags.get("kind") != "manifests"]
     volumes = []
     for v in plan.volumes:
-        found = [s for s in data if s.data.get("volume") in (v.name, v.pvc) or s.tags.get("volume") == v.name]
+        # exactly this volume: by name, or by its PVC when it has one (a snapshot naming no volume, or a
+        # plan volume without a PVC, must not match everything)
+        names = {v.name, v.pvc} - {None, ""}
+        found = [s for s in data if s.data.get("volume") in names or s.tags.get("volume") == v.name]
         if not found:
             problems.append(f"volume {v.name}: no snapshot of backup {backup_id} in the repository")
             continue
@@ -146,8 +151,32 @@ def commit_checks(plan, backup_id: str, snapshots, runs) -> tuple[dict | None, l
         problems.append(f"backup {backup_id}: no verify run record")
     elif not verify.get("ok"):
         problems.append(f"backup {backup_id}: verify failed ({'; '.join(verify.get('problems', [])[:3])})")
+    else:
+        # what is committed must be what the verify checked (not a copy written after it)
+        checked = set(verify.get("snapshots") or ())
+        committed = [(f"volume {v['name']}", v["snapshot"]) for v in volumes]
+        if manifests:
+            committed.append(("manifests", max(manifests, key=lambda s: s.time).id))
+        for what, sid in committed:
+            if sid not in checked:
+                problems.append(
+                    f"{what}: snapshot {sid[:8]} was not checked by the passing verify of backup {backup_id}"
+                )
     cps = [r.data for r in runs if r.data.get("name") == "consistent-point"]
     cp = cps[-1] if cps else None
+    if cp is None:
+        if plan.targets or plan.volumes:
+            problems.append(
+                f"backup {backup_id}: no consistent-point run record (the cut of its volumes was never"
+                " recorded, so nothing says what the copies are worth)"
+            )
+    elif cp.get("verdict") not in ("app-consistent", "crash-consistent"):
+        why = "; ".join(str(r) for r in (cp.get("reasons") or [])[:3])
+        problems.append(
+            f"backup {backup_id}: its consistent point is {cp.get('verdict')!r}"
+            + (f" ({why})" if why else "")
+            + ", which is no restore point"
+        )
     if problems:
         return None, problems
     record = {

@@ -37,7 +37,7 @@ def run(args) -> int:
     import threading
     import time
 
-    from steps.commands._quiesce_common import write_json_atomic
+    from steps.commands._quiesce_common import check_output_path, write_json_atomic
     from steps.errors import ConsistencyError, UsageError
     from steps.plan import load_plan
     from steps.quiesce.consistent_point import volumes_of
@@ -49,6 +49,17 @@ def run(args) -> int:
         if args.deadline <= 0:
             raise UsageError(f"--deadline: expected a positive number of seconds, got {args.deadline:g}")
         plan = dataclasses.replace(plan, freeze=dataclasses.replace(plan.freeze, deadline_s=args.deadline))
+    # Bad paths are refused before anything is frozen, not found out while the application waits.
+    for option, path in (("--ready-file", args.ready_file), ("--result", args.result)):
+        if path:
+            check_output_path(option, path)
+    if args.release_file:
+        check_output_path("--release-file", args.release_file)
+        if os.path.lexists(args.release_file):
+            raise UsageError(
+                f"--release-file: {args.release_file} already exists (the hold would end at once); "
+                "expected a path that appears only to release"
+            )
 
     def atomic(target) -> bool:
         if plan.snapshot.driver == "local":
@@ -60,10 +71,16 @@ def run(args) -> int:
     hooks = build_hooks(plan, args.backup_id, atomic=atomic)
     stop = threading.Event()
     why: dict[str, str] = {}
+    holding = threading.Event()
 
     def on_signal(signum, _frame):
+        first = not stop.is_set()
         why.setdefault("by", signal.Signals(signum).name)
         stop.set()
+        if first and not holding.is_set():
+            # Still freezing: unwind now (the engine releases what it froze or is freezing) instead of
+            # waiting for the remaining targets to freeze first.
+            raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -74,38 +91,59 @@ def run(args) -> int:
             stop.set()
 
     quiescer = Quiescer(hooks, plan.freeze.deadline_s, on_event=on_event)
-    quiescer.freeze_all()
-    print(f"freeze: {len(hooks)} target(s) held (deadline {plan.freeze.deadline_s:g} s)", file=sys.stderr)
-    if args.ready_file:
-        write_json_atomic(
-            args.ready_file,
-            {
-                "targets": [
-                    {
-                        "name": h.name,
-                        "hook": h.target.hook,
-                        "method": h.spec.get("method"),
-                        "quiesced": iso(h.quiesced),
-                    }
-                    for h in hooks
-                ],
-                "deadline_s": plan.freeze.deadline_s,
-                "pid": os.getpid(),
-            },
-        )
-    lost: dict[str, str] = {}
-    next_check = time.monotonic() + plan.freeze.keepalive_s
-    while not stop.wait(0.1):
-        if args.release_file and os.path.exists(args.release_file):
-            why.setdefault("by", "release-file")
-            break
-        if time.monotonic() >= next_check:
-            next_check = time.monotonic() + plan.freeze.keepalive_s
-            lost = quiescer.check_all()
-            if lost:
-                why.setdefault("by", "hold-lost")
+    released = False
+    try:
+        try:
+            quiescer.freeze_all()  # on any failure or interruption it aborts what it froze, then raises
+        except SystemExit:
+            if why.get("by"):
+                print(
+                    f"error: interrupted by {why['by']} while freezing: the targets frozen so far "
+                    "were released",
+                    file=sys.stderr,
+                )
+            raise
+        holding.set()
+        print(f"freeze: {len(hooks)} target(s) held (deadline {plan.freeze.deadline_s:g} s)", file=sys.stderr)
+        if args.ready_file:
+            write_json_atomic(
+                args.ready_file,
+                {
+                    "targets": [
+                        {
+                            "name": h.name,
+                            "hook": h.target.hook,
+                            "method": h.spec.get("method"),
+                            "quiesced": iso(h.quiesced),
+                        }
+                        for h in hooks
+                    ],
+                    "deadline_s": plan.freeze.deadline_s,
+                    "pid": os.getpid(),
+                },
+            )
+        lost: dict[str, str] = {}
+        next_check = time.monotonic() + plan.freeze.keepalive_s
+        while not stop.wait(0.1):
+            if args.release_file and os.path.exists(args.release_file):
+                why.setdefault("by", "release-file")
                 break
-    errors = quiescer.release_all() if not quiescer.expired.is_set() else []
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + plan.freeze.keepalive_s
+                lost = quiescer.check_all()
+                if lost:
+                    why.setdefault("by", "hold-lost")
+                    break
+        if quiescer.expired.is_set():  # the deadline already aborted every hold
+            errors = [f"target {h.name} ({h.target.hook}): {h.thaw_error}" for h in hooks if h.thaw_error]
+        else:
+            errors = quiescer.release_all()
+        released = True
+    except OSError as err:  # e.g. the ready file could not be written: released (below), then reported
+        raise ConsistencyError(f"freeze: {err}") from err
+    finally:
+        if not released:  # whatever went wrong while holding, the application is released first
+            quiescer.release_all()
     result = {
         "released_by": why.get("by", "release"),
         "targets": [],

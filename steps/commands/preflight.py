@@ -137,31 +137,7 @@ def allowed(
     client, sa: str, verb: str, resource: str, group: str, namespace: str | None, sub: str = ""
 ) -> bool:
     """May ServiceAccount ``sa`` (``NS/NAME``; empty: the current identity) do this? An access review."""
-    attrs = {
-        k: v
-        for k, v in {
-            "verb": verb,
-            "resource": resource,
-            "group": group,
-            "namespace": namespace,
-            "subresource": sub,
-        }.items()
-        if v
-    }
-    if not sa:
-        return client.can_i(verb, resource, namespace, group, sub)
-    ns, _, name = sa.partition("/")
-    review = {
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SubjectAccessReview",
-        "spec": {
-            "user": f"system:serviceaccount:{ns}:{name}",
-            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"],
-            "resourceAttributes": attrs,
-        },
-    }
-    out = client.create(review)
-    return bool((out.get("status") or {}).get("allowed"))
+    return client.can_i(verb, resource, namespace, group, sub, service_account=sa)
 
 
 def _default_class(classes: list[dict], driver: str, annotation: str) -> dict | None:
@@ -316,19 +292,9 @@ def check_pod_security(namespace_obj: dict | None, checks: Checks) -> None:
     if level not in LEVELS:
         checks.add("pod-security", "warn", f"unknown enforce level {level!r}")
         return
-    mover = render.mover_pod(
-        name="preflight",
-        namespace="x",
-        pvc="x",
-        image="x",
-        repository="s3://x/x",
-        snapshot_id="x",
-        labels={},
-        password_secret="x",
-    )
-    problems = violations(mover["spec"], level)
-    if problems:
-        mover_nr = render.mover_pod(
+
+    def mover_spec(**options) -> dict:
+        return render.mover_pod(
             name="preflight",
             namespace="x",
             pvc="x",
@@ -337,9 +303,12 @@ def check_pod_security(namespace_obj: dict | None, checks: Checks) -> None:
             snapshot_id="x",
             labels={},
             password_secret="x",
-            run_as_root=False,
-        )
-        if not violations(mover_nr["spec"], level):
+            **options,
+        )["spec"]
+
+    problems = violations(mover_spec(), level)
+    if problems:
+        if not violations(mover_spec(run_as_root=False), level):
             checks.add(
                 "pod-security",
                 "warn",

@@ -9,6 +9,10 @@ HELP = "repair the repository (index: rebuild it from the packs)"
 DESCRIPTION = """Rebuild the index from the packs alone (each pack carries an encrypted list of its
 blobs). The new index files supersede every old one, which are then deleted.
 
+A pack whose bytes do not match its name is skipped, and the command exits 3 after the rebuild. A pack
+that cannot be read for any other reason (permissions, the store not answering) stops the repair
+before it writes or deletes anything: an index without that pack would drop its blobs.
+
 example:
   python -m steps repair index --repo s3://backups/shop
 """
@@ -46,5 +50,13 @@ def run(args) -> int:
         print(
             f"index rebuilt from {report.packs} packs ({report.blobs} blobs); {len(report.damaged)} damaged packs"
             f" skipped; {len(report.removed_index)} old index files removed"
+        )
+    if report.damaged:
+        from steps.errors import IntegrityError
+
+        raise IntegrityError(
+            f"repair index: {len(report.damaged)} damaged pack(s) skipped (their bytes do not match their"
+            f" names), e.g. {report.damaged[0]}; their blobs are no longer indexed: run verify to see which"
+            " snapshots need them"
         )
     return 0

@@ -8,6 +8,7 @@ from steps.commands._repo import (
     open_repository,
     parse_percent,
     print_json,
+    problems_summary,
     warn,
 )
 
@@ -16,8 +17,10 @@ HELP = "check snapshots' structure and read back a share of their data"
 DESCRIPTION = """Check that every tree and data blob referenced by the chosen snapshots is indexed and
 that its pack exists with the recorded size; with --read-data, read back that share of the packs,
 check their names against their bytes, decrypt and rehash every blob. Exits 3 naming each missing or
-corrupt object. With --backup-id, checks that backup's snapshots and stores the verdict as the run
-record "verify" of the backup (finalize commits the backup only if it passed).
+corrupt object. With --backup-id, checks that backup's snapshots, reads back EVERY pack the backup
+wrote itself (the index records which backup wrote each pack) plus --read-data of the older packs it
+reuses, and stores the verdict as the run record "verify" of the backup (finalize commits the backup
+only if it passed). A backup ID that no snapshot carries is refused (exit 2) and nothing is stored.
 
 examples:
   python -m steps verify --repo s3://backups/shop --snapshot latest --read-data 10
@@ -54,18 +57,19 @@ def run(args) -> int:
     tune_malloc()
     repo = open_repository(args)
     snaps = repo.list_snapshots()
-    missing_backup = False
     if args.snapshot:
         chosen = [repo.find_snapshot(args.snapshot, snaps)]
     elif args.backup_id:
         chosen = [s for s in snaps if s.backup_id == args.backup_id or s.tags.get("backup") == args.backup_id]
-        missing_backup = not chosen
+        if not chosen:  # a typo must not leave a failing run record under a backup ID that never ran
+            raise UsageError(
+                f"--backup-id: no snapshot carries the backup ID {args.backup_id!r}; nothing was verified"
+                " or recorded"
+            )
     else:
         chosen = snaps
     with Progress("verify", enabled=percent > 0, unit="packs") as progress:
-        report = verify(repo, chosen, percent, progress)
-    if missing_backup:
-        report.problems.append(f"backup {args.backup_id}: no snapshot carries this backup ID")
+        report = verify(repo, chosen, percent, progress, new_packs_of=args.backup_id)
     if args.backup_id:
         record = {"name": "verify", "backup_id": args.backup_id, "time": utc_now_iso(), **report.to_dict()}
         rid = repo.save_record("runs", record, key=args.backup_id)
@@ -84,11 +88,11 @@ def run(args) -> int:
             print(f"problem: {p}")
         print(
             f"{len(chosen)} snapshot(s), {report.trees} trees, {report.blobs} blob references,"
-            f" {report.packs_referenced} packs ({report.packs_read} read back, {report.bytes_read} bytes):"
+            f" {report.packs_referenced} packs ({report.packs_read} read back"
+            + (f", all {report.packs_new} this backup wrote" if args.backup_id else "")
+            + f", {report.bytes_read} bytes):"
             f" {'ok' if report.ok else f'{len(report.problems)} problem(s)'}"
         )
     if not report.ok:
-        first = "; ".join(report.problems[:3])
-        more = f" (and {len(report.problems) - 3} more)" if len(report.problems) > 3 else ""
-        raise IntegrityError(f"verify failed: {first}{more}")
+        raise IntegrityError(f"verify failed: {problems_summary(report.problems)}")
     return 0

@@ -631,6 +631,55 @@ class KubeClient:
             raise self._error(obj.get("code"), json.dumps(obj), what)
         return WatchEvent(ev.get("type", ""), obj)
 
+    def _follow(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        deadline: float,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Iterator[tuple[list[dict], WatchEvent | None]]:
+        """List, then watch from the list's resourceVersion until ``deadline`` (``time.monotonic()``):
+        yields ``(items, None)`` after each list and ``([], event)`` for each event but bookmarks. Lists
+        again when the server ends a watch with 410 Gone, or was unavailable for a moment; a list that
+        fails raises. The caller stops iterating once it has what it waits for, or the deadline passed."""
+        rv = ""
+        relist = True
+        while True:
+            if relist:
+                items, rv = self.list(
+                    api_version, kind, namespace, label_selector=label_selector, field_selector=field_selector
+                )
+                yield items, None
+                relist = False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                for ev in self.watch(
+                    api_version,
+                    kind,
+                    namespace,
+                    resource_version=rv,
+                    label_selector=label_selector,
+                    field_selector=field_selector,
+                    timeout_s=min(remaining, 300.0),
+                ):
+                    meta = ev.object.get("metadata") or {}
+                    if meta.get("resourceVersion"):
+                        rv = meta["resourceVersion"]
+                    if ev.type != "BOOKMARK":
+                        yield [], ev
+            except _Gone:
+                relist = True
+            except KubeUnavailable:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                relist = True
+
     def wait_for(
         self,
         api_version: str,
@@ -648,46 +697,20 @@ class KubeClient:
         per ``timeout_s`` at most, resumed from the last resourceVersion when the server closes it.
         """
         deadline = time.monotonic() + timeout_s
-        field_sel = f"metadata.name={name}"
         obj: dict | None = None
-        rv = ""
-        relist = True
-        while True:
-            if relist:
-                items, rv = self.list(api_version, kind, namespace, field_selector=field_sel)
+        for items, ev in self._follow(
+            api_version, kind, namespace, deadline, field_selector=f"metadata.name={name}"
+        ):
+            if ev is None:
                 obj = next((i for i in items if i.get("metadata", {}).get("name") == name), None)
-                if predicate(obj):
-                    return obj
-                relist = False
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            elif (ev.object.get("metadata") or {}).get("name") != name:
+                continue
+            else:
+                obj = None if ev.type == "DELETED" else ev.object
+            if predicate(obj):
+                return obj
+            if ev is not None and time.monotonic() >= deadline:
                 break
-            try:
-                for ev in self.watch(
-                    api_version,
-                    kind,
-                    namespace,
-                    resource_version=rv,
-                    field_selector=field_sel,
-                    timeout_s=min(remaining, 300.0),
-                ):
-                    meta = ev.object.get("metadata") or {}
-                    if meta.get("resourceVersion"):
-                        rv = meta["resourceVersion"]
-                    if ev.type == "BOOKMARK" or meta.get("name") != name:
-                        continue
-                    obj = None if ev.type == "DELETED" else ev.object
-                    if predicate(obj):
-                        return obj
-                    if time.monotonic() >= deadline:
-                        break
-            except _Gone:
-                relist = True
-            except KubeUnavailable:
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-                relist = True
         if on_timeout is not None:
             raise on_timeout(obj)
         raise KubeUnavailable(f"{self._what(kind, name, namespace)}: not ready after {timeout_s:g}s")
@@ -723,45 +746,20 @@ class KubeClient:
             else:
                 finished.discard(name)
 
-        rv = ""
-        relist = True
-        while True:
-            if relist:
-                items, rv = self.list(api_version, kind, namespace, label_selector=label_selector)
+        for items, ev in self._follow(api_version, kind, namespace, deadline, label_selector=label_selector):
+            if ev is None:
                 present = {i["metadata"]["name"]: i for i in items if i["metadata"].get("name") in wanted}
                 for name in wanted:
                     consider(present.get(name), name)
-                relist = False
+            else:
+                name = (ev.object.get("metadata") or {}).get("name")
+                if name not in wanted:
+                    continue
+                consider(None if ev.type == "DELETED" else ev.object, name)
             if finished >= wanted:
                 return {n: seen[n] for n in names}
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if ev is not None and time.monotonic() >= deadline:
                 break
-            try:
-                for ev in self.watch(
-                    api_version,
-                    kind,
-                    namespace,
-                    resource_version=rv,
-                    label_selector=label_selector,
-                    timeout_s=min(remaining, 300.0),
-                ):
-                    meta = ev.object.get("metadata") or {}
-                    if meta.get("resourceVersion"):
-                        rv = meta["resourceVersion"]
-                    name = meta.get("name")
-                    if ev.type == "BOOKMARK" or name not in wanted:
-                        continue
-                    consider(None if ev.type == "DELETED" else ev.object, name)
-                    if finished >= wanted or time.monotonic() >= deadline:
-                        break
-            except _Gone:
-                relist = True
-            except KubeUnavailable:
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-                relist = True
         if on_timeout is not None:
             raise on_timeout(dict(seen))
         missing = ", ".join(sorted(wanted - finished))
@@ -817,25 +815,48 @@ class KubeClient:
             resp.release_conn()
 
     def can_i(
-        self, verb: str, resource: str, namespace: str | None, group: str = "", subresource: str = ""
+        self,
+        verb: str,
+        resource: str,
+        namespace: str | None,
+        group: str = "",
+        subresource: str = "",
+        *,
+        service_account: str = "",
     ) -> bool:
-        """SelfSubjectAccessReview: may the current identity ``verb`` ``resource`` in ``namespace``?"""
-        review = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectAccessReview",
-            "spec": {
-                "resourceAttributes": {
-                    k: v
-                    for k, v in {
-                        "verb": verb,
-                        "resource": resource,
-                        "group": group,
-                        "namespace": namespace,
-                        "subresource": subresource,
-                    }.items()
-                    if v
-                }
-            },
+        """May the current identity (a SelfSubjectAccessReview), or ServiceAccount ``service_account``
+        (``NS/NAME``: a SubjectAccessReview), ``verb`` ``resource`` in ``namespace``?"""
+        attributes = {
+            k: v
+            for k, v in {
+                "verb": verb,
+                "resource": resource,
+                "group": group,
+                "namespace": namespace,
+                "subresource": subresource,
+            }.items()
+            if v
         }
+        if service_account:
+            ns, _, name = service_account.partition("/")
+            review = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": f"system:serviceaccount:{ns}:{name}",
+                    "groups": [
+                        "system:serviceaccounts",
+                        f"system:serviceaccounts:{ns}",
+                        "system:authenticated",
+                    ],
+                    "resourceAttributes": attributes,
+                },
+            }
+        else:
+            review = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attributes},
+            }
         out = self.create(review)
         return bool((out.get("status") or {}).get("allowed"))

@@ -376,6 +376,14 @@ class MemoryStore(ObjectStore):
 # Local directory
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalStore(ObjectStore):
     """Objects as files below a directory; writes go to a temp file and are renamed into place."""
 
@@ -395,6 +403,9 @@ class LocalStore(ObjectStore):
 
     def put(self, key, data):
         path = self._path(key)
+        # the directories this put creates: their entries must reach the disk too
+        new_dirs = [d for d in path.parents if d == self.root or self.root in d.parents]
+        existing = next((i for i, d in enumerate(new_dirs) if d.is_dir()), len(new_dirs))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(tmp, "wb") as f:
@@ -402,6 +413,9 @@ class LocalStore(ObjectStore):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        # a rename is durable only once its directory is synced (and so is a new directory's entry)
+        for d in new_dirs[: existing + 1]:
+            _fsync_dir(d)
 
     def get(self, key, version_id=None):
         try:

@@ -14,6 +14,24 @@ import threading
 
 from steps.drivers.runner import PumpedOutput, RunResult, SessionClosed
 
+# The repository's and the object store's credentials. A hook, a database client or a check command
+# run here needs none of them, so they are not passed on (a hook's password_env names a variable of
+# the application's own, which is).
+CREDENTIAL_ENV = (
+    "SNAPFLOW_PASSWORD",
+    "SNAPFLOW_PASSWORD_FILE",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SESSION_TOKEN",
+)
+
+
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without :data:`CREDENTIAL_ENV`, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_ENV}
+    env.update(extra or {})
+    return env
+
 
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
@@ -86,11 +104,16 @@ class LocalSession(PumpedOutput):
 
 
 class LocalRunner:
-    """Runs commands on this machine, optionally with extra environment variables."""
+    """Runs commands on this machine, optionally with extra environment variables; never with
+    Snapflow's own credentials (:func:`child_environment`)."""
 
     def __init__(self, env: dict[str, str] | None = None):
         self.description = "local"
-        self._env = None if env is None else {**os.environ, **env}
+        self._extra = dict(env or {})
+
+    @property
+    def _env(self) -> dict[str, str]:
+        return child_environment(self._extra)
 
     def run(self, argv: list[str], *, stdin: str | None = None, timeout: float = 60.0) -> RunResult:
         proc = subprocess.Popen(

@@ -113,6 +113,14 @@ def run_consistent_point(
         if isinstance(err, SnapflowError | OSError):
             raise ConsistencyError(f"consistent point failed after quiescing (not retried): {err}") from err
         raise
+    stuck = [h for h in hooks if h.thaw_error]
+    if stuck:
+        # Not a verdict to record: the application is (maybe) still frozen. Exit 4 so that the
+        # workflow stops here and its exit handler's thaw runs at once.
+        raise ConsistencyError(
+            "; ".join(f"target {h.name} ({h.target.hook}): {h.thaw_error}" for h in stuck)
+            + " (not retried; the exit handler's thaw must release it)"
+        )
     finished_hold = time.time()
     try:
         driver.wait_ready(cuts, timeout=plan.snapshot.timeout_s)
@@ -161,6 +169,13 @@ def run_consistent_point(
             "deadline_passed": quiescer.expired.is_set(),
         },
     )
+    notes = [
+        f"target {h.name}: the thaw failed and was retried; released after attempt {h.info['thaw_attempts']}"
+        for h in hooks
+        if h.info.get("thaw_attempts")
+    ]
+    if notes:
+        record["notes"] = notes
     if release_errors:
         record["release_errors"] = release_errors
         if record["verdict"] == "app-consistent":

@@ -100,24 +100,40 @@ class Quiescer:
         self.abort_all("deadline")
 
     def freeze_all(self) -> None:
-        """Freeze targets in order; on a failure release the ones already frozen, then raise."""
-        for hook in self.hooks:
-            if self.expired.is_set():
-                break
-            self._arm()
-            try:
+        """Freeze targets in order; on a failure, an interruption (SIGTERM, Ctrl-C) or the deadline
+        release every target already frozen or still freezing, then raise."""
+        current: Hook | None = None
+        try:
+            for hook in self.hooks:
+                if self.expired.is_set():
+                    break
+                self._arm()
+                current = hook
                 hook.freeze()
-            except Exception as err:
-                self.abort_all("failure")
-                if isinstance(err, ConsistencyError):
-                    raise
+                with self._lock:  # the deadline timer takes its list of frozen hooks under this lock
+                    self.frozen.append(hook)
+                    late = self.expired.is_set()
+                current = None
+                self.on_event("quiesced", {"target": hook.name})
+                if late:
+                    break
+        except BaseException as err:
+            self.abort_all("failure" if isinstance(err, Exception) else "interrupted")
+            if not isinstance(err, Exception):
+                raise
+            if self.expired.is_set():
                 raise ConsistencyError(
-                    f"target {hook.name} ({hook.target.hook}): freeze failed: {err}"
+                    f"the freeze deadline ({self.deadline_s:g} s) passed before every target was "
+                    f"frozen: {err}"
                 ) from err
-            with self._lock:
-                self.frozen.append(hook)
-            self.on_event("quiesced", {"target": hook.name})
+            if isinstance(err, ConsistencyError) or current is None:
+                raise
+            raise ConsistencyError(
+                f"target {current.name} ({current.target.hook}): freeze failed: {err}"
+            ) from err
         if self.expired.is_set():
+            # A hook that finished freezing after the timer took its list is released here.
+            self.abort_all("deadline")
             raise ConsistencyError(
                 f"the freeze deadline ({self.deadline_s:g} s) passed before every target was frozen"
             )
@@ -144,8 +160,13 @@ class Quiescer:
                 if after_stop is not None:
                     after_stop(hook)
             except Exception as err:
-                errors.append(str(err))
                 hook.abort("failure")
+                # A thaw that still fails after the abort's own attempt: report where things stand.
+                errors.append(
+                    f"target {hook.name} ({hook.target.hook}): {hook.thaw_error}"
+                    if hook.thaw_error
+                    else str(err)
+                )
             finally:
                 try:
                     hook.release()
@@ -159,12 +180,15 @@ class Quiescer:
         with self._lock:
             hooks = list(reversed(self.frozen))
         # A hook still in its freeze (not yet in `frozen`) is aborted too: its session may hold a lock.
-        pending = [
-            h
-            for h in self.hooks
-            if h not in hooks and h.quiesced is None and getattr(h, "session", None) is not None
-        ]
-        for hook in pending + hooks:
+        # Its input is closed at once (its watcher or client lets go as soon as the freeze returns), and
+        # it is aborted after the frozen ones, so that they are not kept waiting on its freeze.
+        pending = [h for h in self.hooks if h not in hooks and getattr(h, "session", None) is not None]
+        for hook in pending:
+            try:
+                hook.session.close_input()
+            except Exception:
+                pass
+        for hook in hooks + pending:
             try:
                 hook.abort(by)
             except Exception:

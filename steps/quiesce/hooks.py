@@ -24,6 +24,10 @@ from steps.drivers.runner import Runner, Session, SessionClosed
 from steps.errors import ConsistencyError
 from steps.plan import Target
 
+# A failed unfreeze is retried a few times, with a short back-off, before the hold is reported stuck.
+THAW_RETRIES = 2
+THAW_BACKOFF_S = 0.5
+
 
 class HookTimeout(Exception):
     pass
@@ -50,6 +54,8 @@ class Hook:
         self.released_by: str | None = None
         self.info: dict[str, Any] = {}
         self.lost: str | None = None
+        # Set when every thaw attempt failed: the application may still be frozen (not released).
+        self.thaw_error: str | None = None
         self._state_lock = threading.Lock()
 
     @property
@@ -276,6 +282,8 @@ class PairedHook(Hook):
         self.session: Session | None = None
         self._io = threading.Lock()
         self.expired = False
+        self.thaw_failures = 0
+        self._thaw_started = False
 
     def _read_until(self, wanted: tuple[str, ...], timeout: float) -> str:
         assert self.session is not None
@@ -295,7 +303,24 @@ class PairedHook(Hook):
     def _run_thaw(self) -> tuple[bool, str]:
         script = "snapflow_thaw() {\n" + self.spec["thaw"] + "\n}\nsnapflow_thaw\n"
         res = self.runner.run(["sh", "-c", script], timeout=max(self.freeze_timeout_s, 30.0))
-        return res.ok, (res.stderr or res.stdout).strip()[-300:]
+        return res.ok, " | ".join((res.stderr or res.stdout).strip()[-300:].splitlines())
+
+    def _thaw_failed(self, detail: str) -> None:
+        self.thaw_failures += 1
+        self.thaw_error = (
+            f"thaw command failed {self.thaw_failures} time(s) (last: {detail or 'no output'}); "
+            "the application may still be frozen"
+        )
+
+    def _thaw_once(self) -> bool:
+        ok, detail = self._run_thaw()
+        if ok:
+            self.thaw_error = None
+            if self.thaw_failures:
+                self.info["thaw_attempts"] = self.thaw_failures + 1
+        else:
+            self._thaw_failed(detail)
+        return ok
 
     def freeze(self) -> None:
         self.session = self.runner.open_session(["sh", "-c", self.spec["watcher"], "snapflow-watcher"])
@@ -346,11 +371,16 @@ class PairedHook(Hook):
             raise ConsistencyError(
                 f"target {self.name} ({self.target.hook}): release failed: {err}"
             ) from None
-        self._mark_released("release")
         if line.split()[-1] != "0":
-            raise ConsistencyError(
-                f"target {self.name} ({self.target.hook}): thaw command failed: {self.session.stderr_tail()}"
-            )
+            # Not released until a thaw succeeded: retry (bounded), then report the hold as stuck.
+            self._thaw_failed(f"exit {line.split()[-1]}: {self.session.stderr_tail()}")
+            for attempt in range(THAW_RETRIES):
+                time.sleep(THAW_BACKOFF_S * 2**attempt)
+                if self._thaw_once():
+                    break
+            else:
+                raise ConsistencyError(f"target {self.name} ({self.target.hook}): {self.thaw_error}")
+        self._mark_released("release")
 
     def release(self) -> None:
         if self.session is not None:
@@ -360,14 +390,24 @@ class PairedHook(Hook):
 
     def abort(self, by: str) -> None:
         """End of input makes the watcher unfreeze; the thaw also runs directly, in case the watcher
-        itself is stuck. Neither waits on the application's writers."""
-        first = self._mark_released(by)
+        itself is stuck. Neither waits on the application's writers. The hold counts as released only
+        once a thaw succeeded (else :attr:`thaw_error` says the application may still be frozen)."""
+        with self._state_lock:
+            first = not self._thaw_started and self.released is None
+            self._thaw_started = True
         if self.session is not None:
             self.session.close_input()
-        if first:
-            self._run_thaw()
-        if self.session is not None and self.session.wait(5) is None:
+        if first and self._thaw_once():
+            self._mark_released(by)
+        # A watcher still in its freeze (bounded by the freeze timeout) unfreezes as soon as the freeze
+        # ends, having seen the end of its input: give it that long before killing it.
+        mid_freeze = self.quiesced is None
+        grace = self.freeze_timeout_s + 1 if mid_freeze else 5
+        if self.session is not None and self.session.wait(grace) is None:
             self.session.kill()
+        if first and mid_freeze:
+            # The freeze was still running when the thaw above ran: it may have completed since.
+            self._thaw_once()
 
     def thaw(self) -> dict[str, Any]:
         ok, detail = self._run_thaw()

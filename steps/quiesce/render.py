@@ -16,12 +16,20 @@ from typing import Any
 
 import yaml
 
+from steps.drivers.runner_local import CREDENTIAL_ENV
 from steps.errors import UsageError
 from steps.plan import Plan, Target
 from steps.resources import templates_dir
 
 HOOK_TEMPLATES = ("postgresql", "mysql", "mariadb", "mongodb", "redis", "fsfreeze", "custom")
-_SECRET_PARAMS = re.compile(r"^(password|passwd|pwd|secret|token|auth)$", re.IGNORECASE)
+# A parameter named like a credential (anywhere in its name: db_password, PGPASSWORD, api_token,
+# access_key, ...) is refused; a *_file or *_env parameter is a reference (a path, a variable name).
+_SECRET_PARAMS = re.compile(
+    r"pass(word|wd|phrase)|secret|token|credential|private_?key|api_?key|access_?key"
+    r"|(^|[_-])(key|pwd|auth)$|^(pwd|auth)[_-]?$",
+    re.IGNORECASE,
+)
+_REFERENCE_PARAMS = re.compile(r"[_-](file|env)$", re.IGNORECASE)
 _ENVNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -63,7 +71,10 @@ def _pgconn(value: Any) -> str:
 
 def _envname(value: Any) -> str:
     if not _ENVNAME.match(str(value)):
-        raise UsageError(f"params.password_env: expected an environment variable name, got {value!r}")
+        # The value is not echoed: a password pasted here by mistake must not reach an error message.
+        raise UsageError(
+            "params.password_env: expected an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
+        )
     return str(value)
 
 
@@ -94,13 +105,22 @@ def hold_id(plan: Plan, target: Target) -> str:
 
 def check_params(target: Target, where: str) -> None:
     for key, value in target.params.items():
-        if _SECRET_PARAMS.match(key):
+        reference = _REFERENCE_PARAMS.search(key)
+        if _SECRET_PARAMS.search(key) and not reference:
             raise UsageError(
                 f"{where}.params.{key}: credentials are not accepted inline; "
                 "expected password_file (a mounted file) or password_env (a variable name)"
             )
-        if key == "password_env":
-            _envname(value)
+        if reference and reference.group(1).lower() == "env" and _SECRET_PARAMS.search(key):
+            if not _ENVNAME.match(str(value)):
+                raise UsageError(
+                    f"{where}.params.{key}: expected an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
+                )
+            if target.local and str(value) in CREDENTIAL_ENV:  # stripped from local hooks
+                raise UsageError(
+                    f"{where}.params.{key}: {value} is Snapflow's own credential, not passed to hooks; "
+                    "expected a variable of the application's own"
+                )
     if target.hook == "fsfreeze" and not (target.params.get("mount") or target.params.get("mounts")):
         raise UsageError(f"{where}.params.mount: required for the fsfreeze hook (a mount point)")
     if target.hook == "custom" and not (target.params.get("freeze") or target.params.get("prepare")):

@@ -151,7 +151,7 @@ def build_record(
         }
         if h.lost:
             t["hold_lost"] = h.lost
-        for key in ("backup_label", "tablespace_map", "stop_lsn"):
+        for key in ("backup_label", "tablespace_map", "stop_lsn", "thaw_attempts"):
             if h.info.get(key):
                 t[key] = h.info[key]
         targets.append(t)

@@ -4,9 +4,12 @@ Provides :func:`copy_source` and :func:`store_files` (in-memory files, e.g. Kube
 snapshot tagged ``kind=manifests``), plus :class:`CopyOptions` and :class:`CopyResult`. Called by
 ``steps.commands.copy`` and by capture.
 
-Threads: the calling thread walks the source and compares with the parent snapshot; file workers read,
-chunk and hash; a finisher builds tree blobs in post-order; :class:`~.pipeline.BlobSink` packs, encrypts
-and uploads. Write order: packs → index files → snapshot record (see docs/design.md).
+Threads: a :class:`Prescan` lists and stats the source (and reads ahead what changed) while the
+repository opens; the calling thread walks the source and compares with the parent snapshot; file
+workers read, chunk, hash, and compress and encrypt new blobs into their own pack buffers; a finisher
+builds tree blobs in post-order (reusing the parent's tree of an unchanged directory); the uploaders of
+:class:`~.pipeline.BlobSink` store packs and index files. Write order: packs → index files → snapshot
+record (see docs/design.md, "Memory and speed").
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from .repo import Repository, Snapshot
 from .tree import encode_tree, node_from_stat
 
 RACY_WINDOW_NS = 2_000_000_000
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 MiB = 1024 * 1024
 SNAPSHOT_VERSION = 1
 IDENTITY_FIELDS = ("cluster", "namespace", "app", "volume", "policy")
@@ -421,8 +425,7 @@ class Archiver:
             return False
         if prev["mtime_ns"] >= self._parent_scan_ns - RACY_WINDOW_NS:
             return False  # modified too close to the parent's scan: its content may have changed unnoticed
-        index = self.repo.index
-        return all(index.has(bytes.fromhex(b)) for b in prev["content"])
+        return all(map(self.repo.index.has, map(bytes.fromhex, prev["content"])))
 
     def _parent_children(self, prev: dict | None) -> dict[str, dict] | None:
         if not prev or prev.get("type") != "dir" or not prev.get("subtree"):
@@ -542,9 +545,8 @@ class Archiver:
                             new += got
                         nread += got
                 else:
-                    try:  # let the kernel read the whole region ahead while we chunk and hash
+                    try:
                         os.posix_fadvise(fd, off, length, os.POSIX_FADV_SEQUENTIAL)
-                        os.posix_fadvise(fd, off, min(length, 64 * MiB), os.POSIX_FADV_WILLNEED)
                     except (AttributeError, OSError):
                         pass
                     pos = off
@@ -700,12 +702,14 @@ class Archiver:
             return
         if prev_children is None:  # no parent listing (or an unreadable one): nothing to reuse
             dj.same = False
+        excludes = self.opts.excludes
+        abort = self.abort
         for entry in entries:
-            if self.abort.is_set():
+            if abort.is_set():
                 raise Aborted()
-            name = os.fsdecode(entry.name)
-            child_rel = f"{rel}/{name}" if rel else name
-            if self.opts.excludes and self._excluded(child_rel, name):
+            name = entry.name.decode(_FS_ENCODING, _FS_ERRORS)  # os.fsdecode, without its checks
+            child_rel = (f"{rel}/{name}" if rel else name) if excludes else ""
+            if excludes and self._excluded(child_rel, name):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)

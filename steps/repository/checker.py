@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from steps.drivers.objectstore import ObjectNotFound
-from steps.errors import IntegrityError
+from steps.errors import IntegrityError, PermanentError, TemporaryError
 
 from .crypto import storage_id
 from .index import IndexPack
@@ -38,6 +38,7 @@ class VerifyReport:
     trees: int = 0
     blobs: int = 0
     packs_referenced: int = 0
+    packs_new: int = 0  # referenced packs the verified backup wrote itself (all read back)
     packs_read: int = 0
     bytes_read: int = 0
     read_data_percent: float = 0.0
@@ -56,6 +57,7 @@ class VerifyReport:
             "trees": self.trees,
             "blobs": self.blobs,
             "packs_referenced": self.packs_referenced,
+            "packs_new": self.packs_new,
             "packs_read": self.packs_read,
             "bytes_read": self.bytes_read,
             "read_data_percent": self.read_data_percent,
@@ -219,7 +221,11 @@ def verify(
     progress=None,
     seed: int | None = None,
     reload_index: bool = True,
+    new_packs_of: str | None = None,
 ) -> VerifyReport:
+    """Check ``snapshots``; read back ``read_data_percent`` of the packs they reference. With
+    ``new_packs_of`` (a backup ID), every referenced pack that backup wrote is read back, and the share
+    applies to the older packs it reuses."""
     t0 = time.monotonic()
     report = VerifyReport(snapshots=[s.id for s in snapshots], read_data_percent=read_data_percent)
     repo.warnings.clear()
@@ -231,14 +237,19 @@ def verify(
         checker.walk(snap)
     report.packs_referenced = len(checker.pack_refs)
     checker.check_packs_exist()
-    if read_data_percent > 0 and checker.pack_refs:
-        packs = sorted(checker.pack_refs)
+    written = repo.index.pack_backup
+    new = sorted(n for n in checker.pack_refs if new_packs_of and written.get(n) == new_packs_of)
+    report.packs_new = len(new)
+    if (read_data_percent > 0 or new) and checker.pack_refs:
+        packs = sorted(set(checker.pack_refs) - set(new))
         k = (
-            len(packs)
+            0
+            if read_data_percent <= 0 or not packs
+            else len(packs)
             if read_data_percent >= 100
             else max(1, math.ceil(len(packs) * read_data_percent / 100))
         )
-        chosen = packs if k >= len(packs) else random.Random(seed).sample(packs, k)
+        chosen = new + (packs if k >= len(packs) else random.Random(seed).sample(packs, k))
         wanted = set(chosen)
         for bid, loc in repo.index.iter_blobs():
             if loc.pack_no in wanted:
@@ -284,21 +295,54 @@ def read_pack_index(repo: Repository, pack_id: str, size: int) -> IndexPack:
 
 
 def rebuild_index(repo: Repository, packs_per_file: int = 2000) -> RepairReport:
-    """Write a new index from the packs alone, superseding (then deleting) every old index file."""
+    """Write a new index from the packs alone, superseding (then deleting) every old index file.
+
+    A pack is left out (``damaged``) only when its bytes are confirmed not to match its name (and no
+    intact older version exists). Any other failure to read a pack — permissions, the store not
+    answering, a header that does not decrypt — changes nothing and raises: an index rebuilt without
+    that pack would drop its blobs, and prune would then delete it as unindexed."""
     report = RepairReport()
     old = repo.index_ids()
     infos = list(repo.store.list("data/"))
+    failed: list[tuple[str, BaseException]] = []
+    written_by = _pack_writers(repo, old)
 
     def one(info):
         pid = info.key.rsplit("/", 1)[-1]
         try:
-            return read_pack_index(repo, pid, info.size)
-        except Exception as err:
+            pack = read_pack_index(repo, pid, info.size)
+            pack.backup_id = written_by.get(pid)
+            return pack
+        except Exception:
+            pass
+        # the header did not read: tell a pack whose bytes do not match its name from a read failure
+        try:
+            data = repo.get_named(pack_key(pid))
+        except IntegrityError as err:
             report.damaged.append(f"pack {pid}: {err}")
             return None
+        except Exception as err:
+            failed.append((pid, err))
+            return None
+        try:
+            salt, entries = read_pack_entries(repo.keys, data, f"pack {pid}")
+        except Exception as err:
+            failed.append((pid, err))
+            return None
+        return IndexPack(pid, salt, len(data), entries, written_by.get(pid))
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         packs = [p for p in pool.map(one, infos) if p is not None]
+    if failed:
+        failed.sort(key=lambda f: f[0])
+        pid, err = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        cls = TemporaryError if all(isinstance(e, TemporaryError) for _, e in failed) else PermanentError
+        raise cls(
+            f"repair index: pack {pid} cannot be read ({type(err).__name__}: {err}){more}; nothing was"
+            " changed (an index rebuilt without it would drop its blobs); make it readable and run repair"
+            " again"
+        )
     report.packs = len(packs)
     report.blobs = sum(len(p.entries) for p in packs)
     for i in range(0, max(len(packs), 1), packs_per_file):
@@ -309,6 +353,26 @@ def rebuild_index(repo: Repository, packs_per_file: int = 2000) -> RepairReport:
         report.removed_index.append(iid)
     repo.load_index()
     return report
+
+
+def _pack_writers(repo: Repository, index_ids: list[str]) -> dict[str, str]:
+    """Pack ID -> the backup that wrote it, from whichever old index files still read (best effort: the
+    pack headers do not say it, and per-backup verify uses it)."""
+
+    def read(iid: str) -> list[IndexPack]:
+        try:
+            return repo._read_index_file(iid)[2]
+        except Exception:
+            return []
+
+    out: dict[str, str] = {}
+    if index_ids:
+        with ThreadPoolExecutor(max_workers=min(16, len(index_ids))) as pool:
+            for packs in pool.map(read, index_ids):
+                for p in packs:
+                    if p.backup_id:
+                        out.setdefault(p.id, p.backup_id)
+    return out
 
 
 # -- check (the whole repository, scheduled) --------------------------------------------------------
@@ -523,7 +587,7 @@ def _load_index_tolerant(repo: Repository, report: CheckReport) -> None:
         if iid in superseded:
             continue
         for p in packs:
-            index.add_pack(p.id, p.salt, p.size, p.entries)
+            index.add_pack(p.id, p.salt, p.size, p.entries, p.backup_id)
     repo._index = index
 
 

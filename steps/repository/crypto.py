@@ -2,8 +2,10 @@
 
 Provides :class:`MasterKeys` (the subkeys derived from the repository's master secret), object sealing
 (:func:`seal_object` / :func:`open_object` for index files and records), blob sealing inside packs
-(:func:`seal_blob` / :func:`open_blob`) and :func:`storage_id` (the name of a stored object: the BLAKE3
-hash of its stored bytes). Called by :mod:`.pack`, :mod:`.keys`, :mod:`.repo`.
+(:func:`seal_blob` / :func:`open_blob`, and :func:`seal_blob_into` / :func:`open_blob_into`, which
+encrypt into and decrypt from caller-owned buffers without per-blob copies) and :func:`storage_id` (the
+name of a stored object: the BLAKE3 hash of its stored bytes). Called by :mod:`.pack`, :mod:`.keys`,
+:mod:`.repo`, :mod:`.restorer`.
 
 Only AES-256-GCM is used. Every stored object and every pack gets its own key, derived with HKDF-SHA256
 from the master encryption key and a 32-byte random salt in the object's header, so the number of

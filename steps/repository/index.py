@@ -51,6 +51,7 @@ class MemIndex:
         self.pack_flags = bytearray()
         self.pack_blob_counts = array("I")
         self._pack_no: dict[str, int] = {}
+        self.pack_backup: dict[int, str] = {}  # pack number -> the backup that wrote it, when known
         # blobs
         self._prefix = array("Q")
         self._ids = bytearray()
@@ -87,13 +88,23 @@ class MemIndex:
     def has_pack(self, pack_id: str) -> bool:
         return pack_id in self._pack_no
 
-    def add_pack(self, pack_id: str, salt: bytes, size: int, entries: Iterable[PackEntry]) -> int:
-        """Register a pack and its blobs; returns the pack number. Re-adding a known pack is a no-op."""
+    def add_pack(
+        self,
+        pack_id: str,
+        salt: bytes,
+        size: int,
+        entries: Iterable[PackEntry],
+        backup_id: str | None = None,
+    ) -> int:
+        """Register a pack and its blobs (and the backup that wrote it, when known); returns the pack
+        number. Re-adding a known pack is a no-op."""
         with self._lock:
             existing = self._pack_no.get(pack_id)
             if existing is not None:
                 return existing
             no = len(self.pack_ids)
+            if backup_id:
+                self.pack_backup[no] = backup_id
             self.pack_ids.append(pack_id)
             self.pack_salts.append(salt)
             self.pack_sizes.append(size)
@@ -265,6 +276,7 @@ class IndexPack:
     salt: bytes
     size: int
     entries: list[PackEntry]
+    backup_id: str | None = None  # the backup whose copy wrote the pack, when known
 
 
 def encode_index_file(
@@ -284,6 +296,8 @@ def encode_index_file(
                 "id": p.id,
                 "size": p.size,
                 "salt": p.salt.hex(),
+                # who wrote the pack, where the file's own backup_id does not say it (compaction)
+                **({"backup_id": p.backup_id} if p.backup_id and p.backup_id != backup_id else {}),
                 "blobs": [[e.id.hex(), e.type.decode(), e.offset, e.length, e.raw_length] for e in p.entries],
             }
             for p in packs
@@ -298,14 +312,18 @@ def decode_index_file(data: bytes, name: str) -> tuple[dict, list[IndexPack]]:
         if doc.get("version") != INDEX_FORMAT_VERSION:
             raise IntegrityError(f"{name}: unknown index format version {doc.get('version')!r}")
         packs = []
+        file_backup = doc.get("backup_id")
         for p in doc["packs"]:
+            written_by = p.get("backup_id", file_backup)
+            if written_by is not None and not isinstance(written_by, str):
+                raise IntegrityError(f"{name}: backup_id: expected a string, got {written_by!r}")
             entries = []
             for bid, t, off, length, raw in p["blobs"]:
                 bt = t.encode()
                 if bt not in BLOB_TYPES:
                     raise IntegrityError(f"{name}: unknown blob type {t!r}")
                 entries.append(PackEntry(bt, bytes.fromhex(bid), int(off), int(length), int(raw)))
-            packs.append(IndexPack(p["id"], bytes.fromhex(p["salt"]), int(p["size"]), entries))
+            packs.append(IndexPack(p["id"], bytes.fromhex(p["salt"]), int(p["size"]), entries, written_by))
     except (KeyError, TypeError, ValueError) as err:
         raise IntegrityError(f"{name}: malformed index file ({type(err).__name__})") from None
     doc.pop("packs", None)

@@ -17,7 +17,8 @@ import getpass
 import json
 import os
 import socket
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -48,6 +49,10 @@ def kdf_params_for_new_key() -> dict:
                 f"{TEST_N_ENV}: expected a power of two (lowers the KDF cost for tests), got {raw!r}"
             )
         params["n"] = n
+        _warn_stderr(
+            f"{TEST_N_ENV}={n}: the new key's password is protected with scrypt N={n} instead of"
+            f" {DEFAULT_SCRYPT['n']} (for test suites only; never set it in production)"
+        )
     return params
 
 
@@ -102,31 +107,67 @@ def create_key_file(
 
 
 def try_open(doc: dict, password: str) -> tuple[MasterKeys, str] | None:
-    """The master keys and repository ID if ``password`` opens this key file, else None."""
+    """The master keys and repository ID if ``password`` opens this key file, else None.
+    IntegrityError (one line) when the file is of an unknown format or malformed."""
+    if not isinstance(doc, dict):
+        raise IntegrityError("key file is not a JSON object")
     if doc.get("version") != KEY_FORMAT_VERSION:
         raise IntegrityError(f"key file format version {doc.get('version')!r} is not supported")
-    kek = _derive(password, doc["kdf"])
-    sealed = base64.b64decode(doc["data"])
+    kdf = doc.get("kdf")
+    if not isinstance(kdf, dict):
+        raise IntegrityError("key file has no kdf object")
+    try:
+        kek = _derive(password, kdf)
+        sealed = base64.b64decode(doc["data"], validate=True)
+    except KeyError as err:
+        raise IntegrityError(f"key file lacks the field {err.args[0]!r}") from None
+    except (TypeError, ValueError) as err:  # (binascii.Error is a ValueError)
+        raise IntegrityError(f"key file has a malformed field ({type(err).__name__})") from None
     try:
         inner = json.loads(AESGCM(kek).decrypt(sealed[:12], sealed[12:], _KEY_AAD))
     except InvalidTag:
         return None
-    return MasterKeys(base64.b64decode(inner["secret"])), inner["repository"]
+    except ValueError:  # too short to hold a nonce and a tag
+        raise IntegrityError("key file data is truncated") from None
+    try:
+        return MasterKeys(base64.b64decode(inner["secret"])), inner["repository"]
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError("key file opened, but what it holds is malformed") from None
+
+
+def _warn_stderr(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
 
 
 def open_master_key(
-    key_files: Iterable[KeyFile], password: str, repo_url: str
+    key_files: Iterable[KeyFile],
+    password: str,
+    repo_url: str,
+    warn: Callable[[str], None] = _warn_stderr,
 ) -> tuple[MasterKeys, str, str]:
-    """Try each key file; returns (keys, repository ID, key ID). WrongPasswordError when none opens."""
+    """Try each key file; returns (keys, repository ID, key ID). A key file of an unknown format or a
+    malformed one is skipped with a warning (one bad file must not lock everyone out).
+    WrongPasswordError when none opens."""
     tried = 0
+    skipped = 0
     for kf in key_files:
+        try:
+            opened = try_open(kf.doc, password)
+        except IntegrityError as err:
+            skipped += 1
+            warn(f"key {kf.id[:8]} of {repo_url} skipped: {err}")
+            continue
         tried += 1
-        opened = try_open(kf.doc, password)
         if opened is not None:
             return opened[0], opened[1], kf.id
     if tried == 0:
+        if skipped:
+            raise IntegrityError(
+                f"repository {repo_url}: none of its {skipped} key file(s) under keys/ is of a known format"
+            )
         raise IntegrityError(f"repository {repo_url} has no key files under keys/")
+    also = f" ({skipped} unusable key file(s) skipped)" if skipped else ""
     raise WrongPasswordError(
-        f"wrong password: none of the {tried} key(s) of {repo_url} opens with the given password"
+        f"wrong password: none of the {tried} key(s) of {repo_url} opens with the given password{also}"
         " (SNAPFLOW_PASSWORD / SNAPFLOW_PASSWORD_FILE)"
     )

@@ -10,8 +10,9 @@ Layout (all integers little-endian)::
 
 Blob offsets are implicit (the prefix length plus the lengths of the blobs before), so a pack describes
 itself and ``repair index`` can rebuild the index from packs alone. A pack's name is the BLAKE3 hash
-of all its bytes. Provides :class:`PackWriter` and :func:`parse_pack_header`; called by :mod:`.archiver`,
-:mod:`.checker` and :mod:`.repo`.
+of all its bytes. Provides :class:`PackWriter` (seals blobs straight into one reusable buffer),
+:func:`parse_pack_header` and :func:`lazy_buffer`; called by :mod:`.pipeline`, :mod:`.checker`,
+:mod:`.repo` and :mod:`.restorer`.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ and, for each blob, calls :meth:`~BlobSink.claim` (dedup against the index and t
 (one per blob type); a full pack is handed to the uploader threads, which store it, add it to the
 in-memory index and, every ``index_every`` packs, write an intermediate index file so that a retried copy
 resumes. :meth:`~BlobSink.save_blob` / :meth:`~BlobSink.submit` do the same through a shared channel for
-callers without threads of their own. The upload queue is bounded in bytes, so memory stays at one pack
-buffer per producer plus the packs queued and being uploaded. Any error aborts every stage and is
-re-raised by :meth:`~BlobSink.finish`.
+callers without threads of their own. A producer takes an upload slot (one per uploader) before it
+turns a full pack buffer into the pack's bytes, so memory stays at one pack buffer per producer and blob
+type plus one pack per uploader. Any error aborts every stage and is re-raised by
+:meth:`~BlobSink.finish`.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class BlobSink:
         self.backup_id = backup_id
         self.pack_size = repo.config.pack_size
         # a pack is finished once it reaches pack_size; a blob that would overflow this buffer starts
-        # the next pack instead, so a pack ends between pack_size - 1 MiB and pack_size + 1 MiB
+        # the next pack instead (with chunks of 1 MiB on average, packs average about pack_size)
         self.pack_capacity = self.pack_size + MiB
         self.abort = abort or threading.Event()
         self.error: BaseException | None = None

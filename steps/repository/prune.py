@@ -170,7 +170,8 @@ class Liveness:
         self.repo = repo
         self.blobs: set[bytes] = set()
         self.trees: set[bytes] = set()
-        self.missing: list[str] = []
+        self.missing: list[str] = []  # the first ones, as messages
+        self.missing_ids: set[bytes] = set()  # every live blob the index lacks
 
     def add(self, snapshots: list[Snapshot]) -> None:
         index = self.repo.index
@@ -203,11 +204,62 @@ class Liveness:
                         for hexid in node.get("content") or ():
                             bid = bytes.fromhex(hexid)
                             if bid not in self.blobs:
-                                if index.get(bid) is None and len(self.missing) < 100:
-                                    self.missing.append(
-                                        f"snapshot {snap.short_id}: blob {hexid} is not indexed"
-                                    )
+                                if index.get(bid) is None:
+                                    self.missing_ids.add(bid)
+                                    if len(self.missing) < 100:
+                                        self.missing.append(
+                                            f"snapshot {snap.short_id}: blob {hexid} is not indexed"
+                                        )
                                 self.blobs.add(bid)
+
+
+def _unindexed_to_keep(run: _Run, live: Liveness, unindexed: dict[str, int]) -> set[str]:
+    """Of the packs no index file names (ID -> size), those that must stay: when live blobs are missing
+    from the index (an index file lost, or ``repair index`` skipped a pack), such a pack may hold their
+    only copy. Their headers are read; a pack holding a missing blob, or whose header cannot be read,
+    stays. IntegrityError when some missing blobs are in no readable unindexed pack: nothing may be
+    deleted until the index is repaired."""
+    if not live.missing_ids:
+        return set()
+    from .checker import read_pack_index
+
+    def header(pid: str):
+        try:
+            return pid, read_pack_index(run.repo, pid, unindexed[pid]), None
+        except Exception as err:
+            return pid, None, err
+
+    keep: set[str] = set()
+    found: set[bytes] = set()
+    unreadable: list[str] = []
+    if unindexed:
+        with ThreadPoolExecutor(max_workers=min(16, len(unindexed))) as pool:
+            for pid, pack, err in pool.map(header, sorted(unindexed)):
+                if pack is None:
+                    keep.add(pid)
+                    unreadable.append(f"pack {pid}: {err}")
+                    continue
+                hits = live.missing_ids.intersection(e.id for e in pack.entries)
+                if hits:
+                    keep.add(pid)
+                    found |= hits
+    still = len(live.missing_ids - found)
+    if still:
+        where = (
+            f"{len(unreadable)} unindexed pack(s) cannot be read, e.g. {unreadable[0]}"
+            if unreadable
+            else "no pack holds them"
+        )
+        raise IntegrityError(
+            f"{still} blob(s) that snapshots need are not in the index (e.g. {live.missing[0]}) and"
+            f" {where}; prune deletes nothing until the index is whole: run `repair index`, then verify"
+            " (snapshots whose data is lost must be forgotten)"
+        )
+    run.report.warnings.append(
+        f"{len(found)} blob(s) that snapshots need are only in {len(keep)} unindexed pack(s), which are"
+        " kept; run `repair index`"
+    )
+    return keep
 
 
 class _Run:
@@ -375,6 +427,11 @@ def _sweep(run: _Run, ripe: list[Record]) -> None:
                     doomed_packs.discard(p)
                     stats["packs_rescued"] += 1
     present = {i.key.rsplit("/", 1)[-1]: i.size for i in store.list("data/")}
+    # ... and so does an unindexed one that may hold a live blob the index lacks
+    held = _unindexed_to_keep(run, live, {p: n for p, n in present.items() if p not in state.packs})
+    for p in held & doomed_packs:
+        doomed_packs.discard(p)
+        stats["packs_rescued"] += 1
     dropped = set(doomed_packs)  # leave the index, whether or not still stored
     doomed_packs &= set(present)
     # e. new index with supersedes: every pack still here, from every index file listed now
@@ -478,11 +535,14 @@ def _mark(run: _Run, pending: list[Record], now: datetime) -> Record | None:
     missing = [pid for pid in state.packs if pid not in listing and pid in used]
     for pid in missing[:20]:
         run.report.warnings.append(f"pack {pid} is named by the index and used, but missing")
+    # an unindexed pack may hold the only copy of a live blob the index lacks: then its header decides
+    held = _unindexed_to_keep(run, live, {p: i.size for p, i in listing.items() if p not in state.packs})
     orphans = [
         pid
         for pid, info in listing.items()
         if pid not in state.packs
         and pid not in pending_packs
+        and pid not in held
         and info.last_modified is not None
         and info.last_modified < now - grace
     ]

@@ -186,7 +186,8 @@ class Repository:
     def list_keys(self) -> list[dict]:
         out = []
         for kf in self._key_files(self.store):
-            d = kf.doc
+            d = kf.doc if isinstance(kf.doc, dict) else {}  # (a malformed file is listed, not fatal)
+            kdf = d.get("kdf") if isinstance(d.get("kdf"), dict) else {}
             out.append(
                 {
                     "id": kf.id,
@@ -194,7 +195,7 @@ class Repository:
                     "created": d.get("created"),
                     "host": d.get("host"),
                     "user": d.get("user"),
-                    "kdf": {k: v for k, v in d.get("kdf", {}).items() if k != "salt"},
+                    "kdf": {k: v for k, v in kdf.items() if k != "salt"},
                 }
             )
         return out
@@ -368,7 +369,7 @@ class Repository:
                     continue
                 superseded.update(doc.get("supersedes", ()))
                 for p in packs:
-                    index.add_pack(p.id, p.salt, p.size, p.entries)
+                    index.add_pack(p.id, p.salt, p.size, p.entries, p.backup_id)
         return index, superseded, missing
 
     def save_index_file(
@@ -706,6 +707,21 @@ class Repository:
         if len(found) > 1:
             raise UsageError(f"--snapshot: {ref!r} is ambiguous ({len(found)} snapshots match)")
         return found[0]
+
+    def find_restore_point(
+        self, ref: str, allow_uncommitted: bool = False, snapshots: list[Snapshot] | None = None
+    ) -> Snapshot:
+        """The snapshot ``restore`` may write (as :meth:`find_snapshot`). A snapshot of a backup that was
+        never committed — its copies, verify or finalize did not all pass, or it is still running — is no
+        restore point: refused (UsageError) unless ``allow_uncommitted``."""
+        snap = self.find_snapshot(ref, snapshots)
+        if not allow_uncommitted and not self.committed_filter()(snap):
+            raise UsageError(
+                f"--snapshot: {snap.short_id} belongs to backup {snap.backup_id}, which was never committed"
+                " (a copy, the verify or finalize did not pass, or it is still running), so it is no"
+                " restore point; pass --allow-uncommitted to restore it anyway"
+            )
+        return snap
 
     def find_parent(self, source: str, tags: dict, identity: dict) -> Snapshot | None:
         """The newest committed snapshot of the same source, tags (ignoring ``backup``) and identity."""

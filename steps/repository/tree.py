@@ -21,21 +21,18 @@ import stat as stat_mod
 NODE_TYPES = ("file", "dir", "symlink", "fifo", "chardev", "blockdev", "socket")
 
 
+_TYPE_OF = {
+    stat_mod.S_IFREG: "file",
+    stat_mod.S_IFDIR: "dir",
+    stat_mod.S_IFLNK: "symlink",
+    stat_mod.S_IFIFO: "fifo",
+    stat_mod.S_IFCHR: "chardev",
+    stat_mod.S_IFBLK: "blockdev",
+}
+
+
 def node_type(st: os.stat_result) -> str:
-    m = st.st_mode
-    if stat_mod.S_ISREG(m):
-        return "file"
-    if stat_mod.S_ISDIR(m):
-        return "dir"
-    if stat_mod.S_ISLNK(m):
-        return "symlink"
-    if stat_mod.S_ISFIFO(m):
-        return "fifo"
-    if stat_mod.S_ISCHR(m):
-        return "chardev"
-    if stat_mod.S_ISBLK(m):
-        return "blockdev"
-    return "socket"
+    return _TYPE_OF.get(stat_mod.S_IFMT(st.st_mode), "socket")
 
 
 def node_from_stat(name: str, st: os.stat_result, kind: str | None = None) -> dict:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.fixtures.quiesce import local_plan, run_step, start_step
+from tests.fixtures.quiesce import freeze_holder, local_plan, run_step, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -23,53 +23,37 @@ def _fs_plan(fs, plan_file, tmp_path, **kw):
     )
 
 
-def _wait_ready(proc, ready, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not ready.exists():
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 def _wait_unfrozen(fs, bound):
-    t0 = time.monotonic()
-    while fs.frozen():
-        assert time.monotonic() - t0 < bound, f"still frozen after {bound} s"
-        time.sleep(0.1)
-    return time.monotonic() - t0
+    return wait_until(lambda: not fs.frozen(), bound, f"still frozen after {bound} s", interval=0.1)
 
 
 def test_watcher_unfreezes_when_the_holder_is_killed(btrfs_mount, tmp_path, plan_file):
     # GIVEN a freeze holding the file system frozen, and a writer blocked on it
     plan = _fs_plan(btrfs_mount, plan_file, tmp_path, deadline_s=120)
-    ready = tmp_path / "ready"
-    holder = start_step("freeze", "--plan", str(plan), "--ready-file", str(ready))
     writer = None
     try:
-        _wait_ready(holder, ready)
-        assert btrfs_mount.frozen()
-        writer = subprocess.Popen(
-            [
-                "sh",
-                "-c",
-                f"echo data > {btrfs_mount.mountpoint}/vol/file && sync -f {btrfs_mount.mountpoint}/vol/file",
-            ]
-        )
-        time.sleep(0.3)
-        assert writer.poll() is None, "a writer on a frozen file system must block"
+        with freeze_holder(plan, tmp_path / "ready") as holder:
+            assert btrfs_mount.frozen()
+            writer = subprocess.Popen(
+                [
+                    "sh",
+                    "-c",
+                    f"echo data > {btrfs_mount.mountpoint}/vol/file && sync -f {btrfs_mount.mountpoint}/vol/file",
+                ]
+            )
+            time.sleep(0.3)
+            assert writer.poll() is None, "a writer on a frozen file system must block"
 
-        # WHEN the holder is killed outright
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(10)
+            # WHEN the holder is killed outright
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(10)
 
-        # THEN the watcher (end of its input) unfreezes, and the blocked writer completes
-        assert _wait_unfrozen(btrfs_mount, bound=5) < 5
-        assert writer.wait(10) == 0
-        assert (btrfs_mount.mountpoint / "vol" / "file").read_text() == "data\n"
+            # THEN the watcher (end of its input) unfreezes, and the blocked writer completes
+            assert _wait_unfrozen(btrfs_mount, bound=5) < 5
+            assert writer.wait(10) == 0
+            assert (btrfs_mount.mountpoint / "vol" / "file").read_text() == "data\n"
     finally:
         subprocess.run(["fsfreeze", "-u", str(btrfs_mount.mountpoint)], capture_output=True)
-        if holder.poll() is None:
-            holder.kill()
         if writer is not None:
             writer.wait(10)
 

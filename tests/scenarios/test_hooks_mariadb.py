@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 
-import psutil
 import pytest
 
 from steps.drivers.snapshot_local import LocalSnapshotDriver
@@ -20,7 +19,7 @@ from tests.fixtures.databases import (
     bank_state,
     mariadb_writable,
 )
-from tests.fixtures.quiesce import local_plan, run_step, start_step
+from tests.fixtures.quiesce import freeze_holder, local_plan, orphaned_session, run_step
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +28,9 @@ def _target(server, name="mdb-0", **params):
     return {"name": name, "hook": "mariadb", "params": {**server.conn_params, **params}}
 
 
-def _wait_ready(proc: subprocess.Popen, ready, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not ready.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"holder exited {proc.returncode}: {proc.stderr.read()}")
-        assert time.monotonic() < deadline, "holder never became ready"
-        time.sleep(0.05)
-    return json.loads(ready.read_text())
+def _plan(server, tmp_path, plan_file, **freeze):
+    """A plan holding ``server`` (its one target) with a volume of no interest."""
+    return plan_file(local_plan([_target(server)], [{"name": "d", "path": str(tmp_path)}], **freeze))
 
 
 def _seconds_until_writable(server, bound: float) -> float:
@@ -45,12 +39,6 @@ def _seconds_until_writable(server, bound: float) -> float:
         if mariadb_writable(server, wait_s=1):
             return time.monotonic() - t0
     return float("inf")
-
-
-def _session_clients(holder_pid: int) -> list[psutil.Process]:
-    return [
-        p for p in psutil.Process(holder_pid).children(recursive=True) if p.name() in ("mariadb", "mysql")
-    ]
 
 
 @pytest.mark.root
@@ -107,15 +95,8 @@ def test_atomic_snapshot_under_the_read_lock_keeps_the_total(btrfs_mount, tmp_pa
 
 def test_database_is_writable_again_soon_after_the_holder_is_killed(mariadb_server, tmp_path, plan_file):
     # GIVEN a freeze holding the global read lock
-    plan = plan_file(
-        local_plan(
-            [_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}], keepalive_s=1, deadline_s=120
-        )
-    )
-    ready = tmp_path / "ready"
-    holder = start_step("freeze", "--plan", str(plan), "--ready-file", str(ready))
-    try:
-        _wait_ready(holder, ready)
+    plan = _plan(mariadb_server, tmp_path, plan_file, keepalive_s=1, deadline_s=120)
+    with freeze_holder(plan, tmp_path / "ready") as holder:
         assert not mariadb_writable(mariadb_server, wait_s=1)
 
         # WHEN the holder is killed outright
@@ -124,33 +105,18 @@ def test_database_is_writable_again_soon_after_the_holder_is_killed(mariadb_serv
 
         # THEN the database takes writes again within the bound (3x keepalive + slack)
         assert _seconds_until_writable(mariadb_server, bound=5) < 5
-    finally:
-        if holder.poll() is None:
-            holder.kill()
 
 
 def test_wait_timeout_releases_the_lock_when_the_session_client_goes_silent(
     mariadb_server, tmp_path, plan_file
 ):
     # GIVEN a freeze holding the lock with a 1 s keepalive (wait_timeout 3 s in the held session)
-    plan = plan_file(
-        local_plan(
-            [_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}], keepalive_s=1, deadline_s=120
-        )
-    )
-    ready = tmp_path / "ready"
-    holder = start_step("freeze", "--plan", str(plan), "--ready-file", str(ready))
-    clients = []
-    try:
-        _wait_ready(holder, ready)
-        clients = _session_clients(holder.pid)
-        assert clients, "no client process holds the session"
-
-        # WHEN the client stops answering (a half-open exec stream) and the holder dies
-        for c in clients:
-            c.send_signal(signal.SIGSTOP)
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(10)
+    plan = _plan(mariadb_server, tmp_path, plan_file, keepalive_s=1, deadline_s=120)
+    # WHEN the client stops answering (a half-open exec stream) and the holder dies
+    with (
+        freeze_holder(plan, tmp_path / "ready") as holder,
+        orphaned_session(holder, "mariadb", "mysql") as clients,
+    ):
         t0 = time.monotonic()
 
         # THEN the server ends the silent session by itself: writable within ~3x keepalive
@@ -158,40 +124,21 @@ def test_wait_timeout_releases_the_lock_when_the_session_client_goes_silent(
         assert waited < 10
         assert all(c.is_running() for c in clients), "the client must still be alive (half-open)"
         assert time.monotonic() - t0 >= 1.5, "released too early to be the session limit"
-    finally:
-        for c in clients:
-            try:
-                c.send_signal(signal.SIGKILL)
-                c.send_signal(signal.SIGCONT)
-            except psutil.NoSuchProcess:
-                pass
-        if holder.poll() is None:
-            holder.kill()
 
 
 def test_thaw_ends_a_hold_whose_holder_died_and_is_idempotent(mariadb_server, tmp_path, plan_file):
     # GIVEN nothing frozen: thaw is a no-op that succeeds, twice
-    plan = plan_file(
-        local_plan(
-            [_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}], keepalive_s=20, deadline_s=300
-        )
-    )
+    plan = _plan(mariadb_server, tmp_path, plan_file, keepalive_s=20, deadline_s=300)
     for _ in range(2):
         res = run_step("thaw", "--plan", str(plan))
         assert res.returncode == 0, res.stderr
         assert json.loads(res.stdout.splitlines()[0])["thawed"] is False
 
     # GIVEN a lock whose holder died while its client is stuck (wait_timeout 60 s would be slow)
-    ready = tmp_path / "ready"
-    holder = start_step("freeze", "--plan", str(plan), "--ready-file", str(ready))
-    clients = []
-    try:
-        _wait_ready(holder, ready)
-        clients = _session_clients(holder.pid)
-        for c in clients:
-            c.send_signal(signal.SIGSTOP)
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(10)
+    with (
+        freeze_holder(plan, tmp_path / "ready") as holder,
+        orphaned_session(holder, "mariadb", "mysql"),
+    ):
         assert not mariadb_writable(mariadb_server, wait_s=1)
 
         # WHEN thaw runs (twice)
@@ -203,24 +150,11 @@ def test_thaw_ends_a_hold_whose_holder_died_and_is_idempotent(mariadb_server, tm
         assert json.loads(first.stdout.splitlines()[0])["thawed"] is True
         assert second.returncode == 0 and json.loads(second.stdout.splitlines()[0])["thawed"] is False
         assert mariadb_writable(mariadb_server, wait_s=2)
-    finally:
-        for c in clients:
-            try:
-                c.send_signal(signal.SIGKILL)
-                c.send_signal(signal.SIGCONT)
-            except psutil.NoSuchProcess:
-                pass
-        if holder.poll() is None:
-            holder.kill()
 
 
 def test_freeze_releases_at_its_deadline(mariadb_server, tmp_path, plan_file):
     # GIVEN a freeze with a 1.5 s deadline and nobody releasing it
-    plan = plan_file(
-        local_plan(
-            [_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}], keepalive_s=1, deadline_s=60
-        )
-    )
+    plan = _plan(mariadb_server, tmp_path, plan_file, keepalive_s=1, deadline_s=60)
     result = tmp_path / "result.json"
     t0 = time.monotonic()
 
@@ -238,53 +172,26 @@ def test_freeze_releases_at_its_deadline(mariadb_server, tmp_path, plan_file):
 
 
 def test_freeze_holds_until_the_release_file_appears(mariadb_server, tmp_path, plan_file):
-    plan = plan_file(
-        local_plan(
-            [_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}], keepalive_s=1, deadline_s=60
-        )
-    )
-    ready, release, result = tmp_path / "ready", tmp_path / "release", tmp_path / "result.json"
-    holder = start_step(
-        "freeze",
-        "--plan",
-        str(plan),
-        "--ready-file",
-        str(ready),
-        "--release-file",
-        str(release),
-        "--result",
-        str(result),
-    )
-    try:
-        _wait_ready(holder, ready)
+    plan = _plan(mariadb_server, tmp_path, plan_file, keepalive_s=1, deadline_s=60)
+    release, result = tmp_path / "release", tmp_path / "result.json"
+    args = ("--release-file", str(release), "--result", str(result))
+    with freeze_holder(plan, tmp_path / "ready", *args) as holder:
         time.sleep(2.5)  # longer than the session limit: keepalives keep the hold
         assert not mariadb_writable(mariadb_server, wait_s=1)
         release.touch()
         assert holder.wait(20) == 0, holder.stderr.read()
         assert json.loads(result.read_text())["released_by"] == "release-file"
         assert mariadb_writable(mariadb_server, wait_s=1)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
 
 
 def test_sigterm_releases_the_hold(mariadb_server, tmp_path, plan_file):
-    plan = plan_file(
-        local_plan(
-            [_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}], keepalive_s=1, deadline_s=60
-        )
-    )
-    ready, result = tmp_path / "ready", tmp_path / "result.json"
-    holder = start_step("freeze", "--plan", str(plan), "--ready-file", str(ready), "--result", str(result))
-    try:
-        _wait_ready(holder, ready)
+    plan = _plan(mariadb_server, tmp_path, plan_file, keepalive_s=1, deadline_s=60)
+    result = tmp_path / "result.json"
+    with freeze_holder(plan, tmp_path / "ready", "--result", str(result)) as holder:
         holder.send_signal(signal.SIGTERM)
         assert holder.wait(20) == 0, holder.stderr.read()
         assert json.loads(result.read_text())["released_by"] == "SIGTERM"
         assert mariadb_writable(mariadb_server, wait_s=1)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
 
 
 def test_lock_request_queued_behind_a_long_query_is_killed_by_the_watchdog(
@@ -401,7 +308,7 @@ def test_deadline_passing_before_the_cut_gives_a_crash_consistent_verdict(btrfs_
 def test_credentials_never_appear_in_records_or_errors(mariadb_server, tmp_path, plan_file):
     from tests.fixtures.databases import MARIADB_PASSWORD
 
-    plan = plan_file(local_plan([_target(mariadb_server)], [{"name": "d", "path": str(tmp_path)}]))
+    plan = _plan(mariadb_server, tmp_path, plan_file)
     res = run_step("thaw", "--plan", str(plan))
     assert res.returncode == 0
     assert MARIADB_PASSWORD not in res.stdout + res.stderr + plan.read_text()

@@ -87,7 +87,7 @@ def test_second_local_backup_finds_its_parent_and_adds_little(tmp_path, local_po
 
     data = tmp_path / "data"
     make_sample_data(data)
-    policy = load_local_policy(local_policy(data))
+    policy = load_local_policy(local_policy(data, quiesce=[recording_hook(tmp_path / "hook.log")]))
     assert run_local(policy, "init", run_settings).ok
     first = run_local(policy, "backup", run_settings)
     assert first.ok and first.committed

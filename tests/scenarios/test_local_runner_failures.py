@@ -146,7 +146,13 @@ def test_a_copy_that_exits_75_is_retried_and_the_backup_commits(tmp_path, privat
     data = tmp_path / "data"
     make_sample_data(data)
     policy = load_local_policy(
-        write_local_policy(tmp_path / "policy.yaml", data, "s3://retry-test/repo", private_s3_server.endpoint)
+        write_local_policy(
+            tmp_path / "policy.yaml",
+            data,
+            "s3://retry-test/repo",
+            private_s3_server.endpoint,
+            quiesce=[recording_hook(tmp_path / "hook.log")],
+        )
     )
     assert run_local(policy, "init", run_settings).ok
 
@@ -325,3 +331,32 @@ def test_a_backup_whose_verify_fails_is_not_committed_and_cannot_be_restored(
     )  # fmt: skip
     assert res.returncode == EXIT_USAGE
     assert "never committed" in res.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_backup_judged_inconsistent_is_not_committed_and_the_run_fails(
+    tmp_path, local_policy, run_settings
+):
+    # GIVEN a local policy whose directory is copied file by file with nothing holding the app
+    data = tmp_path / "data"
+    make_sample_data(data)
+    policy = load_local_policy(local_policy(data))
+    assert run_local(policy, "init", run_settings).ok
+
+    # WHEN it is backed up (every step passes)
+    result = run_local(policy, "backup", run_settings)
+
+    # THEN the consistent point says inconsistent, and finalize refuses to commit: the run fails
+    assert result.verdict is not None and result.verdict["verdict"] == "inconsistent"
+    assert result.step("verify").status == SUCCEEDED
+    finalize = result.step("finalize")
+    assert finalize.status == FAILED and finalize.exit_code == 3
+    last = finalize.stderr_path.read_text().strip().splitlines()[-1]
+    assert "not committed" in last and "'inconsistent'" in last and "no restore point" in last
+    assert result.committed is False and not result.ok and result.exit_code() == 3
+    # ... no restore point exists, and the run record says so
+    repo = _repository(policy)
+    assert repo.list_records("backups", key=result.backup_id) == []
+    pipeline = [
+        r.data for r in repo.list_records("runs", key=result.backup_id) if r.data["name"] == "pipeline"
+    ]
+    assert pipeline and pipeline[0]["status"] == FAILED and pipeline[0]["committed"] is False

@@ -119,6 +119,44 @@ def test_copies_and_prunes_interleaved_on_s3_leave_every_snapshot_restorable(s3_
     assert 0 in outcomes
 
 
+def test_prune_after_an_index_file_was_deleted_keeps_the_packs_the_backup_needs(
+    s3_repo, tmp_path, monkeypatch
+):
+    # GIVEN a copy whose data packs are each named by an index file of their own
+    from steps.repository.pack import BLOB_TREE
+    from steps.repository.repo import Repository
+    from tests.fixtures.prune import TEST_PASSWORD
+
+    monkeypatch.setenv("SNAPFLOW_INDEX_EVERY_PACKS", "1")
+    run_steps("init", "--repo", s3_repo)
+    src = tmp_path / "src"
+    write_files(src, 3, names=("a.bin", "b.bin", "c.bin", "d.bin"), size=3_000_000)
+    snap = last_json(_copy(s3_repo, src))["id"]
+    store = open_store(s3_repo)
+    repo = Repository.open(store, TEST_PASSWORD)
+    data_only = []
+    for iid in repo.index_ids():
+        _, _, index_packs = repo._read_index_file(iid)
+        if all(e.type != BLOB_TREE for p in index_packs for e in p.entries):
+            data_only.append((iid, [p.id for p in index_packs]))
+    assert data_only
+    # WHEN one of those index files is deleted from the bucket, and prune runs and sweeps at once
+    lost_index, lost_packs = data_only[0]
+    store.delete(f"index/{lost_index}")
+    time.sleep(1.05)
+    report = last_json(
+        run_steps("prune", "--repo", s3_repo, "--keep-last", "1", "--grace", "0", "--wait", "--json")
+    )
+    # THEN the packs that index named are still there, and prune says the index needs a repair
+    present = {i.key.rsplit("/", 1)[-1] for i in store.list("data/")}
+    assert set(lost_packs) <= present
+    assert any("repair index" in w for w in report["warnings"])
+    # AND after the repair the snapshot verifies and restores byte for byte
+    run_steps("repair", "index", "--repo", s3_repo)
+    run_steps("verify", "--repo", s3_repo, "--read-data", "100")
+    assert _restore_equals(s3_repo, snap, src, tmp_path / "out")
+
+
 @pytest.mark.slow
 def test_a_prune_killed_at_random_moments_leaves_a_valid_repository(s3_repo, tmp_path):
     # GIVEN a repository that keeps getting new copies of one source

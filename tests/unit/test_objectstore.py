@@ -113,3 +113,43 @@ def test_the_embedded_server_serves_many_buckets(private_s3_server):
         s.ensure_container()
         s.put("config", b"x" * 100)
     assert s.get("config") == b"x" * 100
+
+
+def test_a_local_put_syncs_the_directories_after_the_rename(tmp_path):
+    # GIVEN a local store, and a put traced at the system-call level (a real process, a real kernel)
+    import re
+    import subprocess
+    import sys
+
+    root = tmp_path / "store"
+    root.mkdir()
+    trace = tmp_path / "trace"
+    script = (
+        "import sys; from steps.drivers.objectstore import LocalStore; "
+        "LocalStore(sys.argv[1]).put('data/ab/abcdef', b'pack bytes')"
+    )
+    subprocess.run(
+        ["strace", "-f", "-qq", "-o", str(trace), "-e", "trace=open,openat,rename,renameat,renameat2,fsync",
+         sys.executable, "-c", script, str(root)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    calls = trace.read_text().splitlines()
+    # WHEN the object is renamed into place
+    renamed = next(
+        i for i, c in enumerate(calls) if "rename" in c and c.rstrip().endswith("= 0") and 'abcdef"' in c
+    )
+
+    # THEN the directory holding it, and the one where its new folder was created, are fsynced after
+    def synced_after(directory) -> bool:
+        opened = {}
+        for c in calls[renamed:]:
+            m = re.search(r'open(?:at)?\((?:AT_FDCWD, )?"([^"]+)".*O_DIRECTORY.*= (\d+)', c)
+            if m:
+                opened[m.group(2)] = m.group(1)
+            m = re.search(r"fsync\((\d+)\)\s+= 0", c)
+            if m and opened.get(m.group(1)) == str(directory):
+                return True
+        return False
+
+    assert synced_after(root / "data" / "ab"), "\n".join(calls[renamed:])
+    assert synced_after(root / "data") and synced_after(root)

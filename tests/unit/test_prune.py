@@ -9,12 +9,19 @@ import pytest
 
 from steps.errors import IntegrityError, PermanentError, TemporaryError, UsageError
 from steps.repository.archiver import CopyOptions, copy_source
-from steps.repository.checker import verify
 from steps.repository.crypto import storage_id
 from steps.repository.prune import PruneOptions, prune
-from steps.repository.repo import Repository
 from steps.repository.retention import Rules
-from tests.fixtures.prune import backup, commit_backup, make_repo, restored_equal, store_state, write_files
+from tests.fixtures.prune import (
+    assert_valid,
+    backup,
+    commit_backup,
+    make_repo,
+    open_repo,
+    restored_equal,
+    store_state,
+    write_files,
+)
 
 GRACE = timedelta(hours=1)
 
@@ -29,10 +36,15 @@ def packs(repo) -> set[str]:
     return {i.key.rsplit("/", 1)[-1] for i in repo.store.list("data/")}
 
 
-def assert_valid(repo) -> None:
-    fresh = Repository.open(repo.store, "correct horse battery staple")
-    report = verify(fresh, fresh.list_snapshots(), 100)
-    assert report.ok, report.problems
+def two_backups(clock, tmp_path) -> tuple:
+    """A repository with backups b1 (of the returned data) and, a minute later, b2 of other data: a prune
+    keeping the last one forgets b1 and marks the packs only b1's data uses."""
+    repo = make_repo(clock)
+    data = write_files(tmp_path / "data", 1)
+    backup(repo, data, "b1")
+    clock.advance(minutes=1)
+    backup(repo, write_files(tmp_path / "other", 2), "b2")
+    return repo, data
 
 
 def test_forget_removes_the_backup_record_before_its_snapshots_and_runs(clock, tmp_path):
@@ -108,15 +120,11 @@ def test_unused_packs_are_deleted_only_after_the_grace_period(clock, tmp_path):
 
 def test_copies_started_after_marking_do_not_deduplicate_against_candidates(clock, tmp_path):
     # GIVEN data only a forgotten backup used, marked as deletion candidates
-    repo = make_repo(clock)
-    data = write_files(tmp_path / "data", 1)
-    backup(repo, data, "b1")
-    clock.advance(minutes=1)
-    backup(repo, write_files(tmp_path / "other", 2), "b2")
+    repo, data = two_backups(clock, tmp_path)
     prune(repo, opts())
     candidates = {p for r in repo.prune_candidates() for p in r.data["packs"]}
     # WHEN the same data is backed up again, in a new process
-    writer = Repository.open(repo.store, "correct horse battery staple")
+    writer = open_repo(repo.store)
     clock.advance(minutes=1)
     backup(writer, data, "b3", app="other-app")
     # THEN its blobs were written again, outside the candidate packs
@@ -136,12 +144,8 @@ def test_copies_started_after_marking_do_not_deduplicate_against_candidates(cloc
 
 def test_a_copy_running_past_the_grace_period_of_a_prune_it_did_not_see_refuses_to_commit(clock, tmp_path):
     # GIVEN a forgotten backup whose data a long copy (started before prune marked) deduplicates against
-    repo = make_repo(clock)
-    data = write_files(tmp_path / "data", 1)
-    backup(repo, data, "b1")
-    clock.advance(minutes=1)
-    backup(repo, write_files(tmp_path / "other", 2), "b2")
-    writer = Repository.open(repo.store, "correct horse battery staple")
+    repo, data = two_backups(clock, tmp_path)
+    writer = open_repo(repo.store)
 
     def meanwhile(_repo, _parent):
         prune(repo, opts())  # forgets b1, marks its packs
@@ -152,7 +156,7 @@ def test_a_copy_running_past_the_grace_period_of_a_prune_it_did_not_see_refuses_
         copy_source(writer, CopyOptions(source=data, backup_id="b3"), before_commit=meanwhile)
     assert all(s.backup_id != "b3" for s in repo.list_snapshots())
     # AND a retry (a new copy) succeeds, and survives the sweep
-    sid = backup(Repository.open(repo.store, "correct horse battery staple"), data, "b3", app="x")
+    sid = backup(open_repo(repo.store), data, "b3", app="x")
     prune(repo, opts(rules=Rules(last=5)))
     assert restored_equal(repo, sid, data)
     assert_valid(repo)
@@ -160,12 +164,8 @@ def test_a_copy_running_past_the_grace_period_of_a_prune_it_did_not_see_refuses_
 
 def test_a_snapshot_record_landing_after_the_grace_period_is_withdrawn(clock, tmp_path):
     # GIVEN a copy that started before prune marked candidates
-    repo = make_repo(clock)
-    data = write_files(tmp_path / "data", 1)
-    backup(repo, data, "b1")
-    clock.advance(minutes=1)
-    backup(repo, write_files(tmp_path / "other", 2), "b2")
-    writer = Repository.open(repo.store, "correct horse battery staple")
+    repo, data = two_backups(clock, tmp_path)
+    writer = open_repo(repo.store)
 
     def meanwhile(_repo, _parent):
         prune(repo, opts())
@@ -257,12 +257,8 @@ def test_a_commit_racing_the_sweep_keeps_its_snapshots(clock, tmp_path):
 
 def test_sweep_keeps_a_candidate_pack_a_late_snapshot_uses(clock, tmp_path):
     # GIVEN a copy that started before prune marked the packs it deduplicates against
-    repo = make_repo(clock)
-    data = write_files(tmp_path / "data", 1)
-    backup(repo, data, "b1")
-    clock.advance(minutes=1)
-    backup(repo, write_files(tmp_path / "other", 2), "b2")
-    writer = Repository.open(repo.store, "correct horse battery staple")
+    repo, data = two_backups(clock, tmp_path)
+    writer = open_repo(repo.store)
     result = copy_source(
         writer,
         CopyOptions(source=data, backup_id="b3"),
@@ -335,7 +331,7 @@ def test_prune_refuses_to_delete_while_liveness_is_unknown(clock, tmp_path):
     before = packs(repo)
     # WHEN prune runs THEN it stops with an integrity error and deletes no pack
     with pytest.raises(IntegrityError, match="run verify"):
-        prune(Repository.open(repo.store, "correct horse battery staple"), opts(rules=Rules(last=5)))
+        prune(open_repo(repo.store), opts(rules=Rules(last=5)))
     assert packs(repo) == before
 
 
@@ -348,8 +344,8 @@ def test_excluded_packs_still_resolve_through_a_duplicate(clock, tmp_path):
     # GIVEN a blob stored twice (two concurrent writers) and the first copy's pack excluded
     repo = make_repo(clock)
     write_files(tmp_path / "d", 1)
-    w1 = Repository.open(repo.store, "correct horse battery staple")
-    w2 = Repository.open(repo.store, "correct horse battery staple")
+    w1 = open_repo(repo.store)
+    w2 = open_repo(repo.store)
     w1.begin_write()
     w2.begin_write()
     from steps.repository.pipeline import BlobSink
@@ -374,14 +370,14 @@ def test_a_reader_finds_a_blob_whose_duplicate_pack_prune_deleted(clock, tmp_pat
     from steps.repository.pipeline import BlobSink
     from steps.repository.prune import IndexState
 
-    writers = [Repository.open(repo.store, "correct horse battery staple") for _ in range(2)]
+    writers = [open_repo(repo.store) for _ in range(2)]
     for w in writers:
         w.begin_write()  # both start before either stores it (concurrent writers)
     for w in writers:
         sink = BlobSink(w, None)
         bid = sink.save_blob(b"d", content)
         sink.finish()
-    reader = Repository.open(repo.store, "correct horse battery staple")
+    reader = open_repo(repo.store)
     first = reader.index.get(bid).pack_id
     # WHEN prune's sweep drops that copy (new index without it, then the pack, then the old index files)
     state = IndexState.load(repo)
@@ -392,3 +388,88 @@ def test_a_reader_finds_a_blob_whose_duplicate_pack_prune_deleted(clock, tmp_pat
     # THEN the reader still reads the blob, from the other copy
     assert reader.read_blob(bid) == content
     assert reader.index.get(bid).pack_id != first
+
+
+def _lose_index_of_data_packs(repo) -> list[str]:
+    """Replace the index by one naming only the tree packs, as if the index files naming the data packs
+    were lost; returns the data packs, now unindexed."""
+    from steps.repository.pack import BLOB_TREE
+    from steps.repository.prune import IndexState
+
+    state = IndexState.load(repo)
+    trees = [p for p in state.packs.values() if all(e.type == BLOB_TREE for e in p.entries)]
+    data = sorted(pid for pid, p in state.packs.items() if p not in trees)
+    repo.save_index_file(trees, supersedes=state.all_ids)
+    for iid in state.all_ids:
+        repo.store.delete(f"index/{iid}")
+    return data
+
+
+def test_prune_keeps_unindexed_packs_that_hold_blobs_a_committed_backup_needs(clock, tmp_path):
+    # GIVEN a committed backup whose data packs no index file names any more (an index file was lost)
+    repo = make_repo(clock)
+    src = write_files(tmp_path / "d", 1)
+    backup(repo, src, "b1")
+    unindexed = _lose_index_of_data_packs(repo)
+    assert unindexed
+    # WHEN prune runs long after the grace period, twice (mark, then sweep)
+    clock.advance(hours=2)
+    first = prune(open_repo(repo.store), opts())
+    clock.advance(hours=2)
+    prune(open_repo(repo.store), opts())
+    # THEN it read their headers and kept them, and said that the index needs a repair
+    assert first.mark["packs_unindexed"] == 0
+    assert any("repair index" in w for w in first.warnings)
+    assert set(unindexed) <= packs(repo)
+    # AND once the index is rebuilt, the backup restores
+    from steps.repository.checker import rebuild_index
+
+    fresh = open_repo(repo.store)
+    rebuild_index(fresh)
+    assert restored_equal(fresh, "latest", src)
+    assert_valid(repo)
+
+
+def test_prune_refuses_when_a_needed_blob_is_neither_indexed_nor_in_a_readable_pack(clock, tmp_path):
+    # GIVEN a committed backup whose data packs are unindexed, one of them unreadable
+    repo = make_repo(clock)
+    backup(repo, write_files(tmp_path / "d", 1), "b1")
+    unindexed = _lose_index_of_data_packs(repo)
+    broken = f"data/{unindexed[0][:2]}/{unindexed[0]}"
+
+    def unreadable(op, key):
+        if op == "get" and key == broken:
+            raise PermissionError(13, "Permission denied", key)
+
+    repo.store.hook = unreadable
+    clock.advance(hours=2)
+    before = packs(repo)
+    # WHEN prune runs THEN it stops, naming how many blobs are missing and what to run, and deletes no pack
+    with pytest.raises(
+        IntegrityError, match=r"\d+ blob\(s\) that snapshots need are not in the index.*repair index"
+    ):
+        prune(open_repo(repo.store), opts())
+    assert packs(repo) == before
+    assert repo.prune_candidates() == []
+
+
+def test_the_sweep_keeps_a_marked_unindexed_pack_that_turns_out_to_be_needed(clock, tmp_path):
+    # GIVEN a committed backup, and a candidates record naming its data packs as unindexed (marked
+    # while an index file was missing, by a prune that did not check)
+    repo = make_repo(clock)
+    src = write_files(tmp_path / "d", 1)
+    backup(repo, src, "b1")
+    unindexed = _lose_index_of_data_packs(repo)
+    from steps.repository.repo import CANDIDATES, PRUNE_KIND
+
+    repo.save_record(
+        PRUNE_KIND,
+        {"type": CANDIDATES, "version": 1, "grace_s": GRACE.total_seconds(), "packs": unindexed,
+         "snapshots": [], "runs": []},
+    )  # fmt: skip
+    clock.advance(hours=2)
+    # WHEN the sweep runs
+    report = prune(open_repo(repo.store), opts())
+    # THEN the packs stay
+    assert report.sweep["packs_deleted"] == 0 and report.sweep["packs_rescued"] == len(unindexed)
+    assert set(unindexed) <= packs(repo)

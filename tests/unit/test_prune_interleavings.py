@@ -18,11 +18,9 @@ import pytest
 
 from steps.drivers.objectstore import MemoryStore, ObjectStore
 from steps.errors import PermanentError, TemporaryError
-from steps.repository.checker import verify
 from steps.repository.prune import PruneOptions, prune
-from steps.repository.repo import Repository
 from steps.repository.retention import Rules
-from tests.fixtures.prune import TEST_PASSWORD, backup, make_repo, restored_equal, write_files
+from tests.fixtures.prune import assert_valid, backup, make_repo, open_repo, restored_equal, write_files
 
 GRACE = timedelta(hours=1)
 
@@ -110,10 +108,8 @@ def _settle_and_check(repo, clock, sources: dict[str, str]) -> None:
     """Two more prune cycles (everything due is swept), then: every committed backup restores."""
     for _ in range(2):
         clock.advance(hours=2)
-        prune(Repository.open(repo.store, TEST_PASSWORD), PruneOptions(rules=Rules(last=1), grace=GRACE))
-    fresh = Repository.open(repo.store, TEST_PASSWORD)
-    report = verify(fresh, fresh.list_snapshots(), 100)
-    assert report.ok, report.problems
+        _prune(repo.store)
+    fresh = assert_valid(repo)
     committed = {r.data["backup_id"]: r.data for r in fresh.list_records("backups")}
     assert committed, "no committed backup left"
     for bid, rec in committed.items():
@@ -122,7 +118,7 @@ def _settle_and_check(repo, clock, sources: dict[str, str]) -> None:
 
 
 def _backup_app2(store, sources, result: dict) -> None:
-    writer = Repository.open(store, TEST_PASSWORD)
+    writer = open_repo(store)
     try:
         result["sid"] = backup(writer, sources["old"], "app2", app="web")
     except (TemporaryError, PermanentError) as err:  # refused: allowed, as long as nothing breaks
@@ -131,7 +127,7 @@ def _backup_app2(store, sources, result: dict) -> None:
 
 def _prune(store, errors: list | None = None) -> None:
     try:
-        prune(Repository.open(store, TEST_PASSWORD), PruneOptions(rules=Rules(last=1), grace=GRACE))
+        prune(open_repo(store), PruneOptions(rules=Rules(last=1), grace=GRACE))
     except Exception as err:
         if errors is None:
             raise
@@ -189,15 +185,21 @@ def _prune_world(clock, tmp_path):
     return repo, sources
 
 
-def test_every_committed_backup_restores_whenever_a_backup_runs_during_a_prune(clock, tmp_path):
+@pytest.fixture
+def prune_ops(tmp_path):
+    """How many store operations one prune with candidates due for the sweep makes (on a twin world,
+    with one worker per stage like the test)."""
     from tests.fixtures.prune import Clock
 
     pilot, _ = _prune_world(Clock(), tmp_path / "pilot")
     counter = Barrier(at=0)
     _prune(ActorStore(pilot.store, counter))
-    ops = counter.count
-    assert ops > 20
-    for at in range(1, ops + 1):
+    return counter.count
+
+
+def test_every_committed_backup_restores_whenever_a_backup_runs_during_a_prune(clock, tmp_path, prune_ops):
+    assert prune_ops > 20
+    for at in range(1, prune_ops + 1):
         # GIVEN a prune with candidates due for the sweep, stopped at its at-th store operation
         repo, sources = _prune_world(clock, tmp_path / f"p-{at}")
         barrier = Barrier(at)
@@ -233,22 +235,14 @@ class Killer(Barrier):
             raise Killed(f"killed at operation {self.at} ({op} {key})")
 
 
-def test_a_prune_killed_at_any_operation_leaves_a_valid_repository(clock, tmp_path):
-    from tests.fixtures.prune import Clock
-
-    pilot, _ = _prune_world(Clock(), tmp_path / "pilot")
-    counter = Barrier(at=0)
-    _prune(ActorStore(pilot.store, counter))
-    ops = counter.count
-    assert ops > 20
-    for at in range(1, ops + 1):
+def test_a_prune_killed_at_any_operation_leaves_a_valid_repository(clock, tmp_path, prune_ops):
+    assert prune_ops > 20
+    for at in range(1, prune_ops + 1):
         # GIVEN a prune with forgotten backups and candidates due for the sweep
         repo, sources = _prune_world(clock, tmp_path / f"k-{at}")
         # WHEN it dies at its at-th store operation
         with pytest.raises(Killed):
             _prune(ActorStore(repo.store, Killer(at)))
         # THEN verify passes and every committed backup restores, also after later prunes
-        fresh = Repository.open(repo.store, TEST_PASSWORD)
-        report = verify(fresh, fresh.list_snapshots(), 100)
-        assert report.ok, (at, report.problems)
+        assert_valid(repo, context=at)
         _settle_and_check(repo, clock, sources)

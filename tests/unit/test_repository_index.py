@@ -85,3 +85,23 @@ def test_index_files_round_trip():
     assert [(p.id, p.salt, p.size, p.entries) for p in decoded] == [
         (p.id, p.salt, p.size, p.entries) for p in packs
     ]
+
+
+def test_which_backup_wrote_a_pack_survives_a_compacted_index_file():
+    # GIVEN packs written by two backups, listed together in one index file of no backup (compaction)
+    packs = [
+        IndexPack("a" * 64, b"s" * 32, 1234, _entries(2), backup_id="b1"),
+        IndexPack("b" * 64, b"t" * 32, 99, _entries(1), backup_id="b2"),
+        IndexPack("c" * 64, b"u" * 32, 99, _entries(1)),
+    ]
+    _doc, decoded = decode_index_file(encode_index_file(packs, supersedes=["x" * 64]), "index/1")
+    # THEN each pack still names its backup
+    assert [p.backup_id for p in decoded] == ["b1", "b2", None]
+    # AND in a file written by a backup, its packs name it
+    _doc, decoded = decode_index_file(encode_index_file(packs[2:], backup_id="b3"), "index/2")
+    assert [p.backup_id for p in decoded] == ["b3"]
+    # AND the in-memory index knows it per pack
+    idx = MemIndex()
+    for p in packs:
+        idx.add_pack(p.id, p.salt, p.size, p.entries, backup_id=p.backup_id)
+    assert [idx.pack_backup.get(n) for n in range(3)] == ["b1", "b2", None]

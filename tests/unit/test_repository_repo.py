@@ -6,7 +6,7 @@ import os
 import pytest
 
 from steps.drivers.objectstore import MemoryStore
-from steps.errors import IntegrityError, RepositoryError, WrongPasswordError
+from steps.errors import IntegrityError, PermanentError, RepositoryError, WrongPasswordError
 from steps.repository.archiver import CopyOptions, copy_source, store_files
 from steps.repository.checker import rebuild_index, verify
 from steps.repository.repo import Repository
@@ -63,11 +63,69 @@ def test_keys_can_be_added_and_removed_without_touching_data(mem_repo, tmp_path)
     assert key_doc["kdf"]["name"] == "scrypt" and key_doc["kdf"]["n"] == 1024
 
 
+def _put_key_file_before(store, doc, other_id: str) -> str:
+    """Store ``doc`` as a key file named by its hash, padded until it sorts (and so is tried) before
+    ``other_id``."""
+    from steps.repository.crypto import storage_id
+
+    for pad in range(10_000):
+        body = json.dumps(doc if pad == 0 else {**doc, "pad": pad} if isinstance(doc, dict) else doc + [pad])
+        data = body.encode()
+        if storage_id(data) < other_id:
+            store.put(f"keys/{storage_id(data)}", data)
+            return storage_id(data)
+    raise AssertionError("no name sorts first")
+
+
+MALFORMED_KEYS = [
+    {"version": 2, "kdf": {"name": "scrypt"}, "data": ""},  # a newer format
+    {"version": 1, "kdf": {"name": "argon2id", "salt": "AA=="}, "data": "AA=="},  # unknown KDF
+    {"version": 1, "data": "AA=="},  # no kdf
+    {"version": 1, "kdf": {"name": "scrypt", "salt": "AA==", "n": 1024, "r": 8}, "data": "AA=="},  # no p
+    {"version": 1, "kdf": {"name": "scrypt", "salt": "AA==", "n": 1024, "r": 8, "p": 1}},  # no data
+    {"version": 1, "kdf": {"name": "scrypt", "salt": "!!", "n": "x", "r": 8, "p": 1}, "data": "AA=="},
+    ["not", "an", "object"],
+]
+
+
+def test_unknown_or_malformed_key_files_are_skipped_with_a_warning(mem_repo, capsys):
+    # GIVEN key files of an unknown format, KDF or shape, each tried before the real key
+    skipped = [_put_key_file_before(mem_repo.store, doc, mem_repo.key_id) for doc in MALFORMED_KEYS]
+    # WHEN the repository is opened with the password THEN the real key opens it
+    opened = Repository.open(mem_repo.store, "test password")
+    assert opened.key_id == mem_repo.key_id
+    # AND each skipped file is named in a warning on stderr, without a traceback
+    err = capsys.readouterr().err
+    for kid in skipped:
+        assert f"key {kid[:8]}" in err
+    assert "Traceback" not in err and "KeyError" not in err
+    # AND listing keys still works
+    assert mem_repo.key_id in {k["id"] for k in opened.list_keys()}
+
+
+def test_only_malformed_key_files_give_a_one_line_error(mem_repo, capsys):
+    # GIVEN a repository whose only good key is gone, and a malformed one
+    _put_key_file_before(mem_repo.store, MALFORMED_KEYS[2], mem_repo.key_id)
+    mem_repo.store.delete(f"keys/{mem_repo.key_id}")
+    # WHEN it is opened THEN the error is one line saying that no key file could be used
+    with pytest.raises(IntegrityError) as err:
+        Repository.open(mem_repo.store, "test password")
+    assert "\n" not in str(err.value) and "1 key file(s)" in str(err.value)
+
+
 def test_new_keys_default_to_at_least_restic_cost(monkeypatch):
     from steps.repository.keys import kdf_params_for_new_key
 
     monkeypatch.delenv("SNAPFLOW_KDF_TEST_N", raising=False)
     assert kdf_params_for_new_key() == {"n": 2**15, "r": 8, "p": 4}
+
+
+def test_a_lowered_kdf_cost_for_tests_is_announced_on_stderr(monkeypatch, capsys):
+    from steps.repository.keys import kdf_params_for_new_key
+
+    monkeypatch.setenv("SNAPFLOW_KDF_TEST_N", "1024")
+    assert kdf_params_for_new_key()["n"] == 1024
+    assert "warning: SNAPFLOW_KDF_TEST_N=1024" in capsys.readouterr().err
 
 
 def test_records_are_encrypted_grouped_by_key_and_listed(mem_repo):
@@ -160,3 +218,87 @@ def test_verify_names_the_corrupt_pack_and_repair_rebuilds_the_index(mem_repo, t
     assert rep.packs == len([k for k in store.objects if k.startswith("data/")])
     store.objects[pack] = bytes(data[:100]) + bytes([data[100] ^ 1]) + bytes(data[101:])
     assert verify(mem_repo, mem_repo.list_snapshots(), 100).ok
+
+
+def _data_pack_keys(store: MemoryStore) -> list[str]:
+    return sorted(k for k in store.objects if k.startswith("data/"))
+
+
+def test_repair_changes_nothing_when_a_pack_cannot_be_read(mem_repo, tricky_tree):
+    # GIVEN a repository with one pack that cannot be read at the moment (permissions, a flaky disk)
+    copy_source(mem_repo, CopyOptions(tricky_tree))
+    store: MemoryStore = mem_repo.store
+    unreadable = _data_pack_keys(store)[0]
+
+    def deny(op, key):
+        if op == "get" and key == unreadable:
+            raise PermissionError(13, "Permission denied", key)
+
+    store.hook = deny
+    before = {k: v for k, v in store.objects.items() if k.startswith("index/")}
+    # WHEN the index is rebuilt THEN it fails, naming the pack, and neither writes nor deletes an index file
+    with pytest.raises(PermanentError, match=rf"pack {unreadable.rsplit('/', 1)[-1]}.*nothing was changed"):
+        rebuild_index(mem_repo)
+    assert {k: v for k, v in store.objects.items() if k.startswith("index/")} == before
+    store.hook = None
+    assert verify(Repository.open(store, "test password"), mem_repo.list_snapshots(), 100).ok
+
+
+def test_repair_skips_a_pack_whose_bytes_do_not_match_its_name(mem_repo, tricky_tree):
+    # GIVEN a pack truncated (its header is gone, its bytes no longer match its name)
+    copy_source(mem_repo, CopyOptions(tricky_tree))
+    store: MemoryStore = mem_repo.store
+    damaged = _data_pack_keys(store)[0]
+    store.objects[damaged] = store.objects[damaged][:-100]
+    # WHEN the index is rebuilt THEN the others are indexed, the damaged one is reported as skipped
+    report = rebuild_index(mem_repo)
+    assert [d.split(":")[0] for d in report.damaged] == [f"pack {damaged.rsplit('/', 1)[-1]}"]
+    assert report.packs == len(_data_pack_keys(store)) - 1
+
+
+def test_verify_of_a_backup_reads_back_every_pack_that_backup_wrote(mem_repo, tmp_path):
+    # GIVEN a backup b1, then a backup b2 of the same files plus a new one (it reuses b1's pack)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "old.bin").write_bytes(os.urandom(300_000))
+    copy_source(mem_repo, CopyOptions(str(src), tags={"backup": "b1"}, backup_id="b1"))
+    packs_b1 = {k for k in mem_repo.store.objects if k.startswith("data/")}
+    (src / "new.bin").write_bytes(os.urandom(300_000))
+    sid = copy_source(mem_repo, CopyOptions(str(src), tags={"backup": "b2"}, backup_id="b2")).snapshot_id
+    packs_b2 = {k for k in mem_repo.store.objects if k.startswith("data/")} - packs_b1
+    snap = mem_repo.find_snapshot(sid)
+    # WHEN verify of b2 runs without a read-back share THEN it reads every pack b2 wrote, and no other
+    report = verify(mem_repo, [snap], 0, new_packs_of="b2")
+    assert report.ok and report.packs_new == len(packs_b2) and report.packs_read == len(packs_b2)
+    assert report.packs_referenced > len(packs_b2)
+    # WHEN one of b2's packs has a flipped bit (same size: the structural check cannot see it)
+    store: MemoryStore = mem_repo.store
+    key = next(k for k in sorted(packs_b2) if len(store.objects[k]) > 100_000)
+    data = bytearray(store.objects[key])
+    data[len(data) // 2] ^= 1
+    store.objects[key] = bytes(data)
+    # THEN verify of b2 finds it, even with --read-data 0
+    report = verify(mem_repo, [snap], 0, new_packs_of="b2")
+    assert not report.ok and any(key.rsplit("/", 1)[-1] in p for p in report.problems)
+    # AND after `repair index` the rebuilt index still knows which packs b2 wrote
+    data[len(data) // 2] ^= 1
+    store.objects[key] = bytes(data)
+    rebuild_index(mem_repo)
+    assert verify(mem_repo, [snap], 0, new_packs_of="b2").packs_new == len(packs_b2)
+
+
+def test_a_snapshot_of_an_uncommitted_backup_is_no_restore_point_unless_asked(mem_repo, tmp_path):
+    # GIVEN a snapshot of backup b1, which finalize never committed, and a plain snapshot
+    from steps.errors import UsageError
+
+    (tmp_path / "f").write_bytes(b"data" * 1000)
+    sid = copy_source(mem_repo, CopyOptions(str(tmp_path), tags={"backup": "b1"}, backup_id="b1")).snapshot_id
+    plain = copy_source(mem_repo, CopyOptions(str(tmp_path), tags={"x": "y"})).snapshot_id
+    # WHEN restore looks it up THEN it is refused, saying why and how to restore it anyway
+    with pytest.raises(UsageError, match="b1, which was never committed.*--allow-uncommitted"):
+        mem_repo.find_restore_point(sid[:8])
+    assert mem_repo.find_restore_point(sid[:8], allow_uncommitted=True).id == sid
+    assert mem_repo.find_restore_point(plain).id == plain
+    # AND once the backup is committed it is a restore point
+    mem_repo.save_record("backups", {"backup_id": "b1", "volumes": [{"snapshot": sid}]}, key="b1")
+    assert mem_repo.find_restore_point(sid).id == sid
