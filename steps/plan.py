@@ -56,6 +56,15 @@ class AppRef:
     cluster: str = "default"
     policy: str = ""
 
+    def to_dict(self) -> dict[str, str]:
+        """As the plan, the consistent-point record and the backup record write it."""
+        return {
+            "cluster": self.cluster,
+            "namespace": self.namespace,
+            "name": self.name,
+            "policy": self.policy,
+        }
+
 
 @dataclass(frozen=True)
 class RepositoryRef:
@@ -81,6 +90,17 @@ class Volume:
     role: str = "data"  # "data" or "wal" (PostgreSQL WAL on its own volume is cut after pg_backup_stop)
     block: bool = False
     target: str | None = None  # the target (pod) whose hook quiesces this volume; None = every target
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the plan and the backup record write it."""
+        return {
+            "name": self.name,
+            "pvc": self.pvc,
+            "path": self.path,
+            "role": self.role,
+            "block": self.block,
+            "target": self.target,
+        }
 
 
 @dataclass(frozen=True)
@@ -119,12 +139,7 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,
-            "app": {
-                "cluster": self.app.cluster,
-                "namespace": self.app.namespace,
-                "name": self.app.name,
-                "policy": self.app.policy,
-            },
+            "app": self.app.to_dict(),
             "repository": None
             if self.repository is None
             else {"url": self.repository.url, "endpoint": self.repository.endpoint},
@@ -150,17 +165,7 @@ class Plan:
                 }
                 for t in self.targets
             ],
-            "volumes": [
-                {
-                    "name": v.name,
-                    "pvc": v.pvc,
-                    "path": v.path,
-                    "role": v.role,
-                    "block": v.block,
-                    "target": v.target,
-                }
-                for v in self.volumes
-            ],
+            "volumes": [v.to_dict() for v in self.volumes],
         }
 
     def to_json(self) -> str:

@@ -134,12 +134,7 @@ def commit_checks(plan, backup_id: str, snapshots, runs) -> tuple[dict | None, l
         summary = snap.data.get("summary") or {}
         volumes.append(
             {
-                "name": v.name,
-                "pvc": v.pvc,
-                "path": v.path,
-                "role": v.role,
-                "block": v.block,
-                "target": v.target,
+                **v.to_dict(),
                 "snapshot": snap.id,
                 "files": summary.get("files"),
                 "bytes": summary.get("bytes_total"),
@@ -182,12 +177,7 @@ def commit_checks(plan, backup_id: str, snapshots, runs) -> tuple[dict | None, l
     record = {
         "version": 1,
         "backup_id": backup_id,
-        "app": {
-            "cluster": plan.app.cluster,
-            "namespace": plan.app.namespace,
-            "name": plan.app.name,
-            "policy": plan.app.policy,
-        },
+        "app": plan.app.to_dict(),
         "volumes": volumes,
         "manifests": max(manifests, key=lambda s: s.time).id if manifests else None,
         "snapshot_driver": plan.snapshot.driver,

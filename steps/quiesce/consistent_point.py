@@ -154,12 +154,7 @@ def run_consistent_point(
         extra={
             "kind": "consistent-point",
             "backup_id": backup_id,
-            "app": {
-                "cluster": plan.app.cluster,
-                "namespace": plan.app.namespace,
-                "name": plan.app.name,
-                "policy": plan.app.policy,
-            },
+            "app": plan.app.to_dict(),
             "driver": driver.name,
             "consistency": plan.consistency,
             "started": iso(started),

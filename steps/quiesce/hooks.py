@@ -18,6 +18,7 @@ import base64
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from steps.drivers.runner import Runner, Session, SessionClosed
@@ -31,6 +32,19 @@ THAW_BACKOFF_S = 0.5
 
 class HookTimeout(Exception):
     pass
+
+
+def _output_lines(session: Session, timeout: float) -> Iterator[str]:
+    """The session's output lines as they come, until the caller has what it waits for; raises
+    :class:`HookTimeout` once ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise HookTimeout(f"no answer within {timeout:g} s")
+        line = session.read_line(min(remaining, 0.5))
+        if line is not None:
+            yield line
 
 
 class Hook:
@@ -127,14 +141,7 @@ class SessionHook(Hook):
         with self._io:
             self.session.send(sql.rstrip("\n") + "\n" + marker + "\n")
             lines: list[str] = []
-            deadline = time.monotonic() + timeout
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise HookTimeout(f"no answer within {timeout:g} s")
-                line = self.session.read_line(min(remaining, 0.5))
-                if line is None:
-                    continue
+            for line in _output_lines(self.session, timeout):
                 if line.strip() == token:
                     return lines
                 lines.append(line)
@@ -287,14 +294,7 @@ class PairedHook(Hook):
 
     def _read_until(self, wanted: tuple[str, ...], timeout: float) -> str:
         assert self.session is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise HookTimeout(f"no answer within {timeout:g} s")
-            line = self.session.read_line(min(remaining, 0.5))
-            if line is None:
-                continue
+        for line in _output_lines(self.session, timeout):
             if line.startswith("SNAPFLOW-EXPIRED"):
                 self.expired = True
             if line.startswith(wanted):

@@ -216,10 +216,7 @@ class MemIndex:
     def __contains__(self, blob_id: bytes) -> bool:
         return self._entry(blob_id) >= 0
 
-    def get(self, blob_id: bytes) -> BlobLocation | None:
-        n = self._entry(blob_id)
-        if n < 0:
-            return None
+    def _location(self, n: int) -> BlobLocation:
         p = self._pack[n]
         return BlobLocation(
             bytes(self._type[n : n + 1]),
@@ -231,25 +228,17 @@ class MemIndex:
             self.pack_salts[p],
         )
 
+    def get(self, blob_id: bytes) -> BlobLocation | None:
+        n = self._entry(blob_id)
+        return None if n < 0 else self._location(n)
+
     def raw_length(self, blob_id: bytes) -> int | None:
         n = self._entry(blob_id)
         return self._raw[n] if n >= 0 else None
 
     def iter_blobs(self) -> Iterator[tuple[bytes, BlobLocation]]:
         for n in range(len(self._type)):
-            p = self._pack[n]
-            yield (
-                bytes(self._ids[32 * n : 32 * n + 32]),
-                BlobLocation(
-                    bytes(self._type[n : n + 1]),
-                    self.pack_ids[p],
-                    p,
-                    self._offset[n],
-                    self._length[n],
-                    self._raw[n],
-                    self.pack_salts[p],
-                ),
-            )
+            yield bytes(self._ids[32 * n : 32 * n + 32]), self._location(n)
 
     def pack_entries(self) -> dict[int, list[PackEntry]]:
         """Blobs grouped by pack number (for writing index files and checks)."""

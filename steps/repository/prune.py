@@ -11,9 +11,11 @@ Provides :func:`prune` (:class:`PruneOptions` in, :class:`PruneReport` out) and 
    was committed meanwhile); liveness is computed afresh from every snapshot record now present, and a
    candidate pack holding the only copy of a live blob is kept; then a new index with ``supersedes``
    (compaction) → delete the packs → delete the old index files → delete the candidate records.
-3. **mark** new candidates: packs no snapshot uses, unindexed packs older than the grace period,
-   packs whose unused share is above the repack threshold (their live blobs are first written to new
-   packs and indexed), and snapshot records of backups never committed within the grace period. They
+3. **mark** new candidates: packs no snapshot uses, unindexed packs older than the grace period (when
+   live blobs are missing from the index, only those whose header shows they hold none of them; prune
+   stops when some are in no readable pack), packs whose unused share is above the repack threshold
+   (their live blobs are first written to new packs and indexed), and snapshot records of backups
+   never committed within the grace period. They
    go into a ``prune`` record of type ``candidates``; writers that start later do not deduplicate
    against those packs (:meth:`~.repo.Repository.begin_write`), and writers that started earlier refuse
    to commit once the grace period has passed (:meth:`~.repo.Repository.check_commit`).

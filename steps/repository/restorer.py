@@ -128,7 +128,7 @@ def load_files(repo: Repository, snapshot: Snapshot | str) -> dict[str, bytes]:
     return out
 
 
-def _blob_offsets(repo: Repository, node: dict, where: str | None = None) -> Iterator[tuple]:
+def _blob_offsets(repo: Repository, node: dict, where: bytes | None = None) -> Iterator[tuple]:
     """(blob ID, file offset, length, index location) for each content blob, skipping recorded holes."""
     content = node.get("content") or ()
     if not content:
@@ -142,7 +142,8 @@ def _blob_offsets(repo: Repository, node: dict, where: str | None = None) -> Ite
         bid = bytes.fromhex(hexid)
         loc = get(bid)
         if loc is None:
-            raise IntegrityError(f"blob {hexid} of {where or repr(node['name'])} is not in the index")
+            name = os.fsdecode(where) if where is not None else repr(node["name"])
+            raise IntegrityError(f"blob {hexid} of {name} is not in the index")
         while pos >= region_end and ri + 1 < len(regions):
             ri += 1
             pos, region_end = regions[ri][0], regions[ri][0] + regions[ri][1]
@@ -369,7 +370,7 @@ class Restorer:
         # pack number -> {blob ID: [pack offset, stored length, raw length, [(file no, file offset)]]}
         by_pack: dict[int, dict[bytes, list]] = {}
         for fno, ref in enumerate(batch):
-            pieces = list(_blob_offsets(self.repo, ref.node, os.fsdecode(ref.path)))
+            pieces = list(_blob_offsets(self.repo, ref.node, ref.path))
             if not pieces:  # empty, or only holes: its size and metadata are all there is
                 fd = os.open(ref.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o600)
                 try:

@@ -412,15 +412,24 @@ class Store:
                     }
                 ],
             )
+        incoming = copy.deepcopy(body)
+        incoming.setdefault("metadata", {})
+        return self._write(rtype, incoming, cur, subresource, dry_run=dry_run)
+
+    def _write(
+        self, rtype: ResourceType, incoming: dict, cur: dict, subresource: str | None, *, dry_run: bool
+    ) -> dict:
+        """Store ``incoming`` (the client's object, owned by the store now) over ``cur``: through the status
+        subresource only its status counts; through the main resource of a type with a status subresource,
+        everything but its status."""
         if subresource == "status":
             new = copy.deepcopy(cur)
-            if "status" in body:
-                new["status"] = copy.deepcopy(body["status"])
+            if "status" in incoming:
+                new["status"] = incoming["status"]
             else:
                 new.pop("status", None)
         else:
-            new = copy.deepcopy(body)
-            new.setdefault("metadata", {})
+            new = incoming
             if rtype.status:
                 if "status" in cur:
                     new["status"] = copy.deepcopy(cur["status"])
@@ -471,23 +480,7 @@ class Store:
             raise bad_request(
                 f"the name of the object ({patched['metadata']['name']}) does not match the name on the URL ({name})"
             )
-        if subresource == "status":
-            new = copy.deepcopy(cur)
-            if "status" in patched:
-                new["status"] = patched["status"]
-            else:
-                new.pop("status", None)
-        else:
-            new = patched
-            if rtype.status:
-                if "status" in cur:
-                    new["status"] = copy.deepcopy(cur["status"])
-                else:
-                    new.pop("status", None)
-        new["apiVersion"] = rtype.api_version()
-        new["kind"] = rtype.kind
-        self._preserve_server_fields(new, cur)
-        return self._update(rtype, new, cur, dry_run=dry_run)
+        return self._write(rtype, patched, cur, subresource, dry_run=dry_run)
 
     def set_status(self, rtype: ResourceType, namespace: str | None, name: str, status: dict | None) -> dict:
         """Controllers' and tests' status writes (no preconditions)."""

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.fixtures.quiesce import local_plan, run_step, start_step
+from tests.fixtures.quiesce import local_plan, run_step, start_step, wait_ready
 
 
 @pytest.fixture
@@ -103,10 +103,7 @@ def test_freeze_reports_a_thaw_that_always_fails_without_claiming_a_release(
         str(result),
     )
     try:
-        deadline = time.monotonic() + 20
-        while not ready.exists():
-            assert holder.poll() is None and time.monotonic() < deadline, holder.stderr.read()
-            time.sleep(0.05)
+        wait_ready(holder, ready, timeout=20)
 
         # WHEN it is released
         release.touch()

@@ -93,7 +93,10 @@ def test_quick_demo_backs_up_restores_identically_and_cleans_up(tmp_path):
     assert outcome["ok"] and outcome["mode"] == "sample" and outcome["restore_ok"]
     assert [b["committed"] for b in outcome["backups"]] == [True, True]
     assert all(b["status"] == "Succeeded" for b in outcome["backups"])
+    # ... app-consistent for real: the ledger writer was held paused while its directory was copied
+    assert all(b["verdict"] == "app-consistent" for b in outcome["backups"])
     assert "byte- and mode-identical" in outcome["restore_detail"]
+    assert "ledger consistent" in outcome["restore_detail"]
     report = tmp_path / "report.html"
     assert report.exists() and "demo-files" in report.read_text()
     assert "Snapflow demo summary" in out and f"HTML report     : {report}" in out

@@ -15,7 +15,7 @@ from steps.drivers.runner_local import LocalRunner
 from steps.errors import ConsistencyError
 from steps.plan import plan_from_dict
 from steps.quiesce.engine import Quiescer, build_hooks, default_runner
-from tests.fixtures.quiesce import local_plan, run_step, start_step
+from tests.fixtures.quiesce import local_plan, run_step, start_step, wait_until
 
 
 class Markers:
@@ -58,14 +58,6 @@ class Markers:
         self.m2.unlink(missing_ok=True)
 
 
-def _wait(cond, bound: float, what: str) -> float:
-    t0 = time.monotonic()
-    while not cond():
-        assert time.monotonic() - t0 < bound, what
-        time.sleep(0.02)
-    return time.monotonic() - t0
-
-
 @pytest.mark.parametrize(
     "command, sig",
     [("consistent-point", signal.SIGTERM), ("freeze", signal.SIGTERM), ("freeze", signal.SIGINT)],
@@ -78,7 +70,7 @@ def test_a_signal_while_the_second_target_freezes_releases_both_at_once(tmp_path
     extra = ["--backup-id", "bk-term"] if command == "consistent-point" else ["--ready-file", str(ready)]
     holder = start_step(command, "--plan", str(plan), *extra)
     try:
-        _wait(markers.started2.exists, 20, "target two never started freezing")
+        wait_until(markers.started2.exists, 20, "target two never started freezing")
         assert markers.m1.exists() and not markers.m2.exists()
 
         # WHEN the holder is told to stop
@@ -88,7 +80,7 @@ def test_a_signal_while_the_second_target_freezes_releases_both_at_once(tmp_path
         # THEN target one is released at once, target two as soon as its freeze returned: both far
         # sooner than any watcher deadline
         assert not markers.m1.exists()
-        assert _wait(lambda: not markers.frozen(), 10, "a target stayed frozen") < 10
+        assert wait_until(lambda: not markers.frozen(), 10, "a target stayed frozen") < 10
         time.sleep(3.5)  # target two's freeze has surely returned by now: it must not be left frozen
         assert not markers.frozen()
         # ... it ends with 128+signal (or 4), one error line and no traceback; no ready file was written
@@ -117,7 +109,7 @@ def test_a_signal_inside_freeze_all_releases_what_it_froze_before_unwinding(tmp_
     previous = signal.signal(signal.SIGTERM, unwind)
 
     def send_when_two_freezes():
-        _wait(markers.started2.exists, 20, "target two never started freezing")
+        wait_until(markers.started2.exists, 20, "target two never started freezing")
         os.kill(os.getpid(), signal.SIGTERM)
 
     sender = threading.Thread(target=send_when_two_freezes, daemon=True)

@@ -198,22 +198,17 @@ def test_prune_extends_the_locks_of_what_kept_backups_need(locked_s3_server, s3_
         "init", "--repo", repo, "--object-lock-mode", "governance", "--object-lock-days", "1", env=admin_env
     )
     _copy(repo, write_files(tmp_path / "src", 1), server.writer_env())
+
+    def prune_keeping_it_locked_3_days() -> dict:
+        return last_json(
+            run_steps(
+                "prune", "--repo", repo, "--keep-last", "3", "--lock-mode", "governance", "--lock-days", "3",
+                "--json", env=admin_env,
+            )
+        )  # fmt: skip
+
     # WHEN prune keeps the backup and is told to keep it locked for 3 days
-    report = last_json(
-        run_steps(
-            "prune",
-            "--repo",
-            repo,
-            "--keep-last",
-            "3",
-            "--lock-mode",
-            "governance",
-            "--lock-days",
-            "3",
-            "--json",
-            env=admin_env,
-        )
-    )
+    report = prune_keeping_it_locked_3_days()
     # THEN the retention of its packs, index, snapshot, key and config now runs about 3 days
     assert report["locks"]["extended"] >= 5 and not report["locks"]["failed"]
     admin = minio_client(server)
@@ -223,21 +218,7 @@ def test_prune_extends_the_locks_of_what_kept_backups_need(locked_s3_server, s3_
         left = retention.retain_until_date - datetime.now(UTC)
         assert timedelta(days=2, hours=23) < left < timedelta(days=3, hours=1), prefix
     # AND a second run leaves them alone (more than half the period left)
-    again = last_json(
-        run_steps(
-            "prune",
-            "--repo",
-            repo,
-            "--keep-last",
-            "3",
-            "--lock-mode",
-            "governance",
-            "--lock-days",
-            "3",
-            "--json",
-            env=admin_env,
-        )
-    )
+    again = prune_keeping_it_locked_3_days()
     assert again["locks"]["extended"] == 0 and again["locks"]["held"] >= 5
 
 

@@ -1115,9 +1115,11 @@ def prepare_restored_volume(choice: RestoreChoice, target: str) -> list[str]:
     consistency = (choice.backup or {}).get("consistency") or {}
     timeline = consistency.get("timeline") or {}
     owners: list[str] = []
+    atomic = None
     for v in timeline.get("volumes") or []:
         if v.get("volume") == choice.volume:
             owners = list(v.get("targets") or [])
+            atomic = v.get("atomic")
     for t in timeline.get("targets") or []:
         if owners and t.get("name") not in owners:
             continue
@@ -1129,6 +1131,8 @@ def prepare_restored_volume(choice: RestoreChoice, target: str) -> list[str]:
                 f"target {t['name']}: wrote {', '.join(written)} (copy in backup mode: recovery replays WAL "
                 "from the backup start)"
             )
+        elif t.get("recovery") == "crash" and atomic is False:
+            notes.append(f"target {t['name']}: copied file by file while its hook held it; nothing to apply")
         elif t.get("recovery") == "crash":
             notes.append(
                 f"target {t['name']}: atomic snapshot, crash recovery on first start (no backup_label)"

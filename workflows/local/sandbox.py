@@ -294,30 +294,28 @@ class LocalPostgres:
         self.started = False
 
     # -- use ---------------------------------------------------------------------------------------
-    def sql(self, query: str, timeout: float = 60) -> str:
+    def _client(
+        self, tool: str, args: tuple[str, ...], timeout: float, what: str
+    ) -> subprocess.CompletedProcess:
+        """Run client program ``tool`` (psql, pgbench) against this server; a failure names ``what``."""
         r = subprocess.run(
-            [str(self.bin / "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", query],
+            [str(self.bin / tool), *args],
             env=self.env(),
             capture_output=True,
             text=True,
             timeout=timeout,
         )
         if r.returncode != 0:
-            raise SnapflowError(f"psql failed: {r.stderr.strip()[-300:]}")
-        return r.stdout.strip()
+            raise SnapflowError(f"{what} failed: {r.stderr.strip()[-300:]}")
+        return r
+
+    def sql(self, query: str, timeout: float = 60) -> str:
+        args = ("-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", query)
+        return self._client("psql", args, timeout, "psql").stdout.strip()
 
     def pgbench(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run ``pgbench ARGS`` to completion against this server."""
-        r = subprocess.run(
-            [str(self.bin / "pgbench"), *args],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if r.returncode != 0:
-            raise SnapflowError(f"pgbench {' '.join(args[:1])} failed: {r.stderr.strip()[-300:]}")
-        return r
+        return self._client("pgbench", args, timeout, f"pgbench {' '.join(args[:1])}")
 
     def pgbench_init(self, scale: int) -> None:
         self.pgbench("-i", "-s", str(scale), "-q", timeout=600)
