@@ -295,7 +295,9 @@ class Prescan:
                 self.progress.total_final = True
 
     def _worker(self) -> None:
-        self._cutoff_known.wait(5)
+        # a moment for the listing of snapshots (one request; far longer only for huge repositories,
+        # where the scan then goes ahead without reading ahead)
+        self._cutoff_known.wait(0.3)
         while True:
             with self._cv:
                 while not self._todo and self._busy and not self._stop.is_set():
