@@ -6,7 +6,6 @@ from steps.commands._repo import (
     CONNECTION_EPILOG,
     add_repo_args,
     open_repository,
-    open_store,
     parse_tags,
     print_json,
     warn,
@@ -79,9 +78,8 @@ def run(args) -> int:
         parent=parent,
     )
     progress = Progress("copy")
-    # list and stat the source, and read ahead what changed, while the repository opens (key
-    # derivation, index)
-    prescan = Prescan(args.source, opts.excludes, progress, store=open_store(args))
+    # list and stat the source while the repository opens (key derivation, index)
+    prescan = Prescan(args.source, opts.excludes, progress)
     try:
         repo = open_repository(args)
     except BaseException:

@@ -30,7 +30,7 @@ from steps.errors import UsageError
 
 from .chunker import Chunker
 from .pack import BLOB_DATA, BLOB_TREE, lazy_buffer
-from .pipeline import Aborted, BlobSink, ByteQueue, _env_int, release_free_memory
+from .pipeline import Aborted, BlobSink, ByteQueue, _env_int
 from .repo import Repository, Snapshot
 from .tree import encode_tree, node_from_stat
 
@@ -192,17 +192,11 @@ class Prescan:
     runs while the file workers are busy, and every call that releases the interpreter lock would make
     it wait for a worker to hand the lock back. Directories with many entries are split into slices
     that different threads stat at once.
-
-    Given the repository's ``store``, it also starts reading ahead (``POSIX_FADV_WILLNEED``) the files
-    changed since the newest snapshot was stored: those differ from any parent, so the copy will read
-    them, and the disk can fetch them while the key is derived and the index loads. The newest
-    snapshot's time comes from the store's listing (no key needed); it is only a hint (a file changed
-    earlier is read all the same, just not ahead), capped at ``SNAPFLOW_READ_AHEAD_MIB`` in total.
     """
 
     SLICE = 256
 
-    def __init__(self, source: str, excludes=(), progress=None, threads: int | None = None, store=None):
+    def __init__(self, source: str, excludes=(), progress=None, threads: int | None = None):
         self.root = os.fsencode(os.path.abspath(source))
         self.excludes = list(excludes)
         self.progress = progress
@@ -216,13 +210,6 @@ class Prescan:
         self._listings: dict[bytes, _Listing] = {}
         self._held = 0
         self._budget = _env_int("SNAPFLOW_SCAN_AHEAD", 16384)
-        self._changed_after_ns: int | None = None  # read ahead files whose ctime is later
-        self._read_ahead_left = _env_int("SNAPFLOW_READ_AHEAD_MIB", 1024) * MiB
-        self.read_ahead_bytes = 0
-        self._store = store
-        self._cutoff_known = threading.Event()
-        if store is None:
-            self._cutoff_known.set()
         try:
             st = os.stat(self.root)
         except OSError:
@@ -233,8 +220,6 @@ class Prescan:
             self.finished.set()
             return
         self._todo.append(("dir", self.root, "", None))
-        if store is not None:
-            threading.Thread(target=self._find_cutoff, name="scan-cutoff", daemon=True).start()
         n = threads or _env_int("SNAPFLOW_SCAN_THREADS", 2)
         for i in range(n):
             threading.Thread(target=self._worker, name=f"scan-{i}", daemon=True).start()
@@ -245,34 +230,6 @@ class Prescan:
             self._cv.notify_all()
             self._listings.clear()
             self._held = 0
-
-    def _find_cutoff(self) -> None:
-        try:
-            times = [i.last_modified for i in self._store.list("snapshots/") if i.last_modified]
-            if times:
-                self._changed_after_ns = int(max(times).timestamp() * 1e9)
-        except Exception:
-            pass  # no read-ahead: the copy does not need it
-        finally:
-            self._cutoff_known.set()
-
-    def _read_ahead(self, entry, st: os.stat_result) -> None:
-        size = st.st_size
-        if size > self._read_ahead_left:
-            return
-        try:
-            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            return
-        try:
-            os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
-        except (AttributeError, OSError):
-            return
-        finally:
-            os.close(fd)
-        with self._cv:
-            self._read_ahead_left -= size
-            self.read_ahead_bytes += size
 
     def take(self, path: bytes) -> list | None:
         """The entries of directory ``path`` (each with its lstat cached), if they were listed and stat'ed
@@ -295,9 +252,6 @@ class Prescan:
                 self.progress.total_final = True
 
     def _worker(self) -> None:
-        # a moment for the listing of snapshots (one request; far longer only for huge repositories,
-        # where the scan then goes ahead without reading ahead)
-        self._cutoff_known.wait(0.3)
         while True:
             with self._cv:
                 while not self._todo and self._busy and not self._stop.is_set():
@@ -340,7 +294,6 @@ class Prescan:
         out, size = [], 0
         excludes = self.excludes
         stop = self._stop
-        cutoff = self._changed_after_ns
         for entry in path:
             if excludes:
                 name = os.fsdecode(entry.name)
@@ -356,8 +309,6 @@ class Prescan:
             mode = st.st_mode
             if stat_mod.S_ISREG(mode):
                 size += st.st_size
-                if cutoff is not None and st.st_ctime_ns > cutoff and st.st_size:
-                    self._read_ahead(entry, st)
             elif stat_mod.S_ISDIR(mode):
                 if stop.is_set():
                     return []
@@ -799,7 +750,6 @@ class Archiver:
         # load before the threads start, without prune's deletion candidates (see docs/design.md, Prune)
         self.repo.begin_write()
         self._select_parent(source, source_type)
-        release_free_memory()
         sink = BlobSink(self.repo, opts.backup_id, abort=self.abort)
         self.file_q = ByteQueue(_env_int("SNAPFLOW_FILE_QUEUE", 512), self.abort)
         self.dir_q = ByteQueue(1 << 62, self.abort)

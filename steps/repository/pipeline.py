@@ -305,18 +305,6 @@ def tune_for_bulk_work() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def release_free_memory() -> None:
-    """Hand the memory freed so far back to the kernel (glibc ``malloc_trim``): start-up leaves garbage
-    behind (decoded index files, listings) that the high trim threshold of :func:`tune_malloc` would
-    otherwise keep resident next to the pipeline's buffers."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def tune_malloc() -> None:
     """Let glibc reuse freed pack-sized buffers instead of returning them to the kernel on every free.
 

@@ -69,7 +69,7 @@ def _put_key_file_before(store, doc, other_id: str) -> str:
     from steps.repository.crypto import storage_id
 
     for pad in range(10_000):
-        body = json.dumps(doc if pad == 0 else {**doc, "pad": pad} if isinstance(doc, dict) else doc + [pad])
+        body = json.dumps(doc if pad == 0 else {**doc, "pad": pad} if isinstance(doc, dict) else [*doc, pad])
         data = body.encode()
         if storage_id(data) < other_id:
             store.put(f"keys/{storage_id(data)}", data)
@@ -295,7 +295,7 @@ def test_a_snapshot_of_an_uncommitted_backup_is_no_restore_point_unless_asked(me
     sid = copy_source(mem_repo, CopyOptions(str(tmp_path), tags={"backup": "b1"}, backup_id="b1")).snapshot_id
     plain = copy_source(mem_repo, CopyOptions(str(tmp_path), tags={"x": "y"})).snapshot_id
     # WHEN restore looks it up THEN it is refused, saying why and how to restore it anyway
-    with pytest.raises(UsageError, match="b1, which was never committed.*--allow-uncommitted"):
+    with pytest.raises(UsageError, match=r"b1, which was never committed.*--allow-uncommitted"):
         mem_repo.find_restore_point(sid[:8])
     assert mem_repo.find_restore_point(sid[:8], allow_uncommitted=True).id == sid
     assert mem_repo.find_restore_point(plain).id == plain
