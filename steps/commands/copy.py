@@ -41,6 +41,12 @@ def configure(parser):
     parser.add_argument("--parent", metavar="ID", help="use this parent snapshot instead of finding one")
     parser.add_argument("--no-parent", action="store_true", help="read every file (ignore any parent)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of the ID")
+    parser.add_argument(
+        "--allow-errors",
+        action="store_true",
+        help="record the snapshot even if some files could not be read (marked incomplete); by default"
+        " such a copy fails with exit 3 and records nothing",
+    )
     parser.epilog = CONNECTION_EPILOG
 
 
@@ -76,6 +82,7 @@ def run(args) -> int:
         identity=identity,
         excludes=args.exclude or [],
         parent=parent,
+        allow_errors=args.allow_errors,
     )
     progress = Progress("copy")
     # list and stat the source while the repository opens (key derivation, index)

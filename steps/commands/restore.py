@@ -34,6 +34,11 @@ def configure(parser):
         "--snapshot", required=True, metavar="ID", help="snapshot ID, unique prefix, or 'latest'"
     )
     parser.add_argument("--target", required=True, metavar="DIR", help="directory to restore into")
+    parser.add_argument(
+        "--allow-uncommitted",
+        action="store_true",
+        help="also restore a snapshot of a backup that was never committed (not a restore point)",
+    )
     parser.add_argument("--include", action="append", metavar="PATTERN", help="restore only matching paths")
     parser.add_argument("--exclude", action="append", metavar="PATTERN", help="skip matching paths")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -50,7 +55,7 @@ def run(args) -> int:
 
     tune_for_bulk_work()
     repo = open_repository(args)
-    snap = repo.find_snapshot(args.snapshot)
+    snap = repo.find_restore_point(args.snapshot, allow_uncommitted=args.allow_uncommitted)
     with Progress("restore") as progress:
         stats = restore_snapshot(repo, snap, args.target, args.include or [], args.exclude or [], progress)
     for w in stats.warnings[:50]:

@@ -524,14 +524,14 @@ class S3Settings:
 
 def _credentials_provider():
     """Static keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else web identity (IRSA) or instance role."""
-    from minio.credentials import EnvAWSProvider, IamAwsProvider, StaticProvider
+    from minio.credentials import EnvAWSProvider, IamAwsProvider
 
     env = os.environ
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
         return EnvAWSProvider()
     if env.get("AWS_WEB_IDENTITY_TOKEN_FILE") and env.get("AWS_ROLE_ARN"):
         return IamAwsProvider()
-    return StaticProvider("", "")  # anonymous
+    return None  # anonymous requests (a public bucket)
 
 
 _MIN_PART = 5 * 1024 * 1024  # S3's smallest multipart part; below it one PUT carries the object

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from steps.errors import UsageError
+from steps.errors import PermanentError, UsageError
 
 from .chunker import Chunker
 from .pack import BLOB_DATA, BLOB_TREE, lazy_buffer
@@ -51,6 +51,7 @@ class CopyOptions:
     parent: str | None = "auto"  # "auto", a snapshot ID, or None for a full read
     consistency: dict | None = None
     file_workers: int | None = None
+    allow_errors: bool = False  # record a snapshot even if some items could not be read (marked incomplete)
 
 
 @dataclass
@@ -346,9 +347,11 @@ class Archiver:
         self._parent_scan_ns = 0
 
     # -- helpers ------------------------------------------------------------------------------
-    def _warn(self, msg: str) -> None:
+    def _warn(self, msg: str, lost: bool = True) -> None:
+        """Record a warning; ``lost`` when something of the source is missing from the snapshot."""
         with self._lock:
-            self.stats.errors += 1
+            if lost:
+                self.stats.errors += 1
             if len(self.warnings) < 1000:
                 self.warnings.append(msg)
 
@@ -386,7 +389,10 @@ class Archiver:
         try:
             return {n["name"]: n for n in self.repo.load_tree(prev["subtree"])}
         except Exception as err:  # a damaged parent only costs speed
-            self._warn(f"parent tree {prev['subtree'][:12]} unreadable, reading everything below it ({err})")
+            self._warn(
+                f"parent tree {prev['subtree'][:12]} unreadable, reading everything below it ({err})",
+                lost=False,
+            )
             return None
 
     # -- file workers -------------------------------------------------------------------------
@@ -524,7 +530,8 @@ class Archiver:
                     got = length - remaining
                 if remaining > 0:  # the file shrank while we read it
                     self._warn(
-                        f"{os.fsdecode(job.path)}: file changed while it was read (shorter than its size)"
+                        f"{os.fsdecode(job.path)}: file changed while it was read (shorter than its size)",
+                        lost=False,
                     )
                     regions = (
                         [r for r in regions if r[0] < off] + [(off, got)]
@@ -875,6 +882,16 @@ class Archiver:
             "summary": asdict(s),
             "program": f"snapflow-steps {_version()}",
         }
+        if s.errors and not opts.allow_errors:
+            # Never record a snapshot that silently lacks data: what was read stays in the packs (the
+            # next copy reuses it), but no snapshot claims the source.
+            shown = "; ".join(self.warnings[:3])
+            raise PermanentError(
+                f"{s.errors} item(s) of {source} could not be read, so no snapshot was recorded ({shown}"
+                f"{'; ...' if s.errors > 3 else ''}); fix access or use --allow-errors to record an incomplete snapshot"
+            )
+        if s.errors:
+            snap["incomplete"] = True
         if self.before_commit is not None:
             self.before_commit(self.repo, self.parent)
         self.repo.check_commit()

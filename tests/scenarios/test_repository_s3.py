@@ -435,3 +435,68 @@ def test_verify_of_a_backup_reads_every_pack_it_wrote_whatever_the_read_data_sha
     # AND verify of b1, which does not use that pack, reads only what b1 wrote, and passes
     out = json.loads(steps("verify", "--repo", s3_repo, "--backup-id", "b1", "--json").stdout)
     assert out["ok"] and out["packs_read"] == out["packs_new"] == len(before)
+
+
+def _copy_unprivileged(repo: str, source: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*_without_root_read_override(), sys.executable, "-m", "steps", "copy", "--repo", repo,
+         "--source", str(source), *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ),
+    )  # fmt: skip
+
+
+def test_a_copy_that_cannot_read_a_file_fails_and_records_no_snapshot(tmp_path, monkeypatch):
+    # GIVEN a source with one file the copy is not allowed to read
+    monkeypatch.setenv("SNAPFLOW_PASSWORD", "correct horse battery staple")
+    monkeypatch.setenv("SNAPFLOW_KDF_TEST_N", "1024")
+    repo = f"file://{tmp_path / 'repo'}"
+    src = tmp_path / "src"
+    write_random(src, 1, files=2)
+    (src / "secret").write_bytes(os.urandom(100_000))
+    (src / "secret").chmod(0)
+    steps("init", "--repo", repo)
+
+    # WHEN it is copied without the privilege to read it
+    run = _copy_unprivileged(repo, src)
+
+    # THEN the copy fails with one line naming the file, and no snapshot claims the source
+    assert run.returncode == 3, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "secret" in errors[0] and "no snapshot was recorded" in errors[0]
+    assert json.loads(steps("snapshots", "--repo", repo, "--json").stdout) == []
+
+    # ... and on request the snapshot is recorded, marked incomplete
+    run = _copy_unprivileged(repo, src, "--allow-errors")
+    assert run.returncode == 0, run.stderr
+    [snap] = json.loads(steps("snapshots", "--repo", repo, "--json").stdout)
+    assert snap.get("incomplete") is True or snap.get("summary", {}).get("errors") == 1
+
+
+def test_a_snapshot_of_a_backup_never_committed_is_restored_only_on_request(tmp_path, monkeypatch):
+    # GIVEN a copy that belongs to a backup run whose record was never committed
+    monkeypatch.setenv("SNAPFLOW_PASSWORD", "correct horse battery staple")
+    monkeypatch.setenv("SNAPFLOW_KDF_TEST_N", "1024")
+    repo = f"file://{tmp_path / 'repo'}"
+    write_random(tmp_path / "src", 1, files=2)
+    steps("init", "--repo", repo)
+    snap = copy_json(repo, tmp_path / "src", "--backup-id", "b-x")["id"]
+
+    # WHEN it is restored by its ID
+    refused = steps(
+        "restore", "--repo", repo, "--snapshot", snap, "--target", str(tmp_path / "out"), check=False
+    )
+
+    # THEN the restore is refused with one line and writes nothing; on request it restores identically
+    assert refused.returncode == 2 and "never committed" in refused.stderr, refused.stderr
+    assert not (tmp_path / "out").exists()
+    steps(
+        "restore",
+        "--repo",
+        repo,
+        "--snapshot",
+        snap,
+        "--target",
+        str(tmp_path / "out"),
+        "--allow-uncommitted",
+    )
+    assert describe_tree(tmp_path / "out") == describe_tree(tmp_path / "src")
