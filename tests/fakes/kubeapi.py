@@ -453,7 +453,7 @@ class FakeKubeAPI:
         name: str,
         namespace: str | None = None,
         condition: Callable[[dict], bool] | None = None,
-        timeout: float = 10.0,
+        timeout: float = 30.0,
         gone: bool = False,
     ) -> dict | None:
         """Poll until the object exists and `condition(obj)` holds (or, with gone=True, until it no

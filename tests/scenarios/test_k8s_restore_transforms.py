@@ -110,6 +110,19 @@ def commit_legacy_backup(k8s, backup_id, data_dir):
         backup_id=backup_id,
         identity={"namespace": "legacy", "app": "web"},
     )
+    # what consistent-point recorded there: an atomic CSI cut with no hook, crash-consistent
+    repo.save_record(
+        "runs",
+        {
+            "name": "consistent-point",
+            "ok": True,
+            "verdict": "crash-consistent",
+            "reasons": ["volume data: no target quiesces it"],
+            "freeze_window_ms": 0.0,
+            "timeline": {"targets": []},
+        },
+        key=backup_id,
+    )
     res = run_step(
         "copy",
         "--repo",

@@ -77,7 +77,7 @@ def test_snapshot_that_never_becomes_ready_fails_clearly_and_leaves_nothing(k8s)
     assert sorted(summary["cleanup"]["deleted"]) == sorted(
         [f"PersistentVolumeClaim/{clones[0]}"] + [f"VolumeSnapshot/{s}" for s in snaps]
     )
-    k8s.server.wait_for("persistentvolumeclaims", clones[0], APP_NS, timeout=10, gone=True)
+    k8s.server.wait_for("persistentvolumeclaims", clones[0], APP_NS, timeout=60, gone=True)
     assert backup_objects(k8s, "backup-db-2") == ([], [])
     assert not k8s.frozen_marker.exists()
     # the app's own PVCs are untouched
