@@ -12,7 +12,7 @@ Param(name)            ``{{workflow.parameters.<name>}}``
 PlanFile               the plan ConfigMap's key, mounted read-only
 OutputFile(name)       a file in the step's scratch directory, read back as output parameter ``name``
 CloneOf(volume)        template input ``claim`` (the mounted PVC), prepare-clone's output ``claim``
-SourceOf(volume)       the clone's mount path (a device path for block volumes)
+VolumeSourcePath(volume)       the clone's mount path (a device path for block volumes)
 ParamFile(name, file)  a raw input artifact holding ``{{workflow.parameters.<name>}}``, under INPUT_DIR
 =====================  ============================================================================
 
@@ -43,9 +43,9 @@ from workflows.pipeline import (
     Ref,
     RestoreTarget,
     Retry,
-    SourceOf,
     Step,
     VerdictField,
+    VolumeSourcePath,
     WorkflowStatus,
 )
 from workflows.policy import Policy
@@ -191,7 +191,7 @@ class _StepBuilder:
             return _tag(f"workflow.parameters.{ref.name}")
         if isinstance(ref, OutputFile):
             return f"{OUTPUT_DIR}/{dict(self.step.output_files)[ref.name]}"
-        if isinstance(ref, SourceOf):
+        if isinstance(ref, VolumeSourcePath):
             root = DEVICE_ROOT if self._volume(ref.volume).block else SOURCE_ROOT
             return f"{root}/{ref.volume}"
         if isinstance(ref, RestoreTarget):

@@ -88,7 +88,7 @@ class CloneOf(Ref):
 
 
 @dataclass(frozen=True)
-class SourceOf(Ref):
+class VolumeSourcePath(Ref):
     """Where the copy of ``volume`` reads it: the clone's mount (or device) path in the copy pod, or
     locally the path of the volume's entry in consistent-point's ``snapshots`` list."""
 
@@ -413,7 +413,7 @@ def backup_pipeline(policy: Policy) -> Pipeline:
             copy_depends = (f"prepare-clone-{v}",)
         copy_args: tuple[Arg, ...] = (
             *repo,
-            "--source", SourceOf(v),
+            "--source", VolumeSourcePath(v),
             "--backup-id", BackupId(),
             *identity_args(policy),
             "--volume", v,

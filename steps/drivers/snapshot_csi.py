@@ -37,7 +37,7 @@ class SnapshotFailed(PermanentError):
     """A snapshot reported an error, or was not cut / ready in time."""
 
 
-class _SliceOver(SnapflowError):
+class _SliceExpired(SnapflowError):
     """One slice of a wait ended; ``seen`` holds the objects as last observed."""
 
     def __init__(self, seen: dict[str, dict]):
@@ -190,9 +190,9 @@ def wait_objects(
                 check,
                 slice_s,
                 label_selector=label_selector,
-                on_timeout=_SliceOver,
+                on_timeout=_SliceExpired,
             )
-        except _SliceOver as over:
+        except _SliceExpired as over:
             last_seen = over.seen
             for obj in last_seen.values():
                 check(obj)

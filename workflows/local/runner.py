@@ -63,9 +63,9 @@ from workflows.pipeline import (
     Ref,
     RestoreTarget,
     Retry,
-    SourceOf,
     Step,
     VerdictField,
+    VolumeSourcePath,
     WorkflowStatus,
     pipelines_for,
     plan_for,
@@ -487,7 +487,7 @@ class LocalContext:
             path = self.output_path(step, ref.name)
             path.parent.mkdir(parents=True, exist_ok=True)
             return str(path)
-        if isinstance(ref, SourceOf):
+        if isinstance(ref, VolumeSourcePath):
             return self.source_of(ref.volume)
         if isinstance(ref, RestoreTarget):
             if not self.restore_target:
