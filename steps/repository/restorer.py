@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from steps.errors import IntegrityError, UsageError
 
 from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
-from .pack import lazy_buffer
+from .pack import lazy_buffer, pack_key
 from .pipeline import _env_int
 from .repo import Repository, Snapshot
 from .tree import file_regions
@@ -77,6 +77,7 @@ class RestoreStats:
     packs_fetched: int = 0
     bytes_fetched: int = 0
     duration_s: float = 0.0
+    relocated_packs: int = 0  # packs deleted by a concurrent prune; their blobs were read elsewhere
     warnings: list[str] = field(default_factory=list)
 
 
@@ -128,8 +129,9 @@ def load_files(repo: Repository, snapshot: Snapshot | str) -> dict[str, bytes]:
     return out
 
 
-def _blob_offsets(repo: Repository, node: dict, where: bytes | None = None) -> Iterator[tuple]:
-    """(blob ID, file offset, length, index location) for each content blob, skipping recorded holes."""
+def _blob_offsets(repo: Repository, node: dict, where: bytes | None = None, index=None) -> Iterator[tuple]:
+    """(blob ID, file offset, length, index location) for each content blob, skipping recorded holes.
+    Locations come from ``index`` (default: the repository's current index)."""
     content = node.get("content") or ()
     if not content:
         return
@@ -137,7 +139,7 @@ def _blob_offsets(repo: Repository, node: dict, where: bytes | None = None) -> I
     ri, pos, region_end = 0, 0, 0
     if regions:
         pos, region_end = regions[0][0], regions[0][0] + regions[0][1]
-    get = repo.index.get
+    get = (index if index is not None else repo.index).get
     for hexid in content:
         bid = bytes.fromhex(hexid)
         loc = get(bid)
@@ -367,10 +369,12 @@ class Restorer:
         batch, self._batch, self._batch_blobs = self._batch, [], 0
         if not batch:
             return
+        # Pack numbers belong to one index: the one in use now, even if a relocation reloads it meanwhile.
+        index = self.repo.index
         # pack number -> {blob ID: [pack offset, stored length, raw length, [(file no, file offset)]]}
         by_pack: dict[int, dict[bytes, list]] = {}
         for fno, ref in enumerate(batch):
-            pieces = list(_blob_offsets(self.repo, ref.node, ref.path))
+            pieces = list(_blob_offsets(self.repo, ref.node, ref.path, index))
             if not pieces:  # empty, or only holes: its size and metadata are all there is
                 fd = os.open(ref.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o600)
                 try:
@@ -411,7 +415,7 @@ class Restorer:
                 if item is None:
                     return
                 try:
-                    self._fetch_range(item[0], item[1], batch, scratch)
+                    self._fetch_range(index, item[0], item[1], batch, scratch)
                 except BaseException as err:
                     errors.append(err)
                     return
@@ -526,16 +530,29 @@ class Restorer:
             out.append((pack_no, group))
         return out
 
-    def _fetch_range(self, pack_no: int, ordered: list, batch: list[_FileRef], scratch: list) -> None:
+    def _fetch_range(self, index, pack_no: int, ordered: list, batch: list[_FileRef], scratch: list) -> None:
         """Fetch one range of a pack and write its blobs (``ordered``: ``(ID, [offset, stored length, raw
-        length, targets])`` by offset)."""
-        index = self.repo.index
+        length, targets])`` by offset). When the pack is gone because prune deleted it as a duplicate
+        while this restore ran, the blobs not yet written are read from where the new index puts them."""
         pack_id = index.pack_ids[pack_no]
         aead = self.repo.keys.pack_aead(index.pack_salts[pack_no])
         start = ordered[0][1][0]
         end = ordered[-1][1][0] + ordered[-1][1][1]  # blobs of a pack do not overlap
         done: set[bytes] = set()
         counts = [0, 0]  # bytes written, bytes left sparse
+
+        def emit(bid: bytes, plain, raw: int, targets: list) -> None:
+            zero = _is_zero(plain)
+            for fno, foff in targets:
+                ref = batch[fno]
+                if ref.whole:
+                    counts[0] += self._write_whole(ref, plain, zero)
+                    ref.pending = 0
+                else:
+                    counts[0] += self._write_piece(ref, plain, zero, foff)
+                if zero:
+                    counts[1] += raw
+            done.add(bid)
 
         def write(data: bytes) -> None:
             # A replaced or damaged pack fails to decode here; pack_range then runs this again on an
@@ -544,27 +561,20 @@ class Restorer:
             for bid, (off, length, raw, targets) in ordered:
                 if bid in done:
                     continue
-                plain = self._decode(
-                    aead,
-                    bid,
-                    view[off - start : off - start + length],
-                    raw,
-                    f"blob {bid.hex()} in pack {pack_id}",
-                    scratch,
-                )
-                zero = _is_zero(plain)
-                for fno, foff in targets:
-                    ref = batch[fno]
-                    if ref.whole:
-                        counts[0] += self._write_whole(ref, plain, zero)
-                        ref.pending = 0
-                    else:
-                        counts[0] += self._write_piece(ref, plain, zero, foff)
-                    if zero:
-                        counts[1] += raw
-                done.add(bid)
+                name = f"blob {bid.hex()} in pack {pack_id}"
+                plain = self._decode(aead, bid, view[off - start : off - start + length], raw, name, scratch)
+                emit(bid, plain, raw, targets)
 
-        self.repo.pack_range(pack_id, start, end - start, write)
+        try:
+            self.repo.pack_range(pack_id, start, end - start, write)
+        except IntegrityError:
+            if self.repo.store.stat(pack_key(pack_id)) is not None:
+                raise  # there but damaged in every version: nothing to relocate
+            for bid, (_off, _length, raw, targets) in ordered:
+                if bid not in done:
+                    emit(bid, self.repo.read_blob(bid), raw, targets)  # read_blob relocates
+            with self._lock:
+                self.stats.relocated_packs += 1
         with self._lock:
             self.stats.bytes_written += counts[0]
             self.stats.bytes_sparse += counts[1]

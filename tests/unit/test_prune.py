@@ -473,3 +473,45 @@ def test_the_sweep_keeps_a_marked_unindexed_pack_that_turns_out_to_be_needed(clo
     # THEN the packs stay
     assert report.sweep["packs_deleted"] == 0 and report.sweep["packs_rescued"] == len(unindexed)
     assert set(unindexed) <= packs(repo)
+
+
+def test_a_restore_reads_blobs_whose_duplicate_pack_prune_deleted_meanwhile(clock, tmp_path):
+    # GIVEN a backup whose every blob a second, concurrent writer stored again in packs of its own
+    from steps.repository.pipeline import BlobSink
+    from steps.repository.prune import IndexState
+    from steps.repository.restorer import restore_snapshot
+
+    repo = make_repo(clock)
+    src = tmp_path / "d"
+    write_files(src, 3)
+    late = open_repo(repo.store)
+    late.begin_write()  # began before the backup stored anything: it cannot deduplicate against it
+    sid = backup(repo, src, "b1")
+    sink = BlobSink(late, None)
+    for f in sorted(src.iterdir()):
+        sink.save_blob(b"d", f.read_bytes())
+    sink.finish()
+    # AND a restore that planned its reads from an index pointing at packs of one copy
+    reader = open_repo(repo.store)
+    snap = reader.find_snapshot(sid)
+    blob_ids = [bytes.fromhex(h) for rel, node in _file_nodes(reader, snap) for h in node["content"]]
+    gone = {reader.index.get(b).pack_id for b in blob_ids}
+    assert reader.index.duplicates >= len(blob_ids), "the blobs must be stored twice"
+    # WHEN prune's sweep drops those packs (new index without them, then the packs, then old indexes)
+    state = IndexState.load(repo)
+    repo.save_index_file([p for pid, p in state.packs.items() if pid not in gone], supersedes=state.all_ids)
+    for pid in gone:
+        repo.store.delete(f"data/{pid[:2]}/{pid}")
+    for iid in state.all_ids:
+        repo.store.delete(f"index/{iid}")
+    # THEN the restore still writes every file byte for byte, from the other copies
+    stats = restore_snapshot(reader, snap, str(tmp_path / "out"))
+    assert stats.relocated_packs == len(gone)
+    for f in src.iterdir():
+        assert (tmp_path / "out" / f.name).read_bytes() == f.read_bytes()
+
+
+def _file_nodes(repo, snap):
+    from steps.repository.restorer import iter_nodes
+
+    return [(rel, n) for rel, n in iter_nodes(repo, snap.data["tree"]) if n["type"] == "file"]
