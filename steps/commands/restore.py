@@ -21,6 +21,18 @@ examples:
   python -m steps restore --repo s3://backups/shop --snapshot latest --target /restore
   python -m steps restore --repo s3://backups/shop --snapshot 3f2a9c1e --target /restore --include 'pg_wal/*'
   python -m steps restore --repo s3://backups/shop --snapshot latest --as-of 2026-11-26T19:40:00Z --target /r
+  python -m steps restore --repo s3://backups/shop --snapshot 3f2a9c1e --target /data --uid-map 999:1000650000
+  python -m steps restore --repo s3://backups/shop --snapshot 3f2a9c1e --target /data --write-backup-label
+
+--uid-map / --gid-map FROM:TO[:COUNT] (repeatable; COUNT defaults to 1) give the restored files, directories
+and symlinks owner FROM+i as TO+i for i < COUNT, the ranges restore-app's transforms use for security
+contexts (e.g. a namespace's own UID range on OpenShift); an ID outside every range is kept as recorded.
+Owners are set only when the restore runs as root (or with CAP_CHOWN).
+
+--write-backup-label: after the data is in place, write the backup_label (and tablespace_map) of a
+PostgreSQL copied in backup mode into its data directory inside --target. The label is read from the
+committed backup record of the snapshot's backup (its consistent point) in the repository; a snapshot
+whose backup recorded none is refused before anything is written.
 
 With --as-of, the repository is read as it was at that time from the bucket's object versions (a
 versioned bucket, ideally with Object Lock): snapshots overwritten or deleted since come back, and each
@@ -41,25 +53,103 @@ def configure(parser):
     )
     parser.add_argument("--include", action="append", metavar="PATTERN", help="restore only matching paths")
     parser.add_argument("--exclude", action="append", metavar="PATTERN", help="skip matching paths")
+    parser.add_argument(
+        "--uid-map",
+        action="append",
+        metavar="FROM:TO[:COUNT]",
+        help="restore owner UIDs FROM..FROM+COUNT-1 as TO..TO+COUNT-1 (repeatable; others are kept)",
+    )
+    parser.add_argument(
+        "--gid-map",
+        action="append",
+        metavar="FROM:TO[:COUNT]",
+        help="restore owner GIDs FROM..FROM+COUNT-1 as TO..TO+COUNT-1 (repeatable; others are kept)",
+    )
+    parser.add_argument(
+        "--write-backup-label",
+        action="store_true",
+        help="then write the backup_label (and tablespace_map) the backup recorded for a PostgreSQL"
+        " copied in backup mode into its data directory inside --target",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     add_as_of_arg(parser)
     parser.epilog = CONNECTION_EPILOG
 
 
+def backup_labels(repo, snap) -> list[tuple[str, dict]]:
+    """[(data directory inside the target, consistent-point target record)] to write after restoring
+    ``snap``, from the committed record of its backup; refuses a snapshot whose backup recorded none."""
+    from steps.errors import UsageError
+    from steps.quiesce.postgresql import labels_for_snapshot
+
+    if not snap.backup_id:
+        raise UsageError(
+            f"--write-backup-label: snapshot {snap.short_id} belongs to no backup, so no consistent point"
+            " recorded a backup_label for it"
+        )
+    records = repo.list_records("backups", key=snap.backup_id)
+    if not records:
+        raise UsageError(
+            f"--write-backup-label: backup {snap.backup_id} of snapshot {snap.short_id} has no committed"
+            " record in the repository (the record holds the backup_label)"
+        )
+    _volume, labels = labels_for_snapshot(records[-1].data, snap.id)
+    return labels
+
+
+def write_labels(target: str, labels: list[tuple[str, dict]]) -> list[str]:
+    """Write each label into its data directory below ``target``; the files written, relative to it."""
+    import os
+
+    from steps.errors import PermanentError
+    from steps.quiesce.postgresql import write_backup_label
+
+    written = []
+    for sub, record in labels:
+        datadir = os.path.join(target, sub)
+        if not os.path.isdir(datadir):
+            raise PermanentError(
+                f"--write-backup-label: the data directory {sub or '.'} of target {record.get('name')} is"
+                f" not in the restored {target}"
+            )
+        written += [f"{sub}/{name}".lstrip("/") for name in write_backup_label(datadir, record)]
+    return written
+
+
 def run(args) -> int:
+    import os
     import sys
 
+    from steps.errors import UsageError
+    from steps.manifests.transforms import parse_id_map
     from steps.progress import Progress
     from steps.repository.pipeline import tune_for_bulk_work
     from steps.repository.restorer import restore_snapshot
 
+    uid_map = parse_id_map(args.uid_map, "--uid-map")
+    gid_map = parse_id_map(args.gid_map, "--gid-map")
+    if args.write_backup_label and os.path.exists(args.target) and not os.path.isdir(args.target):
+        raise UsageError(
+            f"--write-backup-label: --target {args.target} is no directory (a data directory is needed)"
+        )
     tune_for_bulk_work()
     repo = open_repository(args)
     snap = repo.find_restore_point(args.snapshot, allow_uncommitted=args.allow_uncommitted)
+    labels = backup_labels(repo, snap) if args.write_backup_label else []
     with Progress("restore") as progress:
-        stats = restore_snapshot(repo, snap, args.target, args.include or [], args.exclude or [], progress)
+        stats = restore_snapshot(
+            repo,
+            snap,
+            args.target,
+            args.include or [],
+            args.exclude or [],
+            progress,
+            uid_map=uid_map,
+            gid_map=gid_map,
+        )
     for w in stats.warnings[:50]:
         warn(w)
+    written = write_labels(args.target, labels) if labels else []
     summary = {
         "snapshot": snap.id,
         "target": args.target,
@@ -70,6 +160,11 @@ def run(args) -> int:
         "duration_s": round(stats.duration_s, 3),
         "warnings": len(stats.warnings),
     }
+    if uid_map or gid_map:
+        summary["uid_map"] = [str(r) for r in uid_map]
+        summary["gid_map"] = [str(r) for r in gid_map]
+    if args.write_backup_label:
+        summary["backup_label"] = written
     if args.json:
         print_json(summary)
     else:
@@ -78,4 +173,6 @@ def run(args) -> int:
             f" {stats.bytes_total} bytes in {stats.duration_s:.1f} s",
             file=sys.stderr,
         )
+        if written:
+            print(f"wrote {', '.join(written)} (PostgreSQL copied in backup mode)", file=sys.stderr)
     return 0

@@ -24,11 +24,16 @@ Filling the PVCs (--mover):
   local  the same restore runs in this process into each volume's directory: a PV with hostPath or
          local, or --volume-root DIR/<csi volumeHandle> (csi-hostpath's layout) on a single node;
   none   only objects; the restore WorkflowTemplate runs the movers as its own steps between
-         --phase prepare (which writes the volumes to fill to --out) and --phase finish.
+         --phase prepare (which writes the volumes to fill to --out, each with the restore_options its
+         mover adds) and --phase finish.
+Every mover restores owners through --uid-map/--gid-map, and on the volume holding the data directory
+of a PostgreSQL copied in backup mode it writes the backup's backup_label (restore --write-backup-label,
+read from the repository by the mover itself).
 
 Transforms (also from --transforms FILE, YAML; see docs/user/restore.md): --target-namespace,
 --namespace-map, --storage-class-map, --add-label/--remove-label, --add-annotation/--remove-annotation,
---image-registry, --uid-map/--gid-map FROM:TO[:COUNT], --patch FILE (RFC 6902 rules), and the built-in
+--image-registry, --uid-map/--gid-map FROM:TO[:COUNT] (security contexts and the restored files' owners),
+--patch FILE (RFC 6902 rules), and the built-in
 API-version migrations (--no-migrate turns them off). --storage-class-map and --namespace-map also take
 several pairs separated by commas; an empty value adds none. --dry-run, --wait-ready and
 --mover-non-root also take an explicit true or false (for workflow parameters).
@@ -93,12 +98,17 @@ def configure(parser):
         metavar="FROM=TO",
         help="rewrite image registries, e.g. docker.io=registry.internal/hub (repeatable)",
     )
-    t.add_argument("--uid-map", action="append", metavar="FROM:TO[:COUNT]", help="remap runAsUser")
+    t.add_argument(
+        "--uid-map",
+        action="append",
+        metavar="FROM:TO[:COUNT]",
+        help="remap runAsUser and the owners of the restored files",
+    )
     t.add_argument(
         "--gid-map",
         action="append",
         metavar="FROM:TO[:COUNT]",
-        help="remap runAsGroup, fsGroup, supplementalGroups",
+        help="remap runAsGroup, fsGroup, supplementalGroups and the groups of the restored files",
     )
     t.add_argument(
         "--patch",
@@ -318,18 +328,30 @@ def volumes_to_fill(record: dict, pvcs: list[dict]) -> tuple[list[dict], list[st
 
 def backup_labels_needed(record: dict) -> dict[str, list[tuple[str, dict]]]:
     """Volume name → [(data directory inside it, consistent-point target record)] for every PostgreSQL
-    target copied in backup mode: its ``backup_label`` must be written into the restored data directory."""
-    consistency = record.get("consistency") or {}
-    targets = (consistency.get("timeline") or {}).get("targets") or []
-    pgdata = {t.get("name"): t.get("pgdata") or "" for t in record.get("targets") or []}
-    out: dict[str, list[tuple[str, dict]]] = {}
-    for t in targets:
-        if t.get("recovery") != "backup_label" or not t.get("backup_label"):
-            continue
-        for v in record.get("volumes") or []:
-            if v.get("role", "data") == "data" and v.get("target") in (None, t.get("name")):
-                out.setdefault(v["name"], []).append((pgdata.get(t.get("name"), ""), t))
+    target copied in backup mode (see :func:`steps.quiesce.postgresql.backup_labels_needed`)."""
+    from steps.quiesce.postgresql import backup_labels_needed as needed
+
+    return needed(record)
+
+
+def mover_options(item: dict, spec, labels: dict) -> list[str]:
+    """What a mover adds to ``restore --repo R --snapshot ID --target T`` for one volume: the owner ID
+    maps of the transforms, and ``--write-backup-label`` for a volume holding the data directory of a
+    PostgreSQL copied in backup mode (the mover reads the label from the repository itself)."""
+    out: list[str] = []
+    for flag, ranges in (("--uid-map", spec.uid_map), ("--gid-map", spec.gid_map)):
+        for r in ranges:
+            out += [flag, str(r)]
+    if item["volume"] in labels:
+        out.append("--write-backup-label")
     return out
+
+
+def _label_report(item: dict, labels: dict) -> dict:
+    from steps.quiesce.postgresql import label_files
+
+    written = label_files(labels.get(item["volume"]) or [])
+    return {"written": written} if written else {}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -373,21 +395,20 @@ def volume_directory(client, namespace: str, pvc: str, volume_root: str | None, 
     return path
 
 
-def fill_local(client, items: list[dict], args, report, log, labels: dict | None = None) -> None:
-    """Restore each volume into its directory with the very command a mover pod runs, then write the
-    ``backup_label`` of a PostgreSQL copied in backup mode into its data directory."""
+def fill_local(client, items: list[dict], args, report, log, spec, labels: dict) -> None:
+    """Restore each volume into its directory with the very command a mover pod runs (owner ID maps and
+    the ``backup_label`` of a PostgreSQL copied in backup mode included)."""
     import time
-    from pathlib import Path
 
     from steps import cli
     from steps.errors import PermanentError
     from steps.manifests import render
-    from steps.quiesce.postgresql import write_backup_label
 
     for item in items:
         started = time.time()
         path = volume_directory(client, item["namespace"], item["pvc"], args.volume_root, args.timeout)
         argv = render.mover_args(args.repo, item["snapshot"], path, args.endpoint, args.exclude)
+        argv += mover_options(item, spec, labels)
         log(f"filling PVC {item['namespace']}/{item['pvc']} from snapshot {item['snapshot'][:8]}")
         rc = cli.main(argv)
         if rc != 0:
@@ -395,15 +416,12 @@ def fill_local(client, items: list[dict], args, report, log, labels: dict | None
                 f"restore of snapshot {item['snapshot'][:8]} into PVC {item['namespace']}/"
                 f"{item['pvc']} failed (exit {rc})"
             )
-        written = []
-        for sub, target in (labels or {}).get(item["volume"], []):
-            written += [f"{sub}/{f}".lstrip("/") for f in write_backup_label(Path(path) / sub, target)]
         report.volumes.append(
             {
                 **item,
                 "duration_s": round(time.time() - started, 3),
                 "mover": "local",
-                **({"written": written} if written else {}),
+                **_label_report(item, labels),
             }
         )
 
@@ -454,8 +472,12 @@ def _copy_for_restore(client, kind: str, name: str, source_ns: str, ns: str, res
     return True
 
 
-def fill_pods(client, items: list[dict], args, record: dict, restore_id: str, report, log) -> None:
-    """A mover pod per volume, all at once; waits for every one; deletes them afterwards."""
+def fill_pods(
+    client, items: list[dict], args, record: dict, restore_id: str, report, log, spec, pg_labels: dict
+) -> None:
+    """A mover pod per volume, all at once; waits for every one; deletes them afterwards. Each runs
+    ``restore`` with the owner ID maps of ``spec`` and, for a volume in ``pg_labels``, writes the
+    ``backup_label`` it reads from the repository."""
     import os
     import time
 
@@ -519,6 +541,7 @@ def fill_pods(client, items: list[dict], args, record: dict, restore_id: str, re
                 volume_mode=item["volume_mode"],
                 run_as_root=not args.mover_non_root,
             )
+            manifest["spec"]["containers"][0]["args"] += mover_options(item, spec, pg_labels)
             try:
                 client.create(manifest)
             except AlreadyExists:
@@ -559,7 +582,13 @@ def fill_pods(client, items: list[dict], args, record: dict, restore_id: str, re
             )
         for name, item in pods.items():
             report.volumes.append(
-                {**item, "duration_s": round(time.time() - started, 3), "mover": "pod", "pod": name}
+                {
+                    **item,
+                    "duration_s": round(time.time() - started, 3),
+                    "mover": "pod",
+                    "pod": name,
+                    **_label_report(item, pg_labels),
+                }
             )
     finally:
         for name, item in pods.items():
@@ -661,12 +690,6 @@ def run(args) -> int:
     result = transform_objects(bundle.objects, spec)
     report = RestoreReport(notes=list(result.notes))
     pg_labels = backup_labels_needed(record)
-    if pg_labels and args.mover == "pod" and args.phase in ("all", "fill") and not args.dry_run:
-        raise UsageError(
-            f"backup {record.get('backup_id')}: PostgreSQL was copied in backup mode; its backup_label must be "
-            "written into the restored data directory, which --mover pod does not do yet: use --mover local on "
-            "a node with the volumes"
-        )
 
     if args.dry_run:
         import yaml
@@ -692,6 +715,11 @@ def run(args) -> int:
         if args.phase in ("all", "prepare"):
             created_pvcs = restorer.prepare()
             items, notes = volumes_to_fill(record, created_pvcs)
+            for item in items:
+                # what a mover run by the workflow itself (--mover none) adds to its restore command
+                options = mover_options(item, spec, pg_labels)
+                if options:
+                    item["restore_options"] = options
             report.notes.extend(notes)
             if args.out:
                 Path(args.out).write_text(json.dumps(items, indent=2, sort_keys=True) + "\n")
@@ -700,9 +728,9 @@ def run(args) -> int:
         if args.phase in ("all", "fill") and items:
             with report.phase("fill"):
                 if args.mover == "local":
-                    fill_local(client, items, args, report, log, pg_labels)
+                    fill_local(client, items, args, report, log, spec, pg_labels)
                 elif args.mover == "pod":
-                    fill_pods(client, items, args, record, restore_id, report, log)
+                    fill_pods(client, items, args, record, restore_id, report, log, spec, pg_labels)
         if args.phase in ("all", "finish"):
             restorer.finish(wait_ready=args.wait_ready or bool(args.check_command))
             if args.check_command:

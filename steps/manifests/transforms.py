@@ -8,7 +8,8 @@ one) and/or ``restore-app`` flags, and :func:`transform_objects` applies it in a
    namespace selectors on ``kubernetes.io/metadata.name``, pod affinity namespace lists);
 3. storage class map (PVCs and StatefulSet ``volumeClaimTemplates``; ``*`` maps any class);
 4. UID/GID remap of pod and container security contexts (``runAsUser``, ``runAsGroup``, ``fsGroup``,
-   ``supplementalGroups``), ranges written ``FROM:TO[:COUNT]`` as in user-namespace ID maps;
+   ``supplementalGroups``), ranges written ``FROM:TO[:COUNT]`` as in user-namespace ID maps (the same
+   ranges are handed to the volume restore, which remaps the owners of the restored files);
 5. image registry rewrite (``docker.io=mirror.example/hub``; ``postgres:16`` is
    ``docker.io/library/postgres:16`` for matching, and is left as written when no rule matches);
 6. labels and annotations added / removed on every object's metadata (``*`` globs for removal);
@@ -58,6 +59,9 @@ class IdRange:
             return self.target + (value - self.source)
         return None
 
+    def __str__(self) -> str:
+        return f"{self.source}:{self.target}:{self.count}"
+
     @classmethod
     def parse(cls, text: str, where: str) -> IdRange:
         parts = str(text).split(":")
@@ -70,6 +74,21 @@ class IdRange:
         if any(n < 0 for n in nums) or (len(nums) == 3 and nums[2] < 1):
             raise UsageError(f"{where}: IDs must be >= 0 and COUNT >= 1, got {text!r}")
         return cls(*nums)
+
+
+def check_id_ranges(ranges: tuple[IdRange, ...] | list[IdRange], where: str) -> None:
+    """Refuse overlapping source ranges (an ID would have two images)."""
+    spans = sorted((r.source, r.source + r.count) for r in ranges)
+    for (a0, a1), (b0, _) in itertools.pairwise(spans):
+        if b0 < a1:
+            raise UsageError(f"{where}: ranges starting at {a0} and {b0} overlap")
+
+
+def parse_id_map(values: list[str] | None, flag: str) -> tuple[IdRange, ...]:
+    """Repeated ``FROM:TO[:COUNT]`` flag values (``--uid-map``), checked, as ranges."""
+    ranges = tuple(IdRange.parse(v, flag) for v in values or ())
+    check_id_ranges(ranges, flag)
+    return ranges
 
 
 @dataclass(frozen=True)
@@ -215,10 +234,7 @@ class TransformSpec:
 
     def check(self) -> None:
         for name, ranges in (("uidMap", self.uid_map), ("gidMap", self.gid_map)):
-            spans = sorted((r.source, r.source + r.count) for r in ranges)
-            for (a0, a1), (b0, _) in itertools.pairwise(spans):
-                if b0 < a1:
-                    raise UsageError(f"transforms.{name}: ranges starting at {a0} and {b0} overlap")
+            check_id_ranges(ranges, f"transforms.{name}")
         for src, dst in self.namespace_map.items():
             if not _dns_label(dst):
                 raise UsageError(f"transforms.namespaceMap.{src}: {dst!r} is not a valid namespace name")
@@ -441,8 +457,8 @@ def describe(spec: TransformSpec) -> dict[str, Any]:
         "addAnnotations": spec.add_annotations,
         "removeAnnotations": list(spec.remove_annotations),
         "imageRegistryMap": spec.image_registry_map,
-        "uidMap": [f"{r.source}:{r.target}:{r.count}" for r in spec.uid_map],
-        "gidMap": [f"{r.source}:{r.target}:{r.count}" for r in spec.gid_map],
+        "uidMap": [str(r) for r in spec.uid_map],
+        "gidMap": [str(r) for r in spec.gid_map],
         "patches": len(spec.patches),
         "migrateApiVersions": spec.migrate_api_versions,
     }

@@ -6,6 +6,13 @@
 - ``recovery: backup_label`` (copy in backup mode): write the stored ``backup_label`` (and
   ``tablespace_map``) into the data directory before the first start; without it a checkpoint during
   the copy yields a server that starts cleanly and serves inconsistent data.
+
+The committed backup record holds what is needed: the consistent point's timeline (each target's
+``recovery``, ``backup_label`` and ``tablespace_map``), where each target's data directory lies inside
+its volumes (``targets[].pgdata``) and which repository snapshot holds each volume.
+``restore --write-backup-label`` (the command every ``restore-app`` mover runs) reads that record from
+the repository itself and applies :func:`labels_for_snapshot` to the snapshot it restored, so no label
+ever travels on a command line or in a pod spec.
 """
 
 from __future__ import annotations
@@ -15,6 +22,54 @@ from pathlib import Path
 from typing import Any
 
 from steps.errors import UsageError
+
+
+def backup_labels_needed(record: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Volume name → [(data directory inside it, consistent-point target record)] for every PostgreSQL
+    target of a backup record copied in backup mode: its ``backup_label`` must be written into the
+    restored data directory. WAL volumes (``role: wal``) get none."""
+    consistency = record.get("consistency") or {}
+    targets = (consistency.get("timeline") or {}).get("targets") or []
+    pgdata = {t.get("name"): t.get("pgdata") or "" for t in record.get("targets") or []}
+    out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for t in targets:
+        if t.get("recovery") != "backup_label" or not t.get("backup_label"):
+            continue
+        for v in record.get("volumes") or []:
+            if v.get("role", "data") == "data" and v.get("target") in (None, t.get("name")):
+                out.setdefault(v["name"], []).append((str(pgdata.get(t.get("name"), "")).strip("/"), t))
+    return out
+
+
+def labels_for_snapshot(
+    record: dict[str, Any], snapshot_id: str, where: str = "--write-backup-label"
+) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+    """(volume name, [(data directory, target record)]) for the volume of ``record`` held by repository
+    snapshot ``snapshot_id``; refuses (one line naming ``where``) a snapshot that is not one of the
+    record's volumes, or a volume for which the record carries no ``backup_label``."""
+    backup = record.get("backup_id")
+    volume = next(
+        (v.get("name") for v in record.get("volumes") or [] if v.get("snapshot") == snapshot_id), None
+    )
+    if volume is None:
+        raise UsageError(f"{where}: snapshot {snapshot_id[:8]} is none of the volumes of backup {backup}")
+    labels = backup_labels_needed(record).get(volume) or []
+    if not labels:
+        raise UsageError(
+            f"{where}: backup {backup} recorded no backup_label for volume {volume} (no PostgreSQL "
+            "target of that volume was copied in backup mode); restore without it"
+        )
+    return volume, labels
+
+
+def label_files(labels: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The files :func:`write_backup_label` writes for ``labels``, relative to the volume."""
+    return [
+        f"{sub}/{name}".lstrip("/")
+        for sub, t in labels
+        for name in ("backup_label", "tablespace_map")
+        if t.get(name)
+    ]
 
 
 def write_backup_label(datadir: str | os.PathLike, target_record: dict[str, Any]) -> list[str]:
