@@ -210,7 +210,7 @@ class Prescan:
         self._busy = 0
         self._listings: dict[bytes, _Listing] = {}
         self._held = 0
-        self._budget = _env_int("SNAPFLOW_SCAN_AHEAD", 16384)
+        self._budget = _env_int("SNAPFLOW_SCAN_AHEAD", 4096)
         try:
             st = os.stat(self.root)
         except OSError:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from steps.errors import IntegrityError, UsageError, WrongPasswordError
 
 from .crypto import MasterKeys, storage_id
+from .pipeline import _env_int
 
 KEY_FORMAT_VERSION = 1
 DEFAULT_SCRYPT = {"n": 2**15, "r": 8, "p": 4}
@@ -63,13 +64,19 @@ def _derive(password: str, kdf: dict) -> bytes:
     n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
     if n < 2 or n & (n - 1) or not (1 <= r <= 64) or not (1 <= p <= 64) or n > 2**22:
         raise IntegrityError(f"key file has invalid scrypt parameters n={n} r={r} p={p}")
-    try:
-        # pycryptodome computes scrypt's p lanes on threads (the same bytes as below, in about half the
-        # time on two cores); it is installed with the object-store client.
-        from Crypto.Protocol.KDF import scrypt
-    except ImportError:
-        return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password.encode())
-    return scrypt(password.encode(), salt, 32, n, r, p, threads=min(p, os.cpu_count() or 1))
+    # Each of scrypt's p lanes needs 128*r*n bytes (32 MiB at restic's cost). Lanes run one after the
+    # other by default, so a step's peak memory holds one lane; SNAPFLOW_KDF_THREADS=2 computes two at
+    # once with pycryptodome (installed with the object-store client): about 0.1 s saved per p=4 key
+    # on two cores, for 32 MiB more at start-up.
+    threads = min(p, _env_int("SNAPFLOW_KDF_THREADS", 1))
+    if threads > 1:
+        try:
+            from Crypto.Protocol.KDF import scrypt
+        except ImportError:
+            pass
+        else:
+            return scrypt(password.encode(), salt, 32, n, r, p, threads=threads)
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password.encode())
 
 
 @dataclass

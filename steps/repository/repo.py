@@ -23,10 +23,11 @@ to older versions of a replaced or deleted object on versioned buckets (:meth:`R
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -362,14 +363,24 @@ class Repository:
             except ObjectNotFound:
                 return iid, None, None
 
-        with ThreadPoolExecutor(max_workers=min(LIST_PARALLEL, max(1, len(todo)))) as pool:
-            for iid, doc, packs in pool.map(read, todo):
+        # Decoded index files are large (Python objects per blob) next to the compact index they are
+        # added to: at most ``workers`` of them are held at once, added in list order and dropped.
+        workers = min(LIST_PARALLEL, max(1, len(todo)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            feed = iter(todo)
+            window = deque(pool.submit(read, i) for i in itertools.islice(feed, workers))
+            while window:
+                iid, doc, packs = window.popleft().result()
+                nxt = next(feed, None)
+                if nxt is not None:
+                    window.append(pool.submit(read, nxt))
                 if doc is None:
                     missing.add(iid)
                     continue
                 superseded.update(doc.get("supersedes", ()))
                 for p in packs:
                     index.add_pack(p.id, p.salt, p.size, p.entries, p.backup_id)
+                del doc, packs
         return index, superseded, missing
 
     def save_index_file(

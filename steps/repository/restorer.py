@@ -11,6 +11,11 @@ several connections (one ranged GET per pack and batch), each blob is decrypted 
 buffer (GCM authenticates it; its keyed hash is checked too) and written with ``pwrite`` at its offsets.
 All-zero blobs and recorded holes are never written, so sparse files stay sparse. Directories get their
 metadata last, deepest first.
+
+Owners are restored as recorded, or through ``uid_map`` / ``gid_map`` (ranges ``FROM:TO:COUNT`` of
+:class:`steps.manifests.transforms.IdRange`, e.g. a namespace's own UID range on OpenShift): every
+owner set — files, directories, symlinks, special files, the target itself — goes through them, and an
+ID outside every range stays as it is.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import os
 import stat as stat_mod
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from steps.errors import IntegrityError, UsageError
 
@@ -31,7 +37,10 @@ from .pipeline import _env_int
 from .repo import Repository, Snapshot
 from .tree import file_regions
 
-BATCH_BLOBS = 50_000
+if TYPE_CHECKING:
+    from steps.manifests.transforms import IdRange
+
+BATCH_BLOBS = 8192  # blobs planned at once: their files' nodes and targets are held until written
 MiB = 1024 * 1024
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _ZEROS = bytes(4 * 1024 * 1024)
@@ -153,9 +162,27 @@ def _blob_offsets(repo: Repository, node: dict, where: bytes | None = None, inde
         pos += loc.raw_length
 
 
+def _mapped(value: int, ranges: Sequence[IdRange]) -> int:
+    """``value`` through the first range holding it; unknown (-1) and unmapped IDs stay as they are."""
+    if value >= 0:
+        for r in ranges:
+            m = r.map(value)
+            if m is not None:
+                return m
+    return value
+
+
 class Restorer:
     def __init__(
-        self, repo: Repository, snapshot: Snapshot, target: str, includes=(), excludes=(), progress=None
+        self,
+        repo: Repository,
+        snapshot: Snapshot,
+        target: str,
+        includes=(),
+        excludes=(),
+        progress=None,
+        uid_map: Sequence[IdRange] = (),
+        gid_map: Sequence[IdRange] = (),
     ):
         self.repo = repo
         self.snapshot = snapshot
@@ -171,6 +198,8 @@ class Restorer:
         self._batch_blobs = 0
         self._is_root = os.geteuid() == 0
         self._ids = (os.geteuid(), os.getegid())
+        self._uid_map = tuple(uid_map)
+        self._gid_map = tuple(gid_map)
         self._umask = _current_umask()
         self.downloaders = _env_int("SNAPFLOW_RESTORE_CONNECTIONS", 6)
 
@@ -207,9 +236,18 @@ class Restorer:
             if len(self.stats.warnings) < 1000:
                 self.stats.warnings.append(msg)
 
+    def _owner(self, node: dict) -> tuple[int, int]:
+        """The (uid, gid) to give a restored entry: as recorded, through the ID maps when there are any."""
+        uid, gid = node.get("uid", -1), node.get("gid", -1)
+        if self._uid_map:
+            uid = _mapped(uid, self._uid_map)
+        if self._gid_map:
+            gid = _mapped(gid, self._gid_map)
+        return uid, gid
+
     def _apply_meta(self, path: bytes, node: dict, symlink: bool = False) -> None:
         try:
-            os.chown(path, node.get("uid", -1), node.get("gid", -1), follow_symlinks=not symlink)
+            os.chown(path, *self._owner(node), follow_symlinks=not symlink)
         except PermissionError:
             if self._is_root:
                 self._warn(f"{os.fsdecode(path)}: cannot set owner")
@@ -233,7 +271,7 @@ class Restorer:
     def _apply_meta_fd(self, fd: int, path: bytes, node: dict) -> None:
         """Owner, then mode (a chown clears set-id bits), then times (after the last write)."""
         try:
-            os.fchown(fd, node.get("uid", -1), node.get("gid", -1))
+            os.fchown(fd, *self._owner(node))
         except PermissionError:
             if self._is_root:
                 self._warn(f"{os.fsdecode(path)}: cannot set owner")
@@ -470,9 +508,10 @@ class Restorer:
                 written = os.pwrite(fd, plain, 0)
                 while written < len(plain):
                     written += os.pwrite(fd, memoryview(plain)[written:], written)
-            if not (ref.ours and (node.get("uid", -1), node.get("gid", -1)) == self._ids):
+            owner = self._owner(node)
+            if not (ref.ours and owner == self._ids):
                 try:
-                    os.fchown(fd, node.get("uid", -1), node.get("gid", -1))
+                    os.fchown(fd, *owner)
                 except PermissionError:
                     if self._is_root:
                         self._warn(f"{os.fsdecode(ref.path)}: cannot set owner")
@@ -642,9 +681,17 @@ class Restorer:
 
 
 def restore_snapshot(
-    repo: Repository, snapshot: Snapshot, target: str, includes=(), excludes=(), progress=None
+    repo: Repository,
+    snapshot: Snapshot,
+    target: str,
+    includes=(),
+    excludes=(),
+    progress=None,
+    uid_map: Sequence[IdRange] = (),
+    gid_map: Sequence[IdRange] = (),
 ) -> RestoreStats:
+    """Restore ``snapshot`` into ``target``; owners go through ``uid_map`` / ``gid_map`` (see the module)."""
     import sys
 
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
-    return Restorer(repo, snapshot, target, includes, excludes, progress).run()
+    return Restorer(repo, snapshot, target, includes, excludes, progress, uid_map, gid_map).run()
