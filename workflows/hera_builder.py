@@ -14,6 +14,9 @@ OutputFile(name)       a file in the step's scratch directory, read back as outp
 CloneOf(volume)        template input ``claim`` (the mounted PVC), prepare-clone's output ``claim``
 VolumeSourcePath(volume)       the clone's mount path (a device path for block volumes)
 ParamFile(name, file)  a raw input artifact holding ``{{workflow.parameters.<name>}}``, under INPUT_DIR
+ScratchPath            the mount path of the step's scratch volume: a generic ephemeral volume
+                       (``ephemeral.volumeClaimTemplate``, ReadWriteOnce), created with the pod and
+                       deleted with it
 =====================  ============================================================================
 
 Called by :mod:`workflows.render`; names of every object come from :class:`Names`.
@@ -43,6 +46,7 @@ from workflows.pipeline import (
     Ref,
     RestoreTarget,
     Retry,
+    ScratchPath,
     Step,
     VerdictField,
     VolumeSourcePath,
@@ -62,6 +66,8 @@ SOURCE_ROOT = "/snapflow/volumes"
 DEVICE_ROOT = "/dev/snapflow"
 TARGET_DIR = "/snapflow/target"
 INPUT_DIR = "/snapflow/inputs"
+SCRATCH_VOLUME_DIR = "/snapflow/scratch"
+SCRATCH_VOLUME = "scratch-volume"
 STEP_USER = 65532
 ENTRYPOINT = "main"  # the DAG template; step templates are named after their steps
 
@@ -144,6 +150,13 @@ def _tag(variable: str) -> str:
     return "{{" + variable + "}}"
 
 
+def literal_arg(text: str) -> str:
+    """A container argument that reaches the step exactly as written: the kubelet expands ``$(NAME)``
+    to the container's variable NAME and ``$$`` to ``$`` in args, so every ``$`` is doubled (a shell
+    command such as the restore test's check command keeps its ``$VAR``, ``$(cmd)`` and ``$$``)."""
+    return text.replace("$", "$$")
+
+
 def retry_expression(codes: tuple[int, ...] = RETRY_EXIT_CODES) -> str:
     if len(codes) == 1:
         return f"asInt(lastRetry.exitCode) == {codes[0]}"
@@ -196,6 +209,8 @@ class _StepBuilder:
             return f"{root}/{ref.volume}"
         if isinstance(ref, RestoreTarget):
             return TARGET_DIR
+        if isinstance(ref, ScratchPath):
+            return SCRATCH_VOLUME_DIR
         if isinstance(ref, CloneOf):
             self.inputs["claim"] = _tag(f"tasks.prepare-clone-{ref.volume}.outputs.parameters.claim")
             return "{{inputs.parameters.claim}}"
@@ -208,7 +223,9 @@ class _StepBuilder:
         raise TypeError(f"cannot resolve {ref!r} in an Argo template")
 
     def args(self) -> list[str]:
-        return [self.step.command] + [a if isinstance(a, str) else self.value(a) for a in self.step.args]
+        return [self.step.command] + [
+            literal_arg(a) if isinstance(a, str) else self.value(a) for a in self.step.args
+        ]
 
     # -- pod ------------------------------------------------------------------------------------
     def env(self) -> list[m.EnvVar]:
@@ -301,7 +318,32 @@ class _StepBuilder:
                 mounts.append(
                     m.VolumeMount(name="data", mount_path=f"{SOURCE_ROOT}/{self.step.volume}", read_only=True)
                 )
+        if self.step.scratch is not None:
+            volumes.append(self.scratch_volume())
+            mounts.append(m.VolumeMount(name=SCRATCH_VOLUME, mount_path=SCRATCH_VOLUME_DIR))
         return volumes, mounts, devices
+
+    def scratch_volume(self) -> m.Volume:
+        """A generic ephemeral volume: the kube controller creates its PVC (owned by the pod, so deleted
+        with it) from this template; the step's ServiceAccount needs no right for it, and Pod Security
+        admits it at every level. The pod's fsGroup makes it writable for the non-root step."""
+        scratch = self.step.scratch
+        assert scratch is not None
+        return m.Volume(
+            name=SCRATCH_VOLUME,
+            ephemeral=m.EphemeralVolumeSource(
+                volume_claim_template=m.PersistentVolumeClaimTemplate(
+                    metadata=m.ObjectMeta(labels=self.names.labels(self.pipeline.name)),
+                    spec=m.PersistentVolumeClaimSpec(
+                        access_modes=["ReadWriteOnce"],
+                        storage_class_name=scratch.storage_class,
+                        resources=m.VolumeResourceRequirements(
+                            requests={"storage": m.Quantity(scratch.size)}
+                        ),
+                    ),
+                )
+            ),
+        )
 
     def security(self) -> tuple[m.SecurityContext, m.PodSecurityContext | None]:
         needs = self.step.needs

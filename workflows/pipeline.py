@@ -32,7 +32,7 @@ and never copies; every dependency names a step; each copy depends only on its o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from steps.errors import RETRYABLE_EXIT_CODES
@@ -98,6 +98,12 @@ class VolumeSourcePath(Ref):
 @dataclass(frozen=True)
 class RestoreTarget(Ref):
     """Where restore writes: the target PVC's mount path in the restore pod, or a local directory."""
+
+
+@dataclass(frozen=True)
+class ScratchPath(Ref):
+    """The step's own scratch space (:attr:`Step.scratch`): the scratch volume's mount path in the pod,
+    or locally a temporary directory removed after the run."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,16 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class ScratchSpace:
+    """Empty, writable space of a step's own, gone when the step ends (the restore test restores into
+    it): in a cluster a generic ephemeral volume (a ReadWriteOnce PVC created and deleted with the pod)
+    of ``size`` in ``storage_class`` (None: the cluster default), locally a temporary directory."""
+
+    size: str  # a Kubernetes quantity
+    storage_class: str | None = None
+
+
+@dataclass(frozen=True)
 class Step:
     name: str  # unique node name, e.g. "copy-data"
     command: str  # the step command run as ``python -m steps <command>``
@@ -193,6 +209,8 @@ class Step:
     when: Condition | None = None
     # The PVC the step's pod mounts (copy: the clone of its volume; restore: the target), if any.
     claim: Ref | None = None
+    # Scratch space of its own, at ScratchPath (the restore test of check).
+    scratch: ScratchSpace | None = None
 
     def refs(self) -> list[Ref]:
         refs = [a for a in self.args if isinstance(a, Ref)]
@@ -297,6 +315,9 @@ class Pipeline:
                 raise ValueError(
                     f"pipeline {self.name}: {s.name} runs when undeclared parameter {s.when.param}"
                 )
+        for s in self.all_steps():
+            if any(isinstance(ref, ScratchPath) for ref in s.refs()) and s.scratch is None:
+                raise ValueError(f"pipeline {self.name}: {s.name} uses scratch space it does not have")
         for s in self.steps:
             for ref in s.refs():
                 if isinstance(ref, CloneOf) and f"prepare-clone-{ref.volume}" not in s.depends:
@@ -521,6 +542,7 @@ def restore_pipeline(policy: Policy) -> Pipeline:
 
 TRANSFORMS_FILE = "transforms.yaml"
 BOOLEAN = ("false", "true")
+RESTORE_TEST_PARAM = "restore-test"
 
 
 def restore_app_pipeline(policy: Policy) -> Pipeline:
@@ -656,25 +678,69 @@ def restore_app_pipeline(policy: Policy) -> Pipeline:
 
 
 def check_pipeline(policy: Policy) -> Pipeline:
-    step = Step(
+    """The repository check; with ``verify.restoreTest`` also a restore test, switched per run by the
+    ``restore-test`` parameter: one of two steps runs, and only the restore test's pod gets (and pays
+    for) a scratch volume."""
+    verify = policy.spec.verify
+    base: tuple[Arg, ...] = (*repository_args(policy), "--read-data", Param("read-data-percent"), "--json")
+    title = "Check the repository"
+    check = Step(
         name="check",
         command="check",
-        args=(*repository_args(policy), "--read-data", Param("read-data-percent")),
-        title="Check the repository",
+        args=base,
+        title=title,
         needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
     )
+    parameters = [
+        _percent_param(
+            "read-data-percent",
+            "Percent of the repository's data read back (0: structure only).",
+            verify.check_read_data_percent,
+        )
+    ]
+    description = f"Structural check of {policy.spec.repository.url}, reading back a share of its data."
+    steps: tuple[Step, ...] = (check,)
+    test = verify.restore_test
+    if test is not None:
+        # The newest committed backup of this app (a repository may hold several apps' backups).
+        restore_args: tuple[Arg, ...] = (
+            "--restore-test", "--scratch", ScratchPath(),
+            "--app", policy.app, "--namespace", policy.namespace, "--cluster", policy.spec.cluster,
+        )  # fmt: skip
+        if test.check_command:
+            restore_args += (
+                "--restore-check", test.check_command,
+                "--restore-check-timeout", str(test.check_timeout_seconds),
+            )  # fmt: skip
+        with_test = Step(
+            name="check-with-restore-test",
+            command="check",
+            args=(*base, *restore_args),
+            title=f"{title} and restore its newest backup into scratch space",
+            needs=check.needs,
+            when=Condition(RESTORE_TEST_PARAM, "true"),
+            scratch=ScratchSpace(test.scratch_size, test.storage_class_name),
+        )
+        steps = (replace(check, when=Condition(RESTORE_TEST_PARAM, "false")), with_test)
+        parameters.append(
+            Parameter(
+                RESTORE_TEST_PARAM,
+                f"Restore the newest committed backup into a scratch volume of {test.scratch_size} "
+                f"(deleted afterwards){' and run the policy check command on it' if test.check_command else ''}.",
+                "true" if test.enabled else "false",
+                BOOLEAN,
+            )
+        )
+        checked = " and checked by the policy's check command." if test.check_command else "."
+        description += (
+            f" With restore-test=true, the newest committed backup is restored into scratch space{checked}"
+        )
     pipeline = Pipeline(
         name="check",
         title=f"Check the repository of {policy.app} ({policy.namespace})",
-        description=f"Structural check of {policy.spec.repository.url}, reading back a share of its data.",
-        steps=(step,),
-        parameters=(
-            _percent_param(
-                "read-data-percent",
-                "Percent of the repository's data read back (0: structure only).",
-                policy.spec.verify.check_read_data_percent,
-            ),
-        ),
+        description=description,
+        steps=steps,
+        parameters=tuple(parameters),
     )
     pipeline.check()
     return pipeline

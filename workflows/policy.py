@@ -50,6 +50,7 @@ MAX_POLICY_NAME = 45
 DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+STORAGE_RE = r"^[0-9]+(\.[0-9]+)?(k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 SECRET_KEY_RE = r"^[-._a-zA-Z0-9]+$"
 REPOSITORY_URL_RE = r"^(s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[^\s]*)?|file:///[^\s]*|mem://[^\s/]+)$"
 ENDPOINT_RE = r"^https?://[^\s/]+(/[^\s]*)?$"
@@ -58,6 +59,7 @@ _PATTERN_MEANING = {
     DNS_LABEL_RE: "a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric)",
     DNS_SUBDOMAIN_RE: "a Kubernetes object name (lowercase letters, digits, '-' and '.')",
     QUANTITY_RE: "a Kubernetes quantity like 500m, 2, 512Mi or 4Gi",
+    STORAGE_RE: "a storage size like 10Gi or 500G (a Kubernetes quantity)",
     SECRET_KEY_RE: "a Secret or ConfigMap key (letters, digits, '-', '_' and '.')",
     REPOSITORY_URL_RE: "a repository URL s3://BUCKET/PREFIX (file:///PATH or mem://NAME for local runs)",
     ENDPOINT_RE: "an http:// or https:// URL",
@@ -265,14 +267,79 @@ class Retention(_Model):
         return out
 
 
+DEFAULT_SCRATCH_SIZE = "10Gi"
+_STORAGE_UNITS = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+MIN_SCRATCH_BYTES = 2**20
+
+
+def storage_bytes(text: str) -> int | None:
+    """Bytes of a storage quantity like ``10Gi`` or ``500M``; None when it is not one."""
+    if not re.match(STORAGE_RE, text):
+        return None
+    number = text.rstrip("kKMGTPEi")
+    return int(float(number) * _STORAGE_UNITS[text[len(number) :]])
+
+
+class RestoreTest(_Model):
+    """The restore test of the check run: the newest committed backup is restored into a scratch volume
+    of the check's own (deleted with its pod), then an optional command checks the restored files."""
+
+    enabled: bool = Field(
+        False,
+        description="Run the restore test in every check run, scheduled ones included (the default of the "
+        "check workflow's restore-test parameter); false: only in runs that set restore-test=true.",
+    )
+    scratch_size: str = Field(
+        DEFAULT_SCRATCH_SIZE,
+        pattern=STORAGE_RE,
+        description="Size of the scratch volume (a Kubernetes quantity like 50Gi); it must hold every "
+        "volume of the backup.",
+    )
+    storage_class_name: ObjectName | None = Field(
+        None, description="StorageClass of the scratch volume; default: the cluster's default class."
+    )
+    check_command: str | None = Field(
+        None,
+        description="Shell command run in the step container after the restore, with SNAPFLOW_RESTORE_DIR "
+        "naming the restored tree (one folder per volume); a non-zero exit fails the check.",
+    )
+    check_timeout_seconds: int = Field(600, gt=0, description="The check command is stopped after this long.")
+
+    @field_validator("scratch_size")
+    @classmethod
+    def _scratch_size(cls, value: str) -> str:
+        size = storage_bytes(value)
+        if size is not None and size < MIN_SCRATCH_BYTES:
+            raise ValueError(f"expected at least 1Mi (a bare number counts bytes), got {value!r}")
+        return value
+
+    @field_validator("check_command")
+    @classmethod
+    def _check_command(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError("expected a shell command, got an empty string")
+        if "{{" in value:
+            raise ValueError("expected no '{{' (Argo would read it as a template tag)")
+        return value
+
+
 class Verify(_Model):
-    """How much of what was written is read back."""
+    """How much of what was written is read back, and how the check run tests a restore."""
 
     read_data_percent: float = Field(
         10, ge=0, le=100, description="Percent of this backup's data read back after each backup."
     )
     check_read_data_percent: float = Field(
         0, ge=0, le=100, description="Percent of the whole repository's data read by the check run."
+    )
+    restore_test: RestoreTest | None = Field(
+        None,
+        description="Restore test of the check run; omit for a check workflow without one.",
     )
 
 

@@ -3,7 +3,9 @@
 Wraps the steps' own checks (:func:`steps.commands.preflight.preflight`: API, namespace, snapshot API
 and classes per CSI driver, RBAC, Pod Security, repository) with the policy's plan and its rendered
 ServiceAccount, and adds ``rbac-restore``: the restore identity may do what restore-app does in the
-policy's namespace (:func:`workflows.rbac.restore_rules`). The access checks are SubjectAccessReviews,
+policy's namespace (:func:`workflows.rbac.restore_rules`), and ``restore-test``: the scratch volume of the
+check's restore test can be provisioned (its StorageClass, or a default one, exists) and is as large
+as the app's PVCs. The access checks are SubjectAccessReviews,
 so the caller needs the right to create them (a cluster administrator); ``current_identity`` checks
 the caller instead of the ServiceAccounts.
 
@@ -21,7 +23,7 @@ from typing import Any
 
 from workflows.hera_builder import Names
 from workflows.pipeline import plan_for
-from workflows.policy import Policy
+from workflows.policy import Policy, storage_bytes
 from workflows.rbac import RESTORE_CLUSTER_RULES, restore_rules
 
 STATUS_WORDS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
@@ -85,6 +87,74 @@ def check_restore_rbac(client, policy: Policy, checks) -> None:
         checks.add("rbac-restore", "ok", f"ServiceAccount {sa} may restore the app into {policy.namespace}")
 
 
+DEFAULT_CLASS_ANNOTATIONS = (
+    "storageclass.kubernetes.io/is-default-class",
+    "storageclass.beta.kubernetes.io/is-default-class",
+)
+
+
+def check_restore_test(client, policy: Policy, checks) -> None:
+    """``restore-test``: the restore test's scratch volume (a generic ephemeral volume) can be
+    provisioned — without a StorageClass its pod would stay Pending until the workflow's deadline —
+    and it is not smaller than the app's PVCs (their requested size bounds what a backup holds)."""
+    from steps.drivers.kube import KubeError
+    from steps.manifests.objects import dig
+
+    test = policy.spec.verify.restore_test
+    if test is None:
+        return
+    try:
+        classes, _ = client.list("storage.k8s.io/v1", "StorageClass")
+        if test.storage_class_name:
+            if not any(c["metadata"]["name"] == test.storage_class_name for c in classes):
+                checks.add(
+                    "restore-test",
+                    "fail",
+                    f"StorageClass {test.storage_class_name} (verify.restoreTest.storageClassName) does not exist",
+                )
+                return
+            where = f"StorageClass {test.storage_class_name}"
+        else:
+            defaults = [
+                c["metadata"]["name"]
+                for c in classes
+                if any(
+                    ((c["metadata"].get("annotations") or {}).get(a) == "true")
+                    for a in DEFAULT_CLASS_ANNOTATIONS
+                )
+            ]
+            if not defaults:
+                checks.add(
+                    "restore-test",
+                    "fail",
+                    "no default StorageClass for the scratch volume: set verify.restoreTest.storageClassName",
+                )
+                return
+            where = f"the default StorageClass {defaults[0]}"
+        requested = 0
+        for vol in policy.spec.volumes:
+            pvc = (
+                client.get_or_none("v1", "PersistentVolumeClaim", vol.pvc, policy.namespace)
+                if vol.pvc
+                else None
+            )
+            size = dig(pvc or {}, "spec", "resources", "requests", "storage")
+            requested += (storage_bytes(str(size)) or 0) if size else 0
+    except KubeError as err:
+        checks.add("restore-test", "warn", f"cannot read StorageClasses or PVCs: {err}")
+        return
+    scratch = storage_bytes(test.scratch_size) or 0
+    if requested > scratch:
+        checks.add(
+            "restore-test",
+            "warn",
+            f"the app's PVCs request {requested / 2**30:.1f} GiB, the scratch volume "
+            f"(verify.restoreTest.scratchSize) is {test.scratch_size}: a full backup may not fit",
+        )
+    else:
+        checks.add("restore-test", "ok", f"scratch volume of {test.scratch_size} from {where}")
+
+
 def preflight_policy(
     client,
     policy: Policy,
@@ -111,4 +181,6 @@ def preflight_policy(
     api_ok = any(c["check"] == "api" and c["status"] == "ok" for c in checks.items)
     if api_ok and not current_identity and not service_account:
         check_restore_rbac(client, policy, checks)
+    if api_ok:
+        check_restore_test(client, policy, checks)
     return PolicyChecks(policy, checks.items)

@@ -1,4 +1,5 @@
-"""CronWorkflows of a scheduled policy: backup, and optionally prune and check, built with Hera.
+"""CronWorkflows of a scheduled policy: backup, and optionally prune and check (with the restore test
+when ``verify.restoreTest.enabled``), built with Hera.
 
 Each CronWorkflow only references its WorkflowTemplate (``workflowTemplateRef``), so a scheduled run
 and one started from the Argo UI or ``argo submit --from workflowtemplate/NAME`` are the same. A run
@@ -68,13 +69,21 @@ def cron_workflows(policy: Policy) -> list[CronWorkflow]:
             )
         )
     if schedule.check:
+        # The restore test follows the template's restore-test parameter, whose default is
+        # verify.restoreTest.enabled: a scheduled run and a run started by hand do the same.
+        test = policy.spec.verify.restore_test
+        with_test = (
+            f", with a restore test into a {test.scratch_size} scratch volume"
+            if test and test.enabled
+            else ""
+        )
         out.append(
             _cron(
                 policy,
                 "check",
                 schedule.check,
                 f"Scheduled repository check of {where}",
-                f"Runs check-{policy.name} at '{schedule.check}' ({schedule.timezone}).",
+                f"Runs check-{policy.name} at '{schedule.check}' ({schedule.timezone}){with_test}.",
             )
         )
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from steps.commands._repo import (
     CONNECTION_EPILOG,
     add_repo_args,
@@ -21,14 +23,16 @@ decrypted and rehashed - continuing where the previous check stopped (keyed rota
 the repository), so that every pack is read once every 100/PERCENT checks. On a versioned bucket it
 reports objects deleted or replaced outside Snapflow (restore --as-of reads their older versions).
 
-With --restore-test, the newest committed backup (every volume) is restored into --scratch and the
-optional --restore-check command runs there (SNAPFLOW_RESTORE_DIR names the directory; the app's own
-check, e.g. starting the database read-only). Exit 3 names every problem found.
+With --restore-test, the newest committed backup (every volume, one folder each, and its manifests) is
+restored into --scratch - the newest of one app with --app/--namespace/--cluster - and the optional
+--restore-check command runs there (SNAPFLOW_RESTORE_DIR names the directory; the app's own check, e.g.
+a file that must exist). Exit 3 names every problem found.
 
 examples:
   python -m steps check --repo s3://backups/shop --read-data 5
   python -m steps check --repo s3://backups/shop --restore-test --scratch /scratch \\
       --restore-check 'test -s "$SNAPFLOW_RESTORE_DIR/data/PG_VERSION"'
+  python -m steps check --repo s3://backups/shop --restore-test --app orders-db --namespace shop --json
 """
 
 
@@ -53,12 +57,34 @@ def configure(parser):
         "--restore-check-timeout", metavar="SECONDS", default="600", help="limit of --restore-check"
     )
     parser.add_argument("--keep-scratch", action="store_true", help="leave the restored files in --scratch")
+    parser.add_argument("--app", metavar="NAME", help="restore test: the newest backup of this app only")
+    parser.add_argument("--namespace", metavar="NS", help="restore test: of an app in this namespace only")
+    parser.add_argument("--cluster", metavar="NAME", help="restore test: of an app in this cluster only")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.epilog = CONNECTION_EPILOG
 
 
-def restore_test(repo, scratch: str | None, command: str | None, timeout: float, keep: bool) -> dict:
-    """Restore the newest committed backup (or the newest committed snapshot) and run ``command``."""
+def _of_app(record, app: dict[str, str]) -> bool:
+    """Whether a backup record belongs to the app named by ``app`` ({"name": ..., "namespace": ...})."""
+    have = record.data.get("app") if isinstance(record.data.get("app"), dict) else {}
+    return all(have.get(key) == value for key, value in app.items())
+
+
+def _describe_app(app: dict[str, str]) -> str:
+    where = [f"{k} {app[k]}" for k in ("namespace", "cluster") if k in app]
+    return f"app {app.get('name', '(any)')}" + (f" ({', '.join(where)})" if where else "")
+
+
+def restore_test(
+    repo,
+    scratch: str | None,
+    command: str | None,
+    timeout: float,
+    keep: bool,
+    app: dict[str, str] | None = None,
+) -> dict:
+    """Restore the newest committed backup (of ``app`` when given, else of any app; without backups the
+    newest snapshot) into ``scratch`` and run ``command`` there."""
     import os
     import shutil
     import tempfile
@@ -68,9 +94,16 @@ def restore_test(repo, scratch: str | None, command: str | None, timeout: float,
     from steps.repository.restorer import restore_snapshot
 
     t0 = time.monotonic()
-    result: dict = {"ok": False, "problems": []}
+    result: dict = {"ok": False, "problems": [], "warnings": []}
     snaps = {s.id: s for s in repo.list_snapshots()}
     backups = sorted(repo.list_records("backups"), key=lambda r: (str(r.data.get("time", "")), r.id))
+    if app:
+        result["app"] = dict(app)
+        backups = [r for r in backups if _of_app(r, app)]
+        if not backups:
+            result["problems"].append(f"no committed backup of {_describe_app(app)} to restore")
+            result["duration_s"] = round(time.monotonic() - t0, 3)
+            return result
     chosen: list[tuple[str, object]] = []
     if backups:
         rec = backups[-1]
@@ -101,6 +134,14 @@ def restore_test(repo, scratch: str | None, command: str | None, timeout: float,
     if os.path.exists(target_root):
         shutil.rmtree(target_root)
     result["volumes"] = []
+    needed = sum(int((snap.data.get("summary") or {}).get("bytes_total") or 0) for _, snap in chosen)
+    free = shutil.disk_usage(root).free
+    result["scratch"] = {"path": root, "free_bytes": free, "needed_bytes": needed}
+    if needed > free:
+        # Only a warning: sparse files and holes take less space than their size.
+        result["warnings"].append(
+            f"the scratch space {root} has {_size(free)} free, the backup holds {_size(needed)}"
+        )
     try:
         for name, snap in chosen:
             target = os.path.join(target_root, name.replace("/", "_"))
@@ -123,7 +164,10 @@ def restore_test(repo, scratch: str | None, command: str | None, timeout: float,
                 tail = run.stderr.strip().splitlines()[-1:] or [f"exit {run.returncode}"]
                 result["problems"].append(f"--restore-check failed (exit {run.returncode}): {tail[0]}")
     except Exception as err:  # a failed restore is the finding, not a crash of the check
-        result["problems"].append(f"restore failed: {err}")
+        hint = ""
+        if _out_of_space(err):
+            hint = f" (the scratch space {root} is too small: the backup holds {_size(needed)})"
+        result["problems"].append(f"restore failed: {err}{hint}")
     finally:
         if not keep:
             shutil.rmtree(target_root, ignore_errors=True)
@@ -132,6 +176,24 @@ def restore_test(repo, scratch: str | None, command: str | None, timeout: float,
     result["ok"] = not result["problems"]
     result["duration_s"] = round(time.monotonic() - t0, 3)
     return result
+
+
+def _out_of_space(err: BaseException | None) -> bool:
+    """Whether ``err`` (or what caused it) is ENOSPC: the scratch space ran full."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 def run(args) -> int:
@@ -151,13 +213,23 @@ def run(args) -> int:
         ) from None
     if args.restore_check and not args.restore_test:
         raise UsageError("--restore-check: needs --restore-test")
+    app = {
+        k: v for k, v in (("name", args.app), ("namespace", args.namespace), ("cluster", args.cluster)) if v
+    }
+    if app and not args.restore_test:
+        raise UsageError(
+            "--app/--namespace/--cluster: choose the backup of the restore test, need --restore-test"
+        )
     tune_malloc()
     repo = open_repository(args)
     with Progress("check", enabled=percent > 0, unit="packs") as progress:
         report = check_repository(repo, percent, progress)
     if args.restore_test:
-        report.restore_test = restore_test(repo, args.scratch, args.restore_check, timeout, args.keep_scratch)
+        report.restore_test = restore_test(
+            repo, args.scratch, args.restore_check, timeout, args.keep_scratch, app or None
+        )
         report.problems.extend(f"restore test: {p}" for p in report.restore_test["problems"])
+        report.warnings.extend(f"restore test: {w}" for w in report.restore_test["warnings"])
     for w in report.warnings[:50]:
         warn(w)
     if args.json:

@@ -113,3 +113,25 @@ def test_the_restore_test_restores_the_newest_backup_and_runs_the_check_command(
     )
     assert failing.returncode == 3
     assert "--restore-check failed (exit 7): broken" in failing.stdout + failing.stderr
+
+
+def test_the_restore_test_of_an_app_without_a_committed_backup_fails_and_says_so(s3_repo, tmp_path):
+    # GIVEN a repository holding a snapshot but no committed backup of the app
+    run_steps("init", "--repo", s3_repo)
+    run_steps("copy", "--repo", s3_repo, "--source", write_files(tmp_path / "src", 4))
+    # WHEN the restore test of that app runs
+    proc = run_steps(
+        "check", "--repo", s3_repo, "--restore-test", "--app", "orders-db", "--namespace", "shop", "--json",
+        check=False,
+    )  # fmt: skip
+    # THEN the check fails and names what it could not find (it restores no other app's data instead)
+    assert proc.returncode == 3
+    report = last_json(proc)
+    assert report["restore_test"]["problems"] == [
+        "no committed backup of app orders-db (namespace shop) to restore"
+    ]
+    assert "volumes" not in report["restore_test"]
+    # AND choosing an app without a restore test is a usage error
+    usage = run_steps("check", "--repo", s3_repo, "--app", "orders-db", check=False)
+    assert usage.returncode == 2
+    assert "--app/--namespace/--cluster" in usage.stderr

@@ -21,7 +21,9 @@ How the Argo semantics map onto processes:
 Values known only at run time (:class:`workflows.pipeline.Ref`) resolve locally: the backup ID is
 ``backup-<policy>-<5 chars>`` like an Argo workflow name; a copy reads its volume's snapshot through a
 stable path under the state directory (``mounts/<app>/<volume>``, a symlink, like the fixed mount path
-of a copy pod) so that the next backup finds its parent and skips unchanged files.
+of a copy pod) so that the next backup finds its parent and skips unchanged files. A step's scratch
+space (the restore test of check; a generic ephemeral volume in a cluster) is a temporary directory,
+removed when the run ends.
 
 After the finalizer, a local snapshot (btrfs subvolume or copy) of this backup is deleted when the
 policy says ``snapshot.deleteAfterCopy``, and the step timeline is stored in the repository as the run
@@ -63,6 +65,7 @@ from workflows.pipeline import (
     Ref,
     RestoreTarget,
     Retry,
+    ScratchPath,
     Step,
     VerdictField,
     VolumeSourcePath,
@@ -284,7 +287,7 @@ class StepRun:
         return max(0.0, end - self.started)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "command": self.step.command,
             "title": self.step.title,
@@ -298,6 +301,9 @@ class StepRun:
             "error": self.error or None,
             "holds_freeze": self.step.holds_freeze,
         }
+        if self.step.command == "check" and isinstance(self.result, dict):
+            out["report"] = self.result  # the check's --json report, its restore test included
+        return out
 
 
 @dataclass
@@ -435,6 +441,31 @@ class LocalContext:
     restore_target: str | None = None
     workflow_status: str = "Running"
     runs: dict[str, StepRun] = field(default_factory=dict)
+    scratch_root: str | None = None  # where steps' scratch space goes (default: the system's temp dir)
+    scratch_dirs: list[str] = field(default_factory=list)  # created for this run, removed after it
+
+    def scratch_of(self, step: Step) -> str:
+        """A fresh temporary directory: the step's scratch space (a generic ephemeral volume in a
+        cluster). Removed by :meth:`remove_scratch` when the run ends."""
+        import tempfile
+
+        if self.scratch_root:
+            os.makedirs(self.scratch_root, exist_ok=True)
+        path = tempfile.mkdtemp(prefix=f"snapflow-{step.name}-", dir=self.scratch_root)
+        self.scratch_dirs.append(path)
+        return path
+
+    def remove_scratch(self) -> list[str]:
+        """Remove the scratch directories of this run; a warning for each that could not be."""
+        import shutil
+
+        warnings = []
+        for path in self.scratch_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+            if os.path.exists(path):
+                warnings.append(f"scratch directory {path} could not be removed")
+        self.scratch_dirs.clear()
+        return warnings
 
     def output_path(self, step: Step, name: str) -> Path:
         files = dict(step.output_files)
@@ -493,6 +524,8 @@ class LocalContext:
             if not self.restore_target:
                 raise UsageError(f"--target: required by step {step.name}")
             return self.restore_target
+        if isinstance(ref, ScratchPath):
+            return self.scratch_of(step)
         if isinstance(ref, CloneOf):
             raise UsageError(f"step {step.name}: clones of PVCs exist only in a cluster")
         raise UsageError(f"step {step.name}: {type(ref).__name__} cannot be resolved in a local run")
@@ -599,6 +632,7 @@ class RunSettings:
     retry_limit: int = RETRY_LIMIT
     backup_id: str | None = None
     snapshot_dir: str | None = None  # where the local driver puts snapshots (default: next to the volume)
+    scratch_dir: str | None = None  # where steps' scratch space goes (default: the system's temp dir)
     store_record: bool = True  # the step timeline as the run record "pipeline"
     progress_interval_s: float = 0.5
 
@@ -635,6 +669,7 @@ class LocalPipelineRunner:
             params=params,
             mounts_dir=self.settings.state_dir / "mounts" / f"{self.policy.namespace}.{self.policy.app}",
             restore_target=restore_target,
+            scratch_root=self.settings.scratch_dir,
         )
 
     # -- one process -------------------------------------------------------------------------
@@ -906,7 +941,7 @@ class LocalPipelineRunner:
                 ctx.workflow_status = SUCCEEDED if graph_ok else FAILED
                 if exit_run is not None:
                     self._run_exit_step(ctx, exit_run)
-                warnings: list[str] = []
+                warnings: list[str] = ctx.remove_scratch()
                 if self.pipeline.name == "backup":
                     warnings += self._cleanup_local_snapshots(ctx)
                     with contextlib.suppress(FileNotFoundError):
