@@ -12,7 +12,8 @@ import os
 
 from steps.manifests.clean import select_objects
 from steps.manifests.transforms import TransformSpec, transform_objects
-from tests.fixtures.k8s_app import APP_NS, VOLUMES, b64, run_step
+from tests.fixtures.k8s_app import APP_NS, VOLUMES, run_step
+from tests.fixtures.rendered import repository_secrets
 
 
 def live_objects(world, namespace):
@@ -220,25 +221,7 @@ def test_group_snapshot_backup_is_restored_by_mover_pods(k8s):
 
     # AND the repository's Secrets live in the namespace Snapflow runs in
     k8s.server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "snapflow"}})
-    k8s.server.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "repo-key", "namespace": "snapflow"},
-            "data": {"password": b64(os.environ["SNAPFLOW_PASSWORD"])},
-        }
-    )
-    k8s.server.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "s3", "namespace": "snapflow"},
-            "data": {
-                "AWS_ACCESS_KEY_ID": b64(os.environ["AWS_ACCESS_KEY_ID"]),
-                "AWS_SECRET_ACCESS_KEY": b64(os.environ["AWS_SECRET_ACCESS_KEY"]),
-            },
-        }
-    )
+    repository_secrets(k8s.server, "snapflow", password="repo-key", s3="s3")
     kubelet = StepPodKubelet(k8s.server, k8s.tmp)
     k8s.server.set_pod_runner(kubelet)
 

@@ -14,7 +14,8 @@ import os
 import pytest
 
 from tests.fixtures.backup_mode import BACKUP_LABEL, TABLESPACE_MAP, backup_mode_target, commit_backup
-from tests.fixtures.k8s_app import APP_NS, VOLUMES, b64, run_step
+from tests.fixtures.k8s_app import APP_NS, VOLUMES, run_step
+from tests.fixtures.rendered import repository_secrets
 
 LABEL_FILES = ("pgdata/backup_label", "pgdata/tablespace_map")
 
@@ -47,28 +48,10 @@ def backup_in_backup_mode(k8s, backup_id: str, chown: dict[str, tuple[int, int]]
     return commit_backup(k8s.repo, backup_id, plan, sources, [backup_mode_target("db-0", backup_id)], k8s.tmp)
 
 
-def repository_secrets(k8s) -> None:
+def repository_namespace(k8s) -> None:
     """The repository's Secrets in the namespace Snapflow runs in (the restore copies them)."""
     k8s.server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "snapflow"}})
-    k8s.server.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "repo-key", "namespace": "snapflow"},
-            "data": {"password": b64(os.environ["SNAPFLOW_PASSWORD"])},
-        }
-    )
-    k8s.server.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "s3", "namespace": "snapflow"},
-            "data": {
-                "AWS_ACCESS_KEY_ID": b64(os.environ["AWS_ACCESS_KEY_ID"]),
-                "AWS_SECRET_ACCESS_KEY": b64(os.environ["AWS_SECRET_ACCESS_KEY"]),
-            },
-        }
-    )
+    repository_secrets(k8s.server, "snapflow", password="repo-key", s3="s3")
 
 
 def restore_by_mover_pods(k8s, backup_id: str, namespace: str, *extra: str):
@@ -90,7 +73,7 @@ def test_postgresql_copied_in_backup_mode_is_restored_by_mover_pods_with_its_lab
     # GIVEN a committed backup whose PostgreSQL was copied in backup mode, and the app's namespace lost
     backup_in_backup_mode(k8s, "backup-db-pg1")
     before = k8s.volume_state()
-    repository_secrets(k8s)
+    repository_namespace(k8s)
     kubelet = StepPodKubelet(k8s.server, k8s.tmp)
     k8s.server.set_pod_runner(kubelet)
     k8s.delete_namespace(APP_NS)
@@ -155,7 +138,7 @@ def test_mover_pods_restore_owners_through_the_transforms_uid_and_gid_ranges(k8s
     before = k8s.volume_state()
     owners_before = {v: owners(k8s.server.volume_path(APP_NS, pvc)) for v, pvc in VOLUMES.items()}
     assert {o for vol in owners_before.values() for o in vol.values()} == {(0, 0), (999, 999), (999, 0)}
-    repository_secrets(k8s)
+    repository_namespace(k8s)
     kubelet = StepPodKubelet(k8s.server, k8s.tmp)
     k8s.server.set_pod_runner(kubelet)
     k8s.delete_namespace(APP_NS)
