@@ -26,6 +26,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def switch_option() -> dict:
+    """``add_argument`` keywords of an option that is on alone (``--dry-run``) and also takes ``true`` or
+    ``false`` (``--dry-run false``: how a workflow parameter passes it)."""
+
+    def parse(value: str) -> bool:
+        if value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+    return {"nargs": "?", "const": True, "default": False, "type": parse, "metavar": "true|false"}
+
+
 def discover_commands(package: str, prefix: str = "") -> list[ModuleType]:
     """The command modules of ``package`` whose names start with ``prefix`` (and not with ``_``)."""
     pkg = importlib.import_module(package)

@@ -513,10 +513,21 @@ def backup_pipeline(policy: Policy) -> Pipeline:
 
 
 def restore_pipeline(policy: Policy) -> Pipeline:
+    """Restore one volume snapshot into an existing PVC. The optional parameters always reach the step
+    as values (``--write-backup-label false``, ``--uid-map ""``): restore treats false and empty as
+    "none", so one step serves every combination."""
+    args: tuple[Arg, ...] = (
+        *repository_args(policy),
+        "--snapshot", Param("snapshot"),
+        "--target", RestoreTarget(),
+        "--write-backup-label", Param("write-backup-label"),
+        "--uid-map", Param("uid-map"),
+        "--gid-map", Param("gid-map"),
+    )  # fmt: skip
     step = Step(
         name="restore",
         command="restore",
-        args=(*repository_args(policy), "--snapshot", Param("snapshot"), "--target", RestoreTarget()),
+        args=args,
         title="Restore a snapshot into the target volume",
         needs=frozenset({Needs.REPOSITORY, Needs.TARGET, Needs.DATA_MOVER}),
         claim=Param("target-pvc"),
@@ -533,6 +544,26 @@ def restore_pipeline(policy: Policy) -> Pipeline:
         parameters=(
             Parameter("snapshot", "Repository snapshot ID to restore (see a backup's outputs)."),
             Parameter("target-pvc", "Existing PersistentVolumeClaim to restore into (it is written to)."),
+            Parameter(
+                "write-backup-label",
+                "Then write the backup_label (and tablespace_map) the backup recorded for a PostgreSQL "
+                "copied in backup mode into its data directory (refused when the backup recorded none "
+                "for this volume).",
+                "false",
+                BOOLEAN,
+            ),
+            Parameter(
+                "uid-map",
+                "Restore file owner UIDs through ranges FROM:TO[:COUNT], separated by commas or blanks, "
+                "e.g. 999:1000650000 (empty: owners as recorded).",
+                "",
+            ),
+            Parameter(
+                "gid-map",
+                "Restore file group GIDs through ranges FROM:TO[:COUNT], separated by commas or blanks "
+                "(empty: groups as recorded).",
+                "",
+            ),
         ),
         mutex=app_mutex(policy),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from steps.cli import switch_option
 from steps.commands._repo import (
     CONNECTION_EPILOG,
     add_as_of_arg,
@@ -27,17 +28,25 @@ examples:
 --uid-map / --gid-map FROM:TO[:COUNT] (repeatable; COUNT defaults to 1) give the restored files, directories
 and symlinks owner FROM+i as TO+i for i < COUNT, the ranges restore-app's transforms use for security
 contexts (e.g. a namespace's own UID range on OpenShift); an ID outside every range is kept as recorded.
-Owners are set only when the restore runs as root (or with CAP_CHOWN).
+Owners are set only when the restore runs as root (or with CAP_CHOWN). A value may also hold several
+ranges separated by commas or blanks, and an empty value adds none (for workflow parameters).
 
 --write-backup-label: after the data is in place, write the backup_label (and tablespace_map) of a
 PostgreSQL copied in backup mode into its data directory inside --target. The label is read from the
 committed backup record of the snapshot's backup (its consistent point) in the repository; a snapshot
-whose backup recorded none is refused before anything is written.
+whose backup recorded none is refused before anything is written. It also takes an explicit true or
+false (--write-backup-label false writes nothing; for workflow parameters).
 
 With --as-of, the repository is read as it was at that time from the bucket's object versions (a
 versioned bucket, ideally with Object Lock): snapshots overwritten or deleted since come back, and each
 object is still checked against its name.
 """
+
+
+def id_map_values(values: list[str] | None) -> list[str]:
+    """Each ``--uid-map`` / ``--gid-map`` value split at commas and blanks, empty parts dropped:
+    ``["1000:2000:10, 0:3000", ""]`` → ``["1000:2000:10", "0:3000"]``."""
+    return [part for v in values or [] for part in v.replace(",", " ").split()]
 
 
 def configure(parser):
@@ -57,17 +66,19 @@ def configure(parser):
         "--uid-map",
         action="append",
         metavar="FROM:TO[:COUNT]",
-        help="restore owner UIDs FROM..FROM+COUNT-1 as TO..TO+COUNT-1 (repeatable; others are kept)",
+        help="restore owner UIDs FROM..FROM+COUNT-1 as TO..TO+COUNT-1 (repeatable, or several ranges"
+        " separated by commas; empty: none; others are kept)",
     )
     parser.add_argument(
         "--gid-map",
         action="append",
         metavar="FROM:TO[:COUNT]",
-        help="restore owner GIDs FROM..FROM+COUNT-1 as TO..TO+COUNT-1 (repeatable; others are kept)",
+        help="restore owner GIDs FROM..FROM+COUNT-1 as TO..TO+COUNT-1 (repeatable, or several ranges"
+        " separated by commas; empty: none; others are kept)",
     )
     parser.add_argument(
         "--write-backup-label",
-        action="store_true",
+        **switch_option(),
         help="then write the backup_label (and tablespace_map) the backup recorded for a PostgreSQL"
         " copied in backup mode into its data directory inside --target",
     )
@@ -126,8 +137,8 @@ def run(args) -> int:
     from steps.repository.pipeline import tune_for_bulk_work
     from steps.repository.restorer import restore_snapshot
 
-    uid_map = parse_id_map(args.uid_map, "--uid-map")
-    gid_map = parse_id_map(args.gid_map, "--gid-map")
+    uid_map = parse_id_map(id_map_values(args.uid_map), "--uid-map")
+    gid_map = parse_id_map(id_map_values(args.gid_map), "--gid-map")
     if args.write_backup_label and os.path.exists(args.target) and not os.path.isdir(args.target):
         raise UsageError(
             f"--write-backup-label: --target {args.target} is no directory (a data directory is needed)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from steps.cli import switch_option
 from steps.commands._kube import KUBE_EPILOG, add_kube_args
 from steps.commands._repo import CONNECTION_EPILOG, add_repo_args
 
@@ -51,18 +52,6 @@ PHASE_CHOICES = ("all", "prepare", "fill", "finish")
 MOVERS = ("pod", "local", "none")
 # The repository connection settings a mover pod gets from the restoring process's environment.
 MOVER_ENV = ("SNAPFLOW_S3_REGION", "SNAPFLOW_S3_PATH_STYLE")
-
-
-def _switch(flag: str):
-    """An option that is on alone (``--dry-run``) and also takes ``true`` or ``false``."""
-    import argparse
-
-    def parse(value: str) -> bool:
-        if value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-    return {"nargs": "?", "const": True, "default": False, "type": parse, "metavar": "true|false"}
 
 
 def configure(parser):
@@ -157,7 +146,7 @@ def configure(parser):
     )
     m.add_argument(
         "--mover-non-root",
-        **_switch("--mover-non-root"),
+        **switch_option(),
         help="pod mover: run as UID 65532 (owners are not restored; for restricted Pod Security)",
     )
     parser.add_argument(
@@ -171,9 +160,7 @@ def configure(parser):
         "--out", metavar="FILE", help="--phase prepare: write the volumes to fill (JSON) here"
     )
     c = parser.add_argument_group("check")
-    c.add_argument(
-        "--wait-ready", **_switch("--wait-ready"), help="wait until the workloads' replicas are ready"
-    )
+    c.add_argument("--wait-ready", **switch_option(), help="wait until the workloads' replicas are ready")
     c.add_argument("--check-pod", metavar="NAME", help="after the restore, exec --check-command in this pod")
     c.add_argument("--check-container", metavar="NAME", help="container of --check-pod")
     c.add_argument("--check-command", metavar="CMD", help="shell command, e.g. \"psql -c 'select 1'\"")
@@ -190,9 +177,7 @@ def configure(parser):
         metavar="S",
         help="per wait (deletions, binding, movers, readiness); default 1800",
     )
-    parser.add_argument(
-        "--dry-run", **_switch("--dry-run"), help="print the transformed objects; change nothing"
-    )
+    parser.add_argument("--dry-run", **switch_option(), help="print the transformed objects; change nothing")
     parser.add_argument("--report", metavar="FILE", help="write the restore report (JSON) here too")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     add_kube_args(parser)
@@ -407,8 +392,14 @@ def fill_local(client, items: list[dict], args, report, log, spec, labels: dict)
     for item in items:
         started = time.time()
         path = volume_directory(client, item["namespace"], item["pvc"], args.volume_root, args.timeout)
-        argv = render.mover_args(args.repo, item["snapshot"], path, args.endpoint, args.exclude)
-        argv += mover_options(item, spec, labels)
+        argv = render.mover_args(
+            args.repo,
+            item["snapshot"],
+            path,
+            args.endpoint,
+            args.exclude,
+            extra_args=mover_options(item, spec, labels),
+        )
         log(f"filling PVC {item['namespace']}/{item['pvc']} from snapshot {item['snapshot'][:8]}")
         rc = cli.main(argv)
         if rc != 0:
@@ -540,8 +531,8 @@ def fill_pods(
                 excludes=args.exclude,
                 volume_mode=item["volume_mode"],
                 run_as_root=not args.mover_non_root,
+                extra_args=mover_options(item, spec, pg_labels),
             )
-            manifest["spec"]["containers"][0]["args"] += mover_options(item, spec, pg_labels)
             try:
                 client.create(manifest)
             except AlreadyExists:

@@ -146,13 +146,16 @@ def mover_args(
     target: str,
     endpoint: str | None = None,
     excludes: list[str] | None = None,
+    extra_args: list[str] | None = None,
 ) -> list[str]:
-    """The mover's command line after ``python -m steps`` (the same restore step as anywhere else)."""
+    """The mover's command line after ``python -m steps`` (the same restore step as anywhere else);
+    ``extra_args`` (e.g. ``--uid-map 999:1000650000``, ``--write-backup-label``) go last, as given."""
     args = ["restore", "--repo", repository, "--snapshot", snapshot_id, "--target", target]
     if endpoint:
         args += ["--endpoint", endpoint]
     for pattern in excludes or []:
         args += ["--exclude", pattern]
+    args += extra_args or []
     return args
 
 
@@ -180,9 +183,11 @@ def mover_pod(
     image_pull_policy: str = "IfNotPresent",
     resources: dict | None = None,
     extra_env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
 ) -> dict:
     """A pod that restores one repository snapshot into one PVC and exits. ``ca_config_map`` (a ConfigMap
-    in ``namespace``) holds the object store's CA certificates under ``ca_key``."""
+    in ``namespace``) holds the object store's CA certificates under ``ca_key``; ``extra_args`` are
+    appended to the restore step's arguments (see :func:`mover_args`)."""
     if volume_mode not in ("Filesystem", "Block"):
         raise UsageError(f"volumeMode: expected Filesystem or Block, got {volume_mode!r}")
     target = "/dev/snapflow-target" if volume_mode == "Block" else "/data"
@@ -193,7 +198,7 @@ def mover_pod(
         pvc=pvc,
         image=image,
         image_pull_policy=image_pull_policy,
-        args=mover_args(repository, snapshot_id, target, endpoint, excludes),
+        args=mover_args(repository, snapshot_id, target, endpoint, excludes, extra_args),
         target=target,
         labels=labels,
         password_secret=password_secret,

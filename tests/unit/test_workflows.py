@@ -217,8 +217,12 @@ def test_restore_needs_a_snapshot_and_a_target(rendered_examples):
             if not name.startswith("restore-") or name.startswith("restore-app-"):
                 continue
             params = {p["name"]: p for p in wt["spec"]["arguments"]["parameters"]}
-            assert set(params) == {"snapshot", "target-pvc"}
-            assert all("value" not in p for p in params.values())
+            assert {n for n, p in params.items() if "value" not in p} == {"snapshot", "target-pvc"}
+            assert {n: p["value"] for n, p in params.items() if "value" in p} == {
+                "write-backup-label": "false",
+                "uid-map": "",
+                "gid-map": "",
+            }
             restore = _templates(wt)["restore"]
             (data,) = [v for v in restore["volumes"] if v["name"] == "data"]
             assert data["persistentVolumeClaim"] == {"claimName": "{{workflow.parameters.target-pvc}}"}
