@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shutil
 import subprocess
 import time
@@ -97,6 +98,12 @@ class _Rule:
         )
 
 
+# The environment of the copies, fixed at import: they run on the server's threads, and a child spawned
+# while another thread changes os.environ (a test running a step in-process) can inherit a freed
+# environment block and fail with EFAULT.
+_COPY_ENV = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"}
+
+
 def copy_tree(source: Path, target: Path) -> None:
     """Copy a volume (directory or block file) preserving everything `cp -a` preserves."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +112,7 @@ def copy_tree(source: Path, target: Path) -> None:
         cmd = ["cp", "-a", f"{source}/.", str(target)]
     else:
         cmd = ["cp", "-a", str(source), str(target)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=_COPY_ENV)
     if result.returncode != 0:
         raise OSError(f"copying {source} to {target} failed: {result.stderr.strip()}")
 
