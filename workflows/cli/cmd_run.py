@@ -19,6 +19,7 @@ examples:
   snapflow run policy.yaml --local --pipeline init        # create the repository once
   snapflow run policy.yaml --local                         # back up
   snapflow run policy.yaml --local -p read-data-percent=100
+  snapflow run policy.yaml --local --pipeline check -p restore-test=true   # with spec.verify.restoreTest
   snapflow run examples/postgresql-statefulset.yaml --local --volume data=/srv/pgdata \\
       --hook-param orders-db-0.port=5433 --hook-param orders-db-0.password_file=/etc/pg/password
 """
