@@ -16,7 +16,7 @@ import time
 MiB = 1024 * 1024
 
 
-def _human(n: float) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -82,15 +82,15 @@ class Progress:
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        total = _human(self.total_bytes) + ("" if self.total_final else "+") if self.total_bytes else "?"
+        total = human_bytes(self.total_bytes) + ("" if self.total_final else "+") if self.total_bytes else "?"
         pct = (
             f" {100 * self.done_bytes / self.total_bytes:5.1f}%"
             if self.total_bytes and self.total_final
             else ""
         )
         return (
-            f"{self.label}: {self.files} {self.unit}, {_human(self.done_bytes)} / {total}{pct},"
-            f" {_human(self.done_bytes / elapsed)}/s, {elapsed:.0f} s"
+            f"{self.label}: {self.files} {self.unit}, {human_bytes(self.done_bytes)} / {total}{pct},"
+            f" {human_bytes(self.done_bytes / elapsed)}/s, {elapsed:.0f} s"
         )
 
     def _report(self, final: bool = False) -> None:

@@ -13,6 +13,7 @@ from steps.commands._repo import (
     problems_summary,
     warn,
 )
+from steps.progress import human_bytes
 
 NAME = "check"
 HELP = "check the whole repository; read back a rotating share of its data; optional restore test"
@@ -140,7 +141,7 @@ def restore_test(
     if needed > free:
         # Only a warning: sparse files and holes take less space than their size.
         result["warnings"].append(
-            f"the scratch space {root} has {_size(free)} free, the backup holds {_size(needed)}"
+            f"the scratch space {root} has {human_bytes(free)} free, the backup holds {human_bytes(needed)}"
         )
     try:
         for name, snap in chosen:
@@ -166,7 +167,7 @@ def restore_test(
     except Exception as err:  # a failed restore is the finding, not a crash of the check
         hint = ""
         if _out_of_space(err):
-            hint = f" (the scratch space {root} is too small: the backup holds {_size(needed)})"
+            hint = f" (the scratch space {root} is too small: the backup holds {human_bytes(needed)})"
         result["problems"].append(f"restore failed: {err}{hint}")
     finally:
         if not keep:
@@ -186,14 +187,6 @@ def _out_of_space(err: BaseException | None) -> bool:
             return True
         err, seen = err.__cause__ or err.__context__, seen + 1
     return False
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def run(args) -> int:
