@@ -150,6 +150,9 @@ class ObjectStore:
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
 
+    # How finely the store's Last-Modified times tell writes apart (S3: whole seconds).
+    time_resolution = timedelta(0)
+
     def server_time(self) -> datetime:
         """The store's clock (prune's grace period is measured in it, not in the local clock)."""
         return datetime.now(UTC)
@@ -540,6 +543,8 @@ _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 class S3Store(ObjectStore):
     """An S3 bucket and prefix. Every call has explicit timeouts and a bounded number of retries."""
+
+    time_resolution = timedelta(seconds=1)
 
     _TRANSIENT_CODES = {
         "SlowDown",

@@ -38,7 +38,7 @@ from steps.errors import PermanentError, UsageError
 
 # Objects that belong to no backup: read-probe objects and maintenance state. Their old versions are
 # purged freely; anything else deleted by someone other than prune is reported as tampering.
-MAINTENANCE_PREFIXES = ("locks/", "prune/", "prune-log/", "check/")
+MAINTENANCE_PREFIXES = ("locks/", "prune/", "prune-lease/", "prune-log/", "check/")
 
 
 def parse_as_of(value: str) -> datetime:

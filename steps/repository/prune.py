@@ -43,6 +43,7 @@ from steps.drivers.objectstore import ObjectLock, ObjectNotFound
 from steps.errors import IntegrityError, UsageError
 
 from .index import IndexPack
+from .lease import PruneLease
 from .lock import extend_locks, purge_versions, version_map
 from .pack import pack_key, read_pack_entries
 from .pipeline import BlobSink
@@ -275,6 +276,11 @@ class _Run:
         self.log = log
         self.versioned = self.store.versioning_enabled()
         self.run_id = uuid.uuid4().hex[:12]
+        self.lease: PruneLease | None = None  # held by a run that deletes (see .lease)
+
+    def check_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
 
     # -- deleting, with a log for the version purge --------------------------------------------
     def log_deletions(self, keys: list[str], why: str) -> None:
@@ -284,6 +290,7 @@ class _Run:
     def delete_keys(self, keys: list[str]) -> None:
         if self.opts.dry_run or not keys:
             return
+        self.check_lease()
         with ThreadPoolExecutor(max_workers=min(DELETE_PARALLEL, len(keys))) as pool:
             list(pool.map(self.store.delete, keys))
 
@@ -384,6 +391,7 @@ def _sweep(run: _Run, ripe: list[Record]) -> None:
         except ObjectNotFound:
             continue
         if not opts.dry_run:
+            run.check_lease()
             store.delete(key)
         removed[sid] = (data, bid)
         stats["snapshots_deleted"] += 1
@@ -698,6 +706,17 @@ def prune(
         raise UsageError(f"--repack-unused: expected a share between 0 and 1, got {opts.repack_unused}")
     report = PruneReport(dry_run=opts.dry_run, rules=opts.rules.describe() if opts.rules else "")
     run = _Run(repo, opts, report, log)
+    if opts.gc and not opts.dry_run:  # one deleting prune per repository at a time
+        run.lease = PruneLease(repo, run.run_id, sleep).acquire()
+    try:
+        return _prune(run, sleep, t0)
+    finally:
+        if run.lease is not None:
+            run.lease.release()
+
+
+def _prune(run: _Run, sleep: Callable[[float], None], t0: float) -> PruneReport:
+    repo, opts, report, log = run.repo, run.opts, run.report, run.log
     repo.warnings.clear()
     now = repo.store.server_time()
     report.server_time = iso(now)

@@ -198,3 +198,48 @@ def test_a_prune_killed_at_random_moments_leaves_a_valid_repository(s3_repo, tmp
     run_steps("verify", "--repo", s3_repo, "--read-data", "100")
     assert len(last_json(run_steps("snapshots", "--repo", s3_repo, "--json"))) == 2
     assert _restore_equals(s3_repo, "latest", src, tmp_path / "out")
+
+
+def test_two_prunes_of_one_repository_at_once_run_one_after_the_other(s3_repo, tmp_path):
+    # GIVEN a repository with data to free, and a prune holding its lease while it waits out a grace
+    # period (as a prune from another namespace or cluster would, where no Argo mutex reaches)
+    run_steps("init", "--repo", s3_repo)
+    src = tmp_path / "src"
+    for seed in range(3):
+        write_files(src, seed, size=200_000)
+        _copy(s3_repo, src)
+        time.sleep(1.05)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "steps",
+            "prune",
+            "--repo",
+            s3_repo,
+            "--keep-last",
+            "1",
+            "--grace",
+            "6s",
+            "--wait",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(4)
+        # WHEN a second prune of the same repository starts
+        second = run_steps("prune", "--repo", s3_repo, "--keep-last", "1", "--grace", "0", check=False)
+        # THEN it stops at once with the retryable exit code, naming the prune that holds the lease
+        assert second.returncode == 75, second.stderr
+        assert "is being pruned by a prune on" in second.stderr
+        assert first.poll() is None, "the first prune was still waiting"
+    finally:
+        _out, err = first.communicate(timeout=120)
+    # AND the first one finished its work, left no lease behind, and the repository verifies
+    assert first.returncode == 0, err
+    assert not list(open_store(s3_repo).list("prune-lease/"))
+    run_steps("verify", "--repo", s3_repo, "--read-data", "100")
+    assert _restore_equals(s3_repo, "latest", src, tmp_path / "out")
