@@ -195,7 +195,7 @@ class Liveness:
                         " repair index) before prune"
                     )
                 try:
-                    nodes = decode_tree(self.repo.read_blob(tid))
+                    nodes = decode_tree(self.repo.read_blob(tid), tree_hex)
                 except Exception as err:
                     raise IntegrityError(
                         f"snapshot {snap.short_id}: tree {tree_hex} unreadable ({err}); run verify before prune"

@@ -591,7 +591,7 @@ class Repository:
     def load_tree(self, tree_id: str | bytes) -> list[dict]:
         bid = bytes.fromhex(tree_id) if isinstance(tree_id, str) else tree_id
         try:
-            return decode_tree(self.read_blob(bid))
+            return decode_tree(self.read_blob(bid), bid.hex())
         except ObjectNotFound:
             loc = self.index.get(bid)
             raise IntegrityError(f"tree {bid.hex()}: pack {loc.pack_id if loc else '?'} is missing") from None

@@ -10,13 +10,23 @@ regions not stored); symlinks add ``target``; devices add ``rdev``. Names are fi
 with ``os.fsdecode`` (undecodable bytes survive as lone surrogates, escaped in the JSON).
 Provides :func:`node_from_stat`, :func:`encode_tree`, :func:`decode_tree`. Called by the archiver,
 restorer, checker and ``ls``.
+
+Trees come from the repository, which a compromised writer may have crafted: :func:`decode_tree` is a
+parser of untrusted input. Every tree it returns has passed :func:`validate_nodes` — names are data,
+never paths (not empty, not ``.`` or ``..``, no ``/``, no NUL, encodable back to file-system bytes,
+unique within the tree), every type is known and every field a reader uses has its type — so no reader
+can be led outside the directory it works in by a name. A tree that breaks a rule raises
+:class:`DamagedTreeError`, naming the tree and the entry.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat as stat_mod
+
+from steps.errors import IntegrityError
 
 NODE_TYPES = ("file", "dir", "symlink", "fifo", "chardev", "blockdev", "socket")
 
@@ -61,8 +71,118 @@ def encode_tree(nodes: list[dict]) -> bytes:
     return json.dumps({"nodes": nodes}, sort_keys=True, separators=(",", ":")).encode()
 
 
-def decode_tree(data: bytes) -> list[dict]:
-    return json.loads(data)["nodes"]
+class DamagedTreeError(IntegrityError):
+    """A tree blob that decrypts and matches its ID but breaks the tree rules (crafted or buggy writer).
+    ``tree`` is its ID (hex) when known, ``entry`` the offending entry's name (or None)."""
+
+    def __init__(self, message: str, tree: str | None = None, entry: str | None = None):
+        super().__init__(message)
+        self.tree = tree
+        self.entry = entry
+
+
+_BLOB_HEX = re.compile(r"[0-9a-f]{64}\Z")
+_INT_FIELDS = ("mode", "uid", "gid", "mtime_ns", "atime_ns", "ctime_ns", "inode", "dev", "nlink", "rdev")
+
+
+def name_problem(name) -> str | None:
+    """Why ``name`` cannot be a directory entry (None when it can). Checked on the bytes the restore
+    would create, so a name a real directory holds (newlines, leading dashes, non-UTF-8 bytes kept as
+    lone surrogates) passes and nothing that could step out of a directory does."""
+    if not isinstance(name, str):
+        return f"name is {type(name).__name__}, not a string"
+    try:
+        raw = os.fsencode(name)
+    except UnicodeEncodeError:
+        return "name is not encodable as file-system bytes"
+    if not raw:
+        return "empty name"
+    if raw in (b".", b".."):
+        return f"name {name!r} is not allowed"
+    if b"/" in raw:
+        return "name contains '/'"
+    if b"\0" in raw:
+        return "name contains NUL"
+    if len(raw) > 255:
+        return f"name is {len(raw)} bytes long (at most 255)"
+    return None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def node_problem(node) -> str | None:
+    """Why ``node`` is not a well-formed entry (None when it is); the name is checked by the caller."""
+    if not isinstance(node, dict):
+        return "entry is not an object"
+    kind = node.get("type")
+    if kind not in NODE_TYPES:
+        return f"unknown type {kind!r}"
+    for key in _INT_FIELDS:
+        if key in node and not _is_int(node[key]):
+            return f"{key} is not an integer"
+    if kind == "dir":
+        sub = node.get("subtree")
+        if sub is not None and not (isinstance(sub, str) and _BLOB_HEX.match(sub)):
+            return "subtree is not a blob ID"
+    elif kind == "file":
+        size = node.get("size", 0)
+        if not _is_int(size) or size < 0:
+            return "size is not a non-negative integer"
+        content = node.get("content") or []
+        if not isinstance(content, list) or not all(isinstance(c, str) and _BLOB_HEX.match(c) for c in content):
+            return "content is not a list of blob IDs"
+        holes = node.get("holes") or []
+        if not isinstance(holes, list):
+            return "holes is not a list"
+        pos = 0
+        for hole in holes:
+            if not (isinstance(hole, list) and len(hole) == 2 and all(map(_is_int, hole))):
+                return "a hole is not [offset, length]"
+            off, length = hole
+            if off < pos or length <= 0 or off + length > size:
+                return "holes are not sorted, disjoint and inside the size"
+            pos = off + length
+    elif kind == "symlink":
+        target = node.get("target", "")
+        if not isinstance(target, str):
+            return "symlink target is not a string"
+        try:
+            if b"\0" in os.fsencode(target):
+                return "symlink target contains NUL"
+        except UnicodeEncodeError:
+            return "symlink target is not encodable as file-system bytes"
+    return None
+
+
+def validate_nodes(nodes, tree: str | None = None) -> list[dict]:
+    """``nodes`` when they form a valid tree, else :class:`DamagedTreeError` naming the tree and entry."""
+    where = f"tree {tree}" if tree else "tree"
+    if not isinstance(nodes, list):
+        raise DamagedTreeError(f"{where}: nodes is not a list", tree)
+    seen: set[str] = set()
+    for node in nodes:
+        name = node.get("name") if isinstance(node, dict) else None
+        problem = name_problem(name) or node_problem(node)
+        if problem is None and name in seen:
+            problem = "name appears twice"
+        if problem is not None:
+            shown = repr(name) if isinstance(name, str) else "?"
+            raise DamagedTreeError(f"{where}: entry {shown}: {problem}", tree, name if isinstance(name, str) else None)
+        seen.add(name)
+    return nodes
+
+
+def decode_tree(data: bytes, tree: str | None = None) -> list[dict]:
+    """The validated nodes of a stored tree (see :func:`validate_nodes`); ``tree`` names it in errors."""
+    try:
+        nodes = json.loads(data)["nodes"]
+    except (ValueError, TypeError, KeyError) as err:
+        raise DamagedTreeError(
+            f"tree {tree or '?'}: not a tree ({type(err).__name__})", tree
+        ) from None
+    return validate_nodes(nodes, tree)
 
 
 def file_regions(node: dict) -> list[tuple[int, int]]:
