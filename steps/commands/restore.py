@@ -11,6 +11,7 @@ from steps.commands._repo import (
     print_json,
     warn,
 )
+from steps.repository.tree import OVERWRITE_MODES, RestoreLimits
 
 NAME = "restore"
 HELP = "restore a snapshot into a directory"
@@ -37,6 +38,19 @@ committed backup record of the snapshot's backup (its consistent point) in the r
 whose backup recorded none is refused before anything is written. It also takes an explicit true or
 false (--write-backup-label false writes nothing; for workflow parameters).
 
+A target that already holds something (bar an empty lost+found at its root, as a fresh ext4 volume
+has) is refused, listing what is there, unless a mode is chosen: --overwrite always (replace every entry
+in the way), if-changed (keep files whose size and modification time match the snapshot), never (keep
+every existing entry), and --delete (also remove what the snapshot does not hold; implies always unless
+--overwrite says otherwise). Nothing is ever overwritten silently.
+
+The snapshot is read as untrusted input: every tree is validated and every limit applied before the first
+write. Nothing is ever written outside --target: every entry is created relative to its directory's
+descriptor and a symlink in the way is replaced, never followed. A damaged tree (an invalid name, a file
+whose size disagrees with its content, an unreadable tree) fails the restore with nothing written, exit 1;
+--skip-damaged restores the rest, lists what it skipped and exits 3. --max-depth, --max-tree-entries and
+--max-entries bound what a snapshot may expand to (defaults 1000, 10 million, 1 billion).
+
 With --as-of, the repository is read as it was at that time from the bucket's object versions (a
 versioned bucket, ideally with Object Lock): snapshots overwritten or deleted since come back, and each
 object is still checked against its name.
@@ -60,6 +74,34 @@ def configure(parser):
         action="store_true",
         help="also restore a snapshot of a backup that was never committed (not a restore point)",
     )
+    parser.add_argument(
+        "--overwrite",
+        choices=OVERWRITE_MODES,
+        help="what to do with entries already in --target: always replace them, replace only files whose"
+        " size or modification time differ (if-changed), or keep them (never); without it (or --delete) a"
+        " non-empty target is refused",
+    )
+    parser.add_argument(
+        "--delete", action="store_true", help="also remove from --target what the snapshot does not hold"
+    )
+    parser.add_argument(
+        "--skip-damaged",
+        action="store_true",
+        help="restore what is intact, list the damaged directories and files skipped, and exit 3",
+    )
+    defaults = RestoreLimits()
+    for flag, what in (
+        ("max_depth", "directory depth"),
+        ("max_tree_entries", "entries of one directory"),
+        ("max_entries", "entries of the whole snapshot"),
+    ):
+        parser.add_argument(
+            "--" + flag.replace("_", "-"),
+            type=int,
+            default=getattr(defaults, flag),
+            metavar="N",
+            help=f"refuse a snapshot with more than N {what} (default {getattr(defaults, flag)})",
+        )
     parser.add_argument("--include", action="append", metavar="PATTERN", help="restore only matching paths")
     parser.add_argument("--exclude", action="append", metavar="PATTERN", help="skip matching paths")
     parser.add_argument(
@@ -109,21 +151,21 @@ def backup_labels(repo, snap) -> list[tuple[str, dict]]:
 
 
 def write_labels(target: str, labels: list[tuple[str, dict]]) -> list[str]:
-    """Write each label into its data directory below ``target``; the files written, relative to it."""
-    import os
-
+    """Write each label into its data directory below ``target`` (never through a symlink); the files
+    written, relative to it."""
     from steps.errors import PermanentError
     from steps.quiesce.postgresql import write_backup_label
 
     written = []
     for sub, record in labels:
-        datadir = os.path.join(target, sub)
-        if not os.path.isdir(datadir):
+        try:
+            names = write_backup_label(target, record, sub)
+        except OSError as err:
             raise PermanentError(
                 f"--write-backup-label: the data directory {sub or '.'} of target {record.get('name')} is"
-                f" not in the restored {target}"
-            )
-        written += [f"{sub}/{name}".lstrip("/") for name in write_backup_label(datadir, record)]
+                f" not a directory in the restored {target} ({err.strerror})"
+            ) from None
+        written += [f"{sub}/{name}".lstrip("/") for name in names]
     return written
 
 
@@ -131,7 +173,7 @@ def run(args) -> int:
     import os
     import sys
 
-    from steps.errors import UsageError
+    from steps.errors import EXIT_PERMANENT, UsageError
     from steps.manifests.transforms import parse_id_map
     from steps.progress import Progress
     from steps.repository.pipeline import tune_for_bulk_work
@@ -143,6 +185,7 @@ def run(args) -> int:
         raise UsageError(
             f"--write-backup-label: --target {args.target} is no directory (a data directory is needed)"
         )
+    limits = RestoreLimits(args.max_depth, args.max_tree_entries, args.max_entries)
     tune_for_bulk_work()
     repo = open_repository(args)
     snap = repo.find_restore_point(args.snapshot, allow_uncommitted=args.allow_uncommitted)
@@ -157,9 +200,15 @@ def run(args) -> int:
             progress,
             uid_map=uid_map,
             gid_map=gid_map,
+            overwrite=args.overwrite,
+            delete=args.delete,
+            skip_damaged=args.skip_damaged,
+            limits=limits,
         )
     for w in stats.warnings[:50]:
         warn(w)
+    for d in stats.damaged[:50]:
+        warn(f"skipped damaged {d}")
     written = write_labels(args.target, labels) if labels else []
     summary = {
         "snapshot": snap.id,
@@ -170,6 +219,9 @@ def run(args) -> int:
         "bytes_written": stats.bytes_written,
         "duration_s": round(stats.duration_s, 3),
         "warnings": len(stats.warnings),
+        "kept": stats.kept,
+        "deleted": stats.deleted,
+        "damaged": stats.damaged,
     }
     if uid_map or gid_map:
         summary["uid_map"] = [str(r) for r in uid_map]
@@ -186,4 +238,11 @@ def run(args) -> int:
         )
         if written:
             print(f"wrote {', '.join(written)} (PostgreSQL copied in backup mode)", file=sys.stderr)
+    if stats.damaged:
+        print(
+            f"error: snapshot {snap.short_id} is damaged: {len(stats.damaged)} directories or files were"
+            " skipped (listed above); the rest was restored",
+            file=sys.stderr,
+        )
+        return EXIT_PERMANENT
     return 0

@@ -18,7 +18,6 @@ ever travels on a command line or in a pod spec.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from steps.errors import UsageError
@@ -72,10 +71,14 @@ def label_files(labels: list[tuple[str, dict[str, Any]]]) -> list[str]:
     ]
 
 
-def write_backup_label(datadir: str | os.PathLike, target_record: dict[str, Any]) -> list[str]:
-    """Write ``backup_label`` (and ``tablespace_map``) from a consistent-point target record into a
-    restored data directory; returns the files written. Refuses a record whose recovery is not
-    ``backup_label``."""
+def write_backup_label(root: str | os.PathLike, target_record: dict[str, Any], sub: str = "") -> list[str]:
+    """Write ``backup_label`` (and ``tablespace_map``) from a consistent-point target record into the
+    restored data directory ``root/sub``; returns the files written. Refuses a record whose recovery is
+    not ``backup_label``. ``sub`` comes from the repository: each of its components is checked as a
+    directory entry name and opened without following a symlink, so the files land inside ``root``."""
+    from steps.drivers import beneath
+    from steps.repository.tree import name_problem
+
     recovery = target_record.get("recovery", "backup_label")
     if recovery != "backup_label":
         raise UsageError(
@@ -85,18 +88,22 @@ def write_backup_label(datadir: str | os.PathLike, target_record: dict[str, Any]
     label = target_record.get("backup_label")
     if not label:
         raise UsageError(f"target {target_record.get('name')}: the record carries no backup_label")
-    d = Path(datadir)
+    components = [c for c in str(sub).split("/") if c]
+    for c in components:
+        problem = name_problem(c)
+        if problem is not None:
+            raise UsageError(f"target {target_record.get('name')}: data directory {sub!r}: {problem}")
     written = []
-    stat = os.stat(d)
-    for name, content in (("backup_label", label), ("tablespace_map", target_record.get("tablespace_map"))):
-        if not content:
-            continue
-        path = d / name
-        path.write_text(content)
-        os.chmod(path, 0o600)
-        try:
-            os.chown(path, stat.st_uid, stat.st_gid)
-        except PermissionError:
-            pass
-        written.append(name)
+    root_fd = beneath.open_root(root)
+    try:
+        for name, content in (
+            ("backup_label", label),
+            ("tablespace_map", target_record.get("tablespace_map")),
+        ):
+            if not content:
+                continue
+            beneath.write_file(root_fd, [os.fsencode(c) for c in components], name.encode(), content.encode())
+            written.append(name)
+    finally:
+        os.close(root_fd)
     return written

@@ -29,26 +29,29 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from steps.errors import IntegrityError, UsageError
+from steps.drivers import beneath
+from steps.errors import IntegrityError, SnapflowError, UsageError
 
 from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
 from .pack import lazy_buffer, pack_key
 from .pipeline import _env_int
 from .repo import Repository, Snapshot
-from .tree import file_regions
+from .tree import OVERWRITE_MODES, RestoreLimits, file_regions
 
 if TYPE_CHECKING:
     from steps.manifests.transforms import IdRange
 
 BATCH_BLOBS = 8192  # blobs planned at once: their files' nodes and targets are held until written
+BATCH_DIRS = 256  # directories with planned files at once: each holds a descriptor until written
 MiB = 1024 * 1024
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _ZEROS = bytes(4 * 1024 * 1024)
 
 
-def _has_default_acl(path: bytes) -> bool:
+def _has_default_acl(fd: int) -> bool:
     try:
-        os.getxattr(path, "system.posix_acl_default")
+        os.getxattr(fd, "system.posix_acl_default")
         return True
     except (OSError, AttributeError):
         return False
@@ -87,6 +90,9 @@ class RestoreStats:
     bytes_fetched: int = 0
     duration_s: float = 0.0
     relocated_packs: int = 0  # packs deleted by a concurrent prune; their blobs were read elsewhere
+    kept: int = 0  # entries already in the target that stayed (--overwrite never / if-changed)
+    deleted: int = 0  # entries removed from the target because the snapshot has none (--delete)
+    damaged: list[str] = field(default_factory=list)  # "<path>: <why>" skipped with --skip-damaged
     warnings: list[str] = field(default_factory=list)
 
 
@@ -102,13 +108,18 @@ def _interleave(items: list, ways: int) -> list:
 
 
 class _FileRef:
-    """One file to write. ``created``: it exists with its final size (pieces are pwritten into it);
-    otherwise it is created, written and closed when its only blob arrives (``whole``)."""
+    """One file to write: ``name`` in the directory ``dir_fd`` (``shown``: its path in messages).
+    ``created``: it exists with its final size (pieces are pwritten into it); otherwise it is created,
+    written and closed when its only blob arrives (``whole``)."""
 
-    __slots__ = ("created", "node", "ours", "path", "pending", "whole")
+    __slots__ = ("created", "dir_fd", "name", "node", "ours", "pending", "shown", "whole")
 
-    def __init__(self, path: bytes, node: dict, created: bool = False, ours: bool = False):
-        self.path = path
+    def __init__(
+        self, dir_fd: int, name: bytes, shown: str, node: dict, created: bool = False, ours: bool = False
+    ):
+        self.dir_fd = dir_fd
+        self.name = name
+        self.shown = shown
         self.node = node
         self.created = created
         self.ours = ours  # a file created there belongs to our uid and gid (the directory is not set-gid)
@@ -172,6 +183,94 @@ def _mapped(value: int, ranges: Sequence[IdRange]) -> int:
     return value
 
 
+class DamagedSnapshotError(SnapflowError):
+    """The snapshot's trees break the tree rules or its limits: nothing was written (exit 1)."""
+
+
+class _Survey:
+    """The walk before the first write: every tree the restore may apply is loaded and validated, file
+    sizes are checked against their blobs and holes, and the limits are applied, counting a tree as often
+    as the snapshot references it (without expanding it: results are kept per tree ID)."""
+
+    def __init__(self, repo: Repository, limits: RestoreLimits, snapshot: str):
+        self.repo = repo
+        self.limits = limits
+        self.snapshot = snapshot
+        self.index = repo.index
+        self.damaged_trees: dict[str, str] = {}  # tree ID -> why
+        self.damaged_files: dict[tuple[str, str], str] = {}  # (tree ID, name) -> why
+        self.first_damage: str | None = None  # "<path>: <why>" of the first damage met
+        self._memo: dict[str, tuple[int, int]] = {}  # tree ID -> (entries below, depth below)
+
+    def _limit(self, flag: str, value: int, where: str) -> DamagedSnapshotError:
+        return DamagedSnapshotError(
+            f"snapshot {self.snapshot}: {where} exceeds {flag} {value}; nothing was written"
+            f" (raise {flag} if the snapshot is genuine)"
+        )
+
+    def _damage(self, path: str, why: str) -> None:
+        if self.first_damage is None:
+            self.first_damage = f"{path}: {why}"
+
+    def run(self, root: str) -> None:
+        entries, _depth = self._tree(root, "/", 0)
+        if entries > self.limits.max_entries:
+            raise self._limit("--max-entries", self.limits.max_entries, f"its {entries} entries")
+
+    def _tree(self, tree_hex: str, path: str, depth: int) -> tuple[int, int]:
+        known = self._memo.get(tree_hex)
+        if known is None:
+            known = self._memo[tree_hex] = self._survey(tree_hex, path, depth)
+        if depth + known[1] > self.limits.max_depth:
+            raise self._limit("--max-depth", self.limits.max_depth, f"the depth of {path}")
+        return known
+
+    def _survey(self, tree_hex: str, path: str, depth: int) -> tuple[int, int]:
+        if depth > self.limits.max_depth:
+            raise self._limit("--max-depth", self.limits.max_depth, f"the depth of {path}")
+        try:
+            nodes = self.repo.load_tree(tree_hex)
+        except IntegrityError as err:  # crafted, damaged or missing: the whole directory is damage
+            self.damaged_trees[tree_hex] = str(err)
+            self._damage(path, str(err))
+            return 0, 0
+        if len(nodes) > self.limits.max_tree_entries:
+            raise self._limit(
+                "--max-tree-entries", self.limits.max_tree_entries, f"directory {path} ({len(nodes)} entries)"
+            )
+        entries, below = len(nodes), 0
+        for node in nodes:
+            child = f"{path.rstrip('/')}/{node['name']}"
+            if node["type"] == "dir" and node.get("subtree"):
+                n, d = self._tree(node["subtree"], child, depth + 1)
+                entries += n
+                below = max(below, d + 1)
+            elif node["type"] == "file":
+                why = self._file_problem(node)
+                if why is not None:
+                    self.damaged_files[(tree_hex, node["name"])] = why
+                    self._damage(child, why)
+        return entries, below
+
+    def _file_problem(self, node: dict) -> str | None:
+        """Why the file's size disagrees with its blobs and holes (None when it agrees)."""
+        total = sum(length for _off, length in node.get("holes") or ())
+        get = self.index.get
+        for hexid in node.get("content") or ():
+            loc = get(bytes.fromhex(hexid))
+            if loc is None:
+                return f"blob {hexid} is not in the index"
+            total += loc.raw_length
+        size = node.get("size", 0)
+        if total != size:
+            return f"size {size} but its blobs and holes hold {total} bytes"
+        return None
+
+
+def _rel_name(rel: str, name: str) -> str:
+    return f"{rel}/{name}" if rel else name
+
+
 class Restorer:
     def __init__(
         self,
@@ -183,19 +282,32 @@ class Restorer:
         progress=None,
         uid_map: Sequence[IdRange] = (),
         gid_map: Sequence[IdRange] = (),
+        overwrite: str | None = None,
+        delete: bool = False,
+        skip_damaged: bool = False,
+        limits: RestoreLimits | None = None,
     ):
+        if overwrite is not None and overwrite not in OVERWRITE_MODES:
+            raise UsageError(f"--overwrite: expected one of {', '.join(OVERWRITE_MODES)}, got {overwrite!r}")
         self.repo = repo
         self.snapshot = snapshot
         self.target = os.path.abspath(target)
         self.includes = list(includes)
         self.excludes = list(excludes)
         self.progress = progress
+        self.overwrite = overwrite or ("always" if delete else None)
+        self.delete = delete
+        self.skip_damaged = skip_damaged
+        self.limits = limits or RestoreLimits()
         self.stats = RestoreStats()
         self._lock = threading.Lock()
-        self._hardlinks: dict[tuple[int, int], bytes] = {}
-        self._dirs: list[tuple[bytes, dict]] = []
+        self._survey: _Survey | None = None
+        self._root_fd = -1
+        self._hardlinks: dict[tuple[int, int], tuple[tuple[bytes, ...], bytes, int, int]] = {}
+        self._dirs: list[tuple[tuple[bytes, ...], dict]] = []
         self._batch: list[_FileRef] = []
         self._batch_blobs = 0
+        self._batch_fds: dict[tuple[bytes, ...], int] = {}
         self._is_root = os.geteuid() == 0
         self._ids = (os.geteuid(), os.getegid())
         self._uid_map = tuple(uid_map)
@@ -245,166 +357,256 @@ class Restorer:
             gid = _mapped(gid, self._gid_map)
         return uid, gid
 
-    def _apply_meta(self, path: bytes, node: dict, symlink: bool = False) -> None:
+    def _apply_meta_at(self, dir_fd: int, name: bytes, node: dict, shown: str) -> None:
+        """Metadata of a symlink, fifo or device node ``name`` in ``dir_fd``, never following a symlink."""
+        symlink = node["type"] == "symlink"
         try:
-            os.chown(path, *self._owner(node), follow_symlinks=not symlink)
+            os.chown(name, *self._owner(node), dir_fd=dir_fd, follow_symlinks=False)
         except PermissionError:
             if self._is_root:
-                self._warn(f"{os.fsdecode(path)}: cannot set owner")
+                self._warn(f"{shown}: cannot set owner")
         except OSError:
             pass
         if not symlink:
-            try:
-                os.chmod(path, node.get("mode", 0o644))
-            except OSError as err:
-                self._warn(f"{os.fsdecode(path)}: cannot set mode ({err.strerror})")
+            st = beneath.lstat(dir_fd, name)
+            if st is not None and not stat_mod.S_ISLNK(st.st_mode):  # just created by us: no symlink
+                try:
+                    os.chmod(name, node.get("mode", 0o644), dir_fd=dir_fd)
+                except OSError as err:
+                    self._warn(f"{shown}: cannot set mode ({err.strerror})")
         try:
-            os.utime(
-                path,
-                ns=(node.get("atime_ns", node.get("mtime_ns", 0)), node.get("mtime_ns", 0)),
-                follow_symlinks=not symlink,
-            )
+            mtime = node.get("mtime_ns", 0)
+            os.utime(name, ns=(node.get("atime_ns", mtime), mtime), dir_fd=dir_fd, follow_symlinks=False)
         except (OSError, NotImplementedError) as err:
             if not symlink:
-                self._warn(f"{os.fsdecode(path)}: cannot set times ({err})")
+                self._warn(f"{shown}: cannot set times ({err})")
 
-    def _apply_meta_fd(self, fd: int, path: bytes, node: dict) -> None:
+    def _apply_meta_fd(self, fd: int, shown: str, node: dict) -> None:
         """Owner, then mode (a chown clears set-id bits), then times (after the last write)."""
         try:
             os.fchown(fd, *self._owner(node))
         except PermissionError:
             if self._is_root:
-                self._warn(f"{os.fsdecode(path)}: cannot set owner")
+                self._warn(f"{shown}: cannot set owner")
         except OSError:
             pass
         try:
             os.fchmod(fd, node.get("mode", 0o644))
         except OSError as err:
-            self._warn(f"{os.fsdecode(path)}: cannot set mode ({err.strerror})")
+            self._warn(f"{shown}: cannot set mode ({err.strerror})")
         mtime = node.get("mtime_ns", 0)
         try:
             os.utime(fd, ns=(node.get("atime_ns", mtime), mtime))
         except (OSError, NotImplementedError) as err:
-            self._warn(f"{os.fsdecode(path)}: cannot set times ({err})")
+            self._warn(f"{shown}: cannot set times ({err})")
 
-    @staticmethod
-    def _clear(path: bytes) -> None:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        if stat_mod.S_ISDIR(st.st_mode):
-            import shutil
+    # -- what is in the way ---------------------------------------------------------------------
+    def _keep_existing(self, st: os.stat_result, node: dict) -> bool:
+        """With --overwrite never / if-changed: whether the entry already there stays as it is."""
+        if self.overwrite == "never":
+            return True
+        if self.overwrite != "if-changed":
+            return False
+        kind = node["type"]
+        if kind == "file":
+            return (
+                stat_mod.S_ISREG(st.st_mode)
+                and st.st_size == node.get("size", 0)
+                and st.st_mtime_ns == node.get("mtime_ns", 0)
+            )
+        return False
 
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
+    def _delete_extra(self, dir_fd: int, rel: str, names: set[bytes]) -> None:
+        """--delete: remove what the directory holds that the snapshot's directory does not (within the
+        --include / --exclude selection); an empty lost+found at the target's root stays."""
+        for raw in os.listdir(dir_fd):
+            name = os.fsencode(raw)
+            if name in names:
+                continue
+            child_rel = _rel_name(rel, raw)
+            if (self.excludes and self._excluded(child_rel, raw)) or not self._included(child_rel):
+                continue
+            if not rel and name == b"lost+found":
+                continue
+            beneath.remove(dir_fd, name)
+            self.stats.deleted += 1
 
     # -- walk ---------------------------------------------------------------------------------
-    def _ensure_dir(self, path: bytes) -> bool:
-        """Create the directory; True when it is new (so nothing in it needs clearing)."""
-        try:
-            os.mkdir(path, 0o700)
-            return True
-        except FileExistsError:
-            if not os.path.isdir(path) or os.path.islink(path):
-                self._clear(path)
-                os.mkdir(path, 0o700)
-                return True
-            return False
+    def _enter_dir(
+        self, dir_fd: int, name: bytes, node: dict, fresh: bool, shown: str
+    ) -> tuple[int, bool] | None:
+        """(descriptor, created) of the directory to restore ``node`` into; None when an entry that stays
+        (--overwrite never) is in the way."""
+        if fresh:  # nothing can be in the way in a directory this restore created
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+            return beneath.open_dir(dir_fd, name), True
+        st = beneath.lstat(dir_fd, name)
+        if st is not None and not stat_mod.S_ISDIR(st.st_mode) and self.overwrite == "never":
+            self.stats.kept += 1
+            return None
+        return beneath.make_dir(dir_fd, name, replace=True)
 
     def _restore_tree(
-        self, tree_id: str, dirpath: bytes, rel: str, fresh: bool = False, ours: bool = False
+        self,
+        tree_id: str,
+        dir_fd: int,
+        comps: tuple[bytes, ...],
+        rel: str,
+        fresh: bool = False,
+        ours: bool = False,
     ) -> None:
-        """``fresh``: this restore created ``dirpath``, so nothing in it needs clearing; ``ours``: files
+        """``fresh``: this restore created the directory, so nothing in it needs clearing; ``ours``: files
         created in it get our uid and gid (neither it nor, for new ones, its parent is set-gid)."""
-        for node in self.repo.load_tree(tree_id):
-            name = node["name"]
-            child_rel = f"{rel}/{name}" if rel else name
-            if self.excludes and self._excluded(child_rel, name):
+        survey = self._survey
+        shown_dir = "/" + rel
+        if survey is not None and tree_id in survey.damaged_trees:
+            self.stats.damaged.append(f"{shown_dir}: {survey.damaged_trees[tree_id]}")
+            return
+        nodes = self.repo.load_tree(tree_id)
+        for node in nodes:
+            name_s = node["name"]
+            name = os.fsencode(name_s)
+            child_rel = _rel_name(rel, name_s)
+            if self.excludes and self._excluded(child_rel, name_s):
                 continue
-            path = os.path.join(dirpath, os.fsencode(name))
             kind = node["type"]
+            shown = "/" + child_rel
             if kind == "dir":
                 if not self._may_contain(child_rel):
                     continue
-                if fresh:  # nothing can be in the way in a directory this restore created
-                    os.mkdir(path, 0o700)
-                    created, sub_ours = True, ours
-                else:
-                    created = self._ensure_dir(path)
-                    sub_ours = ours if created else not os.stat(path).st_mode & stat_mod.S_ISGID
-                    if not created and _has_default_acl(path):
-                        self._umask = 0o7777  # modes come from the ACL: always set them explicitly
-                self._dirs.append((path, node))
-                self.stats.dirs += 1
-                if node.get("subtree"):
-                    self._restore_tree(node["subtree"], path, child_rel, created, sub_ours)
+                entered = self._enter_dir(dir_fd, name, node, fresh, shown)
+                if entered is None:
+                    continue
+                sub_fd, created = entered
+                try:
+                    if created:
+                        sub_ours = ours
+                    else:
+                        sub_ours = not os.fstat(sub_fd).st_mode & stat_mod.S_ISGID
+                        if _has_default_acl(sub_fd):
+                            self._umask = 0o7777  # modes come from the ACL: always set them explicitly
+                    child_comps = (*comps, name)
+                    self._dirs.append((child_comps, node))
+                    self.stats.dirs += 1
+                    if node.get("subtree"):
+                        self._restore_tree(node["subtree"], sub_fd, child_comps, child_rel, created, sub_ours)
+                finally:
+                    os.close(sub_fd)
                 continue
             if not self._included(child_rel):
                 continue
-            self._restore_leaf(path, node, fresh, ours)
+            if survey is not None and (tree_id, name_s) in survey.damaged_files:
+                self.stats.damaged.append(f"{shown}: {survey.damaged_files[(tree_id, name_s)]}")
+                continue
+            if not fresh:
+                st = beneath.lstat(dir_fd, name)
+                if st is not None:
+                    if self._keep_existing(st, node):
+                        self.stats.kept += 1
+                        continue
+                    beneath.remove(dir_fd, name, st)
+            self._restore_leaf(dir_fd, comps, name, node, shown, ours)
+        if self.delete and not fresh:
+            self._delete_extra(dir_fd, rel, {os.fsencode(n["name"]) for n in nodes})
 
-    def _restore_leaf(self, path: bytes, node: dict, fresh: bool = False, ours: bool = False) -> None:
+    def _batch_fd(self, dir_fd: int, comps: tuple[bytes, ...]) -> int:
+        fd = self._batch_fds.get(comps)
+        if fd is None:
+            fd = self._batch_fds[comps] = os.dup(dir_fd)
+        return fd
+
+    def _restore_leaf(
+        self, dir_fd: int, comps: tuple[bytes, ...], name: bytes, node: dict, shown: str, ours: bool
+    ) -> None:
         kind = node["type"]
         if kind == "file":
             self.stats.files += 1
             nlink = node.get("nlink", 1)
             key = (node.get("dev", 0), node.get("inode", 0))
-            if nlink > 1 and key in self._hardlinks:
-                if not fresh:
-                    self._clear(path)
-                try:
-                    os.link(self._hardlinks[key], path)
-                    return
-                except OSError as err:
-                    self._warn(f"{os.fsdecode(path)}: cannot hard-link ({err.strerror}); writing a copy")
-            size = node.get("size", 0)
-            if not fresh:
-                self._clear(path)
-            ref = _FileRef(path, node, ours=ours)
+            if nlink > 1 and key in self._hardlinks and self._link(dir_fd, name, self._hardlinks[key], shown):
+                return
+            ref = _FileRef(self._batch_fd(dir_fd, comps), name, shown, node, ours=ours)
             if nlink > 1:
-                self._hardlinks[key] = path
-                self._create_sized(ref)  # later links need it to exist now
-            self.stats.bytes_total += size
+                st = self._create_sized(ref)  # later links need it to exist now
+                self._hardlinks[key] = (comps, name, st.st_dev, st.st_ino)
+            self.stats.bytes_total += node.get("size", 0)
             self._batch.append(ref)
             self._batch_blobs += len(node.get("content") or ())
-            if self._batch_blobs >= BATCH_BLOBS:
+            if self._batch_blobs >= BATCH_BLOBS or len(self._batch_fds) >= BATCH_DIRS:
                 self._flush()
             return
-        if not fresh:
-            self._clear(path)
         self.stats.others += 1
         if kind == "symlink":
-            os.symlink(os.fsencode(node.get("target", "")), path)
-            self._apply_meta(path, node, symlink=True)
+            os.symlink(os.fsencode(node.get("target", "")), name, dir_fd=dir_fd)
         elif kind == "fifo":
-            os.mkfifo(path, 0o600)
-            self._apply_meta(path, node)
+            os.mkfifo(name, 0o600, dir_fd=dir_fd)
         elif kind in ("chardev", "blockdev"):
             mode = (stat_mod.S_IFCHR if kind == "chardev" else stat_mod.S_IFBLK) | 0o600
             try:
-                os.mknod(path, mode, node.get("rdev", 0))
-                self._apply_meta(path, node)
+                os.mknod(name, mode, node.get("rdev", 0), dir_fd=dir_fd)
             except PermissionError:
-                self._warn(f"{os.fsdecode(path)}: cannot create device node (needs root); skipped")
+                self._warn(f"{shown}: cannot create device node (needs root); skipped")
+                return
         else:
-            self._warn(f"{os.fsdecode(path)}: {kind} entries are not restored")
+            self._warn(f"{shown}: {kind} entries are not restored")
+            return
+        self._apply_meta_at(dir_fd, name, node, shown)
+
+    def _link(self, dir_fd: int, name: bytes, first: tuple, shown: str) -> bool:
+        """Hard-link ``name`` to the group's first member, which this restore wrote inside the target
+        (checked: still a regular file with the inode it was created with). False: write a copy."""
+        comps, first_name, dev, ino = first
+        try:
+            src_fd = beneath.open_path(self._root_fd, comps)
+        except OSError as err:
+            self._warn(f"{shown}: cannot hard-link ({err.strerror}); writing a copy")
+            return False
+        try:
+            st = beneath.lstat(src_fd, first_name)
+            if st is None or not stat_mod.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (dev, ino):
+                self._warn(f"{shown}: the first name of its hard-link group was replaced; writing a copy")
+                return False
+            os.link(first_name, name, src_dir_fd=src_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            return True
+        except OSError as err:
+            self._warn(f"{shown}: cannot hard-link ({err.strerror}); writing a copy")
+            return False
+        finally:
+            os.close(src_fd)
 
     # -- content ------------------------------------------------------------------------------
     @staticmethod
-    def _create_sized(ref: _FileRef) -> None:
-        fd = os.open(ref.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o600)
+    def _open_new(ref: _FileRef, mode: int = 0o600) -> int:
+        """A new file ``ref.name``; whatever appeared in its place since the walk is removed, not followed."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+        try:
+            return os.open(ref.name, flags, mode, dir_fd=ref.dir_fd)
+        except FileExistsError:
+            beneath.remove(ref.dir_fd, ref.name)
+            return os.open(ref.name, flags, mode, dir_fd=ref.dir_fd)
+
+    def _create_sized(self, ref: _FileRef) -> os.stat_result:
+        fd = self._open_new(ref)
         try:
             size = ref.node.get("size", 0)
             if size:
                 os.ftruncate(fd, size)
+            st = os.fstat(fd)
         finally:
             os.close(fd)
         ref.created = True
+        return st
 
     def _flush(self) -> None:
         batch, self._batch, self._batch_blobs = self._batch, [], 0
+        fds, self._batch_fds = self._batch_fds, {}
+        try:
+            self._write_batch(batch)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def _write_batch(self, batch: list[_FileRef]) -> None:
         if not batch:
             return
         # Pack numbers belong to one index: the one in use now, even if a relocation reloads it meanwhile.
@@ -412,14 +614,17 @@ class Restorer:
         # pack number -> {blob ID: [pack offset, stored length, raw length, [(file no, file offset)]]}
         by_pack: dict[int, dict[bytes, list]] = {}
         for fno, ref in enumerate(batch):
-            pieces = list(_blob_offsets(self.repo, ref.node, ref.path, index))
+            pieces = list(_blob_offsets(self.repo, ref.node, ref.shown, index))
             if not pieces:  # empty, or only holes: its size and metadata are all there is
-                fd = os.open(ref.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o600)
+                if ref.created:
+                    fd = os.open(ref.name, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=ref.dir_fd)
+                else:
+                    fd = self._open_new(ref)
                 try:
                     size = ref.node.get("size", 0)
                     if size:
                         os.ftruncate(fd, size)
-                    self._apply_meta_fd(fd, ref.path, ref.node)
+                    self._apply_meta_fd(fd, ref.shown, ref.node)
                 finally:
                     os.close(fd)
                 continue
@@ -470,7 +675,7 @@ class Restorer:
             raise errors[0]
         for ref in batch:
             if ref.pending:  # cannot happen unless a pack decoded fewer blobs than planned
-                raise IntegrityError(f"{os.fsdecode(ref.path)}: {ref.pending} piece(s) were not restored")
+                raise IntegrityError(f"{ref.shown}: {ref.pending} piece(s) were not restored")
 
     def _decode(self, aead, bid: bytes, stored, raw: int, name: str, scratch: list):
         if len(stored) < NONCE_LEN + TAG_LEN + 1:
@@ -494,12 +699,7 @@ class Restorer:
         node = ref.node
         mode = node.get("mode", 0o644)
         direct = not mode & 0o7000 and not mode & self._umask
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
-        try:
-            fd = os.open(ref.path, flags, mode if direct else 0o600)
-        except FileExistsError:
-            self._clear(ref.path)
-            fd = os.open(ref.path, flags, mode if direct else 0o600)
+        fd = self._open_new(ref, mode if direct else 0o600)
         try:
             if zero:
                 os.ftruncate(fd, len(plain))
@@ -514,38 +714,38 @@ class Restorer:
                     os.fchown(fd, *owner)
                 except PermissionError:
                     if self._is_root:
-                        self._warn(f"{os.fsdecode(ref.path)}: cannot set owner")
+                        self._warn(f"{ref.shown}: cannot set owner")
                 except OSError:
                     pass
             if not direct:
                 try:
                     os.fchmod(fd, mode)
                 except OSError as err:
-                    self._warn(f"{os.fsdecode(ref.path)}: cannot set mode ({err.strerror})")
+                    self._warn(f"{ref.shown}: cannot set mode ({err.strerror})")
             mtime = node.get("mtime_ns", 0)
             try:
                 os.utime(fd, ns=(node.get("atime_ns", mtime), mtime))
             except (OSError, NotImplementedError) as err:
-                self._warn(f"{os.fsdecode(ref.path)}: cannot set times ({err})")
+                self._warn(f"{ref.shown}: cannot set times ({err})")
         finally:
             os.close(fd)
         return written
 
     def _write_piece(self, ref: _FileRef, plain, zero: bool, offset: int) -> int:
         written = 0
-        if not zero:
-            fd = os.open(ref.path, os.O_WRONLY | _O_CLOEXEC)
-            try:
+        fd = os.open(ref.name, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=ref.dir_fd)
+        try:
+            if not zero:
                 written = os.pwrite(fd, plain, offset)
                 while written < len(plain):
                     written += os.pwrite(fd, memoryview(plain)[written:], offset + written)
-            finally:
-                os.close(fd)
-        with self._lock:
-            ref.pending -= 1
-            last = ref.pending == 0
-        if last:
-            self._apply_meta(ref.path, ref.node)
+            with self._lock:
+                ref.pending -= 1
+                last = ref.pending == 0
+            if last:
+                self._apply_meta_fd(fd, ref.shown, ref.node)
+        finally:
+            os.close(fd)
         return written
 
     def _ranges(self, by_pack: dict[int, dict[bytes, list]]) -> list[tuple[int, list]]:
@@ -624,6 +824,52 @@ class Restorer:
                 self.progress.files = self.stats.files
 
     # -- main ---------------------------------------------------------------------------------
+    def _conflicts(self) -> list[str]:
+        """The entries of an existing target directory, bar an empty lost+found at its root (a fresh
+        ext4 volume has one): a restore into them needs an explicit --overwrite or --delete."""
+        out = []
+        with os.scandir(self.target) as it:
+            for entry in it:
+                if entry.name == "lost+found" and entry.is_dir(follow_symlinks=False):
+                    with os.scandir(entry.path) as inner:
+                        if next(inner, None) is None:
+                            continue
+                out.append(entry.name)
+        return sorted(out)
+
+    def _check_target(self, single: bool) -> bool:
+        """Refuses a target that cannot take the snapshot or holds data no mode was chosen for; True
+        when the snapshot goes onto an existing file or device (a file or block-volume snapshot)."""
+        try:
+            st = os.stat(self.target)
+        except FileNotFoundError:
+            return False
+        except OSError as err:
+            raise UsageError(f"--target {self.target}: {err.strerror}") from None
+        if stat_mod.S_ISDIR(st.st_mode):
+            conflicts = self._conflicts()
+            if conflicts and self.overwrite is None:
+                shown = ", ".join(conflicts[:5]) + (
+                    f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+                )
+                raise UsageError(
+                    f"--target {self.target} is not empty ({shown}); nothing was written: choose"
+                    " --overwrite always|if-changed|never, or --delete, or restore into an empty directory"
+                )
+            return False
+        if not single:
+            raise UsageError(f"--target {self.target}: not a directory (this snapshot is a directory tree)")
+        if not (stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISBLK(st.st_mode)):
+            raise UsageError(
+                f"--target {self.target}: expected a directory, a regular file or a block device"
+            )
+        if self.overwrite is None and (stat_mod.S_ISBLK(st.st_mode) or st.st_size):
+            raise UsageError(
+                f"--target {self.target} exists and holds data; nothing was written: choose --overwrite always"
+                " to write the snapshot onto it"
+            )
+        return True
+
     def run(self) -> RestoreStats:
         t0 = time.monotonic()
         snap = self.snapshot.data
@@ -632,27 +878,60 @@ class Restorer:
             self.progress.total_bytes, self.progress.total_final = total, True
         self.repo.index  # noqa: B018
         single = snap.get("source_type") in ("file", "block")
-        target_b = os.fsencode(self.target)
-        if single and os.path.exists(self.target) and not os.path.isdir(self.target):
-            self._restore_into_existing(target_b)
+        onto_existing = self._check_target(single)
+        survey = _Survey(self.repo, self.limits, self.snapshot.short_id)
+        survey.run(snap["tree"])
+        if survey.first_damage is not None and not self.skip_damaged:
+            raise DamagedSnapshotError(
+                f"snapshot {self.snapshot.short_id} is damaged at {survey.first_damage}; nothing was"
+                " written (--skip-damaged restores the rest; verify lists every problem)"
+            )
+        self._survey = survey
+        if onto_existing:
+            if self.overwrite == "never":
+                self.stats.kept = 1
+            else:
+                self._restore_into_existing(os.path.realpath(self.target))
         else:
-            os.makedirs(self.target, exist_ok=True)
-            with os.scandir(target_b) as it:
-                empty = next(it, None) is None
-            ours = not os.stat(target_b).st_mode & stat_mod.S_ISGID
-            if _has_default_acl(target_b):  # new files take their mode from the ACL, not the umask
-                self._umask = 0o7777
-            self._restore_tree(snap["tree"], target_b, "", empty, ours)
-            self._flush()
-            for path, node in reversed(self._dirs):
-                self._apply_meta(path, node)
-            root = snap.get("root")
-            if root and not single and not self.includes:
-                self._apply_meta(target_b, root)
+            self._restore_dir(snap, single)
         self.stats.duration_s = time.monotonic() - t0
         return self.stats
 
-    def _restore_into_existing(self, target: bytes) -> None:
+    def _restore_dir(self, snap: dict, single: bool) -> None:
+        os.makedirs(self.target, exist_ok=True)
+        _raise_open_file_limit()
+        self._root_fd = root_fd = beneath.open_root(self.target)
+        try:
+            empty = not os.listdir(root_fd)
+            ours = not os.fstat(root_fd).st_mode & stat_mod.S_ISGID
+            if _has_default_acl(root_fd):  # new files take their mode from the ACL, not the umask
+                self._umask = 0o7777
+            try:
+                self._restore_tree(snap["tree"], root_fd, (), "", empty, ours)
+                self._flush()
+            finally:
+                for fd in self._batch_fds.values():
+                    os.close(fd)
+                self._batch_fds = {}
+            chain = beneath.DirChain(root_fd)
+            try:
+                for comps, node in reversed(self._dirs):
+                    try:
+                        fd = chain.open(comps)
+                    except OSError as err:
+                        self._warn(f"/{os.fsdecode(b'/'.join(comps))}: cannot set metadata ({err.strerror})")
+                        continue
+                    self._apply_meta_fd(fd, "/" + os.fsdecode(b"/".join(comps)), node)
+            finally:
+                chain.close()
+            root = snap.get("root")
+            if root and not single and not self.includes:
+                self._apply_meta_fd(root_fd, self.target, root)
+        finally:
+            os.close(root_fd)
+            self._root_fd = -1
+
+    def _restore_into_existing(self, target: str) -> None:
         """A file or block-device snapshot written onto an existing file or device (no truncation of devices)."""
         nodes = [n for n in self.repo.load_tree(self.snapshot.data["tree"]) if n["type"] == "file"]
         if len(nodes) != 1:
@@ -663,21 +942,38 @@ class Restorer:
         self.stats.bytes_total = node.get("size", 0)
         # devices are not pre-sized; zero blobs must be written explicitly there
         if stat_mod.S_ISBLK(st.st_mode):
-            for bid, off, _raw, _loc in _blob_offsets(self.repo, node):
-                data = self.repo.read_blob(bid)
-                fd = os.open(target, os.O_WRONLY)
-                try:
+            fd = os.open(target, os.O_WRONLY | _O_CLOEXEC)
+            try:
+                for bid, off, _raw, _loc in _blob_offsets(self.repo, node):
+                    data = self.repo.read_blob(bid)
                     os.pwrite(fd, data, off)
-                finally:
-                    os.close(fd)
-                self.stats.bytes_written += len(data)
+                    self.stats.bytes_written += len(data)
+            finally:
+                os.close(fd)
             return
-        if stat_mod.S_ISREG(st.st_mode):
-            fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
+        fd = os.open(target, os.O_WRONLY | os.O_TRUNC | _O_CLOEXEC)
+        try:
             os.ftruncate(fd, node.get("size", 0))
+        finally:
             os.close(fd)
-        self._batch.append(_FileRef(target, node, created=True))
+        parent, name = os.path.split(target)
+        dir_fd = beneath.open_root(parent)
+        self._batch_fds[()] = dir_fd
+        self._batch.append(_FileRef(dir_fd, os.fsencode(name), target, node, created=True))
         self._flush()
+
+
+def _raise_open_file_limit() -> None:
+    """Directory descriptors stay open while their files are written: lift the soft limit to the hard one."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass
 
 
 def restore_snapshot(
@@ -689,9 +985,28 @@ def restore_snapshot(
     progress=None,
     uid_map: Sequence[IdRange] = (),
     gid_map: Sequence[IdRange] = (),
+    overwrite: str | None = None,
+    delete: bool = False,
+    skip_damaged: bool = False,
+    limits: RestoreLimits | None = None,
 ) -> RestoreStats:
-    """Restore ``snapshot`` into ``target``; owners go through ``uid_map`` / ``gid_map`` (see the module)."""
+    """Restore ``snapshot`` into ``target``; owners go through ``uid_map`` / ``gid_map`` (see the module).
+    A non-empty target needs ``overwrite`` (always, if-changed, never) or ``delete``."""
     import sys
 
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
-    return Restorer(repo, snapshot, target, includes, excludes, progress, uid_map, gid_map).run()
+    restorer = Restorer(
+        repo,
+        snapshot,
+        target,
+        includes,
+        excludes,
+        progress,
+        uid_map,
+        gid_map,
+        overwrite,
+        delete,
+        skip_damaged,
+        limits,
+    )
+    return restorer.run()

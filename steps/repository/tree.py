@@ -25,8 +25,9 @@ import json
 import os
 import re
 import stat as stat_mod
+from dataclasses import dataclass
 
-from steps.errors import IntegrityError
+from steps.errors import IntegrityError, UsageError
 
 NODE_TYPES = ("file", "dir", "symlink", "fifo", "chardev", "blockdev", "socket")
 
@@ -131,7 +132,9 @@ def node_problem(node) -> str | None:
         if not _is_int(size) or size < 0:
             return "size is not a non-negative integer"
         content = node.get("content") or []
-        if not isinstance(content, list) or not all(isinstance(c, str) and _BLOB_HEX.match(c) for c in content):
+        if not isinstance(content, list) or not all(
+            isinstance(c, str) and _BLOB_HEX.match(c) for c in content
+        ):
             return "content is not a list of blob IDs"
         holes = node.get("holes") or []
         if not isinstance(holes, list):
@@ -169,7 +172,9 @@ def validate_nodes(nodes, tree: str | None = None) -> list[dict]:
             problem = "name appears twice"
         if problem is not None:
             shown = repr(name) if isinstance(name, str) else "?"
-            raise DamagedTreeError(f"{where}: entry {shown}: {problem}", tree, name if isinstance(name, str) else None)
+            raise DamagedTreeError(
+                f"{where}: entry {shown}: {problem}", tree, name if isinstance(name, str) else None
+            )
         seen.add(name)
     return nodes
 
@@ -179,9 +184,7 @@ def decode_tree(data: bytes, tree: str | None = None) -> list[dict]:
     try:
         nodes = json.loads(data)["nodes"]
     except (ValueError, TypeError, KeyError) as err:
-        raise DamagedTreeError(
-            f"tree {tree or '?'}: not a tree ({type(err).__name__})", tree
-        ) from None
+        raise DamagedTreeError(f"tree {tree or '?'}: not a tree ({type(err).__name__})", tree) from None
     return validate_nodes(nodes, tree)
 
 
@@ -196,3 +199,21 @@ def file_regions(node: dict) -> list[tuple[int, int]]:
     if pos < size:
         out.append((pos, size - pos))
     return out
+
+
+@dataclass(frozen=True)
+class RestoreLimits:
+    """Bounds on what a snapshot may expand to (a crafted repository can reference one tree many times);
+    each is named by its command-line flag in the error that reports it."""
+
+    max_depth: int = 1000  # directories below the target
+    max_tree_entries: int = 10_000_000  # entries of one directory
+    max_entries: int = 1_000_000_000  # entries of the whole snapshot, counted as restored
+
+    def __post_init__(self) -> None:
+        for name in ("max_depth", "max_tree_entries", "max_entries"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')}: expected a positive number")
+
+
+OVERWRITE_MODES = ("always", "if-changed", "never")

@@ -155,8 +155,8 @@ def test_restore_into_a_non_empty_target_replaces_what_is_in_the_way(mem_repo, t
     (out / "shared").write_bytes(b"not a directory")
     os.symlink("/etc/passwd", out / "read-only")
     (out / "twin-a").write_bytes(b"older and longer content")
-    # WHEN the snapshot is restored there
-    stats = restore_snapshot(mem_repo, mem_repo.find_snapshot(sid), str(out))
+    # WHEN the snapshot is restored there with --overwrite always
+    stats = restore_snapshot(mem_repo, mem_repo.find_snapshot(sid), str(out), overwrite="always")
     # THEN the target holds exactly the snapshot
     assert stats.warnings == []
     got = describe_tree(out)
