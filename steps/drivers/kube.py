@@ -164,6 +164,12 @@ def api_client(settings: KubeSettings | None = None):
     except ConfigException as err:
         where = "in-cluster service account" if source == "in-cluster" else path
         raise UsageError(f"Kubernetes configuration {where}: {err}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as err:  # a file that is not a kubeconfig
+        where = "in-cluster service account" if source == "in-cluster" else path
+        raise UsageError(
+            f"Kubernetes configuration {where}: expected a kubeconfig (a YAML mapping with clusters, users"
+            f" and contexts), could not read it ({type(err).__name__}: {err})"
+        ) from None
     # Bounded retries for connection errors only: a request the server received is never replayed here.
     cfg.retries = urllib3.Retry(
         total=settings.retries, connect=settings.retries, read=0, status=0, other=0, backoff_factor=0.3
