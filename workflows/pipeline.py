@@ -137,6 +137,24 @@ class CopyResultField(Ref):
     path: str
 
 
+@dataclass(frozen=True)
+class OptionalOption(Ref):
+    """``OPTION=VALUE`` with the value of parameter ``param``, or no argument at all when that value is
+    ``absent`` (an option whose default the step spells by leaving it out, e.g. ``--overwrite``).
+
+    An Argo container argument cannot vanish, so the template passes ``stand_in`` instead: an option
+    already on the command line with the same value (``--target=/snapflow/target``), which changes
+    nothing. The local runner leaves the argument out."""
+
+    option: str
+    param: str
+    absent: str
+    stand_in: tuple[str, Ref]
+
+    def tokens(self, value: str) -> list[str]:
+        return [] if value == self.absent else [f"{self.option}={value}"]
+
+
 Arg = str | Ref
 
 
@@ -214,6 +232,8 @@ class Step:
 
     def refs(self) -> list[Ref]:
         refs = [a for a in self.args if isinstance(a, Ref)]
+        refs += [Param(a.param) for a in self.args if isinstance(a, OptionalOption)]
+        refs += [a.stand_in[1] for a in self.args if isinstance(a, OptionalOption)]
         return [*refs, self.claim] if self.claim else refs
 
 
@@ -512,10 +532,15 @@ def backup_pipeline(policy: Policy) -> Pipeline:
     return pipeline
 
 
+OVERWRITE_PARAM = "overwrite"
+OVERWRITE_CHOICES = ("refuse", "always", "if-changed", "never")
+
+
 def restore_pipeline(policy: Policy) -> Pipeline:
     """Restore one volume snapshot into an existing PVC. The optional parameters always reach the step
     as values (``--write-backup-label false``, ``--uid-map ""``): restore treats false and empty as
-    "none", so one step serves every combination."""
+    "none", so one step serves every combination. ``overwrite`` is the exception: its default,
+    ``refuse``, is restore's own default, spelled by passing no ``--overwrite`` at all."""
     args: tuple[Arg, ...] = (
         *repository_args(policy),
         "--snapshot", Param("snapshot"),
@@ -523,6 +548,7 @@ def restore_pipeline(policy: Policy) -> Pipeline:
         "--write-backup-label", Param("write-backup-label"),
         "--uid-map", Param("uid-map"),
         "--gid-map", Param("gid-map"),
+        OptionalOption("--overwrite", OVERWRITE_PARAM, "refuse", ("--target", RestoreTarget())),
     )  # fmt: skip
     step = Step(
         name="restore",
@@ -544,6 +570,16 @@ def restore_pipeline(policy: Policy) -> Pipeline:
         parameters=(
             Parameter("snapshot", "Repository snapshot ID to restore (see a backup's outputs)."),
             Parameter("target-pvc", "Existing PersistentVolumeClaim to restore into (it is written to)."),
+            Parameter(
+                OVERWRITE_PARAM,
+                "When target-pvc is not empty (an empty lost+found at its root does not count): refuse "
+                "(list what is there, write nothing), always (replace every entry in the way), if-changed "
+                "(keep files whose size and modification time match the snapshot) or never (keep every "
+                "existing entry). A restore retried after a failure finds its own half-written files: "
+                "with refuse, resubmit it with always.",
+                "refuse",
+                OVERWRITE_CHOICES,
+            ),
             Parameter(
                 "write-backup-label",
                 "Then write the backup_label (and tablespace_map) the backup recorded for a PostgreSQL "
@@ -606,6 +642,8 @@ def restore_app_pipeline(policy: Policy) -> Pipeline:
         "--storage-class-map", Param("storage-class-map"),
         "--transforms", ParamFile("transforms", TRANSFORMS_FILE),
         "--existing", Param("existing"),
+        "--cluster-resources", Param("cluster-resources"),
+        "--skip-refused", Param("skip-refused"),
         *mover,
         "--wait-ready", Param("wait-ready"),
         "--check-pod", Param("check-pod"),
@@ -656,6 +694,23 @@ def restore_app_pipeline(policy: Policy) -> Pipeline:
                 "PVC is not filled) or replace (delete and recreate them).",
                 "refuse",
                 ("refuse", "skip", "replace"),
+            ),
+            Parameter(
+                "cluster-resources",
+                "Also create the backup's cluster-scoped objects (ClusterRoles, ClusterRoleBindings, CRDs, "
+                "other Namespaces) and RoleBindings granting anyone but the restored namespace's own "
+                "ServiceAccounts, or a ClusterRole other than admin, edit and view. Off: they are refused "
+                "(the restore identity also needs the rights to create them; see docs/user/restore.md).",
+                "false",
+                BOOLEAN,
+            ),
+            Parameter(
+                "skip-refused",
+                "Restore the rest when the backup holds objects outside the restore's scope (listed in the "
+                "log and the report, never created); off: such a backup fails the restore before it "
+                "creates anything.",
+                "false",
+                BOOLEAN,
             ),
             Parameter(
                 "storage-class-map",

@@ -222,6 +222,7 @@ def test_restore_needs_a_snapshot_and_a_target(rendered_examples):
                 "write-backup-label": "false",
                 "uid-map": "",
                 "gid-map": "",
+                "overwrite": "refuse",
             }
             restore = _templates(wt)["restore"]
             (data,) = [v for v in restore["volumes"] if v["name"] == "data"]

@@ -58,6 +58,7 @@ from workflows.pipeline import (
     BackupId,
     CloneOf,
     CopyResultField,
+    OptionalOption,
     OutputFile,
     Param,
     Pipeline,
@@ -163,7 +164,14 @@ def load_local_policy(
     mapping = dict(_pairs(volumes, "--volume"))
     params = _pairs(hook_params, "--hook-param")
     relative = [v for v in policy.spec.volumes if v.path and not os.path.isabs(v.path)]
-    if not mapping and not params and not relative:
+    relative_mounts = [
+        t
+        for t in policy.spec.quiesce
+        if t.hook == "fsfreeze"
+        and t.local
+        and any(isinstance(m, str) and not os.path.isabs(m) for m in _fsfreeze_mounts(t.params or {}))
+    ]
+    if not mapping and not params and not relative and not relative_mounts:
         return policy
     doc = policy.model_dump(by_alias=True, exclude_none=True, mode="json")
     spec = doc["spec"]
@@ -189,6 +197,17 @@ def load_local_policy(
                 target["local"] = True
             target.pop("pod", None)
             target.pop("container", None)
+    for target in spec.get("quiesce", []):  # so are the mounts a local fsfreeze hook freezes
+        hook_params = target.get("params") or {}
+        if target.get("hook") == "fsfreeze" and target.get("local"):
+            for key in ("mount", "mounts"):
+                value = hook_params.get(key)
+                if isinstance(value, str) and not os.path.isabs(value):
+                    hook_params[key] = str(base / value)
+                elif isinstance(value, list):
+                    hook_params[key] = [
+                        str(base / m) if isinstance(m, str) and not os.path.isabs(m) else m for m in value
+                    ]
     targets = {t.target_name: i for i, t in enumerate(policy.spec.quiesce)}
     for key, value in params:
         target_name, dot, param = key.partition(".")
@@ -203,6 +222,11 @@ def load_local_policy(
         t.setdefault("name", target_name)
         t.setdefault("params", {})[param] = _param_value(value)
     return parse_policy(doc, f"{source} (with --volume/--hook-param)")
+
+
+def _fsfreeze_mounts(params: dict[str, Any]) -> list[Any]:
+    mounts = params.get("mounts")
+    return list(mounts) if isinstance(mounts, list) else [params.get("mount")]
 
 
 def check_local(policy: Policy, source: str) -> None:
@@ -674,7 +698,12 @@ class LocalPipelineRunner:
 
     # -- one process -------------------------------------------------------------------------
     def _argv(self, ctx: LocalContext, step: Step) -> list[str]:
-        args = [ctx.resolve(a, step) if isinstance(a, Ref) else a for a in step.args]
+        args: list[str] = []
+        for a in step.args:
+            if isinstance(a, OptionalOption):  # left out when its parameter says so
+                args += a.tokens(ctx.resolve(Param(a.param), step))
+            else:
+                args.append(ctx.resolve(a, step) if isinstance(a, Ref) else a)
         return [self.settings.python, "-m", "steps", step.command, *args]
 
     def _launch(self, ctx: LocalContext, run: StepRun) -> None:
@@ -992,19 +1021,20 @@ class LocalPipelineRunner:
             return []
         from steps.drivers.snapshot import CutResult
         from steps.drivers.snapshot_local import LocalSnapshotDriver, is_btrfs_subvolume
+        from steps.quiesce.consistent_point import fsfreeze_mounts
 
         driver = LocalSnapshotDriver(local_dir=plan.snapshot.local_dir)
+        driver.avoid_snapshots_under(fsfreeze_mounts(plan))
         paths: dict[str, str] = {}
         record = ctx.freeze_record() or {}
         for snap in record.get("snapshots") or []:
             paths[snap["volume"]] = snap["snapshot"]
         for v in plan.volumes:
             if v.name not in paths and v.path:
-                root = (
-                    Path(plan.snapshot.local_dir)
-                    if plan.snapshot.local_dir
-                    else Path(v.path).parent / ".snapflow-snapshots"
-                )
+                try:
+                    root = driver.snapshot_root(v)[0]  # where consistent-point put it, or would have
+                except SnapflowError:
+                    continue  # refused before anything was written
                 paths[v.name] = str(root / f"{v.name}.{ctx.backup_id}")
         warnings = []
         for volume, path in paths.items():
