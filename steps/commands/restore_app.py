@@ -17,6 +17,16 @@ time of each phase (RTO).
 Objects that already exist make the restore refuse, listing them, unless --existing=skip (keep them;
 a kept PVC's data is not restored) or --existing=replace (delete and recreate them).
 
+Scope (a backup is untrusted input; checked after the transforms, before anything is created): only
+namespaced objects in the restore's namespaces (the one the backup's namespace maps to, and every
+target of --namespace-map), the Namespace objects of those, and RoleBindings whose subjects are all
+ServiceAccounts of those namespaces, bound to a Role or to ClusterRole admin, edit or view. Everything
+else (an object in another namespace, a cluster-scoped object, a binding of a User, a Group, another
+namespace's ServiceAccount or another ClusterRole) is refused: listed, one line each with why (and in
+the report's "refused"), never created, and the restore fails (exit 3) before creating anything,
+unless --skip-refused restores the rest. --cluster-resources allows the cluster-scoped objects and the
+bindings; an object in a namespace the restore does not target stays refused.
+
 Filling the PVCs (--mover):
   pod    a mover pod per PVC runs `python -m steps restore --target /data` in the target namespace
          (needs --image, --password-secret and usually --credentials-secret there, or --secrets-namespace
@@ -112,6 +122,18 @@ def configure(parser):
         default="refuse",
         choices=("refuse", "skip", "replace"),
         help="objects that already exist: refuse (default), skip or replace",
+    )
+    s = parser.add_argument_group("scope")
+    s.add_argument(
+        "--cluster-resources",
+        **switch_option(),
+        help="also create the backup's cluster-scoped objects (ClusterRoles, ClusterRoleBindings, CRDs, other "
+        "Namespaces, ...) and RoleBindings reaching outside the restore's namespaces",
+    )
+    s.add_argument(
+        "--skip-refused",
+        **switch_option(),
+        help="restore the rest when objects are outside the restore's scope (they are listed, never created)",
     )
     parser.add_argument("--exclude", action="append", metavar="PATTERN", help="data paths not to restore")
     m = parser.add_argument_group("volumes")
@@ -626,6 +648,68 @@ def redact(obj: dict) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
+# Scope
+
+
+def restore_scope(args, spec, bundle, record: dict):
+    """The restore's namespaces: the one the backup's namespace maps to, and every target of the
+    namespace map (each named by the user)."""
+    from steps.manifests.scope import Scope
+
+    source = bundle.namespace or (record.get("app") or {}).get("namespace") or ""
+    return Scope.of(
+        spec.map_namespace(source) if source else "",
+        spec.namespace_map.values(),
+        cluster_resources=args.cluster_resources,
+    )
+
+
+def in_scope(client, objects: list[dict], args, spec, bundle, record: dict, report) -> list[dict]:
+    """The objects the restore may create; the refused ones go to ``report.refused`` (see
+    :mod:`steps.manifests.scope`). Whether a kind is namespaced is the API server's answer."""
+    from steps.manifests.scope import check_scope
+
+    def namespaced(api_version: str, kind: str) -> bool:
+        return client.resource(api_version, kind).namespaced
+
+    result = check_scope(objects, restore_scope(args, spec, bundle, record), namespaced)
+    report.refused = [r.to_dict() for r in result.refused]
+    return result.allowed
+
+
+def _refuse_or_skip(report, args) -> None:
+    """List the refused objects on stderr, one line each; fail unless --skip-refused."""
+    import sys
+
+    from steps.errors import PermanentError
+
+    if not report.refused:
+        return
+    verb = "skipped" if args.skip_refused else "refused"
+    for r in report.refused:
+        where = f" in namespace {r['namespace']}" if r["namespace"] else ""
+        print(f"{verb}: {r['object']}{where}: {r['reason']}", file=sys.stderr)
+    if not args.skip_refused:
+        n = len(report.refused)
+        raise PermanentError(
+            f"restore refused: {n} object{'s' if n != 1 else ''} of the backup {'are' if n != 1 else 'is'} "
+            "outside the restore's scope (listed above); this run created nothing. Pass --skip-refused to "
+            "restore the rest, or --cluster-resources to create cluster-scoped objects and bindings"
+        )
+
+
+def _write_summary(out: dict, args) -> None:
+    """The report of a restore refused before it created anything (--report, --json)."""
+    import json
+    from pathlib import Path
+
+    if args.report:
+        Path(args.report).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+
+
+# --------------------------------------------------------------------------------------------------
 # Check
 
 
@@ -682,26 +766,40 @@ def run(args) -> int:
     report = RestoreReport(notes=list(result.notes))
     pg_labels = backup_labels_needed(record)
 
+    def summary() -> dict:
+        return {
+            "backup_id": record.get("backup_id"),
+            "restore_id": restore_id,
+            "phase": args.phase,
+            "transforms": describe(spec),
+            **report.to_dict(),
+        }
+
     if args.dry_run:
         import yaml
 
-        shown = [redact(o) for o in result.objects]
-        sys.stdout.write(yaml.safe_dump_all(shown, sort_keys=True))
+        with kube_client(args) as client:
+            objects = in_scope(client, result.objects, args, spec, bundle, record, report)
+            restorer = Restorer(client, objects, RestoreOptions(args.existing, args.timeout))
+            existing = restorer.existing()
+        sys.stdout.write(yaml.safe_dump_all([redact(o) for o in objects], sort_keys=True))
         for n in result.notes:
             print(f"note: {n}", file=sys.stderr)
-        with kube_client(args) as client:
-            restorer = Restorer(client, result.objects, RestoreOptions(args.existing, args.timeout))
-            existing = restorer.existing()
         if existing:
             print(
                 f"already present ({args.existing}): " + ", ".join(str(r) for r in existing), file=sys.stderr
             )
+        _refuse_or_skip(report, args)
         return 0
 
     with kube_client(args) as client:
-        restorer = Restorer(
-            client, result.objects, RestoreOptions(args.existing, args.timeout), report, log=log
-        )
+        objects = result.objects
+        if args.phase != "fill":  # fill creates no object; it fills the volumes prepare listed
+            objects = in_scope(client, objects, args, spec, bundle, record, report)
+            if report.refused and not args.skip_refused:
+                _write_summary(summary(), args)
+                _refuse_or_skip(report, args)
+        restorer = Restorer(client, objects, RestoreOptions(args.existing, args.timeout), report, log=log)
         items: list[dict] = []
         if args.phase in ("all", "prepare"):
             created_pvcs = restorer.prepare()
@@ -728,15 +826,10 @@ def run(args) -> int:
                 with report.phase("check"):
                     target_ns = spec.map_namespace(bundle.namespace)
                     report.check = run_check(args, target_ns, args.timeout)
-    out = {
-        "backup_id": record.get("backup_id"),
-        "restore_id": restore_id,
-        "phase": args.phase,
-        "transforms": describe(spec),
-        **report.to_dict(),
-    }
+    out = summary()
     if args.report:
         Path(args.report).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    _refuse_or_skip(report, args)
     try:
         repo.save_record("runs", {"name": "restore", **out}, key=record.get("backup_id") or restore_id)
     except Exception as err:  # a read-only repository credential may restore but not record
@@ -750,7 +843,8 @@ def run(args) -> int:
         print(
             f"restored backup {record.get('backup_id')} into {', '.join(report.namespaces)}: "
             f"{len(report.created)} created, {len(report.skipped)} kept, {len(report.replaced)} replaced, "
-            f"{len(report.volumes)} volumes filled; {phases}; RTO {out['rto_s']}s",
+            f"{len(report.refused)} refused, {len(report.volumes)} volumes filled; {phases}; "
+            f"RTO {out['rto_s']}s",
             file=sys.stderr,
         )
     return 0

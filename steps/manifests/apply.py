@@ -4,7 +4,8 @@
 interface of :class:`steps.drivers.kube.KubeClient` (which does the I/O); ``restore-app`` drives it:
 
 ``prepare``  refuse (default) when objects exist, or delete those to be replaced (workloads first);
-             create the namespace, config objects, PVCs, and the workloads held at zero
+             create the namespace, cluster-scoped objects (only those the restore's scope allowed, see
+             :mod:`steps.manifests.scope`), config objects, PVCs, and the workloads held at zero
 ``fill``     a filler per PVC (a mover pod, or a local restore into the volume's directory)
 ``finish``   release the held workloads, create the deferred objects (bare pods, autoscalers,
              custom resources), optionally wait until the workloads are ready
@@ -53,6 +54,8 @@ class RestoreReport:
     released: list[str] = field(default_factory=list)
     volumes: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # objects outside the restore's scope, never created: {"object", "namespace", "reason"}
+    refused: list[dict] = field(default_factory=list)
     phases: list[PhaseTime] = field(default_factory=list)
     check: dict | None = None
 
@@ -74,6 +77,7 @@ class RestoreReport:
             "skipped": self.skipped,
             "replaced": self.replaced,
             "released": self.released,
+            "refused": self.refused,
             "volumes": self.volumes,
             "notes": self.notes,
             "phases": [{"name": p.name, "duration_s": p.duration_s} for p in self.phases],
@@ -195,6 +199,10 @@ class Restorer:
                     self._create(obj)
                 else:
                     self.report.notes.append(f"namespace {name} exists; restoring into it")
+        if self.phases["cluster"]:
+            with self.report.phase("cluster"):
+                for obj in self.phases["cluster"]:
+                    self._create(obj)
         with self.report.phase("config"):
             for obj in self.phases["config"]:
                 self._create(obj)

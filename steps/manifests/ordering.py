@@ -3,6 +3,9 @@
 Phases, in order:
 
 ``namespace``  the Namespace (its labels carry Pod Security admission levels)
+``cluster``    cluster-scoped objects a restore creates only when asked (``--cluster-resources``):
+               CustomResourceDefinitions, ClusterRoles and their bindings, PriorityClasses,
+               StorageClasses, PersistentVolumes
 ``config``     ServiceAccounts, Secrets, ConfigMaps, quotas, RBAC, NetworkPolicies, Services, PDBs, Ingresses
 ``storage``    PersistentVolumeClaims (then filled from the repository)
 ``workloads``  StatefulSets, Deployments, ReplicaSets, DaemonSets, Jobs, CronJobs — created *held*:
@@ -22,12 +25,20 @@ import json
 
 from steps.manifests.objects import Ref, dig, gk, meta, pod_template, ref
 
-PHASES = ("namespace", "config", "storage", "workloads", "deferred")
+PHASES = ("namespace", "cluster", "config", "storage", "workloads", "deferred")
 
 HOLD_ANNOTATION = "snapflow.io/restore-hold"
 RELEASE_ANNOTATION = "snapflow.io/restore-release"
 HOLD_NODE_LABEL = "snapflow.io/restore-hold"
 
+_CLUSTER_ORDER = (
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("scheduling.k8s.io", "PriorityClass"),
+    ("storage.k8s.io", "StorageClass"),
+    ("", "PersistentVolume"),
+)
 _CONFIG_ORDER = (
     ("", "ServiceAccount"),
     ("", "Secret"),
@@ -55,6 +66,7 @@ _WORKLOAD_ORDER = (
 _DEFERRED_ORDER = (("", "Pod"), ("autoscaling", "HorizontalPodAutoscaler"))
 _RANK = {
     **{k: ("namespace", 0) for k in (("", "Namespace"),)},
+    **{k: ("cluster", i) for i, k in enumerate(_CLUSTER_ORDER)},
     **{k: ("config", i) for i, k in enumerate(_CONFIG_ORDER)},
     ("", "PersistentVolumeClaim"): ("storage", 0),
     **{k: ("workloads", i) for i, k in enumerate(_WORKLOAD_ORDER)},

@@ -26,6 +26,9 @@ LABEL_RESTORE = "snapflow.io/restore-id"
 LABEL_GROUP = "snapflow.io/group"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "snapflow"}
 
+# The overwrite mode of every mover (see mover_args).
+MOVER_OVERWRITE = "always"
+
 SNAPSHOT_API_GROUP = "snapshot.storage.k8s.io"
 GROUP_SNAPSHOT_API_VERSIONS = (
     "groupsnapshot.storage.k8s.io/v1",
@@ -149,8 +152,13 @@ def mover_args(
     extra_args: list[str] | None = None,
 ) -> list[str]:
     """The mover's command line after ``python -m steps`` (the same restore step as anywhere else);
-    ``extra_args`` (e.g. ``--uid-map 999:1000650000``, ``--write-backup-label``) go last, as given."""
+    ``extra_args`` (e.g. ``--uid-map 999:1000650000``, ``--write-backup-label``) go last, as given.
+
+    A mover always passes its overwrite mode, ``always``: it writes into a PVC that restore-app itself
+    created (or recreated with ``--existing replace``), and a mover retried after a failure must finish
+    the half-written restore of its previous attempt instead of refusing a non-empty target."""
     args = ["restore", "--repo", repository, "--snapshot", snapshot_id, "--target", target]
+    args += ["--overwrite", MOVER_OVERWRITE]
     if endpoint:
         args += ["--endpoint", endpoint]
     for pattern in excludes or []:

@@ -28,6 +28,8 @@ def o(api, kind, name="x", **spec):
     ("api", "kind", "phase"),
     [
         ("v1", "Namespace", "namespace"),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "cluster"),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition", "cluster"),
         ("v1", "ConfigMap", "config"),
         ("v1", "Secret", "config"),
         ("v1", "ServiceAccount", "config"),
@@ -65,6 +67,7 @@ def test_order_within_phases():
     names = {p: [f"{x['kind']}/{x['metadata']['name']}" for x in items] for p, items in phases.items()}
     assert names == {
         "namespace": ["Namespace/ns"],
+        "cluster": [],
         "config": ["ServiceAccount/sa", "Secret/z", "ConfigMap/c", "Service/s"],
         "storage": ["PersistentVolumeClaim/p"],
         "workloads": ["StatefulSet/a", "Deployment/b"],

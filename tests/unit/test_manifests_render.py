@@ -129,6 +129,8 @@ def test_mover_pod_runs_the_restore_step_into_data():
         "3f2a9c1e",
         "--target",
         "/data",
+        "--overwrite",
+        "always",
         "--endpoint",
         "https://s3.example:9000",
         "--exclude",
