@@ -25,23 +25,18 @@ CONNECTION_EPILOG = """\
 environment:
   SNAPFLOW_PASSWORD / SNAPFLOW_PASSWORD_FILE   repository password (never given as an argument)
   SNAPFLOW_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, SNAPFLOW_S3_REGION,
-  SNAPFLOW_S3_PATH_STYLE, SNAPFLOW_S3_CA_BUNDLE, SNAPFLOW_S3_CONNECT_TIMEOUT, SNAPFLOW_S3_READ_TIMEOUT,
-  SNAPFLOW_S3_RETRIES
+  SNAPFLOW_S3_PATH_STYLE, SNAPFLOW_S3_CA_BUNDLE
+  SNAPFLOW_S3_CONNECT_TIMEOUT (5 s), SNAPFLOW_S3_READ_TIMEOUT (10 s: each read, each 64 KiB written),
+  SNAPFLOW_S3_RETRIES (4), SNAPFLOW_S3_RETRY_SECONDS (30: no retry starts that could end later)
+  SNAPFLOW_DEBUG=1 (or --debug)                show the traceback of an unexpected error
+repository URLs: s3://BUCKET/PREFIX or file:///PATH; '//' and a trailing '/' are dropped, '.' and
+  '..' segments, '?', '#', '%' and whitespace are refused
 """
-
-
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 def open_store(args):
     from steps.drivers.objectstore import open_store as _open
-    from steps.drivers.objectstore import parse_repo_url
 
-    scheme, bucket, _path = parse_repo_url(args.repo)
-    if scheme == "s3" and (not _BUCKET.match(bucket) or ".." in bucket):
-        raise UsageError(
-            f"--repo: bucket name {bucket!r} is invalid (3-63 lower-case letters, digits, '.', '-')"
-        )
     return _open(args.repo, args.endpoint)
 
 

@@ -18,9 +18,10 @@ still succeed (a new version, a delete marker); only deleting a locked *version*
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import random
-import re
 import threading
 import time
 import urllib.parse
@@ -30,6 +31,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from steps.drivers.repourl import (  # noqa: F401  (RepoURL, canonical_repo_url: re-exported)
+    RepoURL,
+    canonical_repo_url,
+    format_repo_url,
+    parse_repo_url,
+    redact,
+)
 from steps.errors import PermanentError, StoreUnavailable, UsageError
 
 T = TypeVar("T")
@@ -393,6 +401,8 @@ class LocalStore(ObjectStore):
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self.url = f"file://{self.root}"
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"{self.url}: expected a directory for the repository, found a file")
 
     def _path(self, key: str) -> Path:
         if key.startswith("/") or ".." in key.split("/"):
@@ -469,55 +479,109 @@ class LocalStore(ObjectStore):
 # S3
 
 
+# Defaults that make a server which accepts connections but never answers fail within 30 s: each
+# read (and each block of a request body written) may wait READ_TIMEOUT, a retry starts only when it
+# can still finish within RETRY_SECONDS of the first attempt. Transfers that keep moving are never cut.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 10.0
+DEFAULT_RETRIES = 4
+DEFAULT_RETRY_SECONDS = 30.0
+
+CONNECTION_ENV = {
+    "SNAPFLOW_S3_CONNECT_TIMEOUT": "connect_timeout",
+    "SNAPFLOW_S3_READ_TIMEOUT": "read_timeout",
+    "SNAPFLOW_S3_RETRY_SECONDS": "retry_seconds",
+}
+
+
+def _seconds(name: str, raw, allow_zero: bool = False) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        more = "a number of seconds >= 0" if allow_zero else "a number of seconds > 0"
+        raise UsageError(f"{name}: expected {more}, got {raw!r}")
+    return value
+
+
+def check_endpoint(endpoint: str, field: str = "--endpoint") -> str:
+    """``endpoint`` checked (http:// or https://, a host, an optional port, nothing else) and normalised:
+    scheme and host in lower case, no trailing ``/``. UsageError naming ``field`` otherwise."""
+    shown = redact(endpoint)
+    expected = f"{field}: expected an http:// or https:// URL like https://HOST:PORT"
+    try:
+        parsed = urllib.parse.urlsplit(endpoint)
+        port = parsed.port
+        host = parsed.hostname
+    except ValueError as err:
+        raise UsageError(f"{expected}, got {shown!r} ({err})") from None
+    if parsed.scheme.lower() not in ("http", "https") or not host:
+        raise UsageError(f"{expected}, got {shown!r}")
+    if parsed.username is not None or parsed.password is not None:
+        raise UsageError(f"{expected} without credentials (they come from the environment), got {shown!r}")
+    if parsed.path.strip("/") or parsed.query or parsed.fragment or any(c.isspace() for c in endpoint):
+        raise UsageError(f"{expected} without a path, query or fragment, got {shown!r}")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return f"{parsed.scheme.lower()}://{netloc.lower()}"
+
+
 @dataclass(frozen=True)
 class S3Settings:
-    """How to reach an S3 server. Secrets come from the environment, never from arguments."""
+    """How to reach an S3 server. Secrets come from the environment, never from arguments.
+
+    ``connect_timeout``: seconds to open a connection (and for a TLS handshake); ``read_timeout``: how
+    long one read of a response, or one 64 KiB block of a request body, may wait; ``retries``: attempts
+    after the first; ``retry_seconds``: a retry is started only when it can end (connect plus read
+    timeout) within this many seconds of the first attempt, so one call that gets no answer fails
+    within it.
+    """
 
     endpoint: str  # URL, e.g. http://127.0.0.1:8333 or https://s3.eu-west-1.amazonaws.com
     region: str | None = None
     path_style: bool = True
     ca_bundle: str | None = None
     insecure_skip_verify: bool = False
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    retries: int = 4  # attempts after the first
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    retries: int = DEFAULT_RETRIES  # attempts after the first
     backoff: float = 0.5  # first back-off in seconds, doubled each time, with jitter
     max_pool: int = 16
     object_lock: ObjectLock | None = None  # retention sent with every PUT
+    retry_seconds: float = DEFAULT_RETRY_SECONDS
 
     DEFAULT_ENDPOINT_ENV = "SNAPFLOW_S3_ENDPOINT"
 
     @classmethod
     def from_env(cls, endpoint: str | None = None, **overrides) -> S3Settings:
         env = os.environ
+        field = "--endpoint" if endpoint else cls.DEFAULT_ENDPOINT_ENV
         endpoint = endpoint or env.get(cls.DEFAULT_ENDPOINT_ENV)
         if not endpoint:
             raise UsageError(
                 f"--endpoint or {cls.DEFAULT_ENDPOINT_ENV}: expected the S3 server URL, got nothing"
             )
+        endpoint = check_endpoint(endpoint, field)
         kw: dict = {}
         if env.get("SNAPFLOW_S3_REGION") or env.get("AWS_REGION"):
             kw["region"] = env.get("SNAPFLOW_S3_REGION") or env.get("AWS_REGION")
         if env.get("SNAPFLOW_S3_PATH_STYLE"):
             kw["path_style"] = env["SNAPFLOW_S3_PATH_STYLE"].lower() not in ("0", "false", "no")
         if env.get("SNAPFLOW_S3_CA_BUNDLE") or env.get("AWS_CA_BUNDLE"):
-            kw["ca_bundle"] = env.get("SNAPFLOW_S3_CA_BUNDLE") or env.get("AWS_CA_BUNDLE")
-        for name, attr in (
-            ("SNAPFLOW_S3_CONNECT_TIMEOUT", "connect_timeout"),
-            ("SNAPFLOW_S3_READ_TIMEOUT", "read_timeout"),
-        ):
+            name = "SNAPFLOW_S3_CA_BUNDLE" if env.get("SNAPFLOW_S3_CA_BUNDLE") else "AWS_CA_BUNDLE"
+            kw["ca_bundle"] = env[name]
+            if not os.path.isfile(kw["ca_bundle"]) or not os.access(kw["ca_bundle"], os.R_OK):
+                raise UsageError(f"{name}: expected a readable PEM file, got {kw['ca_bundle']!r}")
+        for name, attr in CONNECTION_ENV.items():
             if env.get(name):
-                try:
-                    kw[attr] = float(env[name])
-                except ValueError:
-                    raise UsageError(f"{name}: expected a number of seconds, got {env[name]!r}") from None
+                kw[attr] = _seconds(name, env[name], allow_zero=attr == "retry_seconds")
         if env.get("SNAPFLOW_S3_RETRIES"):
-            try:
-                kw["retries"] = int(env["SNAPFLOW_S3_RETRIES"])
-            except ValueError:
-                raise UsageError(
-                    f"SNAPFLOW_S3_RETRIES: expected a whole number, got {env['SNAPFLOW_S3_RETRIES']!r}"
-                ) from None
+            raw = env["SNAPFLOW_S3_RETRIES"]
+            if not raw.strip().isdigit() or int(raw) > 100:
+                raise UsageError(f"SNAPFLOW_S3_RETRIES: expected a whole number from 0 to 100, got {raw!r}")
+            kw["retries"] = int(raw)
         lock = ObjectLock.from_env()
         if lock is not None:
             kw["object_lock"] = lock
@@ -525,20 +589,77 @@ class S3Settings:
         return cls(endpoint=endpoint, **kw)
 
 
-def _credentials_provider():
-    """Static keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else web identity (IRSA) or instance role."""
+_SEND_BLOCK = 64 * 1024
+
+
+@functools.cache
+def _pool_classes(write_timeout: float) -> dict:
+    """urllib3 pool classes whose connections write a request body in blocks of 64 KiB, each allowed
+    ``write_timeout`` seconds: a slow upload that keeps moving is not cut off, a stalled one is.
+
+    (Python's ``sendall`` applies a socket's timeout to the whole buffer: an 8 MiB pack would have to
+    be sent within the connect timeout.)"""
+    from urllib3 import connection, connectionpool
+
+    class _BlockSend:
+        def send(self, data):
+            if self.sock is None or not isinstance(data, (bytes, bytearray, memoryview)):
+                return super().send(data)
+            view = memoryview(data).cast("B")
+            if len(view) <= _SEND_BLOCK:
+                return super().send(data)
+            sock = self.sock
+            previous = sock.gettimeout()
+            sock.settimeout(write_timeout)
+            try:
+                for start in range(0, len(view), _SEND_BLOCK):
+                    super().send(view[start : start + _SEND_BLOCK])
+            finally:
+                if self.sock is sock:
+                    sock.settimeout(previous)
+
+    # named as urllib3's own classes: their names appear in error messages
+    class HTTPConnection(_BlockSend, connection.HTTPConnection):
+        pass
+
+    class HTTPSConnection(_BlockSend, connection.HTTPSConnection):
+        pass
+
+    class HTTPConnectionPool(connectionpool.HTTPConnectionPool):
+        ConnectionCls = HTTPConnection
+
+    class HTTPSConnectionPool(connectionpool.HTTPSConnectionPool):
+        ConnectionCls = HTTPSConnection
+
+    return {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
+
+
+def _pool_manager(settings: S3Settings, ca_certs: str | None, verify: bool = True):
+    import urllib3
+
+    timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
+    tls = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE", "ca_certs": ca_certs}
+    http = urllib3.PoolManager(timeout=timeout, maxsize=settings.max_pool, retries=False, **tls)
+    http.pool_classes_by_scheme = _pool_classes(settings.read_timeout)
+    return http
+
+
+def _credentials_provider(settings: S3Settings):
+    """Static keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else web identity (IRSA) or instance role
+    (fetched with the same timeouts as the store's own requests, and no retries of their own)."""
     from minio.credentials import EnvAWSProvider, IamAwsProvider
 
     env = os.environ
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
         return EnvAWSProvider()
     if env.get("AWS_WEB_IDENTITY_TOKEN_FILE") and env.get("AWS_ROLE_ARN"):
-        return IamAwsProvider()
+        import certifi
+
+        return IamAwsProvider(http_client=_pool_manager(settings, certifi.where()))
     return None  # anonymous requests (a public bucket)
 
 
 _MIN_PART = 5 * 1024 * 1024  # S3's smallest multipart part; below it one PUT carries the object
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 class S3Store(ObjectStore):
@@ -556,32 +677,25 @@ class S3Store(ObjectStore):
 
     def __init__(self, settings: S3Settings, bucket: str, prefix: str = ""):
         import certifi
-        import urllib3
         from minio import Minio
 
         self.settings = settings
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        parsed = urllib.parse.urlparse(settings.endpoint)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise UsageError(f"endpoint: expected a URL like http://HOST:PORT, got {settings.endpoint!r}")
-        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
+        endpoint = check_endpoint(settings.endpoint, "endpoint")
+        parsed = urllib.parse.urlsplit(endpoint)
+        self.url = format_repo_url("s3", bucket, self.prefix.rstrip("/"))
         if parsed.scheme == "https":
-            http = urllib3.PoolManager(
-                timeout=timeout,
-                maxsize=settings.max_pool,
-                retries=False,
-                cert_reqs="CERT_NONE" if settings.insecure_skip_verify else "CERT_REQUIRED",
-                ca_certs=settings.ca_bundle or certifi.where(),
+            http = _pool_manager(
+                settings, settings.ca_bundle or certifi.where(), verify=not settings.insecure_skip_verify
             )
         else:
-            http = urllib3.PoolManager(timeout=timeout, maxsize=settings.max_pool, retries=False)
+            http = _pool_manager(settings, None)
         self.client = Minio(
             parsed.netloc,
             secure=parsed.scheme == "https",
             region=settings.region,
-            credentials=_credentials_provider(),
+            credentials=_credentials_provider(settings),
             http_client=http,
         )
         if settings.path_style:
@@ -591,13 +705,20 @@ class S3Store(ObjectStore):
 
     # -- retries ---------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()`` with bounded retries of transient failures: at most ``retries`` more attempts, each
+        started only when it can end within ``retry_seconds`` of the first (see :class:`S3Settings`)."""
         import urllib3
         from minio.error import S3Error, ServerError
 
-        attempts = self.settings.retries + 1
-        delay = self.settings.backoff
+        settings = self.settings
+        allowed = settings.retries + 1
+        worst_attempt = settings.connect_timeout + settings.read_timeout
+        started = time.monotonic()
+        delay = settings.backoff
         last: Exception | None = None
-        for attempt in range(attempts):
+        attempts = 0
+        while True:
+            attempts += 1
             try:
                 return fn()
             except S3Error as err:
@@ -610,13 +731,17 @@ class S3Store(ObjectStore):
                 last = err
             except (urllib3.exceptions.HTTPError, OSError) as err:
                 last = err
-            if attempt + 1 < attempts:
-                time.sleep(delay * (0.5 + random.random()))
-                delay *= 2
+            pause = delay * (0.5 + random.random())
+            elapsed = time.monotonic() - started
+            if attempts >= allowed or elapsed + pause + worst_attempt > settings.retry_seconds:
+                break
+            time.sleep(pause)
+            delay *= 2
         reason = type(last).__name__ if last else "error"
-        detail = str(last).splitlines()[0][:200] if last else ""
+        detail = " ".join(str(last).split())[:200] if last else ""
         raise StoreUnavailable(
-            f"object store {self.settings.endpoint} did not answer {what} after {attempts} attempts ({reason}: {detail})"
+            f"object store {settings.endpoint} did not answer {what} after {attempts} attempt"
+            f"{'s' if attempts != 1 else ''} in {time.monotonic() - started:.0f} s ({reason}: {detail})"
         )
 
     def _k(self, key: str) -> str:
@@ -856,31 +981,15 @@ def _s3_error(err, what: str, store: S3Store):
 _MEMORY_STORES: dict[str, MemoryStore] = {}
 
 
-def parse_repo_url(url: str) -> tuple[str, str, str]:
-    """``s3://bucket/prefix`` → ("s3", "bucket", "prefix"); also ``file:///dir`` and ``mem://name``."""
-    parsed = urllib.parse.urlparse(url or "")
-    if parsed.scheme == "s3":
-        if not parsed.netloc:
-            raise UsageError(f"--repo: expected s3://BUCKET/PREFIX, got {url!r}")
-        if not _BUCKET_NAME.match(parsed.netloc) or ".." in parsed.netloc:
-            raise UsageError(
-                f"--repo: bucket name {parsed.netloc!r} is not valid (expected 3-63 lowercase letters, digits, '.' or '-')"
-            )
-        return "s3", parsed.netloc, parsed.path.strip("/")
-    if parsed.scheme == "file":
-        if not parsed.path:
-            raise UsageError(f"--repo: expected file:///PATH, got {url!r}")
-        return "file", "", parsed.path
-    if parsed.scheme == "mem":
-        return "mem", parsed.netloc or "default", ""
-    raise UsageError(f"--repo: expected s3://BUCKET/PREFIX (or file:///PATH), got {url!r}")
-
-
-def open_store(url: str, endpoint: str | None = None, **s3_overrides) -> ObjectStore:
-    """The store behind a repository URL; S3 settings come from ``endpoint`` and the environment."""
-    scheme, bucket, path = parse_repo_url(url)
-    if scheme == "s3":
-        return S3Store(S3Settings.from_env(endpoint, **s3_overrides), bucket, path)
-    if scheme == "file":
-        return LocalStore(path)
-    return _MEMORY_STORES.setdefault(bucket, MemoryStore(name=bucket))
+def open_store(
+    url: str, endpoint: str | None = None, *, field: str = "--repo", **s3_overrides
+) -> ObjectStore:
+    """The store behind a repository URL (checked and normalised by :func:`parse_repo_url`, errors naming
+    ``field``); S3 settings come from ``endpoint`` and the environment. The store's ``url`` is the
+    canonical spelling."""
+    repo = parse_repo_url(url, field)
+    if repo.scheme == "s3":
+        return S3Store(S3Settings.from_env(endpoint, **s3_overrides), repo.bucket, repo.path)
+    if repo.scheme == "file":
+        return LocalStore(repo.path)
+    return _MEMORY_STORES.setdefault(repo.bucket, MemoryStore(name=repo.bucket))

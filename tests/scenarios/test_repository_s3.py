@@ -223,7 +223,7 @@ def test_s3_server_stopped_mid_copy_gives_a_clear_error_in_bounded_time(private_
             "--tag: expected KEY=VALUE",
         ),
         (["verify", "--repo", "s3://bucket/p", "--read-data", "150"], "--read-data: expected a percentage"),
-        (["snapshots", "--repo", "ftp://somewhere"], "--repo: expected s3://BUCKET/PREFIX"),
+        (["snapshots", "--repo", "ftp://somewhere"], "--repo: expected a repository URL s3://BUCKET/PREFIX"),
         (["restore", "--repo", "s3://bucket/p", "--snapshot", "latest"], "--target"),
         (["key", "frobnicate", "--repo", "s3://bucket/p"], "invalid choice"),
         (["copy", "--repo", "s3://bucket/p", "--source", "/nonexistent/dir"], "--source"),

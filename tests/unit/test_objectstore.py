@@ -70,9 +70,9 @@ def test_stopped_s3_server_gives_a_clear_error_within_the_retry_bound(private_s3
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("bucket/prefix", "--repo: expected s3://BUCKET/PREFIX"),
+        ("bucket/prefix", "--repo: expected a repository URL s3://BUCKET/PREFIX"),
         ("s3:///prefix", "--repo: expected s3://BUCKET/PREFIX"),
-        ("ftp://x/y", "--repo: expected s3://BUCKET/PREFIX"),
+        ("ftp://x/y", "--repo: expected a repository URL s3://BUCKET/PREFIX"),
     ],
 )
 def test_malformed_repository_urls_are_refused_with_one_line(url, message):
