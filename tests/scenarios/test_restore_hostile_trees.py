@@ -1,0 +1,169 @@
+"""Restoring crafted snapshots whose trees break the tree rules: names that are paths (``../escape``,
+``/etc/cron.d/job``, ``.``, ``..``, empty, with ``/`` or NUL), duplicated names, one name with two types,
+files whose size disagrees with their blobs, holes out of order, overlapping or past the size, unknown
+types and trees that are no trees. Each is restored as root in the sandbox of tests/fixtures/hostile.py:
+
+- without options: exit 1, one error line, nothing written (the target is as it was, even a non-empty
+  one with --overwrite always), nothing outside the target changed;
+- with --skip-damaged: exit 3, the damaged directory (or file) listed and left out, the rest restored,
+  still nothing outside the target changed.
+
+Each case is crafted twice: among the root entries of the snapshot and inside a subdirectory ``sub``.
+One repository for the module, one snapshot per case and placement."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.hostile import assert_one_line_error, assert_untouched
+
+EXIT_DAMAGED = 1  # an invalid tree fails the restore: nothing written
+EXIT_SKIPPED = 3  # --skip-damaged: the rest restored, the damage listed
+
+GOOD = b"good data\n"
+OK = b"a valid sibling\n"
+
+
+def _tree_cases(c, sandbox) -> dict[str, list[dict] | bytes]:
+    """Hostile entries that make their whole tree invalid (or raw bytes for the tree itself)."""
+    outside = str(sandbox.outside)
+    payload = b"written by a crafted snapshot\n"
+    return {
+        "escape": [c.file("../escape", payload)],
+        "escape-deeper": [c.file("../../outside/victim", payload)],
+        "absolute-etc": [c.file("/etc/cron.d/job", b"* * * * * root touch /pwned\n")],
+        "absolute-sandbox": [c.file(f"{outside}/created", payload)],
+        "dot": [c.file(".", payload)],
+        "dotdot": [c.file("..", payload)],
+        "dotdot-dir": [c.dir("..", [c.file("escape", payload)])],
+        "empty-name": [c.file("", payload)],
+        "slash": [c.file("a/b", payload)],
+        "trailing-slash": [c.dir("d/", [c.file("x", payload)])],
+        "nul": [c.file("a\0b", payload)],
+        "too-long": [c.file("n" * 256, payload)],
+        "unencodable": [c.file("\ud800", payload)],
+        "duplicate": [c.file("dup", b"first\n"), c.file("dup", b"second\n")],
+        "two-types": [c.symlink("link", outside), c.dir("link", [c.file("file", payload)])],
+        "two-types-file-after-link": [c.symlink("x", f"{outside}/victim"), c.file("x", payload)],
+        "hardlink-absolute-first": [
+            c.file(f"{outside}/victim", payload, nlink=2, inode=9001),
+            c.file("b", payload, nlink=2, inode=9001),
+        ],
+        "holes-out-of-order": [c.file("h", b"x" * 10, size=30, holes=[[20, 10], [0, 10]])],
+        "holes-overlapping": [c.file("h", b"x" * 5, size=20, holes=[[0, 10], [5, 10]])],
+        "hole-past-size": [c.file("h", b"x" * 10, size=20, holes=[[10, 20]])],
+        "hole-negative": [c.file("h", b"x" * 10, size=20, holes=[[-10, 20]])],
+        "size-negative": [c.file("f", payload, size=-1)],
+        "size-not-int": [c.file("f", payload, size="12")],
+        "content-not-ids": [c.file("f", payload, content=["../../etc/passwd"])],
+        "subtree-not-id": [c.dir("d", "../" * 3)],
+        "unknown-type": [c.file("door", payload, type="door")],
+        "symlink-target-nul": [c.symlink("s", "a\0b")],
+        "name-not-string": b'{"nodes":[{"name":7,"type":"file","size":0}]}',
+        "not-json": b"\x00\xffnot a tree",
+        "nodes-not-list": b'{"nodes":{"name":"x"}}',
+    }
+
+
+def _file_cases(c) -> dict[str, list[dict]]:
+    """Hostile files in an otherwise valid tree: only the file is damage."""
+    return {
+        "size-larger-than-blobs": [c.file("f", b"x" * 10, size=100)],
+        "size-smaller-than-blobs": [c.file("f", b"x" * 10, size=3)],
+        "size-without-content": [c.file("f", size=50)],
+        "size-with-holes-short": [c.file("f", b"x" * 10, size=40, holes=[[10, 20]])],
+        "content-blob-missing": [c.file("f", size=10, content=["ab" * 32])],
+    }
+
+
+@pytest.fixture(scope="module")
+def crafted(hostile_repo):
+    """{(case, placement): (snapshot, damaged path with --skip-damaged, paths restored with it)}."""
+    out = {}
+    with hostile_repo.crafter() as c:
+        good = c.file("good.txt", GOOD)
+        ok = c.file("ok.txt", OK)
+        tree_cases = _tree_cases(c, hostile_repo.sandbox)
+        for name, entries in {**tree_cases, **_file_cases(c)}.items():
+            raw = isinstance(entries, bytes)
+            file_level = name not in tree_cases
+            root = entries if raw else [good, *entries]
+            out[(name, "root")] = (
+                c.snapshot(root, f"{name}-root"),
+                entries[0]["name"] if file_level else "",
+                {"good.txt"} if file_level else set(),
+            )
+            sub = entries if raw else [ok, *entries]
+            out[(name, "sub")] = (
+                c.snapshot([good, c.dir("sub", sub)], f"{name}-sub"),
+                f"sub/{entries[0]['name']}" if file_level else "sub",
+                {"good.txt", "sub", "sub/ok.txt"} if file_level else {"good.txt", "sub"},
+            )
+    return out
+
+
+def _case_names() -> list[str]:
+    class Names:
+        def file(self, name, *a, **k):
+            return {"name": name}
+
+        dir = symlink = file
+
+    return [*_tree_cases(Names(), type("S", (), {"outside": "/o"})), *_file_cases(Names())]
+
+
+# The rows of the table of past escapes, and the trees that are no trees, are also crafted as the root.
+ROOT_CASES = [
+    "escape",
+    "escape-deeper",
+    "absolute-etc",
+    "absolute-sandbox",
+    "dot",
+    "dotdot",
+    "two-types",
+    "hardlink-absolute-first",
+    "not-json",
+    "size-larger-than-blobs",
+]
+PLACED = [(case, "sub") for case in _case_names()] + [(case, "root") for case in ROOT_CASES]
+
+
+@pytest.mark.parametrize(("case", "placement"), PLACED)
+def test_a_damaged_snapshot_is_refused_whole_or_restored_without_its_damage(
+    hostile_repo, crafted, case, placement
+):
+    snap, damaged, kept = crafted[(case, placement)]
+
+    # GIVEN an empty target, WHEN the crafted snapshot is restored without options, then with --skip-damaged
+    report = hostile_repo.sandbox.run(["--snapshot", snap], ["--snapshot", snap, "--skip-damaged"])
+
+    # THEN the first fails on one line naming the damage, with nothing written anywhere
+    refused, skipped = report.runs
+    assert_one_line_error(refused, EXIT_DAMAGED, "damaged", "nothing was written")
+    assert_untouched(report, refused)
+
+    # AND the second exits 3 listing the damaged directory or file, which is left out; the rest is there
+    assert_one_line_error(skipped, EXIT_SKIPPED, "damaged")
+    assert f"skipped damaged /{damaged}" in skipped.stderr, skipped.show()
+    assert not report.outside_changes(skipped), report.outside_changes(skipped)
+    entries = report.target_entries(skipped)
+    assert set(entries) - {"sub"} == kept - {"sub"}, skipped.show()  # (an empty "sub" may stay)
+    if "good.txt" in kept:
+        assert (entries["good.txt"]["type"], entries["good.txt"]["size"]) == ("file", len(GOOD))
+
+
+@pytest.mark.parametrize("case", ["dot", "dotdot", "dotdot-dir", "two-types"])
+def test_a_damaged_snapshot_leaves_a_non_empty_target_as_it_was(hostile_repo, crafted, case):
+    snap, _damaged, _kept = crafted[(case, "root")]
+    setup = [
+        ["file", "existing.txt", "kept\n"],
+        ["dir", "existing-dir"],
+        ["file", "existing-dir/inner", "in\n"],
+    ]
+
+    # GIVEN a target holding data, WHEN the crafted snapshot is restored over it with --overwrite always
+    report = hostile_repo.sandbox.run(["--snapshot", snap, "--overwrite", "always"], setup=setup)
+
+    # THEN nothing in it (nor around it) was removed or replaced
+    assert_one_line_error(report.last, EXIT_DAMAGED, "damaged")
+    assert_untouched(report, report.last)
