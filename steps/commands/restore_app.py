@@ -37,9 +37,10 @@ Filling the PVCs (--mover):
   none   only objects; the restore WorkflowTemplate runs the movers as its own steps between
          --phase prepare (which writes the volumes to fill to --out, each with the restore_options its
          mover adds) and --phase finish.
-Every mover restores owners through --uid-map/--gid-map, and on the volume holding the data directory
-of a PostgreSQL copied in backup mode it writes the backup's backup_label (restore --write-backup-label,
-read from the repository by the mover itself).
+Every mover passes --overwrite always (the PVC is one this restore created, and a mover run again after
+a failure must finish the half-written restore), restores owners through --uid-map/--gid-map, and on the
+volume holding the data directory of a PostgreSQL copied in backup mode it writes the backup's
+backup_label (restore --write-backup-label, read from the repository by the mover itself).
 
 Transforms (also from --transforms FILE, YAML; see docs/user/restore.md): --target-namespace,
 --namespace-map, --storage-class-map, --add-label/--remove-label, --add-annotation/--remove-annotation,
@@ -60,6 +61,8 @@ examples:
 
 PHASE_CHOICES = ("all", "prepare", "fill", "finish")
 MOVERS = ("pod", "local", "none")
+# The overwrite mode of every mover, as restore options (render.mover_args passes it itself).
+MOVER_OVERWRITE_ARGS = ("--overwrite", "always")
 # The repository connection settings a mover pod gets from the restoring process's environment.
 MOVER_ENV = ("SNAPFLOW_S3_REGION", "SNAPFLOW_S3_PATH_STYLE")
 
@@ -805,10 +808,9 @@ def run(args) -> int:
             created_pvcs = restorer.prepare()
             items, notes = volumes_to_fill(record, created_pvcs)
             for item in items:
-                # what a mover run by the workflow itself (--mover none) adds to its restore command
-                options = mover_options(item, spec, pg_labels)
-                if options:
-                    item["restore_options"] = options
+                # what a mover run by the workflow itself (--mover none) adds to its restore command:
+                # the overwrite mode every mover passes (see render.mover_args), then this volume's own
+                item["restore_options"] = [*MOVER_OVERWRITE_ARGS, *mover_options(item, spec, pg_labels)]
             report.notes.extend(notes)
             if args.out:
                 Path(args.out).write_text(json.dumps(items, indent=2, sort_keys=True) + "\n")

@@ -158,7 +158,7 @@ def mover_args(
     created (or recreated with ``--existing replace``), and a mover retried after a failure must finish
     the half-written restore of its previous attempt instead of refusing a non-empty target."""
     args = ["restore", "--repo", repository, "--snapshot", snapshot_id, "--target", target]
-    args += ["--overwrite", MOVER_OVERWRITE]
+    args += ["--overwrite", MOVER_OVERWRITE]  # restore-app's --out lists it in restore_options too
     if endpoint:
         args += ["--endpoint", endpoint]
     for pattern in excludes or []:

@@ -82,5 +82,5 @@ def test_fill_retried_over_a_half_written_volume_finishes_the_restore(k8s, tmp_p
 
     # THEN it finishes the restore: the volume equals the backed-up data
     assert filled.rc == 0, filled.stderr
-    assert item["pvc"] == "data"
+    assert item["pvc"] == "data" and item["restore_options"] == ["--overwrite", "always"]
     assert tree_state(pvc_dir) == tree_state(data)

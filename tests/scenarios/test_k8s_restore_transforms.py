@@ -312,6 +312,7 @@ def test_restore_in_phases_holds_workloads_until_finish(k8s, tmp_path):
             "volume": "data",
             "snapshot": json.loads(volumes.read_text())[0]["snapshot"],
             "volume_mode": "Filesystem",
+            "restore_options": ["--overwrite", "always"],
         }
     ]
     assert sts_held["spec"]["replicas"] == 0
