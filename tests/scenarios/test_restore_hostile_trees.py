@@ -167,3 +167,66 @@ def test_a_damaged_snapshot_leaves_a_non_empty_target_as_it_was(hostile_repo, cr
     # THEN nothing in it (nor around it) was removed or replaced
     assert_one_line_error(report.last, EXIT_DAMAGED, "damaged")
     assert_untouched(report, report.last)
+
+
+def _extreme_fields(c, outside: str) -> dict[str, list[dict]]:
+    """Entries whose every field has the right type but a value no file system takes."""
+    return {
+        "mode-negative": [c.file("f", OK, mode=-1)],
+        "mode-huge": [c.file("f", OK, mode=2**40)],
+        "dir-mode-huge": [c.dir("d", [c.file("f", OK)], mode=2**40)],
+        "uid-huge": [c.file("f", OK, uid=2**40, gid=2**40)],
+        "uid-negative": [c.file("f", OK, uid=-5, gid=-5)],
+        "symlink-owner-huge": [c.symlink("s", outside, uid=2**40)],
+        "mtime-huge": [c.file("f", OK, mtime_ns=10**30, atime_ns=10**30)],
+        "mtime-negative-huge": [c.file("f", OK, mtime_ns=-(10**30))],
+        "dir-mtime-huge": [c.dir("d", [], mtime_ns=10**30)],
+        "symlink-mtime-huge": [c.symlink("s", outside, mtime_ns=10**30)],
+        "size-past-any-file-system": [c.file("f", size=2**63, holes=[[0, 2**63]])],
+        "size-past-off-t": [c.file("f", size=2**64, holes=[[0, 2**64]])],
+        "symlink-target-empty": [c.symlink("s", "")],
+        "symlink-target-missing": [c._node("symlink", "s", {})],
+        "symlink-target-too-long": [c.symlink("s", "t" * 5000)],
+        "fifo-mode-huge": [c.fifo("p", mode=2**40)],
+        "chardev-rdev-huge": [c._node("chardev", "dev", {"rdev": 2**70})],
+        "socket": [c._node("socket", "sock", {})],
+        "inode-huge-hard-links": [
+            c.file("a", OK, nlink=2**70, inode=2**70, dev=-1),
+            c.file("b", OK, nlink=2**70, inode=2**70, dev=-1),
+        ],
+    }
+
+
+def _extreme_names() -> list[str]:
+    class Names:
+        def __getattr__(self, _name):
+            return lambda *a, **k: {}
+
+    return list(_extreme_fields(Names(), "/o"))
+
+
+@pytest.fixture(scope="module")
+def extreme(hostile_repo):
+    with hostile_repo.crafter() as c:
+        good = c.file("good.txt", GOOD)
+        cases = _extreme_fields(c, str(hostile_repo.sandbox.outside))
+        return {name: c.snapshot([good, c.dir("sub", entries)], name) for name, entries in cases.items()}
+
+
+@pytest.mark.parametrize("case", _extreme_names())
+def test_values_no_file_system_takes_fail_on_one_line_or_restore_nothing_outside(hostile_repo, extreme, case):
+    # GIVEN an entry whose mode, owner, time, size, link target or device number no file system takes
+    # WHEN the snapshot is restored
+    report = hostile_repo.sandbox.run(["--snapshot", extreme[case]])
+
+    # THEN either it is restored (the value clamped or left out, with a warning) or the restore fails on
+    # one line, never with a traceback; a refusal writes nothing; nothing outside changes either way
+    run = report.last
+    assert "Traceback" not in run.output, run.show()
+    assert run.rc in (0, EXIT_DAMAGED), run.show()
+    assert not report.outside_changes(run), report.outside_changes(run)
+    if run.rc:
+        assert len(run.error_lines) == 1, run.show()
+        assert_untouched(report, run)
+    else:
+        assert report.target_entries(run)["good.txt"]["size"] == len(GOOD)
