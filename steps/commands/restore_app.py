@@ -307,7 +307,16 @@ def load_bundle(repo, record: dict):
             f"backup {record.get('backup_id')}: no manifests were captured with it; "
             "restore its volumes with `python -m steps restore`"
         )
-    return bundle.from_files(load_files(repo, sid), f"manifests snapshot {sid[:8]}")
+    out = bundle.from_files(load_files(repo, sid), f"manifests snapshot {sid[:8]}")
+    recorded = (record.get("app") or {}).get("namespace") or ""
+    if recorded and out.namespace and out.namespace != recorded:
+        # the namespace a restore in place goes to must not be the manifests' own say
+        raise PermanentError(
+            f"backup {record.get('backup_id')}: its record names namespace {recorded}, its manifests "
+            f"(snapshot {sid[:8]}) were captured in namespace {out.namespace}; a backup that disagrees "
+            "with itself is not restored"
+        )
+    return out
 
 
 def volumes_to_fill(record: dict, pvcs: list[dict]) -> tuple[list[dict], list[str]]:
@@ -796,12 +805,10 @@ def run(args) -> int:
         return 0
 
     with kube_client(args) as client:
-        objects = result.objects
-        if args.phase != "fill":  # fill creates no object; it fills the volumes prepare listed
-            objects = in_scope(client, objects, args, spec, bundle, record, report)
-            if report.refused and not args.skip_refused:
-                _write_summary(summary(), args)
-                _refuse_or_skip(report, args)
+        objects = in_scope(client, result.objects, args, spec, bundle, record, report)
+        if report.refused and not args.skip_refused:
+            _write_summary(summary(), args)
+            _refuse_or_skip(report, args)
         restorer = Restorer(client, objects, RestoreOptions(args.existing, args.timeout), report, log=log)
         items: list[dict] = []
         if args.phase in ("all", "prepare"):

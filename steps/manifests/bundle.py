@@ -72,9 +72,8 @@ def to_files(objects: list[dict], info: dict[str, Any]) -> dict[str, bytes]:
 
 
 def from_files(files: dict[str, bytes], source: str = "manifests") -> Bundle:
-    """The bundle back from its files; refuses an unknown format or version."""
-    import yaml
-
+    """The bundle back from its files; refuses an unknown format or version, and objects without the
+    shape a restore relies on (a mapping with apiVersion, kind and metadata.name)."""
     raw = files.get(INDEX_FILE)
     if raw is None:
         raise PermanentError(f"{source}: {INDEX_FILE} is missing; not a capture of Snapflow")
@@ -82,16 +81,48 @@ def from_files(files: dict[str, bytes], source: str = "manifests") -> Bundle:
         index = json.loads(raw)
     except ValueError as err:
         raise PermanentError(f"{source}: {INDEX_FILE} is not valid JSON ({err})") from None
+    if not isinstance(index, dict):
+        raise PermanentError(f"{source}: {INDEX_FILE}: expected a JSON object")
     if index.get("format") != FORMAT or index.get("version") != VERSION:
         raise PermanentError(
             f"{source}: {INDEX_FILE}: expected format {FORMAT} version {VERSION}, "
             f"got {index.get('format')!r} version {index.get('version')!r}"
         )
+    entries = index.get("objects") or []
+    if not isinstance(entries, list):
+        raise PermanentError(f"{source}: {INDEX_FILE}: objects: expected a list")
+    if not isinstance(index.get("namespace", ""), str):
+        raise PermanentError(f"{source}: {INDEX_FILE}: namespace: expected a string")
     objects = []
-    for entry in index.get("objects") or []:
-        data = files.get(entry["path"])
+    for i, entry in enumerate(entries):
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str) or not path:
+            raise PermanentError(f"{source}: {INDEX_FILE}: objects[{i}]: expected an entry with a path")
+        data = files.get(path)
         if data is None:
-            raise PermanentError(f"{source}: {entry['path']} is listed in {INDEX_FILE} but missing")
-        objects.append(yaml.safe_load(data))
+            raise PermanentError(f"{source}: {path} is listed in {INDEX_FILE} but missing")
+        objects.append(_object(data, f"{source}: {path}"))
     info = {k: v for k, v in index.items() if k not in ("objects", "format", "version")}
     return Bundle(objects, info)
+
+
+def _object(data: bytes, where: str) -> dict:
+    """One captured object, checked for the shape every later step relies on (the bundle is untrusted:
+    a repository may have been written by a compromised writer)."""
+    import yaml
+
+    try:
+        obj = yaml.safe_load(data)
+    except yaml.YAMLError as err:
+        raise PermanentError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(obj, dict):
+        raise PermanentError(f"{where}: expected a Kubernetes object (a mapping)")
+    meta = obj.get("metadata")
+    for key, value in (("apiVersion", obj.get("apiVersion")), ("kind", obj.get("kind"))):
+        if not isinstance(value, str) or not value:
+            raise PermanentError(f"{where}: {key}: expected a non-empty string")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise PermanentError(f"{where}: metadata.name: expected a non-empty string")
+    if not isinstance(meta.get("namespace") or "", str):
+        raise PermanentError(f"{where}: metadata.namespace: expected a string")
+    return obj

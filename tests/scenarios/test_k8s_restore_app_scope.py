@@ -94,7 +94,7 @@ REFUSED = [
 ]
 
 
-def commit_crafted_backup(k8s, backup_id: str, objects: list[dict]) -> None:
+def commit_crafted_backup(k8s, backup_id: str, objects: list[dict], captured_in: str = SOURCE_NS) -> None:
     """What a compromised writer can commit: a manifests snapshot and a backup record naming it."""
     from steps.drivers.objectstore import open_store
     from steps.repository.archiver import store_files
@@ -103,7 +103,7 @@ def commit_crafted_backup(k8s, backup_id: str, objects: list[dict]) -> None:
     repo = Repository.open(
         open_store(k8s.repo, os.environ.get("SNAPFLOW_S3_ENDPOINT")), os.environ["SNAPFLOW_PASSWORD"]
     )
-    files = bundle.to_files(objects, {"backup_id": backup_id, "namespace": SOURCE_NS, "cluster": "x"})
+    files = bundle.to_files(objects, {"backup_id": backup_id, "namespace": captured_in, "cluster": "x"})
     sid = store_files(repo, files, tags={"kind": "manifests", "backup": backup_id}, backup_id=backup_id)
     record = {
         "version": 1,
@@ -245,3 +245,27 @@ def test_backup_of_only_the_app_restores_by_default(k8s):
     report = json.loads(res.last_line)
     assert report["refused"] == []
     assert len(report["created"]) == len(APP_OBJECTS)
+
+
+def test_backup_whose_manifests_name_another_namespace_than_its_record_is_not_restored(k8s):
+    # GIVEN a backup recorded for namespace shop whose manifests claim to come from kube-system (a
+    # restore in place would go there)
+    planted = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "kube-system"}},
+    ]
+    commit_crafted_backup(k8s, "crafted-5", planted, captured_in="kube-system")
+
+    # WHEN the latest backup of shop is restored in place
+    res = run_step(
+        "restore-app", "--repo", k8s.repo, "--backup", "latest", "--source-namespace", SOURCE_NS,
+        "--mover", "none", "--timeout", "20",
+    )  # fmt: skip
+
+    # THEN it is refused in one line naming both namespaces, and nothing is created
+    assert res.rc == 3, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: backup crafted-5: its record names namespace shop, its manifests (snapshot "
+        f"{res.stderr.split('(snapshot ')[1][:8]}) were captured in namespace kube-system; a backup that "
+        "disagrees with itself is not restored"
+    )
+    assert k8s.server.get("configmaps", "c", "kube-system") is None
