@@ -129,7 +129,10 @@ class ObjectLock(_Model):
 class Repository(_Model):
     """Where backups go: one encrypted, deduplicated repository in S3-compatible object storage."""
 
-    url: str = Field(pattern=REPOSITORY_URL_RE, description="s3://BUCKET/PREFIX")
+    url: str = Field(
+        description="s3://BUCKET/PREFIX",
+        json_schema_extra={"pattern": REPOSITORY_URL_RE},  # for editors; the validator decides
+    )
     endpoint: str | None = Field(
         None, pattern=ENDPOINT_RE, description="S3 endpoint URL (MinIO, SeaweedFS, ...); omit for AWS S3."
     )
@@ -157,6 +160,30 @@ class Repository(_Model):
             "repository's key can read every backup in it, so by default each namespace has its own."
         ),
     )
+
+    @field_validator("url")
+    @classmethod
+    def _canonical_url(cls, value: str) -> str:
+        """Checked and spelled canonically (:mod:`steps.drivers.repourl`): two spellings of one
+        repository become one string, which the rendered workflows and the sharing check use."""
+        from steps.drivers.repourl import canonical_repo_url
+
+        try:
+            return canonical_repo_url(value, field="")
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _canonical_endpoint(cls, value: str | None) -> str | None:
+        from steps.drivers.repourl import check_endpoint
+
+        if value is None:
+            return None
+        try:
+            return check_endpoint(value, field="")
+        except UsageError as err:
+            raise ValueError(str(err)) from None
 
 
 class VolumeSpec(_Model):
@@ -799,10 +826,15 @@ def repository_sharing(loaded: Sequence[LoadedPolicy]) -> tuple[list[str], list[
     different namespaces may share one only when every one of them sets ``repository.shared: true``,
     and that is warned about.
     """
+    from steps.drivers.repourl import canonical_repo_url, check_endpoint
+
     by_repo: dict[tuple[str, str | None], list[LoadedPolicy]] = {}
     for item in loaded:
         repo = item.policy.spec.repository
-        by_repo.setdefault((repo.url.rstrip("/"), repo.endpoint), []).append(item)
+        # (the validators already spelled both canonically; two spellings of one repository are one key)
+        url = canonical_repo_url(repo.url, "spec.repository.url")
+        endpoint = check_endpoint(repo.endpoint, "spec.repository.endpoint") if repo.endpoint else None
+        by_repo.setdefault((url, endpoint), []).append(item)
     problems: list[str] = []
     warnings: list[str] = []
     for (url, _endpoint), items in sorted(by_repo.items(), key=lambda kv: kv[0][0]):

@@ -34,9 +34,9 @@ from typing import TypeVar
 from steps.drivers.repourl import (  # noqa: F401  (RepoURL, canonical_repo_url: re-exported)
     RepoURL,
     canonical_repo_url,
+    check_endpoint,
     format_repo_url,
     parse_repo_url,
-    redact,
 )
 from steps.errors import PermanentError, StoreUnavailable, UsageError
 
@@ -505,29 +505,6 @@ def _seconds(name: str, raw, allow_zero: bool = False) -> float:
     return value
 
 
-def check_endpoint(endpoint: str, field: str = "--endpoint") -> str:
-    """``endpoint`` checked (http:// or https://, a host, an optional port, nothing else) and normalised:
-    scheme and host in lower case, no trailing ``/``. UsageError naming ``field`` otherwise."""
-    shown = redact(endpoint)
-    expected = f"{field}: expected an http:// or https:// URL like https://HOST:PORT"
-    try:
-        parsed = urllib.parse.urlsplit(endpoint)
-        port = parsed.port
-        host = parsed.hostname
-    except ValueError as err:
-        raise UsageError(f"{expected}, got {shown!r} ({err})") from None
-    if parsed.scheme.lower() not in ("http", "https") or not host:
-        raise UsageError(f"{expected}, got {shown!r}")
-    if parsed.username is not None or parsed.password is not None:
-        raise UsageError(f"{expected} without credentials (they come from the environment), got {shown!r}")
-    if parsed.path.strip("/") or parsed.query or parsed.fragment or any(c.isspace() for c in endpoint):
-        raise UsageError(f"{expected} without a path, query or fragment, got {shown!r}")
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None:
-        netloc += f":{port}"
-    return f"{parsed.scheme.lower()}://{netloc.lower()}"
-
-
 @dataclass(frozen=True)
 class S3Settings:
     """How to reach an S3 server. Secrets come from the environment, never from arguments.
@@ -592,10 +569,49 @@ class S3Settings:
 _SEND_BLOCK = 64 * 1024
 
 
+def _wait_delivered(sock, timeout: float) -> None:
+    """Wait until the peer acknowledged every byte written to ``sock`` (Linux: the TIOCOUTQ of a TCP
+    socket), failing with TimeoutError when that count does not go down for ``timeout`` seconds; stop
+    waiting as soon as the peer starts answering.
+
+    Without this the read timeout of the response would start while megabytes still sit in the kernel's
+    send buffer, and a slow link would time out a request whose body is still moving."""
+    try:
+        import fcntl
+        import select
+        import struct
+        import termios
+
+        request = termios.TIOCOUTQ
+    except (ImportError, AttributeError):  # not Linux: the read timeout alone applies
+        return
+
+    def unsent() -> int:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))[0]
+
+    try:
+        left = unsent()
+    except OSError:
+        return
+    moved = time.monotonic()
+    pause = 0.001
+    while left > 0:
+        readable, _, _ = select.select([sock], [], [], pause)
+        if readable:
+            return  # an answer (or the connection's end) is there: the response reader takes over
+        pause = min(pause * 2, 0.05)
+        now_left = unsent()
+        if now_left < left:
+            left, moved = now_left, time.monotonic()
+        elif time.monotonic() - moved > timeout:
+            raise TimeoutError(f"the request body did not move for {timeout:g} s ({left} bytes unsent)")
+
+
 @functools.cache
 def _pool_classes(write_timeout: float) -> dict:
     """urllib3 pool classes whose connections write a request body in blocks of 64 KiB, each allowed
-    ``write_timeout`` seconds: a slow upload that keeps moving is not cut off, a stalled one is.
+    ``write_timeout`` seconds, then wait (as long as it keeps moving) until the body has left the send
+    buffer: a slow upload that keeps moving is not cut off, a stalled one is.
 
     (Python's ``sendall`` applies a socket's timeout to the whole buffer: an 8 MiB pack would have to
     be sent within the connect timeout.)"""
@@ -614,6 +630,7 @@ def _pool_classes(write_timeout: float) -> dict:
             try:
                 for start in range(0, len(view), _SEND_BLOCK):
                     super().send(view[start : start + _SEND_BLOCK])
+                _wait_delivered(sock, write_timeout)
             finally:
                 if self.sock is sock:
                     sock.settimeout(previous)

@@ -22,6 +22,8 @@ report). The rules:
 - ``file://HOST/PATH`` is refused unless HOST is empty or ``localhost``; PATH must be absolute and
   not ``/`` itself.
 
+:func:`check_endpoint` does the same for an S3 endpoint (``https://HOST:PORT``, nothing else).
+
 Errors are :class:`steps.errors.UsageError`, one line naming the field, what was expected and the URL
 (with anything before an ``@`` in the host hidden, in case it held credentials). This module imports
 nothing heavy: the policy loader uses it too.
@@ -30,6 +32,7 @@ nothing heavy: the policy loader uses it too.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass
 
 from steps.errors import UsageError
@@ -170,3 +173,27 @@ def canonical_repo_url(url: str, field: str = "--repo") -> str:
 def same_repository(a: str, b: str) -> bool:
     """True when two URLs name one repository (both must be valid)."""
     return canonical_repo_url(a) == canonical_repo_url(b)
+
+
+def check_endpoint(endpoint: str, field: str = "--endpoint") -> str:
+    """``endpoint`` checked (http:// or https://, a host, an optional port, nothing else) and normalised:
+    scheme and host in lower case, no trailing ``/``. UsageError naming ``field`` otherwise."""
+    shown = redact(endpoint)
+    expected = f"{field}: " if field else ""
+    expected += "expected an http:// or https:// URL like https://HOST:PORT"
+    try:
+        parsed = urllib.parse.urlsplit(endpoint)
+        port = parsed.port
+        host = parsed.hostname
+    except ValueError as err:
+        raise UsageError(f"{expected}, got {shown!r} ({err})") from None
+    if parsed.scheme.lower() not in ("http", "https") or not host:
+        raise UsageError(f"{expected}, got {shown!r}")
+    if parsed.username is not None or parsed.password is not None:
+        raise UsageError(f"{expected} without credentials (they come from the environment), got {shown!r}")
+    if parsed.path.strip("/") or parsed.query or parsed.fragment or any(c.isspace() for c in endpoint):
+        raise UsageError(f"{expected} without a path, query or fragment, got {shown!r}")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return f"{parsed.scheme.lower()}://{netloc.lower()}"
