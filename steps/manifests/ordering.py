@@ -127,15 +127,22 @@ def hold(obj: dict) -> dict:
         tpl = pod_template(o)
         if tpl is None:
             return o
-        ps = tpl.setdefault("spec", {})
-        ps.setdefault("nodeSelector", {})[HOLD_NODE_LABEL] = "true"
+        ps = _mapping(tpl, "spec")
+        _mapping(ps, "nodeSelector")[HOLD_NODE_LABEL] = "true"
         release = {"spec": {"template": {"spec": {"nodeSelector": {HOLD_NODE_LABEL: None}}}}}
     if release is None:
         return o
-    ann = meta(o).setdefault("annotations", {})
+    ann = _mapping(meta(o), "annotations")
     ann[HOLD_ANNOTATION] = "true"
     ann[RELEASE_ANNOTATION] = json.dumps(release, sort_keys=True, separators=(",", ":"))
     return o
+
+
+def _mapping(parent: dict, key: str) -> dict:
+    """``parent[key]``, made a mapping when it is missing or null (a captured object is untrusted)."""
+    if not isinstance(parent.get(key), dict):
+        parent[key] = {}
+    return parent[key]
 
 
 def is_held(obj: dict) -> bool:

@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steps.errors import UsageError
+from steps.errors import PermanentError, UsageError
 from steps.manifests.jsonpatch import apply_patch
 from steps.manifests.migrations import migrate
-from steps.manifests.objects import containers, dig, gk, meta, pod_spec
+from steps.manifests.objects import containers, dig, gk, meta, pod_spec, ref
 
 
 @dataclass(frozen=True)
@@ -274,17 +274,24 @@ def transform_objects(objects: list[dict], spec: TransformSpec) -> TransformResu
     used_patches: set[int] = set()
     for original in objects:
         obj = copy.deepcopy(original)
-        if spec.migrate_api_versions:
-            mig = migrate(obj)
-            result.notes.extend(mig.notes)
-            if mig.obj is None:
-                continue
-            obj = mig.obj
-        _remap_namespace(obj, spec)
-        _map_storage_class(obj, spec)
-        _remap_ids(obj, spec)
-        _rewrite_images(obj, spec)
-        _labels_annotations(obj, spec)
+        try:
+            if spec.migrate_api_versions:
+                mig = migrate(obj)
+                result.notes.extend(mig.notes)
+                if mig.obj is None:
+                    continue
+                obj = mig.obj
+            _remap_namespace(obj, spec)
+            _map_storage_class(obj, spec)
+            _remap_ids(obj, spec)
+            _rewrite_images(obj, spec)
+            _labels_annotations(obj, spec)
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError) as err:
+            # a captured object is untrusted input: a field of an unexpected type is damage, named
+            raise PermanentError(
+                f"{ref(original)}: a field has an unexpected type or shape ({type(err).__name__}: {err}); "
+                "the backup's manifests are damaged or crafted"
+            ) from None
         for i, rule in enumerate(spec.patches):
             if rule.matches(obj):
                 used_patches.add(i)
