@@ -43,6 +43,8 @@ def _tree_cases(c, sandbox) -> dict[str, list[dict] | bytes]:
         "too-long": [c.file("n" * 256, payload)],
         "unencodable": [c.file("\ud800", payload)],
         "duplicate": [c.file("dup", b"first\n"), c.file("dup", b"second\n")],
+        # "\udcc3\udcbf" spells the bytes of "ÿ" (c3 bf) another way: the same name on disk
+        "duplicate-on-disk": [c.file("\u00ff", b"first\n"), c.dir("\udcc3\udcbf", [c.file("f", payload)])],
         "two-types": [c.symlink("link", outside), c.dir("link", [c.file("file", payload)])],
         "two-types-file-after-link": [c.symlink("x", f"{outside}/victim"), c.file("x", payload)],
         "hardlink-absolute-first": [
@@ -230,3 +232,37 @@ def test_values_no_file_system_takes_fail_on_one_line_or_restore_nothing_outside
         assert_untouched(report, run)
     else:
         assert report.target_entries(run)["good.txt"]["size"] == len(GOOD)
+
+
+@pytest.fixture(scope="module")
+def newline_names(hostile_repo):
+    evil = "evil\nerror: everything is fine"
+    with hostile_repo.crafter() as c:
+        good = c.file("good.txt", GOOD)
+        return {
+            "tree": c.snapshot([good, c.dir(evil, [c.dir("d\nx", [c.file("..", b"x")])])], "newline-tree"),
+            "file": c.snapshot(
+                [good, c.dir(evil, [c.file("f\nwarning: fake", b"x", size=99)])], "newline-file"
+            ),
+        }
+
+
+@pytest.mark.parametrize("kind", ["tree", "file"])
+@pytest.mark.parametrize("skip", [False, True], ids=["refused", "skip-damaged"])
+def test_names_from_the_snapshot_never_split_a_message_line(hostile_repo, newline_names, kind, skip):
+    # GIVEN damage below directories (or in a file) whose names hold newlines and text that looks
+    # like a message of its own
+    # WHEN the snapshot is restored, refused or with --skip-damaged
+    report = hostile_repo.sandbox.run(
+        ["--snapshot", newline_names[kind], *(["--skip-damaged"] if skip else [])]
+    )
+
+    # THEN every message is one line: the names are shown escaped, never with a raw newline
+    run = report.last
+    assert_one_line_error(run, EXIT_SKIPPED if skip else EXIT_DAMAGED, "damaged")
+    assert "everything is fine" in run.stderr, run.show()  # named, but escaped:
+    for line in run.stderr.splitlines():
+        assert line.startswith(("error:", "warning:", "restore:", "restored ")), (
+            f"a line of its own: {line!r}"
+        )
+    assert not report.outside_changes(run)
