@@ -266,6 +266,12 @@ def transform_spec(args, source_namespace: str):
 # The backup
 
 
+def _app_of(record) -> dict:
+    """The ``app`` of a backup record ({} when missing or not a mapping: records are untrusted)."""
+    app = record.get("app") if isinstance(record, dict) else None
+    return app if isinstance(app, dict) else {}
+
+
 def find_backup(repo, backup: str, app: str = "", namespace: str = "") -> dict:
     """The committed backup record (``latest``: the newest matching one)."""
     from steps.errors import PermanentError, UsageError
@@ -274,8 +280,9 @@ def find_backup(repo, backup: str, app: str = "", namespace: str = "") -> dict:
         records = [
             r
             for r in repo.list_records("backups")
-            if (not app or (r.data.get("app") or {}).get("name") == app)
-            and (not namespace or (r.data.get("app") or {}).get("namespace") == namespace)
+            if isinstance(r.data, dict)
+            and (not app or _app_of(r.data).get("name") == app)
+            and (not namespace or _app_of(r.data).get("namespace") == namespace)
         ]
         if not records:
             which = " ".join(
@@ -287,6 +294,8 @@ def find_backup(repo, backup: str, app: str = "", namespace: str = "") -> dict:
         return max(records, key=lambda r: str(r.data.get("time", ""))).data
     records = repo.list_records("backups", key=backup)
     if records:
+        if not isinstance(records[-1].data, dict):
+            raise PermanentError(f"--backup: the record of backup {backup} is not a JSON object")
         return records[-1].data
     if any(s.backup_id == backup for s in repo.list_snapshots()):
         raise PermanentError(
@@ -302,13 +311,17 @@ def load_bundle(repo, record: dict):
     from steps.repository.restorer import load_files
 
     sid = record.get("manifests")
+    if sid and not isinstance(sid, str):
+        raise PermanentError(f"backup {record.get('backup_id')}: manifests: expected a snapshot ID")
     if not sid:
         raise PermanentError(
             f"backup {record.get('backup_id')}: no manifests were captured with it; "
             "restore its volumes with `python -m steps restore`"
         )
     out = bundle.from_files(load_files(repo, sid), f"manifests snapshot {sid[:8]}")
-    recorded = (record.get("app") or {}).get("namespace") or ""
+    recorded = _app_of(record).get("namespace") or ""
+    if not isinstance(recorded, str):
+        raise PermanentError(f"backup {record.get('backup_id')}: app.namespace: expected a string")
     if recorded and out.namespace and out.namespace != recorded:
         # the namespace a restore in place goes to must not be the manifests' own say
         raise PermanentError(
@@ -319,9 +332,35 @@ def load_bundle(repo, record: dict):
     return out
 
 
+def record_volumes(record: dict) -> list[dict]:
+    """The backup record's volumes, checked: the record is untrusted (a compromised writer can commit
+    one), and each snapshot ID lands on a mover's command line. Called before anything is created."""
+    import re
+
+    from steps.errors import PermanentError
+
+    volumes = record.get("volumes") or []
+    if not isinstance(volumes, list):
+        volumes = [volumes]  # refused below
+    for i, v in enumerate(volumes):
+        if not (
+            isinstance(v, dict)
+            and isinstance(v.get("name"), str)
+            and isinstance(v.get("pvc") or "", str)
+            and isinstance(v.get("snapshot"), str)
+            and re.fullmatch(r"[0-9a-f]{8,64}", v["snapshot"])
+        ):
+            raise PermanentError(
+                f"backup {record.get('backup_id')}: volumes[{i}]: expected a name, a PVC and a snapshot ID "
+                "(hexadecimal); the record is damaged or crafted"
+            )
+    return volumes
+
+
 def volumes_to_fill(record: dict, pvcs: list[dict]) -> tuple[list[dict], list[str]]:
     """Each created PVC with the repository snapshot holding its data; notes for the rest."""
-    by_pvc = {v.get("pvc"): v for v in record.get("volumes") or [] if v.get("pvc")}
+    volumes = record_volumes(record)
+    by_pvc = {v.get("pvc"): v for v in volumes if v.get("pvc")}
     out, notes = [], []
     for pvc in pvcs:
         name, ns = pvc["metadata"]["name"], pvc["metadata"].get("namespace")
@@ -535,7 +574,7 @@ def fill_pods(
                 if _copy_for_restore(client, kind, name, args.secrets_namespace, ns, restore_id):
                     copied.append((kind, ns, name))
     backup_id = record.get("backup_id", "")
-    app = (record.get("app") or {}).get("name", "")
+    app = str(_app_of(record).get("name") or "")
     pods = {}
     started = time.time()
     try:
@@ -668,7 +707,7 @@ def restore_scope(args, spec, bundle, record: dict):
     namespace map (each named by the user)."""
     from steps.manifests.scope import Scope
 
-    source = bundle.namespace or (record.get("app") or {}).get("namespace") or ""
+    source = bundle.namespace or _app_of(record).get("namespace") or ""
     return Scope.of(
         spec.map_namespace(source) if source else "",
         spec.namespace_map.values(),
@@ -772,6 +811,7 @@ def run(args) -> int:
 
     repo = open_repository(args)
     record = find_backup(repo, args.backup, args.app, args.source_namespace)
+    record_volumes(record)
     bundle = load_bundle(repo, record)
     spec = transform_spec(args, bundle.namespace)
     result = transform_objects(bundle.objects, spec)
