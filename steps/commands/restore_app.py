@@ -19,7 +19,8 @@ a kept PVC's data is not restored) or --existing=replace (delete and recreate th
 
 Scope (a backup is untrusted input; checked after the transforms, before anything is created): only
 namespaced objects in the restore's namespaces (the one the backup's namespace maps to, and every
-target of --namespace-map), the Namespace objects of those, and RoleBindings whose subjects are all
+target of --namespace-map), the Namespace objects of those (not one that would create its namespace
+with Pod Security level privileged enforced), and RoleBindings whose subjects are all
 ServiceAccounts of those namespaces, bound to a Role or to ClusterRole admin, edit or view. Everything
 else (an object in another namespace, a cluster-scoped object, a binding of a User, a Group, another
 namespace's ServiceAccount or another ClusterRole) is refused: listed, one line each with why (and in
@@ -702,9 +703,9 @@ def redact(obj: dict) -> dict:
 # Scope
 
 
-def restore_scope(args, spec, bundle, record: dict):
+def restore_scope(client, args, spec, bundle, record: dict):
     """The restore's namespaces: the one the backup's namespace maps to, and every target of the
-    namespace map (each named by the user)."""
+    namespace map (each named by the user); which of them exist."""
     from steps.manifests.scope import Scope
 
     source = bundle.namespace or _app_of(record).get("namespace") or ""
@@ -712,6 +713,7 @@ def restore_scope(args, spec, bundle, record: dict):
         spec.map_namespace(source) if source else "",
         spec.namespace_map.values(),
         cluster_resources=args.cluster_resources,
+        exists=lambda ns: client.get_or_none("v1", "Namespace", ns) is not None,
     )
 
 
@@ -723,7 +725,7 @@ def in_scope(client, objects: list[dict], args, spec, bundle, record: dict, repo
     def namespaced(api_version: str, kind: str) -> bool:
         return client.resource(api_version, kind).namespaced
 
-    result = check_scope(objects, restore_scope(args, spec, bundle, record), namespaced)
+    result = check_scope(objects, restore_scope(client, args, spec, bundle, record), namespaced)
     report.refused = [r.to_dict() for r in result.refused]
     return result.allowed
 

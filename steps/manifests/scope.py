@@ -6,7 +6,10 @@ input, checked after the transforms (which are the user's own) and before anythi
 - a namespaced object only in one of the restore's namespaces: the one the backup's namespace maps to
   (``--target-namespace``, or the backup's own) and every target of ``--namespace-map``; an object in
   any other namespace, or with none, is refused — even with ``cluster_resources``;
-- the Namespace objects of those namespaces; every other cluster-scoped object (another Namespace,
+- the Namespace objects of those namespaces, unless one would create its namespace with the Pod
+  Security level ``privileged`` enforced (``pod-security.kubernetes.io/enforce``: it would admit
+  privileged pods, host namespaces and hostPath volumes, i.e. the nodes) — a namespace that already
+  exists is never changed by a restore, so its object is then harmless; every other cluster-scoped object (another Namespace,
   ClusterRoles, ClusterRoleBindings, CustomResourceDefinitions, PersistentVolumes, StorageClasses,
   webhook configurations, ...) only with ``cluster_resources``;
 - a RoleBinding only when every subject is a ServiceAccount in one of the restore's namespaces (a
@@ -36,6 +39,7 @@ RBAC_GROUP = "rbac.authorization.k8s.io"
 # The user-facing ClusterRoles every cluster has, meant to be bound inside one namespace.
 NAMESPACE_CLUSTER_ROLES = frozenset({"admin", "edit", "view"})
 FLAG = "--cluster-resources"
+PSA_ENFORCE = "pod-security.kubernetes.io/enforce"
 
 
 @dataclass(frozen=True)
@@ -60,13 +64,21 @@ class Scope:
 
     namespaces: frozenset[str]
     cluster_resources: bool = False
+    # those of ``namespaces`` that exist already (a restore goes into them and never changes them)
+    existing: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, target: str, mapped: Iterable[str] = (), cluster_resources: bool = False) -> Scope:
+    def of(
+        cls,
+        target: str,
+        mapped: Iterable[str] = (),
+        cluster_resources: bool = False,
+        exists: Callable[[str], bool] = lambda _ns: False,
+    ) -> Scope:
         """``target``: the namespace the backup's namespace maps to; ``mapped``: the targets of the
-        namespace map (each one named by the user)."""
-        names = {n for n in (target, *mapped) if n}
-        return cls(frozenset(names), cluster_resources)
+        namespace map (each one named by the user); ``exists(ns)``: whether a namespace exists."""
+        names = frozenset(n for n in (target, *mapped) if n)
+        return cls(names, cluster_resources, frozenset(n for n in names if exists(n)))
 
 
 @dataclass
@@ -92,7 +104,17 @@ def check_scope(objects: list[dict], scope: Scope, namespaced: Callable[[str, st
             else:
                 result.allowed.append(obj)
             continue
-        if (gk(obj) == ("", "Namespace") and r.name in scope.namespaces) or scope.cluster_resources:
+        if gk(obj) == ("", "Namespace") and r.name in scope.namespaces and not scope.cluster_resources:
+            if r.name not in scope.existing and _enforced_level(obj) == "privileged":
+                result.refused.append(
+                    Refusal(Ref(r.group, r.kind, "", r.name), f"would create the namespace with Pod Security "
+                            f"{PSA_ENFORCE}=privileged (admitting privileged pods); created only with {FLAG}, "
+                            "or create the namespace first")
+                )  # fmt: skip
+            else:
+                result.allowed.append(_without_namespace(obj))
+            continue
+        if scope.cluster_resources:
             result.allowed.append(_without_namespace(obj))
             continue
         what = "a namespace the restore does not target" if gk(obj) == ("", "Namespace") else "cluster-scoped"
@@ -146,6 +168,12 @@ def _binding_refusal(obj: dict, namespace: str, scope: Scope) -> str:
         f"bound to a Role or to ClusterRole {', '.join(sorted(NAMESPACE_CLUSTER_ROLES))}); "
         f"created only with {FLAG}"
     )
+
+
+def _enforced_level(namespace: dict) -> str:
+    labels = (namespace.get("metadata") or {}).get("labels")
+    level = labels.get(PSA_ENFORCE) if isinstance(labels, dict) else None
+    return level.strip().lower() if isinstance(level, str) else ""
 
 
 def _without_namespace(obj: dict) -> dict:

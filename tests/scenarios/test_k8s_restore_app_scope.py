@@ -269,3 +269,46 @@ def test_backup_whose_manifests_name_another_namespace_than_its_record_is_not_re
         "disagrees with itself is not restored"
     )
     assert k8s.server.get("configmaps", "c", "kube-system") is None
+
+
+def test_a_new_namespace_is_not_created_with_privileged_pod_security_from_a_backup(k8s):
+    # GIVEN a backup whose Namespace object enforces Pod Security level privileged
+    privileged = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": SOURCE_NS, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
+    }
+    commit_crafted_backup(k8s, "crafted-6", [privileged, *APP_OBJECTS[1:]])
+
+    # WHEN it is restored into a namespace that does not exist, by default and then skipping refusals
+    refused = restore(k8s, "crafted-6")
+    skipped = restore(k8s, "crafted-6", "--skip-refused")
+
+    # THEN the first is refused naming the level; the second creates the namespace without that label
+    # (the cluster's default level applies) and the app in it
+    assert refused.rc == 3, refused.stderr
+    assert refused_of(refused) == [("Namespace/shop-restored", None)]
+    assert "enforce=privileged" in json.loads(refused.last_line)["refused"][0]["reason"]
+    assert skipped.rc == 0, skipped.stderr
+    ns = k8s.server.get("namespaces", TARGET_NS)
+    assert "pod-security.kubernetes.io/enforce" not in (ns["metadata"].get("labels") or {})
+    assert k8s.server.get("configmaps", "app-config", TARGET_NS) is not None
+
+
+def test_restoring_into_an_existing_privileged_namespace_is_not_refused(k8s):
+    # GIVEN the same backup, and the target namespace already created by its owner
+    privileged = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": SOURCE_NS, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
+    }
+    commit_crafted_backup(k8s, "crafted-7", [privileged, *APP_OBJECTS[1:]])
+    k8s.server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": TARGET_NS}})
+
+    # WHEN it is restored there  THEN nothing is refused: the restore never changes an existing namespace
+    res = restore(k8s, "crafted-7")
+    assert res.rc == 0, res.stderr
+    assert refused_of(res) == []
+    assert "pod-security.kubernetes.io/enforce" not in (
+        k8s.server.get("namespaces", TARGET_NS)["metadata"].get("labels") or {}
+    )

@@ -186,3 +186,19 @@ def test_without_the_flag_nothing_allowed_reaches_outside_the_scope(objects):
             assert all(s["kind"] == "ServiceAccount" for s in o["subjects"])
             assert all(s.get("namespace") in (None, "", "app") for s in o["subjects"])
             assert o["roleRef"] != {"kind": "ClusterRole", "name": "cluster-admin"}
+
+
+def test_a_namespace_is_never_created_with_privileged_pod_security_without_the_flag():
+    privileged = obj("Namespace", "app", None, api="v1")
+    privileged["metadata"]["labels"] = {"pod-security.kubernetes.io/enforce": " Privileged"}
+    baseline = obj("Namespace", "app", None, api="v1")
+    baseline["metadata"]["labels"] = {"pod-security.kubernetes.io/enforce": "baseline"}
+
+    # a namespace the restore would create: refused with privileged, allowed with another level
+    _, refused = check([privileged])
+    assert "Pod Security pod-security.kubernetes.io/enforce=privileged" in refused["Namespace/app"]
+    assert check([baseline]) == (["Namespace/app"], {})
+    # a namespace that exists is never changed by the restore; with the flag, the user chose
+    assert check([privileged], Scope(frozenset({"app"}), existing=frozenset({"app"})))[1] == {}
+    assert check([privileged], Scope(frozenset({"app"}), cluster_resources=True))[1] == {}
+    assert Scope.of("app", ["b"], exists=lambda ns: ns == "b").existing == {"b"}
