@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.hostile import assert_one_line_error, assert_untouched
+from tests.fixtures.hostile import assert_one_line_error, assert_untouched, gaps_marked
 
 EXIT_DAMAGED = 1  # an invalid tree fails the restore: nothing written
 EXIT_SKIPPED = 3  # --skip-damaged: the rest restored, the damage listed
@@ -47,6 +47,11 @@ def _tree_cases(c, sandbox) -> dict[str, list[dict] | bytes]:
         "duplicate-on-disk": [c.file("\u00ff", b"first\n"), c.dir("\udcc3\udcbf", [c.file("f", payload)])],
         "two-types": [c.symlink("link", outside), c.dir("link", [c.file("file", payload)])],
         "two-types-file-after-link": [c.symlink("x", f"{outside}/victim"), c.file("x", payload)],
+        "two-types-hard-link-after-link": [
+            c.symlink("x", f"{outside}/victim"),
+            c.file("x", payload, nlink=2, inode=9002),
+        ],
+        "symlink-then-slash": [c.symlink("link", outside), c.file("link/file", payload)],
         "hardlink-absolute-first": [
             c.file(f"{outside}/victim", payload, nlink=2, inode=9001),
             c.file("b", payload, nlink=2, inode=9001),
@@ -117,6 +122,8 @@ def _case_names() -> list[str]:
 # The rows of the table of past escapes, and the trees that are no trees, are also crafted as the root.
 ROOT_CASES = [
     "escape",
+    "symlink-then-slash",
+    "two-types-hard-link-after-link",
     "escape-deeper",
     "absolute-etc",
     "absolute-sandbox",
@@ -129,8 +136,40 @@ ROOT_CASES = [
 ]
 PLACED = [(case, "sub") for case in _case_names()] + [(case, "root") for case in ROOT_CASES]
 
+# Contracts the restore does not meet yet (see gaps_marked): remove an entry once its case passes.
+GAPS = {
+    ("duplicate-on-disk", "sub"): "names are compared as strings, not as the file-system bytes they become:"
+    " two spellings of one name pass as distinct and the restore goes ahead (exit 0)",
+}
+EXTREME_GAPS = {
+    case: "a value that passes the tree rules but no system call takes fails the restore half-way"
+    " (exit 1 with entries already written) instead of before the first write"
+    for case in [
+        "mode-huge",
+        "dir-mode-huge",
+        "uid-huge",
+        "uid-negative",
+        "symlink-owner-huge",
+        "mtime-huge",
+        "mtime-negative-huge",
+        "dir-mtime-huge",
+        "symlink-mtime-huge",
+        "size-past-any-file-system",
+        "size-past-off-t",
+        "symlink-target-empty",
+        "symlink-target-missing",
+        "symlink-target-too-long",
+        "fifo-mode-huge",
+        "chardev-rdev-huge",
+    ]
+}
+NEWLINE_GAPS = {
+    ("file", True): "--skip-damaged lists damaged paths raw: a newline in a name starts a line of its own",
+    ("tree", True): "--skip-damaged lists damaged paths raw: a newline in a name starts a line of its own",
+}
 
-@pytest.mark.parametrize(("case", "placement"), PLACED)
+
+@pytest.mark.parametrize(("case", "placement"), gaps_marked(PLACED, GAPS))
 def test_a_damaged_snapshot_is_refused_whole_or_restored_without_its_damage(
     hostile_repo, crafted, case, placement
 ):
@@ -215,7 +254,7 @@ def extreme(hostile_repo):
         return {name: c.snapshot([good, c.dir("sub", entries)], name) for name, entries in cases.items()}
 
 
-@pytest.mark.parametrize("case", _extreme_names())
+@pytest.mark.parametrize("case", gaps_marked(_extreme_names(), EXTREME_GAPS))
 def test_values_no_file_system_takes_fail_on_one_line_or_restore_nothing_outside(hostile_repo, extreme, case):
     # GIVEN an entry whose mode, owner, time, size, link target or device number no file system takes
     # WHEN the snapshot is restored
@@ -247,8 +286,11 @@ def newline_names(hostile_repo):
         }
 
 
-@pytest.mark.parametrize("kind", ["tree", "file"])
-@pytest.mark.parametrize("skip", [False, True], ids=["refused", "skip-damaged"])
+@pytest.mark.parametrize(
+    ("kind", "skip"),
+    gaps_marked([("tree", False), ("file", False), ("tree", True), ("file", True)], NEWLINE_GAPS),
+    ids=["tree-refused", "file-refused", "tree-skip-damaged", "file-skip-damaged"],
+)
 def test_names_from_the_snapshot_never_split_a_message_line(hostile_repo, newline_names, kind, skip):
     # GIVEN damage below directories (or in a file) whose names hold newlines and text that looks
     # like a message of its own
