@@ -39,10 +39,10 @@ whose backup recorded none is refused before anything is written. It also takes 
 false (--write-backup-label false writes nothing; for workflow parameters).
 
 A target that already holds something (bar an empty lost+found at its root, as a fresh ext4 volume
-has) is refused, listing what is there, unless a mode is chosen: --overwrite always (replace every entry
-in the way), if-changed (keep files whose size and modification time match the snapshot), never (keep
-every existing entry), and --delete (also remove what the snapshot does not hold; implies always unless
---overwrite says otherwise). Nothing is ever overwritten silently.
+has) is refused, listing what is there (--overwrite refuse, the default), unless another mode is chosen:
+--overwrite always (replace every entry in the way), if-changed (keep files whose size and modification
+time match the snapshot), never (keep every existing entry); --delete also removes what the snapshot
+does not hold (with always unless --overwrite says otherwise). Nothing is ever overwritten silently.
 
 The snapshot is read as untrusted input: every tree is validated and every limit applied before the first
 write. Nothing is ever written outside --target: every entry is created relative to its directory's
@@ -77,9 +77,10 @@ def configure(parser):
     parser.add_argument(
         "--overwrite",
         choices=OVERWRITE_MODES,
-        help="what to do with entries already in --target: always replace them, replace only files whose"
-        " size or modification time differ (if-changed), or keep them (never); without it (or --delete) a"
-        " non-empty target is refused",
+        default="refuse",
+        help="what to do with entries already in --target: refuse a non-empty target (the default), always"
+        " replace them, replace only files whose size or modification time differ (if-changed), or keep"
+        " them (never)",
     )
     parser.add_argument(
         "--delete", action="store_true", help="also remove from --target what the snapshot does not hold"

@@ -295,6 +295,8 @@ class Restorer:
         self.includes = list(includes)
         self.excludes = list(excludes)
         self.progress = progress
+        if overwrite == "refuse":
+            overwrite = None
         self.overwrite = overwrite or ("always" if delete else None)
         self.delete = delete
         self.skip_damaged = skip_damaged

@@ -216,4 +216,5 @@ class RestoreLimits:
                 raise UsageError(f"--{name.replace('_', '-')}: expected a positive number")
 
 
-OVERWRITE_MODES = ("always", "if-changed", "never")
+# What restore does with entries already in its target; "refuse" (the default) refuses a non-empty target.
+OVERWRITE_MODES = ("refuse", "always", "if-changed", "never")
