@@ -204,8 +204,8 @@ class _Survey:
 
     def _limit(self, flag: str, value: int, where: str) -> DamagedSnapshotError:
         return DamagedSnapshotError(
-            f"snapshot {self.snapshot}: {where} exceeds {flag} {value}; nothing was written"
-            f" (raise {flag} if the snapshot is genuine)"
+            f"snapshot {self.snapshot} exceeds {flag} {value}; nothing was written (raise {flag} if the"
+            f" snapshot is genuine): {_shorten(where)}"
         )
 
     def _damage(self, path: str, why: str) -> None:
@@ -241,10 +241,12 @@ class _Survey:
         entries, below = len(nodes), 0
         for node in nodes:
             child = f"{path.rstrip('/')}/{node['name']}"
-            if node["type"] == "dir" and node.get("subtree"):
-                n, d = self._tree(node["subtree"], child, depth + 1)
+            if node["type"] == "dir":  # a level of its own, with or without a subtree
+                n, d = self._tree(node["subtree"], child, depth + 1) if node.get("subtree") else (0, 0)
                 entries += n
                 below = max(below, d + 1)
+                if depth + below > self.limits.max_depth:
+                    raise self._limit("--max-depth", self.limits.max_depth, f"the depth of {child}")
             elif node["type"] == "file":
                 why = self._file_problem(node)
                 if why is not None:
@@ -265,6 +267,11 @@ class _Survey:
         if total != size:
             return f"size {size} but its blobs and holes hold {total} bytes"
         return None
+
+
+def _shorten(text: str, keep: int = 160) -> str:
+    """``text`` cut in the middle when longer than ``keep`` characters (crafted paths can be huge)."""
+    return text if len(text) <= keep else f"{text[: keep // 3]}...{text[-(keep - keep // 3) :]}"
 
 
 def _rel_name(rel: str, name: str) -> str:
@@ -885,7 +892,7 @@ class Restorer:
         survey.run(snap["tree"])
         if survey.first_damage is not None and not self.skip_damaged:
             raise DamagedSnapshotError(
-                f"snapshot {self.snapshot.short_id} is damaged at {survey.first_damage}; nothing was"
+                f"snapshot {self.snapshot.short_id} is damaged at {_shorten(survey.first_damage, 600)}; nothing was"
                 " written (--skip-damaged restores the rest; verify lists every problem)"
             )
         self._survey = survey
