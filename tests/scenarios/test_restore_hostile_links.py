@@ -264,7 +264,8 @@ def test_symlinks_already_in_the_target_are_replaced_or_deleted_never_followed(h
     assert extras == (set() if "--delete" in mode else {"extra", "extra-dir", "extra-dir/link"})
 
 
-def test_a_non_empty_target_without_a_mode_is_refused_listing_what_is_there(hostile_repo, crafted):
+@pytest.mark.parametrize("mode", [[], ["--overwrite", "refuse"]], ids=["no-mode", "refuse"])
+def test_a_non_empty_target_without_a_mode_is_refused_listing_what_is_there(hostile_repo, crafted, mode):
     # GIVEN a target holding a file, a directory and a file whose name holds a newline
     setup = [
         ["file", "existing.txt", "kept\n"],
@@ -273,8 +274,8 @@ def test_a_non_empty_target_without_a_mode_is_refused_listing_what_is_there(host
         ["file", "new\nline", "x"],
     ]
 
-    # WHEN a snapshot is restored into it without --overwrite or --delete
-    report = hostile_repo.sandbox.run(["--snapshot", crafted["plain"]], setup=setup)
+    # WHEN a snapshot is restored into it without --overwrite or --delete (or with --overwrite refuse)
+    report = hostile_repo.sandbox.run(["--snapshot", crafted["plain"], *mode], setup=setup)
 
     # THEN it exits 2 on one line naming what is there; nothing was written
     line = assert_one_line_error(report.last, 2, "not empty", "existing.txt", "dir")
