@@ -672,6 +672,12 @@ def _credentials_provider(settings: S3Settings):
     if env.get("AWS_WEB_IDENTITY_TOKEN_FILE") and env.get("AWS_ROLE_ARN"):
         import certifi
 
+        token = env["AWS_WEB_IDENTITY_TOKEN_FILE"]
+        if not os.path.isfile(token) or not os.access(token, os.R_OK):
+            raise UsageError(
+                f"AWS_WEB_IDENTITY_TOKEN_FILE: expected a readable web identity token file, got {token!r}"
+            )
+
         return IamAwsProvider(http_client=_pool_manager(settings, certifi.where()))
     return None  # anonymous requests (a public bucket)
 
@@ -725,7 +731,7 @@ class S3Store(ObjectStore):
         """``fn()`` with bounded retries of transient failures: at most ``retries`` more attempts, each
         started only when it can end within ``retry_seconds`` of the first (see :class:`S3Settings`)."""
         import urllib3
-        from minio.error import S3Error, ServerError
+        from minio.error import InvalidResponseError, S3Error, ServerError
 
         settings = self.settings
         allowed = settings.retries + 1
@@ -746,6 +752,14 @@ class S3Store(ObjectStore):
                 last = err
             except ServerError as err:
                 last = err
+            except InvalidResponseError as err:  # not an S3 answer: a web server, a proxy's error page
+                status = getattr(err, "_code", None)
+                if not isinstance(status, int) or not (status >= 500 or status in (408, 429)):
+                    raise PermanentError(
+                        f"object store {settings.endpoint} answered {what} with {_not_s3(err)}, not an S3"
+                        " response (is the endpoint an S3 server?)"
+                    ) from None
+                last = err  # a gateway in front of a server that is down: worth retrying
             except (urllib3.exceptions.HTTPError, OSError) as err:
                 last = err
             pause = delay * (0.5 + random.random())
@@ -755,7 +769,8 @@ class S3Store(ObjectStore):
             time.sleep(pause)
             delay *= 2
         reason = type(last).__name__ if last else "error"
-        detail = " ".join(str(last).split())[:200] if last else ""
+        detail = _not_s3(last) if isinstance(last, InvalidResponseError) else str(last or "")
+        detail = " ".join(detail.split())[:200]
         raise StoreUnavailable(
             f"object store {settings.endpoint} did not answer {what} after {attempts} attempt"
             f"{'s' if attempts != 1 else ''} in {time.monotonic() - started:.0f} s ({reason}: {detail})"
@@ -976,6 +991,11 @@ class S3Store(ObjectStore):
         if not info or not info.last_modified:
             return datetime.now(UTC)
         return info.last_modified.astimezone(UTC)
+
+
+def _not_s3(err) -> str:
+    """'HTTP 502 (text/html)' for a minio InvalidResponseError (its body is a web page: left out)."""
+    return f"HTTP {getattr(err, '_code', '?')} ({getattr(err, '_content_type', None) or 'no content type'})"
 
 
 def _s3_error(err, what: str, store: S3Store):
