@@ -6,6 +6,8 @@
     ├── UsageError                exit 2   bad arguments or input (names the field and what was expected)
     ├── PermanentError            exit 3   retrying cannot help: wrong password, corrupt object, refused
     │   ├── IntegrityError                 stored bytes do not match their name / MAC (never retried)
+    │   │   ├── DamagedRecordError         a record (snapshots/, backups/, runs/) that does not open; .keys
+    │   │   └── DamagedKeyFileError        a key file under keys/ whose bytes do not match its name; .keys
     │   ├── WrongPasswordError             no key file opens with the given password
     │   └── RepositoryError                missing or unknown repository, format version, ...
     ├── TemporaryError            exit 75  worth retrying later (EX_TEMPFAIL): network, server down, not ready
@@ -44,6 +46,29 @@ class PermanentError(SnapflowError):
 
 class IntegrityError(PermanentError):
     pass
+
+
+class DamagedRecordError(IntegrityError):
+    """A command refuses to choose around a damaged record (or a missing one a backup names).
+
+    ``keys`` are the object keys concerned (``snapshots/<ID>``, ``backups/<GROUP>/<ID>``, ...), first
+    the one the message names; ``key`` is that first one."""
+
+    def __init__(self, message: str, keys: list[str] | tuple[str, ...] = ()):
+        super().__init__(message)
+        self.keys = list(keys)
+
+    @property
+    def key(self) -> str | None:
+        return self.keys[0] if self.keys else None
+
+
+class DamagedKeyFileError(IntegrityError):
+    """No key opened and some key files are damaged: the password may belong to one of them."""
+
+    def __init__(self, message: str, keys: list[str] | tuple[str, ...] = ()):
+        super().__init__(message)
+        self.keys = list(keys)
 
 
 class WrongPasswordError(PermanentError):

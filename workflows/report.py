@@ -247,6 +247,7 @@ class Run:
     failed_step: str | None = None
     error: str | None = None
     runner: str = "argo"
+    damaged: list[str] = field(default_factory=list)  # object keys of its damaged backup / run records
 
     @property
     def duration_s(self) -> float | None:
@@ -323,6 +324,9 @@ class Report:
     window_days: float
     apps: list[AppReport]
     warnings: list[str]
+    # records that do not open, and snapshots a committed backup names that are gone: {kind, key,
+    # problem, backup_id?}; shown in a banner at the top of the page
+    damaged: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -577,8 +581,12 @@ def build_report(
     now: float,
     window_days: float = DEFAULT_WINDOW_DAYS,
     warnings: Sequence[str] = (),
+    damaged: Sequence[dict[str, Any]] = (),
+    damaged_by_backup: dict[str, list[str]] | None = None,
 ) -> Report:
-    """The report from record contents (each snapshot dict carries its ``id``)."""
+    """The report from record contents (each snapshot dict carries its ``id``). ``damaged`` lists the
+    records that do not open (the banner); ``damaged_by_backup`` the object keys of damaged backup or
+    run records per backup ID: such a run is shown as ``record damaged`` and flagged on its app."""
     by_backup: dict[str, dict[str, Any]] = {}
     for b in backups:
         if b.get("backup_id"):
@@ -596,10 +604,20 @@ def build_report(
     apps: dict[tuple[str, str, str], list[Run]] = {}
     policies: dict[tuple[str, str, str], set[str]] = {}
     recorded_schedules: dict[tuple[str, str, str], ScheduleInfo] = {}
+    damaged_by_backup = damaged_by_backup or {}
+    ids |= {bid for bid in damaged_by_backup if bid in snaps_by}
     for bid in sorted(ids):
         run = build_run(bid, by_backup.get(bid), runs_by.get(bid, []), snaps_by.get(bid, []))
         if run is None:
             continue
+        if damaged_by_backup.get(bid):
+            keys = damaged_by_backup[bid]
+            run.damaged = list(keys)
+            if not run.committed:
+                run.status = "record damaged"
+                run.error = f"{keys[0]} is damaged" + (
+                    f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+                )
         apps.setdefault(run.app_key, []).append(run)
         policy = ((by_backup.get(bid) or {}).get("app") or {}).get("policy")
         for r in runs_by.get(bid, []):
@@ -655,6 +673,9 @@ def build_report(
         if rpo.target_s is not None and rpo.current_s is not None and rpo.current_s > rpo.target_s:
             problems.append("RPO exceeded: the newest backup is older than the schedule allows")
         notices = []
+        for r in app_runs:
+            if r.damaged:
+                problems.append(f"run {r.backup_id}: damaged record {r.damaged[0]}")
         if app_runs and not app_runs[-1].committed:
             problems.append(f"latest run {app_runs[-1].backup_id} was not committed")
         elif totals["failed"]:
@@ -672,7 +693,7 @@ def build_report(
                 notices,
             )
         )
-    return Report(repository, now, window_days, out, list(warnings))
+    return Report(repository, now, window_days, out, list(warnings), [dict(d) for d in damaged])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -704,14 +725,22 @@ def collect(
 ) -> Report:
     """Read the repository (password and S3 settings from the environment) into a :class:`Report`."""
     from steps.drivers.objectstore import open_store
+    from steps.repository.catalog import read_catalog
     from steps.repository.repo import Repository
     from steps.secrets import repository_password
 
     schedules = schedules_from_policies(policies) if policies else {}
     repo = Repository.open(open_store(repo_url, endpoint), repository_password())
-    backups = [r.data for r in repo.list_records("backups")]
-    runs = [r.data for r in repo.list_records("runs")]
-    snapshots = [{"id": s.id, **s.data} for s in repo.list_snapshots()]
+    catalog = read_catalog(repo)
+    backups = [r.data for r in catalog.commits.records]
+    runs = [r.data for r in catalog.runs]
+    snapshots = [{"id": s.id, **s.data} for s in catalog.snapshots.values()]
+    known = {b.get("backup_id") for b in backups + runs} | {s.get("backup_id") for s in snapshots}
+    damaged_by_backup = {
+        bid: [d.key for d in catalog.damaged_of(bid)] for bid in known if bid and catalog.damaged_of(bid)
+    }
+    # (the banner lists damaged records; their warning lines would only repeat it)
+    warnings = [w for w in repo.warnings if not w.startswith("skipping damaged record ")]
     return build_report(
         repo.url,
         backups,
@@ -720,7 +749,9 @@ def collect(
         schedules=schedules,
         now=now if now is not None else datetime.now(UTC).timestamp(),
         window_days=window_days,
-        warnings=repo.warnings,
+        warnings=warnings,
+        damaged=catalog.damage(),
+        damaged_by_backup=damaged_by_backup,
     )
 
 

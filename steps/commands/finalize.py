@@ -195,20 +195,63 @@ def commit_checks(plan, backup_id: str, snapshots, runs) -> tuple[dict | None, l
     return record, []
 
 
+def damage_in_the_way(repo, backup_id: str, runs, snapshots) -> list:
+    """The damaged records that may be part of this backup, so that committing without them would
+    choose around damage: any damaged record in its own ``backups`` or ``runs`` group (the commit
+    itself, or the newest verify / consistent-point record), and each damaged snapshot record that is
+    this backup's or may be: its intact content says so, the passing verify checked a snapshot of that
+    name, or it cannot be read and was stored since this backup's first record (an older one that
+    cannot be read belongs to an earlier backup, and the report and ``check`` flag it)."""
+    from steps.repository.repo import CLOCK_SLACK
+
+    found = list(repo.damaged_records("backups", key=backup_id))
+    found += repo.damaged_records("runs", key=backup_id)
+    verifies = [r for r in runs if r.data.get("name") == "verify"]
+    checked = set(verifies[-1].data.get("snapshots") or ()) if verifies else set()
+    mine = [s for s in snapshots if s.backup_id == backup_id or s.tags.get("backup") == backup_id]
+    times = [r.modified for r in runs if r.modified is not None]
+    first = min(times) if times and len(times) == len(runs) else None
+    for d in repo.damaged_records("snapshots"):
+        if d.id in checked:  # the name of a snapshot the verify checked: this backup's
+            found.append(d)
+        elif d.data is not None:
+            tags = d.data.get("tags") if isinstance(d.data.get("tags"), dict) else {}
+            if d.data.get("backup_id") == backup_id or tags.get("backup") == backup_id:
+                found.append(d)
+        else:
+            unknown = first is None or d.modified is None or not mine
+            if unknown or d.modified >= first - CLOCK_SLACK:
+                found.append(d)
+    return found
+
+
 def commit(plan, backup_id: str, log) -> tuple[str | None, list[str], bool]:
-    """(record ID, problems, already_committed). Writes nothing when there are problems."""
+    """(record ID, problems, already_committed). Writes nothing when there are problems. Refuses
+    (DamagedRecordError naming the object key) when a damaged record may be part of this backup."""
     from steps.drivers.objectstore import open_store
-    from steps.repository.repo import Repository, utc_now_iso
+    from steps.errors import DamagedRecordError
+    from steps.repository.repo import REPAIR_HINT, Repository, describe_damage, utc_now_iso
     from steps.secrets import repository_password
 
     assert plan.repository is not None
     repo = Repository.open(open_store(plan.repository.url, plan.repository.endpoint), repository_password())
     existing = repo.list_records("backups", key=backup_id)
+    runs = repo.list_records("runs", key=backup_id)
+    snapshots = repo.list_snapshots()
+    damaged = damage_in_the_way(repo, backup_id, runs, snapshots)
+    if damaged and not existing:
+        raise DamagedRecordError(
+            f"backup {backup_id} not committed: {describe_damage(damaged, damaged[0].kind.rstrip('s'))},"
+            " and it may be part of this backup (its commit, its newest verify or consistent-point record,"
+            f" or one of its snapshots), so finalize will not commit around it; {REPAIR_HINT}, then run"
+            " the backup again",
+            [d.key for d in damaged],
+        )
     if existing:
+        for d in damaged:
+            log(f"finalize: backup {backup_id} was committed, but {d.key} is damaged ({d.problem})")
         return existing[-1].id, [], True
-    record, problems = commit_checks(
-        plan, backup_id, repo.list_snapshots(), repo.list_records("runs", key=backup_id)
-    )
+    record, problems = commit_checks(plan, backup_id, snapshots, runs)
     if record is None:
         return None, problems, False
     record["time"] = utc_now_iso()

@@ -51,6 +51,9 @@ def run(args) -> int:
             print_json(keys)
         else:
             for k in keys:
+                if k.get("damaged"):
+                    print(f"! {k['id'][:8]}  damaged: {k['damaged']} (keys/{k['id']})")
+                    continue
                 kdf = k["kdf"]
                 print(
                     f"{'*' if k['current'] else ' '} {k['id'][:8]}  {k['created']}  {k['user']}@{k['host']}"

@@ -1,11 +1,12 @@
-"""``repair index``: rebuild the index from the packs' own headers."""
+"""``repair index``: rebuild the index from the packs' own headers. ``repair records``: put renamed or
+swapped records back under their own names, remove damaged records that cannot be read."""
 
 from __future__ import annotations
 
 from steps.commands._repo import CONNECTION_EPILOG, add_repo_args, open_repository, print_json, warn
 
 NAME = "repair"
-HELP = "repair the repository (index: rebuild it from the packs)"
+HELP = "repair the repository (index: rebuild it from the packs; records: fix or remove damaged records)"
 DESCRIPTION = """Rebuild the index from the packs alone (each pack carries an encrypted list of its
 blobs). The new index files supersede every old one, which are then deleted.
 
@@ -13,8 +14,17 @@ A pack whose bytes do not match its name is skipped, and the command exits 3 aft
 that cannot be read for any other reason (permissions, the store not answering) stops the repair
 before it writes or deletes anything: an index without that pack would drop its blobs.
 
-example:
+`repair records` (snapshot, backup and run records): a record stored under another name (renamed, or
+swapped with another record; its bytes still authenticate) is written back under its own name and the
+misnamed copy removed; a record that cannot be read (bytes changed, moved from another backup's group,
+not written by Snapflow) is deleted - it opens nothing, and while it is there `restore --snapshot
+latest`, finalize and retention refuse to choose around it. What a deleted snapshot record referenced
+is freed by the next prune. --dry-run lists what would be done. Run `check` first: it tells what the
+damage affects.
+
+examples:
   python -m steps repair index --repo s3://backups/shop
+  python -m steps repair records --repo s3://backups/shop --dry-run
 """
 
 
@@ -27,9 +37,46 @@ def configure(parser):
     add_repo_args(p)
     p.add_argument("--json", action="store_true")
     p.epilog = CONNECTION_EPILOG
+    r = sub.add_parser(
+        "records",
+        help="put renamed or swapped records back, remove damaged ones",
+        description="Snapshot, backup and run records that do not open: one stored under another name"
+        " (renamed or swapped) is written back under its own name; one that cannot be read is deleted.",
+    )
+    add_repo_args(r)
+    r.add_argument("--dry-run", action="store_true", help="change nothing; list what would be done")
+    r.add_argument("--json", action="store_true")
+    r.epilog = CONNECTION_EPILOG
+
+
+def run_records(args) -> int:
+    from steps.repository.repair_records import repair_records
+
+    repo = open_repository(args)
+    report = repair_records(repo, dry_run=args.dry_run)
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    verb = ("would " if args.dry_run else "") + "%s"
+    for r in report.restored:
+        print(f"{verb % 'put back'} {r['key']} (it was stored as {r['from']})")
+    for r in report.removed:
+        print(f"{verb % 'remove'} {r['key']}: {r['problem']}")
+        if r.get("note"):
+            warn(r["note"])
+    for r in report.kept:
+        warn(f"kept {r['key']} ({r['problem']}): {r['why']}")
+    would = "would be " if args.dry_run else ""
+    print(
+        f"{len(report.restored)} record(s) {would}put back, {len(report.removed)} damaged record(s)"
+        f" {would}removed, {len(report.kept)} kept"
+    )
+    return 0
 
 
 def run(args) -> int:
+    if args.what == "records":
+        return run_records(args)
     from steps.repository.checker import rebuild_index
 
     repo = open_repository(args)

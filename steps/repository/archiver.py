@@ -717,7 +717,9 @@ class Archiver:
         if not ref or source_type == "block":
             return
         if ref == "auto":
-            self.parent = self.repo.find_parent(source, self.opts.tags, self.opts.identity)
+            self.parent = self.repo.find_parent(
+                source, self.opts.tags, self.opts.identity, warn=lambda m: self._warn(m, lost=False)
+            )
         else:
             self.parent = self.repo.find_snapshot(ref)
         if self.parent is not None:

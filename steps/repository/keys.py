@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from steps.errors import IntegrityError, UsageError, WrongPasswordError
+from steps.errors import DamagedKeyFileError, IntegrityError, UsageError, WrongPasswordError
 
 from .crypto import MasterKeys, storage_id
 from .pipeline import _env_int
@@ -83,6 +83,11 @@ def _derive(password: str, kdf: dict) -> bytes:
 class KeyFile:
     id: str
     doc: dict
+    problem: str | None = None  # why the file cannot be used (its bytes do not match its name, ...)
+
+    @property
+    def key(self) -> str:
+        return f"keys/{self.id}"
 
 
 def create_key_file(
@@ -159,11 +164,16 @@ def open_master_key(
     warn: Callable[[str], None] = _warn_stderr,
 ) -> tuple[MasterKeys, str, str]:
     """Try each key file; returns (keys, repository ID, key ID). A key file of an unknown format or a
-    malformed one is skipped with a warning (one bad file must not lock everyone out).
-    WrongPasswordError when none opens."""
+    malformed one is skipped with a warning (one bad file must not lock everyone out), and so is a
+    damaged one (its bytes do not match its name). When none opens: DamagedKeyFileError naming the
+    damaged key files if there are any (the password may be theirs), else WrongPasswordError."""
     tried = 0
     skipped = 0
+    damaged: list[KeyFile] = []
     for kf in key_files:
+        if kf.problem:
+            damaged.append(kf)
+            continue
         try:
             opened = try_open(kf.doc, password)
         except IntegrityError as err:
@@ -172,7 +182,29 @@ def open_master_key(
             continue
         tried += 1
         if opened is not None:
+            for bad in damaged:
+                warn(
+                    f"key file {bad.key} of {repo_url} is damaged ({bad.problem}): it opens nothing; restore"
+                    f" it from a copy, or remove it with `key remove --key {bad.id[:8]}`"
+                )
             return opened[0], opened[1], kf.id
+    if damaged:
+        names = ", ".join(bad.key for bad in damaged[:3]) + (" ..." if len(damaged) > 3 else "")
+        problem = damaged[0].problem
+        if tried == 0:
+            raise DamagedKeyFileError(
+                f"repository {repo_url}: its key file {names} is damaged ({problem}), and no other key file"
+                " is intact, so no password can be checked; restore the file from a copy or from the"
+                " bucket's old versions",
+                [bad.key for bad in damaged],
+            )
+        raise DamagedKeyFileError(
+            f"none of the {tried} intact key(s) of {repo_url} opens with the given password, and the key"
+            f" file {names} is damaged ({problem}): if the password belongs to that key, restore the file"
+            " from a copy or from the bucket's old versions; otherwise the password is wrong"
+            " (SNAPFLOW_PASSWORD / SNAPFLOW_PASSWORD_FILE)",
+            [bad.key for bad in damaged],
+        )
     if tried == 0:
         if skipped:
             raise IntegrityError(

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from steps.drivers.objectstore import ObjectLock, ObjectNotFound
-from steps.errors import IntegrityError, UsageError
+from steps.errors import DamagedRecordError, IntegrityError, UsageError
 
 from .index import IndexPack
 from .lease import PruneLease
@@ -53,12 +53,14 @@ from .repo import (
     DELETED,
     DELETION_LOG_KIND,
     PRUNE_KIND,
+    REPAIR_HINT,
     SETTINGS,
     Record,
     Repository,
     Snapshot,
+    describe_damage,
 )
-from .retention import Decision, Rules, apply_rules, restore_points, timezone
+from .retention import Decision, Rules, apply_rules, damage_in_scope, restore_points, timezone
 from .tree import decode_tree
 
 DEFAULT_GRACE = timedelta(hours=24)
@@ -301,6 +303,27 @@ class _Run:
 
 def _forget(run: _Run, snapshots: list[Record], backups: list[Record]) -> None:
     repo, opts, report = run.repo, run.opts, run.report
+    if opts.rules is not None:
+        # Rules count restore points; one that cannot be counted (a damaged record, a backup naming a
+        # snapshot that is gone) would make them keep the wrong ones: refuse, naming it. Forgetting by
+        # name (--backup-id / --snapshot) goes on: it chooses nothing.
+        blocked = damage_in_scope(
+            backups,
+            snapshots,
+            repo.damaged_records("backups"),
+            repo.damaged_records("snapshots"),
+            opts.filters,
+            # listed after the backup records: a backup committed meanwhile names snapshots listed here
+            present={i.key.rsplit("/", 1)[-1] for i in run.store.list("snapshots/")},
+        )
+        if blocked:
+            reason = blocked[0][0]
+            more = f" (and {len(blocked) - 1} more problem(s))" if len(blocked) > 1 else ""
+            raise DamagedRecordError(
+                f"retention: the rules are not applied around damage: {reason}{more}; {REPAIR_HINT},"
+                " or forget by name with --backup-id / --snapshot",
+                [k for _, ks in blocked for k in ks],
+            )
     points = restore_points(backups, snapshots, opts.filters, key_of=lambda r: r.key)
     to_forget_backups: list[str] = []
     to_forget_snapshots: list[str] = []
@@ -311,8 +334,9 @@ def _forget(run: _Run, snapshots: list[Record], backups: list[Record]) -> None:
                 continue
             (to_forget_backups if d.point.kind == "backup" else to_forget_snapshots).append(d.point.id)
     known_backups = set(points.backup_records) | set(points.backup_snapshots)
+    groups = repo.record_groups("backups") | repo.record_groups("runs")
     for bid in opts.forget_backups:
-        if bid not in known_backups:
+        if bid not in known_backups and repo.key_group(bid) not in groups:
             raise UsageError(f"--backup-id: no backup {bid!r} in {repo.url}")
         if bid not in to_forget_backups:
             to_forget_backups.append(bid)
@@ -334,7 +358,10 @@ def _forget(run: _Run, snapshots: list[Record], backups: list[Record]) -> None:
     snap_keys: list[str] = []
     run_keys: list[str] = []
     for bid in to_forget_backups:
-        record_keys += points.backup_records.get(bid, [])
+        # every object in the backup's group, a damaged record as well (forgetting by name is one way
+        # to remove a backup record that no longer opens)
+        listed = [i.key for i in run.store.list(f"backups/{repo.key_group(bid)}/")]
+        record_keys += list(dict.fromkeys(points.backup_records.get(bid, []) + listed))
         snap_keys += [f"snapshots/{sid}" for sid in points.backup_snapshots.get(bid, [])]
         run_keys += [i.key for i in run.store.list(f"runs/{repo.key_group(bid)}/")]
     snap_keys += [f"snapshots/{sid}" for sid in to_forget_snapshots]
@@ -415,7 +442,7 @@ def _sweep(run: _Run, ripe: list[Record]) -> None:
 
     # c. liveness, afresh: every snapshot record present now (listed before the index is read, so
     # that every listed snapshot's blobs are in the index read: writers store the index first)
-    snapshots = repo.list_snapshots()
+    snapshots = repo.list_snapshots() + _misnamed_snapshots(run)
     state = IndexState.load(repo)
     repo.load_index()
     if opts.dry_run:
@@ -489,7 +516,7 @@ def _mark(run: _Run, pending: list[Record], now: datetime) -> Record | None:
     pending_runs = {g for r in pending for g in r.data.get("runs", ())}
 
     garbage: list[Record] = []
-    live_snaps: list[Snapshot] = []
+    live_snaps: list[Snapshot] = _misnamed_snapshots(run)
     for rec in snap_records:
         bid = rec.data.get("backup_id")
         if rec.id in pending_snaps:
@@ -781,6 +808,22 @@ def _prune(run: _Run, sleep: Callable[[float], None], t0: float) -> PruneReport:
     report.warnings.extend(repo.warnings)
     report.duration_s = time.monotonic() - t0
     return report
+
+
+def _misnamed_snapshots(run: _Run) -> list[Snapshot]:
+    """Snapshot records stored under a wrong name (renamed or swapped) still hold their authentic
+    content, and ``repair records`` can put them back: what they reference is live. A snapshot record
+    that cannot be read at all leaves liveness unknown, and nothing may be deleted then
+    (DamagedRecordError naming it)."""
+    damaged = run.repo.damaged_records("snapshots")
+    unreadable = [d for d in damaged if d.data is None]
+    if unreadable:
+        raise DamagedRecordError(
+            f"prune: {describe_damage(unreadable, 'snapshot')}, so what it references is unknown and"
+            f" nothing is deleted; {REPAIR_HINT}, then prune again",
+            [d.key for d in unreadable],
+        )
+    return [Snapshot(d.true_id or d.id, d.data) for d in damaged if d.data is not None]
 
 
 def _record_grace(run: _Run, final: bool = False) -> None:

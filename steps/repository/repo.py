@@ -35,7 +35,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from steps.drivers.objectstore import ObjectNotFound, ObjectStore
-from steps.errors import IntegrityError, PermanentError, RepositoryError, TemporaryError, UsageError
+from steps.errors import (
+    DamagedRecordError,
+    IntegrityError,
+    PermanentError,
+    RepositoryError,
+    TemporaryError,
+    UsageError,
+)
 
 from .config import RepoConfig
 from .crypto import MasterKeys, open_blob, open_object, seal_object, storage_id
@@ -59,6 +66,25 @@ _KIND_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 TREE_CACHE_BYTES = 32 * 1024 * 1024
 WHOLE_TREE_PACK_LIMIT = 16 * 1024 * 1024
 LIST_PARALLEL = 16
+
+
+def older_versions(store: ObjectStore, key: str) -> list[str]:
+    """Version IDs of ``key`` (no delete markers), newest first; empty on stores without versions."""
+    try:
+        infos = [
+            i for i in store.list_versions(key) if i.key == key and i.version_id and not i.is_delete_marker
+        ]
+    except (ObjectNotFound, PermanentError):
+        return []
+    infos.sort(key=lambda i: (i.last_modified or datetime.min.replace(tzinfo=UTC), i.is_latest), reverse=True)
+    return [i.version_id for i in infos if i.version_id]
+
+
+def _get_version(store: ObjectStore, key: str, version_id: str) -> bytes | None:
+    try:
+        return store.get(key, version_id)
+    except (ObjectNotFound, PermanentError):
+        return None
 
 
 def utc_now_iso() -> str:
@@ -133,6 +159,7 @@ class Repository:
         self._pins: dict[str, str] = {}  # key -> version ID that verified (versioned buckets)
         self._pins_lock = threading.Lock()
         self.fallbacks: list[str] = []  # objects served from an older version (replaced or deleted)
+        self._damaged: dict[tuple[str, str | None], list[DamagedRecord]] = {}  # last scan per (kind, key)
 
     # -- life cycle ---------------------------------------------------------------------------
     @classmethod
@@ -173,32 +200,46 @@ class Repository:
 
     @staticmethod
     def _key_files(store: ObjectStore) -> Iterable[KeyFile]:
+        """Every key file, in listing order. One whose bytes do not match its name (or are no JSON) comes
+        with a ``problem`` — unless an older version of it does match (versioned buckets)."""
         for info in store.list("keys/"):
             kid = info.key.rsplit("/", 1)[-1]
             data = store.get(info.key)
             if storage_id(data) != kid:
-                continue  # a replaced or damaged key file never opens anything
+                data = next(
+                    (
+                        old
+                        for old in (_get_version(store, info.key, v) for v in older_versions(store, info.key))
+                        if old is not None and storage_id(old) == kid
+                    ),
+                    data,
+                )
+            if storage_id(data) != kid:
+                yield KeyFile(kid, {}, "its stored bytes do not match its name: corrupt or replaced")
+                continue
             try:
                 yield KeyFile(kid, json.loads(data))
             except ValueError:
-                continue
+                yield KeyFile(kid, {}, "not a JSON key file")
 
     # -- keys ---------------------------------------------------------------------------------
     def list_keys(self) -> list[dict]:
+        """Every key file; a damaged one is listed with ``damaged`` (why it opens nothing)."""
         out = []
         for kf in self._key_files(self.store):
             d = kf.doc if isinstance(kf.doc, dict) else {}  # (a malformed file is listed, not fatal)
             kdf = d.get("kdf") if isinstance(d.get("kdf"), dict) else {}
-            out.append(
-                {
-                    "id": kf.id,
-                    "current": kf.id == self.key_id,
-                    "created": d.get("created"),
-                    "host": d.get("host"),
-                    "user": d.get("user"),
-                    "kdf": {k: v for k, v in kdf.items() if k != "salt"},
-                }
-            )
+            entry = {
+                "id": kf.id,
+                "current": kf.id == self.key_id,
+                "created": d.get("created"),
+                "host": d.get("host"),
+                "user": d.get("user"),
+                "kdf": {k: v for k, v in kdf.items() if k != "salt"},
+            }
+            if kf.problem:
+                entry["damaged"] = kf.problem
+            out.append(entry)
         return out
 
     def add_key(self, password: str, kdf_params: dict | None = None) -> str:
@@ -207,10 +248,10 @@ class Repository:
         return key_id
 
     def remove_key(self, key_id: str) -> None:
-        ids = [k["id"] for k in self.list_keys()]
-        if key_id not in ids:
+        keys = self.list_keys()
+        if key_id not in [k["id"] for k in keys]:
             raise UsageError(f"--key: no key {key_id!r} in {self.url}")
-        if len(ids) == 1:
+        if not [k for k in keys if k["id"] != key_id and not k.get("damaged")]:
             raise UsageError(
                 "--key: refusing to remove the last key (the repository would become unreadable)"
             )
@@ -253,18 +294,7 @@ class Repository:
 
     def _older_versions(self, key: str) -> list[str]:
         """Version IDs of ``key`` (no delete markers), newest first; empty on stores without versions."""
-        try:
-            infos = [
-                i
-                for i in self.store.list_versions(key)
-                if i.key == key and i.version_id and not i.is_delete_marker
-            ]
-        except (ObjectNotFound, PermanentError):
-            return []
-        infos.sort(
-            key=lambda i: (i.last_modified or datetime.min.replace(tzinfo=UTC), i.is_latest), reverse=True
-        )
-        return [i.version_id for i in infos if i.version_id]
+        return older_versions(self.store, key)
 
     def _note_fallback(self, key: str, version_id: str, problem: str) -> None:
         msg = f"{key}: {problem}; read the intact version {version_id}"
@@ -647,32 +677,126 @@ class Repository:
         plain = open_object(
             self.keys, kind, self.get_named(object_key), object_key, context=(group or "").encode()
         )
-        return Record(kind, parts[-1], json.loads(plain), group, modified)
+        data = json.loads(plain)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return Record(kind, parts[-1], data, group, modified)
 
-    def list_records(self, kind: str, key: str | None = None, strict: bool = False) -> list[Record]:
-        """Every record of ``kind`` (under ``key`` when given). Damaged records are skipped with a warning
-        in :attr:`warnings` (or raise IntegrityError when ``strict``)."""
+    def _diagnose(
+        self,
+        kind: str,
+        object_key: str,
+        modified: datetime | None,
+        err: Exception,
+        groups: Callable[[], set[str]],
+    ) -> DamagedRecord | None:
+        """What is wrong with a record that did not open (None: it was deleted meanwhile). Bytes that are
+        an intact record of this kind under another name or in another group (renamed, moved, or swapped
+        with another record) authenticate there: their content and true place are kept for ``repair
+        records``. ``groups`` gives the record groups of ``kind`` to try."""
+        parts = object_key.split("/")
+        group = parts[1] if len(parts) == 3 else None
+        reason = str(err).removeprefix(f"{object_key}: ")
+        if isinstance(err, ValueError):
+            reason = f"not a JSON record ({type(err).__name__})"
+        elif "authentication failed" in reason:
+            reason = "does not authenticate (corrupt, or not written by Snapflow)"
+        try:
+            raw = self.store.get(object_key)
+        except ObjectNotFound:
+            return None
+        true_id = storage_id(raw)
+        if true_id != parts[-1]:
+            reason = "its stored bytes do not match its name (damaged or replaced)"
+        # where would these bytes open? here first, then in the other groups of this kind
+        places = [group] + ([g for g in sorted(groups()) if g != group] if group is not None else [])
+        for place in places:
+            try:
+                data = json.loads(
+                    open_object(self.keys, kind, raw, object_key, context=(place or "").encode())
+                )
+            except (IntegrityError, ValueError):
+                continue
+            if not isinstance(data, dict):
+                continue
+            if place == group and true_id == parts[-1]:
+                break  # (it opens where it is: the error was something else)
+            where = "under a wrong name" if place == group else f"of group {place}"
+            how = "renamed, or swapped with another" if place == group else "moved or swapped from that group"
+            return DamagedRecord(
+                kind,
+                object_key,
+                f"holds the intact record {true_id[:12]} {where} ({how})",
+                group,
+                modified,
+                data=data,
+                true_id=true_id,
+                raw=raw,
+                true_group=place,
+            )
+        return DamagedRecord(kind, object_key, reason, group, modified)
+
+    def scan_records(self, kind: str, key: str | None = None) -> tuple[list[Record], list[DamagedRecord]]:
+        """Every record of ``kind`` (under ``key`` when given) that opens, oldest first, and every one
+        that does not (:class:`DamagedRecord`), from one listing. The damaged ones are remembered for
+        :meth:`damaged_records`."""
         self._check_kind(kind)
         prefix = f"{kind}/{self.key_group(key)}/" if key is not None else f"{kind}/"
         infos = list(self.store.list(prefix))
 
-        def read(info) -> Record | None:
+        groups_seen: list[set[str]] = []
+
+        def groups() -> set[str]:  # listed once, and only when a record in a group is damaged
+            with self._pins_lock:
+                if not groups_seen:
+                    groups_seen.append(self.record_groups(kind))
+                return groups_seen[0]
+
+        def read(info) -> Record | DamagedRecord | None:
             try:
                 return self._read_record(kind, info.key, info.last_modified)
             except ObjectNotFound:
                 return None  # deleted since the listing (prune forgot it)
             except (IntegrityError, ValueError) as err:
-                if strict:
-                    raise
-                self.warnings.append(f"skipping damaged record {info.key}: {err}")
-                return None
+                return self._diagnose(kind, info.key, info.last_modified, err, groups)
 
-        if not infos:
-            return []
-        with ThreadPoolExecutor(max_workers=min(LIST_PARALLEL, max(1, len(infos)))) as pool:
-            out = [r for r in pool.map(read, infos) if r is not None]
+        out: list[Record] = []
+        damaged: list[DamagedRecord] = []
+        if infos:
+            with ThreadPoolExecutor(max_workers=min(LIST_PARALLEL, max(1, len(infos)))) as pool:
+                for r in pool.map(read, infos):
+                    if isinstance(r, Record):
+                        out.append(r)
+                    elif isinstance(r, DamagedRecord):
+                        damaged.append(r)
         out.sort(key=lambda r: (str(r.data.get("time", "")), r.id))
+        damaged.sort(key=lambda d: d.key)
+        with self._pins_lock:
+            self._damaged[(kind, key)] = list(damaged)
+        return out, damaged
+
+    def list_records(self, kind: str, key: str | None = None, strict: bool = False) -> list[Record]:
+        """Every record of ``kind`` (under ``key`` when given). Damaged records are left out with a warning
+        in :attr:`warnings` (or raise DamagedRecordError when ``strict``); commands that choose among
+        records ask :meth:`damaged_records` whether anything was left out."""
+        out, damaged = self.scan_records(kind, key)
+        if damaged and strict:
+            raise DamagedRecordError(f"{damaged[0].key}: {damaged[0].problem}", [d.key for d in damaged])
+        for d in damaged:
+            self.warnings.append(f"skipping damaged record {d.key}: {d.problem}")
         return out
+
+    def damaged_records(self, kind: str, key: str | None = None) -> list[DamagedRecord]:
+        """The records of ``kind`` (under ``key``) that do not open, as the last listing of them in this
+        session found them (one is made when there was none)."""
+        with self._pins_lock:
+            cached = self._damaged.get((kind, key))
+            if cached is None and key is not None and (kind, None) in self._damaged:
+                group = self.key_group(key)
+                cached = [d for d in self._damaged[(kind, None)] if d.group == group]
+        if cached is None:
+            cached = self.scan_records(kind, key)[1]
+        return list(cached)
 
     def load_record(self, kind: str, record_id: str, key: str | None = None) -> Record:
         self._check_kind(kind)
@@ -693,40 +817,125 @@ class Repository:
     def list_snapshots(self) -> list[Snapshot]:
         return [Snapshot(r.id, r.data) for r in self.list_records("snapshots")]
 
-    def committed_filter(self) -> Callable[[Snapshot], bool]:
-        """A snapshot is a restore point (and a parent candidate) when it belongs to no backup (a plain
-        ``copy``) or its backup has a committed ``backups`` record."""
-        groups = self.record_groups("backups")
-        return lambda s: not s.backup_id or self.key_group(s.backup_id) in groups
+    def commits(self) -> Commits:
+        """Which backups are committed: those with a ``backups`` record that opens. A backup whose only
+        records there are damaged is neither committed nor known to be uncommitted (``state`` says
+        ``damaged``)."""
+        records, damaged = self.scan_records("backups")
+        for d in damaged:
+            self.warnings.append(f"skipping damaged record {d.key}: {d.problem}")
+        return Commits(records, damaged, self.key_group)
 
-    def find_snapshot(self, ref: str, snapshots: list[Snapshot] | None = None) -> Snapshot:
-        """``latest`` (newest committed), a full ID or a unique prefix of at least 4 characters."""
+    def committed_filter(self, commits: Commits | None = None) -> Callable[[Snapshot], bool]:
+        """A snapshot is a restore point (and a parent candidate) when it belongs to no backup (a plain
+        ``copy``) or its backup has a committed ``backups`` record that opens."""
+        return (commits or self.commits()).committed
+
+    def find_snapshot(
+        self, ref: str, snapshots: list[Snapshot] | None = None, commits: Commits | None = None
+    ) -> Snapshot:
+        """``latest`` (newest committed), a full ID or a unique prefix of at least 4 characters.
+
+        ``latest`` refuses (DamagedRecordError naming the object key) rather than choose around damage:
+        when a snapshot record or a backup record does not open (either may be the newest restore
+        point), or when a committed backup at least as new as the choice names a snapshot that is gone.
+        An ID that matches only a damaged record is refused naming that record, not "no snapshot"."""
         snaps = snapshots if snapshots is not None else self.list_snapshots()
         if ref == "latest":
-            ok = self.committed_filter()
-            committed = [s for s in snaps if ok(s)]
-            if not committed:
-                raise UsageError(f"--snapshot latest: {self.url} has no committed snapshot")
-            return max(committed, key=lambda s: s.time)
+            return self._latest(snaps, commits or self.commits())
         if len(ref) < 4 or not re.fullmatch(r"[0-9a-f]+", ref):
             raise UsageError(
                 f"--snapshot: expected 'latest' or a snapshot ID (at least 4 hex digits), got {ref!r}"
             )
         found = [s for s in snaps if s.id.startswith(ref)]
         if not found:
+            damaged = [
+                d
+                for d in self.damaged_records("snapshots")
+                if d.id.startswith(ref) or (d.true_id or "").startswith(ref)
+            ]
+            if damaged:
+                d = damaged[0]
+                raise DamagedRecordError(
+                    f"--snapshot {ref}: the snapshot record {d.key} is damaged ({d.problem}) and cannot be"
+                    f" used; {REPAIR_HINT}",
+                    [x.key for x in damaged],
+                )
+            named = [
+                (r, sid)
+                for r in (commits.records if commits else self.list_records("backups"))
+                for sid in sorted(referenced_snapshots(r.data))
+                if sid.startswith(ref)
+            ]
+            if named:
+                rec, sid = named[0]
+                raise DamagedRecordError(
+                    f"--snapshot {ref}: backup {rec.data.get('backup_id')} names snapshot {sid}, but its record"
+                    f" snapshots/{sid} is missing from {self.url} (deleted outside Snapflow?)",
+                    [f"snapshots/{sid}"],
+                )
             raise UsageError(f"--snapshot: no snapshot {ref!r} in {self.url}")
         if len(found) > 1:
             raise UsageError(f"--snapshot: {ref!r} is ambiguous ({len(found)} snapshots match)")
         return found[0]
+
+    def _latest(self, snaps: list[Snapshot], commits: Commits) -> Snapshot:
+        damaged = self.damaged_records("snapshots")
+        if damaged:
+            raise DamagedRecordError(
+                f"--snapshot latest: {describe_damage(damaged, 'snapshot')}, so which snapshot is the newest"
+                f" restore point is unknown; pass --snapshot ID to restore a chosen one (`snapshots` lists"
+                f" the intact ones), or {REPAIR_HINT}",
+                [d.key for d in damaged],
+            )
+        if commits.damaged:
+            raise DamagedRecordError(
+                f"--snapshot latest: {describe_damage(commits.damaged, 'backup')}, so the newest committed"
+                f" backup is unknown; pass --snapshot ID to restore a chosen one, or {REPAIR_HINT}",
+                [d.key for d in commits.damaged],
+            )
+        committed = [s for s in snaps if commits.committed(s)]
+        if not committed:
+            raise UsageError(f"--snapshot latest: {self.url} has no committed snapshot")
+        best = max(committed, key=lambda s: s.time)
+        present: set[str] | None = None  # listed after the backup records (see below)
+        best_time = _time(best.time)
+        for rec in reversed(commits.records):
+            when = _time(rec.data.get("time"))
+            if when is not None and best_time is not None and when < best_time:
+                continue  # committed before the choice was made: cannot be a newer restore point
+            if present is None:
+                # a backup committed after ``snaps`` were listed names snapshots that list lacks
+                present = {i.key.rsplit("/", 1)[-1] for i in self.store.list("snapshots/")}
+            missing = sorted(referenced_snapshots(rec.data) - present)
+            if missing:
+                raise DamagedRecordError(
+                    f"--snapshot latest: backup {rec.data.get('backup_id')} (committed {rec.data.get('time')})"
+                    f" names the snapshot record snapshots/{missing[0]}, which is missing (deleted outside"
+                    " Snapflow?), so the newest restore point is broken; pass --snapshot ID to restore a"
+                    f" chosen one, or drop that backup with `forget --backup-id {rec.data.get('backup_id')}`",
+                    [f"snapshots/{m}" for m in missing],
+                )
+        return best
 
     def find_restore_point(
         self, ref: str, allow_uncommitted: bool = False, snapshots: list[Snapshot] | None = None
     ) -> Snapshot:
         """The snapshot ``restore`` may write (as :meth:`find_snapshot`). A snapshot of a backup that was
         never committed — its copies, verify or finalize did not all pass, or it is still running — is no
-        restore point: refused (UsageError) unless ``allow_uncommitted``."""
-        snap = self.find_snapshot(ref, snapshots)
-        if not allow_uncommitted and not self.committed_filter()(snap):
+        restore point: refused (UsageError) unless ``allow_uncommitted``. One whose backup record is
+        damaged is refused too (DamagedRecordError naming it): whether it was committed is unknown."""
+        commits = self.commits()
+        snap = self.find_snapshot(ref, snapshots, commits)
+        if not allow_uncommitted and not commits.committed(snap):
+            damaged = commits.damaged_for(snap.backup_id or "")
+            if damaged:
+                raise DamagedRecordError(
+                    f"--snapshot: {snap.short_id} belongs to backup {snap.backup_id}, whose backup record"
+                    f" {damaged[0].key} is damaged ({damaged[0].problem}), so whether it was committed is"
+                    f" unknown; pass --allow-uncommitted to restore it anyway, or {REPAIR_HINT}",
+                    [d.key for d in damaged],
+                )
             raise UsageError(
                 f"--snapshot: {snap.short_id} belongs to backup {snap.backup_id}, which was never committed"
                 " (a copy, the verify or finalize did not pass, or it is still running), so it is no"
@@ -734,22 +943,160 @@ class Repository:
             )
         return snap
 
-    def find_parent(self, source: str, tags: dict, identity: dict) -> Snapshot | None:
-        """The newest committed snapshot of the same source, tags (ignoring ``backup``) and identity."""
+    def find_parent(
+        self, source: str, tags: dict, identity: dict, warn: Callable[[str], None] | None = None
+    ) -> Snapshot | None:
+        """The newest committed snapshot of the same source, tags (ignoring ``backup``) and identity.
+
+        None (a full read), with a warning, when a damaged record may hide a newer parent."""
         want_tags = {k: v for k, v in tags.items() if k != "backup"}
-        ok = self.committed_filter()
+
+        def same_source(d: dict) -> bool:
+            t = d.get("tags") if isinstance(d.get("tags"), dict) else {}
+            return (
+                d.get("source") == source
+                and {k: v for k, v in t.items() if k != "backup"} == want_tags
+                and all(d.get(k) == v for k, v in identity.items())
+            )
+
+        snaps = self.list_snapshots()
+        commits = self.commits()
         best = None
-        for s in self.list_snapshots():
-            d = s.data
-            if d.get("source") != source or {k: v for k, v in s.tags.items() if k != "backup"} != want_tags:
-                continue
-            if any(d.get(k) != v for k, v in identity.items()):
-                continue
-            if not ok(s):
-                continue
-            if best is None or s.time > best.time:
+        for s in snaps:
+            if same_source(s.data) and commits.committed(s) and (best is None or s.time > best.time):
                 best = s
+        # Damage here costs speed, not safety: a parent only lets unchanged files reuse its content
+        # lists, and a full read stores exactly the same snapshot. So the copy goes on rather than fail
+        # (failing would stop every backup of this source until someone repairs the repository, and
+        # its uncommitted copies would become prune's garbage). It does not quietly take an older
+        # parent either: choosing around damage is what hides it. It reads everything and says why.
+        newer = "" if best is None else best.time
+        hiding = [
+            d
+            for d in self.damaged_records("snapshots")
+            if d.data is None or (same_source(d.data) and str(d.data.get("time", "")) > newer)
+        ]
+        for s in snaps:
+            if same_source(s.data) and s.time > newer and commits.state(s) == "damaged":
+                hiding += commits.damaged_for(s.backup_id or "")
+        if hiding:
+            msg = (
+                f"parent: {describe_damage(hiding, 'record')}, and may hide the newest snapshot of {source};"
+                " this copy reads every file instead of reusing a parent's (slower, equally complete); "
+                + REPAIR_HINT
+            )
+            (warn or self.warnings.append)(msg)
+            return None
         return best
+
+
+REPAIR_HINT = (
+    "remove the damaged record with `python -m steps repair records --repo URL` (it moves a renamed or"
+    " swapped record back under its own name, and deletes one that cannot be read; `check` shows what"
+    " else is affected)"
+)
+
+
+@dataclass
+class DamagedRecord:
+    """A record object that does not open: its bytes do not match its name, do not authenticate for
+    this kind and group, or are not a JSON record. When the bytes are an intact record stored under
+    another name (renamed, or swapped with another record of the same kind and group), ``data`` is its
+    authentic content, ``true_id`` the name and ``true_group`` the group it belongs under (``repair
+    records`` moves it back)."""
+
+    kind: str
+    key: str  # the object key, e.g. snapshots/<ID> or backups/<GROUP>/<ID>
+    problem: str
+    group: str | None = None
+    modified: datetime | None = None  # Last-Modified in the store's clock
+    data: dict | None = None
+    true_id: str | None = None
+    raw: bytes | None = field(default=None, repr=False)
+    true_group: str | None = None  # the group the bytes authenticate in (records kept by backup ID)
+
+    @property
+    def id(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+    @property
+    def true_key(self) -> str | None:
+        """Where the bytes belong: their own name, in the group they authenticate in."""
+        if self.true_id is None:
+            return None
+        if self.true_group:
+            return f"{self.kind}/{self.true_group}/{self.true_id}"
+        return f"{self.kind}/{self.true_id}"
+
+    def to_dict(self) -> dict:
+        out = {"kind": self.kind, "key": self.key, "problem": self.problem}
+        if self.true_id:
+            out["belongs_under"] = self.true_key
+        if self.data is not None and self.data.get("backup_id"):
+            out["backup_id"] = self.data.get("backup_id")
+        if self.modified is not None:
+            out["modified"] = self.modified.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return out
+
+
+def describe_damage(damaged: list[DamagedRecord], what: str, shown: int = 2) -> str:
+    """``the backup record KEY is damaged (PROBLEM)`` or ``3 backup records are damaged (KEY: ...; ...)``
+    for a one-line message; every key shown in full."""
+    if len(damaged) == 1:
+        d = damaged[0]
+        return f"the {what} record {d.key} is damaged ({d.problem})"
+    listed = "; ".join(f"{d.key}: {d.problem}" for d in damaged[:shown])
+    more = f"; and {len(damaged) - shown} more" if len(damaged) > shown else ""
+    return f"{len(damaged)} {what} records are damaged ({listed}{more})"
+
+
+@dataclass
+class Commits:
+    """Which backups are committed, from one reading of every ``backups`` record: a backup is committed
+    when its group holds a record that opens; ``damaged`` are the records there that do not."""
+
+    records: list[Record]
+    damaged: list[DamagedRecord]
+    group_of: Callable[[str], str]
+    groups: set[str] = field(init=False)
+    damaged_groups: set[str] = field(init=False)
+
+    def __post_init__(self):
+        self.groups = {r.key_group for r in self.records if r.key_group}
+        self.damaged_groups = {d.group for d in self.damaged if d.group}
+
+    def committed(self, snap: Snapshot) -> bool:
+        return not snap.backup_id or self.group_of(snap.backup_id) in self.groups
+
+    def state(self, snap: Snapshot) -> str:
+        """``plain`` (no backup), ``committed``, ``damaged`` (only damaged backup records) or
+        ``uncommitted``."""
+        if not snap.backup_id:
+            return "plain"
+        group = self.group_of(snap.backup_id)
+        if group in self.groups:
+            return "committed"
+        return "damaged" if group in self.damaged_groups else "uncommitted"
+
+    def damaged_for(self, backup_id: str) -> list[DamagedRecord]:
+        group = self.group_of(backup_id)
+        return [d for d in self.damaged if d.group == group]
+
+    def record_for(self, backup_id: str) -> Record | None:
+        """The newest record of the backup that opens."""
+        group = self.group_of(backup_id)
+        mine = [r for r in self.records if r.key_group == group]
+        return mine[-1] if mine else None
+
+
+def _time(value) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def referenced_snapshots(record: dict) -> set[str]:

@@ -23,6 +23,8 @@ from datetime import UTC, datetime, tzinfo
 
 from steps.errors import UsageError
 
+from .repo import describe_damage, referenced_snapshots
+
 UNITS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 IDENTITY = ("cluster", "namespace", "app", "policy")
 
@@ -245,3 +247,59 @@ def restore_points(
         label = f"{data.get('source')}" + (f" [{tags}]" if tags else "")
         points.append(Point(snap.id, t, snapshot_group(data), "snapshot", label))
     return RestorePoints(points, backup_snapshots, backup_records, skipped)
+
+
+def damage_in_scope(
+    backups: Iterable,
+    snapshots: Iterable,
+    damaged_backups: Iterable,
+    damaged_snapshots: Iterable,
+    filters: dict[str, str] | None = None,
+    present: set[str] | None = None,
+) -> list[tuple[str, list[str]]]:
+    """What keeps retention rules from being applied safely, as (one-line reason, object keys): a
+    damaged backup or snapshot record that may be (part of) a restore point the rules apply to (one
+    that cannot be read may be any), and a committed backup in scope that names a snapshot record
+    that is not there (counted as kept, it would cost an intact restore point). Pure: takes records
+    (``.data``, ``.id``) and damaged records (``.key``, ``.problem``, ``.data`` or None); ``present``:
+    the snapshot IDs stored, listed after ``backups`` (default: those of ``snapshots``), so that a backup
+    committed while the records were being read is not taken for one whose snapshot is gone."""
+    filters = {k: v for k, v in (filters or {}).items() if v}
+    out: list[tuple[str, list[str]]] = []
+    hit = [d for d in damaged_backups if d.data is None or _matches(backup_identity(d.data), filters)]
+    # a snapshot record: a plain one is a restore point itself, one of a backup makes that backup no
+    # whole restore point (both are matched by the identity they carry; one that cannot be read may be
+    # any)
+    hit += [
+        d
+        for d in damaged_snapshots
+        if d.data is None or _matches({k: d.data.get(k) for k in IDENTITY}, filters)
+    ]
+    if hit:
+        what = "backup" if all(d.kind == "backups" for d in hit) else "snapshot"
+        if {d.kind for d in hit} == {"backups", "snapshots"}:
+            what = "backup or snapshot"
+        out.append(
+            (
+                f"{describe_damage(hit, what)}; it may be a restore point the rules keep, and counting"
+                " without it would forget another one instead",
+                [d.key for d in hit],
+            )
+        )
+    if present is None:
+        present = {s.id for s in snapshots}
+    for rec in backups:
+        data = rec.data
+        if not data.get("backup_id") or not _matches(backup_identity(data), filters):
+            continue
+        missing = sorted(referenced_snapshots(data) - present)
+        if missing:
+            out.append(
+                (
+                    f"backup {data['backup_id']} names the snapshot record snapshots/{missing[0]}, which is"
+                    " missing, so it is no whole restore point and keeping it would forget an intact one;"
+                    f" drop it first with `forget --backup-id {data['backup_id']}`",
+                    [f"snapshots/{m}" for m in missing],
+                )
+            )
+    return out

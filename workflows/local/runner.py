@@ -1129,6 +1129,29 @@ class RestoreChoice:
     backup: dict[str, Any] | None  # the committed backup record the snapshot belongs to
 
 
+def refuse_damaged_backup_records(repo, policy: Policy) -> None:
+    """``latest`` is the newest committed backup of the app: a backup record that does not open may be
+    it (one that cannot be read may be any app's), so refuse rather than choose around it."""
+    from steps.errors import DamagedRecordError
+    from steps.repository.repo import REPAIR_HINT, describe_damage
+
+    mine = [
+        d
+        for d in repo.damaged_records("backups")
+        if d.data is None
+        or (
+            (d.data.get("app") or {}).get("name") == policy.app
+            and (d.data.get("app") or {}).get("namespace") == policy.namespace
+        )
+    ]
+    if mine:
+        raise DamagedRecordError(
+            f"--snapshot latest: {describe_damage(mine, 'backup')}, so the newest backup of {policy.app} is"
+            f" unknown; pass --snapshot ID to restore a chosen one, or {REPAIR_HINT}",
+            [d.key for d in mine],
+        )
+
+
 def choose_snapshot(policy: Policy, env: dict[str, str], ref: str, volume: str | None) -> RestoreChoice:
     """The snapshot to restore: ``latest`` is the newest committed backup of this app (the chosen
     volume's snapshot in it); an ID or prefix must name a committed snapshot of this app."""
@@ -1151,6 +1174,7 @@ def choose_snapshot(policy: Policy, env: dict[str, str], ref: str, volume: str |
             raise UsageError(
                 f"--volume: required with --snapshot latest, the policy has volumes {', '.join(names)}"
             )
+        refuse_damaged_backup_records(repo, policy)
         want = volume or names[0]
         for backup in sorted(mine, key=lambda b: str(b.get("time", "")), reverse=True):
             for v in backup.get("volumes") or []:
