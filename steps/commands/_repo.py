@@ -21,6 +21,8 @@ def add_repo_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--endpoint", metavar="URL", help="S3 endpoint URL (default: $SNAPFLOW_S3_ENDPOINT)")
 
 
+# (the defaults are those of steps.drivers.objectstore, not imported here to keep --help fast; a test
+# compares them)
 CONNECTION_EPILOG = """\
 environment:
   SNAPFLOW_PASSWORD / SNAPFLOW_PASSWORD_FILE   repository password (never given as an argument)

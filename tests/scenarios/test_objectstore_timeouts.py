@@ -194,6 +194,25 @@ def test_the_timeouts_and_retry_budget_come_from_the_environment(monkeypatch):
     assert 1 < attempts < 5
 
 
+def test_the_help_states_the_default_timeouts():
+    from steps.commands._repo import CONNECTION_EPILOG
+    from steps.drivers import objectstore as s3
+
+    s = S3Settings("http://127.0.0.1:1")
+    assert (s.connect_timeout, s.read_timeout, s.retries, s.retry_seconds) == (
+        s3.DEFAULT_CONNECT_TIMEOUT,
+        s3.DEFAULT_READ_TIMEOUT,
+        s3.DEFAULT_RETRIES,
+        s3.DEFAULT_RETRY_SECONDS,
+    )
+    assert f"SNAPFLOW_S3_CONNECT_TIMEOUT ({s.connect_timeout:g} s)" in CONNECTION_EPILOG
+    assert f"SNAPFLOW_S3_READ_TIMEOUT ({s.read_timeout:g} s" in CONNECTION_EPILOG
+    assert f"SNAPFLOW_S3_RETRIES ({s.retries})" in CONNECTION_EPILOG
+    assert f"SNAPFLOW_S3_RETRY_SECONDS ({s.retry_seconds:g}:" in CONNECTION_EPILOG
+    # a silent server costs at most the retry budget
+    assert s.connect_timeout + s.read_timeout <= s.retry_seconds <= 30
+
+
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
