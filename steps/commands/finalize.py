@@ -16,6 +16,10 @@ DESCRIPTION = """Runs whatever happened before (Argo's onExit), in this order:
    of the plan has a snapshot of this backup in the repository (matched by volume name, or by PVC), the
    newest verify run record passed and checked every snapshot being committed, and the consistent-point
    run record says app-consistent or crash-consistent (an inconsistent copy is no restore point).
+   A damaged record that may be part of this backup (a backup or run record in its group, a snapshot
+   record of it, one the verify checked, or one that cannot be read and was stored since the backup
+   began) stops the commit: exit 3, one line naming its object key; `repair records` fixes or removes
+   it, then the backup runs again.
 
 Exit status: 0 when the workflow did not succeed (nothing to commit) and the thaw worked; non-zero when
 the thaw failed, or when the workflow succeeded but the backup could not be committed (so that the

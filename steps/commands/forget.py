@@ -12,6 +12,12 @@ plain snapshots, chosen by retention rules (--keep-*) or named with --backup-id 
 they used is freed by the next prune runs (two-phase, after the grace period). --dry-run lists every
 restore point with the rules that keep it and changes nothing.
 
+Rules are not applied around damage: a backup or snapshot record that does not open (it may be a
+restore point the rules would keep) or a committed backup naming a snapshot record that is gone makes
+forget with --keep-* exit 3, naming the object key; `repair records` fixes or removes a damaged record,
+`forget --backup-id ID` removes a broken backup (every object in its groups, damaged ones included).
+Forgetting by name goes on whatever else is damaged.
+
 examples:
   python -m steps forget --repo s3://backups/shop --backup-id backup-orders-db-x7k2q
   python -m steps forget --repo s3://backups/shop --keep-last 3 --app orders-db --dry-run
