@@ -593,11 +593,12 @@ def _wait_delivered(sock, timeout: float) -> None:
         left = unsent()
     except OSError:
         return
+    poller = select.poll()  # (select.select fails on descriptors above 1023)
+    poller.register(sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
     moved = time.monotonic()
     pause = 0.001
     while left > 0:
-        readable, _, _ = select.select([sock], [], [], pause)
-        if readable:
+        if poller.poll(pause * 1000):
             return  # an answer (or the connection's end) is there: the response reader takes over
         pause = min(pause * 2, 0.05)
         now_left = unsent()

@@ -57,7 +57,8 @@ def silent_server():
 class TrickleProxy:
     """A TCP proxy in front of ``upstream`` that forwards each direction in ``chunk``-byte pieces with a
     pause of ``up_delay`` (request bytes) or ``down_delay`` (response bytes) after each piece; after
-    ``down_stall_after`` response bytes it stops forwarding them (the connection stays open)."""
+    ``up_stall_after`` request bytes or ``down_stall_after`` response bytes it stops forwarding that
+    direction (the connection stays open)."""
 
     def __init__(self, upstream: str, chunk: int = 64 * 1024):
         host, _, port = upstream.removeprefix("http://").partition(":")
@@ -65,6 +66,7 @@ class TrickleProxy:
         self.chunk = chunk
         self.up_delay = 0.0
         self.down_delay = 0.0
+        self.up_stall_after: int | None = None
         self.down_stall_after: int | None = None
         self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
@@ -104,8 +106,9 @@ class TrickleProxy:
                 if not data:
                     dst.shutdown(socket.SHUT_WR)
                     return
-                if direction == "down" and self.down_stall_after is not None:
-                    allowed = max(0, self.down_stall_after - forwarded)
+                stall_after = self.up_stall_after if direction == "up" else self.down_stall_after
+                if stall_after is not None:
+                    allowed = max(0, stall_after - forwarded)
                     if len(data) > allowed:
                         dst.sendall(data[:allowed])
                         self._stop.wait()  # hold the connection open, forward nothing more
@@ -279,5 +282,22 @@ def test_a_transfer_that_stalls_fails_after_one_read_timeout(s3_server, trickle_
         slow.get("data/pack")
     assert time.monotonic() - started < 5
     assert f"object store {trickle_proxy.endpoint} did not answer GET data/pack after 1 attempt" in str(
+        err.value
+    )
+
+
+def test_an_upload_that_stalls_fails_after_one_read_timeout(s3_server, trickle_proxy):
+    # GIVEN a bucket behind a proxy that stops passing a request body on after 1 MiB
+    bucket = f"stall-{uuid.uuid4().hex[:12]}"
+    S3Store(S3Settings(s3_server.endpoint, retries=0), bucket, "").ensure_container()
+    slow = S3Store(S3Settings(trickle_proxy.endpoint, retries=0, read_timeout=1), bucket, "")
+    slow.put("config", b"{}")  # the connection is open and the bucket's region known
+    trickle_proxy.up_stall_after = 1024 * 1024
+    # WHEN a 6 MiB pack is uploaded THEN it fails soon after the stall, naming the endpoint
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as err:
+        slow.put("data/pack", os.urandom(6 * 1024 * 1024))
+    assert time.monotonic() - started < 5
+    assert f"object store {trickle_proxy.endpoint} did not answer PUT data/pack after 1 attempt" in str(
         err.value
     )
