@@ -285,6 +285,14 @@ def find_backup(repo, backup: str, app: str = "", namespace: str = "") -> dict:
             and (not app or _app_of(r.data).get("name") == app)
             and (not namespace or _app_of(r.data).get("namespace") == namespace)
         ]
+        repo.refuse_damaged_backups(
+            "--backup latest",
+            lambda d: (
+                (not app or _app_of(d).get("name") == app)
+                and (not namespace or _app_of(d).get("namespace") == namespace)
+            ),
+            way_out="pass --backup ID to restore a chosen one",
+        )
         if not records:
             which = " ".join(
                 x for x in (f"app {app}" if app else "", f"namespace {namespace}" if namespace else "") if x
@@ -294,6 +302,8 @@ def find_backup(repo, backup: str, app: str = "", namespace: str = "") -> dict:
             )
         return max(records, key=lambda r: str(r.data.get("time", ""))).data
     records = repo.list_records("backups", key=backup)
+    if not records:
+        repo.refuse_damaged_backups(f"--backup {backup}", key=backup, way_out="choose another backup")
     if records:
         if not isinstance(records[-1].data, dict):
             raise PermanentError(f"--backup: the record of backup {backup} is not a JSON object")

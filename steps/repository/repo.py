@@ -918,6 +918,29 @@ class Repository:
                 )
         return best
 
+    def refuse_damaged_backups(
+        self,
+        option: str,
+        matches: Callable[[dict], bool] | None = None,
+        key: str | None = None,
+        way_out: str = "choose a backup by its ID",
+    ) -> None:
+        """For commands that choose among backup records (``--backup latest`` of an app, a backup by ID):
+        DamagedRecordError naming the damaged backup records that may be among them — every one that
+        cannot be read, and one whose intact content (under a wrong name) ``matches``; ``key``: only
+        the records of that backup ID."""
+        damaged = [
+            d
+            for d in self.damaged_records("backups", key)
+            if d.data is None or matches is None or matches(d.data)
+        ]
+        if damaged:
+            raise DamagedRecordError(
+                f"{option}: {describe_damage(damaged, 'backup')}, and it may be the backup asked for;"
+                f" {way_out}, or {REPAIR_HINT}",
+                [d.key for d in damaged],
+            )
+
     def find_restore_point(
         self, ref: str, allow_uncommitted: bool = False, snapshots: list[Snapshot] | None = None
     ) -> Snapshot:

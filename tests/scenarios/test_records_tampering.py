@@ -748,3 +748,17 @@ def test_the_damage_banner_is_the_first_thing_a_browser_shows(world, chromium, c
     assert banner["color"] == "rgb(207, 34, 46)"  # the page's red
     # AND the run whose record is damaged says so
     assert "record damaged" in visit.values["statuses"]
+
+
+def test_restore_app_s_latest_backup_refuses_a_damaged_backup_record(world):
+    from steps.commands.restore_app import find_backup
+    from steps.errors import DamagedRecordError
+
+    assert find_backup(world.repo(), "latest", app="db")["backup_id"] == B2
+    key = world.flip(world.backup_record(B2))
+    with pytest.raises(DamagedRecordError) as err:
+        find_backup(world.repo(), "latest", app="db")
+    assert key in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(DamagedRecordError, match=key):
+        find_backup(world.repo(), B2)
+    assert find_backup(world.repo(), B1)["backup_id"] == B1

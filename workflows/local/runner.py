@@ -1132,24 +1132,14 @@ class RestoreChoice:
 def refuse_damaged_backup_records(repo, policy: Policy) -> None:
     """``latest`` is the newest committed backup of the app: a backup record that does not open may be
     it (one that cannot be read may be any app's), so refuse rather than choose around it."""
-    from steps.errors import DamagedRecordError
-    from steps.repository.repo import REPAIR_HINT, describe_damage
 
-    mine = [
-        d
-        for d in repo.damaged_records("backups")
-        if d.data is None
-        or (
-            (d.data.get("app") or {}).get("name") == policy.app
-            and (d.data.get("app") or {}).get("namespace") == policy.namespace
-        )
-    ]
-    if mine:
-        raise DamagedRecordError(
-            f"--snapshot latest: {describe_damage(mine, 'backup')}, so the newest backup of {policy.app} is"
-            f" unknown; pass --snapshot ID to restore a chosen one, or {REPAIR_HINT}",
-            [d.key for d in mine],
-        )
+    def mine(data: dict) -> bool:
+        app = data.get("app") if isinstance(data.get("app"), dict) else {}
+        return app.get("name") == policy.app and app.get("namespace") == policy.namespace
+
+    repo.refuse_damaged_backups(
+        "--snapshot latest", mine, way_out="pass --snapshot ID to restore a chosen one"
+    )
 
 
 def choose_snapshot(policy: Policy, env: dict[str, str], ref: str, volume: str | None) -> RestoreChoice:
