@@ -319,9 +319,13 @@ def test_a_single_file_is_backed_up_and_restored(s3_repo, tmp_path):
     sid = copy_json(s3_repo, image)["id"]
     steps("restore", "--repo", s3_repo, "--snapshot", sid, "--target", str(tmp_path / "out"))
     assert (tmp_path / "out" / "disk.img").read_bytes() == image.read_bytes()
+    # an existing file that holds data is written over only when asked to
     target = tmp_path / "existing.img"
     target.write_bytes(b"old")
-    steps("restore", "--repo", s3_repo, "--snapshot", sid, "--target", str(target))
+    refused = steps("restore", "--repo", s3_repo, "--snapshot", sid, "--target", str(target), check=False)
+    assert refused.returncode == 2 and "--overwrite always" in refused.stderr
+    assert target.read_bytes() == b"old"
+    steps("restore", "--repo", s3_repo, "--snapshot", sid, "--target", str(target), "--overwrite", "always")
     assert target.read_bytes() == image.read_bytes()
 
 
