@@ -180,6 +180,8 @@ def run(args) -> int:
     from steps.repository.pipeline import tune_for_bulk_work
     from steps.repository.restorer import restore_snapshot
 
+    if not args.target.strip():
+        raise UsageError("--target: expected a directory, file or device path, got an empty value")
     uid_map = parse_id_map(id_map_values(args.uid_map), "--uid-map")
     gid_map = parse_id_map(id_map_values(args.gid_map), "--gid-map")
     if args.write_backup_label and os.path.exists(args.target) and not os.path.isdir(args.target):
