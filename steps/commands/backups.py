@@ -154,7 +154,7 @@ def run(args) -> int:
     from steps.commands._repo import warn
     from steps.errors import DamagedRecordError, UsageError
     from steps.repository.catalog import list_backups, read_catalog
-    from steps.repository.repo import REPAIR_HINT
+    from steps.repository.repo import repair_hint
 
     filters = {k: getattr(args, k) for k in ("cluster", "namespace", "app", "policy") if getattr(args, k)}
     repo = open_repository(args)
@@ -173,7 +173,7 @@ def run(args) -> int:
                 key = damaged[0].key if damaged else found[0]["record"]
                 problem = damaged[0].problem if damaged else found[0]["problem"]
                 raise DamagedRecordError(
-                    f"--id {args.id}: the backup record {key} is damaged ({problem}); {REPAIR_HINT}",
+                    f"--id {args.id}: the backup record {key} is damaged ({problem}); {repair_hint(repo.url)}",
                     [d.key for d in damaged] or [key],
                 )
             runs = repo.list_records("runs", key=args.id)

@@ -234,7 +234,7 @@ def commit(plan, backup_id: str, log) -> tuple[str | None, list[str], bool]:
     (DamagedRecordError naming the object key) when a damaged record may be part of this backup."""
     from steps.drivers.objectstore import open_store
     from steps.errors import DamagedRecordError
-    from steps.repository.repo import REPAIR_HINT, Repository, describe_damage, utc_now_iso
+    from steps.repository.repo import Repository, describe_damage, repair_hint, utc_now_iso
     from steps.secrets import repository_password
 
     assert plan.repository is not None
@@ -247,7 +247,7 @@ def commit(plan, backup_id: str, log) -> tuple[str | None, list[str], bool]:
         raise DamagedRecordError(
             f"backup {backup_id} not committed: {describe_damage(damaged, damaged[0].kind.rstrip('s'))},"
             " and it may be part of this backup (its commit, its newest verify or consistent-point record,"
-            f" or one of its snapshots), so finalize will not commit around it; {REPAIR_HINT}, then run"
+            f" or one of its snapshots), so finalize will not commit around it; {repair_hint(repo.url)}, then run"
             " the backup again",
             [d.key for d in damaged],
         )

@@ -53,12 +53,12 @@ from .repo import (
     DELETED,
     DELETION_LOG_KIND,
     PRUNE_KIND,
-    REPAIR_HINT,
     SETTINGS,
     Record,
     Repository,
     Snapshot,
     describe_damage,
+    repair_hint,
 )
 from .retention import Decision, Rules, apply_rules, damage_in_scope, restore_points, timezone
 from .tree import decode_tree
@@ -320,7 +320,7 @@ def _forget(run: _Run, snapshots: list[Record], backups: list[Record]) -> None:
             reason = blocked[0][0]
             more = f" (and {len(blocked) - 1} more problem(s))" if len(blocked) > 1 else ""
             raise DamagedRecordError(
-                f"retention: the rules are not applied around damage: {reason}{more}; {REPAIR_HINT},"
+                f"retention: the rules are not applied around damage: {reason}{more}; {repair_hint(repo.url)},"
                 " or forget by name with --backup-id / --snapshot",
                 [k for _, ks in blocked for k in ks],
             )
@@ -820,7 +820,7 @@ def _misnamed_snapshots(run: _Run) -> list[Snapshot]:
     if unreadable:
         raise DamagedRecordError(
             f"prune: {describe_damage(unreadable, 'snapshot')}, so what it references is unknown and"
-            f" nothing is deleted; {REPAIR_HINT}, then prune again",
+            f" nothing is deleted; {repair_hint(run.repo.url)}, then prune again",
             [d.key for d in unreadable],
         )
     return [Snapshot(d.true_id or d.id, d.data) for d in damaged if d.data is not None]

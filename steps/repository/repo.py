@@ -698,16 +698,16 @@ class Repository:
         group = parts[1] if len(parts) == 3 else None
         reason = str(err).removeprefix(f"{object_key}: ")
         if isinstance(err, ValueError):
-            reason = f"not a JSON record ({type(err).__name__})"
+            reason = f"not a JSON record: {type(err).__name__}"
         elif "authentication failed" in reason:
-            reason = "does not authenticate (corrupt, or not written by Snapflow)"
+            reason = "does not authenticate: corrupt, or not written by Snapflow"
         try:
             raw = self.store.get(object_key)
         except ObjectNotFound:
             return None
         true_id = storage_id(raw)
         if true_id != parts[-1]:
-            reason = "its stored bytes do not match its name (damaged or replaced)"
+            reason = "its stored bytes do not match its name: damaged or replaced"
         # where would these bytes open? here first, then in the other groups of this kind
         places = [group] + ([g for g in sorted(groups()) if g != group] if group is not None else [])
         for place in places:
@@ -726,7 +726,7 @@ class Repository:
             return DamagedRecord(
                 kind,
                 object_key,
-                f"holds the intact record {true_id[:12]} {where} ({how})",
+                f"holds the intact record {true_id[:12]} {where}: {how}",
                 group,
                 modified,
                 data=data,
@@ -858,7 +858,7 @@ class Repository:
                 d = damaged[0]
                 raise DamagedRecordError(
                     f"--snapshot {ref}: the snapshot record {d.key} is damaged ({d.problem}) and cannot be"
-                    f" used; {REPAIR_HINT}",
+                    f" used; {repair_hint(self.url)}",
                     [x.key for x in damaged],
                 )
             named = [
@@ -885,13 +885,13 @@ class Repository:
             raise DamagedRecordError(
                 f"--snapshot latest: {describe_damage(damaged, 'snapshot')}, so which snapshot is the newest"
                 f" restore point is unknown; pass --snapshot ID to restore a chosen one (`snapshots` lists"
-                f" the intact ones), or {REPAIR_HINT}",
+                f" the intact ones), or {repair_hint(self.url)}",
                 [d.key for d in damaged],
             )
         if commits.damaged:
             raise DamagedRecordError(
                 f"--snapshot latest: {describe_damage(commits.damaged, 'backup')}, so the newest committed"
-                f" backup is unknown; pass --snapshot ID to restore a chosen one, or {REPAIR_HINT}",
+                f" backup is unknown; pass --snapshot ID to restore a chosen one, or {repair_hint(self.url)}",
                 [d.key for d in commits.damaged],
             )
         committed = [s for s in snaps if commits.committed(s)]
@@ -937,7 +937,7 @@ class Repository:
         if damaged:
             raise DamagedRecordError(
                 f"{option}: {describe_damage(damaged, 'backup')}, and it may be the backup asked for;"
-                f" {way_out}, or {REPAIR_HINT}",
+                f" {way_out}, or {repair_hint(self.url)}",
                 [d.key for d in damaged],
             )
 
@@ -956,7 +956,7 @@ class Repository:
                 raise DamagedRecordError(
                     f"--snapshot: {snap.short_id} belongs to backup {snap.backup_id}, whose backup record"
                     f" {damaged[0].key} is damaged ({damaged[0].problem}), so whether it was committed is"
-                    f" unknown; pass --allow-uncommitted to restore it anyway, or {REPAIR_HINT}",
+                    f" unknown; pass --allow-uncommitted to restore it anyway, or {repair_hint(self.url)}",
                     [d.key for d in damaged],
                 )
             raise UsageError(
@@ -1006,18 +1006,23 @@ class Repository:
             msg = (
                 f"parent: {describe_damage(hiding, 'record')}, and may hide the newest snapshot of {source};"
                 " this copy reads every file instead of reusing a parent's (slower, equally complete); "
-                + REPAIR_HINT
+                + repair_hint(self.url)
             )
             (warn or self.warnings.append)(msg)
             return None
         return best
 
 
-REPAIR_HINT = (
-    "remove the damaged record with `python -m steps repair records --repo URL` (it moves a renamed or"
-    " swapped record back under its own name, and deletes one that cannot be read; `check` shows what"
-    " else is affected)"
-)
+def repair_hint(url: str = "URL") -> str:
+    """The way out of a damaged record, for the end of a one-line error."""
+    return (
+        f"remove the damaged record with `python -m steps repair records --repo {url}` (it moves a renamed or"
+        " swapped record back under its own name, and deletes one that cannot be read; `check` shows what"
+        " else is affected)"
+    )
+
+
+REPAIR_HINT = repair_hint()
 
 
 @dataclass
