@@ -6,6 +6,7 @@ CustomResourceDefinition. Drives URL routing, discovery documents and per-kind b
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,13 +18,14 @@ _VERSION_ORDER = {"alpha": 0, "beta": 1, "": 2}
 
 
 def version_priority(version: str) -> tuple:
-    """Kubernetes version ordering: v2 > v1 > v1beta2 > v1beta1 > v1alpha1 > anything else."""
+    """Kubernetes version ordering: GA before beta before alpha, each by major then minor version,
+    descending: v2 > v1 > v2beta2 > v1beta2 > v1beta1 > v1alpha1 > anything else."""
     import re
 
     m = re.match(r"^v(\d+)(?:(alpha|beta)(\d+))?$", version)
     if not m:
-        return (-1, 0, 0, version)
-    return (1, int(m.group(1)), _VERSION_ORDER[m.group(2) or ""], int(m.group(3) or 0))
+        return (-1, 0, 0, 0, version)
+    return (1, _VERSION_ORDER[m.group(2) or ""], int(m.group(1)), int(m.group(3) or 0), "")
 
 
 @dataclass
@@ -57,6 +59,9 @@ class ResourceType:
     scale_status_path: tuple[str, ...] = ("status", "replicas")
     scale_selector_path: tuple[str, ...] = ("spec", "selector")
     immutable: Callable[[dict, dict], list[dict]] | None = field(default=None, repr=False)
+    # Another group serving the same objects (extensions/v1beta1 Ingresses are networking.k8s.io's): the
+    # group whose storage this type shares; None for a type with its own storage.
+    storage_group: str | None = None
 
     def __post_init__(self):
         self.versions = tuple(sorted(self.versions, key=version_priority, reverse=True))
@@ -70,12 +75,26 @@ class ResourceType:
         return (self.group, self.plural)
 
     @property
+    def storage_key(self) -> tuple[str, str]:
+        """Where the objects live: the key of the type whose storage this one shares, else its own."""
+        return (self.storage_group if self.storage_group is not None else self.group, self.plural)
+
+    @property
+    def is_alias(self) -> bool:
+        return self.storage_group is not None and self.storage_key != self.key
+
+    @property
     def preferred_version(self) -> str:
         return self.versions[0]
 
     def api_version(self, version: str | None = None) -> str:
+        """The apiVersion of this type at ``version``; without one, the stored form's (for a type
+        sharing another group's storage: that group's)."""
+        group = self.group
+        if version is None and self.storage_group is not None:
+            group = self.storage_group
         version = version or self.storage_version
-        return f"{self.group}/{version}" if self.group else version
+        return f"{group}/{version}" if group else version
 
     @property
     def qualified(self) -> str:
@@ -157,7 +176,18 @@ class Registry:
         self._types.pop((group, plural), None)
 
     def all(self) -> list[ResourceType]:
+        """Every stored type once (types serving another group's objects are left out)."""
+        return [r for r in self._types.values() if not r.is_alias]
+
+    def served(self) -> list[ResourceType]:
+        """Every served type, those sharing another group's storage included."""
         return list(self._types.values())
+
+    def canonical(self, rtype: ResourceType) -> ResourceType:
+        """The type that owns the storage ``rtype`` serves (``rtype`` itself unless it is an alias)."""
+        if not rtype.is_alias:
+            return rtype
+        return self._types.get(rtype.storage_key, rtype)
 
     def by_key(self, key: tuple[str, str]) -> ResourceType | None:
         return self._types.get(key)
@@ -199,6 +229,9 @@ class Registry:
                 head, _, group = name.partition(".")
                 if group == rtype.group and head in names:
                     return rtype
+        if len(matches) > 1:
+            # the same objects served by a second group: the name means the type owning them
+            matches = [m for m in matches if not m.is_alias] or matches
         if len(matches) == 1:
             return matches[0]
         core = [m for m in matches if m.group == ""]
@@ -802,3 +835,132 @@ def create_only_types() -> list[ResourceType]:
             verbs=("create",),
         ),
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Server profiles: the kinds and versions a given Kubernetes release serves.
+
+PROFILES = ("current", "1.20")
+
+
+def _backend_to_v1beta1(backend: object) -> object:
+    if not isinstance(backend, dict) or "service" not in backend:
+        return backend
+    out = {k: v for k, v in backend.items() if k != "service"}
+    service = backend.get("service") or {}
+    out["serviceName"] = service.get("name", "")
+    port = service.get("port") or {}
+    out["servicePort"] = port["number"] if "number" in port else port.get("name", "")
+    return out
+
+
+def _backend_from_v1beta1(backend: object) -> object:
+    if not isinstance(backend, dict) or "serviceName" not in backend:
+        return backend
+    out = {k: v for k, v in backend.items() if k not in ("serviceName", "servicePort")}
+    port = backend.get("servicePort")
+    service: dict = {"name": backend["serviceName"]}
+    if isinstance(port, int):
+        service["port"] = {"number": port}
+    elif isinstance(port, str) and port:
+        service["port"] = {"number": int(port)} if port.isdigit() else {"name": port}
+    out["service"] = service
+    return out
+
+
+def _ingress_paths(spec: dict):
+    for rule in spec.get("rules") or []:
+        yield from get_path(rule, "http", "paths", default=[]) or []
+
+
+def _ingress_to_version(obj: dict, version: str) -> dict:
+    """networking.k8s.io/v1 (stored) → v1beta1 (served by networking.k8s.io and extensions in 1.19-1.21)."""
+    if version != "v1beta1":
+        return obj
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return obj
+    if "defaultBackend" in spec:
+        spec["backend"] = _backend_to_v1beta1(spec.pop("defaultBackend"))
+    for path in _ingress_paths(spec):
+        if "backend" in path:
+            path["backend"] = _backend_to_v1beta1(path["backend"])
+    return obj
+
+
+def _ingress_from_version(obj: dict, version: str) -> dict:
+    if version != "v1beta1":
+        return obj
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return obj
+    if "backend" in spec:
+        spec["defaultBackend"] = _backend_from_v1beta1(spec.pop("backend"))
+    for path in _ingress_paths(spec):
+        if "backend" in path:
+            path["backend"] = _backend_from_v1beta1(path["backend"])
+        path.setdefault("pathType", "ImplementationSpecific")
+    return obj
+
+
+VERSION_INFO_1_20 = {
+    "major": "1",
+    "minor": "20",
+    "gitVersion": "v1.20.15",
+    "gitCommit": "0" * 40,
+    "gitTreeState": "clean",
+    "buildDate": "2022-01-19T17:23:01Z",
+    "goVersion": "go1.15.15",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
+def profile_types(profile: str = "current") -> list[ResourceType]:
+    """The built-in kinds as a release serves them.
+
+    ``current``: the latest release (one version per kind but autoscaling and the group snapshots).
+    ``1.20``: what changed for a backup's sake, as a real 1.20 served it:
+
+    - batch: ``batch/v1`` serves Jobs only; CronJobs are served only at ``batch/v1beta1`` (preferred
+      version of batch: v1, so a client reading preferred versions only never sees a CronJob);
+    - Ingresses at ``networking.k8s.io/v1`` and ``v1beta1``, and at ``extensions/v1beta1`` sharing the
+      same storage: one object, one uid, visible in two groups (v1beta1 in the old backend shape);
+    - PodDisruptionBudgets at ``policy/v1beta1`` only; EndpointSlices at ``discovery.k8s.io/v1beta1``
+      only; HorizontalPodAutoscalers at ``autoscaling/v1``, ``v2beta2`` and ``v2beta1`` (preferred v1).
+
+    The preferred version of each group is the highest in Kubernetes' version order (GA over beta over
+    alpha), which is what a 1.20 API server listed in ``/apis``.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown server profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    types = builtin_types()
+    if profile == "current":
+        return types
+    replaced = {
+        ("batch", "cronjobs"): dict(versions=("v1beta1",), storage_version="v1beta1"),
+        ("policy", "poddisruptionbudgets"): dict(versions=("v1beta1",), storage_version="v1beta1"),
+        ("discovery.k8s.io", "endpointslices"): dict(versions=("v1beta1",), storage_version="v1beta1"),
+        ("autoscaling", "horizontalpodautoscalers"): dict(
+            versions=("v1", "v2beta2", "v2beta1"), storage_version="v1"
+        ),
+        ("networking.k8s.io", "ingresses"): dict(
+            versions=("v1", "v1beta1"),
+            storage_version="v1",
+            to_version=_ingress_to_version,
+            from_version=_ingress_from_version,
+        ),
+    }
+    out = []
+    for rtype in types:
+        change = replaced.get(rtype.key)
+        if change is not None:
+            rtype = dataclasses.replace(rtype, **change)
+        out.append(rtype)
+        if rtype.key == ("networking.k8s.io", "ingresses"):
+            out.append(
+                dataclasses.replace(
+                    rtype, group="extensions", versions=("v1beta1",), storage_group="networking.k8s.io"
+                )
+            )
+    return out

@@ -71,7 +71,7 @@ class WatchStream:
 
     def translate(self, event: StoreEvent) -> tuple[str, dict] | None:
         """The event as this watcher sees it: objects leaving the selection are DELETED, entering ADDED."""
-        if event.rtype.key != self.rtype.key:
+        if event.rtype.storage_key != self.rtype.storage_key:
             return None
         now, before = self._matches(event.obj), self._matches(event.old)
         if event.type == ADDED:
@@ -116,7 +116,8 @@ class Store:
     # -- reading ------------------------------------------------------------------------------------------
 
     def _bucket(self, rtype: ResourceType) -> dict[tuple[str, str], dict]:
-        return self._objects.setdefault(rtype.key, {})
+        # a type serving another group's objects (extensions/v1beta1 Ingresses) reads and writes theirs
+        return self._objects.setdefault(rtype.storage_key, {})
 
     def _key(self, rtype: ResourceType, namespace: str | None, name: str) -> tuple[str, str]:
         return ((namespace or "") if rtype.namespaced else "", name)
@@ -215,6 +216,7 @@ class Store:
     # -- writing ------------------------------------------------------------------------------------------
 
     def _commit(self, rtype: ResourceType, kind: str, obj: dict, old: dict | None) -> dict:
+        rtype = self.registry.canonical(rtype)
         normalize_stored(rtype, obj)
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
@@ -249,6 +251,7 @@ class Store:
             )
 
     def _validate(self, rtype: ResourceType, new: dict, old: dict | None) -> None:
+        rtype = self.registry.canonical(rtype)
         causes = []
         if rtype.validate:
             causes += rtype.validate(new, old)
@@ -258,6 +261,7 @@ class Store:
             raise invalid(rtype.kind, rtype.group, new["metadata"].get("name", ""), causes)
 
     def _admit(self, operation: str, rtype: ResourceType, new: dict, old: dict | None) -> None:
+        rtype = self.registry.canonical(rtype)
         for hook in self.admission:
             hook(operation, rtype, new, old)
 
@@ -615,14 +619,54 @@ class Store:
             self.delete(rtype, meta.get("namespace"), meta["name"], propagation=propagation)
 
     def _owner_exists(self, ref: dict, namespace: str | None) -> bool:
-        api_version = ref.get("apiVersion", "")
+        return self._owner_state(ref, namespace) == "present"
+
+    def _owner_state(self, ref: dict, namespace: str | None) -> str:
+        """Whether the owner an ownerReference names exists, the way the garbage collector resolves it:
+        by kind, name and uid, a namespaced owner in the DEPENDENT's namespace (``namespace``; None for a
+        cluster-scoped dependent, which cannot have a namespaced owner), a cluster-scoped owner at the
+        cluster scope. "present", "absent", or "unknown" when no served type has the reference's kind."""
+        api_version = ref.get("apiVersion", "") if isinstance(ref, dict) else ""
         group = api_version.rpartition("/")[0] if "/" in api_version else ""
-        for rtype in self.registry.all():
-            if rtype.kind == ref.get("kind") and rtype.group == group:
-                obj = self.peek(rtype, namespace, ref.get("name", ""))
-                if obj is not None and obj["metadata"]["uid"] == ref.get("uid"):
-                    return True
-        return False
+        rtypes = [
+            r for r in self.registry.served() if r.kind == ref.get("kind") and r.group == group
+        ] if isinstance(ref, dict) else []  # fmt: skip
+        if not rtypes:
+            return "unknown"
+        for rtype in rtypes:
+            if rtype.namespaced and not namespace:
+                continue
+            obj = self.peek(rtype, namespace, ref.get("name", ""))
+            if obj is not None and obj["metadata"]["uid"] == ref.get("uid"):
+                return "present"
+        return "absent"
+
+    def collect_garbage(self, event: StoreEvent) -> None:
+        """The garbage collector's look at a written object with owner references: a reference whose
+        owner is absent (no object of that kind and name with that uid in the dependent's namespace, or
+        at the cluster scope for a cluster-scoped owner) is dangling. A dependent with only dangling
+        references is deleted (Background); one with an owner left loses the dangling references."""
+        if event.type == DELETED:
+            return
+        meta = event.obj["metadata"]
+        rtype = self.registry.canonical(event.rtype)
+        namespace = meta.get("namespace") if rtype.namespaced else None
+        cur = self.peek(rtype, namespace, meta["name"])
+        if cur is None or cur["metadata"].get("uid") != meta.get("uid"):
+            return
+        refs = cur["metadata"].get("ownerReferences") or []
+        if not refs:
+            return
+        states = [self._owner_state(r, namespace) for r in refs]
+        if "absent" not in states:
+            return
+        if all(state == "absent" for state in states):
+            self.delete(rtype, namespace, meta["name"], propagation="Background")
+            return
+        keep = [r for r, state in zip(refs, states, strict=True) if state != "absent"]
+        self.mutate(
+            rtype, namespace, meta["name"], lambda o: o["metadata"].__setitem__("ownerReferences", keep)
+        )
 
     def _orphan_dependents(self, uid: str) -> None:
         for rtype, obj in self.dependents(uid):

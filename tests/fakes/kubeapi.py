@@ -12,8 +12,19 @@ What it serves (aiohttp, one server in a background thread, a free port, bearer-
   a global resourceVersion, 409 AlreadyExists and Conflict, 404 NotFound, 422 Invalid as Status
   objects; uid, creationTimestamp and generation set by the server; finalizers, owner-reference
   cascades (Background, Foreground, Orphan), namespace termination deleting the contents;
-- watch (`?watch=true`): newline-delimited JSON events honouring resourceVersion (410 Expired
+- list responses whose items carry no kind/apiVersion for built-in kinds (as the real server's);
+- watch (`?watch=true`): newline-delimited JSON events honouring resourceVersion (resumed from it; an
+  ERROR event with a 410 Expired Status for one older than the kept window, `history_limit` events, or
   after `compact_history()`), timeoutSeconds and selectors;
+- a Service's requested `spec.clusterIP` that another Service holds (or outside 10.96.0.0/12) is
+  422 Invalid, as from the real allocator;
+- garbage collection: an ownerReference names its owner by kind, name and uid in the DEPENDENT's
+  namespace (a cluster-scoped owner at the cluster scope); a dependent whose owners are all absent
+  there is deleted, dangling references next to a live owner are removed;
+- server profiles (`profile=`): "current" (1.33) and "1.20", which serves CronJobs only at
+  batch/v1beta1, Ingresses at networking.k8s.io/v1 and v1beta1 and at extensions/v1beta1 (one object,
+  same uid, in both groups), PodDisruptionBudgets at policy/v1beta1, with a 1.20's preferred versions
+  in discovery (see kube_resources.profile_types);
 - simulated controllers (tests/fakes/workloads.py, tests/fakes/csi.py): pods run, Deployments /
   StatefulSets / DaemonSets / Jobs create pods, Services get IPs and Endpoints; PVCs are backed by
   directories; VolumeSnapshots and VolumeGroupSnapshots copy them at the cut, with injectable
@@ -75,7 +86,13 @@ from tests.fakes.kube_objects import (
     rfc3339,
 )
 from tests.fakes.kube_rbac import SYSTEM_MASTERS, Identity, service_account_identity
-from tests.fakes.kube_resources import Registry, ResourceType, builtin_types, create_only_types
+from tests.fakes.kube_resources import (
+    VERSION_INFO_1_20,
+    Registry,
+    ResourceType,
+    create_only_types,
+    profile_types,
+)
 from tests.fakes.kube_store import Store
 from tests.fakes.workloads import ClusterSimulator, PodRunner
 
@@ -125,6 +142,7 @@ class FakeKubeAPI:
         seed: bool = True,
         history_limit: int = 10000,
         enforce_rbac: bool = False,
+        profile: str = "current",
     ):
         self._own_root = root is None
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="fake-kube-"))
@@ -134,10 +152,12 @@ class FakeKubeAPI:
         if token:
             self.identities[token] = Identity("system:admin", [SYSTEM_MASTERS, "system:authenticated"])
         self.enforce_rbac = enforce_rbac
+        self.profile = profile
         self.registry = Registry()
-        for rtype in builtin_types() + create_only_types():
+        for rtype in profile_types(profile) + create_only_types():
             self.registry.register(rtype)
         self.store = Store(self.registry, history_limit)
+        self.store.listeners.append(self.store.collect_garbage)
         self.requests: deque[tuple[str, str]] = deque(maxlen=20000)
         self.faults: list[Fault] = []
         self.pod_logs: dict[tuple[str, str, str | None], str] = {}
@@ -152,6 +172,8 @@ class FakeKubeAPI:
             "compiler": "gc",
             "platform": "linux/amd64",
         }
+        if profile == "1.20":
+            self.version_info = dict(VERSION_INFO_1_20)
         self._exec = ExecService(self)
         self.cluster = ClusterSimulator(self)
         self.storage = StorageSimulator(self)

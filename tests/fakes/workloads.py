@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from tests.fakes.kube_objects import (
     ApiError,
     get_path,
+    invalid,
     label_selector_matcher,
     owner_reference,
     random_suffix,
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from tests.fakes.kubeapi import FakeKubeAPI
 
 NODE_NAME = "fake-node"
+SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
 ROOT_CA = (
     "-----BEGIN CERTIFICATE-----\n"
     "MIIBfakeCAcertificateForTheFakeKubernetesAPIServerOnly\n"
@@ -200,8 +203,46 @@ class ClusterSimulator:
                 )
 
     def _ip(self) -> str:
-        self._next_ip += 1
-        return f"10.96.{self._next_ip // 250}.{self._next_ip % 250 + 1}"
+        allocated = self._allocated_ips()
+        while True:
+            self._next_ip += 1
+            ip = f"10.96.{self._next_ip // 250}.{self._next_ip % 250 + 1}"
+            if ip not in allocated:
+                return ip
+
+    def _allocated_ips(self) -> set[str]:
+        """The cluster IPs the Services hold (the allocator's bitmap, recomputed)."""
+        used: set[str] = set()
+        for svc in self.store.items(self.rt["services"]):
+            spec = svc.get("spec") or {}
+            for ip in [spec.get("clusterIP"), *(spec.get("clusterIPs") or [])]:
+                if isinstance(ip, str) and ip and ip != "None":
+                    used.add(ip)
+        return used
+
+    def _check_requested_ip(self, name: str, ip: str) -> None:
+        """A cluster IP the client asks for must be a free address of the service range, or the create is
+        422 Invalid as from the real allocator."""
+        problem = None
+        try:
+            in_range = ipaddress.ip_address(ip) in SERVICE_CIDR
+        except ValueError:
+            in_range = None
+            problem = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+        if in_range is False:
+            problem = (
+                f"failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. "
+                f"The range of valid IPs is {SERVICE_CIDR}"
+            )
+        elif in_range and ip in self._allocated_ips():
+            problem = f"failed to allocate IP {ip}: provided IP is already allocated"
+        if problem:
+            raise invalid(
+                "Service",
+                "",
+                name,
+                [{"field": "spec.clusterIPs", "message": f'Invalid value: []string{{"{ip}"}}: {problem}'}],
+            )
 
     # -- admission ------------------------------------------------------------------------------------
 
@@ -228,6 +269,12 @@ class ClusterSimulator:
             spec = new.setdefault("spec", {})
             spec.setdefault("type", "ClusterIP")
             if spec["type"] != "ExternalName":
+                requested = spec.get("clusterIP") or next(iter(spec.get("clusterIPs") or []), None)
+                if requested and requested != "None":
+                    self._check_requested_ip(new["metadata"].get("name", ""), requested)
+                    spec["clusterIP"] = requested
+                elif requested == "None":
+                    spec["clusterIP"] = "None"
                 if spec.get("clusterIP") != "None":
                     spec["clusterIP"] = spec.get("clusterIP") or self._ip()
                 spec["clusterIPs"] = (
