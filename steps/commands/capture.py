@@ -15,6 +15,12 @@ resourceVersion, managedFields, a PVC's volumeName, a Service's clusterIPs and n
 them in the repository as a snapshot tagged kind=manifests and backup=ID, encrypted like the data. The
 last line of stdout is the snapshot ID (or a JSON summary with --json).
 
+Every kind the API server serves is read once: at its group's preferred version when that version serves
+it, else at the newest version that does (Kubernetes 1.20 serves CronJobs only at batch/v1beta1). An
+object the server shows in two groups (one uid: an Ingress as extensions/v1beta1 and networking.k8s.io/v1
+on 1.19-1.21) is stored once, the copy in the newest, non-deprecated group; the other is listed under
+"aliases" in capture.json.
+
 Objects labelled app.kubernetes.io/managed-by=snapflow (the workflows' ServiceAccounts and plan
 ConfigMaps, a running backup's clone PVCs) are left out: applying the rendered manifests recreates the
 former, and a restore must never replace the identity it runs as. --no-secrets leaves Secrets out and
@@ -84,9 +90,61 @@ def snapflow_objects(objects: list[dict]) -> tuple[list[dict], list[dict]]:
     return app, ours
 
 
-def collect(client, namespace: str, warn, *, secrets: bool = True) -> tuple[list[dict], list[str]]:
-    """Every object of ``namespace`` (and the Namespace itself) the client may list; the kinds it may not.
-    ``secrets=False`` never lists Secrets."""
+def _copy_rank(obj: dict) -> tuple:
+    """Which copy of an object served by several groups is kept (highest first): one whose API version
+    is not deprecated (no migration starts from it), then the newest version (Kubernetes' order), then
+    the group name, so that the choice never depends on the order of discovery."""
+    from steps.drivers.kube import version_priority
+    from steps.manifests.migrations import find_migration
+
+    api_version, kind = str(obj.get("apiVersion") or ""), str(obj.get("kind") or "")
+    group, _, version = api_version.rpartition("/")
+    return (find_migration(api_version, kind) is None, version_priority(version), group)
+
+
+def dedupe_by_uid(objects: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(objects, aliases): one object per ``metadata.uid``. The API server may serve one object in two
+    groups (an Ingress as ``extensions/v1beta1`` and ``networking.k8s.io/v1`` on Kubernetes 1.19-1.21):
+    the copy in the preferred, newest group is kept (:func:`_copy_rank`), each other one is an alias,
+    recorded as {"object", "apiVersion", "kind", "namespace", "name", "uid", "kept_apiVersion"}. Objects
+    without a uid are kept as they are."""
+    best: dict[str, dict] = {}
+    for obj in objects:
+        uid = (obj.get("metadata") or {}).get("uid")
+        if not isinstance(uid, str) or not uid:
+            continue
+        if uid not in best or _copy_rank(obj) > _copy_rank(best[uid]):
+            best[uid] = obj
+    kept: list[dict] = []
+    aliases: list[dict] = []
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        uid = meta.get("uid")
+        if not isinstance(uid, str) or not uid or best[uid] is obj:
+            kept.append(obj)
+            continue
+        winner = best[uid]
+        aliases.append(
+            {
+                "object": f"{obj.get('apiVersion')} {obj.get('kind')} {meta.get('name')}",
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "namespace": meta.get("namespace"),
+                "name": meta.get("name"),
+                "uid": uid,
+                "kept_apiVersion": winner.get("apiVersion"),
+            }
+        )
+    return kept, aliases
+
+
+def collect(
+    client, namespace: str, warn, *, secrets: bool = True, aliases: list[dict] | None = None
+) -> tuple[list[dict], list[str]]:
+    """Every object of ``namespace`` (and the Namespace itself) the client may list, each once; the kinds
+    it may not list. Every served kind is listed at one version (see ``KubeClient.namespaced_types``);
+    an object served by two groups is kept once (:func:`dedupe_by_uid`) and the other copy appended to
+    ``aliases``. ``secrets=False`` never lists Secrets."""
     from steps.drivers.kube import Forbidden, KubeError, NotFound
     from steps.errors import UsageError
     from steps.manifests.clean import RUNTIME_KINDS
@@ -125,6 +183,9 @@ def collect(client, namespace: str, warn, *, secrets: bool = True) -> tuple[list
             warn(f"cannot list {resource} in namespace {namespace} ({err}); not captured")
             continue
         objects.extend(items)
+    objects, found_aliases = dedupe_by_uid(objects)
+    if aliases is not None:
+        aliases.extend(found_aliases)
     important = [u for u in unreadable if u in IMPORTANT_KINDS]
     if important:
         warn(
@@ -151,8 +212,11 @@ def run(args) -> int:
 
     selector = parse_selector(args.selector, "--selector")
     client = kube_client(args)
+    aliases: list[dict] = []
     with client:
-        objects, unreadable = collect(client, args.namespace, warn, secrets=not args.no_secrets)
+        objects, unreadable = collect(
+            client, args.namespace, warn, secrets=not args.no_secrets, aliases=aliases
+        )
     objects, ours = snapflow_objects(objects)
     selection = select_objects(objects, selector)
     selection.dropped.extend(
@@ -169,16 +233,26 @@ def run(args) -> int:
         "captured_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "dropped": [d.to_dict() for d in selection.dropped],
         "unreadable": unreadable,
+        "aliases": aliases,
         "secrets": not args.no_secrets,
     }
     files = bundle.to_files(selection.objects, info)
     kept = [bundle.object_path(o)[len("objects/") :] for o in selection.objects]
-    summary = {"objects": len(selection.objects), "dropped": len(selection.dropped), "unreadable": unreadable}
+    summary = {
+        "objects": len(selection.objects),
+        "dropped": len(selection.dropped),
+        "unreadable": unreadable,
+        "aliases": len(aliases),
+    }
     if args.dry_run:
         for path in kept:
             print(f"keep {path}")
         for d in selection.dropped:
             print(f"drop {d.ref} ({d.reason})")
+        for a in aliases:
+            print(
+                f"alias {a['object']} in {a['namespace']} (the same object as its {a['kept_apiVersion']} copy)"
+            )
         if args.json:
             print_json({**summary, "id": None})
         return 0

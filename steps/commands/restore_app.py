@@ -15,7 +15,10 @@ autoscalers and custom resources -> optional readiness wait and check command ->
 time of each phase (RTO).
 
 Objects that already exist make the restore refuse, listing them, unless --existing=skip (keep them;
-a kept PVC's data is not restored) or --existing=replace (delete and recreate them).
+a kept PVC's data is not restored) or --existing=replace (delete and recreate them). Two objects of the
+backup that would be created as one (same group, kind, namespace and name after the migrations and
+transforms: one object captured under two API groups by an older capture, or two namespaces mapped onto
+one) make it fail (exit 3) in one line naming both, before anything is created.
 
 Scope (a backup is untrusted input; checked after the transforms, before anything is created): only
 namespaced objects in the restore's namespaces (the one the backup's namespace maps to, and every
@@ -740,6 +743,20 @@ def in_scope(client, objects: list[dict], args, spec, bundle, record: dict, repo
     return result.allowed
 
 
+def refuse_collisions(client, result) -> None:
+    """Fail, before anything is created, when two objects of the backup would be created as one (same
+    group, kind, namespace and name once transformed; see :mod:`steps.manifests.collisions`)."""
+    from steps.errors import PermanentError
+    from steps.manifests.collisions import collision_message, find_collisions
+
+    def namespaced(api_version: str, kind: str) -> bool:
+        return client.resource(api_version, kind).namespaced
+
+    collisions = find_collisions(result.objects, result.origins, namespaced)
+    if collisions:
+        raise PermanentError(collision_message(collisions))
+
+
 def _refuse_or_skip(report, args) -> None:
     """List the refused objects on stderr, one line each; fail unless --skip-refused."""
     import sys
@@ -843,6 +860,7 @@ def run(args) -> int:
         import yaml
 
         with kube_client(args) as client:
+            refuse_collisions(client, result)
             objects = in_scope(client, result.objects, args, spec, bundle, record, report)
             restorer = Restorer(client, objects, RestoreOptions(args.existing, args.timeout))
             existing = restorer.existing()
@@ -857,6 +875,7 @@ def run(args) -> int:
         return 0
 
     with kube_client(args) as client:
+        refuse_collisions(client, result)
         objects = in_scope(client, result.objects, args, spec, bundle, record, report)
         if report.refused and not args.skip_refused:
             _write_summary(summary(), args)

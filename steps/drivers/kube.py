@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -277,6 +278,17 @@ KNOWN_TYPES: tuple[ResourceType, ...] = (
 _KNOWN = {(t.api_version, t.kind): t for t in KNOWN_TYPES}
 
 
+def version_priority(version: str) -> tuple:
+    """Kubernetes' order of API versions, as a sort key (higher is newer): GA before beta before alpha,
+    each by major then minor number; anything else last. ``v2 > v1 > v2beta1 > v1beta2 > v1beta1 >
+    v1alpha1 > foo``."""
+    m = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version or "")
+    if not m:
+        return (0, 0, 0, 0)
+    stability = {"alpha": 1, "beta": 2, None: 3}[m.group(2)]
+    return (1, stability, int(m.group(1)), int(m.group(3) or 0))
+
+
 def _guess_plural(kind: str) -> str:
     low = kind.lower()
     if low.endswith("y") and not low.endswith(("ay", "ey", "oy", "uy")):
@@ -442,35 +454,48 @@ class KubeClient:
         return found
 
     def namespaced_types(self) -> list[ResourceType]:
-        """Every listable namespaced type the server serves (preferred versions), or the built-in table.
+        """Every listable namespaced kind the server serves, once per group and kind, or the built-in
+        table when discovery fails.
 
+        Every served version of every group is read, not only the preferred ones: a kind may be served
+        only at a version that is not its group's preferred one (Kubernetes 1.20 serves CronJobs only at
+        ``batch/v1beta1`` while batch prefers ``v1``). Each kind is taken at its group's preferred version
+        when that version serves it, else at the newest version that does (:func:`version_priority`).
         Capture uses this so that custom resources (an operator's database object) are exported too.
         """
-        versions: list[str] = []
+        candidates: list[tuple[str, str, bool]] = []  # (group, version, preferred by the group)
         try:
             core = self.request("GET", "/api", what="discovery")
-            versions += list(core.get("versions") or ["v1"])
+            candidates += [("", v, True) for v in core.get("versions") or ["v1"]]
             groups = self.request("GET", "/apis", what="discovery")
             for g in groups.get("groups") or []:
-                pref = (g.get("preferredVersion") or {}).get("groupVersion")
-                if pref:
-                    versions.append(pref)
+                name = g.get("name") or ""
+                pref = (g.get("preferredVersion") or {}).get("version")
+                served = [v.get("version") for v in g.get("versions") or [] if v.get("version")]
+                if pref and pref not in served:
+                    served.insert(0, pref)
+                candidates += [(name, v, v == pref) for v in served]
         except KubeError:
-            versions = []
-        types: list[ResourceType] = []
-        for v in versions:
-            path = f"/api/{v}" if "/" not in v else f"/apis/{v}"
+            candidates = []
+        chosen: dict[tuple[str, str], tuple[tuple, ResourceType]] = {}
+        for group, version, preferred in candidates:
+            api_version = f"{group}/{version}" if group else version
+            path = f"/api/{api_version}" if not group else f"/apis/{api_version}"
             try:
-                doc = self.request("GET", path, what=f"discovery of {v}")
+                doc = self.request("GET", path, what=f"discovery of {api_version}")
             except KubeError:
                 continue
             for res in doc.get("resources") or []:
                 verbs = res.get("verbs") or []
                 if "/" in res.get("name", "") or not res.get("namespaced") or "list" not in verbs:
                     continue
-                rt = ResourceType(v, res["kind"], res["name"], True)
-                self._types.setdefault((v, rt.kind), rt)
-                types.append(rt)
+                rt = ResourceType(api_version, res["kind"], res["name"], True)
+                self._types.setdefault((api_version, rt.kind), rt)
+                rank = (preferred, version_priority(version))
+                current = chosen.get((group, rt.kind))
+                if current is None or rank > current[0]:
+                    chosen[(group, rt.kind)] = (rank, rt)
+        types = [rt for _rank, rt in chosen.values()]
         if not types:
             seen: set[str] = set()
             for t in KNOWN_TYPES:

@@ -266,6 +266,8 @@ def parse_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 class TransformResult:
     objects: list[dict]
     notes: list[str] = field(default_factory=list)
+    # the captured object each of ``objects`` was made from (same order)
+    origins: list[dict] = field(default_factory=list)
 
 
 def transform_objects(objects: list[dict], spec: TransformSpec) -> TransformResult:
@@ -297,6 +299,7 @@ def transform_objects(objects: list[dict], spec: TransformSpec) -> TransformResu
                 used_patches.add(i)
                 obj = apply_patch(obj, list(rule.operations), where=f"{rule.where}.patch")
         result.objects.append(obj)
+        result.origins.append(original)
     for i, rule in enumerate(spec.patches):
         if i not in used_patches:
             result.notes.append(f"{rule.where}: matched no object")
