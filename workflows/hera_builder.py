@@ -77,7 +77,8 @@ ENTRYPOINT = "main"  # the DAG template; step templates are named after their st
 TITLE_ANNOTATION = "workflows.argoproj.io/title"
 DESCRIPTION_ANNOTATION = "workflows.argoproj.io/description"
 
-SMALL_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+# Steps that move no data; their memory limit is spec.workflow.stepMemoryLimit.
+SMALL_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}}
 
 
 @dataclass(frozen=True)
@@ -173,15 +174,45 @@ def retry_expression(codes: tuple[int, ...] = RETRY_EXIT_CODES) -> str:
     return f"asInt(lastRetry.exitCode) in [{', '.join(str(c) for c in codes)}]"
 
 
-def retry_strategy(retry: Retry) -> m.RetryStrategy:
+BACKOFF_S = 15
+BACKOFF_FACTOR = 2
+# Time an attempt may spend before its pod's deadline starts counting (scheduling, volume attachment).
+POD_START_MARGIN_S = 120
+
+
+def backoff_total_s(limit: int = RETRY_LIMIT) -> int:
+    """The sum of the waits between attempts (15s, 30s, 60s, ...)."""
+    return sum(BACKOFF_S * BACKOFF_FACTOR**i for i in range(limit))
+
+
+def retry_budget_s(deadline_s: int, limit: int = RETRY_LIMIT) -> int:
+    """``backoff.maxDuration`` for a step whose attempts may each run ``deadline_s``.
+
+    Argo counts maxDuration from the start of the FIRST attempt: once it is exceeded no further retry
+    is made (Argo Workflows docs/retries.md). A budget shorter than the attempts themselves silently
+    turns "retried 3 times" into "never retried" for a step that fails late, so the budget holds every
+    attempt at its deadline, every backoff, and a margin per attempt for the pod to start:
+    ``(limit + 1) * (deadline + margin) + sum of backoffs``."""
+    return (limit + 1) * (deadline_s + POD_START_MARGIN_S) + backoff_total_s(limit)
+
+
+def retry_strategy(retry: Retry, deadline_s: int | None = None) -> m.RetryStrategy:
     if retry is Retry.NEVER:
         # Explicit limit 0, so that no default retry strategy can ever apply to this step.
         return m.RetryStrategy(limit=m.IntOrString(0))
+    if deadline_s is None:
+        raise ValueError("a retried step needs a deadline, or its retry budget cannot hold its attempts")
+    # Only exit code 75 (a temporary error) is retried: a step killed for memory (OOMKilled, exit code
+    # 137), a permanent or an integrity error fails at once instead of being repeated.
     return m.RetryStrategy(
         limit=m.IntOrString(RETRY_LIMIT),
         retry_policy="OnFailure",
         expression=retry_expression(),
-        backoff=m.Backoff(duration="15s", factor=m.IntOrString(2), max_duration="10m"),
+        backoff=m.Backoff(
+            duration=f"{BACKOFF_S}s",
+            factor=m.IntOrString(BACKOFF_FACTOR),
+            max_duration=f"{retry_budget_s(deadline_s)}s",
+        ),
     )
 
 
@@ -401,37 +432,48 @@ class _StepBuilder:
             res = self.policy.spec.resources
             requests, limits = dict(res.requests), dict(res.limits)
         else:
-            requests, limits = SMALL_RESOURCES["requests"], SMALL_RESOURCES["limits"]
+            requests = SMALL_RESOURCES["requests"]
+            limits = {"memory": self.policy.spec.workflow.step_memory_limit}
         return m.ResourceRequirements(
             requests={k: m.Quantity(v) for k, v in sorted(requests.items())} or None,
             limits={k: m.Quantity(v) for k, v in sorted(limits.items())} or None,
         )
 
     def metrics(self) -> list[m.Prometheus]:
+        """Template-level metrics: emitted when this step's node completes, from its own status
+        (Argo Workflows docs/metrics.md). Every value is an expression that cannot fail or come out
+        empty whatever the step's outcome (a gauge rendering empty or null is a MetricsError), and a
+        ``when`` says whether there is anything to emit."""
         base = [
             m.MetricLabel(key="namespace", value=self.policy.namespace),
             m.MetricLabel(key="app", value=self.policy.app),
         ]
         if self.step.holds_freeze:
+            if not holds_app(self.policy):
+                return []  # no hook quiesces the app: there is no freeze window to report
+            window = f"jsonpath(outputs.parameters.verdict, '{FREEZE_WINDOW_PATH}')"
             return [
                 m.Prometheus(
                     name="snapflow_freeze_window_seconds",
                     help="How long the app was quiesced by the last backup (seconds).",
                     labels=base,
-                    gauge=m.Gauge(
-                        realtime=False,
-                        value="{{=jsonpath(outputs.parameters.verdict, '$.freeze_window_ms') / 1000}}",
-                    ),
+                    # The verdict output has a default holding the key with null, so jsonpath always
+                    # reads valid JSON; null (no hook held the app) emits nothing.
+                    when=f"{{{{={window} != nil}}}}",
+                    gauge=m.Gauge(realtime=False, value=f"{{{{={window} != nil ? {window} / 1000 : 0}}}}"),
                 )
             ]
         if self.step.command == "copy":
             labels = [*base, m.MetricLabel(key="volume", value=self.step.volume or "")]
+            added = "jsonpath(outputs.result, '$.bytes_added')"
             return [
                 m.Prometheus(
                     name="snapflow_backup_bytes_added",
                     help="Bytes the last copy of a volume added to the repository (after deduplication).",
                     labels=labels,
-                    gauge=m.Gauge(realtime=False, value="{{=jsonpath(outputs.result, '$.bytes_added')}}"),
+                    when="{{status}} == Succeeded",
+                    # A failed copy prints no summary: its stdout is only read when it succeeded.
+                    gauge=m.Gauge(realtime=False, value=f"{{{{=status == 'Succeeded' ? {added} : 0}}}}"),
                 ),
                 m.Prometheus(
                     name="snapflow_copy_duration_seconds",
@@ -440,7 +482,22 @@ class _StepBuilder:
                     gauge=m.Gauge(realtime=False, value="{{duration}}"),
                 ),
             ]
+        if self.pipeline.exit_step is not None and self.step is self.pipeline.exit_step:
+            return commit_metrics(self.policy, self.pipeline)
         return []
+
+    def deadline(self) -> int | None:
+        """activeDeadlineSeconds of one attempt: the freeze step's bounds a stuck pod (it thaws by
+        itself at the freeze deadline); a retried step's comes from spec.workflow.stepTimeouts."""
+        if self.step.holds_freeze:
+            return int(self.policy.spec.freeze.deadline_seconds) + 300
+        if self.step.retry is Retry.NEVER:
+            return None
+        timeouts = self.policy.spec.workflow.step_timeouts
+        deadline = timeouts.for_command(self.step.command, self.policy.spec.snapshot.timeout_seconds)
+        if deadline is None:
+            raise ValueError(f"step {self.step.name}: no timeout for retried command {self.step.command}")
+        return deadline
 
     # -- template and task ----------------------------------------------------------------------
     def template(self) -> Container:
@@ -449,13 +506,16 @@ class _StepBuilder:
         volumes, mounts, devices = self.volumes_and_mounts()
         container_security, pod_security = self.security()
         outputs = [
-            Parameter(name=name, value_from=m.ValueFrom(path=f"{OUTPUT_DIR}/{path}"))
+            Parameter(
+                name=name,
+                value_from=m.ValueFrom(
+                    path=f"{OUTPUT_DIR}/{path}",
+                    default=EMPTY_VERDICT if step.holds_freeze and name == "verdict" else None,
+                ),
+            )
             for name, path in step.output_files
         ]
-        deadline = None
-        if step.holds_freeze:
-            # The step thaws by itself at the freeze deadline; this bounds a stuck pod (pod start included).
-            deadline = int(self.policy.spec.freeze.deadline_seconds) + 300
+        deadline = self.deadline()
         metrics = self.metrics()
         env = self.env()
         return Container(
@@ -477,7 +537,7 @@ class _StepBuilder:
             security_context=container_security,
             pod_security_context=pod_security,
             resources=self.resources(),
-            retry_strategy=retry_strategy(step.retry),
+            retry_strategy=retry_strategy(step.retry, deadline),
             active_deadline_seconds=deadline,
             metrics=m.Metrics(prometheus=metrics) if metrics else None,
             labels={"snapflow.io/step": step.command},
@@ -497,6 +557,16 @@ class _StepBuilder:
         )
 
 
+def holds_app(policy: Policy) -> bool:
+    """Whether a hook quiesces the app (else consistent-point records no freeze window)."""
+    return any(t.hook != "none" for t in policy.spec.quiesce)
+
+
+FREEZE_WINDOW_PATH = "$.freeze_window_ms"
+# The verdict consistent-point writes, when it wrote none: every key the template reads, null.
+EMPTY_VERDICT = '{"verdict": null, "freeze_window_ms": null}'
+
+
 def _output_parameter(pipeline: Pipeline, output) -> Parameter:
     source = output.source
     if isinstance(source, VerdictField):
@@ -507,17 +577,91 @@ def _output_parameter(pipeline: Pipeline, output) -> Parameter:
         expression = f"jsonpath(tasks['copy-{source.volume}'].outputs.result, '{source.path}')"
     else:
         raise TypeError(f"cannot show {source!r} as a workflow output")
+    # Since Argo v3.7.16 and v4.0.7 an output whose expression is nil (no hook: no freeze window) or
+    # reads a node that failed or was skipped FAILS the DAG — and then the backup is never committed —
+    # unless it has a default (Argo Workflows docs/upgrading.md, v3.7.16 / v4.0.7). The default is the
+    # empty string, which no value is mistaken for (0 would record a freeze of 0 ms).
     return Parameter(
-        name=output.name, description=output.description, value_from=m.ValueFrom(expression=expression)
+        name=output.name,
+        description=output.description,
+        value_from=m.ValueFrom(expression=expression, default=OUTPUT_DEFAULT),
     )
 
 
-def workflow_metrics(policy: Policy, pipeline: Pipeline) -> m.Metrics:
+OUTPUT_DEFAULT = ""
+
+# The finalize step's outcome: it exits 0 after a successful run only when the backup record is
+# committed (or was already), and non-zero when it refuses; after a failed run there is nothing to
+# commit. {{workflow.status}} is the status finalize decided by (the graph's).
+COMMITTED = "{{status}} == Succeeded && {{workflow.status}} == Succeeded"
+REFUSED = "{{workflow.status}} == Succeeded && {{status}} != Succeeded"
+NOT_RUN = "{{workflow.status}} != Succeeded"
+
+
+def commit_metrics(policy: Policy, pipeline: Pipeline) -> list[m.Prometheus]:
+    """The backup's outcome, emitted by its exit handler (finalize) when it completes, conditioned on
+    the commit itself. Workflow-level metrics cannot say it: Argo evaluates them on the entrypoint's
+    status, before the exit handler ran (Argo Workflows docs/metrics.md), so a backup that finalize
+    refused to commit would count as a success."""
     labels = [
         m.MetricLabel(key="namespace", value=policy.namespace),
         m.MetricLabel(key="app", value=policy.app),
         m.MetricLabel(key="pipeline", value=pipeline.name),
     ]
+    runs_help = "Snapflow runs by outcome (a backup succeeds when its record is committed)."
+
+    def runs(status: str, when: str) -> m.Prometheus:
+        return m.Prometheus(
+            name="snapflow_workflow_runs_total",
+            help=runs_help,
+            labels=[*labels, m.MetricLabel(key="status", value=status)],
+            when=when,
+            counter=m.Counter(value="1"),
+        )
+
+    return [
+        runs("Succeeded", COMMITTED),
+        runs("Failed", REFUSED),
+        runs("{{workflow.status}}", NOT_RUN),
+        m.Prometheus(
+            name="snapflow_last_committed_backup_timestamp_seconds",
+            help="Start time (Unix seconds) of the last backup of an app whose record was committed.",
+            labels=labels,
+            when=COMMITTED,
+            gauge=m.Gauge(realtime=False, value="{{workflow.creationTimestamp.s}}"),
+        ),
+        m.Prometheus(
+            name="snapflow_last_success_timestamp_seconds",
+            help="Start time (Unix seconds) of the last successful Snapflow run of an app.",
+            labels=labels,
+            when=COMMITTED,
+            gauge=m.Gauge(realtime=False, value="{{workflow.creationTimestamp.s}}"),
+        ),
+    ]
+
+
+def workflow_metrics(policy: Policy, pipeline: Pipeline) -> m.Metrics:
+    """Workflow-level metrics. Argo evaluates them on the entrypoint's status, not on the final phase
+    after the exit handler; ``{{workflow.status}}`` there has the same flaw (Argo Workflows
+    docs/metrics.md). A pipeline without an exit handler ends with its entrypoint, so its outcome is
+    reported here; one with an exit handler (the backup) reports its outcome from that handler
+    (:func:`commit_metrics`), and only its duration here."""
+    labels = [
+        m.MetricLabel(key="namespace", value=policy.namespace),
+        m.MetricLabel(key="app", value=policy.app),
+        m.MetricLabel(key="pipeline", value=pipeline.name),
+    ]
+    if pipeline.exit_step is not None:
+        return m.Metrics(
+            prometheus=[
+                m.Prometheus(
+                    name="snapflow_workflow_duration_seconds",
+                    help="Duration of the last Snapflow run of an app (seconds).",
+                    labels=labels,
+                    gauge=m.Gauge(realtime=False, value="{{workflow.duration}}"),
+                )
+            ]
+        )
     with_status = [*labels, m.MetricLabel(key="status", value="{{workflow.status}}")]
     return m.Metrics(
         prometheus=[

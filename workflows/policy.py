@@ -69,8 +69,6 @@ _PATTERN_MEANING = {
 # rendered into ConfigMaps; hooks read credentials from the application pod instead.
 _CREDENTIAL_KEY = re.compile(r"(pass(word|wd)?|secret|token|credential|api[-_]?key)$", re.IGNORECASE)
 
-_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,\-]+$")
 
 DnsLabel = Annotated[str, Field(pattern=DNS_LABEL_RE, max_length=63)]
 ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_RE, max_length=253)]
@@ -254,15 +252,12 @@ class Schedule(_Model):
     def _cron(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        text = value.strip()
-        if text in _CRON_MACROS or re.fullmatch(r"@every\s+[0-9]+[smh]", text):
-            return text
-        fields = text.split()
-        if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-            raise ValueError(
-                f"expected a cron expression of 5 fields (minute hour day month weekday) or @daily, got {value!r}"
-            )
-        return text
+        from workflows.schedule import CronError, CronSchedule
+
+        try:
+            return CronSchedule.parse(value).expression
+        except CronError as err:
+            raise ValueError(str(err)) from None
 
     @field_validator("timezone")
     @classmethod
@@ -421,6 +416,33 @@ class Resources(_Model):
     )
 
 
+class StepTimeouts(_Model):
+    """How long one attempt of a step may run (its pod's activeDeadlineSeconds). A step failing with a
+    temporary error (exit code 75) is retried up to 3 times; the retry budget of each step is derived
+    from its timeout, so that a retry is never lost to an attempt that used up the budget."""
+
+    capture: int = Field(900, gt=0, description="Export of the app's Kubernetes objects.")
+    prepare_clone: int | None = Field(
+        None, gt=0, description="Wait for a snapshot and clone it; default: snapshot.timeoutSeconds + 600."
+    )
+    copy_: int = Field(10800, gt=0, alias="copy", description="Copy of one volume into the repository.")
+    verify: int = Field(3600, gt=0, description="Verify of the backup.")
+    finalize: int = Field(900, gt=0, description="The exit handler (thaw, cleanup, commit).")
+    restore: int = Field(10800, gt=0, description="Restore of one snapshot into a PVC.")
+    check: int = Field(10800, gt=0, description="Repository check (and its restore test).")
+    prune: int = Field(3600, gt=0, description="Retention and prune.")
+    init: int = Field(300, gt=0, description="Creation of the repository.")
+
+    def for_command(self, command: str, snapshot_timeout_s: int) -> int | None:
+        """The timeout of a step command (None: the command has none of its own here)."""
+        if command == "prepare-clone":
+            return self.prepare_clone or snapshot_timeout_s + 600
+        if command == "copy":
+            return self.copy_
+        value = getattr(self, command, None) if command in type(self).model_fields else None
+        return value if isinstance(value, int) else None
+
+
 class WorkflowSettings(_Model):
     """How Argo runs and keeps the workflows of this policy."""
 
@@ -437,6 +459,24 @@ class WorkflowSettings(_Model):
     )
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector of step pods.")
     priority_class_name: ObjectName | None = Field(None, description="PriorityClass of step pods.")
+    step_timeouts: StepTimeouts = Field(
+        default_factory=StepTimeouts, description="How long one attempt of each retried step may run."
+    )
+    step_memory_limit: Quantity = Field(
+        "256Mi",
+        description=(
+            "Memory limit of the steps that move no data (capture, consistent-point, prepare-clone, "
+            "finalize); raise it for apps with very many objects. A step killed for memory is not retried."
+        ),
+    )
+
+    @field_validator("step_memory_limit")
+    @classmethod
+    def _step_memory(cls, value: str) -> str:
+        size = storage_bytes(value)
+        if size is None or size < 64 * 2**20:
+            raise ValueError(f"expected a memory size of at least 64Mi (the steps' request), got {value!r}")
+        return value
 
 
 class PolicySpec(_Model):

@@ -5,6 +5,9 @@
   is an error (pydantic alone would silently ignore it), then the models validate the types.
 - Core objects (ServiceAccount, Role, ConfigMap, ...) are validated with kubernetes-validate in strict
   mode (unknown keys are errors there too).
+- :mod:`workflows.argo_rules` checks Argo's documented run-time semantics for the supported versions
+  (outputs that can be nil, metrics evaluated before the exit handler, retry budgets, exit-handler
+  variables, the plural ``mutexes``/``schedules``); :func:`validate_argo` applies them.
 - :func:`check_references` checks what a schema cannot: every template, task, dependency, parameter,
   output, ConfigMap, Secret, ServiceAccount and Role a manifest names exists, and a DAG task only
   reads outputs of tasks it waits for.
@@ -23,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, RootModel, ValidationError
+
+from workflows import argo_rules
 
 ARGO_API_VERSION = "argoproj.io/v1alpha1"
 ARGO_KINDS = ("Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate", "CronWorkflow")
@@ -155,6 +160,7 @@ def validate_argo(obj: dict[str, Any], where: str | None = None) -> list[Issue]:
     for required in ("metadata", "spec"):
         if required not in obj:
             issues.append(Issue(where, required, "required"))
+    issues += [Issue(where, path, message) for path, message in argo_rules.check(obj)]
     return issues
 
 
