@@ -245,6 +245,28 @@ def _call(settings: ServerSettings, what: str, fn, *args, **kwargs):
         raise UsageError(f"{what}: rejected (400): {err}") from None
     except hx.HeraException as err:
         raise TemporaryError(f"{what}: Argo Server error: {err}") from None
+    except (ValueError, TypeError) as err:
+        # A body that is not JSON (requests' JSONDecodeError) or not the Argo object expected (pydantic's
+        # ValidationError; a TypeError when it is not even a JSON object): a proxy's page, another
+        # service on that port, an incompatible server.
+        raise PermanentError(
+            f"{what}: the Argo Server at {settings.url} answered with {_malformed(err)}; check --server "
+            "(and --base-href) point at an Argo Server of a supported version"
+        ) from None
+
+
+def _malformed(err: ValueError | TypeError) -> str:
+    """A short description of a response that could not be read, without its content (it may echo
+    the request)."""
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "the body"
+        return f"JSON that is not the expected Argo object ({err.error_count()} problem(s), first at {where})"
+    if isinstance(err, TypeError):
+        return "JSON that is not the expected Argo object (not a JSON object)"
+    return "a body that is not JSON"
 
 
 def submit(settings: ServerSettings, request) -> str:
@@ -252,7 +274,10 @@ def submit(settings: ServerSettings, request) -> str:
     service = open_service(settings, request.namespace)
     what = f"submit {request.namespace}/{request.resource_name}"
     workflow = _call(settings, what, service.submit_workflow, request, namespace=request.namespace)
-    return workflow.metadata.name
+    name = getattr(getattr(workflow, "metadata", None), "name", None)
+    if not name:
+        raise PermanentError(f"{what}: the Argo Server at {settings.url} answered without a workflow name")
+    return name
 
 
 def apply_objects(settings: ServerSettings, objects: Sequence[dict[str, Any]]) -> list[str]:
