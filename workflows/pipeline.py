@@ -568,7 +568,17 @@ def restore_pipeline(policy: Policy) -> Pipeline:
         ),
         steps=(step,),
         parameters=(
-            Parameter("snapshot", "Repository snapshot ID to restore (see a backup's outputs)."),
+            # No default: `latest` is the newest committed snapshot of the whole repository (restore
+            # filters neither by volume nor by app), which for this template could be another volume's
+            # data or the app's captured objects written into the target PVC.
+            Parameter(
+                "snapshot",
+                "Repository snapshot ID to restore: a backup's output snapshot-VOLUME, or an ID (a unique "
+                "prefix of 4+ hex digits) from `python -m steps snapshots`. `latest` is accepted too: the "
+                "newest committed snapshot of the whole repository, of any volume or app, the captured "
+                "objects included; use it only when the repository holds nothing else. To restore an app's "
+                "newest backup, use restore-app (backup=latest).",
+            ),
             Parameter("target-pvc", "Existing PersistentVolumeClaim to restore into (it is written to)."),
             Parameter(
                 OVERWRITE_PARAM,
