@@ -144,10 +144,13 @@ def collect(
     """Every object of ``namespace`` (and the Namespace itself) the client may list, each once; the kinds
     it may not list. Every served kind is listed at one version (see ``KubeClient.namespaced_types``);
     an object served by two groups is kept once (:func:`dedupe_by_uid`) and the other copy appended to
-    ``aliases``. ``secrets=False`` never lists Secrets."""
+    ``aliases``; a deprecated group that may not be listed is not unreadable when the group its
+    migration leads to was listed (the same objects). ``secrets=False`` never lists Secrets."""
     from steps.drivers.kube import Forbidden, KubeError, NotFound
     from steps.errors import UsageError
     from steps.manifests.clean import RUNTIME_KINDS
+    from steps.manifests.migrations import find_migration
+    from steps.manifests.objects import api_group
 
     objects: list[dict] = []
     try:
@@ -162,6 +165,8 @@ def collect(
         ns_obj.setdefault("kind", "Namespace")
         objects.append(ns_obj)
     unreadable: list[str] = []
+    forbidden: list = []  # (type, resource) whose list was refused
+    listed: set[tuple[str, str]] = set()  # (group, kind) listed
     for rt in client.namespaced_types():
         if (rt.group, rt.kind) in RUNTIME_KINDS:
             continue  # dropped anyway; listing Events of a busy namespace is expensive
@@ -171,7 +176,7 @@ def collect(
         try:
             items, _ = client.list(rt.api_version, rt.kind, namespace)
         except Forbidden:
-            unreadable.append(resource)
+            forbidden.append((rt, resource))
             continue
         except NotFound:
             continue
@@ -182,7 +187,15 @@ def collect(
             unreadable.append(resource)
             warn(f"cannot list {resource} in namespace {namespace} ({err}); not captured")
             continue
+        listed.add((rt.group, rt.kind))
         objects.extend(items)
+    for rt, resource in forbidden:
+        # A deprecated group serving the objects of the one its migration leads to (extensions/v1beta1
+        # Ingresses are networking.k8s.io's on 1.19-1.21): refused there, read there, nothing is lost.
+        migration = find_migration(rt.api_version, rt.kind)
+        if migration is not None and migration.target and (api_group(migration.target), rt.kind) in listed:
+            continue
+        unreadable.append(resource)
     objects, found_aliases = dedupe_by_uid(objects)
     if aliases is not None:
         aliases.extend(found_aliases)

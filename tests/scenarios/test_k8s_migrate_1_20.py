@@ -21,6 +21,7 @@ import os
 from kubernetes import client
 
 from steps.manifests import bundle
+from tests.fakes.kubeapi import FakeKubeAPI
 from tests.fixtures.k8s_app import run_step
 
 NS = "shop"
@@ -237,3 +238,60 @@ def test_a_bundle_holding_one_ingress_twice_is_refused_before_anything_is_create
         assert "created nothing" in line
     assert kube_server.get("namespaces", NS) is None
     assert kube_server.get("configmaps", "web-config", NS) is None
+
+
+def test_a_role_without_the_deprecated_group_still_captures_the_ingress_and_calls_nothing_unreadable(
+    tmp_path,
+):
+    # GIVEN the app on a 1.20 cluster enforcing RBAC, and a capture identity that may list the core, batch
+    # and networking.k8s.io groups only (as a Role written for current clusters would): extensions is
+    # refused, and so is apps
+    with FakeKubeAPI(tmp_path / "kube", profile="1.20", enforce_rbac=True) as server:
+        deploy_old_app(server)
+        server.create(
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "capture", "namespace": NS}}
+        )
+        server.create(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": "capture", "namespace": NS},
+                "rules": [
+                    {
+                        "apiGroups": ["", "batch", "networking.k8s.io"],
+                        "resources": ["*"],
+                        "verbs": ["get", "list"],
+                    }
+                ],
+            }
+        )
+        server.create(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "capture", "namespace": NS},
+                "subjects": [{"kind": "ServiceAccount", "name": "capture", "namespace": NS}],
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "capture"},
+            }
+        )
+        kubeconfig = server.write_kubeconfig(
+            tmp_path / "kc", token=server.service_account_token(NS, "capture")
+        )
+
+        # WHEN it captures (a dry run: the listing is what matters)
+        res = run_step(
+            "capture", "--repo", "s3://unused/repo", "--namespace", NS, "--backup-id", "t",
+            "--kubeconfig", kubeconfig, "--dry-run", "--json",
+        )  # fmt: skip
+
+    # THEN the Ingress is kept once, from networking.k8s.io; the refused extensions group is not reported
+    # unreadable (its objects are networking.k8s.io's), while the refused apps group still is
+    assert res.rc == 0, res.stderr
+    summary = json.loads(res.last_line)
+    assert "ingresses.extensions" not in summary["unreadable"]
+    assert "deployments.apps" in summary["unreadable"]
+    assert summary["aliases"] == 0
+    kept = [ln for ln in res.stdout.splitlines() if ln.startswith("keep ")]
+    assert "keep shop/Ingress.networking.k8s.io/web.yaml" in kept
+    assert "keep shop/CronJob.batch/nightly.yaml" in kept
+    assert not [ln for ln in kept if "Ingress.extensions" in ln]
