@@ -328,7 +328,48 @@ def plural_synchronization_and_schedules(obj: dict[str, Any]) -> list[Finding]:
     return found
 
 
+_JSONPATH_CALL = re.compile(
+    r"jsonpath\(([^,()]+(?:\([^()]*\))?[^,()]*),\s*(?:'([^']*)'|\"([^\"]*)\"|([^)]*))\)"
+)
+_JSONPATH_QUERY = re.compile(r"^\$(\.[A-Za-z_][-\w]*|\[\d+\]|\['[^']+'\])*$")
+
+
+def _all_strings(obj: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    def walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
+        if isinstance(value, str):
+            yield path, value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                yield from walk(item, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from walk(item, f"{path}[{i}]")
+
+    yield from walk(obj.get("spec") or {}, "spec")
+
+
+def jsonpath_queries_are_well_formed(obj: dict[str, Any]) -> list[Finding]:
+    """Every ``jsonpath(VALUE, 'QUERY')`` has a literal, well-formed query (``$.key``, ``$.a[0].b``).
+
+    Argo Workflows docs/upgrading.md, v3.7.16 / v4.0.7: ``jsonpath()`` on a malformed query panics,
+    and neither ``??`` nor ``valueFrom.default`` helps a query that can never work."""
+    found: list[Finding] = []
+    for path, text in _all_strings(obj):
+        for match in _JSONPATH_CALL.finditer(text):
+            query = match.group(2) if match.group(2) is not None else match.group(3)
+            if query is None or not _JSONPATH_QUERY.match(query):
+                found.append(
+                    (
+                        path,
+                        f"jsonpath query {(query if query is not None else match.group(4)).strip()!r}: expected "
+                        "a quoted literal like '$.key' or '$.items[0].name' (a malformed query panics)",
+                    )
+                )
+    return found
+
+
 RULES: tuple[Callable[[dict[str, Any]], list[Finding]], ...] = (
+    jsonpath_queries_are_well_formed,
     outputs_have_defaults,
     gauges_cannot_be_empty,
     no_outcome_metric_at_workflow_level,

@@ -243,3 +243,17 @@ def test_every_rendered_manifest_follows_the_rules(rendered_examples):
         for obj in rendering.objects:
             if obj.kind in ("WorkflowTemplate", "CronWorkflow"):
                 assert argo_rules.check(obj.obj) == [], (name, obj.name)
+
+
+@pytest.mark.parametrize(
+    ("query", "refused"),
+    [("'$.bytes_added'", False), ("'$.items[0].name'", False), ("'bytes_added'", True), ("'$..x['", True),
+     ("inputs.parameters.q", True)],
+)  # fmt: skip
+def test_a_malformed_jsonpath_query_is_refused(query, refused):
+    # GIVEN an output whose jsonpath query Argo would panic on (no default or ?? can catch that)
+    value_from = {"expression": f"jsonpath(tasks['copy-x'].outputs.result, {query})", "default": ""}
+    found = argo_rules.jsonpath_queries_are_well_formed(_workflow_template(_main_with_output(value_from)))
+    assert bool(found) is refused
+    if refused:
+        assert found[0][0] == "spec.templates[0].outputs.parameters[0].valueFrom.expression"
