@@ -21,6 +21,11 @@ ScratchPath            the mount path of the step's scratch volume: a generic ep
                        deleted with it
 =====================  ============================================================================
 
+What the manifests rely on at run time follows Argo's documented semantics of the supported versions
+(3.7.x, 4.0.x-4.1.x): every computed DAG output has a default, metric values cannot fail, a backup's
+outcome is reported by its exit handler, and each retried step's budget holds all of its attempts;
+:mod:`workflows.argo_rules` checks each of these on the rendered objects.
+
 Called by :mod:`workflows.render`; names of every object come from :class:`Names`.
 """
 
