@@ -17,8 +17,12 @@ from steps.progress import human_bytes
 
 NAME = "check"
 HELP = "check the whole repository; read back a rotating share of its data; optional restore test"
-DESCRIPTION = """Check every index file, record and snapshot of the repository (trees, indexed blobs,
-packs present with their recorded size, backup records naming existing snapshots). With --read-data
+DESCRIPTION = """Check every index file, record and snapshot of the repository (trees well formed -
+entry names are names, not paths -, indexed blobs, file sizes that add up, packs present with their
+recorded size, backup records naming existing snapshots). A damaged snapshot, backup or run record (it
+does not authenticate, or its bytes do not match its name) is a problem named by its key; a damaged tree
+names the snapshot, the tree and the entry. A prune may run meanwhile: what it deletes is checked again
+against a fresh view, so a snapshot it forgot or a blob it moved is not a problem. With --read-data
 PERCENT, read back that share of ALL packs - names against bytes, headers against the index, every blob
 decrypted and rehashed - continuing where the previous check stopped (keyed rotation, position kept in
 the repository), so that every pack is read once every 100/PERCENT checks. On a versioned bucket it

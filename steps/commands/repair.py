@@ -14,6 +14,12 @@ A pack whose bytes do not match its name is skipped, and the command exits 3 aft
 that cannot be read for any other reason (permissions, the store not answering) stops the repair
 before it writes or deletes anything: an index without that pack would drop its blobs.
 
+Neither repair reads trees. To `repair index` a damaged tree (an entry named like a path, '..' or with
+'/', a duplicate, an unknown type, a file whose size does not add up - `verify` and `check` name the
+snapshot, the tree and the entry) is a blob like any other: indexed again as it is, left unchanged. The
+snapshots that reach it cannot be restored whole: forget them (`forget --snapshot ID`, or `forget
+--backup-id ID` for a backup's), then prune.
+
 `repair records` (snapshot, backup and run records): a record stored under another name (renamed, or
 swapped with another record; its bytes still authenticate) is written back under its own name and the
 misnamed copy removed; a record that cannot be read (bytes changed, moved from another backup's group,
