@@ -43,6 +43,24 @@ def check_output_path(option: str, path: str | os.PathLike) -> None:
         raise UsageError(f"{option}: directory {ancestor} is not writable")
 
 
+def check_not_frozen(option: str, path: str | os.PathLike, plan: Plan) -> None:
+    """Refuse (UsageError naming ``option``) a path on a file system the plan's fsfreeze hooks freeze:
+    the holder never writes there (the write would sleep uninterruptibly until the thaw)."""
+    from steps.quiesce.consistent_point import fsfreeze_mounts
+
+    mounts = fsfreeze_mounts(plan)
+    if not mounts:
+        return
+    from steps.drivers.snapshot_local import FrozenFileSystems
+
+    mount = FrozenFileSystems(mounts).where(path)
+    if mount is not None:
+        raise UsageError(
+            f"{option}: {path} lies on the file system that an fsfreeze hook freezes (mount {mount}), "
+            "and a write there would block until the thaw; expected a path on another file system"
+        )
+
+
 def store_run_record(plan: Plan, backup_id: str, name: str, record: dict[str, Any]) -> str:
     """Store ``record`` as the run record ``name`` of the backup in the plan's repository."""
     from steps.drivers.objectstore import open_store

@@ -31,7 +31,12 @@ def run(args) -> int:
     import signal
     import sys
 
-    from steps.commands._quiesce_common import check_output_path, store_run_record, write_json_atomic
+    from steps.commands._quiesce_common import (
+        check_not_frozen,
+        check_output_path,
+        store_run_record,
+        write_json_atomic,
+    )
     from steps.drivers.snapshot import open_snapshot_driver
     from steps.plan import load_plan
     from steps.quiesce.consistent_point import run_consistent_point
@@ -51,6 +56,7 @@ def run(args) -> int:
     plan = load_plan(args.plan)
     if args.out:
         check_output_path("--out", args.out)  # refused before anything is frozen
+        check_not_frozen("--out", args.out, plan)
     options = {"local_dir": plan.snapshot.local_dir} if plan.snapshot.driver == "local" else {}
     driver = open_snapshot_driver(plan, **options)
     try:

@@ -37,7 +37,7 @@ def run(args) -> int:
     import threading
     import time
 
-    from steps.commands._quiesce_common import check_output_path, write_json_atomic
+    from steps.commands._quiesce_common import check_not_frozen, check_output_path, write_json_atomic
     from steps.errors import ConsistencyError, UsageError
     from steps.plan import load_plan
     from steps.quiesce.consistent_point import volumes_of
@@ -53,6 +53,7 @@ def run(args) -> int:
     for option, path in (("--ready-file", args.ready_file), ("--result", args.result)):
         if path:
             check_output_path(option, path)
+            check_not_frozen(option, path, plan)
     if args.release_file:
         check_output_path("--release-file", args.release_file)
         if os.path.lexists(args.release_file):

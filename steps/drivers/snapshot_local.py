@@ -7,7 +7,13 @@ the interval the copy spanned, and leaves out the sub-paths a hook asks to defer
 copied after ``pg_backup_stop``). Reflinks per file would not help: they are atomic per file only.
 
 Snapshots go to ``local_dir`` (plan ``snapshot.local_dir``), by default ``.snapflow-snapshots`` next
-to the volume (a btrfs snapshot must stay on the same file system).
+to the volume (a btrfs snapshot must stay on the same file system). The holder never writes to a file
+system it froze (a writer there sleeps uninterruptibly until the thaw, and cannot even be killed): a
+``local_dir`` on a file system an fsfreeze hook freezes is refused before anything is frozen, and the
+default place of a volume on such a file system moves next to that file system's mount point, onto the
+file system below it (the volume is copied there; a btrfs snapshot would block on the freeze).
+File systems are compared by their superblock (``/proc/self/mountinfo``), after resolving symlinks, so
+that a btrfs subvolume (its own ``st_dev``) or a bind mount of a frozen file system counts as frozen.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 import shutil
 import stat
 import struct
@@ -36,6 +43,66 @@ CLOCK_REALTIME_COARSE = 5  # Linux: what the kernel stamps inode and subvolume t
 _SUBVOL_INFO_SIZE = 504
 _OTIME_OFFSET = 8 + 256 + 8 * 4 + 16 * 3 + 8 * 4 + 16
 BTRFS_IOC_GET_SUBVOL_INFO = (2 << 30) | (_SUBVOL_INFO_SIZE << 16) | (0x94 << 8) | 60
+
+
+def _unescape_mount(text: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def _mounts() -> list[tuple[str, str]]:
+    """(mount point, superblock device "major:minor") of every mount, in mount order."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    mounts = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 5:
+            mounts.append((_unescape_mount(fields[4]), fields[2]))
+    return mounts
+
+
+def _existing(path: Path) -> Path:
+    """``path`` with symlinks resolved, or its nearest existing ancestor's (a directory still to be made
+    lands on the file system of the directory it is made in)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p.resolve()
+
+
+def file_system_of(path: str | os.PathLike) -> str:
+    """Identifies the file system (superblock) ``path`` lies on: equal for every path on it, whatever
+    the subvolume or bind mount it is reached through; fsfreeze freezes a whole superblock."""
+    real = _existing(Path(path))
+    best = None
+    for point, device in _mounts():
+        inside = real == Path(point) or Path(point) in real.parents
+        if inside and (best is None or len(point) >= len(best[0])):
+            best = (point, device)  # the longest mount point wins; a later mount over it, too
+    if best is not None:
+        return best[1]
+    return f"st_dev:{os.stat(real).st_dev}"
+
+
+class FrozenFileSystems:
+    """The file systems a plan's fsfreeze hooks freeze, by superblock: ``where(path)`` names the mount
+    that freezes the file system ``path`` lies on (None when it is not frozen)."""
+
+    def __init__(self, mounts: list[str]):
+        self.by_fs: dict[str, str] = {}
+        for mount in mounts:
+            if os.path.isdir(mount):  # a mount that is not here is no local file system
+                self.by_fs.setdefault(file_system_of(mount), mount)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_fs)
+
+    def where(self, path: str | os.PathLike) -> str | None:
+        if not self.by_fs:
+            return None
+        return self.by_fs.get(file_system_of(path))
 
 
 def _fs_type(path: Path) -> str:
@@ -127,11 +194,65 @@ class LocalSnapshotDriver(SnapshotDriver):
         self.force_copy = force_copy
         self.copy_hook = copy_hook
         self.copy_under: list[Path] = []
+        self.frozen = FrozenFileSystems([])
+        self._roots: dict[str, Path] = {}
 
     def avoid_snapshots_under(self, paths: list[str]) -> None:
-        """Copy (never btrfs-snapshot) volumes under ``paths``: a snapshot needs a transaction commit,
-        which blocks on a file system frozen by an fsfreeze hook until the freeze ends."""
+        """The mounts the hooks freeze. Volumes on those file systems are copied (never
+        btrfs-snapshotted: a snapshot needs a transaction commit, which blocks on a frozen file system
+        until the freeze ends), and no snapshot is written to them (see :meth:`prepare`)."""
         self.copy_under = [Path(p).resolve() for p in paths]
+        self.frozen = FrozenFileSystems(list(paths))
+
+    def snapshot_root(self, volume: Volume) -> tuple[Path, str | None]:
+        """The directory that will hold ``volume``'s snapshot, and why it is not the usual one (None
+        when it is). Raises UsageError for a ``local_dir`` on a frozen file system."""
+        if self.local_dir is not None:
+            mount = self.frozen.where(self.local_dir)
+            if mount is not None:
+                raise UsageError(
+                    f"snapshot.local_dir: {self.local_dir} lies on the file system that an fsfreeze hook "
+                    f"freezes (mount {mount}), and a write there would block until the thaw; expected a "
+                    "directory on another file system"
+                )
+            return self.local_dir, None
+        src = self._source(volume)
+        root = src.parent / ".snapflow-snapshots"
+        mount = self.frozen.where(root)
+        if mount is None:
+            return root, None
+        below = _existing(src.parent)
+        while self.frozen.where(below) is not None and below != below.parent:
+            below = below.parent
+        if self.frozen.where(below) is not None:
+            raise UsageError(
+                f"volumes[{volume.name}]: its snapshot cannot go next to it ({root} lies on the file "
+                f"system that an fsfreeze hook freezes, mount {mount}); set snapshot.local_dir to a "
+                "directory on another file system"
+            )
+        return below / ".snapflow-snapshots", (
+            f"next to {mount}, not next to the volume: the fsfreeze hook freezes that file system"
+        )
+
+    def prepare(self, volumes: list[Volume], labels: dict[str, str]) -> list[str]:
+        """Before anything is frozen: check every volume and where its snapshot goes, and create those
+        directories, so that nothing is created, and no bad path found, inside the hold. Returns notes
+        on snapshots that go elsewhere than usual."""
+        notes = []
+        for volume in volumes:
+            root, why = self.snapshot_root(volume)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                where = "snapshot.local_dir" if self.local_dir is not None else f"volumes[{volume.name}]"
+                raise UsageError(
+                    f"{where}: cannot create the snapshot directory {root}: {err.strerror}"
+                ) from None
+            self._roots[volume.name] = root
+            self._destination(volume, labels)  # refuses a backup ID used twice, now rather than later
+            if why:
+                notes.append(f"volume {volume.name}: snapshot goes to {root}, {why}")
+        return notes
 
     def settle(self, after: float) -> None:
         # A subvolume's creation time comes from the kernel's coarse clock (one tick, a few ms, behind
@@ -153,6 +274,8 @@ class LocalSnapshotDriver(SnapshotDriver):
         src = self._source(volume).resolve()
         if self.force_copy or any(src == p or p in src.parents for p in self.copy_under):
             return False
+        if self.frozen.where(src) is not None:
+            return False
         return is_btrfs_subvolume(src)
 
     def is_atomic(self, volumes: list[Volume]) -> bool:
@@ -160,9 +283,10 @@ class LocalSnapshotDriver(SnapshotDriver):
         return len(volumes) == 1 and self._atomic(volumes[0])
 
     def _destination(self, volume: Volume, labels: dict[str, str]) -> Path:
-        src = self._source(volume)
-        root = self.local_dir or (src.parent / ".snapflow-snapshots")
-        root.mkdir(parents=True, exist_ok=True)
+        root = self._roots.get(volume.name)
+        if root is None:  # not prepared (a driver used on its own, no hook frozen by it)
+            root = self.snapshot_root(volume)[0]
+            root.mkdir(parents=True, exist_ok=True)
         backup = labels.get("backup", "manual")
         dst = root / f"{volume.name}.{backup}"
         if dst.exists():

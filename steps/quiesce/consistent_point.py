@@ -34,6 +34,17 @@ def volumes_of(plan: Plan, target: Target) -> list[Volume]:
     return [v for v in plan.volumes if v.target in (None, target.name)]
 
 
+def fsfreeze_mounts(plan: Plan) -> list[str]:
+    """The mounts the plan's local fsfreeze hooks freeze (a pod's mount paths mean nothing here)."""
+    return [
+        str(m)
+        for t in plan.targets
+        if t.hook == "fsfreeze" and t.local
+        for m in (t.params.get("mounts") or [t.params.get("mount")])
+        if m
+    ]
+
+
 def _defer_paths(hook: Hook, target_volumes: list[Volume], atomic: bool) -> dict[str, list[str]]:
     defer = hook.spec.get("defer") or []
     if atomic or not defer:
@@ -55,13 +66,7 @@ def run_consistent_point(
     not be quiesced (nothing was cut; the targets already frozen were released)."""
     started = time.time()
     owners = volume_owners(plan)
-    frozen_mounts = [
-        m
-        for t in plan.targets
-        if t.hook == "fsfreeze"
-        for m in (t.params.get("mounts") or [t.params.get("mount")])
-        if m
-    ]
+    frozen_mounts = fsfreeze_mounts(plan)
     if frozen_mounts and hasattr(driver, "avoid_snapshots_under"):
         driver.avoid_snapshots_under(frozen_mounts)
     atomic_by_target = {t.name: driver.is_atomic(volumes_of(plan, t)) for t in plan.targets}
@@ -69,6 +74,11 @@ def run_consistent_point(
         plan, backup_id, atomic=lambda t: atomic_by_target[t.name], runner_factory=runner_factory
     )
     labels = {"backup": backup_id, "app": plan.app.name, "namespace": plan.app.namespace}
+    if hasattr(driver, "prepare"):
+        # Where each snapshot goes is settled (and refused when it would be written to a file system
+        # the hooks freeze) before anything is frozen.
+        for note in driver.prepare(plan.volumes, labels):
+            log(note)
 
     defer: dict[str, list[str]] = {}
     late_volumes: list[Volume] = []  # WAL volumes of a backup-mode target: cut after pg_backup_stop

@@ -90,6 +90,8 @@ class Quiescer:
     def _arm(self) -> None:
         if self._timer is None:
             self.started = time.time()
+            for hook in self.hooks:  # what the hooks' own dead-man limits count towards
+                hook.deadline_at = self.started + self.deadline_s
             self._timer = threading.Timer(self.deadline_s, self._expire)
             self._timer.daemon = True
             self._timer.start()

@@ -15,6 +15,7 @@ idempotent standalone thaw (another process, no session) used by ``thaw`` and th
 from __future__ import annotations
 
 import base64
+import math
 import secrets
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import Any
 from steps.drivers.runner import Runner, Session, SessionClosed
 from steps.errors import ConsistencyError
 from steps.plan import Target
+from steps.quiesce.render import DEADLINE_MARGIN_S, session_limit_s
 
 # A failed unfreeze is retried a few times, with a short back-off, before the hold is reported stuck.
 THAW_RETRIES = 2
@@ -68,6 +70,9 @@ class Hook:
         self.released_by: str | None = None
         self.info: dict[str, Any] = {}
         self.lost: str | None = None
+        # When the in-process deadline fires (set by the Quiescer when it arms it); the dead-man limits
+        # inside a held session count towards it.
+        self.deadline_at: float | None = None
         # Set when every thaw attempt failed: the application may still be frozen (not released).
         self.thaw_error: str | None = None
         self._state_lock = threading.Lock()
@@ -129,16 +134,38 @@ class SessionHook(Hook):
         self.session_id: str | None = None
         self._io = threading.Lock()
         self._stop_keepalive = threading.Event()
+        self._limited = False  # from the freeze to the stop: every statement renews the session limit
 
     # -- the marker protocol -------------------------------------------------------------------
+    def _limit_sql(self, final: bool = False) -> str:
+        """The statement setting the session's own idle limit (spec ``limit``; ``{ms}`` / ``{s}``).
+
+        While held, the limit never reaches past the deadline plus :data:`DEADLINE_MARGIN_S`: a holder
+        that goes silent (stopped, killed while stuck, behind a half-open stream) leaves a session the
+        server ends by then. The whole seconds of MariaDB's wait_timeout are rounded down, so it never
+        ends a session before the in-process deadline. ``final``: the plain limit (after the stop,
+        when nothing is held any more but deferred copies may still need the session)."""
+        template = self.spec.get("limit") or ""
+        if not template:
+            return ""
+        seconds = float(session_limit_s(self.keepalive_s))
+        if not final and self.deadline_at is not None:
+            seconds = min(seconds, self.deadline_at + DEADLINE_MARGIN_S - time.time())
+        ms = max(int(seconds * 1000), 100)  # 0 would mean "no limit"
+        whole = max(math.floor(seconds), 1)
+        return template.replace("{ms}", str(ms)).replace("{s}", str(whole)).rstrip("\n") + "\n"
+
     def _exec(self, sql: str, timeout: float) -> list[str]:
-        """Send ``sql`` and return the output lines up to this call's marker."""
+        """Send ``sql`` (while held, after a renewal of the session limit) and return the output lines
+        up to this call's marker."""
         if not sql.strip():
             return []
         assert self.session is not None
         token = f"SNAPFLOW-MARK-{secrets.token_hex(6)}"
         marker = self.spec["marker"].replace("{token}", token)
         with self._io:
+            if self._limited:
+                sql = self._limit_sql() + sql
             self.session.send(sql.rstrip("\n") + "\n" + marker + "\n")
             lines: list[str] = []
             for line in _output_lines(self.session, timeout):
@@ -191,6 +218,7 @@ class SessionHook(Hook):
             )
         watchdog = self.spec.get("watchdog")
         first_wait = float(watchdog["after_s"]) if watchdog else self.freeze_timeout_s
+        self._limited = True
         try:
             try:
                 self._exec(self.spec["freeze"], timeout=min(first_wait, self.freeze_timeout_s))
@@ -231,8 +259,13 @@ class SessionHook(Hook):
         if self.released is not None:
             raise ConsistencyError(f"target {self.name}: hold already ended ({self.released_by})")
         self._stop_keepalive.set()
+        stop = self.spec["stop"]
+        with self._io:
+            self._limited = False
+        if stop.strip():
+            stop = self._limit_sql(final=True) + stop
         try:
-            lines = self._exec(self.spec["stop"], timeout=max(self.freeze_timeout_s, 10.0))
+            lines = self._exec(stop, timeout=max(self.freeze_timeout_s, 10.0))
         except (HookTimeout, SessionClosed) as err:
             self.abort("failure")
             raise self._fail("release", err) from None

@@ -21,6 +21,14 @@ from steps.errors import UsageError
 from steps.plan import Plan, Target
 from steps.resources import templates_dir
 
+# The stated bound: a target is released at most deadline + THAW_BOUND_S seconds after its hold began,
+# whatever happens to the holder (killed, stopped, stuck in uninterruptible sleep). The in-process
+# deadline releases at the deadline; the watcher and the database's own session limit stand in for a
+# holder that cannot, DEADLINE_MARGIN_S later (the rest of the bound is the unfreeze itself and the
+# whole-second resolution of MariaDB's wait_timeout).
+DEADLINE_MARGIN_S = 1.0
+THAW_BOUND_S = 2.0
+
 HOOK_TEMPLATES = ("postgresql", "mysql", "mariadb", "mongodb", "redis", "fsfreeze", "custom")
 # A parameter named like a credential (anywhere in its name: db_password, PGPASSWORD, api_token,
 # access_key, ...) is refused; a *_file or *_env parameter is a reference (a path, a variable name).
@@ -45,7 +53,7 @@ class RenderContext:
     freeze_timeout_s: float
 
     def variables(self) -> dict[str, Any]:
-        limit_s = max(round(3 * self.keepalive_s), 2)
+        limit_s = session_limit_s(self.keepalive_s)
         return {
             "backup_id": self.backup_id,
             "hold_id": self.hold_id,
@@ -56,6 +64,11 @@ class RenderContext:
             "session_limit_s": limit_s,
             "session_limit_ms": limit_s * 1000,
         }
+
+
+def session_limit_s(keepalive_s: float) -> int:
+    """A held session's idle limit while its holder is alive: about 3x the keepalive, at least 2 s."""
+    return max(round(3 * keepalive_s), 2)
 
 
 def _sqlstr(value: Any) -> str:
@@ -168,8 +181,10 @@ def render_hook(target: Target, ctx: RenderContext, where: str = "target") -> di
 
 
 def render_watcher(freeze: str, thaw: str, ctx: RenderContext) -> str:
-    # The watcher outlives the in-process deadline by a margin: normally the holder releases first.
-    deadline = ctx.deadline_s + max(2.0, min(10.0, ctx.deadline_s / 2))
+    # The watcher outlives the in-process deadline by a small margin: normally the holder releases
+    # first; a holder that cannot (stopped, killed in uninterruptible sleep) keeps the hold at most
+    # that margin longer.
+    deadline = ctx.deadline_s + DEADLINE_MARGIN_S
     return (
         environment()
         .get_template("_watcher.sh.j2")
