@@ -40,7 +40,7 @@ def run(args) -> int:
     from steps.commands._quiesce_common import check_not_frozen, check_output_path, write_json_atomic
     from steps.errors import ConsistencyError, UsageError
     from steps.plan import load_plan
-    from steps.quiesce.consistent_point import volumes_of
+    from steps.quiesce.consistent_point import fsfreeze_mounts, volumes_of
     from steps.quiesce.engine import Quiescer, build_hooks
     from steps.quiesce.verdict import iso
 
@@ -66,7 +66,9 @@ def run(args) -> int:
         if plan.snapshot.driver == "local":
             from steps.drivers.snapshot_local import LocalSnapshotDriver
 
-            return LocalSnapshotDriver().is_atomic(volumes_of(plan, target))
+            driver = LocalSnapshotDriver()
+            driver.avoid_snapshots_under(fsfreeze_mounts(plan))  # as consistent-point would cut them
+            return driver.is_atomic(volumes_of(plan, target))
         return plan.consistency == "group" or len(volumes_of(plan, target)) == 1
 
     hooks = build_hooks(plan, args.backup_id, atomic=atomic)
