@@ -211,9 +211,9 @@ class LocalSnapshotDriver(SnapshotDriver):
             mount = self.frozen.where(self.local_dir)
             if mount is not None:
                 raise UsageError(
-                    f"snapshot.local_dir: {self.local_dir} lies on the file system that an fsfreeze hook "
-                    f"freezes (mount {mount}), and a write there would block until the thaw; expected a "
-                    "directory on another file system"
+                    f"snapshot.local_dir (snapflow run --snapshot-dir): {self.local_dir} lies on the file "
+                    f"system that an fsfreeze hook freezes (mount {mount}), and a write there would block "
+                    "until the thaw; expected a directory on another file system"
                 )
             return self.local_dir, None
         src = self._source(volume)

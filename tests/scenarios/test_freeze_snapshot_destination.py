@@ -168,3 +168,46 @@ def test_freeze_refuses_an_output_file_on_the_file_system_it_freezes(
         assert not btrfs_mount.frozen()
     finally:
         _unfreeze(btrfs_mount)
+
+
+def test_snapflow_run_local_with_a_snapshot_dir_on_the_frozen_file_system_fails_before_freezing(
+    btrfs_mount, s3_repo, s3_server, snapflow, tmp_path
+):
+    # GIVEN a local policy whose first hook records its freezes and whose second freezes the mount
+    base, mnt = btrfs_mount.base, btrfs_mount.mountpoint
+    _files(mnt / "files")
+    log = tmp_path / "hook.log"
+    quiesce = [
+        recording_hook(log),
+        {"hook": "fsfreeze", "name": "fs", "local": True, "params": {"mount": "mnt"}},
+    ]
+    policy = write_local_policy(
+        base / "p.yaml", Path("mnt/files"), s3_repo, s3_server.endpoint, quiesce=quiesce
+    )
+    state = str(base / "state")
+    try:
+        init = snapflow("run", str(policy), "--local", "--pipeline", "init", "--state-dir", state, "--plain")
+        assert init.returncode == 0, init.stderr + init.stdout
+
+        # WHEN the backup runs with a snapshot directory on the file system the hook freezes
+        run = snapflow(
+            "run",
+            str(policy),
+            "--local",
+            "--state-dir",
+            state,
+            "--plain",
+            "--snapshot-dir",
+            str(mnt / "snaps"),
+        )
+
+        # THEN the run fails, saying why, with nothing frozen and nothing written there
+        assert run.returncode != 0
+        out = run.stdout + run.stderr
+        assert "--snapshot-dir" in out and "fsfreeze" in out and str(mnt) in out, out
+        assert "Traceback" not in out
+        assert "frozen" not in hook_events(log)
+        assert not btrfs_mount.frozen()
+        assert not (mnt / "snaps").exists()
+    finally:
+        _unfreeze(btrfs_mount)
