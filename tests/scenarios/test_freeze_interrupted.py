@@ -63,7 +63,7 @@ class Markers:
     [("consistent-point", signal.SIGTERM), ("freeze", signal.SIGTERM), ("freeze", signal.SIGINT)],
 )
 def test_a_signal_while_the_second_target_freezes_releases_both_at_once(tmp_path, plan_file, command, sig):
-    # GIVEN a holder whose second target is still freezing (watchers would thaw only after ~70 s)
+    # GIVEN a holder whose second target is still freezing (watchers would thaw only after ~61 s)
     markers = Markers(tmp_path, slow_s=3)
     plan = plan_file(markers.plan(tmp_path, deadline_s=60))
     ready = tmp_path / "ready"
@@ -119,7 +119,7 @@ def test_a_signal_inside_freeze_all_releases_what_it_froze_before_unwinding(tmp_
         with pytest.raises(SystemExit):
             quiescer.freeze_all()
         # THEN target one was released by the holder before the exception left freeze_all (its watcher
-        # is still running and would only thaw on its deadline, ~70 s from now)
+        # is still running and would only thaw on its deadline, ~61 s from now)
         assert not markers.m1.exists()
         hook_one = quiescer.hooks[0]
         assert hook_one.released is not None and hook_one.released_by == "interrupted"
@@ -145,7 +145,7 @@ class SlowConnectRunner(LocalRunner):
 def test_a_target_that_finishes_freezing_after_the_deadline_is_released_at_once(tmp_path):
     # GIVEN two targets, the second one's session still opening when the freeze deadline passes
     markers = Markers(tmp_path, slow_s=0)
-    plan = plan_from_dict(markers.plan(tmp_path, deadline_s=60))  # watchers: ~70 s
+    plan = plan_from_dict(markers.plan(tmp_path, deadline_s=60))  # watchers: ~61 s
 
     def runners(p, target):
         return SlowConnectRunner(2.0) if target.name == "two" else default_runner(p, target)
