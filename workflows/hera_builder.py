@@ -14,8 +14,6 @@ OutputFile(name)       a file in the step's scratch directory, read back as outp
 CloneOf(volume)        template input ``claim`` (the mounted PVC), prepare-clone's output ``claim``
 VolumeSourcePath(volume)       the clone's mount path (a device path for block volumes)
 ParamFile(name, file)  a raw input artifact holding ``{{workflow.parameters.<name>}}``, under INPUT_DIR
-OptionalOption         an expression: ``OPTION=<value>``, or its stand-in when the value means "leave
-                       the option out" (an argument cannot vanish)
 ScratchPath            the mount path of the step's scratch volume: a generic ephemeral volume
                        (``ephemeral.volumeClaimTemplate``, ReadWriteOnce), created with the pod and
                        deleted with it
@@ -45,7 +43,6 @@ from workflows.pipeline import (
     CopyResultField,
     Identity,
     Needs,
-    OptionalOption,
     OutputFile,
     Param,
     ParamFile,
@@ -159,13 +156,6 @@ def _tag(variable: str) -> str:
     return "{{" + variable + "}}"
 
 
-def _expr_string(text: str) -> str:
-    """A string literal of Argo's expression language (expr), single-quoted."""
-    if any(c in text for c in "'\\{}$"):
-        raise ValueError(f"{text!r}: not a plain string for an Argo expression")
-    return f"'{text}'"
-
-
 def literal_arg(text: str) -> str:
     """A container argument that reaches the step exactly as written: the kubelet expands ``$(NAME)``
     to the container's variable NAME and ``$$`` to ``$`` in args, so every ``$`` is doubled (a shell
@@ -260,14 +250,6 @@ class _StepBuilder:
         if isinstance(ref, CloneOf):
             self.inputs["claim"] = _tag(f"tasks.prepare-clone-{ref.volume}.outputs.parameters.claim")
             return "{{inputs.parameters.claim}}"
-        if isinstance(ref, OptionalOption):
-            param = f"workflow.parameters.{ref.param}"
-            option, stand_in = ref.stand_in
-            return (
-                f"{{{{={param} == {_expr_string(ref.absent)} ? "
-                f"{_expr_string(option + '=' + self.value(stand_in))} : "
-                f"{_expr_string(ref.option + '=')} + {param}}}}}"
-            )
         if isinstance(ref, ParamFile):
             path = f"{INPUT_DIR}/{ref.filename}"
             self.files[ref.name] = RawArtifact(

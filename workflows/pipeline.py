@@ -47,6 +47,7 @@ from steps.plan import (
     Volume,
     plan_from_dict,
 )
+from steps.repository.tree import OVERWRITE_MODES
 from workflows.policy import Policy
 
 # --------------------------------------------------------------------------------------------------
@@ -137,24 +138,6 @@ class CopyResultField(Ref):
     path: str
 
 
-@dataclass(frozen=True)
-class OptionalOption(Ref):
-    """``OPTION=VALUE`` with the value of parameter ``param``, or no argument at all when that value is
-    ``absent`` (an option whose default the step spells by leaving it out, e.g. ``--overwrite``).
-
-    An Argo container argument cannot vanish, so the template passes ``stand_in`` instead: an option
-    already on the command line with the same value (``--target=/snapflow/target``), which changes
-    nothing. The local runner leaves the argument out."""
-
-    option: str
-    param: str
-    absent: str
-    stand_in: tuple[str, Ref]
-
-    def tokens(self, value: str) -> list[str]:
-        return [] if value == self.absent else [f"{self.option}={value}"]
-
-
 Arg = str | Ref
 
 
@@ -232,8 +215,6 @@ class Step:
 
     def refs(self) -> list[Ref]:
         refs = [a for a in self.args if isinstance(a, Ref)]
-        refs += [Param(a.param) for a in self.args if isinstance(a, OptionalOption)]
-        refs += [a.stand_in[1] for a in self.args if isinstance(a, OptionalOption)]
         return [*refs, self.claim] if self.claim else refs
 
 
@@ -533,14 +514,14 @@ def backup_pipeline(policy: Policy) -> Pipeline:
 
 
 OVERWRITE_PARAM = "overwrite"
-OVERWRITE_CHOICES = ("refuse", "always", "if-changed", "never")
+OVERWRITE_CHOICES = OVERWRITE_MODES  # the restore step's own list
 
 
 def restore_pipeline(policy: Policy) -> Pipeline:
     """Restore one volume snapshot into an existing PVC. The optional parameters always reach the step
     as values (``--write-backup-label false``, ``--uid-map ""``): restore treats false and empty as
-    "none", so one step serves every combination. ``overwrite`` is the exception: its default,
-    ``refuse``, is restore's own default, spelled by passing no ``--overwrite`` at all."""
+    "none", so one step serves every combination; ``--overwrite refuse`` (the default) spells restore's
+    own default, a non-empty target refused."""
     args: tuple[Arg, ...] = (
         *repository_args(policy),
         "--snapshot", Param("snapshot"),
@@ -548,7 +529,7 @@ def restore_pipeline(policy: Policy) -> Pipeline:
         "--write-backup-label", Param("write-backup-label"),
         "--uid-map", Param("uid-map"),
         "--gid-map", Param("gid-map"),
-        OptionalOption("--overwrite", OVERWRITE_PARAM, "refuse", ("--target", RestoreTarget())),
+        "--overwrite", Param(OVERWRITE_PARAM),
     )  # fmt: skip
     step = Step(
         name="restore",

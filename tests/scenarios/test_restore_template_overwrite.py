@@ -1,5 +1,5 @@
-"""The single-volume restore template's ``overwrite`` parameter: ``refuse`` (the default) passes no
-``--overwrite``, so a non-empty target PVC is refused; any other mode reaches the restore step. Run by the
+"""The single-volume restore template's ``overwrite`` parameter: ``refuse`` (the default) refuses a
+non-empty target PVC; every mode reaches the restore step as ``--overwrite MODE``. Run by the
 local runner with the same :class:`Pipeline` the WorkflowTemplate is rendered from; the rendered Argo
 argument is checked against the restore step's own parser. Repository on SeaweedFS."""
 
@@ -52,18 +52,6 @@ def test_overwrite_parameter_refuses_a_non_empty_target_by_default_and_passes_th
     assert (target / "mine.txt").read_text() == "kept\n"
 
 
-def _evaluate(arg: str, overwrite: str) -> str:
-    """Argo's evaluation of the one expression form the restore template uses for an optional option."""
-    m = re.fullmatch(
-        r"\{\{=workflow\.parameters\.overwrite == '([^']*)' \? '([^']*)' : '([^']*)' \+ "
-        r"workflow\.parameters\.overwrite\}\}",
-        arg,
-    )
-    assert m, arg
-    absent, stand_in, prefix = m.groups()
-    return stand_in if overwrite == absent else prefix + overwrite
-
-
 def test_rendered_overwrite_argument_parses_as_the_restore_step_expects(rendered_examples):
     from steps.commands import restore
     from workflows.pipeline import OVERWRITE_CHOICES
@@ -82,15 +70,14 @@ def test_rendered_overwrite_argument_parses_as_the_restore_step_expects(rendered
     parser = argparse.ArgumentParser()
     restore.configure(parser)
 
-    def default_of(m: re.Match) -> str:
-        return params[m[1]].get("value", "abc")
-
     # WHEN Argo fills in each value of the parameter
     for mode in OVERWRITE_CHOICES:
-        argv = [_evaluate(a, mode) if a.startswith("{{=") else a for a in args[1:]]
-        argv = [re.sub(r"\{\{workflow\.parameters\.([-\w]+)\}\}", default_of, a) for a in argv]
+        given = {name: p.get("value", "abc") for name, p in params.items()} | {"overwrite": mode}
+        argv = [
+            re.sub(r"\{\{workflow\.parameters\.([-\w]+)\}\}", lambda m, g=given: g[m[1]], a) for a in args[1:]
+        ]
         parsed = parser.parse_args(argv)
 
-        # THEN refuse leaves the option out (the stand-in repeats --target) and the rest pass it
-        assert parsed.overwrite == (None if mode == "refuse" else mode)
+        # THEN every mode reaches the step as its --overwrite
+        assert parsed.overwrite == mode
         assert parsed.target == "/snapflow/target"

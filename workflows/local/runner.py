@@ -58,7 +58,6 @@ from workflows.pipeline import (
     BackupId,
     CloneOf,
     CopyResultField,
-    OptionalOption,
     OutputFile,
     Param,
     Pipeline,
@@ -698,12 +697,7 @@ class LocalPipelineRunner:
 
     # -- one process -------------------------------------------------------------------------
     def _argv(self, ctx: LocalContext, step: Step) -> list[str]:
-        args: list[str] = []
-        for a in step.args:
-            if isinstance(a, OptionalOption):  # left out when its parameter says so
-                args += a.tokens(ctx.resolve(Param(a.param), step))
-            else:
-                args.append(ctx.resolve(a, step) if isinstance(a, Ref) else a)
+        args = [ctx.resolve(a, step) if isinstance(a, Ref) else a for a in step.args]
         return [self.settings.python, "-m", "steps", step.command, *args]
 
     def _launch(self, ctx: LocalContext, run: StepRun) -> None:
