@@ -369,7 +369,10 @@ class Freeze(_Model):
     """How long the application may stay quiesced."""
 
     deadline_seconds: float = Field(
-        30, gt=0, le=3600, description="The app is thawed after this many seconds, whatever happens."
+        30,
+        gt=0,
+        le=3600,
+        description='The longest the app stays quiesced: it is thawed at most this + 2 s after its freeze began, whatever happens to the holder (docs/consistency.md, "The bound").',
     )
     keepalive_seconds: float = Field(5, gt=0, description="Interval of the hold's liveness checks.")
 
