@@ -385,14 +385,11 @@ class _StepBuilder:
         needs = self.step.needs
         seccomp = m.SeccompProfile(type="RuntimeDefault")
         if Needs.SOURCE in needs or Needs.TARGET in needs:
-            # Reading every file of a volume (owned by the app's users) needs DAC_READ_SEARCH; a
-            # restore that keeps owners and modes needs CHOWN/FOWNER. No fsGroup here: the kubelet
-            # would re-own the volume's files to that group.
-            add = (
-                ["DAC_READ_SEARCH"]
-                if Needs.SOURCE in needs
-                else ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]
-            )
+            # Reading every file of a volume (owned by the app's users) needs DAC_OVERRIDE (the clone
+            # is mounted read-only; DAC_READ_SEARCH would be narrower, but Pod Security baseline does
+            # not allow it); a restore that keeps owners and modes needs CHOWN/FOWNER. No fsGroup
+            # here: the kubelet would re-own the volume's files to that group.
+            add = ["DAC_OVERRIDE"] if Needs.SOURCE in needs else ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]
             container = m.SecurityContext(
                 run_as_user=0,
                 run_as_non_root=False,
