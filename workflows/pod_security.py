@@ -1,0 +1,219 @@
+"""Pod Security of every pod a policy's workflows create, against the level its namespace enforces.
+
+Argo makes one pod of each container template: the template's container (``main``) and sidecars, its
+init containers, its volumes with the WorkflowTemplate's, and the template's ``securityContext`` (else
+the WorkflowTemplate's). :func:`argo_pods` rebuilds those pod specs from a rendered WorkflowTemplate;
+:func:`admission` checks each, and the restore mover pod restore-app creates, with the one
+implementation of the Pod Security Standards (:mod:`steps.manifests.podsecurity`).
+
+Argo adds its own containers to each pod (``init``, ``wait``): their security context is the workflow
+controller's ``executor.securityContext``, which a namespace enforcing ``restricted`` needs set
+(docs/user/prerequisites.md); the rendered objects cannot say whether it is, so preflight warns.
+
+Two kinds of steps run as root, with only the capabilities they use (a subset of baseline's defaults):
+the copy (it reads the files of every owner on the read-only clone, ``DAC_OVERRIDE``) and the
+single-volume restore (it restores owners and modes, ``CHOWN``, ``DAC_OVERRIDE``, ``FOWNER``,
+``FSETID``). ``restricted`` rejects both; everything else runs as a non-root user and passes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from steps.manifests.podsecurity import ENFORCE_LABEL, LEVELS, check
+from workflows.hera_builder import build_workflow_template
+from workflows.pipeline import Needs, Pipeline, pipelines_for
+from workflows.policy import Policy
+
+# The executor settings a namespace enforcing restricted needs (workflow-controller ConfigMap).
+EXECUTOR_SECURITY_CONTEXT = (
+    "runAsNonRoot: true, runAsUser (non-zero), allowPrivilegeEscalation: false, "
+    "capabilities.drop [ALL], seccompProfile.type RuntimeDefault"
+)
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    """The pod Argo creates for one template of a WorkflowTemplate."""
+
+    workflow_template: str
+    template: str
+    spec: dict
+    annotations: dict
+    why_root: str = ""  # why the step runs as root, when it does by design
+
+    @property
+    def where(self) -> str:
+        return f"WorkflowTemplate {self.workflow_template}, template {self.template}"
+
+
+def argo_pods(workflow_template: dict) -> list[tuple[str, dict, dict]]:
+    """``(template name, pod spec, annotations)`` of each pod the WorkflowTemplate's templates create
+    (container and script templates, container sets); the DAG and steps templates create none."""
+    spec = workflow_template.get("spec") or {}
+    shared_volumes = list(spec.get("volumes") or [])
+    pod_annotations = dict((spec.get("podMetadata") or {}).get("annotations") or {})
+    out = []
+    for t in spec.get("templates") or []:
+        main = t.get("container") or t.get("script")
+        if main is not None:
+            main_containers = [{"name": "main", **{k: v for k, v in main.items() if k != "source"}}]
+        elif t.get("containerSet"):
+            main_containers = list(t["containerSet"].get("containers") or [])
+        else:
+            continue
+        pod: dict = {
+            "initContainers": list(t.get("initContainers") or []),
+            "containers": [*main_containers, *(t.get("sidecars") or [])],
+            "volumes": [*(t.get("volumes") or []), *shared_volumes],
+        }
+        security = t.get("securityContext") or spec.get("securityContext")
+        if security:
+            pod["securityContext"] = security
+        for key in ("hostNetwork",):
+            if spec.get(key) is not None:
+                pod[key] = spec[key]
+        annotations = {**pod_annotations, **((t.get("metadata") or {}).get("annotations") or {})}
+        out.append((t["name"], pod, annotations))
+    return out
+
+
+def _why_root(pipeline: Pipeline) -> dict[str, str]:
+    """Template name → why its step runs as root (the copy and the single-volume restore)."""
+    steps = [*pipeline.order(), *([pipeline.exit_step] if pipeline.exit_step else [])]
+    out = {}
+    for step in steps:
+        if Needs.SOURCE in step.needs:
+            out[step.name] = "it reads the files of every owner on the clone as root (DAC_OVERRIDE)"
+        elif Needs.TARGET in step.needs:
+            out[step.name] = (
+                "it restores the files' owners and modes as root (CHOWN, DAC_OVERRIDE, FOWNER, FSETID)"
+            )
+    return out
+
+
+def pod_templates(policy: Policy) -> list[PodTemplate]:
+    """Every pod template of the policy's rendered WorkflowTemplates."""
+    out = []
+    for pipeline in pipelines_for(policy):
+        wt = build_workflow_template(policy, pipeline).to_dict()
+        why = _why_root(pipeline)
+        for name, spec, notes in argo_pods(wt):
+            out.append(PodTemplate(wt["metadata"]["name"], name, spec, notes, why.get(name, "")))
+    return out
+
+
+def mover_pod(policy: Policy, run_as_root: bool = True) -> dict:
+    """The restore mover pod restore-app creates for one PVC (the policy's image, Secrets, CA)."""
+    from steps.manifests import render
+
+    spec = policy.spec
+    repo = spec.repository
+    creds = repo.credentials_secret
+    return render.mover_pod(
+        name="preflight",
+        namespace=policy.namespace,
+        pvc="preflight",
+        image=spec.image,
+        repository=repo.url,
+        snapshot_id="preflight",
+        labels={},
+        password_secret=repo.password_secret.name,
+        password_secret_key=repo.password_secret.key,
+        credentials_secret=creds.name if creds else None,
+        **(
+            {"access_key_key": creds.access_key_id_key, "secret_key_key": creds.secret_access_key_key}
+            if creds
+            else {}
+        ),
+        ca_config_map=repo.ca_bundle.config_map if repo.ca_bundle else None,
+        run_as_root=run_as_root,
+    )
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a level makes of a policy's pods."""
+
+    level: str
+    rejected: list[tuple[PodTemplate, list[str]]]  # (template, violations), at this level
+    templates: int
+    mover_root: list[str]  # violations of the root mover (restore-app's default)
+    mover_non_root: list[str]  # violations of the --mover-non-root mover
+
+
+def admission(policy: Policy, level: str, templates: list[PodTemplate] | None = None) -> Admission:
+    """``templates``: the policy's pod templates (default: :func:`pod_templates`)."""
+    templates = pod_templates(policy) if templates is None else templates
+    rejected = []
+    for t in templates:
+        found = [str(v) for v in check(t.spec, level, t.annotations)]
+        if found:
+            rejected.append((t, found))
+    mover_root = [str(v) for v in check(mover_pod(policy)["spec"], level)] if not policy.is_local else []
+    mover_non_root = (
+        [str(v) for v in check(mover_pod(policy, run_as_root=False)["spec"], level)]
+        if not policy.is_local
+        else []
+    )
+    return Admission(level, rejected, len(templates), mover_root, mover_non_root)
+
+
+def check_pod_security(client, policy: Policy, checks, templates: list[PodTemplate] | None = None) -> None:
+    """``pod-security``: the level the policy's namespace enforces admits every pod of its workflows
+    (``templates``, default: :func:`pod_templates`) and the restore mover."""
+    from steps.drivers.kube import KubeError
+
+    ns = policy.namespace
+    try:
+        ns_obj = client.get_or_none("v1", "Namespace", ns)
+    except KubeError as err:
+        checks.add("pod-security", "warn", f"cannot read namespace {ns}: {err}")
+        return
+    if ns_obj is None:
+        return  # the namespace check fails already
+    level = ((ns_obj.get("metadata") or {}).get("labels") or {}).get(ENFORCE_LABEL, "privileged")
+    if level not in LEVELS:
+        checks.add("pod-security", "warn", f"namespace {ns}: unknown {ENFORCE_LABEL} level {level!r}")
+        return
+    result = admission(policy, level, templates)
+    for template, found in result.rejected:
+        if template.why_root and not check(template.spec, "baseline", template.annotations):
+            checks.add(
+                "pod-security",
+                "fail",
+                f"enforce={level} rejects {template.where}: {template.why_root}; it needs the baseline "
+                f"level ({'; '.join(found)})",
+            )
+        else:
+            checks.add(
+                "pod-security", "fail", f"enforce={level} rejects {template.where}: {'; '.join(found)}"
+            )
+    if result.mover_root:
+        if not result.mover_non_root:
+            checks.add(
+                "pod-security",
+                "warn",
+                f"enforce={level} rejects the restore mover as root ({result.mover_root[0]}); restores "
+                "there need --mover-non-root (file owners are then not restored)",
+            )
+        else:
+            checks.add(
+                "pod-security",
+                "fail",
+                f"enforce={level} rejects the restore mover pod: {'; '.join(result.mover_non_root)}",
+            )
+    if level == "restricted":
+        checks.add(
+            "pod-security",
+            "warn",
+            f"enforce=restricted also rejects Argo's init and wait containers unless the workflow-controller "
+            f"ConfigMap sets executor.securityContext ({EXECUTOR_SECURITY_CONTEXT}); see the prerequisites",
+        )
+    if not result.rejected:
+        checks.add(
+            "pod-security",
+            "ok",
+            f"enforce={level} admits the {result.templates} step pods of the workflows"
+            + ("" if policy.is_local or result.mover_root else " and the restore mover"),
+        )
