@@ -5,7 +5,9 @@ and classes per CSI driver, RBAC, Pod Security, repository) with the policy's pl
 ServiceAccount, and adds ``rbac-restore``: the restore identity may do what restore-app does in the
 policy's namespace (:func:`workflows.rbac.restore_rules`), and ``restore-test``: the scratch volume of the
 check's restore test can be provisioned (its StorageClass, or a default one, exists) and is as large
-as the app's PVCs. The access checks are SubjectAccessReviews,
+as the app's PVCs. ``pod-security`` replaces the steps' own (which sees only the restore mover): every
+pod of the rendered WorkflowTemplates and the mover, against the namespace's enforce level
+(:func:`workflows.pod_security.check_pod_security`). The access checks are SubjectAccessReviews,
 so the caller needs the right to create them (a cluster administrator); ``current_identity`` checks
 the caller instead of the ServiceAccounts.
 
@@ -23,6 +25,7 @@ from typing import Any
 
 from workflows.hera_builder import Names
 from workflows.pipeline import plan_for
+from workflows.pod_security import check_pod_security
 from workflows.policy import Policy, storage_bytes
 from workflows.rbac import RESTORE_CLUSTER_RULES, restore_rules
 
@@ -183,4 +186,6 @@ def preflight_policy(
         check_restore_rbac(client, policy, checks)
     if api_ok:
         check_restore_test(client, policy, checks)
+        checks.items = [c for c in checks.items if c["check"] != "pod-security"]
+        check_pod_security(client, policy, checks)
     return PolicyChecks(policy, checks.items)

@@ -6,6 +6,7 @@ renders pods baseline admits; restricted rejects exactly the ones that touch the
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,26 @@ def test_argo_pods_do_not_change_the_workflow_template():
     before = copy.deepcopy(o.obj)
     argo_pods(o.obj)
     assert o.obj == before
+
+
+def test_snapflow_preflight_reports_every_workflow_pod_not_only_the_mover(kube_server, kubeconfig, capsys):
+    # GIVEN the example's namespace enforcing restricted
+    path = ROOT / "examples" / "postgresql-statefulset.yaml"
+    _namespace(kube_server, _policy(path).namespace, "restricted")
+
+    # WHEN snapflow preflight runs for the policy
+    from workflows.cli import main
+
+    rc = main(["preflight", str(path), "--json", "--skip-repository"])
+
+    # THEN it fails, and its pod-security lines are the workflow pods' (the steps' mover-only one replaced)
+    out = capsys.readouterr().out
+    assert rc == 3
+    (policy,) = json.loads(out.strip().splitlines()[-1])["policies"]
+    lines = [(c["status"], c["message"]) for c in policy["checks"] if c["check"] == "pod-security"]
+    assert [m.split(":")[0] for s, m in lines if s == "fail"] == [
+        "enforce=restricted rejects WorkflowTemplate backup-orders-db, template copy-data",
+        "enforce=restricted rejects WorkflowTemplate restore-orders-db, template restore",
+    ]
+    assert sum("restore mover as root" in m for _s, m in lines) == 1
+    assert any("executor.securityContext" in m for s, m in lines if s == "warn")
