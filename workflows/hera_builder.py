@@ -41,7 +41,6 @@ from workflows.pipeline import (
     BackupId,
     CloneOf,
     CopyResultField,
-    Identity,
     Needs,
     OutputFile,
     Param,
@@ -83,6 +82,10 @@ DESCRIPTION_ANNOTATION = "workflows.argoproj.io/description"
 SMALL_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}}
 
 
+# The ServiceAccount name of a step command, when not the command itself (see Names.step_account).
+STEP_ACCOUNT_SUFFIX = {"restore-app": "restore", "restore": "restore-volume"}
+
+
 @dataclass(frozen=True)
 class Names:
     """Names of the objects rendered for one policy (one place, so references always match)."""
@@ -94,26 +97,33 @@ class Names:
         return f"snapflow-plan-{self.policy.name}"
 
     @property
-    def service_account(self) -> str:
-        return self.policy.spec.workflow.service_account_name or f"snapflow-{self.policy.name}"
+    def shared_service_account(self) -> str | None:
+        """The user's own ServiceAccount (``spec.workflow.serviceAccountName``): every step runs as it."""
+        return self.policy.spec.workflow.service_account_name
 
     @property
     def renders_rbac(self) -> bool:
         return self.policy.spec.workflow.service_account_name is None
 
-    @property
-    def role(self) -> str:
-        return f"snapflow-{self.policy.name}"
+    def step_account(self, command: str) -> str:
+        """The ServiceAccount a step command runs as: ``snapflow-NAME-STEP`` (its Role and RoleBinding
+        have the same name), or the user's own for every step. restore-app keeps ``snapflow-NAME-restore``
+        (bound by name in restore target namespaces); the single-volume restore is ``restore-volume``."""
+        return (
+            self.shared_service_account
+            or f"snapflow-{self.policy.name}-{STEP_ACCOUNT_SUFFIX.get(command, command)}"
+        )
 
-    @property
-    def cluster_role(self) -> str:
-        """The steps' cluster-scoped reads (snapshot contents, the Namespace, ...)."""
-        return f"snapflow-{self.policy.namespace}-{self.policy.name}-cluster-reads"
+    def step_cluster_role(self, command: str) -> str:
+        """The ClusterRole (and binding) of a step's cluster-scoped reads."""
+        return (
+            f"snapflow-{self.policy.namespace}-{self.policy.name}-{STEP_ACCOUNT_SUFFIX.get(command, command)}"
+        )
 
     @property
     def restore_service_account(self) -> str:
         """The identity of restore-app: a ServiceAccount of its own, or the user's existing one."""
-        return self.policy.spec.workflow.service_account_name or f"snapflow-{self.policy.name}-restore"
+        return self.step_account("restore-app")
 
     @property
     def restore_role(self) -> str:
@@ -129,9 +139,6 @@ class Names:
     def restore_namespaces_role(self) -> str:
         """The ClusterRole (and binding) letting restore-app read Namespaces."""
         return f"snapflow-{self.policy.namespace}-{self.policy.name}-restore-namespaces"
-
-    def service_account_for(self, identity: Identity) -> str:
-        return self.restore_service_account if identity is Identity.RESTORE else self.service_account
 
     def template(self, pipeline: str) -> str:
         return f"{pipeline}-{self.policy.name}"
@@ -525,6 +532,9 @@ class _StepBuilder:
             active_deadline_seconds=deadline,
             metrics=m.Metrics(prometheus=metrics) if metrics else None,
             labels={"snapflow.io/step": step.command},
+            service_account_name=None
+            if self.names.shared_service_account
+            else self.names.step_account(step.command),
         )
 
     def task(self, template: Container) -> Task:
@@ -713,7 +723,8 @@ def build_workflow_template(policy: Policy, pipeline: Pipeline) -> WorkflowTempl
         arguments=arguments or None,
         templates=[dag, *sorted(templates, key=lambda t: t.name)],
         on_exit=on_exit,
-        service_account_name=names.service_account_for(pipeline.identity),
+        # Every pod template names its step's own account; the user's shared one applies workflow-wide.
+        service_account_name=names.shared_service_account,
         synchronization=m.Synchronization(mutexes=[m.Mutex(name=pipeline.mutex)]) if pipeline.mutex else None,
         active_deadline_seconds=settings.active_deadline_seconds,
         pod_gc=m.PodGC(strategy=settings.pod_gc),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workflows.hera_builder import Names
-from workflows.pipeline import plan_for
+from workflows.pipeline import backup_pipeline, plan_for
 from workflows.pod_security import check_pod_security
 from workflows.policy import Policy, storage_bytes
 from workflows.rbac import RESTORE_CLUSTER_RULES, restore_rules
@@ -70,8 +70,10 @@ def check_restore_rbac(client, policy: Policy, checks) -> None:
                 for resource in rule["resources"]:
                     plural, _, sub = resource.partition("/")
                     for verb in rule["verbs"]:
-                        if not allowed(client, sa, verb, plural, group, policy.namespace, sub):
-                            missing.append(f"{verb} {resource}{'.' + group if group else ''}")
+                        for name in rule.get("resourceNames") or [""]:
+                            if not allowed(client, sa, verb, plural, group, policy.namespace, sub, name):
+                                what = f"{verb} {resource}{'/' + name if name else ''}"
+                                missing.append(f"{what}{'.' + group if group else ''}")
         for group, resource, verbs in RESTORE_CLUSTER_RULES:
             for verb in verbs:
                 if not allowed(client, sa, verb, resource, group, None):
@@ -171,7 +173,15 @@ def preflight_policy(
 
     plan = plan_for(policy)
     names = Names(policy)
-    sa = "" if current_identity else service_account or f"{policy.namespace}/{names.service_account}"
+    sa: str | dict[str, str] = service_account
+    if not current_identity and not service_account:
+        # each step's own ServiceAccount (or the policy's shared one for all)
+        sa = {
+            s.command: f"{policy.namespace}/{names.step_account(s.command)}"
+            for s in backup_pipeline(policy).all_steps()
+        }
+    elif current_identity:
+        sa = ""
     open_repository = repository and password_in_environment()
     checks = preflight(client, plan, service_account=sa, repository=open_repository)
     if repository and not open_repository:

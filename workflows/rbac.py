@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from workflows.hera_builder import Names
-from workflows.pipeline import Identity, Pipeline
+from workflows.pipeline import Pipeline
 from workflows.policy import Policy
 
 Rule = tuple[str, str, tuple[str, ...]]  # (API group, resource, verbs)
@@ -131,7 +131,6 @@ RELEASED_WORKLOADS: tuple[tuple[str, str], ...] = (
 RESTORE_RULES: tuple[Rule, ...] = (
     *((group, resource, RESTORE_VERBS) for group, resource in CAPTURE_RESOURCES),
     *((group, resource, ("patch",)) for group, resource in RELEASED_WORKLOADS),
-    (*SECRETS, ("create", "delete", "get")),
     ("", "pods", ("create", "delete", "get", "list", "watch")),
     ("", "pods/log", ("get",)),
     ("", "pods/exec", ("create",)),
@@ -155,93 +154,144 @@ def merge(rules: list[Rule]) -> list[dict[str, Any]]:
     ]
 
 
-def _commands(pipelines: list[Pipeline], identity: Identity) -> set[str]:
-    return {s.command for p in pipelines if p.identity is identity for s in p.all_steps()}
+def step_commands(pipelines: list[Pipeline]) -> list[str]:
+    """Every step command the pipelines run (each gets its own ServiceAccount), sorted."""
+    return sorted({s.command for p in pipelines for s in p.all_steps()})
 
 
 def _runs_hooks_in_pods(policy: Policy) -> bool:
     return any(t.hook != "none" and not t.local for t in policy.spec.quiesce)
 
 
-def namespaced_rules(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, Any]]:
-    """The Role of the steps' ServiceAccount."""
-    group = policy.spec.snapshot.consistency == "group"
+def step_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
+    """The Role of one step command's ServiceAccount, in the policy's namespace: what that command
+    uses, and Argo's executor reporting its outputs. Commands that use no API (copy, verify, restore,
+    check, prune, init) get only the executor's rule: no Secret, no pod, no exec."""
     rules: list[Rule] = list(EXECUTOR_RULES)
-    for command in sorted(_commands(pipelines, Identity.STEPS)):
-        rules.extend(STEP_PERMISSIONS.get(command, ()))
-        if _runs_hooks_in_pods(policy):
-            rules.extend(HOOK_RULES.get(command, ()))
-        if group:
-            rules.extend(GROUP_RULES.get(command, ()))
-        if policy.spec.capture.secrets:
-            rules.extend(SECRET_RULES.get(command, ()))
+    rules.extend(STEP_PERMISSIONS.get(command, ()))
+    if _runs_hooks_in_pods(policy):
+        rules.extend(HOOK_RULES.get(command, ()))
+    if policy.spec.snapshot.consistency == "group":
+        rules.extend(GROUP_RULES.get(command, ()))
+    if policy.spec.capture.secrets:
+        rules.extend(SECRET_RULES.get(command, ()))
+    return merge(rules)
+
+
+def step_cluster_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
+    """The cluster-scoped reads of one step command; empty when it needs none."""
+    group = policy.spec.snapshot.consistency == "group"
+    return merge([rule for rule, group_only in CLUSTER_RULES.get(command, ()) if group or not group_only])
+
+
+def namespaced_rules(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, Any]]:
+    """The union of every step's Role: what one shared ServiceAccount (spec.workflow.serviceAccountName)
+    must be granted for the policy's steps (without restore-app's, see :func:`restore_rules`)."""
+    rules: list[Rule] = []
+    for command in step_commands(pipelines):
+        if command == RESTORE_APP:
+            continue
+        for rule in step_rules(policy, command):
+            for group in rule["apiGroups"]:
+                rules.extend((group, resource, tuple(rule["verbs"])) for resource in rule["resources"])
     return merge(rules)
 
 
 def cluster_rules(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, Any]]:
-    """The ClusterRole of the steps' ServiceAccount (cluster-scoped reads); empty when none is needed."""
-    group = policy.spec.snapshot.consistency == "group"
-    rules: list[Rule] = [
-        rule
-        for command in sorted(_commands(pipelines, Identity.STEPS))
-        for rule, group_only in CLUSTER_RULES.get(command, ())
-        if group or not group_only
-    ]
+    """The union of the steps' cluster-scoped reads (see :func:`namespaced_rules`)."""
+    rules: list[Rule] = []
+    for command in step_commands(pipelines):
+        for rule in step_cluster_rules(policy, command):
+            for group in rule["apiGroups"]:
+                rules.extend((group, resource, tuple(rule["verbs"])) for resource in rule["resources"])
     return merge(rules)
+
+
+def repository_secret_names(policy: Policy) -> list[str]:
+    """The Secrets holding the repository's password and S3 keys, the only ones a step reads by name."""
+    repo = policy.spec.repository
+    names = {repo.password_secret.name}
+    if repo.credentials_secret:
+        names.add(repo.credentials_secret.name)
+    return sorted(names)
 
 
 def restore_rules(policy: Policy) -> list[dict[str, Any]]:
-    """The namespaced rules restore-app needs in its target namespace (and in the policy's)."""
+    """The namespaced rules restore-app needs in its target namespace (and in the policy's). Secrets:
+    with ``capture.secrets`` it restores the app's, so it needs them all; else it only reads the
+    repository's Secrets (in the policy's namespace) and copies them into the target for the movers, so
+    ``get`` and ``delete`` name them (``resourceNames``); ``create`` cannot be limited by name."""
     rules = list(RESTORE_RULES)
     if policy.spec.capture.secrets:
         rules.extend(RESTORE_SECRET_RULES)
-    return merge(rules)
+        return merge(rules)
+    rules.append((*SECRETS, ("create",)))
+    named = {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": repository_secret_names(policy),
+        "verbs": ["delete", "get"],
+    }
+    return [*merge(rules), named]
+
+
+RESTORE_APP = "restore-app"
+STEP_LABEL = "snapflow.io/step"
+
+
+def shared_account_warnings(policy: Policy, source: str) -> list[str]:
+    """A policy naming its own ServiceAccount runs every step as it: say what that gives up."""
+    sa = Names(policy).shared_service_account
+    if sa is None:
+        return []
+    return [
+        f"{source}: spec.workflow.serviceAccountName: every step runs as {sa!r}, so the copy and verify "
+        "pods hold whatever it may do (exec into the app, read Secrets); without it each step gets a "
+        "ServiceAccount of its own with only what that step uses"
+    ]
 
 
 def rbac_objects(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, Any]]:
-    """ServiceAccount, Role, RoleBinding (and the cluster-scoped reads' ClusterRole and binding) of the
-    steps; the same for restore-app when a pipeline runs as it."""
+    """Per step command: a ServiceAccount, a Role and a RoleBinding named ``snapflow-NAME-STEP`` (and
+    a ClusterRole and binding for its cluster-scoped reads, if any), labelled ``snapflow.io/step``;
+    restore-app's identity as described in the module. Nothing when the policy names its own account."""
     names = Names(policy)
     if not names.renders_rbac:
         return []
     ns = policy.namespace
-    labels = names.labels("rbac")
-
-    def account(name: str) -> dict[str, Any]:
-        return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, ns, labels)}
-
-    subject = [{"kind": "ServiceAccount", "name": names.service_account, "namespace": ns}]
-    objects: list[dict[str, Any]] = [
-        account(names.service_account),
-        {
-            "apiVersion": RBAC_API,
-            "kind": "Role",
-            "metadata": _meta(names.role, ns, labels),
-            "rules": namespaced_rules(policy, pipelines),
-        },
-        _binding("RoleBinding", names.role, ns, labels, "Role", names.role, subject),
-    ]
-    cluster = cluster_rules(policy, pipelines)
-    if cluster:
+    objects: list[dict[str, Any]] = []
+    for command in step_commands(pipelines):
+        if command == RESTORE_APP:
+            continue
+        name = names.step_account(command)
+        labels = {**names.labels("rbac"), STEP_LABEL: command}
+        subject = [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
         objects += [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, ns, labels)},
             {
                 "apiVersion": RBAC_API,
-                "kind": "ClusterRole",
-                "metadata": _meta(names.cluster_role, None, labels),
-                "rules": cluster,
+                "kind": "Role",
+                "metadata": _meta(name, ns, labels),
+                "rules": step_rules(policy, command),
             },
-            _binding(
-                "ClusterRoleBinding",
-                names.cluster_role,
-                None,
-                labels,
-                "ClusterRole",
-                names.cluster_role,
-                subject,
-            ),
+            _binding("RoleBinding", name, ns, labels, "Role", name, subject),
         ]
-    if any(p.identity is Identity.RESTORE for p in pipelines):
-        restore_labels = names.labels("rbac-restore")
+        cluster = step_cluster_rules(policy, command)
+        if cluster:
+            cluster_name = names.step_cluster_role(command)
+            objects += [
+                {
+                    "apiVersion": RBAC_API,
+                    "kind": "ClusterRole",
+                    "metadata": _meta(cluster_name, None, labels),
+                    "rules": cluster,
+                },
+                _binding(
+                    "ClusterRoleBinding", cluster_name, None, labels, "ClusterRole", cluster_name, subject
+                ),
+            ]
+    if RESTORE_APP in step_commands(pipelines):
+        restore_labels = {**names.labels("rbac-restore"), STEP_LABEL: RESTORE_APP}
         restorer = [{"kind": "ServiceAccount", "name": names.restore_service_account, "namespace": ns}]
         objects += [
             {

@@ -15,7 +15,8 @@ DESCRIPTION = """Checks, for the plan's namespace and volumes, one line each (ok
                   and a VolumeGroupSnapshotClass for consistency: group
   rbac            the identity the steps run as (--service-account NS/NAME, else the current one) may do
                   what capture, consistent-point, prepare-clone and finalize do
-  pod-security    the namespace's enforced Pod Security level admits the step pods (copy, restore mover)
+  pod-security    the namespace's enforced Pod Security level admits the restore mover pod (the plan
+                  holds no workflow: `snapflow preflight POLICY` checks every workflow pod too)
   repository      the repository answers and the password opens a key
 
 Exits 3 when any check fails (warnings do not fail).
@@ -73,6 +74,45 @@ CLUSTER_PERMISSIONS: tuple[tuple[str, str, str, str, bool], ...] = (
     ),
     ("get", "persistentvolumes", "", "a group snapshot's members cannot be matched to their PVCs", True),
 )
+
+
+# Which step commands use each permission: with one ServiceAccount per step (the rendered RBAC), each
+# is checked for the account of every step that uses it. Keys: (verb, resource, group, subresource).
+CAPTURE_STEP = ("capture",)
+PERMISSION_STEPS: dict[tuple[str, str, str, str], tuple[str, ...]] = {
+    ("get", "pods", "", ""): ("consistent-point", "finalize"),
+    ("create", "pods", "", "exec"): ("consistent-point", "finalize"),
+    ("get", "persistentvolumeclaims", "", ""): ("prepare-clone", "finalize"),
+    ("create", "persistentvolumeclaims", "", ""): ("prepare-clone",),
+    ("list", "persistentvolumeclaims", "", ""): ("finalize",),
+    ("delete", "persistentvolumeclaims", "", ""): ("finalize",),
+    ("patch", "persistentvolumeclaims", "", ""): ("consistent-point", "finalize"),
+    ("get", "volumesnapshots", "snapshot.storage.k8s.io", ""): (
+        "consistent-point",
+        "prepare-clone",
+        "finalize",
+    ),
+    ("list", "volumesnapshots", "snapshot.storage.k8s.io", ""): (
+        "consistent-point",
+        "prepare-clone",
+        "finalize",
+    ),
+    ("watch", "volumesnapshots", "snapshot.storage.k8s.io", ""): ("consistent-point", "prepare-clone"),
+    ("delete", "volumesnapshots", "snapshot.storage.k8s.io", ""): ("consistent-point", "finalize"),
+    ("delete", "volumegroupsnapshots", "groupsnapshot.storage.k8s.io", ""): ("consistent-point", "finalize"),
+    ("list", "events", "", ""): ("consistent-point", "prepare-clone"),
+    ("get", "namespaces", "", ""): CAPTURE_STEP,
+}
+
+
+def steps_using(verb: str, resource: str, group: str, sub: str = "") -> tuple[str, ...]:
+    """The step commands that use a permission of :data:`PERMISSIONS` / :data:`CLUSTER_PERMISSIONS`:
+    capture's lists, the rest consistent-point's unless :data:`PERMISSION_STEPS` says otherwise."""
+    key = (verb, resource, group, sub)
+    if key in PERMISSION_STEPS:
+        return PERMISSION_STEPS[key]
+    captured = {(v, r, g, s) for v, r, g, s, step, _ in PERMISSIONS if step == "capture"}
+    return CAPTURE_STEP if key in captured else ("consistent-point",)
 
 
 def runs_hooks_in_pods(plan) -> bool:
@@ -134,9 +174,19 @@ class Checks:
 
 
 def allowed(
-    client, sa: str, verb: str, resource: str, group: str, namespace: str | None, sub: str = ""
+    client,
+    sa: str,
+    verb: str,
+    resource: str,
+    group: str,
+    namespace: str | None,
+    sub: str = "",
+    name: str = "",
 ) -> bool:
-    """May ServiceAccount ``sa`` (``NS/NAME``; empty: the current identity) do this? An access review."""
+    """May ServiceAccount ``sa`` (``NS/NAME``; empty: the current identity) do this (to the object
+    ``name``, if given)? An access review."""
+    if name:
+        return client.can_i(verb, resource, namespace, group, sub, service_account=sa, name=name)
     return client.can_i(verb, resource, namespace, group, sub, service_account=sa)
 
 
@@ -255,32 +305,47 @@ def check_snapshots(client, plan, checks: Checks, group_class: str) -> None:
                 checks.add("snapshot-class", "ok", f"PVC {v.pvc}: group class {g['metadata']['name']}")
 
 
-def check_rbac(client, plan, checks: Checks, sa: str) -> None:
+def check_rbac(client, plan, checks: Checks, sa: str | dict[str, str]) -> None:
+    """``sa``: one ServiceAccount (``NS/NAME``; empty: the current identity) checked for everything the
+    backup steps do, or one per step command (the rendered accounts), each checked for what its step
+    does (a step missing from the mapping is not checked)."""
     from steps.drivers.kube import KubeError
+
+    def accounts(verb: str, resource: str, group: str, sub: str = "") -> list[str]:
+        if isinstance(sa, str):
+            return [sa]
+        return [sa[step] for step in steps_using(verb, resource, group, sub) if step in sa]
 
     ns = plan.app.namespace
     missing = []
     try:
         for verb, resource, group, sub, step, _group_only in required_permissions(plan):
-            if not allowed(client, sa, verb, resource, group, ns, sub):
-                what = f"{verb} {resource}{'/' + sub if sub else ''}{'.' + group if group else ''}"
-                missing.append(f"{what} ({step})")
+            for account in accounts(verb, resource, group, sub):
+                if not allowed(client, account, verb, resource, group, ns, sub):
+                    what = f"{verb} {resource}{'/' + sub if sub else ''}{'.' + group if group else ''}"
+                    whose = "" if isinstance(sa, str) else f"{account}: "
+                    missing.append(f"{whose}{what} ({step})")
         for verb, resource, group, consequence, _group_only in required_cluster_permissions(plan):
-            if not allowed(client, sa, verb, resource, group, None):
-                # without PVs a group snapshot cannot be used at all; the rest only loses precision
-                checks.add(
-                    "rbac",
-                    "fail" if resource == "persistentvolumes" else "warn",
-                    f"cannot {verb} {resource}: {consequence}",
-                )
+            for account in accounts(verb, resource, group):
+                if not allowed(client, account, verb, resource, group, None):
+                    # without PVs a group snapshot cannot be used at all; the rest only loses precision
+                    whose = "" if isinstance(sa, str) else f"ServiceAccount {account} "
+                    checks.add(
+                        "rbac",
+                        "fail" if resource == "persistentvolumes" else "warn",
+                        f"{whose}cannot {verb} {resource}: {consequence}",
+                    )
     except KubeError as err:
         checks.add("rbac", "warn", f"access reviews not possible: {err}")
         return
-    who = f"ServiceAccount {sa}" if sa else "the current identity"
+    if isinstance(sa, str):
+        who, has = (f"ServiceAccount {sa}" if sa else "the current identity"), "has"
+    else:
+        who, has = f"the steps' ServiceAccounts ({', '.join(sorted(set(sa.values())))})", "have"
     if missing:
         checks.add("rbac", "fail", f"{who} may not, in namespace {ns}: {'; '.join(missing)}")
     else:
-        checks.add("rbac", "ok", f"{who} has every permission the backup steps use in {ns}")
+        checks.add("rbac", "ok", f"{who} {has} every permission the backup steps use in {ns}")
 
 
 def check_pod_security(namespace_obj: dict | None, checks: Checks) -> None:
@@ -322,7 +387,7 @@ def check_pod_security(namespace_obj: dict | None, checks: Checks) -> None:
                 f"enforce={level} rejects the restore mover pod: {'; '.join(problems)}",
             )
     else:
-        checks.add("pod-security", "ok", f"enforce={level} admits the step pods")
+        checks.add("pod-security", "ok", f"enforce={level} admits the restore mover pod")
 
 
 def check_repository(plan, checks: Checks) -> None:
@@ -342,7 +407,12 @@ def check_repository(plan, checks: Checks) -> None:
 
 
 def preflight(
-    client, plan, *, service_account: str = "", group_class: str = "", repository: bool = True
+    client,
+    plan,
+    *,
+    service_account: str | dict[str, str] = "",
+    group_class: str = "",
+    repository: bool = True,
 ) -> Checks:
     from steps.drivers.kube import KubeError
 

@@ -854,9 +854,11 @@ class KubeClient:
         subresource: str = "",
         *,
         service_account: str = "",
+        name: str = "",
     ) -> bool:
         """May the current identity (a SelfSubjectAccessReview), or ServiceAccount ``service_account``
-        (``NS/NAME``: a SubjectAccessReview), ``verb`` ``resource`` in ``namespace``?"""
+        (``NS/NAME``: a SubjectAccessReview), ``verb`` ``resource`` (the object ``name``, if given) in
+        ``namespace``?"""
         attributes = {
             k: v
             for k, v in {
@@ -865,6 +867,7 @@ class KubeClient:
                 "group": group,
                 "namespace": namespace,
                 "subresource": subresource,
+                "name": name,
             }.items()
             if v
         }

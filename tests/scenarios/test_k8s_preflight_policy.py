@@ -53,7 +53,11 @@ def test_preflight_passes_once_the_rendered_manifests_are_applied(k8s, capsys):
     } <= found
     messages = json.loads(out.out)["policies"][0]["checks"]
     assert any("group class csi-hostpath-groupsnapclass" in c["message"] for c in messages)
-    assert any("ServiceAccount shop/snapflow-db has every permission" in c["message"] for c in messages)
+    assert any(
+        "shop/snapflow-db-consistent-point" in c["message"] and "have every permission" in c["message"]
+        for c in messages
+        if c["check"] == "rbac"
+    )
 
 
 def test_preflight_names_each_problem_one_line_each(k8s, capsys, monkeypatch):
@@ -75,7 +79,13 @@ def test_preflight_names_each_problem_one_line_each(k8s, capsys, monkeypatch):
         "FAIL snapshot-class" in ln and "no VolumeGroupSnapshotClass no-such-groupclass for driver" in ln
         for ln in lines
     )
-    assert any("FAIL rbac " in ln and "ServiceAccount shop/snapflow-db may not" in ln for ln in lines)
+    assert any(
+        "FAIL rbac " in ln
+        and "ServiceAccounts" in ln
+        and "shop/snapflow-db-capture: list configmaps (capture)" in ln
+        and "shop/snapflow-db-consistent-point: create volumesnapshots" in ln
+        for ln in lines
+    )
     assert any(
         "FAIL rbac-restore" in ln and "ServiceAccount shop/snapflow-db-restore may not" in ln for ln in lines
     )

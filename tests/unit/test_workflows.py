@@ -181,7 +181,10 @@ def test_workflow_settings_for_production(rendered_examples):
             assert spec["ttlStrategy"]["secondsAfterSuccess"] > 0
             assert wt["metadata"]["annotations"]["workflows.argoproj.io/title"]
             assert wt["metadata"]["annotations"]["workflows.argoproj.io/description"]
-            assert spec["serviceAccountName"].startswith("snapflow-")
+            assert "serviceAccountName" not in spec  # each pod template names its step's own
+            for template in spec["templates"]:
+                if "container" in template:
+                    assert template["serviceAccountName"].startswith("snapflow-"), (name, template["name"])
             metric_names = {m["name"] for m in spec["metrics"]["prometheus"]}
             assert "snapflow_workflow_duration_seconds" in metric_names
             if "onExit" not in spec:  # a backup reports its outcome from its exit handler
@@ -264,11 +267,13 @@ def test_an_unscheduled_policy_has_no_cron_workflow(minimal_policy, write_policy
 
 def test_group_snapshots_only_when_the_policy_asks(rendered_examples):
     for name, rendering in rendered_examples.items():
+        by_policy: dict[str, set[str]] = {}
         for obj in _objects(rendering, "Role") + _objects(rendering, "ClusterRole"):
             if obj["metadata"]["labels"]["app.kubernetes.io/component"] != "rbac":
                 continue  # the restore identity's roles never touch snapshots
             groups = {g for rule in obj["rules"] for g in rule["apiGroups"]}
-            policy = obj["metadata"]["labels"]["snapflow.io/policy"]
+            by_policy.setdefault(obj["metadata"]["labels"]["snapflow.io/policy"], set()).update(groups)
+        for policy, groups in by_policy.items():
             plan_map = next(
                 c
                 for c in _objects(rendering, "ConfigMap")
@@ -280,7 +285,8 @@ def test_group_snapshots_only_when_the_policy_asks(rendered_examples):
 
 def test_role_grants_only_what_the_steps_use(rendered_examples):
     rendering = rendered_examples["postgresql-statefulset.yaml"]
-    (role,) = _objects(rendering, "Role")
+    roles = {r["metadata"]["name"]: r for r in _objects(rendering, "Role")}
+    role = roles["snapflow-orders-db-consistent-point"]
     grants = {
         (g, r, v)
         for rule in role["rules"]
@@ -291,28 +297,40 @@ def test_role_grants_only_what_the_steps_use(rendered_examples):
     assert ("", "pods/exec", "create") in grants
     assert ("argoproj.io", "workflowtaskresults", "create") in grants
     assert ("snapshot.storage.k8s.io", "volumesnapshots", "create") in grants
-    assert ("", "persistentvolumeclaims", "create") in grants
+    assert ("", "persistentvolumeclaims", "create") not in grants  # prepare-clone's
+    assert ("", "persistentvolumeclaims", "create", "prepare-clone") in {
+        (g, r, v, n.removeprefix("snapflow-orders-db-"))
+        for n, other in roles.items()
+        for rule in other["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
     for group, resource, verb in grants:
         assert "*" not in (group, resource, verb)
         assert resource != "secrets" or verb == "list"  # capture.secrets: listed, never changed
         assert verb not in ("update", "deletecollection", "escalate", "bind", "impersonate")
     cluster_roles = {c["metadata"]["name"]: c for c in _objects(rendering, "ClusterRole")}
-    assert cluster_roles["snapflow-shop-orders-db-cluster-reads"]["rules"] == [
+    assert cluster_roles["snapflow-shop-orders-db-capture"]["rules"] == [
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+    ]
+    assert cluster_roles["snapflow-shop-orders-db-consistent-point"]["rules"] == [
         {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshotcontents"], "verbs": ["get"]},
     ]
     bindings = {b["metadata"]["name"]: b for b in _objects(rendering, "RoleBinding")}
-    assert bindings["snapflow-orders-db"]["subjects"] == [
-        {"kind": "ServiceAccount", "name": "snapflow-orders-db", "namespace": "shop"}
+    assert bindings["snapflow-orders-db-consistent-point"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "snapflow-orders-db-consistent-point", "namespace": "shop"}
     ]
-    assert bindings["snapflow-orders-db"]["roleRef"]["kind"] == "Role"
+    assert bindings["snapflow-orders-db-consistent-point"]["roleRef"]["kind"] == "Role"
 
 
 def test_a_policy_without_hooks_cannot_exec_into_pods(minimal_policy, write_policy):
     minimal_policy["spec"]["quiesce"] = []
-    (role,) = _objects(render_files([write_policy(minimal_policy)]), "Role")
-    resources = {r for rule in role["rules"] for r in rule["resources"]}
-    assert "pods/exec" not in resources and "pods" not in resources
+    roles = _objects(render_files([write_policy(minimal_policy)]), "Role")
+    assert len(roles) > 1  # one per step kind
+    for role in roles:
+        resources = {r for rule in role["rules"] for r in rule["resources"]}
+        assert "pods/exec" not in resources and "pods" not in resources
 
 
 def test_an_existing_service_account_replaces_the_rendered_rbac(minimal_policy, write_policy):

@@ -1,11 +1,12 @@
 """The rendered RBAC against what the steps say they use (``PERMISSIONS`` / ``CLUSTER_PERMISSIONS`` of
-``python -m steps preflight``, which a scenario test proves sufficient for a whole backup)."""
+``python -m steps preflight``, which a scenario test proves sufficient for a whole backup): one
+ServiceAccount, Role and RoleBinding per step kind, each with what that step uses."""
 
 from __future__ import annotations
 
 import pytest
 
-from steps.commands.preflight import required_cluster_permissions, required_permissions
+from steps.commands.preflight import required_cluster_permissions, required_permissions, steps_using
 from tests.fixtures.policies import example_files
 from workflows.pipeline import backup_pipeline, plan_for
 from workflows.policy import load_policies
@@ -52,33 +53,163 @@ def example_policies():
     return [(path, item.policy) for path in example_files() for item in load_policies([path])]
 
 
+def step_roles(rendering, policy) -> dict[str, tuple[set, set]]:
+    """Per step command: the grants of its Role and of its ClusterRole (empty when it has none)."""
+    out: dict[str, tuple[set, set]] = {}
+    roles = objects_of(rendering, policy)
+    for (kind, _name), obj in roles.items():
+        step = obj["metadata"]["labels"].get("snapflow.io/step")
+        if step == "restore-app":
+            continue
+        namespaced, cluster = out.setdefault(step, (set(), set()))
+        (namespaced if kind == "Role" else cluster).update(grants(obj["rules"]))
+    return out
+
+
 @pytest.mark.parametrize(
     ("path", "policy"), example_policies(), ids=lambda v: getattr(v, "name", None) or str(v)
 )
-def test_the_rendered_role_grants_what_preflight_checks_and_nothing_else(rendered_examples, path, policy):
-    # GIVEN an example policy and what its plan's backup steps use, by preflight's own list
+def test_each_step_role_grants_what_preflight_checks_for_that_step_and_nothing_else(
+    rendered_examples, path, policy
+):
+    # GIVEN an example policy and what its plan's backup steps use, by preflight's own list and its
+    # mapping of each permission to the steps that use it
     plan = plan_for(policy)
     required = {(v, r, g, s) for v, r, g, s, _, _ in required_permissions(plan)}
     required_cluster = {(v, r, g, "") for v, r, g, _, _ in required_cluster_permissions(plan)}
     assert required, "preflight lists the permissions of every backup step"
 
     # WHEN its manifests are rendered
-    roles = objects_of(rendered_examples[path.name], policy)
-    role = grants(roles[("Role", f"snapflow-{policy.name}")]["rules"])
-    cluster = grants(
-        roles[("ClusterRole", f"snapflow-{policy.namespace}-{policy.name}-cluster-reads")]["rules"]
+    by_step = step_roles(rendered_examples[path.name], policy)
+
+    # THEN every step kind of the policy has its own Role, holding what preflight says that step uses
+    assert set(by_step) == {"capture", "consistent-point", "prepare-clone", "copy", "verify", "finalize",
+                            "restore", "check", "prune", "init"}  # fmt: skip
+    for perm in required | required_cluster:
+        for step in steps_using(*perm):
+            role, cluster = by_step[step]
+            assert perm in (cluster if perm in required_cluster else role), (step, perm)
+    # ... and nothing outside preflight's list (and the known extras) in any of them
+    for step, (role, cluster) in by_step.items():
+        assert role - required <= KNOWN_EXTRAS, f"{step}: not used by the steps: {sorted(role - required)}"
+        assert cluster <= required_cluster, step
+        assert not {v for v, *_ in role | cluster} & FORBIDDEN_VERBS, step
+        assert ("create", "workflowtaskresults", "argoproj.io", "") in role, step
+    # the data steps hold nothing but the executor's rule
+    for step in ("copy", "verify", "restore", "check", "prune", "init"):
+        assert by_step[step] == (EXECUTOR, set()), step
+    # exec only where a hook runs (and thaws), Secrets only for capture when it exports them
+    hooks = any(t.hook != "none" and not t.local for t in policy.spec.quiesce)
+    exec_steps = {s for s, (role, _) in by_step.items() if ("create", "pods", "", "exec") in role}
+    assert exec_steps == ({"consistent-point", "finalize"} if hooks else set())
+    secret_steps = {s for s, (role, _) in by_step.items() if {g for g in role if g[1] == "secrets"}}
+    assert secret_steps == ({"capture"} if policy.spec.capture.secrets else set())
+    group = policy.spec.snapshot.consistency == "group"
+    group_steps = {s for s, (role, _) in by_step.items() if any(g == GROUP for _, _, g, _ in role)}
+    assert group_steps == ({"consistent-point", "finalize"} if group else set())
+    snapshot_steps = {
+        s for s, (role, _) in by_step.items() if any(r == "volumesnapshots" for _, r, _, _ in role)
+    }
+    assert snapshot_steps == {"consistent-point", "prepare-clone", "finalize"}
+    pvc_writers = {
+        s for s, (role, _) in by_step.items()
+        if {v for v, r, _, _ in role if r == "persistentvolumeclaims"} & {"create", "delete", "patch"}
+    }  # fmt: skip
+    assert pvc_writers == (
+        {"consistent-point", "prepare-clone", "finalize"} if group else {"prepare-clone", "finalize"}
     )
 
-    # THEN the Role grants at least that, and nothing outside the known set for the policy's features
-    assert required <= role, f"missing: {sorted(required - role)}"
-    assert role - required <= KNOWN_EXTRAS, f"not used by the steps: {sorted(role - required - KNOWN_EXTRAS)}"
-    assert cluster == required_cluster
-    assert not {v for v, *_ in role | cluster} & FORBIDDEN_VERBS
-    group = policy.spec.snapshot.consistency == "group"
-    assert any(g == "groupsnapshot.storage.k8s.io" for _, _, g, _ in role) == group
-    assert (("list", "secrets", "", "") in role) == policy.spec.capture.secrets
-    hooks = any(t.hook != "none" for t in policy.spec.quiesce)
-    assert (("create", "pods", "", "exec") in role) == hooks
+
+EXECUTOR = {
+    ("create", "workflowtaskresults", "argoproj.io", ""),
+    ("patch", "workflowtaskresults", "argoproj.io", ""),
+}
+GROUP = "groupsnapshot.storage.k8s.io"
+
+
+def test_each_step_template_runs_as_its_own_labelled_account(rendered_examples):
+    # GIVEN the rendered manifests of the PostgreSQL example
+    rendering = rendered_examples["postgresql-statefulset.yaml"]
+    objects = [o.obj for o in rendering.objects]
+    templates = {o["metadata"]["name"]: o for o in objects if o["kind"] == "WorkflowTemplate"}
+
+    # THEN every pod template names the account of its step, which exists with a Role and binding of
+    # the same name, all labelled with the step kind; no template relies on a workflow-wide account
+    rbac = {(o["kind"], o["metadata"]["name"]): o for o in objects if o["kind"] != "WorkflowTemplate"}
+    seen = set()
+    for name, wt in templates.items():
+        assert "serviceAccountName" not in wt["spec"], name
+        for t in wt["spec"]["templates"]:
+            if "dag" in t:
+                assert "serviceAccountName" not in t
+                continue
+            step = t["metadata"]["labels"]["snapflow.io/step"]
+            sa = t["serviceAccountName"]
+            seen.add((step, sa))
+            assert rbac[("ServiceAccount", sa)]["metadata"]["labels"]["snapflow.io/step"] == step
+            if step != "restore-app":
+                binding = rbac[("RoleBinding", sa)]
+                assert binding["roleRef"] == {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": sa,
+                }
+                assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": "shop"}]
+                assert rbac[("Role", sa)]["metadata"]["labels"]["snapflow.io/step"] == step
+                assert binding["metadata"]["labels"]["snapflow.io/step"] == step
+    assert dict(seen) == {
+        "capture": "snapflow-orders-db-capture",
+        "consistent-point": "snapflow-orders-db-consistent-point",
+        "prepare-clone": "snapflow-orders-db-prepare-clone",
+        "copy": "snapflow-orders-db-copy",
+        "verify": "snapflow-orders-db-verify",
+        "finalize": "snapflow-orders-db-finalize",
+        "restore": "snapflow-orders-db-restore-volume",
+        "restore-app": "snapflow-orders-db-restore",
+        "check": "snapflow-orders-db-check",
+        "prune": "snapflow-orders-db-prune",
+        "init": "snapflow-orders-db-init",
+    }
+    # every RBAC object carries the step label guardrails match on
+    for (kind, name), obj in rbac.items():
+        if kind in ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"):
+            assert obj["metadata"]["labels"].get("snapflow.io/step"), (kind, name)
+
+
+def test_step_account_names_do_not_collide_between_policies_of_a_namespace(minimal_policy, write_policy):
+    # GIVEN two policies whose names could run into each other's step suffixes
+    first = dict(minimal_policy, metadata={**minimal_policy["metadata"], "name": "db"})
+    second = dict(minimal_policy, metadata={**minimal_policy["metadata"], "name": "db-restore"})
+    first["spec"] = {**minimal_policy["spec"], "app": "one"}
+    second["spec"] = {**minimal_policy["spec"], "app": "two", "repository": {
+        **minimal_policy["spec"]["repository"], "url": minimal_policy["spec"]["repository"]["url"] + "-two"}}  # fmt: skip
+    names = []
+    for doc in (first, second):
+        for o in render_files([write_policy(doc)]).objects:
+            if o.kind in ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"):
+                names.append((o.kind, o.obj["metadata"].get("namespace"), o.name))
+
+    # THEN no object name is rendered twice
+    assert len(names) == len(set(names))
+
+
+def test_a_shared_service_account_runs_every_step_and_is_warned_about(minimal_policy, write_policy):
+    # GIVEN a policy naming its own ServiceAccount
+    minimal_policy["spec"]["workflow"] = {"serviceAccountName": "platform-backup"}
+    path = write_policy(minimal_policy)
+
+    # WHEN rendered
+    rendering = render_files([path])
+
+    # THEN no RBAC is rendered, every template runs as that account workflow-wide, and a warning says
+    # what it gives up
+    assert not [o for o in rendering.objects if o.kind in ("ServiceAccount", "Role", "RoleBinding")]
+    for o in rendering.objects:
+        if o.kind == "WorkflowTemplate":
+            assert o.obj["spec"]["serviceAccountName"] == "platform-backup"
+            assert not [t for t in o.obj["spec"]["templates"] if "serviceAccountName" in t]
+    (warning,) = [w for w in rendering.warnings if "serviceAccountName" in w]
+    assert "platform-backup" in warning and "copy and verify" in warning
 
 
 def test_capture_secrets_off_grants_no_secret_and_tells_capture(minimal_policy, write_policy):
@@ -89,14 +220,20 @@ def test_capture_secrets_off_grants_no_secret_and_tells_capture(minimal_policy, 
 
     # WHEN rendered
     rendering = render_files([path])
-    role = grants(objects_of(rendering, policy)[("Role", "snapflow-orders-db")]["rules"])
+    by_step = step_roles(rendering, policy)
 
-    # THEN its backup identity has no right on Secrets, and capture does not try to read them
-    assert not {g for g in role if g[1] == "secrets"}
-    required = {(v, r, g, s) for v, r, g, s, _, _ in required_permissions(plan_for(policy))}
-    assert required <= role
+    # THEN no backup identity has a right on Secrets, and capture does not try to read them
+    assert not {g for role, _ in by_step.values() for g in role if g[1] == "secrets"}
     capture = backup_pipeline(policy).step("capture")
     assert "--no-secrets" in capture.args
+    # ... and the restore identity reads only the repository's Secrets, by name
+    restore_role = objects_of(rendering, policy)[("ClusterRole", "snapflow-shop-orders-db-restore")]
+    secret_rules = [r for r in restore_role["rules"] if "secrets" in r["resources"]]
+    named = [r for r in secret_rules if r.get("resourceNames")]
+    assert [r["verbs"] for r in secret_rules if not r.get("resourceNames")] == [["create"]]
+    assert [(r["resourceNames"], r["verbs"]) for r in named] == [
+        (sorted({"snapflow-repository", "snapflow-s3"}), ["delete", "get"])
+    ]
 
 
 def test_the_restore_identity_is_bound_only_in_the_policys_namespace(rendered_examples):
@@ -141,7 +278,11 @@ def test_the_restore_identity_is_bound_only_in_the_policys_namespace(rendered_ex
         ("create", "pods", "", "exec"),
     ]:
         assert needed in restore, needed
-    # the restore runs as that identity, the backup does not
+    # the restore runs as that identity, the backup's steps do not
     templates = {o.name: o.obj for o in rendering.objects if o.kind == "WorkflowTemplate"}
-    assert templates["restore-app-orders-db"]["spec"]["serviceAccountName"] == "snapflow-orders-db-restore"
-    assert templates["backup-orders-db"]["spec"]["serviceAccountName"] == "snapflow-orders-db"
+
+    def accounts(name: str) -> set[str]:
+        return {t["serviceAccountName"] for t in templates[name]["spec"]["templates"] if "container" in t}
+
+    assert accounts("restore-app-orders-db") == {"snapflow-orders-db-restore"}
+    assert "snapflow-orders-db-restore" not in accounts("backup-orders-db")

@@ -103,7 +103,7 @@ def test_a_wrong_api_version_is_an_error(backup):
 
 def test_core_objects_are_validated_strictly(rendered_examples):
     rendering = rendered_examples["postgresql-statefulset.yaml"]
-    role = _find(rendering, "Role", "snapflow-orders-db")
+    role = _find(rendering, "Role", "snapflow-orders-db-consistent-point")
     assert validate_core(role) == []
     role["rules"][0]["verb"] = ["get"]
     issues = validate_core(role)
@@ -169,7 +169,7 @@ def _issues_after(rendering, change) -> list[str]:
             "spec.templates[2].volumes: volume 'plan': no ConfigMap 'snapflow-plan-orders-db' rendered or provided",
         ),
         (
-            lambda o: o["RoleBinding", "snapflow-orders-db"]["roleRef"].update(name="snapflow-admin"),
+            lambda o: o["RoleBinding", "snapflow-orders-db-copy"]["roleRef"].update(name="snapflow-admin"),
             "roleRef: no Role 'snapflow-admin' rendered",
         ),
     ],
