@@ -67,8 +67,9 @@ def argo_pods(workflow_template: dict) -> list[tuple[str, dict, dict]]:
             "containers": [*main_containers, *(t.get("sidecars") or [])],
             "volumes": [*(t.get("volumes") or []), *shared_volumes],
         }
-        security = t.get("securityContext") or spec.get("securityContext")
-        if security:
+        # the template's securityContext, when it has one (even empty), replaces the workflow's
+        security = t["securityContext"] if "securityContext" in t else spec.get("securityContext")
+        if security is not None:
             pod["securityContext"] = security
         for key in ("hostNetwork",):
             if spec.get(key) is not None:

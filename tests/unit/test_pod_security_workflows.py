@@ -114,8 +114,8 @@ def test_argo_pods_take_workflow_wide_volumes_security_and_sidecars():
     }
     assert spec["securityContext"] == {"runAsNonRoot": True}
     assert "source" not in pods["script"][0]["containers"][0]
-    # an empty template securityContext falls back to the workflow's, as Argo does
-    assert pods["script"][0]["securityContext"] == {"runAsNonRoot": True}
+    # a template's securityContext, even an empty one, replaces the workflow's, as in Argo
+    assert pods["script"][0]["securityContext"] == {}
 
 
 # -- preflight against the fake API server -----------------------------------------------------------
