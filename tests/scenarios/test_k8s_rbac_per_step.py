@@ -9,6 +9,8 @@ database through the real consistent-point step, list the namespace's Secrets, r
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -81,10 +83,36 @@ def test_every_step_kind_succeeds_as_its_own_account(k8s, consistency):
     check = runner.run(templates["check-db"], "check-db-steps1")
     prune = runner.run(templates["prune-db"], "prune-db-steps1")
 
-    # THEN they succeed too
+    # ... and the single-volume restore runs as its own into a new PVC
+    k8s.server.create(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "restored-data", "namespace": APP_NS},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "csi-hostpath-sc",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+    )
+    snapshot = json.loads(backup.tasks["copy-data"].result.last_line)["id"]
+    restore = runner.run(
+        templates["restore-db"], "restore-db-steps1", {"snapshot": snapshot, "target-pvc": "restored-data"}
+    )
+
+    # THEN they succeed too, the restore with the volume's data
     assert check.status == "Succeeded", check.stderr()
     assert prune.status == "Succeeded", prune.stderr()
-    assert "forbidden" not in (check.stderr() + prune.stderr()).lower()
+    assert restore.status == "Succeeded", restore.stderr()
+    assert "forbidden" not in (check.stderr() + prune.stderr() + restore.stderr()).lower()
+    assert (
+        pod_template(templates, "restore-db", "restore")["serviceAccountName"] == "snapflow-db-restore-volume"
+    )
+    restored = k8s.server.volume_path(APP_NS, "restored-data")
+    assert sorted(p.name for p in restored.iterdir()) == sorted(
+        p.name for p in k8s.server.volume_path(APP_NS, VOLUMES["data"]).iterdir()
+    )
 
 
 def test_the_data_steps_cannot_exec_into_the_app_or_read_secrets(k8s):
