@@ -1,28 +1,36 @@
-"""The ServiceAccounts, Roles and bindings a policy's workflows run with: least privilege.
+"""The ServiceAccounts, Roles and bindings a policy's workflows run with: least privilege, per step.
 
-Two identities per policy:
+Every step kind (capture, consistent-point, prepare-clone, copy, verify, finalize, restore, check,
+prune, init) runs as a ServiceAccount of its own, ``snapflow-NAME-STEP`` (:meth:`Names.step_account`;
+the single-volume restore is ``restore-volume``), named by the pod templates of its steps. Its Role
+and RoleBinding have the same name; all carry the label ``snapflow.io/step: STEP`` for guardrails to
+match. A Role holds what its step uses (:data:`STEP_PERMISSIONS`, plus :data:`HOOK_RULES` when a hook
+runs in a pod, :data:`GROUP_RULES` for ``consistency: group``, :data:`SECRET_RULES` when
+``capture.secrets`` is on) and Argo's executor rule (:data:`EXECUTOR_RULES`), nothing else: no
+wildcard, no update. copy and verify — the pods that read the app's data and hold the repository's
+credentials (mounted by the kubelet, never read through the API) — get only the executor rule: no
+exec, no Secret. The steps' own list of what they use is ``PERMISSIONS`` / ``CLUSTER_PERMISSIONS``
+in :mod:`steps.commands.preflight`, with ``steps_using`` saying which step uses what; the tests
+compare each Role with it and run every step as its account with RBAC enforced. Cluster-scoped reads
+go to a ClusterRole of the step (:data:`CLUSTER_RULES`): the cut time of a snapshot is read from its
+VolumeSnapshotContent, capture stores the Namespace object (its Pod Security labels), and a group
+snapshot's members are matched to their PVCs through the PersistentVolumes. They reveal metadata of
+other namespaces, never data.
 
-- ``snapflow-NAME`` runs the backup, single-volume restore, check, prune and init workflows. Its Role
-  is the union of what their steps use (:data:`STEP_PERMISSIONS`, plus :data:`HOOK_RULES` when a hook
-  runs in a pod, :data:`GROUP_RULES` for ``consistency: group``, :data:`SECRET_RULES` when
-  ``capture.secrets`` is on), and nothing else: no wildcard, no update, no Secret unless capture
-  exports them. The steps' own list of what they use is ``PERMISSIONS`` / ``CLUSTER_PERMISSIONS`` in
-  :mod:`steps.commands.preflight` (a scenario test runs a backup with exactly those rules); the tests
-  compare this Role with it. Cluster-scoped reads go to a ClusterRole (:data:`CLUSTER_RULES`): the
-  cut time of a snapshot is read from its VolumeSnapshotContent, capture stores the Namespace object
-  (its Pod Security labels), and a group snapshot's members are matched to their PVCs through the
-  PersistentVolumes. They reveal metadata of other namespaces, never data.
-- ``snapflow-NAME-restore`` runs restore-app, which creates an app's objects and mover pods. Its
-  namespaced rules (:data:`RESTORE_RULES`) are a ClusterRole that grants nothing by itself: a
-  RoleBinding in the policy's namespace is rendered, and a restore into another namespace needs one
-  there (``kubectl create rolebinding``, see docs/user/restore.md). A second ClusterRole lets it read
-  Namespaces (a restore waits for a terminating one). It never creates namespaces: the target must
-  exist. Restoring is far more than backing up, hence the separate identity: a compromised backup pod
-  cannot create workloads.
+``restore-app`` runs as ``snapflow-NAME-restore`` (labelled ``snapflow.io/step: restore-app``): it
+creates an app's objects and mover pods. Its namespaced rules (:data:`RESTORE_RULES`) are a
+ClusterRole that grants nothing by itself: a RoleBinding in the policy's namespace is rendered, and a
+restore into another namespace needs one there (``kubectl create rolebinding``, see
+docs/user/restore.md). A second ClusterRole lets it read Namespaces (a restore waits for a terminating
+one). It never creates namespaces: the target must exist. Without ``capture.secrets`` it reads
+Secrets only by name: the repository's, which it copies into the target for its movers.
 
-Trade-off of ``capture.secrets`` (default on): listing Secrets lets the backup identity read every
+``spec.workflow.serviceAccountName`` replaces all of this with one account the user manages, set
+workflow-wide: nothing is rendered, and :func:`shared_account_warnings` says what that gives up.
+
+Trade-off of ``capture.secrets`` (default on): listing Secrets lets capture's identity read every
 Secret of the namespace — the repository's password and S3 keys included — and the repository then
-holds the app's Secrets, so whoever holds the repository key can read them. Off, the backup never
+holds the app's Secrets, so whoever holds the repository key can read them. Off, no backup step
 reads a Secret, and a restore needs them recreated first (from their source: a secret manager,
 sealed secrets, ...); workloads referencing a missing Secret do not start.
 
