@@ -386,6 +386,15 @@ def _check_workflow_spec(
     for i, template in enumerate(templates_list):
         tpath = f"{base}.templates[{i}]"
         dag_tasks = {t["name"]: t for t in ((template.get("dag") or {}).get("tasks") or [])}
+        step_sa = template.get("serviceAccountName")
+        if step_sa and index.checks("ServiceAccount") and not index.has("ServiceAccount", namespace, step_sa):
+            issues.append(
+                Issue(
+                    where,
+                    f"{tpath}.serviceAccountName",
+                    f"no ServiceAccount {step_sa!r} rendered or provided",
+                )
+            )
         # Strings outside DAG tasks and metrics (container args, env, volumes, DAG outputs).
         for path, text in _strings({k: v for k, v in template.items() if k not in ("dag", "metrics")}, tpath):
             issues += _check_tag_references(

@@ -172,8 +172,22 @@ def _issues_after(rendering, change) -> list[str]:
             lambda o: o["RoleBinding", "snapflow-orders-db-copy"]["roleRef"].update(name="snapflow-admin"),
             "roleRef: no Role 'snapflow-admin' rendered",
         ),
+        (
+            lambda o: o["ServiceAccount", "snapflow-orders-db-copy"]["metadata"].update(name="snapflow-copy"),
+            "spec.templates[3].serviceAccountName: no ServiceAccount 'snapflow-orders-db-copy' rendered or provided",
+        ),
     ],
-    ids=["template", "upstream", "parameter", "input", "on-exit", "cron-ref", "config-map", "role-ref"],
+    ids=[
+        "template",
+        "upstream",
+        "parameter",
+        "input",
+        "on-exit",
+        "cron-ref",
+        "config-map",
+        "role-ref",
+        "step-account",
+    ],
 )
 def test_a_broken_reference_is_reported(rendered_examples, change, expected):
     issues = _issues_after(rendered_examples["postgresql-statefulset.yaml"], change)
