@@ -458,7 +458,11 @@ class WorkflowSettings(_Model):
         description="When step pods are deleted (failed pods stay for debugging by default).",
     )
     service_account_name: ObjectName | None = Field(
-        None, description="Use this existing ServiceAccount instead of rendering one with its Role."
+        None,
+        description=(
+            "Run every step as this existing ServiceAccount instead of rendering one per step kind with "
+            "its Role (each step's least privilege is then lost)."
+        ),
     )
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector of step pods.")
     priority_class_name: ObjectName | None = Field(None, description="PriorityClass of step pods.")
