@@ -1,5 +1,5 @@
 """The rendered manifests and the steps fit together: with RBAC enforced, the rendered backup template
-runs as the rendered ServiceAccount, and the rendered restore-app template, as the restore
+runs each step as its rendered ServiceAccount, and the rendered restore-app template, as the restore
 ServiceAccount, brings the app back into another namespace where its ClusterRole was bound.
 
 Each template runs task by task with its own arguments, mounts and env (tests/fixtures/rendered.py
@@ -58,7 +58,7 @@ def test_rendered_templates_back_up_and_restore_with_only_the_rendered_rbac(k8s,
     k8s.server.enforce_rbac = True
     runner = TemplateRunner(k8s.server, k8s.tmp, objects)
 
-    # WHEN the backup template runs with its defaults, as snapflow-db
+    # WHEN the backup template runs with its defaults, each step as its own snapflow-db-STEP
     backup = runner.run(templates["backup-db"], "backup-db-rbac1")
 
     # THEN every step and the exit handler succeed, nothing was refused, and the backup is committed
