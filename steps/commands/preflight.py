@@ -311,10 +311,14 @@ def check_rbac(client, plan, checks: Checks, sa: str | dict[str, str]) -> None:
     does (a step missing from the mapping is not checked)."""
     from steps.drivers.kube import KubeError
 
+    checked: set[str] = set()
+
     def accounts(verb: str, resource: str, group: str, sub: str = "") -> list[str]:
         if isinstance(sa, str):
             return [sa]
-        return [sa[step] for step in steps_using(verb, resource, group, sub) if step in sa]
+        out = [sa[step] for step in steps_using(verb, resource, group, sub) if step in sa]
+        checked.update(out)
+        return out
 
     ns = plan.app.namespace
     missing = []
@@ -341,7 +345,7 @@ def check_rbac(client, plan, checks: Checks, sa: str | dict[str, str]) -> None:
     if isinstance(sa, str):
         who, has = (f"ServiceAccount {sa}" if sa else "the current identity"), "has"
     else:
-        who, has = f"the steps' ServiceAccounts ({', '.join(sorted(set(sa.values())))})", "have"
+        who, has = f"the steps' ServiceAccounts ({', '.join(sorted(checked))})", "have"
     if missing:
         checks.add("rbac", "fail", f"{who} may not, in namespace {ns}: {'; '.join(missing)}")
     else:
