@@ -13,7 +13,7 @@ Check, against the cluster of your kubeconfig, what each policy's workflows need
   snapshot-api    the VolumeSnapshot API is served (and a VolumeGroupSnapshot API for consistency: group)
   snapshot-class  every PVC's CSI driver has the policy's VolumeSnapshotClass (else a default one),
                   and a VolumeGroupSnapshotClass for consistency: group
-  rbac            the policy's ServiceAccount may do what the backup steps do (access reviews)
+  rbac            each backup step's ServiceAccount may do what that step does (access reviews)
   rbac-restore    the restore ServiceAccount may do what restore-app does in the policy's namespace
   pod-security    the namespace's enforced Pod Security level admits the step pods
   repository      the repository answers and the password opens a key (only when SNAPFLOW_PASSWORD
@@ -43,7 +43,8 @@ def configure(parser):
         "--service-account",
         default="",
         metavar="NS/NAME",
-        help="check RBAC for this ServiceAccount (default: the policy's rendered or configured one)",
+        help="check every backup step's RBAC for this one ServiceAccount (default: each step's rendered "
+        "account, or the policy's configured one)",
     )
     who.add_argument(
         "--current-identity",
