@@ -19,13 +19,12 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from steps.errors import UsageError
+from workflows.schedule import CronSchedule
 
 DEFAULT_WINDOW_DAYS = 30
 DEFAULT_GRACE_S = 600.0  # a CronWorkflow's default startingDeadlineSeconds
@@ -45,162 +44,6 @@ def parse_time(text: Any) -> float | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
-
-
-# --------------------------------------------------------------------------------------------------
-# Cron schedules (5 fields, vixie semantics, or @macros / @every), enough to list fire times.
-
-_MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
-_NAMES = {
-    3: {
-        m: i + 1
-        for i, m in enumerate(
-            ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-        )
-    },
-    4: {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))},
-}
-_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
-
-
-def _cron_field(text: str, index: int) -> tuple[set[int], bool]:
-    lo, hi = _RANGES[index]
-    names = _NAMES.get(index, {})
-    values: set[int] = set()
-
-    def number(tok: str) -> int:
-        tok = tok.lower()
-        if tok in names:
-            return names[tok]
-        if not tok.isdigit():
-            raise ValueError(f"unexpected {tok!r}")
-        return int(tok)
-
-    for part in text.split(","):
-        base, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if step < 1:
-            raise ValueError("step must be at least 1")
-        if base in ("*", "?"):
-            a, b = lo, hi
-        elif "-" in base:
-            a_text, b_text = base.split("-", 1)
-            a, b = number(a_text), number(b_text)
-        else:
-            a = number(base)
-            b = hi if step_text else a
-        if not (lo <= a <= hi and lo <= b <= hi):
-            raise ValueError(f"{part!r} out of range {lo}-{hi}")
-        values.update(range(a, b + 1, step))
-    if index == 4 and 7 in values:
-        values.discard(7)
-        values.add(0)
-    return values, text in ("*", "?")
-
-
-@dataclass(frozen=True)
-class CronSchedule:
-    """A parsed schedule; :meth:`fire_times` lists when it fires between two instants."""
-
-    expression: str
-    timezone: str = "UTC"
-    every_s: float | None = None
-    minutes: frozenset[int] = frozenset()
-    hours: frozenset[int] = frozenset()
-    days: frozenset[int] = frozenset()
-    months: frozenset[int] = frozenset()
-    weekdays: frozenset[int] = frozenset()
-    any_day: bool = True
-    any_weekday: bool = True
-
-    @classmethod
-    def parse(cls, expression: str, timezone: str = "UTC") -> CronSchedule:
-        text = expression.strip()
-        try:
-            zoneinfo.ZoneInfo(timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise UsageError(f"schedule timezone: expected an IANA time zone, got {timezone!r}") from None
-        m = re.fullmatch(r"@every\s+([0-9]+)([smh])", text)
-        if m:
-            every = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
-            if every <= 0:
-                raise UsageError(f"schedule {expression!r}: expected a positive interval")
-            return cls(expression, timezone, every_s=float(every))
-        text = _MACROS.get(text, text)
-        fields = text.split()
-        if len(fields) != 5:
-            raise UsageError(f"schedule {expression!r}: expected 5 cron fields or a macro like @daily")
-        try:
-            parsed = [_cron_field(f, i) for i, f in enumerate(fields)]
-        except ValueError as err:
-            raise UsageError(f"schedule {expression!r}: {err}") from None
-        return cls(
-            expression,
-            timezone,
-            minutes=frozenset(parsed[0][0]),
-            hours=frozenset(parsed[1][0]),
-            days=frozenset(parsed[2][0]),
-            months=frozenset(parsed[3][0]),
-            weekdays=frozenset(parsed[4][0]),
-            any_day=parsed[2][1],
-            any_weekday=parsed[4][1],
-        )
-
-    def _day_matches(self, d: date) -> bool:
-        if d.month not in self.months:
-            return False
-        dom = d.day in self.days
-        dow = (d.isoweekday() % 7) in self.weekdays
-        if self.any_day and self.any_weekday:
-            return True
-        if self.any_day:
-            return dow
-        if self.any_weekday:
-            return dom
-        return dom or dow  # both restricted: either matches (vixie cron)
-
-    def fire_times(self, start: float, end: float, limit: int = MAX_SLOTS * 2) -> list[float]:
-        """Fire times t with start <= t <= end (epoch seconds), at most ``limit`` (the latest ones)."""
-        if end < start:
-            return []
-        if self.every_s:
-            first = math.ceil(start / self.every_s) * self.every_s
-            count = int((end - first) // self.every_s) + 1 if end >= first else 0
-            skip = max(0, count - limit)
-            return [first + (skip + i) * self.every_s for i in range(count - skip)]
-        tz = zoneinfo.ZoneInfo(self.timezone)
-        day = datetime.fromtimestamp(start, tz).date()
-        last = datetime.fromtimestamp(end, tz).date()
-        out: list[float] = []
-        hours, minutes = sorted(self.hours), sorted(self.minutes)
-        while day <= last:
-            if self._day_matches(day):
-                for h in hours:
-                    for mi in minutes:
-                        t = datetime(day.year, day.month, day.day, h, mi, tzinfo=tz).timestamp()
-                        if start <= t <= end:
-                            out.append(t)
-            day += timedelta(days=1)
-        return out[-limit:]
-
-    def interval_s(self, around: float) -> float:
-        """The longest gap between two fire times over the week after ``around`` (the RPO target)."""
-        if self.every_s:
-            return self.every_s
-        times = self.fire_times(around, around + 8 * 86400)
-        if len(times) < 2:
-            times = self.fire_times(around, around + 400 * 86400)
-        if len(times) < 2:
-            return 366 * 86400.0
-        return max(b - a for a, b in itertools.pairwise(times))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -537,7 +380,7 @@ def judge_rpo(runs: Sequence[Run], schedule: ScheduleInfo | None, now: float, wi
     target = cron.interval_s(now - 7 * 86400) + grace
     first_known = min([r.started for r in runs if r.started is not None], default=now)
     start = max(first_known - grace, now - window_days * 86400)  # the slot the first run served
-    times = cron.fire_times(start, now)
+    times = cron.fire_times(start, now, limit=MAX_SLOTS * 2)
     truncated = len(times) > MAX_SLOTS
     times = times[-MAX_SLOTS:]
     durations = [r.duration_s for r in backups if r.duration_s is not None]
