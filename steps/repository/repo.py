@@ -899,9 +899,9 @@ class Repository:
             raise UsageError(f"--snapshot latest: {self.url} has no committed snapshot")
         best = max(committed, key=lambda s: s.time)
         present: set[str] | None = None  # listed after the backup records (see below)
-        best_time = _time(best.time)
+        best_time = parse_time(best.time)
         for rec in reversed(commits.records):
-            when = _time(rec.data.get("time"))
+            when = parse_time(rec.data.get("time"))
             if when is not None and best_time is not None and when < best_time:
                 continue  # committed before the choice was made: cannot be a newer restore point
             if present is None:
@@ -1117,7 +1117,8 @@ class Commits:
         return mine[-1] if mine else None
 
 
-def _time(value) -> datetime | None:
+def parse_time(value) -> datetime | None:
+    """An ISO 8601 time of a record (``Z`` or an offset; naive means UTC), or None when it is none."""
     if not isinstance(value, str) or not value:
         return None
     try:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, tzinfo
 
 from steps.errors import UsageError
 
-from .repo import describe_damage, referenced_snapshots
+from .repo import describe_damage, parse_time, referenced_snapshots
 
 UNITS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 IDENTITY = ("cluster", "namespace", "app", "policy")
@@ -153,16 +153,6 @@ def apply_rules(points: Iterable[Point], rules: Rules, tz: tzinfo = UTC) -> list
 
 
 # -- the points of a repository ------------------------------------------------------------------
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def backup_identity(record: dict) -> dict[str, str | None]:
