@@ -36,7 +36,7 @@ from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
 from .pack import lazy_buffer, pack_key
 from .pipeline import _env_int
 from .repo import Repository, Snapshot
-from .tree import OVERWRITE_MODES, RestoreLimits, file_regions
+from .tree import OVERWRITE_MODES, RestoreLimits, file_regions, is_blob_id, node_problem
 
 if TYPE_CHECKING:
     from steps.manifests.transforms import IdRange
@@ -112,7 +112,7 @@ class _FileRef:
     ``created``: it exists with its final size (pieces are pwritten into it); otherwise it is created,
     written and closed when its only blob arrives (``whole``)."""
 
-    __slots__ = ("created", "dir_fd", "name", "node", "ours", "pending", "shown", "whole")
+    __slots__ = ("created", "dir_fd", "ident", "name", "node", "ours", "pending", "shown", "whole")
 
     def __init__(
         self, dir_fd: int, name: bytes, shown: str, node: dict, created: bool = False, ours: bool = False
@@ -122,6 +122,7 @@ class _FileRef:
         self.shown = shown
         self.node = node
         self.created = created
+        self.ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file created for it
         self.ours = ours  # a file created there belongs to our uid and gid (the directory is not set-gid)
         self.whole = False
         self.pending = 0
@@ -200,6 +201,7 @@ class _Survey:
         self.damaged_trees: dict[str, str] = {}  # tree ID -> why
         self.damaged_files: dict[tuple[str, str], str] = {}  # (tree ID, name) -> why
         self.first_damage: str | None = None  # "<path>: <why>" of the first damage met
+        self.root_damage: str | None = None  # why the snapshot record's root metadata is unusable
         self._memo: dict[str, tuple[int, int]] = {}  # tree ID -> (entries below, depth below)
 
     def _limit(self, flag: str, value: int, where: str) -> DamagedSnapshotError:
@@ -210,7 +212,16 @@ class _Survey:
 
     def _damage(self, path: str, why: str) -> None:
         if self.first_damage is None:
-            self.first_damage = f"{path}: {why}"
+            self.first_damage = _printable(f"{path}: {why}")
+
+    def check_root(self, root) -> None:
+        """The snapshot record's metadata of the target itself, from the record (not a tree)."""
+        if root is None:
+            return
+        why = node_problem({**root, "type": "dir"}) if isinstance(root, dict) else "not an entry"
+        if why is not None:
+            self.root_damage = f"the target's own metadata in the snapshot record: {why}"
+            self._damage("/", self.root_damage)
 
     def run(self, root: str) -> None:
         entries, _depth = self._tree(root, "/", 0)
@@ -267,6 +278,16 @@ class _Survey:
         if total != size:
             return f"size {size} but its blobs and holes hold {total} bytes"
         return None
+
+
+def _printable(text: str) -> str:
+    """``text`` with what a terminal would act on (newlines, escapes, other control characters)
+    escaped, so that a crafted name cannot forge a line of output."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in text
+    )
 
 
 def _shorten(text: str, keep: int = 160) -> str:
@@ -355,7 +376,7 @@ class Restorer:
     def _warn(self, msg: str) -> None:
         with self._lock:
             if len(self.stats.warnings) < 1000:
-                self.stats.warnings.append(msg)
+                self.stats.warnings.append(_printable(msg))
 
     def _owner(self, node: dict) -> tuple[int, int]:
         """The (uid, gid) to give a restored entry: as recorded, through the ID maps when there are any."""
@@ -469,7 +490,7 @@ class Restorer:
         survey = self._survey
         shown_dir = "/" + rel
         if survey is not None and tree_id in survey.damaged_trees:
-            self.stats.damaged.append(f"{shown_dir}: {survey.damaged_trees[tree_id]}")
+            self.stats.damaged.append(_printable(f"{shown_dir}: {survey.damaged_trees[tree_id]}"))
             return
         nodes = self.repo.load_tree(tree_id)
         for node in nodes:
@@ -505,7 +526,7 @@ class Restorer:
             if not self._included(child_rel):
                 continue
             if survey is not None and (tree_id, name_s) in survey.damaged_files:
-                self.stats.damaged.append(f"{shown}: {survey.damaged_files[(tree_id, name_s)]}")
+                self.stats.damaged.append(_printable(f"{shown}: {survey.damaged_files[(tree_id, name_s)]}"))
                 continue
             if not fresh:
                 st = beneath.lstat(dir_fd, name)
@@ -604,7 +625,23 @@ class Restorer:
         finally:
             os.close(fd)
         ref.created = True
+        ref.ident = (st.st_dev, st.st_ino)
         return st
+
+    @staticmethod
+    def _reopen(ref: _FileRef) -> int:
+        """The file created for ``ref``, opened again for writing: refused when something else stands
+        under its name now (a hard link or file swapped in by another process), so that nothing is
+        ever written through it."""
+        fd = os.open(ref.name, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=ref.dir_fd)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != ref.ident:
+            os.close(fd)
+            raise SnapflowError(
+                f"{_printable(ref.shown)}: replaced by another process during the restore; nothing was"
+                " written through it"
+            )
+        return fd
 
     def _flush(self) -> None:
         batch, self._batch, self._batch_blobs = self._batch, [], 0
@@ -625,10 +662,7 @@ class Restorer:
         for fno, ref in enumerate(batch):
             pieces = list(_blob_offsets(self.repo, ref.node, ref.shown, index))
             if not pieces:  # empty, or only holes: its size and metadata are all there is
-                if ref.created:
-                    fd = os.open(ref.name, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=ref.dir_fd)
-                else:
-                    fd = self._open_new(ref)
+                fd = self._reopen(ref) if ref.created else self._open_new(ref)
                 try:
                     size = ref.node.get("size", 0)
                     if size:
@@ -742,7 +776,7 @@ class Restorer:
 
     def _write_piece(self, ref: _FileRef, plain, zero: bool, offset: int) -> int:
         written = 0
-        fd = os.open(ref.name, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=ref.dir_fd)
+        fd = self._reopen(ref)
         try:
             if not zero:
                 written = os.pwrite(fd, plain, offset)
@@ -882,14 +916,21 @@ class Restorer:
     def run(self) -> RestoreStats:
         t0 = time.monotonic()
         snap = self.snapshot.data
-        total = snap.get("summary", {}).get("bytes_total", 0)
-        if self.progress is not None and total:
+        tree = snap.get("tree")
+        if not (isinstance(tree, str) and is_blob_id(tree)):
+            raise DamagedSnapshotError(
+                f"snapshot {self.snapshot.short_id}: its tree is not a blob ID; nothing was written"
+            )
+        summary = snap.get("summary")
+        total = summary.get("bytes_total", 0) if isinstance(summary, dict) else 0
+        if self.progress is not None and isinstance(total, int) and total > 0:
             self.progress.total_bytes, self.progress.total_final = total, True
         self.repo.index  # noqa: B018
         single = snap.get("source_type") in ("file", "block")
         onto_existing = self._check_target(single)
         survey = _Survey(self.repo, self.limits, self.snapshot.short_id)
-        survey.run(snap["tree"])
+        survey.check_root(snap.get("root"))
+        survey.run(tree)
         if survey.first_damage is not None and not self.skip_damaged:
             raise DamagedSnapshotError(
                 f"snapshot {self.snapshot.short_id} is damaged at {_shorten(survey.first_damage, 600)}; nothing was"
@@ -934,7 +975,9 @@ class Restorer:
             finally:
                 chain.close()
             root = snap.get("root")
-            if root and not single and not self.includes:
+            if self._survey is not None and self._survey.root_damage:
+                self.stats.damaged.append(_printable(f"/: {self._survey.root_damage}"))
+            elif root and not single and not self.includes:
                 self._apply_meta_fd(root_fd, self.target, root)
         finally:
             os.close(root_fd)
@@ -968,7 +1011,9 @@ class Restorer:
         parent, name = os.path.split(target)
         dir_fd = beneath.open_root(parent)
         self._batch_fds[()] = dir_fd
-        self._batch.append(_FileRef(dir_fd, os.fsencode(name), target, node, created=True))
+        ref = _FileRef(dir_fd, os.fsencode(name), target, node, created=True)
+        ref.ident = (st.st_dev, st.st_ino)
+        self._batch.append(ref)
         self._flush()
 
 

@@ -83,7 +83,24 @@ class DamagedTreeError(IntegrityError):
 
 
 _BLOB_HEX = re.compile(r"[0-9a-f]{64}\Z")
-_INT_FIELDS = ("mode", "uid", "gid", "mtime_ns", "atime_ns", "ctime_ns", "inode", "dev", "nlink", "rdev")
+_U64 = (0, 2**64 - 1)
+_ID = (-1, 2**32 - 1)  # -1: not recorded
+_NS = (-(2**63), 2**63 - 1)
+# The integer fields and the values the system calls that restore them take.
+_INT_FIELDS = {
+    "mode": (0, 0o7777),
+    "uid": _ID,
+    "gid": _ID,
+    "mtime_ns": _NS,
+    "atime_ns": _NS,
+    "ctime_ns": _NS,
+    "inode": _U64,
+    "dev": _U64,
+    "nlink": _U64,
+    "rdev": _U64,
+}
+MAX_FILE_SIZE = 2**63 - 1  # off_t
+MAX_SYMLINK_TARGET = 4095  # PATH_MAX less its NUL
 
 
 def name_problem(name) -> str | None:
@@ -109,6 +126,11 @@ def name_problem(name) -> str | None:
     return None
 
 
+def is_blob_id(value) -> bool:
+    """Whether ``value`` is a blob ID as trees and records spell it (64 lower-case hex digits)."""
+    return isinstance(value, str) and _BLOB_HEX.match(value) is not None
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -120,17 +142,21 @@ def node_problem(node) -> str | None:
     kind = node.get("type")
     if kind not in NODE_TYPES:
         return f"unknown type {kind!r}"
-    for key in _INT_FIELDS:
-        if key in node and not _is_int(node[key]):
-            return f"{key} is not an integer"
+    for key, (lo, hi) in _INT_FIELDS.items():
+        if key in node:
+            value = node[key]
+            if not _is_int(value):
+                return f"{key} is not an integer"
+            if not lo <= value <= hi:
+                return f"{key} {value} is outside {lo}..{hi}"
     if kind == "dir":
         sub = node.get("subtree")
         if sub is not None and not (isinstance(sub, str) and _BLOB_HEX.match(sub)):
             return "subtree is not a blob ID"
     elif kind == "file":
         size = node.get("size", 0)
-        if not _is_int(size) or size < 0:
-            return "size is not a non-negative integer"
+        if not _is_int(size) or not 0 <= size <= MAX_FILE_SIZE:
+            return f"size is not an integer in 0..{MAX_FILE_SIZE}"
         content = node.get("content") or []
         if not isinstance(content, list) or not all(
             isinstance(c, str) and _BLOB_HEX.match(c) for c in content
@@ -152,10 +178,13 @@ def node_problem(node) -> str | None:
         if not isinstance(target, str):
             return "symlink target is not a string"
         try:
-            if b"\0" in os.fsencode(target):
-                return "symlink target contains NUL"
+            raw = os.fsencode(target)
         except UnicodeEncodeError:
             return "symlink target is not encodable as file-system bytes"
+        if b"\0" in raw:
+            return "symlink target contains NUL"
+        if not 0 < len(raw) <= MAX_SYMLINK_TARGET:
+            return f"symlink target is {len(raw)} bytes long (1 to {MAX_SYMLINK_TARGET})"
     return None
 
 
@@ -164,18 +193,18 @@ def validate_nodes(nodes, tree: str | None = None) -> list[dict]:
     where = f"tree {tree}" if tree else "tree"
     if not isinstance(nodes, list):
         raise DamagedTreeError(f"{where}: nodes is not a list", tree)
-    seen: set[str] = set()
+    seen: set[bytes] = set()  # names as the file system sees them: two spellings of one name collide
     for node in nodes:
         name = node.get("name") if isinstance(node, dict) else None
         problem = name_problem(name) or node_problem(node)
-        if problem is None and name in seen:
+        if problem is None and os.fsencode(name) in seen:
             problem = "name appears twice"
         if problem is not None:
             shown = repr(name) if isinstance(name, str) else "?"
             raise DamagedTreeError(
                 f"{where}: entry {shown}: {problem}", tree, name if isinstance(name, str) else None
             )
-        seen.add(name)
+        seen.add(os.fsencode(name))
     return nodes
 
 
@@ -183,7 +212,7 @@ def decode_tree(data: bytes, tree: str | None = None) -> list[dict]:
     """The validated nodes of a stored tree (see :func:`validate_nodes`); ``tree`` names it in errors."""
     try:
         nodes = json.loads(data)["nodes"]
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, RecursionError) as err:
         raise DamagedTreeError(f"tree {tree or '?'}: not a tree ({type(err).__name__})", tree) from None
     return validate_nodes(nodes, tree)
 
