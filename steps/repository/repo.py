@@ -153,6 +153,7 @@ class Repository:
         self._index_lock = threading.Lock()
         self._tree_cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._tree_cache_bytes = 0
+        self._valid_trees: set[bytes] = set()  # tree IDs whose blobs passed the tree rules
         self._tree_lock = threading.Lock()
         self._tree_packs_loaded: set[int] = set()
         self._writer: WriterSession | None = None
@@ -621,7 +622,9 @@ class Repository:
     def load_tree(self, tree_id: str | bytes) -> list[dict]:
         bid = bytes.fromhex(tree_id) if isinstance(tree_id, str) else tree_id
         try:
-            return decode_tree(self.read_blob(bid), bid.hex())
+            nodes = decode_tree(self.read_blob(bid), bid.hex(), validated=bid in self._valid_trees)
+            self._valid_trees.add(bid)  # read_blob checked the bytes against the ID: they cannot change
+            return nodes
         except ObjectNotFound:
             loc = self.index.get(bid)
             raise IntegrityError(f"tree {bid.hex()}: pack {loc.pack_id if loc else '?'} is missing") from None
