@@ -8,9 +8,9 @@ submit`` send), so no Argo Server is needed: only the workflow controller.
 Settings, besides those of ``real_cluster`` (tests/fixtures/cluster.py):
 
 - ``SNAPFLOW_TEST_ARGO_NAMESPACE``: the controller's namespace (default ``argo``);
-- ``SNAPFLOW_TEST_ARGO_METRICS``: the API server path of the controller's metrics (default: the
-  ``workflow-controller-metrics`` Service of that namespace through the API server's service proxy,
-  https then http); ``kubectl`` must be on PATH.
+- ``SNAPFLOW_TEST_ARGO_METRICS``: the API server path of the controller's metrics (default: port
+  9090 of each pod labelled ``app=workflow-controller`` through the API server's pod proxy, https
+  then http, as ``kubectl get --raw``); ``kubectl`` must be on PATH.
 """
 
 from __future__ import annotations
@@ -347,32 +347,43 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def scrape_metrics() -> list[tuple[str, dict[str, str], float]]:
-    """The workflow controller's metrics as (name, labels, value) samples."""
-    paths = (
-        [os.environ["SNAPFLOW_TEST_ARGO_METRICS"]]
-        if os.environ.get("SNAPFLOW_TEST_ARGO_METRICS")
-        else [
-            f"/api/v1/namespaces/{argo_namespace()}/services/{scheme}:workflow-controller-metrics:9090"
-            "/proxy/metrics"
-            for scheme in ("https", "http")
+def scrape_metrics(client) -> list[tuple[str, dict[str, str], float]]:
+    """The workflow controller's metrics as (name, labels, value) samples, names without Argo's
+    ``argo_workflows_`` prefix. Read through the API server's proxy from every controller pod (only the
+    leader reports metrics), https then http, or from ``SNAPFLOW_TEST_ARGO_METRICS``."""
+    if os.environ.get("SNAPFLOW_TEST_ARGO_METRICS"):
+        groups = [[os.environ["SNAPFLOW_TEST_ARGO_METRICS"]]]
+    else:
+        pods, _ = client.list("v1", "Pod", argo_namespace(), label_selector="app=workflow-controller")
+        groups = [
+            [
+                f"/api/v1/namespaces/{argo_namespace()}/pods/{scheme}:{p['metadata']['name']}:9090/proxy/metrics"
+                for scheme in ("https", "http")
+            ]
+            for p in pods
         ]
-    )
-    errors = []
-    for path in paths:
-        res = kubectl("get", "--raw", path)
-        if res.returncode == 0:
-            samples = []
+    samples: list[tuple[str, dict[str, str], float]] = []
+    errors: list[str] = []
+    answered = False
+    for paths in groups:
+        for path in paths:
+            res = kubectl("get", "--raw", path)
+            if res.returncode != 0:
+                errors.append(f"{path}: {res.stderr.strip()}")
+                continue
+            answered = True
             for line in res.stdout.splitlines():
                 m = _SAMPLE.match(line)
                 if m and not line.startswith("#"):
-                    samples.append((m.group(1), dict(_LABEL.findall(m.group(2) or "")), float(m.group(3))))
-            return samples
-        errors.append(f"{path}: {res.stderr.strip()}")
-    pytest.fail(
-        "cannot scrape the workflow controller's metrics (set SNAPFLOW_TEST_ARGO_METRICS): "
-        + "; ".join(errors)
-    )
+                    name = m.group(1).removeprefix("argo_workflows_")
+                    samples.append((name, dict(_LABEL.findall(m.group(2) or "")), float(m.group(3))))
+            break
+    if not answered:
+        pytest.fail(
+            "cannot scrape the workflow controller's metrics (set SNAPFLOW_TEST_ARGO_METRICS): "
+            + ("; ".join(errors) or f"no pod labelled app=workflow-controller in {argo_namespace()}")
+        )
+    return samples
 
 
 def metric(samples, name: str, **labels: str) -> float | None:

@@ -69,7 +69,7 @@ def test_a_refused_commit_does_not_move_the_last_committed_backup_metric(real_cl
             first = app.run("backup")
             assert first["status"]["phase"] == "Succeeded", describe(first)
             started = first["metadata"]["creationTimestamp"]
-            before = scrape_metrics()
+            before = scrape_metrics(client)
             gauge = metric(before, LAST_COMMITTED, namespace=app.namespace, app=app.name)
             assert gauge is not None, f"Argo {version}: no {LAST_COMMITTED} for {app.namespace}/{app.name}"
             assert gauge == datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
@@ -108,7 +108,7 @@ def test_a_refused_commit_does_not_move_the_last_committed_backup_metric(real_cl
             assert exit_code(finalize[-1]) == "3", describe(wf)
             assert wf["status"]["phase"] != "Succeeded", describe(wf)
             assert second not in committed_backups(world)
-            after = scrape_metrics()
+            after = scrape_metrics(client)
             assert metric(after, LAST_COMMITTED, namespace=app.namespace, app=app.name) == gauge, (
                 f"Argo {version}: {LAST_COMMITTED} moved after a refused commit (first backup started "
                 f"{started})"

@@ -243,18 +243,18 @@ def test_each_step_account_holds_only_what_its_step_uses(real_cluster, tmp_path)
             # the pods that read the app's data and hold the repository's credentials: no exec, no Secret
             for step in ("copy", "verify"):
                 for what in (
-                    ("create", "pods/exec"),
+                    ("create", "pods", "--subresource=exec"),
                     ("list", "secrets"),
                     ("get", "secrets"),
                     ("create", "pods"),
                 ):
                     assert not can_i(ns, app.account(step), *what), f"{step} may {' '.join(what)}"
             # the steps that need them have them
-            assert can_i(ns, app.account("consistent-point"), "create", "pods/exec")
-            assert can_i(ns, app.account("finalize"), "create", "pods/exec")  # thaws again
+            assert can_i(ns, app.account("consistent-point"), "create", "pods", "--subresource=exec")
+            assert can_i(ns, app.account("finalize"), "create", "pods", "--subresource=exec")  # thaws again
             assert can_i(ns, app.account("capture"), "list", "secrets")  # capture.secrets is on
             assert not can_i(ns, app.account("consistent-point"), "list", "secrets")
             # and the control: an account this policy did not render has nothing
-            assert not can_i(ns, "default", "create", "pods/exec")
+            assert not can_i(ns, "default", "create", "pods", "--subresource=exec")
         finally:
             app.cleanup()
