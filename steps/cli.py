@@ -24,7 +24,7 @@ import sys
 from types import ModuleType
 
 from steps import __version__
-from steps.errors import EXIT_FAILURE, EXIT_TEMPORARY, EXIT_USAGE, SnapflowError
+from steps.errors import EXIT_FAILURE, EXIT_TEMPORARY, EXIT_USAGE, SnapflowError, printable
 
 DEBUG_ENV = "SNAPFLOW_DEBUG"
 _DEBUG_HELP = f"show the traceback of an unexpected error (also {DEBUG_ENV}=1)"
@@ -102,7 +102,7 @@ def _debugging(args) -> bool:
 
 
 def _one_line(text: str, limit: int = 300) -> str:
-    text = re.sub(r"\s*[\r\n]+\s*", " ", str(text)).strip()
+    text = printable(re.sub(r"\s*[\r\n]+\s*", " ", str(text)).strip())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

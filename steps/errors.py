@@ -93,3 +93,13 @@ class StoreUnavailable(TemporaryError):
 
 class ConsistencyError(SnapflowError):
     exit_code = EXIT_CONSISTENCY
+
+
+def printable(text: str) -> str:
+    """``text`` with what a terminal would act on (newlines, escape sequences, other control characters)
+    escaped: text from a repository or a cluster may be crafted to forge or hide a line of output."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in text
+    )

@@ -10,7 +10,7 @@ import json
 import re
 import sys
 
-from steps.errors import UsageError
+from steps.errors import UsageError, printable
 
 _TAG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
 
@@ -102,4 +102,4 @@ def print_json(obj) -> None:
 
 
 def warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
+    print(f"warning: {printable(msg)}", file=sys.stderr)

@@ -133,8 +133,8 @@ def configure(parser):
 def backup_labels(repo, snap) -> list[tuple[str, dict]]:
     """[(data directory inside the target, consistent-point target record)] to write after restoring
     ``snap``, from the committed record of its backup; refuses a snapshot whose backup recorded none."""
-    from steps.errors import UsageError
-    from steps.quiesce.postgresql import labels_for_snapshot
+    from steps.errors import PermanentError, UsageError
+    from steps.quiesce.postgresql import label_problem, labels_for_snapshot
 
     if not snap.backup_id:
         raise UsageError(
@@ -147,7 +147,17 @@ def backup_labels(repo, snap) -> list[tuple[str, dict]]:
             f"--write-backup-label: backup {snap.backup_id} of snapshot {snap.short_id} has no committed"
             " record in the repository (the record holds the backup_label)"
         )
-    _volume, labels = labels_for_snapshot(records[-1].data, snap.id)
+    try:
+        _volume, labels = labels_for_snapshot(records[-1].data, snap.id)
+    except (AttributeError, TypeError, KeyError):  # a field of the wrong type in a crafted record
+        raise PermanentError(
+            f"--write-backup-label: the committed record of backup {snap.backup_id} is malformed (its"
+            " volumes, targets or consistency are not what a backup record holds); nothing was written"
+        ) from None
+    for sub, record in labels:  # checked now, so that nothing is written for a label that cannot be
+        problem = label_problem(record, sub)
+        if problem is not None:
+            raise PermanentError(f"--write-backup-label: {problem}; nothing was written")
     return labels
 
 
@@ -174,7 +184,7 @@ def run(args) -> int:
     import os
     import sys
 
-    from steps.errors import EXIT_PERMANENT, UsageError
+    from steps.errors import EXIT_PERMANENT, UsageError, printable
     from steps.manifests.transforms import parse_id_map
     from steps.progress import Progress
     from steps.repository.pipeline import tune_for_bulk_work
@@ -240,10 +250,12 @@ def run(args) -> int:
             file=sys.stderr,
         )
         if written:
-            print(f"wrote {', '.join(written)} (PostgreSQL copied in backup mode)", file=sys.stderr)
+            print(
+                f"wrote {printable(', '.join(written))} (PostgreSQL copied in backup mode)", file=sys.stderr
+            )
     if stats.damaged:
         print(
-            f"error: snapshot {snap.short_id} is damaged: {len(stats.damaged)} directories or files were"
+            f"error: snapshot {snap.short_id} is damaged: {stats.damaged_total} directories or files were"
             " skipped (listed above); the rest was restored",
             file=sys.stderr,
         )

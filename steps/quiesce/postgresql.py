@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from steps.errors import UsageError
+from steps.errors import UsageError, printable
 
 
 def backup_labels_needed(record: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
@@ -71,28 +71,44 @@ def label_files(labels: list[tuple[str, dict[str, Any]]]) -> list[str]:
     ]
 
 
+def label_problem(target_record: Any, sub: Any) -> str | None:
+    """Why a consistent-point target record cannot give a backup_label to write into data directory
+    ``sub`` (None when it can). The record comes from the repository: every field is checked before the
+    restore writes anything."""
+    from steps.repository.tree import name_problem
+
+    if not isinstance(target_record, dict):
+        return "a consistent-point target of the backup record is not an object"
+    name = printable(repr(target_record.get("name")))
+    recovery = target_record.get("recovery", "backup_label")
+    if recovery != "backup_label":
+        return f"target {name}: recovery is {printable(repr(recovery))}; a backup_label must not be written"
+    label, tablespace_map = target_record.get("backup_label"), target_record.get("tablespace_map")
+    if not label or not isinstance(label, str):
+        return f"target {name}: the record carries no backup_label text"
+    if tablespace_map is not None and not isinstance(tablespace_map, str):
+        return f"target {name}: tablespace_map is not text"
+    if not isinstance(sub, str):
+        return f"target {name}: its data directory is not a path"
+    for c in (c for c in sub.split("/") if c):
+        problem = name_problem(c)
+        if problem is not None:
+            return f"target {name}: data directory {printable(repr(sub))}: {problem}"
+    return None
+
+
 def write_backup_label(root: str | os.PathLike, target_record: dict[str, Any], sub: str = "") -> list[str]:
     """Write ``backup_label`` (and ``tablespace_map``) from a consistent-point target record into the
     restored data directory ``root/sub``; returns the files written. Refuses a record whose recovery is
     not ``backup_label``. ``sub`` comes from the repository: each of its components is checked as a
     directory entry name and opened without following a symlink, so the files land inside ``root``."""
     from steps.drivers import beneath
-    from steps.repository.tree import name_problem
 
-    recovery = target_record.get("recovery", "backup_label")
-    if recovery != "backup_label":
-        raise UsageError(
-            f"target {target_record.get('name')}: recovery is {recovery!r}; "
-            "a backup_label must not be written"
-        )
-    label = target_record.get("backup_label")
-    if not label:
-        raise UsageError(f"target {target_record.get('name')}: the record carries no backup_label")
-    components = [c for c in str(sub).split("/") if c]
-    for c in components:
-        problem = name_problem(c)
-        if problem is not None:
-            raise UsageError(f"target {target_record.get('name')}: data directory {sub!r}: {problem}")
+    problem = label_problem(target_record, sub)
+    if problem is not None:
+        raise UsageError(problem)
+    label = target_record["backup_label"]
+    components = [c for c in sub.split("/") if c]
     written = []
     root_fd = beneath.open_root(root)
     try:

@@ -121,17 +121,24 @@ class Snapshot:
     def short_id(self) -> str:
         return self.id[:8]
 
+    # A record's fields come from whoever holds the key: a value of the wrong type must neither crash a
+    # reader nor make a snapshot look like something it is not (an older time, a plain copy).
     @property
     def time(self) -> str:
-        return self.data.get("time", "")
+        value = self.data.get("time", "")
+        return value if isinstance(value, str) else ""
 
     @property
     def tags(self) -> dict:
-        return self.data.get("tags", {})
+        value = self.data.get("tags", {})
+        return value if isinstance(value, dict) else {}
 
     @property
     def backup_id(self) -> str | None:
-        return self.data.get("backup_id")
+        value = self.data.get("backup_id")
+        if value is None or isinstance(value, str):
+            return value
+        return f"(malformed backup ID {value!r})"  # belongs to no committed backup
 
 
 def _json(data: dict) -> bytes:

@@ -30,19 +30,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from steps.drivers import beneath
-from steps.errors import IntegrityError, SnapflowError, UsageError
+from steps.errors import IntegrityError, SnapflowError, UsageError, printable
 
 from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
-from .pack import lazy_buffer, pack_key
+from .pack import BLOB_DATA, lazy_buffer, pack_key
 from .pipeline import _env_int
 from .repo import Repository, Snapshot
-from .tree import OVERWRITE_MODES, RestoreLimits, file_regions, is_blob_id, node_problem
+from .tree import MAX_FILE_SIZE, OVERWRITE_MODES, RestoreLimits, file_regions, is_blob_id, node_problem
 
 if TYPE_CHECKING:
     from steps.manifests.transforms import IdRange
 
 BATCH_BLOBS = 8192  # blobs planned at once: their files' nodes and targets are held until written
 BATCH_DIRS = 256  # directories with planned files at once: each holds a descriptor until written
+BATCH_FILES = 8192  # files planned at once (empty ones need no blob but are held all the same)
+MAX_LISTED_DAMAGE = 1000  # damaged paths listed (--skip-damaged); the count goes on
 MiB = 1024 * 1024
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -92,7 +94,10 @@ class RestoreStats:
     relocated_packs: int = 0  # packs deleted by a concurrent prune; their blobs were read elsewhere
     kept: int = 0  # entries already in the target that stayed (--overwrite never / if-changed)
     deleted: int = 0  # entries removed from the target because the snapshot has none (--delete)
-    damaged: list[str] = field(default_factory=list)  # "<path>: <why>" skipped with --skip-damaged
+    damaged: list[str] = field(
+        default_factory=list
+    )  # "<path>: <why>" skipped with --skip-damaged (the first)
+    damaged_total: int = 0  # how many were skipped
     warnings: list[str] = field(default_factory=list)
 
 
@@ -108,24 +113,38 @@ def _interleave(items: list, ways: int) -> list:
 
 
 class _FileRef:
-    """One file to write: ``name`` in the directory ``dir_fd`` (``shown``: its path in messages).
-    ``created``: it exists with its final size (pieces are pwritten into it); otherwise it is created,
-    written and closed when its only blob arrives (``whole``)."""
+    """One file to write: ``name`` in the directory ``dir_fd``, whose path below the target is ``comps``
+    (a tuple shared by the files of one directory, so a batch holds no path per file; or the path of a
+    file target). ``created``: it exists with its final size (pieces are pwritten into it); otherwise it
+    is created, written and closed when its only blob arrives (``whole``)."""
 
-    __slots__ = ("created", "dir_fd", "ident", "name", "node", "ours", "pending", "shown", "whole")
+    __slots__ = ("comps", "created", "dir_fd", "ident", "name", "node", "ours", "pending", "whole")
 
     def __init__(
-        self, dir_fd: int, name: bytes, shown: str, node: dict, created: bool = False, ours: bool = False
+        self,
+        dir_fd: int,
+        name: bytes,
+        comps: tuple[bytes, ...] | str,
+        node: dict,
+        created: bool = False,
+        ours: bool = False,
     ):
         self.dir_fd = dir_fd
         self.name = name
-        self.shown = shown
+        self.comps = comps
         self.node = node
         self.created = created
         self.ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file created for it
         self.ours = ours  # a file created there belongs to our uid and gid (the directory is not set-gid)
         self.whole = False
         self.pending = 0
+
+    @property
+    def shown(self) -> str:
+        """The file's path in messages."""
+        if isinstance(self.comps, str):
+            return self.comps
+        return printable("/" + os.fsdecode(b"/".join((*self.comps, self.name))))
 
 
 def iter_nodes(repo: Repository, tree_id: str, prefix: str = "") -> Iterator[tuple[str, dict]]:
@@ -212,7 +231,7 @@ class _Survey:
 
     def _damage(self, path: str, why: str) -> None:
         if self.first_damage is None:
-            self.first_damage = _printable(f"{path}: {why}")
+            self.first_damage = printable(f"{path}: {why}")
 
     def check_root(self, root) -> None:
         """The snapshot record's metadata of the target itself, from the record (not a tree)."""
@@ -273,21 +292,13 @@ class _Survey:
             loc = get(bytes.fromhex(hexid))
             if loc is None:
                 return f"blob {hexid} is not in the index"
+            if loc.type != BLOB_DATA:
+                return f"blob {hexid} is not a data blob"
             total += loc.raw_length
         size = node.get("size", 0)
         if total != size:
             return f"size {size} but its blobs and holes hold {total} bytes"
         return None
-
-
-def _printable(text: str) -> str:
-    """``text`` with what a terminal would act on (newlines, escapes, other control characters)
-    escaped, so that a crafted name cannot forge a line of output."""
-    if text.isprintable():
-        return text
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in text
-    )
 
 
 def _shorten(text: str, keep: int = 160) -> str:
@@ -376,7 +387,7 @@ class Restorer:
     def _warn(self, msg: str) -> None:
         with self._lock:
             if len(self.stats.warnings) < 1000:
-                self.stats.warnings.append(_printable(msg))
+                self.stats.warnings.append(printable(msg))
 
     def _owner(self, node: dict) -> tuple[int, int]:
         """The (uid, gid) to give a restored entry: as recorded, through the ID maps when there are any."""
@@ -429,6 +440,11 @@ class Restorer:
             os.utime(fd, ns=(node.get("atime_ns", mtime), mtime))
         except (OSError, NotImplementedError) as err:
             self._warn(f"{shown}: cannot set times ({err})")
+
+    def _skip_damaged(self, path: str, why: str) -> None:
+        self.stats.damaged_total += 1
+        if len(self.stats.damaged) < MAX_LISTED_DAMAGE:
+            self.stats.damaged.append(printable(f"{_shorten(path)}: {_shorten(why, 400)}"))
 
     # -- what is in the way ---------------------------------------------------------------------
     def _keep_existing(self, st: os.stat_result, node: dict) -> bool:
@@ -490,7 +506,7 @@ class Restorer:
         survey = self._survey
         shown_dir = "/" + rel
         if survey is not None and tree_id in survey.damaged_trees:
-            self.stats.damaged.append(_printable(f"{shown_dir}: {survey.damaged_trees[tree_id]}"))
+            self._skip_damaged(shown_dir, survey.damaged_trees[tree_id])
             return
         nodes = self.repo.load_tree(tree_id)
         for node in nodes:
@@ -509,14 +525,18 @@ class Restorer:
                     continue
                 sub_fd, created = entered
                 try:
+                    child_comps = (*comps, name)
                     if created:
                         sub_ours = ours
+                        self._dirs.append((child_comps, node))
                     else:
-                        sub_ours = not os.fstat(sub_fd).st_mode & stat_mod.S_ISGID
+                        st = os.fstat(sub_fd)
+                        sub_ours = not st.st_mode & stat_mod.S_ISGID
                         if _has_default_acl(sub_fd):
                             self._umask = 0o7777  # modes come from the ACL: always set them explicitly
-                    child_comps = (*comps, name)
-                    self._dirs.append((child_comps, node))
+                        kept = {"atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns, "keep": True}
+                        # never: it stays as it was (owner, mode and times)
+                        self._dirs.append((child_comps, kept if self.overwrite == "never" else node))
                     self.stats.dirs += 1
                     if node.get("subtree"):
                         self._restore_tree(node["subtree"], sub_fd, child_comps, child_rel, created, sub_ours)
@@ -526,7 +546,7 @@ class Restorer:
             if not self._included(child_rel):
                 continue
             if survey is not None and (tree_id, name_s) in survey.damaged_files:
-                self.stats.damaged.append(_printable(f"{shown}: {survey.damaged_files[(tree_id, name_s)]}"))
+                self._skip_damaged(shown, survey.damaged_files[(tree_id, name_s)])
                 continue
             if not fresh:
                 st = beneath.lstat(dir_fd, name)
@@ -555,14 +575,18 @@ class Restorer:
             key = (node.get("dev", 0), node.get("inode", 0))
             if nlink > 1 and key in self._hardlinks and self._link(dir_fd, name, self._hardlinks[key], shown):
                 return
-            ref = _FileRef(self._batch_fd(dir_fd, comps), name, shown, node, ours=ours)
+            ref = _FileRef(self._batch_fd(dir_fd, comps), name, comps, node, ours=ours)
             if nlink > 1:
                 st = self._create_sized(ref)  # later links need it to exist now
                 self._hardlinks[key] = (comps, name, st.st_dev, st.st_ino)
             self.stats.bytes_total += node.get("size", 0)
             self._batch.append(ref)
             self._batch_blobs += len(node.get("content") or ())
-            if self._batch_blobs >= BATCH_BLOBS or len(self._batch_fds) >= BATCH_DIRS:
+            if (
+                self._batch_blobs >= BATCH_BLOBS
+                or len(self._batch) >= BATCH_FILES
+                or len(self._batch_fds) >= BATCH_DIRS
+            ):
                 self._flush()
             return
         self.stats.others += 1
@@ -638,7 +662,7 @@ class Restorer:
         if (st.st_dev, st.st_ino) != ref.ident:
             os.close(fd)
             raise SnapflowError(
-                f"{_printable(ref.shown)}: replaced by another process during the restore; nothing was"
+                f"{printable(ref.shown)}: replaced by another process during the restore; nothing was"
                 " written through it"
             )
         return fd
@@ -923,7 +947,7 @@ class Restorer:
             )
         summary = snap.get("summary")
         total = summary.get("bytes_total", 0) if isinstance(summary, dict) else 0
-        if self.progress is not None and isinstance(total, int) and total > 0:
+        if self.progress is not None and isinstance(total, int) and 0 < total <= MAX_FILE_SIZE:
             self.progress.total_bytes, self.progress.total_final = total, True
         self.repo.index  # noqa: B018
         single = snap.get("source_type") in ("file", "block")
@@ -938,7 +962,9 @@ class Restorer:
             )
         self._survey = survey
         if onto_existing:
-            if self.overwrite == "never":
+            if survey.first_damage is not None:  # --skip-damaged: the one file is all there is
+                self._skip_damaged(self.target, survey.first_damage)
+            elif self.overwrite == "never":
                 self.stats.kept = 1
             else:
                 self._restore_into_existing(os.path.realpath(self.target))
@@ -956,6 +982,13 @@ class Restorer:
             ours = not os.fstat(root_fd).st_mode & stat_mod.S_ISGID
             if _has_default_acl(root_fd):  # new files take their mode from the ACL, not the umask
                 self._umask = 0o7777
+            if not empty and self.overwrite is None:  # only an empty lost+found is there: it must stay
+                for node in self.repo.load_tree(snap["tree"]):
+                    if node["name"] == "lost+found" and node["type"] != "dir":
+                        raise UsageError(
+                            f"--target {self.target}: its lost+found would be replaced by the snapshot's"
+                            " lost+found; nothing was written: choose --overwrite always to replace it"
+                        )
             try:
                 self._restore_tree(snap["tree"], root_fd, (), "", empty, ours)
                 self._flush()
@@ -971,13 +1004,16 @@ class Restorer:
                     except OSError as err:
                         self._warn(f"/{os.fsdecode(b'/'.join(comps))}: cannot set metadata ({err.strerror})")
                         continue
-                    self._apply_meta_fd(fd, "/" + os.fsdecode(b"/".join(comps)), node)
+                    if node.get("keep"):  # only its times, which the entries created in it changed
+                        os.utime(fd, ns=(node["atime_ns"], node["mtime_ns"]))
+                    else:
+                        self._apply_meta_fd(fd, "/" + os.fsdecode(b"/".join(comps)), node)
             finally:
                 chain.close()
             root = snap.get("root")
             if self._survey is not None and self._survey.root_damage:
-                self.stats.damaged.append(_printable(f"/: {self._survey.root_damage}"))
-            elif root and not single and not self.includes:
+                self._skip_damaged("/", self._survey.root_damage)
+            elif root and not single and not self.includes and (empty or self.overwrite != "never"):
                 self._apply_meta_fd(root_fd, self.target, root)
         finally:
             os.close(root_fd)

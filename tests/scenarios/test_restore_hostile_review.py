@@ -68,13 +68,6 @@ def crafted(hostile_repo):
 
 
 # -- the progress display ----------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="a snapshot record whose summary.bytes_total is 10**400 is accepted as the progress total"
-    " (restorer.py Restorer.run: any int > 0); after every file was written Progress.__exit__ ->"
-    " human_bytes (progress.py) raises OverflowError ('integer division result too large for a float'),"
-    " so the restore that succeeded exits 1 with 'error: unexpected OverflowError' and prints no summary",
-)
 def test_a_crafted_summary_total_does_not_fail_a_restore_that_succeeded(hostile_repo, crafted):
     # GIVEN a snapshot whose record claims an absurd total size, WHEN it is restored
     report = hostile_repo.sandbox.run(["--snapshot", crafted["huge-summary"]])
@@ -86,14 +79,6 @@ def test_a_crafted_summary_total_does_not_fail_a_restore_that_succeeded(hostile_
     assert run.rc == 0 and "error:" not in run.stderr, run.show()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with SNAPFLOW_PROGRESS_INTERVAL short enough to report during the restore, the progress thread"
-    " (progress.py Progress._loop -> _report -> line -> human_bytes) raises OverflowError on the crafted"
-    " total and threading prints 'Exception in thread progress: Traceback (most recent call last): ...' on"
-    " stderr (on a terminal the default interval is 0.5 s, so any restore longer than that); _report catches"
-    " only OSError and ValueError",
-)
 def test_a_crafted_summary_total_prints_no_traceback_from_the_progress_thread(hostile_repo, crafted):
     # GIVEN a snapshot whose record claims an absurd total size
     # WHEN it is restored with progress reported every millisecond
@@ -110,12 +95,6 @@ def test_a_crafted_summary_total_prints_no_traceback_from_the_progress_thread(ho
 
 
 # -- an empty lost+found ---------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="a target holding only an empty lost+found passes as empty (no mode needed), then a snapshot"
-    " entry named lost+found (a file) makes _restore_tree (restorer.py) lstat it and beneath.remove it:"
-    " the volume's lost+found directory is replaced by the file with exit 0, without any --overwrite mode",
-)
 def test_an_empty_lost_and_found_is_not_replaced_without_an_overwrite_mode(hostile_repo, crafted):
     # GIVEN a target holding only an empty lost+found (a fresh ext4 volume)
     # WHEN a snapshot holding a file named lost+found is restored without --overwrite
@@ -139,14 +118,6 @@ def _file_target_run(hostile_repo, snap, *extra) -> dict:
 
 
 @pytest.mark.parametrize("case", ["file-size-lies", "file-blob-missing"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="with --skip-damaged the survey records the damaged file, but _restore_into_existing"
-    " (restorer.py) never consults survey.damaged_files: it opens the existing target file with O_TRUNC"
-    " and writes it anyway. size-lies: the 'PRECIOUS' file becomes '0123456789' (10 bytes, not the"
-    " recorded 4), exit 0, nothing reported damaged; blob-missing: the file is truncated, then"
-    " _blob_offsets raises 'blob ... is not in the index' (exit 3): damage noticed after the first write",
-)
 def test_skip_damaged_never_writes_a_damaged_file_onto_an_existing_file(hostile_repo, crafted, case):
     # GIVEN a file snapshot whose one file is damaged, and an existing file as the target
     # WHEN it is restored onto that file with --overwrite always --skip-damaged
@@ -165,14 +136,6 @@ def test_skip_damaged_never_writes_a_damaged_file_onto_an_existing_file(hostile_
 
 # -- the backup_label writer ------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["label-list", "tablespace-map-list"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="backup_labels_needed / labels_for_snapshot (quiesce/postgresql.py) accept any truthy"
-    " backup_label / tablespace_map; write_backup_label calls content.encode() only after the whole"
-    " snapshot was restored: exit 1 'unexpected AttributeError: 'list'/'dict' object has no attribute"
-    " 'encode'', the target full (and, for tablespace_map, backup_label already written): a crafted record"
-    " is not refused before the first write",
-)
 def test_a_crafted_label_is_refused_before_the_first_write(hostile_repo, crafted, case):
     # GIVEN a committed-looking backup record whose label fields are not text
     # WHEN its snapshot is restored with --write-backup-label
@@ -188,12 +151,6 @@ def test_a_crafted_label_is_refused_before_the_first_write(hostile_repo, crafted
     assert_untouched(report, run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the record's targets[].pgdata 'x\\nerror: forged by the repository' passes name_problem"
-    " (newlines are legal names) and restore.py run() prints 'wrote {sub}/backup_label' raw, so stderr"
-    " holds a line 'error: forged by the repository/backup_label ...' the repository wrote (exit 0)",
-)
 def test_a_crafted_data_directory_cannot_forge_a_line_of_output(hostile_repo, crafted):
     # GIVEN a record whose data directory holds a newline and a forged error line (a real directory of
     # the snapshot), WHEN its snapshot is restored with --write-backup-label
@@ -233,12 +190,6 @@ def crafted_more(hostile_repo):
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with --overwrite never an existing directory is entered (_enter_dir) and still appended to"
-    " self._dirs, so the metadata pass of _restore_dir (restorer.py) chowns it to 4321:4321, chmods it"
-    " 0755 -> 0777 and sets its mtime to the snapshot's: an entry the user asked to keep is changed",
-)
 def test_overwrite_never_keeps_the_owner_mode_and_times_of_an_existing_directory(hostile_repo, crafted_more):
     # GIVEN a target holding a directory, WHEN a snapshot holding a directory of that name (another
     # owner, mode 0777) is restored with --overwrite never
@@ -259,14 +210,6 @@ def test_overwrite_never_keeps_the_owner_mode_and_times_of_an_existing_directory
 @pytest.mark.parametrize(
     ("case", "extra"),
     [("esc-backup-id", []), ("esc-pgdata", ["--allow-uncommitted", "--write-backup-label"])],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="the error line carries repository text raw: the snapshot record's backup_id in"
-    " find_restore_point's 'belongs to backup ..., which was never committed' (repo.py), and the record's"
-    " targets[].pgdata in write_labels' 'the data directory ... is not a directory' (commands/restore.py);"
-    " cli._one_line removes only CR/LF, so ESC[1A ESC[2K (cursor up, erase line) and ESC[8m (hidden text)"
-    " reach the terminal",
 )
 def test_repository_text_in_an_error_carries_no_terminal_escape(hostile_repo, crafted_more, case, extra):
     # GIVEN a snapshot or backup record whose text holds terminal escape sequences
@@ -308,14 +251,6 @@ def crafted_deep(hostile_repo):
         return c.snapshot(sub, "deep-empty-files")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="every planned file keeps its full path string (_FileRef.shown, restorer.py _restore_tree /"
-    " _restore_leaf) until its batch is flushed, and a batch is flushed only after BATCH_BLOBS content blobs"
-    " or BATCH_DIRS directories, so empty files never flush it: 20 000 empty files below 300 directories"
-    " of 255-byte names (a ~6 MB tree set) hold 20 000 paths of ~77 KB: peak resident size measured 1555"
-    " MiB, exit 0 (grows as files x depth; no limit applies)",
-)
 def test_memory_does_not_grow_with_files_times_path_length(hostile_repo, crafted_deep):
     # GIVEN a snapshot with many empty files in one very deep directory
     # WHEN it is restored (measured from a wrapper, the deep target removed afterwards)
@@ -388,15 +323,6 @@ def crafted_tree_as_content(hostile_repo):
 
 
 @pytest.mark.parametrize("extra", [[], ["--skip-damaged"]], ids=["plain", "skip-damaged"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="_Survey._file_problem (restorer.py) checks that each content blob is in the index and sums its"
-    " raw length, but not that it is a data blob: a tree blob of the right length passes, and the AAD"
-    " mismatch only shows in _decode while the packs are written: a-good.txt is already written (and the"
-    " target's mtime changed) when the restore stops with exit 3 'error: blob ... in pack ...:"
-    " authentication failed', reported as store damage; --skip-damaged fails the same way instead of"
-    " skipping the file",
-)
 def test_a_tree_blob_as_file_content_is_damage_found_before_the_first_write(
     hostile_repo, crafted_tree_as_content, extra
 ):

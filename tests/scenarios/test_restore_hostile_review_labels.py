@@ -50,18 +50,7 @@ def crafted(hostile_repo):
     return snaps
 
 
-_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="quiesce/postgresql.py backup_labels_needed / labels_for_snapshot index the record without"
-    " checking shapes: consistency a list -> AttributeError 'list' object has no attribute 'get'; targets or"
-    " volumes holding strings -> AttributeError 'str' object has no attribute 'get': each exits 1 'error:"
-    " unexpected AttributeError ...' (before the first write) instead of naming the record's field",
-)
-
-
-@pytest.mark.parametrize(
-    "case", [c if c == "volume-without-name" else pytest.param(c, marks=_XFAIL) for c in CASES]
-)
+@pytest.mark.parametrize("case", CASES)
 def test_a_misshapen_backup_record_is_refused_on_one_line_naming_it(hostile_repo, crafted, case):
     # GIVEN a backup record whose label fields are misshapen
     # WHEN its snapshot is restored with --write-backup-label

@@ -18,13 +18,6 @@ def crafted(hostile_repo):
         ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="repo.py _latest picks max(committed, key=lambda s: s.time) over the raw record values: a"
-    " record with time 7 next to ones with time strings makes it raise TypeError, so every"
-    " 'restore --snapshot latest' of the repository exits 1 with 'error: unexpected TypeError:"
-    " '>' not supported between instances of 'int' and 'str''",
-)
 def test_latest_with_a_record_whose_time_is_a_number_fails_on_one_line_or_restores(hostile_repo, crafted):
     # GIVEN a repository holding a snapshot whose record's time is a number
     # WHEN the latest snapshot is restored

@@ -39,13 +39,6 @@ def test_a_record_field_of_the_wrong_type_fails_on_one_line_by_id(hostile_repo, 
 
 
 @pytest.mark.parametrize("extra", [[], ["--allow-uncommitted"]])
-@pytest.mark.xfail(
-    strict=True,
-    reason="one snapshot record whose backup_id is a list breaks 'latest' for the whole repository:"
-    " repo.py _latest -> Commits.committed -> group_of -> key_group does key.encode() on it: exit 1"
-    " 'error: unexpected AttributeError: 'list' object has no attribute 'encode'' (by ID the same record"
-    " is refused or restored cleanly)",
-)
 def test_latest_with_crafted_records_fails_on_one_line(hostile_repo, crafted, extra):
     report = hostile_repo.sandbox.run(["--snapshot", "latest", *extra])
     run = report.last
