@@ -478,10 +478,8 @@ class Restorer:
             self.stats.deleted += 1
 
     # -- walk ---------------------------------------------------------------------------------
-    def _enter_dir(
-        self, dir_fd: int, name: bytes, node: dict, fresh: bool, shown: str
-    ) -> tuple[int, bool] | None:
-        """(descriptor, created) of the directory to restore ``node`` into; None when an entry that stays
+    def _enter_dir(self, dir_fd: int, name: bytes, fresh: bool) -> tuple[int, bool] | None:
+        """(descriptor, created) of the directory ``name`` to restore into; None when an entry that stays
         (--overwrite never) is in the way."""
         if fresh:  # nothing can be in the way in a directory this restore created
             os.mkdir(name, 0o700, dir_fd=dir_fd)
@@ -516,11 +514,10 @@ class Restorer:
             if self.excludes and self._excluded(child_rel, name_s):
                 continue
             kind = node["type"]
-            shown = "/" + child_rel
             if kind == "dir":
                 if not self._may_contain(child_rel):
                     continue
-                entered = self._enter_dir(dir_fd, name, node, fresh, shown)
+                entered = self._enter_dir(dir_fd, name, fresh)
                 if entered is None:
                     continue
                 sub_fd, created = entered
@@ -545,6 +542,7 @@ class Restorer:
                 continue
             if not self._included(child_rel):
                 continue
+            shown = "/" + child_rel
             if survey is not None and (tree_id, name_s) in survey.damaged_files:
                 self._skip_damaged(shown, survey.damaged_files[(tree_id, name_s)])
                 continue
