@@ -4,13 +4,13 @@ the endpoint (exit 3), a gateway's 5xx page is retried and then a temporary erro
 from __future__ import annotations
 
 import contextlib
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from steps.drivers.objectstore import S3Settings, S3Store
 from steps.errors import PermanentError, StoreUnavailable
+from tests.fixtures.http import serving
 
 
 @contextlib.contextmanager
@@ -34,15 +34,8 @@ def web_server(status: int):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}", hits
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture

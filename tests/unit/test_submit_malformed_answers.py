@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from steps.errors import PermanentError
+from tests.fixtures.http import serving
 from workflows.submit import ServerSettings, apply_objects, submit, submit_request
 
 ANSWERS = {
@@ -40,16 +40,8 @@ class _Garbage(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def garbage_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Garbage)
-    server.answer = "not-json"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(_Garbage, answer="not-json") as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _settings(server) -> ServerSettings:

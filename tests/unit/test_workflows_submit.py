@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from steps.errors import PermanentError, TemporaryError, UsageError
+from tests.fixtures.http import serving
 from workflows.cli import main
 from workflows.submit import (
     ServerSettings,
@@ -185,18 +185,8 @@ class _Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def argo_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    server.requests = []
-    server.existing = set()
-    server.status = 200
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(_Recorder, requests=[], existing=set(), status=200) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _settings(server, token="Bearer t0ken") -> ServerSettings:
