@@ -1,0 +1,101 @@
+"""The public face of :mod:`steps`: everything the control plane (:mod:`workflows`) uses of it.
+
+``workflows`` imports from ``steps.api`` (and the two leaf contracts :mod:`steps.errors` and
+:mod:`steps.runtime`) and nothing else of ``steps``; the rest of the package is private to the steps,
+free to move. ``tests/unit/test_layers.py`` checks it. A name is added here when the control plane
+needs it, never a wrapper where a re-export does.
+"""
+
+from __future__ import annotations
+
+from steps import runtime
+from steps.cli import build_command_parser, discover_commands, run_command
+from steps.commands import backups as backups_command
+from steps.commands.preflight import allowed, preflight
+from steps.drivers.kube import KubeClient, KubeError, KubeSettings
+from steps.drivers.objectstore import open_store
+from steps.drivers.repourl import canonical_repo_url, check_endpoint
+from steps.drivers.snapshot import CutResult
+from steps.drivers.snapshot_local import LocalSnapshotDriver, is_btrfs_subvolume
+from steps.errors import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    RETRYABLE_EXIT_CODES,
+    PermanentError,
+    SnapflowError,
+    TemporaryError,
+    UsageError,
+)
+from steps.manifests import render as manifest_render
+from steps.manifests.objects import dig
+from steps.manifests.podsecurity import ENFORCE_LABEL, LEVELS
+from steps.manifests.podsecurity import check as pod_security_check
+from steps.plan import (
+    HOOK_KINDS,
+    AppRef,
+    CaptureSpec,
+    FreezeSpec,
+    Plan,
+    RepositoryRef,
+    SnapshotSpec,
+    Target,
+    Volume,
+    plan_from_dict,
+)
+from steps.quiesce.consistent_point import fsfreeze_mounts
+from steps.quiesce.postgresql import write_backup_label
+from steps.repository.catalog import read_catalog
+from steps.repository.opener import open_repository
+from steps.repository.repo import Repository
+from steps.repository.tree import OVERWRITE_MODES
+from steps.resources import jinja_env
+from steps.secrets import repository_password
+
+__all__ = [
+    "ENFORCE_LABEL",
+    "EXIT_FAILURE",
+    "EXIT_USAGE",
+    "HOOK_KINDS",
+    "LEVELS",
+    "OVERWRITE_MODES",
+    "RETRYABLE_EXIT_CODES",
+    "AppRef",
+    "CaptureSpec",
+    "CutResult",
+    "FreezeSpec",
+    "KubeClient",
+    "KubeError",
+    "KubeSettings",
+    "LocalSnapshotDriver",
+    "PermanentError",
+    "Plan",
+    "Repository",
+    "RepositoryRef",
+    "SnapflowError",
+    "SnapshotSpec",
+    "Target",
+    "TemporaryError",
+    "UsageError",
+    "Volume",
+    "allowed",
+    "backups_command",
+    "build_command_parser",
+    "canonical_repo_url",
+    "check_endpoint",
+    "dig",
+    "discover_commands",
+    "fsfreeze_mounts",
+    "is_btrfs_subvolume",
+    "jinja_env",
+    "manifest_render",
+    "open_repository",
+    "open_store",
+    "plan_from_dict",
+    "pod_security_check",
+    "preflight",
+    "read_catalog",
+    "repository_password",
+    "run_command",
+    "runtime",
+    "write_backup_label",
+]
