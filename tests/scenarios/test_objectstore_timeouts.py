@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from steps.drivers.objectstore import S3Settings, S3Store
+from steps.drivers.objectstore_s3 import S3Settings, S3Store
 from steps.errors import EXIT_TEMPORARY, StoreUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,7 +199,7 @@ def test_the_timeouts_and_retry_budget_come_from_the_environment(monkeypatch):
 
 def test_the_help_states_the_default_timeouts():
     from steps.commands._repo import CONNECTION_EPILOG
-    from steps.drivers import objectstore as s3
+    from steps.drivers import objectstore_s3 as s3
 
     s = S3Settings("http://127.0.0.1:1")
     assert (s.connect_timeout, s.read_timeout, s.retries, s.retry_seconds) == (

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from steps.drivers.objectstore import LocalStore, MemoryStore, ObjectNotFound, S3Settings, S3Store, open_store
+from steps.drivers.objectstore import LocalStore, MemoryStore, ObjectNotFound, open_store
+from steps.drivers.objectstore_s3 import S3Settings, S3Store
 from steps.errors import StoreUnavailable, UsageError
 
 

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from steps.drivers.objectstore import S3Settings, S3Store
+from steps.drivers.objectstore_s3 import S3Settings, S3Store
 from steps.errors import PermanentError, StoreUnavailable
 from tests.fixtures.http import serving
 
