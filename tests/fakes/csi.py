@@ -17,6 +17,17 @@ VolumeSnapshot + content per volume, as the CSI group snapshot API describes (th
 status lists volumeHandle -> snapshotHandle). `SnapshotBehavior` rules inject delays and failures:
 mode "ready" (default), "never_ready", "error", "late_cut". Failures write status.error and Warning
 Events on the snapshot.
+
+Static binding (pre-provisioned snapshots, as the external-snapshotter documents them): a
+VolumeSnapshotContent created with `spec.source.snapshotHandle` is imported — ready when the driver
+holds that snapshot (its size and cut time are the driver's, so those of the content that cut it), an
+error otherwise. A VolumeSnapshot whose `spec.source.volumeSnapshotContentName` names it binds both
+ways once the content's `volumeSnapshotRef` names the snapshot (the content gets the snapshot's uid, the
+snapshot `boundVolumeSnapshotContentName`) and mirrors its status (readyToUse, restoreSize,
+creationTime); a claim can then be provisioned from it in the snapshot's namespace. Until the content
+exists, or when it is bound to another snapshot, the snapshot reports an error. Deleting a content whose
+deletionPolicy is Retain, or a snapshot bound to one, leaves the driver's snapshot data in place; with
+Delete the data goes, whichever content pointed at it.
 """
 
 from __future__ import annotations
@@ -658,6 +669,15 @@ class StorageSimulator:
             return
         if get_path(vs, "spec", "source", "volumeSnapshotContentName") not in (None, content_name):
             return
+        if not ref.get("uid"):
+            # static binding: the content now points at this very snapshot (uid), as the controller binds it
+            uid = vs["metadata"]["uid"]
+            self.store.mutate(
+                self.rt["vsc"],
+                None,
+                content_name,
+                lambda o: o["spec"]["volumeSnapshotRef"].update({"uid": uid}),
+            )
         source = vsc.get("status") or {}
 
         def mirror(snapshot: dict) -> None:
@@ -683,15 +703,26 @@ class StorageSimulator:
         self.store.mutate(self.rt["vs"], ref.get("namespace"), ref.get("name", ""), mirror)
 
     def _import_content(self, vsc: dict) -> None:
-        """A pre-provisioned content (spec.source.snapshotHandle): ready if the snapshot exists."""
+        """A pre-provisioned content (spec.source.snapshotHandle): ready if the snapshot exists, with the
+        size and cut time the driver recorded when it cut it (those of the content that did)."""
         handle = vsc["spec"]["source"]["snapshotHandle"]
         path = self.snapshots_root / handle
         if path.exists():
+            cut = next(
+                (
+                    c["status"]
+                    for c in self.store.items(self.rt["vsc"])
+                    if c["metadata"]["name"] != vsc["metadata"]["name"]
+                    and get_path(c, "status", "snapshotHandle") == handle
+                    and get_path(c, "status", "creationTime")
+                ),
+                {},
+            )
             status = {
                 "snapshotHandle": handle,
                 "readyToUse": True,
-                "creationTime": path.stat().st_mtime_ns,
-                "restoreSize": _size_of(path),
+                "creationTime": cut.get("creationTime") or path.stat().st_mtime_ns,
+                "restoreSize": cut.get("restoreSize") or _size_of(path),
             }
         else:
             status = {
@@ -712,6 +743,43 @@ class StorageSimulator:
             return
         if get_path(vsc, "spec", "deletionPolicy", default="Delete") == "Delete":
             self.store.delete(self.rt["vsc"], None, content)
+
+    async def _bind_static(self, namespace: str, name: str, uid: str) -> None:
+        """A snapshot naming a pre-provisioned content: bind once the content exists and names it back;
+        until then report why not (the controller retries)."""
+        last = None
+        while True:
+            vs = self.store.peek(self.rt["vs"], namespace, name)
+            if vs is None or vs["metadata"]["uid"] != uid:
+                return
+            content_name = vs["spec"]["source"]["volumeSnapshotContentName"]
+            vsc = self.store.peek(self.rt["vsc"], None, content_name)
+            ref = get_path(vsc or {}, "spec", "volumeSnapshotRef") or {}
+            if vsc is None:
+                problem = f'volumesnapshotcontents.snapshot.storage.k8s.io "{content_name}" not found'
+            elif (ref.get("namespace"), ref.get("name")) != (namespace, name) or ref.get("uid") not in (
+                None,
+                uid,
+            ):
+                problem = (
+                    f"VolumeSnapshotContent {content_name} is bound to snapshot "
+                    f"{ref.get('namespace')}/{ref.get('name')}, not to {namespace}/{name}"
+                )
+            else:
+                self._mirror_content(content_name)
+                return
+            if problem != last:
+                self.store.mutate(
+                    self.rt["vs"],
+                    namespace,
+                    name,
+                    lambda o, p=problem: o.setdefault("status", {}).update(
+                        {"error": {"message": p, "time": rfc3339()}}
+                    ),
+                )
+                self._snapshot_event(vs, "SnapshotBindFailed", problem, "Warning")
+                last = problem
+            await asyncio.sleep(0.05)
 
     async def _wait_for_source(
         self, namespace: str, name: str, uid: str
@@ -760,9 +828,10 @@ class StorageSimulator:
 
     async def _snapshot(self, namespace: str, name: str, uid: str) -> None:
         vs = self.store.peek(self.rt["vs"], namespace, name)
-        if vs is None or get_path(vs, "spec", "source", "volumeSnapshotContentName"):
-            if vs is not None:
-                self._mirror_content(vs["spec"]["source"]["volumeSnapshotContentName"])
+        if vs is None:
+            return
+        if get_path(vs, "spec", "source", "volumeSnapshotContentName"):
+            await self._bind_static(namespace, name, uid)
             return
         resolved = await self._wait_for_source(namespace, name, uid)
         if resolved is None:
