@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from steps.errors import UsageError
-from steps.plan import HOOK_KINDS
+from steps.plan import HOOK_KINDS, Target
+from steps.quiesce.render import target_problems
 from workflows import __version__
 
 API_VERSION = "snapflow.io/v1alpha1"
@@ -64,11 +65,6 @@ _PATTERN_MEANING = {
     REPOSITORY_URL_RE: "a repository URL s3://BUCKET/PREFIX (file:///PATH or mem://NAME for local runs)",
     ENDPOINT_RE: "an http:// or https:// URL",
 }
-
-# Keys that look like credentials are refused in hook parameters: a policy is committed to Git and
-# rendered into ConfigMaps; hooks read credentials from the application pod instead.
-_CREDENTIAL_KEY = re.compile(r"(pass(word|wd)?|secret|token|credential|api[-_]?key)$", re.IGNORECASE)
-
 
 DnsLabel = Annotated[str, Field(pattern=DNS_LABEL_RE, max_length=63)]
 ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_RE, max_length=253)]
@@ -223,16 +219,28 @@ class QuiesceTarget(_Model):
     def target_name(self) -> str:
         return self.name or self.pod or self.hook
 
-    @field_validator("params")
-    @classmethod
-    def _no_credentials(cls, params: dict[str, Any]) -> dict[str, Any]:
-        for key in params:
-            if _CREDENTIAL_KEY.search(key):
-                raise ValueError(
-                    f"@{key}|expected no credentials in a policy (the hook reads them inside the pod, "
-                    "from its environment or a mounted Secret)"
-                )
-        return params
+    @property
+    def plan_target(self) -> Target:
+        """This target as the steps read it from the plan."""
+        return Target(
+            name=self.target_name,
+            hook=self.hook,
+            pod=self.pod,
+            container=self.container,
+            local=self.local,
+            params=dict(sorted(self.params.items())),
+        )
+
+    @model_validator(mode="after")
+    def _run_time_rules(self) -> QuiesceTarget:
+        # The freeze holder's own rules (hook parameters, credentials, the pod) with its own message, so
+        # what lints clean is not refused at run time; checked here, with the target's shape, so that
+        # a credential is reported with every other problem of the file.
+        problems = target_problems(self.plan_target)
+        if problems:
+            field, message = problems[0]
+            raise ValueError(f"@{field}|{message}")
+        return self
 
 
 class Schedule(_Model):
@@ -614,12 +622,6 @@ def semantic_problems(policy: Policy) -> list[tuple[str, str]]:
             problems.append((f"{where}.local", "expected false: the volumes are PVCs, hooks run in pods"))
         if not target.local and local and target.hook != "none":
             problems.append((f"{where}.local", "expected true: the volumes are local paths"))
-        if not target.local and target.hook != "none" and not target.pod:
-            problems.append((f"{where}.pod", f"required for a {target.hook} hook (the pod it runs in)"))
-        if target.hook == "custom" and not ({"freeze", "thaw"} <= set(target.params)):
-            problems.append(
-                (f"{where}.params", "expected the commands 'freeze' and 'thaw' for a custom hook")
-            )
         name = target.target_name
         if name in seen_targets:
             problems.append(

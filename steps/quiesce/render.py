@@ -31,10 +31,10 @@ THAW_BOUND_S = 2.0
 
 HOOK_TEMPLATES = ("postgresql", "mysql", "mariadb", "mongodb", "redis", "fsfreeze", "custom")
 # A parameter named like a credential (anywhere in its name: db_password, PGPASSWORD, api_token,
-# access_key, ...) is refused; a *_file or *_env parameter is a reference (a path, a variable name).
+# access_key, db_pass, ...) is refused; a *_file or *_env parameter is a reference (a path, a variable name).
 _SECRET_PARAMS = re.compile(
     r"pass(word|wd|phrase)|secret|token|credential|private_?key|api_?key|access_?key"
-    r"|(^|[_-])(key|pwd|auth)$|^(pwd|auth)[_-]?$",
+    r"|(^|[_-])(key|pwd|auth|pass)$|^(pwd|auth|pass)[_-]?$",
     re.IGNORECASE,
 )
 _REFERENCE_PARAMS = re.compile(r"[_-](file|env)$", re.IGNORECASE)
@@ -116,45 +116,64 @@ def hold_id(plan: Plan, target: Target) -> str:
     return f"{plan.app.namespace}/{plan.app.name}/{target.name}"
 
 
-def check_params(target: Target, where: str) -> None:
+def target_problems(target: Target) -> list[tuple[str, str]]:
+    """(field inside the target, what was expected) for every rule ``target`` breaks; empty when it is
+    fine. The one source of these rules: ``snapflow lint`` (the policy) and the freeze holder (the
+    plan) both apply them, so a policy that lints clean is not refused at run time, and the reverse."""
+    problems: list[tuple[str, str]] = []
+    if not target.local and target.hook != "none" and not target.pod:
+        problems.append(("pod", f"required for a {target.hook} hook (the pod it runs in)"))
+    return problems + param_problems(target)
+
+
+def param_problems(target: Target) -> list[tuple[str, str]]:
+    """(field inside the target, what was expected) for every rule the hook parameters of ``target``
+    break (what rendering its hook needs). A value is never echoed: a credential pasted by mistake must
+    not reach a message."""
+    problems: list[tuple[str, str]] = []
     for key, value in target.params.items():
         reference = _REFERENCE_PARAMS.search(key)
         if _SECRET_PARAMS.search(key) and not reference:
-            raise UsageError(
-                f"{where}.params.{key}: credentials are not accepted inline; "
-                "expected password_file (a mounted file) or password_env (a variable name)"
+            problems.append(
+                (
+                    f"params.{key}",
+                    "credentials are not accepted inline; "
+                    "expected password_file (a mounted file) or password_env (a variable name)",
+                )
             )
-        if reference and reference.group(1).lower() == "env" and _SECRET_PARAMS.search(key):
+        elif reference and reference.group(1).lower() == "env" and _SECRET_PARAMS.search(key):
             if not _ENVNAME.match(str(value)):
-                raise UsageError(
-                    f"{where}.params.{key}: expected an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
+                problems.append(
+                    (f"params.{key}", "expected an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
                 )
-            if target.local and str(value) in CREDENTIAL_ENV:  # stripped from local hooks
-                raise UsageError(
-                    f"{where}.params.{key}: {value} is Snapflow's own credential, not passed to hooks; "
-                    "expected a variable of the application's own"
+            elif target.local and str(value) in CREDENTIAL_ENV:  # stripped from local hooks
+                problems.append(
+                    (
+                        f"params.{key}",
+                        f"{value} is Snapflow's own credential, not passed to hooks; "
+                        "expected a variable of the application's own",
+                    )
                 )
-    if target.hook == "fsfreeze" and not (target.params.get("mount") or target.params.get("mounts")):
-        raise UsageError(f"{where}.params.mount: required for the fsfreeze hook (a mount point)")
-    if target.hook == "custom" and not (target.params.get("freeze") or target.params.get("prepare")):
-        raise UsageError(f"{where}.params: the custom hook needs 'freeze' (and 'thaw') or 'prepare' commands")
-    if target.hook == "custom" and target.params.get("freeze") and not target.params.get("thaw"):
-        raise UsageError(f"{where}.params.thaw: required when 'freeze' commands are given")
-    if target.hook == "postgresql" and target.params.get("mode", "auto") not in (
-        "auto",
-        "checkpoint",
-        "backup",
-    ):
-        raise UsageError(
-            f"{where}.params.mode: expected auto, checkpoint or backup, got {target.params.get('mode')!r}"
-        )
-    if target.hook in ("mysql", "mariadb") and target.params.get("method", "ftwrl") not in (
-        "ftwrl",
-        "backup_stage",
-    ):
-        raise UsageError(
-            f"{where}.params.method: expected ftwrl or backup_stage, got {target.params.get('method')!r}"
-        )
+    params = target.params
+    if target.hook == "fsfreeze" and not (params.get("mount") or params.get("mounts")):
+        problems.append(("params.mount", "required for the fsfreeze hook (a mount point)"))
+    if target.hook == "custom" and not (params.get("freeze") or params.get("prepare")):
+        problems.append(("params", "the custom hook needs 'freeze' (and 'thaw') or 'prepare' commands"))
+    if target.hook == "custom" and params.get("freeze") and not params.get("thaw"):
+        problems.append(("params.thaw", "required when 'freeze' commands are given"))
+    if target.hook == "postgresql" and params.get("mode", "auto") not in ("auto", "checkpoint", "backup"):
+        problems.append(("params.mode", f"expected auto, checkpoint or backup, got {params.get('mode')!r}"))
+    if target.hook in ("mysql", "mariadb") and params.get("method", "ftwrl") not in ("ftwrl", "backup_stage"):
+        problems.append(("params.method", f"expected ftwrl or backup_stage, got {params.get('method')!r}"))
+    return problems
+
+
+def check_params(target: Target, where: str) -> None:
+    """Raise :class:`UsageError` naming ``where`` and the first of :func:`param_problems`."""
+    problems = param_problems(target)
+    if problems:
+        field, message = problems[0]
+        raise UsageError(f"{where}.{field}: {message}")
 
 
 def render_hook(target: Target, ctx: RenderContext, where: str = "target") -> dict[str, Any]:

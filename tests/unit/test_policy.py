@@ -87,7 +87,7 @@ BAD_POLICIES = [
     ),
     (
         {"spec.quiesce.0.params": {"password": "s3cr3t"}},
-        "spec.quiesce[0].params.password: expected no credentials in a policy (the hook reads them inside the pod, from its environment or a mounted Secret)",
+        "spec.quiesce[0].params.password: credentials are not accepted inline; expected password_file (a mounted file) or password_env (a variable name)",
     ),
     (
         {"spec.quiesce.0.params": {"port": {"n": 1}}},
@@ -95,7 +95,7 @@ BAD_POLICIES = [
     ),
     (
         {"spec.quiesce.0.hook": "custom"},
-        "spec.quiesce[0].params: expected the commands 'freeze' and 'thaw' for a custom hook",
+        "spec.quiesce[0].params: the custom hook needs 'freeze' (and 'thaw') or 'prepare' commands",
     ),
     (
         {"spec.snapshot.consistency": "atomic"},
