@@ -15,11 +15,20 @@ the clone (read-only) and streams it into the repository. The last line of stdou
 Without --snapshot, the VolumeSnapshot of --volume (default: --pvc) labelled with the backup ID is used
 (what consistent-point created, also for a group snapshot's members).
 
+With --mover-namespace, the clone is made there instead, so that the copy pod (which reads every
+owner's files as root) runs in a namespace of its own and the app's namespace can enforce Pod Security
+restricted: the app's snapshot is bound in the mover namespace through a pre-provisioned
+VolumeSnapshotContent with the same snapshotHandle and deletionPolicy Retain, and a VolumeSnapshot
+there naming it; the clone is provisioned from that. finalize deletes the three and never the app's
+snapshot data.
+
 examples:
   python -m steps prepare-clone --namespace shop --snapshot snapflow-backup-db-x7k2-data --pvc data-db-0 \\
       --backup-id backup-db-x7k2
   python -m steps prepare-clone --namespace shop --pvc data-db-0 --volume data --backup-id backup-db-x7k2 \\
       --storage-class xfs-nouuid --out /tmp/claim
+  python -m steps prepare-clone --namespace shop --mover-namespace shop-movers --pvc data-db-0 \\
+      --backup-id backup-db-x7k2
 """
 
 
@@ -27,6 +36,13 @@ def configure(parser):
     parser.add_argument("--namespace", required=True, metavar="NS", help="namespace of the snapshot and PVC")
     parser.add_argument(
         "--snapshot", default="", metavar="NAME", help="VolumeSnapshot name (default: by label)"
+    )
+    parser.add_argument(
+        "--mover-namespace",
+        default="",
+        metavar="NS",
+        help="make the clone in this namespace, from the snapshot bound there statically "
+        "(default: --namespace)",
     )
     parser.add_argument(
         "--pvc", required=True, metavar="NAME", help="the source PVC (its spec shapes the clone)"
@@ -126,16 +142,21 @@ def prepare_clone(
     app: str = "",
     storage_class: str = "",
     timeout: float = 600.0,
+    mover_namespace: str = "",
     log=lambda _m: None,
 ) -> str:
-    """Create (or reuse) the clone PVC of one snapshot; returns its claim name."""
+    """Create (or reuse) the clone PVC of one snapshot; returns its claim name. With
+    ``mover_namespace`` the clone is made there, from the snapshot bound there statically
+    (:func:`steps.drivers.snapshot_csi.import_snapshot`)."""
     from steps.drivers.kube import AlreadyExists
-    from steps.drivers.snapshot_csi import SNAPSHOT_API, wait_objects
+    from steps.drivers.snapshot_csi import SNAPSHOT_API, import_snapshot, wait_objects
     from steps.errors import PermanentError, UsageError
     from steps.manifests import render
     from steps.manifests.objects import dig
 
     volume = volume or pvc
+    if mover_namespace == namespace:
+        raise UsageError(f"--mover-namespace: must differ from --namespace ({namespace})")
     source = client.get_or_none("v1", "PersistentVolumeClaim", pvc, namespace)
     if source is None:
         raise UsageError(f"--pvc: PersistentVolumeClaim {pvc} does not exist in namespace {namespace}")
@@ -162,28 +183,43 @@ def prepare_clone(
         size = restore_size
     if not size:
         raise PermanentError(f"VolumeSnapshot {name}: no restoreSize and PVC {pvc} requests no storage")
+    clone_namespace, clone_source = namespace, name
+    if mover_namespace:
+        bound = import_snapshot(
+            client,
+            namespace=namespace,
+            snapshot=name,
+            mover_namespace=mover_namespace,
+            backup_id=backup_id,
+            volume=volume,
+            app=app,
+            timeout=timeout,
+            log=log,
+        )
+        clone_namespace, clone_source = mover_namespace, bound["metadata"]["name"]
     claim = render.k8s_name("snapflow-clone", backup_id, volume)
     manifest = render.clone_pvc(
         name=claim,
-        namespace=namespace,
-        snapshot=name,
+        namespace=clone_namespace,
+        snapshot=clone_source,
         size=str(size),
         labels=render.backup_labels(backup_id, app, volume, role="clone"),
         storage_class=storage_class or dig(source, "spec", "storageClassName"),
         volume_mode=dig(source, "spec", "volumeMode") or "Filesystem",
         access_modes=["ReadWriteOnce"],
     )
+    where = f" in namespace {clone_namespace}" if mover_namespace else ""
     try:
         client.create(manifest)
-        log(f"clone PVC {claim} of VolumeSnapshot {name} created")
+        log(f"clone PVC {claim} of VolumeSnapshot {clone_source} created{where}")
     except AlreadyExists:
-        existing = client.get("v1", "PersistentVolumeClaim", claim, namespace)
-        if dig(existing, "spec", "dataSource", "name") != name:
+        existing = client.get("v1", "PersistentVolumeClaim", claim, clone_namespace)
+        if dig(existing, "spec", "dataSource", "name") != clone_source:
             raise PermanentError(
-                f"PersistentVolumeClaim {namespace}/{claim} exists but is not a clone of "
-                f"VolumeSnapshot {name}"
+                f"PersistentVolumeClaim {clone_namespace}/{claim} exists but is not a clone of "
+                f"VolumeSnapshot {clone_source}"
             ) from None
-        log(f"clone PVC {claim} of VolumeSnapshot {name} already exists; reused")
+        log(f"clone PVC {claim} of VolumeSnapshot {clone_source} already exists{where}; reused")
     return claim
 
 
@@ -206,6 +242,7 @@ def run(args) -> int:
             app=args.app,
             storage_class=args.storage_class,
             timeout=args.timeout,
+            mover_namespace=args.mover_namespace,
             log=log,
         )
     if args.out:

@@ -1,0 +1,248 @@
+"""The copy path with a dedicated mover namespace, on the fake API server through the real client.
+
+The app's namespace keeps its snapshots; prepare-clone binds each one in the mover namespace (a
+pre-provisioned VolumeSnapshotContent with the same snapshotHandle and deletionPolicy Retain, and a
+VolumeSnapshot there naming it) and provisions the clone there, so the copy pod that mounts it runs in
+the mover namespace. The clean-up deletes those three and never the app's snapshot data.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from steps.drivers.snapshot_csi import SNAPSHOT_API, mover_content_name, release_mover_objects
+from tests.fixtures.k8s_app import APP_NS, VOLUMES, run_step, tree_state
+
+MOVERS = "shop-movers"
+
+
+def _namespace(server, name: str, level: str) -> None:
+    server.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": level}},
+        }
+    )
+
+
+def _snapshot_of(server, namespace: str, pvc: str, name: str) -> dict:
+    server.create(
+        {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshot",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"snapflow.io/backup-id": "backup-db-1", "snapflow.io/volume": "data"},
+            },
+            "spec": {"source": {"persistentVolumeClaimName": pvc}},
+        }
+    )
+    return server.wait_for("vs", name, namespace, lambda s: (s.get("status") or {}).get("readyToUse"))
+
+
+def _prepare(*extra: str) -> tuple[int, str, str]:
+    res = run_step(
+        "prepare-clone",
+        "--namespace",
+        APP_NS,
+        "--pvc",
+        "data",
+        "--volume",
+        "data",
+        "--backup-id",
+        "backup-db-1",
+        "--app",
+        "db",
+        "--timeout",
+        "20",
+        *extra,
+    )
+    return res.rc, res.last_line, res.stderr
+
+
+@pytest.fixture
+def app_snapshot(kube_server, kubeconfig, monkeypatch):
+    """A ready snapshot ``shop/snap-data`` of claim ``shop/data`` (one file), and the mover namespace."""
+    monkeypatch.setenv("SNAPFLOW_KUBE_READ_TIMEOUT", "10")
+    _namespace(kube_server, APP_NS, "restricted")
+    _namespace(kube_server, MOVERS, "baseline")
+    kube_server.pvc(APP_NS, "data")
+    (kube_server.volume_path(APP_NS, "data") / "table").write_text("at the cut")
+    snap = _snapshot_of(kube_server, APP_NS, "data", "snap-data")
+    (kube_server.volume_path(APP_NS, "data") / "table").write_text("after the cut")
+    return snap
+
+
+def test_clone_is_made_in_the_mover_namespace_from_the_apps_snapshot_content(kube_server, app_snapshot):
+    # WHEN prepare-clone runs with a mover namespace
+    rc, claim, err = _prepare("--mover-namespace", MOVERS)
+    assert rc == 0, err
+    # THEN the clone is in the mover namespace and holds the data of the cut; nothing new in the app's
+    clone = kube_server.wait_for("pvc", claim, MOVERS, lambda p: p["status"]["phase"] == "Bound")
+    assert (kube_server.volume_path(MOVERS, claim) / "table").read_text() == "at the cut"
+    assert [p["metadata"]["name"] for p in kube_server.list("pvc", APP_NS)] == ["data"]
+    # the clone comes from a VolumeSnapshot in the mover namespace, bound to a Retain content with the
+    # app snapshot's handle, driver and volume mode
+    mover_vs = kube_server.get("vs", clone["spec"]["dataSource"]["name"], MOVERS)
+    content = kube_server.get("vsc", mover_vs["status"]["boundVolumeSnapshotContentName"])
+    app_content = kube_server.get("vsc", app_snapshot["status"]["boundVolumeSnapshotContentName"])
+    assert content["metadata"]["name"] == mover_content_name(MOVERS, "backup-db-1", "data")
+    assert content["spec"]["deletionPolicy"] == "Retain"
+    assert content["spec"]["source"] == {"snapshotHandle": app_content["status"]["snapshotHandle"]}
+    assert content["spec"]["driver"] == app_content["spec"]["driver"]
+    assert content["spec"]["sourceVolumeMode"] == app_content["spec"]["sourceVolumeMode"]
+    assert content["spec"]["volumeSnapshotRef"]["namespace"] == MOVERS
+    assert content["spec"]["volumeSnapshotRef"]["uid"] == mover_vs["metadata"]["uid"]
+    for obj in (clone, mover_vs, content):
+        assert obj["metadata"]["labels"]["snapflow.io/backup-id"] == "backup-db-1"
+    # AND a second attempt reuses all three
+    rc, again, err = _prepare("--mover-namespace", MOVERS)
+    assert rc == 0 and again == claim, err
+    assert "already exists; reused" in err
+
+
+def test_clean_up_deletes_the_mover_side_and_keeps_the_apps_snapshot_data(
+    kube_server, app_snapshot, kubeconfig
+):
+    # GIVEN a clone made in the mover namespace
+    rc, claim, err = _prepare("--mover-namespace", MOVERS)
+    assert rc == 0, err
+    kube_server.wait_for("pvc", claim, MOVERS, lambda p: p["status"]["phase"] == "Bound")
+    data = kube_server.snapshot_path(APP_NS, "snap-data")
+    content = mover_content_name(MOVERS, "backup-db-1", "data")
+    # and someone switched the mover content to deletionPolicy Delete
+    kube_server.patch("vsc", content, {"spec": {"deletionPolicy": "Delete"}})
+    # WHEN the mover side is cleaned up
+    from steps.drivers.kube import KubeClient, KubeSettings
+
+    with KubeClient(KubeSettings.from_env()) as client:
+        done = release_mover_objects(client, MOVERS, "backup-db-1", ["data"])
+    # THEN the clone, the mover snapshot and its content are gone; the content was set back to Retain first
+    assert not done["errors"], done
+    assert sorted(d.split("/")[0] for d in done["deleted"]) == [
+        "PersistentVolumeClaim",
+        "VolumeSnapshot",
+        "VolumeSnapshotContent",
+    ]
+    kube_server.wait_for("pvc", claim, MOVERS, gone=True)
+    assert kube_server.list("vs", MOVERS) == [] and kube_server.get("vsc", content) is None
+    # and the app's snapshot, its content and its data are untouched, still usable for a clone
+    import time
+
+    time.sleep(0.2)  # a deletion of the snapshot data would run in the background
+    assert (data / "table").read_text() == "at the cut"
+    assert kube_server.get("vs", "snap-data", APP_NS)["status"]["readyToUse"] is True
+    # AND running it again is harmless
+    with KubeClient(KubeSettings.from_env()) as client:
+        assert release_mover_objects(client, MOVERS, "backup-db-1", ["data"]) == {"deleted": [], "errors": []}
+
+
+def test_clean_up_leaves_a_content_that_points_elsewhere_alone(kube_server, app_snapshot, kubeconfig):
+    # GIVEN a content with this backup's mover name that does not point into the mover namespace
+    handle = kube_server.get("vsc", app_snapshot["status"]["boundVolumeSnapshotContentName"])["status"][
+        "snapshotHandle"
+    ]
+    name = mover_content_name(MOVERS, "backup-db-1", "data")
+    kube_server.create(
+        {
+            "apiVersion": SNAPSHOT_API,
+            "kind": "VolumeSnapshotContent",
+            "metadata": {"name": name, "labels": {"snapflow.io/backup-id": "backup-db-1"}},
+            "spec": {
+                "deletionPolicy": "Delete",
+                "driver": "hostpath.csi.k8s.io",
+                "source": {"snapshotHandle": handle},
+                "volumeSnapshotRef": {"namespace": "elsewhere", "name": "x"},
+            },
+        }
+    )
+    from steps.drivers.kube import KubeClient, KubeSettings
+
+    with KubeClient(KubeSettings.from_env()) as client:
+        done = release_mover_objects(client, MOVERS, "backup-db-1", ["data"])
+    # THEN it is reported and kept (deleting it would delete the app's snapshot)
+    assert done["deleted"] == [] and "left alone" in done["errors"][0]
+    assert kube_server.get("vsc", name) is not None
+    assert (kube_server.snapshot_path(APP_NS, "snap-data") / "table").exists()
+    # AND prepare-clone refuses to reuse it
+    rc, _, err = _prepare("--mover-namespace", MOVERS)
+    assert rc != 0 and "is not this backup's" in err and "Traceback" not in err
+
+
+def test_mover_namespace_equal_to_the_apps_is_refused(kube_server, app_snapshot):
+    rc, _, err = _prepare("--mover-namespace", APP_NS)
+    assert rc == 2 and "--mover-namespace: must differ from --namespace" in err
+    assert "Traceback" not in err
+
+
+def test_backup_copies_from_the_mover_namespace_and_restores_identical_data(k8s, tmp_path):
+    """The copy path end to end: snapshots in the app's (restricted) namespace, static content + snapshot +
+    clone in the mover namespace, the copy reads the clone there, verify and commit pass, and the clean-up
+    leaves the mover namespace empty while the app's snapshots stay (delete_after_copy off)."""
+    # GIVEN the app in a namespace enforcing restricted and an empty mover namespace enforcing baseline
+    k8s.deploy_app()
+    k8s.server.patch(
+        "namespaces", APP_NS, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    _namespace(k8s.server, MOVERS, "baseline")
+    before = k8s.volume_state()
+    backup_id = "backup-db-movers"
+    plan = k8s.plan()
+    data = json.loads(plan.read_text())
+    data["snapshot"]["delete_after_copy"] = False
+    plan.write_text(json.dumps(data))
+    # WHEN the backup runs: capture and consistent-point act on the app's namespace,
+    res = run_step(
+        "capture", "--repo", k8s.repo, "--namespace", APP_NS, "--backup-id", backup_id, "--app", "db"
+    )
+    assert res.rc == 0, res.stderr
+    res = run_step("consistent-point", "--plan", plan, "--backup-id", backup_id)
+    assert res.rc == 0, res.stderr
+    # the clones are made in the mover namespace and the copy reads them there,
+    snapshots = {}
+    for volume, pvc in VOLUMES.items():
+        res = run_step(
+            "prepare-clone", "--namespace", APP_NS, "--mover-namespace", MOVERS, "--pvc", pvc,
+            "--volume", volume, "--backup-id", backup_id, "--app", "db", "--timeout", "20",
+        )  # fmt: skip
+        assert res.rc == 0, res.stderr
+        claim = res.last_line
+        k8s.server.wait_for("pvc", claim, MOVERS, lambda p: p["status"]["phase"] == "Bound")
+        assert k8s.server.get("pvc", claim, APP_NS) is None
+        res = run_step(
+            "copy", "--repo", k8s.repo, "--source", k8s.server.volume_path(MOVERS, claim),
+            "--backup-id", backup_id, "--cluster", "test", "--namespace", APP_NS, "--app", "db",
+            "--volume", volume, "--policy", "db",
+        )  # fmt: skip
+        assert res.rc == 0, res.stderr
+        snapshots[volume] = res.last_line
+    res = run_step("verify", "--repo", k8s.repo, "--backup-id", backup_id, "--read-data", "100")
+    assert res.rc == 0, res.stdout + res.stderr
+    res = run_step("finalize", "--plan", plan, "--backup-id", backup_id, "--workflow-status", "Succeeded")
+    assert res.rc == 0, res.stderr
+    from steps.drivers.kube import KubeClient, KubeSettings
+
+    with KubeClient(KubeSettings.from_env()) as client:
+        done = release_mover_objects(client, MOVERS, backup_id, list(VOLUMES))
+    # THEN the backup is committed and restores byte- and metadata-identical to the app's volumes
+    assert not done["errors"], done
+    for volume, snapshot_id in snapshots.items():
+        target = tmp_path / f"restored-{volume}"
+        res = run_step("restore", "--repo", k8s.repo, "--snapshot", snapshot_id, "--target", target)
+        assert res.rc == 0, res.stderr
+        assert tree_state(target) == before[volume]
+    # and the mover namespace is empty again, its contents gone, while the app's snapshots keep their data
+    assert k8s.server.list("pvc", MOVERS) == [] or all(
+        p["metadata"].get("deletionTimestamp") for p in k8s.server.list("pvc", MOVERS)
+    )
+    assert k8s.server.list("vs", MOVERS) == []
+    assert not [c for c in k8s.server.list("vsc") if c["spec"].get("deletionPolicy") == "Retain"]
+    app_snapshots = k8s.server.list("vs", APP_NS, label_selector=f"snapflow.io/backup-id={backup_id}")
+    assert len(app_snapshots) == len(VOLUMES)
+    for vs in app_snapshots:
+        assert vs["status"]["readyToUse"] is True
+        assert any(k8s.server.snapshot_path(APP_NS, vs["metadata"]["name"]).iterdir())
