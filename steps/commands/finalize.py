@@ -116,153 +116,20 @@ def cleanup_cluster(client, plan, backup_id: str, log) -> dict[str, list[str]]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Commit
-
-
-def commit_checks(plan, backup_id: str, snapshots, runs) -> tuple[dict | None, list[str]]:
-    """The backup record to commit, or the reasons it must not be. Pure: takes what the repository holds."""
-    problems: list[str] = []
-    mine = [s for s in snapshots if s.backup_id == backup_id or s.tags.get("backup") == backup_id]
-    manifests = [s for s in mine if s.tags.get("kind") == "manifests"]
-    data = [s for s in mine if s.tags.get("kind") != "manifests"]
-    volumes = []
-    for v in plan.volumes:
-        # exactly this volume: by name, or by its PVC when it has one (a snapshot naming no volume, or a
-        # plan volume without a PVC, must not match everything)
-        names = {v.name, v.pvc} - {None, ""}
-        found = [s for s in data if s.data.get("volume") in names or s.tags.get("volume") == v.name]
-        if not found:
-            problems.append(f"volume {v.name}: no snapshot of backup {backup_id} in the repository")
-            continue
-        snap = max(found, key=lambda s: s.time)
-        summary = snap.data.get("summary") or {}
-        volumes.append(
-            {
-                **v.to_dict(),
-                "snapshot": snap.id,
-                "files": summary.get("files"),
-                "bytes": summary.get("bytes_total"),
-            }
-        )
-    verifies = [r for r in runs if r.data.get("name") == "verify"]
-    verify = verifies[-1].data if verifies else None
-    if verify is None:
-        problems.append(f"backup {backup_id}: no verify run record")
-    elif not verify.get("ok"):
-        problems.append(f"backup {backup_id}: verify failed ({'; '.join(verify.get('problems', [])[:3])})")
-    else:
-        # what is committed must be what the verify checked (not a copy written after it)
-        checked = set(verify.get("snapshots") or ())
-        committed = [(f"volume {v['name']}", v["snapshot"]) for v in volumes]
-        if manifests:
-            committed.append(("manifests", max(manifests, key=lambda s: s.time).id))
-        for what, sid in committed:
-            if sid not in checked:
-                problems.append(
-                    f"{what}: snapshot {sid[:8]} was not checked by the passing verify of backup {backup_id}"
-                )
-    cps = [r.data for r in runs if r.data.get("name") == "consistent-point"]
-    cp = cps[-1] if cps else None
-    if cp is None:
-        if plan.targets or plan.volumes:
-            problems.append(
-                f"backup {backup_id}: no consistent-point run record (the cut of its volumes was never"
-                " recorded, so nothing says what the copies are worth)"
-            )
-    elif cp.get("verdict") not in ("app-consistent", "crash-consistent"):
-        why = "; ".join(str(r) for r in (cp.get("reasons") or [])[:3])
-        problems.append(
-            f"backup {backup_id}: its consistent point is {cp.get('verdict')!r}"
-            + (f" ({why})" if why else "")
-            + ", which is no restore point"
-        )
-    if problems:
-        return None, problems
-    record = {
-        "version": 1,
-        "backup_id": backup_id,
-        "app": plan.app.to_dict(),
-        "volumes": volumes,
-        "manifests": max(manifests, key=lambda s: s.time).id if manifests else None,
-        "snapshot_driver": plan.snapshot.driver,
-        # where each target's data directory lies inside its volumes (a restore writes backup_label there)
-        "targets": [
-            {"name": t.name, "hook": t.hook, "pgdata": str(t.params.get("pgdata") or "")}
-            for t in plan.targets
-        ],
-        "consistency": None
-        if cp is None
-        else {k: cp.get(k) for k in ("verdict", "reasons", "recovery", "freeze_window_ms", "timeline")},
-        "verify": {k: verify.get(k) for k in ("ok", "read_data_percent", "snapshots", "bytes_read", "time")},
-        "repository": plan.repository.url if plan.repository else None,
-    }
-    return record, []
-
-
-def damage_in_the_way(repo, backup_id: str, runs, snapshots) -> list:
-    """The damaged records that may be part of this backup, so that committing without them would
-    choose around damage: any damaged record in its own ``backups`` or ``runs`` group (the commit
-    itself, or the newest verify / consistent-point record), and each damaged snapshot record that is
-    this backup's or may be: its intact content says so, the passing verify checked a snapshot of that
-    name, or it cannot be read and was stored since this backup's first record (an older one that
-    cannot be read belongs to an earlier backup, and the report and ``check`` flag it)."""
-    from steps.repository.repo import CLOCK_SLACK
-
-    found = list(repo.damaged_records("backups", key=backup_id))
-    found += repo.damaged_records("runs", key=backup_id)
-    verifies = [r for r in runs if r.data.get("name") == "verify"]
-    checked = set(verifies[-1].data.get("snapshots") or ()) if verifies else set()
-    mine = [s for s in snapshots if s.backup_id == backup_id or s.tags.get("backup") == backup_id]
-    times = [r.modified for r in runs if r.modified is not None]
-    first = min(times) if times and len(times) == len(runs) else None
-    for d in repo.damaged_records("snapshots"):
-        if d.id in checked:  # the name of a snapshot the verify checked: this backup's
-            found.append(d)
-        elif d.data is not None:
-            tags = d.data.get("tags") if isinstance(d.data.get("tags"), dict) else {}
-            if d.data.get("backup_id") == backup_id or tags.get("backup") == backup_id:
-                found.append(d)
-        else:
-            unknown = first is None or d.modified is None or not mine
-            if unknown or d.modified >= first - CLOCK_SLACK:
-                found.append(d)
-    return found
+# Commit (the rule and the record: steps.repository.records)
 
 
 def commit(plan, backup_id: str, log) -> tuple[str | None, list[str], bool]:
-    """(record ID, problems, already_committed). Writes nothing when there are problems. Refuses
-    (DamagedRecordError naming the object key) when a damaged record may be part of this backup."""
+    """(record ID, problems, already_committed) of :func:`steps.repository.records.commit_backup` in the
+    plan's repository."""
     from steps.drivers.objectstore import open_store
-    from steps.errors import DamagedRecordError
-    from steps.repository.repo import Repository, describe_damage, repair_hint, utc_now_iso
+    from steps.repository.records import commit_backup
+    from steps.repository.repo import Repository
     from steps.secrets import repository_password
 
     assert plan.repository is not None
     repo = Repository.open(open_store(plan.repository.url, plan.repository.endpoint), repository_password())
-    existing = repo.list_records("backups", key=backup_id)
-    runs = repo.list_records("runs", key=backup_id)
-    snapshots = repo.list_snapshots()
-    damaged = damage_in_the_way(repo, backup_id, runs, snapshots)
-    if damaged and not existing:
-        raise DamagedRecordError(
-            f"backup {backup_id} not committed: {describe_damage(damaged, damaged[0].kind.rstrip('s'))},"
-            " and it may be part of this backup (its commit, its newest verify or consistent-point record,"
-            f" or one of its snapshots), so finalize will not commit around it; {repair_hint(repo.url)}, then run"
-            " the backup again",
-            [d.key for d in damaged],
-        )
-    if existing:
-        for d in damaged:
-            log(f"finalize: backup {backup_id} was committed, but {d.key} is damaged ({d.problem})")
-        return existing[-1].id, [], True
-    record, problems = commit_checks(plan, backup_id, snapshots, runs)
-    if record is None:
-        return None, problems, False
-    record["time"] = utc_now_iso()
-    record["workflow_status"] = "Succeeded"
-    rid = repo.save_record("backups", record, key=backup_id)
-    log(f"backup {backup_id} committed as record {rid[:8]}")
-    return rid, [], False
+    return commit_backup(repo, plan, backup_id, log)
 
 
 def run(args) -> int:

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .repo import Commits, DamagedRecord, Record, Repository, Snapshot, referenced_snapshots
+from .damage import DamagedRecord
+from .records import Record, Snapshot, referenced_snapshots
+from .repo import Repository
+from .restore_points import Commits
 
 
 @dataclass

@@ -42,26 +42,17 @@ from datetime import UTC, datetime, timedelta
 from steps.drivers.objectstore import ObjectLock, ObjectNotFound
 from steps.errors import DamagedRecordError, IntegrityError, UsageError
 
+from .damage import describe_damage, repair_hint
 from .index import IndexPack
 from .lease import PruneLease
 from .lock import extend_locks, purge_versions, version_map
 from .pack import pack_key, read_pack_entries
 from .pipeline import BlobSink
-from .repo import (
-    CANDIDATES,
-    CLOCK_SLACK,
-    DELETED,
-    DELETION_LOG_KIND,
-    PRUNE_KIND,
-    SETTINGS,
-    Record,
-    Repository,
-    Snapshot,
-    describe_damage,
-    repair_hint,
-)
+from .records import Record, Snapshot
+from .repo import Repository
 from .retention import Decision, Rules, apply_rules, damage_in_scope, restore_points, timezone
 from .tree import decode_tree
+from .writer import CANDIDATES, CLOCK_SLACK, DELETED, DELETION_LOG_KIND, PRUNE_KIND, SETTINGS
 
 DEFAULT_GRACE = timedelta(hours=24)
 MIN_GRACE = timedelta(seconds=5)  # above twice the clock slack, or every copy would refuse to commit

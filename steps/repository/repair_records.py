@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from steps.drivers.objectstore import ObjectNotFound
 
 from .crypto import storage_id
-from .repo import RECORD_KINDS, DamagedRecord, Repository, referenced_snapshots
+from .damage import DamagedRecord
+from .records import RECORD_KINDS, referenced_snapshots
+from .repo import Repository
 
 
 @dataclass

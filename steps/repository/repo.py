@@ -1,24 +1,24 @@
 """The repository facade: open or create a repository, read and write its objects.
 
-Provides :class:`Repository` (``init`` / ``open``, the index, blobs and trees, JSON records of kinds
-``snapshots``, ``backups`` and ``runs``) and :class:`Snapshot`. Called by every data step and by the
-steps that store records (capture, consistent-point, verify, finalize)::
+Provides :class:`Repository` (``init`` / ``open``, keys, the index, blobs and trees, encrypted JSON
+records of any kind: ``snapshots``, ``backups``, ``runs``, prune's). Called by every data step and by
+the steps that store records::
 
     repo = Repository.open(open_store(url, endpoint), password)
-    rid = repo.save_record("runs", {"name": "verify", "ok": True}, key=backup_id)
     for rec in repo.list_records("runs", key=backup_id): ...
-    repo.save_record("backups", {...}, key=backup_id)     # the commit point, written by finalize
+    snap = repo.find_restore_point("latest")
 
 Layout, write order and invariants are in docs/design.md. Nothing here takes a lock: every object is
-written once under a name derived from its content, and readers only ever see complete objects.
+written once under a name derived from its content, and readers only ever see complete objects. Readers
+fall back to older versions of a replaced or deleted object on versioned buckets
+(:meth:`Repository.get_named`, :meth:`Repository.pack_range`).
 
-Prune's side of the protocol lives here too, because every writer must follow it: a writer calls
-:meth:`Repository.begin_write` (it stops deduplicating against prune's pending deletion candidates and
-notes its start in the store's clock) and :meth:`Repository.confirm_commit` after writing a snapshot
-record (a writer that ran past the grace period of a prune it did not see withdraws its record);
-``save_record("backups", ...)`` refuses to commit snapshots prune marked as garbage. Readers fall back
-to older versions of a replaced or deleted object on versioned buckets (:meth:`Repository.get_named`,
-:meth:`Repository.pack_range`).
+Concerns kept in their own modules, mixed into :class:`Repository`: what the records hold and the
+commit point of a backup (:mod:`.records`: ``commit_backup``, ``save_run_record``), prune's protocol on
+the writer's side, which every writer must follow (:mod:`.writer`: ``begin_write``, ``check_commit``,
+``confirm_commit``; ``save_record("backups", ...)`` refuses snapshots prune marked as garbage and
+withdraws a record whose snapshots are gone), restore points (:mod:`.restore_points`: ``commits``,
+``find_snapshot``, ``find_restore_point``, ``find_parent``) and damaged records (:mod:`.damage`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from steps.drivers.objectstore import ObjectNotFound, ObjectStore
@@ -40,26 +39,36 @@ from steps.errors import (
     IntegrityError,
     PermanentError,
     RepositoryError,
-    TemporaryError,
     UsageError,
 )
 
 from .config import RepoConfig
 from .crypto import MasterKeys, open_blob, open_object, seal_object, storage_id
+from .damage import DamagedRecord, describe_damage, repair_hint  # noqa: F401  (the last two: re-exported)
 from .index import IndexPack, MemIndex, decode_index_file, encode_index_file
 from .keys import KeyFile, create_key_file, open_master_key
 from .pack import BLOB_TREE, FinishedPack, pack_key, read_pack_entries
+from .records import (  # noqa: F401  (RECORD_KINDS, parse_time, utc_now_iso: re-exported)
+    RECORD_KINDS,
+    Record,
+    Snapshot,
+    parse_time,
+    referenced_snapshots,
+    utc_now_iso,
+)
+from .restore_points import Commits, RestorePoints  # noqa: F401  (Commits: re-exported)
 from .tree import decode_tree
+from .writer import (  # noqa: F401  (prune's record names: re-exported)
+    CANDIDATES,
+    CLOCK_SLACK,
+    DELETED,
+    DELETION_LOG_KIND,
+    PRUNE_KIND,
+    SETTINGS,
+    WriterProtocol,
+    WriterSession,
+)
 
-RECORD_KINDS = ("snapshots", "backups", "runs")
-PRUNE_KIND = "prune"  # prune's own records: deletion candidates and deletion logs
-CANDIDATES = "candidates"
-DELETED = "deleted"
-DELETION_LOG_KIND = "prune-log"  # what Snapflow deleted itself (versioned buckets); only prune/check read it
-SETTINGS = "settings"  # the grace periods prune runs use; kept while a writer may need them
-# Clock resolution of object stores (Last-Modified and Date have whole seconds): writers stop this much
-# before the end of a grace period and prune sweeps this much after it.
-CLOCK_SLACK = timedelta(seconds=2)
 T = TypeVar("T")
 _RESERVED = {"config", "keys", "data", "index", "locks"}
 _KIND_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
@@ -87,65 +96,11 @@ def _get_version(store: ObjectStore, key: str, version_id: str) -> bytes | None:
         return None
 
 
-def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-@dataclass
-class Record:
-    kind: str
-    id: str
-    data: dict
-    key_group: str | None = None
-    modified: datetime | None = None  # Last-Modified in the store's clock
-
-    @property
-    def key(self) -> str:
-        return f"{self.kind}/{self.key_group}/{self.id}" if self.key_group else f"{self.kind}/{self.id}"
-
-
-@dataclass
-class WriterSession:
-    """A writer's start: prune's pending candidates are excluded from its deduplication."""
-
-    start: datetime  # the store's clock before the candidates were listed
-    excluded: set[str]  # candidate packs hidden from deduplication
-
-
-@dataclass
-class Snapshot:
-    id: str
-    data: dict = field(default_factory=dict)
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:8]
-
-    # A record's fields come from whoever holds the key: a value of the wrong type must neither crash a
-    # reader nor make a snapshot look like something it is not (an older time, a plain copy).
-    @property
-    def time(self) -> str:
-        value = self.data.get("time", "")
-        return value if isinstance(value, str) else ""
-
-    @property
-    def tags(self) -> dict:
-        value = self.data.get("tags", {})
-        return value if isinstance(value, dict) else {}
-
-    @property
-    def backup_id(self) -> str | None:
-        value = self.data.get("backup_id")
-        if value is None or isinstance(value, str):
-            return value
-        return f"(malformed backup ID {value!r})"  # belongs to no committed backup
-
-
 def _json(data: dict) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
-class Repository:
+class Repository(WriterProtocol, RestorePoints):
     """One open repository. Thread-safe for concurrent reads and blob/pack writes."""
 
     def __init__(self, store: ObjectStore, keys: MasterKeys, config: RepoConfig, key_id: str):
@@ -434,88 +389,6 @@ class Repository:
         self._index_ids.add(iid)
         return iid
 
-    def note_deletions(self, keys: list[str], why: str, run: str | None = None) -> None:
-        """On a versioned bucket, log keys Snapflow itself is about to delete (a ``prune`` record of type
-        ``deleted``, written before the deletions): prune purges their old versions once unlocked, and
-        any other deletion stands out as tampering. Nothing to do on stores without versions."""
-        if not keys or not self.store.versioning_enabled():
-            return
-        for i in range(0, len(keys), 20_000):
-            self.save_record(
-                DELETION_LOG_KIND,
-                {
-                    "type": DELETED,
-                    "version": 1,
-                    "time": utc_now_iso(),
-                    "prune": run,
-                    "why": why,
-                    "keys": keys[i : i + 20_000],
-                },
-            )
-
-    # -- prune's protocol, writer side -----------------------------------------------------------
-    def prune_candidates(self) -> list[Record]:
-        """Prune's pending deletion candidates (records of kind ``prune`` of type ``candidates``)."""
-        return [r for r in self.list_records(PRUNE_KIND) if r.data.get("type") == CANDIDATES]
-
-    def grace_period(self) -> timedelta | None:
-        """The grace period writers must respect: the shortest one recent prunes used (their ``settings``
-        records, kept until no writer they could harm can still commit). None: no prune runs with a
-        grace period, so nothing a writer refers to can be swept under it (``--grace 0`` is for
-        maintenance windows without backups)."""
-        values = [
-            float(r.data["grace_s"])
-            for r in self.list_records(PRUNE_KIND)
-            if r.data.get("type") in (SETTINGS, CANDIDATES) and float(r.data.get("grace_s", 0)) > 0
-        ]
-        return timedelta(seconds=min(values)) if values else None
-
-    def begin_write(self) -> MemIndex:
-        """Start writing: load the index without prune's deletion candidates (so that nothing new refers
-        to a pack about to go) and note the start in the store's clock. Every copy starts a new session."""
-        start = self.store.server_time()
-        pending = self.prune_candidates()
-        excluded = {p for r in pending for p in r.data.get("packs", ())}
-        index = self.load_index(exclude_packs=excluded)
-        self._writer = WriterSession(start, excluded)
-        return index
-
-    @property
-    def writer_session(self) -> WriterSession | None:
-        return self._writer
-
-    def check_commit(self, at: datetime | None = None) -> None:
-        """Refuse (TemporaryError) when this writer has been running for prune's grace period: it may
-        refer to packs a prune marked after it started, and the sweep may already have deleted them.
-        Retrying starts a fresh writer, which does not use them."""
-        session = self._writer
-        if session is None:
-            return
-        grace = self.grace_period()
-        if grace is None:
-            return
-        now = at or self.store.server_time()
-        if now >= session.start + grace - CLOCK_SLACK:
-            age = (now - session.start).total_seconds()
-            raise TemporaryError(
-                f"this copy has been running for {age:.0f} s, longer than prune's grace period"
-                f" ({grace.total_seconds():.0f} s): refusing to commit (a retry writes what is needed again;"
-                " raise prune's --grace above the longest backup)"
-            )
-
-    def confirm_commit(self, key: str) -> None:
-        """After writing the record ``key`` (a snapshot): if it landed after the grace period, withdraw it
-        (delete) and refuse — the check before the write may have been overtaken by a stalled process."""
-        if self._writer is None:
-            return
-        info = self.store.stat(key)
-        at = info.last_modified if info and info.last_modified else self.store.server_time()
-        try:
-            self.check_commit(at)
-        except TemporaryError:
-            self.store.delete(key)
-            raise
-
     # -- packs and blobs ----------------------------------------------------------------------
     def save_pack(self, pack: FinishedPack) -> None:
         self.store.put(pack_key(pack.id), pack.data)
@@ -672,15 +545,6 @@ class Repository:
                 )
         return rid
 
-    def _refuse_garbage_commit(self, backup_id: str | None, referenced: set[str]) -> None:
-        for rec in self.prune_candidates():
-            for entry in rec.data.get("snapshots", ()):
-                if entry.get("id") in referenced or (backup_id and entry.get("backup_id") == backup_id):
-                    raise PermanentError(
-                        f"backup {backup_id}: its snapshots stayed uncommitted longer than prune's grace period"
-                        " and are marked as garbage; not committed (run the backup again)"
-                    )
-
     def _read_record(self, kind: str, object_key: str, modified: datetime | None = None) -> Record:
         parts = object_key.split("/")
         group = parts[1] if len(parts) == 3 else None
@@ -826,327 +690,3 @@ class Repository:
 
     def list_snapshots(self) -> list[Snapshot]:
         return [Snapshot(r.id, r.data) for r in self.list_records("snapshots")]
-
-    def commits(self) -> Commits:
-        """Which backups are committed: those with a ``backups`` record that opens. A backup whose only
-        records there are damaged is neither committed nor known to be uncommitted (``state`` says
-        ``damaged``)."""
-        records, damaged = self.scan_records("backups")
-        for d in damaged:
-            self.warnings.append(f"skipping damaged record {d.key}: {d.problem}")
-        return Commits(records, damaged, self.key_group)
-
-    def committed_filter(self, commits: Commits | None = None) -> Callable[[Snapshot], bool]:
-        """A snapshot is a restore point (and a parent candidate) when it belongs to no backup (a plain
-        ``copy``) or its backup has a committed ``backups`` record that opens."""
-        return (commits or self.commits()).committed
-
-    def find_snapshot(
-        self, ref: str, snapshots: list[Snapshot] | None = None, commits: Commits | None = None
-    ) -> Snapshot:
-        """``latest`` (newest committed), a full ID or a unique prefix of at least 4 characters.
-
-        ``latest`` refuses (DamagedRecordError naming the object key) rather than choose around damage:
-        when a snapshot record or a backup record does not open (either may be the newest restore
-        point), or when a committed backup at least as new as the choice names a snapshot that is gone.
-        An ID that matches only a damaged record is refused naming that record, not "no snapshot"."""
-        snaps = snapshots if snapshots is not None else self.list_snapshots()
-        if ref == "latest":
-            return self._latest(snaps, commits or self.commits())
-        if len(ref) < 4 or not re.fullmatch(r"[0-9a-f]+", ref):
-            raise UsageError(
-                f"--snapshot: expected 'latest' or a snapshot ID (at least 4 hex digits), got {ref!r}"
-            )
-        found = [s for s in snaps if s.id.startswith(ref)]
-        if not found:
-            damaged = [
-                d
-                for d in self.damaged_records("snapshots")
-                if d.id.startswith(ref) or (d.true_id or "").startswith(ref)
-            ]
-            if damaged:
-                d = damaged[0]
-                raise DamagedRecordError(
-                    f"--snapshot {ref}: the snapshot record {d.key} is damaged ({d.problem}) and cannot be"
-                    f" used; {repair_hint(self.url)}",
-                    [x.key for x in damaged],
-                )
-            named = [
-                (r, sid)
-                for r in (commits.records if commits else self.list_records("backups"))
-                for sid in sorted(referenced_snapshots(r.data))
-                if sid.startswith(ref)
-            ]
-            if named:
-                rec, sid = named[0]
-                raise DamagedRecordError(
-                    f"--snapshot {ref}: backup {rec.data.get('backup_id')} names snapshot {sid}, but its record"
-                    f" snapshots/{sid} is missing from {self.url} (deleted outside Snapflow?)",
-                    [f"snapshots/{sid}"],
-                )
-            raise UsageError(f"--snapshot: no snapshot {ref!r} in {self.url}")
-        if len(found) > 1:
-            raise UsageError(f"--snapshot: {ref!r} is ambiguous ({len(found)} snapshots match)")
-        return found[0]
-
-    def _latest(self, snaps: list[Snapshot], commits: Commits) -> Snapshot:
-        damaged = self.damaged_records("snapshots")
-        if damaged:
-            raise DamagedRecordError(
-                f"--snapshot latest: {describe_damage(damaged, 'snapshot')}, so which snapshot is the newest"
-                f" restore point is unknown; pass --snapshot ID to restore a chosen one (`snapshots` lists"
-                f" the intact ones), or {repair_hint(self.url)}",
-                [d.key for d in damaged],
-            )
-        if commits.damaged:
-            raise DamagedRecordError(
-                f"--snapshot latest: {describe_damage(commits.damaged, 'backup')}, so the newest committed"
-                f" backup is unknown; pass --snapshot ID to restore a chosen one, or {repair_hint(self.url)}",
-                [d.key for d in commits.damaged],
-            )
-        committed = [s for s in snaps if commits.committed(s)]
-        if not committed:
-            raise UsageError(f"--snapshot latest: {self.url} has no committed snapshot")
-        best = max(committed, key=lambda s: s.time)
-        present: set[str] | None = None  # listed after the backup records (see below)
-        best_time = parse_time(best.time)
-        for rec in reversed(commits.records):
-            when = parse_time(rec.data.get("time"))
-            if when is not None and best_time is not None and when < best_time:
-                continue  # committed before the choice was made: cannot be a newer restore point
-            if present is None:
-                # a backup committed after ``snaps`` were listed names snapshots that list lacks
-                present = {i.key.rsplit("/", 1)[-1] for i in self.store.list("snapshots/")}
-            missing = sorted(referenced_snapshots(rec.data) - present)
-            if missing:
-                raise DamagedRecordError(
-                    f"--snapshot latest: backup {rec.data.get('backup_id')} (committed {rec.data.get('time')})"
-                    f" names the snapshot record snapshots/{missing[0]}, which is missing (deleted outside"
-                    " Snapflow?), so the newest restore point is broken; pass --snapshot ID to restore a"
-                    f" chosen one, or drop that backup with `forget --backup-id {rec.data.get('backup_id')}`",
-                    [f"snapshots/{m}" for m in missing],
-                )
-        return best
-
-    def refuse_damaged_backups(
-        self,
-        option: str,
-        matches: Callable[[dict], bool] | None = None,
-        key: str | None = None,
-        way_out: str = "choose a backup by its ID",
-    ) -> None:
-        """For commands that choose among backup records (``--backup latest`` of an app, a backup by ID):
-        DamagedRecordError naming the damaged backup records that may be among them — every one that
-        cannot be read, and one whose intact content (under a wrong name) ``matches``; ``key``: only
-        the records of that backup ID."""
-        damaged = [
-            d
-            for d in self.damaged_records("backups", key)
-            if d.data is None or matches is None or matches(d.data)
-        ]
-        if damaged:
-            raise DamagedRecordError(
-                f"{option}: {describe_damage(damaged, 'backup')}, and it may be the backup asked for;"
-                f" {way_out}, or {repair_hint(self.url)}",
-                [d.key for d in damaged],
-            )
-
-    def find_restore_point(
-        self, ref: str, allow_uncommitted: bool = False, snapshots: list[Snapshot] | None = None
-    ) -> Snapshot:
-        """The snapshot ``restore`` may write (as :meth:`find_snapshot`). A snapshot of a backup that was
-        never committed — its copies, verify or finalize did not all pass, or it is still running — is no
-        restore point: refused (UsageError) unless ``allow_uncommitted``. One whose backup record is
-        damaged is refused too (DamagedRecordError naming it): whether it was committed is unknown."""
-        commits = self.commits()
-        snap = self.find_snapshot(ref, snapshots, commits)
-        if not allow_uncommitted and not commits.committed(snap):
-            damaged = commits.damaged_for(snap.backup_id or "")
-            if damaged:
-                raise DamagedRecordError(
-                    f"--snapshot: {snap.short_id} belongs to backup {snap.backup_id}, whose backup record"
-                    f" {damaged[0].key} is damaged ({damaged[0].problem}), so whether it was committed is"
-                    f" unknown; pass --allow-uncommitted to restore it anyway, or {repair_hint(self.url)}",
-                    [d.key for d in damaged],
-                )
-            raise UsageError(
-                f"--snapshot: {snap.short_id} belongs to backup {snap.backup_id}, which was never committed"
-                " (a copy, the verify or finalize did not pass, or it is still running), so it is no"
-                " restore point; pass --allow-uncommitted to restore it anyway"
-            )
-        return snap
-
-    def find_parent(
-        self, source: str, tags: dict, identity: dict, warn: Callable[[str], None] | None = None
-    ) -> Snapshot | None:
-        """The newest committed snapshot of the same source, tags (ignoring ``backup``) and identity.
-
-        None (a full read), with a warning, when a damaged record may hide a newer parent."""
-        want_tags = {k: v for k, v in tags.items() if k != "backup"}
-
-        def same_source(d: dict) -> bool:
-            t = d.get("tags") if isinstance(d.get("tags"), dict) else {}
-            return (
-                d.get("source") == source
-                and {k: v for k, v in t.items() if k != "backup"} == want_tags
-                and all(d.get(k) == v for k, v in identity.items())
-            )
-
-        snaps = self.list_snapshots()
-        commits = self.commits()
-        best = None
-        for s in snaps:
-            if same_source(s.data) and commits.committed(s) and (best is None or s.time > best.time):
-                best = s
-        # Damage here costs speed, not safety: a parent only lets unchanged files reuse its content
-        # lists, and a full read stores exactly the same snapshot. So the copy goes on rather than fail
-        # (failing would stop every backup of this source until someone repairs the repository, and
-        # its uncommitted copies would become prune's garbage). It does not quietly take an older
-        # parent either: choosing around damage is what hides it. It reads everything and says why.
-        newer = "" if best is None else best.time
-        hiding = [
-            d
-            for d in self.damaged_records("snapshots")
-            if d.data is None or (same_source(d.data) and str(d.data.get("time", "")) > newer)
-        ]
-        for s in snaps:
-            if same_source(s.data) and s.time > newer and commits.state(s) == "damaged":
-                hiding += commits.damaged_for(s.backup_id or "")
-        if hiding:
-            msg = (
-                f"parent: {describe_damage(hiding, 'record')}, and may hide the newest snapshot of {source};"
-                " this copy reads every file instead of reusing a parent's (slower, equally complete); "
-                + repair_hint(self.url)
-            )
-            (warn or self.warnings.append)(msg)
-            return None
-        return best
-
-
-def repair_hint(url: str = "URL") -> str:
-    """The way out of a damaged record, for the end of a one-line error."""
-    return (
-        f"remove the damaged record with `python -m steps repair records --repo {url}` (it moves a renamed or"
-        " swapped record back under its own name, and deletes one that cannot be read; `check` shows what"
-        " else is affected)"
-    )
-
-
-REPAIR_HINT = repair_hint()
-
-
-@dataclass
-class DamagedRecord:
-    """A record object that does not open: its bytes do not match its name, do not authenticate for
-    this kind and group, or are not a JSON record. When the bytes are an intact record stored under
-    another name (renamed, or swapped with another record of the same kind and group), ``data`` is its
-    authentic content, ``true_id`` the name and ``true_group`` the group it belongs under (``repair
-    records`` moves it back)."""
-
-    kind: str
-    key: str  # the object key, e.g. snapshots/<ID> or backups/<GROUP>/<ID>
-    problem: str
-    group: str | None = None
-    modified: datetime | None = None  # Last-Modified in the store's clock
-    data: dict | None = None
-    true_id: str | None = None
-    raw: bytes | None = field(default=None, repr=False)
-    true_group: str | None = None  # the group the bytes authenticate in (records kept by backup ID)
-
-    @property
-    def id(self) -> str:
-        return self.key.rsplit("/", 1)[-1]
-
-    @property
-    def true_key(self) -> str | None:
-        """Where the bytes belong: their own name, in the group they authenticate in."""
-        if self.true_id is None:
-            return None
-        if self.true_group:
-            return f"{self.kind}/{self.true_group}/{self.true_id}"
-        return f"{self.kind}/{self.true_id}"
-
-    def to_dict(self) -> dict:
-        out = {"kind": self.kind, "key": self.key, "problem": self.problem}
-        if self.true_id:
-            out["belongs_under"] = self.true_key
-        if self.data is not None and self.data.get("backup_id"):
-            out["backup_id"] = self.data.get("backup_id")
-        if self.modified is not None:
-            out["modified"] = self.modified.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        return out
-
-
-def describe_damage(damaged: list[DamagedRecord], what: str, shown: int = 2) -> str:
-    """``the backup record KEY is damaged (PROBLEM)`` or ``3 backup records are damaged (KEY: ...; ...)``
-    for a one-line message; every key shown in full."""
-    if len(damaged) == 1:
-        d = damaged[0]
-        return f"the {what} record {d.key} is damaged ({d.problem})"
-    listed = "; ".join(f"{d.key}: {d.problem}" for d in damaged[:shown])
-    more = f"; and {len(damaged) - shown} more" if len(damaged) > shown else ""
-    return f"{len(damaged)} {what} records are damaged ({listed}{more})"
-
-
-@dataclass
-class Commits:
-    """Which backups are committed, from one reading of every ``backups`` record: a backup is committed
-    when its group holds a record that opens; ``damaged`` are the records there that do not."""
-
-    records: list[Record]
-    damaged: list[DamagedRecord]
-    group_of: Callable[[str], str]
-    groups: set[str] = field(init=False)
-    damaged_groups: set[str] = field(init=False)
-
-    def __post_init__(self):
-        self.groups = {r.key_group for r in self.records if r.key_group}
-        self.damaged_groups = {d.group for d in self.damaged if d.group}
-
-    def committed(self, snap: Snapshot) -> bool:
-        return not snap.backup_id or self.group_of(snap.backup_id) in self.groups
-
-    def state(self, snap: Snapshot) -> str:
-        """``plain`` (no backup), ``committed``, ``damaged`` (only damaged backup records) or
-        ``uncommitted``."""
-        if not snap.backup_id:
-            return "plain"
-        group = self.group_of(snap.backup_id)
-        if group in self.groups:
-            return "committed"
-        return "damaged" if group in self.damaged_groups else "uncommitted"
-
-    def damaged_for(self, backup_id: str) -> list[DamagedRecord]:
-        group = self.group_of(backup_id)
-        return [d for d in self.damaged if d.group == group]
-
-    def record_for(self, backup_id: str) -> Record | None:
-        """The newest record of the backup that opens."""
-        group = self.group_of(backup_id)
-        mine = [r for r in self.records if r.key_group == group]
-        return mine[-1] if mine else None
-
-
-def parse_time(value) -> datetime | None:
-    """An ISO 8601 time of a record (``Z`` or an offset; naive means UTC), or None when it is none."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
-def referenced_snapshots(record: dict) -> set[str]:
-    """Snapshot IDs a backup record names: ``volumes[].snapshot``, ``manifests``, ``snapshots[]``."""
-    out: set[str] = set()
-    for v in record.get("volumes") or ():
-        if isinstance(v, dict) and isinstance(v.get("snapshot"), str):
-            out.add(v["snapshot"])
-    if isinstance(record.get("manifests"), str):
-        out.add(record["manifests"])
-    for sid in record.get("snapshots") or ():
-        if isinstance(sid, str):
-            out.add(sid)
-    return {s for s in out if re.fullmatch(r"[0-9a-f]{64}", s)}

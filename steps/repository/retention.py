@@ -23,7 +23,8 @@ from datetime import UTC, datetime, tzinfo
 
 from steps.errors import UsageError
 
-from .repo import describe_damage, parse_time, referenced_snapshots
+from .damage import describe_damage
+from .records import parse_time, referenced_snapshots
 
 UNITS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 IDENTITY = ("cluster", "namespace", "app", "policy")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from steps.commands.finalize import commit_checks
 from steps.plan import plan_from_dict
-from steps.repository.repo import Record, Snapshot
+from steps.repository.records import Record, Snapshot, backup_record
 
 BACKUP = "backup-db-x7k2"
 
@@ -63,7 +62,7 @@ CP = run(
 
 
 def test_record_lists_volumes_snapshots_manifests_and_verdict():
-    record, problems = commit_checks(plan(), BACKUP, GOOD_SNAPS, [CP, verified(read_data_percent=10)])
+    record, problems = backup_record(plan(), BACKUP, GOOD_SNAPS, [CP, verified(read_data_percent=10)])
     assert problems == []
     assert [(v["name"], v["pvc"], v["snapshot"]) for v in record["volumes"]] == [
         ("data", "data-db-0", "s-data"),
@@ -94,19 +93,19 @@ def test_record_lists_volumes_snapshots_manifests_and_verdict():
     ],
 )
 def test_no_record_without_every_volume_and_a_passing_verify(snaps, runs, problem):
-    record, problems = commit_checks(plan(), BACKUP, snaps, runs)
+    record, problems = backup_record(plan(), BACKUP, snaps, runs)
     assert record is None
     assert any(problem in p for p in problems), problems
 
 
 def test_the_newest_snapshot_of_a_retried_copy_is_recorded():
     snaps = [*GOOD_SNAPS, snap("s-data-2", "data", time="2024-01-01T00:05:00Z")]
-    record, _ = commit_checks(plan(), BACKUP, snaps, [CP, verified(snaps)])
+    record, _ = backup_record(plan(), BACKUP, snaps, [CP, verified(snaps)])
     assert record["volumes"][0]["snapshot"] == "s-data-2"
 
 
 def test_manifests_are_optional():
-    record, problems = commit_checks(plan(), BACKUP, GOOD_SNAPS[:2], [CP, verified(GOOD_SNAPS[:2])])
+    record, problems = backup_record(plan(), BACKUP, GOOD_SNAPS[:2], [CP, verified(GOOD_SNAPS[:2])])
     assert problems == [] and record["manifests"] is None
     assert record["consistency"]["verdict"] == "app-consistent"
 
@@ -115,7 +114,7 @@ def test_an_inconsistent_backup_is_no_restore_point():
     # GIVEN a backup whose consistent point was judged inconsistent (a file-by-file copy, no hold)
     cp = run("consistent-point", verdict="inconsistent", reasons=["volume data: no target quiesces it"])
     # WHEN finalize checks it THEN it refuses to commit, saying why
-    record, problems = commit_checks(plan(), BACKUP, GOOD_SNAPS, [cp, verified()])
+    record, problems = backup_record(plan(), BACKUP, GOOD_SNAPS, [cp, verified()])
     assert record is None
     assert problems == [
         f"backup {BACKUP}: its consistent point is 'inconsistent' (volume data: no target quiesces it),"
@@ -125,12 +124,12 @@ def test_an_inconsistent_backup_is_no_restore_point():
 
 def test_a_crash_consistent_backup_is_a_restore_point():
     cp = run("consistent-point", verdict="crash-consistent", reasons=["volume data: no target quiesces it"])
-    record, problems = commit_checks(plan(), BACKUP, GOOD_SNAPS, [cp, verified()])
+    record, problems = backup_record(plan(), BACKUP, GOOD_SNAPS, [cp, verified()])
     assert problems == [] and record["consistency"]["verdict"] == "crash-consistent"
 
 
 def test_a_backup_without_its_consistent_point_record_is_not_committed():
-    record, problems = commit_checks(plan(), BACKUP, GOOD_SNAPS, [verified()])
+    record, problems = backup_record(plan(), BACKUP, GOOD_SNAPS, [verified()])
     assert record is None and any("no consistent-point run record" in p for p in problems), problems
 
 
@@ -139,14 +138,14 @@ def test_a_snapshot_without_a_volume_does_not_stand_in_for_a_volume_without_a_pv
     p = plan_from_dict({**plan().to_dict(), "volumes": [{"name": "data", "path": "/srv/data"}]})
     stray = snap("s-stray", None)
     # WHEN finalize checks it THEN the volume has no snapshot
-    record, problems = commit_checks(p, BACKUP, [stray], [CP, verified([stray])])
+    record, problems = backup_record(p, BACKUP, [stray], [CP, verified([stray])])
     assert record is None and problems == [f"volume data: no snapshot of backup {BACKUP} in the repository"]
 
 
 def test_a_snapshot_the_passing_verify_did_not_check_is_not_committed():
     # GIVEN a verify that passed before the last copy of volume wal was written
     snaps = [*GOOD_SNAPS, snap("s-wal-2", "wal", time="2024-01-01T00:05:00Z")]
-    record, problems = commit_checks(plan(), BACKUP, snaps, [CP, verified(GOOD_SNAPS)])
+    record, problems = backup_record(plan(), BACKUP, snaps, [CP, verified(GOOD_SNAPS)])
     # THEN finalize refuses: the snapshot it would commit was never verified
     assert record is None
     assert problems == [
@@ -163,7 +162,7 @@ def test_record_says_where_each_targets_data_directory_is():
             ],
         }
     )
-    record, _ = commit_checks(p, BACKUP, GOOD_SNAPS, [CP, verified()])
+    record, _ = backup_record(p, BACKUP, GOOD_SNAPS, [CP, verified()])
     assert record["targets"] == [{"name": "db-0", "hook": "postgresql", "pgdata": "pgdata"}]
     assert [v["target"] for v in record["volumes"]] == [None, None]
 
@@ -176,7 +175,7 @@ def test_record_says_where_each_targets_data_directory_is():
     ],
 )
 def test_restore_writes_backup_label_only_for_backup_mode_copies(recovery, expected):
-    from steps.commands.restore_app import backup_labels_needed
+    from steps.manifests.backup_record import backup_labels_needed
 
     target = {"name": "db-0", "recovery": recovery, "backup_label": "LABEL"}
     record = {
