@@ -217,7 +217,7 @@ def _unindexed_to_keep(run: _Run, live: Liveness, unindexed: dict[str, int]) -> 
     deleted until the index is repaired."""
     if not live.missing_ids:
         return set()
-    from .checker import read_pack_index
+    from .repair_index import read_pack_index
 
     def header(pid: str):
         try:
