@@ -32,15 +32,52 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hera.workflows import DAG, Container, Parameter, RawArtifact, Task, WorkflowTemplate
+from hera.workflows import (
+    DAG,
+    ConfigMapVolume,
+    Container,
+    EmptyDirVolume,
+    Env,
+    EphemeralVolume,
+    ExistingVolume,
+    Parameter,
+    RawArtifact,
+    SecretEnv,
+    SecretVolume,
+    Task,
+    WorkflowTemplate,
+)
 from hera.workflows import models as m
 
+from steps.runtime import (
+    CA_DIR,
+    DEVICE_ROOT,
+    INPUT_DIR,
+    OUTPUT_DIR,
+    PASSWORD_DIR,
+    PLAN_DIR,
+    PLAN_KEY,
+    SCRATCH_DIR,
+    SCRATCH_VOLUME_DIR,
+    SOURCE_CAPABILITIES,
+    SOURCE_ROOT,
+    STEP_USER,
+    TARGET_CAPABILITIES,
+    TARGET_DIR,
+    Credentials,
+    SecretKey,
+    step_env,
+)
+from steps.runtime import CA_KEY as CA_FILE
+from steps.runtime import PASSWORD_KEY as PASSWORD_FILE
+from workflows.names import Names
 from workflows.pipeline import (
     RETRY_EXIT_CODES,
     RETRY_LIMIT,
     BackupId,
     CloneOf,
     CopyResultField,
+    Metrics,
     Needs,
     OutputFile,
     Param,
@@ -52,110 +89,30 @@ from workflows.pipeline import (
     Retry,
     ScratchPath,
     Step,
+    TemplateSettings,
     VerdictField,
     VolumeSourcePath,
     WorkflowStatus,
 )
-from workflows.policy import Policy
 
-PLAN_DIR = "/etc/snapflow/plan"
-PLAN_KEY = "plan.json"
-PASSWORD_DIR = "/etc/snapflow/repository"
-PASSWORD_FILE = "password"
-CA_DIR = "/etc/snapflow/ca"
-CA_FILE = "ca.crt"
-SCRATCH_DIR = "/tmp"
-OUTPUT_DIR = SCRATCH_DIR
-SOURCE_ROOT = "/snapflow/volumes"
-DEVICE_ROOT = "/dev/snapflow"
-TARGET_DIR = "/snapflow/target"
-INPUT_DIR = "/snapflow/inputs"
-SCRATCH_VOLUME_DIR = "/snapflow/scratch"
 SCRATCH_VOLUME = "scratch-volume"
-STEP_USER = 65532
 ENTRYPOINT = "main"  # the DAG template; step templates are named after their steps
 
 TITLE_ANNOTATION = "workflows.argoproj.io/title"
 DESCRIPTION_ANNOTATION = "workflows.argoproj.io/description"
 
-# Steps that move no data; their memory limit is spec.workflow.stepMemoryLimit.
-SMALL_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}}
 
+@dataclass(kw_only=True)
+class _ConfigMapFile(ConfigMapVolume):
+    """Hera's ConfigMapVolume names the ConfigMap after the volume; this one names it apart."""
 
-# The ServiceAccount name of a step command, when not the command itself (see Names.step_account).
-STEP_ACCOUNT_SUFFIX = {"restore-app": "restore", "restore": "restore-volume"}
+    config_map: str = ""
 
-
-@dataclass(frozen=True)
-class Names:
-    """Names of the objects rendered for one policy (one place, so references always match)."""
-
-    policy: Policy
-
-    @property
-    def plan_config_map(self) -> str:
-        return f"snapflow-plan-{self.policy.name}"
-
-    @property
-    def shared_service_account(self) -> str | None:
-        """The user's own ServiceAccount (``spec.workflow.serviceAccountName``): every step runs as it."""
-        return self.policy.spec.workflow.service_account_name
-
-    @property
-    def renders_rbac(self) -> bool:
-        return self.policy.spec.workflow.service_account_name is None
-
-    def step_account(self, command: str) -> str:
-        """The ServiceAccount a step command runs as: ``snapflow-NAME-STEP`` (its Role and RoleBinding
-        have the same name), or the user's own for every step. restore-app keeps ``snapflow-NAME-restore``
-        (bound by name in restore target namespaces); the single-volume restore is ``restore-volume``."""
-        return (
-            self.shared_service_account
-            or f"snapflow-{self.policy.name}-{STEP_ACCOUNT_SUFFIX.get(command, command)}"
-        )
-
-    def step_cluster_role(self, command: str) -> str:
-        """The ClusterRole (and binding) of a step's cluster-scoped reads."""
-        return (
-            f"snapflow-{self.policy.namespace}-{self.policy.name}-{STEP_ACCOUNT_SUFFIX.get(command, command)}"
-        )
-
-    @property
-    def restore_service_account(self) -> str:
-        """The identity of restore-app: a ServiceAccount of its own, or the user's existing one."""
-        return self.step_account("restore-app")
-
-    @property
-    def restore_role(self) -> str:
-        """The ClusterRole of restore-app's namespaced rules, bound per target namespace by RoleBindings
-        (named like the ServiceAccount); it grants nothing by itself."""
-        return f"snapflow-{self.policy.namespace}-{self.policy.name}-restore"
-
-    @property
-    def restore_binding(self) -> str:
-        return f"snapflow-{self.policy.name}-restore"
-
-    @property
-    def restore_namespaces_role(self) -> str:
-        """The ClusterRole (and binding) letting restore-app read Namespaces."""
-        return f"snapflow-{self.policy.namespace}-{self.policy.name}-restore-namespaces"
-
-    def template(self, pipeline: str) -> str:
-        return f"{pipeline}-{self.policy.name}"
-
-    def labels(self, component: str | None = None) -> dict[str, str]:
-        labels = dict(self.policy.metadata.labels)
-        labels.update(
-            {
-                "app.kubernetes.io/managed-by": "snapflow",
-                "app.kubernetes.io/part-of": "snapflow",
-                "snapflow.io/policy": self.policy.name,
-                "snapflow.io/app": self.policy.app,
-            }
-        )
-        if component:
-            labels["app.kubernetes.io/component"] = component
-        return labels
+    def _build_volume(self) -> m.Volume:
+        volume = super()._build_volume()
+        assert volume.config_map is not None
+        volume.config_map.name = self.config_map
+        return volume
 
 
 def _tag(variable: str) -> str:
@@ -221,21 +178,17 @@ def retry_strategy(retry: Retry, deadline_s: int | None = None) -> m.RetryStrate
 class _StepBuilder:
     """Builds one step's container template and the DAG task that calls it."""
 
-    def __init__(self, policy: Policy, pipeline: Pipeline, step: Step):
-        self.policy = policy
+    def __init__(self, pipeline: Pipeline, step: Step):
+        if pipeline.settings is None:
+            raise ValueError(f"pipeline {pipeline.name}: no template settings (built without a policy)")
+        self.settings: TemplateSettings = pipeline.settings
         self.pipeline = pipeline
         self.step = step
-        self.names = Names(policy)
+        self.names: Names = pipeline.settings.names
         self.inputs: dict[str, str] = {}  # template input name -> value passed by the DAG task
         self.files: dict[str, RawArtifact] = {}  # raw input artifacts (parameters written to files)
 
     # -- values ---------------------------------------------------------------------------------
-    def _volume(self, name: str):
-        for vol in self.policy.spec.volumes:
-            if vol.volume_name == name:
-                return vol
-        raise KeyError(name)
-
     def value(self, ref: Ref) -> str:
         if isinstance(ref, BackupId):
             return "{{workflow.name}}"
@@ -248,7 +201,9 @@ class _StepBuilder:
         if isinstance(ref, OutputFile):
             return f"{OUTPUT_DIR}/{dict(self.step.output_files)[ref.name]}"
         if isinstance(ref, VolumeSourcePath):
-            root = DEVICE_ROOT if self._volume(ref.volume).block else SOURCE_ROOT
+            if ref.volume != self.step.volume:
+                raise TypeError(f"step {self.step.name} reads volume {ref.volume} it does not mount")
+            root = DEVICE_ROOT if self.step.block else SOURCE_ROOT
             return f"{root}/{ref.volume}"
         if isinstance(ref, RestoreTarget):
             return TARGET_DIR
@@ -271,120 +226,108 @@ class _StepBuilder:
         ]
 
     # -- pod ------------------------------------------------------------------------------------
-    def env(self) -> list[m.EnvVar]:
-        if Needs.REPOSITORY not in self.step.needs:
+    def env(self) -> list[Env | SecretEnv]:
+        """The step-runtime contract's environment (:func:`steps.runtime.step_env`) of a step that
+        opens the repository; the object store's keys come from their Secret."""
+        repo = self.step.repository
+        if repo is None:
             return []
-        repo = self.policy.spec.repository
-        env: list[m.EnvVar] = []
-        secret = repo.credentials_secret
-        if self.step.command == "prune" and repo.prune_credentials_secret:
-            secret = repo.prune_credentials_secret  # backups may then use append-only keys
-        if secret:
-            for var, key in (
-                ("AWS_ACCESS_KEY_ID", secret.access_key_id_key),
-                ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key),
-            ):
-                env.append(
-                    m.EnvVar(
-                        name=var,
-                        value_from=m.EnvVarSource(
-                            secret_key_ref=m.SecretKeySelector(name=secret.name, key=key)
-                        ),
-                    )
-                )
-        env.append(m.EnvVar(name="SNAPFLOW_PASSWORD_FILE", value=f"{PASSWORD_DIR}/{PASSWORD_FILE}"))
-        if repo.region:
-            env.append(m.EnvVar(name="SNAPFLOW_S3_REGION", value=repo.region))
-        if repo.path_style:
-            env.append(m.EnvVar(name="SNAPFLOW_S3_PATH_STYLE", value="true"))
-        if repo.ca_bundle:
-            env.append(m.EnvVar(name="SNAPFLOW_S3_CA_BUNDLE", value=f"{CA_DIR}/{CA_FILE}"))
-        return env
-
-    def volumes_and_mounts(self) -> tuple[list[m.Volume], list[m.VolumeMount], list[m.VolumeDevice]]:
-        needs = self.step.needs
-        volumes: list[m.Volume] = [
-            m.Volume(name="scratch", empty_dir=m.EmptyDirVolumeSource(size_limit="1Gi"))
+        keys = repo.credentials
+        env = step_env(
+            password_file=f"{PASSWORD_DIR}/{PASSWORD_FILE}",
+            credentials=Credentials(keys.name, keys.access_key_id_key, keys.secret_access_key_key)
+            if keys
+            else None,
+            region=repo.region,
+            path_style=repo.path_style,
+            ca_bundle=f"{CA_DIR}/{CA_FILE}" if repo.ca_config_map else None,
+        )
+        return [
+            SecretEnv(name=name, secret_name=value.secret, secret_key=value.key)
+            if isinstance(value, SecretKey)
+            else Env(name=name, value=value)
+            for name, value in env.items()
         ]
-        mounts = [m.VolumeMount(name="scratch", mount_path=SCRATCH_DIR)]
+
+    def volumes(self) -> tuple[list[Any], list[m.VolumeDevice]]:
+        """The pod's volumes (Hera's volume helpers mount themselves) and its block devices."""
+        needs = self.step.needs
+        volumes: list[Any] = [EmptyDirVolume(name="scratch", size_limit="1Gi", mount_path=SCRATCH_DIR)]
         devices: list[m.VolumeDevice] = []
         if Needs.PLAN in needs:
             volumes.append(
-                m.Volume(
+                _ConfigMapFile(
                     name="plan",
-                    config_map=m.ConfigMapVolumeSource(
-                        name=self.names.plan_config_map, items=[m.KeyToPath(key=PLAN_KEY, path=PLAN_KEY)]
-                    ),
+                    config_map=self.names.plan_config_map,
+                    items=[m.KeyToPath(key=PLAN_KEY, path=PLAN_KEY)],
+                    mount_path=PLAN_DIR,
+                    read_only=True,
                 )
             )
-            mounts.append(m.VolumeMount(name="plan", mount_path=PLAN_DIR, read_only=True))
-        if Needs.REPOSITORY in needs:
-            repo = self.policy.spec.repository
+        repo = self.step.repository
+        if repo is not None:
             volumes.append(
-                m.Volume(
+                SecretVolume(
                     name="repository-password",
-                    secret=m.SecretVolumeSource(
-                        secret_name=repo.password_secret.name,
-                        items=[m.KeyToPath(key=repo.password_secret.key, path=PASSWORD_FILE)],
-                        default_mode=0o440,
-                    ),
+                    secret_name=repo.password_secret,
+                    items=[m.KeyToPath(key=repo.password_key, path=PASSWORD_FILE)],
+                    default_mode=0o440,
+                    mount_path=PASSWORD_DIR,
+                    read_only=True,
                 )
             )
-            mounts.append(m.VolumeMount(name="repository-password", mount_path=PASSWORD_DIR, read_only=True))
-            if repo.ca_bundle:
+            if repo.ca_config_map:
                 volumes.append(
-                    m.Volume(
+                    _ConfigMapFile(
                         name="ca-bundle",
-                        config_map=m.ConfigMapVolumeSource(
-                            name=repo.ca_bundle.config_map,
-                            items=[m.KeyToPath(key=repo.ca_bundle.key, path=CA_FILE)],
-                        ),
+                        config_map=repo.ca_config_map,
+                        items=[m.KeyToPath(key=repo.ca_key, path=CA_FILE)],
+                        mount_path=CA_DIR,
+                        read_only=True,
                     )
                 )
-                mounts.append(m.VolumeMount(name="ca-bundle", mount_path=CA_DIR, read_only=True))
         if self.step.claim is not None:
             claim = self.value(self.step.claim)
             writable = Needs.TARGET in needs
-            volumes.append(
-                m.Volume(
-                    name="data",
-                    persistent_volume_claim=m.PersistentVolumeClaimVolumeSource(
-                        claim_name=claim, read_only=None if writable else True
-                    ),
+            if self.step.volume and self.step.block:
+                volumes.append(
+                    m.Volume(
+                        name="data",
+                        persistent_volume_claim=m.PersistentVolumeClaimVolumeSource(
+                            claim_name=claim, read_only=None if writable else True
+                        ),
+                    )
                 )
-            )
-            if self.step.volume and self._volume(self.step.volume).block:
                 devices.append(m.VolumeDevice(name="data", device_path=f"{DEVICE_ROOT}/{self.step.volume}"))
-            elif writable:
-                mounts.append(m.VolumeMount(name="data", mount_path=TARGET_DIR))
             else:
-                mounts.append(
-                    m.VolumeMount(name="data", mount_path=f"{SOURCE_ROOT}/{self.step.volume}", read_only=True)
+                volumes.append(
+                    ExistingVolume(
+                        name="data",
+                        claim_name=claim,
+                        read_only=None if writable else True,
+                        mount_path=TARGET_DIR if writable else f"{SOURCE_ROOT}/{self.step.volume}",
+                    )
                 )
         if self.step.scratch is not None:
             volumes.append(self.scratch_volume())
-            mounts.append(m.VolumeMount(name=SCRATCH_VOLUME, mount_path=SCRATCH_VOLUME_DIR))
-        return volumes, mounts, devices
+        return volumes, devices
 
-    def scratch_volume(self) -> m.Volume:
+    def scratch_volume(self) -> EphemeralVolume:
         """A generic ephemeral volume: the kube controller creates its PVC (owned by the pod, so deleted
         with it) from this template; the step's ServiceAccount needs no right for it, and Pod Security
         admits it at every level. The pod's fsGroup makes it writable for the non-root step."""
         scratch = self.step.scratch
         assert scratch is not None
-        return m.Volume(
+        return EphemeralVolume(
             name=SCRATCH_VOLUME,
-            ephemeral=m.EphemeralVolumeSource(
-                volume_claim_template=m.PersistentVolumeClaimTemplate(
-                    metadata=m.ObjectMeta(labels=self.names.labels(self.pipeline.name)),
-                    spec=m.PersistentVolumeClaimSpec(
-                        access_modes=["ReadWriteOnce"],
-                        storage_class_name=scratch.storage_class,
-                        resources=m.VolumeResourceRequirements(
-                            requests={"storage": m.Quantity(scratch.size)}
-                        ),
-                    ),
-                )
+            mount_path=SCRATCH_VOLUME_DIR,
+            volume_claim_template=m.PersistentVolumeClaimTemplate(
+                metadata=m.ObjectMeta(labels=self.names.labels(self.pipeline.name)),
+                spec=m.PersistentVolumeClaimSpec(
+                    access_modes=["ReadWriteOnce"],
+                    storage_class_name=scratch.storage_class,
+                    resources=m.VolumeResourceRequirements(requests={"storage": m.Quantity(scratch.size)}),
+                ),
             ),
         )
 
@@ -392,17 +335,16 @@ class _StepBuilder:
         needs = self.step.needs
         seccomp = m.SeccompProfile(type="RuntimeDefault")
         if Needs.SOURCE in needs or Needs.TARGET in needs:
-            # Reading every file of a volume (owned by the app's users) needs DAC_OVERRIDE (the clone
-            # is mounted read-only; DAC_READ_SEARCH would be narrower, but Pod Security baseline does
-            # not allow it); a restore that keeps owners and modes needs CHOWN/FOWNER. No fsGroup
-            # here: the kubelet would re-own the volume's files to that group.
-            add = ["DAC_OVERRIDE"] if Needs.SOURCE in needs else ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]
+            # Reading every file of a volume (owned by the app's users) needs DAC_OVERRIDE; a restore
+            # that keeps owners and modes needs CHOWN/FOWNER (steps.runtime). No fsGroup here: the
+            # kubelet would re-own the volume's files to that group.
+            add = SOURCE_CAPABILITIES if Needs.SOURCE in needs else TARGET_CAPABILITIES
             container = m.SecurityContext(
                 run_as_user=0,
                 run_as_non_root=False,
                 allow_privilege_escalation=False,
                 read_only_root_filesystem=True,
-                capabilities=m.Capabilities(drop=["ALL"], add=add),
+                capabilities=m.Capabilities(drop=["ALL"], add=list(add)),
                 seccomp_profile=seccomp,
             )
             return container, None
@@ -418,16 +360,13 @@ class _StepBuilder:
         # fsGroup lets the non-root step read the mounted password (mode 0440).
         return container, m.PodSecurityContext(fs_group=STEP_USER, seccomp_profile=seccomp)
 
-    def resources(self) -> m.ResourceRequirements:
-        if Needs.DATA_MOVER in self.step.needs:
-            res = self.policy.spec.resources
-            requests, limits = dict(res.requests), dict(res.limits)
-        else:
-            requests = SMALL_RESOURCES["requests"]
-            limits = {"memory": self.policy.spec.workflow.step_memory_limit}
+    def resources(self) -> m.ResourceRequirements | None:
+        res = self.step.resources
+        if res is None:
+            return None
         return m.ResourceRequirements(
-            requests={k: m.Quantity(v) for k, v in sorted(requests.items())} or None,
-            limits={k: m.Quantity(v) for k, v in sorted(limits.items())} or None,
+            requests={k: m.Quantity(v) for k, v in sorted(res.requests)} or None,
+            limits={k: m.Quantity(v) for k, v in sorted(res.limits)} or None,
         )
 
     def metrics(self) -> list[m.Prometheus]:
@@ -436,12 +375,11 @@ class _StepBuilder:
         empty whatever the step's outcome (a gauge rendering empty or null is a MetricsError), and a
         ``when`` says whether there is anything to emit."""
         base = [
-            m.MetricLabel(key="namespace", value=self.policy.namespace),
-            m.MetricLabel(key="app", value=self.policy.app),
+            m.MetricLabel(key="namespace", value=self.names.namespace),
+            m.MetricLabel(key="app", value=self.names.app),
         ]
-        if self.step.holds_freeze:
-            if not holds_app(self.policy):
-                return []  # no hook quiesces the app: there is no freeze window to report
+        kind = self.step.metrics
+        if kind is Metrics.FREEZE_WINDOW:
             window = f"jsonpath(outputs.parameters.verdict, '{FREEZE_WINDOW_PATH}')"
             return [
                 m.Prometheus(
@@ -454,7 +392,7 @@ class _StepBuilder:
                     gauge=m.Gauge(realtime=False, value=f"{{{{={window} != nil ? {window} / 1000 : 0}}}}"),
                 )
             ]
-        if self.step.command == "copy":
+        if kind is Metrics.COPY:
             labels = [*base, m.MetricLabel(key="volume", value=self.step.volume or "")]
             added = "jsonpath(outputs.result, '$.bytes_added')"
             return [
@@ -473,28 +411,21 @@ class _StepBuilder:
                     gauge=m.Gauge(realtime=False, value="{{duration}}"),
                 ),
             ]
-        if self.pipeline.exit_step is not None and self.step is self.pipeline.exit_step:
-            return commit_metrics(self.policy, self.pipeline)
+        if kind is Metrics.OUTCOME:
+            return commit_metrics(self.names, self.pipeline)
         return []
 
     def deadline(self) -> int | None:
-        """activeDeadlineSeconds of one attempt: the freeze step's bounds a stuck pod (it thaws by
-        itself at the freeze deadline); a retried step's comes from spec.workflow.stepTimeouts."""
-        if self.step.holds_freeze:
-            return int(self.policy.spec.freeze.deadline_seconds) + 300
-        if self.step.retry is Retry.NEVER:
-            return None
-        timeouts = self.policy.spec.workflow.step_timeouts
-        deadline = timeouts.for_command(self.step.command, self.policy.spec.snapshot.timeout_seconds)
-        if deadline is None:
+        """activeDeadlineSeconds of one attempt (:attr:`Step.timeout_s`); a retried step needs one."""
+        if self.step.retry is not Retry.NEVER and self.step.timeout_s is None:
             raise ValueError(f"step {self.step.name}: no timeout for retried command {self.step.command}")
-        return deadline
+        return self.step.timeout_s
 
     # -- template and task ----------------------------------------------------------------------
     def template(self) -> Container:
         step = self.step
         args = self.args()
-        volumes, mounts, devices = self.volumes_and_mounts()
+        volumes, devices = self.volumes()
         container_security, pod_security = self.security()
         outputs = [
             Parameter(
@@ -511,8 +442,8 @@ class _StepBuilder:
         env = self.env()
         return Container(
             name=step.name,
-            image=self.policy.spec.image,
-            image_pull_policy=self.policy.spec.image_pull_policy,
+            image=self.settings.image,
+            image_pull_policy=self.settings.image_pull_policy,
             command=["python", "-m", "steps"],
             args=args,
             env=env or None,
@@ -523,7 +454,6 @@ class _StepBuilder:
             or None,
             outputs=outputs or None,
             volumes=volumes,
-            volume_mounts=mounts,
             volume_devices=devices or None,
             security_context=container_security,
             pod_security_context=pod_security,
@@ -549,11 +479,6 @@ class _StepBuilder:
             dependencies=list(step.depends) or None,
             when=when,
         )
-
-
-def holds_app(policy: Policy) -> bool:
-    """Whether a hook quiesces the app (else consistent-point records no freeze window)."""
-    return any(t.hook != "none" for t in policy.spec.quiesce)
 
 
 FREEZE_WINDOW_PATH = "$.freeze_window_ms"
@@ -592,14 +517,14 @@ REFUSED = "{{workflow.status}} == Succeeded && {{status}} != Succeeded"
 NOT_RUN = "{{workflow.status}} != Succeeded"
 
 
-def commit_metrics(policy: Policy, pipeline: Pipeline) -> list[m.Prometheus]:
+def commit_metrics(names: Names, pipeline: Pipeline) -> list[m.Prometheus]:
     """The backup's outcome, emitted by its exit handler (finalize) when it completes, conditioned on
     the commit itself. Workflow-level metrics cannot say it: Argo evaluates them on the entrypoint's
     status, before the exit handler ran (Argo Workflows docs/metrics.md), so a backup that finalize
     refused to commit would count as a success."""
     labels = [
-        m.MetricLabel(key="namespace", value=policy.namespace),
-        m.MetricLabel(key="app", value=policy.app),
+        m.MetricLabel(key="namespace", value=names.namespace),
+        m.MetricLabel(key="app", value=names.app),
         m.MetricLabel(key="pipeline", value=pipeline.name),
     ]
     runs_help = "Snapflow runs by outcome (a backup succeeds when its record is committed)."
@@ -634,15 +559,15 @@ def commit_metrics(policy: Policy, pipeline: Pipeline) -> list[m.Prometheus]:
     ]
 
 
-def workflow_metrics(policy: Policy, pipeline: Pipeline) -> m.Metrics:
+def workflow_metrics(names: Names, pipeline: Pipeline) -> m.Metrics:
     """Workflow-level metrics. Argo evaluates them on the entrypoint's status, not on the final phase
     after the exit handler; ``{{workflow.status}}`` there has the same flaw (Argo Workflows
     docs/metrics.md). A pipeline without an exit handler ends with its entrypoint, so its outcome is
     reported here; one with an exit handler (the backup) reports its outcome from that handler
     (:func:`commit_metrics`), and only its duration here."""
     labels = [
-        m.MetricLabel(key="namespace", value=policy.namespace),
-        m.MetricLabel(key="app", value=policy.app),
+        m.MetricLabel(key="namespace", value=names.namespace),
+        m.MetricLabel(key="app", value=names.app),
         m.MetricLabel(key="pipeline", value=pipeline.name),
     ]
     if pipeline.exit_step is not None:
@@ -682,20 +607,23 @@ def workflow_metrics(policy: Policy, pipeline: Pipeline) -> m.Metrics:
     )
 
 
-def build_workflow_template(policy: Policy, pipeline: Pipeline) -> WorkflowTemplate:
-    """The WorkflowTemplate running ``pipeline`` for ``policy``."""
-    names = Names(policy)
-    settings = policy.spec.workflow
+def build_workflow_template(pipeline: Pipeline) -> WorkflowTemplate:
+    """The WorkflowTemplate running ``pipeline`` (built by :mod:`workflows.pipelines`, which gives it
+    its :class:`~workflows.pipeline.TemplateSettings`)."""
+    settings = pipeline.settings
+    if settings is None:
+        raise ValueError(f"pipeline {pipeline.name}: no template settings (built without a policy)")
+    names = settings.names
     templates: list[Any] = []
     tasks: list[Task] = []
     for step in pipeline.order():
-        builder = _StepBuilder(policy, pipeline, step)
+        builder = _StepBuilder(pipeline, step)
         template = builder.template()
         templates.append(template)
         tasks.append(builder.task(template))
     on_exit = None
     if pipeline.exit_step:
-        templates.append(_StepBuilder(policy, pipeline, pipeline.exit_step).template())
+        templates.append(_StepBuilder(pipeline, pipeline.exit_step).template())
         on_exit = pipeline.exit_step.name
     dag = DAG(
         name=ENTRYPOINT,
@@ -716,7 +644,7 @@ def build_workflow_template(policy: Policy, pipeline: Pipeline) -> WorkflowTempl
     ]
     return WorkflowTemplate(
         name=names.template(pipeline.name),
-        namespace=policy.namespace,
+        namespace=names.namespace,
         labels=labels,
         annotations=annotations,
         entrypoint=ENTRYPOINT,
@@ -736,5 +664,5 @@ def build_workflow_template(policy: Policy, pipeline: Pipeline) -> WorkflowTempl
         pod_metadata=m.Metadata(labels=labels),
         node_selector=dict(settings.node_selector) or None,
         pod_priority_class_name=settings.priority_class_name,
-        metrics=workflow_metrics(policy, pipeline),
+        metrics=workflow_metrics(names, pipeline),
     )

@@ -1,54 +1,31 @@
-"""The pipelines of a policy as plain data: which steps run, with which arguments, in which order.
+"""Pipelines as plain data: which steps run, with which arguments, in which order, and what each step's
+pod needs.
 
-This module is the single definition of what a backup (and a restore, check, prune, init) does. The
-Hera builder (:mod:`workflows.hera_builder`) turns a :class:`Pipeline` into an Argo WorkflowTemplate;
-a local runner executes the same :class:`Pipeline` step by step with ``python -m steps``. Nothing here
-imports hera.
+A :class:`Pipeline` is the single definition of what a backup (and a restore, check, prune, init) does;
+:mod:`workflows.pipelines` builds those of a policy. The Hera builder (:mod:`workflows.hera_builder`)
+turns a :class:`Pipeline` into an Argo WorkflowTemplate from what its steps and its
+:class:`TemplateSettings` carry (it never reads the policy); a local runner executes the same
+:class:`Pipeline` step by step with ``python -m steps``. Nothing here imports hera.
 
 A step's arguments are strings or *references* (:class:`Ref` subclasses) to values only known at run
 time — the backup ID, a workflow parameter, the VolumeSnapshot that consistent-point cut for a volume,
 the clone claim that prepare-clone created. Each executor resolves them its own way (Argo
 expressions, or values read from the previous steps' outputs).
 
-The backup pipeline, as DESIGN draws it::
-
-    capture ───────────────────────────────────────────────┐
-    consistent-point ─┬─ prepare-clone-<v1> ── copy-<v1> ──┼─ verify
-                      └─ prepare-clone-<v2> ── copy-<v2> ──┘
-    finalize (always, after everything: the exit handler)
-
-The whole-app restore (``restore-app``) is one step: ``python -m steps restore-app --mover pod``
-creates the app's objects in the target namespace and one mover pod per PVC there. Argo runs a
-step's pod in the workflow's namespace, and a pod mounts only PVCs of its own namespace, so movers as
-Argo steps could not fill the PVCs of another target namespace. It runs as its own ServiceAccount
-(:class:`Identity`), since creating an app's objects is far more than a backup needs.
-
 Invariants checked by :meth:`Pipeline.check`: exactly one step holds the freeze, it is never retried
 and never copies; every dependency names a step; each copy depends only on its own volume's clone
 (which depends only on the snapshot step); the finalizer is not part of the graph.
-
-:func:`plan_for` turns a policy into the plan JSON that steps read (``--plan FILE``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import importlib
+from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from steps.errors import RETRYABLE_EXIT_CODES
-from steps.plan import (
-    AppRef,
-    CaptureSpec,
-    FreezeSpec,
-    Plan,
-    RepositoryRef,
-    SnapshotSpec,
-    Target,
-    Volume,
-    plan_from_dict,
-)
-from steps.repository.tree import OVERWRITE_MODES
-from workflows.policy import Policy
+from workflows.names import Names
 
 # --------------------------------------------------------------------------------------------------
 # References to values known only at run time.
@@ -193,6 +170,62 @@ class ScratchSpace:
 
 
 @dataclass(frozen=True)
+class SecretKeys:
+    """A Secret holding the object store's access key pair: its name and the keys of the two values."""
+
+    name: str
+    access_key_id_key: str
+    secret_access_key_key: str
+
+
+@dataclass(frozen=True)
+class RepositoryAccess:
+    """How a step reaches the repository: the Secret holding its password (mounted as a file), the
+    Secret with the object store's keys (None: the pod's own identity), and the store's settings."""
+
+    password_secret: str
+    password_key: str
+    credentials: SecretKeys | None = None
+    region: str | None = None
+    path_style: bool = False
+    ca_config_map: str | None = None  # a ConfigMap holding the CA bundle of the endpoint
+    ca_key: str = "ca.crt"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """CPU and memory of a step's container: (resource, quantity) pairs, sorted."""
+
+    requests: tuple[tuple[str, str], ...] = ()
+    limits: tuple[tuple[str, str], ...] = ()
+
+
+class Metrics(Enum):
+    """Which metrics a step reports when it completes."""
+
+    NONE = "none"
+    FREEZE_WINDOW = "freeze-window"  # how long the app was quiesced (the freeze holder, with a hook)
+    COPY = "copy"  # bytes added and duration of a volume's copy
+    OUTCOME = "outcome"  # the run's outcome, from the exit step (whether the backup was committed)
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    """What a pipeline's workflow template takes from the policy besides its steps: object names and
+    labels, the step image, and how Argo runs and keeps the workflows."""
+
+    names: Names
+    image: str
+    image_pull_policy: str
+    active_deadline_seconds: int
+    ttl_after_success_seconds: int
+    ttl_after_failure_seconds: int
+    pod_gc: str
+    node_selector: tuple[tuple[str, str], ...] = ()
+    priority_class_name: str | None = None
+
+
+@dataclass(frozen=True)
 class Step:
     name: str  # unique node name, e.g. "copy-data"
     command: str  # the step command run as ``python -m steps <command>``
@@ -212,6 +245,12 @@ class Step:
     claim: Ref | None = None
     # Scratch space of its own, at ScratchPath (the restore test of check).
     scratch: ScratchSpace | None = None
+    # What the step's pod gets, from the policy (filled in by workflows.pipeline_settings.settle):
+    block: bool = False  # its volume is a raw block volume (the clone is a device, not a mount)
+    repository: RepositoryAccess | None = None  # with Needs.REPOSITORY: Secrets and store settings
+    resources: Resources | None = None
+    timeout_s: int | None = None  # one attempt's deadline (a retried step needs one)
+    metrics: Metrics = Metrics.NONE
 
     def refs(self) -> list[Ref]:
         refs = [a for a in self.args if isinstance(a, Ref)]
@@ -247,6 +286,7 @@ class Pipeline:
     mutex: str | None = None  # at most one run holding this name at a time (per namespace)
     parallelism: int | None = None  # steps of the graph running at once
     identity: Identity = Identity.STEPS
+    settings: TemplateSettings | None = None  # None: not meant for a workflow template
 
     def step(self, name: str) -> Step:
         for s in self.all_steps():
@@ -327,642 +367,23 @@ class Pipeline:
                     )
 
 
-# --------------------------------------------------------------------------------------------------
-# The pipelines of a policy.
-
-PERCENT_CHOICES = ("0", "1", "5", "10", "25", "50", "100")
-
-
-def _percent(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def _percent_param(name: str, description: str, default: float) -> Parameter:
-    default_text = _percent(default)
-    choices = sorted(set(PERCENT_CHOICES) | {default_text}, key=float)
-    return Parameter(name, description, default_text, tuple(choices))
-
-
-def repository_args(policy: Policy) -> tuple[str, ...]:
-    repo = policy.spec.repository
-    args: tuple[str, ...] = ("--repo", repo.url)
-    if repo.endpoint:
-        args += ("--endpoint", repo.endpoint)
-    return args
+# The pipelines of a policy are built in workflows.pipelines (and workflows.pipeline_restore); these
+# names are still found here for importers of the former single module.
+_MOVED = {
+    "pipelines_for": "workflows.pipelines",
+    "plan_for": "workflows.pipelines",
+    "backup_pipeline": "workflows.pipelines",
+    "check_pipeline": "workflows.pipelines",
+    "prune_pipeline": "workflows.pipelines",
+    "init_pipeline": "workflows.pipelines",
+    "restore_pipeline": "workflows.pipeline_restore",
+    "restore_app_pipeline": "workflows.pipeline_restore",
+    "OVERWRITE_CHOICES": "workflows.pipeline_restore",
+}
 
 
-def app_mutex(policy: Policy) -> str:
-    """One backup or restore of an app at a time (Argo mutexes are per namespace)."""
-    return f"snapflow-app-{policy.app}"
-
-
-def identity_args(policy: Policy) -> tuple[str, ...]:
-    return (
-        "--cluster", policy.spec.cluster,
-        "--namespace", policy.namespace,
-        "--app", policy.app,
-        "--policy", policy.name,
-    )  # fmt: skip
-
-
-CONSISTENT_POINT_OUT = "consistent-point.json"
-
-
-def backup_pipeline(policy: Policy) -> Pipeline:
-    spec = policy.spec
-    local = policy.is_local
-    repo = repository_args(policy)
-    steps: list[Step] = []
-    roots: list[str] = []
-    if not local:
-        capture_args: tuple[Arg, ...] = (*repo, "--namespace", policy.namespace)
-        if spec.selector:
-            capture_args += ("--selector", spec.selector)
-        if not spec.capture.secrets:
-            capture_args += ("--no-secrets",)
-        capture_args += ("--backup-id", BackupId(), "--cluster", spec.cluster, "--app", policy.app,
-                         "--policy", policy.name)  # fmt: skip
-        steps.append(
-            Step(
-                name="capture",
-                command="capture",
-                args=capture_args,
-                title="Export the app's Kubernetes objects",
-                needs=frozenset({Needs.REPOSITORY, Needs.KUBERNETES}),
-            )
-        )
-        roots.append("capture")
-    steps.append(
-        Step(
-            name="consistent-point",
-            command="consistent-point",
-            args=("--plan", PlanFile(), "--backup-id", BackupId(), "--out", OutputFile("verdict")),
-            title="Freeze, snapshot every volume, thaw",
-            retry=Retry.NEVER,
-            needs=frozenset({Needs.PLAN, Needs.REPOSITORY, Needs.KUBERNETES}),
-            holds_freeze=True,
-            output_files=(("verdict", CONSISTENT_POINT_OUT),),
-        )
-    )
-    copies: list[str] = []
-    for vol in spec.volumes:
-        v = vol.volume_name
-        copy_depends = ("consistent-point",)
-        if not local:
-            clone_args: tuple[Arg, ...] = (
-                "--namespace", policy.namespace,
-                "--pvc", vol.pvc or "",
-                "--volume", v,
-                "--app", policy.app,
-                "--backup-id", BackupId(),
-                "--timeout", str(spec.snapshot.timeout_seconds),
-                "--out", OutputFile("claim"),
-            )  # fmt: skip
-            steps.append(
-                Step(
-                    name=f"prepare-clone-{v}",
-                    command="prepare-clone",
-                    # The VolumeSnapshot is found by its labels (backup ID and volume), also for the
-                    # members of a VolumeGroupSnapshot, whose names the CSI controller chooses.
-                    args=clone_args,
-                    title=f"Wait for the snapshot of {v} and clone it into a PVC",
-                    depends=("consistent-point",),
-                    needs=frozenset({Needs.KUBERNETES}),
-                    volume=v,
-                    output_files=(("claim", "claim"),),
-                )
-            )
-            copy_depends = (f"prepare-clone-{v}",)
-        copy_args: tuple[Arg, ...] = (
-            *repo,
-            "--source", VolumeSourcePath(v),
-            "--backup-id", BackupId(),
-            *identity_args(policy),
-            "--volume", v,
-        )  # fmt: skip
-        for pattern in spec.exclude:
-            copy_args += ("--exclude", pattern)
-        copy_args += ("--json",)
-        steps.append(
-            Step(
-                name=f"copy-{v}",
-                command="copy",
-                args=copy_args,
-                title=f"Copy volume {v} into the repository",
-                depends=copy_depends,
-                needs=frozenset({Needs.REPOSITORY, Needs.SOURCE, Needs.DATA_MOVER}),
-                volume=v,
-                prints_result=True,
-                claim=None if local else CloneOf(v),
-            )
-        )
-        copies.append(f"copy-{v}")
-    steps.append(
-        Step(
-            name="verify",
-            command="verify",
-            args=(*repo, "--backup-id", BackupId(), "--read-data", Param("read-data-percent"), "--json"),
-            title="Check what this backup wrote and read back a sample",
-            depends=(*roots, *copies),
-            needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
-            prints_result=True,
-        )
-    )
-    finalize = Step(
-        name="finalize",
-        command="finalize",
-        args=("--plan", PlanFile(), "--backup-id", BackupId(), "--workflow-status", WorkflowStatus()),
-        title="Thaw (again), clean up, commit the backup record if everything passed",
-        needs=frozenset({Needs.PLAN, Needs.REPOSITORY} | (set() if local else {Needs.KUBERNETES})),
-    )
-    outputs = [
-        Output("consistency", "app-consistent, crash-consistent or inconsistent", VerdictField("$.verdict")),
-        Output(
-            "freeze-window-ms",
-            "how long the app was quiesced (milliseconds)",
-            VerdictField("$.freeze_window_ms"),
-        ),
-    ]
-    for vol in spec.volumes:
-        v = vol.volume_name
-        outputs.append(
-            Output(f"snapshot-{v}", f"repository snapshot ID of volume {v}", CopyResultField(v, "$.id"))
-        )
-    pipeline = Pipeline(
-        name="backup",
-        title=f"Back up {policy.app} ({policy.namespace})",
-        description=(
-            f"Snapflow backup of app {policy.app} in namespace {policy.namespace}: quiesce, snapshot "
-            f"{len(spec.volumes)} volume(s) at one consistent point, thaw, copy into {spec.repository.url}, verify. "
-            "The backup is committed only when every step passed."
-        ),
-        steps=tuple(steps),
-        exit_step=finalize,
-        parameters=(
-            _percent_param(
-                "read-data-percent",
-                "Percent of this backup's data read back by verify (0: structure only).",
-                spec.verify.read_data_percent,
-            ),
-        ),
-        outputs=tuple(outputs),
-        mutex=app_mutex(policy),
-        parallelism=spec.parallelism + len(roots),
-    )
-    pipeline.check()
-    return pipeline
-
-
-OVERWRITE_PARAM = "overwrite"
-OVERWRITE_CHOICES = OVERWRITE_MODES  # the restore step's own list
-
-
-def restore_pipeline(policy: Policy) -> Pipeline:
-    """Restore one volume snapshot into an existing PVC. The optional parameters always reach the step
-    as values (``--write-backup-label false``, ``--uid-map ""``): restore treats false and empty as
-    "none", so one step serves every combination; ``--overwrite refuse`` (the default) spells restore's
-    own default, a non-empty target refused."""
-    args: tuple[Arg, ...] = (
-        *repository_args(policy),
-        "--snapshot", Param("snapshot"),
-        "--target", RestoreTarget(),
-        "--write-backup-label", Param("write-backup-label"),
-        "--uid-map", Param("uid-map"),
-        "--gid-map", Param("gid-map"),
-        "--overwrite", Param(OVERWRITE_PARAM),
-    )  # fmt: skip
-    step = Step(
-        name="restore",
-        command="restore",
-        args=args,
-        title="Restore a snapshot into the target volume",
-        needs=frozenset({Needs.REPOSITORY, Needs.TARGET, Needs.DATA_MOVER}),
-        claim=Param("target-pvc"),
-    )
-    volumes = ", ".join(v.pvc or v.volume_name for v in policy.spec.volumes)
-    pipeline = Pipeline(
-        name="restore",
-        title=f"Restore {policy.app} ({policy.namespace})",
-        description=(
-            f"Restore one volume snapshot of app {policy.app} (volumes: {volumes}) from "
-            f"{policy.spec.repository.url} into an existing PVC. Stop the app (or use a new PVC) first."
-        ),
-        steps=(step,),
-        parameters=(
-            # No default: `latest` is the newest committed snapshot of the whole repository (restore
-            # filters neither by volume nor by app), which for this template could be another volume's
-            # data or the app's captured objects written into the target PVC.
-            Parameter(
-                "snapshot",
-                "Repository snapshot ID to restore: a backup's output snapshot-VOLUME, or an ID (a unique "
-                "prefix of 4+ hex digits) from `python -m steps snapshots`. `latest` is accepted too: the "
-                "newest committed snapshot of the whole repository, of any volume or app, the captured "
-                "objects included; use it only when the repository holds nothing else. To restore an app's "
-                "newest backup, use restore-app (backup=latest).",
-            ),
-            Parameter("target-pvc", "Existing PersistentVolumeClaim to restore into (it is written to)."),
-            Parameter(
-                OVERWRITE_PARAM,
-                "When target-pvc is not empty (an empty lost+found at its root does not count): refuse "
-                "(list what is there, write nothing), always (replace every entry in the way), if-changed "
-                "(keep files whose size and modification time match the snapshot) or never (keep every "
-                "existing entry). A restore retried after a failure finds its own half-written files: "
-                "with refuse, resubmit it with always.",
-                "refuse",
-                OVERWRITE_CHOICES,
-            ),
-            Parameter(
-                "write-backup-label",
-                "Then write the backup_label (and tablespace_map) the backup recorded for a PostgreSQL "
-                "copied in backup mode into its data directory (refused when the backup recorded none "
-                "for this volume).",
-                "false",
-                BOOLEAN,
-            ),
-            Parameter(
-                "uid-map",
-                "Restore file owner UIDs through ranges FROM:TO[:COUNT], separated by commas or blanks, "
-                "e.g. 999:1000650000 (empty: owners as recorded).",
-                "",
-            ),
-            Parameter(
-                "gid-map",
-                "Restore file group GIDs through ranges FROM:TO[:COUNT], separated by commas or blanks "
-                "(empty: groups as recorded).",
-                "",
-            ),
-        ),
-        mutex=app_mutex(policy),
-    )
-    pipeline.check()
-    return pipeline
-
-
-TRANSFORMS_FILE = "transforms.yaml"
-BOOLEAN = ("false", "true")
-RESTORE_TEST_PARAM = "restore-test"
-
-
-def restore_app_pipeline(policy: Policy) -> Pipeline:
-    """The whole-app restore: objects and volumes of one committed backup, into a namespace of the
-    cluster the workflow runs in (another cluster: install the rendered manifests there)."""
-    spec = policy.spec
-    repo = spec.repository
-    mover: tuple[Arg, ...] = (
-        "--mover", "pod",
-        "--image", spec.image,
-        "--password-secret", f"{repo.password_secret.name}:{repo.password_secret.key}",
-    )  # fmt: skip
-    if repo.credentials_secret:
-        cs = repo.credentials_secret
-        mover += (
-            "--credentials-secret",
-            f"{cs.name}:{cs.access_key_id_key}:{cs.secret_access_key_key}",
-        )
-    if repo.ca_bundle:
-        mover += ("--ca-bundle", f"{repo.ca_bundle.config_map}:{repo.ca_bundle.key}")
-    # The repository's Secrets live in the policy's namespace; the restore copies them into another
-    # target namespace for the time of the restore (never when they exist there already).
-    mover += ("--secrets-namespace", policy.namespace, "--mover-non-root", Param("mover-non-root"))
-    args: tuple[Arg, ...] = (
-        *repository_args(policy),
-        "--backup", Param("backup"),
-        "--app", policy.app,
-        "--source-namespace", policy.namespace,
-        "--target-namespace", Param("target-namespace"),
-        "--storage-class-map", Param("storage-class-map"),
-        "--transforms", ParamFile("transforms", TRANSFORMS_FILE),
-        "--existing", Param("existing"),
-        "--cluster-resources", Param("cluster-resources"),
-        "--skip-refused", Param("skip-refused"),
-        *mover,
-        "--wait-ready", Param("wait-ready"),
-        "--check-pod", Param("check-pod"),
-        "--check-container", Param("check-container"),
-        "--check-command", Param("check-command"),
-        "--timeout", Param("timeout-seconds"),
-        "--restore-id", BackupId(),
-        "--dry-run", Param("dry-run"),
-    )  # fmt: skip
-    step = Step(
-        name="restore-app",
-        command="restore-app",
-        args=args,
-        title="Restore the app's objects and fill its volumes",
-        # Never retried: a second attempt would find the objects of the first one (refused, or with
-        # existing=skip kept, unfilled PVCs included). Resubmit with existing=replace instead.
-        retry=Retry.NEVER,
-        # DATA_MOVER: it reads the repository's index and the backup's manifests.
-        needs=frozenset({Needs.REPOSITORY, Needs.KUBERNETES, Needs.DATA_MOVER}),
-    )
-    volumes = ", ".join(v.pvc or v.volume_name for v in spec.volumes)
-    pipeline = Pipeline(
-        name="restore-app",
-        title=f"Restore app {policy.app} ({policy.namespace})",
-        description=(
-            f"Restore app {policy.app} — its Kubernetes objects and volumes ({volumes}) — from one committed "
-            f"backup in {repo.url} into a namespace of this cluster: namespace and configuration, PVCs filled "
-            "by mover pods, workloads held at zero until their data is in place, then released. Into another "
-            "cluster: apply the rendered manifests there and submit this template there."
-        ),
-        steps=(step,),
-        parameters=(
-            Parameter(
-                "backup",
-                "Backup to restore: a backup ID (the name of a succeeded backup workflow) or latest "
-                f"(the newest committed backup of {policy.app} in {policy.namespace}).",
-                "latest",
-            ),
-            Parameter(
-                "target-namespace",
-                "Namespace to restore into (it must exist; outside this one, bind the restore ClusterRole "
-                "there first, see docs/user/restore.md).",
-                policy.namespace,
-            ),
-            Parameter(
-                "existing",
-                "Objects that already exist: refuse (list them, change nothing), skip (keep them; a kept "
-                "PVC is not filled) or replace (delete and recreate them).",
-                "refuse",
-                ("refuse", "skip", "replace"),
-            ),
-            Parameter(
-                "cluster-resources",
-                "Also create the backup's cluster-scoped objects (ClusterRoles, ClusterRoleBindings, CRDs, "
-                "other Namespaces) and RoleBindings granting anyone but the restored namespace's own "
-                "ServiceAccounts, or a ClusterRole other than admin, edit and view. Off: they are refused "
-                "(the restore identity also needs the rights to create them; see docs/user/restore.md).",
-                "false",
-                BOOLEAN,
-            ),
-            Parameter(
-                "skip-refused",
-                "Restore the rest when the backup holds objects outside the restore's scope (listed in the "
-                "log and the report, never created); off: such a backup fails the restore before it "
-                "creates anything.",
-                "false",
-                BOOLEAN,
-            ),
-            Parameter(
-                "storage-class-map",
-                "Storage classes to change, FROM=TO separated by commas (*=CLASS maps every class); "
-                "empty: keep the captured classes.",
-                "",
-            ),
-            Parameter(
-                "transforms",
-                "More transforms as YAML (namespaceMap, addLabels, imageRegistryMap, uidMap, patches, ...; "
-                "see docs/user/restore.md), e.g. {imageRegistryMap: {docker.io: mirror.internal}}.",
-                "{}",
-            ),
-            Parameter(
-                "wait-ready",
-                "Wait until the restored StatefulSets and Deployments have all their replicas ready.",
-                "true",
-                BOOLEAN,
-            ),
-            Parameter("check-pod", "Pod to run check-command in after the restore (empty: no check).", ""),
-            Parameter("check-container", "Container of check-pod (empty: its default container).", ""),
-            Parameter(
-                "check-command",
-                "Shell command whose non-zero exit fails the restore, e.g. psql -c 'select 1'.",
-                "",
-            ),
-            Parameter(
-                "mover-non-root",
-                "Run the mover pods as UID 65532 (namespaces enforcing the restricted Pod Security level; "
-                "file owners are then not restored).",
-                "false",
-                BOOLEAN,
-            ),
-            Parameter(
-                "timeout-seconds",
-                "Longest wait of each phase (deletions, binding, movers, readiness).",
-                "1800",
-            ),
-            Parameter(
-                "dry-run",
-                "Only print the transformed objects (Secret values redacted) and which already exist.",
-                "false",
-                BOOLEAN,
-            ),
-        ),
-        mutex=app_mutex(policy),
-        identity=Identity.RESTORE,
-    )
-    pipeline.check()
-    return pipeline
-
-
-def check_pipeline(policy: Policy) -> Pipeline:
-    """The repository check; with ``verify.restoreTest`` also a restore test, switched per run by the
-    ``restore-test`` parameter: one of two steps runs, and only the restore test's pod gets (and pays
-    for) a scratch volume."""
-    verify = policy.spec.verify
-    base: tuple[Arg, ...] = (*repository_args(policy), "--read-data", Param("read-data-percent"), "--json")
-    title = "Check the repository"
-    check = Step(
-        name="check",
-        command="check",
-        args=base,
-        title=title,
-        needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
-    )
-    parameters = [
-        _percent_param(
-            "read-data-percent",
-            "Percent of the repository's data read back (0: structure only).",
-            verify.check_read_data_percent,
-        )
-    ]
-    description = f"Structural check of {policy.spec.repository.url}, reading back a share of its data."
-    steps: tuple[Step, ...] = (check,)
-    test = verify.restore_test
-    if test is not None:
-        # The newest committed backup of this app (a repository may hold several apps' backups).
-        restore_args: tuple[Arg, ...] = (
-            "--restore-test", "--scratch", ScratchPath(),
-            "--app", policy.app, "--namespace", policy.namespace, "--cluster", policy.spec.cluster,
-        )  # fmt: skip
-        if test.check_command:
-            restore_args += (
-                "--restore-check", test.check_command,
-                "--restore-check-timeout", str(test.check_timeout_seconds),
-            )  # fmt: skip
-        with_test = Step(
-            name="check-with-restore-test",
-            command="check",
-            args=(*base, *restore_args),
-            title=f"{title} and restore its newest backup into scratch space",
-            needs=check.needs,
-            when=Condition(RESTORE_TEST_PARAM, "true"),
-            scratch=ScratchSpace(test.scratch_size, test.storage_class_name),
-        )
-        steps = (replace(check, when=Condition(RESTORE_TEST_PARAM, "false")), with_test)
-        parameters.append(
-            Parameter(
-                RESTORE_TEST_PARAM,
-                f"Restore the newest committed backup into a scratch volume of {test.scratch_size} "
-                f"(deleted afterwards){' and run the policy check command on it' if test.check_command else ''}.",
-                "true" if test.enabled else "false",
-                BOOLEAN,
-            )
-        )
-        checked = " and checked by the policy's check command." if test.check_command else "."
-        description += (
-            f" With restore-test=true, the newest committed backup is restored into scratch space{checked}"
-        )
-    pipeline = Pipeline(
-        name="check",
-        title=f"Check the repository of {policy.app} ({policy.namespace})",
-        description=description,
-        steps=steps,
-        parameters=tuple(parameters),
-    )
-    pipeline.check()
-    return pipeline
-
-
-def repository_mutex(policy: Policy) -> str:
-    """One prune per repository at a time (policies sharing a repository share it). Backups need no
-    mutex with prune: prune is lock-free and two-phase."""
-    import hashlib
-
-    digest = hashlib.sha256(policy.spec.repository.url.encode()).hexdigest()[:16]
-    return f"snapflow-repository-{digest}"
-
-
-def prune_grace_seconds(policy: Policy) -> int:
-    """Prune's grace period: longer than the longest backup, which Argo stops at activeDeadlineSeconds."""
-    return max(24 * 3600, policy.spec.workflow.active_deadline_seconds + 3600)
-
-
-def object_lock_args(policy: Policy, mode_flag: str, days_flag: str) -> tuple[str, ...]:
-    lock = policy.spec.repository.object_lock
-    return (mode_flag, lock.mode, days_flag, str(lock.days)) if lock else ()
-
-
-def prune_pipeline(policy: Policy) -> Pipeline:
-    keep: tuple[str, ...] = ()
-    for unit, count in policy.spec.retention.rules():
-        keep += (f"--keep-{unit}", str(count))
-    schedule = policy.spec.schedule
-    base = (
-        *repository_args(policy),
-        *keep,
-        *identity_args(policy),
-        "--timezone",
-        schedule.timezone if schedule else "UTC",
-        "--grace",
-        f"{prune_grace_seconds(policy)}s",
-        *object_lock_args(policy, "--lock-mode", "--lock-days"),
-    )
-    title = "Apply the retention rules"
-    steps = (
-        Step(
-            name="prune",
-            command="prune",
-            args=base,
-            title=title,
-            needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
-            when=Condition("dry-run", "false"),
-        ),
-        Step(
-            name="prune-dry-run",
-            command="prune",
-            args=(*base, "--dry-run"),
-            title=title + " (dry run: list only)",
-            needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
-            when=Condition("dry-run", "true"),
-        ),
-    )
-    rules = ", ".join(f"keep {unit} {count}" for unit, count in policy.spec.retention.rules())
-    pipeline = Pipeline(
-        name="prune",
-        title=f"Prune backups of {policy.app} ({policy.namespace})",
-        description=f"Forget backups of {policy.app} outside the retention rules ({rules}) and free their data.",
-        steps=steps,
-        parameters=(Parameter("dry-run", "Only list what would be deleted.", "false", ("false", "true")),),
-        mutex=repository_mutex(policy),
-    )
-    pipeline.check()
-    return pipeline
-
-
-def init_pipeline(policy: Policy) -> Pipeline:
-    step = Step(
-        name="init",
-        command="init",
-        args=(
-            *repository_args(policy),
-            *object_lock_args(policy, "--object-lock-mode", "--object-lock-days"),
-        ),
-        title="Create the repository",
-        needs=frozenset({Needs.REPOSITORY}),
-    )
-    pipeline = Pipeline(
-        name="init",
-        title=f"Create the repository of {policy.app} ({policy.namespace})",
-        description=f"Initialise {policy.spec.repository.url} with the password from the policy's Secret.",
-        steps=(step,),
-    )
-    pipeline.check()
-    return pipeline
-
-
-def pipelines_for(policy: Policy) -> list[Pipeline]:
-    """Every pipeline of a policy, in a stable order (restore-app only for an app in a cluster)."""
-    return [
-        backup_pipeline(policy),
-        restore_pipeline(policy),
-        *([] if policy.is_local else [restore_app_pipeline(policy)]),
-        check_pipeline(policy),
-        prune_pipeline(policy),
-        init_pipeline(policy),
-    ]
-
-
-# --------------------------------------------------------------------------------------------------
-# The plan handed to the steps.
-
-
-def plan_for(policy: Policy) -> Plan:
-    """The plan JSON of a policy (what ``--plan FILE`` holds); contains no credential."""
-    spec = policy.spec
-    local = policy.is_local
-    targets = tuple(
-        Target(
-            name=t.target_name,
-            hook=t.hook,
-            pod=t.pod,
-            container=t.container,
-            local=t.local,
-            params=dict(sorted(t.params.items())),
-        )
-        for t in spec.quiesce
-    )
-    volumes = tuple(
-        Volume(name=v.volume_name, pvc=v.pvc, path=v.path, role=v.role, block=v.block, target=v.target)
-        for v in spec.volumes
-    )
-    plan = Plan(
-        app=AppRef(namespace=policy.namespace, name=policy.app, cluster=spec.cluster, policy=policy.name),
-        repository=RepositoryRef(url=spec.repository.url, endpoint=spec.repository.endpoint),
-        targets=targets,
-        volumes=volumes,
-        consistency=spec.snapshot.consistency,
-        snapshot=SnapshotSpec(
-            driver="local" if local else "csi",
-            snapshot_class=spec.snapshot.class_name,
-            group_class=spec.snapshot.group_class_name,
-            timeout_s=float(spec.snapshot.timeout_seconds),
-            delete_after_copy=spec.snapshot.delete_after_copy,
-        ),
-        freeze=FreezeSpec(
-            deadline_s=float(spec.freeze.deadline_seconds), keepalive_s=float(spec.freeze.keepalive_seconds)
-        ),
-        capture=CaptureSpec(secrets=spec.capture.secrets),
-    )
-    # The steps read the plan with plan_from_dict: a plan it would refuse is a bug here.
-    plan_from_dict(plan.to_dict(), f"plan of policy {policy.name}")
-    return plan
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

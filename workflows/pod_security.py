@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from steps.manifests.podsecurity import ENFORCE_LABEL, LEVELS, check
 from workflows.hera_builder import build_workflow_template
-from workflows.pipeline import Needs, Pipeline, pipelines_for
+from workflows.pipeline import Needs, Pipeline
+from workflows.pipelines import pipelines_for
 from workflows.policy import Policy
 
 # The executor settings a namespace enforcing restricted needs (workflow-controller ConfigMap).
@@ -97,7 +98,7 @@ def pod_templates(policy: Policy) -> list[PodTemplate]:
     """Every pod template of the policy's rendered WorkflowTemplates."""
     out = []
     for pipeline in pipelines_for(policy):
-        wt = build_workflow_template(policy, pipeline).to_dict()
+        wt = build_workflow_template(pipeline).to_dict()
         why = _why_root(pipeline)
         for name, spec, notes in argo_pods(wt):
             out.append(PodTemplate(wt["metadata"]["name"], name, spec, notes, why.get(name, "")))

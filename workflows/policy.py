@@ -18,7 +18,7 @@ A policy file holds one or more YAML documents, each a ``ProtectionPolicy``::
 :func:`load_policies` reads files and raises :class:`PolicyError` listing every problem, one line each,
 ``FILE: field.path: what was expected`` (``FILE#N`` names the N-th document of a multi-document file).
 Credentials never live in a policy: it names Kubernetes Secrets, and the steps read them at run time.
-Callers: the ``snapflow`` commands (render, lint, apply, schema), :mod:`workflows.pipeline` and the local
+Callers: the ``snapflow`` commands (render, lint, apply, schema), :mod:`workflows.pipelines` and the local
 runner.
 """
 

@@ -23,8 +23,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from workflows.hera_builder import Names
-from workflows.pipeline import backup_pipeline, plan_for
+from workflows.names import Names
+from workflows.pipelines import backup_pipeline, plan_for
 from workflows.pod_security import check_pod_security
 from workflows.policy import Policy, storage_bytes
 from workflows.rbac import RESTORE_CLUSTER_RULES, restore_rules
@@ -61,7 +61,7 @@ def check_restore_rbac(client, policy: Policy, checks) -> None:
     from steps.commands.preflight import allowed
     from steps.drivers.kube import KubeError
 
-    names = Names(policy)
+    names = Names.of(policy)
     sa = f"{policy.namespace}/{names.restore_service_account}"
     missing: list[str] = []
     try:
@@ -172,7 +172,7 @@ def preflight_policy(
     from steps.commands.preflight import preflight
 
     plan = plan_for(policy)
-    names = Names(policy)
+    names = Names.of(policy)
     sa: str | dict[str, str] = service_account
     if not current_identity and not service_account:
         # each step's own ServiceAccount (or the policy's shared one for all)

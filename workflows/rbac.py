@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workflows.hera_builder import Names
+from workflows.names import Names
 from workflows.pipeline import Pipeline
 from workflows.policy import Policy
 
@@ -249,7 +249,7 @@ STEP_LABEL = "snapflow.io/step"
 
 def shared_account_warnings(policy: Policy, source: str) -> list[str]:
     """A policy naming its own ServiceAccount runs every step as it: say what that gives up."""
-    sa = Names(policy).shared_service_account
+    sa = Names.of(policy).shared_service_account
     if sa is None:
         return []
     return [
@@ -263,7 +263,7 @@ def rbac_objects(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, An
     """Per step command: a ServiceAccount, a Role and a RoleBinding named ``snapflow-NAME-STEP`` (and
     a ClusterRole and binding for its cluster-scoped reads, if any), labelled ``snapflow.io/step``;
     restore-app's identity as described in the module. Nothing when the policy names its own account."""
-    names = Names(policy)
+    names = Names.of(policy)
     if not names.renders_rbac:
         return []
     ns = policy.namespace

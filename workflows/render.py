@@ -35,8 +35,9 @@ import yaml
 
 from steps.errors import SnapflowError, UsageError
 from workflows import __version__
-from workflows.hera_builder import Names, build_workflow_template
-from workflows.pipeline import pipelines_for, plan_for
+from workflows.hera_builder import build_workflow_template
+from workflows.names import Names
+from workflows.pipelines import pipelines_for, plan_for
 from workflows.policy import LoadedPolicy, PolicyError, load_policies, repository_sharing
 from workflows.rbac import rbac_objects, shared_account_warnings
 from workflows.schedule import cron_workflows, dst_warnings
@@ -191,8 +192,8 @@ def _external(item: LoadedPolicy) -> list[External]:
         out.append(External("Secret", ns, cs.name, (cs.access_key_id_key, cs.secret_access_key_key)))
     if repo.ca_bundle:
         out.append(External("ConfigMap", ns, repo.ca_bundle.config_map, (repo.ca_bundle.key,)))
-    if not Names(item.policy).renders_rbac:
-        out.append(External("ServiceAccount", ns, Names(item.policy).shared_service_account or "", ()))
+    if not Names.of(item.policy).renders_rbac:
+        out.append(External("ServiceAccount", ns, Names.of(item.policy).shared_service_account or "", ()))
     return out
 
 
@@ -204,7 +205,7 @@ def render_policies(loaded: Sequence[LoadedPolicy]) -> Rendering:
     rendering = Rendering(warnings=warnings)
     for item in loaded:
         policy = item.policy
-        names = Names(policy)
+        names = Names.of(policy)
         pipelines = pipelines_for(policy)
         objects: list[dict[str, Any]] = list(rbac_objects(policy, pipelines))
         objects.append(
@@ -219,7 +220,7 @@ def render_policies(loaded: Sequence[LoadedPolicy]) -> Rendering:
                 "data": {"plan.json": plan_for(policy).to_json() + "\n"},
             }
         )
-        objects += [build_workflow_template(policy, p).to_dict() for p in pipelines]
+        objects += [build_workflow_template(p).to_dict() for p in pipelines]
         objects += [c.to_dict() for c in cron_workflows(policy)]
         for obj in objects:
             if not obj["metadata"].get("namespace"):

@@ -311,9 +311,10 @@ def _cron(policy: Policy, pipeline: str, cron: str, title: str, description: str
     from hera.workflows import CronWorkflow
     from hera.workflows import models as m
 
-    from workflows.hera_builder import DESCRIPTION_ANNOTATION, TITLE_ANNOTATION, Names
+    from workflows.hera_builder import DESCRIPTION_ANNOTATION, TITLE_ANNOTATION
+    from workflows.names import Names
 
-    names = Names(policy)
+    names = Names.of(policy)
     schedule = policy.spec.schedule
     assert schedule is not None
     labels = names.labels(pipeline)

@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from steps.drivers.runner_local import CREDENTIAL_ENV
 from steps.errors import UsageError
 from steps.plan import Plan, Target
 from steps.resources import templates_dir
+from steps.runtime import CREDENTIAL_ENV
 
 # The stated bound: a target is released at most deadline + THAW_BOUND_S seconds after its hold began,
 # whatever happens to the holder (killed, stopped, stuck in uninterruptible sleep). The in-process

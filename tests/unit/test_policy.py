@@ -12,7 +12,7 @@ import yaml
 
 from steps.plan import plan_from_dict
 from tests.fixtures.policies import ROOT, example_files
-from workflows.pipeline import plan_for
+from workflows.pipelines import plan_for
 from workflows.policy import PolicyError, json_schema, load_policies, repository_sharing
 
 

@@ -17,9 +17,8 @@ from workflows.pipeline import (
     Pipeline,
     Retry,
     Step,
-    backup_pipeline,
-    pipelines_for,
 )
+from workflows.pipelines import backup_pipeline, pipelines_for
 from workflows.policy import load_policies
 from workflows.render import render_files, render_policies
 

@@ -8,7 +8,7 @@ import pytest
 
 from steps.commands.preflight import required_cluster_permissions, required_permissions, steps_using
 from tests.fixtures.policies import example_files
-from workflows.pipeline import backup_pipeline, plan_for
+from workflows.pipelines import backup_pipeline, plan_for
 from workflows.policy import load_policies
 from workflows.render import render_files
 

@@ -8,7 +8,8 @@ import pytest
 from steps.manifests.podsecurity import violations
 from tests.fixtures.policies import EXAMPLES
 from workflows.hera_builder import SCRATCH_VOLUME_DIR
-from workflows.pipeline import Needs, Pipeline, ScratchPath, Step, check_pipeline
+from workflows.pipeline import Needs, Pipeline, ScratchPath, Step
+from workflows.pipelines import check_pipeline
 from workflows.policy import PolicyError, load_policies, parse_policy
 from workflows.render import render_files
 from workflows.validate import lint_rendering, validate_argo, validate_core
