@@ -367,8 +367,8 @@ def test_a_reader_finds_a_blob_whose_duplicate_pack_prune_deleted(clock, tmp_pat
     # GIVEN a blob stored twice, and a reader whose index points at the first copy
     repo = make_repo(clock)
     content = os.urandom(50_000)
+    from steps.repository.garbage import IndexState
     from steps.repository.pipeline import BlobSink
-    from steps.repository.prune import IndexState
 
     writers = [open_repo(repo.store) for _ in range(2)]
     for w in writers:
@@ -393,8 +393,8 @@ def test_a_reader_finds_a_blob_whose_duplicate_pack_prune_deleted(clock, tmp_pat
 def _lose_index_of_data_packs(repo) -> list[str]:
     """Replace the index by one naming only the tree packs, as if the index files naming the data packs
     were lost; returns the data packs, now unindexed."""
+    from steps.repository.garbage import IndexState
     from steps.repository.pack import BLOB_TREE
-    from steps.repository.prune import IndexState
 
     state = IndexState.load(repo)
     trees = [p for p in state.packs.values() if all(e.type == BLOB_TREE for e in p.entries)]
@@ -422,7 +422,7 @@ def test_prune_keeps_unindexed_packs_that_hold_blobs_a_committed_backup_needs(cl
     assert any("repair index" in w for w in first.warnings)
     assert set(unindexed) <= packs(repo)
     # AND once the index is rebuilt, the backup restores
-    from steps.repository.checker import rebuild_index
+    from steps.repository.repair_index import rebuild_index
 
     fresh = open_repo(repo.store)
     rebuild_index(fresh)
@@ -460,7 +460,7 @@ def test_the_sweep_keeps_a_marked_unindexed_pack_that_turns_out_to_be_needed(clo
     src = write_files(tmp_path / "d", 1)
     backup(repo, src, "b1")
     unindexed = _lose_index_of_data_packs(repo)
-    from steps.repository.repo import CANDIDATES, PRUNE_KIND
+    from steps.repository.writer import CANDIDATES, PRUNE_KIND
 
     repo.save_record(
         PRUNE_KIND,
@@ -477,8 +477,8 @@ def test_the_sweep_keeps_a_marked_unindexed_pack_that_turns_out_to_be_needed(clo
 
 def test_a_restore_reads_blobs_whose_duplicate_pack_prune_deleted_meanwhile(clock, tmp_path):
     # GIVEN a backup whose every blob a second, concurrent writer stored again in packs of its own
+    from steps.repository.garbage import IndexState
     from steps.repository.pipeline import BlobSink
-    from steps.repository.prune import IndexState
     from steps.repository.restorer import restore_snapshot
 
     repo = make_repo(clock)
