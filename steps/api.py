@@ -44,6 +44,7 @@ from steps.plan import (
 )
 from steps.quiesce.consistent_point import fsfreeze_mounts
 from steps.quiesce.postgresql import write_backup_label
+from steps.quiesce.render import target_problems
 from steps.repository.catalog import read_catalog
 from steps.repository.opener import open_repository
 from steps.repository.repo import Repository
@@ -97,5 +98,6 @@ __all__ = [
     "repository_password",
     "run_command",
     "runtime",
+    "target_problems",
     "write_backup_label",
 ]

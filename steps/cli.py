@@ -23,28 +23,16 @@ import re
 import sys
 from types import ModuleType
 
-from steps import __version__
+from steps import __version__, runtime
 from steps.errors import EXIT_FAILURE, EXIT_TEMPORARY, EXIT_USAGE, SnapflowError, printable
 
-DEBUG_ENV = "SNAPFLOW_DEBUG"
+DEBUG_ENV = runtime.DEBUG
 _DEBUG_HELP = f"show the traceback of an unexpected error (also {DEBUG_ENV}=1)"
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def switch_option() -> dict:
-    """``add_argument`` keywords of an option that is on alone (``--dry-run``) and also takes ``true`` or
-    ``false`` (``--dry-run false``: how a workflow parameter passes it)."""
-
-    def parse(value: str) -> bool:
-        if value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-    return {"nargs": "?", "const": True, "default": False, "type": parse, "metavar": "true|false"}
 
 
 def discover_commands(package: str, prefix: str = "") -> list[ModuleType]:

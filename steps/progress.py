@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 
+from steps import runtime
+
 MiB = 1024 * 1024
 
 
@@ -41,13 +43,11 @@ class Progress:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         if interval is None:
             try:
-                interval = float(
-                    os.environ.get("SNAPFLOW_PROGRESS_INTERVAL", "") or (0.5 if self.tty else 10.0)
-                )
+                interval = float(os.environ.get(runtime.PROGRESS_INTERVAL, "") or (0.5 if self.tty else 10.0))
             except ValueError:
                 interval = 0.5 if self.tty else 10.0
         self.interval = interval
-        self.argo_file = os.environ.get("ARGO_PROGRESS_FILE") or None
+        self.argo_file = os.environ.get(runtime.ARGO_PROGRESS_FILE) or None
         self.enabled = enabled
         self.done_bytes = 0
         self.total_bytes = 0

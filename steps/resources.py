@@ -11,18 +11,19 @@ import functools
 import os
 from pathlib import Path
 
+from steps import runtime
 from steps.errors import SnapflowError
 
 
 def templates_dir() -> Path:
-    env = os.environ.get("SNAPFLOW_TEMPLATES")
+    env = os.environ.get(runtime.TEMPLATES)
     candidates = [Path(env)] if env else []
     candidates.append(Path(__file__).resolve().parent.parent / "templates")
     for c in candidates:
         if c.is_dir():
             return c
     raise SnapflowError(
-        f"templates folder not found (looked in {', '.join(str(c) for c in candidates)}); set SNAPFLOW_TEMPLATES"
+        f"templates folder not found (looked in {', '.join(str(c) for c in candidates)}); set {runtime.TEMPLATES}"
     )
 
 

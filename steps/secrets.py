@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import os
 
+from steps import runtime
 from steps.errors import UsageError
 
-PASSWORD_ENV = "SNAPFLOW_PASSWORD"
-NEW_PASSWORD_ENV = "SNAPFLOW_NEW_PASSWORD"
+PASSWORD_ENV = runtime.PASSWORD
+NEW_PASSWORD_ENV = runtime.NEW_PASSWORD
 
 
 def _read(env_name: str, what: str) -> str:
     env = os.environ
-    file_var = env_name + "_FILE"
+    file_var = env_name + runtime.FILE_SUFFIX
     path = env.get(file_var)
     if path:
         try:

@@ -52,21 +52,10 @@ def add_as_of_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def open_repository(args):
-    from steps.repository.repo import Repository
-    from steps.secrets import repository_password
+    """The repository of ``--repo`` / ``--endpoint`` (and ``--as-of`` where the command has it)."""
+    from steps.repository.opener import open_repository as _open
 
-    password = repository_password()
-    store = open_store(args)
-    if getattr(args, "as_of", None):
-        from steps.repository.lock import AsOfStore, parse_as_of
-
-        when = parse_as_of(args.as_of)
-        if not store.versioning_enabled():
-            warn(
-                f"--as-of: {store.url} keeps no old versions; only objects written after {args.as_of} are hidden"
-            )
-        store = AsOfStore(store, when)
-    return Repository.open(store, password)
+    return _open(args.repo, args.endpoint, as_of=getattr(args, "as_of", None), warn=warn)
 
 
 def parse_tags(values: list[str] | None, option: str = "--tag") -> dict[str, str]:

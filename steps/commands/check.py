@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 
+from steps import runtime
 from steps.commands._repo import (
     CONNECTION_EPILOG,
     add_repo_args,
@@ -91,10 +92,9 @@ def restore_test(
     """Restore the newest committed backup (of ``app`` when given, else of any app; without backups the
     newest snapshot) into ``scratch`` and run ``command`` there."""
     import os
-    import shutil
-    import tempfile
     import time
 
+    from steps.drivers import files
     from steps.repository.repo import referenced_snapshots
     from steps.repository.restorer import restore_snapshot
 
@@ -132,15 +132,12 @@ def restore_test(
             result["problems"].append(str(err))
             return result
         chosen.append((snap.short_id, snap))
-    own = scratch is None
-    root = tempfile.mkdtemp(prefix="snapflow-restore-test-") if own else scratch
-    os.makedirs(root, exist_ok=True)
+    root, own = files.scratch_directory(scratch, "snapflow-restore-test-")
     target_root = os.path.join(root, "restore-test")
-    if os.path.exists(target_root):
-        shutil.rmtree(target_root)
+    files.remove_tree(target_root)
     result["volumes"] = []
     needed = sum(int((snap.data.get("summary") or {}).get("bytes_total") or 0) for _, snap in chosen)
-    free = shutil.disk_usage(root).free
+    free = files.free_bytes(root)
     result["scratch"] = {"path": root, "free_bytes": free, "needed_bytes": needed}
     if needed > free:
         # Only a warning: sparse files and holes take less space than their size.
@@ -161,7 +158,7 @@ def restore_test(
         if command and not result["problems"]:
             from steps.drivers.runner_local import LocalRunner
 
-            run = LocalRunner(env={"SNAPFLOW_RESTORE_DIR": target_root}).run(
+            run = LocalRunner(env={runtime.RESTORE_DIR: target_root}).run(
                 ["/bin/sh", "-c", command], timeout=timeout
             )
             result["check_command"] = {"exit": run.returncode, "stderr": run.stderr.strip()[-2000:]}
@@ -175,9 +172,9 @@ def restore_test(
         result["problems"].append(f"restore failed: {err}{hint}")
     finally:
         if not keep:
-            shutil.rmtree(target_root, ignore_errors=True)
+            files.remove_tree(target_root, ignore_errors=True)
             if own:
-                shutil.rmtree(root, ignore_errors=True)
+                files.remove_tree(root, ignore_errors=True)
     result["ok"] = not result["problems"]
     result["duration_s"] = round(time.monotonic() - t0, 3)
     return result

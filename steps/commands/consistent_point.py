@@ -37,8 +37,8 @@ def run(args) -> int:
         store_run_record,
         write_json_atomic,
     )
+    from steps.drivers.files import load_plan
     from steps.drivers.snapshot import open_snapshot_driver
-    from steps.plan import load_plan
     from steps.quiesce.consistent_point import run_consistent_point
 
     interrupted: list[str] = []

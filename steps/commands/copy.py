@@ -51,8 +51,8 @@ def configure(parser):
 
 
 def run(args) -> int:
-    import os
 
+    from steps.drivers import files
     from steps.errors import UsageError
     from steps.progress import Progress
     from steps.repository.archiver import CopyOptions, Prescan, copy_source
@@ -64,7 +64,7 @@ def run(args) -> int:
         import minio  # noqa: F401
 
     tags = parse_tags(args.tag)
-    if not os.path.exists(args.source):
+    if not files.exists(args.source):
         raise UsageError(
             f"--source: {args.source!r} does not exist (expected a directory, file or block device)"
         )

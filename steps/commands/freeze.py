@@ -37,9 +37,10 @@ def run(args) -> int:
     import threading
     import time
 
-    from steps.commands._quiesce_common import check_not_frozen, check_output_path, write_json_atomic
+    from steps.commands._quiesce_common import check_not_frozen
+    from steps.drivers import files
+    from steps.drivers.files import check_output_path, load_plan, write_json_atomic
     from steps.errors import ConsistencyError, UsageError
-    from steps.plan import load_plan
     from steps.quiesce.consistent_point import fsfreeze_mounts, volumes_of
     from steps.quiesce.engine import Quiescer, build_hooks
     from steps.quiesce.verdict import iso
@@ -56,7 +57,7 @@ def run(args) -> int:
             check_not_frozen(option, path, plan)
     if args.release_file:
         check_output_path("--release-file", args.release_file)
-        if os.path.lexists(args.release_file):
+        if files.lexists(args.release_file):
             raise UsageError(
                 f"--release-file: {args.release_file} already exists (the hold would end at once); "
                 "expected a path that appears only to release"
@@ -128,7 +129,7 @@ def run(args) -> int:
         lost: dict[str, str] = {}
         next_check = time.monotonic() + plan.freeze.keepalive_s
         while not stop.wait(0.1):
-            if args.release_file and os.path.exists(args.release_file):
+            if args.release_file and files.exists(args.release_file):
                 why.setdefault("by", "release-file")
                 break
             if time.monotonic() >= next_check:

@@ -395,16 +395,14 @@ def check_pod_security(namespace_obj: dict | None, checks: Checks) -> None:
 
 
 def check_repository(plan, checks: Checks) -> None:
-    from steps.drivers.objectstore import open_store
     from steps.errors import SnapflowError
-    from steps.repository.repo import Repository
-    from steps.secrets import repository_password
+    from steps.repository.opener import open_repository
 
     if plan.repository is None:
         checks.add("repository", "warn", "the plan names no repository")
         return
     try:
-        Repository.open(open_store(plan.repository.url, plan.repository.endpoint), repository_password())
+        open_repository(plan.repository.url, plan.repository.endpoint)
         checks.add("repository", "ok", f"{plan.repository.url} opens with the given password")
     except SnapflowError as err:
         checks.add("repository", "fail", f"{plan.repository.url}: {err}")
@@ -451,8 +449,8 @@ def run(args) -> int:
     import json
 
     from steps.commands._kube import kube_client
+    from steps.drivers.files import load_plan
     from steps.errors import PermanentError, UsageError
-    from steps.plan import load_plan
 
     if args.service_account and "/" not in args.service_account:
         raise UsageError(f"--service-account: expected NAMESPACE/NAME, got {args.service_account!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from steps import runtime
 from steps.commands._repo import CONNECTION_EPILOG, add_repo_args
 from steps.commands._retention import add_rule_args
 
@@ -72,9 +73,9 @@ def options_from_args(args):
     from steps.repository.prune import DEFAULT_GRACE, PruneOptions
 
     rules = rules_from_args(args)
-    grace_raw = args.grace or os.environ.get("SNAPFLOW_PRUNE_GRACE")
+    grace_raw = args.grace or os.environ.get(runtime.PRUNE_GRACE)
     grace = (
-        timedelta(seconds=parse_duration(grace_raw, "--grace" if args.grace else "SNAPFLOW_PRUNE_GRACE"))
+        timedelta(seconds=parse_duration(grace_raw, "--grace" if args.grace else runtime.PRUNE_GRACE))
         if grace_raw
         else DEFAULT_GRACE
     )

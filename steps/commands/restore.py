@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from steps.cli import switch_option
+from steps.commands._options import switch_option
 from steps.commands._repo import (
     CONNECTION_EPILOG,
     add_as_of_arg,
@@ -130,99 +130,40 @@ def configure(parser):
     parser.epilog = CONNECTION_EPILOG
 
 
-def backup_labels(repo, snap) -> list[tuple[str, dict]]:
-    """[(data directory inside the target, consistent-point target record)] to write after restoring
-    ``snap``, from the committed record of its backup; refuses a snapshot whose backup recorded none."""
-    from steps.errors import PermanentError, UsageError
-    from steps.quiesce.postgresql import label_problem, labels_for_snapshot
-
-    if not snap.backup_id:
-        raise UsageError(
-            f"--write-backup-label: snapshot {snap.short_id} belongs to no backup, so no consistent point"
-            " recorded a backup_label for it"
-        )
-    records = repo.list_records("backups", key=snap.backup_id)
-    if not records:
-        raise UsageError(
-            f"--write-backup-label: backup {snap.backup_id} of snapshot {snap.short_id} has no committed"
-            " record in the repository (the record holds the backup_label)"
-        )
-    try:
-        _volume, labels = labels_for_snapshot(records[-1].data, snap.id)
-    except (AttributeError, TypeError, KeyError):  # a field of the wrong type in a crafted record
-        raise PermanentError(
-            f"--write-backup-label: the committed record of backup {snap.backup_id} is malformed (its"
-            " volumes, targets or consistency are not what a backup record holds); nothing was written"
-        ) from None
-    for sub, record in labels:  # checked now, so that nothing is written for a label that cannot be
-        problem = label_problem(record, sub)
-        if problem is not None:
-            raise PermanentError(f"--write-backup-label: {problem}; nothing was written")
-    return labels
-
-
-def write_labels(target: str, labels: list[tuple[str, dict]]) -> list[str]:
-    """Write each label into its data directory below ``target`` (never through a symlink); the files
-    written, relative to it."""
-    from steps.errors import PermanentError
-    from steps.quiesce.postgresql import write_backup_label
-
-    written = []
-    for sub, record in labels:
-        try:
-            names = write_backup_label(target, record, sub)
-        except OSError as err:
-            raise PermanentError(
-                f"--write-backup-label: the data directory {sub or '.'} of target {record.get('name')} is"
-                f" not a directory in the restored {target} ({err.strerror})"
-            ) from None
-        written += [f"{sub}/{name}".lstrip("/") for name in names]
-    return written
-
-
 def run(args) -> int:
-    import os
     import sys
 
     from steps.errors import EXIT_PERMANENT, UsageError, printable
     from steps.manifests.transforms import parse_id_map
-    from steps.progress import Progress
-    from steps.repository.pipeline import tune_for_bulk_work
-    from steps.repository.restorer import restore_snapshot
+    from steps.manifests.volume_restore import check_label_target, restore_volume
 
     if not args.target.strip():
         raise UsageError("--target: expected a directory, file or device path, got an empty value")
     uid_map = parse_id_map(id_map_values(args.uid_map), "--uid-map")
     gid_map = parse_id_map(id_map_values(args.gid_map), "--gid-map")
-    if args.write_backup_label and os.path.exists(args.target) and not os.path.isdir(args.target):
-        raise UsageError(
-            f"--write-backup-label: --target {args.target} is no directory (a data directory is needed)"
-        )
+    check_label_target(args.target, args.write_backup_label)
     limits = RestoreLimits(args.max_depth, args.max_tree_entries, args.max_entries)
-    tune_for_bulk_work()
     repo = open_repository(args)
-    snap = repo.find_restore_point(args.snapshot, allow_uncommitted=args.allow_uncommitted)
-    labels = backup_labels(repo, snap) if args.write_backup_label else []
-    with Progress("restore") as progress:
-        stats = restore_snapshot(
-            repo,
-            snap,
-            args.target,
-            args.include or [],
-            args.exclude or [],
-            progress,
-            uid_map=uid_map,
-            gid_map=gid_map,
-            overwrite=args.overwrite,
-            delete=args.delete,
-            skip_damaged=args.skip_damaged,
-            limits=limits,
-        )
+    done = restore_volume(
+        repo,
+        args.snapshot,
+        args.target,
+        includes=args.include,
+        excludes=args.exclude,
+        uid_map=uid_map,
+        gid_map=gid_map,
+        overwrite=args.overwrite,
+        delete=args.delete,
+        skip_damaged=args.skip_damaged,
+        limits=limits,
+        write_backup_label=args.write_backup_label,
+        allow_uncommitted=args.allow_uncommitted,
+    )
+    snap, stats, written = done.snap, done.stats, done.written
     for w in stats.warnings[:50]:
         warn(w)
     for d in stats.damaged[:50]:
         warn(f"skipped damaged {d}")
-    written = write_labels(args.target, labels) if labels else []
     summary = {
         "snapshot": snap.id,
         "target": args.target,

@@ -22,8 +22,8 @@ def configure(parser) -> None:
 def run(args) -> int:
     import json
 
+    from steps.drivers.files import load_plan
     from steps.errors import ConsistencyError
-    from steps.plan import load_plan
     from steps.quiesce.engine import thaw_plan
 
     plan = load_plan(args.plan)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steps import runtime
 from steps.errors import PermanentError, SnapflowError, TemporaryError, UsageError
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -113,10 +114,10 @@ class KubeSettings:
 
         return cls(
             kubeconfig=kubeconfig or None,
-            context=context or os.environ.get("SNAPFLOW_KUBE_CONTEXT") or None,
-            connect_timeout=number("SNAPFLOW_KUBE_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
-            read_timeout=number("SNAPFLOW_KUBE_READ_TIMEOUT", DEFAULT_READ_TIMEOUT),
-            retries=int(number("SNAPFLOW_KUBE_RETRIES", DEFAULT_RETRIES)),
+            context=context or os.environ.get(runtime.KUBE_CONTEXT) or None,
+            connect_timeout=number(runtime.KUBE_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT),
+            read_timeout=number(runtime.KUBE_READ_TIMEOUT, DEFAULT_READ_TIMEOUT),
+            retries=int(number(runtime.KUBE_RETRIES, DEFAULT_RETRIES)),
         )
 
     @property
@@ -130,13 +131,13 @@ def _config_source(settings: KubeSettings) -> tuple[str, str | None]:
         if not Path(settings.kubeconfig).is_file():
             raise UsageError(f"--kubeconfig: file {settings.kubeconfig} does not exist")
         return "kubeconfig", settings.kubeconfig
-    env = os.environ.get("KUBECONFIG")
+    env = os.environ.get(runtime.KUBECONFIG)
     if env:
         first = env.split(os.pathsep)[0]
         if not Path(first).is_file():
             raise UsageError(f"KUBECONFIG: file {first} does not exist")
         return "kubeconfig", first
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and Path(IN_CLUSTER_TOKEN).is_file():
+    if os.environ.get(runtime.KUBERNETES_SERVICE_HOST) and Path(IN_CLUSTER_TOKEN).is_file():
         return "in-cluster", None
     home = Path.home() / ".kube" / "config"
     if home.is_file():

@@ -12,18 +12,13 @@ import signal
 import subprocess
 import threading
 
+from steps import runtime
 from steps.drivers.runner import PumpedOutput, RunResult, SessionClosed
 
 # The repository's and the object store's credentials. A hook, a database client or a check command
 # run here needs none of them, so they are not passed on (a hook's password_env names a variable of
 # the application's own, which is).
-CREDENTIAL_ENV = (
-    "SNAPFLOW_PASSWORD",
-    "SNAPFLOW_PASSWORD_FILE",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SESSION_TOKEN",
-)
+CREDENTIAL_ENV = runtime.CREDENTIAL_ENV
 
 
 def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -207,11 +207,11 @@ class TransformSpec:
     def load(cls, path: str | Path) -> TransformSpec:
         import yaml
 
+        from steps.drivers import files
+
         p = Path(path)
         try:
-            data = yaml.safe_load(p.read_text())
-        except FileNotFoundError:
-            raise UsageError(f"--transforms: file {p} does not exist") from None
+            data = yaml.safe_load(files.read_text(p, "--transforms"))
         except yaml.YAMLError as err:
             raise UsageError(f"{p}: not valid YAML ({str(err).splitlines()[0]})") from None
         return cls.from_dict(data or {}, str(p))

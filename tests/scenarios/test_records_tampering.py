@@ -752,8 +752,8 @@ def test_the_damage_banner_is_the_first_thing_a_browser_shows(world, chromium, c
 
 
 def test_restore_app_s_latest_backup_refuses_a_damaged_backup_record(world):
-    from steps.commands.restore_app import find_backup
     from steps.errors import DamagedRecordError
+    from steps.manifests.backup_record import find_backup
 
     assert find_backup(world.repo(), "latest", app="db")["backup_id"] == B2
     key = world.flip(world.backup_record(B2))
