@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -39,6 +39,20 @@ from steps.errors import UsageError
 from steps.plan import HOOK_KINDS, Target
 from steps.quiesce.render import target_problems
 from workflows import __version__
+from workflows.policy_fields import (
+    DNS_LABEL_RE,
+    DNS_SUBDOMAIN_RE,
+    ENDPOINT_RE,
+    QUANTITY_RE,
+    REPOSITORY_URL_RE,
+    SECRET_KEY_RE,
+    STORAGE_RE,
+    PolicyError,
+    describe_errors,
+    yaml_type,
+)
+from workflows.policy_rules import repository_sharing as repository_sharing
+from workflows.policy_rules import semantic_problems
 
 API_VERSION = "snapflow.io/v1alpha1"
 KIND = "ProtectionPolicy"
@@ -48,37 +62,12 @@ DEFAULT_IMAGE = f"snapflow/steps:{__version__}"
 # characters and ours are "backup-NAME", "prune-NAME", "check-NAME".
 MAX_POLICY_NAME = 45
 
-DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
-STORAGE_RE = r"^[0-9]+(\.[0-9]+)?(k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
-SECRET_KEY_RE = r"^[-._a-zA-Z0-9]+$"
-REPOSITORY_URL_RE = r"^(s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[^\s]*)?|file:///[^\s]*|mem://[^\s/]+)$"
-ENDPOINT_RE = r"^https?://[^\s/]+(/[^\s]*)?$"
-
-_PATTERN_MEANING = {
-    DNS_LABEL_RE: "a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric)",
-    DNS_SUBDOMAIN_RE: "a Kubernetes object name (lowercase letters, digits, '-' and '.')",
-    QUANTITY_RE: "a Kubernetes quantity like 500m, 2, 512Mi or 4Gi",
-    STORAGE_RE: "a storage size like 10Gi or 500G (a Kubernetes quantity)",
-    SECRET_KEY_RE: "a Secret or ConfigMap key (letters, digits, '-', '_' and '.')",
-    REPOSITORY_URL_RE: "a repository URL s3://BUCKET/PREFIX (file:///PATH or mem://NAME for local runs)",
-    ENDPOINT_RE: "an http:// or https:// URL",
-}
 
 DnsLabel = Annotated[str, Field(pattern=DNS_LABEL_RE, max_length=63)]
 ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_RE, max_length=253)]
 SecretKey = Annotated[str, Field(pattern=SECRET_KEY_RE, max_length=253)]
 Quantity = Annotated[str, Field(pattern=QUANTITY_RE)]
 ParamValue = str | int | float | bool | list[str]
-
-
-class PolicyError(UsageError):
-    """A policy could not be loaded; ``problems`` holds one line per problem."""
-
-    def __init__(self, problems: Sequence[str]):
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
 
 
 class _Model(BaseModel):
@@ -571,238 +560,21 @@ class LoadedPolicy:
 # Checks that span several fields (pydantic checks shapes and types first).
 
 
-def semantic_problems(policy: Policy) -> list[tuple[str, str]]:
-    """(field path, what was expected) for every rule that spans fields; empty when the policy is fine."""
-    spec = policy.spec
-    problems: list[tuple[str, str]] = []
-    kinds = {"pvc" if v.pvc else "path" for v in spec.volumes if v.pvc or v.path}
-    seen_volumes: dict[str, int] = {}
-    seen_pvcs: dict[str, int] = {}
-    for i, vol in enumerate(spec.volumes):
-        where = f"spec.volumes[{i}]"
-        if bool(vol.pvc) == bool(vol.path):
-            problems.append(
-                (where, "expected exactly one of pvc (a PersistentVolumeClaim) or path (local runs)")
-            )
-            continue
-        if len(kinds) > 1 and vol.path:
-            problems.append(
-                (f"{where}.path", "expected pvc like the other volumes (no mixing of pvc and path)")
-            )
-        name = vol.volume_name
-        if not vol.name and not re.match(DNS_LABEL_RE, name):
-            problems.append(
-                (
-                    f"{where}.name",
-                    f"required because the default {name!r} is not a DNS-1123 label of at most 63",
-                )
-            )
-        if name in seen_volumes:
-            problems.append(
-                (
-                    f"{where}.name",
-                    f"expected a unique volume name, {name!r} is also spec.volumes[{seen_volumes[name]}]",
-                )
-            )
-        seen_volumes.setdefault(name, i)
-        if vol.pvc:
-            if vol.pvc in seen_pvcs:
-                problems.append(
-                    (
-                        f"{where}.pvc",
-                        f"expected each PVC once, {vol.pvc!r} is also spec.volumes[{seen_pvcs[vol.pvc]}]",
-                    )
-                )
-            seen_pvcs.setdefault(vol.pvc, i)
-    local = kinds == {"path"}
-    seen_targets: dict[str, int] = {}
-    for i, target in enumerate(spec.quiesce):
-        where = f"spec.quiesce[{i}]"
-        if target.local and not local:
-            problems.append((f"{where}.local", "expected false: the volumes are PVCs, hooks run in pods"))
-        if not target.local and local and target.hook != "none":
-            problems.append((f"{where}.local", "expected true: the volumes are local paths"))
-        name = target.target_name
-        if name in seen_targets:
-            problems.append(
-                (
-                    f"{where}.name",
-                    f"expected a unique target name, {name!r} is also spec.quiesce[{seen_targets[name]}]",
-                )
-            )
-        seen_targets.setdefault(name, i)
-    for i, vol in enumerate(spec.volumes):
-        if vol.target is not None and vol.target not in seen_targets:
-            known = ", ".join(sorted(seen_targets)) or "none defined"
-            problems.append(
-                (
-                    f"spec.volumes[{i}].target",
-                    f"expected the name of a quiesce target ({known}), got {vol.target!r}",
-                )
-            )
-    if spec.snapshot.group_class_name and spec.snapshot.consistency != "group":
-        problems.append(
-            (
-                "spec.snapshot.groupClassName",
-                "expected only with consistency: group (it names a VolumeGroupSnapshotClass)",
-            )
-        )
-    if local and spec.snapshot.consistency == "group":
-        problems.append(("spec.snapshot.consistency", "expected volume for local paths (group needs CSI)"))
-    if spec.freeze.keepalive_seconds >= spec.freeze.deadline_seconds:
-        problems.append(("spec.freeze.keepaliveSeconds", "expected less than spec.freeze.deadlineSeconds"))
-    if not spec.retention.rules():
-        problems.append(("spec.retention", "expected at least one keep rule above 0 (e.g. keepLast: 7)"))
-    return problems
-
-
 # --------------------------------------------------------------------------------------------------
 # Loading.
-
-_YAML_TYPE = {dict: "mapping", list: "list", str: "string", int: "integer", float: "number", bool: "boolean"}
-
-
-def _yaml_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    for py, name in _YAML_TYPE.items():
-        if type(value) is py:
-            return name
-    return type(value).__name__
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _path(loc: Iterable[Any]) -> str:
-    out = ""
-    for part in loc:
-        if part == "[key]":  # pydantic's marker for an invalid mapping key: the key itself is named
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
-    """The model class that a location inside a policy points into (for 'unknown field' hints)."""
-    model: Any = Policy
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        fields = {(f.alias or n): f for n, f in model.model_fields.items()}
-        if part not in fields:
-            return None
-        annotation = fields[part].annotation
-        model = None
-        for candidate in (annotation, *get_args(annotation)):
-            for inner in (candidate, *get_args(candidate)):
-                if isinstance(inner, type) and issubclass(inner, BaseModel):
-                    model = inner
-            if (
-                get_origin(candidate) is None
-                and isinstance(candidate, type)
-                and issubclass(candidate, BaseModel)
-            ):
-                model = candidate
-        if model is None:
-            return None
-    return model
-
-
-def _describe(err: dict[str, Any]) -> tuple[str, str]:
-    """(field path, what was expected) for one pydantic error."""
-    loc = list(err.get("loc", ()))
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    value = err.get("input")
-    if kind == "missing":
-        return _path(loc), "required"
-    if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
-        allowed = sorted((f.alias or n) for n, f in model.model_fields.items()) if model else []
-        hint = f" (expected one of: {', '.join(allowed)})" if allowed else ""
-        return _path(loc), f"unknown field{hint}"
-    if kind == "value_error":
-        message = str(ctx.get("error", err.get("msg", "")))
-        if message.startswith("@"):
-            sub, _, message = message[1:].partition("|")
-            loc.append(sub)
-        return _path(loc), message
-    if kind == "literal_error":
-        return _path(loc), f"expected {ctx.get('expected')}, got {_show(value)}"
-    if kind == "string_pattern_mismatch":
-        meaning = _PATTERN_MEANING.get(ctx.get("pattern", ""), f"text matching {ctx.get('pattern')}")
-        return _path(loc), f"expected {meaning}, got {_show(value)}"
-    if kind == "string_too_long":
-        return _path(loc), f"expected at most {ctx.get('max_length')} characters, got {len(str(value))}"
-    if kind == "string_too_short":
-        return _path(loc), "expected a non-empty string"
-    if kind == "too_short":
-        return _path(loc), f"expected at least {ctx.get('min_length')} item(s)"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[
-            kind
-        ]
-        limit = ctx.get("gt", ctx.get("ge", ctx.get("lt", ctx.get("le"))))
-        if isinstance(limit, float) and limit.is_integer():
-            limit = int(limit)
-        return _path(loc), f"expected a number {op} {limit}, got {_show(value)}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return _path(loc), f"expected an integer, got {_show(value)}"
-    if kind in ("float_type", "float_parsing"):
-        return _path(loc), f"expected a number, got {_show(value)}"
-    if kind in ("bool_type", "bool_parsing"):
-        return _path(loc), f"expected true or false, got {_show(value)}"
-    if kind in ("string_type",):
-        return _path(loc), f"expected a string, got {_yaml_type(value)}"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return _path(loc), f"expected a mapping, got {_yaml_type(value)}"
-    if kind == "list_type":
-        return _path(loc), f"expected a list, got {_yaml_type(value)}"
-    return _path(loc), str(err.get("msg", kind)).lower()
-
-
-def _collapse_union_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """ParamValue is a union; report its errors once, as 'expected a string, number, ... or list'."""
-    out: list[dict[str, Any]] = []
-    seen_union_locs: set[tuple] = set()
-    for err in errors:
-        loc = tuple(err.get("loc", ()))
-        if "params" in loc and len(loc) > loc.index("params") + 1 and err["type"] != "value_error":
-            key_loc = loc[: loc.index("params") + 2]
-            if key_loc in seen_union_locs:
-                continue
-            seen_union_locs.add(key_loc)
-            out.append(
-                {
-                    "loc": key_loc,
-                    "type": "value_error",
-                    "ctx": {"error": "expected a string, number, boolean or a list of strings"},
-                }
-            )
-            continue
-        out.append(err)
-    return out
 
 
 def parse_policy(data: Any, source: str = "policy") -> Policy:
     """Validate one policy document; raises :class:`PolicyError` with one line per problem."""
     if not isinstance(data, dict):
-        raise PolicyError([f"{source}: expected a mapping (a ProtectionPolicy), got {_yaml_type(data)}"])
+        raise PolicyError([f"{source}: expected a mapping (a ProtectionPolicy), got {yaml_type(data)}"])
     try:
         policy = Policy.model_validate(data)
     except ValidationError as err:
-        lines = []
-        for e in _collapse_union_errors(list(err.errors())):
-            path, message = _describe(e)
-            line = f"{source}: {path}: {message}" if path else f"{source}: {message}"
-            if line not in lines:
-                lines.append(line)
+        lines = [
+            f"{source}: {path}: {message}" if path else f"{source}: {message}"
+            for path, message in describe_errors(list(err.errors()), Policy)
+        ]
         raise PolicyError(lines) from None
     problems = semantic_problems(policy)
     if problems:
@@ -866,42 +638,6 @@ def load_policies(paths: Sequence[str | Path]) -> list[LoadedPolicy]:
     if problems:
         raise PolicyError(problems)
     return loaded
-
-
-def repository_sharing(loaded: Sequence[LoadedPolicy]) -> tuple[list[str], list[str]]:
-    """(problems, warnings) about repositories used from several namespaces.
-
-    One repository per namespace is the default: its key opens every backup in it. Policies of
-    different namespaces may share one only when every one of them sets ``repository.shared: true``,
-    and that is warned about.
-    """
-    from steps.drivers.repourl import canonical_repo_url, check_endpoint
-
-    by_repo: dict[tuple[str, str | None], list[LoadedPolicy]] = {}
-    for item in loaded:
-        repo = item.policy.spec.repository
-        # (the validators already spelled both canonically; two spellings of one repository are one key)
-        url = canonical_repo_url(repo.url, "spec.repository.url")
-        endpoint = check_endpoint(repo.endpoint, "spec.repository.endpoint") if repo.endpoint else None
-        by_repo.setdefault((url, endpoint), []).append(item)
-    problems: list[str] = []
-    warnings: list[str] = []
-    for (url, _endpoint), items in sorted(by_repo.items(), key=lambda kv: kv[0][0]):
-        namespaces = sorted({i.policy.namespace for i in items})
-        for item in items:
-            if len(namespaces) > 1 and not item.policy.spec.repository.shared:
-                others = ", ".join(n for n in namespaces if n != item.policy.namespace)
-                problems.append(
-                    f"{item.source}: spec.repository.shared: expected true to share {url} with "
-                    f"namespace(s) {others} (whoever holds its key can read every backup in it); "
-                    "or give each namespace its own repository"
-                )
-        if any(i.policy.spec.repository.shared for i in items):
-            warnings.append(
-                f"warning: repository {url} is shared (namespaces: {', '.join(namespaces)}): whoever holds "
-                "its key can read every backup in it"
-            )
-    return problems, warnings
 
 
 def json_schema() -> dict[str, Any]:
