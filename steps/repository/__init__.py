@@ -7,8 +7,14 @@ Layers, bottom up:
 * :mod:`.chunker` - keyed FastCDC content-defined chunking.
 * :mod:`.pack` / :mod:`.index` - pack files of many blobs, index files and the compact in-memory index.
 * :mod:`.tree` - directory listings with full metadata.
-* :mod:`.repo` - :class:`~steps.repository.repo.Repository`: open/init, index, records, snapshots.
-* :mod:`.archiver` (copy), :mod:`.restorer` (restore), :mod:`.checker` (verify, repair index).
+* :mod:`.repo` - :class:`~steps.repository.repo.Repository`: open/init, keys, index, blobs, records;
+  with :mod:`.writer` (prune's protocol on the writer's side), :mod:`.restore_points` (committed
+  backups, ``latest``, parents) and :mod:`.damage` (damaged records) mixed in or used by it.
+* :mod:`.records` - what the records hold, and the commit point of a backup (``commit_backup``,
+  ``save_run_record``).
+* :mod:`.archiver` (copy), :mod:`.restorer` (restore), :mod:`.checker` (verify, check) over
+  :mod:`.inspection`, :mod:`.repair_index` and :mod:`.repair_records` (repair), :mod:`.prune` over
+  :mod:`.retention`, :mod:`.garbage`, :mod:`.lease` and :mod:`.lock` (Object Lock and versions).
 
 Everything here talks to storage only through :class:`steps.drivers.objectstore.ObjectStore`.
 The format is described in ``docs/design.md``.
