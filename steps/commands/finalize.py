@@ -122,14 +122,11 @@ def cleanup_cluster(client, plan, backup_id: str, log) -> dict[str, list[str]]:
 def commit(plan, backup_id: str, log) -> tuple[str | None, list[str], bool]:
     """(record ID, problems, already_committed) of :func:`steps.repository.records.commit_backup` in the
     plan's repository."""
-    from steps.drivers.objectstore import open_store
+    from steps.repository.opener import open_repository
     from steps.repository.records import commit_backup
-    from steps.repository.repo import Repository
-    from steps.secrets import repository_password
 
     assert plan.repository is not None
-    repo = Repository.open(open_store(plan.repository.url, plan.repository.endpoint), repository_password())
-    return commit_backup(repo, plan, backup_id, log)
+    return commit_backup(open_repository(plan.repository.url, plan.repository.endpoint), plan, backup_id, log)
 
 
 def run(args) -> int:
@@ -137,8 +134,8 @@ def run(args) -> int:
     import sys
 
     from steps.commands._kube import log
+    from steps.drivers.files import load_plan
     from steps.errors import ConsistencyError, PermanentError, SnapflowError, UsageError
-    from steps.plan import load_plan
 
     if args.workflow_status not in STATUSES:
         raise UsageError(

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from steps import runtime
 from steps.drivers.repourl import (  # noqa: F401  (RepoURL, canonical_repo_url: re-exported)
     RepoURL,
     canonical_repo_url,
@@ -54,8 +55,8 @@ class ObjectLock:
     mode: str
     days: float
 
-    MODE_ENV = "SNAPFLOW_OBJECT_LOCK_MODE"
-    DAYS_ENV = "SNAPFLOW_OBJECT_LOCK_DAYS"
+    MODE_ENV = runtime.OBJECT_LOCK_MODE
+    DAYS_ENV = runtime.OBJECT_LOCK_DAYS
 
     def __post_init__(self):
         if self.mode not in LOCK_MODES:

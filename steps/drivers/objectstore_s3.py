@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+from steps import runtime
 from steps.drivers.objectstore import (
     ObjectInfo,
     ObjectLock,
@@ -44,9 +45,9 @@ DEFAULT_RETRIES = 4
 DEFAULT_RETRY_SECONDS = 30.0
 
 CONNECTION_ENV = {
-    "SNAPFLOW_S3_CONNECT_TIMEOUT": "connect_timeout",
-    "SNAPFLOW_S3_READ_TIMEOUT": "read_timeout",
-    "SNAPFLOW_S3_RETRY_SECONDS": "retry_seconds",
+    runtime.S3_CONNECT_TIMEOUT: "connect_timeout",
+    runtime.S3_READ_TIMEOUT: "read_timeout",
+    runtime.S3_RETRY_SECONDS: "retry_seconds",
 }
 
 
@@ -85,7 +86,7 @@ class S3Settings:
     object_lock: ObjectLock | None = None  # retention sent with every PUT
     retry_seconds: float = DEFAULT_RETRY_SECONDS
 
-    DEFAULT_ENDPOINT_ENV = "SNAPFLOW_S3_ENDPOINT"
+    DEFAULT_ENDPOINT_ENV = runtime.S3_ENDPOINT
 
     @classmethod
     def from_env(cls, endpoint: str | None = None, **overrides) -> S3Settings:
@@ -98,22 +99,22 @@ class S3Settings:
             )
         endpoint = check_endpoint(endpoint, field)
         kw: dict = {}
-        if env.get("SNAPFLOW_S3_REGION") or env.get("AWS_REGION"):
-            kw["region"] = env.get("SNAPFLOW_S3_REGION") or env.get("AWS_REGION")
-        if env.get("SNAPFLOW_S3_PATH_STYLE"):
-            kw["path_style"] = env["SNAPFLOW_S3_PATH_STYLE"].lower() not in ("0", "false", "no")
-        if env.get("SNAPFLOW_S3_CA_BUNDLE") or env.get("AWS_CA_BUNDLE"):
-            name = "SNAPFLOW_S3_CA_BUNDLE" if env.get("SNAPFLOW_S3_CA_BUNDLE") else "AWS_CA_BUNDLE"
+        if env.get(runtime.S3_REGION) or env.get(runtime.AWS_REGION):
+            kw["region"] = env.get(runtime.S3_REGION) or env.get(runtime.AWS_REGION)
+        if env.get(runtime.S3_PATH_STYLE):
+            kw["path_style"] = env[runtime.S3_PATH_STYLE].lower() not in ("0", "false", "no")
+        if env.get(runtime.S3_CA_BUNDLE) or env.get(runtime.AWS_CA_BUNDLE):
+            name = runtime.S3_CA_BUNDLE if env.get(runtime.S3_CA_BUNDLE) else runtime.AWS_CA_BUNDLE
             kw["ca_bundle"] = env[name]
             if not os.path.isfile(kw["ca_bundle"]) or not os.access(kw["ca_bundle"], os.R_OK):
                 raise UsageError(f"{name}: expected a readable PEM file, got {kw['ca_bundle']!r}")
         for name, attr in CONNECTION_ENV.items():
             if env.get(name):
                 kw[attr] = _seconds(name, env[name], allow_zero=attr == "retry_seconds")
-        if env.get("SNAPFLOW_S3_RETRIES"):
-            raw = env["SNAPFLOW_S3_RETRIES"]
+        if env.get(runtime.S3_RETRIES):
+            raw = env[runtime.S3_RETRIES]
             if not raw.strip().isdigit() or int(raw) > 100:
-                raise UsageError(f"SNAPFLOW_S3_RETRIES: expected a whole number from 0 to 100, got {raw!r}")
+                raise UsageError(f"{runtime.S3_RETRIES}: expected a whole number from 0 to 100, got {raw!r}")
             kw["retries"] = int(raw)
         lock = ObjectLock.from_env()
         if lock is not None:
@@ -224,15 +225,15 @@ def _credentials_provider(settings: S3Settings):
     from minio.credentials import EnvAWSProvider, IamAwsProvider
 
     env = os.environ
-    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+    if env.get(runtime.AWS_ACCESS_KEY_ID) and env.get(runtime.AWS_SECRET_ACCESS_KEY):
         return EnvAWSProvider()
-    if env.get("AWS_WEB_IDENTITY_TOKEN_FILE") and env.get("AWS_ROLE_ARN"):
+    if env.get(runtime.AWS_WEB_IDENTITY_TOKEN_FILE) and env.get(runtime.AWS_ROLE_ARN):
         import certifi
 
-        token = env["AWS_WEB_IDENTITY_TOKEN_FILE"]
+        token = env[runtime.AWS_WEB_IDENTITY_TOKEN_FILE]
         if not os.path.isfile(token) or not os.access(token, os.R_OK):
             raise UsageError(
-                f"AWS_WEB_IDENTITY_TOKEN_FILE: expected a readable web identity token file, got {token!r}"
+                f"{runtime.AWS_WEB_IDENTITY_TOKEN_FILE}: expected a readable web identity token file, got {token!r}"
             )
 
         return IamAwsProvider(http_client=_pool_manager(settings, certifi.where()))

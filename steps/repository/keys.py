@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from steps import runtime
 from steps.errors import DamagedKeyFileError, IntegrityError, UsageError, WrongPasswordError
 
 from .crypto import MasterKeys, storage_id
@@ -33,7 +34,7 @@ from .pipeline import _env_int
 
 KEY_FORMAT_VERSION = 1
 DEFAULT_SCRYPT = {"n": 2**15, "r": 8, "p": 4}
-TEST_N_ENV = "SNAPFLOW_KDF_TEST_N"
+TEST_N_ENV = runtime.KDF_TEST_N
 _KEY_AAD = b"snapflow/v1/key"
 
 
@@ -68,7 +69,7 @@ def _derive(password: str, kdf: dict) -> bytes:
     # other by default, so a step's peak memory holds one lane; SNAPFLOW_KDF_THREADS=2 computes two at
     # once with pycryptodome (installed with the object-store client): about 0.1 s saved per p=4 key
     # on two cores, for 32 MiB more at start-up.
-    threads = min(p, _env_int("SNAPFLOW_KDF_THREADS", 1))
+    threads = min(p, _env_int(runtime.KDF_THREADS, 1))
     if threads > 1:
         try:
             from Crypto.Protocol.KDF import scrypt
@@ -202,7 +203,7 @@ def open_master_key(
             f"none of the {tried} intact key(s) of {repo_url} opens with the given password, and the key"
             f" file {names} is damaged ({problem}): if the password belongs to that key, restore the file"
             " from a copy or from the bucket's old versions; otherwise the password is wrong"
-            " (SNAPFLOW_PASSWORD / SNAPFLOW_PASSWORD_FILE)",
+            f" ({runtime.PASSWORD} / {runtime.PASSWORD_FILE})",
             [bad.key for bad in damaged],
         )
     if tried == 0:
@@ -214,5 +215,5 @@ def open_master_key(
     also = f" ({skipped} unusable key file(s) skipped)" if skipped else ""
     raise WrongPasswordError(
         f"wrong password: none of the {tried} key(s) of {repo_url} opens with the given password{also}"
-        " (SNAPFLOW_PASSWORD / SNAPFLOW_PASSWORD_FILE)"
+        f" ({runtime.PASSWORD} / {runtime.PASSWORD_FILE})"
     )
