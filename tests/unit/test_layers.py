@@ -91,34 +91,8 @@ KNOWN_IMPORTS: set[tuple[str, str]] = {
     ("steps/repository/restorer.py", "steps.manifests.transforms"),
 }
 KNOWN_WORKFLOWS_IMPORTS: set[tuple[str, str]] = {
-    # each of these names is in steps.api now; the control plane switches its imports to it
-    ("workflows/cli/__init__.py", "steps.cli"),
-    ("workflows/cli/cmd_backups.py", "steps.commands.backups"),
-    ("workflows/cli/cmd_preflight.py", "steps.drivers.kube"),
-    ("workflows/local/runner.py", "steps.drivers.objectstore"),
-    ("workflows/local/runner.py", "steps.drivers.snapshot"),
-    ("workflows/local/runner.py", "steps.drivers.snapshot_local"),
-    ("workflows/local/runner.py", "steps.plan"),
-    ("workflows/local/runner.py", "steps.quiesce.consistent_point"),
-    ("workflows/local/runner.py", "steps.quiesce.postgresql"),
-    ("workflows/local/runner.py", "steps.repository.repo"),
-    ("workflows/local/runner.py", "steps.secrets"),
-    ("workflows/pipeline_restore.py", "steps.repository.tree"),
-    ("workflows/pipelines.py", "steps.plan"),
-    ("workflows/pod_security.py", "steps.drivers.kube"),
-    ("workflows/pod_security.py", "steps.manifests"),
-    ("workflows/pod_security.py", "steps.manifests.podsecurity"),
-    ("workflows/policy.py", "steps.drivers.repourl"),
-    ("workflows/policy.py", "steps.plan"),
+    # target_problems is in steps.api now; the policy switches its import to it
     ("workflows/policy.py", "steps.quiesce.render"),
-    ("workflows/preflight.py", "steps.commands.preflight"),
-    ("workflows/preflight.py", "steps.drivers.kube"),
-    ("workflows/preflight.py", "steps.manifests.objects"),
-    ("workflows/report.py", "steps.drivers.objectstore"),
-    ("workflows/report.py", "steps.repository.catalog"),
-    ("workflows/report.py", "steps.repository.repo"),
-    ("workflows/report.py", "steps.resources"),
-    ("workflows/report.py", "steps.secrets"),
 }
 KNOWN_IO: set[tuple[str, str]] = {
     # the clone's claim name written as the step's output: steps.drivers.files.write_text
