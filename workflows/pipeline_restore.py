@@ -11,7 +11,7 @@ needs.
 
 from __future__ import annotations
 
-from steps.repository.tree import OVERWRITE_MODES
+from steps.api import OVERWRITE_MODES
 from workflows.pipeline import (
     Arg,
     BackupId,

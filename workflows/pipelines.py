@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from steps.plan import (
+from steps.api import (
     AppRef,
     CaptureSpec,
     FreezeSpec,

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from steps.manifests.podsecurity import ENFORCE_LABEL, LEVELS, check
+from steps.api import ENFORCE_LABEL, LEVELS
+from steps.api import pod_security_check as check
 from workflows.hera_builder import build_workflow_template
 from workflows.pipeline import Needs, Pipeline
 from workflows.pipelines import pipelines_for
@@ -107,7 +108,7 @@ def pod_templates(policy: Policy) -> list[PodTemplate]:
 
 def mover_pod(policy: Policy, run_as_root: bool = True) -> dict:
     """The restore mover pod restore-app creates for one PVC (the policy's image, Secrets, CA)."""
-    from steps.manifests import render
+    from steps.api import manifest_render as render
 
     spec = policy.spec
     repo = spec.repository
@@ -164,7 +165,7 @@ def admission(policy: Policy, level: str, templates: list[PodTemplate] | None = 
 def check_pod_security(client, policy: Policy, checks, templates: list[PodTemplate] | None = None) -> None:
     """``pod-security``: the level the policy's namespace enforces admits every pod of its workflows
     (``templates``, default: :func:`pod_templates`) and the restore mover."""
-    from steps.drivers.kube import KubeError
+    from steps.api import KubeError
 
     ns = policy.namespace
     try:

@@ -35,8 +35,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from steps.api import HOOK_KINDS, Target, runtime
 from steps.errors import UsageError
-from steps.plan import HOOK_KINDS, Target
 from steps.quiesce.render import target_problems
 from workflows import __version__
 from workflows.policy_fields import (
@@ -78,9 +78,11 @@ class CredentialsSecret(_Model):
     """A Secret in the policy's namespace holding the S3 access key pair (read by the steps as env)."""
 
     name: ObjectName = Field(description="Name of the Secret.")
-    access_key_id_key: SecretKey = Field("AWS_ACCESS_KEY_ID", description="Key holding the access key ID.")
+    access_key_id_key: SecretKey = Field(
+        runtime.AWS_ACCESS_KEY_ID, description="Key holding the access key ID."
+    )
     secret_access_key_key: SecretKey = Field(
-        "AWS_SECRET_ACCESS_KEY", description="Key holding the secret access key."
+        runtime.AWS_SECRET_ACCESS_KEY, description="Key holding the secret access key."
     )
 
 
@@ -149,7 +151,7 @@ class Repository(_Model):
     def _canonical_url(cls, value: str) -> str:
         """Checked and spelled canonically (:mod:`steps.drivers.repourl`): two spellings of one
         repository become one string, which the rendered workflows and the sharing check use."""
-        from steps.drivers.repourl import canonical_repo_url
+        from steps.api import canonical_repo_url
 
         try:
             return canonical_repo_url(value, field="")
@@ -159,7 +161,7 @@ class Repository(_Model):
     @field_validator("endpoint")
     @classmethod
     def _canonical_endpoint(cls, value: str | None) -> str | None:
-        from steps.drivers.repourl import check_endpoint
+        from steps.api import check_endpoint
 
         if value is None:
             return None

@@ -106,7 +106,7 @@ def repository_sharing(loaded: Sequence[LoadedPolicy]) -> tuple[list[str], list[
     different namespaces may share one only when every one of them sets ``repository.shared: true``,
     and that is warned about.
     """
-    from steps.drivers.repourl import canonical_repo_url, check_endpoint
+    from steps.api import canonical_repo_url, check_endpoint
 
     by_repo: dict[tuple[str, str | None], list[LoadedPolicy]] = {}
     for item in loaded:

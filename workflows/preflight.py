@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from steps.api import runtime
 from workflows.names import Names
 from workflows.pipelines import backup_pipeline, plan_for
 from workflows.pod_security import check_pod_security
@@ -53,13 +54,12 @@ class PolicyChecks:
 
 
 def password_in_environment() -> bool:
-    return bool(os.environ.get("SNAPFLOW_PASSWORD") or os.environ.get("SNAPFLOW_PASSWORD_FILE"))
+    return bool(os.environ.get(runtime.PASSWORD) or os.environ.get(runtime.PASSWORD_FILE))
 
 
 def check_restore_rbac(client, policy: Policy, checks) -> None:
     """``rbac-restore``: the restore ServiceAccount's rights in the policy's namespace."""
-    from steps.commands.preflight import allowed
-    from steps.drivers.kube import KubeError
+    from steps.api import KubeError, allowed
 
     names = Names.of(policy)
     sa = f"{policy.namespace}/{names.restore_service_account}"
@@ -102,8 +102,7 @@ def check_restore_test(client, policy: Policy, checks) -> None:
     """``restore-test``: the restore test's scratch volume (a generic ephemeral volume) can be
     provisioned — without a StorageClass its pod would stay Pending until the workflow's deadline —
     and it is not smaller than the app's PVCs (their requested size bounds what a backup holds)."""
-    from steps.drivers.kube import KubeError
-    from steps.manifests.objects import dig
+    from steps.api import KubeError, dig
 
     test = policy.spec.verify.restore_test
     if test is None:
@@ -169,7 +168,7 @@ def preflight_policy(
     repository: bool = True,
 ) -> PolicyChecks:
     """Every check for one policy. ``service_account`` (``NS/NAME``) overrides the policy's own."""
-    from steps.commands.preflight import preflight
+    from steps.api import preflight
 
     plan = plan_for(policy)
     names = Names.of(policy)
@@ -188,7 +187,7 @@ def preflight_policy(
         checks.add(
             "repository",
             "warn",
-            "not checked: set SNAPFLOW_PASSWORD (or SNAPFLOW_PASSWORD_FILE) and the S3 credentials to open "
+            f"not checked: set {runtime.PASSWORD} (or {runtime.PASSWORD_FILE}) and the S3 credentials to open "
             f"{policy.spec.repository.url} from here, or pass --skip-repository",
         )
     api_ok = any(c["check"] == "api" and c["status"] == "ok" for c in checks.items)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from steps.cli import build_command_parser, discover_commands, run_command
+from steps.api import build_command_parser, discover_commands, run_command
 from workflows import __version__
 
 

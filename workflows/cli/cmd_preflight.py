@@ -87,7 +87,7 @@ def _selected(loaded, name: str | None):
 def _run(args) -> int:
     import json
 
-    from steps.drivers.kube import KubeClient, KubeSettings
+    from steps.api import KubeClient, KubeSettings
     from steps.errors import PermanentError, UsageError
     from workflows.policy import load_policies
     from workflows.preflight import preflight_policy
