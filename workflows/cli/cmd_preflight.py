@@ -89,8 +89,8 @@ def _run(args) -> int:
 
     from steps.api import KubeClient, KubeSettings
     from steps.errors import PermanentError, UsageError
+    from workflows.cluster_preflight import preflight_policy
     from workflows.policy import load_policies
-    from workflows.preflight import preflight_policy
 
     if args.service_account and "/" not in args.service_account:
         raise UsageError(f"--service-account: expected NAMESPACE/NAME, got {args.service_account!r}")
