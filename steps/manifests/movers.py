@@ -113,7 +113,7 @@ def fill_local(client, items: list[dict], opts, report, log, spec, labels: dict)
 
 def split_secret(value: str) -> tuple[str, str]:
     name, _, key = value.partition(":")
-    return name, key or "password"
+    return name, key or runtime.PASSWORD_KEY
 
 
 def split_credentials(value: str) -> tuple[str, str, str]:
@@ -183,7 +183,7 @@ def fill_pods(
         split_credentials(opts.credentials_secret) if opts.credentials_secret else ("", "", "")
     )
     ca_name, _, ca_key = opts.ca_bundle.partition(":")
-    ca_key = ca_key or "ca.crt"
+    ca_key = ca_key or runtime.CA_KEY
     extra_env = {k: os.environ[k] for k in runtime.MOVER_INHERITED_ENV if os.environ.get(k)}
     copied: list[tuple[str, str, str]] = []  # (kind, namespace, name)
     if opts.secrets_namespace:

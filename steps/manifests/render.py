@@ -16,6 +16,7 @@ import hashlib
 import re
 from typing import Any
 
+from steps import runtime
 from steps.errors import UsageError
 
 LABEL_BACKUP = "snapflow.io/backup-id"
@@ -177,14 +178,14 @@ def mover_pod(
     snapshot_id: str,
     labels: dict[str, str],
     password_secret: str,
-    password_secret_key: str = "password",
+    password_secret_key: str = runtime.PASSWORD_KEY,
     credentials_secret: str | None = None,
-    access_key_key: str = "AWS_ACCESS_KEY_ID",
-    secret_key_key: str = "AWS_SECRET_ACCESS_KEY",
+    access_key_key: str = runtime.AWS_ACCESS_KEY_ID,
+    secret_key_key: str = runtime.AWS_SECRET_ACCESS_KEY,
     endpoint: str | None = None,
     excludes: list[str] | None = None,
     ca_config_map: str | None = None,
-    ca_key: str = "ca.crt",
+    ca_key: str = runtime.CA_KEY,
     volume_mode: str = "Filesystem",
     run_as_root: bool = True,
     service_account: str | None = None,
@@ -198,7 +199,18 @@ def mover_pod(
     appended to the restore step's arguments (see :func:`mover_args`)."""
     if volume_mode not in ("Filesystem", "Block"):
         raise UsageError(f"volumeMode: expected Filesystem or Block, got {volume_mode!r}")
-    target = "/dev/snapflow-target" if volume_mode == "Block" else "/data"
+    target = runtime.MOVER_TARGET_DEVICE if volume_mode == "Block" else runtime.MOVER_TARGET_DIR
+    # the step-runtime contract's environment of a step (the template may list it as ``env``)
+    env = runtime.step_env(
+        password_file=f"{runtime.MOVER_PASSWORD_DIR}/{password_secret_key}",
+        credentials=(
+            runtime.Credentials(credentials_secret, access_key_key, secret_key_key)
+            if credentials_secret
+            else None
+        ),
+        ca_bundle=f"{runtime.MOVER_CA_DIR}/{ca_key}" if ca_config_map else None,
+        extra=extra_env,
+    )
     return render(
         "restore-mover-pod.yaml.j2",
         name=name,
@@ -221,4 +233,8 @@ def mover_pod(
         service_account=service_account,
         resources=resources or {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         extra_env=extra_env or {},
+        env=runtime.pod_env(env),
+        password_dir=runtime.MOVER_PASSWORD_DIR,
+        ca_dir=runtime.MOVER_CA_DIR,
+        capabilities=list(runtime.MOVER_CAPABILITIES),
     )
