@@ -9,6 +9,7 @@ RUN apt-get update \
 WORKDIR /opt/snapflow
 COPY pyproject.toml README.md ./
 COPY steps ./steps
+# (without workflows/demo: .dockerignore keeps the demo's servers and sandboxes out of the image)
 COPY workflows ./workflows
 COPY templates ./templates
 RUN pip install --no-cache-dir . && rm -rf /root/.cache

@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dataset import dir_size, generate, mutate
-from workflows.local.seaweedfs import SeaweedFS
+from workflows.demo.seaweedfs import SeaweedFS
 
 PASSWORD = "benchmark password"
 

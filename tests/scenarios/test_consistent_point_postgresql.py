@@ -17,7 +17,7 @@ from steps.quiesce.consistent_point import run_consistent_point
 from steps.quiesce.postgresql import write_backup_label
 from tests.fixtures.databases import PostgresServer, make_workdir, prepare_restored_pgdata
 from tests.fixtures.quiesce import local_plan, run_step
-from workflows.local.sandbox import tpcb_invariant_holds
+from workflows.demo.sandbox import tpcb_invariant_holds
 
 pytestmark = pytest.mark.slow
 

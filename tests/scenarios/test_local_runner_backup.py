@@ -10,7 +10,7 @@ from steps.drivers.objectstore import open_store
 from steps.repository.repo import Repository
 from tests.fixtures.local_runs import hook_events, recording_hook
 from tests.fixtures.s3 import TEST_PASSWORD
-from workflows.demo import make_sample_data, tree_digest
+from workflows.demo.sample import make_sample_data, tree_digest
 
 
 def _repository(policy_path: Path) -> Repository:
@@ -83,7 +83,8 @@ def test_backup_run_locally_is_committed_verified_and_restores_byte_identical(
 
 def test_second_local_backup_finds_its_parent_and_adds_little(tmp_path, local_policy, run_settings):
     # GIVEN a committed local backup of a directory
-    from workflows.local.runner import load_local_policy, run_local
+    from workflows.local.local_policy import load_local_policy
+    from workflows.local.runner import run_local
 
     data = tmp_path / "data"
     make_sample_data(data)

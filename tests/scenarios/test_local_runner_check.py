@@ -9,8 +9,9 @@ from pathlib import Path
 import yaml
 
 from tests.fixtures.local_runs import recording_hook
-from workflows.demo import make_sample_data
-from workflows.local.runner import load_local_policy, run_local
+from workflows.demo.sample import make_sample_data
+from workflows.local.local_policy import load_local_policy
+from workflows.local.runner import run_local
 
 
 def _with_restore_test(policy_path: Path, **restore_test) -> Path:

@@ -18,18 +18,10 @@ from steps.errors import EXIT_CONSISTENCY, EXIT_USAGE, UsageError
 from steps.repository.repo import Repository
 from tests.fixtures.local_runs import ROOT, hook_events, recording_hook, snapflow_cmd, write_local_policy
 from tests.fixtures.s3 import TEST_PASSWORD
-from workflows.demo import make_sample_data
-from workflows.local.runner import (
-    FAILED,
-    OMITTED,
-    RETRYING,
-    RUNNING,
-    SUCCEEDED,
-    StepRun,
-    View,
-    load_local_policy,
-    run_local,
-)
+from workflows.demo.sample import make_sample_data
+from workflows.local.local_policy import load_local_policy
+from workflows.local.runner import run_local
+from workflows.local.step_runs import FAILED, OMITTED, RETRYING, RUNNING, SUCCEEDED, StepRun, View
 
 
 class Trigger(View):

@@ -706,7 +706,7 @@ def test_the_local_runner_s_latest_refuses_a_damaged_backup_record_of_its_app(wo
     from types import SimpleNamespace
 
     from steps.errors import DamagedRecordError
-    from workflows.local.runner import refuse_damaged_backup_records
+    from workflows.local.local_restore import refuse_damaged_backup_records
 
     repo = world.repo()
     refuse_damaged_backup_records(repo, SimpleNamespace(app="db", namespace="shop"))

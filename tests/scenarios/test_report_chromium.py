@@ -11,8 +11,10 @@ import pytest
 
 from tests.fixtures.chromium import png_pixels
 from tests.fixtures.local_runs import recording_hook
-from workflows.demo import make_sample_data
-from workflows.local.runner import RUNNING, StepRun, View, load_local_policy, run_local
+from workflows.demo.sample import make_sample_data
+from workflows.local.local_policy import load_local_policy
+from workflows.local.runner import run_local
+from workflows.local.step_runs import RUNNING, StepRun, View
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 import pytest
 
 from steps.errors import UsageError
-from workflows.report import CronSchedule, ScheduleInfo, build_report, render_html
+from workflows.report import ScheduleInfo, build_report, render_html
+from workflows.schedule import CronSchedule
 
 HOUR = 3600.0
 T0 = datetime(2025, 1, 6, 0, 0, tzinfo=UTC).timestamp()  # a Monday, midnight UTC

@@ -137,7 +137,7 @@ def test_postgresql_copied_in_backup_mode_recovers_consistent_from_a_restore_wit
     from steps.quiesce.consistent_point import run_consistent_point
     from tests.fixtures.databases import PostgresServer, make_workdir
     from tests.scenarios.test_consistent_point_postgresql import _pg_target, _restore_and_check
-    from workflows.local.sandbox import tpcb_invariant_holds
+    from workflows.demo.sandbox import tpcb_invariant_holds
 
     # GIVEN a PostgreSQL under pgbench, copied file by file in backup mode with a CHECKPOINT forced in the
     # middle of the copy (without its label, such a copy starts and serves inconsistent data)

@@ -13,7 +13,8 @@ from tests.fixtures.k8s_app import run_step
 
 
 def _restore(tmp_path, local_policy, run_settings, target, **params: str):
-    from workflows.local.runner import load_local_policy, run_local
+    from workflows.local.local_policy import load_local_policy
+    from workflows.local.runner import run_local
 
     policy = load_local_policy(local_policy(tmp_path / "unused-source"))
     given = {"snapshot": params.pop("snapshot"), "target-pvc": str(target), **params}

@@ -34,7 +34,8 @@ def _backup_mode_backup(tmp_path, s3_repo, backup_id: str) -> str:
 
 
 def _restore(tmp_path, local_policy, run_settings, target, **params: str):
-    from workflows.local.runner import load_local_policy, run_local
+    from workflows.local.local_policy import load_local_policy
+    from workflows.local.runner import run_local
 
     policy = load_local_policy(local_policy(tmp_path / "unused-source"))
     given = {"snapshot": params.pop("snapshot"), "target-pvc": str(target), **params}

@@ -47,7 +47,7 @@ def run(args) -> int:
 def _run(args) -> int:
     import sys
 
-    from steps.errors import UsageError
+    from steps.api import UsageError
     from workflows.report import collect, parse_time, write_report
 
     if args.days <= 0:

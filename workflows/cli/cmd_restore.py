@@ -43,7 +43,7 @@ def _run(args) -> int:
     import sys
 
     from workflows.cli.cmd_run import load_policy, make_view, settings_from
-    from workflows.local.runner import restore_local
+    from workflows.local.local_restore import restore_local
 
     policy = load_policy(args)
     result, choice, notes = restore_local(

@@ -61,14 +61,14 @@ def settings_from(args):
     import os
     from pathlib import Path
 
-    from steps.errors import UsageError
+    from steps.api import UsageError, runtime
     from workflows.local.runner import RunSettings, default_state_dir
 
     env = {}
     if args.password_file:
         if not os.path.isfile(args.password_file):
             raise UsageError(f"--password-file: {args.password_file} is not a readable file")
-        env["SNAPFLOW_PASSWORD_FILE"] = os.path.abspath(args.password_file)
+        env[runtime.PASSWORD_FILE] = os.path.abspath(args.password_file)
     return RunSettings(
         state_dir=Path(args.state_dir) if args.state_dir else default_state_dir(),
         env=env,
@@ -77,8 +77,8 @@ def settings_from(args):
 
 
 def load_policy(args):
-    from steps.errors import UsageError
-    from workflows.local.runner import load_local_policy
+    from steps.api import UsageError
+    from workflows.local.local_policy import load_local_policy
 
     if not args.local:
         raise UsageError("--local: required (to run in a cluster, render the policy and use snapflow submit)")
@@ -104,7 +104,7 @@ def _run(args) -> int:
     import dataclasses
     import json
 
-    from steps.errors import UsageError
+    from steps.api import UsageError
     from workflows.local.runner import run_local
 
     policy = load_policy(args)

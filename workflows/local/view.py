@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from workflows.local.runner import (
+from workflows.local.step_runs import (
     FAILED,
     OMITTED,
     PENDING,

@@ -23,8 +23,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from steps.errors import SnapflowError
-from workflows.local.seaweedfs import free_port
+from steps.api import SnapflowError, runtime
+from workflows.demo.seaweedfs import free_port
 
 
 def _quiet(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
@@ -106,7 +106,7 @@ class LoopBtrfs:
 
 def postgres_bin_dir() -> Path | None:
     """The newest Debian PostgreSQL server binaries (or $SNAPFLOW_PG_BIN), None when not installed."""
-    env = os.environ.get("SNAPFLOW_PG_BIN")
+    env = os.environ.get(runtime.PG_BIN)
     candidates = [Path(env)] if env else []
 
     def version(path: str) -> float:

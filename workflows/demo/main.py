@@ -5,7 +5,7 @@
    when run as root with btrfs-progs, so the snapshot is atomic (CHECKPOINT, crash recovery), else in
    a plain directory, copied in backup mode (backup_label) — and puts pgbench load on it; without
    PostgreSQL (or with ``--quick``) it backs up a generated sample directory instead, in which a small
-   ledger writer (:mod:`workflows.local.ledger`) keeps writing, held paused by a custom hook while the
+   ledger writer (:mod:`workflows.demo.ledger`) keeps writing, held paused by a custom hook while the
    directory is copied;
 3. runs the policy's init and backup pipelines through the local runner (freeze → snapshot → thaw →
    copy → verify → finalize), twice, the second one incremental, while the load goes on;
@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
-import random
 import secrets
 import shutil
 import signal
-import stat
 import sys
 import tempfile
 import time
@@ -40,10 +37,10 @@ from typing import Any
 
 import yaml
 
-from steps.errors import SnapflowError
-from workflows.local.ledger import check_ledger, init_ledger, pause_hook, start_writer
-from workflows.local.runner import RunResult, RunSettings, load_local_policy, restore_local, run_local
-from workflows.local.sandbox import (
+from steps.api import SnapflowError, runtime
+from workflows.demo.ledger import check_ledger, init_ledger, pause_hook, start_writer
+from workflows.demo.sample import make_sample_data, tree_digest
+from workflows.demo.sandbox import (
     LocalPostgres,
     LoopBtrfs,
     btrfs_unavailable_reason,
@@ -52,7 +49,11 @@ from workflows.local.sandbox import (
     tpcb_invariant_holds,
     unreachable_parent,
 )
-from workflows.local.seaweedfs import SeaweedFS
+from workflows.demo.seaweedfs import SeaweedFS
+from workflows.local.local_policy import load_local_policy
+from workflows.local.local_restore import restore_local
+from workflows.local.runner import RunSettings, run_local
+from workflows.local.step_runs import RunResult
 from workflows.local.view import TerminalView, format_duration
 
 BUCKET = "snapflow-demo"
@@ -105,43 +106,6 @@ class Outcome:
 
 # --------------------------------------------------------------------------------------------------
 # The application under protection.
-
-
-def make_sample_data(root: Path, seed: int = 7) -> None:
-    """A small directory tree with what a backup must keep: text, binary, a symlink, an empty dir,
-    a sparse file, several modes."""
-    rnd = random.Random(seed)
-    (root / "docs").mkdir(parents=True)
-    (root / "media").mkdir()
-    (root / "empty").mkdir()
-    for i in range(40):
-        words = " ".join(rnd.choice(["alpha", "beta", "gamma", "delta", "snap", "flow"]) for _ in range(400))
-        (root / "docs" / f"note-{i:02d}.txt").write_text(words + "\n")
-    (root / "media" / "blob.bin").write_bytes(rnd.randbytes(3 * 1024 * 1024))
-    with open(root / "media" / "sparse.img", "wb") as f:
-        f.truncate(8 * 1024 * 1024)
-        f.seek(4 * 1024 * 1024)
-        f.write(b"data in the middle of a hole")
-    (root / "docs" / "latest").symlink_to("note-39.txt")
-    os.chmod(root / "docs" / "note-00.txt", 0o600)
-
-
-def tree_digest(root: Path) -> dict[str, tuple]:
-    """Relative path → (kind, mode, size, content hash or link target), for a byte-identical check."""
-    out: dict[str, tuple] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(dirnames + filenames):
-            p = Path(dirpath) / name
-            rel = str(p.relative_to(root))
-            st = os.lstat(p)
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = ("link", os.readlink(p))
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = ("dir", stat.S_IMODE(st.st_mode))
-            else:
-                h = hashlib.sha256(p.read_bytes()).hexdigest()
-                out[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_size, h)
-    return out
 
 
 def write_policy(
@@ -224,7 +188,7 @@ class Demo:
         password_file = self.workdir / "repository-password"
         password_file.write_text(secrets.token_urlsafe(24) + "\n")
         os.chmod(password_file, 0o600)
-        self.env = {**s3.client_env(), "SNAPFLOW_PASSWORD_FILE": str(password_file)}
+        self.env = {**s3.client_env(), runtime.PASSWORD_FILE: str(password_file)}
         os.environ.update(self.env)  # the report reads the repository from this process
         self.endpoint = s3.endpoint
         self.outcome.timings["object store"] = time.monotonic() - t
@@ -527,7 +491,3 @@ def main(argv: list[str] | None = None) -> int:
         }
         Path(args.json).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

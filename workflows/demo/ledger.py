@@ -11,8 +11,8 @@ file-by-file copy is consistent, which the hook claims with ``non_atomic_ok``.
 Invariant (:func:`check_ledger`): both accounts carry the same transaction number, that number is the
 journal's line count, and the balances add up to :data:`TOTAL`.
 
-Run as ``python -m workflows.local.ledger --data DIR --control DIR``; :func:`start_writer` starts it in
-its own session (stop it with :func:`workflows.local.sandbox.stop_process`). It also exits when its
+Run as ``python -m workflows.demo.ledger --data DIR --control DIR``; :func:`start_writer` starts it in
+its own session (stop it with :func:`workflows.demo.sandbox.stop_process`). It also exits when its
 parent process is gone, so a killed demo leaves no writer behind.
 """
 
@@ -86,7 +86,7 @@ def run_writer(data: Path, control: Path, interval_s: float = 0.005) -> None:
 def start_writer(data: Path, control: Path) -> subprocess.Popen:
     control.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "workflows.local.ledger", "--data", str(data), "--control", str(control)],
+        [sys.executable, "-m", "workflows.demo.ledger", "--data", str(data), "--control", str(control)],
         cwd=Path(__file__).resolve().parents[2],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -131,7 +131,7 @@ def check_ledger(data: Path) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m workflows.local.ledger", description=__doc__.split("\n\n")[0]
+        prog="python -m workflows.demo.ledger", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--data", required=True, help="the directory holding ledger/")
     parser.add_argument("--control", required=True, help="the directory of the pause request")

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from steps.errors import SnapflowError
+from steps.api import SnapflowError, runtime
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -93,9 +93,9 @@ class SeaweedFS:
 
     def client_env(self) -> dict[str, str]:
         return {
-            "SNAPFLOW_S3_ENDPOINT": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            runtime.S3_ENDPOINT: self.endpoint,
+            runtime.AWS_ACCESS_KEY_ID: self.access_key,
+            runtime.AWS_SECRET_ACCESS_KEY: self.secret_key,
         }
 
     def _write_config(self) -> Path:
