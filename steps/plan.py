@@ -1,7 +1,8 @@
 """The plan: what one protection policy asks the steps to do, as JSON handed to each step (``--plan FILE``).
 
 The control plane (:mod:`workflows.pipeline`) writes it from a validated policy; the steps read it with
-:func:`load_plan`. It is plain data so the step image needs neither pydantic models of the policy nor
+:func:`steps.drivers.files.load_plan` (reading the file is a driver's business: this module does no
+I/O, and every layer may import it). It is plain data so the step image needs neither pydantic models of the policy nor
 hera. Example::
 
     {
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from steps.errors import UsageError
@@ -322,15 +322,3 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
         version=version,
         capture=capture,
     )
-
-
-def load_plan(path: str | Path) -> Plan:
-    """Read and check a plan file; errors name the file and the field."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"--plan: file {p} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise UsageError(f"{p}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    return plan_from_dict(data, str(p))

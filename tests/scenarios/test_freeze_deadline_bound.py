@@ -131,7 +131,7 @@ def test_fsfreeze_holder_killed_or_stopped_is_thawed_within_the_bound(btrfs_moun
 
 STUCK_HOLDER = """
 import json, sys
-from steps.plan import load_plan
+from steps.drivers.files import load_plan
 from steps.quiesce.engine import Quiescer, build_hooks
 from steps.quiesce.verdict import iso
 

@@ -97,8 +97,6 @@ KNOWN_WORKFLOWS_IMPORTS: set[tuple[str, str]] = {
 KNOWN_IO: set[tuple[str, str]] = {
     # the clone's claim name written as the step's output: steps.drivers.files.write_text
     ("steps/commands/prepare_clone.py", ".write_text()"),
-    # steps.plan.load_plan stays until steps/commands/finalize.py imports steps.drivers.files.load_plan
-    ("steps/plan.py", ".read_text()"),
 }
 
 
