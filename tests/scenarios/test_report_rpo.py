@@ -177,3 +177,30 @@ def test_an_app_without_schedule_or_backup_is_reported_honestly():
     assert app.rpo.schedule is None and app.rpo.slots == []
     assert "no committed backup" in app.problems
     assert "No schedule known" in render_html(report)
+
+
+@pytest.mark.parametrize(
+    "cron",
+    ["0 * * * *", "@daily", "*/15 * * * 1-5", "@every 30m", "61 25 * * *", "99 99 * * *", "0 0 31 2 *"],
+)
+def test_the_report_judges_every_schedule_a_policy_accepts_and_refuses_the_others_alike(cron):
+    from pydantic import ValidationError
+
+    from workflows.policy import Schedule
+
+    # GIVEN a schedule as the policy's validation sees it
+    try:
+        Schedule(cron=cron)
+        refusal = None
+    except ValidationError as err:
+        refusal = str(err)
+    runs = [("backup-orders-aaaaa", T0 + 2, True)]
+    if refusal is None:
+        # THEN a schedule that lints clean is one the report judges
+        report = report_of(runs, now=T0 + 2 * HOUR, schedule=cron)
+        assert report.apps[0].rpo.schedule == cron and report.apps[0].rpo.slots
+    else:
+        # THEN one the policy refuses, the report refuses with the same message (one cron parser)
+        with pytest.raises(UsageError) as err:
+            report_of(runs, now=T0 + 2 * HOUR, schedule=cron)
+        assert str(err.value) in refusal
