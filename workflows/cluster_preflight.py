@@ -2,7 +2,8 @@
 
 Wraps the steps' own checks (:func:`steps.commands.preflight.preflight`: API, namespace, snapshot API
 and classes per CSI driver, RBAC, Pod Security, repository) with the policy's plan and its rendered
-ServiceAccount, and adds ``rbac-restore``: the restore identity may do what restore-app does in the
+ServiceAccounts (in the mover namespace when the policy names one: their rights in the app's namespace
+are checked there all the same), and adds ``rbac-restore``: the restore identity may do what restore-app does in the
 policy's namespace (:func:`workflows.rbac.restore_rules`), and ``restore-test``: the scratch volume of the
 check's restore test can be provisioned (its StorageClass, or a default one, exists) and is as large
 as the app's PVCs. ``pod-security`` replaces the steps' own (which sees only the restore mover): every
@@ -62,7 +63,7 @@ def check_restore_rbac(client, policy: Policy, checks) -> None:
     from steps.api import KubeError, allowed
 
     names = Names.of(policy)
-    sa = f"{policy.namespace}/{names.restore_service_account}"
+    sa = f"{policy.workflow_namespace}/{names.restore_service_account}"
     missing: list[str] = []
     try:
         for rule in restore_rules(policy):
@@ -176,7 +177,7 @@ def preflight_policy(
     if not current_identity and not service_account:
         # each step's own ServiceAccount (or the policy's shared one for all)
         sa = {
-            s.command: f"{policy.namespace}/{names.step_account(s.command)}"
+            s.command: f"{policy.workflow_namespace}/{names.step_account(s.command)}"
             for s in backup_pipeline(policy).all_steps()
         }
     elif current_identity:

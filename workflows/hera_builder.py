@@ -644,7 +644,7 @@ def build_workflow_template(pipeline: Pipeline) -> WorkflowTemplate:
     ]
     return WorkflowTemplate(
         name=names.template(pipeline.name),
-        namespace=names.namespace,
+        namespace=names.workflow_namespace,
         labels=labels,
         annotations=annotations,
         entrypoint=ENTRYPOINT,

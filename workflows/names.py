@@ -28,6 +28,8 @@ class Names:
     policy_labels: tuple[tuple[str, str], ...] = ()  # metadata.labels
     # spec.workflow.serviceAccountName: the user's own ServiceAccount, every step runs as it.
     shared_service_account: str | None = None
+    # spec.movers.namespace: where the workflows, their ServiceAccounts and the plan live instead.
+    movers_namespace: str | None = None
 
     @classmethod
     def of(cls, policy: Policy) -> Names:
@@ -37,7 +39,14 @@ class Names:
             app=policy.app,
             policy_labels=tuple(policy.metadata.labels.items()),
             shared_service_account=policy.spec.workflow.service_account_name,
+            movers_namespace=policy.spec.movers.namespace,
         )
+
+    @property
+    def workflow_namespace(self) -> str:
+        """The namespace of the WorkflowTemplates, their pods, the step ServiceAccounts and the plan: the
+        mover namespace if the policy names one (Argo creates a workflow's pods in its own namespace)."""
+        return self.movers_namespace or self.namespace
 
     @property
     def plan_config_map(self) -> str:

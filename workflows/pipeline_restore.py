@@ -131,9 +131,10 @@ def restore_app_pipeline(policy: Policy) -> Pipeline:
         )
     if repo.ca_bundle:
         mover += ("--ca-bundle", f"{repo.ca_bundle.config_map}:{repo.ca_bundle.key}")
-    # The repository's Secrets live in the policy's namespace; the restore copies them into another
-    # target namespace for the time of the restore (never when they exist there already).
-    mover += ("--secrets-namespace", policy.namespace, "--mover-non-root", Param("mover-non-root"))
+    # The repository's Secrets live where the workflows run (the policy's namespace, or its mover
+    # namespace); the restore copies them into another target namespace for the time of the restore
+    # (never when they exist there already).
+    mover += ("--secrets-namespace", policy.workflow_namespace, "--mover-non-root", Param("mover-non-root"))
     args: tuple[Arg, ...] = (
         *repository_args(policy),
         "--backup", Param("backup"),

@@ -116,6 +116,9 @@ def backup_pipeline(policy: Policy) -> Pipeline:
                 "--timeout", str(spec.snapshot.timeout_seconds),
                 "--out", OutputFile("claim"),
             )  # fmt: skip
+            if spec.movers.namespace:
+                # the copy pod runs in the mover namespace: the snapshot is bound there, the clone made there
+                clone_args += ("--mover-namespace", spec.movers.namespace)
             steps.append(
                 Step(
                     name=f"prepare-clone-{v}",

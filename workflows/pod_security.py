@@ -10,6 +10,10 @@ Argo adds its own containers to each pod (``init``, ``wait``): their security co
 controller's ``executor.securityContext``, which a namespace enforcing ``restricted`` needs set
 (docs/user/prerequisites.md); the rendered objects cannot say whether it is, so preflight warns.
 
+With a mover namespace (``spec.movers.namespace``) every step pod runs there, so its level is checked
+against the templates; the policy's namespace then only gets restore-app's mover pods (and keeps the
+app's snapshots), so its level is checked against the restore mover alone.
+
 Two kinds of steps run as root, with only the capabilities they use (a subset of baseline's defaults):
 the copy (it reads the files of every owner on the read-only clone, ``DAC_OVERRIDE``) and the
 single-volume restore (it restores owners and modes, ``CHOWN``, ``DAC_OVERRIDE``, ``FOWNER``,
@@ -162,61 +166,120 @@ def admission(policy: Policy, level: str, templates: list[PodTemplate] | None = 
     return Admission(level, rejected, len(templates), mover_root, mover_non_root)
 
 
-def check_pod_security(client, policy: Policy, checks, templates: list[PodTemplate] | None = None) -> None:
-    """``pod-security``: the level the policy's namespace enforces admits every pod of its workflows
-    (``templates``, default: :func:`pod_templates`) and the restore mover."""
+def _enforced_level(client, namespace: str, checks, missing: str = "") -> str | None:
+    """The level ``namespace`` enforces; None (after saying why, if it matters) when it cannot be known.
+    ``missing``: the failure to report when the namespace does not exist (else another check does)."""
     from steps.api import KubeError
 
-    ns = policy.namespace
     try:
-        ns_obj = client.get_or_none("v1", "Namespace", ns)
+        ns_obj = client.get_or_none("v1", "Namespace", namespace)
     except KubeError as err:
-        checks.add("pod-security", "warn", f"cannot read namespace {ns}: {err}")
-        return
+        checks.add("pod-security", "warn", f"cannot read namespace {namespace}: {err}")
+        return None
     if ns_obj is None:
-        return  # the namespace check fails already
+        if missing:
+            checks.add("pod-security", "fail", missing)
+        return None
     level = ((ns_obj.get("metadata") or {}).get("labels") or {}).get(ENFORCE_LABEL, "privileged")
     if level not in LEVELS:
-        checks.add("pod-security", "warn", f"namespace {ns}: unknown {ENFORCE_LABEL} level {level!r}")
+        checks.add("pod-security", "warn", f"namespace {namespace}: unknown {ENFORCE_LABEL} level {level!r}")
+        return None
+    return level
+
+
+def check_pod_security(client, policy: Policy, checks, templates: list[PodTemplate] | None = None) -> None:
+    """``pod-security``: the level enforced where the workflows run (the policy's namespace, or its
+    mover namespace) admits every pod of its workflows (``templates``, default: :func:`pod_templates`),
+    and the level of the policy's namespace admits the restore mover restore-app creates there."""
+    ns = policy.namespace
+    home = policy.workflow_namespace
+    if home == ns:
+        level = _enforced_level(client, ns, checks)
+        if level is None:
+            return
+        result = admission(policy, level, templates)
+        _report_templates(checks, result, "")
+        _report_mover(checks, result, "")
+        _report_executor(checks, level, "")
+        if not result.rejected:
+            checks.add(
+                "pod-security",
+                "ok",
+                f"enforce={level} admits the {result.templates} step pods of the workflows"
+                + ("" if policy.is_local or result.mover_root else " and the restore mover"),
+            )
         return
-    result = admission(policy, level, templates)
+    # a mover namespace: every step pod runs there; only restore-app's movers still run in the app's
+    level = _enforced_level(
+        client,
+        home,
+        checks,
+        missing=f"mover namespace {home} (spec.movers.namespace) does not exist: create it, labelled "
+        "pod-security.kubernetes.io/enforce=baseline, with the repository's Secrets",
+    )
+    if level is not None:
+        result = admission(policy, level, templates)
+        _report_templates(checks, result, f"mover namespace {home}: ")
+        _report_executor(checks, level, f"mover namespace {home}: ")
+        if not result.rejected:
+            checks.add(
+                "pod-security",
+                "ok",
+                f"mover namespace {home}: enforce={level} admits the {result.templates} step pods of the "
+                "workflows",
+            )
+    app_level = _enforced_level(client, ns, checks)
+    if app_level is not None:
+        result = admission(policy, app_level, [])
+        _report_mover(checks, result, f"namespace {ns}: ")
+        checks.add(
+            "pod-security",
+            "ok",
+            f"namespace {ns}: enforce={app_level}; no step pod runs there (the workflows run in {home})"
+            + ("" if result.mover_root else ", and it admits the restore mover"),
+        )
+
+
+def _report_templates(checks, result: Admission, where: str) -> None:
+    level = result.level
     for template, found in result.rejected:
         if template.why_root and not check(template.spec, "baseline", template.annotations):
             checks.add(
                 "pod-security",
                 "fail",
-                f"enforce={level} rejects {template.where}: {template.why_root}; it needs the baseline "
+                f"{where}enforce={level} rejects {template.where}: {template.why_root}; it needs the baseline "
                 f"level ({'; '.join(found)})",
             )
         else:
             checks.add(
-                "pod-security", "fail", f"enforce={level} rejects {template.where}: {'; '.join(found)}"
+                "pod-security", "fail", f"{where}enforce={level} rejects {template.where}: {'; '.join(found)}"
             )
+
+
+def _report_executor(checks, level: str, where: str) -> None:
+    if level == "restricted":
+        checks.add(
+            "pod-security",
+            "warn",
+            f"{where}enforce=restricted also rejects Argo's init and wait containers unless the "
+            f"workflow-controller ConfigMap sets executor.securityContext ({EXECUTOR_SECURITY_CONTEXT}); "
+            "see the prerequisites",
+        )
+
+
+def _report_mover(checks, result: Admission, where: str) -> None:
+    level = result.level
     if result.mover_root:
         if not result.mover_non_root:
             checks.add(
                 "pod-security",
                 "warn",
-                f"enforce={level} rejects the restore mover as root ({result.mover_root[0]}); restores "
+                f"{where}enforce={level} rejects the restore mover as root ({result.mover_root[0]}); restores "
                 "there need --mover-non-root (file owners are then not restored)",
             )
         else:
             checks.add(
                 "pod-security",
                 "fail",
-                f"enforce={level} rejects the restore mover pod: {'; '.join(result.mover_non_root)}",
+                f"{where}enforce={level} rejects the restore mover pod: {'; '.join(result.mover_non_root)}",
             )
-    if level == "restricted":
-        checks.add(
-            "pod-security",
-            "warn",
-            f"enforce=restricted also rejects Argo's init and wait containers unless the workflow-controller "
-            f"ConfigMap sets executor.securityContext ({EXECUTOR_SECURITY_CONTEXT}); see the prerequisites",
-        )
-    if not result.rejected:
-        checks.add(
-            "pod-security",
-            "ok",
-            f"enforce={level} admits the {result.templates} step pods of the workflows"
-            + ("" if policy.is_local or result.mover_root else " and the restore mover"),
-        )

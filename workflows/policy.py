@@ -485,6 +485,19 @@ class WorkflowSettings(_Model):
         return value
 
 
+class Movers(_Model):
+    """Where the data movers run (docs/user/mover-namespace.md)."""
+
+    namespace: DnsLabel | None = Field(
+        None,
+        description=(
+            "Run the workflows (and so the copy, which reads every owner's files as root) in this "
+            "namespace instead of the app's, with clones made there from the app's snapshot contents, so "
+            "the app's namespace can enforce Pod Security restricted. Not the policy's own namespace."
+        ),
+    )
+
+
 class PolicySpec(_Model):
     cluster: DnsLabel = Field("default", description="Cluster name recorded with every backup.")
     app: DnsLabel | None = Field(None, description="Application name; default: the policy name.")
@@ -513,11 +526,14 @@ class PolicySpec(_Model):
     )
     exclude: list[str] = Field(default_factory=list, description="Path patterns not copied.")
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings, description="Argo settings.")
+    movers: Movers = Field(default_factory=Movers, description="A dedicated namespace for the data movers.")
 
 
 class Metadata(_Model):
     name: str = Field(pattern=DNS_LABEL_RE, max_length=MAX_POLICY_NAME, description="Policy name.")
-    namespace: DnsLabel = Field(description="Namespace of the app, its workflows and its Secrets.")
+    namespace: DnsLabel = Field(
+        description="Namespace of the app, and of its workflows and Secrets unless spec.movers names another."
+    )
     labels: dict[str, str] = Field(default_factory=dict, description="Labels added to rendered objects.")
 
 
@@ -540,6 +556,12 @@ class Policy(_Model):
     @property
     def namespace(self) -> str:
         return self.metadata.namespace
+
+    @property
+    def workflow_namespace(self) -> str:
+        """Where the workflows, their pods, the plan and the repository's Secrets live: the mover
+        namespace when the policy names one, else the app's."""
+        return self.spec.movers.namespace or self.metadata.namespace
 
     @property
     def app(self) -> str:

@@ -94,6 +94,16 @@ def semantic_problems(policy: Policy) -> list[tuple[str, str]]:
         problems.append(("spec.snapshot.consistency", "expected volume for local paths (group needs CSI)"))
     if spec.freeze.keepalive_seconds >= spec.freeze.deadline_seconds:
         problems.append(("spec.freeze.keepaliveSeconds", "expected less than spec.freeze.deadlineSeconds"))
+    movers = spec.movers.namespace
+    if movers is not None and movers == policy.namespace:
+        problems.append(
+            (
+                "spec.movers.namespace",
+                f"expected a namespace other than the policy's own ({policy.namespace}), or no movers",
+            )
+        )
+    if movers is not None and local:
+        problems.append(("spec.movers.namespace", "expected no mover namespace for local paths"))
     if not spec.retention.rules():
         problems.append(("spec.retention", "expected at least one keep rule above 0 (e.g. keepLast: 7)"))
     return problems

@@ -25,6 +25,15 @@ docs/user/restore.md). A second ClusterRole lets it read Namespaces (a restore w
 one). It never creates namespaces: the target must exist. Without ``capture.secrets`` it reads
 Secrets only by name: the repository's, which it copies into the target for its movers.
 
+With a mover namespace (``spec.movers.namespace``, docs/user/mover-namespace.md) the workflows and so
+every ServiceAccount live there. Each step's Role there holds Argo's executor rule and what the step
+does there (:data:`MOVER_SIDE_RULES`: prepare-clone binds the app's snapshot there and makes the clone,
+finalize deletes both); what it does in the app's namespace is a Role of the same name in the app's
+namespace, bound to the account in the mover namespace (prepare-clone there only reads: no claim is
+created in the app's namespace). The pre-provisioned VolumeSnapshotContents are cluster-scoped
+(:data:`MOVER_CLUSTER_RULES`: prepare-clone creates them, finalize deletes them by name, never lists).
+restore-app reads the repository's Secrets (and CA bundle) by name in the mover namespace.
+
 ``spec.workflow.serviceAccountName`` replaces all of this with one account the user manages, set
 workflow-wide: nothing is rendered, and :func:`shared_account_warnings` says what that gives up.
 
@@ -120,6 +129,31 @@ CLUSTER_RULES: dict[str, tuple[tuple[Rule, bool], ...]] = {
     ),
 }
 
+# With a mover namespace: what prepare-clone and finalize do there (the app's snapshot bound through a
+# pre-provisioned content, the clone made from it; their clean-up), and with the contents themselves.
+MOVER_SIDE_RULES: dict[str, tuple[Rule, ...]] = {
+    "prepare-clone": (
+        ("", "persistentvolumeclaims", ("create", "get")),
+        ("", "events", ("list",)),
+        (SNAPSHOT_GROUP, "volumesnapshots", ("create", "get", "list", "watch")),
+    ),
+    "finalize": (
+        ("", "persistentvolumeclaims", ("delete", "list")),
+        (SNAPSHOT_GROUP, "volumesnapshots", ("delete", "get", "list")),
+    ),
+}
+MOVER_CLUSTER_RULES: dict[str, tuple[Rule, ...]] = {
+    "prepare-clone": ((SNAPSHOT_GROUP, "volumesnapshotcontents", ("create", "get")),),
+    "finalize": ((SNAPSHOT_GROUP, "volumesnapshotcontents", ("delete", "get", "patch")),),
+}
+# ... and what prepare-clone still does in the app's namespace: it reads the source PVC and waits for
+# the snapshot; the clone is not made there.
+PREPARE_CLONE_APP_SIDE: tuple[Rule, ...] = (
+    ("", "persistentvolumeclaims", ("get",)),
+    ("", "events", ("list",)),
+    (SNAPSHOT_GROUP, "volumesnapshots", ("get", "list", "watch")),
+)
+
 # Argo's executor reports each step's outputs through WorkflowTaskResults.
 EXECUTOR_RULES: tuple[Rule, ...] = (("argoproj.io", "workflowtaskresults", ("create", "patch")),)
 
@@ -187,9 +221,35 @@ def step_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
 
 
 def step_cluster_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
-    """The cluster-scoped reads of one step command; empty when it needs none."""
+    """The cluster-scoped calls of one step command; empty when it needs none."""
     group = policy.spec.snapshot.consistency == "group"
-    return merge([rule for rule, group_only in CLUSTER_RULES.get(command, ()) if group or not group_only])
+    rules = [rule for rule, group_only in CLUSTER_RULES.get(command, ()) if group or not group_only]
+    if policy.spec.movers.namespace:
+        rules.extend(MOVER_CLUSTER_RULES.get(command, ()))
+    return merge(rules)
+
+
+def app_side_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
+    """With a mover namespace: the Role of one step command in the app's namespace (what it does there
+    through the API), without Argo's executor rule, which belongs where the pod runs; empty when the
+    step does nothing there."""
+    rules = [
+        (group, resource, tuple(rule["verbs"]))
+        for rule in step_rules(policy, command)
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        if (group, resource, tuple(rule["verbs"])) not in EXECUTOR_RULES
+    ]
+    if command == "prepare-clone":
+        rules = [r for r in rules if r[:2] not in {(g, res) for g, res, _ in PREPARE_CLONE_APP_SIDE}]
+        rules.extend(PREPARE_CLONE_APP_SIDE)
+    return merge(rules) if rules else []
+
+
+def mover_side_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
+    """With a mover namespace: the Role of one step command there, where its pod runs: Argo's executor
+    rule and what it does with the mover-side snapshot and clone."""
+    return merge([*EXECUTOR_RULES, *MOVER_SIDE_RULES.get(command, ())])
 
 
 def namespaced_rules(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, Any]]:
@@ -267,23 +327,36 @@ def rbac_objects(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, An
     if not names.renders_rbac:
         return []
     ns = policy.namespace
+    home = names.workflow_namespace  # where the accounts live: the mover namespace, if any
+    movers = home != ns
     objects: list[dict[str, Any]] = []
     for command in step_commands(pipelines):
         if command == RESTORE_APP:
             continue
         name = names.step_account(command)
         labels = {**names.labels("rbac"), STEP_LABEL: command}
-        subject = [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
+        subject = [{"kind": "ServiceAccount", "name": name, "namespace": home}]
         objects += [
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, ns, labels)},
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, home, labels)},
             {
                 "apiVersion": RBAC_API,
                 "kind": "Role",
-                "metadata": _meta(name, ns, labels),
-                "rules": step_rules(policy, command),
+                "metadata": _meta(name, home, labels),
+                "rules": mover_side_rules(policy, command) if movers else step_rules(policy, command),
             },
-            _binding("RoleBinding", name, ns, labels, "Role", name, subject),
+            _binding("RoleBinding", name, home, labels, "Role", name, subject),
         ]
+        app_rules = app_side_rules(policy, command) if movers else []
+        if app_rules:
+            objects += [
+                {
+                    "apiVersion": RBAC_API,
+                    "kind": "Role",
+                    "metadata": _meta(name, ns, labels),
+                    "rules": app_rules,
+                },
+                _binding("RoleBinding", name, ns, labels, "Role", name, subject),
+            ]
         cluster = step_cluster_rules(policy, command)
         if cluster:
             cluster_name = names.step_cluster_role(command)
@@ -300,12 +373,12 @@ def rbac_objects(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, An
             ]
     if RESTORE_APP in step_commands(pipelines):
         restore_labels = {**names.labels("rbac-restore"), STEP_LABEL: RESTORE_APP}
-        restorer = [{"kind": "ServiceAccount", "name": names.restore_service_account, "namespace": ns}]
+        restorer = [{"kind": "ServiceAccount", "name": names.restore_service_account, "namespace": home}]
         objects += [
             {
                 "apiVersion": "v1",
                 "kind": "ServiceAccount",
-                "metadata": _meta(names.restore_service_account, ns, restore_labels),
+                "metadata": _meta(names.restore_service_account, home, restore_labels),
             },
             {
                 "apiVersion": RBAC_API,
@@ -338,7 +411,51 @@ def rbac_objects(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, An
                 restorer,
             ),
         ]
+        if movers:
+            # where it runs: Argo's executor rule, and the repository's Secrets (and CA bundle) by name,
+            # which it copies into the target namespace for its movers
+            objects += [
+                {
+                    "apiVersion": RBAC_API,
+                    "kind": "Role",
+                    "metadata": _meta(names.restore_service_account, home, restore_labels),
+                    "rules": restore_home_rules(policy),
+                },
+                _binding(
+                    "RoleBinding",
+                    names.restore_service_account,
+                    home,
+                    restore_labels,
+                    "Role",
+                    names.restore_service_account,
+                    restorer,
+                ),
+            ]
     return objects
+
+
+def restore_home_rules(policy: Policy) -> list[dict[str, Any]]:
+    """With a mover namespace: restore-app's Role there (see :func:`rbac_objects`)."""
+    rules: list[dict[str, Any]] = [
+        *merge(list(EXECUTOR_RULES)),
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": repository_secret_names(policy),
+            "verbs": ["get"],
+        },
+    ]
+    ca = policy.spec.repository.ca_bundle
+    if ca:
+        rules.append(
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [ca.config_map],
+                "verbs": ["get"],
+            }
+        )
+    return rules
 
 
 RBAC_API = "rbac.authorization.k8s.io/v1"

@@ -246,3 +246,75 @@ def test_backup_copies_from_the_mover_namespace_and_restores_identical_data(k8s,
     for vs in app_snapshots:
         assert vs["status"]["readyToUse"] is True
         assert any(k8s.server.snapshot_path(APP_NS, vs["metadata"]["name"]).iterdir())
+
+
+def test_rendered_backup_runs_in_the_mover_namespace_with_only_the_rendered_rbac(k8s):
+    """The rendered backup template with a mover namespace, each step as its rendered account, RBAC
+    enforced: the app's namespace enforces restricted and gets no pod and no claim; the copy mounts its
+    clone in the mover namespace; the backup is committed; finalize's account may clean up the mover side."""
+    import yaml
+
+    from tests.fixtures.rendered import TemplateRunner, app_policy, apply_rendered, repository_secrets
+    from workflows.render import render_files
+
+    # GIVEN the app in a restricted namespace, the mover namespace with the repository's Secrets, and
+    # the policy rendered with spec.movers and its RBAC applied
+    k8s.deploy_app()
+    k8s.server.patch(
+        "namespaces", APP_NS, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    _namespace(k8s.server, MOVERS, "baseline")
+    repository_secrets(k8s.server, MOVERS)
+    before = k8s.volume_state()
+    doc = app_policy(k8s, "volume", False)
+    doc["spec"]["movers"] = {"namespace": MOVERS}
+    path = k8s.tmp / "policy.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    objects = [o.obj for o in render_files([path]).ordered()]
+    for obj in objects:
+        # the plan ConfigMap belongs beside the workflows (see the expected failure in
+        # tests/unit/test_workflows_mover_namespace.py: render.py still puts it in the app's namespace)
+        if obj["kind"] == "ConfigMap":
+            obj["metadata"]["namespace"] = MOVERS
+    apply_rendered(k8s.server, objects)
+    templates = {o["metadata"]["name"]: o for o in objects if o["kind"] == "WorkflowTemplate"}
+    assert templates["backup-db"]["metadata"]["namespace"] == MOVERS
+    k8s.server.enforce_rbac = True
+    runner = TemplateRunner(k8s.server, k8s.tmp, objects)
+
+    # WHEN the backup template runs
+    backup = runner.run(templates["backup-db"], "backup-db-movers1")
+
+    # THEN every step succeeded as its own account and the backup is committed
+    assert backup.status == "Succeeded", backup.stderr()
+    assert backup.exit is not None and backup.exit.result.rc == 0, backup.stderr()
+    assert "forbidden" not in backup.stderr().lower()
+    assert "finalize: backup backup-db-movers1: committed" in backup.exit.result.stderr
+    assert not k8s.frozen_marker.exists()
+    # the clones were made in the mover namespace, none in the app's
+    assert {p["metadata"]["name"] for p in k8s.server.list("pvc", APP_NS)} == set(VOLUMES.values())
+    # and each copied volume restores identical to the app's
+    res = run_step("snapshots", "--repo", k8s.repo, "--backup-id", "backup-db-movers1", "--json")
+    assert res.rc == 0, res.stderr
+    listed = json.loads(res.stdout)
+    for volume in VOLUMES:
+        (snap,) = [s for s in listed if volume in (s.get("volume"), (s.get("tags") or {}).get("volume"))]
+        target = k8s.tmp / f"restored-{volume}"
+        res = run_step("restore", "--repo", k8s.repo, "--snapshot", snap["id"], "--target", target)
+        assert res.rc == 0, res.stderr
+        assert tree_state(target) == before[volume]
+
+    # WHEN the mover side is cleaned up as finalize's account
+    from steps.drivers.kube import KubeClient, KubeSettings
+
+    config = k8s.server.write_kubeconfig(
+        k8s.tmp / "kubeconfig-finalize",
+        token=k8s.server.service_account_token(MOVERS, "snapflow-db-finalize"),
+    )
+    with KubeClient(KubeSettings.from_env(kubeconfig=str(config))) as client:
+        done = release_mover_objects(client, MOVERS, "backup-db-movers1", list(VOLUMES))
+    # THEN the rendered RBAC allows it and nothing of the backup is left in the mover namespace
+    assert not done["errors"], done
+    assert len(done["deleted"]) == 3 * len(VOLUMES)
+    assert k8s.server.list("vs", MOVERS) == []
+    assert not [c for c in k8s.server.list("vsc") if c["spec"].get("deletionPolicy") == "Retain"]
