@@ -11,7 +11,6 @@ from __future__ import annotations
 from steps import runtime
 from steps.cli import build_command_parser, discover_commands, run_command
 from steps.commands import backups as backups_command
-from steps.commands.preflight import allowed, preflight
 from steps.drivers.kube import KubeClient, KubeError, KubeSettings
 from steps.drivers.objectstore import open_store
 from steps.drivers.repourl import canonical_repo_url, check_endpoint
@@ -27,6 +26,7 @@ from steps.errors import (
     UsageError,
 )
 from steps.manifests import render as manifest_render
+from steps.manifests.cluster_checks import allowed, preflight
 from steps.manifests.objects import dig
 from steps.manifests.podsecurity import ENFORCE_LABEL, LEVELS
 from steps.manifests.podsecurity import check as pod_security_check
