@@ -562,7 +562,8 @@ def _s3_error(err, what: str, store: S3Store):
     code = getattr(err, "code", "error")
     if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
         return PermanentError(
-            f"object store refused {what}: {code} (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy)"
+            f"object store refused {what}: {code} (check {runtime.AWS_ACCESS_KEY_ID}/{runtime.AWS_SECRET_ACCESS_KEY}"
+            " and the bucket policy)"
         )
     if code == "NoSuchBucket":
         return PermanentError(
