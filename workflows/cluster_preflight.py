@@ -29,7 +29,13 @@ from workflows.names import Names
 from workflows.pipelines import backup_pipeline, plan_for
 from workflows.pod_security import check_pod_security
 from workflows.policy import Policy, storage_bytes
-from workflows.rbac import RESTORE_CLUSTER_RULES, restore_rules
+from workflows.rbac import (
+    MOVER_CLUSTER_RULES,
+    MOVER_SIDE_RULES,
+    RESTORE_CLUSTER_RULES,
+    app_side_rules,
+    restore_rules,
+)
 
 STATUS_WORDS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 
@@ -91,6 +97,53 @@ def check_restore_rbac(client, policy: Policy, checks) -> None:
         )
     else:
         checks.add("rbac-restore", "ok", f"ServiceAccount {sa} may restore the app into {policy.namespace}")
+
+
+def check_mover_rbac(client, policy: Policy, checks) -> None:
+    """``rbac-movers``: with a mover namespace, prepare-clone's and finalize's rights there and on the
+    pre-provisioned VolumeSnapshotContents, and prepare-clone's reads in the app's namespace (the steps'
+    own ``rbac`` check leaves prepare-clone out then: it creates its clone in the mover namespace)."""
+    from steps.api import KubeError, allowed
+
+    names = Names.of(policy)
+    home, ns = policy.workflow_namespace, policy.namespace
+    missing: list[str] = []
+    try:
+        for command in ("prepare-clone", "finalize"):
+            sa = f"{home}/{names.step_account(command)}"
+            wanted: list[tuple[str | None, str, str, str]] = [
+                (home, group, resource, verb)
+                for group, resource, verbs in MOVER_SIDE_RULES[command]
+                for verb in verbs
+            ]
+            wanted += [
+                (None, group, resource, verb)
+                for group, resource, verbs in MOVER_CLUSTER_RULES[command]
+                for verb in verbs
+            ]
+            if command == "prepare-clone":
+                wanted += [
+                    (ns, group, resource, verb)
+                    for rule in app_side_rules(policy, command)
+                    for group in rule["apiGroups"]
+                    for resource in rule["resources"]
+                    for verb in rule["verbs"]
+                ]
+            for where, group, resource, verb in wanted:
+                if not allowed(client, sa, verb, resource, group, where):
+                    scope = f"in namespace {where}" if where else "cluster-wide"
+                    missing.append(f"{sa}: {verb} {resource}{'.' + group if group else ''} {scope}")
+    except KubeError as err:
+        checks.add("rbac-movers", "warn", f"access reviews not possible: {err}")
+        return
+    if missing:
+        checks.add("rbac-movers", "fail", f"may not: {'; '.join(missing)} (apply the rendered RBAC)")
+    else:
+        checks.add(
+            "rbac-movers",
+            "ok",
+            f"prepare-clone and finalize may bind snapshots and make clones in {home} and clean them up",
+        )
 
 
 DEFAULT_CLASS_ANNOTATIONS = (
@@ -179,6 +232,8 @@ def preflight_policy(
         sa = {
             s.command: f"{policy.workflow_namespace}/{names.step_account(s.command)}"
             for s in backup_pipeline(policy).all_steps()
+            # with a mover namespace prepare-clone acts there: check_mover_rbac checks it
+            if not (policy.spec.movers.namespace and s.command == "prepare-clone")
         }
     elif current_identity:
         sa = ""
@@ -194,6 +249,8 @@ def preflight_policy(
     api_ok = any(c["check"] == "api" and c["status"] == "ok" for c in checks.items)
     if api_ok and not current_identity and not service_account:
         check_restore_rbac(client, policy, checks)
+        if policy.spec.movers.namespace:
+            check_mover_rbac(client, policy, checks)
     if api_ok:
         check_restore_test(client, policy, checks)
         checks.items = [c for c in checks.items if c["check"] != "pod-security"]

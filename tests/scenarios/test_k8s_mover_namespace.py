@@ -318,3 +318,52 @@ def test_rendered_backup_runs_in_the_mover_namespace_with_only_the_rendered_rbac
     assert len(done["deleted"]) == 3 * len(VOLUMES)
     assert k8s.server.list("vs", MOVERS) == []
     assert not [c for c in k8s.server.list("vsc") if c["spec"].get("deletionPolicy") == "Retain"]
+
+
+def test_preflight_of_a_mover_policy_checks_both_namespaces_and_the_contents(k8s, capsys):
+    import yaml
+
+    from tests.fixtures.rendered import app_policy, apply_rendered, repository_secrets
+    from workflows.cli import main
+    from workflows.render import render_files
+
+    # GIVEN the app in a restricted namespace, a baseline mover namespace with the repository's Secrets,
+    # and the rendered RBAC of a policy with a mover namespace applied
+    k8s.deploy_app()
+    k8s.server.patch(
+        "namespaces", APP_NS, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    _namespace(k8s.server, MOVERS, "baseline")
+    repository_secrets(k8s.server, MOVERS)
+    doc = app_policy(k8s, "volume", True)
+    doc["spec"]["movers"] = {"namespace": MOVERS}
+    path = k8s.tmp / "policy.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    objects = [o.obj for o in render_files([path]).ordered()]
+    apply_rendered(k8s.server, [o for o in objects if o["kind"] != "ConfigMap"])
+
+    # WHEN preflight runs
+    rc = main(["preflight", str(path), "--json", "--skip-repository"])
+    out = capsys.readouterr()
+    checks = json.loads(out.out.strip().splitlines()[-1])["policies"][0]["checks"]
+    found = {(c["check"], c["status"]) for c in checks}
+    # THEN the steps' rights in the app's namespace, the mover side and the contents all pass, and Pod
+    # Security passes: restricted where the app runs, baseline where the workflows run
+    assert rc == 0 and not [c for c in checks if c["status"] == "fail"], checks
+    assert {("rbac", "ok"), ("rbac-movers", "ok"), ("rbac-restore", "ok"), ("pod-security", "ok")} <= found
+    assert any(
+        f"{MOVERS}/snapflow-db-consistent-point" in c["message"] for c in checks if c["check"] == "rbac"
+    )
+
+    # WHEN finalize's Role in the mover namespace is gone
+    k8s.server.delete("rolebindings.rbac.authorization.k8s.io", "snapflow-db-finalize", MOVERS)
+    rc = main(["preflight", str(path), "--json", "--skip-repository"])
+    out = capsys.readouterr()
+    checks = json.loads(out.out.strip().splitlines()[-1])["policies"][0]["checks"]
+    # THEN preflight fails and names what finalize may not do there
+    (failed,) = [c for c in checks if c["status"] == "fail"]
+    assert rc != 0 and failed["check"] == "rbac-movers"
+    assert (
+        f"{MOVERS}/snapflow-db-finalize: delete persistentvolumeclaims in namespace {MOVERS}"
+        in failed["message"]
+    )
