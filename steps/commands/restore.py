@@ -134,7 +134,7 @@ def run(args) -> int:
     import sys
 
     from steps.errors import EXIT_PERMANENT, UsageError, printable
-    from steps.manifests.transforms import parse_id_map
+    from steps.idmap import parse_id_map
     from steps.manifests.volume_restore import check_label_target, restore_volume
 
     if not args.target.strip():

@@ -7,7 +7,7 @@ Layers of ``steps``, top to bottom; a module may import its own layer or a lower
     engines     steps.quiesce.*, steps.manifests.*   (one layer: each may read the other)
     repository  steps.repository.*        the repository format
     drivers     steps.drivers.*, steps.progress, steps.secrets, steps.resources
-    leaf        steps.errors, steps.runtime, steps.plan, steps (the package itself)
+    leaf        steps.errors, steps.runtime, steps.plan, steps.idmap, steps (the package itself)
 
 ``progress`` (the terminal and Argo's progress file), ``secrets`` (the password from the environment or
 a mounted file) and ``resources`` (the templates folder) read and write outside the process, so they
@@ -15,7 +15,8 @@ sit with the drivers: the repository may use them, and nothing in the leaf layer
 
 The leaf layer imports only the standard library and ``steps.errors``: ``steps.runtime`` is the
 step-runtime contract (environment variable names, pod paths, capabilities), ``steps.plan`` the plan a
-step reads, pure data any layer may read. ``steps`` never imports ``workflows`` or ``hera``.
+step reads, pure data any layer may read, and ``steps.idmap`` the owner ID maps (pure data too: the
+transforms remap security contexts with them, the restorer the owners of restored files). ``steps`` never imports ``workflows`` or ``hera``.
 
 ``workflows`` imports from ``steps`` only ``steps.api`` and the two leaf contracts it shares with the
 steps, ``steps.errors`` (the exit codes its retry strategy keys on) and ``steps.runtime`` (the names and
@@ -56,9 +57,10 @@ LAYERS = {  # module prefix -> rank (higher may import lower or equal)
     "steps.errors": 1,
     "steps.runtime": 1,
     "steps.plan": 1,
+    "steps.idmap": 1,
     "steps": 1,
 }
-LEAF = ("steps.errors", "steps.runtime", "steps.plan")
+LEAF = ("steps.errors", "steps.runtime", "steps.plan", "steps.idmap")
 LEAF_MAY_IMPORT = ("steps.errors",)
 FORBIDDEN_IN_STEPS = ("workflows", "hera")
 WORKFLOWS_MAY_IMPORT = ("steps.api", "steps.errors", "steps.runtime")
@@ -87,7 +89,7 @@ KNOWN_IMPORTS: set[tuple[str, str]] = {
     # drivers (or the renderer's label helpers in a lower module)
     ("steps/drivers/snapshot_csi.py", "steps.manifests.objects"),
     ("steps/drivers/snapshot_csi.py", "steps.manifests.render"),
-    # the restorer's owner ID maps (IdRange) belong below the repository, not in the transforms
+    # the restorer's owner ID maps: IdRange is steps.idmap's now (a type-only import to switch)
     ("steps/repository/restorer.py", "steps.manifests.transforms"),
 }
 KNOWN_WORKFLOWS_IMPORTS: set[tuple[str, str]] = {
