@@ -12,6 +12,11 @@ for ``readyToUse``. Both watch (with a timeout) instead of polling. A failure or
 :class:`SnapshotFailed` with one line quoting the snapshot's ``status.error``, its content's error,
 conditions and the latest Events.
 
+With a mover namespace, :func:`import_snapshot` binds an app's ready snapshot there statically (a
+pre-provisioned VolumeSnapshotContent with the same ``snapshotHandle`` and ``deletionPolicy: Retain``,
+and a VolumeSnapshot there naming it), so that a clone can be provisioned there;
+:func:`release_mover_objects` deletes that side again and never the app's snapshot data.
+
 Every object created carries ``snapflow.io/backup-id``, ``snapflow.io/app`` and ``snapflow.io/volume``
 (see :func:`steps.manifests.render.backup_labels`), so finalize can find and delete them by label,
 even after a failure.

@@ -248,7 +248,8 @@ def test_backup_copies_from_the_mover_namespace_and_restores_identical_data(k8s,
         assert any(k8s.server.snapshot_path(APP_NS, vs["metadata"]["name"]).iterdir())
 
 
-def test_rendered_backup_runs_in_the_mover_namespace_with_only_the_rendered_rbac(k8s):
+@pytest.mark.parametrize("consistency", ["volume", "group"])
+def test_rendered_backup_runs_in_the_mover_namespace_with_only_the_rendered_rbac(k8s, consistency):
     """The rendered backup template with a mover namespace, each step as its rendered account, RBAC
     enforced: the app's namespace enforces restricted and gets no pod and no claim; the copy mounts its
     clone in the mover namespace; the backup is committed; finalize's account may clean up the mover side."""
@@ -266,7 +267,7 @@ def test_rendered_backup_runs_in_the_mover_namespace_with_only_the_rendered_rbac
     _namespace(k8s.server, MOVERS, "baseline")
     repository_secrets(k8s.server, MOVERS)
     before = k8s.volume_state()
-    doc = app_policy(k8s, "volume", False)
+    doc = app_policy(k8s, consistency, False)
     doc["spec"]["movers"] = {"namespace": MOVERS}
     path = k8s.tmp / "policy.yaml"
     path.write_text(yaml.safe_dump(doc))
