@@ -45,7 +45,9 @@ class Names:
     @property
     def workflow_namespace(self) -> str:
         """The namespace of the WorkflowTemplates, their pods, the step ServiceAccounts and the plan: the
-        mover namespace if the policy names one (Argo creates a workflow's pods in its own namespace)."""
+        mover namespace if the policy names one. Argo creates a workflow's pods in the workflow's own
+        namespace (argo-workflows docs/security.md: "The controller will only create workflow pods in the
+        workflow's namespace"), so the copy runs where its workflow is."""
         return self.movers_namespace or self.namespace
 
     @property

@@ -52,7 +52,10 @@ def repository_args(policy: Policy) -> tuple[str, ...]:
 
 
 def app_mutex(policy: Policy) -> str:
-    """One backup or restore of an app at a time (Argo mutexes are per namespace)."""
+    """One backup or restore of an app at a time (Argo mutexes are per namespace; a mover namespace may
+    hold the workflows of apps from several namespaces, so there the name carries the app's)."""
+    if policy.spec.movers.namespace:
+        return f"snapflow-app-{policy.namespace}-{policy.app}"
     return f"snapflow-app-{policy.app}"
 
 

@@ -11,7 +11,7 @@ from steps.commands.preflight import Checks
 from steps.manifests.podsecurity import check
 from workflows.cli import main
 from workflows.names import Names
-from workflows.pod_security import argo_pods, check_pod_security, pod_templates
+from workflows.pod_security import argo_pods, check_pod_security, mover_pod, pod_templates
 from workflows.policy import PolicyError, load_policies
 from workflows.rbac import EXECUTOR_RULES
 from workflows.render import render_files
@@ -105,6 +105,9 @@ def test_workflow_templates_and_accounts_live_in_the_mover_namespace(minimal_pol
     args = restore["container"]["args"]
     assert args[args.index("--secrets-namespace") + 1] == MOVERS
     assert args[args.index("--source-namespace") + 1] == "shop"
+    # one backup of the app at a time, whichever namespace's apps share the mover namespace
+    mutexes = templates["backup-orders-db"]["spec"]["synchronization"]["mutexes"]
+    assert mutexes == [{"name": "snapflow-app-shop-orders-db"}]
 
 
 def test_rbac_is_least_privilege_in_both_namespaces(minimal_policy, write_policy):
@@ -173,6 +176,9 @@ def test_every_pod_runs_where_its_level_admits_it(minimal_policy, write_policy):
     # THEN baseline (the mover namespace) admits every one of them, restricted rejects only the data movers
     for t in templates:
         assert check(t.spec, "baseline", t.annotations) == [], t.where
+    # restore-app's movers, the only pods Snapflow creates in the app's (restricted) namespace, pass
+    # restricted when they run as non-root
+    assert check(mover_pod(policy, run_as_root=False)["spec"], "restricted") == []
     assert {t.template.split("-")[0] for t in templates if check(t.spec, "restricted", t.annotations)} == {
         "copy",
         "restore",
