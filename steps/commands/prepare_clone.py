@@ -19,8 +19,8 @@ With --mover-namespace, the clone is made there instead, so that the copy pod (w
 owner's files as root) runs in a namespace of its own and the app's namespace can enforce Pod Security
 restricted: the app's snapshot is bound in the mover namespace through a pre-provisioned
 VolumeSnapshotContent with the same snapshotHandle and deletionPolicy Retain, and a VolumeSnapshot
-there naming it; the clone is provisioned from that. finalize deletes the three and never the app's
-snapshot data.
+there naming it; the clone is provisioned from that. The clean-up of that side (release_mover_objects in
+steps.drivers.snapshot_csi) deletes the three and never the app's snapshot data.
 
 examples:
   python -m steps prepare-clone --namespace shop --snapshot snapflow-backup-db-x7k2-data --pvc data-db-0 \\
