@@ -295,6 +295,10 @@ class Handlers:
                 if "create" not in rtype.verbs:
                     raise status_error(405, f"create is not supported on {rtype.qualified}")
                 body = await self._body(request)
+                if rtype.group == "authentication.k8s.io":
+                    answer = self.server.review_token(body or {})
+                    answer["apiVersion"], answer["kind"] = rtype.api_version(version), rtype.kind
+                    return json_response(answer, 201)
                 if rtype.group == "authorization.k8s.io":
                     answer = kube_rbac.review(
                         self.store, self.registry, rtype.kind, body or {}, who, route.namespace
@@ -346,6 +350,12 @@ class Handlers:
                 return json_response(self._served(rtype, updated, version))
             if method == "PATCH":
                 return await self._patch(request, rtype, route, dry_run, subresource="status")
+        if sub == "token" and rtype.key == ("", "serviceaccounts") and method == "POST":
+            self.store.get(rtype, route.namespace, route.name)  # 404 for an unknown ServiceAccount
+            body = await self._body(request)
+            answer = self.server.request_token(route.namespace or "", route.name, body or {})
+            answer["apiVersion"], answer["kind"] = "authentication.k8s.io/v1", "TokenRequest"
+            return json_response(answer, 201)
         if sub == "scale" and rtype.scale:
             return await self._scale(request, rtype, route, dry_run)
         if sub == "log" and rtype.key == ("", "pods"):

@@ -471,7 +471,15 @@ def builtin_types() -> list[ResourceType]:
         ),
         rt("", ("v1",), "ConfigMap", "configmaps", short_names=("cm",), validate=_validate_configmap),
         rt("", ("v1",), "Secret", "secrets"),
-        rt("", ("v1",), "ServiceAccount", "serviceaccounts", short_names=("sa",), delete_returns_object=True),
+        rt(
+            "",
+            ("v1",),
+            "ServiceAccount",
+            "serviceaccounts",
+            short_names=("sa",),
+            delete_returns_object=True,
+            extra_subresources=("token",),
+        ),
         rt(
             "",
             ("v1",),
@@ -810,6 +818,14 @@ def builtin_types() -> list[ResourceType]:
 def create_only_types() -> list[ResourceType]:
     """Review kinds that are only ever created (answered, not stored)."""
     return [
+        ResourceType(
+            "authentication.k8s.io",
+            ("v1",),
+            "TokenReview",
+            "tokenreviews",
+            namespaced=False,
+            verbs=("create",),
+        ),
         ResourceType(
             "authorization.k8s.io",
             ("v1",),

@@ -30,7 +30,9 @@ What it serves (aiohttp, one server in a background thread, a free port, bearer-
   directories; VolumeSnapshots and VolumeGroupSnapshots copy them at the cut, with injectable
   delays and failures (`server.storage.behave(...)`);
 - pods/exec over WebSocket (v5/v4 channel protocol) running the command as a local process
-  (tests/fakes/exec_ws.py), SubjectAccessReviews and optional RBAC enforcement.
+  (tests/fakes/exec_ws.py), SubjectAccessReviews and optional RBAC enforcement;
+- ServiceAccount tokens: TokenRequest (``POST .../serviceaccounts/NAME/token``, audience-bound, with an
+  expiry) and TokenReview (``authentication.k8s.io/v1``), as a service checking a client's token uses it.
 
 Example:
 
@@ -80,6 +82,7 @@ from tests.fakes.exec_ws import ExecService, ExecSession, ExecSettings, PodExec
 from tests.fakes.kube_http import build_app
 from tests.fakes.kube_objects import (
     ApiError,
+    invalid,
     merge_patch,
     parse_label_selector,
     random_suffix,
@@ -105,6 +108,14 @@ __all__ = [
 ]
 
 DEFAULT_TOKEN = "fake-kube-token"
+API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+
+
+@dataclass
+class IssuedToken:
+    identity: Identity
+    audiences: list[str]
+    expires: float  # epoch seconds
 
 
 @dataclass
@@ -149,6 +160,7 @@ class FakeKubeAPI:
         self.root.mkdir(parents=True, exist_ok=True)
         self.token = token
         self.identities: dict[str, Identity] = {}
+        self.issued_tokens: dict[str, IssuedToken] = {}  # TokenRequest answers, for TokenReview
         if token:
             self.identities[token] = Identity("system:admin", [SYSTEM_MASTERS, "system:authenticated"])
         self.enforce_rbac = enforce_rbac
@@ -358,6 +370,66 @@ class FakeKubeAPI:
         token = f"sa-{namespace}-{name}-{random_suffix(8)}"
         self.identities[token] = service_account_identity(namespace, name)
         return token
+
+    def request_token(self, namespace: str, name: str, body: dict) -> dict:
+        """Answer a TokenRequest (``POST .../serviceaccounts/NAME/token``): a new token bound to the
+        requested audiences (the API server's own when none) and lifetime (at least 600 s, as the real
+        server enforces). Only a token for the API server's audience authenticates requests to it; the
+        others are for TokenReview by the service named in the audience."""
+        spec = body.get("spec") if isinstance(body, dict) else None
+        spec = spec if isinstance(spec, dict) else {}
+        audiences = [a for a in spec.get("audiences") or [] if isinstance(a, str) and a]
+        seconds = spec.get("expirationSeconds") or 3600
+        if not isinstance(seconds, int) or seconds < 600:
+            raise invalid(
+                "TokenRequest",
+                "authentication.k8s.io",
+                name,
+                [
+                    {
+                        "field": "spec.expirationSeconds",
+                        "message": "may not specify a duration less than 10 minutes",
+                    }
+                ],
+            )
+        token = f"tr-{namespace}-{name}-{random_suffix(16)}"
+        expires = time.time() + seconds
+        who = service_account_identity(namespace, name)
+        self.issued_tokens[token] = IssuedToken(who, audiences or [API_AUDIENCE], expires)
+        if not audiences:
+            self.identities[token] = who
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+        return {
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"audiences": audiences or [API_AUDIENCE], "expirationSeconds": seconds},
+            "status": {"token": token, "expirationTimestamp": stamp},
+        }
+
+    def review_token(self, body: dict) -> dict:
+        """Answer a TokenReview: who the token is, if it was issued here, is unexpired and is meant for one
+        of the requested audiences."""
+        spec = body.get("spec") if isinstance(body, dict) else None
+        spec = spec if isinstance(spec, dict) else {}
+        token, wanted = spec.get("token") or "", [a for a in spec.get("audiences") or [] if a]
+        issued = self.issued_tokens.get(token)
+        if issued is None and token in self.identities:
+            issued = IssuedToken(self.identities[token], [API_AUDIENCE], float("inf"))
+        status: dict = {"authenticated": False}
+        if issued is None:
+            status["error"] = "invalid bearer token"
+        elif issued.expires < time.time():
+            status["error"] = "token has expired"
+        else:
+            common = [a for a in issued.audiences if a in (wanted or [API_AUDIENCE])]
+            if not common:
+                status["error"] = "token audiences is invalid for the target audiences"
+            else:
+                status = {
+                    "authenticated": True,
+                    "user": {"username": issued.identity.user, "groups": list(issued.identity.groups)},
+                    "audiences": common,
+                }
+        return {"spec": spec, "status": status}
 
     # -- state for tests ------------------------------------------------------------------------------
 
