@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from steps.drivers.kube_objects import dig  # noqa: F401 (importable from here too)
 from steps.errors import UsageError
 
 
@@ -79,23 +80,6 @@ def ref(obj: dict) -> Ref:
 def gk(obj: dict) -> tuple[str, str]:
     """(group, kind) of an object."""
     return api_group(obj.get("apiVersion", "")), obj.get("kind", "")
-
-
-def dig(obj: Any, *path: str | int, default: Any = None) -> Any:
-    """``obj[path[0]][path[1]]...`` or ``default`` when any step is missing."""
-    cur = obj
-    for p in path:
-        if isinstance(cur, dict) and isinstance(p, str):
-            if p not in cur:
-                return default
-            cur = cur[p]
-        elif isinstance(cur, list) and isinstance(p, int):
-            if not -len(cur) <= p < len(cur):
-                return default
-            cur = cur[p]
-        else:
-            return default
-    return cur
 
 
 # --------------------------------------------------------------------------------------------------

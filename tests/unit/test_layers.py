@@ -85,8 +85,7 @@ IO_MODULES = ("subprocess", "socket")
 
 # -- Known violations in files still to be converted (file, what) ---------------------------------
 KNOWN_IMPORTS: set[tuple[str, str]] = {
-    # the CSI driver builds its objects with the manifests' renderer: the object builders belong in
-    # drivers (or the renderer's label helpers in a lower module)
+    # the CSI driver's objects and dig are steps.drivers.kube_objects' now: two imports to switch
     ("steps/drivers/snapshot_csi.py", "steps.manifests.objects"),
     ("steps/drivers/snapshot_csi.py", "steps.manifests.render"),
     # the restorer's owner ID maps: IdRange is steps.idmap's now (a type-only import to switch)
