@@ -119,3 +119,21 @@ def remove_tree(path: str | os.PathLike, *, ignore_errors: bool = False) -> None
 def free_bytes(path: str | os.PathLike) -> int:
     """The space left on the file system holding ``path``."""
     return shutil.disk_usage(path).free
+
+
+def write_files_beneath(root: str | os.PathLike, sub: str, files: list[tuple[str, str]]) -> list[str]:
+    """Write each (name, text) of ``files`` into the directory ``root/sub``, never following a symlink
+    below ``root`` (each component of ``sub`` is opened as a directory entry; see
+    :mod:`steps.drivers.beneath`); the names written."""
+    from steps.drivers import beneath
+
+    components = [os.fsencode(c) for c in sub.split("/") if c]
+    written = []
+    root_fd = beneath.open_root(os.fspath(root))
+    try:
+        for name, text in files:
+            beneath.write_file(root_fd, components, name.encode(), text.encode())
+            written.append(name)
+    finally:
+        os.close(root_fd)
+    return written

@@ -102,24 +102,13 @@ def write_backup_label(root: str | os.PathLike, target_record: dict[str, Any], s
     restored data directory ``root/sub``; returns the files written. Refuses a record whose recovery is
     not ``backup_label``. ``sub`` comes from the repository: each of its components is checked as a
     directory entry name and opened without following a symlink, so the files land inside ``root``."""
-    from steps.drivers import beneath
+    from steps.drivers.files import write_files_beneath
 
     problem = label_problem(target_record, sub)
     if problem is not None:
         raise UsageError(problem)
-    label = target_record["backup_label"]
-    components = [c for c in sub.split("/") if c]
-    written = []
-    root_fd = beneath.open_root(root)
-    try:
-        for name, content in (
-            ("backup_label", label),
-            ("tablespace_map", target_record.get("tablespace_map")),
-        ):
-            if not content:
-                continue
-            beneath.write_file(root_fd, [os.fsencode(c) for c in components], name.encode(), content.encode())
-            written.append(name)
-    finally:
-        os.close(root_fd)
-    return written
+    contents = (
+        ("backup_label", target_record["backup_label"]),
+        ("tablespace_map", target_record.get("tablespace_map")),
+    )
+    return write_files_beneath(root, sub, [(name, text) for name, text in contents if text])

@@ -77,7 +77,7 @@ NO_IO = (
 OS_FILE_CALLS = {
     "open", "fdopen", "read", "write", "remove", "unlink", "rename", "replace", "mkdir", "makedirs", "rmdir",
     "removedirs", "listdir", "scandir", "walk", "stat", "lstat", "chmod", "chown", "lchown", "utime",
-    "fsync", "link", "symlink", "readlink", "truncate", "access", "mkfifo", "mknod", "statvfs",
+    "fsync", "link", "symlink", "readlink", "truncate", "access", "mkfifo", "mknod", "statvfs", "close",
 }  # fmt: skip
 OS_PATH_CALLS = {"exists", "lexists", "isfile", "isdir", "islink", "ismount", "getsize", "getmtime"}
 PATHLIB_CALLS = {"read_text", "write_text", "read_bytes", "write_bytes", "iterdir", "touch", "symlink_to"}
