@@ -368,3 +368,23 @@ def test_preflight_of_a_mover_policy_checks_both_namespaces_and_the_contents(k8s
         f"{MOVERS}/snapflow-db-finalize: delete persistentvolumeclaims in namespace {MOVERS}"
         in failed["message"]
     )
+
+
+def test_static_binding_as_on_a_real_cluster(kube_server, kubeconfig, monkeypatch):
+    """The on-cluster test of the static binding (tests/cluster/test_on_cluster_mover_namespace.py), run
+    against the fake API server so that its code keeps working between real-cluster runs."""
+    from tests.cluster.test_on_cluster_mover_namespace import bind_clone_and_release
+    from tests.fakes.csi import SNAPSHOT_CLASS, STORAGE_CLASS
+    from tests.fixtures.cluster import RealCluster
+
+    monkeypatch.setenv("SNAPFLOW_KUBE_READ_TIMEOUT", "10")
+    bind_clone_and_release(
+        RealCluster(
+            image="snapflow/steps:test",
+            endpoint="",
+            repo="",
+            storage_class=STORAGE_CLASS,
+            snapshot_class=SNAPSHOT_CLASS,
+            run_id="fake01",
+        )
+    )
