@@ -18,12 +18,13 @@ The snapshot record gains a ``block`` object::
     {"method": "cbt-delta" | "cbt-allocated" | "full-read", "reason": str | null,
      "bytes_read": int, "changed_bytes": int | null, "ranges": int | null, "block_type": str | null,
      "driver": str | null, "snapshot_handle": str | null, "base_handle": str | null,
-     "copies_since_full_read": int, "verified": bool | null, "cbt_distrusted": {...} | null}
+     "copies_since_full_read": int, "verified": bool | null, "cbt_distrusted": {...} | null,
+     "trusted_again": {...} (only when a distrusted service was trusted again by request)}
 
 ``cbt_distrusted`` (``{"driver", "snapshot", "time", "reason"}``) is set by a full read that found a
 CBT-built content list different from what the volume holds, and copied forward by every later copy of
-the same volume: the service is never trusted again for it (a person clears it by hand with
-``--cbt-trust-again``, which the record then names).
+the same volume: the service is never trusted again for it. Only an explicit decision clears it
+(:attr:`BlockCbt.trust_again`); the copy that trusts again records the old mark as ``trusted_again``.
 """
 
 from __future__ import annotations
@@ -411,6 +412,7 @@ def _build(
             f" {distrust.get('time')}: {distrust.get('reason')}"
         )
     if distrust is not None:
+        block["trusted_again"] = distrust
         warnings.append(
             f"{name}: changed-block tracking trusted again by request (it was distrusted: {distrust.get('reason')})"
         )
