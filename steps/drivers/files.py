@@ -85,10 +85,6 @@ def is_dir(path: str | os.PathLike) -> bool:
     return os.path.isdir(path)
 
 
-def make_dirs(path: str | os.PathLike) -> None:
-    os.makedirs(path, exist_ok=True)
-
-
 def load_plan(path: str | os.PathLike):
     """Read and check a plan file (:mod:`steps.plan`); errors name the file and the field."""
     from steps.plan import plan_from_dict
