@@ -156,3 +156,86 @@ def test_a_restore_refuses_a_snapshot_that_is_not_of_etcd(repo, tmp_path):
     # THEN both are refused, naming the reason
     assert latest.returncode == 2 and "holds no snapshot of kind etcd" in latest.stderr
     assert by_id.returncode == 2 and f"snapshot {sid[:8]} is not an etcd snapshot" in by_id.stderr
+
+
+def test_a_kubeadm_pki_directory_and_a_backup_id_record_the_snapshot_in_the_run(etcd_server, repo, tmp_path):
+    # GIVEN etcd's certificates laid out as on a kubeadm control-plane node (/etc/kubernetes/pki/etcd)
+    pki = etcd_server.pki
+    kubeadm = tmp_path / "pki-etcd"
+    kubeadm.mkdir()
+    for src, name in ((pki.ca, "ca.crt"), (pki.client_cert, "healthcheck-client.crt"),
+                      (pki.client_key, "healthcheck-client.key")):  # fmt: skip
+        (kubeadm / name).write_bytes(src.read_bytes())
+    revision = etcd_server.put_many({f"k/{i}": f"v{i}" for i in range(50)})
+    url, env = repo
+    # WHEN it is backed up as part of a backup run
+    out = steps("etcd-snapshot", "--repo", url, "--etcd", etcd_server.url, "--tls-dir", str(kubeadm),
+                "--backup-id", "etcd-backup-x1", "--json", env=env)  # fmt: skip
+    record = json.loads(out.stdout)
+    # THEN the run's record names the snapshot, the revision and the members
+    from steps.repository.opener import open_repository
+
+    opened = open_repository(url, password="etcd-test-pw")
+    runs = [r.data for r in opened.list_records("runs")]
+    assert [(r["name"], r["backup_id"], r["snapshot"]) for r in runs] == [
+        ("etcd", "etcd-backup-x1", record["snapshot"])
+    ]
+    assert runs[0]["revision"] == revision and runs[0]["members"] == record["members"]
+    # and, the backup not being committed, a restore refuses its snapshot unless told otherwise
+    target = [
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--name",
+        "a",
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:2380",
+    ]
+    refused = steps(
+        "etcd-restore", "--repo", url, "--snapshot", record["snapshot"][:8], *target, env=env, check=False
+    )
+    assert refused.returncode == 2
+    assert "belongs to backup etcd-backup-x1, which was never committed" in refused.stderr
+    steps(
+        "etcd-restore",
+        "--repo",
+        url,
+        "--snapshot",
+        record["snapshot"][:8],
+        *target,
+        "--allow-uncommitted",
+        env=env,
+    )
+    assert os.listdir(tmp_path / "d") == ["member"]
+
+
+def test_a_tool_of_another_etcd_version_is_refused_unless_allowed(etcd_server, repo, tmp_path):
+    # GIVEN an etcd 3.4 snapshot and an etcdctl that reports version 3.5
+    url, env = repo
+    etcd_server.put("k", "v")
+    steps("etcd-snapshot", "--repo", url, "--etcd", etcd_server.url, *tls_args(etcd_server.pki), env=env)
+    tool = tmp_path / "etcdctl-3.5"
+    tool.write_text(
+        '#!/bin/sh\nif [ "$1" = version ]; then echo "etcdctl version: 3.5.9"; echo "API version: 3.5"; exit 0; fi\n'
+        'exec etcdctl "$@"\n'
+    )
+    tool.chmod(0o755)
+    target = [
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--name",
+        "a",
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:2380",
+    ]
+    # WHEN it is restored with that tool
+    refused = steps("etcd-restore", "--repo", url, *target, "--etcd-tool", str(tool), env=env, check=False)
+    allowed = steps("etcd-restore", "--repo", url, *target, "--etcd-tool", str(tool), "--allow-version-mismatch",
+                    "--json", env=env)  # fmt: skip
+    # THEN it is refused naming both versions, and allowed when asked
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: --etcd-tool: the snapshot was taken by etcd 3.4.23 but the tool is etcdctl 3.5.9; use the tool"
+        " of etcd 3.4 (--etcd-tool) or give --allow-version-mismatch"
+    ]
+    assert json.loads(allowed.stdout)["tool"] == "etcdctl 3.5.9"
+    assert os.listdir(tmp_path / "d") == ["member"]
