@@ -275,6 +275,12 @@ def test_api_re_exports_resolve():
 
     missing = [n for n in steps.api.__all__ if not hasattr(steps.api, n)]
     assert not missing
+    wanted = set()
+    for path in (ROOT / "workflows").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "steps.api":
+                wanted |= {a.name for a in node.names}
+    assert wanted - set(steps.api.__all__) == set(), "names workflows imports that steps.api does not list"
 
 
 # -- The checker itself, on a planted violation -------------------------------------------------
