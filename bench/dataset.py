@@ -165,3 +165,42 @@ def dir_size(root: Path) -> int:
         for n in names:
             total += os.lstat(os.path.join(dirpath, n)).st_size
     return total
+
+
+def generate_small(root: Path, files: int, seed: int = 42, per_dir: int = 500) -> dict:
+    """``files`` files of 0-4 KiB under ``root`` (which must not exist yet), ``per_dir`` to a directory
+    and 100 directories to a parent: half text-like (compressible), half random. Returns counts."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True)
+    total = 0
+    d = None
+    for j in range(files):
+        if j % per_dir == 0:
+            n = j // per_dir
+            d = root / f"g{n // 100:04d}" / f"d{n % 100:02d}"
+            d.mkdir(parents=True)
+        size = rng.randint(0, 4096)
+        data = _text(rng, size) if j % 2 else rng.randbytes(size)
+        with open(os.path.join(d, f"f{j:07d}.dat"), "wb") as f:
+            f.write(data)
+        total += size
+    return {"files": files, "bytes": total}
+
+
+def mutate_small(root: Path, fraction: float = 0.01, seed: int = 7) -> dict:
+    """Touch about ``fraction`` of the files of a :func:`generate_small` tree: rewrite half of them, delete
+    a quarter, and add as many new files as were deleted."""
+    rng = random.Random(seed)
+    paths = sorted(os.path.join(dp, n) for dp, _ds, ns in os.walk(root) for n in ns)
+    picked = rng.sample(paths, max(1, int(len(paths) * fraction)))
+    rewrite, delete = picked[: len(picked) // 2], picked[len(picked) // 2 : len(picked) * 3 // 4]
+    for p in rewrite:
+        with open(p, "wb") as f:
+            f.write(rng.randbytes(rng.randint(0, 4096)))
+    for p in delete:
+        os.unlink(p)
+    new = root / "new"
+    new.mkdir(exist_ok=True)
+    for j in range(len(delete)):
+        (new / f"n{j:07d}.dat").write_bytes(rng.randbytes(rng.randint(0, 4096)))
+    return {"files_rewritten": len(rewrite), "files_deleted": len(delete), "files_added": len(delete)}

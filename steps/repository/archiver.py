@@ -343,6 +343,7 @@ class Archiver:
         self._done_cv = threading.Condition(threading.Lock())
         self._awaited: _FileJob | None = None
         self._hardlinks: dict[tuple[int, int], _FileJob | dict] = {}
+        self._small: list[_FileJob] = []  # small files not yet handed to the workers
         self.parent: Snapshot | None = None
         self._parent_scan_ns = 0
 
@@ -446,29 +447,33 @@ class Archiver:
         channel = sink.channel()  # this thread's pack buffers: blobs are sealed right here
         buf = lazy_buffer(self.chunker.stream_block)  # this thread's read buffer, reused for every file
         while True:
-            job = self.file_q.get()
-            if job is None:
+            jobs = self.file_q.get()  # a batch of small files, or one larger file
+            if jobs is None:
                 break
-            try:
-                self._archive_file(job, sink, channel, buf)
-            except Aborted:
-                job.error = Aborted()
+            for i, job in enumerate(jobs):
+                try:
+                    self._archive_file(job, sink, channel, buf)
+                except Aborted:
+                    self._jobs_failed(jobs[i:], Aborted())
+                    return
+                except OSError as err:
+                    # unreadable file: keep the entry (metadata) with no content, and say so
+                    self._warn(f"{os.fsdecode(job.path)}: {err.strerror or err}")
+                    job.node["content"] = []
+                    job.node["size"] = 0
+                    job.node.pop("holes", None)
+                except BaseException as err:
+                    self._jobs_failed(jobs[i:], err)
+                    sink.fail(err)
+                    return
                 self._job_done(job)
-                return
-            except OSError as err:
-                # unreadable file: keep the entry (metadata) with no content, and say so
-                self._warn(f"{os.fsdecode(job.path)}: {err.strerror or err}")
-                job.node["content"] = []
-                job.node["size"] = 0
-                job.node.pop("holes", None)
-            except BaseException as err:
-                job.error = err
-                self._job_done(job)
-                sink.fail(err)
-                return
-            self._job_done(job)
         if not self.abort.is_set():
             channel.flush()
+
+    def _jobs_failed(self, jobs: list[_FileJob], err: BaseException) -> None:
+        for job in jobs:
+            job.error = err
+            self._job_done(job)
 
     def _archive_file(self, job: _FileJob, sink: BlobSink, channel, buf) -> None:
         fd = _open_noatime(job.path)
@@ -638,8 +643,24 @@ class Archiver:
             dj.waits.append(job)
             if st.st_nlink > 1:
                 self._hardlinks[(st.st_dev, st.st_ino)] = job
-            self.file_q.put(job, 1)
+            if st.st_size > self.SMALL_FILE:
+                self.file_q.put([job], 1)
+            else:  # small files go to the workers in batches: one hand-off between threads per batch
+                small = self._small
+                small.append(job)
+                if len(small) >= self.SMALL_BATCH:
+                    self._flush_small()
         dj.nodes.append(node)
+
+    SMALL_FILE = 64 * 1024
+    SMALL_BATCH = 64
+
+    def _flush_small(self) -> None:
+        """Queue the small files gathered so far. Called before any directory goes to the finisher, so
+        that every file it waits for (a hard link's first name too) is queued already."""
+        if self._small:
+            batch, self._small = self._small, []
+            self.file_q.put(batch, len(batch))
 
     def _skip(self, n: int) -> None:
         self._skipped_bytes += n
@@ -658,6 +679,7 @@ class Archiver:
         except OSError as err:
             self._warn(f"{os.fsdecode(path)}: cannot list directory ({err.strerror})")
             dj.same = False
+            self._flush_small()
             self.dir_q.put(dj, 0)
             return
         if prev_children is None:  # no parent listing (or an unreadable one): nothing to reuse
@@ -709,6 +731,7 @@ class Archiver:
                     dj.same = False
         if dj.same and len(dj.nodes) != len(prev_children or ()):
             dj.same = False
+        self._flush_small()
         self.dir_q.put(dj, 0)
 
     # -- main ---------------------------------------------------------------------------------
@@ -833,6 +856,7 @@ class Archiver:
                         )
                         prev = pn.get(name)
                     self._add_file(root, src_b, node, st, prev)
+                self._flush_small()
                 self.dir_q.put(root, 0)
             self.file_q.close()
             self._join_workers()
