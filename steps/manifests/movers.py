@@ -33,6 +33,7 @@ def volume_directory(client, namespace: str, pvc: str, volume_root: str | None, 
     layout ``volume_root/<volumeHandle>``."""
     from pathlib import Path
 
+    from steps.drivers import files
     from steps.errors import PermanentError, UsageError
     from steps.manifests.objects import dig
 
@@ -58,7 +59,7 @@ def volume_directory(client, namespace: str, pvc: str, volume_root: str | None, 
                 "hostPath nor local; pass --volume-root (the CSI hostpath data directory)"
             )
         path = str(Path(volume_root) / handle)
-    if not Path(path).exists():
+    if not files.exists(path):
         raise PermanentError(
             f"--mover local: {path} (volume of PVC {namespace}/{pvc}) does not exist on this machine"
         )

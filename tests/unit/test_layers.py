@@ -82,6 +82,8 @@ OS_FILE_CALLS = {
 OS_PATH_CALLS = {"exists", "lexists", "isfile", "isdir", "islink", "ismount", "getsize", "getmtime"}
 PATHLIB_CALLS = {"read_text", "write_text", "read_bytes", "write_bytes", "iterdir", "touch", "symlink_to"}
 IO_MODULES = ("subprocess", "socket")
+# what a Path(...) made on the spot is asked (the name of a Path held in a variable is not followed)
+PATH_METHODS = PATHLIB_CALLS | {"exists", "is_file", "is_dir", "mkdir", "unlink", "open", "stat", "resolve"}
 
 # -- Known violations in files still to be converted (file, what) ---------------------------------
 KNOWN_IMPORTS: set[tuple[str, str]] = {
@@ -97,7 +99,7 @@ KNOWN_WORKFLOWS_IMPORTS: set[tuple[str, str]] = {
 }
 KNOWN_IO: set[tuple[str, str]] = {
     # the clone's claim name written as the step's output: steps.drivers.files.write_text
-    ("steps/commands/prepare_clone.py", ".write_text()"),
+    ("steps/commands/prepare_clone.py", "Path().write_text()"),
 }
 
 
@@ -188,6 +190,13 @@ def io_calls(tree: ast.AST) -> list[str]:
                 and f.attr in OS_PATH_CALLS
             ):
                 out.append(f"os.path.{f.attr}()")
+            elif (
+                isinstance(v, ast.Call)
+                and isinstance(v.func, ast.Name)
+                and v.func.id == "Path"
+                and f.attr in PATH_METHODS
+            ):
+                out.append(f"Path().{f.attr}()")
             elif f.attr in PATHLIB_CALLS and not (isinstance(v, ast.Name) and v.id in imported):
                 out.append(f".{f.attr}()")
     return out
@@ -336,7 +345,7 @@ def test_the_checker_reports_each_planted_violation(tmp_path):
             # steps reaching into the control plane, and hera
             "steps/repository/repo.py": "import hera.workflows\nfrom workflows import x\n",
             # I/O in an engine and in a command
-            "steps/quiesce/b.py": "import subprocess\nfrom pathlib import Path\nPath('x').write_text('')\n",
+            "steps/quiesce/b.py": "import subprocess\nfrom pathlib import Path\nPath('x').write_text('')\nPath('y').exists()\n",
             "steps/commands/_helpers.py": "import os\nos.unlink('x')\nopen('y')\nos.path.exists('z')\nshutil.rmtree('w')\n",
             # the control plane importing a private module
             "workflows/x.py": "from steps.drivers.store import get\n",
@@ -350,7 +359,8 @@ def test_the_checker_reports_each_planted_violation(tmp_path):
         ("forbidden", "steps/repository/repo.py", "hera"),
         ("forbidden", "steps/repository/repo.py", "workflows"),
         ("io", "steps/quiesce/b.py", "import subprocess"),
-        ("io", "steps/quiesce/b.py", ".write_text()"),
+        ("io", "steps/quiesce/b.py", "Path().write_text()"),
+        ("io", "steps/quiesce/b.py", "Path().exists()"),
         ("io", "steps/commands/_helpers.py", "os.unlink()"),
         ("io", "steps/commands/_helpers.py", "open()"),
         ("io", "steps/commands/_helpers.py", "os.path.exists()"),
