@@ -150,7 +150,7 @@ def run(args) -> int:
     members = client.member_list()
     status = client.status()
     repo = open_repository(args)
-    staged = etcd.stage_snapshot(client, args.scratch)
+    staged = etcd.stage_snapshot(client, args.scratch, name=f"etcd-{members['cluster_id'] or 'cluster'}")
     try:
         tool_status = etcd_tool.snapshot_status(tool, staged.db) if tool else None
         desc = describe(staged.stream, version, members, status, tool, tool_status, client.endpoint.url)

@@ -527,16 +527,33 @@ class StagedSnapshot:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def stage_snapshot(client: EtcdClient, scratch: str | None = None, progress=None) -> StagedSnapshot:
-    """Stream the snapshot of ``client``'s member into a new directory under ``scratch`` (default: the
-    system's temporary directory). Nothing is left behind when the stream fails."""
-    workdir = scratch_dir(scratch, "etcd-snapshot-")
+def stage_snapshot(
+    client: EtcdClient, scratch: str | None = None, progress=None, name: str = "etcd"
+) -> StagedSnapshot:
+    """Stream the snapshot of ``client``'s member into a new directory ``NAME-XXXX`` under ``scratch``
+    (default: the system's temporary directory). Nothing is left behind when the stream fails."""
+    workdir = scratch_dir(scratch, f"{name}-")
+
+    def write(data: bytes) -> None:
+        try:
+            f.write(data)
+        except OSError as err:
+            raise PermanentError(
+                f"--scratch: cannot write the etcd snapshot into {workdir!r} ({err.strerror}); nothing was stored"
+            ) from None
+
     try:
         with open(os.path.join(workdir, SNAPSHOT_FILE), "xb") as f:
             os.fchmod(f.fileno(), 0o600)
-            stream = client.stream_snapshot(f.write, progress)
-            f.flush()
-            os.fsync(f.fileno())
+            stream = client.stream_snapshot(write, progress)
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as err:
+                raise PermanentError(
+                    f"--scratch: cannot write the etcd snapshot into {workdir!r} ({err.strerror}); nothing was"
+                    " stored"
+                ) from None
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise

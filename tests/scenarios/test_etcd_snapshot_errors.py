@@ -62,6 +62,9 @@ def snapshot_fails(repo, tmp_path, url: str, *args: str) -> tuple[int, str]:
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert json.loads(listed.stdout) == []
+    root = Path(repo_url.removeprefix("file://"))
+    stored = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert [f for f in stored if not f.startswith("keys/")] == ["config"]  # no pack, index or record
     assert list(scratch.iterdir()) == []
     return proc.returncode, lines[0]
 
