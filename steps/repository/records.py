@@ -23,7 +23,8 @@ Called by ``finalize`` (the exit handler) and the steps that store run records. 
 
     {"version": 1, "backup_id": ..., "time": ..., "workflow_status": "Succeeded",
      "app": {"cluster", "namespace", "name", "policy"},
-     "volumes": [{"name", "pvc", "path", "role", "block", "target", "snapshot", "files", "bytes"}],
+     "volumes": [{"name", "pvc", "path", "role", "block", "target", "snapshot", "files", "bytes",
+                  "read": {"method", "bytes_read", "reason"} (block volumes copied by block_copy only)}],
      "manifests": SNAPSHOT_ID | null, "snapshot_driver": ..., "repository": URL,
      "targets": [{"name", "hook", "pgdata"}],
      "consistency": {"verdict", "reasons", "recovery", "freeze_window_ms", "timeline"} | null,
@@ -149,14 +150,16 @@ def backup_record(
             continue
         snap = max(found, key=lambda s: s.time)
         summary = snap.data.get("summary") or {}
-        volumes.append(
-            {
-                **v.to_dict(),
-                "snapshot": snap.id,
-                "files": summary.get("files"),
-                "bytes": summary.get("bytes_total"),
-            }
-        )
+        entry = {
+            **v.to_dict(),
+            "snapshot": snap.id,
+            "files": summary.get("files"),
+            "bytes": summary.get("bytes_total"),
+        }
+        block = snap.data.get("block")
+        if isinstance(block, dict):  # a block volume: how it was read (changed-block tracking or in full)
+            entry["read"] = {k: block.get(k) for k in ("method", "bytes_read", "reason")}
+        volumes.append(entry)
     verifies = [r for r in runs if r.data.get("name") == "verify"]
     verify = verifies[-1].data if verifies else None
     if verify is None:

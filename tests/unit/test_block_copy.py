@@ -277,3 +277,40 @@ def test_an_honest_service_passes_the_periodic_full_read(mem_repo, volume):
     assert block["method"] == "cbt-delta" and block["verified"] is True
     assert block["copies_since_full_read"] == 0
     assert block["bytes_read"] >= 16 * MiB  # the check read everything
+
+
+def test_the_backup_record_says_how_each_block_volume_was_read():
+    from steps.plan import plan_from_dict
+    from steps.repository.records import Record, Snapshot, backup_record
+
+    plan = plan_from_dict(
+        {
+            "app": {"namespace": "shop", "name": "db", "cluster": "eu", "policy": "db"},
+            "repository": {"url": "s3://b/p"},
+            "snapshot": {"driver": "csi"},
+            "targets": [{"name": "db-0", "hook": "none", "pod": "db-0"}],
+            "volumes": [{"name": "data", "pvc": "data-db-0"}, {"name": "logs", "pvc": "logs-db-0"}],
+        }
+    )
+    base = {"backup_id": "b-1", "tags": {"backup": "b-1"}, "time": "2024-01-01T00:00:00Z"}
+    block = {"method": "cbt-delta", "bytes_read": 4096, "reason": None, "changed_bytes": 4096}
+    snaps = [
+        Snapshot(
+            "s-data",
+            {**base, "volume": "data", "summary": {"files": 1, "bytes_total": 1 << 30}, "block": block},
+        ),
+        Snapshot("s-logs", {**base, "volume": "logs", "summary": {"files": 9, "bytes_total": 100}}),
+    ]
+    runs = [
+        Record(
+            "runs",
+            "r-cp",
+            {"name": "consistent-point", "ok": True, "verdict": "app-consistent", "reasons": []},
+        ),
+        Record("runs", "r-v", {"name": "verify", "ok": True, "snapshots": ["s-data", "s-logs"]}),
+    ]
+    record, problems = backup_record(plan, "b-1", snaps, runs)
+    assert problems == []
+    data, logs = record["volumes"]
+    assert data["read"] == {"method": "cbt-delta", "bytes_read": 4096, "reason": None}
+    assert "read" not in logs  # a file system volume's record is unchanged
