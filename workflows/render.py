@@ -15,6 +15,11 @@ Per policy (``NS``/``NAME``), in a stable order and with stable names::
     NS/cronworkflow-{backup,prune,check}-NAME.yaml   (when scheduled)
     kustomization.yaml                           for kubectl apply -k, Argo CD, Flux
 
+With ``spec.movers.namespace`` the ServiceAccounts, the plan, the WorkflowTemplates and CronWorkflows
+are in the mover namespace (Argo runs a workflow's pods in its own namespace), and so are the Secrets,
+CA ConfigMap and shared ServiceAccount the pods use (:func:`externals`); the app's namespace gets only
+the Roles and RoleBindings of what the steps do there.
+
 The output directory is replaced as a whole, and only once everything rendered and validated, so a
 failed render leaves the previous output untouched. Called by ``snapflow render``, ``lint`` and
 ``apply``.
@@ -38,7 +43,7 @@ from workflows import __version__
 from workflows.hera_builder import build_workflow_template
 from workflows.names import Names
 from workflows.pipelines import pipelines_for, plan_for
-from workflows.policy import LoadedPolicy, PolicyError, load_policies, repository_sharing
+from workflows.policy import LoadedPolicy, Policy, PolicyError, load_policies, repository_sharing
 from workflows.rbac import rbac_objects, shared_account_warnings
 from workflows.schedule import cron_workflows, dst_warnings
 
@@ -183,17 +188,20 @@ def _schedule_warnings(item: LoadedPolicy) -> list[str]:
     return out
 
 
-def _external(item: LoadedPolicy) -> list[External]:
-    repo = item.policy.spec.repository
-    ns = item.policy.namespace
+def externals(policy: Policy) -> list[External]:
+    """What the rendered pods use but nobody renders: the repository's Secrets, the CA bundle's
+    ConfigMap and a shared ServiceAccount, all in the namespace the pods run in (the mover namespace, if
+    any: a pod mounts only its own namespace's Secrets)."""
+    repo = policy.spec.repository
+    ns = policy.workflow_namespace
     out = [External("Secret", ns, repo.password_secret.name, (repo.password_secret.key,))]
     if repo.credentials_secret:
         cs = repo.credentials_secret
         out.append(External("Secret", ns, cs.name, (cs.access_key_id_key, cs.secret_access_key_key)))
     if repo.ca_bundle:
         out.append(External("ConfigMap", ns, repo.ca_bundle.config_map, (repo.ca_bundle.key,)))
-    if not Names.of(item.policy).renders_rbac:
-        out.append(External("ServiceAccount", ns, Names.of(item.policy).shared_service_account or "", ()))
+    if not Names.of(policy).renders_rbac:
+        out.append(External("ServiceAccount", ns, Names.of(policy).shared_service_account or "", ()))
     return out
 
 
@@ -214,7 +222,7 @@ def render_policies(loaded: Sequence[LoadedPolicy]) -> Rendering:
                 "kind": "ConfigMap",
                 "metadata": {
                     "name": names.plan_config_map,
-                    "namespace": policy.namespace,
+                    "namespace": policy.workflow_namespace,
                     "labels": names.labels("plan"),
                 },
                 "data": {"plan.json": plan_for(policy).to_json() + "\n"},
@@ -229,7 +237,7 @@ def render_policies(loaded: Sequence[LoadedPolicy]) -> Rendering:
                 labels["snapflow.io/policy-namespace"] = policy.namespace
                 obj["metadata"]["labels"] = labels
             rendering.objects.append(RenderedObject(obj, item.source, f"{policy.namespace}/{policy.name}"))
-        rendering.external += _external(item)
+        rendering.external += externals(policy)
     rendering.external = sorted(set(rendering.external), key=lambda e: (e.namespace, e.kind, e.name, e.keys))
     paths = [o.path for o in rendering.objects]
     duplicates = sorted({p for p in paths if paths.count(p) > 1})

@@ -321,7 +321,7 @@ def _cron(policy: Policy, pipeline: str, cron: str, title: str, description: str
     annotations = {TITLE_ANNOTATION: title, DESCRIPTION_ANNOTATION: description}
     return CronWorkflow(
         name=names.template(pipeline),
-        namespace=policy.namespace,
+        namespace=policy.workflow_namespace,  # beside its WorkflowTemplate (the mover namespace, if any)
         labels=labels,
         annotations=annotations,
         schedules=[cron],

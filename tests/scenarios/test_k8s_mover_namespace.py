@@ -272,11 +272,8 @@ def test_rendered_backup_runs_in_the_mover_namespace_with_only_the_rendered_rbac
     path = k8s.tmp / "policy.yaml"
     path.write_text(yaml.safe_dump(doc))
     objects = [o.obj for o in render_files([path]).ordered()]
-    for obj in objects:
-        # the plan ConfigMap belongs beside the workflows (see the expected failure in
-        # tests/unit/test_workflows_mover_namespace.py: render.py still puts it in the app's namespace)
-        if obj["kind"] == "ConfigMap":
-            obj["metadata"]["namespace"] = MOVERS
+    (plan,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    assert plan["metadata"]["namespace"] == MOVERS  # beside the workflows that mount it
     apply_rendered(k8s.server, objects)
     templates = {o["metadata"]["name"]: o for o in objects if o["kind"] == "WorkflowTemplate"}
     assert templates["backup-db"]["metadata"]["namespace"] == MOVERS

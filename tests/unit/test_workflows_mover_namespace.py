@@ -267,15 +267,20 @@ def test_preflight_fails_when_the_mover_namespace_is_missing(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workflows/render.py still puts the plan ConfigMap (and expects the repository's Secrets) in the "
-    "app's namespace, and workflows/schedule.py the CronWorkflows: both must use Policy.workflow_namespace",
-)
 def test_a_policy_with_a_mover_namespace_renders_everything_the_workflows_use_beside_them(
     minimal_policy, write_policy, capsys
 ):
-    objects = _objects(minimal_policy, write_policy)
+    # GIVEN a scheduled policy with a mover namespace, rendered
+    path = write_policy(_policy(minimal_policy))
+    rendering = render_files([path])
+    objects = [o.obj for o in rendering.objects]
+    # THEN the plan and the CronWorkflow are beside the WorkflowTemplates, nothing of them in the app's
     assert set(_by(objects, "ConfigMap", MOVERS)) == {"snapflow-plan-orders-db"}
     assert set(_by(objects, "CronWorkflow", MOVERS)) == {"backup-orders-db"}
-    assert main(["lint", str(write_policy(_policy(minimal_policy)))]) == 0, capsys.readouterr().err
+    assert not _by(objects, "ConfigMap", "shop") and not _by(objects, "CronWorkflow", "shop")
+    # the repository's Secrets the pods mount are expected there too
+    assert rendering.external and {e.namespace for e in rendering.external} == {MOVERS}
+    # AND lint passes and names them
+    assert main(["lint", str(path)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"needs Secret {MOVERS}/" in out and "needs Secret shop/" not in out
