@@ -1,9 +1,15 @@
-"""File-system access below one directory that never follows a symlink: the restore's only way to disk.
+"""Local file access of the copy and the restore: the source read, and the target written below one
+directory without ever following a symlink.
 
-Provides :func:`open_root`, :func:`open_dir`, :func:`open_path`, :func:`make_dir`, :func:`remove`,
-:func:`lstat`, :func:`write_file` and :class:`DirChain`. Called by the restorer
-(``steps.repository.restorer``) and the writers of files into a restored tree (PostgreSQL's
-``backup_label``).
+Provides, for reading a source (the copy, ``steps.repository.archiver`` and ``.scan``):
+:func:`source_stat`, :func:`list_dir`, :func:`open_source`, :func:`device_size`, :func:`read_link` and
+:func:`data_regions`; each is the bare system call (the walk's per-entry metadata comes from
+:func:`list_dir`'s cached ``lstat``), so going through here costs one Python call per directory or file.
+
+Provides, for writing a target: :func:`open_root`, :func:`open_dir`, :func:`open_path`,
+:func:`make_dir`, :func:`remove`, :func:`lstat`, :func:`write_file` and :class:`DirChain`. Called by
+the restorer (``steps.repository.restorer``) and the writers of files into a restored tree
+(PostgreSQL's ``backup_label``).
 
 Every name handed in is one directory entry (the trees validated it: no ``/``, not ``.`` or ``..``), and
 every call is relative to an open directory descriptor: ``O_NOFOLLOW`` on opens, ``follow_symlinks=False``
@@ -23,6 +29,69 @@ from collections.abc import Sequence
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+
+
+O_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+# -- reading a source ----------------------------------------------------------------------------
+def source_stat(path: str | bytes) -> os.stat_result:
+    """The source's own metadata (the user named it: a symlink to it is followed)."""
+    return os.stat(path)
+
+
+def list_dir(path: bytes) -> list[os.DirEntry]:
+    """The entries of directory ``path``; each entry's ``stat(follow_symlinks=False)`` is one lstat,
+    cached in the entry."""
+    with os.scandir(path) as it:
+        return list(it)
+
+
+def open_source(path: bytes) -> int:
+    """A descriptor to read ``path``, without updating its access time where the caller may do so."""
+    flags = os.O_RDONLY | O_CLOEXEC
+    try:
+        return os.open(path, flags | O_NOATIME)
+    except PermissionError:  # O_NOATIME needs the file's owner (or CAP_FOWNER)
+        return os.open(path, flags)
+
+
+def device_size(path: bytes) -> int:
+    """The size of a block device (its stat says 0)."""
+    fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+def read_link(path: bytes) -> bytes:
+    return os.readlink(path)
+
+
+def data_regions(fd: int, st: os.stat_result, size: int) -> list[tuple[int, int]]:
+    """(offset, length) of the data regions; holes are skipped. Cheap when the file is not sparse."""
+    if size == 0:
+        return []
+    if not stat_mod.S_ISREG(st.st_mode) or st.st_blocks * 512 >= size:
+        return [(0, size)]
+    regions, pos = [], 0
+    try:
+        while pos < size:
+            try:
+                d = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as err:
+                if err.errno == errno.ENXIO:
+                    break
+                raise
+            if d >= size:
+                break
+            h = min(os.lseek(fd, d, os.SEEK_HOLE), size)
+            regions.append((d, h - d))
+            pos = h
+    except OSError:
+        return [(0, size)]
+    return regions
 
 
 class NotADirectoryBeneath(OSError):

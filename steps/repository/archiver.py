@@ -14,7 +14,6 @@ record (see docs/design.md, "Memory and speed").
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import os
 import socket
@@ -26,13 +25,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from steps import runtime
+from steps.drivers import beneath
+from steps.drivers.cpus import default_threads
 from steps.errors import PermanentError, UsageError
 
 from .chunker import Chunker
 from .pack import BLOB_DATA, BLOB_TREE, lazy_buffer
 from .pipeline import Aborted, BlobSink, ByteQueue, _env_int
 from .repo import Repository, Snapshot
+from .scan import Prescan
+from .stored_files import store_files
 from .tree import encode_tree, node_from_stat
+
+__all__ = ["Archiver", "CopyOptions", "CopyResult", "CopyStats", "Prescan", "copy_source", "store_files"]
 
 RACY_WINDOW_NS = 2_000_000_000
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
@@ -131,39 +137,6 @@ class _DirJob:
         self.subdirs: list[tuple[dict, str | None]] = []
 
 
-def _open_noatime(path: bytes) -> int:
-    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
-    try:
-        return os.open(path, flags | getattr(os, "O_NOATIME", 0))
-    except PermissionError:
-        return os.open(path, flags)
-
-
-def data_regions(fd: int, st: os.stat_result, size: int) -> list[tuple[int, int]]:
-    """(offset, length) of the data regions; holes are skipped. Cheap when the file is not sparse."""
-    if size == 0:
-        return []
-    if not stat_mod.S_ISREG(st.st_mode) or st.st_blocks * 512 >= size:
-        return [(0, size)]
-    regions, pos = [], 0
-    try:
-        while pos < size:
-            try:
-                d = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError as err:
-                if err.errno == errno.ENXIO:
-                    break
-                raise
-            if d >= size:
-                break
-            h = min(os.lseek(fd, d, os.SEEK_HOLE), size)
-            regions.append((d, h - d))
-            pos = h
-    except OSError:
-        return [(0, size)]
-    return regions
-
-
 def holes_of(regions: list[tuple[int, int]], size: int) -> list[list[int]]:
     holes, pos = [], 0
     for off, length in regions:
@@ -173,149 +146,6 @@ def holes_of(regions: list[tuple[int, int]], size: int) -> list[list[int]]:
     if pos < size:
         holes.append([pos, size - pos])
     return holes
-
-
-class _Listing:
-    __slots__ = ("entries", "pending")
-
-    def __init__(self, entries: list):
-        self.entries = entries
-        self.pending = 0  # slices not yet stat'ed
-
-
-class Prescan:
-    """Lists and stats the source tree with a few threads, ahead of the copy.
-
-    It starts before the repository is even opened (key derivation, index loading) and sums the sizes for
-    the progress total (Argo's N/M). It keeps the listings it made, with each entry's ``lstat`` cached in
-    its ``os.DirEntry``, for the walk to take (:meth:`take`), up to ``SNAPFLOW_SCAN_AHEAD`` entries
-    (beyond that it only warms the kernel's caches). The walk then makes no system call per entry: it
-    runs while the file workers are busy, and every call that releases the interpreter lock would make
-    it wait for a worker to hand the lock back. Directories with many entries are split into slices
-    that different threads stat at once.
-    """
-
-    SLICE = 256
-
-    def __init__(self, source: str, excludes=(), progress=None, threads: int | None = None):
-        self.root = os.fsencode(os.path.abspath(source))
-        self.excludes = list(excludes)
-        self.progress = progress
-        self.total = 0
-        self.started_ns = time.time_ns()
-        self.finished = threading.Event()
-        self._stop = threading.Event()
-        self._cv = threading.Condition()
-        self._todo: list = []
-        self._busy = 0
-        self._listings: dict[bytes, _Listing] = {}
-        self._held = 0
-        self._budget = _env_int("SNAPFLOW_SCAN_AHEAD", 4096)
-        try:
-            st = os.stat(self.root)
-        except OSError:
-            self.finished.set()
-            return
-        if not stat_mod.S_ISDIR(st.st_mode):
-            self._publish(st.st_size if stat_mod.S_ISREG(st.st_mode) else 0, final=True)
-            self.finished.set()
-            return
-        self._todo.append(("dir", self.root, "", None))
-        n = threads or _env_int("SNAPFLOW_SCAN_THREADS", 2)
-        for i in range(n):
-            threading.Thread(target=self._worker, name=f"scan-{i}", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._cv:
-            self._cv.notify_all()
-            self._listings.clear()
-            self._held = 0
-
-    def take(self, path: bytes) -> list | None:
-        """The entries of directory ``path`` (each with its lstat cached), if they were listed and stat'ed
-        ahead; None otherwise (the caller lists the directory itself). Each listing is handed out once."""
-        with self._cv:
-            listing = self._listings.get(path)
-            if listing is None or listing.pending:
-                return None
-            del self._listings[path]
-            self._held -= len(listing.entries)
-            return listing.entries
-
-    def _publish(self, add: int, final: bool = False) -> None:
-        with self._cv:
-            self.total += add
-            total = self.total
-        if self.progress is not None:
-            self.progress.total_bytes = max(self.progress.total_bytes, total) if not final else total
-            if final:
-                self.progress.total_final = True
-
-    def _worker(self) -> None:
-        while True:
-            with self._cv:
-                while not self._todo and self._busy and not self._stop.is_set():
-                    self._cv.wait(0.5)
-                if self._stop.is_set() or not self._todo:
-                    self._cv.notify_all()
-                    return
-                item = self._todo.pop()
-                self._busy += 1
-            try:
-                found = self._scan(item)
-            except Exception:
-                found = []
-            with self._cv:
-                if item[0] == "stat" and item[3] is not None:
-                    item[3].pending -= 1
-                self._todo.extend(found)
-                self._busy -= 1
-                done = not self._todo and not self._busy
-                self._cv.notify_all()
-            if done:
-                self._publish(0, final=True)
-                self.finished.set()
-                return
-
-    def _scan(self, item) -> list:
-        kind, path, rel, listing = item
-        if kind == "dir":
-            with os.scandir(path) as it:
-                entries = list(it)
-            slices = [entries[i : i + self.SLICE] for i in range(0, len(entries), self.SLICE)]
-            with self._cv:
-                if self._held + len(entries) <= self._budget and not self._stop.is_set():
-                    listing = self._listings[path] = _Listing(entries)
-                    listing.pending = len(slices)
-                    self._held += len(entries)
-                else:
-                    listing = None
-            return [("stat", part, rel, listing) for part in slices]
-        out, size = [], 0
-        excludes = self.excludes
-        stop = self._stop
-        for entry in path:
-            if excludes:
-                name = os.fsdecode(entry.name)
-                child = f"{rel}/{name}" if rel else name
-                if any(fnmatch.fnmatchcase(child, p) or fnmatch.fnmatchcase(name, p) for p in excludes):
-                    continue
-            else:
-                child = ""
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            mode = st.st_mode
-            if stat_mod.S_ISREG(mode):
-                size += st.st_size
-            elif stat_mod.S_ISDIR(mode):
-                if stop.is_set():
-                    return []
-                out.append(("dir", entry.path, child, None))
-        self._publish(size)
-        return out
 
 
 class Archiver:
@@ -476,14 +306,14 @@ class Archiver:
             self._job_done(job)
 
     def _archive_file(self, job: _FileJob, sink: BlobSink, channel, buf) -> None:
-        fd = _open_noatime(job.path)
+        fd = beneath.open_source(job.path)
         try:
             st = job.st
             size = job.size
             if stat_mod.S_ISBLK(st.st_mode):
                 size = os.lseek(fd, 0, os.SEEK_END)
                 job.node["size"] = size
-            regions = job.regions if job.regions is not None else data_regions(fd, st, size)
+            regions = job.regions if job.regions is not None else beneath.data_regions(fd, st, size)
             content: list[str] = []
             blob_id = self.repo.keys.blob_id
             claim = sink.claim
@@ -674,8 +504,7 @@ class Archiver:
             if listed is not None:
                 entries = sorted(listed, key=lambda e: e.name)
             else:
-                with os.scandir(path) as it:
-                    entries = sorted(it, key=lambda e: e.name)
+                entries = sorted(beneath.list_dir(path), key=lambda e: e.name)
         except OSError as err:
             self._warn(f"{os.fsdecode(path)}: cannot list directory ({err.strerror})")
             dj.same = False
@@ -721,7 +550,7 @@ class Archiver:
             else:
                 if kind == "symlink":
                     try:
-                        node["target"] = os.fsdecode(os.readlink(entry.path))
+                        node["target"] = os.fsdecode(beneath.read_link(entry.path))
                     except OSError as err:
                         self._warn(f"{os.fsdecode(entry.path)}: {err.strerror}")
                         continue
@@ -755,7 +584,7 @@ class Archiver:
         opts = self.opts
         source = os.path.abspath(opts.source)
         try:
-            st = os.stat(source)
+            st = beneath.source_stat(source)
         except OSError as err:
             raise UsageError(f"--source: cannot read {source!r} ({err.strerror})") from None
         if stat_mod.S_ISDIR(st.st_mode):
@@ -783,16 +612,16 @@ class Archiver:
         self.repo.begin_write()
         self._select_parent(source, source_type)
         sink = BlobSink(self.repo, opts.backup_id, abort=self.abort)
-        self.file_q = ByteQueue(_env_int("SNAPFLOW_FILE_QUEUE", 512), self.abort)
+        self.file_q = ByteQueue(_env_int(runtime.FILE_QUEUE, 512), self.abort)
         self.dir_q = ByteQueue(1 << 62, self.abort)
         self.root_tree: str | None = None
         fixed = opts.file_workers or (
-            _env_int("SNAPFLOW_FILE_WORKERS", 2) if os.environ.get("SNAPFLOW_FILE_WORKERS") else 0
+            _env_int(runtime.FILE_WORKERS, 2) if os.environ.get(runtime.FILE_WORKERS) else 0
         )
-        self._max_workers = fixed or 2
+        self._max_workers = fixed or default_threads("file_workers")  # one per usable CPU
         # An incremental copy mostly reads and hashes (little is new): one worker keeps up with the disk
-        # and holds half the buffers; a second one joins once much new data needs compressing.
-        initial = fixed or (1 if self.parent is not None else 2)
+        # and holds half the buffers; more join once much new data needs compressing.
+        initial = fixed or (1 if self.parent is not None else self._max_workers)
         self._workers: list[threading.Thread] = []
         self._workers_closed = False
         self._new_bytes = 0
@@ -822,11 +651,7 @@ class Archiver:
                 name = os.path.basename(source) or "data"
                 node = node_from_stat(name, st, kind="file")
                 if source_type == "block":
-                    fd = os.open(src_b, os.O_RDONLY)
-                    try:
-                        size = os.lseek(fd, 0, os.SEEK_END)
-                    finally:
-                        os.close(fd)
+                    size = beneath.device_size(src_b)
                     st_for = os.stat_result(
                         (
                             st.st_mode,
@@ -943,96 +768,3 @@ def copy_source(
     for cold directory and inode reads."""
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
     return Archiver(repo, opts, progress, before_commit, prescan).run()
-
-
-def store_files(
-    repo: Repository,
-    files: dict[str, bytes],
-    tags: dict[str, str] | None = None,
-    backup_id: str | None = None,
-    identity: dict[str, str] | None = None,
-    source: str = "manifests",
-) -> str:
-    """Store in-memory files (``{"relative/path.yaml": b"..."}``) as a snapshot; returns its ID.
-
-    Capture stores Kubernetes manifests this way, with ``tags={"kind": "manifests"}``; read them back
-    with :func:`steps.repository.restorer.load_files`.
-    """
-    repo.begin_write()
-    chunker = Chunker(repo.keys.chunker, repo.config.chunk_min, repo.config.chunk_avg, repo.config.chunk_max)
-    sink = BlobSink(repo, backup_id, workers=1, uploaders=2)
-    now = time.time_ns()
-    tree: dict = {}
-    for rel, data in files.items():
-        parts = [p for p in rel.split("/") if p not in ("", ".")]
-        if not parts or ".." in parts:
-            raise UsageError(f"file name: expected a relative path, got {rel!r}")
-        d = tree
-        for p in parts[:-1]:
-            d = d.setdefault(p, {})
-            if not isinstance(d, dict):
-                raise UsageError(f"file name: {rel!r} is below a file")
-        d[parts[-1]] = bytes(data)
-    meta = {
-        "uid": os.getuid(),
-        "gid": os.getgid(),
-        "mtime_ns": now,
-        "atime_ns": now,
-        "ctime_ns": now,
-        "inode": 0,
-        "dev": 0,
-        "nlink": 1,
-    }
-    count = {"files": 0, "bytes": 0}
-
-    def save(d: dict) -> str:
-        nodes = []
-        for name, v in d.items():
-            if isinstance(v, dict):
-                nodes.append({"name": name, "type": "dir", "mode": 0o755, **meta, "subtree": save(v)})
-            else:
-                ids = [sink.save_blob(BLOB_DATA, c).hex() for c in chunker.chunk_bytes(v)]
-                nodes.append(
-                    {"name": name, "type": "file", "mode": 0o644, **meta, "size": len(v), "content": ids}
-                )
-                count["files"] += 1
-                count["bytes"] += len(v)
-        return sink.save_blob(BLOB_TREE, encode_tree(nodes)).hex()
-
-    try:
-        root = save(tree)
-        sink.finish()
-    except BaseException:
-        sink.close_on_error()
-        raise
-    identity = identity or {}
-    iso = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    snap = {
-        "version": SNAPSHOT_VERSION,
-        "time": iso,
-        "end_time": iso,
-        "scan_start_ns": now,
-        "host": socket.gethostname(),
-        "source": source,
-        "source_type": "memory",
-        "tags": dict(tags or {}),
-        "backup_id": backup_id,
-        **{k: identity.get(k) for k in IDENTITY_FIELDS},
-        "parent": None,
-        "tree": root,
-        "root": {"type": "dir", "mode": 0o755, **meta},
-        "excludes": [],
-        "consistency": None,
-        "summary": {
-            "files": count["files"],
-            "bytes_total": count["bytes"],
-            "bytes_read": count["bytes"],
-            "bytes_added": sink.stats.bytes_added,
-            "blobs_new": sink.stats.blobs_new,
-        },
-        "program": f"snapflow-steps {_version()}",
-    }
-    repo.check_commit()
-    sid = repo.save_snapshot(snap)
-    repo.confirm_commit(f"snapshots/{sid}")
-    return sid

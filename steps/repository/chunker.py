@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 import blake3
 import pyfastcdc
 
+from steps import runtime
+
 from .config import CHUNK_AVG, CHUNK_MAX, CHUNK_MIN
 
 READ_BLOCK = 8 * 1024 * 1024
@@ -81,7 +83,7 @@ def _permute_gear(cdc, avg: int, min_size: int, max_size: int, seed: int, table:
 
 def _keyed_fastcdc(avg: int, min_size: int, max_size: int, seed: int, table: bytes):
     """A pyfastcdc instance cutting raw data at the keyed boundaries, or None (use translation)."""
-    if os.environ.get("SNAPFLOW_CHUNKER_TRANSLATE"):
+    if os.environ.get(runtime.CHUNKER_TRANSLATE):
         return None
     # Check the procedure on a small instance first: many cuts over random data, compared with the
     # reference (cutting the translated data with the seeded public table).

@@ -19,6 +19,9 @@ import os
 import threading
 from dataclasses import dataclass
 
+from steps import runtime
+from steps.drivers.cpus import default_threads
+
 from .index import IndexPack
 from .pack import BLOB_TREE, FinishedPack, PackWriter
 
@@ -169,8 +172,8 @@ class BlobSink:
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()
         self._unindexed: list[IndexPack] = []
-        self.index_every = index_every or _env_int("SNAPFLOW_INDEX_EVERY_PACKS", 16)
-        nu = uploaders or _env_int("SNAPFLOW_UPLOADERS", 2)
+        self.index_every = index_every or _env_int(runtime.INDEX_EVERY_PACKS, 16)
+        nu = uploaders or _env_int(runtime.UPLOADERS, default_threads("uploaders"))
         # finished packs alive at once: one per uploader (measured: a pack waiting on top of those only
         # adds memory, the store's latency rises with the requests in flight)
         self._slots = threading.Semaphore(nu)

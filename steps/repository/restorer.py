@@ -25,18 +25,24 @@ import os
 import stat as stat_mod
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from steps import runtime
 from steps.drivers import beneath
-from steps.errors import IntegrityError, SnapflowError, UsageError, printable
+from steps.drivers.cpus import default_threads
+from steps.errors import UsageError, printable
 
-from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
-from .pack import BLOB_DATA, lazy_buffer, pack_key
 from .pipeline import _env_int
 from .repo import Repository, Snapshot
-from .tree import MAX_FILE_SIZE, OVERWRITE_MODES, RestoreLimits, file_regions, is_blob_id, node_problem
+from .restore_content import ContentWriter, FileRef, interleave
+from .restore_survey import DamagedSnapshotError, Survey, shorten
+from .snapshot_read import blob_offsets, iter_nodes, load_files
+from .tree import MAX_FILE_SIZE, OVERWRITE_MODES, RestoreLimits, is_blob_id
+
+__all__ = ["DamagedSnapshotError", "RestoreStats", "Restorer", "iter_nodes", "load_files", "restore_snapshot"]
+_interleave = interleave  # the name the tests know
 
 if TYPE_CHECKING:
     from steps.manifests.transforms import IdRange
@@ -48,7 +54,6 @@ MAX_LISTED_DAMAGE = 1000  # damaged paths listed (--skip-damaged); the count goe
 MiB = 1024 * 1024
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_ZEROS = bytes(4 * 1024 * 1024)
 
 
 def _has_default_acl(fd: int) -> bool:
@@ -68,16 +73,6 @@ def _current_umask() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0o077  # unknown: assume the strictest usual umask, so modes are always set explicitly
-
-
-def _is_zero(data) -> bool:
-    n = len(data)
-    if not n or data[0]:
-        return not n
-    if n <= len(_ZEROS):
-        return _ZEROS.startswith(data)
-    view = memoryview(data)
-    return all(_ZEROS.startswith(view[i : i + len(_ZEROS)]) for i in range(0, n, len(_ZEROS)))
 
 
 @dataclass
@@ -101,98 +96,6 @@ class RestoreStats:
     warnings: list[str] = field(default_factory=list)
 
 
-def _interleave(items: list, ways: int) -> list:
-    """``items`` cut into ``ways`` consecutive parts, taken one from each part in turn: connections
-    working at the same moment write files of different directories (creating files in one directory
-    is serialised by the kernel) while each still reads its part of the packs in order."""
-    if ways <= 1:
-        return items
-    size = -(-len(items) // ways)
-    parts = [items[i : i + size] for i in range(0, len(items), size)]
-    return [p[i] for i in range(size) for p in parts if i < len(p)]
-
-
-class _FileRef:
-    """One file to write: ``name`` in the directory ``dir_fd``, whose path below the target is ``comps``
-    (a tuple shared by the files of one directory, so a batch holds no path per file; or the path of a
-    file target). ``created``: it exists with its final size (pieces are pwritten into it); otherwise it
-    is created, written and closed when its only blob arrives (``whole``)."""
-
-    __slots__ = ("comps", "created", "dir_fd", "ident", "name", "node", "ours", "pending", "whole")
-
-    def __init__(
-        self,
-        dir_fd: int,
-        name: bytes,
-        comps: tuple[bytes, ...] | str,
-        node: dict,
-        created: bool = False,
-        ours: bool = False,
-    ):
-        self.dir_fd = dir_fd
-        self.name = name
-        self.comps = comps
-        self.node = node
-        self.created = created
-        self.ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file created for it
-        self.ours = ours  # a file created there belongs to our uid and gid (the directory is not set-gid)
-        self.whole = False
-        self.pending = 0
-
-    @property
-    def shown(self) -> str:
-        """The file's path in messages."""
-        if isinstance(self.comps, str):
-            return self.comps
-        return printable("/" + os.fsdecode(b"/".join((*self.comps, self.name))))
-
-
-def iter_nodes(repo: Repository, tree_id: str, prefix: str = "") -> Iterator[tuple[str, dict]]:
-    """Depth-first (path, node) for every entry below ``tree_id``; paths are relative, '/'-separated."""
-    for node in repo.load_tree(tree_id):
-        rel = f"{prefix}/{node['name']}" if prefix else node["name"]
-        yield rel, node
-        if node["type"] == "dir" and node.get("subtree"):
-            yield from iter_nodes(repo, node["subtree"], rel)
-
-
-def load_files(repo: Repository, snapshot: Snapshot | str) -> dict[str, bytes]:
-    """Every regular file of a (small) snapshot, read into memory: ``{"relative/path": bytes}``."""
-    snap = repo.find_snapshot(snapshot) if isinstance(snapshot, str) else snapshot
-    out = {}
-    for rel, node in iter_nodes(repo, snap.data["tree"]):
-        if node["type"] == "file":
-            buf = bytearray(node.get("size", 0))
-            for bid, off, raw, _loc in _blob_offsets(repo, node):
-                buf[off : off + raw] = repo.read_blob(bid)
-            out[rel] = bytes(buf)
-    return out
-
-
-def _blob_offsets(repo: Repository, node: dict, where: bytes | None = None, index=None) -> Iterator[tuple]:
-    """(blob ID, file offset, length, index location) for each content blob, skipping recorded holes.
-    Locations come from ``index`` (default: the repository's current index)."""
-    content = node.get("content") or ()
-    if not content:
-        return
-    regions = file_regions(node)
-    ri, pos, region_end = 0, 0, 0
-    if regions:
-        pos, region_end = regions[0][0], regions[0][0] + regions[0][1]
-    get = (index if index is not None else repo.index).get
-    for hexid in content:
-        bid = bytes.fromhex(hexid)
-        loc = get(bid)
-        if loc is None:
-            name = os.fsdecode(where) if where is not None else repr(node["name"])
-            raise IntegrityError(f"blob {hexid} of {name} is not in the index")
-        while pos >= region_end and ri + 1 < len(regions):
-            ri += 1
-            pos, region_end = regions[ri][0], regions[ri][0] + regions[ri][1]
-        yield bid, pos, loc.raw_length, loc
-        pos += loc.raw_length
-
-
 def _mapped(value: int, ranges: Sequence[IdRange]) -> int:
     """``value`` through the first range holding it; unknown (-1) and unmapped IDs stay as they are."""
     if value >= 0:
@@ -203,114 +106,11 @@ def _mapped(value: int, ranges: Sequence[IdRange]) -> int:
     return value
 
 
-class DamagedSnapshotError(SnapflowError):
-    """The snapshot's trees break the tree rules or its limits: nothing was written (exit 1)."""
-
-
-class _Survey:
-    """The walk before the first write: every tree the restore may apply is loaded and validated, file
-    sizes are checked against their blobs and holes, and the limits are applied, counting a tree as often
-    as the snapshot references it (without expanding it: results are kept per tree ID)."""
-
-    def __init__(self, repo: Repository, limits: RestoreLimits, snapshot: str):
-        self.repo = repo
-        self.limits = limits
-        self.snapshot = snapshot
-        self.index = repo.index
-        self.damaged_trees: dict[str, str] = {}  # tree ID -> why
-        self.damaged_files: dict[tuple[str, str], str] = {}  # (tree ID, name) -> why
-        self.first_damage: str | None = None  # "<path>: <why>" of the first damage met
-        self.root_damage: str | None = None  # why the snapshot record's root metadata is unusable
-        self._memo: dict[str, tuple[int, int]] = {}  # tree ID -> (entries below, depth below)
-
-    def _limit(self, flag: str, value: int, where: str) -> DamagedSnapshotError:
-        return DamagedSnapshotError(
-            f"snapshot {self.snapshot} exceeds {flag} {value}; nothing was written (raise {flag} if the"
-            f" snapshot is genuine): {_shorten(where)}"
-        )
-
-    def _damage(self, path: str, why: str) -> None:
-        if self.first_damage is None:
-            self.first_damage = printable(f"{path}: {why}")
-
-    def check_root(self, root) -> None:
-        """The snapshot record's metadata of the target itself, from the record (not a tree)."""
-        if root is None:
-            return
-        why = node_problem({**root, "type": "dir"}) if isinstance(root, dict) else "not an entry"
-        if why is not None:
-            self.root_damage = f"the target's own metadata in the snapshot record: {why}"
-            self._damage("/", self.root_damage)
-
-    def run(self, root: str) -> None:
-        entries, _depth = self._tree(root, "/", 0)
-        if entries > self.limits.max_entries:
-            raise self._limit("--max-entries", self.limits.max_entries, f"its {entries} entries")
-
-    def _tree(self, tree_hex: str, path: str, depth: int) -> tuple[int, int]:
-        known = self._memo.get(tree_hex)
-        if known is None:
-            known = self._memo[tree_hex] = self._survey(tree_hex, path, depth)
-        if depth + known[1] > self.limits.max_depth:
-            raise self._limit("--max-depth", self.limits.max_depth, f"the depth of {path}")
-        return known
-
-    def _survey(self, tree_hex: str, path: str, depth: int) -> tuple[int, int]:
-        if depth > self.limits.max_depth:
-            raise self._limit("--max-depth", self.limits.max_depth, f"the depth of {path}")
-        try:
-            nodes = self.repo.load_tree(tree_hex)
-        except IntegrityError as err:  # crafted, damaged or missing: the whole directory is damage
-            self.damaged_trees[tree_hex] = str(err)
-            self._damage(path, str(err))
-            return 0, 0
-        if len(nodes) > self.limits.max_tree_entries:
-            raise self._limit(
-                "--max-tree-entries", self.limits.max_tree_entries, f"directory {path} ({len(nodes)} entries)"
-            )
-        entries, below = len(nodes), 0
-        for node in nodes:
-            child = f"{path.rstrip('/')}/{node['name']}"
-            if node["type"] == "dir":  # a level of its own, with or without a subtree
-                n, d = self._tree(node["subtree"], child, depth + 1) if node.get("subtree") else (0, 0)
-                entries += n
-                below = max(below, d + 1)
-                if depth + below > self.limits.max_depth:
-                    raise self._limit("--max-depth", self.limits.max_depth, f"the depth of {child}")
-            elif node["type"] == "file":
-                why = self._file_problem(node)
-                if why is not None:
-                    self.damaged_files[(tree_hex, node["name"])] = why
-                    self._damage(child, why)
-        return entries, below
-
-    def _file_problem(self, node: dict) -> str | None:
-        """Why the file's size disagrees with its blobs and holes (None when it agrees)."""
-        total = sum(length for _off, length in node.get("holes") or ())
-        get = self.index.get
-        for hexid in node.get("content") or ():
-            loc = get(bytes.fromhex(hexid))
-            if loc is None:
-                return f"blob {hexid} is not in the index"
-            if loc.type != BLOB_DATA:
-                return f"blob {hexid} is not a data blob"
-            total += loc.raw_length
-        size = node.get("size", 0)
-        if total != size:
-            return f"size {size} but its blobs and holes hold {total} bytes"
-        return None
-
-
-def _shorten(text: str, keep: int = 160) -> str:
-    """``text`` cut in the middle when longer than ``keep`` characters (crafted paths can be huge)."""
-    return text if len(text) <= keep else f"{text[: keep // 3]}...{text[-(keep - keep // 3) :]}"
-
-
 def _rel_name(rel: str, name: str) -> str:
     return f"{rel}/{name}" if rel else name
 
 
-class Restorer:
+class Restorer(ContentWriter):
     def __init__(
         self,
         repo: Repository,
@@ -342,11 +142,11 @@ class Restorer:
         self.limits = limits or RestoreLimits()
         self.stats = RestoreStats()
         self._lock = threading.Lock()
-        self._survey: _Survey | None = None
+        self._survey: Survey | None = None
         self._root_fd = -1
         self._hardlinks: dict[tuple[int, int], tuple[tuple[bytes, ...], bytes, int, int]] = {}
         self._dirs: list[tuple[tuple[bytes, ...], dict]] = []
-        self._batch: list[_FileRef] = []
+        self._batch: list[FileRef] = []
         self._batch_blobs = 0
         self._batch_fds: dict[tuple[bytes, ...], int] = {}
         self._is_root = os.geteuid() == 0
@@ -354,7 +154,7 @@ class Restorer:
         self._uid_map = tuple(uid_map)
         self._gid_map = tuple(gid_map)
         self._umask = _current_umask()
-        self.downloaders = _env_int("SNAPFLOW_RESTORE_CONNECTIONS", 6)
+        self.downloaders = _env_int(runtime.RESTORE_CONNECTIONS, default_threads("restore_connections"))
 
     # -- selection ----------------------------------------------------------------------------
     def _excluded(self, rel: str, name: str) -> bool:
@@ -444,7 +244,7 @@ class Restorer:
     def _skip_damaged(self, path: str, why: str) -> None:
         self.stats.damaged_total += 1
         if len(self.stats.damaged) < MAX_LISTED_DAMAGE:
-            self.stats.damaged.append(printable(f"{_shorten(path)}: {_shorten(why, 400)}"))
+            self.stats.damaged.append(printable(f"{shorten(path)}: {shorten(why, 400)}"))
 
     # -- what is in the way ---------------------------------------------------------------------
     def _keep_existing(self, st: os.stat_result, node: dict) -> bool:
@@ -573,7 +373,7 @@ class Restorer:
             key = (node.get("dev", 0), node.get("inode", 0))
             if nlink > 1 and key in self._hardlinks and self._link(dir_fd, name, self._hardlinks[key], shown):
                 return
-            ref = _FileRef(self._batch_fd(dir_fd, comps), name, comps, node, ours=ours)
+            ref = FileRef(self._batch_fd(dir_fd, comps), name, comps, node, ours=ours)
             if nlink > 1:
                 st = self._create_sized(ref)  # later links need it to exist now
                 self._hardlinks[key] = (comps, name, st.st_dev, st.st_ino)
@@ -625,268 +425,6 @@ class Restorer:
             return False
         finally:
             os.close(src_fd)
-
-    # -- content ------------------------------------------------------------------------------
-    @staticmethod
-    def _open_new(ref: _FileRef, mode: int = 0o600) -> int:
-        """A new file ``ref.name``; whatever appeared in its place since the walk is removed, not followed."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
-        try:
-            return os.open(ref.name, flags, mode, dir_fd=ref.dir_fd)
-        except FileExistsError:
-            beneath.remove(ref.dir_fd, ref.name)
-            return os.open(ref.name, flags, mode, dir_fd=ref.dir_fd)
-
-    def _create_sized(self, ref: _FileRef) -> os.stat_result:
-        fd = self._open_new(ref)
-        try:
-            size = ref.node.get("size", 0)
-            if size:
-                os.ftruncate(fd, size)
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        ref.created = True
-        ref.ident = (st.st_dev, st.st_ino)
-        return st
-
-    @staticmethod
-    def _reopen(ref: _FileRef) -> int:
-        """The file created for ``ref``, opened again for writing: refused when something else stands
-        under its name now (a hard link or file swapped in by another process), so that nothing is
-        ever written through it."""
-        fd = os.open(ref.name, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=ref.dir_fd)
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != ref.ident:
-            os.close(fd)
-            raise SnapflowError(
-                f"{printable(ref.shown)}: replaced by another process during the restore; nothing was"
-                " written through it"
-            )
-        return fd
-
-    def _flush(self) -> None:
-        batch, self._batch, self._batch_blobs = self._batch, [], 0
-        fds, self._batch_fds = self._batch_fds, {}
-        try:
-            self._write_batch(batch)
-        finally:
-            for fd in fds.values():
-                os.close(fd)
-
-    def _write_batch(self, batch: list[_FileRef]) -> None:
-        if not batch:
-            return
-        # Pack numbers belong to one index: the one in use now, even if a relocation reloads it meanwhile.
-        index = self.repo.index
-        # pack number -> {blob ID: [pack offset, stored length, raw length, [(file no, file offset)]]}
-        by_pack: dict[int, dict[bytes, list]] = {}
-        for fno, ref in enumerate(batch):
-            pieces = list(_blob_offsets(self.repo, ref.node, ref.shown, index))
-            if not pieces:  # empty, or only holes: its size and metadata are all there is
-                fd = self._reopen(ref) if ref.created else self._open_new(ref)
-                try:
-                    size = ref.node.get("size", 0)
-                    if size:
-                        os.ftruncate(fd, size)
-                    self._apply_meta_fd(fd, ref.shown, ref.node)
-                finally:
-                    os.close(fd)
-                continue
-            size = ref.node.get("size", 0)
-            if not ref.created and len(pieces) == 1 and pieces[0][1] == 0 and pieces[0][2] == size:
-                ref.whole = True
-            elif not ref.created:
-                self._create_sized(ref)
-            ref.pending = len(pieces)
-            for bid, off, raw, loc in pieces:
-                blobs = by_pack.get(loc.pack_no)
-                if blobs is None:
-                    blobs = by_pack[loc.pack_no] = {}
-                entry = blobs.get(bid)
-                if entry is None:
-                    blobs[bid] = [loc.offset, loc.length, raw, [(fno, off)]]
-                else:
-                    entry[3].append((fno, off))
-        ranges = self._ranges(by_pack)
-        del by_pack
-        ranges = _interleave(ranges, min(self.downloaders, len(ranges)))
-        errors: list[BaseException] = []
-        feed = iter(ranges)
-        feed_lock = threading.Lock()
-
-        def download() -> None:
-            scratch = [lazy_buffer(1)]
-            while not errors:
-                with feed_lock:
-                    item = next(feed, None)
-                if item is None:
-                    return
-                try:
-                    self._fetch_range(index, item[0], item[1], batch, scratch)
-                except BaseException as err:
-                    errors.append(err)
-                    return
-
-        threads = [
-            threading.Thread(target=download, name=f"restore-{i}", daemon=True)
-            for i in range(min(self.downloaders, len(ranges)))
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        for ref in batch:
-            if ref.pending:  # cannot happen unless a pack decoded fewer blobs than planned
-                raise IntegrityError(f"{ref.shown}: {ref.pending} piece(s) were not restored")
-
-    def _decode(self, aead, bid: bytes, stored, raw: int, name: str, scratch: list):
-        if len(stored) < NONCE_LEN + TAG_LEN + 1:
-            raise IntegrityError(f"{name}: truncated")
-        if len(scratch[0]) < len(stored):
-            scratch[0] = lazy_buffer(max(len(stored), 4 * 1024 * 1024 + 64))
-        try:
-            plain = open_blob_into(aead, b"d", bid, stored, raw, scratch[0])
-        except IntegrityError as err:
-            raise IntegrityError(f"{name}: {err}") from None
-        except Exception as err:  # zstd errors and the like: corrupt payload
-            raise IntegrityError(f"{name}: cannot decode ({type(err).__name__})") from None
-        if len(plain) != raw or self.repo.keys.blob_id(plain) != bid:
-            raise IntegrityError(f"{name}: content does not match its ID")
-        return plain
-
-    def _write_whole(self, ref: _FileRef, plain, zero: bool) -> int:
-        """Create, write and close a one-blob file. Metadata goes through the same descriptor, and the
-        calls that would change nothing are left out: a file created with its final mode (no set-id or
-        sticky bit, nothing the umask removes) needs no chmod, one that is ours already no chown."""
-        node = ref.node
-        mode = node.get("mode", 0o644)
-        direct = not mode & 0o7000 and not mode & self._umask
-        fd = self._open_new(ref, mode if direct else 0o600)
-        try:
-            if zero:
-                os.ftruncate(fd, len(plain))
-                written = 0
-            else:
-                written = os.pwrite(fd, plain, 0)
-                while written < len(plain):
-                    written += os.pwrite(fd, memoryview(plain)[written:], written)
-            owner = self._owner(node)
-            if not (ref.ours and owner == self._ids):
-                try:
-                    os.fchown(fd, *owner)
-                except PermissionError:
-                    if self._is_root:
-                        self._warn(f"{ref.shown}: cannot set owner")
-                except OSError:
-                    pass
-            if not direct:
-                try:
-                    os.fchmod(fd, mode)
-                except OSError as err:
-                    self._warn(f"{ref.shown}: cannot set mode ({err.strerror})")
-            mtime = node.get("mtime_ns", 0)
-            try:
-                os.utime(fd, ns=(node.get("atime_ns", mtime), mtime))
-            except (OSError, NotImplementedError) as err:
-                self._warn(f"{ref.shown}: cannot set times ({err})")
-        finally:
-            os.close(fd)
-        return written
-
-    def _write_piece(self, ref: _FileRef, plain, zero: bool, offset: int) -> int:
-        written = 0
-        fd = self._reopen(ref)
-        try:
-            if not zero:
-                written = os.pwrite(fd, plain, offset)
-                while written < len(plain):
-                    written += os.pwrite(fd, memoryview(plain)[written:], offset + written)
-            with self._lock:
-                ref.pending -= 1
-                last = ref.pending == 0
-            if last:
-                self._apply_meta_fd(fd, ref.shown, ref.node)
-        finally:
-            os.close(fd)
-        return written
-
-    def _ranges(self, by_pack: dict[int, dict[bytes, list]]) -> list[tuple[int, list]]:
-        """The ranged GETs to make, in pack order: the needed blobs of a pack, cut where the range would
-        pass ``SNAPFLOW_RESTORE_RANGE_MIB`` (a response is held whole in memory while its blobs are
-        written) or skip more than a MiB of blobs nobody needs."""
-        limit = _env_int("SNAPFLOW_RESTORE_RANGE_MIB", 4) * MiB
-        out: list[tuple[int, list]] = []
-        for pack_no in sorted(by_pack):
-            ordered = sorted(by_pack[pack_no].items(), key=lambda kv: kv[1][0])
-            group = [ordered[0]]
-            start = ordered[0][1][0]
-            end = start + ordered[0][1][1]
-            for item in ordered[1:]:
-                off, length = item[1][0], item[1][1]
-                if off + length - start > limit or off - end > MiB:
-                    out.append((pack_no, group))
-                    group, start = [], off
-                group.append(item)
-                end = off + length
-            out.append((pack_no, group))
-        return out
-
-    def _fetch_range(self, index, pack_no: int, ordered: list, batch: list[_FileRef], scratch: list) -> None:
-        """Fetch one range of a pack and write its blobs (``ordered``: ``(ID, [offset, stored length, raw
-        length, targets])`` by offset). When the pack is gone because prune deleted it as a duplicate
-        while this restore ran, the blobs not yet written are read from where the new index puts them."""
-        pack_id = index.pack_ids[pack_no]
-        aead = self.repo.keys.pack_aead(index.pack_salts[pack_no])
-        start = ordered[0][1][0]
-        end = ordered[-1][1][0] + ordered[-1][1][1]  # blobs of a pack do not overlap
-        done: set[bytes] = set()
-        counts = [0, 0]  # bytes written, bytes left sparse
-
-        def emit(bid: bytes, plain, raw: int, targets: list) -> None:
-            zero = _is_zero(plain)
-            for fno, foff in targets:
-                ref = batch[fno]
-                if ref.whole:
-                    counts[0] += self._write_whole(ref, plain, zero)
-                    ref.pending = 0
-                else:
-                    counts[0] += self._write_piece(ref, plain, zero, foff)
-                if zero:
-                    counts[1] += raw
-            done.add(bid)
-
-        def write(data: bytes) -> None:
-            # A replaced or damaged pack fails to decode here; pack_range then runs this again on an
-            # older, intact version: blobs already written (each was authenticated) are skipped.
-            view = memoryview(data)
-            for bid, (off, length, raw, targets) in ordered:
-                if bid in done:
-                    continue
-                name = f"blob {bid.hex()} in pack {pack_id}"
-                plain = self._decode(aead, bid, view[off - start : off - start + length], raw, name, scratch)
-                emit(bid, plain, raw, targets)
-
-        try:
-            self.repo.pack_range(pack_id, start, end - start, write)
-        except IntegrityError:
-            if self.repo.store.stat(pack_key(pack_id)) is not None:
-                raise  # there but damaged in every version: nothing to relocate
-            for bid, (_off, _length, raw, targets) in ordered:
-                if bid not in done:
-                    emit(bid, self.repo.read_blob(bid), raw, targets)  # read_blob relocates
-            with self._lock:
-                self.stats.relocated_packs += 1
-        with self._lock:
-            self.stats.bytes_written += counts[0]
-            self.stats.bytes_sparse += counts[1]
-            self.stats.packs_fetched += 1
-            self.stats.bytes_fetched += end - start
-            if self.progress is not None:
-                self.progress.done_bytes = self.stats.bytes_written + self.stats.bytes_sparse
-                self.progress.files = self.stats.files
 
     # -- main ---------------------------------------------------------------------------------
     def _conflicts(self) -> list[str]:
@@ -950,12 +488,12 @@ class Restorer:
         self.repo.index  # noqa: B018
         single = snap.get("source_type") in ("file", "block")
         onto_existing = self._check_target(single)
-        survey = _Survey(self.repo, self.limits, self.snapshot.short_id)
+        survey = Survey(self.repo, self.limits, self.snapshot.short_id)
         survey.check_root(snap.get("root"))
         survey.run(tree)
         if survey.first_damage is not None and not self.skip_damaged:
             raise DamagedSnapshotError(
-                f"snapshot {self.snapshot.short_id} is damaged at {_shorten(survey.first_damage, 600)}; nothing was"
+                f"snapshot {self.snapshot.short_id} is damaged at {shorten(survey.first_damage, 600)}; nothing was"
                 " written (--skip-damaged restores the rest; verify lists every problem)"
             )
         self._survey = survey
@@ -1030,7 +568,7 @@ class Restorer:
         if stat_mod.S_ISBLK(st.st_mode):
             fd = os.open(target, os.O_WRONLY | _O_CLOEXEC)
             try:
-                for bid, off, _raw, _loc in _blob_offsets(self.repo, node):
+                for bid, off, _raw, _loc in blob_offsets(self.repo, node):
                     data = self.repo.read_blob(bid)
                     os.pwrite(fd, data, off)
                     self.stats.bytes_written += len(data)
@@ -1045,7 +583,7 @@ class Restorer:
         parent, name = os.path.split(target)
         dir_fd = beneath.open_root(parent)
         self._batch_fds[()] = dir_fd
-        ref = _FileRef(dir_fd, os.fsencode(name), target, node, created=True)
+        ref = FileRef(dir_fd, os.fsencode(name), target, node, created=True)
         ref.ident = (st.st_dev, st.st_ino)
         self._batch.append(ref)
         self._flush()

@@ -21,18 +21,7 @@ from steps.manifests import render
 ROOT = Path(__file__).resolve().parents[2]
 ENV_NAME = re.compile(r"^(SNAPFLOW|AWS)_[A-Z0-9_]+$")
 
-KNOWN_ENV_LITERALS: set[tuple[str, str]] = {
-    # tuning variables of the data path, read where their defaults are: runtime.SCAN_AHEAD, ...
-    ("steps/repository/archiver.py", "SNAPFLOW_SCAN_AHEAD"),
-    ("steps/repository/archiver.py", "SNAPFLOW_SCAN_THREADS"),
-    ("steps/repository/archiver.py", "SNAPFLOW_FILE_QUEUE"),
-    ("steps/repository/archiver.py", "SNAPFLOW_FILE_WORKERS"),
-    ("steps/repository/chunker.py", "SNAPFLOW_CHUNKER_TRANSLATE"),
-    ("steps/repository/pipeline.py", "SNAPFLOW_INDEX_EVERY_PACKS"),
-    ("steps/repository/pipeline.py", "SNAPFLOW_UPLOADERS"),
-    ("steps/repository/restorer.py", "SNAPFLOW_RESTORE_CONNECTIONS"),
-    ("steps/repository/restorer.py", "SNAPFLOW_RESTORE_RANGE_MIB"),
-}
+KNOWN_ENV_LITERALS: set[tuple[str, str]] = set()
 KNOWN_REPOSITORY_OPENS: set[str] = set()
 
 

@@ -1,0 +1,351 @@
+"""The restore's content path: planned files written from ranged pack reads over several connections.
+
+Provides :class:`ContentWriter` (the part of :class:`~.restorer.Restorer` that creates files and writes
+their blobs), :class:`FileRef` and :func:`interleave`. A batch of planned files is turned into ranged
+GETs, in pack order, cut into parts that different connections fetch at once; each blob is decrypted
+into a per-thread buffer, checked against its ID and written with ``pwrite``. A file of one blob is
+created, written and given its metadata through one descriptor when its blob arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from steps import runtime
+from steps.drivers import beneath
+from steps.errors import IntegrityError, SnapflowError, printable
+
+from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
+from .pack import lazy_buffer, pack_key
+from .pipeline import _env_int
+from .snapshot_read import blob_offsets
+
+MiB = 1024 * 1024
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_ZEROS = bytes(4 * 1024 * 1024)
+
+
+def _is_zero(data) -> bool:
+    n = len(data)
+    if not n or data[0]:
+        return not n
+    if n <= len(_ZEROS):
+        return _ZEROS.startswith(data)
+    view = memoryview(data)
+    return all(_ZEROS.startswith(view[i : i + len(_ZEROS)]) for i in range(0, n, len(_ZEROS)))
+
+
+def interleave(items: list, ways: int) -> list:
+    """``items`` cut into ``ways`` consecutive parts, taken one from each part in turn: connections
+    working at the same moment write files of different directories (creating files in one directory
+    is serialised by the kernel) while each still reads its part of the packs in order."""
+    if ways <= 1:
+        return items
+    size = -(-len(items) // ways)
+    parts = [items[i : i + size] for i in range(0, len(items), size)]
+    return [p[i] for i in range(size) for p in parts if i < len(p)]
+
+
+class FileRef:
+    """One file to write: ``name`` in the directory ``dir_fd``, whose path below the target is ``comps``
+    (a tuple shared by the files of one directory, so a batch holds no path per file; or the path of a
+    file target). ``created``: it exists with its final size (pieces are pwritten into it); otherwise it
+    is created, written and closed when its only blob arrives (``whole``)."""
+
+    __slots__ = ("comps", "created", "dir_fd", "ident", "name", "node", "ours", "pending", "whole")
+
+    def __init__(
+        self,
+        dir_fd: int,
+        name: bytes,
+        comps: tuple[bytes, ...] | str,
+        node: dict,
+        created: bool = False,
+        ours: bool = False,
+    ):
+        self.dir_fd = dir_fd
+        self.name = name
+        self.comps = comps
+        self.node = node
+        self.created = created
+        self.ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file created for it
+        self.ours = ours  # a file created there belongs to our uid and gid (the directory is not set-gid)
+        self.whole = False
+        self.pending = 0
+
+    @property
+    def shown(self) -> str:
+        """The file's path in messages."""
+        if isinstance(self.comps, str):
+            return self.comps
+        return printable("/" + os.fsdecode(b"/".join((*self.comps, self.name))))
+
+
+class ContentWriter:
+    """File creation and content writing of :class:`~.restorer.Restorer` (which provides ``repo``,
+    ``stats``, ``progress``, ``downloaders``, ``_lock``, ``_umask``, ``_ids``, ``_is_root``, ``_batch``,
+    ``_batch_blobs``, ``_batch_fds``, ``_warn``, ``_owner`` and ``_apply_meta_fd``)."""
+
+    # -- content ------------------------------------------------------------------------------
+    @staticmethod
+    def _open_new(ref: FileRef, mode: int = 0o600) -> int:
+        """A new file ``ref.name``; whatever appeared in its place since the walk is removed, not followed."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+        try:
+            return os.open(ref.name, flags, mode, dir_fd=ref.dir_fd)
+        except FileExistsError:
+            beneath.remove(ref.dir_fd, ref.name)
+            return os.open(ref.name, flags, mode, dir_fd=ref.dir_fd)
+
+    def _create_sized(self, ref: FileRef) -> os.stat_result:
+        fd = self._open_new(ref)
+        try:
+            size = ref.node.get("size", 0)
+            if size:
+                os.ftruncate(fd, size)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        ref.created = True
+        ref.ident = (st.st_dev, st.st_ino)
+        return st
+
+    @staticmethod
+    def _reopen(ref: FileRef) -> int:
+        """The file created for ``ref``, opened again for writing: refused when something else stands
+        under its name now (a hard link or file swapped in by another process), so that nothing is
+        ever written through it."""
+        fd = os.open(ref.name, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=ref.dir_fd)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != ref.ident:
+            os.close(fd)
+            raise SnapflowError(
+                f"{printable(ref.shown)}: replaced by another process during the restore; nothing was"
+                " written through it"
+            )
+        return fd
+
+    def _flush(self) -> None:
+        batch, self._batch, self._batch_blobs = self._batch, [], 0
+        fds, self._batch_fds = self._batch_fds, {}
+        try:
+            self._write_batch(batch)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def _write_batch(self, batch: list[FileRef]) -> None:
+        if not batch:
+            return
+        # Pack numbers belong to one index: the one in use now, even if a relocation reloads it meanwhile.
+        index = self.repo.index
+        # pack number -> {blob ID: [pack offset, stored length, raw length, [(file no, file offset)]]}
+        by_pack: dict[int, dict[bytes, list]] = {}
+        for fno, ref in enumerate(batch):
+            pieces = list(blob_offsets(self.repo, ref.node, ref.shown, index))
+            if not pieces:  # empty, or only holes: its size and metadata are all there is
+                fd = self._reopen(ref) if ref.created else self._open_new(ref)
+                try:
+                    size = ref.node.get("size", 0)
+                    if size:
+                        os.ftruncate(fd, size)
+                    self._apply_meta_fd(fd, ref.shown, ref.node)
+                finally:
+                    os.close(fd)
+                continue
+            size = ref.node.get("size", 0)
+            if not ref.created and len(pieces) == 1 and pieces[0][1] == 0 and pieces[0][2] == size:
+                ref.whole = True
+            elif not ref.created:
+                self._create_sized(ref)
+            ref.pending = len(pieces)
+            for bid, off, raw, loc in pieces:
+                blobs = by_pack.get(loc.pack_no)
+                if blobs is None:
+                    blobs = by_pack[loc.pack_no] = {}
+                entry = blobs.get(bid)
+                if entry is None:
+                    blobs[bid] = [loc.offset, loc.length, raw, [(fno, off)]]
+                else:
+                    entry[3].append((fno, off))
+        ranges = self._ranges(by_pack)
+        del by_pack
+        ranges = interleave(ranges, min(self.downloaders, len(ranges)))
+        errors: list[BaseException] = []
+        feed = iter(ranges)
+        feed_lock = threading.Lock()
+
+        def download() -> None:
+            scratch = [lazy_buffer(1)]
+            while not errors:
+                with feed_lock:
+                    item = next(feed, None)
+                if item is None:
+                    return
+                try:
+                    self._fetch_range(index, item[0], item[1], batch, scratch)
+                except BaseException as err:
+                    errors.append(err)
+                    return
+
+        threads = [
+            threading.Thread(target=download, name=f"restore-{i}", daemon=True)
+            for i in range(min(self.downloaders, len(ranges)))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        for ref in batch:
+            if ref.pending:  # cannot happen unless a pack decoded fewer blobs than planned
+                raise IntegrityError(f"{ref.shown}: {ref.pending} piece(s) were not restored")
+
+    def _decode(self, aead, bid: bytes, stored, raw: int, name: str, scratch: list):
+        if len(stored) < NONCE_LEN + TAG_LEN + 1:
+            raise IntegrityError(f"{name}: truncated")
+        if len(scratch[0]) < len(stored):
+            scratch[0] = lazy_buffer(max(len(stored), 4 * 1024 * 1024 + 64))
+        try:
+            plain = open_blob_into(aead, b"d", bid, stored, raw, scratch[0])
+        except IntegrityError as err:
+            raise IntegrityError(f"{name}: {err}") from None
+        except Exception as err:  # zstd errors and the like: corrupt payload
+            raise IntegrityError(f"{name}: cannot decode ({type(err).__name__})") from None
+        if len(plain) != raw or self.repo.keys.blob_id(plain) != bid:
+            raise IntegrityError(f"{name}: content does not match its ID")
+        return plain
+
+    def _write_whole(self, ref: FileRef, plain, zero: bool) -> int:
+        """Create, write and close a one-blob file. Metadata goes through the same descriptor, and the
+        calls that would change nothing are left out: a file created with its final mode (no set-id or
+        sticky bit, nothing the umask removes) needs no chmod, one that is ours already no chown."""
+        node = ref.node
+        mode = node.get("mode", 0o644)
+        direct = not mode & 0o7000 and not mode & self._umask
+        fd = self._open_new(ref, mode if direct else 0o600)
+        try:
+            if zero:
+                os.ftruncate(fd, len(plain))
+                written = 0
+            else:
+                written = os.pwrite(fd, plain, 0)
+                while written < len(plain):
+                    written += os.pwrite(fd, memoryview(plain)[written:], written)
+            owner = self._owner(node)
+            if not (ref.ours and owner == self._ids):
+                try:
+                    os.fchown(fd, *owner)
+                except PermissionError:
+                    if self._is_root:
+                        self._warn(f"{ref.shown}: cannot set owner")
+                except OSError:
+                    pass
+            if not direct:
+                try:
+                    os.fchmod(fd, mode)
+                except OSError as err:
+                    self._warn(f"{ref.shown}: cannot set mode ({err.strerror})")
+            mtime = node.get("mtime_ns", 0)
+            try:
+                os.utime(fd, ns=(node.get("atime_ns", mtime), mtime))
+            except (OSError, NotImplementedError) as err:
+                self._warn(f"{ref.shown}: cannot set times ({err})")
+        finally:
+            os.close(fd)
+        return written
+
+    def _write_piece(self, ref: FileRef, plain, zero: bool, offset: int) -> int:
+        written = 0
+        fd = self._reopen(ref)
+        try:
+            if not zero:
+                written = os.pwrite(fd, plain, offset)
+                while written < len(plain):
+                    written += os.pwrite(fd, memoryview(plain)[written:], offset + written)
+            with self._lock:
+                ref.pending -= 1
+                last = ref.pending == 0
+            if last:
+                self._apply_meta_fd(fd, ref.shown, ref.node)
+        finally:
+            os.close(fd)
+        return written
+
+    def _ranges(self, by_pack: dict[int, dict[bytes, list]]) -> list[tuple[int, list]]:
+        """The ranged GETs to make, in pack order: the needed blobs of a pack, cut where the range would
+        pass ``SNAPFLOW_RESTORE_RANGE_MIB`` (a response is held whole in memory while its blobs are
+        written) or skip more than a MiB of blobs nobody needs."""
+        limit = _env_int(runtime.RESTORE_RANGE_MIB, 4) * MiB
+        out: list[tuple[int, list]] = []
+        for pack_no in sorted(by_pack):
+            ordered = sorted(by_pack[pack_no].items(), key=lambda kv: kv[1][0])
+            group = [ordered[0]]
+            start = ordered[0][1][0]
+            end = start + ordered[0][1][1]
+            for item in ordered[1:]:
+                off, length = item[1][0], item[1][1]
+                if off + length - start > limit or off - end > MiB:
+                    out.append((pack_no, group))
+                    group, start = [], off
+                group.append(item)
+                end = off + length
+            out.append((pack_no, group))
+        return out
+
+    def _fetch_range(self, index, pack_no: int, ordered: list, batch: list[FileRef], scratch: list) -> None:
+        """Fetch one range of a pack and write its blobs (``ordered``: ``(ID, [offset, stored length, raw
+        length, targets])`` by offset). When the pack is gone because prune deleted it as a duplicate
+        while this restore ran, the blobs not yet written are read from where the new index puts them."""
+        pack_id = index.pack_ids[pack_no]
+        aead = self.repo.keys.pack_aead(index.pack_salts[pack_no])
+        start = ordered[0][1][0]
+        end = ordered[-1][1][0] + ordered[-1][1][1]  # blobs of a pack do not overlap
+        done: set[bytes] = set()
+        counts = [0, 0]  # bytes written, bytes left sparse
+
+        def emit(bid: bytes, plain, raw: int, targets: list) -> None:
+            zero = _is_zero(plain)
+            for fno, foff in targets:
+                ref = batch[fno]
+                if ref.whole:
+                    counts[0] += self._write_whole(ref, plain, zero)
+                    ref.pending = 0
+                else:
+                    counts[0] += self._write_piece(ref, plain, zero, foff)
+                if zero:
+                    counts[1] += raw
+            done.add(bid)
+
+        def write(data: bytes) -> None:
+            # A replaced or damaged pack fails to decode here; pack_range then runs this again on an
+            # older, intact version: blobs already written (each was authenticated) are skipped.
+            view = memoryview(data)
+            for bid, (off, length, raw, targets) in ordered:
+                if bid in done:
+                    continue
+                name = f"blob {bid.hex()} in pack {pack_id}"
+                plain = self._decode(aead, bid, view[off - start : off - start + length], raw, name, scratch)
+                emit(bid, plain, raw, targets)
+
+        try:
+            self.repo.pack_range(pack_id, start, end - start, write)
+        except IntegrityError:
+            if self.repo.store.stat(pack_key(pack_id)) is not None:
+                raise  # there but damaged in every version: nothing to relocate
+            for bid, (_off, _length, raw, targets) in ordered:
+                if bid not in done:
+                    emit(bid, self.repo.read_blob(bid), raw, targets)  # read_blob relocates
+            with self._lock:
+                self.stats.relocated_packs += 1
+        with self._lock:
+            self.stats.bytes_written += counts[0]
+            self.stats.bytes_sparse += counts[1]
+            self.stats.packs_fetched += 1
+            self.stats.bytes_fetched += end - start
+            if self.progress is not None:
+                self.progress.done_bytes = self.stats.bytes_written + self.stats.bytes_sparse
+                self.progress.files = self.stats.files

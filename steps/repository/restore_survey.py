@@ -1,0 +1,115 @@
+"""The restore's survey: every tree a restore may apply, validated and counted before the first write.
+
+Provides :class:`Survey` and :class:`DamagedSnapshotError`. Called by :mod:`.restorer`.
+"""
+
+from __future__ import annotations
+
+from steps.errors import IntegrityError, SnapflowError, printable
+
+from .pack import BLOB_DATA
+from .repo import Repository
+from .tree import RestoreLimits, node_problem
+
+
+class DamagedSnapshotError(SnapflowError):
+    """The snapshot's trees break the tree rules or its limits: nothing was written (exit 1)."""
+
+
+class Survey:
+    """The walk before the first write: every tree the restore may apply is loaded and validated, file
+    sizes are checked against their blobs and holes, and the limits are applied, counting a tree as often
+    as the snapshot references it (without expanding it: results are kept per tree ID)."""
+
+    def __init__(self, repo: Repository, limits: RestoreLimits, snapshot: str):
+        self.repo = repo
+        self.limits = limits
+        self.snapshot = snapshot
+        self.index = repo.index
+        self.damaged_trees: dict[str, str] = {}  # tree ID -> why
+        self.damaged_files: dict[tuple[str, str], str] = {}  # (tree ID, name) -> why
+        self.first_damage: str | None = None  # "<path>: <why>" of the first damage met
+        self.root_damage: str | None = None  # why the snapshot record's root metadata is unusable
+        self._memo: dict[str, tuple[int, int]] = {}  # tree ID -> (entries below, depth below)
+
+    def _limit(self, flag: str, value: int, where: str) -> DamagedSnapshotError:
+        return DamagedSnapshotError(
+            f"snapshot {self.snapshot} exceeds {flag} {value}; nothing was written (raise {flag} if the"
+            f" snapshot is genuine): {shorten(where)}"
+        )
+
+    def _damage(self, path: str, why: str) -> None:
+        if self.first_damage is None:
+            self.first_damage = printable(f"{path}: {why}")
+
+    def check_root(self, root) -> None:
+        """The snapshot record's metadata of the target itself, from the record (not a tree)."""
+        if root is None:
+            return
+        why = node_problem({**root, "type": "dir"}) if isinstance(root, dict) else "not an entry"
+        if why is not None:
+            self.root_damage = f"the target's own metadata in the snapshot record: {why}"
+            self._damage("/", self.root_damage)
+
+    def run(self, root: str) -> None:
+        entries, _depth = self._tree(root, "/", 0)
+        if entries > self.limits.max_entries:
+            raise self._limit("--max-entries", self.limits.max_entries, f"its {entries} entries")
+
+    def _tree(self, tree_hex: str, path: str, depth: int) -> tuple[int, int]:
+        known = self._memo.get(tree_hex)
+        if known is None:
+            known = self._memo[tree_hex] = self._survey(tree_hex, path, depth)
+        if depth + known[1] > self.limits.max_depth:
+            raise self._limit("--max-depth", self.limits.max_depth, f"the depth of {path}")
+        return known
+
+    def _survey(self, tree_hex: str, path: str, depth: int) -> tuple[int, int]:
+        if depth > self.limits.max_depth:
+            raise self._limit("--max-depth", self.limits.max_depth, f"the depth of {path}")
+        try:
+            nodes = self.repo.load_tree(tree_hex)
+        except IntegrityError as err:  # crafted, damaged or missing: the whole directory is damage
+            self.damaged_trees[tree_hex] = str(err)
+            self._damage(path, str(err))
+            return 0, 0
+        if len(nodes) > self.limits.max_tree_entries:
+            raise self._limit(
+                "--max-tree-entries", self.limits.max_tree_entries, f"directory {path} ({len(nodes)} entries)"
+            )
+        entries, below = len(nodes), 0
+        for node in nodes:
+            child = f"{path.rstrip('/')}/{node['name']}"
+            if node["type"] == "dir":  # a level of its own, with or without a subtree
+                n, d = self._tree(node["subtree"], child, depth + 1) if node.get("subtree") else (0, 0)
+                entries += n
+                below = max(below, d + 1)
+                if depth + below > self.limits.max_depth:
+                    raise self._limit("--max-depth", self.limits.max_depth, f"the depth of {child}")
+            elif node["type"] == "file":
+                why = self._file_problem(node)
+                if why is not None:
+                    self.damaged_files[(tree_hex, node["name"])] = why
+                    self._damage(child, why)
+        return entries, below
+
+    def _file_problem(self, node: dict) -> str | None:
+        """Why the file's size disagrees with its blobs and holes (None when it agrees)."""
+        total = sum(length for _off, length in node.get("holes") or ())
+        get = self.index.get
+        for hexid in node.get("content") or ():
+            loc = get(bytes.fromhex(hexid))
+            if loc is None:
+                return f"blob {hexid} is not in the index"
+            if loc.type != BLOB_DATA:
+                return f"blob {hexid} is not a data blob"
+            total += loc.raw_length
+        size = node.get("size", 0)
+        if total != size:
+            return f"size {size} but its blobs and holes hold {total} bytes"
+        return None
+
+
+def shorten(text: str, keep: int = 160) -> str:
+    """``text`` cut in the middle when longer than ``keep`` characters (crafted paths can be huge)."""
+    return text if len(text) <= keep else f"{text[: keep // 3]}...{text[-(keep - keep // 3) :]}"
