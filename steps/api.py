@@ -42,7 +42,7 @@ from steps.plan import (
     Volume,
     plan_from_dict,
 )
-from steps.quiesce.consistent_point import fsfreeze_mounts
+from steps.quiesce.cut import fsfreeze_mounts
 from steps.quiesce.postgresql import write_backup_label
 from steps.quiesce.render import target_problems
 from steps.repository.catalog import read_catalog

@@ -15,7 +15,7 @@ __all__ = ["check_not_frozen", "check_output_path", "store_run_record", "write_j
 def check_not_frozen(option: str, path: str | os.PathLike, plan: Plan) -> None:
     """Refuse (UsageError naming ``option``) a path on a file system the plan's fsfreeze hooks freeze:
     the holder never writes there (the write would sleep uninterruptibly until the thaw)."""
-    from steps.quiesce.consistent_point import fsfreeze_mounts
+    from steps.quiesce.cut import fsfreeze_mounts
 
     mounts = fsfreeze_mounts(plan)
     if not mounts:

@@ -39,7 +39,7 @@ def run(args) -> int:
     )
     from steps.drivers.files import load_plan
     from steps.drivers.snapshot import open_snapshot_driver
-    from steps.quiesce.consistent_point import run_consistent_point
+    from steps.quiesce.cut import run_consistent_point
 
     interrupted: list[str] = []
 

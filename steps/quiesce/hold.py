@@ -31,7 +31,7 @@ def hold(
     from steps.drivers import files
     from steps.drivers.files import write_json_atomic
     from steps.errors import ConsistencyError
-    from steps.quiesce.consistent_point import fsfreeze_mounts, volumes_of
+    from steps.quiesce.cut import fsfreeze_mounts, volumes_of
     from steps.quiesce.engine import Quiescer, build_hooks
     from steps.quiesce.verdict import iso
 

@@ -13,7 +13,7 @@ import pytest
 
 from steps.drivers.snapshot_local import LocalSnapshotDriver
 from steps.plan import plan_from_dict
-from steps.quiesce.consistent_point import run_consistent_point
+from steps.quiesce.cut import run_consistent_point
 from steps.quiesce.postgresql import write_backup_label
 from tests.fixtures.databases import PostgresServer, make_workdir, prepare_restored_pgdata
 from tests.fixtures.quiesce import local_plan, run_step

@@ -12,7 +12,7 @@ import pytest
 
 from steps.drivers.snapshot_local import LocalSnapshotDriver
 from steps.plan import plan_from_dict
-from steps.quiesce.consistent_point import run_consistent_point
+from steps.quiesce.cut import run_consistent_point
 from tests.fixtures.databases import (
     MariaDBServer,
     TransferWorkload,

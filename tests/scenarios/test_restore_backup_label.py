@@ -134,7 +134,7 @@ def test_postgresql_copied_in_backup_mode_recovers_consistent_from_a_restore_wit
 ):
     from steps.drivers.snapshot_local import LocalSnapshotDriver
     from steps.plan import plan_from_dict
-    from steps.quiesce.consistent_point import run_consistent_point
+    from steps.quiesce.cut import run_consistent_point
     from tests.fixtures.databases import PostgresServer, make_workdir
     from tests.scenarios.test_consistent_point_postgresql import _pg_target, _restore_and_check
     from workflows.demo.sandbox import tpcb_invariant_holds
