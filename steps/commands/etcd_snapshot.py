@@ -94,18 +94,11 @@ def configure(parser):
     parser.epilog = CONNECTION_EPILOG
 
 
-def describe(
-    stream, version: dict, members: dict, status: dict, tool, tool_status: dict | None, url: str
-) -> dict:
+def describe(stream, version: dict, members: dict, status: dict, revision, revision_source, url: str) -> dict:
     """The content of ``etcd.json``: what a restore and a reader of the backup need to know."""
     from steps.repository.records import utc_now_iso
 
     header = stream.header or {}
-    revision, source = None, None
-    if header.get("revision"):
-        revision, source = int(header["revision"]), "snapshot stream header"
-    elif tool_status and tool_status.get("revision"):
-        revision, source = int(tool_status["revision"]), f"{tool} snapshot status"
     from_member = header.get("member_id") or (status.get("header") or {}).get("member_id")
     member_id = f"{int(from_member):x}" if from_member else members["member_id"]
     names = {m["id"]: m["name"] for m in members["members"]}
@@ -117,9 +110,8 @@ def describe(
         "etcd_version": stream.version or version.get("etcdserver") or status.get("version"),
         "cluster_version": version.get("etcdcluster"),
         "revision": revision,
-        "revision_source": source,
-        # etcd 3.4 names no revision in the stream: without a tool, the status's revision before the
-        # snapshot began is a lower bound of it
+        "revision_source": revision_source,
+        # when nothing names the revision, the member's revision before the snapshot began bounds it
         "revision_at_least": int((status.get("header") or {}).get("revision") or 0) or None,
         "cluster_id": members["cluster_id"],
         "member_id": member_id,
@@ -127,16 +119,29 @@ def describe(
         "members": members["members"],
         "size": stream.size,
         "sha256": stream.sha256,
-        "status": tool_status,
-        "status_tool": str(tool) if tool else None,
     }
+
+
+def snapshot_revision(stream, db: str, status_check) -> tuple[int | None, str | None]:
+    """The snapshot's revision and where it came from: the stream's first header (etcd 3.5 and later),
+    else the file's own ``key`` bucket, else etcd's tool."""
+    from steps.drivers.etcd_bolt import snapshot_revision as from_file
+
+    if (stream.header or {}).get("revision"):
+        return int(stream.header["revision"]), "snapshot stream header"
+    revision = from_file(db)
+    if revision is not None:
+        return revision, "snapshot file"
+    if status_check is not None and status_check.result().get("revision"):
+        return int(status_check.result()["revision"]), f"{status_check.tool} snapshot status"
+    return None, None
 
 
 def run(args) -> int:
     import sys
 
     from steps.drivers import etcd, etcd_tool
-    from steps.errors import UsageError
+    from steps.errors import IntegrityError, UsageError
     from steps.progress import Progress, human_bytes
     from steps.repository.archiver import CopyOptions, copy_source
     from steps.repository.records import save_run_record
@@ -151,15 +156,18 @@ def run(args) -> int:
     status = client.status()
     repo = open_repository(args)
     staged = etcd.stage_snapshot(client, args.scratch, name=f"etcd-{members['cluster_id'] or 'cluster'}")
+    status_check = None
     try:
-        tool_status = etcd_tool.snapshot_status(tool, staged.db) if tool else None
-        desc = describe(staged.stream, version, members, status, tool, tool_status, client.endpoint.url)
+        # etcd's tool reads the whole file: it runs while the copy does, and is waited for before the commit
+        status_check = etcd_tool.StatusInBackground(tool, staged.db) if tool else None
+        revision, source = snapshot_revision(staged.stream, staged.db, status_check)
+        desc = describe(staged.stream, version, members, status, revision, source, client.endpoint.url)
         staged.describe(desc)
         tags.update(
             {
                 "kind": "etcd",
                 "etcd-version": str(desc["etcd_version"] or ""),
-                "etcd-revision": str(desc["revision"] or ""),
+                "etcd-revision": str(revision or ""),
                 "etcd-cluster-id": desc["cluster_id"],
             }
         )
@@ -169,10 +177,26 @@ def run(args) -> int:
         opts = CopyOptions(
             source=staged.dir, tags=tags, backup_id=args.backup_id, identity=identity, parent=None
         )
+        checked: dict = {"status": None, "status_tool": None}
+
+        def agree_with_status(_repo, _parent) -> None:
+            if status_check is None:
+                return
+            status_of_tool = status_check.result()
+            if revision is not None and int(status_of_tool.get("revision") or 0) != revision:
+                raise IntegrityError(
+                    f"{client.where}: the snapshot's revision {revision} ({source}) differs from"
+                    f" {status_check.tool} snapshot status ({status_of_tool.get('revision')}); nothing was stored"
+                )
+            checked.update(status=status_of_tool, status_tool=str(status_check.tool))
+
         with Progress("etcd-snapshot") as progress:
-            result = copy_source(repo, opts, progress)
+            result = copy_source(repo, opts, progress, before_commit=agree_with_status)
     finally:
+        if status_check is not None:
+            status_check.wait()
         staged.remove()
+    desc.update(checked)
     if args.backup_id:
         save_run_record(repo, args.backup_id, "etcd", {"snapshot": result.snapshot_id, **desc})
     members_text = ", ".join(f"{m['name'] or '?'} ({m['id']})" for m in desc["members"])

@@ -26,10 +26,10 @@ snapshot whose digest does not match. Each names the endpoint; none shows a key'
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import http.client
+import io
 import json
 import os
 import shutil
@@ -408,6 +408,8 @@ class EtcdClient:
         stream is cut, carries an error, or ends with a digest that does not match."""
         path = "/v3/maintenance/snapshot"
         resp = self._open("POST", path, {})
+        # large reads: the response's own readline peeks at the socket a few KiB at a time
+        reader = io.BufferedReader(resp, _COPY_BUFFER)
         hasher, whole = hashlib.sha256(), hashlib.sha256()
         tail = b""
         size, remaining = 0, None
@@ -416,7 +418,7 @@ class EtcdClient:
         try:
             while True:
                 try:
-                    line = resp.readline()
+                    line = reader.readline()
                 except ssl.SSLError as err:
                     raise self._tls_error(err) from None
                 except (OSError, http.client.HTTPException) as err:
@@ -443,7 +445,7 @@ class EtcdClient:
                 if version is None and result.get("version"):
                     version = str(result["version"])
                 try:
-                    blob = base64.b64decode(result.get("blob", ""), validate=True)
+                    blob = binascii.a2b_base64(result.get("blob", ""), strict_mode=True)
                 except (binascii.Error, ValueError):
                     raise IntegrityError(
                         f"{self.where}: the snapshot stream holds a chunk that is not base64"

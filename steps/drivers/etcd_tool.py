@@ -162,3 +162,30 @@ def restore_data_dir(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return written
+
+
+class StatusInBackground:
+    """:func:`snapshot_status` of a file in a thread, so that it reads the file while the copy does;
+    :meth:`result` waits for it and returns the status or raises its error."""
+
+    def __init__(self, tool: EtcdTool, db: str):
+        import threading
+
+        self.tool, self._status, self._error = tool, None, None
+        self._thread = threading.Thread(target=self._run, args=(db,), name="etcd-status", daemon=True)
+        self._thread.start()
+
+    def _run(self, db: str) -> None:
+        try:
+            self._status = snapshot_status(self.tool, db)
+        except BaseException as err:  # handed to the caller of result()
+            self._error = err
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> dict:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._status
