@@ -11,6 +11,7 @@ from __future__ import annotations
 from steps import runtime
 from steps.cli import build_command_parser, discover_commands, run_command
 from steps.commands import backups as backups_command
+from steps.drivers import kube_objects as manifest_render
 from steps.drivers.kube import KubeClient, KubeError, KubeSettings
 from steps.drivers.objectstore import open_store
 from steps.drivers.repourl import canonical_repo_url, check_endpoint
@@ -25,7 +26,6 @@ from steps.errors import (
     TemporaryError,
     UsageError,
 )
-from steps.manifests import render as manifest_render
 from steps.manifests.cluster_checks import allowed, preflight
 from steps.manifests.objects import dig
 from steps.manifests.podsecurity import ENFORCE_LABEL, LEVELS
