@@ -2,6 +2,10 @@
 
     make bench                                  # ~1 GiB mixed dataset, 3 rounds, median
     .venv/bin/python bench/backup_vs_restic.py --size-mib 256 --rounds 1
+    .venv/bin/python bench/backup_vs_restic.py --files 200000 --rounds 1   # small files of 0-4 KiB
+
+With ``--files N`` the dataset is N files of 0-4 KiB (500 to a directory) and the change between the
+backups touches 1% of them (half rewritten, a quarter deleted, as many added).
 
 Each round, on a fresh copy of the dataset and fresh buckets in one embedded SeaweedFS: full backup,
 ~1% change, incremental backup, restore of the latest snapshot into an empty folder — with both tools,
@@ -10,8 +14,9 @@ its children), peak RSS summed over the process tree (sampled), repository size 
 bucket). Page caches are dropped before each command when run as root. KDF cost: restic calibrates its
 scrypt parameters at init; the Snapflow repository of the round gets a key with exactly those parameters
 (the KDF runs once per command for both). Every restore is compared with the source, so a fast but wrong
-result cannot win. Prints a table of medians, the speed-up (restic's time / Snapflow's) and the RSS and
-size ratios (Snapflow's / restic's); writes JSON to bench/results/.
+result cannot win. Prints the restic version, a table of medians, the speed-up (restic's time /
+Snapflow's) and the RSS and size ratios (Snapflow's / restic's), and a scale table (files/s, MB/s, peak
+RSS, ratio to restic) in the form docs/performance.md uses; writes JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.dataset import dir_size, generate, mutate
+from bench.dataset import dir_size, generate, generate_small, mutate, mutate_small
 from workflows.demo.seaweedfs import SeaweedFS
 
 PASSWORD = "benchmark password"
@@ -216,7 +221,18 @@ class Restic:
         return r, target
 
 
-def one_round(server: SeaweedFS, pristine: Path, work: Path, rnd: int, order: list[str]) -> dict:
+def restic_version() -> str:
+    out = subprocess.run(["restic", "version"], capture_output=True, text=True, check=True).stdout
+    return out.strip()
+
+
+def file_count(root: Path) -> int:
+    return sum(len(names) for _dp, _ds, names in os.walk(root))
+
+
+def one_round(
+    server: SeaweedFS, pristine: Path, work: Path, rnd: int, order: list[str], small: bool = False
+) -> dict:
     results: dict[str, dict] = {}
     data = work / "data"
     if data.exists():
@@ -230,7 +246,7 @@ def one_round(server: SeaweedFS, pristine: Path, work: Path, rnd: int, order: li
     for name in order:
         drop_caches()
         results.setdefault(name, {})["full"] = tools[name].backup(data)
-    mutate(data)
+    (mutate_small if small else mutate)(data)
     for name in order:
         drop_caches()
         results[name]["incremental"] = tools[name].backup(data)
@@ -257,19 +273,31 @@ def main(argv=None) -> int:
     ap.add_argument("--size-mib", type=int, default=1024, help="dataset size (default 1024)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported (default 3)")
     ap.add_argument(
+        "--files", type=int, default=0, metavar="N", help="small-files mode: N files of 0-4 KiB instead"
+    )
+    ap.add_argument(
         "--workdir", default=None, help="scratch folder (default: a temp dir, removed afterwards)"
     )
     args = ap.parse_args(argv)
+    if args.files < 0:
+        print(f"error: --files: expected a file count of 0 or more, got {args.files}", file=sys.stderr)
+        return 2
     if not shutil.which("restic"):
         print("error: restic not found (make system-deps installs it)", file=sys.stderr)
         return 2
+    version = restic_version()
+    print(f"compared with: {version}")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="snapflow-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     pristine = work / "pristine"
     try:
         if not pristine.exists():
-            print(f"generating {args.size_mib} MiB dataset in {pristine} ...", file=sys.stderr)
-            info = generate(pristine, args.size_mib)
+            if args.files:
+                print(f"generating {args.files} small files in {pristine} ...", file=sys.stderr)
+                info = generate_small(pristine, args.files)
+            else:
+                print(f"generating {args.size_mib} MiB dataset in {pristine} ...", file=sys.stderr)
+                info = generate(pristine, args.size_mib)
             print(f"  {info['files']} files, {info['bytes'] / 2**20:.0f} MiB", file=sys.stderr)
         rounds = []
         shutil.rmtree(work / "s3", ignore_errors=True)  # fresh buckets, also when --workdir is reused
@@ -277,9 +305,13 @@ def main(argv=None) -> int:
             for rnd in range(args.rounds):
                 order = ["snapflow", "restic"] if rnd % 2 == 0 else ["restic", "snapflow"]
                 print(f"round {rnd + 1}/{args.rounds} ({' then '.join(order)}) ...", file=sys.stderr)
-                rounds.append(one_round(server, pristine, work, rnd, order))
-        report = summarize(rounds, dir_size(pristine), caches_dropped=drop_caches())
+                rounds.append(one_round(server, pristine, work, rnd, order, small=bool(args.files)))
+        data_bytes, files = dir_size(pristine), file_count(pristine)
+        report = summarize(rounds, data_bytes, caches_dropped=drop_caches())
+        scale = scale_table(report["summary"], files, data_bytes, len(rounds), version)
         print(report["table"])
+        print()
+        print(scale)
         out = Path(__file__).parent / "results"
         out.mkdir(exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -287,8 +319,12 @@ def main(argv=None) -> int:
             json.dumps(
                 {
                     "size_mib": args.size_mib,
+                    "files": files,
+                    "data_bytes": data_bytes,
+                    "restic_version": version,
                     "rounds": args.rounds,
                     "summary": report["summary"],
+                    "scale_table": scale,
                     "raw": [
                         {
                             t: {
@@ -354,6 +390,27 @@ def summarize(rounds: list[dict], data_bytes: int, caches_dropped: bool) -> dict
         ]
     )
     return {"table": table, "summary": summary}
+
+
+def scale_table(summary: dict, files: int, data_bytes: int, rounds: int, version: str) -> str:
+    """The scale table: per phase, files and MB per second of each tool (over the whole dataset: an
+    incremental also looks at every file), the speed-up, and the peak RSS of each with their ratio."""
+    mb = data_bytes / 1e6
+    rows = [
+        f"{files} files, {data_bytes / 2**30:.2f} GiB; {rounds} round(s), median; compared with {version}",
+        "| phase | snapflow / restic time | speed-up | files/s snapflow / restic | MB/s snapflow / restic"
+        " | peak RSS snapflow / restic | RSS ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for phase in ("full", "incremental", "restore"):
+        p = summary[phase]
+        s_t, r_t = p["snapflow_s"], p["restic_s"]
+        rows.append(
+            f"| {phase} | {s_t:.1f} / {r_t:.1f} s | {r_t / s_t:.2f}x | {files / s_t:,.0f} / {files / r_t:,.0f}"
+            f" | {mb / s_t:.1f} / {mb / r_t:.1f} | {p['snapflow_rss'] / 2**20:.0f} / {p['restic_rss'] / 2**20:.0f}"
+            f" MiB | {p['rss_ratio']:.2f} |"
+        )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
