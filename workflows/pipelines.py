@@ -169,10 +169,16 @@ def backup_pipeline(policy: Policy) -> Pipeline:
             prints_result=True,
         )
     )
+    finalize_args: tuple[Arg, ...] = (
+        "--plan", PlanFile(), "--backup-id", BackupId(), "--workflow-status", WorkflowStatus(),
+    )  # fmt: skip
+    if spec.movers.namespace and not local:
+        # the clones, bound snapshots and pre-provisioned contents prepare-clone made there
+        finalize_args += ("--mover-namespace", spec.movers.namespace)
     finalize = Step(
         name="finalize",
         command="finalize",
-        args=("--plan", PlanFile(), "--backup-id", BackupId(), "--workflow-status", WorkflowStatus()),
+        args=finalize_args,
         title="Thaw (again), clean up, commit the backup record if everything passed",
         needs=frozenset({Needs.PLAN, Needs.REPOSITORY} | (set() if local else {Needs.KUBERNETES})),
     )

@@ -9,7 +9,10 @@ HELP = "exit handler: idempotent thaw, cleanup of clones/snapshots, commit of th
 DESCRIPTION = """Runs whatever happened before (Argo's onExit), in this order:
 
 1. thaw every target of the plan (idempotent: safe when nothing is frozen);
-2. delete the clone PVCs of this backup, and its VolumeSnapshots / VolumeGroupSnapshots when the plan
+2. with --mover-namespace, first delete this backup's clones there, the VolumeSnapshots bound there
+   and their pre-provisioned VolumeSnapshotContents (set back to deletionPolicy Retain first if anyone
+   changed it; a content pointing elsewhere is left alone), never the app's snapshot data; then
+   delete the clone PVCs of this backup, and its VolumeSnapshots / VolumeGroupSnapshots when the plan
    says snapshot.delete_after_copy — found by the label snapflow.io/backup-id, so this works after any
    failure; a leftover snapflow.io/group label is removed from the app's PVCs;
 3. commit the backup record (the restore point) ONLY when --workflow-status is Succeeded, every volume
@@ -28,6 +31,8 @@ workflow is not reported as a successful backup). Running it twice is harmless.
 examples:
   python -m steps finalize --plan plan.json --backup-id backup-db-x7k2 --workflow-status Succeeded
   python -m steps finalize --plan plan.json --backup-id backup-db-x7k2 --workflow-status Failed
+  python -m steps finalize --plan plan.json --backup-id backup-db-x7k2 --workflow-status Succeeded \
+      --mover-namespace shop-movers
 """
 
 STATUSES = ("Succeeded", "Failed", "Error", "Running", "Omitted", "Skipped")
@@ -44,6 +49,12 @@ def configure(parser):
         metavar="STATUS",
         help="{{workflow.status}}: Succeeded, Failed or Error",
     )
+    parser.add_argument(
+        "--mover-namespace",
+        default="",
+        metavar="NS",
+        help="also delete what prepare-clone made in this namespace for the backup (default: none)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     add_kube_args(parser)
     parser.epilog = (
@@ -59,15 +70,24 @@ repository: the plan's repository; SNAPFLOW_PASSWORD / SNAPFLOW_PASSWORD_FILE, A
 # Cleanup
 
 
-def cleanup_cluster(client, plan, backup_id: str, log) -> dict[str, list[str]]:
-    """Delete what this backup created in the app's namespace; every failure is reported, none stops."""
+def cleanup_cluster(client, plan, backup_id: str, log, mover_namespace: str = "") -> dict[str, list[str]]:
+    """Delete what this backup created in the mover namespace (if any), then in the app's namespace;
+    every failure is reported, none stops.
+
+    The mover side goes first: its contents are Retain copies of the app's snapshot handles, and the
+    clones there must be gone before the app's snapshots (and, with deletionPolicy Delete, their data)
+    may go."""
     from steps.drivers.kube import KubeError
-    from steps.drivers.snapshot_csi import SNAPSHOT_API
+    from steps.drivers.snapshot_csi import SNAPSHOT_API, release_mover_objects
     from steps.manifests import render
 
     ns = plan.app.namespace
     selector = f"{render.LABEL_BACKUP}={render.label_value(backup_id)}"
     done: dict[str, list[str]] = {"deleted": [], "errors": []}
+    if mover_namespace:
+        moved = release_mover_objects(client, mover_namespace, backup_id, [v.name for v in plan.volumes], log)
+        done["deleted"] += moved["deleted"]
+        done["errors"] += moved["errors"]
 
     def delete_all(api_version: str, kind: str, extra: str = "") -> None:
         try:
@@ -142,6 +162,8 @@ def run(args) -> int:
             f"--workflow-status: expected one of {', '.join(STATUSES)}, got {args.workflow_status!r}"
         )
     plan = load_plan(args.plan)
+    if args.mover_namespace and args.mover_namespace == plan.app.namespace:
+        raise UsageError(f"--mover-namespace: must differ from the plan's namespace ({plan.app.namespace})")
     summary: dict = {"backup_id": args.backup_id, "workflow_status": args.workflow_status}
 
     # 1. thaw: first, and whatever else fails
@@ -165,7 +187,9 @@ def run(args) -> int:
             from steps.commands._kube import kube_client
 
             with kube_client(args) as client:
-                summary["cleanup"] = cleanup_cluster(client, plan, args.backup_id, log)
+                summary["cleanup"] = cleanup_cluster(
+                    client, plan, args.backup_id, log, mover_namespace=args.mover_namespace
+                )
             for e in summary["cleanup"]["errors"]:
                 log(f"finalize: cleanup: {e}")
         except SnapflowError as err:

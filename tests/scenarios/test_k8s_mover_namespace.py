@@ -12,7 +12,12 @@ import json
 
 import pytest
 
-from steps.drivers.snapshot_csi import SNAPSHOT_API, mover_content_name, release_mover_objects
+from steps.drivers.snapshot_csi import (
+    SNAPSHOT_API,
+    mover_content_name,
+    mover_snapshot_name,
+    release_mover_objects,
+)
 from tests.fixtures.k8s_app import APP_NS, VOLUMES, run_step, tree_state
 
 MOVERS = "shop-movers"
@@ -173,6 +178,131 @@ def test_clean_up_leaves_a_content_that_points_elsewhere_alone(kube_server, app_
     assert rc != 0 and "is not this backup's" in err and "Traceback" not in err
 
 
+def _finalize_plan(tmp_path, delete_after_copy: bool):
+    """The plan of the one-volume app of :func:`app_snapshot` (no hook, no repository: nothing to commit)."""
+    plan = {
+        "version": 1,
+        "app": {"cluster": "test", "namespace": APP_NS, "name": "db", "policy": "db"},
+        "snapshot": {"driver": "csi", "delete_after_copy": delete_after_copy},
+        "targets": [],
+        "volumes": [{"name": "data", "pvc": "data"}],
+    }
+    path = tmp_path / f"plan-{delete_after_copy}.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def _finalize(plan, *extra: str) -> tuple[int, dict, str]:
+    res = run_step(
+        "finalize", "--plan", plan, "--backup-id", "backup-db-1", "--workflow-status", "Failed", "--json",
+        *extra,
+    )  # fmt: skip
+    summary = json.loads(res.stdout.strip().splitlines()[-1]) if res.stdout.strip() else {}
+    return res.rc, summary, res.stderr
+
+
+@pytest.mark.parametrize("delete_after_copy", [False, True])
+def test_finalize_cleans_the_mover_side_first_and_keeps_the_apps_snapshot_data(
+    kube_server, app_snapshot, tmp_path, delete_after_copy
+):
+    # GIVEN a clone made in the mover namespace, whose content someone switched to deletionPolicy Delete
+    rc, claim, err = _prepare("--mover-namespace", MOVERS)
+    assert rc == 0, err
+    kube_server.wait_for("pvc", claim, MOVERS, lambda p: p["status"]["phase"] == "Bound")
+    content = mover_content_name(MOVERS, "backup-db-1", "data")
+    kube_server.patch("vsc", content, {"spec": {"deletionPolicy": "Delete"}})
+    data = kube_server.snapshot_path(APP_NS, "snap-data")
+    plan = _finalize_plan(tmp_path, delete_after_copy)
+    # WHEN finalize runs with the mover namespace
+    rc, summary, err = _finalize(plan, "--mover-namespace", MOVERS)
+    # THEN the clone, the mover snapshot and its content are gone, before anything of the app's namespace
+    assert rc == 0 and not summary["cleanup"]["errors"], (summary, err)
+    deleted = summary["cleanup"]["deleted"]
+    assert deleted[:3] == [
+        f"PersistentVolumeClaim/{claim}",
+        f"VolumeSnapshot/{mover_snapshot_name('backup-db-1', 'data')}",
+        f"VolumeSnapshotContent/{content}",
+    ]
+    assert f"VolumeSnapshotContent/{content}: deletionPolicy set back to Retain" in err
+    kube_server.wait_for("pvc", claim, MOVERS, gone=True)
+    assert kube_server.list("vs", MOVERS) == [] and kube_server.get("vsc", content) is None
+    if delete_after_copy:
+        # the app's snapshot follows spec.snapshot.deleteAfterCopy, after the mover side
+        assert deleted[3:] == ["VolumeSnapshot/snap-data"]
+        kube_server.wait_for("vs", "snap-data", APP_NS, gone=True)
+    else:
+        # the app's snapshot and its data are untouched (a deletion of the data would run in the background)
+        import time
+
+        time.sleep(0.2)
+        assert deleted[3:] == []
+        assert (data / "table").read_text() == "at the cut"
+        assert kube_server.get("vs", "snap-data", APP_NS)["status"]["readyToUse"] is True
+    # AND a retried finalize deletes nothing more and reports nothing
+    rc, summary, err = _finalize(plan, "--mover-namespace", MOVERS)
+    assert rc == 0 and summary["cleanup"] == {"deleted": [], "errors": []}, (summary, err)
+    if not delete_after_copy:
+        assert (data / "table").read_text() == "at the cut"
+
+
+def test_a_retried_finalize_deletes_what_an_interrupted_one_left(kube_server, app_snapshot, tmp_path):
+    # GIVEN a first clean-up that stopped after the clone and the mover snapshot were deleted
+    rc, claim, err = _prepare("--mover-namespace", MOVERS)
+    assert rc == 0, err
+    kube_server.wait_for("pvc", claim, MOVERS, lambda p: p["status"]["phase"] == "Bound")
+    kube_server.delete("pvc", claim, MOVERS)
+    kube_server.delete("vs", mover_snapshot_name("backup-db-1", "data"), MOVERS)
+    kube_server.wait_for("vs", mover_snapshot_name("backup-db-1", "data"), MOVERS, gone=True)
+    content = mover_content_name(MOVERS, "backup-db-1", "data")
+    assert kube_server.get("vsc", content)["spec"]["deletionPolicy"] == "Retain"
+    # WHEN finalize runs again
+    rc, summary, err = _finalize(_finalize_plan(tmp_path, False), "--mover-namespace", MOVERS)
+    # THEN the content left over is deleted, and the app's snapshot data is still there
+    assert rc == 0 and summary["cleanup"] == {"deleted": [f"VolumeSnapshotContent/{content}"], "errors": []}
+    assert kube_server.get("vsc", content) is None
+    assert (kube_server.snapshot_path(APP_NS, "snap-data") / "table").read_text() == "at the cut"
+
+
+def test_finalize_leaves_a_content_that_points_elsewhere_alone(kube_server, app_snapshot, tmp_path):
+    # GIVEN a content of this backup's mover name, deletionPolicy Delete, bound into another namespace
+    app_content = app_snapshot["status"]["boundVolumeSnapshotContentName"]
+    handle = kube_server.get("vsc", app_content)["status"]["snapshotHandle"]
+    name = mover_content_name(MOVERS, "backup-db-1", "data")
+    kube_server.create(
+        {
+            "apiVersion": SNAPSHOT_API,
+            "kind": "VolumeSnapshotContent",
+            "metadata": {"name": name, "labels": {"snapflow.io/backup-id": "backup-db-1"}},
+            "spec": {
+                "deletionPolicy": "Delete",
+                "driver": "hostpath.csi.k8s.io",
+                "source": {"snapshotHandle": handle},
+                "volumeSnapshotRef": {"namespace": "elsewhere", "name": "x"},
+            },
+        }
+    )
+    # WHEN finalize runs with the mover namespace (the workflow failed: nothing to commit)
+    rc, summary, err = _finalize(_finalize_plan(tmp_path, False), "--mover-namespace", MOVERS)
+    # THEN finalize still exits 0, reports the content in one line, and keeps it and the app's snapshot data
+    assert rc == 0, err
+    (problem,) = summary["cleanup"]["errors"]
+    assert f"VolumeSnapshotContent/{name} is not this backup's" in problem and "left alone" in problem
+    assert f"finalize: cleanup: VolumeSnapshotContent/{name}" in err and "Traceback" not in err
+    assert kube_server.get("vsc", name)["spec"]["deletionPolicy"] == "Delete"
+    assert kube_server.get("vsc", app_content) is not None
+    assert (kube_server.snapshot_path(APP_NS, "snap-data") / "table").read_text() == "at the cut"
+
+
+def test_finalize_refuses_the_apps_namespace_as_mover_namespace(kube_server, app_snapshot, tmp_path):
+    res = run_step(
+        "finalize", "--plan", _finalize_plan(tmp_path, False), "--backup-id", "backup-db-1",
+        "--workflow-status", "Failed", "--mover-namespace", APP_NS,
+    )  # fmt: skip
+    assert res.rc == 2 and "--mover-namespace: must differ from the plan's namespace (shop)" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert kube_server.get("vs", "snap-data", APP_NS) is not None
+
+
 def test_mover_namespace_equal_to_the_apps_is_refused(kube_server, app_snapshot):
     rc, _, err = _prepare("--mover-namespace", APP_NS)
     assert rc == 2 and "--mover-namespace: must differ from --namespace" in err
@@ -181,8 +311,8 @@ def test_mover_namespace_equal_to_the_apps_is_refused(kube_server, app_snapshot)
 
 def test_backup_copies_from_the_mover_namespace_and_restores_identical_data(k8s, tmp_path):
     """The copy path end to end: snapshots in the app's (restricted) namespace, static content + snapshot +
-    clone in the mover namespace, the copy reads the clone there, verify and commit pass, and the clean-up
-    leaves the mover namespace empty while the app's snapshots stay (delete_after_copy off)."""
+    clone in the mover namespace, the copy reads the clone there, verify and commit pass, and finalize's
+    clean-up leaves the mover namespace empty while the app's snapshots stay (delete_after_copy off)."""
     # GIVEN the app in a namespace enforcing restricted and an empty mover namespace enforcing baseline
     k8s.deploy_app()
     k8s.server.patch(
@@ -222,14 +352,14 @@ def test_backup_copies_from_the_mover_namespace_and_restores_identical_data(k8s,
         snapshots[volume] = res.last_line
     res = run_step("verify", "--repo", k8s.repo, "--backup-id", backup_id, "--read-data", "100")
     assert res.rc == 0, res.stdout + res.stderr
-    res = run_step("finalize", "--plan", plan, "--backup-id", backup_id, "--workflow-status", "Succeeded")
+    res = run_step(
+        "finalize", "--plan", plan, "--backup-id", backup_id, "--workflow-status", "Succeeded",
+        "--mover-namespace", MOVERS, "--json",
+    )  # fmt: skip
     assert res.rc == 0, res.stderr
-    from steps.drivers.kube import KubeClient, KubeSettings
-
-    with KubeClient(KubeSettings.from_env()) as client:
-        done = release_mover_objects(client, MOVERS, backup_id, list(VOLUMES))
+    cleanup = json.loads(res.stdout.strip().splitlines()[-1])["cleanup"]
     # THEN the backup is committed and restores byte- and metadata-identical to the app's volumes
-    assert not done["errors"], done
+    assert not cleanup["errors"] and len(cleanup["deleted"]) == 3 * len(VOLUMES), cleanup
     for volume, snapshot_id in snapshots.items():
         target = tmp_path / f"restored-{volume}"
         res = run_step("restore", "--repo", k8s.repo, "--snapshot", snapshot_id, "--target", target)
@@ -252,7 +382,7 @@ def test_backup_copies_from_the_mover_namespace_and_restores_identical_data(k8s,
 def test_rendered_backup_runs_in_the_mover_namespace_with_only_the_rendered_rbac(k8s, consistency):
     """The rendered backup template with a mover namespace, each step as its rendered account, RBAC
     enforced: the app's namespace enforces restricted and gets no pod and no claim; the copy mounts its
-    clone in the mover namespace; the backup is committed; finalize's account may clean up the mover side."""
+    clone in the mover namespace; the backup is committed; finalize's exit handler cleans up the mover side."""
     import yaml
 
     from tests.fixtures.rendered import TemplateRunner, app_policy, apply_rendered, repository_secrets
@@ -302,7 +432,19 @@ def test_rendered_backup_runs_in_the_mover_namespace_with_only_the_rendered_rbac
         assert res.rc == 0, res.stderr
         assert tree_state(target) == before[volume]
 
-    # WHEN the mover side is cleaned up as finalize's account
+    # AND the exit handler, finalize as its own account, cleaned up the mover side: nothing of the backup
+    # is left there, no pre-provisioned content either
+    finalize_log = backup.exit.result.stderr
+    assert "cleanup" not in finalize_log, finalize_log
+    assert finalize_log.count(f"in namespace {MOVERS}") == 2 * len(VOLUMES), finalize_log
+    assert k8s.server.list("vs", MOVERS) == []
+    assert all(p["metadata"].get("deletionTimestamp") for p in k8s.server.list("pvc", MOVERS))
+    assert not [c for c in k8s.server.list("vsc") if c["spec"].get("deletionPolicy") == "Retain"]
+    assert not [
+        c for c in k8s.server.list("vsc") if (c["metadata"].get("labels") or {}).get("snapflow.io/role")
+    ]
+
+    # WHEN the clean-up is repeated as finalize's account
     from steps.drivers.kube import KubeClient, KubeSettings
 
     config = k8s.server.write_kubeconfig(
@@ -311,11 +453,8 @@ def test_rendered_backup_runs_in_the_mover_namespace_with_only_the_rendered_rbac
     )
     with KubeClient(KubeSettings.from_env(kubeconfig=str(config))) as client:
         done = release_mover_objects(client, MOVERS, "backup-db-movers1", list(VOLUMES))
-    # THEN the rendered RBAC allows it and nothing of the backup is left in the mover namespace
-    assert not done["errors"], done
-    assert len(done["deleted"]) == 3 * len(VOLUMES)
-    assert k8s.server.list("vs", MOVERS) == []
-    assert not [c for c in k8s.server.list("vsc") if c["spec"].get("deletionPolicy") == "Retain"]
+    # THEN the rendered RBAC allows it and there is nothing left to do
+    assert done == {"deleted": [], "errors": []}
 
 
 def test_preflight_of_a_mover_policy_checks_both_namespaces_and_the_contents(k8s, capsys):
