@@ -3,10 +3,11 @@
 Wraps the steps' own checks (:func:`steps.commands.preflight.preflight`: API, namespace, snapshot API
 and classes per CSI driver, RBAC, Pod Security, repository) with the policy's plan and its rendered
 ServiceAccounts (in the mover namespace when the policy names one: their rights in the app's namespace
-are checked there all the same), and adds ``rbac-restore``: the restore identity may do what restore-app does in the
-policy's namespace (:func:`workflows.rbac.restore_rules`), and ``restore-test``: the scratch volume of the
-check's restore test can be provisioned (its StorageClass, or a default one, exists) and is as large
-as the app's PVCs. ``pod-security`` replaces the steps' own (which sees only the restore mover): every
+are checked there all the same), and adds ``rbac-restore``: the restore identity may do what
+restore-app does in the policy's namespace (:func:`workflows.rbac.restore_rules`); with a mover
+namespace ``rbac-movers`` and ``secrets`` (the repository's Secrets are there, where the step pods mount
+them); and ``restore-test``: the scratch volume of the check's restore test can be provisioned (its
+StorageClass, or a default one, exists) and is as large as the app's PVCs. ``pod-security`` replaces the steps' own (which sees only the restore mover): every
 pod of the rendered WorkflowTemplates and the mover, against the namespace's enforce level
 (:func:`workflows.pod_security.check_pod_security`). The access checks are SubjectAccessReviews,
 so the caller needs the right to create them (a cluster administrator); ``current_identity`` checks
@@ -14,8 +15,8 @@ the caller instead of the ServiceAccounts.
 
 The repository is opened only when the password is in this process's environment
 (``SNAPFLOW_PASSWORD`` / ``SNAPFLOW_PASSWORD_FILE``, with ``AWS_ACCESS_KEY_ID`` /
-``AWS_SECRET_ACCESS_KEY`` and ``SNAPFLOW_S3_*``): the policy names a Secret in the cluster, which
-preflight does not read. Called by :mod:`workflows.cli.cmd_preflight`.
+``AWS_SECRET_ACCESS_KEY`` and ``SNAPFLOW_S3_*``): the policy names a Secret in the cluster, whose
+values preflight does not use (``secrets`` looks only at its key names). Called by :mod:`workflows.cli.cmd_preflight`.
 """
 
 from __future__ import annotations
@@ -146,6 +147,47 @@ def check_mover_rbac(client, policy: Policy, checks) -> None:
         )
 
 
+def check_mover_secrets(client, policy: Policy, checks) -> None:
+    """``secrets``: with a mover namespace, what the step pods mount exists there — the repository's
+    Secrets with their keys, the CA bundle's ConfigMap, a shared ServiceAccount. A pod mounts only its own
+    namespace's Secrets, and every step pod runs in the mover namespace: a copy in the app's namespace
+    is not used (restore-app copies them from the mover namespace for its movers). Only key names are
+    looked at; no value is printed."""
+    from steps.api import KubeError
+    from workflows.render import externals
+
+    home = policy.workflow_namespace
+    missing: list[str] = []
+    found: list[str] = []
+    try:
+        for item in externals(policy):
+            obj = client.get_or_none("v1", item.kind, item.name, home)
+            if obj is None:
+                beside = client.get_or_none("v1", item.kind, item.name, policy.namespace)
+                hint = (
+                    f" (one in {policy.namespace} is not used: the step pods run in {home})" if beside else ""
+                )
+                missing.append(f"{item.kind} {home}/{item.name} does not exist{hint}")
+                continue
+            keys = set(obj.get("data") or {}) | set(obj.get("binaryData") or {})
+            absent = [k for k in item.keys if k not in keys]
+            if absent:
+                missing.append(f"{item.kind} {home}/{item.name} has no key {', '.join(absent)}")
+            else:
+                found.append(f"{item.kind} {item.name}")
+    except KubeError as err:
+        checks.add("secrets", "warn", f"cannot read what the step pods mount in {home}: {err}")
+        return
+    if missing:
+        checks.add(
+            "secrets",
+            "fail",
+            f"{'; '.join(missing)}: create them in the mover namespace (spec.movers.namespace)",
+        )
+    else:
+        checks.add("secrets", "ok", f"{', '.join(found)} in the mover namespace {home}")
+
+
 DEFAULT_CLASS_ANNOTATIONS = (
     "storageclass.kubernetes.io/is-default-class",
     "storageclass.beta.kubernetes.io/is-default-class",
@@ -251,6 +293,8 @@ def preflight_policy(
         check_restore_rbac(client, policy, checks)
         if policy.spec.movers.namespace:
             check_mover_rbac(client, policy, checks)
+    if api_ok and policy.spec.movers.namespace:
+        check_mover_secrets(client, policy, checks)
     if api_ok:
         check_restore_test(client, policy, checks)
         checks.items = [c for c in checks.items if c["check"] != "pod-security"]

@@ -524,3 +524,62 @@ def test_static_binding_as_on_a_real_cluster(kube_server, kubeconfig, monkeypatc
             run_id="fake01",
         )
     )
+
+
+def test_preflight_finds_the_repository_secrets_only_in_the_mover_namespace(k8s, capsys):
+    import os
+
+    import yaml
+
+    from tests.fixtures.k8s_app import b64
+    from tests.fixtures.rendered import app_policy, repository_secrets
+    from workflows.cli import main
+
+    # GIVEN a policy with a mover namespace whose repository Secrets were created in the app's namespace
+    k8s.deploy_app()
+    _namespace(k8s.server, MOVERS, "baseline")
+    repository_secrets(k8s.server, APP_NS)
+    doc = app_policy(k8s, "volume", True)
+    doc["spec"]["movers"] = {"namespace": MOVERS}
+    path = k8s.tmp / "policy.yaml"
+    path.write_text(yaml.safe_dump(doc))
+
+    def secrets_check() -> tuple[int, dict, str]:
+        rc = main(["preflight", str(path), "--json", "--skip-repository"])
+        out = capsys.readouterr()
+        checks = json.loads(out.out.strip().splitlines()[-1])["policies"][0]["checks"]
+        (found,) = [c for c in checks if c["check"] == "secrets"]
+        return rc, found, out.out + out.err
+
+    # WHEN preflight runs
+    rc, found, output = secrets_check()
+    # THEN it fails and says the pods mount them from the mover namespace
+    assert rc != 0 and found["status"] == "fail", found
+    assert found["message"].startswith(
+        f"Secret {MOVERS}/snapflow-repository does not exist (one in {APP_NS} is not used: the step pods "
+        f"run in {MOVERS}); Secret {MOVERS}/snapflow-s3 does not exist"
+    )
+    # WHEN they are in the mover namespace, one of them without the key the pods read
+    repository_secrets(k8s.server, MOVERS)
+    k8s.server.patch(
+        "secrets", "snapflow-s3", {"data": {"AWS_SECRET_ACCESS_KEY": None, "SECRET": b64("x")}}, MOVERS
+    )
+    rc, found, output = secrets_check()
+    # THEN preflight names the Secret and the key, and never a value
+    assert found["status"] == "fail" and found["message"].startswith(
+        f"Secret {MOVERS}/snapflow-s3 has no key AWS_SECRET_ACCESS_KEY:"
+    ), found
+    assert os.environ["SNAPFLOW_PASSWORD"] not in output and os.environ["AWS_ACCESS_KEY_ID"] not in output
+    # AND with every key there the check passes
+    k8s.server.patch(
+        "secrets",
+        "snapflow-s3",
+        {"data": {"AWS_SECRET_ACCESS_KEY": b64(os.environ["AWS_SECRET_ACCESS_KEY"])}},
+        MOVERS,
+    )
+    rc, found, output = secrets_check()
+    assert found == {
+        "check": "secrets",
+        "status": "ok",
+        "message": f"Secret snapflow-repository, Secret snapflow-s3 in the mover namespace {MOVERS}",
+    }

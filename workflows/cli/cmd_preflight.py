@@ -15,6 +15,10 @@ Check, against the cluster of your kubeconfig, what each policy's workflows need
                   and a VolumeGroupSnapshotClass for consistency: group
   rbac            each backup step's ServiceAccount may do what that step does (access reviews)
   rbac-restore    the restore ServiceAccount may do what restore-app does in the policy's namespace
+  rbac-movers     with spec.movers: prepare-clone and finalize may bind snapshots, make clones and
+                  clean them up in the mover namespace
+  secrets         with spec.movers: the repository's Secrets (with their keys) and CA bundle are in the
+                  mover namespace, where the step pods mount them
   pod-security    the namespace's enforced Pod Security level admits the step pods
   repository      the repository answers and the password opens a key (only when SNAPFLOW_PASSWORD
                   or SNAPFLOW_PASSWORD_FILE is set here; the S3 keys come from AWS_ACCESS_KEY_ID and
