@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from steps import runtime
 from steps.commands._kube import KUBE_EPILOG, add_kube_args
 from steps.commands._options import switch_option
 from steps.commands._repo import CONNECTION_EPILOG, add_repo_args
@@ -172,7 +173,7 @@ def configure(parser):
     m.add_argument(
         "--mover-non-root",
         **switch_option(),
-        help="pod mover: run as UID 65532 (owners are not restored; for restricted Pod Security)",
+        help=f"pod mover: run as UID {runtime.STEP_USER} (owners are not restored; for restricted Pod Security)",
     )
     parser.add_argument(
         "--phase",
@@ -265,7 +266,6 @@ def run(args) -> int:
     import os
     import uuid
 
-    from steps import runtime
     from steps.commands._kube import kube_client, log
     from steps.commands._repo import open_repository, warn
     from steps.errors import UsageError
