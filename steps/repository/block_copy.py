@@ -46,7 +46,7 @@ from .pipeline import BlobSink
 from .repo import Repository, Snapshot
 from .tree import encode_tree, node_from_stat
 
-READ_STEP = 1024 * 1024  # bytes per read while re-chunking: a change costs about this much read-ahead
+READ_STEP = 256 * 1024  # bytes per read while re-chunking: a change costs about this much read-ahead
 DEFAULT_FULL_READ_EVERY = 7  # every 7th copy of a volume reads it in full and checks the CBT result
 
 
@@ -192,6 +192,10 @@ def rechunk_changed(
         bounds.append(bounds[-1] + s)
     at_bound = {b: i for i, b in enumerate(bounds)}
     reader = _Reader(fd, size)
+    try:  # short reads at scattered offsets: the kernel's read-ahead would only add to them
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+    except (AttributeError, OSError):
+        pass
     out: list[str] = []
     out_sizes: list[int] = []
     i = 0  # next parent chunk to reuse; bounds[i] is where the output has got to
