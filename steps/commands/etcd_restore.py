@@ -147,16 +147,16 @@ def run(args) -> int:
     etcd_tool.prepare_data_dir(args.data_dir)
     repo = open_repository(args)
     snap = find_etcd_snapshot(repo, args.snapshot, args.allow_uncommitted)
-    recorded = snap.tags.get("etcd-version", "")
-    if recorded and not same_minor(recorded, tool.version) and not args.allow_version_mismatch:
-        raise UsageError(
-            f"--etcd-tool: the snapshot was taken by etcd {recorded} but the tool is {tool}; use the tool of"
-            f" etcd {'.'.join(recorded.split('.')[:2])} (--etcd-tool) or give --allow-version-mismatch"
-        )
     work = etcd.scratch_dir(args.scratch, "etcd-restore-")
     try:
         restore_snapshot(repo, snap, work)
         desc = etcd.read_description(work)
+        recorded = str(desc.get("etcd_version") or "")
+        if recorded and not same_minor(recorded, tool.version) and not args.allow_version_mismatch:
+            raise UsageError(
+                f"--etcd-tool: the snapshot was taken by etcd {recorded} but the tool is {tool}; use the tool"
+                f" of etcd {'.'.join(recorded.split('.')[:2])} (--etcd-tool) or give --allow-version-mismatch"
+            )
         db = os.path.join(work, etcd.SNAPSHOT_FILE)
         size = etcd.check_snapshot_file(db)
         written = etcd_tool.restore_data_dir(

@@ -8,10 +8,12 @@ NAME = "etcd-snapshot"
 HELP = "back up etcd (a snapshot through its v3 maintenance API) as a snapshot of kind etcd"
 DESCRIPTION = """Take a snapshot of the etcd member at --etcd through etcd's JSON gateway on its client port
 (POST /v3/maintenance/snapshot), with client TLS, and store it in the repository as a snapshot tagged
-kind=etcd. The snapshot's trailing SHA-256 is checked as it streams into a scratch file (--scratch); only
-a complete, matching snapshot is stored. The snapshot holds two files: snapshot.db (the file etcd's
-tools restore from) and etcd.json (etcd version, revision, cluster ID, member list, digest and, where an
-etcd tool is present, its 'snapshot status').
+kind=etcd and etcd-cluster-id=ID. The snapshot's trailing SHA-256 is checked as it streams into
+SCRATCH/etcd-CLUSTER_ID (--scratch, default $TMPDIR; one snapshot of a cluster at a time on a machine);
+only a complete, matching snapshot is stored. It holds two files: snapshot.db (the file etcd's tools
+restore from) and etcd.json (etcd version, revision, cluster ID, member list, size and digest). The
+revision comes from the stream (etcd 3.5+) or the file; where an etcd tool is present (etcdutl, else
+etcdctl, or --etcd-tool), its 'snapshot status' must agree before the snapshot is committed.
 
 The connection is checked first by a TLS handshake of our own, so that a closed port, an unknown CA, a
 server certificate for another host name, or a missing or refused client certificate each fail with one
@@ -163,14 +165,9 @@ def run(args) -> int:
         revision, source = snapshot_revision(staged.stream, staged.db, status_check)
         desc = describe(staged.stream, version, members, status, revision, source, client.endpoint.url)
         staged.describe(desc)
-        tags.update(
-            {
-                "kind": "etcd",
-                "etcd-version": str(desc["etcd_version"] or ""),
-                "etcd-revision": str(revision or ""),
-                "etcd-cluster-id": desc["cluster_id"],
-            }
-        )
+        # the same tags for every snapshot of a cluster, so that they form one retention group; the
+        # version and revision are in etcd.json and the run record
+        tags.update({"kind": "etcd", "etcd-cluster-id": desc["cluster_id"]})
         if args.backup_id:
             tags.setdefault("backup", args.backup_id)
         identity = {k: v for k, v in (("cluster", args.cluster), ("policy", args.policy)) if v}

@@ -511,10 +511,12 @@ def check_snapshot_file(path: str) -> int:
 @dataclass
 class StagedSnapshot:
     """A checked snapshot in a scratch directory of its own: ``dir`` holds ``snapshot.db`` and, once
-    :meth:`describe` wrote it, ``etcd.json``. :meth:`remove` deletes the directory."""
+    :meth:`describe` wrote it, ``etcd.json``. :meth:`remove` deletes the directory and releases its
+    lock."""
 
     dir: str
     stream: SnapshotStream
+    lock_fd: int | None = None
 
     @property
     def db(self) -> str:
@@ -527,14 +529,56 @@ class StagedSnapshot:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+
+def _staging_dir(scratch: str | None, name: str) -> tuple[str, int]:
+    """``SCRATCH/NAME``, created empty and private, and the descriptor of ``SCRATCH/NAME.lock`` locked
+    for this process. The path is the same for every snapshot of a cluster, so that the repository
+    sees one source (one retention group); the lock keeps two snapshots of the cluster on this machine
+    apart, and a directory left by an interrupted one is removed."""
+    import fcntl
+
+    base = scratch if scratch is not None else tempfile.gettempdir()
+    if not os.path.isdir(base):
+        raise UsageError(f"--scratch: {base!r} is not a directory")
+    path = os.path.join(os.path.abspath(base), name)
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise UsageError(f"--scratch: cannot create {path + '.lock'!r} ({err.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise TemporaryError(
+            f"--scratch: another etcd-snapshot of this cluster holds {path + '.lock'!r}"
+        ) from None
+    try:
+        if os.path.lexists(path):
+            if os.path.islink(path) or not os.path.isdir(path):
+                raise UsageError(f"--scratch: {path!r} is in the way (not a directory left by etcd-snapshot)")
+            shutil.rmtree(path)
+        os.mkdir(path, 0o700)
+    except OSError as err:
+        os.close(fd)
+        raise UsageError(f"--scratch: cannot create {path!r} ({err.strerror})") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return path, fd
 
 
 def stage_snapshot(
     client: EtcdClient, scratch: str | None = None, progress=None, name: str = "etcd"
 ) -> StagedSnapshot:
-    """Stream the snapshot of ``client``'s member into a new directory ``NAME-XXXX`` under ``scratch``
-    (default: the system's temporary directory). Nothing is left behind when the stream fails."""
-    workdir = scratch_dir(scratch, f"{name}-")
+    """Stream the snapshot of ``client``'s member into the directory ``NAME`` under ``scratch``
+    (default: the system's temporary directory; see :func:`_staging_dir`). Nothing is left behind when
+    the stream fails."""
+    workdir, lock_fd = _staging_dir(scratch, name)
+    staged = StagedSnapshot(workdir, SnapshotStream(0, ""), lock_fd)
 
     def write(data: bytes) -> None:
         try:
@@ -547,7 +591,7 @@ def stage_snapshot(
     try:
         with open(os.path.join(workdir, SNAPSHOT_FILE), "xb") as f:
             os.fchmod(f.fileno(), 0o600)
-            stream = client.stream_snapshot(write, progress)
+            staged.stream = client.stream_snapshot(write, progress)
             try:
                 f.flush()
                 os.fsync(f.fileno())
@@ -557,9 +601,9 @@ def stage_snapshot(
                     " stored"
                 ) from None
     except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
+        staged.remove()
         raise
-    return StagedSnapshot(workdir, stream)
+    return staged
 
 
 def read_description(directory: str) -> dict:

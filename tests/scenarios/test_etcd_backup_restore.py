@@ -94,8 +94,7 @@ def test_a_snapshot_taken_under_load_restores_every_key_as_of_its_revision(
     assert record["members"][0]["client_urls"] == [etcd_server.url]
     assert min(load.revisions) < revision < max(load.revisions)
     listed = json.loads(steps("snapshots", "--repo", url, "--json", env=env).stdout)
-    assert [s["tags"]["kind"] for s in listed] == ["etcd"]
-    assert listed[0]["tags"]["etcd-revision"] == str(revision)
+    assert [s["tags"] for s in listed] == [{"kind": "etcd", "etcd-cluster-id": record["cluster_id"]}]
 
     # WHEN it is restored into a new data directory and an etcd starts on it
     restored = etcd_servers(name="restored-1", data_dir=tmp_path / "restored", token="restored-token")
@@ -240,3 +239,29 @@ def test_a_tool_of_another_etcd_version_is_refused_unless_allowed(etcd_server, r
     ]
     assert json.loads(allowed.stdout)["tool"] == "etcdctl 3.5.9"
     assert os.listdir(tmp_path / "d") == ["member"]
+
+
+def test_successive_snapshots_of_a_cluster_form_one_retention_group(etcd_server, repo, tmp_path):
+    # GIVEN two snapshots of the same etcd, the second after a run that was interrupted while staging
+    url, env = repo
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    snapshot = ["etcd-snapshot", "--repo", url, "--etcd", etcd_server.url, *tls_args(etcd_server.pki),
+                "--scratch", str(scratch), "--cluster", "prod", "--json"]  # fmt: skip
+    etcd_server.put("k", "1")
+    first = json.loads(steps(*snapshot, env=env).stdout)
+    leftover = scratch / f"etcd-{first['cluster_id']}"
+    leftover.mkdir()
+    (leftover / "snapshot.db").write_bytes(b"half a snapshot")
+    etcd_server.put("k", "2")
+    second = json.loads(steps(*snapshot, env=env).stdout)
+    # THEN the leftover is gone, the second has the newer revision, and retention sees one group
+    assert sorted(p.name for p in scratch.iterdir()) == [f"etcd-{first['cluster_id']}.lock"]
+    assert second["revision"] == first["revision"] + 1
+    plan = json.loads(
+        steps(
+            "forget", "--repo", url, "--keep-last", "1", "--cluster", "prod", "--dry-run", "--json", env=env
+        ).stdout
+    )
+    decided = {d["id"]: d["keep"] for d in plan["decisions"]}
+    assert decided == {first["snapshot"]: False, second["snapshot"]: True}

@@ -65,7 +65,7 @@ def snapshot_fails(repo, tmp_path, url: str, *args: str) -> tuple[int, str]:
     root = Path(repo_url.removeprefix("file://"))
     stored = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     assert [f for f in stored if not f.startswith("keys/")] == ["config"]  # no pack, index or record
-    assert list(scratch.iterdir()) == []
+    assert [p.name for p in scratch.iterdir() if not p.name.endswith(".lock")] == []
     return proc.returncode, lines[0]
 
 
@@ -169,3 +169,21 @@ def _blobs(server) -> list[bytes]:
     import base64
 
     return [base64.b64decode(json.loads(line)["result"].get("blob", "")) for line in server.snapshot_lines()]
+
+
+def test_a_second_snapshot_of_the_cluster_on_this_machine_waits_for_the_first(shared_etcd, repo, tmp_path):
+    import fcntl
+
+    # GIVEN a snapshot of this cluster in progress (it holds the lock of its staging directory)
+    cluster_id = (
+        f"{int(shared_etcd.request('POST', '/v3/cluster/member/list', {})['header']['cluster_id']):x}"
+    )
+    (tmp_path / "scratch").mkdir()
+    lock = tmp_path / "scratch" / f"etcd-{cluster_id}.lock"
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        # WHEN another one starts
+        code, line = snapshot_fails(repo, tmp_path, shared_etcd.url, *tls(shared_etcd.pki))
+    # THEN it fails as worth retrying, naming the lock
+    assert code == 75
+    assert line == f"error: --scratch: another etcd-snapshot of this cluster holds '{lock}'"
