@@ -491,7 +491,10 @@ def _hex_id(value) -> str:
 def check_snapshot_file(path: str) -> int:
     """The size of a snapshot file whose trailing SHA-256 matches the rest (IntegrityError otherwise)."""
     hasher = hashlib.sha256()
-    size = os.path.getsize(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        raise IntegrityError(f"{os.path.basename(path)}: the etcd snapshot holds no such file") from None
     if size <= DIGEST_SIZE:
         raise IntegrityError(f"{path}: {size} bytes is too small for an etcd snapshot")
     left = size - DIGEST_SIZE
