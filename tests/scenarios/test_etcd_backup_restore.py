@@ -172,13 +172,19 @@ def test_a_kubeadm_pki_directory_and_a_backup_id_record_the_snapshot_in_the_run(
     out = steps("etcd-snapshot", "--repo", url, "--etcd", etcd_server.url, "--tls-dir", str(kubeadm),
                 "--backup-id", "etcd-backup-x1", "--json", env=env)  # fmt: skip
     record = json.loads(out.stdout)
-    # THEN the run's record names the snapshot, the revision and the members
+    # THEN the backup's verify reads back every pack it wrote
+    verified = json.loads(
+        steps("verify", "--repo", url, "--backup-id", "etcd-backup-x1", "--json", env=env).stdout
+    )
+    assert verified["ok"] is True
+    # and the run's record names the snapshot, the revision and the members
     from steps.repository.opener import open_repository
 
     opened = open_repository(url, password="etcd-test-pw")
-    runs = [r.data for r in opened.list_records("runs")]
-    assert [(r["name"], r["backup_id"], r["snapshot"]) for r in runs] == [
-        ("etcd", "etcd-backup-x1", record["snapshot"])
+    runs = sorted((r.data for r in opened.list_records("runs")), key=lambda r: r["name"])
+    assert [(r["name"], r["backup_id"], r.get("snapshot")) for r in runs] == [
+        ("etcd", "etcd-backup-x1", record["snapshot"]),
+        ("verify", "etcd-backup-x1", None),
     ]
     assert runs[0]["revision"] == revision and runs[0]["members"] == record["members"]
     # and, the backup not being committed, a restore refuses its snapshot unless told otherwise

@@ -134,6 +134,13 @@ def test_a_key_that_is_not_the_certificates_is_refused_before_connecting(shared_
     assert (code, line) == (2, f"error: --cert: cannot read '{missing}' (No such file or directory)")
 
 
+def test_a_host_name_that_does_not_resolve_is_named(shared_etcd, repo, tmp_path):
+    url = "https://etcd.no-such-host.invalid:2379"
+    code, line = snapshot_fails(repo, tmp_path, url, *tls(shared_etcd.pki))
+    assert code == 75
+    assert line.startswith(f"error: etcd at {url}: host name 'etcd.no-such-host.invalid' does not resolve (")
+
+
 def test_a_stopped_etcd_is_a_refused_connection_worth_retrying(etcd_server, repo, tmp_path):
     etcd_server.stop()
     code, line = snapshot_fails(repo, tmp_path, etcd_server.url, *tls(etcd_server.pki))
