@@ -35,7 +35,12 @@ examples:
 
 def add_tls_args(parser) -> None:
     g = parser.add_argument_group("etcd")
-    g.add_argument("--etcd", required=True, metavar="URL", help="etcd's client URL (https://HOST:PORT)")
+    g.add_argument(
+        "--etcd",
+        required=True,
+        metavar="URL[,URL...]",
+        help="etcd's client URL (https://HOST:PORT); with several members' URLs, the first that answers",
+    )
     g.add_argument("--cacert", metavar="FILE", help="CA bundle that signed etcd's server certificate")
     g.add_argument("--cert", metavar="FILE", help="client certificate (PEM)")
     g.add_argument("--key", metavar="FILE", help="the client certificate's key (PEM, unencrypted)")
@@ -58,7 +63,7 @@ def add_tls_args(parser) -> None:
     )
 
 
-def endpoint_of(args):
+def endpoints_of(args):
     from steps.drivers.etcd import EtcdEndpoint, files_of_tls_dir
     from steps.errors import UsageError
 
@@ -70,9 +75,13 @@ def endpoint_of(args):
     for option, value in (("--connect-timeout", args.connect_timeout), ("--read-timeout", args.read_timeout)):
         if not value > 0:
             raise UsageError(f"{option}: expected a number of seconds above 0, got {value}")
-    return EtcdEndpoint(
-        args.etcd.rstrip("/"), cacert, cert, key, args.server_name, args.connect_timeout, args.read_timeout
-    )
+    urls = [u.strip().rstrip("/") for u in args.etcd.split(",") if u.strip()]
+    if not urls:
+        raise UsageError(f"--etcd: expected https://HOST:PORT[,https://HOST:PORT...], got {args.etcd!r}")
+    return [
+        EtcdEndpoint(url, cacert, cert, key, args.server_name, args.connect_timeout, args.read_timeout)
+        for url in urls
+    ]
 
 
 def configure(parser):
@@ -151,9 +160,9 @@ def run(args) -> int:
     tags = parse_tags(args.tag)
     if "kind" in tags and tags["kind"] != "etcd":
         raise UsageError(f"--tag: kind is etcd for an etcd snapshot, got kind={tags['kind']}")
-    client = etcd.EtcdClient(endpoint_of(args))
+    clients = [etcd.EtcdClient(endpoint) for endpoint in endpoints_of(args)]
     tool = etcd_tool.find_tool(args.etcd_tool)
-    version = client.check_connection()
+    client, version = etcd.first_answering(clients)
     members = client.member_list()
     status = client.status()
     repo = open_repository(args)

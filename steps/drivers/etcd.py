@@ -480,6 +480,22 @@ class EtcdClient:
         return SnapshotStream(size, whole.hexdigest(), header, version)
 
 
+def first_answering(clients: list[EtcdClient]) -> tuple[EtcdClient, dict]:
+    """The first client whose member answers :meth:`EtcdClient.check_connection`, and its version.
+    A member that cannot be reached (:class:`~steps.errors.TemporaryError`) is passed over; any other
+    failure (a refused certificate, ...) stops at once, since the other members share the certificates.
+    When none answers: the one error of a single member, or one line naming each."""
+    failures: list[TemporaryError] = []
+    for client in clients:
+        try:
+            return client, client.check_connection()
+        except TemporaryError as err:
+            failures.append(err)
+    if len(failures) == 1:
+        raise failures[0]
+    raise TemporaryError(f"no etcd member answered: {'; '.join(str(f) for f in failures)}")
+
+
 def _hex_id(value) -> str:
     """etcd's 64-bit IDs come as decimal strings from the gateway; its tools show them in hex."""
     try:

@@ -194,3 +194,24 @@ def test_a_second_snapshot_of_the_cluster_on_this_machine_waits_for_the_first(sh
     # THEN it fails as worth retrying, naming the lock
     assert code == 75
     assert line == f"error: --scratch: another etcd-snapshot of this cluster holds '{lock}'"
+
+
+def test_with_several_members_the_first_that_answers_is_used(shared_etcd, repo, tmp_path):
+    from workflows.demo.seaweedfs import free_port
+
+    # GIVEN a member that is down (nothing listens on its port)
+    down = f"https://127.0.0.1:{free_port()}"
+    # WHEN it is the only one given, twice: one line names each failure
+    code, line = snapshot_fails(repo, tmp_path, f"{down},{down}", *tls(shared_etcd.pki))
+    assert code == 75
+    assert line.startswith(f"error: no etcd member answered: etcd at {down}: connection refused")
+    assert line.count("connection refused") == 2
+    # WHEN a member that answers follows it: the snapshot comes from that one
+    url, env = repo
+    proc = subprocess.run(
+        [sys.executable, "-m", "steps", "etcd-snapshot", "--repo", url, "--etcd", f"{down},{shared_etcd.url}",
+         *tls(shared_etcd.pki), "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["endpoint"] == shared_etcd.url
