@@ -250,7 +250,7 @@ class EtcdClient:
             )
         return f"it was issued by {issuer!r}, which etcd's --trusted-ca-file does not hold"
 
-    def _tls_error(self, err: BaseException) -> Exception:
+    def _tls_error(self, err: BaseException, during: str = "the TLS handshake") -> Exception:
         ep = self.endpoint
         if isinstance(err, ssl.SSLCertVerificationError):
             code = err.verify_code
@@ -287,11 +287,9 @@ class EtcdClient:
                 )
             return PermanentError(f"{self.where}: TLS failed ({reason or err})")
         if isinstance(err, TimeoutError):
-            return TemporaryError(
-                f"{self.where}: no answer within {ep.read_timeout:g} s during the TLS handshake"
-            )
+            return TemporaryError(f"{self.where}: no answer within {ep.read_timeout:g} s during {during}")
         if isinstance(err, ConnectionResetError | BrokenPipeError | EOFError):
-            return TemporaryError(f"{self.where}: the connection was closed during the TLS handshake")
+            return TemporaryError(f"{self.where}: the connection was closed during {during}")
         if isinstance(err, OSError):
             return TemporaryError(f"{self.where}: {err.strerror or err}")
         return err if isinstance(err, Exception) else TemporaryError(f"{self.where}: interrupted")
@@ -309,7 +307,7 @@ class EtcdClient:
             resp = conn.getresponse()
         except ssl.SSLError as err:
             conn.close()
-            raise self._tls_error(err) from None
+            raise self._tls_error(err, f"the request {path}") from None
         except (http.client.HTTPException, OSError) as err:
             conn.close()
             if self._context is None and isinstance(
@@ -320,7 +318,7 @@ class EtcdClient:
                     " this port, use https://)"
                 ) from None
             if isinstance(err, ConnectionResetError):
-                raise self._tls_error(err) from None
+                raise self._tls_error(err, f"the request {path}") from None
             raise TemporaryError(f"{self.where}: {path}: no valid HTTP answer ({err})") from None
         if resp.status != 200:
             text = resp.read(4096)
@@ -420,7 +418,7 @@ class EtcdClient:
                 try:
                     line = reader.readline()
                 except ssl.SSLError as err:
-                    raise self._tls_error(err) from None
+                    raise self._tls_error(err, "the snapshot stream") from None
                 except (OSError, http.client.HTTPException) as err:
                     raise TemporaryError(
                         f"{self.where}: the snapshot stream was cut after {size} bytes ({err})"
