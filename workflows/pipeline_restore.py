@@ -37,10 +37,16 @@ def restore_pipeline(policy: Policy) -> Pipeline:
     """Restore one volume snapshot into an existing PVC. The optional parameters always reach the step
     as values (``--write-backup-label false``, ``--uid-map ""``): restore treats false and empty as
     "none", so one step serves every combination; ``--overwrite refuse`` (the default) spells restore's
-    own default, a non-empty target refused."""
+    own default, a non-empty target refused. ``snapshot`` defaults to ``latest``, which the step takes
+    as the newest committed backup of this app (``--app``, ``--source-namespace``) holding ``volume``,
+    so the Argo UI form needs no snapshot ID (IDs disappear with a workflow's TTL)."""
+    volumes = [v.volume_name for v in policy.spec.volumes]
     args: tuple[Arg, ...] = (
         *repository_args(policy),
         "--snapshot", Param("snapshot"),
+        "--volume", Param("volume"),
+        "--app", policy.app,
+        "--source-namespace", policy.namespace,
         "--target", RestoreTarget(),
         "--write-backup-label", Param("write-backup-label"),
         "--uid-map", Param("uid-map"),
@@ -55,27 +61,31 @@ def restore_pipeline(policy: Policy) -> Pipeline:
         needs=frozenset({Needs.REPOSITORY, Needs.TARGET, Needs.DATA_MOVER}),
         claim=Param("target-pvc"),
     )
-    volumes = ", ".join(v.pvc or v.volume_name for v in policy.spec.volumes)
+    shown = ", ".join(v.pvc or v.volume_name for v in policy.spec.volumes)
     return finish(
         policy,
         name="restore",
         title=f"Restore {policy.app} ({policy.namespace})",
         description=(
-            f"Restore one volume snapshot of app {policy.app} (volumes: {volumes}) from "
+            f"Restore one volume snapshot of app {policy.app} (volumes: {shown}) from "
             f"{policy.spec.repository.url} into an existing PVC. Stop the app (or use a new PVC) first."
         ),
         steps=(step,),
         parameters=(
-            # No default: `latest` is the newest committed snapshot of the whole repository (restore
-            # filters neither by volume nor by app), which for this template could be another volume's
-            # data or the app's captured objects written into the target PVC.
             Parameter(
                 "snapshot",
-                "Repository snapshot ID to restore: a backup's output snapshot-VOLUME, or an ID (a unique "
-                "prefix of 4+ hex digits) from `python -m steps snapshots`. `latest` is accepted too: the "
-                "newest committed snapshot of the whole repository, of any volume or app, the captured "
-                "objects included; use it only when the repository holds nothing else. To restore an app's "
-                "newest backup, use restore-app (backup=latest).",
+                f"latest (the default): the snapshot of the chosen volume in the newest committed backup "
+                f"of {policy.app} ({policy.namespace}) that holds it. Or a repository snapshot ID: a "
+                "backup's output snapshot-VOLUME, or an ID (a unique prefix of 4+ hex digits) from "
+                "`python -m steps snapshots`; it must belong to a committed backup.",
+                "latest",
+            ),
+            Parameter(
+                "volume",
+                "With snapshot=latest: which volume of the app to restore (not used with an ID, which "
+                "names its volume itself).",
+                volumes[0],
+                tuple(volumes),
             ),
             Parameter("target-pvc", "Existing PersistentVolumeClaim to restore into (it is written to)."),
             Parameter(

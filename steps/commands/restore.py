@@ -25,6 +25,8 @@ examples:
   python -m steps restore --repo s3://backups/shop --snapshot latest --as-of 2026-11-26T19:40:00Z --target /r
   python -m steps restore --repo s3://backups/shop --snapshot 3f2a9c1e --target /data --uid-map 999:1000650000
   python -m steps restore --repo s3://backups/shop --snapshot 3f2a9c1e --target /data --write-backup-label
+  python -m steps restore --repo s3://backups/shop --snapshot latest --volume wal --app orders-db \
+      --source-namespace shop --target /restore-wal
 
 --uid-map / --gid-map FROM:TO[:COUNT] (repeatable; COUNT defaults to 1) give the restored files, directories
 and symlinks owner FROM+i as TO+i for i < COUNT, the ranges restore-app's transforms use for security
@@ -51,6 +53,12 @@ whose size disagrees with its content, an unreadable tree) fails the restore wit
 --skip-damaged restores the rest, lists what it skipped and exits 3. --max-depth, --max-tree-entries and
 --max-entries bound what a snapshot may expand to (defaults 1000, 10 million, 1 billion).
 
+--volume NAME (with --app, --source-namespace): --snapshot latest is then the snapshot of that volume in
+the newest committed backup (of that app in that namespace) holding it, not the newest committed
+snapshot of the whole repository, which may be another volume's or another app's. The single-volume
+restore WorkflowTemplate passes them, so its form works with 'latest'. With a snapshot ID they are not
+used (an empty value is none, for workflow parameters).
+
 With --as-of, the repository is read as it was at that time from the bucket's object versions (a
 versioned bucket, ideally with Object Lock): snapshots overwritten or deleted since come back, and each
 object is still checked against its name.
@@ -63,12 +71,58 @@ def id_map_values(values: list[str] | None) -> list[str]:
     return [part for v in values or [] for part in v.replace(",", " ").split()]
 
 
+def latest_of_volume(repo, volume: str, app: str = "", namespace: str = "") -> str:
+    """The snapshot ID of ``volume`` in the newest committed backup (of ``app`` in ``namespace``, when
+    given) whose record lists it. A backup record that does not open and may be such a backup is
+    refused by name rather than chosen around; no such backup is one line naming what was asked."""
+    import re
+
+    from steps.errors import UsageError
+    from steps.manifests.backup_record import app_of
+
+    def mine(data: dict) -> bool:
+        who = app_of(data)
+        return (not app or who.get("name") == app) and (not namespace or who.get("namespace") == namespace)
+
+    repo.refuse_damaged_backups(
+        "--snapshot latest", mine, way_out="pass --snapshot ID to restore a chosen one"
+    )
+    records = [r.data for r in repo.list_records("backups") if isinstance(r.data, dict) and mine(r.data)]
+    for record in sorted(records, key=lambda d: str(d.get("time", "")), reverse=True):
+        for v in record.get("volumes") or ():
+            if (
+                isinstance(v, dict)
+                and v.get("name") == volume
+                and isinstance(v.get("snapshot"), str)
+                and re.fullmatch(r"[0-9a-f]{8,64}", v["snapshot"])
+            ):
+                return v["snapshot"]
+    of = f" of app {app}" if app else ""
+    of += f" in namespace {namespace}" if namespace else ""
+    raise UsageError(f"--snapshot latest: no committed backup{of} holds volume {volume} in {repo.url}")
+
+
 def configure(parser):
     add_repo_args(parser)
     parser.add_argument(
         "--snapshot", required=True, metavar="ID", help="snapshot ID, unique prefix, or 'latest'"
     )
     parser.add_argument("--target", required=True, metavar="DIR", help="directory to restore into")
+    parser.add_argument(
+        "--volume",
+        default="",
+        metavar="NAME",
+        help="with --snapshot latest: the volume's snapshot in the newest committed backup holding it",
+    )
+    parser.add_argument(
+        "--app", default="", metavar="NAME", help="with --snapshot latest and --volume: the application"
+    )
+    parser.add_argument(
+        "--source-namespace",
+        default="",
+        metavar="NS",
+        help="with --snapshot latest and --volume: the application's namespace",
+    )
     parser.add_argument(
         "--allow-uncommitted",
         action="store_true",
@@ -144,9 +198,12 @@ def run(args) -> int:
     check_label_target(args.target, args.write_backup_label)
     limits = RestoreLimits(args.max_depth, args.max_tree_entries, args.max_entries)
     repo = open_repository(args)
+    snapshot = args.snapshot
+    if snapshot == "latest" and args.volume:
+        snapshot = latest_of_volume(repo, args.volume, args.app, args.source_namespace)
     done = restore_volume(
         repo,
-        args.snapshot,
+        snapshot,
         args.target,
         includes=args.include,
         excludes=args.exclude,

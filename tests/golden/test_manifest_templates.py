@@ -1,6 +1,7 @@
 """Golden output of the manifests the steps create (templates/manifests) from fixed arguments.
 
-Compared as text, so a change of a field, a value or the order of a list (a container's ``env``) shows.
+Compared as YAML text with sorted mapping keys (YAML mappings have no order), so a change of a field,
+a value or the order of a list (a container's ``env``) shows.
 Regenerate with REGENERATE=1 after a deliberate change.
 """
 
@@ -76,7 +77,7 @@ CASES = {
 
 
 def dump(obj: dict) -> str:
-    return yaml.safe_dump(obj, sort_keys=False, width=200)
+    return yaml.safe_dump(obj, sort_keys=True, width=200)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -211,21 +211,35 @@ def test_backup_runs_with_defaults_and_shows_its_results(rendered_examples):
         assert {"snapflow_backup_bytes_added", "snapflow_last_committed_backup_timestamp_seconds"} <= metrics
 
 
-def test_restore_needs_a_snapshot_and_a_target(rendered_examples):
+def test_restore_needs_only_a_target_and_restores_the_chosen_volumes_latest_by_default(rendered_examples):
     for rendering in rendered_examples.values():
         for wt in _objects(rendering, "WorkflowTemplate"):
             name = wt["metadata"]["name"]
             if not name.startswith("restore-") or name.startswith("restore-app-"):
                 continue
             params = {p["name"]: p for p in wt["spec"]["arguments"]["parameters"]}
-            assert {n for n, p in params.items() if "value" not in p} == {"snapshot", "target-pvc"}
+            assert {n for n, p in params.items() if "value" not in p} == {"target-pvc"}
+            # the volume is one of the policy's, the first by default
+            backup = next(
+                o for o in _objects(rendering, "WorkflowTemplate")
+                if o["metadata"]["name"] == "backup-" + name.removeprefix("restore-")
+            )  # fmt: skip
+            volumes = [c.removeprefix("copy-") for c in _tasks(backup) if c.startswith("copy-")]
+            assert sorted(params["volume"]["enum"]) == sorted(volumes)
             assert {n: p["value"] for n, p in params.items() if "value" in p} == {
+                "snapshot": "latest",
+                "volume": params["volume"]["enum"][0],
                 "write-backup-label": "false",
                 "uid-map": "",
                 "gid-map": "",
                 "overwrite": "refuse",
             }
             restore = _templates(wt)["restore"]
+            # latest is the chosen volume's in the newest committed backup of this app, in this namespace
+            args = restore["container"]["args"]
+            assert args[args.index("--volume") + 1] == "{{workflow.parameters.volume}}"
+            assert args[args.index("--source-namespace") + 1] == wt["metadata"]["namespace"]
+            assert args[args.index("--app") + 1] == backup["metadata"]["labels"]["snapflow.io/app"]
             (data,) = [v for v in restore["volumes"] if v["name"] == "data"]
             assert data["persistentVolumeClaim"] == {"claimName": "{{workflow.parameters.target-pvc}}"}
 
