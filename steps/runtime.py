@@ -118,9 +118,13 @@ STEP_USER = 65532  # the non-root user (and group) of every step that touches no
 # Reading every file of a volume, whoever owns it (the clone is mounted read-only; DAC_READ_SEARCH would
 # be narrower, but Pod Security baseline does not allow it).
 SOURCE_CAPABILITIES = ("DAC_OVERRIDE",)
-# Writing a volume and keeping owners, modes and set-id bits.
+# Writing a volume and keeping owners, modes and set-id bits (the restore step of a restore workflow).
+# No SETFCAP: it is needed only to write a file's capabilities (the security.capability attribute), and
+# the repository format stores no extended attributes, so no restore writes them; the copy only reads.
 TARGET_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID")
-# A restore mover pod run as root also restores file capabilities.
+# A restore-app mover pod run as root runs the same restore as TARGET_CAPABILITIES, and has had SETFCAP
+# since its first version, for file capabilities; as above, nothing a restore writes uses it today.
+# Pod Security baseline allows it; it stays so that a mover pod keeps the rights users granted it.
 MOVER_CAPABILITIES = ("CHOWN", "FOWNER", "DAC_OVERRIDE", "FSETID", "SETFCAP")
 
 

@@ -202,7 +202,7 @@ def mover_pod(
     if volume_mode not in ("Filesystem", "Block"):
         raise UsageError(f"volumeMode: expected Filesystem or Block, got {volume_mode!r}")
     target = runtime.MOVER_TARGET_DEVICE if volume_mode == "Block" else runtime.MOVER_TARGET_DIR
-    # the step-runtime contract's environment of a step (the template may list it as ``env``)
+    # the step-runtime contract's environment of a step; a mover pod lists its password file first
     env = runtime.step_env(
         password_file=f"{runtime.MOVER_PASSWORD_DIR}/{password_secret_key}",
         credentials=(
@@ -213,6 +213,7 @@ def mover_pod(
         ca_bundle=f"{runtime.MOVER_CA_DIR}/{ca_key}" if ca_config_map else None,
         extra=extra_env,
     )
+    env = {runtime.PASSWORD_FILE: env.pop(runtime.PASSWORD_FILE), **env}
     return render(
         "restore-mover-pod.yaml.j2",
         name=name,
@@ -224,17 +225,13 @@ def mover_pod(
         target=target,
         labels=labels,
         password_secret=password_secret,
-        password_secret_key=password_secret_key,
-        credentials_secret=credentials_secret,
-        access_key_key=access_key_key,
-        secret_key_key=secret_key_key,
         ca_config_map=ca_config_map,
         ca_key=ca_key,
         volume_mode=volume_mode,
         run_as_root=run_as_root,
+        user=runtime.STEP_USER,
         service_account=service_account,
         resources=resources or {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-        extra_env=extra_env or {},
         env=runtime.pod_env(env),
         password_dir=runtime.MOVER_PASSWORD_DIR,
         ca_dir=runtime.MOVER_CA_DIR,

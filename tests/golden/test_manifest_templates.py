@@ -89,3 +89,21 @@ def test_manifest_matches_its_golden_file(case):
         path.write_text(text)
     assert path.exists(), f"{path}: no golden file (make regenerate-golden)"
     assert text == path.read_text()
+
+
+def test_the_mover_pod_template_spells_nothing_of_the_step_runtime_contract():
+    """Its environment, paths, capabilities and user come from steps.runtime through mover_pod()."""
+    text = (
+        Path(kube_objects.__file__).parents[2] / "templates/manifests/restore-mover-pod.yaml.j2"
+    ).read_text()
+    body = text.split("#}", 1)[1]  # the comment may name the contract
+    spelled = [
+        runtime.PASSWORD_FILE,
+        runtime.AWS_ACCESS_KEY_ID,
+        runtime.S3_CA_BUNDLE,
+        runtime.MOVER_PASSWORD_DIR,
+        runtime.MOVER_CA_DIR,
+        str(runtime.STEP_USER),
+        *runtime.MOVER_CAPABILITIES,
+    ]
+    assert [s for s in spelled if s in body] == []
