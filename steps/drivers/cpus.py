@@ -20,13 +20,13 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 PROC_CGROUP = "/proc/self/cgroup"
 
 # Thread counts per purpose: (per CPU, at least, at most). Chosen from measurements on 2 CPUs
-# (docs/performance.md, "Threads"): file workers hash and compress, so more than one per CPU only
-# adds lock hand-offs; uploaders and restore connections mostly wait for the object store, but a
-# restore's connections also decrypt and write files, and 6 on 2 CPUs was slower than 2-3.
+# (docs/performance.md, "Threads from the CPUs available"): file workers hash and compress, so more
+# than one per CPU only adds lock hand-offs; uploaders mostly wait for the object store; a restore's
+# connections also decrypt and create files, and 6 (the former default) on 2 CPUs were slower than 2.
 FORMULAS = {
     "file_workers": (1.0, 1, 8),
     "uploaders": (1.0, 2, 8),
-    "restore_connections": (1.5, 2, 12),
+    "restore_connections": (1.0, 2, 8),
 }
 
 

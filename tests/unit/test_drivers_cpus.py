@@ -86,5 +86,7 @@ def test_default_threads_follow_the_formulas_within_their_bounds():
         assert default_threads(purpose, cpus=1) == max(low, min(high, -(-per_cpu // 1)))
         assert default_threads(purpose, cpus=1000) == high
         assert low <= default_threads(purpose) <= high
-    assert default_threads("restore_connections", cpus=2) == 3
+    assert default_threads("restore_connections", cpus=2) == 2
+    assert default_threads("restore_connections", cpus=1) == 2
+    assert default_threads("uploaders", cpus=1) == 2
     assert default_threads("file_workers", cpus=2) == 2
