@@ -547,7 +547,7 @@ class StagedSnapshot:
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
         if self.lock_fd is not None:
-            os.close(self.lock_fd)
+            _unlock(f"{self.dir}.lock", self.lock_fd)
             self.lock_fd = None
 
 
@@ -556,23 +556,11 @@ def _staging_dir(scratch: str | None, name: str) -> tuple[str, int]:
     for this process. The path is the same for every snapshot of a cluster, so that the repository
     sees one source (one retention group); the lock keeps two snapshots of the cluster on this machine
     apart, and a directory left by an interrupted one is removed."""
-    import fcntl
-
     base = scratch if scratch is not None else tempfile.gettempdir()
     if not os.path.isdir(base):
         raise UsageError(f"--scratch: {base!r} is not a directory")
     path = os.path.join(os.path.abspath(base), name)
-    try:
-        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as err:
-        raise UsageError(f"--scratch: cannot create {path + '.lock'!r} ({err.strerror})") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise TemporaryError(
-            f"--scratch: another etcd-snapshot of this cluster holds {path + '.lock'!r}"
-        ) from None
+    fd = _lock(f"{path}.lock")
     try:
         if os.path.lexists(path):
             if os.path.islink(path) or not os.path.isdir(path):
@@ -580,12 +568,44 @@ def _staging_dir(scratch: str | None, name: str) -> tuple[str, int]:
             shutil.rmtree(path)
         os.mkdir(path, 0o700)
     except OSError as err:
-        os.close(fd)
+        _unlock(f"{path}.lock", fd)
         raise UsageError(f"--scratch: cannot create {path!r} ({err.strerror})") from None
     except BaseException:
-        os.close(fd)
+        _unlock(f"{path}.lock", fd)
         raise
     return path, fd
+
+
+def _lock(path: str) -> int:
+    """An open descriptor of the lock file ``path``, locked: the file is removed when it is unlocked
+    (:func:`_unlock`), so a lock taken on a file that was meanwhile removed or replaced is retried."""
+    import fcntl
+
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise UsageError(f"--scratch: cannot create {path!r} ({err.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise TemporaryError(f"--scratch: another etcd-snapshot of this cluster holds {path!r}") from None
+        try:
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder before us removed it: take the new one
+    raise TemporaryError(f"--scratch: could not lock {path!r}")
+
+
+def _unlock(path: str, fd: int) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    os.close(fd)
 
 
 def stage_snapshot(
