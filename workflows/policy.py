@@ -35,9 +35,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from steps.api import HOOK_KINDS, Target, runtime
+from steps.api import HOOK_KINDS, Target, runtime, target_problems
 from steps.errors import UsageError
-from steps.quiesce.render import target_problems
 from workflows import __version__
 from workflows.policy_fields import (
     DNS_LABEL_RE,

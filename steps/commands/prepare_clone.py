@@ -224,9 +224,8 @@ def prepare_clone(
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from steps.commands._kube import kube_client, log
+    from steps.drivers.files import write_text
     from steps.errors import UsageError
 
     if args.timeout <= 0:
@@ -246,6 +245,6 @@ def run(args) -> int:
             log=log,
         )
     if args.out:
-        Path(args.out).write_text(claim)
+        write_text(args.out, claim)
     print(claim)
     return 0

@@ -18,7 +18,7 @@ and a VolumeSnapshot there naming it), so that a clone can be provisioned there;
 :func:`release_mover_objects` deletes that side again and never the app's snapshot data.
 
 Every object created carries ``snapflow.io/backup-id``, ``snapflow.io/app`` and ``snapflow.io/volume``
-(see :func:`steps.manifests.render.backup_labels`), so finalize can find and delete them by label,
+(see :func:`steps.drivers.kube_objects.backup_labels`), so finalize can find and delete them by label,
 even after a failure.
 """
 
@@ -28,11 +28,11 @@ import time
 from datetime import datetime
 from typing import Any
 
+from steps.drivers import kube_objects
 from steps.drivers.kube import KubeClient, KubeError, NotFound
+from steps.drivers.kube_objects import dig
 from steps.drivers.snapshot import CutResult, SnapshotDriver
 from steps.errors import PermanentError, SnapflowError, UsageError
-from steps.manifests import render
-from steps.manifests.objects import dig
 from steps.plan import Plan, Volume
 
 SNAPSHOT_API = "snapshot.storage.k8s.io/v1"
@@ -251,7 +251,7 @@ class CsiSnapshotDriver(SnapshotDriver):
                 raise UsageError(
                     f"volumes.{v.name}: the csi driver needs 'pvc' (a PersistentVolumeClaim name)"
                 )
-        backup_id = labels.get("backup") or labels.get(render.LABEL_BACKUP) or ""
+        backup_id = labels.get("backup") or labels.get(kube_objects.LABEL_BACKUP) or ""
         if not backup_id:
             raise UsageError("csi snapshot driver: no backup id in the labels")
         app = labels.get("app") or self.plan.app.name
@@ -288,7 +288,7 @@ class CsiSnapshotDriver(SnapshotDriver):
             self._ready,
             left(),
             "not ready to use",
-            label_selector=f"{render.LABEL_BACKUP}={render.label_value(results[0].handle['backup_id'])}",
+            label_selector=f"{kube_objects.LABEL_BACKUP}={kube_objects.label_value(results[0].handle['backup_id'])}",
             overall_s=timeout,
         )
         for r in results:
@@ -309,12 +309,12 @@ class CsiSnapshotDriver(SnapshotDriver):
         started: dict[str, float] = {}
         names: dict[str, str] = {}
         for v in volumes:
-            name = render.k8s_name("snapflow", backup_id, v.name)
-            manifest = render.volume_snapshot(
+            name = kube_objects.k8s_name("snapflow", backup_id, v.name)
+            manifest = kube_objects.volume_snapshot(
                 name=name,
                 namespace=self.namespace,
                 pvc=v.pvc or "",
-                labels=render.backup_labels(backup_id, app, v.name, role="snapshot"),
+                labels=kube_objects.backup_labels(backup_id, app, v.name, role="snapshot"),
                 snapshot_class=self.snapshot_class,
             )
             started[v.name] = time.time()
@@ -333,7 +333,7 @@ class CsiSnapshotDriver(SnapshotDriver):
                     ) from None
             names[v.name] = name
             self.log(f"VolumeSnapshot {name} of PVC {v.pvc} requested")
-        selector = f"{render.LABEL_BACKUP}={render.label_value(backup_id)}"
+        selector = f"{kube_objects.LABEL_BACKUP}={kube_objects.label_value(backup_id)}"
         cut = self._wait(
             SNAPSHOT_API,
             "VolumeSnapshot",
@@ -392,8 +392,8 @@ class CsiSnapshotDriver(SnapshotDriver):
         return out
 
     def _cut_group(self, volumes: list[Volume], backup_id: str, app: str) -> list[CutResult]:
-        group_value = render.label_value(backup_id)
-        name = render.k8s_name("snapflow", backup_id, "group")
+        group_value = kube_objects.label_value(backup_id)
+        name = kube_objects.k8s_name("snapflow", backup_id, "group")
         pvcs = [v.pvc or "" for v in volumes]
         handles = self._volume_handles(pvcs)
         labelled: list[str] = []
@@ -406,7 +406,7 @@ class CsiSnapshotDriver(SnapshotDriver):
                         "PersistentVolumeClaim",
                         pvc,
                         self.namespace,
-                        {"metadata": {"labels": {render.LABEL_GROUP: group_value}}},
+                        {"metadata": {"labels": {kube_objects.LABEL_GROUP: group_value}}},
                     )
                 except NotFound:
                     raise SnapshotFailed(
@@ -425,10 +425,10 @@ class CsiSnapshotDriver(SnapshotDriver):
                         "PersistentVolumeClaim",
                         pvc,
                         self.namespace,
-                        {"metadata": {"labels": {render.LABEL_GROUP: None}}},
+                        {"metadata": {"labels": {kube_objects.LABEL_GROUP: None}}},
                     )
                 except KubeError as err:
-                    self.log(f"could not remove label {render.LABEL_GROUP} from PVC {pvc}: {err}")
+                    self.log(f"could not remove label {kube_objects.LABEL_GROUP} from PVC {pvc}: {err}")
         observed = time.time()
         # The cut time: the group content's per-volume creationTime (ns), else the content's, else the group's.
         group_time = parse_time(dig(vgs, "status", "creationTime"))
@@ -469,12 +469,12 @@ class CsiSnapshotDriver(SnapshotDriver):
 
     def _create_group(self, name: str, group_value: str, backup_id: str, app: str) -> str:
         last: KubeError | None = None
-        for api_version in render.GROUP_SNAPSHOT_API_VERSIONS:
-            manifest = render.volume_group_snapshot(
+        for api_version in kube_objects.GROUP_SNAPSHOT_API_VERSIONS:
+            manifest = kube_objects.volume_group_snapshot(
                 name=name,
                 namespace=self.namespace,
-                selector={render.LABEL_GROUP: group_value},
-                labels=render.backup_labels(backup_id, app, role="group-snapshot"),
+                selector={kube_objects.LABEL_GROUP: group_value},
+                labels=kube_objects.backup_labels(backup_id, app, role="group-snapshot"),
                 group_snapshot_class=self.group_snapshot_class,
                 api_version=api_version,
             )
@@ -490,7 +490,7 @@ class CsiSnapshotDriver(SnapshotDriver):
                 raise SnapshotFailed(f"VolumeGroupSnapshot {self.namespace}/{name}: {err}") from None
         raise SnapshotFailed(
             f"consistency: group needs VolumeGroupSnapshots, but this cluster serves none of "
-            f"{', '.join(render.GROUP_SNAPSHOT_API_VERSIONS)} ({last}); install the external-snapshotter group "
+            f"{', '.join(kube_objects.GROUP_SNAPSHOT_API_VERSIONS)} ({last}); install the external-snapshotter group "
             "snapshot CRDs and a CSI driver that supports them, or use consistency: volume"
         )
 
@@ -548,7 +548,7 @@ class CsiSnapshotDriver(SnapshotDriver):
                     self.namespace,
                     {
                         "metadata": {
-                            "labels": render.backup_labels(
+                            "labels": kube_objects.backup_labels(
                                 r.handle["backup_id"], r.handle.get("app", ""), r.volume, role="snapshot"
                             )
                         }
@@ -640,12 +640,12 @@ RETAIN = "Retain"
 def mover_content_name(mover_namespace: str, backup_id: str, volume: str) -> str:
     """The pre-provisioned VolumeSnapshotContent of one volume in the mover namespace (cluster-scoped,
     so the mover namespace is part of the name)."""
-    return render.k8s_name("snapflow", mover_namespace, backup_id, volume)
+    return kube_objects.k8s_name("snapflow", mover_namespace, backup_id, volume)
 
 
 def mover_snapshot_name(backup_id: str, volume: str) -> str:
     """The VolumeSnapshot in the mover namespace bound to :func:`mover_content_name`."""
-    return render.k8s_name("snapflow", backup_id, volume)
+    return kube_objects.k8s_name("snapflow", backup_id, volume)
 
 
 def _check_same(existing: dict, want: dict, what: str, fields: list[tuple[str, ...]]) -> None:
@@ -704,7 +704,7 @@ def import_snapshot(
                 "has no VolumeSnapshotContent with a snapshotHandle to bind in the mover namespace",
             )
         )
-    labels = render.backup_labels(backup_id, app, volume, role=ROLE_MOVER_CONTENT)
+    labels = kube_objects.backup_labels(backup_id, app, volume, role=ROLE_MOVER_CONTENT)
     vsc_name = mover_content_name(mover_namespace, backup_id, volume)
     vs_name = mover_snapshot_name(backup_id, volume)
     spec: dict[str, Any] = {
@@ -745,7 +745,7 @@ def import_snapshot(
         "metadata": {
             "name": vs_name,
             "namespace": mover_namespace,
-            "labels": render.backup_labels(backup_id, app, volume, role=ROLE_MOVER_SNAPSHOT),
+            "labels": kube_objects.backup_labels(backup_id, app, volume, role=ROLE_MOVER_SNAPSHOT),
         },
         "spec": {"source": {"volumeSnapshotContentName": vsc_name}},
     }
@@ -797,8 +797,8 @@ def release_mover_objects(
     and only a content pointing into ``mover_namespace`` and labelled with ``backup_id`` is touched.
     Every failure is reported, none stops the rest; idempotent."""
     done: dict[str, list[str]] = {"deleted": [], "errors": []}
-    backup = render.label_value(backup_id)
-    selector = f"{render.LABEL_BACKUP}={backup}"
+    backup = kube_objects.label_value(backup_id)
+    selector = f"{kube_objects.LABEL_BACKUP}={backup}"
 
     def delete(api_version: str, kind: str, name: str, namespace: str | None) -> None:
         try:
@@ -811,7 +811,10 @@ def release_mover_objects(
     def listed(api_version: str, kind: str, role: str) -> list[str]:
         try:
             items, _ = client.list(
-                api_version, kind, mover_namespace, label_selector=f"{selector},{render.LABEL_ROLE}={role}"
+                api_version,
+                kind,
+                mover_namespace,
+                label_selector=f"{selector},{kube_objects.LABEL_ROLE}={role}",
             )
         except KubeError as err:
             done["errors"].append(f"list {kind} in namespace {mover_namespace}: {err}")
@@ -831,7 +834,7 @@ def release_mover_objects(
         if vsc is None:
             continue
         ref = dig(vsc, "spec", "volumeSnapshotRef", "namespace")
-        if ref != mover_namespace or dig(vsc, "metadata", "labels", render.LABEL_BACKUP) != backup:
+        if ref != mover_namespace or dig(vsc, "metadata", "labels", kube_objects.LABEL_BACKUP) != backup:
             done["errors"].append(
                 f"VolumeSnapshotContent/{name} is not this backup's in namespace {mover_namespace} "
                 f"(it points into {ref}); left alone"

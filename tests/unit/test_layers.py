@@ -87,20 +87,11 @@ PATH_METHODS = PATHLIB_CALLS | {"exists", "is_file", "is_dir", "mkdir", "unlink"
 
 # -- Known violations in files still to be converted (file, what) ---------------------------------
 KNOWN_IMPORTS: set[tuple[str, str]] = {
-    # the CSI driver's objects and dig are steps.drivers.kube_objects' now: two imports to switch
-    ("steps/drivers/snapshot_csi.py", "steps.manifests.objects"),
-    ("steps/drivers/snapshot_csi.py", "steps.manifests.render"),
     # the restorer's owner ID maps: IdRange is steps.idmap's now (a type-only import to switch)
     ("steps/repository/restorer.py", "steps.manifests.transforms"),
 }
-KNOWN_WORKFLOWS_IMPORTS: set[tuple[str, str]] = {
-    # target_problems is in steps.api now; the policy switches its import to it
-    ("workflows/policy.py", "steps.quiesce.render"),
-}
-KNOWN_IO: set[tuple[str, str]] = {
-    # the clone's claim name written as the step's output: steps.drivers.files.write_text
-    ("steps/commands/prepare_clone.py", "Path().write_text()"),
-}
+KNOWN_WORKFLOWS_IMPORTS: set[tuple[str, str]] = set()
+KNOWN_IO: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True, order=True)
