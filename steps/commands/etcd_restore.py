@@ -158,7 +158,7 @@ def run(args) -> int:
                 f" of etcd {'.'.join(recorded.split('.')[:2])} (--etcd-tool) or give --allow-version-mismatch"
             )
         db = os.path.join(work, etcd.SNAPSHOT_FILE)
-        size = etcd.check_snapshot_file(db)
+        size = etcd.check_snapshot_file(db, desc)
         written = etcd_tool.restore_data_dir(
             tool, db, args.data_dir, args.name, cluster, args.initial_advertise_peer_urls, token
         )

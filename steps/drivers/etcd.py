@@ -502,26 +502,38 @@ def _hex_id(value) -> str:
         return ""
 
 
-def check_snapshot_file(path: str) -> int:
-    """The size of a snapshot file whose trailing SHA-256 matches the rest (IntegrityError otherwise)."""
-    hasher = hashlib.sha256()
+def check_snapshot_file(path: str, description: dict | None = None) -> int:
+    """The size of a snapshot file whose trailing SHA-256 matches the rest and, given the snapshot's
+    ``etcd.json``, whose size and SHA-256 are the ones recorded there (IntegrityError otherwise)."""
+    name = os.path.basename(path)
+    hasher, whole = hashlib.sha256(), hashlib.sha256()
     try:
         size = os.path.getsize(path)
     except OSError:
-        raise IntegrityError(f"{os.path.basename(path)}: the etcd snapshot holds no such file") from None
+        raise IntegrityError(f"{name}: the etcd snapshot holds no such file") from None
     if size <= DIGEST_SIZE:
-        raise IntegrityError(f"{path}: {size} bytes is too small for an etcd snapshot")
+        raise IntegrityError(f"{name}: {size} bytes is too small for an etcd snapshot")
     left = size - DIGEST_SIZE
     with open(path, "rb") as f:
         while left:
             chunk = f.read(min(_COPY_BUFFER, left))
             if not chunk:
-                raise IntegrityError(f"{path}: shorter than it was a moment ago")
+                raise IntegrityError(f"{name}: shorter than it was a moment ago")
             hasher.update(chunk)
+            whole.update(chunk)
             left -= len(chunk)
         digest = f.read(DIGEST_SIZE)
+        whole.update(digest)
     if hasher.digest() != digest:
-        raise IntegrityError(f"{path}: the snapshot's SHA-256 does not match its trailing digest")
+        raise IntegrityError(f"{name}: the snapshot's SHA-256 does not match its trailing digest")
+    if description is not None and (description.get("size"), description.get("sha256")) != (
+        size,
+        whole.hexdigest(),
+    ):
+        raise IntegrityError(
+            f"{name}: {size} bytes with SHA-256 {whole.hexdigest()[:16]}..., but {DESCRIPTION_FILE} records"
+            f" {description.get('size')} bytes with {str(description.get('sha256'))[:16]}..."
+        )
     return size
 
 
