@@ -217,3 +217,13 @@ def test_with_several_members_the_first_that_answers_is_used(shared_etcd, repo, 
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["endpoint"] == shared_etcd.url
+
+
+def test_an_http_url_for_a_tls_port_is_named(shared_etcd, repo, tmp_path):
+    url = shared_etcd.url.replace("https://", "http://")
+    code, line = snapshot_fails(repo, tmp_path, url)
+    assert code == 3
+    assert line == (
+        f"error: etcd at {url}: the server closed the connection without an answer (if etcd serves TLS on"
+        " this port, use https://)"
+    )
