@@ -1,0 +1,198 @@
+"""``registry-backup``: back up images of an OCI registry (manifests and blobs) into the repository."""
+
+from __future__ import annotations
+
+from steps.commands._repo import CONNECTION_EPILOG, add_repo_args, open_repository, parse_tags, print_json
+
+NAME = "registry-backup"
+HELP = "back up images of an OCI registry (Harbor, distribution) as a snapshot of kind registry"
+DESCRIPTION = """Back up images of the OCI Distribution registry at --registry: either whole repositories
+selected by name patterns (--repository, every tag of each, found through the registry's catalog), or
+exactly the images given with --image (what the app's pods run: their status.containerStatuses[].imageID,
+e.g. harbor.example.com/shop/api@sha256:...; a tag is resolved to its digest at backup time).
+
+Every manifest (image manifests, OCI indexes, Docker manifest lists and every platform's manifest below
+them, OCI artifacts) is kept byte for byte as the registry served it, with its media type; every blob
+(configs and layers) is streamed to SCRATCH (--scratch, default $TMPDIR) and checked against its digest
+as it arrives, then stored in the repository, deduplicated across images, repositories and runs. The
+snapshot is tagged kind=registry and registry=HOST; its layout is described in docs/user/registry.md.
+
+Credentials: --username and --password-file (a mounted Secret; never an argument). Basic and Bearer
+token authentication are both answered; Bearer tokens are asked for per repository and action. TLS: the
+CA bundle --ca is the only one trusted for the registry (SSL_CERT_FILE and REQUESTS_CA_BUNDLE are not
+read). A blob download redirected to another host (object storage) is followed without credentials.
+
+Exit 75 when the registry cannot be reached (worth retrying); 3 for refused credentials, an untrusted
+certificate, a digest that does not match or a manifest that is not JSON or refers to itself; 2 for bad
+arguments. Nothing is stored in any of these cases.
+
+examples:
+  python -m steps registry-backup --repo s3://backups/registry --registry https://harbor.example.com \\
+      --ca /etc/snapflow/harbor-ca.crt --username robot\\$backup --password-file /secrets/harbor/password \\
+      --repository 'shop/*'
+  python -m steps registry-backup --repo s3://backups/shop --registry https://harbor.example.com \\
+      --image harbor.example.com/shop/api@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+"""
+
+
+def add_registry_args(parser, purpose: str) -> None:
+    g = parser.add_argument_group("registry")
+    g.add_argument(
+        "--registry", required=True, metavar="URL", help=f"the registry {purpose} (https://HOST[:PORT])"
+    )
+    g.add_argument(
+        "--ca", metavar="FILE", help="CA bundle that signed the registry's certificate (only it is trusted)"
+    )
+    g.add_argument("--username", metavar="USER", help="user name for Basic or token authentication")
+    g.add_argument(
+        "--password-file", metavar="FILE", help="file holding the password or token (a mounted Secret)"
+    )
+    g.add_argument(
+        "--connect-timeout", type=float, default=10.0, metavar="S", help="seconds to connect (default 10)"
+    )
+    g.add_argument(
+        "--read-timeout", type=float, default=60.0, metavar="S", help="seconds for each read (default 60)"
+    )
+
+
+def endpoint_of(args):
+    from steps.drivers.registry import RegistryEndpoint
+    from steps.errors import UsageError
+
+    for option, value in (("--connect-timeout", args.connect_timeout), ("--read-timeout", args.read_timeout)):
+        if not value > 0:
+            raise UsageError(f"{option}: expected a number of seconds above 0, got {value}")
+    password = None
+    if args.password_file:
+        if not args.username:
+            raise UsageError("--password-file: give --username too")
+        try:
+            with open(args.password_file, encoding="utf-8") as f:
+                password = f.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as err:
+            raise UsageError(
+                f"--password-file: cannot read {args.password_file!r} ({err.__class__.__name__})"
+            ) from None
+    return RegistryEndpoint(
+        args.registry, args.ca, args.username, password, args.connect_timeout, args.read_timeout
+    )
+
+
+def configure(parser):
+    add_repo_args(parser)
+    add_registry_args(parser, "to back up")
+    sel = parser.add_argument_group("what to back up (one of)")
+    sel.add_argument(
+        "--repository",
+        action="append",
+        metavar="PATTERN",
+        help="repositories whose names match PATTERN (shell-style: 'shop/*', 'base/alpine'), every tag (repeatable)",
+    )
+    sel.add_argument(
+        "--image",
+        action="append",
+        metavar="REF",
+        help="[HOST/]REPOSITORY@sha256:DIGEST or [HOST/]REPOSITORY:TAG on --registry (repeatable)",
+    )
+    parser.add_argument("--tag", action="append", metavar="K=V", help="tag the snapshot (repeatable)")
+    parser.add_argument("--backup-id", metavar="ID", help="the backup run this snapshot belongs to")
+    parser.add_argument("--cluster", metavar="NAME", help="record the Kubernetes cluster's name")
+    parser.add_argument("--policy", metavar="NAME", help="record the policy")
+    parser.add_argument(
+        "--scratch", metavar="DIR", help="directory for the blobs before they are stored (default: $TMPDIR)"
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON summary instead of the ID")
+    parser.epilog = CONNECTION_EPILOG
+
+
+def roots_of(args, client) -> tuple[list[tuple[str, str]], dict]:
+    """``[(repository, tag or digest)]`` to back up, and the selection as recorded."""
+    import fnmatch
+
+    from steps.drivers.registry import parse_reference
+    from steps.errors import UsageError
+
+    if bool(args.repository) == bool(args.image):
+        raise UsageError("--repository / --image: give repository patterns or image references (one of them)")
+    if args.image:
+        roots = []
+        for text in args.image:
+            ref = parse_reference(text)
+            if ref.host and ref.host.lower() != client.endpoint.host.lower():
+                raise UsageError(
+                    f"--image: {text!r} is on {ref.host}, not on --registry {client.endpoint.host}"
+                    " (one registry per backup)"
+                )
+            roots.append((ref.repository, ref.digest or ref.tag))
+        return sorted(set(roots)), {"images": list(args.image)}
+    names = client.catalog()
+    chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in args.repository)]
+    if not chosen:
+        raise UsageError(
+            f"--repository: no repository of {client.endpoint.host} matches {', '.join(args.repository)}"
+            f" ({len(names)} repositories listed)"
+        )
+    roots = []
+    for name in chosen:
+        roots.extend((name, tag) for tag in client.list_tags(name))
+    return roots, {"repositories": list(args.repository)}
+
+
+def run(args) -> int:
+    import json
+    import os
+    import sys
+
+    from steps.drivers import registry
+    from steps.errors import UsageError
+    from steps.progress import Progress, human_bytes
+    from steps.repository.archiver import CopyOptions, copy_source
+    from steps.repository.records import save_run_record, utc_now_iso
+
+    tags = parse_tags(args.tag)
+    if "kind" in tags and tags["kind"] != "registry":
+        raise UsageError(f"--tag: kind is registry for a registry snapshot, got kind={tags['kind']}")
+    client = registry.RegistryClient(endpoint_of(args))
+    roots, selection = roots_of(args, client)
+    repo = open_repository(args)
+    work = registry.scratch_dir(args.scratch, "registry-backup-")
+    try:
+        staged = registry.stage_images(client, roots, work)
+        desc = staged.describe(client.endpoint.host, utc_now_iso(), selection)
+        with open(os.path.join(work, registry.DESCRIPTION_FILE), "w", encoding="utf-8") as f:
+            json.dump(desc, f, indent=1, sort_keys=True)
+        # one retention group per registry: the same tags for every snapshot of it
+        tags.update({"kind": "registry", "registry": client.endpoint.host})
+        if args.backup_id:
+            tags.setdefault("backup", args.backup_id)
+        identity = {k: v for k, v in (("cluster", args.cluster), ("policy", args.policy)) if v}
+        opts = CopyOptions(source=work, tags=tags, backup_id=args.backup_id, identity=identity, parent=None)
+        with Progress("registry-backup") as progress:
+            result = copy_source(repo, opts, progress)
+    finally:
+        registry.remove_dir(work)
+    summary = {
+        "snapshot": result.snapshot_id,
+        "registry": desc["registry"],
+        "repositories": len(desc["repositories"]),
+        "tags": sum(len(e["tags"]) for e in desc["repositories"].values()),
+        "manifests": desc["manifest_count"],
+        "blobs": desc["blob_count"],
+        "blob_bytes": desc["blob_bytes"],
+        "image_bytes": desc["image_bytes"],
+        "bytes_added": result.stats.bytes_added,
+    }
+    if args.backup_id:
+        save_run_record(repo, args.backup_id, "registry", {k: v for k, v in summary.items()})
+    print(
+        f"registry snapshot {result.snapshot_id[:8]} saved: {summary['repositories']} repositories,"
+        f" {summary['tags']} tags, {summary['manifests']} manifests, {summary['blobs']} blobs"
+        f" ({human_bytes(summary['blob_bytes'])}; images total {human_bytes(summary['image_bytes'])}) from"
+        f" {desc['registry']}; added {result.stats.bytes_added} bytes",
+        file=sys.stderr,
+    )
+    if args.json:
+        print_json(summary)
+    else:
+        print(result.snapshot_id)
+    return 0

@@ -1,0 +1,170 @@
+"""``registry-restore``: push the images of a registry snapshot to a registry (the same or another)."""
+
+from __future__ import annotations
+
+from steps.commands._repo import CONNECTION_EPILOG, add_as_of_arg, add_repo_args, open_repository, print_json
+from steps.commands.registry_backup import add_registry_args, endpoint_of
+
+NAME = "registry-restore"
+HELP = "push the images of a registry snapshot to a registry, digests and tags preserved"
+DESCRIPTION = """Restore the registry snapshot --snapshot (an ID, a unique prefix, or 'latest': the newest
+committed snapshot of kind registry) into the registry at --registry, the one it was taken from or
+another. Every repository gets back its blobs (a blob the registry already has is skipped after a HEAD,
+one pushed to another repository in this run is mounted), then its manifests, byte for byte with their
+media types, children before the indexes that list them, then its tags: every digest stays the same.
+Each blob and manifest read back from the repository is checked against its digest before it is pushed.
+
+--rehome OLD=NEW moves repositories: a repository whose HOST/NAME starts with OLD (a host and a path
+prefix, e.g. harbor.a/proj) is pushed as NEW plus the rest of its name (e.g. harbor.b/proj); NEW's host
+must be --registry's. --json prints, for each image, the reference before and after, for rewriting the
+image references of restored workloads.
+
+Credentials and TLS as for registry-backup (--username, --password-file, --ca). The snapshot is
+restored into SCRATCH (--scratch) first.
+
+examples:
+  python -m steps registry-restore --repo s3://backups/registry --registry https://harbor-b.example.com \\
+      --rehome harbor-a.example.com/shop=harbor-b.example.com/shop --username robot\\$restore \\
+      --password-file /secrets/harbor-b/password
+"""
+
+
+def configure(parser):
+    add_repo_args(parser)
+    add_registry_args(parser, "to push to")
+    parser.add_argument("--snapshot", default="latest", metavar="ID", help="snapshot ID, prefix or 'latest'")
+    parser.add_argument(
+        "--rehome",
+        action="append",
+        metavar="OLD=NEW",
+        help="push HOST/PATH-prefix OLD as NEW (repeatable; the first that matches applies)",
+    )
+    parser.add_argument(
+        "--allow-uncommitted",
+        action="store_true",
+        help="also restore a snapshot of a backup that was never committed (not a restore point)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=64,
+        metavar="MiB",
+        help="blobs larger than this are uploaded in chunks of this size (default 64)",
+    )
+    parser.add_argument(
+        "--scratch", metavar="DIR", help="directory for the restored snapshot (default: $TMPDIR)"
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_as_of_arg(parser)
+    parser.epilog = CONNECTION_EPILOG
+
+
+def parse_rehome(values: list[str] | None, target_host: str) -> list[tuple[str, str]]:
+    from steps.drivers.registry import check_repository_name
+    from steps.errors import UsageError
+
+    rules = []
+    for raw in values or []:
+        old, sep, new = raw.partition("=")
+        old, new = old.strip().rstrip("/"), new.strip().rstrip("/")
+        if not sep or not old or not new:
+            raise UsageError(
+                f"--rehome: expected OLD=NEW, each HOST[/PATH] (e.g. harbor.a/proj=harbor.b/proj), got {raw!r}"
+            )
+        new_host, _, new_path = new.partition("/")
+        if new_host.lower() != target_host.lower():
+            raise UsageError(f"--rehome: {raw!r} moves images to {new_host}, but --registry is {target_host}")
+        if new_path:
+            check_repository_name(new_path, "--rehome")
+        rules.append((old, new_path))
+    return rules
+
+
+def renamer(rules: list[tuple[str, str]], source_host: str):
+    from steps.drivers.registry import check_repository_name
+
+    def rename(repository: str) -> str:
+        full = f"{source_host}/{repository}"
+        for old, new_path in rules:
+            if full == old or full.startswith(old + "/"):
+                rest = full[len(old) :].lstrip("/")
+                name = "/".join(p for p in (new_path, rest) if p)
+                return check_repository_name(name, "--rehome")
+        return repository
+
+    return rename
+
+
+def find_registry_snapshot(repo, ref: str, allow_uncommitted: bool):
+    from steps.errors import UsageError
+
+    commits = repo.commits()
+    snaps = repo.list_snapshots()
+    if ref == "latest":
+        mine = [s for s in snaps if s.tags.get("kind") == "registry"]
+        if not mine:
+            raise UsageError(f"--snapshot latest: {repo.url} holds no snapshot of kind registry")
+        snap = repo.find_snapshot("latest", mine, commits)
+    else:
+        snap = repo.find_snapshot(ref, snaps, commits)
+    if snap.tags.get("kind") != "registry":
+        raise UsageError(
+            f"--snapshot {ref}: snapshot {snap.short_id} is not a registry snapshot (kind"
+            f" {snap.tags.get('kind') or 'none'})"
+        )
+    if commits.state(snap) in ("uncommitted", "damaged") and not allow_uncommitted:
+        raise UsageError(
+            f"--snapshot {ref}: snapshot {snap.short_id} belongs to backup {snap.backup_id}, which was never"
+            " committed (not a restore point); give --allow-uncommitted to restore it anyway"
+        )
+    return snap
+
+
+def run(args) -> int:
+    import sys
+
+    from steps.drivers import registry
+    from steps.errors import UsageError
+    from steps.repository.restorer import restore_snapshot
+
+    if not 1 <= args.chunk_size <= 4096:
+        raise UsageError(f"--chunk-size: expected MiB between 1 and 4096, got {args.chunk_size}")
+    client = registry.RegistryClient(endpoint_of(args))
+    rules = parse_rehome(args.rehome, client.endpoint.host)
+    repo = open_repository(args)
+    snap = find_registry_snapshot(repo, args.snapshot, args.allow_uncommitted)
+    work = registry.scratch_dir(args.scratch, "registry-restore-")
+    try:
+        restore_snapshot(repo, snap, work)
+        where = f"snapshot {snap.short_id}"
+        desc = registry.read_stage(work, where)
+        rename = renamer(rules, desc["registry"])
+        stats = registry.push_stage(client, work, desc, rename, args.chunk_size * 1024 * 1024, where)
+    finally:
+        registry.remove_dir(work)
+    images = []
+    for name, entry in sorted(desc["repositories"].items()):
+        for tag, digest in sorted(entry.get("tags", {}).items()):
+            images.append(
+                {
+                    "from": f"{desc['registry']}/{name}:{tag}@{digest}",
+                    "to": f"{client.endpoint.host}/{rename(name)}:{tag}@{digest}",
+                }
+            )
+        for digest in entry.get("digests", []):
+            images.append(
+                {
+                    "from": f"{desc['registry']}/{name}@{digest}",
+                    "to": f"{client.endpoint.host}/{rename(name)}@{digest}",
+                }
+            )
+    summary = {"snapshot": snap.id, "registry": client.endpoint.host, **stats.__dict__, "images": images}
+    print(
+        f"registry snapshot {snap.short_id} pushed to {client.endpoint.host}: {len(desc['repositories'])}"
+        f" repositories, {stats.tags} tags, {stats.manifests_pushed} manifests; blobs {stats.blobs_pushed}"
+        f" pushed ({stats.bytes_pushed} bytes), {stats.blobs_present} already there, {stats.blobs_mounted} mounted",
+        file=sys.stderr,
+    )
+    if args.json:
+        print_json(summary)
+    return 0
