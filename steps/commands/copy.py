@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from steps.commands._kube import add_kube_args
 from steps.commands._repo import (
     CONNECTION_EPILOG,
     add_repo_args,
@@ -47,6 +48,40 @@ def configure(parser):
         help="record the snapshot even if some files could not be read (marked incomplete); by default"
         " such a copy fails with exit 3 and records nothing",
     )
+    g = parser.add_argument_group(
+        "changed-block tracking (block volumes; docs/user/block-volumes.md)",
+        "With --cbt-driver, a block device is read only where the CSI driver's SnapshotMetadata service"
+        " says it holds data (a first copy) or changed since the parent's snapshot; without it, or when"
+        " the service cannot be used, the device is read in full and the copy says why.",
+    )
+    g.add_argument(
+        "--cbt-driver", metavar="DRIVER", help="the CSI driver (its SnapshotMetadataService's name)"
+    )
+    g.add_argument("--cbt-snapshot", metavar="NAMESPACE/NAME", help="the VolumeSnapshot being copied")
+    g.add_argument(
+        "--cbt-snapshot-handle",
+        metavar="HANDLE",
+        help="its CSI snapshot handle (VolumeSnapshotContent status.snapshotHandle): the next copy's base",
+    )
+    g.add_argument(
+        "--cbt-service-account",
+        metavar="[NAMESPACE/]NAME",
+        help="the ServiceAccount whose token (TokenRequest) the service accepts (default namespace: the"
+        " snapshot's)",
+    )
+    g.add_argument(
+        "--full-read-every",
+        type=int,
+        default=7,
+        metavar="N",
+        help="every Nth copy of the volume also reads it in full and compares (0: never; default 7)",
+    )
+    g.add_argument(
+        "--cbt-trust-again",
+        action="store_true",
+        help="use the service again for a volume where a full read caught it missing changes (recorded)",
+    )
+    add_kube_args(parser)
     parser.epilog = CONNECTION_EPILOG
 
 
@@ -85,19 +120,34 @@ def run(args) -> int:
         allow_errors=args.allow_errors,
     )
     progress = Progress("copy")
-    # list and stat the source while the repository opens (key derivation, index)
-    prescan = Prescan(args.source, opts.excludes, progress)
-    try:
+    cbt = _block_tracking(args)
+    if cbt is not None:
+        from steps.repository.block_copy import copy_block
+
         repo = open_repository(args)
-    except BaseException:
-        prescan.stop()
-        raise
-    with progress:
-        result = copy_source(repo, opts, progress, prescan=prescan)
+        with progress:
+            result = copy_block(repo, opts, cbt, progress)
+    else:
+        # list and stat the source while the repository opens (key derivation, index)
+        prescan = Prescan(args.source, opts.excludes, progress)
+        try:
+            repo = open_repository(args)
+        except BaseException:
+            prescan.stop()
+            raise
+        with progress:
+            result = copy_source(repo, opts, progress, prescan=prescan)
     for w in result.warnings[:50]:
         warn(w)
     s = result.stats
     import sys
+
+    if cbt is not None:
+        block = repo.find_snapshot(result.snapshot_id).data.get("block") or {}
+        print(
+            f"block device read by {block.get('method')}: {block.get('bytes_read')} of {s.bytes_total} bytes",
+            file=sys.stderr,
+        )
 
     print(
         f"snapshot {result.snapshot_id[:8]} saved: {s.files} files, {s.dirs} dirs, read {s.bytes_read} of"
@@ -106,7 +156,62 @@ def run(args) -> int:
         file=sys.stderr,
     )
     if args.json:
-        print_json(result.summary())
+        summary = result.summary()
+        if cbt is not None:
+            summary["block"] = {k: block.get(k) for k in ("method", "bytes_read", "changed_bytes", "reason")}
+        print_json(summary)
     else:
         print(result.snapshot_id)
     return 0
+
+
+def _block_tracking(args):
+    """The changed-block tracking of this copy (a ``BlockCbt``), or None without ``--cbt-driver``."""
+    from steps.errors import UsageError
+
+    given = [
+        f"--{n.replace('_', '-')}"
+        for n in ("cbt_snapshot", "cbt_snapshot_handle", "cbt_service_account", "cbt_trust_again")
+        if getattr(args, n)
+    ]
+    if not args.cbt_driver:
+        if given:
+            raise UsageError(
+                f"{given[0]}: only with --cbt-driver (the CSI driver offering changed-block tracking)"
+            )
+        return None
+    if args.full_read_every < 0:
+        raise UsageError(f"--full-read-every: expected a number of copies >= 0, got {args.full_read_every}")
+    snap = args.cbt_snapshot or ""
+    namespace, _, name = snap.partition("/")
+    if not namespace or not name or "/" in name:
+        raise UsageError(f"--cbt-snapshot: expected NAMESPACE/NAME of the VolumeSnapshot, got {snap!r}")
+    account = args.cbt_service_account or ""
+    sa_namespace, _, sa_name = account.rpartition("/")
+    if not sa_name or "/" in sa_namespace:
+        raise UsageError(
+            f"--cbt-service-account: expected [NAMESPACE/]NAME of a ServiceAccount, got {account!r}"
+        )
+    from steps.commands._kube import kube_client
+    from steps.drivers import cbt
+    from steps.repository.block_copy import BlockCbt
+
+    request = cbt.CbtRequest(args.cbt_driver, namespace, name, sa_name, sa_namespace or None)
+
+    def ranges(base_handle):
+        try:
+            kube = kube_client(args)
+        except UsageError as err:
+            raise cbt.CbtUnavailable(str(err)) from None
+        with kube:
+            from dataclasses import replace
+
+            return cbt.ranges_for(kube, replace(request, base_snapshot_handle=base_handle))
+
+    return BlockCbt(
+        ranges,
+        args.cbt_snapshot_handle,
+        args.cbt_driver,
+        full_read_every=args.full_read_every,
+        trust_again=args.cbt_trust_again,
+    )

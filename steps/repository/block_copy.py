@@ -29,6 +29,7 @@ the same volume: the service is never trusted again for it. Only an explicit dec
 
 from __future__ import annotations
 
+import bisect
 import os
 import socket
 import stat as stat_mod
@@ -47,6 +48,7 @@ from .repo import Repository, Snapshot
 from .tree import encode_tree, node_from_stat
 
 READ_STEP = 256 * 1024  # bytes per read while re-chunking: a change costs about this much read-ahead
+SCATTERED_LIMIT = 0.5  # re-chunk only while that reads less than this share of the volume
 DEFAULT_FULL_READ_EVERY = 7  # every 7th copy of a volume reads it in full and checks the CBT result
 
 
@@ -235,6 +237,24 @@ def rechunk_changed(
     out.extend(parent_content[i:])
     out_sizes.extend(parent_sizes[i:])
     return BuildResult(out, out_sizes, reader.bytes_read)
+
+
+def rechunk_cost(parent_sizes: list[int], changed: list[tuple[int, int]]) -> int:
+    """About how many bytes :func:`rechunk_changed` reads: the parent's chunks that hold a change, and the
+    chunk after each (where the cuts usually meet the parent's again), counted once."""
+    bounds = [0]
+    for s in parent_sizes:
+        bounds.append(bounds[-1] + s)
+    n = len(parent_sizes)
+    touched = 0
+    upto = 0  # chunks before this index are counted
+    for off, length in changed:
+        first = max(bisect.bisect_right(bounds, off) - 1, upto)
+        last = min(bisect.bisect_left(bounds, off + length) + 1, n)  # one chunk past the change's end
+        if last > first:
+            touched += bounds[last] - bounds[first]
+            upto = last
+    return touched
 
 
 # -- the repository's memory of a service ------------------------------------------------------------------
@@ -440,6 +460,13 @@ def _build(
     since = since if isinstance(since, int) and since >= 0 and parent is not None else 0
     every = cbt.full_read_every
     due = every > 0 and since + 1 >= every
+    if pchunks and not due and rechunk_cost(pchunks[1], ranges.extents) > size * SCATTERED_LIMIT:
+        # changes spread over most chunks: one sequential read is faster than re-chunking around each
+        block["copies_since_full_read"] = 0
+        share = rechunk_cost(pchunks[1], ranges.extents) * 100 // max(size, 1)
+        return full(
+            f"the changed ranges touch about {share}% of the volume's chunks; a sequential read is faster"
+        )
     if pchunks:
         built = rechunk_changed(chunker, fd, size, pchunks[0], pchunks[1], ranges.extents, emit)
         method = "cbt-delta"

@@ -314,3 +314,22 @@ def test_the_backup_record_says_how_each_block_volume_was_read():
     data, logs = record["volumes"]
     assert data["read"] == {"method": "cbt-delta", "bytes_read": 4096, "reason": None}
     assert "read" not in logs  # a file system volume's record is unchanged
+
+
+def test_rechunk_cost_counts_the_chunks_holding_changes_and_the_one_after_each():
+    sizes = [100, 200, 300, 400]  # bounds 0 100 300 600 1000
+    assert block_copy.rechunk_cost(sizes, []) == 0
+    assert block_copy.rechunk_cost(sizes, [(150, 10)]) == 200 + 300
+    assert block_copy.rechunk_cost(sizes, [(0, 1), (50, 1)]) == 100 + 200  # counted once
+    assert block_copy.rechunk_cost(sizes, [(950, 50)]) == 400  # no chunk after the last
+
+
+def test_changes_scattered_over_most_chunks_make_one_sequential_full_read(mem_repo, volume):
+    first = _copy(mem_repo, volume, None)
+    _write(volume.device, [(off, b"s" * 10) for off in range(0, 16 * MiB, 512 * 1024)])  # in every chunk
+    second = _copy(mem_repo, volume, first.snapshot_id)
+    block = mem_repo.find_snapshot(second.snapshot_id).data["block"]
+    assert block["method"] == "full-read" and block["bytes_read"] == 16 * MiB
+    assert "a sequential read is faster" in block["reason"]
+    assert block["changed_bytes"] == 32 * BS  # the service was asked; its ranges were not worth it
+    assert _restored(mem_repo, second.snapshot_id) == volume.device.read_bytes()

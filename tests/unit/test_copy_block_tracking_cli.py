@@ -1,0 +1,148 @@
+"""``copy --cbt-driver``: the step asks the SnapshotMetadata service (over TLS gRPC, with a token from
+TokenRequest) and reads only the changed ranges of a block volume; bad flags are one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.snapshot_metadata import FakeSnapshotMetadata
+
+ROOT = Path(__file__).resolve().parents[2]
+MiB = 1024 * 1024
+DRIVER = "hostpath.csi.k8s.io"
+
+
+def _run(args, env, check=True):
+    proc = subprocess.run(
+        [sys.executable, "-m", "steps", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert not check or proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def env(tmp_path):
+    env = {**os.environ, "SNAPFLOW_PASSWORD": "pw", "SNAPFLOW_KDF_TEST_N": "1024"}
+    _run(["init", "--repo", f"file://{tmp_path / 'repo'}"], env)
+    return env
+
+
+def test_copy_reads_only_the_changed_ranges_of_a_block_volume(tmp_path, env, kube_server):
+    # GIVEN a volume image, its snapshots known to the service, and the mover's ServiceAccount
+    kube_server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}})
+    kube_server.create(
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "mover", "namespace": "app"}}
+    )
+    kubeconfig = kube_server.write_kubeconfig(tmp_path / "kubeconfig")
+    device = tmp_path / "pgdata.img"
+    device.write_bytes(random.Random(4).randbytes(16 * MiB))
+    repo = f"file://{tmp_path / 'repo'}"
+    with FakeSnapshotMetadata(kube_server, DRIVER) as sms:
+
+        def copy(n: int, *parent: str) -> dict:
+            image = tmp_path / f"snap-{n}.img"
+            image.write_bytes(device.read_bytes())
+            sms.add_snapshot("app", f"snap-{n}", f"handle-{n}", image)
+            args = [
+                "copy",
+                "--repo",
+                repo,
+                "--source",
+                str(device),
+                "--json",
+                "--kubeconfig",
+                str(kubeconfig),
+            ]
+            args += [
+                "--cbt-driver",
+                DRIVER,
+                "--cbt-snapshot",
+                f"app/snap-{n}",
+                "--cbt-snapshot-handle",
+                f"handle-{n}",
+            ]
+            args += ["--cbt-service-account", "app/mover", *parent]
+            proc = _run(args, env)
+            assert "block device read by" in proc.stderr
+            return json.loads(proc.stdout)
+
+        first = copy(1, "--no-parent")
+        with open(device, "r+b") as f:
+            f.seek(9 * MiB)
+            f.write(b"changed")
+        # WHEN the next copy names the first as its parent
+        second = copy(2, "--parent", first["id"])
+    # THEN the first read the allocated ranges, the second only around the change
+    assert first["block"]["method"] == "cbt-allocated"
+    assert second["block"]["method"] == "cbt-delta" and second["block"]["changed_bytes"] == 64 * 1024
+    assert second["block"]["bytes_read"] < 8 * MiB
+    assert [c[0] for c in sms.calls] == ["allocated", "delta"]
+    assert sms.calls[1][1].base_snapshot_id == "handle-1"
+
+
+def test_without_a_cluster_the_copy_reads_in_full_and_says_why(tmp_path, env):
+    device = tmp_path / "dev.img"
+    device.write_bytes(b"x" * MiB)
+    proc = _run(
+        [
+            "copy",
+            "--repo",
+            f"file://{tmp_path / 'repo'}",
+            "--source",
+            str(device),
+            "--json",
+            "--kubeconfig",
+            str(tmp_path / "missing"),
+            "--cbt-driver",
+            DRIVER,
+            "--cbt-snapshot",
+            "app/s",
+            "--cbt-service-account",
+            "mover",
+        ],
+        env,
+    )
+    block = json.loads(proc.stdout)["block"]
+    assert block["method"] == "full-read" and block["bytes_read"] == MiB
+    assert "changed-block tracking unavailable" in block["reason"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--cbt-snapshot", "app/s"], "--cbt-snapshot: only with --cbt-driver"),
+        (
+            ["--cbt-driver", "d", "--cbt-snapshot", "s", "--cbt-service-account", "m"],
+            "--cbt-snapshot: expected NAMESPACE/NAME",
+        ),
+        (["--cbt-driver", "d", "--cbt-snapshot", "a/s"], "--cbt-service-account: expected [NAMESPACE/]NAME"),
+        (
+            [
+                "--cbt-driver",
+                "d",
+                "--cbt-snapshot",
+                "a/s",
+                "--cbt-service-account",
+                "m",
+                "--full-read-every",
+                "-1",
+            ],
+            "--full-read-every: expected",
+        ),
+    ],
+)
+def test_bad_block_tracking_flags_are_one_line(tmp_path, env, flags, expected):
+    device = tmp_path / "dev.img"
+    device.write_bytes(b"x" * 4096)
+    proc = _run(
+        ["copy", "--repo", f"file://{tmp_path / 'repo'}", "--source", str(device), *flags], env, check=False
+    )
+    assert proc.returncode != 0
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
