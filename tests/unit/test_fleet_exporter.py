@@ -1,0 +1,212 @@
+"""The metrics exporter: values from committed records, incremental refreshes, unreachable repositories,
+and a real scrape over HTTP whose metric names cover every alert's."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from workflows.fleet import rules
+from workflows.fleet.exporter import METRICS, Exporter, serve
+from workflows.fleet.model import Targets
+
+NOW = time.time()
+APP = {"cluster": "east", "namespace": "shop", "name": "orders-db", "policy": "orders-db"}
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def cut_timeline(t: float) -> dict:
+    return {
+        "volumes": [{"name": "data", "cut": iso(t)}],
+        "targets": [{"quiesced": iso(t - 0.1), "released": iso(t + 0.1)}],
+    }
+
+
+def write_run(repo, backup_id: str, t: float, *, commit: bool, verify_ok: bool = True, freeze_ms: float = 40):
+    """The records of one backup run: consistent point, verify and (when ``commit``) the backup record."""
+    cp = {"verdict": "app-consistent", "freeze_window_ms": freeze_ms, "timeline": cut_timeline(t), "app": APP}
+    repo.save_record(
+        "runs", {"name": "consistent-point", "backup_id": backup_id, "time": iso(t + 1), **cp}, key=backup_id
+    )
+    repo.save_record(
+        "runs",
+        {"name": "verify", "backup_id": backup_id, "time": iso(t + 50), "ok": verify_ok},
+        key=backup_id,
+    )
+    if commit:
+        record = {
+            "version": 1,
+            "backup_id": backup_id,
+            "time": iso(t + 60),
+            "workflow_status": "Succeeded",
+            "app": APP,
+            "volumes": [{"name": "data", "snapshot": "s-" + backup_id, "files": 12, "bytes": 4096}],
+            "consistency": {k: cp[k] for k in ("verdict", "freeze_window_ms", "timeline")},
+            "verify": {"ok": True, "time": iso(t + 50)},
+        }
+        repo.save_record("backups", record, key=backup_id)
+
+
+def scrape_text(text: str) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append(sample)
+    return out
+
+
+def collected(exporter: Exporter) -> dict[tuple[str, str | None], float]:
+    """{(metric, app or None): value} of what a scrape would serve."""
+    out = {}
+    for family in exporter.collect():
+        for s in family.samples:
+            out[(s.name, s.labels.get("app"))] = s.value
+    return out
+
+
+def test_metrics_say_what_the_committed_records_say(mem_repo):
+    # GIVEN two committed backups, then a newer run that never committed and whose verify failed
+    write_run(mem_repo, "b-1", NOW - 7200, commit=True)
+    write_run(mem_repo, "b-2", NOW - 3600, commit=True, freeze_ms=250)
+    write_run(mem_repo, "b-3", NOW - 600, commit=False, verify_ok=False, freeze_ms=90)
+    mem_repo.save_record(
+        "runs",
+        {"name": "restore-test", "backup_id": "b-2", "time": iso(NOW - 300), "ok": True, "app": APP},
+        key="b-2",
+    )
+    exporter = Exporter(["mem://repo"], opener=lambda url: mem_repo, default_targets=Targets(rpo_s=5000))
+
+    # WHEN it refreshes
+    exporter.refresh()
+    m = collected(exporter)
+
+    # THEN the newest committed backup is b-2's cut, and the uncommitted run and failed verify show
+    assert m[("snapflow_backup_last_committed_timestamp_seconds", "orders-db")] == pytest.approx(
+        NOW - 3600, abs=0.01
+    )
+    assert m[("snapflow_backup_committed", "orders-db")] == 2
+    assert m[("snapflow_backup_rpo_target_seconds", "orders-db")] == 5000
+    assert m[("snapflow_backup_size_bytes", "orders-db")] == 4096
+    assert m[("snapflow_backup_uncommitted_runs", "orders-db")] == 1
+    assert m[("snapflow_backup_last_uncommitted_run_timestamp_seconds", "orders-db")] == pytest.approx(
+        NOW - 599, abs=0.01
+    )
+    assert m[("snapflow_freeze_window_seconds", "orders-db")] == pytest.approx(0.09)
+    assert m[("snapflow_verify_last_ok", "orders-db")] == 0
+    assert m[("snapflow_restore_test_last_ok", "orders-db")] == 1
+    assert m[("snapflow_restore_test_last_success_timestamp_seconds", "orders-db")] == pytest.approx(
+        NOW - 300, abs=0.01
+    )
+    assert m[("snapflow_repository_up", None)] == 1
+    assert m[("snapflow_repository_records", None)] == 9  # 3 runs of 2 or 3 records, a restore test
+
+
+def test_a_refresh_reads_only_new_records_and_forgets_pruned_ones(mem_repo):
+    # GIVEN an exporter that has read three runs
+    for i in range(3):
+        write_run(mem_repo, f"b-{i}", NOW - 3600 * (3 - i), commit=True)
+    exporter = Exporter(["mem://repo"], opener=lambda url: mem_repo)
+    exporter.refresh()
+    cache = exporter.states[0].cache
+    assert len(cache.entries) == 9
+    reads = []
+    mem_repo.store.hook = lambda op, key: reads.append(key) if op == "get" else None
+    # WHEN nothing changed, THEN a refresh opens no record
+    exporter.refresh()
+    assert reads == []
+    # WHEN one more run is committed, THEN only its three records are opened
+    write_run(mem_repo, "b-new", NOW - 60, commit=True)
+    exporter.refresh()
+    assert len(reads) == 3
+    assert collected(exporter)[("snapflow_backup_committed", "orders-db")] == 4
+    # WHEN a backup record is deleted (pruned), THEN it is forgotten
+    gone = next(k for k in cache.entries if k.startswith("backups/"))
+    mem_repo.store.delete(gone)
+    exporter.refresh()
+    assert gone not in cache.entries
+    assert collected(exporter)[("snapflow_backup_committed", "orders-db")] == 3
+
+
+def test_an_unreachable_repository_is_a_zero_gauge_and_an_error_count_not_a_crash(mem_repo):
+    # GIVEN one good repository and one that cannot be opened
+    write_run(mem_repo, "b-1", NOW - 60, commit=True)
+
+    def opener(url):
+        if url == "s3://down/repo":
+            raise ConnectionError("connection refused")
+        return mem_repo
+
+    exporter = Exporter(["s3://down/repo", "mem://repo"], opener=opener)
+    # WHEN it refreshes twice
+    exporter.refresh()
+    exporter.refresh()
+    values = {}
+    for family in exporter.collect():
+        for s in family.samples:
+            values[(s.name, s.labels.get("source"), s.labels.get("app"))] = s.value
+    # THEN the bad one is down with two errors, the good one is up with its app
+    assert values[("snapflow_repository_up", "s3://down/repo", None)] == 0
+    assert values[("snapflow_repository_errors_total", "s3://down/repo", None)] == 2
+    assert values[("snapflow_repository_up", "mem://repo", None)] == 1
+    assert values[("snapflow_backup_committed", "mem://repo", "orders-db")] == 1
+
+
+def test_a_damaged_record_is_counted_not_fatal(mem_repo):
+    write_run(mem_repo, "b-1", NOW - 60, commit=True)
+    key = next(i.key for i in mem_repo.store.list("runs/"))
+    mem_repo.store.put(key, b"not a record")
+    exporter = Exporter(["mem://repo"], opener=lambda url: mem_repo)
+    exporter.refresh()
+    m = collected(exporter)
+    assert m[("snapflow_repository_damaged_records", None)] == 1
+    assert m[("snapflow_repository_up", None)] == 1
+
+
+def test_a_running_exporter_serves_every_metric_the_alerts_use(s3_repo):
+    # GIVEN an S3 repository with a committed backup, an uncommitted run and a restore test
+    from steps.api import Repository, open_repository, open_store
+
+    Repository.init(
+        open_store(s3_repo), "correct horse battery staple", kdf_params={"n": 1024, "r": 8, "p": 1}
+    )
+    repo = open_repository(s3_repo)
+    write_run(repo, "b-1", NOW - 3600, commit=True)
+    write_run(repo, "b-2", NOW - 60, commit=False, verify_ok=False)
+    repo.save_record(
+        "runs",
+        {"name": "restore-test", "backup_id": "b-1", "time": iso(NOW - 30), "ok": True, "app": APP},
+        key="b-1",
+    )
+
+    # WHEN the exporter serves on an OS-chosen port and refreshes in its background thread
+    exporter = Exporter([s3_repo, "s3://unreachable-bucket/repo"], interval_s=0.2)
+    server, _thread = serve(exporter, "127.0.0.1", 0)
+    exporter.start()
+    try:
+        deadline = time.monotonic() + 30
+        while exporter.refreshes < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            served = scrape_text(answer.read().decode())
+    finally:
+        exporter.stop()
+        server.shutdown()
+        server.server_close()
+
+    # THEN every metric of every alert is served, and so is every documented metric
+    assert rules.metrics_used() <= set(served), rules.metrics_used() - set(served)
+    assert set(METRICS) <= set(served), set(METRICS) - set(served)
+    ups = {s.labels["source"]: s.value for s in served["snapflow_repository_up"]}
+    assert ups == {s3_repo: 1.0, "s3://unreachable-bucket/repo": 0.0}
+    committed = served["snapflow_backup_last_committed_timestamp_seconds"]
+    assert [s.labels for s in committed] == [
+        {"cluster": "east", "namespace": "shop", "app": "orders-db", "source": s3_repo}
+    ]

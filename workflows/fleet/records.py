@@ -1,0 +1,164 @@
+"""Reading a repository's records for the exporter, incrementally: records only, never packs.
+
+:class:`RecordCache` keeps, per object name (``backups/GROUP/ID``, ``runs/GROUP/ID``), a small summary
+of what the record says (:class:`Summary`). A record is named by the hash of its stored bytes and never
+rewritten, so a name read once needs no second reading: a refresh lists ``backups/`` and ``runs/`` and
+opens only the names it has not seen, and forgets the names that are gone (pruned). Summaries live in
+memory only (records are encrypted in the repository; a decrypted copy on disk would leak them).
+
+Called by :mod:`workflows.fleet.exporter`; reads through :mod:`steps.api`.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from steps.api import Repository
+
+KINDS = ("backups", "runs")
+RUN_NAMES = ("consistent-point", "verify", "restore-test")  # the run records the exporter uses
+READ_PARALLEL = 8
+
+
+def _time(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+
+def _first_cut(consistency: Any) -> float | None:
+    """The point in time of a backup: its first volume cut (as the report has it)."""
+    timeline = consistency.get("timeline") if isinstance(consistency, dict) else None
+    volumes = timeline.get("volumes") if isinstance(timeline, dict) else None
+    cuts = [_time(v.get("cut") or v.get("copy_started")) for v in volumes or () if isinstance(v, dict)]
+    cuts = [c for c in cuts if c is not None]
+    return min(cuts) if cuts else None
+
+
+def _app(data: dict) -> tuple[str, str, str] | None:
+    app = data.get("app")
+    if not isinstance(app, dict):
+        return None
+    name = app.get("name") or app.get("app")
+    if not isinstance(name, str) or not name:
+        return None
+    return (str(app.get("cluster") or "default"), str(app.get("namespace") or ""), name)
+
+
+def _freeze_s(data: dict) -> float | None:
+    value = data.get("freeze_window_ms")
+    return float(value) / 1000 if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the exporter needs of one record (``kind`` is ``backups``, a run name, or ``damaged``)."""
+
+    kind: str
+    group: str | None
+    backup_id: str | None = None
+    app: tuple[str, str, str] | None = None  # cluster, namespace, name
+    time: float | None = None  # when the record says it was written
+    point_in_time: float | None = None  # a backup's first cut
+    ok: bool | None = None  # verify / restore test passed
+    freeze_s: float | None = None
+    size_bytes: int | None = None
+    files: int | None = None
+
+
+def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
+    """The summary of a record that opened (None: a run record the exporter has no use for)."""
+    bid = data.get("backup_id") if isinstance(data.get("backup_id"), str) else None
+    if kind == "backups":
+        consistency = data.get("consistency") if isinstance(data.get("consistency"), dict) else {}
+        volumes = [v for v in data.get("volumes") or () if isinstance(v, dict)]
+        sizes = [v.get("bytes") for v in volumes if isinstance(v.get("bytes"), int)]
+        files = [v.get("files") for v in volumes if isinstance(v.get("files"), int)]
+        written = _time(data.get("time"))
+        return Summary(
+            "backups",
+            group,
+            bid,
+            _app(data),
+            written,
+            _first_cut(consistency) or written,
+            freeze_s=_freeze_s(consistency),
+            size_bytes=sum(sizes) if sizes else None,
+            files=sum(files) if files else None,
+        )
+    name = data.get("name")
+    if name not in RUN_NAMES:
+        return None
+    ok = data.get("ok") if isinstance(data.get("ok"), bool) else None
+    return Summary(
+        str(name),
+        group,
+        bid,
+        _app(data),
+        _time(data.get("time")) or _first_cut(data),
+        _first_cut(data),
+        ok,
+        _freeze_s(data) if name == "consistent-point" else None,
+    )
+
+
+@dataclass
+class RefreshStats:
+    listed: int = 0
+    read: int = 0
+    damaged: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RecordCache:
+    """Summaries of one repository's records by object name; :meth:`refresh` reads only new names."""
+
+    entries: dict[str, Summary | None] = field(default_factory=dict)
+
+    def refresh(self, repo: Repository) -> RefreshStats:
+        t0 = time.monotonic()
+        stats = RefreshStats()
+        listed: dict[str, tuple[str, Any]] = {}
+        for kind in KINDS:
+            for info in repo.store.list(f"{kind}/"):
+                if info.key.count("/") == 2:
+                    listed[info.key] = (kind, info)
+        stats.listed = len(listed)
+        new = [(key, kind, info) for key, (kind, info) in listed.items() if key not in self.entries]
+
+        def read(item):
+            key, kind, info = item
+            group = key.split("/")[1]
+            try:
+                # (a record's name is the hash of its bytes: one reading per name is enough)
+                record = repo._read_record(kind, key, info.last_modified)
+            except KeyError:
+                return key, "gone"  # deleted since the listing
+            except Exception:
+                return key, Summary("damaged", group)
+            return key, summarize(kind, group, record.data)
+
+        if new:
+            with ThreadPoolExecutor(max_workers=min(READ_PARALLEL, len(new))) as pool:
+                for key, summary in pool.map(read, new):
+                    if summary == "gone":
+                        continue
+                    self.entries[key] = summary
+                    stats.read += 1
+        for key in [k for k in self.entries if k not in listed]:
+            del self.entries[key]  # pruned
+        stats.damaged = sum(1 for s in self.entries.values() if s is not None and s.kind == "damaged")
+        stats.seconds = time.monotonic() - t0
+        return stats
+
+    def summaries(self) -> list[Summary]:
+        return [s for s in self.entries.values() if s is not None]
