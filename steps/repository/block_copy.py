@@ -349,6 +349,8 @@ def copy_block(repo: Repository, opts, cbt: BlockCbt | None = None, progress=Non
 
         def emit(chunk: memoryview) -> str:
             bid = sink.save_blob(BLOB_DATA, chunk)
+            if progress is not None:  # bytes chunked; reused chunks of the parent count at the end
+                progress.done_bytes += len(chunk)
             return bid.hex()
 
         where = (source, opts.identity)
