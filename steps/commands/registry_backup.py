@@ -56,7 +56,7 @@ def add_registry_args(parser, purpose: str) -> None:
 
 
 def endpoint_of(args):
-    from steps.drivers.registry import RegistryEndpoint
+    from steps.drivers.registry import RegistryEndpoint, read_password_file
     from steps.errors import UsageError
 
     for option, value in (("--connect-timeout", args.connect_timeout), ("--read-timeout", args.read_timeout)):
@@ -66,13 +66,7 @@ def endpoint_of(args):
     if args.password_file:
         if not args.username:
             raise UsageError("--password-file: give --username too")
-        try:
-            with open(args.password_file, encoding="utf-8") as f:
-                password = f.read().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as err:
-            raise UsageError(
-                f"--password-file: cannot read {args.password_file!r} ({err.__class__.__name__})"
-            ) from None
+        password = read_password_file(args.password_file)
     return RegistryEndpoint(
         args.registry, args.ca, args.username, password, args.connect_timeout, args.read_timeout
     )
@@ -139,8 +133,6 @@ def roots_of(args, client) -> tuple[list[tuple[str, str]], dict]:
 
 
 def run(args) -> int:
-    import json
-    import os
     import sys
 
     from steps.drivers import registry
@@ -159,8 +151,7 @@ def run(args) -> int:
     try:
         staged = registry.stage_images(client, roots, work)
         desc = staged.describe(client.endpoint.host, utc_now_iso(), selection)
-        with open(os.path.join(work, registry.DESCRIPTION_FILE), "w", encoding="utf-8") as f:
-            json.dump(desc, f, indent=1, sort_keys=True)
+        registry.write_description(work, desc)
         # one retention group per registry: the same tags for every snapshot of it
         tags.update({"kind": "registry", "registry": client.endpoint.host})
         if args.backup_id:

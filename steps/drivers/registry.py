@@ -426,7 +426,7 @@ class RegistryClient:
         )
         resp = self.request(
             "GET",
-            f"/v2/{repository}/manifests/{quote(ref)}",
+            f"/v2/{repository}/manifests/{quote(ref, safe=':')}",
             scope,
             {"Accept": ACCEPT},
             follow=True,
@@ -640,7 +640,12 @@ class RegistryClient:
             sep = "&" if "?" in location else "?"
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
             resp = self.request(
-                "PUT", f"{location}{sep}digest={quote(digest)}", scope, headers, body=body, doing=doing
+                "PUT",
+                f"{location}{sep}digest={quote(digest, safe=':')}",
+                scope,
+                headers,
+                body=body,
+                doing=doing,
             )
             resp.close()
         if resp.status != 201:
@@ -660,7 +665,7 @@ class RegistryClient:
         headers = {"Content-Type": media_type, "Content-Length": str(len(data))}
         resp = self.request(
             "PUT",
-            f"/v2/{repository}/manifests/{quote(ref)}",
+            f"/v2/{repository}/manifests/{quote(ref, safe=':')}",
             self._push_scope(repository),
             headers,
             body=data,
@@ -846,6 +851,20 @@ def stage_images(client: RegistryClient, roots: list[tuple[str, str]], workdir: 
         else:
             entry["tags"][ref] = digest
     return stage
+
+
+def write_description(workdir: str, desc: dict) -> None:
+    with open(os.path.join(workdir, DESCRIPTION_FILE), "w", encoding="utf-8") as f:
+        json.dump(desc, f, indent=1, sort_keys=True)
+
+
+def read_password_file(path: str) -> str:
+    """The password or token in ``path`` (a mounted Secret), without its trailing newline."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"--password-file: cannot read {path!r} ({err.__class__.__name__})") from None
 
 
 def read_stage(workdir: str, where: str) -> dict:
