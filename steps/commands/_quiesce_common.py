@@ -5,11 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from steps.drivers.files import check_output_path, write_json_atomic
 from steps.errors import SnapflowError, UsageError
 from steps.plan import Plan
-
-__all__ = ["check_not_frozen", "check_output_path", "store_run_record", "write_json_atomic"]
 
 
 def check_not_frozen(option: str, path: str | os.PathLike, plan: Plan) -> None:

@@ -154,7 +154,7 @@ def run(args) -> int:
     from steps.commands._repo import warn
     from steps.errors import DamagedRecordError, UsageError
     from steps.repository.catalog import list_backups, read_catalog
-    from steps.repository.repo import repair_hint
+    from steps.repository.damage import repair_hint
 
     filters = {k: getattr(args, k) for k in ("cluster", "namespace", "app", "policy") if getattr(args, k)}
     repo = open_repository(args)

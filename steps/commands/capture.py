@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from steps.commands._kube import KUBE_EPILOG, add_kube_args
 from steps.commands._repo import CONNECTION_EPILOG, add_repo_args
-from steps.manifests.export import (  # noqa: F401 (importable from the command too)
-    IMPORTANT_KINDS,
-    SNAPFLOW_MANAGED,
-    collect,
-    dedupe_by_uid,
-    snapflow_objects,
-)
+from steps.manifests.export import collect, snapflow_objects
 
 NAME = "capture"
 HELP = "store the app's Kubernetes objects (cleaned) in the repository"
@@ -122,7 +116,7 @@ def run(args) -> int:
             print_json({**summary, "id": None})
         return 0
 
-    from steps.repository.archiver import store_files
+    from steps.repository.stored_files import store_files
 
     repo = open_repository(args)
     identity = {

@@ -31,13 +31,8 @@ def run(args) -> int:
     import signal
     import sys
 
-    from steps.commands._quiesce_common import (
-        check_not_frozen,
-        check_output_path,
-        store_run_record,
-        write_json_atomic,
-    )
-    from steps.drivers.files import load_plan
+    from steps.commands._quiesce_common import check_not_frozen, store_run_record
+    from steps.drivers.files import check_output_path, load_plan, write_json_atomic
     from steps.drivers.snapshot import open_snapshot_driver
     from steps.quiesce.cut import run_consistent_point
 

@@ -90,8 +90,9 @@ def run(args) -> int:
     from steps.drivers import files
     from steps.errors import UsageError
     from steps.progress import Progress
-    from steps.repository.archiver import CopyOptions, Prescan, copy_source
+    from steps.repository.archiver import CopyOptions, copy_source
     from steps.repository.pipeline import tune_for_bulk_work
+    from steps.repository.scan import Prescan
 
     if args.repo.startswith("s3://"):
         # imported before the source scan starts: imports compete with the scan for the interpreter,

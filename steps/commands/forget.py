@@ -45,7 +45,7 @@ def configure(parser):
 def run(args) -> int:
     from steps.commands._retention import filters_from_args, rules_from_args, run_and_report
     from steps.errors import UsageError
-    from steps.repository.prune import PruneOptions, forget
+    from steps.repository.pruner import PruneOptions, forget
 
     rules = rules_from_args(args)
     if rules.empty and not args.backup_id and not args.snapshot:

@@ -47,7 +47,7 @@ def run(args) -> int:
     from datetime import UTC, datetime
 
     from steps.errors import UsageError
-    from steps.repository.restorer import iter_nodes
+    from steps.repository.snapshot_read import iter_nodes
 
     repo = open_repository(args)
     snap = repo.find_snapshot(args.snapshot)

@@ -3,22 +3,7 @@
 from __future__ import annotations
 
 from steps.commands._kube import KUBE_EPILOG, add_kube_args
-from steps.manifests.cluster_checks import (  # noqa: F401 (importable from the command too)
-    CLUSTER_PERMISSIONS,
-    PERMISSION_STEPS,
-    PERMISSIONS,
-    Checks,
-    allowed,
-    check_pod_security,
-    check_rbac,
-    check_repository,
-    check_snapshots,
-    preflight,
-    required_cluster_permissions,
-    required_permissions,
-    runs_hooks_in_pods,
-    steps_using,
-)
+from steps.manifests.cluster_checks import preflight
 
 NAME = "preflight"
 HELP = "check the cluster and repository for a plan: snapshot classes, RBAC, Pod Security, repository key"

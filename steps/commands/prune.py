@@ -70,7 +70,7 @@ def options_from_args(args):
     from steps.commands._repo import parse_percent
     from steps.commands._retention import filters_from_args, parse_duration, rules_from_args
     from steps.drivers.objectstore import ObjectLock
-    from steps.repository.prune import DEFAULT_GRACE, PruneOptions
+    from steps.repository.pruner import DEFAULT_GRACE, PruneOptions
 
     rules = rules_from_args(args)
     grace_raw = args.grace or os.environ.get(runtime.PRUNE_GRACE)
@@ -99,6 +99,6 @@ def options_from_args(args):
 
 def run(args) -> int:
     from steps.commands._retention import run_and_report
-    from steps.repository.prune import prune
+    from steps.repository.pruner import prune
 
     return run_and_report(args, NAME, prune, options_from_args(args))

@@ -83,7 +83,7 @@ def run_records(args) -> int:
 def run(args) -> int:
     if args.what == "records":
         return run_records(args)
-    from steps.repository.checker import rebuild_index
+    from steps.repository.repair_index import rebuild_index
 
     repo = open_repository(args)
     report = rebuild_index(repo)

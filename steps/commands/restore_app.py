@@ -224,7 +224,8 @@ def transform_spec(args, source_namespace: str):
 
     from steps.drivers import files
     from steps.errors import UsageError
-    from steps.manifests.transforms import IdRange, TransformSpec, parse_pairs
+    from steps.idmap import IdRange
+    from steps.manifests.transforms import TransformSpec, parse_pairs
 
     base = TransformSpec.load(args.transforms) if args.transforms else TransformSpec()
     ns_map = parse_pairs(pair_list(args.namespace_map), "--namespace-map")

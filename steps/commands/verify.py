@@ -73,8 +73,10 @@ def _choose_snapshot(repo, ref: str, snaps, damaged):
 
 def run(args) -> int:
     from steps.progress import Progress
-    from steps.repository.checker import VerifyReport, damaged_record_problem, verify
-    from steps.repository.repo import Snapshot, repair_hint, utc_now_iso
+    from steps.repository.checker import VerifyReport, verify
+    from steps.repository.damage import repair_hint
+    from steps.repository.inspection import damaged_record_problem
+    from steps.repository.records import Snapshot, utc_now_iso
 
     percent = parse_percent(args.read_data, "--read-data")
     if args.snapshot and args.backup_id:

@@ -8,8 +8,7 @@ shortened with a hash suffix when needed so that two long names never collide.
 Templates: ``volumesnapshot.yaml.j2``, ``volumegroupsnapshot.yaml.j2``, ``clone-pvc.yaml.j2``,
 ``restore-mover-pod.yaml.j2``. Called by the ``csi`` snapshot driver, ``prepare-clone`` and
 ``restore-app``; the restore WorkflowTemplate renders the mover pod with the same function. A driver-level
-module (it reads the templates folder), so that the drivers may build objects with it; the manifests'
-own name for it, :mod:`steps.manifests.render`, imports it.
+module (it reads the templates folder), so that the drivers may build objects with it.
 """
 
 from __future__ import annotations

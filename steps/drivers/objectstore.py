@@ -26,11 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from steps import runtime
-from steps.drivers.repourl import (  # noqa: F401  (RepoURL, canonical_repo_url: re-exported)
-    RepoURL,
-    canonical_repo_url,
-    parse_repo_url,
-)
+from steps.drivers.repourl import parse_repo_url
 from steps.errors import PermanentError, UsageError
 
 
@@ -486,14 +482,3 @@ def open_store(
         return LocalStore(repo.path)
     return _MEMORY_STORES.setdefault(repo.bucket, MemoryStore(name=repo.bucket))
 
-
-# The S3 store lives in :mod:`steps.drivers.objectstore_s3`; these names stay importable from here.
-_MOVED_TO_S3 = frozenset({"S3Settings", "S3Store"})
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_S3:
-        from steps.drivers import objectstore_s3
-
-        return getattr(objectstore_s3, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,8 +10,8 @@
 - :mod:`~steps.manifests.jsonpatch`: RFC 6902 JSON Patch.
 - :mod:`~steps.manifests.ordering`: restore phases, workloads held at zero until their data is in
   place, and conflicts with objects that already exist.
-- :mod:`~steps.manifests.render`: the manifests the steps create (clone PVC, VolumeSnapshot,
-  VolumeGroupSnapshot, restore mover pod), rendered from ``templates/manifests``.
+- the manifests the steps create (clone PVC, VolumeSnapshot, VolumeGroupSnapshot, restore mover pod)
+  are :mod:`steps.drivers.kube_objects`' (the CSI driver builds them too).
 - :mod:`~steps.manifests.apply`: the restore engine, driving a Kubernetes client handed in by the
   ``restore-app`` step (the client, in :mod:`steps.drivers.kube`, does the I/O).
 

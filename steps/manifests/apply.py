@@ -21,8 +21,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from steps.drivers.kube_objects import dig
 from steps.errors import PermanentError, SnapflowError, UsageError
-from steps.manifests.objects import Ref, dig, gk, ref
+from steps.manifests.objects import Ref, gk, ref
 from steps.manifests.ordering import (
     EXISTING_POLICIES,
     PHASES,

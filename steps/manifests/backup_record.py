@@ -60,7 +60,7 @@ def find_backup(repo, backup: str, app: str = "", namespace: str = "") -> dict:
 def load_bundle(repo, record: dict):
     from steps.errors import PermanentError
     from steps.manifests import bundle
-    from steps.repository.restorer import load_files
+    from steps.repository.snapshot_read import load_files
 
     sid = record.get("manifests")
     if sid and not isinstance(sid, str):

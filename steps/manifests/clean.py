@@ -27,11 +27,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from steps.drivers.kube_objects import dig
 from steps.manifests.objects import (
     Ref,
     Requirement,
     containers,
-    dig,
     gk,
     pod_spec,
     pod_template,

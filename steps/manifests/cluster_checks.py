@@ -159,9 +159,9 @@ def _default_class(classes: list[dict], driver: str, annotation: str) -> dict | 
 
 
 def check_snapshots(client, plan, checks: Checks, group_class: str) -> None:
+    from steps.drivers import kube_objects
     from steps.drivers.kube import Forbidden, KubeError
-    from steps.manifests import render
-    from steps.manifests.objects import dig
+    from steps.drivers.kube_objects import dig
 
     ns = plan.app.namespace
     try:
@@ -184,7 +184,7 @@ def check_snapshots(client, plan, checks: Checks, group_class: str) -> None:
         return
     group_classes = None
     if plan.consistency == "group":
-        for api_version in render.GROUP_SNAPSHOT_API_VERSIONS:
+        for api_version in kube_objects.GROUP_SNAPSHOT_API_VERSIONS:
             try:
                 group_classes, _ = client.list(api_version, "VolumeGroupSnapshotClass")
                 checks.add("snapshot-api", "ok", f"{api_version} is served (consistency: group)")
@@ -196,7 +196,7 @@ def check_snapshots(client, plan, checks: Checks, group_class: str) -> None:
                 "snapshot-api",
                 "fail",
                 "consistency: group, but no VolumeGroupSnapshot API is served "
-                f"({', '.join(render.GROUP_SNAPSHOT_API_VERSIONS)})",
+                f"({', '.join(kube_objects.GROUP_SNAPSHOT_API_VERSIONS)})",
             )
     named = None
     if plan.snapshot.snapshot_class:
@@ -314,7 +314,7 @@ def check_rbac(client, plan, checks: Checks, sa: str | dict[str, str]) -> None:
 
 
 def check_pod_security(namespace_obj: dict | None, checks: Checks) -> None:
-    from steps.manifests import render
+    from steps.drivers import kube_objects
     from steps.manifests.podsecurity import LEVELS, violations
 
     labels = ((namespace_obj or {}).get("metadata") or {}).get("labels") or {}
@@ -324,7 +324,7 @@ def check_pod_security(namespace_obj: dict | None, checks: Checks) -> None:
         return
 
     def mover_spec(**options) -> dict:
-        return render.mover_pod(
+        return kube_objects.mover_pod(
             name="preflight",
             namespace="x",
             pvc="x",

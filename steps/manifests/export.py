@@ -42,7 +42,7 @@ def _copy_rank(obj: dict) -> tuple:
     """Which copy of an object served by several groups is kept (highest first): one whose API version
     is not deprecated (no migration starts from it), then the newest version (Kubernetes' order), then
     the group name, so that the choice never depends on the order of discovery."""
-    from steps.drivers.kube import version_priority
+    from steps.drivers.kube_types import version_priority
     from steps.manifests.migrations import find_migration
 
     api_version, kind = str(obj.get("apiVersion") or ""), str(obj.get("kind") or "")

@@ -34,7 +34,8 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from steps.manifests.objects import dig, pod_template
+from steps.drivers.kube_objects import dig
+from steps.manifests.objects import pod_template
 
 Converter = Callable[[dict, list[str]], dict]
 

@@ -34,8 +34,8 @@ def volume_directory(client, namespace: str, pvc: str, volume_root: str | None, 
     from pathlib import Path
 
     from steps.drivers import files
+    from steps.drivers.kube_objects import dig
     from steps.errors import PermanentError, UsageError
-    from steps.manifests.objects import dig
 
     claim = client.wait_for(
         "v1",
@@ -72,8 +72,8 @@ def fill_local(client, items: list[dict], opts, report, log, spec, labels: dict)
     copied in backup mode included)."""
     import time
 
+    from steps.drivers import kube_objects
     from steps.errors import PermanentError, SnapflowError
-    from steps.manifests import render
     from steps.manifests.volume_restore import restore_volume
     from steps.repository.opener import open_repository
 
@@ -89,7 +89,7 @@ def fill_local(client, items: list[dict], opts, report, log, spec, labels: dict)
                 excludes=opts.exclude,
                 uid_map=spec.uid_map,
                 gid_map=spec.gid_map,
-                overwrite=render.MOVER_OVERWRITE,
+                overwrite=kube_objects.MOVER_OVERWRITE,
                 write_backup_label=item["volume"] in labels,
             )
         except (SnapflowError, OSError) as err:
@@ -131,7 +131,7 @@ def split_credentials(value: str) -> tuple[str, str, str]:
 
 def copy_for_restore(client, kind: str, name: str, source_ns: str, ns: str, restore_id: str) -> bool:
     """Copy Secret or ConfigMap ``name`` from ``source_ns`` into ``ns`` unless it is there; True if copied."""
-    from steps.manifests import render
+    from steps.drivers import kube_objects
 
     if client.get_or_none("v1", kind, name, ns) is not None:
         return False
@@ -143,9 +143,9 @@ def copy_for_restore(client, kind: str, name: str, source_ns: str, ns: str, rest
             "name": name,
             "namespace": ns,
             "labels": {
-                **render.MANAGED_BY,
-                render.LABEL_RESTORE: render.label_value(restore_id),
-                render.LABEL_ROLE: "mover-secret" if kind == "Secret" else "mover-config",
+                **kube_objects.MANAGED_BY,
+                kube_objects.LABEL_RESTORE: kube_objects.label_value(restore_id),
+                kube_objects.LABEL_ROLE: "mover-secret" if kind == "Secret" else "mover-config",
             },
         },
     }
@@ -167,10 +167,10 @@ def fill_pods(
     import os
     import time
 
+    from steps.drivers import kube_objects
     from steps.drivers.kube import AlreadyExists, KubeError
+    from steps.drivers.kube_objects import dig
     from steps.errors import PermanentError, UsageError
-    from steps.manifests import render
-    from steps.manifests.objects import dig
 
     image = opts.image or os.environ.get(runtime.STEP_IMAGE, "")
     if not image:
@@ -201,12 +201,12 @@ def fill_pods(
     started = time.time()
     try:
         for item in items:
-            name = render.k8s_name("snapflow-restore", restore_id, item["pvc"])
+            name = kube_objects.k8s_name("snapflow-restore", restore_id, item["pvc"])
             labels = {
-                **render.backup_labels(backup_id, app, item["volume"], role="mover"),
-                render.LABEL_RESTORE: render.label_value(restore_id),
+                **kube_objects.backup_labels(backup_id, app, item["volume"], role="mover"),
+                kube_objects.LABEL_RESTORE: kube_objects.label_value(restore_id),
             }
-            manifest = render.mover_pod(
+            manifest = kube_objects.mover_pod(
                 name=name,
                 namespace=item["namespace"],
                 pvc=item["pvc"],
@@ -257,7 +257,7 @@ def fill_pods(
                 names,
                 finished,
                 opts.timeout,
-                label_selector=f"{render.LABEL_RESTORE}={render.label_value(restore_id)}",
+                label_selector=f"{kube_objects.LABEL_RESTORE}={kube_objects.label_value(restore_id)}",
                 on_timeout=lambda seen, ns=ns, names=names: PermanentError(
                     f"mover pods in {ns} not finished after {opts.timeout:g}s: "
                     + ", ".join(
@@ -290,7 +290,7 @@ def fill_pods(
 
 
 def pod_failure(client, pod: dict) -> str:
-    from steps.manifests.objects import dig
+    from steps.drivers.kube_objects import dig
 
     parts = []
     for cs in dig(pod, "status", "containerStatuses", default=[]) or []:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from steps.drivers.kube_objects import dig  # noqa: F401 (importable from here too)
+from steps.drivers.kube_objects import dig  # noqa: F401 (steps.api and prepare-clone import it from here)
 from steps.errors import UsageError
 
 

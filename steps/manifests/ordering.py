@@ -23,7 +23,8 @@ from __future__ import annotations
 import copy
 import json
 
-from steps.manifests.objects import Ref, dig, gk, meta, pod_template, ref
+from steps.drivers.kube_objects import dig
+from steps.manifests.objects import Ref, gk, meta, pod_template, ref
 
 PHASES = ("namespace", "cluster", "config", "storage", "workloads", "deferred")
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from steps.manifests.objects import containers, dig
+from steps.drivers.kube_objects import dig
+from steps.manifests.objects import containers
 
 LEVELS = ("privileged", "baseline", "restricted")
 ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"

@@ -1,6 +1,6 @@
-"""The Kubernetes objects the steps create: :mod:`steps.drivers.kube_objects` (labels, names, the
-VolumeSnapshots, clones and restore mover pods rendered from ``templates/manifests``), by the name the
-manifests and the control plane know it under."""
+"""The old name of :mod:`steps.drivers.kube_objects` (the Kubernetes objects the steps create), kept only
+while ``steps.commands.prepare_clone``, ``steps.commands.finalize``, ``steps.drivers.snapshot_csi`` and
+``tests/unit/test_layers_runtime.py`` still import it; new code imports ``steps.drivers.kube_objects``."""
 
 from __future__ import annotations
 

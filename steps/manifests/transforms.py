@@ -39,11 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steps.drivers.kube_objects import dig
 from steps.errors import PermanentError, UsageError
-from steps.idmap import IdRange, check_id_ranges, parse_id_map  # noqa: F401 (importable from here too)
+from steps.idmap import IdRange, check_id_ranges
 from steps.manifests.jsonpatch import apply_patch
 from steps.manifests.migrations import migrate
-from steps.manifests.objects import containers, dig, gk, meta, pod_spec, ref
+from steps.manifests.objects import containers, gk, meta, pod_spec, ref
 
 
 @dataclass(frozen=True)

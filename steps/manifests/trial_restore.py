@@ -37,7 +37,7 @@ def restore_test(
     import time
 
     from steps.drivers import files
-    from steps.repository.repo import referenced_snapshots
+    from steps.repository.records import referenced_snapshots
     from steps.repository.restorer import restore_snapshot
 
     t0 = time.monotonic()

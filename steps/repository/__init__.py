@@ -13,8 +13,9 @@ Layers, bottom up:
 * :mod:`.records` - what the records hold, and the commit point of a backup (``commit_backup``,
   ``save_run_record``).
 * :mod:`.archiver` (copy), :mod:`.restorer` (restore), :mod:`.checker` (verify, check) over
-  :mod:`.inspection`, :mod:`.repair_index` and :mod:`.repair_records` (repair), :mod:`.prune` over
-  :mod:`.retention`, :mod:`.garbage`, :mod:`.lease` and :mod:`.lock` (Object Lock and versions).
+  :mod:`.inspection`, :mod:`.repair_index` and :mod:`.repair_records` (repair), :mod:`.pruner` (prune,
+  forget) over :mod:`.retention`, :mod:`.garbage`, :mod:`.lease` and :mod:`.object_lock` (Object Lock,
+  versions, ``--as-of``).
 
 Everything here talks to storage only through :class:`steps.drivers.objectstore.ObjectStore`.
 The format is described in ``docs/design.md``.

@@ -27,7 +27,6 @@ from .inspection import (
     settle,
 )
 from .records import Record, Snapshot, referenced_snapshots, utc_now_iso
-from .repair_index import RepairReport, read_pack_index, rebuild_index  # noqa: F401  (re-exported)
 from .repo import Repository
 from .writer import DELETED, DELETION_LOG_KIND
 
@@ -214,7 +213,7 @@ def check_repository(
     rotation of the previous check, and store where it stopped. Damaged records, damaged trees and files
     whose size does not add up are problems; what a prune running meanwhile deletes is not (see
     :func:`~.inspection.settle`)."""
-    from .lock import MAINTENANCE_PREFIXES, iter_deleted_keys, version_map
+    from .object_lock import MAINTENANCE_PREFIXES, iter_deleted_keys, version_map
 
     t0 = time.monotonic()
     report = CheckReport()

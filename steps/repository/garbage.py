@@ -5,7 +5,7 @@ snapshots reaches; nothing is deleted while a tree cannot be read), :func:`sweep
 docs/design.md, "Prune": uncommitted snapshot records, liveness afresh, compaction, packs, old index
 files, the candidates records) and :func:`mark` (step 3: unused, unindexed and mostly unused packs,
 whose live blobs are repacked first, and snapshot records of backups never committed within the grace
-period, into one ``candidates`` record). Run by :func:`~.prune.prune`, whose run state (``_Run``: the
+period, into one ``candidates`` record). Run by :func:`~.pruner.prune`, whose run state (``_Run``: the
 repository, options, report, the lease checked before each deletion) they share.
 """
 
@@ -31,7 +31,7 @@ from .tree import decode_tree
 from .writer import CANDIDATES, PRUNE_KIND
 
 if TYPE_CHECKING:
-    from .prune import _Run
+    from .pruner import _Run
 
 PACKS_PER_INDEX_FILE = 2000
 COMPACT_WHEN_MORE_INDEX_FILES = 32

@@ -31,7 +31,7 @@ def open_repository(
         password = repository_password()
     store = open_store(url, endpoint)
     if as_of:
-        from steps.repository.lock import AsOfStore, parse_as_of
+        from steps.repository.object_lock import AsOfStore, parse_as_of
 
         when = parse_as_of(as_of)
         if not store.versioning_enabled() and warn is not None:

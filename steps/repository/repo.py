@@ -44,30 +44,14 @@ from steps.errors import (
 
 from .config import RepoConfig
 from .crypto import MasterKeys, open_blob, open_object, seal_object, storage_id
-from .damage import DamagedRecord, describe_damage, repair_hint  # noqa: F401  (the last two: re-exported)
+from .damage import DamagedRecord
 from .index import IndexPack, MemIndex, decode_index_file, encode_index_file
 from .keys import KeyFile, create_key_file, open_master_key
 from .pack import BLOB_TREE, FinishedPack, pack_key, read_pack_entries
-from .records import (  # noqa: F401  (RECORD_KINDS, parse_time, utc_now_iso: re-exported)
-    RECORD_KINDS,
-    Record,
-    Snapshot,
-    parse_time,
-    referenced_snapshots,
-    utc_now_iso,
-)
-from .restore_points import Commits, RestorePoints  # noqa: F401  (Commits: re-exported)
+from .records import Record, Snapshot, referenced_snapshots
+from .restore_points import RestorePoints
 from .tree import decode_tree
-from .writer import (  # noqa: F401  (prune's record names: re-exported)
-    CANDIDATES,
-    CLOCK_SLACK,
-    DELETED,
-    DELETION_LOG_KIND,
-    PRUNE_KIND,
-    SETTINGS,
-    WriterProtocol,
-    WriterSession,
-)
+from .writer import WriterProtocol, WriterSession
 
 T = TypeVar("T")
 _RESERVED = {"config", "keys", "data", "index", "locks"}

@@ -3,7 +3,7 @@
 Provides :class:`Rules` (``--keep-last/hourly/daily/weekly/monthly/yearly``), :class:`Point` (one restore
 point: a committed backup of an application, or a plain snapshot), :func:`apply_rules` (a decision with
 reasons for every point) and :func:`restore_points` (the points of a repository, grouped per application
-or per source and tag set). Called by :mod:`.prune` and ``steps.commands.forget``; pure apart from
+or per source and tag set). Called by :mod:`.pruner` and ``steps.commands.forget``; pure apart from
 :func:`restore_points`, which reads records.
 
 Rule semantics: points are grouped, and each group is evaluated on its own, newest first. ``last N``

@@ -51,7 +51,7 @@ def established(obj) -> bool:
 
 
 def test_capture_reads_every_kind_once_at_a_served_version_and_stores_each_object_once(real_cluster):
-    from steps.commands.capture import collect
+    from steps.manifests.export import collect
 
     world = real_cluster
     init_repository(world)
@@ -164,7 +164,7 @@ def _repository(world):
 
 def test_restore_app_refuses_a_backup_holding_one_object_twice_before_creating_anything(real_cluster):
     from steps.manifests import bundle
-    from steps.repository.archiver import store_files
+    from steps.repository.stored_files import store_files
 
     world = real_cluster
     init_repository(world)

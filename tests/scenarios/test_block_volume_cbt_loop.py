@@ -16,7 +16,7 @@ from steps.drivers import cbt
 from steps.drivers.kube import KubeClient
 from steps.repository import block_copy
 from steps.repository.archiver import CopyOptions, copy_source
-from steps.repository.restorer import load_files
+from steps.repository.snapshot_read import load_files
 from tests.fakes.snapshot_metadata import FakeSnapshotMetadata
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]

@@ -17,7 +17,7 @@ from tests.fixtures.rendered import repository_secrets
 
 
 def live_objects(world, namespace):
-    from steps.commands.capture import collect
+    from steps.manifests.export import collect
 
     with world.client() as client:
         objects, _ = collect(client, namespace, lambda _m: None)

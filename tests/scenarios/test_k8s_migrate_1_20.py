@@ -143,7 +143,7 @@ def test_an_app_captured_on_1_20_is_restored_on_a_current_cluster(
     assert res.rc == 0, res.stderr
     summary = json.loads(res.last_line)
     assert summary["aliases"] == 1 and summary["unreadable"] == []
-    from steps.repository.restorer import load_files
+    from steps.repository.snapshot_read import load_files
 
     files = load_files(_repository(s3_repo), summary["id"])
     captured = bundle.from_files(files)
@@ -208,7 +208,7 @@ def test_a_bundle_holding_one_ingress_twice_is_refused_before_anything_is_create
         {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web", "namespace": NS},
          "spec": {"rules": [rule]}},
     ]  # fmt: skip
-    from steps.repository.archiver import store_files
+    from steps.repository.stored_files import store_files
 
     repo = _repository(s3_repo)
     files = bundle.to_files(objects, {"backup_id": "backup-twice", "namespace": NS, "cluster": "old"})

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from steps.commands.preflight import CLUSTER_PERMISSIONS, PERMISSIONS
+from steps.manifests.cluster_checks import CLUSTER_PERMISSIONS, PERMISSIONS
 from tests.fixtures.k8s_app import APP_NS, run_step
 
 

@@ -20,8 +20,8 @@ OBJECTS = [
 
 def commit_record(k8s, backup_id: str, **fields) -> None:
     from steps.drivers.objectstore import open_store
-    from steps.repository.archiver import store_files
     from steps.repository.repo import Repository
+    from steps.repository.stored_files import store_files
 
     repo = Repository.open(
         open_store(k8s.repo, os.environ.get("SNAPFLOW_S3_ENDPOINT")), os.environ["SNAPFLOW_PASSWORD"]

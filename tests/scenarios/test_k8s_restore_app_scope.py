@@ -97,8 +97,8 @@ REFUSED = [
 def commit_crafted_backup(k8s, backup_id: str, objects: list[dict], captured_in: str = SOURCE_NS) -> None:
     """What a compromised writer can commit: a manifests snapshot and a backup record naming it."""
     from steps.drivers.objectstore import open_store
-    from steps.repository.archiver import store_files
     from steps.repository.repo import Repository
+    from steps.repository.stored_files import store_files
 
     repo = Repository.open(
         open_store(k8s.repo, os.environ.get("SNAPFLOW_S3_ENDPOINT")), os.environ["SNAPFLOW_PASSWORD"]

@@ -16,8 +16,8 @@ NS = "retry"
 
 def commit_backup_with_a_volume(k8s, backup_id: str, data_dir) -> None:
     from steps.drivers.objectstore import open_store
-    from steps.repository.archiver import store_files
     from steps.repository.repo import Repository
+    from steps.repository.stored_files import store_files
 
     res = run_step(
         "copy", "--repo", k8s.repo, "--source", data_dir, "--backup-id", backup_id, "--volume", "data"

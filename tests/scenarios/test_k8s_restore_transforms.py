@@ -96,8 +96,8 @@ LEGACY_OBJECTS = [
 def commit_legacy_backup(k8s, backup_id, data_dir):
     """A backup as an older cluster's Snapflow left it: manifests, one volume, verify, commit."""
     from steps.drivers.objectstore import open_store
-    from steps.repository.archiver import store_files
     from steps.repository.repo import Repository
+    from steps.repository.stored_files import store_files
 
     repo = Repository.open(
         open_store(k8s.repo, os.environ.get("SNAPFLOW_S3_ENDPOINT")), os.environ["SNAPFLOW_PASSWORD"]

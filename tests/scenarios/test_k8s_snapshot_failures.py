@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from steps.manifests import render
+from steps.drivers import kube_objects
 from tests.fixtures.k8s_app import APP_NS, VOLUMES, run_step
 
 
 def backup_objects(world, backup_id):
-    selector = f"{render.LABEL_BACKUP}={backup_id}"
+    selector = f"{kube_objects.LABEL_BACKUP}={backup_id}"
     with world.client() as c:
         snaps, _ = c.list("snapshot.storage.k8s.io/v1", "VolumeSnapshot", APP_NS, label_selector=selector)
         pvcs, _ = c.list("v1", "PersistentVolumeClaim", APP_NS, label_selector=selector)

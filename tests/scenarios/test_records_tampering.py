@@ -75,7 +75,8 @@ def _backup(repo_url: str, source: Path, plan: Path, backup_id: str, commit: boo
     """copy → consistent-point record → verify → finalize, as the pipeline runs them."""
     from steps.drivers.objectstore import open_store
     from steps.repository.archiver import CopyOptions, copy_source
-    from steps.repository.repo import Repository, utc_now_iso
+    from steps.repository.records import utc_now_iso
+    from steps.repository.repo import Repository
 
     repo = Repository.open(open_store(repo_url), PASSWORD)
     t = utc_now_iso()

@@ -330,8 +330,8 @@ def test_a_single_file_is_backed_up_and_restored(s3_repo, tmp_path):
 
 
 def test_manifests_stored_with_a_backup_are_listed_by_tag(s3_repo):
-    from steps.repository.archiver import store_files
     from steps.repository.repo import Repository
+    from steps.repository.stored_files import store_files
 
     steps("init", "--repo", s3_repo)
     repo = Repository.open(open_store(s3_repo), os.environ["SNAPFLOW_PASSWORD"])

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from steps.drivers.objectstore import LocalStore
-from steps.repository.archiver import store_files
 from steps.repository.repo import Repository
+from steps.repository.stored_files import store_files
 from tests.fixtures.crafted_trees import damage_object
 from tests.fixtures.prune import TEST_KDF, TEST_PASSWORD, commit_backup, run_steps
 

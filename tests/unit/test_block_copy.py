@@ -18,7 +18,7 @@ from steps.drivers.kube import KubeClient
 from steps.repository import block_copy
 from steps.repository.archiver import CopyOptions, copy_source
 from steps.repository.chunker import Chunker
-from steps.repository.restorer import load_files
+from steps.repository.snapshot_read import load_files
 from tests.fakes.snapshot_metadata import FakeSnapshotMetadata
 
 MiB = 1024 * 1024

@@ -3,9 +3,9 @@ objects that would be created as one (collisions) before it creates anything. Pu
 
 from __future__ import annotations
 
-from steps.commands.capture import dedupe_by_uid
-from steps.drivers.kube import version_priority
+from steps.drivers.kube_types import version_priority
 from steps.manifests.collisions import collision_message, find_collisions, identity
+from steps.manifests.export import dedupe_by_uid
 from steps.manifests.transforms import TransformSpec, transform_objects
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from steps.errors import DamagedRecordError
 from steps.repository.archiver import CopyOptions, copy_source
-from steps.repository.prune import PruneOptions, prune
+from steps.repository.pruner import PruneOptions, prune
 from steps.repository.repair_records import repair_records
 from steps.repository.retention import Rules
 from tests.fixtures.prune import backup, make_repo, open_repo, restored_equal, write_files

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
+from steps.drivers import kube_objects
 from steps.errors import UsageError
-from steps.manifests import render
 
 BACKUP = "backup-orders-db-x7k2p"
 
@@ -21,11 +21,11 @@ def validate_strict(obj: dict) -> None:
 
 
 def test_volume_snapshot():
-    vs = render.volume_snapshot(
+    vs = kube_objects.volume_snapshot(
         name="s1",
         namespace="shop",
         pvc="data-db-0",
-        labels=render.backup_labels(BACKUP, "db", "data", role="snapshot"),
+        labels=kube_objects.backup_labels(BACKUP, "db", "data", role="snapshot"),
         snapshot_class="csi-hostpath-snapclass",
     )
     assert vs == {
@@ -49,12 +49,12 @@ def test_volume_snapshot():
     }
     assert (
         "volumeSnapshotClassName"
-        not in render.volume_snapshot(name="s1", namespace="shop", pvc="p", labels={})["spec"]
+        not in kube_objects.volume_snapshot(name="s1", namespace="shop", pvc="p", labels={})["spec"]
     )
 
 
 def test_volume_group_snapshot_selects_by_label():
-    vgs = render.volume_group_snapshot(
+    vgs = kube_objects.volume_group_snapshot(
         name="g",
         namespace="shop",
         selector={"snapflow.io/group": BACKUP},
@@ -71,7 +71,7 @@ def test_volume_group_snapshot_selects_by_label():
 
 @pytest.mark.parametrize("mode", ["Filesystem", "Block"])
 def test_clone_pvc_from_snapshot(mode):
-    pvc = render.clone_pvc(
+    pvc = kube_objects.clone_pvc(
         name="c",
         namespace="shop",
         snapshot="s1",
@@ -92,7 +92,9 @@ def test_clone_pvc_from_snapshot(mode):
 
 def test_clone_pvc_rejects_an_unknown_volume_mode():
     with pytest.raises(UsageError, match="volumeMode: expected Filesystem or Block"):
-        render.clone_pvc(name="c", namespace="n", snapshot="s", size="1Gi", labels={}, volume_mode="Raw")
+        kube_objects.clone_pvc(
+            name="c", namespace="n", snapshot="s", size="1Gi", labels={}, volume_mode="Raw"
+        )
 
 
 SECRET_VALUES = ("AKIAEXAMPLE", "wJalrXUtnFEMI", "hunter2")
@@ -113,7 +115,7 @@ def mover(**kw):
         excludes=["*.tmp", "lost+found"],
     )
     args.update(kw)
-    return render.mover_pod(**args)
+    return kube_objects.mover_pod(**args)
 
 
 def test_mover_pod_runs_the_restore_step_into_data():
@@ -138,7 +140,7 @@ def test_mover_pod_runs_the_restore_step_into_data():
         "--exclude",
         "lost+found",
     ]
-    assert c["args"] == render.mover_args(
+    assert c["args"] == kube_objects.mover_args(
         "s3://backups/shop", "3f2a9c1e", "/data", "https://s3.example:9000", ["*.tmp", "lost+found"]
     )
     assert {"name": "target", "mountPath": "/data"} in c["volumeMounts"]
@@ -189,7 +191,7 @@ def test_values_are_quoted_not_interpreted():
 
 def test_missing_template_variable_is_an_error():
     with pytest.raises(UsageError, match="undefined"):
-        render.render("volumesnapshot.yaml.j2", name="x", namespace="y", labels={})
+        kube_objects.render("volumesnapshot.yaml.j2", name="x", namespace="y", labels={})
 
 
 @pytest.mark.parametrize(
@@ -203,16 +205,16 @@ def test_missing_template_variable_is_an_error():
 def test_k8s_names_are_valid_and_stable(parts, expected):
     import re
 
-    name = render.k8s_name(*parts)
+    name = kube_objects.k8s_name(*parts)
     assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
-    assert name == render.k8s_name(*parts)
+    assert name == kube_objects.k8s_name(*parts)
     if expected:
         assert name == expected
 
 
 def test_long_names_that_differ_at_the_end_do_not_collide():
-    a = render.k8s_name("snapflow-clone", "b" * 40, "data-db-0")
-    b = render.k8s_name("snapflow-clone", "b" * 40, "data-db-1")
+    a = kube_objects.k8s_name("snapflow-clone", "b" * 40, "data-db-0")
+    b = kube_objects.k8s_name("snapflow-clone", "b" * 40, "data-db-1")
     assert a != b
 
 
@@ -220,12 +222,12 @@ def test_long_names_that_differ_at_the_end_do_not_collide():
 def test_label_values_are_valid(value):
     import re
 
-    v = render.label_value(value)
+    v = kube_objects.label_value(value)
     assert len(v) <= 63 and re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]", v)
 
 
 def test_labels_identify_backup_app_and_volume():
-    labels = render.backup_labels(BACKUP, "orders-db", "data", role="clone")
+    labels = kube_objects.backup_labels(BACKUP, "orders-db", "data", role="clone")
     assert json.dumps(labels, sort_keys=True) == json.dumps(
         {
             "app.kubernetes.io/managed-by": "snapflow",

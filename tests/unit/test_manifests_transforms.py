@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from steps.errors import UsageError
+from steps.idmap import IdRange
 from steps.manifests.transforms import (
-    IdRange,
     TransformSpec,
     normalize_image,
     parse_pairs,

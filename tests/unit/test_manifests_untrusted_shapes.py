@@ -8,9 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from steps.errors import SnapflowError
+from steps.idmap import IdRange
 from steps.manifests.ordering import hold, order_objects, release_patch
 from steps.manifests.scope import Scope, check_scope
-from steps.manifests.transforms import IdRange, TransformSpec, transform_objects
+from steps.manifests.transforms import TransformSpec, transform_objects
 
 FIELDS = [
     "spec", "template", "containers", "initContainers", "securityContext", "runAsUser", "fsGroup",

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from steps.commands.preflight import Checks
+from steps.manifests.cluster_checks import Checks
 from steps.manifests.podsecurity import check, violations
+from tests.fixtures.policies import example_files
 from workflows.pod_security import argo_pods, check_pod_security, mover_pod, pod_templates
 from workflows.policy import load_policies
 from workflows.render import render_files
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+EXAMPLES = example_files()
 
 
 def _pods(path: Path) -> dict[tuple[str, str], tuple[dict, dict]]:

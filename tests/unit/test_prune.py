@@ -10,7 +10,7 @@ import pytest
 from steps.errors import IntegrityError, PermanentError, TemporaryError, UsageError
 from steps.repository.archiver import CopyOptions, copy_source
 from steps.repository.crypto import storage_id
-from steps.repository.prune import PruneOptions, prune
+from steps.repository.pruner import PruneOptions, prune
 from steps.repository.retention import Rules
 from tests.fixtures.prune import (
     assert_valid,
@@ -512,6 +512,6 @@ def test_a_restore_reads_blobs_whose_duplicate_pack_prune_deleted_meanwhile(cloc
 
 
 def _file_nodes(repo, snap):
-    from steps.repository.restorer import iter_nodes
+    from steps.repository.snapshot_read import iter_nodes
 
     return [(rel, n) for rel, n in iter_nodes(repo, snap.data["tree"]) if n["type"] == "file"]

@@ -18,7 +18,7 @@ import pytest
 
 from steps.drivers.objectstore import MemoryStore, ObjectStore
 from steps.errors import PermanentError, TemporaryError
-from steps.repository.prune import PruneOptions, prune
+from steps.repository.pruner import PruneOptions, prune
 from steps.repository.retention import Rules
 from tests.fixtures.prune import assert_valid, backup, make_repo, open_repo, restored_equal, write_files
 

@@ -11,7 +11,7 @@ import pytest
 
 from steps.errors import TemporaryError
 from steps.repository.lease import LEASE_KIND, LEASE_TTL, PruneLease
-from steps.repository.prune import PruneOptions, prune
+from steps.repository.pruner import PruneOptions, prune
 from steps.repository.retention import Rules
 from tests.fixtures.prune import assert_valid, backup, make_repo, open_repo, write_files
 

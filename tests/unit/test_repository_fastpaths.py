@@ -7,11 +7,12 @@ import stat
 
 import pytest
 
-from steps.repository.archiver import Archiver, CopyOptions, Prescan, copy_source
+from steps.repository.archiver import Archiver, CopyOptions, copy_source
 from steps.repository.chunker import Chunker
 from steps.repository.crypto import MasterKeys, open_blob
 from steps.repository.pack import BLOB_DATA, PackWriter, lazy_buffer, read_pack_entries
 from steps.repository.restorer import _interleave, restore_snapshot
+from steps.repository.scan import Prescan
 from tests.fixtures.repository import describe_tree
 
 SMALL = {"min_size": 1024, "avg_size": 4096, "max_size": 16384}

@@ -7,11 +7,13 @@ import pytest
 
 from steps.drivers.objectstore import MemoryStore
 from steps.errors import IntegrityError, PermanentError, RepositoryError, WrongPasswordError
-from steps.repository.archiver import CopyOptions, copy_source, store_files
+from steps.repository.archiver import CopyOptions, copy_source
 from steps.repository.checker import verify
 from steps.repository.repair_index import rebuild_index
 from steps.repository.repo import Repository
-from steps.repository.restorer import load_files, restore_snapshot
+from steps.repository.restorer import restore_snapshot
+from steps.repository.snapshot_read import load_files
+from steps.repository.stored_files import store_files
 from tests.fixtures.repository import TEST_KDF, describe_tree
 
 

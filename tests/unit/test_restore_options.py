@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from steps.manifests import render
+from steps.drivers import kube_objects
 
 
 def test_mover_pod_appends_extra_args_after_the_restore_arguments():
@@ -13,7 +13,7 @@ def test_mover_pod_appends_extra_args_after_the_restore_arguments():
     extra = ["--uid-map", "999:1000650999", "--write-backup-label"]
 
     # WHEN its pod is rendered with them
-    pod = render.mover_pod(
+    pod = kube_objects.mover_pod(
         name="m", namespace="ns", pvc="data", image="img", repository="s3://b/r", snapshot_id="abc",
         labels={}, password_secret="pw", endpoint="http://s3", excludes=["tmp/*"], extra_args=extra,
     )  # fmt: skip
@@ -21,7 +21,9 @@ def test_mover_pod_appends_extra_args_after_the_restore_arguments():
     # THEN they come last, exactly as the command line mover_args builds
     args = pod["spec"]["containers"][0]["args"]
     assert args[-3:] == extra
-    assert args == render.mover_args("s3://b/r", "abc", "/data", "http://s3", ["tmp/*"], extra_args=extra)
+    assert args == kube_objects.mover_args(
+        "s3://b/r", "abc", "/data", "http://s3", ["tmp/*"], extra_args=extra
+    )
 
 
 def _parse(*argv: str):

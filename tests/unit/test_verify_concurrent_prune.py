@@ -22,7 +22,7 @@ import pytest
 
 from steps.drivers.objectstore import MemoryStore, ObjectLock, ObjectStore
 from steps.repository.checker import check_repository, verify
-from steps.repository.prune import PruneOptions, prune
+from steps.repository.pruner import PruneOptions, prune
 from steps.repository.restorer import restore_snapshot
 from steps.repository.retention import Rules
 from tests.fixtures.prune import backup, make_repo, open_repo, write_files

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from steps.commands.preflight import Checks
+from steps.manifests.cluster_checks import Checks
 from steps.manifests.podsecurity import check
 from workflows.cli import main
 from workflows.names import Names

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from steps.commands.preflight import required_cluster_permissions, required_permissions, steps_using
+from steps.manifests.cluster_checks import required_cluster_permissions, required_permissions, steps_using
 from tests.fixtures.policies import example_files
 from workflows.pipelines import backup_pipeline, plan_for
 from workflows.policy import load_policies

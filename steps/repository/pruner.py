@@ -42,9 +42,9 @@ from steps.drivers.objectstore import ObjectLock
 from steps.errors import DamagedRecordError, UsageError
 
 from .damage import repair_hint
-from .garbage import IndexState, Liveness, iso, mark, sweep
+from .garbage import iso, mark, sweep
 from .lease import PruneLease
-from .lock import extend_locks, purge_versions, version_map
+from .object_lock import extend_locks, purge_versions, version_map
 from .records import Record
 from .repo import Repository
 from .retention import Decision, Rules, apply_rules, damage_in_scope, restore_points, timezone
@@ -397,4 +397,4 @@ def forget(repo: Repository, opts: PruneOptions, log: Callable[[str], None] = la
     return prune(repo, opts, log)
 
 
-__all__ = ["DEFAULT_GRACE", "IndexState", "Liveness", "PruneOptions", "PruneReport", "forget", "prune"]
+__all__ = ["DEFAULT_GRACE", "PruneOptions", "PruneReport", "forget", "prune"]

@@ -10,7 +10,7 @@ Provides:
 * :func:`purge_versions` - delete the versions of objects prune deleted, once their retention expired,
   report the versions still held, and report objects deleted by someone other than prune.
 
-Called by :mod:`.prune`, ``steps.commands.restore`` / ``snapshots`` / ``ls`` (``--as-of``) and ``check``.
+Called by :mod:`.pruner`, ``steps.commands.restore`` / ``snapshots`` / ``ls`` (``--as-of``) and ``check``.
 
 S3 semantics relied on (measured on SeaweedFS, and what AWS documents): on a versioned bucket with
 Object Lock, a PUT to an existing key and a plain DELETE succeed (a new version, a delete marker); only
