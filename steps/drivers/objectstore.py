@@ -481,4 +481,3 @@ def open_store(
     if repo.scheme == "file":
         return LocalStore(repo.path)
     return _MEMORY_STORES.setdefault(repo.bucket, MemoryStore(name=repo.bucket))
-
