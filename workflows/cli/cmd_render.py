@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from steps.errors import EXIT_USAGE
 from workflows.cli._common import policy_errors_as_lines, print_warnings
 
 NAME = "render"
@@ -23,20 +24,65 @@ examples:
 
   snapflow render policies/*.yaml -o gitops/snapflow     # commit it, let Argo CD / Flux apply it
   snapflow render policy.yaml | kubectl apply -f -        # no -o: one YAML stream on stdout
+
+  snapflow render --fleet fleet.yaml -o gitops/           # one directory per cluster (docs/user/fleet.md)
+  kubectl --context prod-eu apply -k gitops/prod-eu
+
+With --fleet, the fleet file names the policies and the clusters they run on: OUTPUT/CLUSTER holds each
+cluster's manifests, every object labelled snapflow.io/cluster and annotated snapflow.io/render-hash. A
+cluster that cannot render is reported and its directory left as it was; the others are written, and
+the exit status is non-zero.
 """
 
 
 def configure(parser):
     parser.add_argument(
-        "policies", nargs="+", metavar="POLICY", help="policy file (YAML, one or more documents)"
+        "policies", nargs="*", metavar="POLICY", help="policy file (YAML, one or more documents)"
     )
     parser.add_argument(
         "-o", "--output", metavar="DIR", help="directory to write (default: YAML stream on stdout)"
     )
+    parser.add_argument(
+        "--fleet", metavar="FLEET", help="fleet file: render every cluster's policies into OUTPUT/CLUSTER"
+    )
 
 
 def run(args) -> int:
+    if args.fleet:
+        return policy_errors_as_lines(lambda: _run_fleet(args))
+    if not args.policies:
+        print("POLICY: required, expected one or more policy files (or --fleet FLEET)", file=sys.stderr)
+        return EXIT_USAGE
     return policy_errors_as_lines(lambda: _run(args))
+
+
+def _run_fleet(args) -> int:
+    from workflows.fleetdef.model import load_fleet
+    from workflows.fleetdef.render import render_fleet, write_fleet
+
+    if args.policies:
+        print("POLICY: expected none with --fleet (the fleet file names the policies)", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.output:
+        print(
+            "--output: required with --fleet, expected the directory of the clusters' manifests",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    fleet = load_fleet(args.fleet)
+    print_warnings(fleet.warnings)
+    results = render_fleet(fleet)
+    written = write_fleet(fleet, results, args.output)
+    for result in results:
+        print_warnings(result.warnings)
+        print_warnings(result.problems)
+    print_warnings(written)
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        done = f"{len(results) - len(failed)} of {len(results)} clusters written"
+        print(f"not rendered: {', '.join(failed)} ({done})", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
 
 
 def _run(args) -> int:
