@@ -235,10 +235,16 @@ class RegistryClient:
         scheme, host, port = _origin(url)
         if scheme == "https":
             conn = http.client.HTTPSConnection(
-                host, port, timeout=self.endpoint.connect_timeout, context=self._ssl_context()
+                host,
+                port,
+                timeout=self.endpoint.connect_timeout,
+                context=self._ssl_context(),
+                blocksize=READ_SIZE,
             )
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=self.endpoint.connect_timeout)
+            conn = http.client.HTTPConnection(
+                host, port, timeout=self.endpoint.connect_timeout, blocksize=READ_SIZE
+            )
         return conn
 
     def _send(self, method: str, url: str, headers: dict, body=None) -> Response:
@@ -622,21 +628,22 @@ class RegistryClient:
             offset = 0
             if size > chunk_size:
                 while offset < size:
-                    data = f.read(min(chunk_size, size - offset))
+                    length = min(chunk_size, size - offset)
                     headers = {
                         "Content-Type": "application/octet-stream",
-                        "Content-Length": str(len(data)),
-                        "Content-Range": f"{offset}-{offset + len(data) - 1}",
+                        "Content-Length": str(length),
+                        "Content-Range": f"{offset}-{offset + length - 1}",
                     }
-                    resp = self.request("PATCH", location, scope, headers, body=data, doing=doing)
+                    body = _FileBody(f, offset, length)
+                    resp = self.request("PATCH", location, scope, headers, body=body, doing=doing)
                     resp.close()
                     if resp.status != 202 or not resp.headers.get("Location"):
                         self._fail(resp, doing)
                     location = resp.headers["Location"]
-                    offset += len(data)
+                    offset += length
                 body, length = b"", 0
             else:
-                body, length = _FileBody(f, size), size
+                body, length = _FileBody(f, 0, size), size
             sep = "&" if "?" in location else "?"
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
             resp = self.request(
@@ -682,16 +689,22 @@ class RegistryClient:
 
 
 class _FileBody:
-    """A file given to http.client as a body of a known length (read in 1 MiB pieces)."""
+    """``length`` bytes of a file from ``start``, given to http.client as a body (read 1 MiB at a time,
+    never whole); a retry after an authentication challenge sends them again from ``start``."""
 
-    def __init__(self, f, size: int):
-        self.f, self.size = f, size
+    def __init__(self, f, start: int, length: int):
+        self.f, self.start, self.left = f, start, length
+        self.length = length
 
-    def seek(self, pos: int) -> None:
-        self.f.seek(pos)
+    def seek(self, _pos: int) -> None:
+        self.f.seek(self.start)
+        self.left = self.length
 
     def read(self, n: int = -1) -> bytes:
-        return self.f.read(READ_SIZE if n is None or n < 0 else min(n, READ_SIZE))
+        want = READ_SIZE if n is None or n < 0 else min(n, READ_SIZE)
+        data = self.f.read(min(want, self.left))
+        self.left -= len(data)
+        return data
 
 
 def _unlink(path: str) -> None:
