@@ -186,7 +186,11 @@ def test_a_running_exporter_serves_every_metric_the_alerts_use(s3_repo):
     )
 
     # WHEN the exporter serves on an OS-chosen port and refreshes in its background thread
-    exporter = Exporter([s3_repo, "s3://unreachable-bucket/repo"], interval_s=0.2)
+    exporter = Exporter(
+        [s3_repo, "s3://unreachable-bucket/repo"],
+        interval_s=0.2,
+        default_targets=Targets(restore_test_max_age_s=8 * 86400),
+    )
     server, _thread = serve(exporter, "127.0.0.1", 0)
     exporter.start()
     try:
@@ -210,3 +214,30 @@ def test_a_running_exporter_serves_every_metric_the_alerts_use(s3_repo):
     assert [s.labels for s in committed] == [
         {"cluster": "east", "namespace": "shop", "app": "orders-db", "source": s3_repo}
     ]
+
+
+def test_targets_come_from_the_policy_schedule_freeze_deadline_and_restore_test():
+    from workflows.fleet.model import targets_from_policies
+
+    # GIVEN the example policy: daily backups, a monthly check with a restore test
+    path = "examples/postgresql-statefulset.yaml"
+    targets = targets_from_policies([path], Targets(rpo_s=1.0))
+    t = targets[("prod-eu", "shop", "orders-db")]
+    # THEN its RPO is a day plus the start deadline, its restore test may be a month and a day old
+    assert 86400 + 600 <= t.rpo_s <= 90000 + 600
+    assert 29 * 86400 <= t.restore_test_max_age_s <= 33 * 86400  # (the longest month, a DST hour)
+    assert t.freeze_budget_s == 30.0 and t.source == path
+
+
+def test_apps_without_a_policy_expect_no_restore_test_unless_told(mem_repo):
+    write_run(mem_repo, "b-1", NOW - 60, commit=True)
+    quiet = Exporter(["mem://repo"], opener=lambda url: mem_repo)
+    quiet.refresh()
+    assert ("snapflow_restore_test_max_age_seconds", "orders-db") not in collected(quiet)
+    told = Exporter(
+        ["mem://repo"], opener=lambda url: mem_repo, default_targets=Targets(restore_test_max_age_s=600)
+    )
+    told.refresh()
+    m = collected(told)
+    assert m[("snapflow_restore_test_max_age_seconds", "orders-db")] == 600
+    assert m[("snapflow_restore_test_last_success_timestamp_seconds", "orders-db")] == 0  # never tested

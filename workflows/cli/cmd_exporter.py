@@ -42,7 +42,10 @@ def configure(parser):
         help="freeze budget of apps without a policy (30s)",
     )
     parser.add_argument(
-        "--restore-test-max-age", default="8d", metavar="DURATION", help="of apps without a policy (8d)"
+        "--restore-test-max-age",
+        default="off",
+        metavar="DURATION",
+        help="of apps without a policy (default off: none expected)",
     )
     parser.add_argument(
         "--commit-deadline", default="6h", metavar="DURATION", help="of apps without a policy (6h)"

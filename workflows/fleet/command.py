@@ -109,7 +109,9 @@ def run_exporter(args) -> int:
     default = Targets(
         rpo_s=parse_duration(args.rpo, "--rpo"),
         freeze_budget_s=parse_duration(args.freeze_budget, "--freeze-budget"),
-        restore_test_max_age_s=parse_duration(args.restore_test_max_age, "--restore-test-max-age"),
+        restore_test_max_age_s=None
+        if args.restore_test_max_age == "off"
+        else parse_duration(args.restore_test_max_age, "--restore-test-max-age"),
         commit_deadline_s=parse_duration(args.commit_deadline, "--commit-deadline"),
     )
     interval = parse_duration(args.interval, "--interval")

@@ -22,7 +22,7 @@ AppKey = tuple[str, str, str]  # cluster, namespace, app
 
 DEFAULT_RPO_S = 26 * 3600.0  # a daily schedule with two hours of slack
 DEFAULT_FREEZE_BUDGET_S = 30.0  # the policy's default freeze deadline
-DEFAULT_RESTORE_TEST_MAX_AGE_S = 8 * 86400.0  # a weekly check with a day of slack
+DEFAULT_RESTORE_TEST_MAX_AGE_S = 8 * 86400.0  # a weekly check with a day of slack (policies that test)
 DEFAULT_COMMIT_DEADLINE_S = 21600.0  # the policy's default activeDeadlineSeconds of a backup
 
 
@@ -30,7 +30,7 @@ DEFAULT_COMMIT_DEADLINE_S = 21600.0  # the policy's default activeDeadlineSecond
 class Targets:
     rpo_s: float | None = DEFAULT_RPO_S
     freeze_budget_s: float | None = DEFAULT_FREEZE_BUDGET_S
-    restore_test_max_age_s: float | None = DEFAULT_RESTORE_TEST_MAX_AGE_S
+    restore_test_max_age_s: float | None = None  # None: no restore test expected
     commit_deadline_s: float | None = DEFAULT_COMMIT_DEADLINE_S
     source: str = "flags"  # "flags" or the policy file
 
@@ -123,7 +123,7 @@ def targets_from_policies(paths: Sequence[str], default: Targets) -> dict[AppKey
                 check = CronSchedule.parse(spec.schedule.check, spec.schedule.timezone)
                 restore_age = check.interval_s(now - 7 * 86400) + 86400.0
         if spec.verify.restore_test is not None and restore_age is None:
-            restore_age = default.restore_test_max_age_s
+            restore_age = default.restore_test_max_age_s or DEFAULT_RESTORE_TEST_MAX_AGE_S
         out[(spec.cluster, p.namespace, p.app)] = replace(
             default,
             rpo_s=rpo,

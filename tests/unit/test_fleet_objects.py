@@ -1,0 +1,111 @@
+"""snapflow exporter --render: valid Kubernetes objects, credentials only by Secret reference; bad flags
+are one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+
+from workflows.fleet import objects
+
+SECRET_VALUE = "s3cr3t-value-never-rendered"
+
+
+def snapflow(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from workflows.cli import main; sys.exit(main())", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_render_prints_valid_objects_that_reference_secrets_only(monkeypatch):
+    import os
+
+    # GIVEN credentials in the environment of the command that renders
+    env = {**os.environ, "SNAPFLOW_PASSWORD": SECRET_VALUE, "AWS_SECRET_ACCESS_KEY": SECRET_VALUE}
+    # WHEN it renders
+    result = snapflow(
+        "exporter", "--render", "--namespace", "monitoring", "--repo", "s3://backups/shop",
+        "--repo", "s3://backups/erp", "--password-secret", "repo-pass:pw", "--credentials-secret", "snapflow-s3",
+        "--label", "release=prometheus", "--rpo", "2h", env=env,
+    )  # fmt: skip
+    # THEN the objects are there, valid, and hold no credential value
+    assert result.returncode == 0, result.stderr
+    assert SECRET_VALUE not in result.stdout
+    docs = list(yaml.safe_load_all(result.stdout))
+    assert [d["kind"] for d in docs] == [
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+        "PrometheusRule",
+    ]
+    assert objects.validate_objects(docs) == []
+    pod = docs[1]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "--repo=s3://backups/erp" in container["args"] and "--rpo=2h" in container["args"]
+    env_vars = {e["name"]: e for e in container["env"]}
+    assert env_vars["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "snapflow-s3",
+        "key": "AWS_SECRET_ACCESS_KEY",
+    }
+    assert env_vars["SNAPFLOW_PASSWORD_FILE"]["value"].endswith("/pw")
+    assert pod["volumes"][0]["secret"]["secretName"] == "repo-pass"
+    assert all("value" not in e or e["name"] == "SNAPFLOW_PASSWORD_FILE" for e in container["env"])
+    assert docs[3]["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_validation_names_a_wrong_field_of_an_operator_object():
+    docs = objects.render_objects(
+        objects.DeploySettings(namespace="monitoring", repos=("s3://backups/shop",))
+    )
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    monitor["spec"]["endpoints"][0]["intervall"] = "30s"
+    problems = objects.validate_objects(docs)
+    assert len(problems) == 1 and "ServiceMonitor/snapflow-exporter: spec.endpoints.0" in problems[0]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    deployment["spec"]["replicas"] = "one"
+    assert any(p.startswith("Deployment/snapflow-exporter") for p in objects.validate_objects(docs))
+
+
+def test_bad_flags_are_one_line_and_exit_2(capsys):
+    from workflows.cli import main
+
+    cases = [
+        (["exporter"], "--repo: expected at least one repository URL"),
+        (
+            ["exporter", "--repo", "s3://backups/shop", "--interval", "soon"],
+            "--interval: expected a positive duration",
+        ),
+        (["exporter", "--repo", "s3://backups/shop", "--listen", "nowhere"], "--listen: expected HOST:PORT"),
+        (["exporter", "--repo", "s3://backups/shop", "--render"], "--namespace: expected a namespace name"),
+        (
+            [
+                "exporter",
+                "--repo",
+                "s3://backups/shop",
+                "--render",
+                "--namespace",
+                "m",
+                "--password-secret",
+                "A_B",
+            ],
+            "--password-secret: expected NAME or NAME:KEY",
+        ),
+        (
+            ["exporter", "--repo", "s3://backups/shop", "--policy", "/nonexistent.yaml"],
+            "/nonexistent.yaml: cannot read",
+        ),
+    ]
+    for argv, message in cases:
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, (argv, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (argv, err)
+        assert "Traceback" not in err
