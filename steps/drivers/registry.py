@@ -934,7 +934,9 @@ def push_stage(
 ) -> PushStats:
     """Push a restored stage to ``client``'s registry: for each repository (renamed by ``rename``), the
     blobs it needs (skipped when the registry has them, mounted when another repository of this push
-    has them), then its manifests children first, byte for byte, then its tags."""
+    has them), then its manifests children first, byte for byte, then its tags. Every manifest and
+    blob of the stage is checked against its digest before the first push, so a damaged backup
+    changes nothing in the registry."""
     stats = PushStats()
     manifests = desc.get("manifests") or {}
     checked: set[str] = set()
@@ -947,53 +949,70 @@ def push_stage(
                 raise IntegrityError(f"{where}: {kind[:-1]} {digest} is missing from the backup")
             if file_digest(path) != digest:
                 raise IntegrityError(
-                    f"{where}: {kind[:-1]} {digest} read back from the repository does not match its digest"
+                    f"{where}: {kind[:-1]} {digest} read back from the repository does not match its digest;"
+                    " nothing was pushed"
                 )
             checked.add(digest)
         return path
 
-    for source, entry in sorted((desc.get("repositories") or {}).items()):
-        target = rename(source)
-        done: set[str] = set()
-
-        def push_tree(target: str, done: set[str], digest: str, path: tuple[str, ...]) -> None:
-            if digest in done:
-                return
-            if digest in path or len(path) > MAX_DEPTH:
-                raise IntegrityError(f"{where}: manifest {digest} refers to itself")
-            meta = manifests.get(digest)
-            if meta is None:
-                raise IntegrityError(f"{where}: manifest {digest} is missing from the backup")
-            with open(local(MANIFEST_DIR, digest), "rb") as f:
-                data = f.read(MAX_MANIFEST_BYTES + 1)
+    def manifest_of(digest: str) -> tuple[bytes, str, list[str], list[tuple[str, int | None]]]:
+        meta = manifests.get(digest)
+        if meta is None:
+            raise IntegrityError(f"{where}: manifest {digest} is missing from the backup")
+        with open(local(MANIFEST_DIR, digest), "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+        try:
             children, blobs = manifest_children(data, meta["media_type"])
-            for child in children:
-                push_tree(target, done, check_digest(child, f"{where}: manifest {digest}"), (*path, digest))
-            for blob, _size in blobs:
-                check_digest(blob, f"{where}: manifest {digest}")
-                if blob in done:
-                    continue
-                if client.blob_exists(target, blob):
-                    stats.blobs_present += 1
-                elif blob in pushed_in and client.mount_blob(target, blob, pushed_in[blob]):
-                    stats.blobs_mounted += 1
-                else:
-                    file = local(BLOB_DIR, blob)
-                    client.push_blob(target, blob, file, chunk_size)
-                    stats.blobs_pushed += 1
-                    stats.bytes_pushed += os.path.getsize(file)
-                pushed_in.setdefault(blob, target)
-                done.add(blob)
-            client.put_manifest(target, digest, data, meta["media_type"])
-            stats.manifests_pushed += 1
-            done.add(digest)
+        except (ValueError, AttributeError):
+            raise IntegrityError(f"{where}: manifest {digest} is not a JSON object") from None
+        for child in children:
+            check_digest(child, f"{where}: a child of manifest {digest}")
+        for blob, _size in blobs:
+            check_digest(blob, f"{where}: a blob of manifest {digest}")
+        return data, meta["media_type"], children, blobs
 
-        for digest in entry.get("digests") or []:
-            push_tree(target, done, digest, ())
-        for tag, digest in sorted((entry.get("tags") or {}).items()):
-            push_tree(target, done, digest, ())
-            with open(local(MANIFEST_DIR, digest), "rb") as f:
-                data = f.read(MAX_MANIFEST_BYTES + 1)
-            client.put_manifest(target, tag, data, manifests[digest]["media_type"])
-            stats.tags += 1
+    def push_tree(target: str | None, done: set[str], digest: str, path: tuple[str, ...]) -> None:
+        """Push ``digest`` and what it refers to into ``target``; with ``target`` None, only check them."""
+        if digest in done:
+            return
+        if digest in path or len(path) > MAX_DEPTH:
+            raise IntegrityError(f"{where}: manifest {digest} refers to itself")
+        data, media_type, children, blobs = manifest_of(digest)
+        for child in children:
+            push_tree(target, done, child, (*path, digest))
+        for blob, _size in blobs:
+            if blob in done:
+                continue
+            if target is None:
+                local(BLOB_DIR, blob)
+            elif client.blob_exists(target, blob):
+                stats.blobs_present += 1
+            elif blob in pushed_in and client.mount_blob(target, blob, pushed_in[blob]):
+                stats.blobs_mounted += 1
+            else:
+                file = local(BLOB_DIR, blob)
+                client.push_blob(target, blob, file, chunk_size)
+                stats.blobs_pushed += 1
+                stats.bytes_pushed += os.path.getsize(file)
+            if target is not None:
+                pushed_in.setdefault(blob, target)
+            done.add(blob)
+        if target is not None:
+            client.put_manifest(target, digest, data, media_type)
+            stats.manifests_pushed += 1
+        done.add(digest)
+
+    repositories = sorted((desc.get("repositories") or {}).items())
+    for check_only in (True, False):
+        for source, entry in repositories:
+            target = None if check_only else rename(source)
+            done: set[str] = set()
+            for digest in entry.get("digests") or []:
+                push_tree(target, done, digest, ())
+            for tag, digest in sorted((entry.get("tags") or {}).items()):
+                push_tree(target, done, digest, ())
+                if target is not None:
+                    data, media_type, _, _ = manifest_of(digest)
+                    client.put_manifest(target, tag, data, media_type)
+                    stats.tags += 1
     return stats

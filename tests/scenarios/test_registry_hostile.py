@@ -181,3 +181,51 @@ def test_wrong_credentials_and_an_unknown_ca_are_named(tmp_path, repo, registry_
         extra_env=right,
     )
     assert_refused(proc, repo, server.host, "not trusted", "--ca")
+
+
+@pytest.mark.slow
+def test_a_damaged_registry_backup_pushes_nothing(tmp_path, repo, registry_servers, registry_pki):
+    # GIVEN a registry snapshot whose layer bytes do not match the digest its manifest names
+    stage = tmp_path / "stage"
+    manifest, blobs = image(b"good layer " * 100)
+    layer = json.loads(manifest)["layers"][0]["digest"]
+    blobs[layer] = b"evil layer " * 100
+    for kind, items in (("manifests", {digest_of(manifest): manifest}), ("blobs", blobs)):
+        (stage / kind / "sha256").mkdir(parents=True)
+        for digest, data in items.items():
+            (stage / kind / "sha256" / digest.split(":")[1]).write_bytes(data)
+    desc = {
+        "kind": "registry",
+        "format": 1,
+        "registry": "harbor.a",
+        "repositories": {"proj/app": {"tags": {"v1": digest_of(manifest)}, "digests": []}},
+        "manifests": {digest_of(manifest): {"media_type": OCI_MANIFEST, "size": len(manifest)}},
+        "blobs": {d: {"size": len(b)} for d, b in blobs.items()},
+    }
+    (stage / "registry.json").write_text(json.dumps(desc))
+    url, env = repo
+    made = steps("copy", "--repo", url, "--source", str(stage), "--tag", "kind=registry", env=env)
+    assert made.returncode == 0, made.stderr
+    server = registry_servers("basic", {"r": "pw-r"})
+    secret = tmp_path / "pw"
+    secret.write_text("pw-r")
+    # WHEN it is restored THEN the layer is named and the registry is left untouched
+    proc = steps(
+        "registry-restore",
+        "--repo",
+        url,
+        "--registry",
+        server.url,
+        "--ca",
+        str(registry_pki.ca),
+        "--username",
+        "r",
+        "--password-file",
+        str(secret),
+        env=env,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert layer in proc.stderr and "nothing was pushed" in proc.stderr
+    status, _, body = Seeder(server, "r", "pw-r").call("GET", "/v2/_catalog", "registry:catalog:*")
+    assert status == 200 and json.loads(body)["repositories"] == []
