@@ -229,3 +229,11 @@ def test_a_damaged_registry_backup_pushes_nothing(tmp_path, repo, registry_serve
     assert layer in proc.stderr and "nothing was pushed" in proc.stderr
     status, _, body = Seeder(server, "r", "pw-r").call("GET", "/v2/_catalog", "registry:catalog:*")
     assert status == 200 and json.loads(body)["repositories"] == []
+
+
+def test_an_unreachable_registry_is_worth_a_retry(tmp_path, repo, registry_pki):
+    from workflows.demo.seaweedfs import free_port
+
+    closed = f"https://127.0.0.1:{free_port()}"
+    proc = backup(tmp_path, repo, closed, registry_pki.ca, "--image", "proj/app:v1")
+    assert_refused(proc, repo, closed.removeprefix("https://"), "cannot reach", code=75)
