@@ -586,9 +586,10 @@ class RegistryClient:
         self._fail(resp, f"blob {repository}@{digest}")
         return False
 
-    def mount_blob(self, repository: str, digest: str, source: str) -> bool:
-        """Cross-repository mount of ``digest`` from ``source``; False when the registry would rather
-        have the bytes (the upload it opened is cancelled)."""
+    def mount_blob(self, repository: str, digest: str, source: str) -> bool | str:
+        """Cross-repository mount of ``digest`` from ``source``: True when mounted; else the upload
+        session the registry opened instead (its Location, for :meth:`push_blob` to continue, as the
+        spec asks), or False when it opened none."""
         scope = f"{self._push_scope(repository)} repository:{source}:pull"
         query = urlencode({"mount": digest, "from": source})
         resp = self.request(
@@ -603,27 +604,39 @@ class RegistryClient:
         if resp.status == 201:
             return True
         if resp.status == 202 and resp.headers.get("Location"):
-            cancel = self.request("DELETE", resp.headers["Location"], scope, doing="cancel upload")
-            cancel.close()
-            return False
+            return resp.headers["Location"]
         if resp.status in (401, 403, 404):
             return False
         self._fail(resp, f"mount {digest} into {repository}")
         return False
 
-    def push_blob(self, repository: str, digest: str, path: str, chunk_size: int = DEFAULT_CHUNK) -> None:
+    def push_blob(
+        self,
+        repository: str,
+        digest: str,
+        path: str,
+        chunk_size: int = DEFAULT_CHUNK,
+        location: str | None = None,
+    ) -> None:
         """Upload the file ``path`` as blob ``digest``: in one PUT when it fits in ``chunk_size``, else
-        in PATCH chunks; the registry checks the digest too."""
+        in PATCH chunks; the registry checks the digest too. ``location``: an upload session already
+        open (a mount the registry answered with one)."""
         scope = self._push_scope(repository)
         doing = f"push blob {repository}@{digest}"
         size = os.path.getsize(path)
-        resp = self.request(
-            "POST", f"/v2/{repository}/blobs/uploads/", scope, {"Content-Length": "0"}, body=b"", doing=doing
-        )
-        resp.close()
-        if resp.status != 202 or not resp.headers.get("Location"):
-            self._fail(resp, doing)
-        location = resp.headers["Location"]
+        if location is None:
+            resp = self.request(
+                "POST",
+                f"/v2/{repository}/blobs/uploads/",
+                scope,
+                {"Content-Length": "0"},
+                body=b"",
+                doing=doing,
+            )
+            resp.close()
+            if resp.status != 202 or not resp.headers.get("Location"):
+                self._fail(resp, doing)
+            location = resp.headers["Location"]
         with open(path, "rb") as f:
             offset = 0
             if size > chunk_size:
@@ -987,11 +1000,11 @@ def push_stage(
                 local(BLOB_DIR, blob)
             elif client.blob_exists(target, blob):
                 stats.blobs_present += 1
-            elif blob in pushed_in and client.mount_blob(target, blob, pushed_in[blob]):
+            elif (mounted := blob in pushed_in and client.mount_blob(target, blob, pushed_in[blob])) is True:
                 stats.blobs_mounted += 1
             else:
                 file = local(BLOB_DIR, blob)
-                client.push_blob(target, blob, file, chunk_size)
+                client.push_blob(target, blob, file, chunk_size, mounted or None)
                 stats.blobs_pushed += 1
                 stats.bytes_pushed += os.path.getsize(file)
             if target is not None:

@@ -109,3 +109,14 @@ def test_a_blob_pushed_under_a_wrong_digest_is_refused_by_the_registry(basic_reg
     path.write_bytes(b"these bytes")
     with pytest.raises(PermanentError, match="push blob chunks/c@sha256:"):
         client.push_blob("chunks/c", digest_of(b"other bytes"), str(path))
+
+
+def test_a_mount_the_registry_cannot_do_continues_as_an_upload(basic_registry, tmp_path):
+    _, seeder, client = basic_registry
+    data = b"not in the source repository"
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    session = client.mount_blob("mounts/b", digest_of(data), "mounts/nowhere")
+    assert isinstance(session, str)
+    client.push_blob("mounts/b", digest_of(data), str(path), location=session)
+    assert seeder.get_blob("mounts/b", digest_of(data)) == (200, data)
