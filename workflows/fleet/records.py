@@ -116,6 +116,7 @@ class RefreshStats:
     read: int = 0
     damaged: int = 0
     seconds: float = 0.0
+    list_seconds: float = 0.0  # of ``seconds``, listing the names
 
 
 @dataclass
@@ -123,6 +124,7 @@ class RecordCache:
     """Summaries of one repository's records by object name; :meth:`refresh` reads only new names."""
 
     entries: dict[str, Summary | None] = field(default_factory=dict)
+    last: RefreshStats = field(default_factory=lambda: RefreshStats())
 
     def refresh(self, repo: Repository) -> RefreshStats:
         t0 = time.monotonic()
@@ -133,6 +135,7 @@ class RecordCache:
                 if info.key.count("/") == 2:
                     listed[info.key] = (kind, info)
         stats.listed = len(listed)
+        stats.list_seconds = time.monotonic() - t0
         new = [(key, kind, info) for key, (kind, info) in listed.items() if key not in self.entries]
 
         def read(item):
@@ -158,6 +161,7 @@ class RecordCache:
             del self.entries[key]  # pruned
         stats.damaged = sum(1 for s in self.entries.values() if s is not None and s.kind == "damaged")
         stats.seconds = time.monotonic() - t0
+        self.last = stats
         return stats
 
     def summaries(self) -> list[Summary]:
