@@ -1,0 +1,436 @@
+"""Buckets as snapshots: the mapping of object keys to a snapshot's tree, the incremental backup and the
+restore plan behind ``bucket-backup`` and ``bucket-restore``.
+
+The copy engine (:func:`steps.repository.archiver.copy_source`) walks a file tree, which a bucket is
+not, and would need every object staged on a disk first; so objects are streamed straight from their
+GET responses through the repository's chunker into its blob sink, and the trees are written as a copy
+writes them (the same node format, so ``ls``, ``check``, ``verify``, retention and prune treat a bucket
+snapshot like any other).
+
+Key mapping (docs/user/buckets.md): a key is cut at each ``/``; every part but the last is a directory
+named ``ENC(part) + "%2F"``, the last part a file named ``ENC(part)`` (``%`` when the key ends in ``/``).
+ENC percent-encodes ``%``, control bytes and a name that is exactly ``.`` or ``..``, and shortens a name
+above 255 bytes to its start plus ``%~`` and a digest of the key. Directory names always end in the
+token ``%2F`` and file names never do, so an object ``a`` and the objects under ``a/`` never collide.
+With versions, an older version or delete marker of a key is ``NAME%~vN`` (N = 1 for the newest but
+one). The name is for people; the truth is the file node's ``s3`` field: the exact key, version ID,
+ETag, last-modified time, content type and user metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from steps.errors import PermanentError, TemporaryError, UsageError
+
+SOURCE_TYPE = "bucket"
+MAX_NAME = 255
+
+
+def encode_part(part: str) -> str:
+    if part in (".", ".."):
+        return "%2E" * len(part)
+    out = []
+    for ch in part:
+        if ch == "%" or ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _fit(name: str, key: str) -> str:
+    if len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME:
+        return name
+    digest = "%~" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    head = name
+    while len((head + digest).encode("utf-8", "surrogatepass")) > MAX_NAME:
+        head = head[: max(1, len(head) - 16)]
+    while head.endswith("%") or (len(head) > 1 and head[-2] == "%"):  # no cut escape
+        head = head[:-1]
+    return head + digest
+
+
+def tree_path(key: str, older: int = 0) -> tuple[list[str], str]:
+    """(directory names, file name) of ``key`` in a bucket snapshot; ``older`` > 0 for an older version."""
+    parts = key.split("/")
+    dirs = [_fit(encode_part(p) + "%2F", key) for p in parts[:-1]]
+    last = encode_part(parts[-1]) if parts[-1] else "%"
+    if older:
+        last += f"%~v{older}"
+    return dirs, _fit(last, key if not older else f"{key}\0{older}")
+
+
+def source_name(endpoint: str, bucket: str, prefix: str) -> str:
+    return f"{endpoint.rstrip('/')}/{bucket}/{prefix}"
+
+
+def add_bucket_args(parser, role: str, what: str) -> None:
+    """The options of a bucket ``role`` (source or target): endpoint, bucket, and where its keys are."""
+    g = parser.add_argument_group(f"{role} bucket")
+    g.add_argument(f"--{role}-endpoint", required=True, metavar="URL", help=f"S3 endpoint of {what}")
+    g.add_argument(f"--{role}", required=True, metavar="s3://BUCKET[/PREFIX]", help=f"{what}")
+    for option, env_example, item in (
+        ("access-key", "SOURCE_AWS_ACCESS_KEY_ID", "access key ID"),
+        ("secret-key", "SOURCE_AWS_SECRET_ACCESS_KEY", "secret access key"),
+    ):
+        g.add_argument(
+            f"--{role}-{option}-env",
+            metavar="NAME",
+            help=f"the environment variable holding the {item} (e.g. {env_example}); never the key itself",
+        )
+        g.add_argument(f"--{role}-{option}-file", metavar="FILE", help=f"a file holding the {item}")
+    g.add_argument(f"--{role}-region", metavar="REGION", help="region to sign for (default: the server's)")
+    g.add_argument(f"--{role}-ca-bundle", metavar="FILE", help="CA bundle for an https endpoint")
+
+
+def access_of(args, role: str):
+    """The :class:`~steps.drivers.bucket_source.BucketAccess` of ``--ROLE*`` options."""
+    from steps.drivers.bucket_source import BucketAccess
+
+    get = lambda option: getattr(args, f"{role}_{option}".replace("-", "_"))  # noqa: E731
+    url = getattr(args, role)
+    if not url.startswith("s3://") or not url[5:].split("/", 1)[0]:
+        raise UsageError(f"--{role}: expected s3://BUCKET or s3://BUCKET/PREFIX, got {url!r}")
+    bucket, _, prefix = url[5:].partition("/")
+    from steps.drivers.repourl import check_endpoint
+
+    return BucketAccess(
+        endpoint=check_endpoint(get("endpoint"), f"--{role}-endpoint"),
+        bucket=bucket,
+        prefix=prefix,
+        access_key_env=get("access_key_env"),
+        secret_key_env=get("secret_key_env"),
+        access_key_file=get("access_key_file"),
+        secret_key_file=get("secret_key_file"),
+        region=get("region"),
+        ca_bundle=get("ca_bundle"),
+    )
+
+
+@dataclass
+class BucketBackupResult:
+    snapshot_id: str
+    parent: str | None
+    objects: int = 0
+    versions: int = 0
+    objects_read: int = 0
+    objects_unchanged: int = 0
+    bytes_total: int = 0
+    bytes_read: int = 0
+    bytes_added: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _same(prev: dict | None, obj) -> bool:
+    if prev is None:
+        return False
+    s3 = prev.get("s3") or {}
+    return (
+        prev.get("size") == obj.size
+        and s3.get("etag") == obj.etag
+        and s3.get("last_modified") == obj.last_modified_iso
+        and s3.get("delete_marker", False) == obj.delete_marker
+    )
+
+
+def newest_first(listing) -> list[list]:
+    """The listing grouped by key, each key's versions newest first: the latest, then by last-modified
+    time, then in listing order (servers differ: some list delete markers apart from the versions)."""
+    groups: dict[str, list] = {}
+    for obj in listing:
+        groups.setdefault(obj.key, []).append(obj)
+    far = 0.0
+    return [
+        sorted(
+            group,
+            key=lambda o: (not o.is_latest, -(o.last_modified.timestamp() if o.last_modified else far)),
+        )
+        for group in groups.values()
+    ]
+
+
+def bucket_nodes(repo, snapshot) -> list[dict]:
+    """Every object node (file with an ``s3`` field) of a bucket snapshot."""
+    from steps.repository.snapshot_read import iter_nodes
+
+    out = []
+    for _rel, node in iter_nodes(repo, snapshot.data["tree"]):
+        if node.get("type") == "file" and isinstance(node.get("s3"), dict):
+            s3 = node["s3"]
+            if not isinstance(s3.get("key"), str):
+                raise PermanentError(f"snapshot {snapshot.short_id}: an object node has no key")
+            out.append(node)
+    return out
+
+
+def bucket_snapshots(repo, source: str | None = None) -> list:
+    snaps = [s for s in repo.list_snapshots() if s.data.get("source_type") == SOURCE_TYPE]
+    if source is not None:
+        snaps = [s for s in snaps if s.data.get("source") == source]
+    return sorted(snaps, key=lambda s: s.time)
+
+
+def backup_bucket(
+    repo,
+    client,
+    *,
+    versions: bool,
+    tags: dict,
+    backup_id: str | None,
+    identity: dict,
+    parent: str | None = "auto",
+    readers: int = 8,
+) -> BucketBackupResult:
+    """Back up the client's bucket (and prefix) into ``repo``; objects unchanged since the parent (same
+    key, version, size, ETag and last-modified time) take the parent's content without being read."""
+    import platform
+    import time
+    from datetime import UTC, datetime
+
+    from steps.repository.archiver import IDENTITY_FIELDS, SNAPSHOT_VERSION, _version
+    from steps.repository.chunker import Chunker
+    from steps.repository.pack import BLOB_DATA, BLOB_TREE
+    from steps.repository.pipeline import BlobSink
+    from steps.repository.tree import encode_tree
+
+    access = client.access
+    source = source_name(access.endpoint, access.bucket, access.prefix)
+    client.check_bucket()
+    if versions and not client.versioning_enabled():
+        raise PermanentError(
+            f"{client.where}: --versions asks for every object version, but the bucket does not keep"
+            " versions (versioning was never enabled)"
+        )
+    started = datetime.now(UTC)
+    scan_ns = time.time_ns()
+    listing = client.list(versions)
+    repo.begin_write()
+    prev_snap = None
+    if parent == "auto":
+        candidates = bucket_snapshots(repo, source)
+        prev_snap = candidates[-1] if candidates else None
+    elif parent:
+        prev_snap = repo.find_snapshot(parent)
+    previous: dict[tuple[str, str | None], dict] = {}
+    if prev_snap is not None:
+        for node in bucket_nodes(repo, prev_snap):
+            s3 = node["s3"]
+            previous[(s3["key"], s3.get("version_id"))] = node
+    chunker = Chunker(repo.keys.chunker, repo.config.chunk_min, repo.config.chunk_avg, repo.config.chunk_max)
+    sink = BlobSink(repo, backup_id, uploaders=2)
+    result = BucketBackupResult(snapshot_id="", parent=prev_snap.id if prev_snap else None)
+    counts = threading.Lock()
+    now = time.time_ns()
+
+    planned = [
+        (obj, older) for versions_of_key in newest_first(listing) for older, obj in enumerate(versions_of_key)
+    ]
+
+    def node_of(obj, older: int) -> dict:
+        mtime = int(obj.last_modified.timestamp() * 1e9) if obj.last_modified else now
+        s3 = {
+            "key": obj.key,
+            "etag": obj.etag,
+            "last_modified": obj.last_modified_iso,
+        }
+        if obj.version_id is not None:
+            s3.update(version_id=obj.version_id, latest=obj.is_latest)
+        if obj.delete_marker:
+            s3["delete_marker"] = True
+        prev = previous.get((obj.key, obj.version_id))
+        base = {"type": "file", "mode": 0o644, "uid": -1, "gid": -1, "mtime_ns": mtime, "atime_ns": mtime}
+        base.update(ctime_ns=mtime, inode=0, dev=0, nlink=1, size=obj.size)
+        if obj.delete_marker:
+            return {**base, "size": 0, "content": [], "s3": s3}
+        if _same(prev, obj):
+            old = prev["s3"]
+            s3.update(content_type=old.get("content_type"), metadata=dict(old.get("metadata") or {}))
+            with counts:
+                result.objects_unchanged += 1
+            return {**base, "content": list(prev.get("content") or []), "s3": s3}
+        reader = client.open(obj)
+        try:
+            ids = []
+            got = 0
+            for chunk in chunker.chunks(reader.readinto, size_hint=obj.size):
+                sink.check()
+                ids.append(sink.save_blob(BLOB_DATA, chunk).hex())
+                got += len(chunk)
+        finally:
+            reader.close()
+        if got != obj.size:
+            raise TemporaryError(
+                f"{client.where}: {obj.key!r} was {got} bytes when read, {obj.size} when listed (changed"
+                " during the backup); run again"
+            )
+        s3.update(content_type=reader.content_type, metadata=reader.metadata)
+        with counts:
+            result.objects_read += 1
+            result.bytes_read += got
+        return {**base, "content": ids, "s3": s3}
+
+    root: dict = {}
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="bucket-read") as pool:
+            nodes = list(pool.map(lambda p: node_of(*p), planned))
+        for (obj, older), node in zip(planned, nodes, strict=True):
+            dirs, name = tree_path(obj.key, older)
+            d = root
+            for part in dirs:
+                d = d.setdefault(part, {})
+            if name in d:  # two keys that shorten to one name: impossible unless digests collide
+                raise PermanentError(f"{client.where}: two objects map to the name {name!r}")
+            d[name] = {**node, "name": name}
+            result.versions += 1
+            if not obj.delete_marker and obj.is_latest:
+                result.objects += 1
+                result.bytes_total += obj.size
+        meta = {"mode": 0o755, "uid": -1, "gid": -1, "mtime_ns": now, "atime_ns": now, "ctime_ns": now}
+        meta.update(inode=0, dev=0, nlink=1)
+
+        def save(d: dict) -> str:
+            entries = []
+            for name, v in d.items():
+                if "type" in v and v.get("type") == "file" and "s3" in v:
+                    entries.append(v)
+                else:
+                    entries.append({"name": name, "type": "dir", **meta, "subtree": save(v)})
+            return sink.save_blob(BLOB_TREE, encode_tree(entries)).hex()
+
+        tree = save(root)
+        sink.finish()
+    except BaseException:
+        sink.close_on_error()
+        raise
+    result.bytes_added = sink.stats.bytes_added
+    end = datetime.now(UTC)
+    snap = {
+        "version": SNAPSHOT_VERSION,
+        "time": started.isoformat().replace("+00:00", "Z"),
+        "end_time": end.isoformat().replace("+00:00", "Z"),
+        "scan_start_ns": scan_ns,
+        "host": platform.node(),
+        "source": source,
+        "source_type": SOURCE_TYPE,
+        "tags": dict(tags),
+        "backup_id": backup_id,
+        **{k: identity.get(k) for k in IDENTITY_FIELDS},
+        "parent": result.parent,
+        "tree": tree,
+        "root": {"type": "dir", **meta},
+        "excludes": [],
+        "consistency": None,
+        "bucket": {
+            "endpoint": access.endpoint,
+            "bucket": access.bucket,
+            "prefix": access.prefix,
+            "versions": versions,
+            "objects": result.objects,
+        },
+        "summary": {
+            "files": result.versions,
+            "files_unchanged": result.objects_unchanged,
+            "files_read": result.objects_read,
+            "bytes_total": result.bytes_total,
+            "bytes_read": result.bytes_read,
+            "bytes_added": result.bytes_added,
+            "blobs_new": sink.stats.blobs_new,
+        },
+        "program": f"snapflow-steps {_version()}",
+    }
+    repo.check_commit()
+    result.snapshot_id = repo.save_snapshot(snap)
+    repo.confirm_commit(f"snapshots/{result.snapshot_id}")
+    return result
+
+
+# -- restore --------------------------------------------------------------------------------------------
+
+
+class BlobReader:
+    """A file-like ``read(n)`` over a file node's content blobs, one blob in memory at a time."""
+
+    def __init__(self, repo, node: dict):
+        self.repo = repo
+        self.ids = [bytes.fromhex(h) for h in node.get("content") or []]
+        self.buf = memoryview(b"")
+        self.next = 0
+
+    def read(self, n: int = -1) -> bytes:
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            if not self.buf:
+                if self.next >= len(self.ids):
+                    break
+                self.buf = memoryview(self.repo.read_blob(self.ids[self.next]))
+                self.next += 1
+            take = len(self.buf) if n < 0 else min(n - len(out), len(self.buf))
+            out += self.buf[:take]
+            self.buf = self.buf[take:]
+        return bytes(out)
+
+
+@dataclass
+class PlannedWrite:
+    action: str  # "create", "update", "same"
+    key: str  # the key written
+    node: dict
+
+
+def rewrite_key(key: str, from_prefix: str, to_prefix: str | None) -> str | None:
+    if not key.startswith(from_prefix):
+        return None
+    return (to_prefix if to_prefix is not None else from_prefix) + key[len(from_prefix) :]
+
+
+def plan_restore(repo, snapshot, target, from_prefix: str = "", to_prefix: str | None = None) -> list:
+    """What restoring the snapshot's current objects into ``target`` would do, key by key: ``create``
+    (absent), ``update`` (size, ETag, content type or metadata differ) or ``same``."""
+    nodes = [
+        n
+        for n in bucket_nodes(repo, snapshot)
+        if n["s3"].get("latest", True) and not n["s3"].get("delete_marker")
+    ]
+    there = {o.key: o for o in target.list(False)}
+    plan = []
+    for node in sorted(nodes, key=lambda n: n["s3"]["key"]):
+        key = rewrite_key(node["s3"]["key"], from_prefix, to_prefix)
+        if key is None:
+            continue
+        if not key:
+            raise UsageError(f"--to-prefix: the object {node['s3']['key']!r} would get an empty key")
+        have = there.get(key)
+        action = "create"
+        if have is not None:
+            action = "update"
+            if have.size == node.get("size") and have.etag == node["s3"].get("etag"):
+                content_type, metadata = target.head_metadata(key)
+                want_type = node["s3"].get("content_type") or "application/octet-stream"
+                if content_type == want_type and metadata == (node["s3"].get("metadata") or {}):
+                    action = "same"
+        plan.append(PlannedWrite(action, key, node))
+    return plan
+
+
+def apply_restore(repo, target, plan: list, writers: int = 4, part_size: int = 16 * 1024 * 1024) -> int:
+    """Write the planned objects that differ; returns how many were written."""
+    todo = [p for p in plan if p.action != "same"]
+
+    def write(p: PlannedWrite) -> None:
+        s3 = p.node["s3"]
+        target.write(
+            p.key,
+            BlobReader(repo, p.node),
+            int(p.node.get("size") or 0),
+            s3.get("content_type"),
+            dict(s3.get("metadata") or {}),
+            part_size,
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="bucket-write") as pool:
+        list(pool.map(write, todo))
+    return len(todo)
