@@ -104,6 +104,16 @@ def find_registry_snapshot(repo, ref: str, allow_uncommitted: bool):
         mine = [s for s in snaps if s.tags.get("kind") == "registry"]
         if not mine:
             raise UsageError(f"--snapshot latest: {repo.url} holds no snapshot of kind registry")
+        restorable = [s for s in mine if commits.state(s) in ("plain", "committed")]
+        if not restorable:
+            newest = max(mine, key=lambda s: s.time)
+            if not allow_uncommitted:
+                raise UsageError(
+                    f"--snapshot latest: no registry snapshot in {repo.url} belongs to a committed backup (the"
+                    f" newest, {newest.short_id}, is of backup {newest.backup_id}, never committed); give"
+                    " --allow-uncommitted to restore it anyway"
+                )
+            return newest
         snap = repo.find_snapshot("latest", mine, commits)
     else:
         snap = repo.find_snapshot(ref, snaps, commits)

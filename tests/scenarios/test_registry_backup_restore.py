@@ -134,8 +134,22 @@ def test_images_by_digest_move_to_another_registry_under_token_auth_with_scoped_
         *credentials(tmp_path, registry_pki, "backup", "pw-source-1"),
         "--image",
         image_id,
+        "--backup-id",
+        "backup-shop-1",
         env=env,
     )
+    # (a backup run that was never committed is no restore point unless asked for)
+    uncommitted = steps(
+        "registry-restore",
+        "--repo",
+        url,
+        "--registry",
+        target.url,
+        *credentials(tmp_path, registry_pki, "restorer", "pw-target-2"),
+        env=env,
+        check=False,
+    )
+    assert uncommitted.returncode == 2 and "backup-shop-1, never committed" in uncommitted.stderr
     out = steps(
         "registry-restore",
         "--repo",
@@ -145,6 +159,7 @@ def test_images_by_digest_move_to_another_registry_under_token_auth_with_scoped_
         *credentials(tmp_path, registry_pki, "restorer", "pw-target-2"),
         "--rehome",
         f"{source.host}/proj={target.host}/proj-b",
+        "--allow-uncommitted",
         "--json",
         env=env,
     )
@@ -176,6 +191,7 @@ def test_images_by_digest_move_to_another_registry_under_token_auth_with_scoped_
         *credentials(tmp_path, registry_pki, "reader", "pw-read-3"),
         "--rehome",
         f"{source.host}/proj={target.host}/proj-c",
+        "--allow-uncommitted",
         env=env,
         check=False,
     )
