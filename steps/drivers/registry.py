@@ -210,6 +210,7 @@ class RegistryClient:
         self.endpoint = endpoint
         self.where = f"registry {endpoint.host}"
         self._context = None
+        self._storage_context = None
         self._basic = False  # the registry asked for Basic credentials
         self._tokens: dict[str, str] = {}  # scope → Bearer token
         self._challenge: dict[str, str] | None = None  # the Bearer challenge's realm and service
@@ -231,14 +232,26 @@ class RegistryClient:
                 ) from None
         return self._context
 
-    def _connect(self, url: str) -> http.client.HTTPConnection:
+    def _redirect_context(self) -> ssl.SSLContext:
+        """For a blob download redirected to another host (object storage behind the registry), which
+        gets no credentials and whose bytes are checked against their digest: the system's CAs and the
+        given bundle."""
+        if self._storage_context is None:
+            context = ssl.create_default_context()
+            if self.endpoint.ca_file:
+                self._ssl_context()  # a bundle that does not load is named first
+                context.load_verify_locations(cafile=self.endpoint.ca_file)
+            self._storage_context = context
+        return self._storage_context
+
+    def _connect(self, url: str, redirected: bool = False) -> http.client.HTTPConnection:
         scheme, host, port = _origin(url)
         if scheme == "https":
             conn = http.client.HTTPSConnection(
                 host,
                 port,
                 timeout=self.endpoint.connect_timeout,
-                context=self._ssl_context(),
+                context=self._redirect_context() if redirected else self._ssl_context(),
                 blocksize=READ_SIZE,
             )
         else:
@@ -247,8 +260,8 @@ class RegistryClient:
             )
         return conn
 
-    def _send(self, method: str, url: str, headers: dict, body=None) -> Response:
-        conn = self._connect(url)
+    def _send(self, method: str, url: str, headers: dict, body=None, redirected: bool = False) -> Response:
+        conn = self._connect(url, redirected)
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         try:
@@ -410,13 +423,14 @@ class RegistryClient:
                 raise PermanentError(
                     f"{self.where}: {doing}: refuses a redirect from https to {printable(urlsplit(target).scheme)!r}"
                 )
-            redirected = dict(base_headers)
-            if _origin(target) == _origin(self.endpoint.url):
+            hop_headers = dict(base_headers)
+            same_origin = _origin(target) == _origin(self.endpoint.url)
+            if same_origin:
                 auth = self._auth_header(scope) if scope else None
                 if auth:
-                    redirected["Authorization"] = auth
+                    hop_headers["Authorization"] = auth
             url = target
-            resp = self._send("GET", url, redirected)
+            resp = self._send("GET", url, hop_headers, redirected=not same_origin)
         return resp
 
     # ---------------------------------------------------------------------------------------- reading
