@@ -10,8 +10,10 @@ What it guarantees:
 - every manifest and blob read is checked against its digest while it streams, before anything uses
   it; blobs go to a file, never into memory; manifests are kept as the registry served them and pushed
   back byte for byte, with the media type they were served with;
-- the CA bundle given is the only one trusted for the registry (the environment's ``SSL_CERT_FILE``
-  or ``REQUESTS_CA_BUNDLE`` play no part: this client is built on :mod:`http.client` and :mod:`ssl`);
+- the CA bundle given is the only one trusted for the registry and its token realm (the environment's
+  ``SSL_CERT_FILE`` or ``REQUESTS_CA_BUNDLE`` play no part: this client is built on :mod:`http.client`
+  and :mod:`ssl`); a blob download redirected to another host, which gets no credentials, may also be
+  served under the system's CAs;
 - credentials go only to the registry's own host and to the token realm it names: a redirect to
   another host (a blob served from object storage) is followed without them, and never from https
   down to http;
@@ -547,6 +549,8 @@ class RegistryClient:
                 raise IntegrityError(f"{self.where}: the tag list of {repository} is not JSON") from None
             finally:
                 resp.close()
+            if not isinstance(doc, dict):
+                raise IntegrityError(f"{self.where}: the tag list of {repository} is not a JSON object")
             new = [t for t in (doc.get("tags") or []) if isinstance(t, str) and _TAG.fullmatch(t)]
             tags.extend(new)
             link = _next_link(resp.headers.get("Link"))
