@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from workflows.fleet import rules
+from workflows.fleet import dashboard, rules
 from workflows.fleet.exporter import METRICS, Exporter, serve
 from workflows.fleet.model import Targets
 
@@ -205,8 +205,10 @@ def test_a_running_exporter_serves_every_metric_the_alerts_use(s3_repo):
         server.shutdown()
         server.server_close()
 
-    # THEN every metric of every alert is served, and so is every documented metric
+    # THEN every metric of every alert and every dashboard panel is served, and so is every documented one
     assert rules.metrics_used() <= set(served), rules.metrics_used() - set(served)
+    board = dashboard.metrics_used(dashboard.build())
+    assert board <= set(served), board - set(served)
     assert set(METRICS) <= set(served), set(METRICS) - set(served)
     ups = {s.labels["source"]: s.value for s in served["snapflow_repository_up"]}
     assert ups == {s3_repo: 1.0, "s3://unreachable-bucket/repo": 0.0}

@@ -44,7 +44,9 @@ def test_render_prints_valid_objects_that_reference_secrets_only(monkeypatch):
         "Service",
         "ServiceMonitor",
         "PrometheusRule",
+        "ConfigMap",
     ]
+    assert docs[5]["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert objects.validate_objects(docs) == []
     pod = docs[1]["spec"]["template"]["spec"]
     container = pod["containers"][0]

@@ -10,8 +10,9 @@ records it has not seen) every --interval seconds in the background, and serve /
 refresh: per app (labels cluster, namespace, app, source) the newest committed backup, its RPO target,
 size, freeze window, verify and restore-test results; per repository whether it could be read. Targets
 come from --policy files (schedule, freeze deadline, restore test) or from the flags for apps without
-one. With --render, print the exporter's Deployment, Service, ServiceMonitor and PrometheusRule as YAML
-(credentials only by Secret reference) instead of serving; --rules prints the plain rule file.
+one. With --render, print the exporter's Deployment, Service, ServiceMonitor, PrometheusRule and a ConfigMap
+with its Grafana dashboard as YAML (credentials only by Secret reference) instead of serving; --rules
+prints the plain rule file, --dashboard the dashboard's JSON.
 
 Password and S3 settings come from the environment as for the steps (SNAPFLOW_PASSWORD or
 SNAPFLOW_PASSWORD_FILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, SNAPFLOW_S3_ENDPOINT).
@@ -54,6 +55,7 @@ def configure(parser):
     render = parser.add_argument_group("rendering (--render)")
     render.add_argument("--render", action="store_true", help="print the Kubernetes objects as YAML")
     render.add_argument("--rules", action="store_true", help="print the plain Prometheus rule file")
+    render.add_argument("--dashboard", action="store_true", help="print the Grafana dashboard (JSON)")
     render.add_argument("--namespace", metavar="NS", help="namespace of the rendered objects")
     render.add_argument("--image", metavar="IMAGE", help="image (default: the step image)")
     render.add_argument("--password-secret", default="snapflow-repository", metavar="NAME[:KEY]")

@@ -98,6 +98,11 @@ def _settings(args) -> objects.DeploySettings:
 
 
 def run_exporter(args) -> int:
+    if args.dashboard:
+        from workflows.fleet import dashboard
+
+        sys.stdout.write(dashboard.to_json(dashboard.build()))
+        return 0
     if args.rules:
         sys.stdout.write(yaml.safe_dump({"groups": rules.rule_groups(args.runbook_base)}, sort_keys=False))
         return 0

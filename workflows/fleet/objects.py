@@ -1,4 +1,5 @@
-"""The exporter's Kubernetes objects: ServiceAccount, Deployment, Service, ServiceMonitor, PrometheusRule.
+"""The exporter's Kubernetes objects: ServiceAccount, Deployment, Service, ServiceMonitor, PrometheusRule,
+and a ConfigMap holding the Grafana dashboard (labelled for Grafana's dashboard sidecar).
 
 :func:`render_objects` builds them from :class:`DeploySettings`; credentials reach the pod only by
 Secret reference (the repository password mounted as a file, the S3 key pair as ``secretKeyRef``
@@ -13,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steps.api import runtime
-from workflows.fleet import rules
+from workflows.fleet import dashboard, rules
 from workflows.policy import DEFAULT_IMAGE
 
 PORT = 9464  # the exporter's port in the pod
 PORT_NAME = "metrics"
 PASSWORD_DIR = "/var/run/snapflow/repository"
+DASHBOARD_LABEL = "grafana_dashboard"  # what Grafana's dashboard sidecar looks for (kube-prometheus-stack)
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,17 @@ def render_objects(s: DeploySettings) -> list[dict[str, Any]]:
         },
     }
     rule = rules.prometheus_rule(s.namespace, s.name, labels, s.runbook_base)
-    return [service_account, deployment, service, monitor, rule]
+    board = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{s.name}-dashboard",
+            "namespace": s.namespace,
+            "labels": {**labels, DASHBOARD_LABEL: "1"},
+        },
+        "data": {f"{dashboard.UID}.json": dashboard.to_json(dashboard.build())},
+    }
+    return [service_account, deployment, service, monitor, rule, board]
 
 
 # The fields of the two Prometheus Operator kinds that render_objects writes (strict: a typo fails).
