@@ -42,14 +42,16 @@ def encode_part(part: str) -> str:
     return "".join(out)
 
 
-def _fit(name: str, key: str) -> str:
-    if len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME:
-        return name
-    digest = "%~" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+def _fit(name: str, ident: str, suffix: str = "") -> str:
+    """``name + suffix``, or when longer than an entry may be, the start of ``name``, ``%~`` and a digest
+    of ``ident`` (what the entry stands for: the key, or a directory's whole prefix), then ``suffix``."""
+    if len((name + suffix).encode("utf-8", "surrogatepass")) <= MAX_NAME:
+        return name + suffix
+    digest = "%~" + hashlib.sha256(ident.encode("utf-8", "surrogatepass")).hexdigest()[:24] + suffix
     head = name
     while len((head + digest).encode("utf-8", "surrogatepass")) > MAX_NAME:
         head = head[: max(1, len(head) - 16)]
-    while head.endswith("%") or (len(head) > 1 and head[-2] == "%"):  # no cut escape
+    while "%" in head[-2:]:  # never cut an escape in two
         head = head[:-1]
     return head + digest
 
@@ -57,11 +59,15 @@ def _fit(name: str, key: str) -> str:
 def tree_path(key: str, older: int = 0) -> tuple[list[str], str]:
     """(directory names, file name) of ``key`` in a bucket snapshot; ``older`` > 0 for an older version."""
     parts = key.split("/")
-    dirs = [_fit(encode_part(p) + "%2F", key) for p in parts[:-1]]
+    dirs = []
+    prefix = ""
+    for part in parts[:-1]:
+        prefix += part + "/"
+        dirs.append(_fit(encode_part(part), prefix, "%2F"))
     last = encode_part(parts[-1]) if parts[-1] else "%"
     if older:
-        last += f"%~v{older}"
-    return dirs, _fit(last, key if not older else f"{key}\0{older}")
+        return dirs, _fit(last, f"{key}\0{older}", f"%~v{older}")
+    return dirs, _fit(last, key)
 
 
 def source_name(endpoint: str, bucket: str, prefix: str) -> str:
