@@ -99,6 +99,7 @@ def test_every_cluster_passes_the_full_lint_of_a_single_render():
         assert lint_rendering(result.rendering) == [], result.name
 
 
+@pytest.mark.slow
 def test_one_bad_cluster_is_reported_and_the_others_are_written(fleet_dir, tmp_path, capsys):
     # GIVEN an earlier output, then a fleet whose prod-us entry names an inline token
     out = tmp_path / "gitops"
@@ -135,6 +136,7 @@ def test_a_cluster_whose_override_breaks_a_policy_fails_alone(fleet_dir, tmp_pat
     assert sorted(p.name for p in out.iterdir()) == ["prod-eu"]
 
 
+@pytest.mark.slow
 def test_a_cluster_directory_the_fleet_no_longer_names_is_pointed_out(fleet_dir, tmp_path, capsys):
     out = tmp_path / "gitops"
     assert main(["render", "--fleet", str(fleet_dir / "fleet.yaml"), "-o", str(out)]) == 0

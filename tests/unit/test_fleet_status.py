@@ -73,6 +73,7 @@ def _status(capsys, fleet_path: Path, kubeconfig: Path, *extra: str) -> tuple[in
     return code, out, err
 
 
+@pytest.mark.slow
 def test_a_deployed_cluster_is_current_and_the_unreachable_one_does_not_hide_the_others(world, capsys):
     # GIVEN prod-eu runs what the fleet renders for it, prod-us runs nothing, dr does not answer
     fleet_path, servers, kubeconfig = world
