@@ -237,3 +237,12 @@ def test_merge_patch_follows_rfc_7386():
     }
     assert merge_patch({"a": ["b"]}, {"a": ["c"]}) == {"a": ["c"]}
     assert merge_patch(None, {"a": {"b": None}}) == {"a": {}}
+
+
+def test_an_override_names_its_policies_as_namespace_and_name(fleet_dir):
+    doc = _doc(fleet_dir)
+    doc["spec"]["overrides"][0]["policies"] = ["shop/orders-db", "orders-db"]
+    assert _problems(_write(fleet_dir, doc)) == [
+        f"{fleet_dir / 'fleet.yaml'}: spec.overrides[0].policies[1]: expected NAMESPACE/NAME of a policy, "
+        "got 'orders-db'"
+    ]

@@ -38,12 +38,21 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from workflows.policy import LoadedPolicy, Repository, Schedule, _documents, parse_policy
@@ -195,11 +204,21 @@ def _patch_keys(value: dict[str, Any] | None, model: type[BaseModel]) -> dict[st
     return value
 
 
+def _policy_key(key: str) -> str:
+    namespace, sep, name = key.partition("/")
+    if not sep or not re.match(DNS_LABEL_RE, namespace) or not re.match(DNS_LABEL_RE, name):
+        raise ValueError(f"expected NAMESPACE/NAME of a policy, got {key!r}")
+    return key
+
+
+PolicyKey = Annotated[str, AfterValidator(_policy_key)]
+
+
 class Override(_Model):
     """Settings that differ on one cluster. Applied in file order, then validated with the policy."""
 
     cluster: DnsLabel = Field(description="Name of the cluster.")
-    policies: list[Annotated[str, Field(pattern=r"^[a-z0-9-]+/[a-z0-9-]+$")]] = Field(
+    policies: list[PolicyKey] = Field(
         default_factory=list, description="NAMESPACE/NAME of the policies; default: all on the cluster."
     )
     repository: dict[str, Any] | None = Field(
