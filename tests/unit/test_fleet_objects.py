@@ -3,11 +3,18 @@ are one line."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 
 import yaml
 
+from steps.api import Repository, open_repository, open_store
+from tests.unit.test_fleet_exporter import NOW, write_run
+from workflows.cli import main
 from workflows.fleet import objects
 
 SECRET_VALUE = "s3cr3t-value-never-rendered"
@@ -24,8 +31,6 @@ def snapflow(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
 
 
 def test_render_prints_valid_objects_that_reference_secrets_only(monkeypatch):
-    import os
-
     # GIVEN credentials in the environment of the command that renders
     env = {**os.environ, "SNAPFLOW_PASSWORD": SECRET_VALUE, "AWS_SECRET_ACCESS_KEY": SECRET_VALUE}
     # WHEN it renders
@@ -76,8 +81,6 @@ def test_validation_names_a_wrong_field_of_an_operator_object():
 
 
 def test_bad_flags_are_one_line_and_exit_2(capsys):
-    from workflows.cli import main
-
     cases = [
         (["exporter"], "--repo: expected at least one repository URL"),
         (
@@ -111,3 +114,38 @@ def test_bad_flags_are_one_line_and_exit_2(capsys):
         lines = err.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (argv, err)
         assert "Traceback" not in err
+
+
+def test_the_command_serves_until_terminated_and_once_prints_the_metrics(s3_repo, capsys):
+    Repository.init(
+        open_store(s3_repo), os.environ["SNAPFLOW_PASSWORD"], kdf_params={"n": 1024, "r": 8, "p": 1}
+    )
+    write_run(open_repository(s3_repo), "b-1", NOW - 60, commit=True)
+    # WHEN it runs once, THEN it prints the metrics of the repository and exits 0
+    assert main(["exporter", "--repo", s3_repo, "--once"]) == 0
+    assert 'snapflow_backup_committed{app="orders-db",cluster="east"' in capsys.readouterr().out
+    # WHEN it serves on a free port, THEN /metrics answers, and SIGTERM ends it with 0
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from workflows.cli import main; sys.exit(main())", "exporter",
+         "--repo", s3_repo, "--listen", "127.0.0.1:0", "--interval", "1"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = proc.stderr.readline()
+        assert "serving /metrics on 127.0.0.1:" in line, line
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        body = ""
+        for _ in range(100):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+                body = answer.read().decode()
+            if "snapflow_backup_committed{" in body:
+                break
+            time.sleep(0.1)
+        assert 'snapflow_repository_up{source="' + s3_repo + '"} 1.0' in body
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()

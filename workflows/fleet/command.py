@@ -142,6 +142,9 @@ def run_exporter(args) -> int:
         exporter.refresh()
         sys.stdout.write(generate_latest(registry_for(exporter)).decode())
         return 0 if all(st.up for st in exporter.states) else 1
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     server, _thread = serve(exporter, host, port)
     exporter.start()
     print(
