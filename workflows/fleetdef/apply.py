@@ -90,14 +90,15 @@ def apply_cluster(
         out.problems = list(result.problems)
         return out
     objects = [o.obj for o in result.rendering.ordered()]
-    through_argo = [o for o in objects if cluster.argo_server and o["kind"] in APPLIED_KINDS]
-    through_kube = [o for o in objects if o not in through_argo]
+    by_argo = cluster.argo_server is not None
+    through_argo = [o for o in objects if by_argo and o["kind"] in APPLIED_KINDS]
+    through_kube = [o for o in objects if not (by_argo and o["kind"] in APPLIED_KINDS)]
     prefix = f"{fleet.path}: cluster {cluster.name}"
     if dry_run:
         for obj in objects:
             meta = obj["metadata"]
             where = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
-            via = "Argo Server" if obj in through_argo else "kube context"
+            via = "Argo Server" if by_argo and obj["kind"] in APPLIED_KINDS else "kube context"
             out.lines.append(f"would apply {obj['kind']} {where} (through the {via})")
         return out
     kube = None
