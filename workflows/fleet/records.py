@@ -103,7 +103,8 @@ def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
         group,
         bid,
         _app(data),
-        _time(data.get("time")) or _first_cut(data),
+        # (a consistent-point record says when it ``finished``; the others carry a ``time``)
+        _time(data.get("time")) or _time(data.get("finished")) or _first_cut(data),
         _first_cut(data),
         ok,
         _freeze_s(data) if name == "consistent-point" else None,
