@@ -243,3 +243,30 @@ def test_apps_without_a_policy_expect_no_restore_test_unless_told(mem_repo):
     m = collected(told)
     assert m[("snapflow_restore_test_max_age_seconds", "orders-db")] == 600
     assert m[("snapflow_restore_test_last_success_timestamp_seconds", "orders-db")] == 0  # never tested
+
+
+def test_an_object_store_that_stops_answering_is_down_until_it_answers_again(private_s3_server):
+    from steps.api import Repository, open_repository, open_store
+
+    # GIVEN an exporter that has read a repository on a server of the test's own
+    url = "s3://t-stops/repo"
+    Repository.init(open_store(url), "correct horse battery staple", kdf_params={"n": 1024, "r": 8, "p": 1})
+    write_run(open_repository(url), "b-1", NOW - 60, commit=True)
+    exporter = Exporter([url])
+    exporter.refresh()
+    assert collected(exporter)[("snapflow_repository_up", None)] == 1
+
+    # WHEN the server stops, THEN a refresh marks it down, counts the error, and keeps the app's values
+    private_s3_server.stop()
+    t0 = time.monotonic()
+    exporter.refresh()
+    m = collected(exporter)
+    assert m[("snapflow_repository_up", None)] == 0
+    assert m[("snapflow_repository_errors_total", None)] == 1
+    assert m[("snapflow_backup_committed", "orders-db")] == 1
+    assert time.monotonic() - t0 < 60  # (short client timeouts: a refresh does not hang)
+
+    # WHEN it answers again, THEN the next refresh reads it
+    private_s3_server.start()
+    exporter.refresh()
+    assert collected(exporter)[("snapflow_repository_up", None)] == 1

@@ -58,7 +58,7 @@ def _freeze_s(data: dict) -> float | None:
     return float(value) / 1000 if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Summary:
     """What the exporter needs of one record (``kind`` is ``backups``, a run name, or ``damaged``)."""
 
