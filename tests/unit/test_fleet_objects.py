@@ -149,3 +149,14 @@ def test_the_command_serves_until_terminated_and_once_prints_the_metrics(s3_repo
             proc.kill()
             proc.wait()
         proc.stderr.close()
+
+
+def test_the_exporter_pod_passes_pod_security_restricted():
+    from steps.api import pod_security_check
+
+    docs = objects.render_objects(
+        objects.DeploySettings(namespace="monitoring", repos=("s3://backups/shop",))
+    )
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert pod_security_check(pod, "restricted") == []
+    assert pod["automountServiceAccountToken"] is False
