@@ -166,7 +166,9 @@ def test_bucket_is_backed_up_incrementally_and_restored_byte_for_byte(
     assert len(back) == SMALL and "restored/small/00001" in back
 
 
-def test_every_version_and_delete_marker_is_kept_with_versions(repo, bucket_source_server, source_client):
+def test_every_version_and_delete_marker_is_kept_with_versions(
+    repo, bucket_source_server, source_client, tmp_path
+):
     # GIVEN a versioned bucket whose key has three versions and then a delete marker
     name = unique_bucket("ver")
     src = source_client(name, versioned=True)
@@ -182,6 +184,12 @@ def test_every_version_and_delete_marker_is_kept_with_versions(repo, bucket_sour
     assert (result["versions"], result["objects"], result["gets"]) == (5, 1, 4)
     listing = steps("ls", "--repo", repo, "--snapshot", result["snapshot"]).stdout
     assert "doc%~v1" in listing and "doc%~v3" in listing and "kept" in listing
+
+    # THEN the snapshot passes verify (reading its data back), and restores into a directory too
+    steps("verify", "--repo", repo, "--snapshot", result["snapshot"], "--read-data", "100")
+    steps("restore", "--repo", repo, "--snapshot", result["snapshot"], "--target", str(tmp_path / "dir"))
+    assert (tmp_path / "dir" / "kept").read_bytes() == b"still here"
+    assert (tmp_path / "dir" / "doc%~v3").read_bytes() == b"version 0"
 
     # WHEN nothing changed THEN a second run reads nothing
     assert backup(repo, bucket_source_server, name, "--versions")["gets"] == 0
