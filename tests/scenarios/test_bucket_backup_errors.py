@@ -96,3 +96,40 @@ def test_keys_named_but_not_set_are_a_usage_error(repo, bucket_source_server, mo
     assert line.endswith(
         f"--source-access-key-env: the environment variable {KEY_ENV} holding the access key ID is not set or empty"
     )
+
+
+def restore_fails(repo: str, endpoint: str, target: str, *args: str) -> tuple[int, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "steps", "bucket-restore", "--repo", repo, "--target-endpoint", endpoint,
+         "--target", target, *key_args("target"), *args],
+        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.returncode, lines[0]
+
+
+def test_a_restore_names_a_missing_target_bucket_and_refused_keys(
+    repo, bucket_source_server, source_client, monkeypatch
+):
+    # GIVEN a repository with one bucket snapshot
+    name = unique_bucket("one")
+    client = source_client(name)
+    client.write("k", io.BytesIO(b"v"), 1, None, {})
+    subprocess.run(
+        [sys.executable, "-m", "steps", "bucket-backup", "--repo", repo, "--source-endpoint",
+         bucket_source_server.endpoint, "--source", f"s3://{name}", *key_args("source")],
+        cwd=ROOT, env=dict(os.environ), check=True, capture_output=True,
+    )  # fmt: skip
+    endpoint = bucket_source_server.endpoint
+    # WHEN the target bucket does not exist THEN one line names it, and nothing is created
+    code, line = restore_fails(repo, endpoint, "s3://not-there")
+    assert code == 3 and line.endswith(f"bucket {endpoint}/not-there: the bucket 'not-there' does not exist")
+    # WHEN the snapshot is not a bucket snapshot's ID THEN one line says so
+    code, line = restore_fails(repo, endpoint, f"s3://{name}", "--snapshot", "ffffffff")
+    assert code != 0 and "ffffffff" in line
+    # WHEN the target's keys are refused THEN one line names the target and its options; nothing is written
+    monkeypatch.setenv(SECRET_ENV, "wrong")
+    code, line = restore_fails(repo, endpoint, f"s3://{name}")
+    assert code == 3 and f"bucket {endpoint}/{name}" in line and "--target-secret-key-*" in line
