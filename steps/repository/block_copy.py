@@ -33,7 +33,9 @@ import bisect
 import os
 import socket
 import stat as stat_mod
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -155,25 +157,82 @@ def _cut_from(
 FULL_READ_STEP = 8 * 1024 * 1024
 
 
-def _chunk_whole(chunker: Chunker, reader: _Reader, size: int, emit) -> BuildResult:
+class Sealer:
+    """Hashes, compresses and encrypts chunks on worker threads (BLAKE3 and zstd release the interpreter
+    lock), each into its own pack channel, while the caller reads and cuts; results come back in order.
+    Used for whole-volume reads, where new data is the bulk of the work."""
+
+    def __init__(self, sink: BlobSink, workers: int = 2, on_chunk: Callable[[int], None] | None = None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.sink, self.on_chunk = sink, on_chunk
+        self.window = 4 * workers
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="seal")
+        self._local = threading.local()
+        self._channels: list = []
+        self._lock = threading.Lock()
+
+    def _seal(self, data: bytes) -> str:
+        channel = getattr(self._local, "channel", None)
+        if channel is None:
+            channel = self._local.channel = self.sink.channel()
+            with self._lock:
+                self._channels.append(channel)
+        bid = self.sink.keys.blob_id(data)
+        if self.sink.claim(bid):
+            channel.add(BLOB_DATA, bid, data)
+        if self.on_chunk is not None:
+            self.on_chunk(len(data))
+        return bid.hex()
+
+    def submit(self, chunk: memoryview):
+        return self._pool.submit(self._seal, bytes(chunk))  # a copy: the read buffer is reused
+
+    def close(self, ok: bool) -> None:
+        """Wait for the workers; when ``ok``, ship their partly filled packs."""
+        self._pool.shutdown(wait=True, cancel_futures=not ok)
+        if ok:
+            for channel in self._channels:
+                channel.flush()
+
+
+def _chunk_whole(
+    chunker: Chunker, reader: _Reader, size: int, emit, sealer: Sealer | None = None
+) -> BuildResult:
     content, sizes = [], []
+    if sealer is None:
+        for c, _ in _cut_from(chunker, reader, 0, size, FULL_READ_STEP):
+            content.append(emit(c))
+            sizes.append(len(c))
+        return BuildResult(content, sizes, reader.bytes_read)
+    pending: deque = deque()
     for c, _ in _cut_from(chunker, reader, 0, size, FULL_READ_STEP):
-        content.append(emit(c))
+        pending.append(sealer.submit(c))
         sizes.append(len(c))
+        while len(pending) > sealer.window:
+            content.append(pending.popleft().result())
+    content.extend(f.result() for f in pending)
     return BuildResult(content, sizes, reader.bytes_read)
 
 
-def chunk_all(chunker: Chunker, fd: int, size: int, emit: Callable[[memoryview], str]) -> BuildResult:
-    """A full read: every byte read and chunked."""
-    return _chunk_whole(chunker, _Reader(fd, size), size, emit)
+def chunk_all(
+    chunker: Chunker, fd: int, size: int, emit: Callable[[memoryview], str], sealer: Sealer | None = None
+) -> BuildResult:
+    """A full read: every byte read and chunked (sealed on ``sealer``'s threads when given)."""
+    return _chunk_whole(chunker, _Reader(fd, size), size, emit, sealer)
 
 
 def chunk_allocated(
-    chunker: Chunker, fd: int, size: int, allocated: list[tuple[int, int]], emit: Callable[[memoryview], str]
+    chunker: Chunker,
+    fd: int,
+    size: int,
+    allocated: list[tuple[int, int]],
+    emit: Callable[[memoryview], str],
+    sealer: Sealer | None = None,
 ) -> BuildResult:
     """A first copy reading only the allocated extents; the rest is zeros, chunked as a full read would
     chunk it (so the content list is a full read's)."""
-    return _chunk_whole(chunker, _Reader(fd, size, allocated), size, emit)
+    return _chunk_whole(chunker, _Reader(fd, size, allocated), size, emit, sealer)
 
 
 def rechunk_changed(
@@ -353,8 +412,18 @@ def copy_block(repo: Repository, opts, cbt: BlockCbt | None = None, progress=Non
                 progress.done_bytes += len(chunk)
             return bid.hex()
 
+        def advanced(n: int) -> None:
+            if progress is not None:
+                progress.done_bytes += n
+
+        sealer = Sealer(sink, on_chunk=advanced)
         where = (source, opts.identity)
-        block, content = _build(repo, chunker, fd, size, name, where, parent, cbt, emit, warnings)
+        try:
+            block, content = _build(repo, chunker, fd, size, name, where, parent, cbt, emit, warnings, sealer)
+        except BaseException:
+            sealer.close(ok=False)
+            raise
+        sealer.close(ok=True)
         stats.bytes_read = block["bytes_read"]
         stats.files_read = 1
         node = node_from_stat(name, st, kind="file")
@@ -403,7 +472,7 @@ def copy_block(repo: Repository, opts, cbt: BlockCbt | None = None, progress=Non
 
 
 def _build(
-    repo, chunker, fd, size, name, where, parent, cbt: BlockCbt | None, emit, warnings
+    repo, chunker, fd, size, name, where, parent, cbt: BlockCbt | None, emit, warnings, sealer=None
 ) -> tuple[dict, list[str]]:
     pblock = _block(parent)
     block = {
@@ -422,7 +491,7 @@ def _build(
     }
 
     def full(reason: str) -> tuple[dict, list[str]]:
-        built = chunk_all(chunker, fd, size, emit)
+        built = chunk_all(chunker, fd, size, emit, sealer)
         block["reason"] = reason
         block["bytes_read"] += built.bytes_read
         warnings.append(f"{name}: full read of {size} bytes ({reason})")
@@ -473,14 +542,14 @@ def _build(
         built = rechunk_changed(chunker, fd, size, pchunks[0], pchunks[1], ranges.extents, emit)
         method = "cbt-delta"
     else:
-        built = chunk_allocated(chunker, fd, size, ranges.extents, emit)
+        built = chunk_allocated(chunker, fd, size, ranges.extents, emit, sealer)
         method = "cbt-allocated"
     block["bytes_read"] = built.bytes_read
     if not due:
         block.update(method=method, copies_since_full_read=since + 1)
         return block, built.content
     # the periodic full read: the whole volume, compared chunk for chunk with what the service's ranges built
-    check = chunk_all(chunker, fd, size, emit)
+    check = chunk_all(chunker, fd, size, emit, sealer)
     block["bytes_read"] += check.bytes_read
     if check.content == built.content:
         block.update(method=method, verified=True, copies_since_full_read=0)
