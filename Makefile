@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test test-all lint format bench bench-freeze regenerate-golden clean
+.PHONY: setup system-deps demo test test-fast test-all lint format bench bench-freeze regenerate-golden clean
 
 # The venv is rebuilt only when pyproject.toml changes, so `make setup` is quick once done.
 $(STAMP): pyproject.toml
@@ -26,6 +26,11 @@ demo: setup
 
 test: setup system-deps
 	$(PY) -m pytest -q
+
+# The fast set: no S3 server, fake API server, database, etcd, browser, pip install or loop device
+# (tests/conftest.py marks those slow). Needs no Debian packages.
+test-fast: setup
+	$(PY) -m pytest -q -m 'not slow and not on_cluster'
 
 lint: setup
 	$(VENV)/bin/ruff check .

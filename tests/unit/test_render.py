@@ -9,6 +9,7 @@ import sys
 import pytest
 import yaml
 
+from steps.errors import UsageError
 from tests.fixtures.policies import EXAMPLES, ROOT, example_files
 from workflows.cli import build_parser, main
 from workflows.render import GENERATED_MARK, render_files, write
@@ -147,7 +148,7 @@ def test_render_refuses_to_replace_a_directory_it_did_not_write(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(Exception, match="refusing to replace files it did not write"):
+    with pytest.raises(UsageError, match="refusing to replace files it did not write"):
         write(render_files([EXAMPLES / "mongodb.yaml"]), out)
     assert (out / "notes.txt").read_text() == "keep me"
 
