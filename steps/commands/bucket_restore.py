@@ -13,7 +13,8 @@ they were when the snapshot was taken are written (the current version of each k
 not). --from-prefix selects the keys starting with it, --to-prefix replaces that start (e.g.
 --from-prefix images/ --to-prefix restored/images/). An object already in the target with the same
 size, ETag, content type and metadata is left alone; other objects of the target are never deleted.
---dry-run lists what would change (create, update) and writes nothing.
+--dry-run lists what would change (create, update) and writes nothing. When the repository holds
+snapshots of several buckets (or prefixes), latest needs --bucket NAME, and then a single source.
 
 A multipart object is written in parts of --part-size; its new ETag differs from the original's when
 the part size differs (the content does not). Keys come from the environment variables or files the
@@ -30,6 +31,12 @@ def configure(parser):
     add_repo_args(parser)
     parser.add_argument(
         "--snapshot", default="latest", metavar="ID", help="the bucket snapshot (default: latest)"
+    )
+    parser.add_argument(
+        "--bucket",
+        metavar="NAME",
+        help="choose among the snapshots of this source bucket (needed for latest when the repository"
+        " holds several buckets)",
     )
     add_bucket_args(parser, "target", "the bucket to restore into (s3://BUCKET)")
     parser.add_argument(
@@ -69,8 +76,17 @@ def run(args) -> int:
     target = BucketClient(access, "target")
     repo = open_repository(args)
     snapshots = bucket_snapshots(repo)
+    if args.bucket:
+        snapshots = [s for s in snapshots if (s.data.get("bucket") or {}).get("bucket") == args.bucket]
     if not snapshots:
-        raise UsageError(f"--snapshot: the repository {args.repo} holds no bucket snapshot")
+        of = f" of the bucket {args.bucket!r}" if args.bucket else ""
+        raise UsageError(f"--snapshot: the repository {args.repo} holds no bucket snapshot{of}")
+    sources = sorted({str(s.data.get("source")) for s in snapshots})
+    if args.snapshot == "latest" and len(sources) > 1:
+        raise UsageError(
+            f"--snapshot latest: the repository holds snapshots of {len(sources)} sources ({', '.join(sources)});"
+            " give --bucket NAME or a snapshot ID"
+        )
     snap = repo.find_snapshot(args.snapshot, snapshots=snapshots)
     if snap.data.get("source_type") != "bucket":
         raise UsageError(f"--snapshot: {snap.short_id} is not a bucket snapshot")

@@ -199,3 +199,13 @@ def test_every_version_and_delete_marker_is_kept_with_versions(
     target = source_client(target_name)
     restore(repo, bucket_source_server, target_name)
     assert [o.key for o in target.list()] == ["kept"]
+
+    # WHEN the repository holds a second bucket THEN latest needs the bucket's name
+    other = unique_bucket("other")
+    put(source_client(other), "x", b"x")
+    backup(repo, bucket_source_server, other)
+    refused = steps("bucket-restore", "--repo", repo, "--target-endpoint", bucket_source_server.endpoint,
+                    "--target", f"s3://{target_name}", *key_args("target"), check=False)  # fmt: skip
+    assert refused.returncode == 2 and "give --bucket NAME" in refused.stderr
+    restore(repo, bucket_source_server, target_name, "--bucket", other)
+    assert [o.key for o in target.list()] == ["kept", "x"]
