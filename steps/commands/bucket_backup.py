@@ -83,6 +83,20 @@ def run(args) -> int:
         parent=parent,
         readers=args.readers,
     )
+    if args.backup_id:  # what finalize and the report read about this run
+        from steps.repository.records import save_run_record
+
+        save_run_record(
+            repo,
+            args.backup_id,
+            "bucket",
+            {
+                "snapshot": result.snapshot_id,
+                "source": f"{client.where}/{client.access.prefix}",
+                "versions": args.versions,
+                **{k: v for k, v in asdict(result).items() if k not in ("snapshot_id", "warnings")},
+            },
+        )
     print(
         f"bucket snapshot {result.snapshot_id[:8]} saved: {client.where} prefix {client.access.prefix!r},"
         f" {result.objects} objects ({human_bytes(result.bytes_total)}), {result.versions} versions kept;"

@@ -191,8 +191,11 @@ def test_every_version_and_delete_marker_is_kept_with_versions(
     assert (tmp_path / "dir" / "kept").read_bytes() == b"still here"
     assert (tmp_path / "dir" / "doc%~v3").read_bytes() == b"version 0"
 
-    # WHEN nothing changed THEN a second run reads nothing
-    assert backup(repo, bucket_source_server, name, "--versions")["gets"] == 0
+    # WHEN nothing changed THEN a second run (of a backup run this time) reads nothing
+    again = backup(repo, bucket_source_server, name, "--versions", "--backup-id", "backup-bucket-1")
+    assert again["gets"] == 0 and again["objects_unchanged"] == 4  # (and the delete marker)
+    shown = json.loads(steps("snapshots", "--repo", repo, "--json").stdout)
+    assert {s["id"]: s["tags"].get("backup") for s in shown}[again["snapshot"]] == "backup-bucket-1"
 
     # WHEN the snapshot is restored THEN the deleted key stays deleted and the kept one is back
     target_name = unique_bucket("vdst")
