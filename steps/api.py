@@ -47,6 +47,7 @@ from steps.quiesce.postgresql import write_backup_label
 from steps.quiesce.render import target_problems
 from steps.repository.catalog import read_catalog
 from steps.repository.opener import open_repository
+from steps.repository.records import save_run_record
 from steps.repository.repo import Repository
 from steps.repository.tree import OVERWRITE_MODES
 from steps.resources import jinja_env
@@ -98,6 +99,7 @@ __all__ = [
     "repository_password",
     "run_command",
     "runtime",
+    "save_run_record",
     "target_problems",
     "write_backup_label",
 ]

@@ -1,6 +1,7 @@
 """The local runner's way into the repository: opened with :func:`steps.api.open_repository` in the
 steps' environment (the object store client and the password are read from it), to choose what to
-restore and to store a run's step timeline as the run record ``pipeline`` of its backup."""
+restore and to store a run's step timeline as the run record ``pipeline`` of its backup (through
+:func:`steps.api.save_run_record`, the steps' own way to write a run record)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from steps.api import Repository, SnapflowError, open_repository
+from steps.api import Repository, SnapflowError, open_repository, save_run_record
 from workflows.local.step_runs import utc_iso
 from workflows.policy import Policy
 
@@ -48,7 +49,7 @@ def store_run_record(policy: Policy, env: dict[str, str], result: RunResult) -> 
     try:
         with steps_environ(env):
             repo = open_policy_repository(policy, env)
-            repo.save_record("runs", record, key=result.backup_id)
+            save_run_record(repo, result.backup_id, "pipeline", record)
     except SnapflowError as err:
         return f"the step timeline was not stored in the repository: {err}"
     return None
