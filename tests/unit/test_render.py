@@ -3,6 +3,7 @@ one line per problem, --help everywhere."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -14,7 +15,20 @@ from tests.fixtures.policies import EXAMPLES, ROOT, example_files
 from workflows.cli import build_parser, main
 from workflows.render import GENERATED_MARK, render_files, write
 
-COMMANDS = ("render", "lint", "submit", "apply", "schema")
+COMMANDS = (
+    "apply",
+    "backups",
+    "exporter",
+    "fleet",
+    "lint",
+    "preflight",
+    "render",
+    "report",
+    "restore",
+    "run",
+    "schema",
+    "submit",
+)
 
 
 def _tree(root) -> dict[str, str]:
@@ -31,12 +45,32 @@ def test_every_command_has_help_with_examples(command, capsys):
     assert "examples:" in out
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {name for action in actions for name in action.choices}
+
+
+def test_commands_lists_every_subcommand_snapflow_has():
+    # a new subcommand joins COMMANDS, so its help is checked above
+    assert _subcommands(build_parser()) == set(COMMANDS)
+
+
 def test_top_level_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     out = capsys.readouterr().out
     for command in COMMANDS:
-        assert command in out
+        assert f"\n    {command} " in out or f"\n    {command}\n" in out
+
+
+def test_fleet_status_has_help_with_examples(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fleet", "status", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: snapflow fleet status" in out
+    assert "examples:" in out
+    assert "FLEET" in out
 
 
 def test_render_twice_gives_identical_files(tmp_path):
