@@ -12,7 +12,8 @@ The committed backup record holds what is needed: the consistent point's timelin
 its volumes (``targets[].pgdata``) and which repository snapshot holds each volume.
 ``restore --write-backup-label`` (the command every ``restore-app`` mover runs) reads that record from
 the repository itself and applies :func:`labels_for_snapshot` to the snapshot it restored, so no label
-ever travels on a command line or in a pod spec.
+ever travels on a command line or in a pod spec. The local restore (``snapflow restore --local``) asks
+:func:`labels_for_volume` of the volume it restored: both write the same files at the same place.
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ def backup_labels_needed(record: dict[str, Any]) -> dict[str, list[tuple[str, di
     return out
 
 
+def labels_for_volume(record: dict[str, Any], volume: str) -> list[tuple[str, dict[str, Any]]]:
+    """Whether volume ``volume`` of backup record ``record`` needs a ``backup_label`` after a restore, and
+    where it goes: [(data directory inside the volume, consistent-point target record)], empty when none
+    is to be written (no PostgreSQL target of the volume was copied in backup mode, or a WAL volume).
+    Every restore decides it here: ``restore --write-backup-label`` (:func:`labels_for_snapshot`) and
+    the local restore; :func:`write_backup_label` then writes each entry below the restored volume."""
+    return backup_labels_needed(record).get(volume) or []
+
+
 def labels_for_snapshot(
     record: dict[str, Any], snapshot_id: str, where: str = "--write-backup-label"
 ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
@@ -52,7 +62,7 @@ def labels_for_snapshot(
     )
     if volume is None:
         raise UsageError(f"{where}: snapshot {snapshot_id[:8]} is none of the volumes of backup {backup}")
-    labels = backup_labels_needed(record).get(volume) or []
+    labels = labels_for_volume(record, volume)
     if not labels:
         raise UsageError(
             f"{where}: backup {backup} recorded no backup_label for volume {volume} (no PostgreSQL "

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.api import UsageError, write_backup_label
+from steps.api import PermanentError, UsageError, write_backup_label
+from steps.quiesce.postgresql import labels_for_volume  # (to come from steps.api)
 from workflows.local.local_policy import check_local, step_environment
 from workflows.local.repository_access import open_policy_repository, steps_environ
 from workflows.local.runner import LocalPipelineRunner, RunSettings, find_pipeline
@@ -86,10 +87,25 @@ def choose_snapshot(policy: Policy, env: dict[str, str], ref: str, volume: str |
 
 def prepare_restored_volume(choice: RestoreChoice, target: str) -> list[str]:
     """What the consistent point recorded that a restore must apply (PostgreSQL's backup_label for a
-    copy made in backup mode); returns notes for the user."""
+    copy made in backup mode, in the data directory inside the volume where the steps' restore writes
+    it: :func:`labels_for_volume` decides for both); returns notes for the user."""
     notes: list[str] = []
-    consistency = (choice.backup or {}).get("consistency") or {}
-    timeline = consistency.get("timeline") or {}
+    record = choice.backup or {}
+    labelled: set[str] = set()
+    for sub, t in labels_for_volume(record, choice.volume):
+        try:
+            written = write_backup_label(target, t, sub)
+        except OSError as err:
+            raise PermanentError(
+                f"backup_label: the data directory {sub or '.'} of target {t.get('name')} is not a directory"
+                f" in the restored {target} ({err.strerror})"
+            ) from None
+        labelled.add(t.get("name"))
+        notes.append(
+            f"target {t['name']}: wrote {', '.join(f'{sub}/{n}'.lstrip('/') for n in written)}"
+            " (copy in backup mode: recovery replays WAL from the backup start)"
+        )
+    timeline = (record.get("consistency") or {}).get("timeline") or {}
     owners: list[str] = []
     atomic = None
     for v in timeline.get("volumes") or []:
@@ -97,15 +113,9 @@ def prepare_restored_volume(choice: RestoreChoice, target: str) -> list[str]:
             owners = list(v.get("targets") or [])
             atomic = v.get("atomic")
     for t in timeline.get("targets") or []:
-        if owners and t.get("name") not in owners:
+        if (owners and t.get("name") not in owners) or t.get("name") in labelled:
             continue
-        if t.get("recovery") == "backup_label" and t.get("backup_label"):
-            written = write_backup_label(target, t)
-            notes.append(
-                f"target {t['name']}: wrote {', '.join(written)} (copy in backup mode: recovery replays WAL "
-                "from the backup start)"
-            )
-        elif t.get("recovery") == "crash" and atomic is False:
+        if t.get("recovery") == "crash" and atomic is False:
             notes.append(f"target {t['name']}: copied file by file while its hook held it; nothing to apply")
         elif t.get("recovery") == "crash":
             notes.append(
