@@ -6,6 +6,7 @@ the steps that store records::
 
     repo = Repository.open(open_store(url, endpoint), password)
     for rec in repo.list_records("runs", key=backup_id): ...
+    rec = repo.read_record("runs", info.key, info.last_modified)  # one listed name
     snap = repo.find_restore_point("latest")
 
 Layout, write order and invariants are in docs/design.md. Nothing here takes a lock: every object is
@@ -529,7 +530,14 @@ class Repository(WriterProtocol, RestorePoints):
                 )
         return rid
 
-    def _read_record(self, kind: str, object_key: str, modified: datetime | None = None) -> Record:
+    def read_record(self, kind: str, object_key: str, modified: datetime | None = None) -> Record:
+        """The record stored under ``object_key`` (``KIND/GROUP/ID`` or ``snapshots/ID``, as a listing
+        names it), opened and authenticated; ``modified`` is the store's Last-Modified of it, kept on the
+        record. Raises ObjectNotFound (a KeyError) when it is gone, IntegrityError when it does not
+        authenticate (or its bytes do not match its name), ValueError when it is no JSON object. Readers
+        that list records themselves (the metrics exporter's incremental cache) open each name with it."""
+        if not object_key.startswith(f"{kind}/"):
+            raise UsageError(f"record {object_key!r}: not a name of a {kind} record")
         parts = object_key.split("/")
         group = parts[1] if len(parts) == 3 else None
         plain = open_object(
@@ -612,7 +620,7 @@ class Repository(WriterProtocol, RestorePoints):
 
         def read(info) -> Record | DamagedRecord | None:
             try:
-                return self._read_record(kind, info.key, info.last_modified)
+                return self.read_record(kind, info.key, info.last_modified)
             except ObjectNotFound:
                 return None  # deleted since the listing (prune forgot it)
             except (IntegrityError, ValueError) as err:
@@ -659,10 +667,10 @@ class Repository(WriterProtocol, RestorePoints):
     def load_record(self, kind: str, record_id: str, key: str | None = None) -> Record:
         self._check_kind(kind)
         if key is not None:
-            return self._read_record(kind, f"{kind}/{self.key_group(key)}/{record_id}")
+            return self.read_record(kind, f"{kind}/{self.key_group(key)}/{record_id}")
         for info in self.store.list(f"{kind}/"):
             if info.key.rsplit("/", 1)[-1] == record_id:
-                return self._read_record(kind, info.key, info.last_modified)
+                return self.read_record(kind, info.key, info.last_modified)
         raise UsageError(f"no {kind} record {record_id!r} in {self.url}")
 
     def record_groups(self, kind: str) -> set[str]:

@@ -144,7 +144,7 @@ class RecordCache:
             group = key.split("/")[1]
             try:
                 # (a record's name is the hash of its bytes: one reading per name is enough)
-                record = repo._read_record(kind, key, info.last_modified)
+                record = repo.read_record(kind, key, info.last_modified)
             except KeyError:
                 return key, "gone"  # deleted since the listing
             except Exception:
