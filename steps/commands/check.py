@@ -11,7 +11,7 @@ from steps.commands._repo import (
     problems_summary,
     warn,
 )
-from steps.manifests.trial_restore import restore_test
+from steps.manifests.trial_restore import record_restore_test, restore_test
 
 NAME = "check"
 HELP = "check the whole repository; read back a rotating share of its data; optional restore test"
@@ -29,7 +29,9 @@ reports objects deleted or replaced outside Snapflow (restore --as-of reads thei
 With --restore-test, the newest committed backup (every volume, one folder each, and its manifests) is
 restored into --scratch - the newest of one app with --app/--namespace/--cluster - and the optional
 --restore-check command runs there (SNAPFLOW_RESTORE_DIR names the directory; the app's own check, e.g.
-a file that must exist). Exit 3 names every problem found.
+a file that must exist). The outcome is stored as the run record "restore-test" of the backup tested
+(time, ok, app, volumes, problems), which snapflow exporter's restore-test metrics read; a test that
+found no committed backup stores none. Exit 3 names every problem found.
 
 examples:
   python -m steps check --repo s3://backups/shop --read-data 5
@@ -70,7 +72,7 @@ def configure(parser):
 def run(args) -> int:
     import sys
 
-    from steps.errors import IntegrityError, UsageError
+    from steps.errors import IntegrityError, SnapflowError, UsageError
     from steps.progress import Progress
     from steps.repository.checker import check_repository
     from steps.repository.pipeline import tune_malloc
@@ -100,6 +102,11 @@ def run(args) -> int:
             repo, args.scratch, args.restore_check, timeout, args.keep_scratch, app or None
         )
         report.problems.extend(f"restore test: {p}" for p in report.restore_test["problems"])
+        try:
+            report.restore_test["run_record"] = record_restore_test(repo, report.restore_test)
+        except SnapflowError as err:  # the finding stands; the exporter will call the test stale
+            report.restore_test["run_record"] = None
+            report.warnings.append(f"restore test: its result was not stored in the repository: {err}")
         report.warnings.extend(f"restore test: {w}" for w in report.restore_test["warnings"])
     for w in report.warnings[:50]:
         warn(w)

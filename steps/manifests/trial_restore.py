@@ -1,7 +1,9 @@
 """The restore test of ``check --restore-test``: the newest committed backup (of one app, when named;
 without backups the newest snapshot) restored into scratch space, each volume's size compared with its
 snapshot's, then an optional command run there with ``$SNAPFLOW_RESTORE_DIR`` naming the directory;
-the scratch space is removed unless kept.
+the scratch space is removed unless kept. :func:`record_restore_test` stores the outcome as the run
+record ``restore-test`` of the backup tested (what ``snapflow exporter``'s restore-test metrics and the
+``SnapflowRestoreTestStale`` alert read).
 """
 
 from __future__ import annotations
@@ -120,6 +122,36 @@ def restore_test(
     result["ok"] = not result["problems"]
     result["duration_s"] = round(time.monotonic() - t0, 3)
     return result
+
+
+RECORD_PROBLEMS = 20  # problems kept in the run record (the report names them all)
+
+
+def record_restore_test(repo, result: dict) -> str | None:
+    """Store ``result`` of :func:`restore_test` as the run record ``restore-test`` of the backup it
+    restored: ``{"name": "restore-test", "backup_id", "time", "ok", "app", "duration_s", "volumes",
+    "problems", "check_exit"}``, ``app`` being the tested backup record's. Returns the record's ID; None
+    when no committed backup was tested (nothing to store it under)."""
+    from steps.repository.records import save_run_record, utc_now_iso
+
+    backup_id = result.get("backup_id")
+    if not backup_id:
+        return None
+    backups = repo.list_records("backups", key=backup_id)
+    app = backups[-1].data.get("app") if backups else None
+    fields = {
+        "time": utc_now_iso(),
+        "ok": bool(result.get("ok")),
+        "app": app if isinstance(app, dict) else None,
+        "duration_s": result.get("duration_s"),
+        "volumes": [
+            {k: v.get(k) for k in ("name", "snapshot", "files", "bytes")} for v in result.get("volumes") or ()
+        ],
+        "problems": list(result.get("problems") or ())[:RECORD_PROBLEMS],
+    }
+    if result.get("check_command") is not None:
+        fields["check_exit"] = result["check_command"].get("exit")
+    return save_run_record(repo, backup_id, "restore-test", fields)
 
 
 def _out_of_space(err: BaseException | None) -> bool:
