@@ -13,7 +13,6 @@ MAX_LINES = 800
 
 KNOWN_LONG_MODULES: set[str] = {
     "steps/drivers/registry.py",
-    "steps/drivers/snapshot_csi.py",
 }
 
 
