@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test test-fast test-all lint format bench bench-freeze regenerate-golden clean
+.PHONY: setup system-deps demo test test-fast lint format bench bench-freeze regenerate-golden clean
 
 # The venv is rebuilt only when pyproject.toml changes, so `make setup` is quick once done.
 $(STAMP): pyproject.toml
@@ -32,9 +32,13 @@ test: setup system-deps
 test-fast: setup
 	$(PY) -m pytest -q -m 'not slow and not on_cluster'
 
+# Also the exporter's alerting rules, as promtool reads them (Debian's prometheus package: system-deps).
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	@command -v promtool >/dev/null 2>&1 || { echo "error: promtool not found (make system-deps installs it)"; exit 1; }
+	@rules=$$(mktemp --suffix=.rules.yaml) && trap 'rm -f "$$rules"' EXIT && \
+	  $(VENV)/bin/snapflow exporter --rules > "$$rules" && promtool check rules "$$rules"
 
 format: setup
 	$(VENV)/bin/ruff check --fix .
