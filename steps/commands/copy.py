@@ -121,13 +121,11 @@ def run(args) -> int:
         allow_errors=args.allow_errors,
     )
     progress = Progress("copy")
-    cbt = _block_tracking(args)
-    if cbt is not None:
-        from steps.repository.block_copy import copy_block
-
+    cbt = opts.block_tracking = _block_tracking(args)
+    if cbt is not None:  # a block device: nothing to list ahead
         repo = open_repository(args)
         with progress:
-            result = copy_block(repo, opts, cbt, progress)
+            result = copy_source(repo, opts, progress)
     else:
         # list and stat the source while the repository opens (key derivation, index)
         prescan = Prescan(args.source, opts.excludes, progress)

@@ -2,7 +2,8 @@
 
 Provides :func:`copy_source` and :func:`store_files` (in-memory files, e.g. Kubernetes manifests, as a
 snapshot tagged ``kind=manifests``), plus :class:`CopyOptions` and :class:`CopyResult`. Called by
-``steps.commands.copy`` and by capture.
+``steps.commands.copy`` and by capture. A block device with ``CopyOptions.block_tracking`` is copied by
+:func:`.block_copy.copy_block` instead (only the ranges CSI changed-block tracking reports are read).
 
 Threads: a :class:`Prescan` lists and stats the source (and reads ahead what changed) while the
 repository opens; the calling thread walks the source and compares with the parent snapshot; file
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from steps import runtime
 from steps.drivers import beneath
@@ -58,6 +60,8 @@ class CopyOptions:
     consistency: dict | None = None
     file_workers: int | None = None
     allow_errors: bool = False  # record a snapshot even if some items could not be read (marked incomplete)
+    # a block_copy.BlockCbt: copy a block device through CSI changed-block tracking (block_copy.copy_block)
+    block_tracking: Any = None
 
 
 @dataclass
@@ -766,5 +770,11 @@ def copy_source(
     """Back up ``opts.source`` into ``repo``; returns the new snapshot's ID and statistics. ``prescan``
     (a :class:`Prescan` of the same source, started before the repository was opened) saves the wait
     for cold directory and inode reads."""
+    if opts.block_tracking is not None:  # a block volume read where the storage says it changed
+        from .block_copy import copy_block
+
+        if prescan is not None:
+            prescan.stop()
+        return copy_block(repo, opts, opts.block_tracking, progress, before_commit)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
     return Archiver(repo, opts, progress, before_commit, prescan).run()

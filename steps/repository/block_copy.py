@@ -374,7 +374,7 @@ def _parent_chunks(
 # -- the copy ------------------------------------------------------------------------------------------------
 
 
-def copy_block(repo: Repository, opts, cbt: BlockCbt | None = None, progress=None):
+def copy_block(repo: Repository, opts, cbt: BlockCbt | None = None, progress=None, before_commit=None):
     """Copy the block device (or image file) ``opts.source`` (a :class:`~.archiver.CopyOptions`) into a
     snapshot; returns a :class:`~.archiver.CopyResult` whose warnings say which method was used and why."""
     from .archiver import IDENTITY_FIELDS, SNAPSHOT_VERSION, CopyResult, CopyStats, _version
@@ -465,6 +465,8 @@ def copy_block(repo: Repository, opts, cbt: BlockCbt | None = None, progress=Non
         "block": block,
         "program": f"snapflow-steps {_version()}",
     }
+    if before_commit is not None:
+        before_commit(repo, parent)
     repo.check_commit()
     sid = repo.save_snapshot(snap)
     repo.confirm_commit(f"snapshots/{sid}")
