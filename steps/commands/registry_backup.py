@@ -56,7 +56,7 @@ def add_registry_args(parser, purpose: str) -> None:
 
 
 def endpoint_of(args):
-    from steps.drivers.registry import RegistryEndpoint, read_password_file
+    from steps.drivers.registry_client import RegistryEndpoint, read_password_file
     from steps.errors import UsageError
 
     for option, value in (("--connect-timeout", args.connect_timeout), ("--read-timeout", args.read_timeout)):
@@ -103,7 +103,7 @@ def roots_of(args, client) -> tuple[list[tuple[str, str]], dict]:
     """``[(repository, tag or digest)]`` to back up, and the selection as recorded."""
     import fnmatch
 
-    from steps.drivers.registry import parse_reference
+    from steps.drivers.registry_reference import parse_reference
     from steps.errors import UsageError
 
     if bool(args.repository) == bool(args.image):
@@ -135,7 +135,8 @@ def roots_of(args, client) -> tuple[list[tuple[str, str]], dict]:
 def run(args) -> int:
     import sys
 
-    from steps.drivers import registry
+    from steps.drivers.registry_client import RegistryClient
+    from steps.drivers.registry_stage import remove_dir, scratch_dir, stage_images, write_description
     from steps.errors import UsageError
     from steps.progress import Progress, human_bytes
     from steps.repository.archiver import CopyOptions, copy_source
@@ -144,14 +145,14 @@ def run(args) -> int:
     tags = parse_tags(args.tag)
     if "kind" in tags and tags["kind"] != "registry":
         raise UsageError(f"--tag: kind is registry for a registry snapshot, got kind={tags['kind']}")
-    client = registry.RegistryClient(endpoint_of(args))
+    client = RegistryClient(endpoint_of(args))
     roots, selection = roots_of(args, client)
     repo = open_repository(args)
-    work = registry.scratch_dir(args.scratch, "registry-backup-")
+    work = scratch_dir(args.scratch, "registry-backup-")
     try:
-        staged = registry.stage_images(client, roots, work)
+        staged = stage_images(client, roots, work)
         desc = staged.describe(client.endpoint.host, utc_now_iso(), selection)
-        registry.write_description(work, desc)
+        write_description(work, desc)
         # one retention group per registry: the same tags for every snapshot of it
         tags.update({"kind": "registry", "registry": client.endpoint.host})
         if args.backup_id:
@@ -161,7 +162,7 @@ def run(args) -> int:
         with Progress("registry-backup") as progress:
             result = copy_source(repo, opts, progress)
     finally:
-        registry.remove_dir(work)
+        remove_dir(work)
     summary = {
         "snapshot": result.snapshot_id,
         "registry": desc["registry"],

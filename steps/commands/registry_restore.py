@@ -60,7 +60,7 @@ def configure(parser):
 
 
 def parse_rehome(values: list[str] | None, target_host: str) -> list[tuple[str, str]]:
-    from steps.drivers.registry import check_repository_name
+    from steps.drivers.registry_reference import check_repository_name
     from steps.errors import UsageError
 
     rules = []
@@ -81,7 +81,7 @@ def parse_rehome(values: list[str] | None, target_host: str) -> list[tuple[str, 
 
 
 def renamer(rules: list[tuple[str, str]], source_host: str):
-    from steps.drivers.registry import check_repository_name
+    from steps.drivers.registry_reference import check_repository_name
 
     def rename(repository: str) -> str:
         full = f"{source_host}/{repository}"
@@ -133,25 +133,27 @@ def find_registry_snapshot(repo, ref: str, allow_uncommitted: bool):
 def run(args) -> int:
     import sys
 
-    from steps.drivers import registry
+    from steps.drivers.registry_client import RegistryClient
+    from steps.drivers.registry_push import push_stage, read_stage
+    from steps.drivers.registry_stage import remove_dir, scratch_dir
     from steps.errors import UsageError
     from steps.repository.restorer import restore_snapshot
 
     if not 1 <= args.chunk_size <= 4096:
         raise UsageError(f"--chunk-size: expected MiB between 1 and 4096, got {args.chunk_size}")
-    client = registry.RegistryClient(endpoint_of(args))
+    client = RegistryClient(endpoint_of(args))
     rules = parse_rehome(args.rehome, client.endpoint.host)
     repo = open_repository(args)
     snap = find_registry_snapshot(repo, args.snapshot, args.allow_uncommitted)
-    work = registry.scratch_dir(args.scratch, "registry-restore-")
+    work = scratch_dir(args.scratch, "registry-restore-")
     try:
         restore_snapshot(repo, snap, work)
         where = f"snapshot {snap.short_id}"
-        desc = registry.read_stage(work, where)
+        desc = read_stage(work, where)
         rename = renamer(rules, desc["registry"])
-        stats = registry.push_stage(client, work, desc, rename, args.chunk_size * 1024 * 1024, where)
+        stats = push_stage(client, work, desc, rename, args.chunk_size * 1024 * 1024, where)
     finally:
-        registry.remove_dir(work)
+        remove_dir(work)
     images = []
     for name, entry in sorted(desc["repositories"].items()):
         for tag, digest in sorted(entry.get("tags", {}).items()):

@@ -9,7 +9,8 @@ import os
 import pytest
 
 from steps.commands.registry_restore import parse_rehome, renamer
-from steps.drivers.registry import RegistryClient, RegistryEndpoint, parse_reference
+from steps.drivers.registry_client import RegistryClient, RegistryEndpoint
+from steps.drivers.registry_reference import parse_reference
 from steps.errors import UsageError
 from tests.fixtures.registry import Seeder, digest_of
 

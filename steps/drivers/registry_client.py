@@ -1,9 +1,10 @@
-"""A small client of the OCI Distribution API (Harbor, distribution, any OCI registry), and the staging
-of images on local disk. Called by ``registry-backup`` and ``registry-restore``.
+"""A small client of the OCI Distribution API (Harbor, distribution, any OCI registry). Called by
+``registry-backup`` and ``registry-restore``.
 
-Provides :class:`RegistryEndpoint` (where and how to connect), :class:`RegistryClient` (manifests,
-blobs, tags, the catalog; pull and push), :func:`parse_reference` and :func:`collect` (an image and
-every manifest and blob below it).
+Provides :class:`RegistryEndpoint` (where and how to connect), :func:`read_password_file` and
+:class:`RegistryClient` (manifests, blobs, tags, the catalog; pull and push). References and media types
+are in :mod:`steps.drivers.registry_reference`; staging images on disk in
+:mod:`steps.drivers.registry_stage`; pushing a staged backup in :mod:`steps.drivers.registry_push`.
 
 What it guarantees:
 
@@ -34,102 +35,26 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import ssl
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
+from steps.drivers.registry_reference import (
+    _REPO_NAME,
+    _TAG,
+    ACCEPT,
+    DEFAULT_CHUNK,
+    MANIFEST_TYPES,
+    MAX_MANIFEST_BYTES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    READ_SIZE,
+)
 from steps.errors import IntegrityError, PermanentError, TemporaryError, UsageError, printable
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST)
-ACCEPT = ", ".join(MANIFEST_TYPES)
-
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # what distribution itself accepts
-MAX_DEPTH = 8  # an index of indexes of ... deeper than this is refused
 MAX_REDIRECTS = 5
-READ_SIZE = 1024 * 1024
-DEFAULT_CHUNK = 64 * 1024 * 1024
-
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_REPO_NAME = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-
-
-def check_digest(value: str, what: str) -> str:
-    if not _DIGEST.fullmatch(value or ""):
-        raise IntegrityError(
-            f"{what}: expected a digest sha256:<64 hex digits>, got {printable(str(value))!r}"
-        )
-    return value
-
-
-def check_repository_name(value: str, what: str) -> str:
-    if len(value) > 255 or not _REPO_NAME.fullmatch(value):
-        raise UsageError(f"{what}: expected a repository name (lower-case path), got {printable(value)!r}")
-    return value
-
-
-def check_tag(value: str, what: str) -> str:
-    if not _TAG.fullmatch(value):
-        raise UsageError(f"{what}: expected a tag ([A-Za-z0-9_.-], at most 128), got {printable(value)!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class Reference:
-    """``host/repository[:tag][@digest]``; ``host`` may be empty (the registry given elsewhere)."""
-
-    host: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    def __str__(self) -> str:
-        text = f"{self.host}/{self.repository}" if self.host else self.repository
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
-
-
-def parse_reference(text: str, what: str = "--image") -> Reference:
-    """An image reference as Kubernetes reports it (``imageID``: ``docker-pullable://HOST/REPO@DIGEST``
-    too) or as written in a pod spec."""
-    raw = text.strip()
-    for prefix in ("docker-pullable://", "docker://", "containerd://"):
-        if raw.startswith(prefix):
-            raw = raw[len(prefix) :]
-    name, _, digest = raw.partition("@")
-    tag = None
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        name, _, tag = name.rpartition(":")
-    host = ""
-    first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        host, name = first, rest
-    if not name:
-        raise UsageError(f"{what}: expected [HOST/]REPOSITORY[:TAG][@sha256:DIGEST], got {printable(text)!r}")
-    check_repository_name(name, what)
-    if tag is not None:
-        check_tag(tag, what)
-    if digest:
-        if not _DIGEST.fullmatch(digest):
-            raise UsageError(
-                f"{what}: expected a digest sha256:<64 hex digits> after '@', got {printable(text)!r}"
-            )
-    elif tag is None:
-        tag = "latest"
-    return Reference(host, name, tag, digest or None)
 
 
 @dataclass
@@ -158,6 +83,15 @@ class RegistryEndpoint:
     @property
     def host(self) -> str:
         return urlsplit(self.url).netloc
+
+
+def read_password_file(path: str) -> str:
+    """The password or token in ``path`` (a mounted Secret), without its trailing newline."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"--password-file: cannot read {path!r} ({err.__class__.__name__})") from None
 
 
 def _origin(url: str) -> tuple[str, str, int]:
@@ -743,307 +677,3 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-# ---------------------------------------------------------------------------------------- the image graph
-
-
-def children_of(doc: dict, media_type: str) -> tuple[list[dict], list[dict]]:
-    """``(manifests, blobs)`` a manifest refers to: an index's manifests; an image manifest's config,
-    layers (and the subject it points at, another manifest)."""
-    manifests: list[dict] = []
-    blobs: list[dict] = []
-    if media_type in INDEX_TYPES:
-        manifests = [m for m in doc.get("manifests") or [] if isinstance(m, dict)]
-    else:
-        config = doc.get("config")
-        if isinstance(config, dict):
-            blobs.append(config)
-        blobs.extend(m for m in doc.get("layers") or [] if isinstance(m, dict))
-        # foreign (non-distributable) layers live elsewhere and are not the registry's to serve
-        blobs = [b for b in blobs if not b.get("urls")]
-    if isinstance(doc.get("subject"), dict):
-        manifests.append(doc["subject"])
-    return manifests, blobs
-
-
-def manifest_children(data: bytes, media_type: str) -> tuple[list[str], list[tuple[str, int | None]]]:
-    doc = json.loads(data)
-    manifests, blobs = children_of(doc, media_type)
-    return [m.get("digest") for m in manifests], [(b.get("digest"), b.get("size")) for b in blobs]
-
-
-# ------------------------------------------------------------------------------------------- staging
-
-DESCRIPTION_FILE = "registry.json"
-MANIFEST_DIR = "manifests"
-BLOB_DIR = "blobs"
-
-
-def scratch_dir(scratch: str | None, prefix: str) -> str:
-    """A new private directory under ``scratch`` (default: the system's temporary directory)."""
-    if scratch is not None and not os.path.isdir(scratch):
-        raise UsageError(f"--scratch: {scratch!r} is not a directory")
-    path = tempfile.mkdtemp(prefix=prefix, dir=scratch)
-    os.chmod(path, 0o700)
-    return path
-
-
-def remove_dir(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def staged_path(base: str, kind: str, digest: str) -> str:
-    algorithm, _, hexdigest = digest.partition(":")
-    return os.path.join(base, kind, algorithm, hexdigest)
-
-
-@dataclass
-class Stage:
-    """What :func:`stage_images` put into its directory, and the statistics a summary shows."""
-
-    dir: str
-    repositories: dict[str, dict] = field(
-        default_factory=dict
-    )  # name → {"tags": {tag: digest}, "digests": [...]}
-    manifests: dict[str, dict] = field(default_factory=dict)  # digest → {"media_type", "size"}
-    blobs: dict[str, dict] = field(default_factory=dict)  # digest → {"size"}
-    image_bytes: int = 0  # the sum of every image's size (what a copy without sharing would hold)
-
-    def describe(self, registry: str, time: str, selection: dict) -> dict:
-        return {
-            "kind": "registry",
-            "format": 1,
-            "registry": registry,
-            "time": time,
-            "selection": selection,
-            "repositories": self.repositories,
-            "manifests": self.manifests,
-            "blobs": self.blobs,
-            "manifest_count": len(self.manifests),
-            "blob_count": len(self.blobs),
-            "blob_bytes": sum(b["size"] for b in self.blobs.values()),
-            "image_bytes": self.image_bytes,
-        }
-
-
-def _fsync_write(path: str, data: bytes) -> None:
-    with open(path, "xb") as f:
-        f.write(data)
-
-
-def stage_images(client: RegistryClient, roots: list[tuple[str, str]], workdir: str, progress=None) -> Stage:
-    """Every manifest and blob below ``roots`` (``(repository, tag or digest)``) into ``workdir``:
-    manifests as served, blobs streamed to files, each checked against its digest; a blob or manifest
-    shared by several images (or repositories) is fetched once."""
-    stage = Stage(workdir)
-    for kind in (MANIFEST_DIR, BLOB_DIR):
-        os.makedirs(os.path.join(workdir, kind, "sha256"), exist_ok=True)
-
-    def visit(repository: str, ref: str, path: tuple[str, ...]) -> tuple[str, int]:
-        """Fetch manifest ``ref`` and what it refers to; returns its digest and the image's size."""
-        if len(path) > MAX_DEPTH:
-            raise IntegrityError(
-                f"{client.where}: manifest {repository}@{ref}: nested deeper than {MAX_DEPTH}"
-            )
-        data, media_type, digest = client.get_manifest(repository, ref)
-        if digest in path:
-            raise IntegrityError(
-                f"{client.where}: manifest {repository}@{digest} refers to itself (through"
-                f" {len(path) - path.index(digest)} level(s)); nothing was stored"
-            )
-        doing = f"manifest {repository}@{digest}"
-        doc = json.loads(data)
-        manifests, blobs = children_of(doc, media_type)
-        total = len(data)
-        for child in manifests:
-            child_digest = check_digest(child.get("digest"), f"{client.where}: {doing}: a child manifest")
-            if child_digest == digest or child_digest in path:
-                raise IntegrityError(
-                    f"{client.where}: {doing} refers to itself ({child_digest}); nothing was stored"
-                )
-            if child_digest in stage.manifests and child_digest not in path:
-                total += stage.manifests[child_digest]["image_bytes"]
-                continue
-            _, size = visit(repository, child_digest, (*path, digest))
-            total += size
-        for blob in blobs:
-            blob_digest = check_digest(blob.get("digest"), f"{client.where}: {doing}: a blob")
-            size = blob.get("size")
-            if not isinstance(size, int) or size < 0:
-                raise IntegrityError(f"{client.where}: {doing}: blob {blob_digest} has no valid size")
-            total += size
-            if blob_digest in stage.blobs:
-                continue
-            target = staged_path(workdir, BLOB_DIR, blob_digest)
-            got = client.blob_to_file(repository, blob_digest, target, size)
-            stage.blobs[blob_digest] = {"size": got}
-            if progress is not None:
-                progress.add(got)
-        if digest not in stage.manifests:
-            _fsync_write(staged_path(workdir, MANIFEST_DIR, digest), data)
-            stage.manifests[digest] = {"media_type": media_type, "size": len(data), "image_bytes": total}
-        return digest, total
-
-    for repository, ref in roots:
-        entry = stage.repositories.setdefault(repository, {"tags": {}, "digests": []})
-        digest, total = visit(repository, ref, ())
-        stage.image_bytes += total
-        if ref.startswith("sha256:"):
-            if digest not in entry["digests"]:
-                entry["digests"].append(digest)
-        else:
-            entry["tags"][ref] = digest
-    return stage
-
-
-def write_description(workdir: str, desc: dict) -> None:
-    with open(os.path.join(workdir, DESCRIPTION_FILE), "w", encoding="utf-8") as f:
-        json.dump(desc, f, indent=1, sort_keys=True)
-
-
-def read_password_file(path: str) -> str:
-    """The password or token in ``path`` (a mounted Secret), without its trailing newline."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"--password-file: cannot read {path!r} ({err.__class__.__name__})") from None
-
-
-def read_stage(workdir: str, where: str) -> dict:
-    """The description of a restored stage, checked enough that nothing outside it is named."""
-    path = os.path.join(workdir, DESCRIPTION_FILE)
-    try:
-        with open(path, "rb") as f:
-            desc = json.loads(f.read())
-    except (OSError, ValueError) as err:
-        raise IntegrityError(f"{where}: {DESCRIPTION_FILE} is missing or not JSON ({err})") from None
-    if not isinstance(desc, dict) or desc.get("kind") != "registry" or desc.get("format") != 1:
-        raise IntegrityError(f"{where}: {DESCRIPTION_FILE} is not a registry backup of format 1")
-    for name, entry in (desc.get("repositories") or {}).items():
-        check_repository_name(name, f"{where}: repository")
-        for tag, digest in (entry.get("tags") or {}).items():
-            check_tag(tag, f"{where}: tag of {name}")
-            check_digest(digest, f"{where}: tag {name}:{tag}")
-        for digest in entry.get("digests") or []:
-            check_digest(digest, f"{where}: image of {name}")
-    for digest, meta in (desc.get("manifests") or {}).items():
-        check_digest(digest, f"{where}: manifest")
-        if meta.get("media_type") not in MANIFEST_TYPES:
-            raise IntegrityError(f"{where}: manifest {digest} has an unknown media type")
-    for digest in desc.get("blobs") or {}:
-        check_digest(digest, f"{where}: blob")
-    return desc
-
-
-def file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while data := f.read(READ_SIZE):
-            h.update(data)
-    return "sha256:" + h.hexdigest()
-
-
-@dataclass
-class PushStats:
-    blobs_pushed: int = 0
-    blobs_present: int = 0
-    blobs_mounted: int = 0
-    bytes_pushed: int = 0
-    manifests_pushed: int = 0
-    tags: int = 0
-
-
-def push_stage(
-    client: RegistryClient,
-    workdir: str,
-    desc: dict,
-    rename,
-    chunk_size: int = DEFAULT_CHUNK,
-    where: str = "snapshot",
-) -> PushStats:
-    """Push a restored stage to ``client``'s registry: for each repository (renamed by ``rename``), the
-    blobs it needs (skipped when the registry has them, mounted when another repository of this push
-    has them), then its manifests children first, byte for byte, then its tags. Every manifest and
-    blob of the stage is checked against its digest before the first push, so a damaged backup
-    changes nothing in the registry."""
-    stats = PushStats()
-    manifests = desc.get("manifests") or {}
-    checked: set[str] = set()
-    pushed_in: dict[str, str] = {}  # blob digest → a target repository that has it
-
-    def local(kind: str, digest: str) -> str:
-        path = staged_path(workdir, kind, digest)
-        if digest not in checked:
-            if not os.path.isfile(path):
-                raise IntegrityError(f"{where}: {kind[:-1]} {digest} is missing from the backup")
-            if file_digest(path) != digest:
-                raise IntegrityError(
-                    f"{where}: {kind[:-1]} {digest} read back from the repository does not match its digest;"
-                    " nothing was pushed"
-                )
-            checked.add(digest)
-        return path
-
-    def manifest_of(digest: str) -> tuple[bytes, str, list[str], list[tuple[str, int | None]]]:
-        meta = manifests.get(digest)
-        if meta is None:
-            raise IntegrityError(f"{where}: manifest {digest} is missing from the backup")
-        with open(local(MANIFEST_DIR, digest), "rb") as f:
-            data = f.read(MAX_MANIFEST_BYTES + 1)
-        try:
-            children, blobs = manifest_children(data, meta["media_type"])
-        except (ValueError, AttributeError):
-            raise IntegrityError(f"{where}: manifest {digest} is not a JSON object") from None
-        for child in children:
-            check_digest(child, f"{where}: a child of manifest {digest}")
-        for blob, _size in blobs:
-            check_digest(blob, f"{where}: a blob of manifest {digest}")
-        return data, meta["media_type"], children, blobs
-
-    def push_tree(target: str | None, done: set[str], digest: str, path: tuple[str, ...]) -> None:
-        """Push ``digest`` and what it refers to into ``target``; with ``target`` None, only check them."""
-        if digest in done:
-            return
-        if digest in path or len(path) > MAX_DEPTH:
-            raise IntegrityError(f"{where}: manifest {digest} refers to itself")
-        data, media_type, children, blobs = manifest_of(digest)
-        for child in children:
-            push_tree(target, done, child, (*path, digest))
-        for blob, _size in blobs:
-            if blob in done:
-                continue
-            if target is None:
-                local(BLOB_DIR, blob)
-            elif client.blob_exists(target, blob):
-                stats.blobs_present += 1
-            elif (mounted := blob in pushed_in and client.mount_blob(target, blob, pushed_in[blob])) is True:
-                stats.blobs_mounted += 1
-            else:
-                file = local(BLOB_DIR, blob)
-                client.push_blob(target, blob, file, chunk_size, mounted or None)
-                stats.blobs_pushed += 1
-                stats.bytes_pushed += os.path.getsize(file)
-            if target is not None:
-                pushed_in.setdefault(blob, target)
-            done.add(blob)
-        if target is not None:
-            client.put_manifest(target, digest, data, media_type)
-            stats.manifests_pushed += 1
-        done.add(digest)
-
-    repositories = sorted((desc.get("repositories") or {}).items())
-    for check_only in (True, False):
-        for source, entry in repositories:
-            target = None if check_only else rename(source)
-            done: set[str] = set()
-            for digest in entry.get("digests") or []:
-                push_tree(target, done, digest, ())
-            for tag, digest in sorted((entry.get("tags") or {}).items()):
-                push_tree(target, done, digest, ())
-                if target is not None:
-                    data, media_type, _, _ = manifest_of(digest)
-                    client.put_manifest(target, tag, data, media_type)
-                    stats.tags += 1
-    return stats

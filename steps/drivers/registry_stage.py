@@ -1,0 +1,142 @@
+"""Staging images on local disk for ``registry-backup``: every manifest and blob below the images chosen,
+fetched once each and checked against its digest, laid out as ``manifests/sha256/HEX`` and
+``blobs/sha256/HEX`` with a ``registry.json`` description beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+from steps.drivers.registry_client import RegistryClient
+from steps.drivers.registry_reference import MAX_DEPTH, check_digest, children_of
+from steps.errors import IntegrityError, UsageError
+
+DESCRIPTION_FILE = "registry.json"
+MANIFEST_DIR = "manifests"
+BLOB_DIR = "blobs"
+
+
+def scratch_dir(scratch: str | None, prefix: str) -> str:
+    """A new private directory under ``scratch`` (default: the system's temporary directory)."""
+    if scratch is not None and not os.path.isdir(scratch):
+        raise UsageError(f"--scratch: {scratch!r} is not a directory")
+    path = tempfile.mkdtemp(prefix=prefix, dir=scratch)
+    os.chmod(path, 0o700)
+    return path
+
+
+def remove_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def staged_path(base: str, kind: str, digest: str) -> str:
+    algorithm, _, hexdigest = digest.partition(":")
+    return os.path.join(base, kind, algorithm, hexdigest)
+
+
+@dataclass
+class Stage:
+    """What :func:`stage_images` put into its directory, and the statistics a summary shows."""
+
+    dir: str
+    repositories: dict[str, dict] = field(
+        default_factory=dict
+    )  # name → {"tags": {tag: digest}, "digests": [...]}
+    manifests: dict[str, dict] = field(default_factory=dict)  # digest → {"media_type", "size"}
+    blobs: dict[str, dict] = field(default_factory=dict)  # digest → {"size"}
+    image_bytes: int = 0  # the sum of every image's size (what a copy without sharing would hold)
+
+    def describe(self, registry: str, time: str, selection: dict) -> dict:
+        return {
+            "kind": "registry",
+            "format": 1,
+            "registry": registry,
+            "time": time,
+            "selection": selection,
+            "repositories": self.repositories,
+            "manifests": self.manifests,
+            "blobs": self.blobs,
+            "manifest_count": len(self.manifests),
+            "blob_count": len(self.blobs),
+            "blob_bytes": sum(b["size"] for b in self.blobs.values()),
+            "image_bytes": self.image_bytes,
+        }
+
+
+def _fsync_write(path: str, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+
+
+def stage_images(client: RegistryClient, roots: list[tuple[str, str]], workdir: str, progress=None) -> Stage:
+    """Every manifest and blob below ``roots`` (``(repository, tag or digest)``) into ``workdir``:
+    manifests as served, blobs streamed to files, each checked against its digest; a blob or manifest
+    shared by several images (or repositories) is fetched once."""
+    stage = Stage(workdir)
+    for kind in (MANIFEST_DIR, BLOB_DIR):
+        os.makedirs(os.path.join(workdir, kind, "sha256"), exist_ok=True)
+
+    def visit(repository: str, ref: str, path: tuple[str, ...]) -> tuple[str, int]:
+        """Fetch manifest ``ref`` and what it refers to; returns its digest and the image's size."""
+        if len(path) > MAX_DEPTH:
+            raise IntegrityError(
+                f"{client.where}: manifest {repository}@{ref}: nested deeper than {MAX_DEPTH}"
+            )
+        data, media_type, digest = client.get_manifest(repository, ref)
+        if digest in path:
+            raise IntegrityError(
+                f"{client.where}: manifest {repository}@{digest} refers to itself (through"
+                f" {len(path) - path.index(digest)} level(s)); nothing was stored"
+            )
+        doing = f"manifest {repository}@{digest}"
+        doc = json.loads(data)
+        manifests, blobs = children_of(doc, media_type)
+        total = len(data)
+        for child in manifests:
+            child_digest = check_digest(child.get("digest"), f"{client.where}: {doing}: a child manifest")
+            if child_digest == digest or child_digest in path:
+                raise IntegrityError(
+                    f"{client.where}: {doing} refers to itself ({child_digest}); nothing was stored"
+                )
+            if child_digest in stage.manifests and child_digest not in path:
+                total += stage.manifests[child_digest]["image_bytes"]
+                continue
+            _, size = visit(repository, child_digest, (*path, digest))
+            total += size
+        for blob in blobs:
+            blob_digest = check_digest(blob.get("digest"), f"{client.where}: {doing}: a blob")
+            size = blob.get("size")
+            if not isinstance(size, int) or size < 0:
+                raise IntegrityError(f"{client.where}: {doing}: blob {blob_digest} has no valid size")
+            total += size
+            if blob_digest in stage.blobs:
+                continue
+            target = staged_path(workdir, BLOB_DIR, blob_digest)
+            got = client.blob_to_file(repository, blob_digest, target, size)
+            stage.blobs[blob_digest] = {"size": got}
+            if progress is not None:
+                progress.add(got)
+        if digest not in stage.manifests:
+            _fsync_write(staged_path(workdir, MANIFEST_DIR, digest), data)
+            stage.manifests[digest] = {"media_type": media_type, "size": len(data), "image_bytes": total}
+        return digest, total
+
+    for repository, ref in roots:
+        entry = stage.repositories.setdefault(repository, {"tags": {}, "digests": []})
+        digest, total = visit(repository, ref, ())
+        stage.image_bytes += total
+        if ref.startswith("sha256:"):
+            if digest not in entry["digests"]:
+                entry["digests"].append(digest)
+        else:
+            entry["tags"][ref] = digest
+    return stage
+
+
+def write_description(workdir: str, desc: dict) -> None:
+    with open(os.path.join(workdir, DESCRIPTION_FILE), "w", encoding="utf-8") as f:
+        json.dump(desc, f, indent=1, sort_keys=True)
