@@ -77,8 +77,10 @@ from workflows.pipeline import (
     BackupId,
     CloneOf,
     CopyResultField,
+    EnvValue,
     Metrics,
     Needs,
+    NodeAddress,
     OutputFile,
     Param,
     ParamFile,
@@ -96,6 +98,9 @@ from workflows.pipeline import (
 )
 
 SCRATCH_VOLUME = "scratch-volume"
+HOST_IP_ENV = "HOST_IP"
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+CONTROL_PLANE_TAINTS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 ENTRYPOINT = "main"  # the DAG template; step templates are named after their steps
 
 TITLE_ANNOTATION = "workflows.argoproj.io/title"
@@ -187,6 +192,7 @@ class _StepBuilder:
         self.names: Names = pipeline.settings.names
         self.inputs: dict[str, str] = {}  # template input name -> value passed by the DAG task
         self.files: dict[str, RawArtifact] = {}  # raw input artifacts (parameters written to files)
+        self.host_mounts: list[m.VolumeMount] = []  # hostPath volumes (Hera mounts only its own helpers)
 
     # -- values ---------------------------------------------------------------------------------
     def value(self, ref: Ref) -> str:
@@ -212,6 +218,10 @@ class _StepBuilder:
         if isinstance(ref, CloneOf):
             self.inputs["claim"] = _tag(f"tasks.prepare-clone-{ref.volume}.outputs.parameters.claim")
             return "{{inputs.parameters.claim}}"
+        if isinstance(ref, NodeAddress):
+            return f"https://$({HOST_IP_ENV}):{ref.port}"  # expanded by the kubelet from the pod's env
+        if isinstance(ref, EnvValue):
+            return f"$({ref.name})"
         if isinstance(ref, ParamFile):
             path = f"{INPUT_DIR}/{ref.filename}"
             self.files[ref.name] = RawArtifact(
@@ -226,12 +236,25 @@ class _StepBuilder:
         ]
 
     # -- pod ------------------------------------------------------------------------------------
-    def env(self) -> list[Env | SecretEnv]:
+    def env(self) -> list[Any]:
         """The step-runtime contract's environment (:func:`steps.runtime.step_env`) of a step that
         opens the repository; the object store's keys come from their Secret."""
         repo = self.step.repository
+        extra: list[Any] = []
+        pod = self.step.source_pod
+        if pod is not None:
+            if any(isinstance(a, NodeAddress) for a in self.step.args):
+                extra.append(
+                    m.EnvVar(
+                        name=HOST_IP_ENV,
+                        value_from=m.EnvVarSource(
+                            field_ref=m.ObjectFieldSelector(field_path="status.hostIP")
+                        ),
+                    )
+                )
+            extra += [SecretEnv(name=n, secret_name=sec, secret_key=key) for n, sec, key in pod.secret_env]
         if repo is None:
-            return []
+            return extra
         keys = repo.credentials
         env = step_env(
             password_file=f"{PASSWORD_DIR}/{PASSWORD_FILE}",
@@ -247,7 +270,7 @@ class _StepBuilder:
             if isinstance(value, SecretKey)
             else Env(name=name, value=value)
             for name, value in env.items()
-        ]
+        ] + extra
 
     def volumes(self) -> tuple[list[Any], list[m.VolumeDevice]]:
         """The pod's volumes (Hera's volume helpers mount themselves) and its block devices."""
@@ -310,6 +333,39 @@ class _StepBuilder:
                 )
         if self.step.scratch is not None:
             volumes.append(self.scratch_volume())
+        pod = self.step.source_pod
+        if pod is not None:
+            if pod.work_size:
+                volumes.append(
+                    EmptyDirVolume(name="work", size_limit=pod.work_size, mount_path=SCRATCH_VOLUME_DIR)
+                )
+            for mount in pod.mounts:
+                if mount.host_path:
+                    writable = mount.name == "etcd-data"  # the restored data directory
+                    volumes.append(
+                        m.Volume(
+                            name=mount.name,
+                            host_path=m.HostPathVolumeSource(
+                                path=mount.host_path, type="DirectoryOrCreate" if writable else "Directory"
+                            ),
+                        )
+                    )
+                    self.host_mounts.append(
+                        m.VolumeMount(
+                            name=mount.name, mount_path=mount.path, read_only=None if writable else True
+                        )
+                    )
+                else:
+                    volumes.append(
+                        SecretVolume(
+                            name=mount.name,
+                            secret_name=mount.secret,
+                            items=[m.KeyToPath(key=k, path=f) for k, f in mount.items] or None,
+                            default_mode=0o440,
+                            mount_path=mount.path,
+                            read_only=True,
+                        )
+                    )
         return volumes, devices
 
     def scratch_volume(self) -> EphemeralVolume:
@@ -334,6 +390,18 @@ class _StepBuilder:
     def security(self) -> tuple[m.SecurityContext, m.PodSecurityContext | None]:
         needs = self.step.needs
         seccomp = m.SeccompProfile(type="RuntimeDefault")
+        if self.step.source_pod is not None and self.step.source_pod.as_root:
+            # kubeadm's etcd client key is root's, mode 0600: root reads it as its owner, without any
+            # capability
+            container = m.SecurityContext(
+                run_as_user=0,
+                run_as_non_root=False,
+                allow_privilege_escalation=False,
+                read_only_root_filesystem=True,
+                capabilities=m.Capabilities(drop=["ALL"]),
+                seccomp_profile=seccomp,
+            )
+            return container, m.PodSecurityContext(seccomp_profile=seccomp)
         if Needs.SOURCE in needs or Needs.TARGET in needs:
             # Reading every file of a volume (owned by the app's users) needs DAC_OVERRIDE; a restore
             # that keeps owners and modes needs CHOWN/FOWNER (steps.runtime). No fsGroup here: the
@@ -440,7 +508,26 @@ class _StepBuilder:
         deadline = self.deadline()
         metrics = self.metrics()
         env = self.env()
+        pod = step.source_pod
+        placement: dict[str, Any] = {}
+        if pod is not None:
+            if pod.control_plane:
+                selector = {CONTROL_PLANE_LABEL: ""}
+                if pod.node_param:
+                    selector["kubernetes.io/hostname"] = _tag(f"workflow.parameters.{pod.node_param}")
+                placement["node_selector"] = selector
+                placement["tolerations"] = [
+                    m.Toleration(key=key, operator="Exists", effect="NoSchedule")
+                    for key in CONTROL_PLANE_TAINTS
+                ]
+            if not pod.api_token and not self.names.shared_service_account:
+                # no token in the step's container; Argo's executor reports outputs with its own
+                placement["automount_service_account_token"] = False
+                placement["executor"] = m.ExecutorConfig(
+                    service_account_name=self.names.step_account(step.command)
+                )
         return Container(
+            **placement,
             name=step.name,
             image=self.settings.image,
             image_pull_policy=self.settings.image_pull_policy,
@@ -454,6 +541,7 @@ class _StepBuilder:
             or None,
             outputs=outputs or None,
             volumes=volumes,
+            volume_mounts=self.host_mounts or None,
             volume_devices=devices or None,
             security_context=container_security,
             pod_security_context=pod_security,

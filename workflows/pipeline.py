@@ -115,6 +115,22 @@ class CopyResultField(Ref):
     path: str
 
 
+@dataclass(frozen=True)
+class NodeAddress(Ref):
+    """``https://NODE_IP:port``: the address of the node the step's pod runs on (an etcd member on a
+    control-plane node), from the pod's ``status.hostIP``."""
+
+    port: int
+
+
+@dataclass(frozen=True)
+class EnvValue(Ref):
+    """The value of the step container's environment variable ``name`` (one of
+    :attr:`SourcePod.secret_env`), expanded where the step starts, never written into the manifests."""
+
+    name: str
+
+
 Arg = str | Ref
 
 
@@ -226,6 +242,32 @@ class TemplateSettings:
 
 
 @dataclass(frozen=True)
+class FileMount:
+    """Files a source step reads: a Secret's keys (``items``: (key, file name) pairs; empty: every key)
+    or a directory of the node (``host_path``), mounted read-only at ``path``."""
+
+    name: str
+    path: str
+    secret: str | None = None
+    items: tuple[tuple[str, str], ...] = ()
+    host_path: str | None = None
+
+
+@dataclass(frozen=True)
+class SourcePod:
+    """What the pod of a step that backs up or restores a source (etcd, registry, bucket) gets beyond
+    the repository: its files, where it runs, whether it may call the Kubernetes API at all."""
+
+    mounts: tuple[FileMount, ...] = ()
+    work_size: str | None = None  # an emptyDir of this size limit at WORK_DIR (streamed snapshots, blobs)
+    control_plane: bool = False  # pinned to control-plane nodes, tolerating their taints
+    api_token: bool = False  # False: no ServiceAccount token in the step's container
+    as_root: bool = False  # reads root-owned files of the node (kubeadm's etcd client key)
+    node_param: str | None = None  # runs on the node named by this parameter (kubernetes.io/hostname)
+    secret_env: tuple[tuple[str, str, str], ...] = ()  # (variable, Secret, key): non-secret values only
+
+
+@dataclass(frozen=True)
 class Step:
     name: str  # unique node name, e.g. "copy-data"
     command: str  # the step command run as ``python -m steps <command>``
@@ -251,6 +293,7 @@ class Step:
     resources: Resources | None = None
     timeout_s: int | None = None  # one attempt's deadline (a retried step needs one)
     metrics: Metrics = Metrics.NONE
+    source_pod: SourcePod | None = None  # a source step's files and placement
 
     def refs(self) -> list[Ref]:
         refs = [a for a in self.args if isinstance(a, Ref)]

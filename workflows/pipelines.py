@@ -355,6 +355,10 @@ def init_pipeline(policy: Policy) -> Pipeline:
 
 def pipelines_for(policy: Policy) -> list[Pipeline]:
     """Every pipeline of a policy, in a stable order (restore-app only for an app in a cluster)."""
+    if policy.spec.source is not None:
+        from workflows.pipeline_sources import source_pipelines
+
+        return source_pipelines(policy)
     return [
         backup_pipeline(policy),
         restore_pipeline(policy),

@@ -52,6 +52,7 @@ from workflows.policy_fields import (
 )
 from workflows.policy_rules import repository_sharing as repository_sharing
 from workflows.policy_rules import semantic_problems
+from workflows.policy_sources import APP_FIELDS, Source
 
 API_VERSION = "snapflow.io/v1alpha1"
 KIND = "ProtectionPolicy"
@@ -438,8 +439,10 @@ class StepTimeouts(_Model):
         """The timeout of a step command (None: the command has none of its own here)."""
         if command == "prepare-clone":
             return self.prepare_clone or snapshot_timeout_s + 600
-        if command == "copy":
-            return self.copy_
+        if command == "copy" or command.endswith(("-backup", "-snapshot")):
+            return self.copy_  # a source's backup moves data like the copy of a volume
+        if command.endswith("-restore"):
+            return self.restore
         value = getattr(self, command, None) if command in type(self).model_fields else None
         return value if isinstance(value, int) else None
 
@@ -505,7 +508,9 @@ class PolicySpec(_Model):
         pattern=r"^[^\n]+$",
         description="Label selector of the app's Kubernetes objects to capture; default: the whole namespace.",
     )
-    volumes: list[VolumeSpec] = Field(min_length=1, description="Volumes to protect.")
+    volumes: list[VolumeSpec] = Field(
+        default_factory=list, description="Volumes to protect (required unless spec.source is given)."
+    )
     quiesce: list[QuiesceTarget] = Field(default_factory=list, description="How the app is quiesced.")
     snapshot: Snapshot = Field(default_factory=Snapshot, description="How volumes are cut.")
     capture: Capture = Field(default_factory=Capture, description="What is exported of the app's objects.")
@@ -526,6 +531,30 @@ class PolicySpec(_Model):
     exclude: list[str] = Field(default_factory=list, description="Path patterns not copied.")
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings, description="Argo settings.")
     movers: Movers = Field(default_factory=Movers, description="A dedicated namespace for the data movers.")
+    source: Source | None = Field(
+        None,
+        description="Protect a cluster's etcd, an OCI registry or an S3 bucket instead of an app "
+        "(excludes app, selector, volumes and quiesce).",
+    )
+
+    @model_validator(mode="after")
+    def _app_or_source(self) -> PolicySpec:
+        if self.source is None:
+            if not self.volumes:  # an app's volumes are required (without spec.source)
+                given = "volumes" in self.model_fields_set
+                raise ValueError(f"@volumes|{'expected at least 1 item(s)' if given else 'required'}")
+            return self
+        for name in APP_FIELDS:
+            if name in self.model_fields_set:
+                raise ValueError(f"@{name}|expected no {name} with spec.source (it protects no app)")
+        if self.schedule and self.schedule.prune:
+            raise ValueError(
+                "@schedule|expected no prune schedule with spec.source: prune keeps committed backups only, "
+                "and a source's backups are not committed yet"
+            )
+        if self.verify.restore_test is not None:
+            raise ValueError("@verify|expected no restoreTest with spec.source (it restores app volumes)")
+        return self
 
 
 class Metadata(_Model):
@@ -569,6 +598,11 @@ class Policy(_Model):
     @property
     def is_local(self) -> bool:
         return any(v.path for v in self.spec.volumes)
+
+    @property
+    def source_kind(self) -> str | None:
+        """etcd, registry or bucket for a policy with spec.source; None for an app."""
+        return self.spec.source.kind if self.spec.source else None
 
 
 @dataclass(frozen=True)

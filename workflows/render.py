@@ -163,6 +163,10 @@ def _render_checks(loaded: Sequence[LoadedPolicy]) -> tuple[list[str], list[str]
                     "local runner, not in a cluster"
                 )
         warnings += _schedule_warnings(item)
+        if spec.source is not None:
+            from workflows.pipeline_sources import UNCOMMITTED
+
+            warnings.append(f"{item.source}: spec.source: {UNCOMMITTED}")
         warnings += shared_account_warnings(item.policy, str(item.source))
         if not spec.repository.url.startswith("s3://"):
             problems.append(
@@ -200,8 +204,35 @@ def externals(policy: Policy) -> list[External]:
         out.append(External("Secret", ns, cs.name, (cs.access_key_id_key, cs.secret_access_key_key)))
     if repo.ca_bundle:
         out.append(External("ConfigMap", ns, repo.ca_bundle.config_map, (repo.ca_bundle.key,)))
+    source = policy.spec.source
+    if source is not None:
+        out += _source_externals(policy)
     if not Names.of(policy).renders_rbac:
         out.append(External("ServiceAccount", ns, Names.of(policy).shared_service_account or "", ()))
+    return out
+
+
+def _source_externals(policy: Policy) -> list[External]:
+    """The Secrets a source's steps mount (spec.source)."""
+    source = policy.spec.source
+    ns = policy.workflow_namespace
+    out: list[External] = []
+    if source is None:
+        return out
+    if source.etcd and source.etcd.tls.secret_name:
+        out.append(External("Secret", ns, source.etcd.tls.secret_name, ("ca.crt", "tls.crt", "tls.key")))
+    for ca in (
+        source.registry and source.registry.ca_secret,
+        source.bucket and source.bucket.ca_bundle_secret,
+    ):
+        if ca:
+            out.append(External("Secret", ns, ca.name, (ca.key,)))
+    if source.registry and source.registry.credentials_secret:
+        cs = source.registry.credentials_secret
+        out.append(External("Secret", ns, cs.name, (cs.username_key, cs.password_key)))
+    if source.bucket and source.bucket.credentials_secret:
+        bs = source.bucket.credentials_secret
+        out.append(External("Secret", ns, bs.name, (bs.access_key_id_key, bs.secret_access_key_key)))
     return out
 
 
@@ -216,18 +247,19 @@ def render_policies(loaded: Sequence[LoadedPolicy]) -> Rendering:
         names = Names.of(policy)
         pipelines = pipelines_for(policy)
         objects: list[dict[str, Any]] = list(rbac_objects(policy, pipelines))
-        objects.append(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {
-                    "name": names.plan_config_map,
-                    "namespace": policy.workflow_namespace,
-                    "labels": names.labels("plan"),
-                },
-                "data": {"plan.json": plan_for(policy).to_json() + "\n"},
-            }
-        )
+        if policy.spec.source is None:  # a source's steps read no plan
+            objects.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "name": names.plan_config_map,
+                        "namespace": policy.workflow_namespace,
+                        "labels": names.labels("plan"),
+                    },
+                    "data": {"plan.json": plan_for(policy).to_json() + "\n"},
+                }
+            )
         objects += [build_workflow_template(p).to_dict() for p in pipelines]
         objects += [c.to_dict() for c in cron_workflows(policy)]
         for obj in objects:

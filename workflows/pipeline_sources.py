@@ -1,0 +1,350 @@
+"""The backup and restore pipelines of a policy with ``spec.source`` (etcd, registry, bucket).
+
+The backup::
+
+    <source>-backup/-snapshot  (retried on exit 75 only) ── verify
+
+Its step takes ``--backup-id {{workflow.name}}`` so that verify checks what it stored. The commit of a
+backup record by finalize needs the commit rule (:func:`steps.repository.records.backup_record`) to
+accept a source snapshot in place of plan volumes and a consistent point; until it does, these backups
+are stored and verified but not committed as restore points, and :data:`UNCOMMITTED` says so wherever
+a user reads the rendering (the template's description, ``snapflow lint``). Restores therefore offer
+``allow-uncommitted`` (default false) for etcd and registry snapshots.
+
+Pods: a registry or bucket step calls no Kubernetes API, so its container gets no ServiceAccount token
+(only Argo's executor reports outputs, with the step's account) and passes Pod Security
+``restricted``; source credentials are Secrets mounted as files. The etcd snapshot is pinned to
+control-plane nodes and reaches the member on its node (``status.hostIP``); with kubeadm's
+certificates from the node (``tls.hostPath``) it runs as root with a read-only hostPath, which only
+``privileged`` admits.
+"""
+
+from __future__ import annotations
+
+from steps.runtime import SCRATCH_VOLUME_DIR
+from workflows.pipeline import (
+    Arg,
+    BackupId,
+    Condition,
+    EnvValue,
+    FileMount,
+    Needs,
+    NodeAddress,
+    Param,
+    Parameter,
+    Pipeline,
+    SourcePod,
+    Step,
+)
+from workflows.pipeline_settings import BOOLEAN, app_mutex, finish, percent_param, repository_args
+from workflows.policy import Policy
+
+SOURCE_DIR = "/etc/snapflow/source"  # the source's Secrets, read-only
+WORK_DIR = SCRATCH_VOLUME_DIR  # an emptyDir with a size limit: streamed snapshots and blobs
+ETCD_CLIENT_PORT = 2379
+REGISTRY_USER_ENV = "REGISTRY_USERNAME"
+UNCOMMITTED = (
+    "backups of spec.source are stored and verified, but finalize does not commit them as restore points "
+    "yet (the commit rule takes app volumes only): restore them with allow-uncommitted=true"
+)
+BACKUP_COMMAND = {"etcd": "etcd-snapshot", "registry": "registry-backup", "bucket": "bucket-backup"}
+RESTORE_COMMAND = {"etcd": "etcd-restore", "registry": "registry-restore", "bucket": "bucket-restore"}
+SOURCE_COMMANDS = frozenset(BACKUP_COMMAND.values()) | frozenset(RESTORE_COMMAND.values())
+
+
+def _identity(policy: Policy) -> tuple[str, ...]:
+    return ("--cluster", policy.spec.cluster, "--policy", policy.name)
+
+
+def _etcd_backup(policy: Policy) -> tuple[tuple[Arg, ...], SourcePod]:
+    etcd = policy.spec.source.etcd  # type: ignore[union-attr]
+    assert etcd is not None
+    endpoint: Arg = ",".join(etcd.endpoints) if etcd.endpoints else NodeAddress(ETCD_CLIENT_PORT)
+    args: tuple[Arg, ...] = ("--etcd", endpoint, "--tls-dir", f"{SOURCE_DIR}/etcd")
+    if etcd.server_name:
+        args += ("--server-name", etcd.server_name)
+    args += ("--scratch", WORK_DIR)
+    tls = etcd.tls
+    mount = (
+        FileMount("etcd-tls", f"{SOURCE_DIR}/etcd", host_path=tls.host_path)
+        if tls.host_path
+        else FileMount(
+            "etcd-tls",
+            f"{SOURCE_DIR}/etcd",
+            secret=tls.secret_name,
+            items=(("ca.crt", "ca.crt"), ("tls.crt", "tls.crt"), ("tls.key", "tls.key")),
+        )
+    )
+    pod = SourcePod(
+        mounts=(mount,),
+        work_size=etcd.scratch_size,
+        control_plane=True,
+        as_root=tls.host_path is not None,
+    )
+    return args, pod
+
+
+def _registry_files(policy: Policy, prefix: str) -> tuple[tuple[Arg, ...], tuple[FileMount, ...]]:
+    reg = policy.spec.source.registry  # type: ignore[union-attr]
+    assert reg is not None
+    args: tuple[Arg, ...] = ()
+    mounts: list[FileMount] = []
+    if reg.ca_secret:
+        mounts.append(
+            FileMount(
+                "registry-ca",
+                f"{SOURCE_DIR}/ca",
+                secret=reg.ca_secret.name,
+                items=((reg.ca_secret.key, "ca.crt"),),
+            )
+        )
+        args += ("--ca", f"{SOURCE_DIR}/ca/ca.crt")
+    if reg.credentials_secret:
+        cs = reg.credentials_secret
+        mounts.append(
+            FileMount(
+                "registry-credentials",
+                f"{SOURCE_DIR}/credentials",
+                secret=cs.name,
+                items=((cs.password_key, "password"),),
+            )
+        )
+        # the user name is no secret of its own, but stays out of the manifests: read from the Secret
+        args += (
+            "--username",
+            EnvValue(REGISTRY_USER_ENV),
+            "--password-file",
+            f"{SOURCE_DIR}/credentials/password",
+        )
+    return (prefix, reg.url, *args), tuple(mounts)
+
+
+def _registry_env(policy: Policy) -> tuple[tuple[str, str, str], ...]:
+    cs = policy.spec.source.registry.credentials_secret  # type: ignore[union-attr]
+    return ((REGISTRY_USER_ENV, cs.name, cs.username_key),) if cs else ()
+
+
+def _bucket_files(policy: Policy, side: str) -> tuple[tuple[Arg, ...], tuple[FileMount, ...]]:
+    bucket = policy.spec.source.bucket  # type: ignore[union-attr]
+    assert bucket is not None
+    args: tuple[Arg, ...] = ()
+    mounts: list[FileMount] = []
+    if bucket.credentials_secret:
+        cs = bucket.credentials_secret
+        mounts.append(
+            FileMount(
+                "bucket-credentials",
+                f"{SOURCE_DIR}/credentials",
+                secret=cs.name,
+                items=(
+                    (cs.access_key_id_key, "access-key-id"),
+                    (cs.secret_access_key_key, "secret-access-key"),
+                ),
+            )
+        )
+        args += (
+            f"--{side}-access-key-file", f"{SOURCE_DIR}/credentials/access-key-id",
+            f"--{side}-secret-key-file", f"{SOURCE_DIR}/credentials/secret-access-key",
+        )  # fmt: skip
+    if bucket.ca_bundle_secret:
+        ca = bucket.ca_bundle_secret
+        mounts.append(FileMount("bucket-ca", f"{SOURCE_DIR}/ca", secret=ca.name, items=((ca.key, "ca.crt"),)))
+        args += (f"--{side}-ca-bundle", f"{SOURCE_DIR}/ca/ca.crt")
+    if bucket.region:
+        args += (f"--{side}-region", bucket.region)
+    return args, tuple(mounts)
+
+
+def source_backup_pipeline(policy: Policy) -> Pipeline:
+    source = policy.spec.source
+    assert source is not None
+    kind = source.kind
+    repo = repository_args(policy)
+    if kind == "etcd":
+        args, pod = _etcd_backup(policy)
+        what = "the etcd member on the control-plane node" if not source.etcd.endpoints else "etcd"  # type: ignore[union-attr]
+    elif kind == "registry":
+        reg = source.registry
+        assert reg is not None
+        args, mounts = _registry_files(policy, "--registry")
+        for pattern in reg.repositories:
+            args += ("--repository", pattern)
+        for image in reg.images:
+            args += ("--image", image)
+        args += ("--scratch", WORK_DIR)
+        pod = SourcePod(mounts=mounts, work_size="20Gi", secret_env=_registry_env(policy))
+        what = f"images of {reg.url}"
+    else:
+        bucket = source.bucket
+        assert bucket is not None
+        files, mounts = _bucket_files(policy, "source")
+        args = ("--source-endpoint", bucket.endpoint, "--source", bucket.source_url, *files)
+        if bucket.versions:
+            args += ("--versions",)
+        args += ("--readers", str(bucket.readers))
+        pod = SourcePod(mounts=mounts)
+        what = f"{bucket.source_url} at {bucket.endpoint}"
+    step = Step(
+        name=BACKUP_COMMAND[kind],
+        command=BACKUP_COMMAND[kind],
+        args=(*repo, *args, "--backup-id", BackupId(), *_identity(policy), "--json"),
+        title=f"Back up {what} into the repository",
+        needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
+        prints_result=True,
+        source_pod=pod,
+    )
+    verify = Step(
+        name="verify",
+        command="verify",
+        args=(*repo, "--backup-id", BackupId(), "--read-data", Param("read-data-percent"), "--json"),
+        title="Check what this backup wrote and read back a sample",
+        depends=(step.name,),
+        needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
+        prints_result=True,
+    )
+    return finish(
+        policy,
+        name="backup",
+        title=f"Back up {kind} {policy.name} ({policy.namespace})",
+        description=(
+            f"Snapflow backup of {what} ({kind}) into {policy.spec.repository.url}, then verify. "
+            f"Note: {UNCOMMITTED}."
+        ),
+        steps=(step, verify),
+        parameters=(
+            percent_param(
+                "read-data-percent",
+                "Percent of this backup's data read back by verify (0: structure only).",
+                policy.spec.verify.read_data_percent,
+            ),
+        ),
+        mutex=app_mutex(policy),
+    )
+
+
+def source_restore_pipeline(policy: Policy) -> Pipeline:
+    source = policy.spec.source
+    assert source is not None
+    kind = source.kind
+    repo = repository_args(policy)
+    snapshot = Parameter("snapshot", f"The {kind} snapshot: an ID, a unique prefix or latest.", "latest")
+    allow = Parameter(
+        "allow-uncommitted", "Also restore a snapshot whose backup was not committed.", "false", BOOLEAN
+    )
+    params: list[Parameter] = [snapshot]
+    args: tuple[Arg, ...] = (*repo, "--snapshot", Param("snapshot"))
+    if kind == "etcd":
+        params += [
+            Parameter(
+                "node", "The control-plane node whose data directory is written (kubernetes.io/hostname)."
+            ),
+            Parameter("name", "This member's name (etcd --name)."),
+            Parameter("peer-url", "This member's peer URL, https://NODE_IP:2380."),
+            Parameter("initial-cluster", "Every member, NAME=PEER_URL,...; empty: this member alone.", ""),
+            Parameter("token", "The restored cluster's token; empty: a new one (printed).", ""),
+            Parameter("data-dir", "The new, empty data directory on the node.", "/var/lib/etcd-restored"),
+            allow,
+        ]
+        args += (
+            "--data-dir", "/snapflow/etcd-data",
+            "--name", Param("name"),
+            "--initial-advertise-peer-urls", Param("peer-url"),
+            "--initial-cluster", Param("initial-cluster"),
+            "--initial-cluster-token", Param("token"),
+            "--scratch", WORK_DIR,
+        )  # fmt: skip
+        etcd = source.etcd
+        assert etcd is not None
+        pod = SourcePod(
+            mounts=(
+                FileMount("etcd-data", "/snapflow/etcd-data", host_path="{{workflow.parameters.data-dir}}"),
+            ),
+            work_size=etcd.scratch_size,
+            control_plane=True,
+            as_root=True,
+            node_param="node",
+        )
+        what = "a new etcd data directory on a control-plane node"
+    elif kind == "registry":
+        reg = source.registry
+        assert reg is not None
+        files, mounts = _registry_files(policy, "--registry")
+        args += (*files, "--chunk-size", str(reg.chunk_size_mi_b), "--scratch", WORK_DIR)
+        for rule in reg.rehome:
+            args += ("--rehome", f"{rule.from_}={rule.to}")
+        params.append(allow)
+        pod = SourcePod(mounts=mounts, work_size="20Gi", secret_env=_registry_env(policy))
+        what = f"the registry {reg.url}"
+    else:
+        bucket = source.bucket
+        assert bucket is not None
+        params += [
+            Parameter("target-endpoint", "S3 endpoint to restore into.", bucket.endpoint),
+            Parameter("target-bucket", "Bucket to restore into.", bucket.bucket),
+            Parameter("from-prefix", "Restore only keys starting with this (empty: all).", ""),
+            Parameter(
+                "to-prefix",
+                "Write them with this in place of from-prefix (empty: without it; repeat from-prefix to keep it).",
+                "",
+            ),
+            Parameter("dry-run", "Only list what would change.", "true", BOOLEAN),
+        ]
+        files, mounts = _bucket_files(policy, "target")
+        args += (
+            "--bucket", bucket.bucket,
+            "--target-endpoint", Param("target-endpoint"),
+            "--target", "s3://" + "{{workflow.parameters.target-bucket}}",
+            "--from-prefix", Param("from-prefix"),
+            "--to-prefix", Param("to-prefix"),
+            *files,
+        )  # fmt: skip
+        pod = SourcePod(mounts=mounts)
+        what = "a bucket"
+    command = RESTORE_COMMAND[kind]
+    steps: tuple[Step, ...]
+    base = Step(
+        name=command,
+        command=command,
+        args=(*args, "--json"),
+        title=f"Restore the {kind} snapshot into {what}",
+        needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
+        source_pod=pod,
+    )
+    if kind == "bucket":
+        steps = (
+            Step(**{**base.__dict__, "when": _when("dry-run", "false")}),
+            Step(**{**base.__dict__, "name": f"{command}-dry-run", "args": (*args, "--dry-run", "--json"),
+                    "title": base.title + " (dry run: list only)", "when": _when("dry-run", "true")}),
+        )  # fmt: skip
+    else:
+        steps = (
+            Step(**{**base.__dict__, "when": _when("allow-uncommitted", "false")}),
+            Step(**{**base.__dict__, "name": f"{command}-uncommitted",
+                    "args": (*args, "--allow-uncommitted", "--json"), "when": _when("allow-uncommitted", "true")}),
+        )  # fmt: skip
+    return finish(
+        policy,
+        name="restore",
+        title=f"Restore {kind} {policy.name} ({policy.namespace})",
+        description=f"Restore a {kind} snapshot of {policy.spec.repository.url} into {what}.",
+        steps=steps,
+        parameters=tuple(params),
+        mutex=app_mutex(policy),
+    )
+
+
+def _when(param: str, value: str) -> Condition:
+    return Condition(param, value)
+
+
+def source_pipelines(policy: Policy) -> list[Pipeline]:
+    """The pipelines of a source policy: backup, restore, check and init (no restore-app; no prune
+    until its backups are committed, since prune keeps only committed backups)."""
+    from workflows.pipelines import check_pipeline, init_pipeline
+
+    return [
+        source_backup_pipeline(policy),
+        source_restore_pipeline(policy),
+        check_pipeline(policy),
+        init_pipeline(policy),
+    ]
