@@ -43,7 +43,7 @@ from steps.plan import (
     plan_from_dict,
 )
 from steps.quiesce.cut import fsfreeze_mounts
-from steps.quiesce.postgresql import write_backup_label
+from steps.quiesce.postgresql import labels_for_volume, write_backup_label
 from steps.quiesce.render import target_problems
 from steps.repository.catalog import read_catalog
 from steps.repository.opener import open_repository
@@ -89,6 +89,7 @@ __all__ = [
     "fsfreeze_mounts",
     "is_btrfs_subvolume",
     "jinja_env",
+    "labels_for_volume",
     "manifest_render",
     "open_repository",
     "open_store",

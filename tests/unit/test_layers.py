@@ -90,10 +90,7 @@ KNOWN_IMPORTS: set[tuple[str, str]] = {
     # the restorer's owner ID maps: IdRange is steps.idmap's now (a type-only import to switch)
     ("steps/repository/restorer.py", "steps.manifests.transforms"),
 }
-KNOWN_WORKFLOWS_IMPORTS: set[tuple[str, str]] = {
-    # labels_for_volume, until steps.api exports it
-    ("workflows/local/local_restore.py", "steps.quiesce.postgresql"),
-}
+KNOWN_WORKFLOWS_IMPORTS: set[tuple[str, str]] = set()
 KNOWN_IO: set[tuple[str, str]] = set()
 
 

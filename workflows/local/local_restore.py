@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.api import PermanentError, UsageError, write_backup_label
-from steps.quiesce.postgresql import labels_for_volume  # (to come from steps.api)
+from steps.api import PermanentError, UsageError, labels_for_volume, write_backup_label
 from workflows.local.local_policy import check_local, step_environment
 from workflows.local.repository_access import open_policy_repository, steps_environ
 from workflows.local.runner import LocalPipelineRunner, RunSettings, find_pipeline
