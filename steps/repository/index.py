@@ -9,6 +9,7 @@ Called by :mod:`.repo`, :mod:`.archiver`, :mod:`.checker`.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from array import array
 from collections.abc import Iterable, Iterator
@@ -111,10 +112,20 @@ class MemIndex:
             self._pack_no[pack_id] = no
             flags = 0
             count = 0
-            for e in entries:
-                flags |= FLAG_TREE if e.type == BLOB_TREE else FLAG_DATA
-                count += 1
-                self._insert(e.id, e.type, no, e.offset, e.length, e.raw_length)
+            if isinstance(entries, PackEntries):  # straight from the compact arrays, no object per blob
+                ids, types = entries.ids, entries.types
+                for i, (off, length, raw) in enumerate(
+                    zip(entries.offsets, entries.lengths, entries.raws, strict=True)
+                ):
+                    t = types[i : i + 1]
+                    flags |= FLAG_TREE if t == BLOB_TREE else FLAG_DATA
+                    self._insert(bytes(ids[32 * i : 32 * i + 32]), bytes(t), no, off, length, raw)
+                count = len(entries)
+            else:
+                for e in entries:
+                    flags |= FLAG_TREE if e.type == BLOB_TREE else FLAG_DATA
+                    count += 1
+                    self._insert(e.id, e.type, no, e.offset, e.length, e.raw_length)
             self.pack_flags.append(flags)
             self.pack_blob_counts.append(count)
             return no
@@ -259,6 +270,58 @@ class MemIndex:
 # -- index files ---------------------------------------------------------------------------------
 
 
+class PackEntries:
+    """A pack's blobs as read from an index file, compact: parallel arrays (about 60 bytes per blob)
+    instead of a :class:`PackEntry` per blob (several hundred bytes with its ID). Iterating, indexing
+    and comparing with a list give :class:`PackEntry` objects, one at a time."""
+
+    __slots__ = ("ids", "lengths", "offsets", "raws", "types")
+
+    def __init__(self) -> None:
+        self.types = bytearray()
+        self.ids = bytearray()
+        self.offsets = array("Q")
+        self.lengths = array("Q")
+        self.raws = array("Q")
+
+    def append(self, entry: PackEntry) -> None:
+        self.types += entry.type
+        self.ids += entry.id
+        self.offsets.append(entry.offset)
+        self.lengths.append(entry.length)
+        self.raws.append(entry.raw_length)
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def __getitem__(self, i: int) -> PackEntry:
+        if i < 0:
+            i += len(self.types)
+        if not 0 <= i < len(self.types):
+            raise IndexError(i)
+        return PackEntry(
+            bytes(self.types[i : i + 1]),
+            bytes(self.ids[32 * i : 32 * i + 32]),
+            self.offsets[i],
+            self.lengths[i],
+            self.raws[i],
+        )
+
+    def __iter__(self) -> Iterator[PackEntry]:
+        for i in range(len(self.types)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackEntries | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PackEntries({list(self)!r})"
+
+
 @dataclass
 class IndexPack:
     id: str
@@ -295,7 +358,75 @@ def encode_index_file(
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+# The blob lists exactly as encode_index_file writes them; anything else takes the general path.
+_BLOBS = re.compile(rb'"blobs":(\[\]|\[\["[0-9a-f]{64}",.*?\]\])')
+_BLOB = re.compile(
+    rb'\["([0-9a-f]{64})","([a-z])",(0|[1-9][0-9]{0,18}),(0|[1-9][0-9]{0,18}),(0|[1-9][0-9]{0,18})\]'
+)
+
+
+def _decode_compact(data: bytes, name: str) -> tuple[dict, list[IndexPack]] | None:
+    """The index file decoded without a Python object per blob (each pack's blob list is read with a
+    pattern straight into :class:`PackEntries`, the rest of the document as JSON), or None when the
+    file is not exactly as :func:`encode_index_file` writes it: then the general decoder reads it."""
+    lists: list[PackEntries] = []
+    bodies: list[tuple[int, int]] = []
+
+    def placeholder(m: re.Match) -> bytes:
+        bodies.append(m.span(1))
+        return b'"blobs":%d' % (len(bodies) - 1)
+
+    skeleton = _BLOBS.sub(placeholder, data)
+    for start, end in bodies:
+        entries = PackEntries()
+        pos = start + 1  # after the list's "["
+        last = end - 1  # its closing "]"
+        while pos < last:
+            m = _BLOB.match(data, pos)
+            if m is None:
+                return None
+            bid, t, off, length, raw = m.groups()
+            if t not in BLOB_TYPES:
+                return None
+            entries.types += t
+            entries.ids += bytes.fromhex(bid.decode())
+            entries.offsets.append(int(off))
+            entries.lengths.append(int(length))
+            entries.raws.append(int(raw))
+            pos = m.end()
+            if pos < last:
+                if data[pos : pos + 1] != b",":
+                    return None
+                pos += 1
+        if pos != last:
+            return None
+        lists.append(entries)
+    try:
+        doc = json.loads(skeleton)
+        if not isinstance(doc, dict) or doc.get("version") != INDEX_FORMAT_VERSION:
+            return None
+        file_backup = doc.get("backup_id")
+        packs = []
+        raw_packs = doc["packs"]
+        if not isinstance(raw_packs, list) or len(raw_packs) != len(lists):
+            return None
+        for i, p in enumerate(raw_packs):
+            if not isinstance(p, dict) or p.get("blobs") != i or type(p.get("blobs")) is not int:
+                return None
+            written_by = p.get("backup_id", file_backup)
+            if written_by is not None and not isinstance(written_by, str):
+                return None
+            packs.append(IndexPack(p["id"], bytes.fromhex(p["salt"]), int(p["size"]), lists[i], written_by))
+    except (KeyError, TypeError, ValueError):
+        return None
+    doc.pop("packs", None)
+    return doc, packs
+
+
 def decode_index_file(data: bytes, name: str) -> tuple[dict, list[IndexPack]]:
+    fast = _decode_compact(bytes(data), name)
+    if fast is not None:
+        return fast
     try:
         doc = json.loads(data)
         if doc.get("version") != INDEX_FORMAT_VERSION:
@@ -306,7 +437,7 @@ def decode_index_file(data: bytes, name: str) -> tuple[dict, list[IndexPack]]:
             written_by = p.get("backup_id", file_backup)
             if written_by is not None and not isinstance(written_by, str):
                 raise IntegrityError(f"{name}: backup_id: expected a string, got {written_by!r}")
-            entries = []
+            entries = PackEntries()
             for bid, t, off, length, raw in p["blobs"]:
                 bt = t.encode()
                 if bt not in BLOB_TYPES:
@@ -325,6 +456,7 @@ __all__ = [
     "BlobLocation",
     "IndexPack",
     "MemIndex",
+    "PackEntries",
     "decode_index_file",
     "encode_index_file",
 ]

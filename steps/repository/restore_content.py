@@ -4,12 +4,16 @@ Provides :class:`ContentWriter` (the part of :class:`~.restorer.Restorer` that c
 their blobs), :class:`FileRef` and :func:`interleave`. A batch of planned files is turned into ranged
 GETs, in pack order, cut into parts that different connections fetch at once; each blob is decrypted
 into a per-thread buffer, checked against its ID and written with ``pwrite``. A file of one blob is
-created, written and given its metadata through one descriptor when its blob arrives.
+created, written and given its metadata through one descriptor when its blob arrives; small ones
+(up to ``SMALL_WHOLE``) are handed, a fetched range's worth at a time, to the thread that runs the
+batch, which creates and writes them all: the kernel's file creation runs from one thread, while the
+connections fetch, decrypt and check.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 
 from steps import runtime
@@ -25,6 +29,8 @@ MiB = 1024 * 1024
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _ZEROS = bytes(4 * 1024 * 1024)
+SMALL_WHOLE = 64 * 1024  # one-blob files up to this size are created and written by the batch's own thread
+_DONE = None  # a connection's last item on the writer queue
 
 
 def _is_zero(data) -> bool:
@@ -176,26 +182,40 @@ class ContentWriter:
         errors: list[BaseException] = []
         feed = iter(ranges)
         feed_lock = threading.Lock()
+        ways = min(self.downloaders, len(ranges))
+        # Small one-blob files of a fetched range, decrypted and checked, for this thread to write: a
+        # few ranges' worth at most (a range holds at most SNAPFLOW_RESTORE_RANGE_MIB of stored data).
+        small: queue.Queue = queue.Queue(maxsize=2 * ways)
 
         def download() -> None:
             scratch = [lazy_buffer(1)]
-            while not errors:
-                with feed_lock:
-                    item = next(feed, None)
-                if item is None:
-                    return
-                try:
-                    self._fetch_range(index, item[0], item[1], batch, scratch)
-                except BaseException as err:
-                    errors.append(err)
-                    return
+            try:
+                while not errors:
+                    with feed_lock:
+                        item = next(feed, None)
+                    if item is None:
+                        return
+                    try:
+                        self._fetch_range(index, item[0], item[1], batch, scratch, small)
+                    except BaseException as err:
+                        errors.append(err)
+                        return
+            finally:
+                small.put(_DONE)
 
-        threads = [
-            threading.Thread(target=download, name=f"restore-{i}", daemon=True)
-            for i in range(min(self.downloaders, len(ranges)))
-        ]
+        threads = [threading.Thread(target=download, name=f"restore-{i}", daemon=True) for i in range(ways)]
         for t in threads:
             t.start()
+        running = ways
+        while running:
+            files = small.get()
+            if files is _DONE:
+                running -= 1
+            elif not errors:  # after an error the queue is only drained, so that no connection waits on it
+                try:
+                    self._write_small(files)
+                except BaseException as err:
+                    errors.append(err)
         for t in threads:
             t.join()
         if errors:
@@ -258,6 +278,20 @@ class ContentWriter:
             os.close(fd)
         return written
 
+    def _write_small(self, files: list[tuple[FileRef, bytes, bool]]) -> None:
+        """Create and write the small one-blob files a connection fetched (see ``_fetch_range``)."""
+        written = sparse = 0
+        for ref, plain, zero in files:
+            written += self._write_whole(ref, plain, zero)
+            if zero:
+                sparse += len(plain)
+            ref.pending = 0
+        with self._lock:
+            self.stats.bytes_written += written
+            self.stats.bytes_sparse += sparse
+            if self.progress is not None:
+                self.progress.done_bytes = self.stats.bytes_written + self.stats.bytes_sparse
+
     def _write_piece(self, ref: FileRef, plain, zero: bool, offset: int) -> int:
         written = 0
         fd = self._reopen(ref)
@@ -296,21 +330,38 @@ class ContentWriter:
             out.append((pack_no, group))
         return out
 
-    def _fetch_range(self, index, pack_no: int, ordered: list, batch: list[FileRef], scratch: list) -> None:
+    def _fetch_range(
+        self,
+        index,
+        pack_no: int,
+        ordered: list,
+        batch: list[FileRef],
+        scratch: list,
+        small: queue.Queue | None = None,
+    ) -> None:
         """Fetch one range of a pack and write its blobs (``ordered``: ``(ID, [offset, stored length, raw
-        length, targets])`` by offset). When the pack is gone because prune deleted it as a duplicate
-        while this restore ran, the blobs not yet written are read from where the new index puts them."""
+        length, targets])`` by offset); one-blob files of up to ``SMALL_WHOLE`` bytes go to ``small``
+        instead, as one list per range (with a copy of their content), for the batch's thread to create.
+        When the pack is gone because prune deleted it as a duplicate while this restore ran, the blobs
+        not yet written are read from where the new index puts them."""
         pack_id = index.pack_ids[pack_no]
         aead = self.repo.keys.pack_aead(index.pack_salts[pack_no])
         start = ordered[0][1][0]
         end = ordered[-1][1][0] + ordered[-1][1][1]  # blobs of a pack do not overlap
         done: set[bytes] = set()
         counts = [0, 0]  # bytes written, bytes left sparse
+        handed: list[tuple[FileRef, bytes, bool]] = []  # small one-blob files for the batch's thread
 
         def emit(bid: bytes, plain, raw: int, targets: list) -> None:
             zero = _is_zero(plain)
+            copy = None
             for fno, foff in targets:
                 ref = batch[fno]
+                if ref.whole and small is not None and raw <= SMALL_WHOLE:
+                    if copy is None:  # ``plain`` lives in this connection's reused buffer
+                        copy = bytes(len(plain)) if zero else bytes(plain)
+                    handed.append((ref, copy, zero))
+                    continue
                 if ref.whole:
                     counts[0] += self._write_whole(ref, plain, zero)
                     ref.pending = 0
@@ -341,6 +392,8 @@ class ContentWriter:
                     emit(bid, self.repo.read_blob(bid), raw, targets)  # read_blob relocates
             with self._lock:
                 self.stats.relocated_packs += 1
+        if handed:
+            small.put(handed)
         with self._lock:
             self.stats.bytes_written += counts[0]
             self.stats.bytes_sparse += counts[1]

@@ -4,6 +4,7 @@ import io
 import os
 import random
 import stat
+import threading
 
 import pytest
 
@@ -235,3 +236,46 @@ def test_unchanged_directories_reuse_the_parent_trees_and_changed_ones_do_not(me
     out = tmp_path / "out"
     restore_snapshot(mem_repo, mem_repo.find_snapshot(third.snapshot_id), str(out))
     assert describe_tree(out) == describe_tree(src)
+
+
+def test_small_files_are_created_by_one_thread_while_the_connections_fetch(mem_repo, tmp_path, monkeypatch):
+    # GIVEN many small files in several directories (twins among them), next to larger one-blob files
+    # and a file of several blobs
+    from steps import runtime
+    from steps.repository import restore_content
+
+    src = tmp_path / "src"
+    rng = random.Random(7)
+    for d in range(6):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(60):
+            data = b"twin" if i % 10 == 0 else rng.randbytes(rng.randrange(0, 4096))
+            (src / f"d{d}" / f"f{i}").write_bytes(data)
+    (src / "d0" / "larger").write_bytes(rng.randbytes(restore_content.SMALL_WHOLE + 1))
+    (src / "d1" / "big").write_bytes(rng.randbytes(3 * 1024 * 1024))
+    sid = copy_source(mem_repo, CopyOptions(str(src))).snapshot_id
+    writers: set[str] = set()
+    fetchers: set[str] = set()
+    write_whole = restore_content.ContentWriter._write_whole
+    fetch_range = restore_content.ContentWriter._fetch_range
+
+    def recording_write(self, ref, plain, zero):
+        writers.add(threading.current_thread().name)
+        return write_whole(self, ref, plain, zero)
+
+    def recording_fetch(self, *args):
+        fetchers.add(threading.current_thread().name)
+        return fetch_range(self, *args)
+
+    monkeypatch.setattr(restore_content.ContentWriter, "_write_whole", recording_write)
+    monkeypatch.setattr(restore_content.ContentWriter, "_fetch_range", recording_fetch)
+    monkeypatch.setenv(runtime.RESTORE_CONNECTIONS, "3")
+    # WHEN it is restored over three connections
+    out = tmp_path / "out"
+    stats = restore_snapshot(mem_repo, mem_repo.find_snapshot(sid), str(out))
+    # THEN everything came back, the small files created by the thread that runs the restore, the larger
+    # one-blob file by a connection, and the ranges fetched by the connections
+    assert stats.warnings == [] and stats.files == 362
+    assert describe_tree(out) == describe_tree(src)
+    assert threading.main_thread().name in writers and len(writers) == 2, writers
+    assert fetchers and all(name.startswith("restore-") for name in fetchers), fetchers

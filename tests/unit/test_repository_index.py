@@ -6,7 +6,15 @@ import tracemalloc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from steps.repository.index import IndexPack, MemIndex, decode_index_file, encode_index_file
+from steps.errors import IntegrityError
+from steps.repository.index import (
+    IndexPack,
+    MemIndex,
+    PackEntries,
+    _decode_compact,
+    decode_index_file,
+    encode_index_file,
+)
 from steps.repository.pack import BLOB_DATA, BLOB_TREE, PackEntry
 
 
@@ -105,3 +113,85 @@ def test_which_backup_wrote_a_pack_survives_a_compacted_index_file():
     for p in packs:
         idx.add_pack(p.id, p.salt, p.size, p.entries, backup_id=p.backup_id)
     assert [idx.pack_backup.get(n) for n in range(3)] == ["b1", "b2", None]
+
+
+def _respaced(data: bytes) -> bytes:
+    """The same document as another JSON writer might lay it out (spaces after separators)."""
+    import json
+
+    return json.dumps(json.loads(data), separators=(", ", ": ")).encode()
+
+
+def test_index_files_decode_the_same_by_either_path():
+    # GIVEN an index file as Snapflow writes it, and the same document laid out differently
+    packs = [
+        IndexPack("a" * 64, b"s" * 32, 1234, _entries(50), backup_id="b1"),
+        IndexPack("b" * 64, b"t" * 32, 99, []),
+        IndexPack("c" * 64, b"u" * 32, 7, _entries(3)),
+    ]
+    canonical = encode_index_file(packs, supersedes=["x" * 64])
+    # THEN the compact reader takes the file as written, and leaves the other layout to the general one
+    assert _decode_compact(canonical, "index/1") is not None
+    assert _decode_compact(_respaced(canonical), "index/1") is None
+    # AND both give the same document and the same packs and entries
+    for data in (canonical, _respaced(canonical)):
+        doc, decoded = decode_index_file(data, "index/1")
+        assert doc["supersedes"] == ["x" * 64] and "packs" not in doc
+        assert [(p.id, p.salt, p.size, p.backup_id, list(p.entries)) for p in decoded] == [
+            (p.id, p.salt, p.size, p.backup_id or None, p.entries) for p in packs
+        ]
+        assert all(isinstance(p.entries, PackEntries) for p in decoded)
+
+
+def test_a_damaged_blob_list_is_refused_by_name_whichever_path_reads_it():
+    packs = [IndexPack("a" * 64, b"s" * 32, 1234, _entries(4))]
+    good = encode_index_file(packs)
+    for bad in (
+        good.replace(b'","d",', b'","x",', 1),  # unknown blob type
+        good.replace(b'","d",', b'","d","7",', 1),  # a field too many
+        good.replace(b"]]", b"]", 1),  # the list not closed
+        good.replace(b'"blobs":[', b'"blobs":5,"x":[', 1),  # not a list
+    ):
+        try:
+            decode_index_file(bad, "index/9")
+        except IntegrityError as err:
+            assert "index/9" in str(err)
+        else:
+            raise AssertionError(f"accepted: {bad[:200]!r}")
+
+
+def test_compact_entries_fill_the_index_like_a_list():
+    entries = _entries(300)
+    compact = PackEntries()
+    for e in entries:
+        compact.append(e)
+    assert compact == entries and len(compact) == 300 and compact[-1] == entries[-1]
+    a, b = MemIndex(), MemIndex()
+    a.add_pack("p" * 64, b"s" * 32, 5000, entries)
+    b.add_pack("p" * 64, b"s" * 32, 5000, compact)
+    assert list(a.iter_blobs()) == list(b.iter_blobs())
+    assert a.pack_flags == b.pack_flags and list(a.pack_blob_counts) == list(b.pack_blob_counts)
+
+
+def test_loading_index_files_holds_no_object_per_blob():
+    # GIVEN index files of 20 000 blobs, decoded and added the way the repository loads them
+    files = [
+        encode_index_file(
+            [IndexPack(f"{f}{p}".ljust(64, "0"), b"s" * 32, 1, _entries(5000)) for p in range(2)]
+        )
+        for f in range(2)
+    ]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    idx = MemIndex()
+    decoded = [decode_index_file(d, "index/x")[1] for d in files]
+    for packs in decoded:
+        for p in packs:
+            idx.add_pack(p.id, p.salt, p.size, p.entries)
+    _current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # THEN the peak stays near the compact index and the compact entries (a PackEntry per blob, as
+    # decoded before, costs several hundred bytes per blob)
+    per_blob = (peak - before) / len(idx)
+    assert len(idx) == 20_000
+    assert per_blob < 200, per_blob
