@@ -11,12 +11,16 @@ HELP = "check policies and their rendered manifests offline (unknown keys are er
 DESCRIPTION = """\
 Validate policies, render them in memory and check every manifest strictly and offline: Argo objects
 against Argo's API models (an unknown key is an error), core objects against the Kubernetes schema in
-strict mode, and every template, parameter, ConfigMap, Secret and ServiceAccount reference. Prints one
+strict mode, and every template, parameter, ConfigMap, Secret and ServiceAccount reference. Then the
+guardrails (docs/user/guardrails.md) run on the rendered objects with the Rego engine, as Gatekeeper
+would admit them from a requester nobody exempts: a violation is a problem; a policy without a backup
+schedule is reported as a warning (its namespace, if labelled protected, fails the audit). Prints one
 line per problem; exit status 0 when everything is fine, 2 for a bad policy, 1 for a bad manifest.
 
 examples:
   snapflow lint examples/*.yaml
   snapflow lint --kubernetes-version 1.30 policies/orders-db.yaml
+  snapflow lint --guardrail-settings guardrails.yaml policies/*.yaml
 """
 
 
@@ -29,6 +33,11 @@ def configure(parser):
         default=KUBERNETES_VERSION,
         metavar="X.Y",
         help=f"Kubernetes schema version for core objects (default: {KUBERNETES_VERSION})",
+    )
+    parser.add_argument(
+        "--guardrail-settings",
+        metavar="FILE",
+        help="GuardrailSettings file the guardrails are checked with (default: the built-in settings)",
     )
 
 
@@ -43,6 +52,10 @@ def _run(args) -> int:
     rendering = render_files(args.policies)
     print_warnings(rendering.warnings)
     issues = lint_rendering(rendering, kubernetes_version=args.kubernetes_version)
+    if not issues:
+        found, audit = _guardrails(args, rendering)
+        print_warnings([f"warning: {finding}" for finding in audit])
+        issues = [str(v) for v in found]
     for issue in issues:
         print(issue, file=sys.stderr)
     if issues:
@@ -52,3 +65,12 @@ def _run(args) -> int:
     for item in rendering.external:
         print(f"needs {item}")
     return 0
+
+
+def _guardrails(args, rendering):
+    from workflows.guardrails.evaluate import lint_objects
+    from workflows.guardrails.settings import DEFAULTS, load_settings, parameters
+
+    settings = load_settings(args.guardrail_settings) if args.guardrail_settings else DEFAULTS
+    objects = [o.obj for o in rendering.objects]
+    return lint_objects(objects, parameters(settings, objects))

@@ -28,6 +28,15 @@ examples:
   snapflow render --fleet fleet.yaml -o gitops/           # one directory per cluster (docs/user/fleet.md)
   kubectl --context prod-eu apply -k gitops/prod-eu
 
+With --guardrails, OUTPUT gets the policies' guardrails instead of their manifests: Gatekeeper
+ConstraintTemplates and Constraints in OUTPUT/gatekeeper and the same rules as Kyverno ClusterPolicies
+in OUTPUT/kyverno (apply the one your cluster runs; docs/user/guardrails.md). --guardrail-settings
+names the platform team that is exempt, the Argo controller's account, allowed restore targets and
+tenants' repositories; without it, system:masters and system:serviceaccount:argo:argo are exempt.
+
+  snapflow render --guardrails --guardrail-settings guardrails.yaml policies/*.yaml -o gitops/guardrails
+  kubectl apply -k gitops/guardrails/gatekeeper
+
 With --fleet, the fleet file names the policies and the clusters they run on: OUTPUT/CLUSTER holds each
 cluster's manifests, every object labelled snapflow.io/cluster and annotated snapflow.io/render-hash. A
 cluster that cannot render is reported and its directory left as it was; the others are written, and
@@ -45,9 +54,30 @@ def configure(parser):
     parser.add_argument(
         "--fleet", metavar="FLEET", help="fleet file: render every cluster's policies into OUTPUT/CLUSTER"
     )
+    parser.add_argument(
+        "--guardrails",
+        action="store_true",
+        help="write the policies' guardrails (Gatekeeper and Kyverno) into OUTPUT instead of their manifests",
+    )
+    parser.add_argument(
+        "--guardrail-settings",
+        metavar="FILE",
+        help="GuardrailSettings file: who is exempt, restore targets, tenants' repositories",
+    )
 
 
 def run(args) -> int:
+    if args.guardrail_settings and not args.guardrails:
+        print("--guardrail-settings: expected only with --guardrails", file=sys.stderr)
+        return EXIT_USAGE
+    if args.guardrails:
+        if args.fleet:
+            print("--guardrails: expected policy files, not --fleet", file=sys.stderr)
+            return EXIT_USAGE
+        if not args.policies or not args.output:
+            print("--guardrails: expected policy files and -o DIR", file=sys.stderr)
+            return EXIT_USAGE
+        return policy_errors_as_lines(lambda: _run_guardrails(args))
     if args.fleet:
         return policy_errors_as_lines(lambda: _run_fleet(args))
     if not args.policies:
@@ -98,4 +128,17 @@ def _run(args) -> int:
     print(f"wrote {len(written)} files to {args.output}", file=sys.stderr)
     for item in rendering.external:
         print(f"needs {item}", file=sys.stderr)
+    return 0
+
+
+def _run_guardrails(args) -> int:
+    from workflows.guardrails.manifests import guardrail_files, write_guardrails
+    from workflows.guardrails.settings import DEFAULTS, load_settings
+    from workflows.render import render_files
+
+    settings = load_settings(args.guardrail_settings) if args.guardrail_settings else DEFAULTS
+    rendering = render_files(args.policies)
+    print_warnings(rendering.warnings)
+    written = write_guardrails(guardrail_files(settings, [o.obj for o in rendering.objects]), args.output)
+    print(f"wrote {len(written)} files to {args.output} (gatekeeper/, kyverno/)", file=sys.stderr)
     return 0
