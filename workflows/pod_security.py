@@ -90,7 +90,12 @@ def _why_root(pipeline: Pipeline) -> dict[str, str]:
     steps = [*pipeline.order(), *([pipeline.exit_step] if pipeline.exit_step else [])]
     out = {}
     for step in steps:
-        if Needs.SOURCE in step.needs:
+        if step.source_pod is not None and step.source_pod.as_root:
+            out[step.name] = (
+                "it reads the etcd client key of the control-plane node (root's, mode 0600) or writes a new "
+                "etcd data directory there, through a hostPath volume"
+            )
+        elif Needs.SOURCE in step.needs:
             out[step.name] = "it reads the files of every owner on the clone as root (DAC_OVERRIDE)"
         elif Needs.TARGET in step.needs:
             out[step.name] = (
@@ -157,11 +162,10 @@ def admission(policy: Policy, level: str, templates: list[PodTemplate] | None = 
         found = [str(v) for v in check(t.spec, level, t.annotations)]
         if found:
             rejected.append((t, found))
-    mover_root = [str(v) for v in check(mover_pod(policy)["spec"], level)] if not policy.is_local else []
+    movers = not policy.is_local and policy.spec.source is None  # restore-app's movers, for an app
+    mover_root = [str(v) for v in check(mover_pod(policy)["spec"], level)] if movers else []
     mover_non_root = (
-        [str(v) for v in check(mover_pod(policy, run_as_root=False)["spec"], level)]
-        if not policy.is_local
-        else []
+        [str(v) for v in check(mover_pod(policy, run_as_root=False)["spec"], level)] if movers else []
     )
     return Admission(level, rejected, len(templates), mover_root, mover_non_root)
 
@@ -206,7 +210,11 @@ def check_pod_security(client, policy: Policy, checks, templates: list[PodTempla
                 "pod-security",
                 "ok",
                 f"enforce={level} admits the {result.templates} step pods of the workflows"
-                + ("" if policy.is_local or result.mover_root else " and the restore mover"),
+                + (
+                    ""
+                    if policy.is_local or policy.spec.source is not None or result.mover_root
+                    else " and the restore mover"
+                ),
             )
         return
     # a mover namespace: every step pod runs there; only restore-app's movers still run in the app's
@@ -243,11 +251,16 @@ def check_pod_security(client, policy: Policy, checks, templates: list[PodTempla
 def _report_templates(checks, result: Admission, where: str) -> None:
     level = result.level
     for template, found in result.rejected:
-        if template.why_root and not check(template.spec, "baseline", template.annotations):
+        needed = None
+        if not check(template.spec, "baseline", template.annotations):
+            needed = "baseline"
+        elif any("hostPath" in v for v in template.spec.get("volumes") or ()):
+            needed = "privileged"  # the etcd steps on a control-plane node's files (spec.source.etcd)
+        if template.why_root and needed:
             checks.add(
                 "pod-security",
                 "fail",
-                f"{where}enforce={level} rejects {template.where}: {template.why_root}; it needs the baseline "
+                f"{where}enforce={level} rejects {template.where}: {template.why_root}; it needs the {needed} "
                 f"level ({'; '.join(found)})",
             )
         else:
