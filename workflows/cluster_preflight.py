@@ -178,14 +178,12 @@ def check_mover_secrets(client, policy: Policy, checks) -> None:
     except KubeError as err:
         checks.add("secrets", "warn", f"cannot read what the step pods mount in {home}: {err}")
         return
+    movers = home != policy.namespace
     if missing:
-        checks.add(
-            "secrets",
-            "fail",
-            f"{'; '.join(missing)}: create them in the mover namespace (spec.movers.namespace)",
-        )
+        where = "the mover namespace (spec.movers.namespace)" if movers else f"namespace {home}"
+        checks.add("secrets", "fail", f"{'; '.join(missing)}: create them in {where}")
     else:
-        checks.add("secrets", "ok", f"{', '.join(found)} in the mover namespace {home}")
+        checks.add("secrets", "ok", f"{', '.join(found)} in the {'mover ' if movers else ''}namespace {home}")
 
 
 DEFAULT_CLASS_ANNOTATIONS = (
@@ -255,6 +253,39 @@ def check_restore_test(client, policy: Policy, checks) -> None:
         checks.add("restore-test", "ok", f"scratch volume of {test.scratch_size} from {where}")
 
 
+class _Checks:
+    """The checks of a source policy, in the shape the steps' preflight reports them."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, str]] = []
+
+    def add(self, check: str, status: str, message: str) -> None:
+        self.items.append({"check": check, "status": status, "message": message})
+
+
+def preflight_source(client, policy: Policy) -> PolicyChecks:
+    """A policy with spec.source: its namespace exists, the Secrets its pods mount are there with their
+    keys, and its level of Pod Security admits every step pod (the etcd steps reading the node's files
+    need privileged). Its steps call no Kubernetes API, so there are no rights to check."""
+    from steps.api import KubeError
+
+    checks = _Checks()
+    home = policy.workflow_namespace
+    try:
+        exists = client.get_or_none("v1", "Namespace", home) is not None
+    except KubeError as err:
+        checks.add("api", "fail", f"cannot reach the Kubernetes API: {err}")
+        return PolicyChecks(policy, checks.items)
+    checks.add("api", "ok", "the Kubernetes API answers")
+    if not exists:
+        checks.add("namespace", "fail", f"namespace {home} does not exist")
+        return PolicyChecks(policy, checks.items)
+    checks.add("namespace", "ok", f"namespace {home} exists")
+    check_mover_secrets(client, policy, checks)
+    check_pod_security(client, policy, checks)
+    return PolicyChecks(policy, checks.items)
+
+
 def preflight_policy(
     client,
     policy: Policy,
@@ -266,6 +297,8 @@ def preflight_policy(
     """Every check for one policy. ``service_account`` (``NS/NAME``) overrides the policy's own."""
     from steps.api import preflight
 
+    if policy.spec.source is not None:
+        return preflight_source(client, policy)
     plan = plan_for(policy)
     names = Names.of(policy)
     sa: str | dict[str, str] = service_account

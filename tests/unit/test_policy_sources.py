@@ -178,3 +178,44 @@ def test_an_app_without_volumes_still_needs_them():
     with pytest.raises(PolicyError) as err:
         parse_policy(doc, "p.yaml")
     assert err.value.problems == ["p.yaml: spec.volumes: required"]
+
+
+# -- preflight against the fake API server -----------------------------------------------------------
+
+
+@pytest.fixture
+def client(kube_server, kubeconfig):
+    from steps.drivers.kube import KubeClient, KubeSettings
+
+    return KubeClient(KubeSettings.from_env())
+
+
+def _namespace(server, name: str, level: str) -> None:
+    labels = {"pod-security.kubernetes.io/enforce": level}
+    server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+
+
+def test_preflight_says_etcd_on_the_node_needs_privileged_and_names_missing_secrets(kube_server, client):
+    from workflows.cluster_preflight import preflight_policy
+
+    # GIVEN the etcd example's namespace enforcing baseline, without the repository's Secrets
+    policy = load_policies([next(p for p in SOURCES if _kind(p) == "etcd")])[0].policy
+    _namespace(kube_server, policy.namespace, "baseline")
+    # WHEN preflight checks the policy
+    result = preflight_policy(client, policy)
+    failed = [c["message"] for c in result.failed]
+    # THEN the Secrets are named, and each etcd template is rejected with the level it needs
+    assert any("Secret snapflow-etcd/snapflow-repository does not exist" in m for m in failed)
+    etcd = [m for m in failed if "template etcd-" in m]
+    assert etcd and all("it needs the privileged level" in m for m in etcd)
+
+
+def test_preflight_admits_registry_pods_at_restricted(kube_server, client):
+    from workflows.cluster_preflight import preflight_policy
+
+    policy = load_policies([next(p for p in SOURCES if _kind(p) == "registry")])[0].policy
+    _namespace(kube_server, policy.namespace, "restricted")
+    result = preflight_policy(client, policy)
+    security = [(c["status"], c["message"]) for c in result.items if c["check"] == "pod-security"]
+    assert ("ok", "enforce=restricted admits the 6 step pods of the workflows") in security
+    assert not [c for c in result.failed if c["check"] == "pod-security"]
