@@ -5,7 +5,9 @@ Each rule reads what Gatekeeper hands a ConstraintTemplate: ``input.review`` (th
 ``object``, ``oldObject``, ``operation``, ``userInfo``, ``namespace``), ``input.parameters`` (the
 Constraint's parameters, :func:`workflows.guardrails.settings.parameters`) and ``data.inventory`` (the
 objects Gatekeeper syncs: ``namespace[NS][GROUP/VERSION][KIND][NAME]``). Rules are written in the
-``import rego.v1`` style (``violation contains {"msg": ...} if``).
+``import rego.v1`` style (``violation contains {"msg": ...} if``). Messages join lists with ``concat``
+outside ``sprintf``, and strings computed in Rego are not formatted by ``sprintf``: regopy 1.5 prints
+them quoted.
 
 Who is exempt (the platform team and the Argo workflow controller, ``exemptUsers`` / ``exemptGroups``)
 is the same for every rule that denies; the audit rule on protected namespaces exempts no one.
@@ -34,6 +36,10 @@ managed(o) if o.metadata.labels["app.kubernetes.io/managed-by"] == "snapflow"
 workflow_spec := obj.spec if obj.kind in {"Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate"}
 
 workflow_spec := obj.spec.workflowSpec if obj.kind == "CronWorkflow"
+
+subject := concat("", [obj.kind, " ", ns, "/", obj.metadata.name]) if ns != ""
+
+subject := concat("", [obj.kind, " ", obj.metadata.name]) if ns == ""
 """
 
 
@@ -180,10 +186,13 @@ violation contains {"msg": msg} if {
 	not exempt
 	obj.kind != "Pod"
 	some name in uses_snapflow_account
-	msg := sprintf(
-		"%v %v/%v names Snapflow ServiceAccount %v: only Snapflow's rendered WorkflowTemplates, applied by the platform team, may use it; run them through workflowTemplateRef",
-		[obj.kind, ns, obj.metadata.name, name],
-	)
+	msg := concat("", [
+		subject,
+		sprintf(
+			" names Snapflow ServiceAccount %v: only Snapflow's rendered WorkflowTemplates, applied by the platform team, may use it; run them through workflowTemplateRef",
+			[name],
+		),
+	])
 }
 
 references_snapflow if {
@@ -199,10 +208,11 @@ violation contains {"msg": msg} if {
 	references_snapflow
 	extra := {k | some k in object.keys(workflow_spec); not k in run_keys}
 	count(extra) > 0
-	msg := sprintf(
-		"%v %v/%v runs Snapflow WorkflowTemplate %v and overrides %v: a run may set only arguments (its steps run as Snapflow ServiceAccounts)",
-		[obj.kind, ns, obj.metadata.name, workflow_spec.workflowTemplateRef.name, concat(", ", sort(extra))],
-	)
+	msg := concat("", [
+		sprintf("%v %v/%v runs Snapflow WorkflowTemplate %v and overrides ", [obj.kind, ns, obj.metadata.name, workflow_spec.workflowTemplateRef.name]),
+		concat(", ", sort(extra)),
+		": a run may set only arguments (its steps run as Snapflow ServiceAccounts)",
+	])
 }
 """,
 )
@@ -231,10 +241,12 @@ violation contains {"msg": msg} if {
 	p.name == "target-namespace"
 	target := object.get(p, "value", "<valueFrom>")
 	not permitted(target, allowed)
-	msg := sprintf(
-		"%v %v/%v restores with %v into namespace %v: allowed are %v",
-		[obj.kind, ns, obj.metadata.name, ref, target, concat(", ", allowed)],
-	)
+	msg := concat("", [
+		sprintf("%v %v/%v restores with %v into namespace ", [obj.kind, ns, obj.metadata.name, ref]),
+		target,
+		": allowed are ",
+		concat(", ", allowed),
+	])
 }
 """,
 )
@@ -274,7 +286,11 @@ violation contains {"msg": msg} if {
 	not exempt
 	owners := input.parameters.repositories[repo]
 	not tenant in owners
-	msg := sprintf("%v %v/%v: repository %v belongs to namespace(s) %v, not %v", [obj.kind, ns, obj.metadata.name, repo, concat(", ", owners), tenant])
+	msg := concat("", [
+		sprintf("%v %v/%v: repository %v belongs to namespace(s) ", [obj.kind, ns, obj.metadata.name, repo]),
+		concat(", ", owners),
+		sprintf(", not %v", [tenant]),
+	])
 }
 
 violation contains {"msg": msg} if {
@@ -282,7 +298,11 @@ violation contains {"msg": msg} if {
 	not exempt
 	prefixes := input.parameters.tenantRepositories[tenant]
 	not startswith_any(repo, prefixes)
-	msg := sprintf("%v %v/%v: repository %v is outside namespace %v's repositories (%v)", [obj.kind, ns, obj.metadata.name, repo, tenant, concat(", ", prefixes)])
+	msg := concat("", [
+		sprintf("%v %v/%v: repository %v is outside namespace %v's repositories (", [obj.kind, ns, obj.metadata.name, repo, tenant]),
+		concat(", ", prefixes),
+		")",
+	])
 }
 
 startswith_any(s, prefixes) if {
@@ -336,10 +356,11 @@ violation contains {"msg": msg} if {
 	annotations := object.get(obj.metadata, "annotations", {})
 	missing := [k | some k in required; trim_space(object.get(annotations, k, "")) == ""]
 	count(missing) > 0
-	msg := sprintf(
-		"CronWorkflow %v/%v is suspended without %v: annotate who suspended the backups and why",
-		[ns, obj.metadata.name, concat(" and ", missing)],
-	)
+	msg := concat("", [
+		sprintf("CronWorkflow %v/%v is suspended without ", [ns, obj.metadata.name]),
+		concat(" and ", missing),
+		": annotate who suspended the backups and why",
+	])
 }
 """,
 )
