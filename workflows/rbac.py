@@ -34,6 +34,11 @@ created in the app's namespace). The pre-provisioned VolumeSnapshotContents are 
 (:data:`MOVER_CLUSTER_RULES`: prepare-clone creates them, finalize deletes them by name, never lists).
 restore-app reads the repository's Secrets (and CA bundle) by name in the mover namespace.
 
+A policy with ``spec.source`` (etcd, registry, bucket) renders the same per-step accounts for its
+steps (``etcd-snapshot``, ``registry-backup``, ``bucket-restore``, ...); none of them calls the API, so
+each Role holds Argo's executor rule alone, and the source step's container gets no token at all (the
+template sets ``automountServiceAccountToken: false`` and names the account as Argo's executor's).
+
 ``spec.workflow.serviceAccountName`` replaces all of this with one account the user manages, set
 workflow-wide: nothing is rendered, and :func:`shared_account_warnings` says what that gives up.
 

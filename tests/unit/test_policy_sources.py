@@ -219,3 +219,16 @@ def test_preflight_admits_registry_pods_at_restricted(kube_server, client):
     security = [(c["status"], c["message"]) for c in result.items if c["check"] == "pod-security"]
     assert ("ok", "enforce=restricted admits the 6 step pods of the workflows") in security
     assert not [c for c in result.failed if c["check"] == "pod-security"]
+
+
+def test_source_examples_validate_against_the_exported_json_schema():
+    import jsonschema
+
+    from workflows.policy import json_schema
+
+    validator = jsonschema.Draft202012Validator(json_schema())
+    for path in SOURCES:
+        assert not list(validator.iter_errors(yaml.safe_load(path.read_text()))), path
+    # and an unknown key under spec.source is an editor error too
+    doc = _source_policy(bucket={"endpoint": "https://s3.example.com", "bucket": "abc", "color": 1})
+    assert list(validator.iter_errors(doc))
