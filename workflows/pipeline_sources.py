@@ -124,7 +124,11 @@ def _registry_env(policy: Policy) -> tuple[tuple[str, str, str], ...]:
     return ((REGISTRY_USER_ENV, cs.name, cs.username_key),) if cs else ()
 
 
-def _bucket_files(policy: Policy, side: str) -> tuple[tuple[Arg, ...], tuple[FileMount, ...]]:
+def _bucket_files(
+    policy: Policy, side: str, secret: str | None = None
+) -> tuple[tuple[Arg, ...], tuple[FileMount, ...]]:
+    """The options and mounts of the bucket's keys and CA; ``secret`` names another Secret of the same
+    keys (the restore's target-credentials-secret parameter)."""
     bucket = policy.spec.source.bucket  # type: ignore[union-attr]
     assert bucket is not None
     args: tuple[Arg, ...] = ()
@@ -135,7 +139,7 @@ def _bucket_files(policy: Policy, side: str) -> tuple[tuple[Arg, ...], tuple[Fil
             FileMount(
                 "bucket-credentials",
                 f"{SOURCE_DIR}/credentials",
-                secret=cs.name,
+                secret=secret or cs.name,
                 items=(
                     (cs.access_key_id_key, "access-key-id"),
                     (cs.secret_access_key_key, "secret-access-key"),
@@ -289,7 +293,19 @@ def source_restore_pipeline(policy: Policy) -> Pipeline:
             ),
             Parameter("dry-run", "Only list what would change.", "true", BOOLEAN),
         ]
-        files, mounts = _bucket_files(policy, "target")
+        target_secret = None
+        if bucket.credentials_secret:
+            cs = bucket.credentials_secret
+            params.append(
+                Parameter(
+                    "target-credentials-secret",
+                    f"Secret with the target's access key pair (keys {cs.access_key_id_key} and "
+                    f"{cs.secret_access_key_key}), in the namespace the workflow runs in.",
+                    cs.name,
+                )
+            )
+            target_secret = "{{workflow.parameters.target-credentials-secret}}"
+        files, mounts = _bucket_files(policy, "target", target_secret)
         args += (
             "--bucket", bucket.bucket,
             "--target-endpoint", Param("target-endpoint"),

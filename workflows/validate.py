@@ -466,7 +466,8 @@ def _check_workflow_spec(
                     )
                 )
             secret = (volume.get("secret") or {}).get("secretName")
-            if secret and not index.has("Secret", namespace, secret):
+            # a name from a workflow parameter ({{workflow.parameters.X}}) is chosen when a run is submitted
+            if secret and not secret.startswith("{{") and not index.has("Secret", namespace, secret):
                 issues.append(
                     Issue(where, f"{tpath}.volumes", f"volume {name!r}: Secret {secret!r} is not provided")
                 )

@@ -232,3 +232,17 @@ def test_source_examples_validate_against_the_exported_json_schema():
     # and an unknown key under spec.source is an editor error too
     doc = _source_policy(bucket={"endpoint": "https://s3.example.com", "bucket": "abc", "color": 1})
     assert list(validator.iter_errors(doc))
+
+
+def test_bucket_restore_takes_the_target_keys_from_a_secret_named_at_submit():
+    path = next(p for p in SOURCES if _kind(p) == "bucket")
+    restore = _objects(path)[("WorkflowTemplate", "restore-shop-uploads")]
+    params = {p["name"]: p for p in restore["spec"]["arguments"]["parameters"]}
+    assert params["target-credentials-secret"]["value"] == "uploads-reader"
+    assert params["dry-run"]["value"] == "true"
+    for t in restore["spec"]["templates"]:
+        if "container" in t:
+            (creds,) = [v for v in t["volumes"] if v["name"] == "bucket-credentials"]
+            assert creds["secret"]["secretName"] == "{{workflow.parameters.target-credentials-secret}}"
+            args = t["container"]["args"]
+            assert "--target-access-key-file" in args and "AWS_SECRET_ACCESS_KEY" not in " ".join(args)
