@@ -17,7 +17,14 @@ ParamFile(name, file)  a raw input artifact holding ``{{workflow.parameters.<nam
 ScratchPath            the mount path of the step's scratch volume: a generic ephemeral volume
                        (``ephemeral.volumeClaimTemplate``, ReadWriteOnce), created with the pod and
                        deleted with it
+NodeAddress(port)      ``https://$(HOST_IP):port``, ``HOST_IP`` from the pod's ``status.hostIP``
+EnvValue(name)         ``$(name)``: the kubelet expands the container's variable (from a Secret)
 =====================  ============================================================================
+
+A source step's :class:`~workflows.pipeline.SourcePod` adds its Secrets (files) and hostPath volumes,
+an emptyDir of a size limit for its work, control-plane placement (node selector and the tolerations
+of the control-plane and legacy master taints), and, for a step that calls no Kubernetes API,
+``automountServiceAccountToken: false`` with the step's account as Argo's executor's.
 
 What the manifests rely on at run time follows Argo's documented semantics of the supported versions
 (3.7.x, 4.0.x-4.1.x): every computed DAG output has a default, metric values cannot fail, a backup's
