@@ -325,3 +325,8 @@ def test_a_hand_made_cron_workflow_running_the_backup_template_counts_as_a_backu
 def test_a_quoted_target_is_still_refused_though_the_engine_cannot_print_it(params):
     (msg,) = messages(RESTORE_TARGETS, review(restore('x"y')), params)
     assert "holds a quote" in msg
+
+
+def test_the_audit_of_existing_objects_reports_a_suspended_backup_and_a_bare_pod(rendered, params):
+    assert messages(SUSPEND_REASON, review(suspended(rendered), operation=None), params)
+    assert messages(SERVICE_ACCOUNTS, review(pod("snapflow-orders-db-copy"), operation=None), params)

@@ -30,7 +30,7 @@ def review(
     *,
     user: str = LINT_USER,
     groups: Iterable[str] = (),
-    operation: str = "CREATE",
+    operation: str | None = "CREATE",
     old: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``input.review`` Gatekeeper builds from an AdmissionReview request."""
@@ -38,11 +38,12 @@ def review(
     group, _, version = api_version.rpartition("/")
     out: dict[str, Any] = {
         "kind": {"group": group, "version": version, "kind": obj.get("kind")},
-        "operation": operation,
         "userInfo": {"username": user, "groups": list(groups)},
         "object": dict(obj),
         "name": obj.get("metadata", {}).get("name", ""),
     }
+    if operation:  # None: an audit review of an existing object, as Gatekeeper's audit builds it
+        out["operation"] = operation
     if obj.get("metadata", {}).get("namespace"):
         out["namespace"] = obj["metadata"]["namespace"]
     if old is not None:

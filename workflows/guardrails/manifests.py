@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from steps.errors import UsageError
+from steps.api import SnapflowError, UsageError
 from workflows.guardrails.rego import RULES, SYNCED, Rule
 from workflows.guardrails.settings import Settings, parameters
 
@@ -410,7 +410,7 @@ def guardrail_files(settings: Settings, objects: Sequence[Mapping[str, Any]]) ->
     ):
         problems = check_objects(objs)
         if problems:
-            raise UsageError(f"guardrails: {engine}: {problems[0]} (a Snapflow bug, please report it)")
+            raise SnapflowError(f"guardrails: {engine}: {problems[0]} (a Snapflow bug, please report it)")
         paths = []
         for obj in objs:
             rel = f"{engine}/{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"

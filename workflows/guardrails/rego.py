@@ -31,6 +31,9 @@ ns := object.get(obj.metadata, "namespace", object.get(input.review, "namespace"
 
 writes if input.review.operation in {"CREATE", "UPDATE"}
 
+# Gatekeeper's audit reviews existing objects without an operation: they are reported too.
+writes if not input.review.operation
+
 managed(o) if o.metadata.labels["app.kubernetes.io/managed-by"] == "snapflow"
 
 workflow_spec := obj.spec if obj.kind in {"Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate"}

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from steps.errors import UsageError
+from steps.api import UsageError
 
 ENFORCEMENT = ("deny", "warn", "dryrun")
 SERVICE_ACCOUNT_USER = re.compile(
