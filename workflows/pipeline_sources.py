@@ -273,12 +273,22 @@ def source_restore_pipeline(policy: Policy) -> Pipeline:
         reg = source.registry
         assert reg is not None
         files, mounts = _registry_files(policy, "--registry")
+        # the registry pushed to: the host the rehome rules move to (rehome's NEW must be on it)
+        target = f"https://{reg.rehome[0].to.split('/')[0]}" if reg.rehome else reg.url
+        params.append(
+            Parameter(
+                "target-registry",
+                "The registry pushed to, https://HOST[:PORT] (the policy's CA bundle and credentials apply).",
+                target,
+            )
+        )
+        files = (files[0], Param("target-registry"), *files[2:])
         args += (*files, "--chunk-size", str(reg.chunk_size_mi_b), "--scratch", WORK_DIR)
         for rule in reg.rehome:
             args += ("--rehome", f"{rule.from_}={rule.to}")
         params.append(allow)
         pod = SourcePod(mounts=mounts, work_size="20Gi", secret_env=_registry_env(policy))
-        what = f"the registry {reg.url}"
+        what = "the registry target-registry"
     else:
         bucket = source.bucket
         assert bucket is not None

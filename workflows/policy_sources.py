@@ -125,6 +125,11 @@ class RegistrySource(_Model):
     def _one_selection(self) -> RegistrySource:
         if bool(self.repositories) == bool(self.images):
             raise ValueError("expected exactly one of repositories and images")
+        hosts = {rule.to.split("/")[0] for rule in self.rehome}
+        if len(hosts) > 1:
+            raise ValueError(
+                f"@rehome|expected every rule to move to one registry (a restore pushes to one), got {', '.join(sorted(hosts))}"
+            )
         return self
 
 

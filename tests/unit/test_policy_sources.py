@@ -152,6 +152,20 @@ def test_etcd_with_a_secret_runs_as_non_root_and_passes_restricted():
             "spec.source.bucket.color: unknown field",
         ),
         (
+            {
+                "registry": {
+                    "url": "https://r.example.com",
+                    "images": ["r.example.com/a:1"],
+                    "rehome": [
+                        {"from": "r.example.com/a", "to": "b.example.com/a"},
+                        {"from": "r.example.com/c", "to": "c.example.com/c"},
+                    ],
+                }
+            },
+            {},
+            "spec.source.registry.rehome: expected every rule to move to one registry",
+        ),
+        (
             {"etcd": {"tls": {"secretName": "a"}}},
             {"volumes": [{"pvc": "data"}]},
             "spec.volumes: expected no volumes with spec.source (it protects no app)",
@@ -232,6 +246,19 @@ def test_source_examples_validate_against_the_exported_json_schema():
     # and an unknown key under spec.source is an editor error too
     doc = _source_policy(bucket={"endpoint": "https://s3.example.com", "bucket": "abc", "color": 1})
     assert list(validator.iter_errors(doc))
+
+
+def test_registry_restore_pushes_to_the_registry_its_rehome_rules_move_to():
+    path = next(p for p in SOURCES if _kind(p) == "registry")
+    restore = _objects(path)[("WorkflowTemplate", "restore-harbor-shop")]
+    params = {p["name"]: p.get("value") for p in restore["spec"]["arguments"]["parameters"]}
+    assert params["target-registry"] == "https://harbor-dr.example.com"
+    assert params["allow-uncommitted"] == "false"
+    for t in restore["spec"]["templates"]:
+        if "container" in t:
+            args = t["container"]["args"]
+            assert args[args.index("--registry") + 1] == "{{workflow.parameters.target-registry}}"
+            assert args[args.index("--rehome") + 1] == "harbor.example.com/shop=harbor-dr.example.com/shop"
 
 
 def test_bucket_restore_takes_the_target_keys_from_a_secret_named_at_submit():
