@@ -75,6 +75,11 @@ def test_the_schemas_refuse_a_misspelt_key_a_wrong_enum_and_a_missing_field(rend
         for p in problems
     )
     assert any("spec.rules.2: 'match' is a required property" in p for p in problems)
+    policy = copy.deepcopy(kyverno_objects(DEFAULTS, rendered)[0])
+    policy["spec"]["rules"][0]["validate"]["message"] = "namespace {{ request.object.metadata.name is bad"
+    assert check_objects([policy]) == [
+        "ClusterPolicy snapflow-protected-namespace: spec.rules.0.validate.message: unbalanced {{ }}"
+    ]
     constraint = copy.deepcopy(gatekeeper_objects(DEFAULTS, rendered)[-1])
     constraint["spec"]["enforcementAction"] = "block"
     assert check_objects([constraint])
@@ -187,6 +192,7 @@ def test_guardrail_files_are_the_same_for_the_same_input(rendered):
     assert guardrail_files(DEFAULTS, rendered) == guardrail_files(DEFAULTS, rendered)
 
 
+@pytest.mark.slow
 def test_lint_runs_the_guardrails_on_the_rendered_output(tmp_path, capsys):
     # GIVEN settings that give namespace shop only repositories under another prefix
     settings = settings_file(
@@ -203,6 +209,7 @@ def test_lint_runs_the_guardrails_on_the_rendered_output(tmp_path, capsys):
     assert main(["lint", EXAMPLE]) == 0
 
 
+@pytest.mark.slow
 def test_lint_warns_of_a_policy_without_a_backup_schedule(tmp_path, capsys):
     policy = yaml.safe_load(Path(EXAMPLE).read_text())
     del policy["spec"]["schedule"]

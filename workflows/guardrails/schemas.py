@@ -7,6 +7,7 @@ the subset Snapflow renders: a field the project starts using must be added here
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -192,4 +193,19 @@ def check_objects(objects: Iterable[Mapping[str, Any]]) -> list[str]:
         for error in sorted(Draft7Validator(schema).iter_errors(obj), key=lambda e: list(e.absolute_path)):
             path = ".".join(str(p) for p in error.absolute_path) or "(object)"
             problems.append(f"{name}: {path}: {error.message}")
+        if obj.get("apiVersion") == "kyverno.io/v1":
+            problems += [f"{name}: {path}: unbalanced {{{{ }}}}" for path in _unbalanced(obj)]
     return problems
+
+
+def _unbalanced(value: Any, path: str = "") -> list[str]:
+    """Paths of strings whose Kyverno variables ``{{ ... }}`` do not open and close in pairs."""
+    if isinstance(value, str):
+        depth = 0
+        for token in re.findall(r"\{\{|\}\}", value):
+            depth += 1 if token == "{{" else -1
+            if depth not in (0, 1):
+                return [path]
+        return [path] if depth else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [p for k, v in items for p in _unbalanced(v, f"{path}.{k}" if path else str(k))]
