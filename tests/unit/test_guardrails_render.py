@@ -221,3 +221,23 @@ def test_lint_warns_of_a_policy_without_a_backup_schedule(tmp_path, capsys):
         "warning: guardrail a (SnapflowProtectedNamespace): namespace shop is labelled snapflow.io/protected=true"
         in err
     )
+
+
+def test_with_a_mover_namespace_restores_are_keyed_by_the_template_there_and_allow_the_apps_namespace(
+    tmp_path,
+):
+    # GIVEN the example with its workflows in a mover namespace
+    policy = yaml.safe_load(Path(EXAMPLE).read_text())
+    policy["spec"]["movers"] = {"namespace": "snapflow-movers"}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    objects = [o.obj for o in render_files([path]).objects]
+    # WHEN the parameters are made
+    settings = Settings(exempt_groups=("ops",), restore_targets={"shop/orders-db": ("shop-restored",)})
+    params = parameters(settings, objects)
+    # THEN restore-app's template in the mover namespace may restore into the app's namespace and the
+    # allowed one, and the step accounts are those of the mover namespace
+    assert params["SnapflowRestoreTargets"]["restoreTargets"] == {
+        "snapflow-movers/restore-app-orders-db": ["shop", "shop-restored"]
+    }
+    assert "snapflow-movers/snapflow-orders-db-copy" in params["SnapflowServiceAccounts"]["serviceAccounts"]
