@@ -98,6 +98,13 @@ def test_kyverno_policies_exempt_the_platform_team_and_the_controller_and_audit_
         {"kind": "User", "name": "alice"},
         {"kind": "ServiceAccount", "name": "ctl", "namespace": "wf"},
     ]
+    assert [r["name"] for r in policies["snapflow-service-accounts"]["spec"]["rules"]] == [
+        "pods-of-snapflow-accounts",
+        "workflows-naming-snapflow-accounts",
+        "cron-workflows-naming-snapflow-accounts",
+        "runs-of-snapflow-templates-set-only-arguments",
+        "cron-runs-of-snapflow-templates-set-only-arguments",
+    ]
     audit = policies["snapflow-protected-namespace"]
     assert audit["spec"]["background"] is True
     assert audit["spec"]["rules"][0]["validate"]["failureAction"] == "Audit"

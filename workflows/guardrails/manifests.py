@@ -275,6 +275,20 @@ def kyverno_objects(settings: Settings, objects: Sequence[Mapping[str, Any]]) ->
                 settings,
                 preconditions=[_cond(ref, "AnyIn", p["templates"])],
             ),
+            _rule(
+                "cron-runs-of-snapflow-templates-set-only-arguments",
+                [f"{ARGO}/CronWorkflow"],
+                "a scheduled run of a Snapflow WorkflowTemplate may set only arguments",
+                [_cond("{{ keys(request.object.spec.workflowSpec) }}", "AnyNotIn", run_keys)],
+                settings,
+                preconditions=[
+                    _cond(
+                        "{{ request.namespace }}/{{ request.object.spec.workflowSpec.workflowTemplateRef.name || '' }}",
+                        "AnyIn",
+                        p["templates"],
+                    )
+                ],
+            ),
         ],
     )
     restore_rules = []
