@@ -45,7 +45,7 @@ ETCD_CLIENT_PORT = 2379
 REGISTRY_USER_ENV = "REGISTRY_USERNAME"
 UNCOMMITTED = (
     "backups of spec.source are stored and verified, but finalize does not commit them as restore points "
-    "yet (the commit rule takes app volumes only): restore them with allow-uncommitted=true"
+    "yet (the commit rule takes app volumes only): restore etcd and registry snapshots with allow-uncommitted=true"
 )
 BACKUP_COMMAND = {"etcd": "etcd-snapshot", "registry": "registry-backup", "bucket": "bucket-backup"}
 RESTORE_COMMAND = {"etcd": "etcd-restore", "registry": "registry-restore", "bucket": "bucket-restore"}
