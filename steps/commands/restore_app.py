@@ -42,6 +42,12 @@ Filling the PVCs (--mover):
   none   only objects; the restore WorkflowTemplate runs the movers as its own steps between
          --phase prepare (which writes the volumes to fill to --out, each with the restore_options its
          mover adds) and --phase finish.
+With --mover-namespace NS (pod mover, --phase all) no mover pod runs in the target namespace: each
+volume is filled by a mover pod in NS on a staging claim of the target claim's storage class, size and
+modes; its PersistentVolume is set to reclaim policy Retain, the staging claim deleted, the volume
+reserved for the target claim (claimRef) and the target claim created with spec.volumeName naming it;
+once bound, the volume gets its reclaim policy back. Run again with the same --restore-id after an
+interruption, it resumes: a volume already filled and marked for its claim is not filled again.
 Every mover passes --overwrite always (the PVC is one this restore created, and a mover run again after
 a failure must finish the half-written restore), restores owners through --uid-map/--gid-map, and on the
 volume holding the data directory of a PostgreSQL copied in backup mode it writes the backup's
@@ -169,6 +175,13 @@ def configure(parser):
         default="",
         metavar="NS",
         help="pod mover: copy the Secrets (and --ca-bundle) from NS into the target namespace for the restore",
+    )
+    m.add_argument(
+        "--mover-namespace",
+        default="",
+        metavar="NS",
+        help="pod mover: run the movers in NS, on staging claims there, and hand each filled volume over to "
+        "its claim in the target namespace (which can then enforce Pod Security restricted)",
     )
     m.add_argument(
         "--mover-non-root",

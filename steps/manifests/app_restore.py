@@ -29,6 +29,7 @@ class RestoreAppOptions(MoverOptions):
     """restore-app's options the engine reads (the command line's names)."""
 
     existing: str = "refuse"
+    mover_namespace: str = ""
     cluster_resources: bool = False
     skip_refused: bool = False
     mover: str = "pod"
@@ -150,6 +151,24 @@ def run_check(opts, namespace: str, timeout: float) -> dict:
     return out
 
 
+def check_mover_namespace(opts, spec, bundle) -> None:
+    """--mover-namespace: only with the pod mover and the whole restore in one run, and never one of the
+    namespaces restored into."""
+    from steps.errors import UsageError
+
+    if not opts.mover_namespace or opts.dry_run:
+        return
+    if opts.mover != "pod" or opts.phase != "all":
+        raise UsageError(
+            f"--mover-namespace: needs --mover pod and --phase all (got --mover {opts.mover}, --phase {opts.phase})"
+        )
+    targets = {spec.map_namespace(bundle.namespace), *spec.namespace_map.values()} - {""}
+    if opts.mover_namespace in targets:
+        raise UsageError(
+            f"--mover-namespace: must differ from the namespaces restored into ({', '.join(sorted(targets))})"
+        )
+
+
 def restore_app(
     repo,
     opts: RestoreAppOptions,
@@ -207,6 +226,7 @@ def restore_app(
         refuse_or_skip(report, opts)
         return 0
 
+    check_mover_namespace(opts, spec, bundle)
     with connect() as client:
         refuse_collisions(client, result)
         objects = in_scope(client, result.objects, opts, spec, bundle, record, report)
@@ -215,7 +235,17 @@ def restore_app(
             refuse_or_skip(report, opts)
         restorer = Restorer(client, objects, RestoreOptions(opts.existing, opts.timeout), report, log=log)
         items: list[dict] = []
-        if opts.phase in ("all", "prepare"):
+        if opts.mover_namespace:
+            from steps.manifests.mover_restore import bind_handed_over, fill_for_handover
+
+            with report.phase("fill"):
+                handed = fill_for_handover(
+                    client, restorer, record, opts, restore_id, report, log, spec, pg_labels
+                )
+            restorer.prepare()
+            with report.phase("hand-over"):
+                bind_handed_over(client, handed, opts, report, log)
+        elif opts.phase in ("all", "prepare"):
             created_pvcs = restorer.prepare()
             items, notes = volumes_to_fill(record, created_pvcs)
             for item in items:
@@ -227,7 +257,7 @@ def restore_app(
                 files.write_json(opts.out, items)
         if opts.phase == "fill":
             items = files.read_json(opts.volumes)
-        if opts.phase in ("all", "fill") and items:
+        if opts.phase in ("all", "fill") and items and not opts.mover_namespace:
             with report.phase("fill"):
                 if opts.mover == "local":
                     fill_local(client, items, opts, report, log, spec, pg_labels)

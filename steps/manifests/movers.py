@@ -159,11 +159,21 @@ def copy_for_restore(client, kind: str, name: str, source_ns: str, ns: str, rest
 
 
 def fill_pods(
-    client, items: list[dict], opts, record: dict, restore_id: str, report, log, spec, pg_labels: dict
+    client,
+    items: list[dict],
+    opts,
+    record: dict,
+    restore_id: str,
+    report,
+    log,
+    spec,
+    pg_labels: dict,
+    placement=None,
 ) -> None:
     """A mover pod per volume, all at once; waits for every one; deletes them afterwards. Each runs
     ``restore`` with the owner ID maps of ``spec`` and, for a volume in ``pg_labels``, writes the
-    ``backup_label`` it reads from the repository."""
+    ``backup_label`` it reads from the repository. ``placement(item)`` is the (namespace, claim) the
+    mover mounts: by default the item's own; a staging claim of the mover namespace with one."""
     import os
     import time
 
@@ -186,13 +196,14 @@ def fill_pods(
     ca_name, _, ca_key = opts.ca_bundle.partition(":")
     ca_key = ca_key or runtime.CA_KEY
     extra_env = {k: os.environ[k] for k in runtime.MOVER_INHERITED_ENV if os.environ.get(k)}
+    where = placement or (lambda item: (item["namespace"], item["pvc"]))
     copied: list[tuple[str, str, str]] = []  # (kind, namespace, name)
     if opts.secrets_namespace:
         wanted = [("Secret", n) for n in (pw_name, cred_name) if n] + (
             [("ConfigMap", ca_name)] if ca_name else []
         )
         for kind, name in wanted:
-            for ns in sorted({i["namespace"] for i in items}):
+            for ns in sorted({where(i)[0] for i in items}):
                 if copy_for_restore(client, kind, name, opts.secrets_namespace, ns, restore_id):
                     copied.append((kind, ns, name))
     backup_id = record.get("backup_id", "")
@@ -201,15 +212,20 @@ def fill_pods(
     started = time.time()
     try:
         for item in items:
-            name = kube_objects.k8s_name("snapflow-restore", restore_id, item["pvc"])
+            pod_ns, claim = where(item)
+            name = (
+                kube_objects.k8s_name("snapflow-restore", restore_id, item["pvc"])
+                if placement is None
+                else kube_objects.k8s_name("snapflow-restore", restore_id, item["namespace"], item["pvc"])
+            )
             labels = {
                 **kube_objects.backup_labels(backup_id, app, item["volume"], role="mover"),
                 kube_objects.LABEL_RESTORE: kube_objects.label_value(restore_id),
             }
             manifest = kube_objects.mover_pod(
                 name=name,
-                namespace=item["namespace"],
-                pvc=item["pvc"],
+                namespace=pod_ns,
+                pvc=claim,
                 image=image,
                 repository=opts.repo,
                 snapshot_id=item["snapshot"],
@@ -231,15 +247,13 @@ def fill_pods(
             try:
                 client.create(manifest)
             except AlreadyExists:
-                client.delete("v1", "Pod", name, item["namespace"])
-                client.wait_for("v1", "Pod", name, item["namespace"], lambda o: o is None, opts.timeout)
+                client.delete("v1", "Pod", name, pod_ns)
+                client.wait_for("v1", "Pod", name, pod_ns, lambda o: o is None, opts.timeout)
                 client.create(manifest)
             pods[name] = item
-            log(
-                f"mover pod {name} fills PVC {item['namespace']}/{item['pvc']} from snapshot {item['snapshot'][:8]}"
-            )
-        for ns in sorted({i["namespace"] for i in items}):
-            names = [n for n, i in pods.items() if i["namespace"] == ns]
+            log(f"mover pod {name} fills PVC {pod_ns}/{claim} from snapshot {item['snapshot'][:8]}")
+        for ns in sorted({where(i)[0] for i in items}):
+            names = [n for n, i in pods.items() if where(i)[0] == ns]
 
             def finished(o: dict, ns: str = ns) -> bool:
                 phase = dig(o, "status", "phase")
@@ -273,13 +287,18 @@ def fill_pods(
                     "duration_s": round(time.time() - started, 3),
                     "mover": "pod",
                     "pod": name,
+                    **(
+                        {"mover_namespace": where(item)[0], "staging_pvc": where(item)[1]}
+                        if placement
+                        else {}
+                    ),
                     **label_report(item, pg_labels),
                 }
             )
     finally:
         for name, item in pods.items():
             try:
-                client.delete("v1", "Pod", name, item["namespace"])
+                client.delete("v1", "Pod", name, where(item)[0])
             except KubeError as err:
                 log(f"could not delete mover pod {name}: {err}")
         for kind, ns, name in copied:

@@ -3,6 +3,14 @@ tool meets: namespace lifecycle (default ServiceAccount and root CA ConfigMap, t
 the contents), a kubelet that runs pods (Running once their claims are bound, or through a test's pod
 runner), Deployments -> ReplicaSets -> Pods, StatefulSets with volumeClaimTemplates, DaemonSets, Jobs,
 and Services with cluster IPs, node ports, Endpoints and EndpointSlices.
+
+The PersistentVolume controller's static binding: a claim naming a volume (``spec.volumeName``) binds to
+it when the volume is free (no ``claimRef``) or reserved for that claim (``claimRef`` naming the claim's
+namespace and name, without a uid or with the claim's), also when the reservation comes after the claim. A volume whose ``claimRef`` is cleared becomes Available; one whose claim is
+deleted is Released with its reclaim policy Retain (:mod:`tests.fakes.csi` deletes it with Delete).
+
+With ``enforce_pod_security`` on, a pod is refused (403) when it violates the Pod Security level its
+namespace enforces (label ``pod-security.kubernetes.io/enforce``), as the admission plugin does.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from tests.fakes.kube_objects import (
     ApiError,
+    forbidden,
     get_path,
     invalid,
     label_selector_matcher,
@@ -62,6 +71,7 @@ class ClusterSimulator:
         self.namespace_deletion_delay = 0.0
         self.auto_run_pods = True
         self.pod_runner: PodRunner | None = None
+        self.enforce_pod_security = False
         self._next_ip = 10
         self._next_node_port = 30000
         self._running: set[tuple[str, str]] = set()
@@ -76,6 +86,7 @@ class ClusterSimulator:
                 "endpoints",
                 "endpointslices",
                 "persistentvolumeclaims",
+                "persistentvolumes",
                 "deployments.apps",
                 "replicasets.apps",
                 "statefulsets.apps",
@@ -255,6 +266,8 @@ class ClusterSimulator:
             new.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
             new["status"] = {"phase": "Active"}
         elif key == ("", "pods"):
+            if self.enforce_pod_security:
+                self._admit_pod_security(new)
             spec = new.setdefault("spec", {})
             spec.setdefault("serviceAccountName", "default")
             spec.setdefault("restartPolicy", "Always")
@@ -330,9 +343,12 @@ class ClusterSimulator:
             for ref in meta.get("ownerReferences") or []:
                 self._poke_owner(namespace, ref)
         elif key == ("", "persistentvolumeclaims") and event.type != DELETED:
+            self._bind_claim(obj)
             for pod in self.store.items(self.rt["pods"], namespace):
                 if get_path(pod, "status", "phase") == "Pending":
                     self._kubelet(namespace, pod["metadata"]["name"])
+        elif key == ("", "persistentvolumes") and event.type != DELETED:
+            self._sync_volume(meta["name"])
         elif key == ("apps", "deployments") and event.type != DELETED:
             self._deployment(namespace, meta["name"])
         elif key == ("apps", "replicasets"):
@@ -368,6 +384,99 @@ class ClusterSimulator:
             self._daemonset(namespace, ref["name"])
         elif kind == "Job":
             self._job(namespace, ref["name"])
+
+    # -- persistent volumes (static binding) ----------------------------------------------------------
+
+    def _sync_volume(self, name: str) -> None:
+        pv = self.store.peek(self.rt["persistentvolumes"], None, name)
+        if pv is None or pv["metadata"].get("deletionTimestamp"):
+            return
+        ref = get_path(pv, "spec", "claimRef")
+        phase = get_path(pv, "status", "phase")
+        if not ref:
+            if phase != "Available":
+                self.store.set_status(self.rt["persistentvolumes"], None, name, {"phase": "Available"})
+            return
+        if ref.get("uid"):
+            return  # bound (or Released, if its claim is gone): the provisioner and release handle it
+        if phase != "Available":
+            self.store.set_status(self.rt["persistentvolumes"], None, name, {"phase": "Available"})
+        claim = self.store.peek(self.rt["persistentvolumeclaims"], ref.get("namespace"), ref.get("name", ""))
+        if claim is not None:
+            self._bind_claim(claim)
+
+    def _bind_claim(self, claim: dict) -> None:
+        """Bind a Pending claim to the volume it names, if that volume is free or reserved for it."""
+        meta = claim["metadata"]
+        if get_path(claim, "status", "phase") != "Pending" or meta.get("deletionTimestamp"):
+            return
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        pvs = self.rt["persistentvolumes"]
+        wanted = get_path(claim, "spec", "volumeName")
+        if not wanted or meta.get("annotations", {}).get("pv.kubernetes.io/bind-completed"):
+            return  # dynamic provisioning (tests.fakes.csi) binds the others
+        pv = self.store.peek(pvs, None, wanted)
+        if pv is None or pv["metadata"].get("deletionTimestamp"):
+            return
+        ref = get_path(pv, "spec", "claimRef") or {}
+        if ref and (
+            ref.get("namespace") != namespace
+            or ref.get("name") != name
+            or (ref.get("uid") and ref["uid"] != uid)
+        ):
+            self.server.record_event(
+                claim,
+                "FailedBinding",
+                f"volume {pv['metadata']['name']} already bound to a different claim.",
+                "Warning",
+                "persistentvolume-controller",
+            )
+            return
+        pv_name = pv["metadata"]["name"]
+
+        def reserve(v: dict) -> None:
+            v["spec"]["claimRef"] = {
+                "kind": "PersistentVolumeClaim",
+                "apiVersion": "v1",
+                "namespace": namespace,
+                "name": name,
+                "uid": uid,
+                "resourceVersion": meta["resourceVersion"],
+            }
+
+        self.store.mutate(pvs, None, pv_name, reserve)
+        self.store.set_status(pvs, None, pv_name, {"phase": "Bound"})
+        capacity = get_path(pv, "spec", "capacity", "storage")
+
+        def bind(c: dict) -> None:
+            c["spec"]["volumeName"] = pv_name
+            c["metadata"].setdefault("annotations", {})["pv.kubernetes.io/bind-completed"] = "yes"
+            c["status"] = {
+                "phase": "Bound",
+                "accessModes": list(get_path(pv, "spec", "accessModes", default=[]) or []),
+                "capacity": {"storage": capacity},
+            }
+
+        self.store.mutate(self.rt["persistentvolumeclaims"], namespace, name, bind)
+
+    # -- pod security ---------------------------------------------------------------------------------
+
+    def _admit_pod_security(self, pod: dict) -> None:
+        from steps.manifests import podsecurity
+
+        namespace = pod["metadata"].get("namespace")
+        ns = self.store.peek(self.rt["namespaces"], None, namespace) if namespace else None
+        level = ((ns or {}).get("metadata", {}).get("labels") or {}).get(podsecurity.ENFORCE_LABEL)
+        if level not in ("baseline", "restricted"):
+            return
+        problems = podsecurity.violations(pod.get("spec") or {}, level, pod["metadata"].get("annotations"))
+        if problems:
+            raise forbidden(
+                "pods",
+                "",
+                pod["metadata"].get("name", ""),
+                f'violates PodSecurity "{level}:latest": {"; ".join(problems)}',
+            )
 
     # -- namespaces -----------------------------------------------------------------------------------
 
