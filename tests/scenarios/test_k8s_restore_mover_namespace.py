@@ -283,3 +283,62 @@ def test_mover_namespace_must_not_be_the_target(world):
     assert res.rc == 2
     assert "--mover-namespace: must differ from the namespaces restored into (orders-restored)" in res.stderr
     assert world.server.get("namespaces", TARGET) is None
+
+
+def test_the_fake_volume_controller_binds_reserved_volumes_and_frees_cleared_ones(kube_server):
+    def phase(kind: str, name: str, namespace: str | None = None):
+        return kube_server.wait_for(
+            kind, name, namespace, lambda o: bool((o.get("status") or {}).get("phase"))
+        )
+
+    def claim(name: str) -> None:
+        kube_server.create(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "namespace": "a"},
+                "spec": {
+                    "storageClassName": "manual",
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                    "volumeName": "vol",
+                },
+            }
+        )
+
+    kube_server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}})
+    # GIVEN a free volume with reclaim policy Retain
+    kube_server.create(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": "vol"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "manual",
+                "hostPath": {"path": "/nonexistent"},
+            },
+        }
+    )
+    assert phase("persistentvolumes", "vol")["status"]["phase"] == "Available"
+    # WHEN a claim names it, THEN both are bound
+    claim("first")
+    kube_server.wait_for("persistentvolumeclaims", "first", "a", lambda c: c["status"]["phase"] == "Bound")
+    pv = kube_server.wait_for("persistentvolumes", "vol", None, lambda v: v["status"]["phase"] == "Bound")
+    assert pv["spec"]["claimRef"]["name"] == "first" and pv["spec"]["claimRef"]["uid"]
+    # WHEN the claim is deleted, THEN the volume is Released and kept; another claim naming it stays Pending
+    kube_server.delete("persistentvolumeclaims", "first", "a")
+    kube_server.wait_for("persistentvolumes", "vol", None, lambda v: v["status"]["phase"] == "Released")
+    claim("second")
+    assert kube_server.get("persistentvolumeclaims", "second", "a")["status"]["phase"] == "Pending"
+    # WHEN its claimRef is reserved for that claim, THEN they bind; cleared, a volume is Available again
+    kube_server.patch(
+        "persistentvolumes", "vol", {"spec": {"claimRef": {"namespace": "a", "name": "second", "uid": None}}}
+    )
+    kube_server.wait_for("persistentvolumeclaims", "second", "a", lambda c: c["status"]["phase"] == "Bound")
+    kube_server.delete("persistentvolumeclaims", "second", "a")
+    kube_server.wait_for("persistentvolumes", "vol", None, lambda v: v["status"]["phase"] == "Released")
+    kube_server.patch("persistentvolumes", "vol", {"spec": {"claimRef": None}})
+    kube_server.wait_for("persistentvolumes", "vol", None, lambda v: v["status"]["phase"] == "Available")
