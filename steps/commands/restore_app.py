@@ -291,6 +291,10 @@ def run(args) -> int:
         raise UsageError("--volumes: required with --phase fill (the file --phase prepare wrote with --out)")
     if args.check_command and not args.check_pod:
         raise UsageError("--check-pod: required with --check-command")
+    if args.mover_namespace and not args.dry_run and (args.mover != "pod" or args.phase != "all"):
+        raise UsageError(
+            f"--mover-namespace: needs --mover pod and --phase all (got --mover {args.mover}, --phase {args.phase})"
+        )
     restore_id = (
         args.restore_id or os.environ.get(runtime.ARGO_WORKFLOW_NAME) or f"restore-{uuid.uuid4().hex[:8]}"
     )

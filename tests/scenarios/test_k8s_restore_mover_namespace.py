@@ -342,3 +342,13 @@ def test_the_fake_volume_controller_binds_reserved_volumes_and_frees_cleared_one
     kube_server.wait_for("persistentvolumes", "vol", None, lambda v: v["status"]["phase"] == "Released")
     kube_server.patch("persistentvolumes", "vol", {"spec": {"claimRef": None}})
     kube_server.wait_for("persistentvolumes", "vol", None, lambda v: v["status"]["phase"] == "Available")
+
+
+def test_mover_namespace_needs_the_pod_mover_in_one_run():
+    res = run_step(
+        "restore-app", "--repo", "/nonexistent", "--backup", "b", "--mover-namespace", MOVERS, "--mover", "local"
+    )  # fmt: skip
+    assert res.rc == 2 and "Traceback" not in res.stderr
+    assert (
+        "--mover-namespace: needs --mover pod and --phase all (got --mover local, --phase all)" in res.stderr
+    )
