@@ -23,6 +23,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from steps.api import runtime
 from workflows.policy_fields import DNS_SUBDOMAIN_RE, ENDPOINT_RE, SECRET_KEY_RE
 
 ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_RE, max_length=253)]
@@ -135,9 +136,11 @@ class RegistrySource(_Model):
 
 class BucketCredentials(_Model):
     name: ObjectName = Field(description="Secret with the bucket's access key pair.")
-    access_key_id_key: SecretKey = Field("AWS_ACCESS_KEY_ID", description="Key holding the access key ID.")
+    access_key_id_key: SecretKey = Field(
+        runtime.AWS_ACCESS_KEY_ID, description="Key holding the access key ID."
+    )
     secret_access_key_key: SecretKey = Field(
-        "AWS_SECRET_ACCESS_KEY", description="Key holding the secret access key."
+        runtime.AWS_SECRET_ACCESS_KEY, description="Key holding the secret access key."
     )
 
 
