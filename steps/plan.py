@@ -28,6 +28,9 @@ hera. Example::
 For a local run a target has ``"local": true`` (its hook runs as local processes) and a volume has
 ``"path": "/srv/pgdata"`` instead of ``"pvc"``; ``snapshot.driver`` is then ``"local"``.
 
+A policy with ``spec.source`` has a plan with ``"source": {"kind": "etcd" | "registry" | "bucket",
+"name": POLICY}`` and no targets or volumes (without a source, at least one volume is required).
+
 ``snapshot.class`` is the VolumeSnapshotClass (``null``: the CSI driver's default one);
 ``snapshot.group_class`` the VolumeGroupSnapshotClass used with ``"consistency": "group"`` (``null``:
 the driver's default group class). ``capture.secrets`` says whether the backup exports the app's
@@ -47,6 +50,7 @@ PLAN_VERSION = 1
 HOOK_KINDS = ("postgresql", "mysql", "mariadb", "mongodb", "redis", "fsfreeze", "custom", "none")
 SNAPSHOT_DRIVERS = ("csi", "local")
 CONSISTENCY_LEVELS = ("volume", "group")
+SOURCE_KINDS = ("etcd", "registry", "bucket")
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,18 @@ class FreezeSpec:
 
 
 @dataclass(frozen=True)
+class SourceRef:
+    """What a policy with ``spec.source`` protects instead of an app's volumes: the kind of the
+    snapshot its backup stores (``tags["kind"]``) and the source's name (the policy's)."""
+
+    kind: str
+    name: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "name": self.name}
+
+
+@dataclass(frozen=True)
 class Plan:
     app: AppRef
     repository: RepositoryRef | None
@@ -135,9 +151,10 @@ class Plan:
     freeze: FreezeSpec = field(default_factory=FreezeSpec)
     version: int = PLAN_VERSION
     capture: CaptureSpec = field(default_factory=CaptureSpec)
+    source: SourceRef | None = None  # a source policy: no targets, no volumes, one source snapshot
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": self.version,
             "app": self.app.to_dict(),
             "repository": None
@@ -167,6 +184,9 @@ class Plan:
             ],
             "volumes": [v.to_dict() for v in self.volumes],
         }
+        if self.source is not None:  # an app's plan is written as before
+            out["source"] = self.source.to_dict()
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -309,8 +329,19 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
             raise UsageError(
                 f"{source}: volumes[{i}].target: expected one of the target names, got {vol.target!r}"
             )
-    if not volumes:
-        raise UsageError(f"{source}: volumes: expected at least one volume")
+    src = _obj(d, "source", source)
+    source_ref = None
+    if src:
+        kind = _req(src, "kind", f"{source}: source")
+        if kind not in SOURCE_KINDS:
+            raise UsageError(
+                f"{source}: source.kind: expected one of {', '.join(SOURCE_KINDS)}, got {kind!r}"
+            )
+        source_ref = SourceRef(kind=kind, name=_req(src, "name", f"{source}: source"))
+    if source_ref is None and not volumes:
+        raise UsageError(f"{source}: volumes: expected at least one volume (or a source)")
+    if source_ref is not None and (volumes or targets):
+        raise UsageError(f"{source}: source: expected no volumes and no targets with a source")
     return Plan(
         app=app_ref,
         repository=repo_ref,
@@ -321,4 +352,5 @@ def plan_from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
         freeze=freeze,
         version=version,
         capture=capture,
+        source=source_ref,
     )

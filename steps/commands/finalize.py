@@ -24,6 +24,11 @@ DESCRIPTION = """Runs whatever happened before (Argo's onExit), in this order:
    began) stops the commit: exit 3, one line naming its object key; `repair records` fixes or removes
    it, then the backup runs again.
 
+With a source plan (etcd, registry, bucket: a policy with spec.source) there is nothing to thaw and
+nothing in the cluster to clean up; the backup is committed when the newest snapshot of this backup of
+the source's kind (tags kind=etcd|registry|bucket) was checked by the newest verify, which passed (no
+consistent point: the source step's snapshot is the cut).
+
 Exit status: 0 when the workflow did not succeed (nothing to commit) and the thaw worked; non-zero when
 the thaw failed, or when the workflow succeeded but the backup could not be committed (so that the
 workflow is not reported as a successful backup). Running it twice is harmless.
@@ -166,12 +171,12 @@ def run(args) -> int:
         raise UsageError(f"--mover-namespace: must differ from the plan's namespace ({plan.app.namespace})")
     summary: dict = {"backup_id": args.backup_id, "workflow_status": args.workflow_status}
 
-    # 1. thaw: first, and whatever else fails
+    # 1. thaw: first, and whatever else fails (a source's backup quiesces nothing)
     thaw_error = None
     try:
         from steps.quiesce.engine import thaw_plan
 
-        results = thaw_plan(plan)
+        results = thaw_plan(plan) if plan.source is None else []
         summary["thaw"] = results
         failed = [r for r in results if r.get("error")]
         if failed:
@@ -182,7 +187,7 @@ def run(args) -> int:
         log(f"finalize: {thaw_error}")
 
     # 2. cleanup of what the backup created in the cluster
-    if plan.snapshot.driver == "csi" or any(v.pvc for v in plan.volumes):
+    if plan.source is None and (plan.snapshot.driver == "csi" or any(v.pvc for v in plan.volumes)):
         try:
             from steps.commands._kube import kube_client
 

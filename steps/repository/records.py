@@ -29,6 +29,12 @@ Called by ``finalize`` (the exit handler) and the steps that store run records. 
      "targets": [{"name", "hook", "pgdata"}],
      "consistency": {"verdict", "reasons", "recovery", "freeze_window_ms", "timeline"} | null,
      "verify": {"ok", "read_data_percent", "snapshots", "bytes_read", "time"}}
+
+A source's backup (a plan with ``source``: etcd, registry, bucket) is committed when the newest snapshot
+of this backup whose ``tags["kind"]`` is the source's kind was checked by the newest verify, which
+passed; there is no consistent point. Its record has ``"source": {"kind", "snapshot", "summary"}``,
+``"snapshots": [ID]`` (what keeps the snapshot alive for prune), empty ``volumes`` and ``targets``,
+``"manifests": null`` and ``"consistency": null``.
 """
 
 from __future__ import annotations
@@ -135,6 +141,8 @@ def backup_record(
     """The commit rule: the backup record to commit (without ``time`` and ``workflow_status``, which
     :func:`commit_backup` adds), or the reasons it must not be. Pure: takes what the repository holds
     (every snapshot record, the backup's run records, oldest first)."""
+    if plan.source is not None:
+        return _source_backup_record(plan, backup_id, snapshots, runs)
     problems: list[str] = []
     mine = [s for s in snapshots if s.backup_id == backup_id or s.tags.get("backup") == backup_id]
     manifests = [s for s in mine if s.tags.get("kind") == "manifests"]
@@ -160,13 +168,8 @@ def backup_record(
         if isinstance(block, dict):  # a block volume: how it was read (changed-block tracking or in full)
             entry["read"] = {k: block.get(k) for k in ("method", "bytes_read", "reason")}
         volumes.append(entry)
-    verifies = [r for r in runs if r.data.get("name") == "verify"]
-    verify = verifies[-1].data if verifies else None
-    if verify is None:
-        problems.append(f"backup {backup_id}: no verify run record")
-    elif not verify.get("ok"):
-        problems.append(f"backup {backup_id}: verify failed ({'; '.join(verify.get('problems', [])[:3])})")
-    else:
+    verify = _passing_verify(backup_id, runs, problems)
+    if verify is not None:
         # what is committed must be what the verify checked (not a copy written after it)
         checked = set(verify.get("snapshots") or ())
         committed = [(f"volume {v['name']}", v["snapshot"]) for v in volumes]
@@ -192,7 +195,7 @@ def backup_record(
             + (f" ({why})" if why else "")
             + ", which is no restore point"
         )
-    if problems:
+    if problems or verify is None:
         return None, problems
     record = {
         "version": BACKUP_RECORD_VERSION,
@@ -213,6 +216,64 @@ def backup_record(
         "repository": plan.repository.url if plan.repository else None,
     }
     return record, []
+
+
+def _passing_verify(backup_id: str, runs: list[Record], problems: list[str]) -> dict | None:
+    """The newest verify run record of the backup when it passed; else None, with the reason added."""
+    verifies = [r for r in runs if r.data.get("name") == "verify"]
+    verify = verifies[-1].data if verifies else None
+    if verify is None:
+        problems.append(f"backup {backup_id}: no verify run record")
+        return None
+    if not verify.get("ok"):
+        problems.append(f"backup {backup_id}: verify failed ({'; '.join(verify.get('problems', [])[:3])})")
+        return None
+    return verify
+
+
+def _source_backup_record(
+    plan: Plan, backup_id: str, snapshots: list[Snapshot], runs: list[Record]
+) -> tuple[dict | None, list[str]]:
+    """The commit rule of a source's backup (etcd, registry, bucket): the newest snapshot of this backup
+    of the source's kind, checked by the newest verify, which passed. There is no consistent point (no
+    app is quiesced): the source step's own snapshot is the cut."""
+    assert plan.source is not None
+    kind = plan.source.kind
+    problems: list[str] = []
+    mine = [
+        s
+        for s in snapshots
+        if (s.backup_id == backup_id or s.tags.get("backup") == backup_id) and s.tags.get("kind") == kind
+    ]
+    snap = max(mine, key=lambda s: s.time) if mine else None
+    if snap is None:
+        problems.append(f"source {kind}: no snapshot of backup {backup_id} in the repository")
+    verify = _passing_verify(backup_id, runs, problems)
+    if snap is not None and verify is not None and snap.id not in set(verify.get("snapshots") or ()):
+        problems.append(
+            f"source {kind}: snapshot {snap.short_id} was not checked by the passing verify of backup {backup_id}"
+        )
+    if problems or snap is None or verify is None:
+        return None, problems
+    summary = snap.data.get("summary")
+    return {
+        "version": BACKUP_RECORD_VERSION,
+        "backup_id": backup_id,
+        "app": plan.app.to_dict(),
+        "source": {
+            "kind": kind,
+            "snapshot": snap.id,
+            "summary": summary if isinstance(summary, dict) else None,
+        },
+        "snapshots": [snap.id],
+        "volumes": [],
+        "manifests": None,
+        "snapshot_driver": None,
+        "targets": [],
+        "consistency": None,
+        "verify": {k: verify.get(k) for k in ("ok", "read_data_percent", "snapshots", "bytes_read", "time")},
+        "repository": plan.repository.url if plan.repository else None,
+    }, []
 
 
 def damage_in_the_way(
