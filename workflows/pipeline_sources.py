@@ -3,13 +3,14 @@
 The backup::
 
     <source>-backup/-snapshot  (retried on exit 75 only) ── verify
+    finalize (always, after everything: the exit handler)
 
-Its step takes ``--backup-id {{workflow.name}}`` so that verify checks what it stored. The commit of a
-backup record by finalize needs the commit rule (:func:`steps.repository.records.backup_record`) to
-accept a source snapshot in place of plan volumes and a consistent point; until it does, these backups
-are stored and verified but not committed as restore points, and :data:`UNCOMMITTED` says so wherever
-a user reads the rendering (the template's description, ``snapflow lint``). Restores therefore offer
-``allow-uncommitted`` (default false) for etcd and registry snapshots.
+Its step takes ``--backup-id {{workflow.name}}`` so that verify checks what it stored. finalize reads the
+plan (:func:`source_plan_for`: the source's kind, no targets, no volumes) and commits the backup record
+when the newest snapshot of this backup of the source's kind was checked by the passing verify
+(:func:`steps.repository.records.backup_record`); it has nothing to thaw or clean up in the cluster, so
+its container gets no ServiceAccount token either. Restores take committed snapshots; ``allow-uncommitted``
+(default false) also restores an etcd or registry snapshot whose backup was never committed.
 
 Pods: a registry or bucket step calls no Kubernetes API, so its container gets no ServiceAccount token
 (only Argo's executor reports outputs, with the step's account) and passes Pod Security
@@ -21,6 +22,7 @@ certificates from the node (``tls.hostPath``) it runs as root with a read-only h
 
 from __future__ import annotations
 
+from steps.api import Plan, plan_from_dict
 from steps.runtime import SCRATCH_VOLUME_DIR
 from workflows.pipeline import (
     Arg,
@@ -33,8 +35,10 @@ from workflows.pipeline import (
     Param,
     Parameter,
     Pipeline,
+    PlanFile,
     SourcePod,
     Step,
+    WorkflowStatus,
 )
 from workflows.pipeline_settings import BOOLEAN, app_mutex, finish, percent_param, repository_args
 from workflows.policy import Policy
@@ -43,10 +47,6 @@ SOURCE_DIR = "/etc/snapflow/source"  # the source's Secrets, read-only
 WORK_DIR = SCRATCH_VOLUME_DIR  # an emptyDir with a size limit: streamed snapshots and blobs
 ETCD_CLIENT_PORT = 2379
 REGISTRY_USER_ENV = "REGISTRY_USERNAME"
-UNCOMMITTED = (
-    "backups of spec.source are stored and verified, but finalize does not commit them as restore points "
-    "yet (the commit rule takes app volumes only): restore etcd and registry snapshots with allow-uncommitted=true"
-)
 BACKUP_COMMAND = {"etcd": "etcd-snapshot", "registry": "registry-backup", "bucket": "bucket-backup"}
 RESTORE_COMMAND = {"etcd": "etcd-restore", "registry": "registry-restore", "bucket": "bucket-restore"}
 SOURCE_COMMANDS = frozenset(BACKUP_COMMAND.values()) | frozenset(RESTORE_COMMAND.values())
@@ -206,15 +206,24 @@ def source_backup_pipeline(policy: Policy) -> Pipeline:
         needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
         prints_result=True,
     )
+    finalize = Step(
+        name="finalize",
+        command="finalize",
+        args=("--plan", PlanFile(), "--backup-id", BackupId(), "--workflow-status", WorkflowStatus()),
+        title="Commit the backup record if everything passed",
+        needs=frozenset({Needs.PLAN, Needs.REPOSITORY}),
+        source_pod=SourcePod(),  # the plan and the repository only: no API token
+    )
     return finish(
         policy,
         name="backup",
         title=f"Back up {kind} {policy.name} ({policy.namespace})",
         description=(
             f"Snapflow backup of {what} ({kind}) into {policy.spec.repository.url}, then verify. "
-            f"Note: {UNCOMMITTED}."
+            "The backup is committed only when every step passed."
         ),
         steps=(step, verify),
+        exit_step=finalize,
         parameters=(
             percent_param(
                 "read-data-percent",
@@ -359,13 +368,33 @@ def source_restore_pipeline(policy: Policy) -> Pipeline:
     )
 
 
+def source_plan_for(policy: Policy) -> Plan:
+    """The plan JSON of a source policy (what finalize's ``--plan FILE`` holds): the source's kind, the
+    policy as the backup's owner, the repository; no targets, no volumes, no credential."""
+    spec = policy.spec
+    assert spec.source is not None
+    return plan_from_dict(
+        {
+            "app": {
+                "namespace": policy.namespace,
+                "name": policy.app,
+                "cluster": spec.cluster,
+                "policy": policy.name,
+            },
+            "repository": {"url": spec.repository.url, "endpoint": spec.repository.endpoint},
+            "source": {"kind": spec.source.kind, "name": policy.name},
+        },
+        f"plan of policy {policy.name}",
+    )
+
+
 def _when(param: str, value: str) -> Condition:
     return Condition(param, value)
 
 
 def source_pipelines(policy: Policy) -> list[Pipeline]:
     """The pipelines of a source policy: backup, restore, check and init (no restore-app; no prune
-    until its backups are committed, since prune keeps only committed backups)."""
+    pipeline yet: the policy refuses a prune schedule with spec.source)."""
     from workflows.pipelines import check_pipeline, init_pipeline
 
     return [

@@ -7,6 +7,7 @@ privileged; a bad spec.source is one line naming the field."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -48,14 +49,14 @@ def test_there_is_an_example_of_each_source():
 
 @pytest.mark.slow  # kubernetes-validate of every object: about a second each
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
-def test_example_lints_clean_and_says_its_backups_are_not_yet_committed(path, capsys):
+def test_example_lints_clean_without_warnings_about_its_source(path, capsys):
     # GIVEN a source example WHEN snapflow lint runs on it
     code = main(["lint", str(path)])
     out = capsys.readouterr()
-    # THEN it passes and warns, in one line, that finalize does not commit these backups yet
+    # THEN it passes, and nothing warns that its backups are not committed (finalize commits them)
     assert code in (0, None), out.err + out.out
-    warnings = [line for line in (out.err + out.out).splitlines() if "spec.source:" in line]
-    assert len(warnings) == 1 and "not commit" in warnings[0]
+    assert not [line for line in (out.err + out.out).splitlines() if "spec.source:" in line]
+    assert "not commit" not in out.err + out.out
 
 
 @pytest.mark.slow
@@ -69,7 +70,12 @@ def test_example_renders_backup_cron_and_restore_that_the_validators_accept(path
     backup = objects[("WorkflowTemplate", f"backup-{name}")]
     assert ("CronWorkflow", f"backup-{name}") in objects
     assert ("WorkflowTemplate", f"restore-{name}") in objects
-    assert not any(k == "ConfigMap" for k, _ in objects)  # no plan: the source steps read none
+    # the plan finalize reads: the source's kind, no targets, no volumes, no credential
+    (plan_map,) = [o for (k, _), o in objects.items() if k == "ConfigMap"]
+    plan = json.loads(plan_map["data"]["plan.json"])
+    assert plan["source"] == {"kind": kind, "name": name}
+    assert plan["targets"] == [] and plan["volumes"] == []
+    assert "password" not in plan_map["data"]["plan.json"].lower()
     assert not any(n.startswith("restore-app-") for _, n in objects)
     templates = {t["name"]: t for t in backup["spec"]["templates"]}
     step = templates[SOURCE_STEPS[kind]]
@@ -78,6 +84,17 @@ def test_example_renders_backup_cron_and_restore_that_the_validators_accept(path
     assert step["retryStrategy"]["expression"] == "asInt(lastRetry.exitCode) == 75"
     dag = {t["name"]: t for t in templates["main"]["dag"]["tasks"]}
     assert dag["verify"]["dependencies"] == [SOURCE_STEPS[kind]]
+    # finalize commits the backup, after everything, with the plan and the repository only
+    assert backup["spec"]["onExit"] == "finalize" and "finalize" not in dag
+    final = templates["finalize"]
+    fargs = final["container"]["args"]
+    assert fargs[0] == "finalize" and fargs[fargs.index("--workflow-status") + 1] == "{{workflow.status}}"
+    assert final["automountServiceAccountToken"] is False
+    assert {v["name"] for v in final["volumes"]} >= {"plan"}
+    assert (
+        "hostPath" not in str(final["volumes"])
+        and "committed only when" in backup["metadata"]["annotations"]["workflows.argoproj.io/description"]
+    )
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
@@ -231,7 +248,8 @@ def test_preflight_admits_registry_pods_at_restricted(kube_server, client):
     _namespace(kube_server, policy.namespace, "restricted")
     result = preflight_policy(client, policy)
     security = [(c["status"], c["message"]) for c in result.items if c["check"] == "pod-security"]
-    assert ("ok", "enforce=restricted admits the 6 step pods of the workflows") in security
+    admitted = ("ok", "enforce=restricted admits the 7 step pods of the workflows")  # finalize included
+    assert admitted in security
     assert not [c for c in result.failed if c["check"] == "pod-security"]
 
 
