@@ -163,3 +163,31 @@ def test_a_source_plan_reads_back_as_written():
     assert plan.to_dict()["source"] == {"kind": "etcd", "name": "cp"}
     app = plan_from_dict({"app": {"namespace": "n", "name": "a"}, "volumes": [{"name": "d", "path": "/d"}]})
     assert "source" not in app.to_dict()  # an app's plan is written as before
+
+
+def test_copy_then_verify_then_finalize_commits_a_bucket_backup(repo_path, tmp_path, capsys):
+    # GIVEN a bucket snapshot stored by the copy step (tagged as bucket-backup tags its snapshots) and
+    # checked by the verify step of the same backup
+    src = tmp_path / "objects"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"object a\n" * 100)
+    url = f"file://{repo_path}"
+    assert (
+        main(["copy", "--repo", url, "--source", str(src), "--backup-id", BACKUP, "--tag", "kind=bucket"])
+        == 0
+    )
+    sid = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["verify", "--repo", url, "--backup-id", BACKUP, "--read-data", "100"]) == 0
+    capsys.readouterr()
+
+    # WHEN finalize runs for the bucket source
+    rc, _ = _finalize(capsys, _plan_file(tmp_path, repo_path, "bucket"))
+
+    # THEN the backup is committed, naming that snapshot, which is now a committed one
+    assert rc == 0
+    repo = _repo(repo_path)
+    (record,) = repo.list_records("backups", key=BACKUP)
+    assert record.data["source"]["snapshot"] == record.data["snapshots"][0]
+    snap = repo.find_snapshot(record.data["source"]["snapshot"])
+    assert snap.id.startswith(sid) and snap.tags["kind"] == "bucket"
+    assert repo.commits().state(snap) == "committed"
