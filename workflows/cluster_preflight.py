@@ -4,8 +4,9 @@ Wraps the steps' own checks (:func:`steps.commands.preflight.preflight`: API, na
 and classes per CSI driver, RBAC, Pod Security, repository) with the policy's plan and its rendered
 ServiceAccounts (in the mover namespace when the policy names one: their rights in the app's namespace
 are checked there all the same), and adds ``rbac-restore``: the restore identity may do what
-restore-app does in the policy's namespace (:func:`workflows.rbac.restore_rules`); with a mover
-namespace ``rbac-movers`` and ``secrets`` (the repository's Secrets are there, where the step pods mount
+restore-app does in the policy's namespace (:func:`workflows.rbac.restore_rules`), and with a mover
+namespace its staging claims and mover pods there and the PersistentVolumes it hands over; with a mover
+namespace also ``rbac-movers`` and ``secrets`` (the repository's Secrets are there, where the step pods mount
 them); and ``restore-test``: the scratch volume of the check's restore test can be provisioned (its
 StorageClass, or a default one, exists) and is as large as the app's PVCs. ``pod-security`` replaces the steps' own (which sees only the restore mover): every
 pod of the rendered WorkflowTemplates and the mover, against the namespace's enforce level
@@ -34,6 +35,8 @@ from workflows.rbac import (
     MOVER_CLUSTER_RULES,
     MOVER_SIDE_RULES,
     RESTORE_CLUSTER_RULES,
+    RESTORE_MOVER_CLUSTER_RULES,
+    RESTORE_MOVER_SIDE_RULES,
     app_side_rules,
     restore_rules,
 )
@@ -86,6 +89,18 @@ def check_restore_rbac(client, policy: Policy, checks) -> None:
             for verb in verbs:
                 if not allowed(client, sa, verb, resource, group, None):
                     missing.append(f"{verb} {resource} (cluster)")
+        home = policy.workflow_namespace
+        if home != policy.namespace:
+            # its staging claims and mover pods in the mover namespace, the volumes it hands over
+            for group, resource, verbs in RESTORE_MOVER_SIDE_RULES:
+                plural, _, sub = resource.partition("/")
+                for verb in verbs:
+                    if not allowed(client, sa, verb, plural, group, home, sub):
+                        missing.append(f"{verb} {resource} in namespace {home}")
+            for group, resource, verbs in RESTORE_MOVER_CLUSTER_RULES:
+                for verb in verbs:
+                    if not allowed(client, sa, verb, resource, group, None):
+                        missing.append(f"{verb} {resource} (cluster)")
     except KubeError as err:
         checks.add("rbac-restore", "warn", f"access reviews not possible: {err}")
         return

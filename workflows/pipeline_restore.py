@@ -145,6 +145,10 @@ def restore_app_pipeline(policy: Policy) -> Pipeline:
     # namespace); the restore copies them into another target namespace for the time of the restore
     # (never when they exist there already).
     mover += ("--secrets-namespace", policy.workflow_namespace, "--mover-non-root", Param("mover-non-root"))
+    if policy.workflow_namespace != policy.namespace:
+        # The mover pods run in the mover namespace, in staging claims whose volumes are then handed
+        # over to the claims in the target namespace (docs/user/mover-namespace.md).
+        mover += ("--mover-namespace", policy.workflow_namespace)
     args: tuple[Arg, ...] = (
         *repository_args(policy),
         "--backup", Param("backup"),

@@ -10,9 +10,10 @@ Argo adds its own containers to each pod (``init``, ``wait``): their security co
 controller's ``executor.securityContext``, which a namespace enforcing ``restricted`` needs set
 (docs/user/prerequisites.md); the rendered objects cannot say whether it is, so preflight warns.
 
-With a mover namespace (``spec.movers.namespace``) every step pod runs there, so its level is checked
-against the templates; the policy's namespace then only gets restore-app's mover pods (and keeps the
-app's snapshots), so its level is checked against the restore mover alone.
+With a mover namespace (``spec.movers.namespace``) every step pod runs there, and so do restore-app's
+mover pods (``--mover-namespace``: they fill staging claims there whose volumes are handed over to the
+target claims), so its level is checked against the templates and the restore mover; no pod of the
+workflows runs in the policy's namespace (it keeps the app's snapshots), whatever level it enforces.
 
 Two kinds of steps run as root, with only the capabilities they use (a subset of baseline's defaults):
 the copy (it reads the files of every owner on the read-only clone, ``DAC_OVERRIDE``) and the
@@ -193,8 +194,8 @@ def _enforced_level(client, namespace: str, checks, missing: str = "") -> str | 
 
 def check_pod_security(client, policy: Policy, checks, templates: list[PodTemplate] | None = None) -> None:
     """``pod-security``: the level enforced where the workflows run (the policy's namespace, or its
-    mover namespace) admits every pod of its workflows (``templates``, default: :func:`pod_templates`),
-    and the level of the policy's namespace admits the restore mover restore-app creates there."""
+    mover namespace) admits every pod of its workflows (``templates``, default: :func:`pod_templates`)
+    and the restore mover restore-app creates (there, too, with a mover namespace)."""
     ns = policy.namespace
     home = policy.workflow_namespace
     if home == ns:
@@ -217,7 +218,7 @@ def check_pod_security(client, policy: Policy, checks, templates: list[PodTempla
                 ),
             )
         return
-    # a mover namespace: every step pod runs there; only restore-app's movers still run in the app's
+    # a mover namespace: every step pod and restore-app's movers run there, none in the app's
     level = _enforced_level(
         client,
         home,
@@ -228,23 +229,22 @@ def check_pod_security(client, policy: Policy, checks, templates: list[PodTempla
     if level is not None:
         result = admission(policy, level, templates)
         _report_templates(checks, result, f"mover namespace {home}: ")
+        _report_mover(checks, result, f"mover namespace {home}: ")
         _report_executor(checks, level, f"mover namespace {home}: ")
         if not result.rejected:
             checks.add(
                 "pod-security",
                 "ok",
                 f"mover namespace {home}: enforce={level} admits the {result.templates} step pods of the "
-                "workflows",
+                "workflows" + ("" if result.mover_root else " and the restore mover"),
             )
     app_level = _enforced_level(client, ns, checks)
     if app_level is not None:
-        result = admission(policy, app_level, [])
-        _report_mover(checks, result, f"namespace {ns}: ")
         checks.add(
             "pod-security",
             "ok",
-            f"namespace {ns}: enforce={app_level}; no step pod runs there (the workflows run in {home})"
-            + ("" if result.mover_root else ", and it admits the restore mover"),
+            f"namespace {ns}: enforce={app_level}; no pod of the workflows runs there (step pods and restore "
+            f"movers run in {home})",
         )
 
 

@@ -32,7 +32,10 @@ finalize deletes both); what it does in the app's namespace is a Role of the sam
 namespace, bound to the account in the mover namespace (prepare-clone there only reads: no claim is
 created in the app's namespace). The pre-provisioned VolumeSnapshotContents are cluster-scoped
 (:data:`MOVER_CLUSTER_RULES`: prepare-clone creates them, finalize deletes them by name, never lists).
-restore-app reads the repository's Secrets (and CA bundle) by name in the mover namespace.
+restore-app reads the repository's Secrets (and CA bundle) by name in the mover namespace, and runs
+its mover pods there: it creates staging claims and mover pods in the mover namespace
+(:data:`RESTORE_MOVER_SIDE_RULES`) and gets, lists and patches the PersistentVolumes it provisioned
+there to hand them over to the target claims (:data:`RESTORE_MOVER_CLUSTER_RULES`).
 
 A policy with ``spec.source`` (etcd, registry, bucket) renders the same per-step accounts for its
 steps (``etcd-snapshot``, ``registry-backup``, ``bucket-restore``, ...); none of them calls the API, so
@@ -185,6 +188,17 @@ RESTORE_RULES: tuple[Rule, ...] = (
 )
 RESTORE_SECRET_RULES: tuple[Rule, ...] = ((*SECRETS, RESTORE_VERBS),)
 RESTORE_CLUSTER_RULES: tuple[Rule, ...] = (("", "namespaces", ("get", "list", "watch")),)
+# With a mover namespace, restore-app fills each volume there: a staging claim is created, watched
+# until bound, deleted once its volume is set aside (leftovers listed by label and deleted); a mover
+# pod per claim is created, watched, its log read on failure, and deleted.
+RESTORE_MOVER_SIDE_RULES: tuple[Rule, ...] = (
+    ("", "persistentvolumeclaims", ("create", "delete", "get", "list", "watch")),
+    ("", "pods", ("create", "delete", "get", "list", "watch")),
+    ("", "pods/log", ("get",)),
+)
+# ... and hands each volume over to its target claim: the volumes it marked are listed by label, read,
+# and patched (reclaim policy, claimRef reservation, the policy back).
+RESTORE_MOVER_CLUSTER_RULES: tuple[Rule, ...] = (("", "persistentvolumes", ("get", "list", "patch")),)
 
 
 def merge(rules: list[Rule]) -> list[dict[str, Any]]:
@@ -404,7 +418,7 @@ def rbac_objects(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, An
                 "apiVersion": RBAC_API,
                 "kind": "ClusterRole",
                 "metadata": _meta(names.restore_namespaces_role, None, restore_labels),
-                "rules": merge(list(RESTORE_CLUSTER_RULES)),
+                "rules": restore_cluster_rules(policy),
             },
             _binding(
                 "ClusterRoleBinding",
@@ -439,10 +453,21 @@ def rbac_objects(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, An
     return objects
 
 
+def restore_cluster_rules(policy: Policy) -> list[dict[str, Any]]:
+    """restore-app's cluster-scoped rules: Namespaces read, and with a mover namespace the
+    PersistentVolumes it hands over (:data:`RESTORE_MOVER_CLUSTER_RULES`)."""
+    rules = list(RESTORE_CLUSTER_RULES)
+    if policy.workflow_namespace != policy.namespace:
+        rules.extend(RESTORE_MOVER_CLUSTER_RULES)
+    return merge(rules)
+
+
 def restore_home_rules(policy: Policy) -> list[dict[str, Any]]:
-    """With a mover namespace: restore-app's Role there (see :func:`rbac_objects`)."""
+    """With a mover namespace: restore-app's Role there (see :func:`rbac_objects`): Argo's executor
+    rule, its staging claims and mover pods (:data:`RESTORE_MOVER_SIDE_RULES`), the repository's
+    Secrets (and CA bundle) by name."""
     rules: list[dict[str, Any]] = [
-        *merge(list(EXECUTOR_RULES)),
+        *merge([*EXECUTOR_RULES, *RESTORE_MOVER_SIDE_RULES]),
         {
             "apiGroups": [""],
             "resources": ["secrets"],

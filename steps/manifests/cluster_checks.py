@@ -56,6 +56,22 @@ CLUSTER_PERMISSIONS: tuple[tuple[str, str, str, str, bool], ...] = (
     ("get", "persistentvolumes", "", "a group snapshot's members cannot be matched to their PVCs", True),
 )
 
+# restore-app with --mover-namespace (steps.manifests.mover_restore): (verb, resource, group,
+# subresource, needed-for) in the mover namespace, and cluster-scoped (verb, resource, group,
+# needed-for). Its rights in the namespace restored into are those of a restore without it.
+RESTORE_MOVER_PERMISSIONS: tuple[tuple[str, str, str, str, str], ...] = (
+    tuple(
+        (verb, "persistentvolumeclaims", "", "", "staging claims")
+        for verb in ("create", "delete", "get", "list", "watch")
+    )
+    + tuple((verb, "pods", "", "", "mover pods") for verb in ("create", "delete", "get", "list", "watch"))
+    + (("get", "pods", "", "log", "a failed mover's log"),)
+)
+RESTORE_MOVER_CLUSTER_PERMISSIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("get", "persistentvolumes", "", "the hand-over of a filled volume"),
+    ("list", "persistentvolumes", "", "volumes an earlier run filled (resuming)"),
+    ("patch", "persistentvolumes", "", "reclaim policy and claim reservation of a handed-over volume"),
+)
 
 # Which step commands use each permission: with one ServiceAccount per step (the rendered RBAC), each
 # is checked for the account of every step that uses it. Keys: (verb, resource, group, subresource).

@@ -505,6 +505,18 @@ def test_preflight_of_a_mover_policy_checks_both_namespaces_and_the_contents(k8s
         in failed["message"]
     )
 
+    # WHEN restore-app's Role in the mover namespace is gone too
+    k8s.server.delete("rolebindings.rbac.authorization.k8s.io", "snapflow-db-restore", MOVERS)
+    rc = main(["preflight", str(path), "--json", "--skip-repository"])
+    out = capsys.readouterr()
+    checks = json.loads(out.out.strip().splitlines()[-1])["policies"][0]["checks"]
+    # THEN rbac-restore fails and names its staging claims and mover pods there
+    (failed,) = [c for c in checks if c["status"] == "fail" and c["check"] == "rbac-restore"]
+    assert rc != 0
+    assert f"create persistentvolumeclaims in namespace {MOVERS}" in failed["message"]
+    assert f"get pods/log in namespace {MOVERS}" in failed["message"]
+    assert "persistentvolumes" not in failed["message"]  # its ClusterRole is still bound
+
 
 def test_static_binding_as_on_a_real_cluster(kube_server, kubeconfig, monkeypatch):
     """The on-cluster test of the static binding (tests/cluster/test_on_cluster_mover_namespace.py), run
@@ -583,3 +595,100 @@ def test_preflight_finds_the_repository_secrets_only_in_the_mover_namespace(k8s,
         "status": "ok",
         "message": f"Secret snapflow-repository, Secret snapflow-s3 in the mover namespace {MOVERS}",
     }
+
+
+def test_rendered_restore_app_runs_its_movers_in_the_mover_namespace_with_only_the_rendered_rbac(k8s):
+    """The rendered restore-app template with a mover namespace, as the rendered restore account, RBAC and
+    Pod Security enforced: the target namespace enforces restricted, the mover pods run in the mover
+    namespace on staging claims, and each filled volume is handed over to its claim in the target."""
+    import yaml
+
+    from tests.fixtures.k8s_app import StepPodKubelet
+    from tests.fixtures.rendered import TemplateRunner, app_policy, apply_rendered, repository_secrets
+    from workflows.render import render_files
+
+    # GIVEN a committed backup made by the rendered backup template of a policy with a mover namespace
+    k8s.deploy_app()
+    _namespace(k8s.server, MOVERS, "baseline")
+    repository_secrets(k8s.server, MOVERS)
+    before = k8s.volume_state()
+    doc = app_policy(k8s, "volume", False)
+    doc["spec"]["movers"] = {"namespace": MOVERS}
+    path = k8s.tmp / "policy.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    objects = [o.obj for o in render_files([path]).ordered()]
+    apply_rendered(k8s.server, objects)
+    templates = {o["metadata"]["name"]: o for o in objects if o["kind"] == "WorkflowTemplate"}
+    k8s.server.enforce_rbac = True
+    runner = TemplateRunner(k8s.server, k8s.tmp, objects)
+    backup = runner.run(templates["backup-db"], "backup-db-movers2")
+    assert backup.status == "Succeeded", backup.stderr()
+    # ... a target namespace enforcing restricted, prepared as the docs say (the restore ClusterRole
+    # bound there to the restore account, which lives in the mover namespace), Pod Security enforced
+    target = "shop-dr"
+    _namespace(k8s.server, target, "restricted")
+    k8s.server.create(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "snapflow-db-restore", "namespace": target},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "snapflow-shop-db-restore",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "snapflow-db-restore", "namespace": MOVERS}],
+        }
+    )
+    k8s.server.cluster.enforce_pod_security = True
+    kubelet = StepPodKubelet(k8s.server, k8s.tmp)
+    ran_in: list[str] = []
+
+    def runner_of_pods(pod: dict, mounts: dict[str, str]):
+        if (pod["metadata"].get("labels") or {}).get("snapflow.io/role") == "mover":
+            ran_in.append(pod["metadata"]["namespace"])
+        return kubelet(pod, mounts)
+
+    k8s.server.set_pod_runner(runner_of_pods)
+    restore_args = next(
+        t["container"]["args"] for t in templates["restore-app-db"]["spec"]["templates"] if t.get("container")
+    )
+    assert restore_args[restore_args.index("--mover-namespace") + 1] == MOVERS
+
+    # WHEN the rendered restore-app template runs into it (the app's own pods are not made for restricted:
+    # it does not wait for them)
+    restore = runner.run(
+        templates["restore-app-db"],
+        "restore-app-db-movers2",
+        {"target-namespace": target, "wait-ready": "false"},
+    )
+
+    # THEN it succeeds as the restore account, nothing refused; every mover pod ran in the mover namespace
+    assert restore.status == "Succeeded", restore.stderr() + "\n".join(r["stderr"] for r in kubelet.runs)
+    assert "forbidden" not in restore.stderr().lower()
+    assert sorted(ran_in) == [MOVERS] * len(VOLUMES)
+    assert sorted(r["rc"] for r in kubelet.runs) == [0] * len(VOLUMES)
+    # AND each claim in the target is bound to the volume filled there, holding the backup's data, with
+    # the volume's reclaim policy back and no mark of the restore left
+    assert k8s.volume_state(target) == before
+    for pvc in VOLUMES.values():
+        claim = k8s.server.get("persistentvolumeclaims", pvc, target)
+        assert claim["status"]["phase"] == "Bound"
+        pv = k8s.server.get("persistentvolumes", claim["spec"]["volumeName"])
+        assert pv["spec"]["claimRef"]["namespace"] == target
+        assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
+        assert not [k for k in (pv["metadata"].get("labels") or {}) if k.startswith("snapflow.io/restore")]
+    # AND nothing of the restore is left in the mover namespace: no staging claim, no mover pod, and the
+    # repository's Secrets were used there, never copied into the target
+    assert not [
+        c
+        for c in k8s.server.list("persistentvolumeclaims", MOVERS)
+        if (c["metadata"].get("labels") or {}).get("snapflow.io/restore-id")
+        and not c["metadata"].get("deletionTimestamp")
+    ]
+    assert not [p for p in k8s.server.list("pods", MOVERS) if not p["metadata"].get("deletionTimestamp")]
+    assert {s["metadata"]["name"] for s in k8s.server.list("secrets", target)} & {
+        "snapflow-repository",
+        "snapflow-s3",
+    } == set()
+    assert k8s.server.get("statefulsets.apps", "db", target)["spec"]["replicas"] == 1

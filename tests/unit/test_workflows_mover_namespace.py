@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from steps.manifests.cluster_checks import Checks
+from steps.manifests.cluster_checks import (
+    RESTORE_MOVER_CLUSTER_PERMISSIONS,
+    RESTORE_MOVER_PERMISSIONS,
+    Checks,
+)
 from steps.manifests.podsecurity import check
 from workflows.cli import main
 from workflows.names import Names
@@ -105,6 +109,8 @@ def test_workflow_templates_and_accounts_live_in_the_mover_namespace(minimal_pol
     args = restore["container"]["args"]
     assert args[args.index("--secrets-namespace") + 1] == MOVERS
     assert args[args.index("--source-namespace") + 1] == "shop"
+    # ... and runs its mover pods there, handing each filled volume over to its target claim
+    assert args[args.index("--mover-namespace") + 1] == MOVERS
     # one backup of the app at a time, whichever namespace's apps share the mover namespace
     mutexes = templates["backup-orders-db"]["spec"]["synchronization"]["mutexes"]
     assert mutexes == [{"name": "snapflow-app-shop-orders-db"}]
@@ -153,6 +159,16 @@ def test_rbac_is_least_privilege_in_both_namespaces(minimal_policy, write_policy
     restore_home = home[names.restore_service_account]
     (secrets,) = [r for r in restore_home["rules"] if r["resources"] == ["secrets"]]
     assert secrets["verbs"] == ["get"] and secrets["resourceNames"] == ["snapflow-repository", "snapflow-s3"]
+    # ... and creates its staging claims and mover pods there (what steps.manifests.cluster_checks
+    # says restore-app with a mover namespace uses), nothing else beside the executor rule
+    mover_side = {(g, f"{r}/{s}" if s else r, v) for v, r, g, s, _ in RESTORE_MOVER_PERMISSIONS}
+    assert _grants(restore_home) - {("", "secrets", "get")} == executor | mover_side
+    # cluster-wide it reads Namespaces and gets, lists and patches the volumes it hands over
+    restore_cluster = _grants(_by(objects, "ClusterRole")[names.restore_namespaces_role])
+    assert restore_cluster == {("", "namespaces", v) for v in ("get", "list", "watch")} | {
+        (g, r, v) for v, r, g, _ in RESTORE_MOVER_CLUSTER_PERMISSIONS
+    }
+    assert {r for _g, r, v in restore_cluster if v == "patch"} == {"persistentvolumes"}
     # cluster-wide: the pre-provisioned contents, created by prepare-clone and deleted by finalize, by
     # name (no list)
     cluster = _by(objects, "ClusterRole")
@@ -223,15 +239,38 @@ def test_preflight_admits_a_restricted_app_namespace_with_a_baseline_mover_names
     found = [(c["status"], c["message"]) for c in checks.items]
     assert not [m for s, m in found if s == "fail"], found
     assert any(
-        s == "ok" and m.startswith(f"mover namespace {MOVERS}: enforce=baseline admits") for s, m in found
-    )
-    # restore-app's movers still run in the app's namespace: as root restricted rejects them (a warning:
-    # restores there need mover-non-root); Argo's executor matters only where the workflows run
-    assert any(
-        s == "warn" and m.startswith("namespace shop: enforce=restricted rejects the restore mover as root")
+        s == "ok"
+        and m.startswith(f"mover namespace {MOVERS}: enforce=baseline admits")
+        and m.endswith("and the restore mover")
         for s, m in found
-    )
+    ), found
+    # restore-app's movers run in the mover namespace too: nothing of the workflows runs in the app's
+    # namespace, so its restricted level rejects nothing there; Argo's executor matters only where the
+    # workflows run
+    assert not [m for _s, m in found if "namespace shop: enforce=restricted rejects" in m], found
+    assert (
+        "ok",
+        f"namespace shop: enforce=restricted; no pod of the workflows runs there (step pods and "
+        f"restore movers run in {MOVERS})",
+    ) in found
     assert not [m for _s, m in found if "init and wait containers" in m]
+
+
+def test_preflight_checks_the_restore_mover_against_the_mover_namespace(
+    kube_server, client, minimal_policy, write_policy
+):
+    # a restricted mover namespace rejects the root mover (restores need mover-non-root), whatever
+    # the app's namespace enforces
+    _namespaces(kube_server, shop="privileged", **{MOVERS: "restricted"})
+    checks = Checks()
+    check_pod_security(client, _policy_obj(minimal_policy, write_policy), checks)
+    found = [(c["status"], c["message"]) for c in checks.items]
+    assert any(
+        s == "warn"
+        and m.startswith(f"mover namespace {MOVERS}: enforce=restricted rejects the restore mover as root")
+        for s, m in found
+    ), found
+    assert not [m for _s, m in found if m.startswith("namespace shop: enforce=privileged rejects")]
 
 
 def test_preflight_names_the_copy_when_the_mover_namespace_is_restricted(
