@@ -376,6 +376,10 @@ def pipelines_for(policy: Policy) -> list[Pipeline]:
 def plan_for(policy: Policy) -> Plan:
     """The plan JSON of a policy (what ``--plan FILE`` holds); contains no credential."""
     spec = policy.spec
+    if spec.source is not None:
+        from workflows.pipeline_sources import source_plan_for
+
+        return source_plan_for(policy)
     local = policy.is_local
     targets = tuple(t.plan_target for t in spec.quiesce)
     volumes = tuple(

@@ -549,8 +549,8 @@ class PolicySpec(_Model):
                 raise ValueError(f"@{name}|expected no {name} with spec.source (it protects no app)")
         if self.schedule and self.schedule.prune:
             raise ValueError(
-                "@schedule|expected no prune schedule with spec.source: prune keeps committed backups only, "
-                "and a source's backups are not committed yet"
+                "@schedule|expected no prune schedule with spec.source: the source's workflows do not "
+                "prune; schedule prune with an app policy on the same repository or run it by hand"
             )
         if self.verify.restore_test is not None:
             raise ValueError("@verify|expected no restoreTest with spec.source (it restores app volumes)")

@@ -291,3 +291,13 @@ def test_bucket_restore_takes_the_target_keys_from_a_secret_named_at_submit():
             assert creds["secret"]["secretName"] == "{{workflow.parameters.target-credentials-secret}}"
             args = t["container"]["args"]
             assert "--target-access-key-file" in args and "AWS_SECRET_ACCESS_KEY" not in " ".join(args)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_plan_of_a_source_policy_names_its_source_and_no_volume(path):
+    from workflows.pipelines import plan_for
+
+    policy = load_policies([path])[0].policy
+    plan = plan_for(policy)
+    assert plan.source is not None and plan.source.kind == _kind(path)
+    assert plan.volumes == () and plan.targets == ()
