@@ -88,7 +88,8 @@ class Names:
 
     @property
     def restore_namespaces_role(self) -> str:
-        """The ClusterRole (and binding) letting restore-app read Namespaces."""
+        """The ClusterRole (and binding) letting restore-app read Namespaces (and, with a mover namespace,
+        read and patch the PersistentVolumes it hands over)."""
         return f"snapflow-{self.namespace}-{self.policy}-restore-namespaces"
 
     def template(self, pipeline: str) -> str:
