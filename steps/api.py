@@ -13,6 +13,7 @@ from steps.cli import build_command_parser, discover_commands, run_command
 from steps.commands import backups as backups_command
 from steps.drivers import kube_objects as manifest_render
 from steps.drivers.kube import KubeClient, KubeError, KubeSettings
+from steps.drivers.kube_objects import dig
 from steps.drivers.objectstore import open_store
 from steps.drivers.repourl import canonical_repo_url, check_endpoint
 from steps.drivers.snapshot import CutResult
@@ -27,7 +28,6 @@ from steps.errors import (
     UsageError,
 )
 from steps.manifests.cluster_checks import allowed, preflight
-from steps.manifests.objects import dig
 from steps.manifests.podsecurity import ENFORCE_LABEL, LEVELS
 from steps.manifests.podsecurity import check as pod_security_check
 from steps.plan import (
@@ -43,8 +43,8 @@ from steps.plan import (
     plan_from_dict,
 )
 from steps.quiesce.cut import fsfreeze_mounts
+from steps.quiesce.hook_specs import target_problems
 from steps.quiesce.postgresql import labels_for_volume, write_backup_label
-from steps.quiesce.render import target_problems
 from steps.repository.catalog import read_catalog
 from steps.repository.opener import open_repository
 from steps.repository.records import save_run_record

@@ -82,9 +82,9 @@ def cleanup_cluster(client, plan, backup_id: str, log, mover_namespace: str = ""
     The mover side goes first: its contents are Retain copies of the app's snapshot handles, and the
     clones there must be gone before the app's snapshots (and, with deletionPolicy Delete, their data)
     may go."""
+    from steps.drivers import kube_objects as render
     from steps.drivers.kube import KubeError
     from steps.drivers.snapshot_csi import SNAPSHOT_API, release_mover_objects
-    from steps.manifests import render
 
     ns = plan.app.namespace
     selector = f"{render.LABEL_BACKUP}={render.label_value(backup_id)}"

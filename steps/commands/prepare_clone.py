@@ -77,10 +77,10 @@ def configure(parser):
 
 def find_snapshot(client, namespace: str, backup_id: str, volume: str, pvc: str) -> str:
     """The VolumeSnapshot of ``volume`` made for ``backup_id`` (by label), else the one of ``pvc``."""
+    from steps.drivers import kube_objects as render
+    from steps.drivers.kube_objects import dig
     from steps.drivers.snapshot_csi import SNAPSHOT_API
     from steps.errors import PermanentError
-    from steps.manifests import render
-    from steps.manifests.objects import dig
 
     selector = f"{render.LABEL_BACKUP}={render.label_value(backup_id)}"
     items, _ = client.list(SNAPSHOT_API, "VolumeSnapshot", namespace, label_selector=selector)
@@ -148,11 +148,11 @@ def prepare_clone(
     """Create (or reuse) the clone PVC of one snapshot; returns its claim name. With
     ``mover_namespace`` the clone is made there, from the snapshot bound there statically
     (:func:`steps.drivers.snapshot_csi.import_snapshot`)."""
+    from steps.drivers import kube_objects as render
     from steps.drivers.kube import AlreadyExists
+    from steps.drivers.kube_objects import dig
     from steps.drivers.snapshot_csi import SNAPSHOT_API, import_snapshot, wait_objects
     from steps.errors import PermanentError, UsageError
-    from steps.manifests import render
-    from steps.manifests.objects import dig
 
     volume = volume or pvc
     if mover_namespace == namespace:

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from steps.drivers.kube_objects import dig  # noqa: F401 (steps.api and prepare-clone import it from here)
 from steps.errors import UsageError
 
 

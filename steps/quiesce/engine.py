@@ -18,8 +18,8 @@ from typing import Any
 from steps.drivers.runner import Runner
 from steps.errors import ConsistencyError, UsageError
 from steps.plan import Plan, Target
+from steps.quiesce.hook_specs import RenderContext, hold_id, render_hook
 from steps.quiesce.hooks import Hook, make_hook
-from steps.quiesce.render import RenderContext, hold_id, render_hook
 
 RunnerFactory = Callable[[Plan, Target], Runner]
 

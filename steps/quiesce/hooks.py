@@ -25,7 +25,7 @@ from typing import Any
 from steps.drivers.runner import Runner, Session, SessionClosed
 from steps.errors import ConsistencyError
 from steps.plan import Target
-from steps.quiesce.render import DEADLINE_MARGIN_S, session_limit_s
+from steps.quiesce.hook_specs import DEADLINE_MARGIN_S, session_limit_s
 
 # A failed unfreeze is retried a few times, with a short back-off, before the hold is reported stuck.
 THAW_RETRIES = 2

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from steps.plan import Target
-from steps.quiesce.render import RenderContext, render_hook
+from steps.quiesce.hook_specs import RenderContext, render_hook
 
 GOLDEN = Path(__file__).parent / "hooks"
 

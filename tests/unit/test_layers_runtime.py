@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from steps import runtime
-from steps.manifests import render
+from steps.drivers import kube_objects as render
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_NAME = re.compile(r"^(SNAPFLOW|AWS)_[A-Z0-9_]+$")

@@ -11,7 +11,7 @@ import pytest
 
 from steps.errors import UsageError
 from steps.plan import plan_from_dict
-from steps.quiesce.render import RenderContext, render_hook
+from steps.quiesce.hook_specs import RenderContext, render_hook
 from tests.fixtures.policies import MINIMAL_POLICY
 from workflows.cli import main
 from workflows.policy import PolicyError, parse_policy

@@ -8,7 +8,7 @@ import pytest
 from steps.drivers.runner_local import CREDENTIAL_ENV, LocalRunner
 from steps.errors import UsageError
 from steps.plan import Target, plan_from_dict
-from steps.quiesce.render import check_params
+from steps.quiesce.hook_specs import check_params
 from tests.fixtures.quiesce import local_plan
 
 
