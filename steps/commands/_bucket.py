@@ -198,9 +198,9 @@ def backup_bucket(
     from datetime import UTC, datetime
 
     from steps.repository.archiver import IDENTITY_FIELDS, SNAPSHOT_VERSION, _version
+    from steps.repository.blob_sink import BlobSink
     from steps.repository.chunker import Chunker
     from steps.repository.pack import BLOB_DATA, BLOB_TREE
-    from steps.repository.pipeline import BlobSink
     from steps.repository.tree import encode_tree
 
     access = client.access

@@ -74,8 +74,8 @@ def run(args) -> int:
 
     from steps.errors import IntegrityError, SnapflowError, UsageError
     from steps.progress import Progress
+    from steps.repository.blob_sink import tune_malloc
     from steps.repository.checker import check_repository
-    from steps.repository.pipeline import tune_malloc
 
     percent = parse_percent(args.read_data, "--read-data")
     try:

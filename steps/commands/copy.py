@@ -91,7 +91,7 @@ def run(args) -> int:
     from steps.errors import UsageError
     from steps.progress import Progress
     from steps.repository.archiver import CopyOptions, copy_source
-    from steps.repository.pipeline import tune_for_bulk_work
+    from steps.repository.blob_sink import tune_for_bulk_work
     from steps.repository.scan import Prescan
 
     if args.repo.startswith("s3://"):

@@ -81,7 +81,7 @@ def run(args) -> int:
     percent = parse_percent(args.read_data, "--read-data")
     if args.snapshot and args.backup_id:
         raise UsageError("--snapshot and --backup-id: give one of them, not both")
-    from steps.repository.pipeline import tune_malloc
+    from steps.repository.blob_sink import tune_malloc
 
     tune_malloc()
     repo = open_repository(args)

@@ -103,7 +103,7 @@ def restore_volume(
     """Restore ``snapshot`` (an ID, a prefix or ``latest``; a restore point unless
     ``allow_uncommitted``) of ``repo`` into ``target``; then the backup labels, when asked for."""
     from steps.progress import Progress
-    from steps.repository.pipeline import tune_for_bulk_work
+    from steps.repository.blob_sink import tune_for_bulk_work
     from steps.repository.restorer import restore_snapshot
 
     check_label_target(target, write_backup_label)

@@ -9,7 +9,7 @@ Threads: a :class:`Prescan` lists and stats the source (and reads ahead what cha
 repository opens; the calling thread walks the source and compares with the parent snapshot; file
 workers read, chunk, hash, and compress and encrypt new blobs into their own pack buffers; a finisher
 builds tree blobs in post-order (reusing the parent's tree of an unchanged directory); the uploaders of
-:class:`~.pipeline.BlobSink` store packs and index files. Write order: packs → index files → snapshot
+:class:`~.blob_sink.BlobSink` store packs and index files. Write order: packs → index files → snapshot
 record (see docs/design.md, "Memory and speed").
 """
 
@@ -32,9 +32,9 @@ from steps.drivers import beneath
 from steps.drivers.cpus import default_threads
 from steps.errors import PermanentError, UsageError
 
+from .blob_sink import Aborted, BlobSink, ByteQueue, _env_int
 from .chunker import Chunker
 from .pack import BLOB_DATA, BLOB_TREE, lazy_buffer
-from .pipeline import Aborted, BlobSink, ByteQueue, _env_int
 from .repo import Repository, Snapshot
 from .scan import Prescan
 from .stored_files import store_files

@@ -43,9 +43,9 @@ from datetime import UTC, datetime
 from steps.drivers.cbt import CbtUnavailable, Ranges
 from steps.errors import UsageError
 
+from .blob_sink import BlobSink
 from .chunker import Chunker
 from .pack import BLOB_DATA, BLOB_TREE
-from .pipeline import BlobSink
 from .repo import Repository, Snapshot
 from .tree import encode_tree, node_from_stat
 

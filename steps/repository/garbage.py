@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 from steps.drivers.objectstore import ObjectNotFound
 from steps.errors import DamagedRecordError, IntegrityError
 
+from .blob_sink import BlobSink
 from .damage import describe_damage, repair_hint
 from .index import IndexPack
 from .pack import pack_key, read_pack_entries
-from .pipeline import BlobSink
 from .records import Record, Snapshot
 from .repo import Repository
 from .tree import decode_tree

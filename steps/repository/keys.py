@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from steps import runtime
 from steps.errors import DamagedKeyFileError, IntegrityError, UsageError, WrongPasswordError
 
+from .blob_sink import _env_int
 from .crypto import MasterKeys, storage_id
-from .pipeline import _env_int
 
 KEY_FORMAT_VERSION = 1
 DEFAULT_SCRYPT = {"n": 2**15, "r": 8, "p": 4}

@@ -11,7 +11,7 @@ Layout (all integers little-endian)::
 Blob offsets are implicit (the prefix length plus the lengths of the blobs before), so a pack describes
 itself and ``repair index`` can rebuild the index from packs alone. A pack's name is the BLAKE3 hash
 of all its bytes. Provides :class:`PackWriter` (seals blobs straight into one reusable buffer),
-:func:`parse_pack_header` and :func:`lazy_buffer`; called by :mod:`.pipeline`, :mod:`.checker`,
+:func:`parse_pack_header` and :func:`lazy_buffer`; called by :mod:`.blob_sink`, :mod:`.checker`,
 :mod:`.repo` and :mod:`.restorer`.
 """
 

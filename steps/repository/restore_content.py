@@ -20,9 +20,9 @@ from steps import runtime
 from steps.drivers import beneath
 from steps.errors import IntegrityError, SnapflowError, printable
 
+from .blob_sink import _env_int
 from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
 from .pack import lazy_buffer, pack_key
-from .pipeline import _env_int
 from .snapshot_read import blob_offsets
 
 MiB = 1024 * 1024

@@ -34,7 +34,7 @@ from steps.drivers import beneath
 from steps.drivers.cpus import default_threads
 from steps.errors import UsageError, printable
 
-from .pipeline import _env_int
+from .blob_sink import _env_int
 from .repo import Repository, Snapshot
 from .restore_content import ContentWriter, FileRef, interleave
 from .restore_survey import DamagedSnapshotError, Survey, shorten

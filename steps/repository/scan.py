@@ -16,7 +16,7 @@ import time
 from steps import runtime
 from steps.drivers import beneath
 
-from .pipeline import _env_int
+from .blob_sink import _env_int
 
 
 class _Listing:

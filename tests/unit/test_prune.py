@@ -348,7 +348,7 @@ def test_excluded_packs_still_resolve_through_a_duplicate(clock, tmp_path):
     w2 = open_repo(repo.store)
     w1.begin_write()
     w2.begin_write()
-    from steps.repository.pipeline import BlobSink
+    from steps.repository.blob_sink import BlobSink
 
     content = (tmp_path / "d" / "a.bin").read_bytes()
     for w in (w1, w2):
@@ -367,8 +367,8 @@ def test_a_reader_finds_a_blob_whose_duplicate_pack_prune_deleted(clock, tmp_pat
     # GIVEN a blob stored twice, and a reader whose index points at the first copy
     repo = make_repo(clock)
     content = os.urandom(50_000)
+    from steps.repository.blob_sink import BlobSink
     from steps.repository.garbage import IndexState
-    from steps.repository.pipeline import BlobSink
 
     writers = [open_repo(repo.store) for _ in range(2)]
     for w in writers:
@@ -477,8 +477,8 @@ def test_the_sweep_keeps_a_marked_unindexed_pack_that_turns_out_to_be_needed(clo
 
 def test_a_restore_reads_blobs_whose_duplicate_pack_prune_deleted_meanwhile(clock, tmp_path):
     # GIVEN a backup whose every blob a second, concurrent writer stored again in packs of its own
+    from steps.repository.blob_sink import BlobSink
     from steps.repository.garbage import IndexState
-    from steps.repository.pipeline import BlobSink
     from steps.repository.restorer import restore_snapshot
 
     repo = make_repo(clock)
