@@ -47,7 +47,7 @@ from steps.quiesce.hook_specs import target_problems
 from steps.quiesce.postgresql import labels_for_volume, write_backup_label
 from steps.repository.catalog import read_catalog
 from steps.repository.opener import open_repository
-from steps.repository.records import save_run_record
+from steps.repository.records import parse_time, save_run_record
 from steps.repository.repo import Repository
 from steps.repository.tree import OVERWRITE_MODES
 from steps.resources import jinja_env
@@ -93,6 +93,7 @@ __all__ = [
     "manifest_render",
     "open_repository",
     "open_store",
+    "parse_time",
     "plan_from_dict",
     "pod_security_check",
     "preflight",

@@ -639,13 +639,15 @@ def parse_policy(data: Any, source: str = "policy") -> Policy:
     return policy
 
 
-def _documents(path: Path) -> list[Any]:
+def yaml_documents(path: Path, expected: str) -> list[Any]:
+    """The non-empty YAML documents of ``path``; one-line problems name the file (``expected``: what
+    the file should be, for the message about a directory)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PolicyError([f"{path}: cannot read: no such file"]) from None
     except IsADirectoryError:
-        raise PolicyError([f"{path}: cannot read: is a directory (expected a policy file)"]) from None
+        raise PolicyError([f"{path}: cannot read: is a directory (expected {expected})"]) from None
     except (OSError, UnicodeDecodeError) as err:
         raise PolicyError([f"{path}: cannot read: {err.__class__.__name__}"]) from None
     try:
@@ -655,6 +657,12 @@ def _documents(path: Path) -> list[Any]:
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or "syntax error"
         raise PolicyError([f"{path}: {where}expected valid YAML ({problem})"]) from None
+    return docs
+
+
+def policy_documents(path: Path) -> list[Any]:
+    """The policies of a policy file (a list document counts as its items)."""
+    docs = yaml_documents(path, "a policy file")
     flat: list[Any] = []
     for doc in docs:
         if isinstance(doc, list):
@@ -673,7 +681,7 @@ def load_policies(paths: Sequence[str | Path]) -> list[LoadedPolicy]:
     for raw in paths:
         path = Path(raw)
         try:
-            docs = _documents(path)
+            docs = policy_documents(path)
         except PolicyError as err:
             problems.extend(err.problems)
             continue

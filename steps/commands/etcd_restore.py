@@ -133,7 +133,7 @@ def run(args) -> int:
     import os
     import sys
 
-    from steps.drivers import etcd, etcd_tool
+    from steps.drivers import etcd, etcd_tool, files
     from steps.errors import UsageError
     from steps.repository.restorer import restore_snapshot
 
@@ -147,7 +147,7 @@ def run(args) -> int:
     etcd_tool.prepare_data_dir(args.data_dir)
     repo = open_repository(args)
     snap = find_etcd_snapshot(repo, args.snapshot, args.allow_uncommitted)
-    work = etcd.scratch_dir(args.scratch, "etcd-restore-")
+    work = files.scratch_dir(args.scratch, "etcd-restore-")
     try:
         restore_snapshot(repo, snap, work)
         desc = etcd.read_description(work)
@@ -163,7 +163,7 @@ def run(args) -> int:
             tool, db, args.data_dir, args.name, cluster, args.initial_advertise_peer_urls, token
         )
     finally:
-        etcd.remove_dir(work)
+        files.remove_dir(work)
     summary = {
         "snapshot": snap.id,
         "data_dir": args.data_dir,

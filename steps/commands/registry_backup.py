@@ -135,8 +135,9 @@ def roots_of(args, client) -> tuple[list[tuple[str, str]], dict]:
 def run(args) -> int:
     import sys
 
+    from steps.drivers.files import remove_dir, scratch_dir
     from steps.drivers.registry_client import RegistryClient
-    from steps.drivers.registry_stage import remove_dir, scratch_dir, stage_images, write_description
+    from steps.drivers.registry_stage import stage_images, write_description
     from steps.errors import UsageError
     from steps.progress import Progress, human_bytes
     from steps.repository.archiver import CopyOptions, copy_source

@@ -133,9 +133,9 @@ def find_registry_snapshot(repo, ref: str, allow_uncommitted: bool):
 def run(args) -> int:
     import sys
 
+    from steps.drivers.files import remove_dir, scratch_dir
     from steps.drivers.registry_client import RegistryClient
     from steps.drivers.registry_push import push_stage, read_stage
-    from steps.drivers.registry_stage import remove_dir, scratch_dir
     from steps.errors import UsageError
     from steps.repository.restorer import restore_snapshot
 

@@ -687,17 +687,3 @@ def files_of_tls_dir(directory: str) -> tuple[str, str, str]:
             return paths  # type: ignore[return-value]
     expected = " or ".join("+".join(layout) for layout in TLS_DIR_LAYOUTS)
     raise UsageError(f"--tls-dir: {directory!r} holds neither {expected}")
-
-
-def scratch_dir(scratch: str | None, prefix: str) -> str:
-    """A new private directory under ``scratch`` (default: the system's temporary directory); the
-    caller removes it with :func:`remove_dir`."""
-    if scratch is not None and not os.path.isdir(scratch):
-        raise UsageError(f"--scratch: {scratch!r} is not a directory")
-    path = tempfile.mkdtemp(prefix=prefix, dir=scratch)
-    os.chmod(path, 0o700)
-    return path
-
-
-def remove_dir(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -106,6 +106,20 @@ def scratch_directory(scratch: str | None, prefix: str) -> tuple[str, bool]:
     return scratch, False
 
 
+def scratch_dir(scratch: str | None, prefix: str) -> str:
+    """A new private directory under ``scratch`` (default: the system's temporary directory); the
+    caller removes it with :func:`remove_dir`."""
+    if scratch is not None and not os.path.isdir(scratch):
+        raise UsageError(f"--scratch: {scratch!r} is not a directory")
+    path = tempfile.mkdtemp(prefix=prefix, dir=scratch)
+    os.chmod(path, 0o700)
+    return path
+
+
+def remove_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def remove_tree(path: str | os.PathLike, *, ignore_errors: bool = False) -> None:
     """Remove the directory ``path`` and everything in it (nothing when it does not exist)."""
     if ignore_errors or os.path.exists(path):

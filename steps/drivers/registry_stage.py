@@ -7,30 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 
 from steps.drivers.registry_client import RegistryClient
 from steps.drivers.registry_reference import MAX_DEPTH, check_digest, children_of
-from steps.errors import IntegrityError, UsageError
+from steps.errors import IntegrityError
 
 DESCRIPTION_FILE = "registry.json"
 MANIFEST_DIR = "manifests"
 BLOB_DIR = "blobs"
-
-
-def scratch_dir(scratch: str | None, prefix: str) -> str:
-    """A new private directory under ``scratch`` (default: the system's temporary directory)."""
-    if scratch is not None and not os.path.isdir(scratch):
-        raise UsageError(f"--scratch: {scratch!r} is not a directory")
-    path = tempfile.mkdtemp(prefix=prefix, dir=scratch)
-    os.chmod(path, 0o700)
-    return path
-
-
-def remove_dir(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def staged_path(base: str, kind: str, digest: str) -> str:

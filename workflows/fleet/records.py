@@ -14,10 +14,9 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from steps.api import Repository
+from steps.api import Repository, parse_time
 
 KINDS = ("backups", "runs")
 RUN_NAMES = ("consistent-point", "verify", "restore-test")  # the run records the exporter uses
@@ -25,13 +24,8 @@ READ_PARALLEL = 8
 
 
 def _time(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+    t = parse_time(value)
+    return t.timestamp() if t else None
 
 
 def _first_cut(consistency: Any) -> float | None:

@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -55,7 +54,14 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from workflows.policy import LoadedPolicy, Repository, Schedule, _documents, parse_policy
+from workflows.policy import (
+    LoadedPolicy,
+    Repository,
+    Schedule,
+    parse_policy,
+    policy_documents,
+    yaml_documents,
+)
 from workflows.policy_fields import (
     DNS_LABEL_RE,
     DNS_SUBDOMAIN_RE,
@@ -319,21 +325,7 @@ def _errors(err: ValidationError, root: type[BaseModel], prefix: str) -> list[st
 
 
 def _read(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError([f"{path}: cannot read: no such file"]) from None
-    except IsADirectoryError:
-        raise PolicyError([f"{path}: cannot read: is a directory (expected a fleet file)"]) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise PolicyError([f"{path}: cannot read: {err.__class__.__name__}"]) from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-        problem = getattr(err, "problem", None) or "syntax error"
-        raise PolicyError([f"{path}: {where}expected valid YAML ({problem})"]) from None
+    docs = yaml_documents(path, "a fleet file")
     if len(docs) != 1:
         raise PolicyError([f"{path}: expected one Fleet document, found {len(docs)}"])
     if not isinstance(docs[0], dict):
@@ -419,7 +411,7 @@ def _read_policy_files(fleet: Fleet) -> None:
             problems: list[str] = []
             for file in files:
                 try:
-                    found = _documents(file)
+                    found = policy_documents(file)
                 except PolicyError as err:
                     problems.extend(err.problems)
                     continue
