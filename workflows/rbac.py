@@ -227,7 +227,10 @@ def _runs_hooks_in_pods(policy: Policy) -> bool:
 def step_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
     """The Role of one step command's ServiceAccount, in the policy's namespace: what that command
     uses, and Argo's executor reporting its outputs. Commands that use no API (copy, verify, restore,
-    check, prune, init) get only the executor's rule: no Secret, no pod, no exec."""
+    check, prune, init) get only the executor's rule: no Secret, no pod, no exec; so does every step of
+    a source policy (spec.source: its finalize reads the plan and the repository only)."""
+    if policy.spec.source is not None:
+        return merge(list(EXECUTOR_RULES))
     rules: list[Rule] = list(EXECUTOR_RULES)
     rules.extend(STEP_PERMISSIONS.get(command, ()))
     if _runs_hooks_in_pods(policy):
@@ -240,7 +243,9 @@ def step_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
 
 
 def step_cluster_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
-    """The cluster-scoped calls of one step command; empty when it needs none."""
+    """The cluster-scoped calls of one step command; empty when it needs none (or for a source)."""
+    if policy.spec.source is not None:
+        return []
     group = policy.spec.snapshot.consistency == "group"
     rules = [rule for rule, group_only in CLUSTER_RULES.get(command, ()) if group or not group_only]
     if policy.spec.movers.namespace:
@@ -251,7 +256,9 @@ def step_cluster_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
 def app_side_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
     """With a mover namespace: the Role of one step command in the app's namespace (what it does there
     through the API), without Argo's executor rule, which belongs where the pod runs; empty when the
-    step does nothing there."""
+    step does nothing there (nor any step of a source policy)."""
+    if policy.spec.source is not None:
+        return []
     rules = [
         (group, resource, tuple(rule["verbs"]))
         for rule in step_rules(policy, command)
@@ -267,7 +274,9 @@ def app_side_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
 
 def mover_side_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
     """With a mover namespace: the Role of one step command there, where its pod runs: Argo's executor
-    rule and what it does with the mover-side snapshot and clone."""
+    rule and what it does with the mover-side snapshot and clone (a source policy's steps: the rule alone)."""
+    if policy.spec.source is not None:
+        return merge(list(EXECUTOR_RULES))
     return merge([*EXECUTOR_RULES, *MOVER_SIDE_RULES.get(command, ())])
 
 
