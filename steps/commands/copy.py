@@ -55,9 +55,17 @@ def configure(parser):
         " the service cannot be used, the device is read in full and the copy says why.",
     )
     g.add_argument(
-        "--cbt-driver", metavar="DRIVER", help="the CSI driver (its SnapshotMetadataService's name)"
+        "--cbt-driver",
+        metavar="DRIVER",
+        help="the CSI driver (its SnapshotMetadataService's name); 'auto': the driver of the copied"
+        " snapshot's VolumeSnapshotContent",
     )
-    g.add_argument("--cbt-snapshot", metavar="NAMESPACE/NAME", help="the VolumeSnapshot being copied")
+    g.add_argument(
+        "--cbt-snapshot",
+        metavar="NAMESPACE[/NAME]",
+        help="the VolumeSnapshot being copied; NAMESPACE alone: the one the clone of --backup-id and"
+        " --volume there was made from (what prepare-clone made), its handle read from its content",
+    )
     g.add_argument(
         "--cbt-snapshot-handle",
         metavar="HANDLE",
@@ -183,34 +191,63 @@ def _block_tracking(args):
         raise UsageError(f"--full-read-every: expected a number of copies >= 0, got {args.full_read_every}")
     snap = args.cbt_snapshot or ""
     namespace, _, name = snap.partition("/")
-    if not namespace or not name or "/" in name:
+    if not namespace or "/" in name or (not name and "/" in snap):
         raise UsageError(f"--cbt-snapshot: expected NAMESPACE/NAME of the VolumeSnapshot, got {snap!r}")
+    if not name and not (args.backup_id and args.volume):
+        raise UsageError(
+            f"--cbt-snapshot: NAMESPACE alone ({snap!r}) needs --backup-id and --volume to find the clone"
+        )
     account = args.cbt_service_account or ""
     sa_namespace, _, sa_name = account.rpartition("/")
     if not sa_name or "/" in sa_namespace:
         raise UsageError(
             f"--cbt-service-account: expected [NAMESPACE/]NAME of a ServiceAccount, got {account!r}"
         )
+    from dataclasses import replace
+
     from steps.commands._kube import kube_client
     from steps.drivers import cbt
+    from steps.drivers.kube_objects import clone_claim_name
     from steps.repository.block_copy import BlockCbt
 
-    request = cbt.CbtRequest(args.cbt_driver, namespace, name, sa_name, sa_namespace or None)
+    driver, handle = args.cbt_driver, args.cbt_snapshot_handle
+    unresolved: cbt.CbtUnavailable | None = None
+    if not name or driver == "auto" or not handle:
+        # the rendered workflow names only the namespace: the clone prepare-clone made there tells the
+        # snapshot, its content the driver and handle
+        try:
+            with kube_client(args) as kube:
+                if name:
+                    found = cbt.snapshot_of_named(kube, namespace, name)
+                else:
+                    found = cbt.snapshot_of_clone(
+                        kube, namespace, clone_claim_name(args.backup_id, args.volume)
+                    )
+            name, handle = found.name, handle or found.handle
+            if driver == "auto":
+                driver = found.driver
+            elif driver != found.driver:
+                unresolved = cbt.CbtUnavailable(
+                    f"--cbt-driver {driver!r}: the snapshot {namespace}/{name} is of driver {found.driver!r}"
+                )
+        except (cbt.CbtUnavailable, UsageError) as err:
+            unresolved = cbt.CbtUnavailable(str(err))
+    request = cbt.CbtRequest(driver, namespace, name, sa_name, sa_namespace or None)
 
     def ranges(base_handle):
+        if unresolved is not None:
+            raise unresolved
         try:
             kube = kube_client(args)
         except UsageError as err:
             raise cbt.CbtUnavailable(str(err)) from None
         with kube:
-            from dataclasses import replace
-
             return cbt.ranges_for(kube, replace(request, base_snapshot_handle=base_handle))
 
     return BlockCbt(
         ranges,
-        args.cbt_snapshot_handle,
-        args.cbt_driver,
+        handle,
+        driver if driver != "auto" else "unknown",
         full_read_every=args.full_read_every,
         trust_again=args.cbt_trust_again,
     )

@@ -197,7 +197,7 @@ def prepare_clone(
             log=log,
         )
         clone_namespace, clone_source = mover_namespace, bound["metadata"]["name"]
-    claim = render.k8s_name("snapflow-clone", backup_id, volume)
+    claim = render.clone_claim_name(backup_id, volume)
     manifest = render.clone_pvc(
         name=claim,
         namespace=clone_namespace,

@@ -6,7 +6,8 @@ Provides :func:`discover` (the driver's ``SnapshotMetadataService`` object: addr
 :func:`request_token` (a ServiceAccount token for that audience through TokenRequest),
 :class:`SnapshotMetadataClient` (a TLS gRPC channel; :meth:`~SnapshotMetadataClient.allocated` and
 :meth:`~SnapshotMetadataClient.delta` stream the metadata into a validated :class:`Ranges`) and
-:func:`ranges_for` (all three in one call). Called by the copy of a block volume
+:func:`ranges_for` (all three in one call), and :func:`snapshot_of_clone` (which snapshot a copy pod
+reads, with its driver and handle, from the clone prepare-clone made). Called by the copy of a block volume
 (:mod:`steps.repository.block_delta`).
 
 Nothing the service sends is trusted: the stream must keep one block metadata type and one capacity,
@@ -210,6 +211,67 @@ def request_token(kube, namespace: str, service_account: str, audience: str) -> 
             f"TokenRequest for ServiceAccount {namespace}/{service_account}: no token in the answer"
         )
     return token
+
+
+@dataclass(frozen=True)
+class CopiedSnapshot:
+    """The VolumeSnapshot a copy pod reads (through its clone) and what its bound content says: the CSI
+    driver and the snapshot's handle (the base of the next copy's delta)."""
+
+    namespace: str
+    name: str
+    driver: str
+    handle: str
+
+
+def snapshot_of_clone(kube, namespace: str, claim: str) -> CopiedSnapshot:
+    """The VolumeSnapshot the clone claim ``claim`` in ``namespace`` was provisioned from (see
+    :func:`snapshot_of_named`). Used when the copy is told only the namespace (the rendered workflow:
+    prepare-clone named the clone after the backup and volume, in the app's or the mover namespace)."""
+    from .kube import KubeError
+    from .kube_objects import dig
+
+    try:
+        pvc = kube.get_or_none("v1", "PersistentVolumeClaim", claim, namespace)
+    except KubeError as err:
+        raise CbtUnavailable(f"clone {namespace}/{claim}: {err}") from None
+    source = dig(pvc, "spec", "dataSource") if pvc else None
+    if not isinstance(source, dict) or source.get("kind") != "VolumeSnapshot" or not source.get("name"):
+        raise CbtUnavailable(f"PersistentVolumeClaim {namespace}/{claim}: not a clone of a VolumeSnapshot")
+    return snapshot_of_named(kube, namespace, str(source["name"]))
+
+
+def snapshot_of_named(kube, namespace: str, name: str) -> CopiedSnapshot:
+    """VolumeSnapshot ``namespace/name`` with the driver and snapshot handle of its bound
+    VolumeSnapshotContent. The content must point back at that snapshot: a content bound elsewhere, or
+    one without a driver or handle, is :class:`CbtUnavailable` (the copy then reads in full)."""
+    from .kube import KubeError
+    from .kube_objects import dig
+    from .snapshot_wait import SNAPSHOT_API
+
+    try:
+        snap = kube.get_or_none(SNAPSHOT_API, "VolumeSnapshot", name, namespace)
+        bound = dig(snap, "status", "boundVolumeSnapshotContentName") if snap else None
+        if not isinstance(bound, str) or not bound:
+            raise CbtUnavailable(f"VolumeSnapshot {namespace}/{name}: not bound to a VolumeSnapshotContent")
+        content = kube.get_or_none(SNAPSHOT_API, "VolumeSnapshotContent", bound, None)
+    except KubeError as err:
+        raise CbtUnavailable(f"VolumeSnapshot {namespace}/{name}: {err}") from None
+    if content is None:
+        raise CbtUnavailable(
+            f"VolumeSnapshotContent {bound} (of VolumeSnapshot {namespace}/{name}) is missing"
+        )
+    ref = dig(content, "spec", "volumeSnapshotRef") or {}
+    if ref.get("namespace") != namespace or ref.get("name") != name:
+        raise CbtUnavailable(
+            f"VolumeSnapshotContent {bound} is bound to {ref.get('namespace')}/{ref.get('name')}, "
+            f"not to VolumeSnapshot {namespace}/{name}"
+        )
+    driver = dig(content, "spec", "driver")
+    handle = dig(content, "status", "snapshotHandle") or dig(content, "spec", "source", "snapshotHandle")
+    if not isinstance(driver, str) or not driver or not isinstance(handle, str) or not handle:
+        raise CbtUnavailable(f"VolumeSnapshotContent {bound}: no driver or snapshotHandle")
+    return CopiedSnapshot(namespace, name, driver, handle)
 
 
 # -- the gRPC client -------------------------------------------------------------------------------------

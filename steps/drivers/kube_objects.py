@@ -51,6 +51,12 @@ def k8s_name(*parts: str, max_len: int = 63) -> str:
     return f"{head}-{digest}" if head else digest
 
 
+def clone_claim_name(backup_id: str, volume: str) -> str:
+    """The clone claim prepare-clone makes of ``volume``'s snapshot for ``backup_id`` (the copy finds
+    its snapshot through it)."""
+    return k8s_name("snapflow-clone", backup_id, volume)
+
+
 def label_value(value: str) -> str:
     """``value`` as a valid label value (at most 63 of ``[A-Za-z0-9._-]``, alphanumeric at both ends)."""
     v = re.sub(r"[^A-Za-z0-9._-]+", "-", str(value)).strip("-_.")
