@@ -38,6 +38,7 @@ from pydantic.alias_generators import to_camel
 from steps.api import HOOK_KINDS, Target, runtime, target_problems
 from steps.errors import UsageError
 from workflows import __version__
+from workflows.access import AccessEntry, ArgoServer, access_problems
 from workflows.policy_fields import (
     DNS_LABEL_RE,
     DNS_SUBDOMAIN_RE,
@@ -536,6 +537,14 @@ class PolicySpec(_Model):
         description="Protect a cluster's etcd, an OCI registry or an S3 bucket instead of an app "
         "(excludes app, selector, volumes and quiesce).",
     )
+    access: list[AccessEntry] = Field(
+        default_factory=list,
+        description="Who may see and run this policy's workflows through Argo Server's SSO, by role "
+        "(docs/user/access.md).",
+    )
+    argo_server: ArgoServer = Field(
+        default_factory=ArgoServer, description="Where Argo Server looks for spec.access's ServiceAccounts."
+    )
 
     @model_validator(mode="after")
     def _app_or_source(self) -> PolicySpec:
@@ -633,7 +642,7 @@ def parse_policy(data: Any, source: str = "policy") -> Policy:
             for path, message in describe_errors(list(err.errors()), Policy)
         ]
         raise PolicyError(lines) from None
-    problems = semantic_problems(policy)
+    problems = semantic_problems(policy) + access_problems(policy)
     if problems:
         raise PolicyError([f"{source}: {path}: {message}" for path, message in problems])
     return policy

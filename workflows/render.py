@@ -13,6 +13,8 @@ Per policy (``NS``/``NAME``), in a stable order and with stable names::
     NS/configmap-snapflow-plan-NAME.yaml         the plan the steps read (no credentials)
     NS/workflowtemplate-{backup,restore,restore-app,check,prune,init}-NAME.yaml
     NS/cronworkflow-{backup,prune,check}-NAME.yaml   (when scheduled)
+    ARGO/serviceaccount-snapflow-NS-NAME-ROLE.yaml   with spec.access: SSO identities (+ token Secret),
+    NS/role-snapflow-NS-NAME-ROLE.yaml               their Roles and bindings (workflows.access)
     kustomization.yaml                           for kubectl apply -k, Argo CD, Flux
 
 With ``spec.movers.namespace`` the ServiceAccounts, the plan, the WorkflowTemplates and CronWorkflows
@@ -40,6 +42,7 @@ import yaml
 
 from steps.errors import SnapflowError, UsageError
 from workflows import __version__
+from workflows.access import access_objects, access_warnings
 from workflows.hera_builder import build_workflow_template
 from workflows.names import Names
 from workflows.pipelines import pipelines_for, plan_for
@@ -54,6 +57,7 @@ KIND_ORDER = (
     "ClusterRole",
     "RoleBinding",
     "ClusterRoleBinding",
+    "Secret",
     "ConfigMap",
     "WorkflowTemplate",
     "CronWorkflow",
@@ -237,7 +241,7 @@ def render_policies(loaded: Sequence[LoadedPolicy]) -> Rendering:
     problems, warnings = _render_checks(loaded)
     if problems:
         raise PolicyError(problems)
-    rendering = Rendering(warnings=warnings)
+    rendering = Rendering(warnings=warnings + access_warnings(loaded))
     for item in loaded:
         policy = item.policy
         names = Names.of(policy)
@@ -258,6 +262,8 @@ def render_policies(loaded: Sequence[LoadedPolicy]) -> Rendering:
         )
         objects += [build_workflow_template(p).to_dict() for p in pipelines]
         objects += [c.to_dict() for c in cron_workflows(policy)]
+        templates = [o["metadata"]["name"] for o in objects if o["kind"] == "WorkflowTemplate"]
+        objects += access_objects(policy, templates)  # spec.access: SSO ServiceAccounts and Roles
         for obj in objects:
             if not obj["metadata"].get("namespace"):
                 # Cluster-scoped objects name the policy's namespace in a label, for cleanup and audit.
