@@ -58,6 +58,20 @@ KUBERNETES_SERVICE_HOST = "KUBERNETES_SERVICE_HOST"
 ARGO_WORKFLOW_NAME = "ARGO_WORKFLOW_NAME"
 ARGO_PROGRESS_FILE = "ARGO_PROGRESS_FILE"
 
+# Who started the workflow, for the audit trail: Argo's labels on the Workflow, passed by the pipeline.
+# Anyone who can create Workflows can set them, so the trail records them as claimed.
+AUDIT_CREATOR = "SNAPFLOW_AUDIT_CREATOR"
+AUDIT_CREATOR_EMAIL = "SNAPFLOW_AUDIT_CREATOR_EMAIL"
+AUDIT_CREATOR_USERNAME = "SNAPFLOW_AUDIT_CREATOR_USERNAME"
+AUDIT_CRON_WORKFLOW = "SNAPFLOW_AUDIT_CRON_WORKFLOW"
+# variable -> the Workflow label it carries
+AUDIT_LABELS = (
+    (AUDIT_CREATOR, "workflows.argoproj.io/creator"),
+    (AUDIT_CREATOR_EMAIL, "workflows.argoproj.io/creator-email"),
+    (AUDIT_CREATOR_USERNAME, "workflows.argoproj.io/creator-preferred-username"),
+    (AUDIT_CRON_WORKFLOW, "workflows.argoproj.io/cron-workflow"),
+)
+
 # Step behaviour.
 DEBUG = "SNAPFLOW_DEBUG"  # "1": show the traceback of an unexpected error
 TEMPLATES = "SNAPFLOW_TEMPLATES"  # the Jinja2 templates folder (the step image sets it)

@@ -147,11 +147,13 @@ def cleanup_cluster(client, plan, backup_id: str, log, mover_namespace: str = ""
 def commit(plan, backup_id: str, log) -> tuple[str | None, list[str], bool]:
     """(record ID, problems, already_committed) of :func:`steps.repository.records.commit_backup` in the
     plan's repository."""
+    from steps.commands.audit_trail import commit_audited
     from steps.repository.opener import open_repository
     from steps.repository.records import commit_backup
 
     assert plan.repository is not None
-    return commit_backup(open_repository(plan.repository.url, plan.repository.endpoint), plan, backup_id, log)
+    repo = open_repository(plan.repository.url, plan.repository.endpoint)
+    return commit_audited(repo, plan, backup_id, lambda: commit_backup(repo, plan, backup_id, log))
 
 
 def run(args) -> int:

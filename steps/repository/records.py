@@ -28,7 +28,8 @@ Called by ``finalize`` (the exit handler) and the steps that store run records. 
      "manifests": SNAPSHOT_ID | null, "snapshot_driver": ..., "repository": URL,
      "targets": [{"name", "hook", "pgdata"}],
      "consistency": {"verdict", "reasons", "recovery", "freeze_window_ms", "timeline"} | null,
-     "verify": {"ok", "read_data_percent", "snapshots", "bytes_read", "time"}}
+     "verify": {"ok", "read_data_percent", "snapshots", "bytes_read", "time"},
+     "audit_heads": [{"id", "seq", "time"}]}   # the audit trail's heads the commit saw
 
 A source's backup (a plan with ``source``: etcd, registry, bucket) is committed when the newest snapshot
 of this backup whose ``tags["kind"]`` is the source's kind was checked by the newest verify, which
@@ -333,6 +334,9 @@ def commit_backup(
         return None, problems, False
     record["time"] = utc_now_iso()
     record["workflow_status"] = "Succeeded"
+    from .audit import head_refs, read_trail
+
+    record["audit_heads"] = head_refs(read_trail(repo))  # the audit trail as this commit saw it
     rid = repo.save_record("backups", record, key=backup_id)
     log(f"backup {backup_id} committed as record {rid[:8]}")
     return rid, [], False
