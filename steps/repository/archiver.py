@@ -33,6 +33,7 @@ from steps.drivers.cpus import default_threads
 from steps.errors import PermanentError, UsageError
 
 from .blob_sink import Aborted, BlobSink, ByteQueue, _env_int
+from .change_telemetry import ChangeCounter, content_key, snapshot_changes
 from .chunker import Chunker
 from .pack import BLOB_DATA, BLOB_TREE, lazy_buffer
 from .repo import Repository, Snapshot
@@ -113,7 +114,7 @@ class CopyResult:
 
 
 class _FileJob:
-    __slots__ = ("done", "error", "extra_nodes", "node", "path", "regions", "size", "st")
+    __slots__ = ("done", "error", "extra_nodes", "node", "path", "prev", "regions", "size", "st")
 
     def __init__(self, path: bytes, node: dict, size: int, st: os.stat_result):
         self.path = path
@@ -124,6 +125,7 @@ class _FileJob:
         self.done = False  # set (under Archiver._done_cv) when a worker finished with it
         self.error: BaseException | None = None
         self.extra_nodes: list[dict] = []
+        self.prev: tuple | None = None  # (hash of its content,) when this path was a file in the parent
 
 
 class _DirJob:
@@ -300,6 +302,7 @@ class Archiver:
                     self._jobs_failed(jobs[i:], err)
                     sink.fail(err)
                     return
+                self.changes.file_done(job.node, job.prev)
                 self._job_done(job)
         if not self.abort.is_set():
             channel.flush()
@@ -459,6 +462,7 @@ class Archiver:
                             node[k] = first[k]
                 dj.nodes.append(node)
                 self._skip(st.st_size)
+                self.changes.linked(bool(prev and prev.get("type") == "file"))
                 return
         if self._unchanged(prev, st):
             node["content"] = prev["content"]
@@ -474,6 +478,8 @@ class Archiver:
             else:
                 stats.files_new += 1
             job = _FileJob(path, node, st.st_size, st)
+            if prev and prev.get("type") == "file":
+                job.prev = (content_key(prev.get("content")),)
             dj.waits.append(job)
             if st.st_nlink > 1:
                 self._hardlinks[(st.st_dev, st.st_ino)] = job
@@ -519,6 +525,7 @@ class Archiver:
             dj.same = False
         excludes = self.opts.excludes
         abort = self.abort
+        seen: dict[str, str] = {}  # what this copy keeps here, for the change telemetry
         for entry in entries:
             if abort.is_set():
                 raise Aborted()
@@ -535,7 +542,7 @@ class Archiver:
                 continue
             node = node_from_stat(name, st)
             prev = prev_children.get(name) if prev_children else None
-            kind = node["type"]
+            kind = seen[name] = node["type"]
             if kind == "file":
                 self._add_file(dj, entry.path, node, st, prev)
                 if dj.same and node != prev:  # a file to read has no content yet: never equal
@@ -564,6 +571,7 @@ class Archiver:
                     dj.same = False
         if dj.same and len(dj.nodes) != len(prev_children or ()):
             dj.same = False
+        self.changes.walked(prev_children, seen)
         self._flush_small()
         self.dir_q.put(dj, 0)
 
@@ -615,6 +623,7 @@ class Archiver:
         # load before the threads start, without prune's deletion candidates (see docs/design.md, Prune)
         self.repo.begin_write()
         self._select_parent(source, source_type)
+        self.changes = ChangeCounter(self.repo.load_tree, self.parent is not None)
         sink = BlobSink(self.repo, opts.backup_id, abort=self.abort)
         self.file_q = ByteQueue(_env_int(runtime.FILE_QUEUE, 512), self.abort)
         self.dir_q = ByteQueue(1 << 62, self.abort)
@@ -736,6 +745,10 @@ class Archiver:
             "consistency": opts.consistency,
             "summary": asdict(s),
             "program": f"snapflow-steps {_version()}",
+            # optional: readers that predate it ignore it (docs/design.md, "snapshots/ID")
+            "changes": snapshot_changes(
+                s, ss, None if source_type == "block" else self.changes.finish(), self.parent is not None
+            ),
         }
         if s.errors and not opts.allow_errors:
             # Never record a snapshot that silently lacks data: what was read stays in the packs (the

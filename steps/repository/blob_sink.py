@@ -95,6 +95,8 @@ class SinkStats:
     packs_added: int = 0
     index_files: int = 0
     tree_blobs_new: int = 0
+    data_bytes_new: int = 0  # plaintext bytes of new data blobs (file contents, not trees)
+    data_bytes_stored_new: int = 0  # their stored bytes (compressed and sealed)
 
 
 class PackChannel:
@@ -106,6 +108,7 @@ class PackChannel:
         self._new = 0
         self._new_bytes = 0
         self._new_trees = 0
+        self._new_data = self._new_data_stored = 0
 
     def add(self, blob_type: bytes, blob_id: bytes, data) -> None:
         """Seal a claimed blob into this thread's pack; ships the pack once it reaches the pack size."""
@@ -117,11 +120,14 @@ class PackChannel:
             w = self._writers[blob_type] = PackWriter(sink.keys, sink.pack_capacity)
         elif len(w) and not w.fits(len(data)):  # ship a nearly full pack rather than grow its buffer
             self._ship(w)
-        w.add(blob_type, blob_id, data)
+        stored = w.add(blob_type, blob_id, data)
         self._new += 1
         self._new_bytes += len(data)
         if blob_type == BLOB_TREE:
             self._new_trees += 1
+        else:
+            self._new_data += len(data)
+            self._new_data_stored += stored
         if w.size >= sink.pack_size:
             self._ship(w)
 
@@ -137,7 +143,10 @@ class PackChannel:
             sink.stats.blobs_new += self._new
             sink.stats.blob_bytes_new += self._new_bytes
             sink.stats.tree_blobs_new += self._new_trees
+            sink.stats.data_bytes_new += self._new_data
+            sink.stats.data_bytes_stored_new += self._new_data_stored
         self._new = self._new_bytes = self._new_trees = 0
+        self._new_data = self._new_data_stored = 0
         sink._upload(pack)
 
     def flush(self) -> None:

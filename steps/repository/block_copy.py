@@ -445,6 +445,8 @@ def copy_block(repo: Repository, opts, cbt: BlockCbt | None = None, progress=Non
     root_meta["size"] = size
     from dataclasses import asdict
 
+    from .change_telemetry import snapshot_changes
+
     snap = {
         "version": SNAPSHOT_VERSION,
         "time": started.isoformat().replace("+00:00", "Z"),
@@ -464,6 +466,7 @@ def copy_block(repo: Repository, opts, cbt: BlockCbt | None = None, progress=Non
         "summary": asdict(stats),
         "block": block,
         "program": f"snapflow-steps {_version()}",
+        "changes": snapshot_changes(stats, ss, None, parent is not None),  # optional (docs/design.md)
     }
     if before_commit is not None:
         before_commit(repo, parent)

@@ -308,11 +308,17 @@ def damage_in_the_way(
 
 
 def commit_backup(
-    repo: Repository, plan: Plan, backup_id: str, log: Callable[[str], None]
+    repo: Repository,
+    plan: Plan,
+    backup_id: str,
+    log: Callable[[str], None],
+    lock_last_good_days: float | None = None,
 ) -> tuple[str | None, list[str], bool]:
     """Commit the backup: (record ID, problems, already_committed). Writes nothing when there are
     problems (:func:`backup_record`). Refuses (DamagedRecordError naming the object key) when a damaged
-    record may be part of this backup. A backup committed before is not committed again."""
+    record may be part of this backup. A backup committed before is not committed again. The record
+    gets the backup's ``changes`` and ``anomaly`` (:func:`.anomaly_commit.assess`: a warning, never a
+    reason not to commit; a flagged backup locks the last good one for ``lock_last_good_days``)."""
     existing = repo.list_records("backups", key=backup_id)
     runs = repo.list_records("runs", key=backup_id)
     snapshots = repo.list_snapshots()
@@ -337,6 +343,9 @@ def commit_backup(
     from .audit import head_refs, read_trail
 
     record["audit_heads"] = head_refs(read_trail(repo))  # the audit trail as this commit saw it
+    from .anomaly_commit import assess
+
+    assess(repo, record, snapshots, log, lock_last_good_days)
     rid = repo.save_record("backups", record, key=backup_id)
     log(f"backup {backup_id} committed as record {rid[:8]}")
     return rid, [], False
