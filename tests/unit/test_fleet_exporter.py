@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fixtures.source_backups import SOURCE_APPS, SourceRepo, change_fields
 from workflows.fleet import dashboard, rules
 from workflows.fleet.exporter import METRICS, Exporter, serve
 from workflows.fleet.model import Targets
@@ -150,7 +151,7 @@ def test_an_unreachable_repository_is_a_zero_gauge_and_an_error_count_not_a_cras
     values = {}
     for family in exporter.collect():
         for s in family.samples:
-            values[(s.name, s.labels.get("source"), s.labels.get("app"))] = s.value
+            values[(s.name, s.labels.get("repository"), s.labels.get("app"))] = s.value
     # THEN the bad one is down with two errors, the good one is up with its app
     assert values[("snapflow_repository_up", "s3://down/repo", None)] == 0
     assert values[("snapflow_repository_errors_total", "s3://down/repo", None)] == 2
@@ -169,7 +170,7 @@ def test_a_damaged_record_is_counted_not_fatal(mem_repo):
     assert m[("snapflow_repository_up", None)] == 1
 
 
-def test_a_running_exporter_serves_every_metric_the_alerts_use(s3_repo):
+def test_a_running_exporter_serves_every_metric_the_alerts_use(s3_repo, tmp_path):
     # GIVEN an S3 repository with a committed backup, an uncommitted run and a restore test
     from steps.api import Repository, open_repository, open_store
 
@@ -179,6 +180,10 @@ def test_a_running_exporter_serves_every_metric_the_alerts_use(s3_repo):
     repo = open_repository(s3_repo)
     write_run(repo, "b-1", NOW - 3600, commit=True)
     write_run(repo, "b-2", NOW - 60, commit=False, verify_ok=False)
+    data = tmp_path / "etcd"
+    data.mkdir()
+    (data / "snapshot.db").write_bytes(b"etcd data\n" * 100)
+    SourceRepo(s3_repo, tmp_path).backup("etcd", "e-1", data, change_fields(flagged=True, score=8.0))
     repo.save_record(
         "runs",
         {"name": "restore-test", "backup_id": "b-1", "time": iso(NOW - 30), "ok": True, "app": APP},
@@ -210,11 +215,17 @@ def test_a_running_exporter_serves_every_metric_the_alerts_use(s3_repo):
     board = dashboard.metrics_used(dashboard.build())
     assert board <= set(served), board - set(served)
     assert set(METRICS) <= set(served), set(METRICS) - set(served)
-    ups = {s.labels["source"]: s.value for s in served["snapflow_repository_up"]}
+    ups = {s.labels["repository"]: s.value for s in served["snapflow_repository_up"]}
     assert ups == {s3_repo: 1.0, "s3://unreachable-bucket/repo": 0.0}
     committed = served["snapflow_backup_last_committed_timestamp_seconds"]
-    assert [s.labels for s in committed] == [
-        {"cluster": "east", "namespace": "shop", "app": "orders-db", "source": s3_repo}
+    etcd = SOURCE_APPS["etcd"]
+    assert sorted((s.labels for s in committed), key=lambda labels: labels["app"]) == [
+        {"cluster": etcd["cluster"], "namespace": etcd["namespace"], "app": etcd["name"], "source": "etcd",
+         "repository": s3_repo},
+        {"cluster": "east", "namespace": "shop", "app": "orders-db", "source": "app", "repository": s3_repo},
+    ]  # fmt: skip
+    assert [(s.labels["app"], s.value) for s in served["snapflow_backup_anomaly_flagged"]] == [
+        ("cluster-etcd", 1.0)
     ]
 
 
@@ -270,3 +281,55 @@ def test_an_object_store_that_stops_answering_is_down_until_it_answers_again(pri
     private_s3_server.start()
     exporter.refresh()
     assert collected(exporter)[("snapflow_repository_up", None)] == 1
+
+
+def _data(tmp_path, name: str, files: int) -> object:
+    d = tmp_path / name
+    d.mkdir()
+    for i in range(files):
+        (d / f"object-{i:03d}").write_bytes(f"{name} object {i}\n".encode() * 50)
+    return d
+
+
+def test_source_backups_are_apps_labelled_with_their_source_kind(source_repo, tmp_path):
+    # GIVEN committed backups of a bucket (by finalize), of a registry (twice) and of etcd, the registry's
+    # newest with an anomaly that was not flagged, etcd's flagged
+    source_repo.backup("bucket", "bucket-1", _data(tmp_path, "bucket", 3))
+    source_repo.backup("registry", "reg-1", _data(tmp_path, "registry", 2))
+    registry = _data(tmp_path, "registry-2", 4)
+    record = source_repo.backup("registry", "reg-2", registry, change_fields(flagged=False, score=0.7))
+    source_repo.backup("etcd", "etcd-1", _data(tmp_path, "etcd", 1), change_fields(flagged=True, score=9.5))
+    exporter = Exporter([source_repo.url], opener=lambda url: source_repo.open())
+
+    # WHEN it refreshes
+    exporter.refresh()
+    served = {}
+    for family in exporter.collect():
+        for s in family.samples:
+            served[(s.name, s.labels.get("app"))] = (s.value, s.labels)
+
+    # THEN each source is an app under its policy's namespace and name, labelled with its kind and the
+    # repository, with its committed backups, its newest snapshot's size and files, and its record's time
+    for kind, count in (("bucket", 1), ("registry", 2), ("etcd", 1)):
+        value, labels = served[("snapflow_backup_committed", SOURCE_APPS[kind]["name"])]
+        assert value == count
+        assert labels == {
+            "cluster": "eu",
+            "namespace": SOURCE_APPS[kind]["namespace"],
+            "app": SOURCE_APPS[kind]["name"],
+            "source": kind,
+            "repository": source_repo.url,
+        }
+    summary = record["source"]["summary"]
+    assert served[("snapflow_backup_size_bytes", "harbor")][0] == summary["bytes_total"] == 4 * 1000
+    assert served[("snapflow_backup_files", "harbor")][0] == 4
+    written = datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
+    assert served[("snapflow_backup_last_committed_timestamp_seconds", "harbor")][0] == pytest.approx(written)
+    # AND no source has a freeze window (nothing is quiesced)
+    assert not [k for k in served if k[0] == "snapflow_freeze_window_seconds"]
+    # AND the anomaly is served where the newest record carries one: flagged or not, with its score
+    assert served[("snapflow_backup_anomaly_flagged", "cluster-etcd")][0] == 1
+    assert served[("snapflow_backup_anomaly_score", "cluster-etcd")][0] == 9.5
+    assert served[("snapflow_backup_anomaly_flagged", "harbor")][0] == 0
+    assert served[("snapflow_backup_anomaly_score", "harbor")][0] == 0.7
+    assert ("snapflow_backup_anomaly_flagged", "uploads") not in served  # (finalize recorded none)

@@ -141,7 +141,7 @@ def test_the_command_serves_until_terminated_and_once_prints_the_metrics(s3_repo
             if "snapflow_backup_committed{" in body:
                 break
             time.sleep(0.1)
-        assert 'snapflow_repository_up{source="' + s3_repo + '"} 1.0' in body
+        assert 'snapflow_repository_up{repository="' + s3_repo + '"} 1.0' in body
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

@@ -15,8 +15,15 @@ from workflows.fleet import objects, rules
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL = shutil.which("promtool")
-LATE = {"cluster": "east", "namespace": "shop", "app": "orders-db", "source": "s3://backups/shop"}
+LATE = {
+    "cluster": "east",
+    "namespace": "shop",
+    "app": "orders-db",
+    "source": "app",
+    "repository": "s3://backups/shop",
+}
 FINE = {**LATE, "app": "carts-db"}
+ETCD = {**LATE, "namespace": "snapflow-etcd", "app": "cluster-etcd", "source": "etcd"}
 
 
 def series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
@@ -135,12 +142,27 @@ CASES = [
     case(
         "SnapflowRepositoryUnreachable",
         [
-            series("snapflow_repository_up", {"source": "s3://backups/shop"}, "0x40"),
-            series("snapflow_repository_up", {"source": "s3://backups/erp"}, "1x40"),
+            series("snapflow_repository_up", {"repository": "s3://backups/shop"}, "0x40"),
+            series("snapflow_repository_up", {"repository": "s3://backups/erp"}, "1x40"),
         ],
         "5m",
         "15m",
-        [({"source": "s3://backups/shop"}, "0")],
+        [({"repository": "s3://backups/shop"}, "0")],
+    ),
+    # an app's newest backup is flagged from 5m on (score 7.5); the etcd backup scores 2.1, not flagged,
+    # and a third app's record carries no anomaly at all (older records)
+    case(
+        "SnapflowBackupAnomaly",
+        [
+            series("snapflow_backup_anomaly_score", LATE, "0.4x5 7.5x30"),
+            series("snapflow_backup_anomaly_flagged", LATE, "0x5 1x30"),
+            series("snapflow_backup_anomaly_score", ETCD, "2.1x40"),
+            series("snapflow_backup_anomaly_flagged", ETCD, "0x40"),
+            series("snapflow_backup_committed", FINE, "3x40"),
+        ],
+        "3m",
+        "10m",
+        [(LATE, "7.5")],
     ),
 ]
 

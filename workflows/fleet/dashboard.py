@@ -2,7 +2,8 @@
 
 Built with grafana-foundation-sdk (the Grafana 11 build, pinned in pyproject.toml). The overview
 counts what the alerts count (apps past their RPO, runs not committed, verify failures, stale restore
-tests, unreadable repositories) and lists every app with the age of its newest committed backup; the
+tests, backups flagged as anomalies, unreadable repositories) and lists every app (its ``source``:
+app, etcd, registry, bucket) with the age of its newest committed backup; the
 drill-down shows one app (variables ``cluster``, ``namespace``, ``app``) over time. :func:`queries`
 lists every panel query, so the tests can parse them with promtool and check their metrics against a
 running exporter. Called by ``snapflow exporter --dashboard`` and ``--render`` (a ConfigMap for
@@ -57,6 +58,13 @@ OVERVIEW = [
         "Apps without a passing restore test within its allowed age.",
     ),
     (
+        "Backups flagged as anomalies",
+        "count(snapflow_backup_anomaly_flagged == 1) or vector(0)",
+        "none",
+        "Apps whose newest committed backup changed far more than their history predicts (possible"
+        " ransomware or mass deletion).",
+    ),
+    (
         "Repositories unreadable",
         "count(snapflow_repository_up == 0) or vector(0)",
         "none",
@@ -71,6 +79,7 @@ TABLE = [
     ("C", "snapflow_backup_size_bytes", "Size"),
     ("D", "snapflow_freeze_window_seconds", "Freeze window"),
     ("E", "snapflow_verify_last_ok", "Verify ok"),
+    ("F", "snapflow_backup_anomaly_score", "Anomaly score"),
 ]
 
 # (title, [(query, legend)], unit) of the drill-down's time series
@@ -109,10 +118,18 @@ DRILL_DOWN = [
         "none",
     ),
     (
+        "Anomaly of the newest backup: score, flagged (1)",
+        [
+            (f"snapflow_backup_anomaly_score{{{APP}}}", "score {{app}}"),
+            (f"snapflow_backup_anomaly_flagged{{{APP}}}", "flagged {{app}}"),
+        ],
+        "none",
+    ),
+    (
         "Repository reads",
         [
-            ("snapflow_repository_up", "up {{source}}"),
-            ("snapflow_repository_refresh_duration_seconds", "refresh s {{source}}"),
+            ("snapflow_repository_up", "up {{repository}}"),
+            ("snapflow_repository_refresh_duration_seconds", "refresh s {{repository}}"),
         ],
         "none",
     ),
@@ -167,7 +184,7 @@ def build() -> dict[str, Any]:
         )
         .with_row(dash.Row("Fleet overview"))
     )
-    for i, (title, expr, unit, description) in enumerate(OVERVIEW):
+    for title, expr, unit, description in OVERVIEW:
         board = board.with_panel(
             stat.Panel()
             .title(title)
@@ -175,7 +192,7 @@ def build() -> dict[str, Any]:
             .with_target(_query(expr, "A", instant=True))
             .unit(unit)
             .height(4)
-            .span(5 if i < 4 else 4)
+            .span(24 // len(OVERVIEW))
             .thresholds(
                 dash.ThresholdsConfig()
                 .mode(models.ThresholdsMode.ABSOLUTE)

@@ -3,7 +3,9 @@
 :class:`Exporter` reads each repository on an interval in a background thread (records only, through
 a :class:`~workflows.fleet.records.RecordCache` per repository, so a refresh opens only new records) and
 keeps the metric families of the last refresh; a scrape serves them and never touches a repository.
-An unreachable repository is ``snapflow_repository_up 0`` plus one more
+App metrics carry ``cluster``, ``namespace``, ``app``, ``source`` (what the backups protect: ``app``,
+``etcd``, ``registry`` or ``bucket``) and ``repository`` (the repository's URL); repository metrics
+carry ``repository``. An unreachable repository is ``snapflow_repository_up 0`` plus one more
 ``snapflow_repository_errors_total``; the apps it held keep their last known values (so an RPO alert
 keeps judging the newest backup known). :data:`METRICS` names every metric served (the alert rules and
 docs/user/metrics.md use these names). Called by ``snapflow exporter``.
@@ -26,8 +28,9 @@ from workflows.fleet.records import RecordCache
 
 log = logging.getLogger("snapflow.exporter")
 
-APP_LABELS = ("cluster", "namespace", "app", "source")
-REPO_LABELS = ("source",)
+# ``source``: what the app's backups protect (app, etcd, registry, bucket); ``repository``: its URL
+APP_LABELS = ("cluster", "namespace", "app", "source", "repository")
+REPO_LABELS = ("repository",)
 
 # name -> (type, help); app metrics carry APP_LABELS, repository metrics REPO_LABELS
 APP_METRICS: dict[str, tuple[str, str]] = {
@@ -61,6 +64,14 @@ APP_METRICS: dict[str, tuple[str, str]] = {
         "Time of the newest restore test that passed (0: none).",
     ),
     "snapflow_restore_test_max_age_seconds": ("gauge", "The longest allowed age of a passing restore test."),
+    "snapflow_backup_anomaly_score": (
+        "gauge",
+        "Anomaly score of the newest committed backup against the app's own history (records that carry one).",
+    ),
+    "snapflow_backup_anomaly_flagged": (
+        "gauge",
+        "1 when the newest committed backup was flagged as an anomaly, else 0 (records that carry one).",
+    ),
 }
 REPO_METRICS: dict[str, tuple[str, str]] = {
     "snapflow_repository_up": ("gauge", "1 when the last refresh read the repository, else 0."),
@@ -191,7 +202,7 @@ class Exporter(Collector):
                 fam[name].add_metric(labels, float(value))
 
         for st in self.states:
-            src = [st.url]
+            src = [st.url]  # (REPO_LABELS)
             put("snapflow_repository_up", src, st.up)
             put("snapflow_repository_errors", src, st.errors)
             put("snapflow_repository_refresh_duration_seconds", src, st.refresh_s)
@@ -203,7 +214,7 @@ class Exporter(Collector):
                 sum(1 for s in st.cache.summaries() if s.kind == "damaged"),
             )
             for (cluster, namespace, app), a in sorted(st.apps.items()):
-                labels = [cluster, namespace, app, st.url]
+                labels = [cluster, namespace, app, a.source, st.url]
                 t = self.targets_of((cluster, namespace, app))
                 put("snapflow_backup_last_committed_timestamp_seconds", labels, a.last_committed)
                 put("snapflow_backup_committed", labels, a.backups)
@@ -216,6 +227,8 @@ class Exporter(Collector):
                 put("snapflow_freeze_window_seconds", labels, a.freeze_s)
                 put("snapflow_freeze_budget_seconds", labels, t.freeze_budget_s)
                 put("snapflow_verify_last_ok", labels, a.verify_ok)
+                put("snapflow_backup_anomaly_score", labels, a.anomaly_score)
+                put("snapflow_backup_anomaly_flagged", labels, a.anomaly_flagged)
                 put("snapflow_verify_last_timestamp_seconds", labels, a.verify_time)
                 put("snapflow_restore_test_last_ok", labels, a.restore_test_ok)
                 if t.restore_test_max_age_s is not None:

@@ -7,7 +7,10 @@ restore-test age, how long a run may stay uncommitted), from the app's policy or
 
 Terms as in the report: a *run* is one backup attempt (one backup ID, one record group); a *backup* is a
 run whose ``backups`` record opens (committed). Run records say which app a group belongs to; a
-``verify`` record names no app, its group does.
+``verify`` record names no app, its group does. A source's backup (etcd, registry, bucket) is one
+more app here, under its policy's namespace and app name, with its ``source`` kind and the size of its
+one snapshot (no consistent point: no freeze window, and its record's time is its point in time). The
+anomaly is the newest committed backup's (``anomaly`` in its record; none in older records).
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class AppState:
     restore_test_ok: bool | None = None  # the newest restore-test run record
     restore_test_time: float | None = None
     restore_test_last_success: float | None = None
+    source: str = "app"  # what the newest committed backup protects: app, etcd, registry, bucket
+    anomaly_score: float | None = None  # the newest committed backup's anomaly (None: not judged)
+    anomaly_flagged: bool | None = None
 
 
 def app_states(summaries: Iterable[Summary]) -> dict[AppKey, AppState]:
@@ -74,6 +80,8 @@ def app_states(summaries: Iterable[Summary]) -> dict[AppKey, AppState]:
             st.last_committed = newest.point_in_time
             st.last_commit_written = newest.time
             st.size_bytes, st.files, st.freeze_s = newest.size_bytes, newest.files, newest.freeze_s
+            st.source = newest.source
+            st.anomaly_score, st.anomaly_flagged = newest.anomaly_score, newest.anomaly_flagged
         cps = [s for s in mine if s.kind == "consistent-point" and s.time is not None]
         if cps:
             newest_cp = max(cps, key=lambda s: s.time or 0.0)

@@ -21,6 +21,7 @@ from steps.api import Repository, parse_time
 KINDS = ("backups", "runs")
 RUN_NAMES = ("consistent-point", "verify", "restore-test")  # the run records the exporter uses
 READ_PARALLEL = 8
+SOURCE_KINDS = ("etcd", "registry", "bucket")  # a backup record's ``source.kind``; else it is an app's
 
 
 def _time(value: Any) -> float | None:
@@ -47,6 +48,17 @@ def _app(data: dict) -> tuple[str, str, str] | None:
     return (str(app.get("cluster") or "default"), str(app.get("namespace") or ""), name)
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _source_kind(data: dict) -> str:
+    """``app``, or the kind of source a backup record protects (``etcd``, ``registry``, ``bucket``)."""
+    source = data.get("source")
+    kind = source.get("kind") if isinstance(source, dict) else None
+    return kind if isinstance(kind, str) and kind in SOURCE_KINDS else "app"
+
+
 def _freeze_s(data: dict) -> float | None:
     value = data.get("freeze_window_ms")
     return float(value) / 1000 if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -66,6 +78,9 @@ class Summary:
     freeze_s: float | None = None
     size_bytes: int | None = None
     files: int | None = None
+    source: str = "app"  # a backup record's source: app, etcd, registry, bucket
+    anomaly_score: float | None = None  # a backup record's ``anomaly`` (records before it have none)
+    anomaly_flagged: bool | None = None
 
 
 def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
@@ -76,6 +91,14 @@ def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
         volumes = [v for v in data.get("volumes") or () if isinstance(v, dict)]
         sizes = [v.get("bytes") for v in volumes if isinstance(v.get("bytes"), int)]
         files = [v.get("files") for v in volumes if isinstance(v.get("files"), int)]
+        source = _source_kind(data)
+        if source != "app":  # a source's backup: its one snapshot's summary
+            summary = data["source"].get("summary")
+            summary = summary if isinstance(summary, dict) else {}
+            sizes = [summary["bytes_total"]] if isinstance(summary.get("bytes_total"), int) else []
+            files = [summary["files"]] if isinstance(summary.get("files"), int) else []
+        anomaly = data.get("anomaly") if isinstance(data.get("anomaly"), dict) else {}
+        flagged = anomaly.get("flagged")
         written = _time(data.get("time"))
         return Summary(
             "backups",
@@ -83,10 +106,14 @@ def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
             bid,
             _app(data),
             written,
+            # (a source's backup has no consistent point: its record's time stands for it)
             _first_cut(consistency) or written,
             freeze_s=_freeze_s(consistency),
             size_bytes=sum(sizes) if sizes else None,
             files=sum(files) if files else None,
+            source=source,
+            anomaly_score=_number(anomaly.get("score")),
+            anomaly_flagged=flagged if isinstance(flagged, bool) else None,
         )
     name = data.get("name")
     if name not in RUN_NAMES:

@@ -40,7 +40,7 @@ ALERTS: tuple[Alert, ...] = (
         "15m",
         "critical",
         "{{ $labels.namespace }}/{{ $labels.app }} ({{ $labels.cluster }}): no committed backup within its RPO",
-        "The newest committed backup of {{ $labels.app }} in {{ $labels.source }} is older than its recovery"
+        "The newest committed backup of {{ $labels.app }} in {{ $labels.repository }} is older than its recovery"
         " point objective (or there is none): a restore now would lose more data than allowed.",
         "rpo-missed",
     ),
@@ -71,7 +71,7 @@ ALERTS: tuple[Alert, ...] = (
         "0m",
         "critical",
         "{{ $labels.namespace }}/{{ $labels.app }} ({{ $labels.cluster }}): the newest verify failed",
-        "The newest verify of {{ $labels.app }} in {{ $labels.source }} did not read back what the backup"
+        "The newest verify of {{ $labels.app }} in {{ $labels.repository }} did not read back what the backup"
         " wrote; that backup is not committed, and the repository may be damaged.",
         "verify-failed",
     ),
@@ -85,12 +85,26 @@ ALERTS: tuple[Alert, ...] = (
         "restore-test-stale",
     ),
     Alert(
+        "SnapflowBackupAnomaly",
+        "snapflow_backup_anomaly_score and on (cluster, namespace, app, source, repository)"
+        " (snapflow_backup_anomaly_flagged == 1)",
+        "0m",
+        "warning",
+        "{{ $labels.namespace }}/{{ $labels.app }} ({{ $labels.cluster }}): the newest backup is unlike its"
+        " history (anomaly score {{ $value }})",
+        "The newest committed backup of {{ $labels.app }} ({{ $labels.source }}) in {{ $labels.repository }}"
+        " changed far more than its own history predicts (new data, incompressible data, deleted or renamed"
+        " files): mass encryption or deletion may be under way. Its record names the reasons; protect the"
+        " last good backup before retention removes it.",
+        "backup-anomaly",
+    ),
+    Alert(
         "SnapflowRepositoryUnreachable",
         "snapflow_repository_up == 0",
         "10m",
         "critical",
-        "repository {{ $labels.source }} cannot be read",
-        "The exporter could not read {{ $labels.source }}: its other metrics show the last values read, and"
+        "repository {{ $labels.repository }} cannot be read",
+        "The exporter could not read {{ $labels.repository }}: its other metrics show the last values read, and"
         " backups writing there may fail too.",
         "repository-unreachable",
     ),
