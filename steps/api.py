@@ -28,6 +28,7 @@ from steps.errors import (
     UsageError,
 )
 from steps.manifests.cluster_checks import allowed, preflight
+from steps.manifests.pod_images import parse_images_of
 from steps.manifests.podsecurity import ENFORCE_LABEL, LEVELS
 from steps.manifests.podsecurity import check as pod_security_check
 from steps.plan import (
@@ -93,6 +94,7 @@ __all__ = [
     "manifest_render",
     "open_repository",
     "open_store",
+    "parse_images_of",
     "parse_time",
     "plan_from_dict",
     "pod_security_check",

@@ -14,7 +14,8 @@ its container gets no ServiceAccount token either. Restores take committed snaps
 
 Pods: a registry or bucket step calls no Kubernetes API, so its container gets no ServiceAccount token
 (only Argo's executor reports outputs, with the step's account) and passes Pod Security
-``restricted``; source credentials are Secrets mounted as files. The etcd snapshot is pinned to
+``restricted``; the one exception is a registry backup with ``imagesOf``, which lists the selected pods
+(its token and Roles: :mod:`workflows.rbac_sources`); source credentials are Secrets mounted as files. The etcd snapshot is pinned to
 control-plane nodes and reaches the member on its node (``status.hostIP``); with kubeadm's
 certificates from the node (``tls.hostPath``) it runs as root with a read-only hostPath, which only
 ``privileged`` admits.
@@ -175,8 +176,17 @@ def source_backup_pipeline(policy: Policy) -> Pipeline:
             args += ("--repository", pattern)
         for image in reg.images:
             args += ("--image", image)
+        for pods in reg.images_of:
+            args += ("--images-of", pods.arg)
         args += ("--scratch", WORK_DIR)
-        pod = SourcePod(mounts=mounts, work_size="20Gi", secret_env=_registry_env(policy))
+        # imagesOf reads the pods through the API: the token, and get/list on pods where they run
+        # (workflows.rbac_sources)
+        pod = SourcePod(
+            mounts=mounts,
+            work_size="20Gi",
+            secret_env=_registry_env(policy),
+            api_token=bool(reg.images_of),
+        )
         what = f"images of {reg.url}"
     else:
         bucket = source.bucket

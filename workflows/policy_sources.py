@@ -23,8 +23,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from steps.api import runtime
-from workflows.policy_fields import DNS_SUBDOMAIN_RE, ENDPOINT_RE, SECRET_KEY_RE
+from steps.api import UsageError, parse_images_of, runtime
+from workflows.policy_fields import DNS_LABEL_RE, DNS_SUBDOMAIN_RE, ENDPOINT_RE, SECRET_KEY_RE
 
 ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_RE, max_length=253)]
 SecretKey = Annotated[str, Field(pattern=SECRET_KEY_RE, max_length=253)]
@@ -103,6 +103,34 @@ class Rehome(_Model):
     to: str = Field(pattern=REFERENCE_RE, description="Its new HOST/PATH prefix, e.g. harbor.b/proj.")
 
 
+class ImagesOf(_Model):
+    """The pods whose images a registry policy backs up: those of ``namespace`` matching ``selector``."""
+
+    namespace: Annotated[str, Field(pattern=DNS_LABEL_RE, max_length=63)] = Field(
+        description="Namespace of the app's pods."
+    )
+    selector: str | None = Field(
+        None,
+        pattern=r"^[^\n]+$",
+        description="Label selector of its pods, as kubectl -l takes it (e.g. app.kubernetes.io/part-of=shop); "
+        "default: every pod of the namespace.",
+    )
+
+    @model_validator(mode="after")
+    def _parses(self) -> ImagesOf:
+        # the step's own parser: what lint accepts, registry-backup --images-of accepts
+        try:
+            parse_images_of(self.arg, "selector")
+        except UsageError as err:
+            raise ValueError(f"@selector|{str(err).partition(': ')[2]}") from None
+        return self
+
+    @property
+    def arg(self) -> str:
+        """The value of ``registry-backup --images-of``."""
+        return f"{self.namespace}:{self.selector}" if self.selector else self.namespace
+
+
 class RegistrySource(_Model):
     """Images of an OCI Distribution registry (Harbor or any other)."""
 
@@ -117,6 +145,11 @@ class RegistrySource(_Model):
     images: list[Annotated[str, Field(pattern=REFERENCE_RE)]] = Field(
         default_factory=list, description="Exact images, HOST/NAME@sha256:... or HOST/NAME:TAG."
     )
+    images_of: list[ImagesOf] = Field(
+        default_factory=list,
+        description="Exactly the images these pods run (their imageID digests, under the tags their specs "
+        "name); the backup reads the pods through the Kubernetes API (docs/user/registry.md).",
+    )
     chunk_size_mi_b: int = Field(
         64, ge=1, le=4096, alias="chunkSizeMiB", description="Restore uploads larger blobs in chunks of this."
     )
@@ -124,8 +157,8 @@ class RegistrySource(_Model):
 
     @model_validator(mode="after")
     def _one_selection(self) -> RegistrySource:
-        if bool(self.repositories) == bool(self.images):
-            raise ValueError("expected exactly one of repositories and images")
+        if [bool(self.repositories), bool(self.images), bool(self.images_of)].count(True) != 1:
+            raise ValueError("expected exactly one of repositories, images and imagesOf")
         hosts = {rule.to.split("/")[0] for rule in self.rehome}
         if len(hosts) > 1:
             raise ValueError(

@@ -42,6 +42,10 @@ steps (``etcd-snapshot``, ``registry-backup``, ``bucket-restore``, ...); none of
 each Role holds Argo's executor rule alone, and the source step's container gets no token at all (the
 template sets ``automountServiceAccountToken: false`` and names the account as Argo's executor's).
 
+A registry policy with ``imagesOf`` is the exception: its ``registry-backup`` lists the selected pods,
+so its container gets its token and its account ``get``/``list`` on pods in each namespace named
+(:mod:`workflows.rbac_sources`).
+
 ``spec.workflow.serviceAccountName`` replaces all of this with one account the user manages, set
 workflow-wide: nothing is rendered, and :func:`shared_account_warnings` says what that gives up.
 
@@ -61,6 +65,7 @@ from typing import Any
 from workflows.names import Names
 from workflows.pipeline import Pipeline
 from workflows.policy import Policy
+from workflows.rbac_sources import source_rules_elsewhere, source_rules_in
 
 Rule = tuple[str, str, tuple[str, ...]]  # (API group, resource, verbs)
 
@@ -230,7 +235,7 @@ def step_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
     check, prune, init) get only the executor's rule: no Secret, no pod, no exec; so does every step of
     a source policy (spec.source: its finalize reads the plan and the repository only)."""
     if policy.spec.source is not None:
-        return merge(list(EXECUTOR_RULES))
+        return merge([*EXECUTOR_RULES, *source_rules_in(policy, command, policy.workflow_namespace)])
     rules: list[Rule] = list(EXECUTOR_RULES)
     rules.extend(STEP_PERMISSIONS.get(command, ()))
     if _runs_hooks_in_pods(policy):
@@ -276,7 +281,7 @@ def mover_side_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
     """With a mover namespace: the Role of one step command there, where its pod runs: Argo's executor
     rule and what it does with the mover-side snapshot and clone (a source policy's steps: the rule alone)."""
     if policy.spec.source is not None:
-        return merge(list(EXECUTOR_RULES))
+        return merge([*EXECUTOR_RULES, *source_rules_in(policy, command, policy.workflow_namespace)])
     return merge([*EXECUTOR_RULES, *MOVER_SIDE_RULES.get(command, ())])
 
 
@@ -384,6 +389,16 @@ def rbac_objects(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, An
                     "rules": app_rules,
                 },
                 _binding("RoleBinding", name, ns, labels, "Role", name, subject),
+            ]
+        for other, rules in source_rules_elsewhere(policy, command, home):  # registry imagesOf: pods read
+            objects += [
+                {
+                    "apiVersion": RBAC_API,
+                    "kind": "Role",
+                    "metadata": _meta(name, other, labels),
+                    "rules": merge(list(rules)),
+                },
+                _binding("RoleBinding", name, other, labels, "Role", name, subject),
             ]
         cluster = step_cluster_rules(policy, command)
         if cluster:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from steps.commands._kube import KUBE_EPILOG, add_kube_args
 from steps.commands._repo import CONNECTION_EPILOG, add_repo_args, open_repository, parse_tags, print_json
 
 NAME = "registry-backup"
 HELP = "back up images of an OCI registry (Harbor, distribution) as a snapshot of kind registry"
 DESCRIPTION = """Back up images of the OCI Distribution registry at --registry: either whole repositories
-selected by name patterns (--repository, every tag of each, found through the registry's catalog), or
-exactly the images given with --image (what the app's pods run: their status.containerStatuses[].imageID,
-e.g. harbor.example.com/shop/api@sha256:...; a tag is resolved to its digest at backup time).
+selected by name patterns (--repository, every tag of each, found through the registry's catalog),
+exactly the images given with --image (e.g. harbor.example.com/shop/api@sha256:...; a tag is resolved to
+its digest at backup time), or exactly the images the pods selected with --images-of run: their
+status.containerStatuses[].imageID and initContainerStatuses[].imageID, read through the Kubernetes API,
+each backed up by that digest under the tag its pod spec names. A container whose image is on another
+registry is skipped with a warning naming it; an imageID without a digest is refused.
 
 Every manifest (image manifests, OCI indexes, Docker manifest lists and every platform's manifest below
 them, OCI artifacts) is kept byte for byte as the registry served it, with its media type; every blob
@@ -32,6 +36,8 @@ examples:
       --repository 'shop/*'
   python -m steps registry-backup --repo s3://backups/shop --registry https://harbor.example.com \\
       --image harbor.example.com/shop/api@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+  python -m steps registry-backup --repo s3://backups/shop --registry https://harbor.example.com \\
+      --images-of 'shop:app.kubernetes.io/part-of=orders'
 """
 
 
@@ -88,6 +94,14 @@ def configure(parser):
         metavar="REF",
         help="[HOST/]REPOSITORY@sha256:DIGEST or [HOST/]REPOSITORY:TAG on --registry (repeatable)",
     )
+    sel.add_argument(
+        "--images-of",
+        action="append",
+        metavar="NS[:SELECTOR]",
+        help="the images the pods of namespace NS (matching the label SELECTOR) run, by their imageID"
+        " (repeatable; needs get and list on pods there)",
+    )
+    add_kube_args(parser)
     parser.add_argument("--tag", action="append", metavar="K=V", help="tag the snapshot (repeatable)")
     parser.add_argument("--backup-id", metavar="ID", help="the backup run this snapshot belongs to")
     parser.add_argument("--cluster", metavar="NAME", help="record the Kubernetes cluster's name")
@@ -96,18 +110,49 @@ def configure(parser):
         "--scratch", metavar="DIR", help="directory for the blobs before they are stored (default: $TMPDIR)"
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of the ID")
-    parser.epilog = CONNECTION_EPILOG
+    parser.epilog = CONNECTION_EPILOG + KUBE_EPILOG
 
 
-def roots_of(args, client) -> tuple[list[tuple[str, str]], dict]:
-    """``[(repository, tag or digest)]`` to back up, and the selection as recorded."""
+def images_of(args, client) -> tuple[list[tuple], dict]:
+    """The images the pods of ``--images-of`` run (see :mod:`steps.manifests.pod_images`)."""
+    import sys
+
+    from steps.commands._kube import kube_client
+    from steps.errors import UsageError
+    from steps.manifests.pod_images import images_of_pods, list_selected_pods, parse_images_of
+
+    selections = [parse_images_of(text) for text in args.images_of]
+    with kube_client(args) as kube:
+        pods = list_selected_pods(kube, selections)
+    found = images_of_pods(pods, client.endpoint.host)
+    for line in found.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if not found.roots:
+        raise UsageError(
+            f"--images-of {' '.join(map(str, selections))}: the {len(pods)} pod(s) selected run no image of"
+            f" {client.endpoint.host} ({len(found.warnings)} container(s) skipped, listed above)"
+        )
+    recorded = {"images_of": [str(s) for s in selections], "pods": found.pods, "skipped": found.warnings}
+    return list(found.roots), recorded
+
+
+def roots_of(args, client) -> tuple[list[tuple], dict]:
+    """``[(repository, tag or digest)]`` (or ``(repository, digest, tag)``) to back up, and the
+    selection as recorded."""
     import fnmatch
 
     from steps.drivers.registry_reference import parse_reference
     from steps.errors import UsageError
 
-    if bool(args.repository) == bool(args.image):
-        raise UsageError("--repository / --image: give repository patterns or image references (one of them)")
+    given = [o for o, v in (("--repository", args.repository), ("--image", args.image),
+                            ("--images-of", args.images_of)) if v]  # fmt: skip
+    if len(given) != 1:
+        raise UsageError(
+            "--repository / --image / --images-of: give repository patterns, image references or pods"
+            f" (one of them){', got ' + ' and '.join(given) if given else ''}"
+        )
+    if args.images_of:
+        return images_of(args, client)
     if args.image:
         roots = []
         for text in args.image:

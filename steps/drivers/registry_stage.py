@@ -57,8 +57,9 @@ def _fsync_write(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def stage_images(client: RegistryClient, roots: list[tuple[str, str]], workdir: str, progress=None) -> Stage:
-    """Every manifest and blob below ``roots`` (``(repository, tag or digest)``) into ``workdir``:
+def stage_images(client: RegistryClient, roots: list[tuple], workdir: str, progress=None) -> Stage:
+    """Every manifest and blob below ``roots`` (``(repository, tag or digest)``, or ``(repository,
+    digest, tag)``) into ``workdir``:
     manifests as served, blobs streamed to files, each checked against its digest; a blob or manifest
     shared by several images (or repositories) is fetched once."""
     stage = Stage(workdir)
@@ -110,11 +111,16 @@ def stage_images(client: RegistryClient, roots: list[tuple[str, str]], workdir: 
             stage.manifests[digest] = {"media_type": media_type, "size": len(data), "image_bytes": total}
         return digest, total
 
-    for repository, ref in roots:
+    for root in roots:
+        # (repository, tag or digest), or (repository, digest, tag): an image a pod runs, fetched by
+        # its digest and recorded under the tag its spec names (never resolved again at the registry)
+        repository, ref, tag = (*root, None)[:3]
         entry = stage.repositories.setdefault(repository, {"tags": {}, "digests": []})
         digest, total = visit(repository, ref, ())
         stage.image_bytes += total
-        if ref.startswith("sha256:"):
+        if tag:
+            entry["tags"][tag] = digest
+        elif ref.startswith("sha256:"):
             if digest not in entry["digests"]:
                 entry["digests"].append(digest)
         else:

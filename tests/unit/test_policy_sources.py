@@ -161,7 +161,7 @@ def test_etcd_with_a_secret_runs_as_non_root_and_passes_restricted():
         (
             {"registry": {"url": "https://r.example.com"}},
             {},
-            "spec.source.registry: expected exactly one of repositories and images",
+            "spec.source.registry: expected exactly one of repositories, images and imagesOf",
         ),
         (
             {"bucket": {"endpoint": "https://s3.example.com", "bucket": "abc", "color": 1}},
