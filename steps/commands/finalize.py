@@ -23,6 +23,9 @@ DESCRIPTION = """Runs whatever happened before (Argo's onExit), in this order:
    record of it, one the verify checked, or one that cannot be read and was stored since the backup
    began) stops the commit: exit 3, one line naming its object key; `repair records` fixes or removes
    it, then the backup runs again.
+   The record also says what changed (`changes`) and whether that is unusual for the app (`anomaly`,
+   a warning: the backup is committed all the same; with --lock-last-good the newest unflagged backup
+   is then kept locked; docs/user/anomalies.md).
 
 With a source plan (etcd, registry, bucket: a policy with spec.source) there is nothing to thaw and
 nothing in the cluster to clean up; the backup is committed when the newest snapshot of this backup of
@@ -61,6 +64,12 @@ def configure(parser):
         help="also delete what prepare-clone made in this namespace for the backup (default: none)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    parser.add_argument(
+        "--lock-last-good",
+        metavar="DURATION",
+        help="when the committed backup is flagged as anomalous, keep the newest unflagged backup of the"
+        " app locked (S3 Object Lock) this long, e.g. 30d (docs/user/anomalies.md)",
+    )
     add_kube_args(parser)
     parser.epilog = (
         KUBE_EPILOG
@@ -144,7 +153,7 @@ def cleanup_cluster(client, plan, backup_id: str, log, mover_namespace: str = ""
 # Commit (the rule and the record: steps.repository.records)
 
 
-def commit(plan, backup_id: str, log) -> tuple[str | None, list[str], bool]:
+def commit(plan, backup_id: str, log, lock_last_good_days=None) -> tuple[str | None, list[str], bool]:
     """(record ID, problems, already_committed) of :func:`steps.repository.records.commit_backup` in the
     plan's repository."""
     from steps.commands.audit_trail import commit_audited
@@ -153,7 +162,22 @@ def commit(plan, backup_id: str, log) -> tuple[str | None, list[str], bool]:
 
     assert plan.repository is not None
     repo = open_repository(plan.repository.url, plan.repository.endpoint)
-    return commit_audited(repo, plan, backup_id, lambda: commit_backup(repo, plan, backup_id, log))
+    return commit_audited(
+        repo, plan, backup_id, lambda: commit_backup(repo, plan, backup_id, log, lock_last_good_days)
+    )
+
+
+def _lock_days(raw: str | None) -> float | None:
+    """``--lock-last-good`` in days (None when not given); checked after the thaw, which comes first."""
+    if not raw:
+        return None
+    from steps.commands._retention import parse_duration
+    from steps.errors import UsageError
+
+    seconds = parse_duration(raw, "--lock-last-good")
+    if seconds <= 0:
+        raise UsageError(f"--lock-last-good: expected a positive duration like 30d, got {raw!r}")
+    return seconds / 86400
 
 
 def run(args) -> int:
@@ -215,7 +239,7 @@ def run(args) -> int:
         commit_error = UsageError("plan: repository: required to commit a backup")
     else:
         try:
-            rid, problems, already = commit(plan, args.backup_id, log)
+            rid, problems, already = commit(plan, args.backup_id, log, _lock_days(args.lock_last_good))
             summary["committed"] = rid is not None
             summary["record"] = rid
             if already:
