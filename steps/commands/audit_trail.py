@@ -115,6 +115,15 @@ def run_audited(
     return out
 
 
+def audited(repo, action: str, what: dict, function: Callable[..., T], describe=None) -> Callable[..., T]:
+    """``function``, recorded when called (:func:`run_audited`)."""
+
+    def call(*args, **kwargs) -> T:
+        return run_audited(repo, action, what, lambda: function(*args, **kwargs), describe=describe)
+
+    return call
+
+
 def commit_audited(repo, plan, backup_id: str, commit: Callable[[], tuple[str | None, list[str], bool]]):
     """Finalize's commit (``commit()``), recorded: ``ok`` with the record's ID when it committed,
     ``refused`` with the reasons when it did not, ``failed`` when it stopped on an error; a backup
@@ -207,3 +216,19 @@ def record_check(repo, report, read_data_percent: float) -> None:
     if rt is not None:
         what["restore_test"] = {"ok": rt.get("ok"), "backup_id": rt.get("backup_id")}
     record(repo, "check", what=what, result="ok" if report.ok else "failed")
+
+
+def restore_app_what(args, restore_id: str) -> dict:
+    """What a ``restore-app`` restores, and into where."""
+    keys = (
+        "backup",
+        "app",
+        "source_namespace",
+        "target_namespace",
+        "phase",
+        "mover",
+        "mover_namespace",
+        "dry_run",
+    )
+    what = {k: getattr(args, k, None) for k in keys if getattr(args, k, None) not in (None, "", [])}
+    return {**what, "restore_id": restore_id}

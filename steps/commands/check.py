@@ -108,6 +108,9 @@ def run(args) -> int:
             report.restore_test["run_record"] = None
             report.warnings.append(f"restore test: its result was not stored in the repository: {err}")
         report.warnings.extend(f"restore test: {w}" for w in report.restore_test["warnings"])
+    from steps.commands.audit_trail import record_check
+
+    record_check(repo, report, percent)
     for w in report.warnings[:50]:
         warn(w)
     if args.json:

@@ -58,4 +58,6 @@ def run(args) -> int:
         forget_snapshots=list(args.snapshot),
         dry_run=args.dry_run,
     )
-    return run_and_report(args, NAME, forget, opts)
+    from steps.commands.audit_trail import audited_retention
+
+    return run_and_report(args, NAME, audited_retention("forget", forget), opts)

@@ -37,6 +37,13 @@ def run(args) -> int:
     )
     password = repository_password()
     repo = Repository.init(open_store(args), password, object_lock=lock)
+    from steps.commands.audit_trail import record
+
+    record(
+        repo,
+        "repository.init",
+        what={"object_lock": {"mode": lock.mode, "days": lock.days} if lock else None},
+    )
     extra = f", Object Lock {lock.mode} {lock.days:g} days" if lock else ""
     print(f"created repository {repo.config.id} at {repo.url} (key {repo.key_id[:8]}{extra})")
     return 0

@@ -41,6 +41,7 @@ def configure(parser):
 
 
 def run(args) -> int:
+    from steps.commands.audit_trail import record
     from steps.errors import UsageError
     from steps.secrets import new_password
 
@@ -62,6 +63,7 @@ def run(args) -> int:
         return 0
     if args.key_action == "add":
         kid = repo.add_key(new_password())
+        record(repo, "key.add", what={"key": kid})
         print(f"added key {kid[:8]}")
         return 0
     if args.key_action == "remove":
@@ -71,11 +73,13 @@ def run(args) -> int:
                 "--key: refusing to remove the key in use; open the repository with another key first"
             )
         repo.remove_key(kid)
+        record(repo, "key.remove", what={"key": kid})
         print(f"removed key {kid[:8]}")
         return 0
     if args.key_action == "passwd":
         kid = repo.add_key(new_password())
         repo.store.delete(f"keys/{repo.key_id}")
+        record(repo, "key.passwd", what={"key": kid, "replaced": repo.key_id})
         print(f"password changed: key {repo.key_id[:8]} replaced by {kid[:8]}")
         return 0
     raise UsageError(f"ACTION: expected list, add, remove or passwd, got {args.key_action!r}")

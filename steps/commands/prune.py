@@ -99,6 +99,7 @@ def options_from_args(args):
 
 def run(args) -> int:
     from steps.commands._retention import run_and_report
+    from steps.commands.audit_trail import audited_retention
     from steps.repository.pruner import prune
 
-    return run_and_report(args, NAME, prune, options_from_args(args))
+    return run_and_report(args, NAME, audited_retention("prune", prune), options_from_args(args))

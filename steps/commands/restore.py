@@ -201,7 +201,9 @@ def run(args) -> int:
     snapshot = args.snapshot
     if snapshot == "latest" and args.volume:
         snapshot = latest_of_volume(repo, args.volume, args.app, args.source_namespace)
-    done = restore_volume(
+    from steps.commands.audit_trail import audited, restored
+
+    done = audited(repo, "restore", {"snapshot": snapshot, "target": args.target}, restore_volume, restored)(
         repo,
         snapshot,
         args.target,

@@ -300,7 +300,9 @@ def run(args) -> int:
     )
     opts = RestoreAppOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RestoreAppOptions)})
     repo = open_repository(args)
-    return restore_app(
+    from steps.commands.audit_trail import audited, restore_app_what
+
+    return audited(repo, "restore-app", restore_app_what(args, restore_id), restore_app)(
         repo,
         opts,
         args.backup,

@@ -223,7 +223,7 @@ def _forget(run: _Run, snapshots: list[Record], backups: list[Record]) -> None:
 def _live_keys(run: _Run, excluded_packs: set[str]) -> list[str]:
     store = run.store
     keys = ["config"]
-    for prefix in ("keys/", "index/", "snapshots/", "backups/", "runs/"):
+    for prefix in ("keys/", "index/", "snapshots/", "backups/", "runs/", "audit/"):
         keys += [i.key for i in store.list(prefix)]
     keys += [i.key for i in store.list("data/") if i.key.rsplit("/", 1)[-1] not in excluded_packs]
     return keys
