@@ -18,11 +18,19 @@ SNAPFLOW_PASSWORD_FILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, SNAPFLOW_S3_EN
 examples:
   snapflow report --repo s3://backups/shop --endpoint https://minio:9000 -o report.html
   snapflow report --repo s3://backups/shop --policy policies/orders-db.yaml --days 90 -o report.html
+  snapflow report --fleet fleet.yaml -o fleet.html       # one row per cluster x app (docs/user/fleet.md)
+  snapflow report --fleet fleet.yaml -o fleet.csv        # the same rows as CSV (or .json, --format)
 """
 
 
 def configure(parser):
-    parser.add_argument("--repo", required=True, metavar="URL", help="s3://BUCKET/PREFIX (also file:///PATH)")
+    parser.add_argument(
+        "--repo",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="s3://BUCKET/PREFIX (also file:///PATH); repeatable: several give a fleet report",
+    )
     parser.add_argument("--endpoint", metavar="URL", help="S3 endpoint URL (default: $SNAPFLOW_S3_ENDPOINT)")
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="HTML file to write")
     parser.add_argument(
@@ -36,6 +44,26 @@ def configure(parser):
         "--days", type=float, default=30, metavar="N", help="report window in days (default 30)"
     )
     parser.add_argument("--now", metavar="TIME", help="judge RPO as of this ISO time (default: now)")
+    # the fleet report (workflows.report.fleet)
+    parser.add_argument(
+        "--fleet", metavar="FLEET", help="fleet file: one row per cluster x app of its repositories"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("html", "json", "csv"),
+        help="fleet report format (default: from the -o suffix .json / .csv, else html)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="record cache (default: $XDG_CACHE_HOME/snapflow or ~/.cache/snapflow)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="fleet report: keep no record cache")
+    parser.add_argument(
+        "--no-details",
+        action="store_true",
+        help="fleet report: write no per-app reports for the rows to link to",
+    )
 
 
 def run(args) -> int:
@@ -57,7 +85,11 @@ def _run(args) -> int:
         now = parse_time(args.now)
         if now is None:
             raise UsageError(f"--now: expected an ISO time like 2025-01-31T12:00:00Z, got {args.now!r}")
-    report = collect(args.repo, args.endpoint, policies=args.policy, now=now, window_days=args.days)
+    from workflows.report.fleet import run_fleet_report, wants_fleet
+
+    if wants_fleet(args):
+        return run_fleet_report(args, now)
+    report = collect(args.repo[0], args.endpoint, policies=args.policy, now=now, window_days=args.days)
     write_report(report, args.output)
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -1,0 +1,270 @@
+"""What the fleet report needs of each record of a repository, kept in a local cache between runs.
+
+Records are immutable objects: a record's name is the hash of its stored bytes and it is never
+rewritten, so what one name said once it says for good. :class:`RecordTable` holds, per object name
+(``backups/GROUP/ID``, ``runs/GROUP/ID``), a small :data:`Entry` of what the record says; a reading
+(:func:`refresh`) lists ``backups/`` and ``runs/``, opens only the names it does not hold (through
+:meth:`Repository.read_record <steps.repository.repo.Repository.read_record>`, which authenticates
+them) and forgets the names that are gone (pruned). Only records that authenticated become entries.
+
+Between runs the table is saved to ``CACHE_DIR/records/REPOSITORY_ID.cache`` (``CACHE_DIR``:
+``--cache-dir``, else ``$XDG_CACHE_HOME/snapflow``, else ``~/.cache/snapflow``). The file is sealed with
+AES-256-GCM under a key derived from the repository's master key (HKDF with a random salt per write,
+the purpose ``record-cache``) and bound to the repository ID and the cache format, so
+
+- it tells nothing to whoever reads it without the repository key (records are encrypted in the
+  repository; their decrypted content must not lie around in the clear), and
+- a cache that was altered, truncated, swapped with another repository's or written under another key
+  does not authenticate: it is not used (a warning says so), every record is read again from the
+  repository, and a new cache is written.
+
+The file is written atomically with mode 0600. Entries are ``marshal``-encoded tuples of strings and
+numbers (decoded only after the file authenticated).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from workflows.fleet.records import KINDS, summarize
+
+FORMAT = b"snapflow-record-cache-1"
+SALT_LEN = 16
+NONCE_LEN = 12
+PURPOSE = b"record-cache"
+READ_PARALLEL = 8
+
+# an entry: (kind, group, backup_id, app, time, point_in_time, ok, verdict, anomaly)
+#   kind: "backups", a run name, "damaged", or "" (a record the report has no use for)
+#   app: index into RecordTable.apps, or -1
+#   ok: a verify / restore test passed (True/False), or a backup's own verify, or None
+#   anomaly: None or (flagged, score, (reason, ...))
+Entry = tuple
+KIND, GROUP, BACKUP_ID, APP, TIME, POINT, OK, VERDICT, ANOMALY = range(9)
+IGNORED = ""
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "snapflow"
+
+
+def _name_key(name: str) -> bytes:
+    """The table's key of an object name: its ID as bytes (32 bytes, not a 100-character string)."""
+    ident = name.rsplit("/", 1)[-1]
+    try:
+        return bytes.fromhex(ident)
+    except ValueError:
+        return name.encode()
+
+
+def _anomaly(data: dict) -> tuple | None:
+    a = data.get("anomaly")
+    if not isinstance(a, dict):
+        return None
+    flagged = a.get("flagged") if isinstance(a.get("flagged"), bool) else None
+    score = a.get("score")
+    score = float(score) if isinstance(score, int | float) and not isinstance(score, bool) else None
+    reasons = tuple(str(r) for r in a.get("reasons") or () if isinstance(r, str | int | float))
+    return (flagged, score, reasons)
+
+
+@dataclass
+class RecordTable:
+    """One repository's entries by object name (the key: :func:`_name_key`)."""
+
+    repository_id: str
+    entries: dict[bytes, Entry] = field(default_factory=dict)
+    apps: list[tuple[str, str, str]] = field(default_factory=list)
+    _app_index: dict[tuple[str, str, str], int] = field(default_factory=dict, repr=False)
+    changed: bool = False
+
+    def app_of(self, entry: Entry) -> tuple[str, str, str] | None:
+        return self.apps[entry[APP]] if entry[APP] >= 0 else None
+
+    def _app_idx(self, app: tuple[str, str, str] | None) -> int:
+        if app is None:
+            return -1
+        idx = self._app_index.get(app)
+        if idx is None:
+            idx = self._app_index[app] = len(self.apps)
+            self.apps.append(app)
+        return idx
+
+    def entry(self, kind: str, group: str | None, data: dict) -> Entry:
+        """The entry of a record that opened and authenticated."""
+        s = summarize(kind, group, data)
+        if s is None:
+            return (IGNORED, None, None, -1, None, None, None, None, None)
+        verdict = None
+        ok = s.ok
+        if kind == "backups":
+            consistency = data.get("consistency")
+            if isinstance(consistency, dict) and isinstance(consistency.get("verdict"), str):
+                verdict = consistency["verdict"]
+            elif data.get("source") or consistency is None:
+                verdict = "n/a (source)" if data.get("source") else None
+            verify = data.get("verify")
+            ok = verify.get("ok") if isinstance(verify, dict) and isinstance(verify.get("ok"), bool) else None
+        elif s.kind == "consistent-point" and isinstance(data.get("verdict"), str):
+            verdict = data["verdict"]
+        return (
+            _intern(s.kind),
+            _intern(group),
+            s.backup_id,
+            self._app_idx(s.app),
+            s.time,
+            s.point_in_time,
+            ok,
+            _intern(verdict),
+            _anomaly(data) if kind == "backups" else None,
+        )
+
+    # -- the file ------------------------------------------------------------------------------------
+    @staticmethod
+    def path(cache_dir: Path, repository_id: str) -> Path:
+        return Path(cache_dir) / "records" / f"{repository_id}.cache"
+
+    def _aad(self) -> bytes:
+        return FORMAT + b"\0" + self.repository_id.encode()
+
+    def save(self, cache_dir: Path, keys: Any) -> Path:
+        """Seal and write the table (atomically, mode 0600); ``keys``: the repository's MasterKeys."""
+        payload = marshal.dumps((self.apps, saveable(self.entries.items())), 4)
+        plain = zstandard.ZstdCompressor(level=3).compress(payload)
+        salt, nonce = os.urandom(SALT_LEN), os.urandom(NONCE_LEN)
+        sealed = keys.subkey_aead(salt, PURPOSE).encrypt(nonce, plain, self._aad())
+        target = self.path(cache_dir, self.repository_id)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=".records.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(FORMAT + salt + nonce + sealed)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        self.changed = False
+        return target
+
+    @classmethod
+    def load(cls, cache_dir: Path | None, repository_id: str, keys: Any, warn: Callable[[str], None]):
+        """The saved table of the repository, or an empty one (no file, or one that does not
+        authenticate: ``warn`` is told, and nothing of it is used)."""
+        table = cls(repository_id)
+        if cache_dir is None:
+            return table
+        target = cls.path(cache_dir, repository_id)
+        try:
+            raw = target.read_bytes()
+        except FileNotFoundError:
+            return table
+        except OSError as err:
+            warn(f"record cache {target}: cannot read it ({err.strerror}); reading every record again")
+            return table
+        head = len(FORMAT) + SALT_LEN + NONCE_LEN
+        try:
+            if len(raw) <= head or raw[: len(FORMAT)] != FORMAT:
+                raise ValueError("not a record cache of this version")
+            salt = raw[len(FORMAT) : len(FORMAT) + SALT_LEN]
+            nonce = raw[len(FORMAT) + SALT_LEN : head]
+            plain = keys.subkey_aead(salt, PURPOSE).decrypt(nonce, raw[head:], table._aad())
+        except Exception as err:  # InvalidTag, or a file of another format
+            what = str(err) or "authentication failed"
+            warn(f"record cache {target}: not used ({what}); reading every record again")
+            return table
+        apps, items = marshal.loads(zstandard.ZstdDecompressor().decompress(plain))
+        table.apps = [tuple(a) for a in apps]
+        table._app_index = {a: i for i, a in enumerate(table.apps)}
+        table.entries = dict(items)
+        return table
+
+
+_INTERNED: dict[str, str] = {}
+
+
+def _intern(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return _INTERNED.setdefault(text, text) if len(_INTERNED) < 1_000_000 else text
+
+
+@dataclass
+class RefreshStats:
+    listed: int = 0
+    read: int = 0
+    forgotten: int = 0
+    damaged: int = 0
+    cached: bool = False  # a saved cache was used
+    seconds: float = 0.0
+    list_seconds: float = 0.0
+
+
+def refresh(table: RecordTable, repo: Any, parallel: int = READ_PARALLEL) -> RefreshStats:
+    """List the repository's records; open the names the table does not hold; forget the names gone."""
+    t0 = time.monotonic()
+    stats = RefreshStats(cached=bool(table.entries))
+    seen: set[bytes] = set()
+    new: list[tuple[bytes, str, str, Any]] = []
+    for kind in KINDS:
+        for info in repo.store.list(f"{kind}/"):
+            name = info.key
+            if name.count("/") != 2:
+                continue
+            key = _name_key(name)
+            seen.add(key)
+            if key not in table.entries:
+                new.append((key, kind, name, info.last_modified))
+    stats.listed = len(seen)
+    stats.list_seconds = time.monotonic() - t0
+
+    def read(item: tuple[bytes, str, str, Any]) -> tuple[bytes, str, str | None, dict | None]:
+        key, kind, name, modified = item
+        group = name.split("/")[1]
+        try:
+            record = repo.read_record(kind, name, modified)
+        except KeyError:
+            return key, "gone", group, None
+        except Exception:
+            return key, "damaged", group, None
+        return key, kind, group, record.data
+
+    if new:
+        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(new)))) as pool:
+            for key, kind, group, data in pool.map(read, new):
+                if kind == "gone":
+                    continue
+                if data is None:
+                    # not cached as an entry for good: a damaged record is read again next time
+                    entry: Entry = ("damaged", _intern(group), None, -1, None, None, None, None, None)
+                    table.entries[key] = entry
+                else:
+                    table.entries[key] = table.entry(kind, group, data)
+                stats.read += 1
+                table.changed = True
+    gone = [k for k in table.entries if k not in seen]
+    for k in gone:
+        del table.entries[k]
+    stats.forgotten = len(gone)
+    table.changed = table.changed or bool(gone)
+    stats.damaged = sum(1 for e in table.entries.values() if e[KIND] == "damaged")
+    stats.seconds = time.monotonic() - t0
+    return stats
+
+
+def saveable(entries: Iterable[tuple[bytes, Entry]]) -> list[tuple[bytes, Entry]]:
+    """The entries worth keeping on disk (a damaged record is read again on the next run)."""
+    return [(k, e) for k, e in entries if e[KIND] != "damaged"]
