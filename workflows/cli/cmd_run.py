@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 NAME = "run"
-HELP = "run a policy's backup (or init, check, prune) pipeline on this machine, step by step"
+HELP = "run a policy's backup (or init, check, prune; a source's restore) pipeline here, step by step"
 DESCRIPTION = """\
 Run the same pipeline the Argo WorkflowTemplate runs - same steps, dependencies, freeze scope,
 retries (exit code 75 only) and the finalizer that always runs - with each step as a local process
 (python -m steps ...), for a policy whose volumes are local directories (spec.volumes[].path) and whose
 hooks run locally (spec.quiesce[].local: true). A cluster policy runs locally when --volume maps each
 of its volumes to a directory. Shows each step live and, at the end, a timeline with the freeze window.
+
+A policy with spec.source (etcd, registry, bucket) runs its pipelines from this machine: the source is
+reached at the address the policy names (an etcd member on the node's own address: 127.0.0.1), each
+Secret the policy names is a directory holding one file per key (--secret NAME=DIR), a hostPath is that
+path here. Its restore is the restore pipeline with the restore workflow's parameters
+(--pipeline restore -p NAME=VALUE).
 
 The repository password comes from SNAPFLOW_PASSWORD or SNAPFLOW_PASSWORD_FILE (or --password-file);
 S3 keys from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Exit status 0 only when the backup was
@@ -22,6 +28,9 @@ examples:
   snapflow run policy.yaml --local --pipeline check -p restore-test=true   # with spec.verify.restoreTest
   snapflow run examples/postgresql-statefulset.yaml --local --volume data=/srv/pgdata \\
       --hook-param orders-db-0.port=5433 --hook-param orders-db-0.password_file=/etc/pg/password
+  snapflow run examples/sources/bucket.yaml --local --secret uploads-reader=/etc/snapflow/uploads-reader
+  snapflow run examples/sources/bucket.yaml --local --secret uploads-reader=/etc/snapflow/uploads-reader \\
+      --pipeline restore -p target-bucket=shop-uploads-restored -p dry-run=false
 """
 
 
@@ -48,7 +57,16 @@ def add_local_arguments(parser) -> None:
 def configure(parser):
     add_local_arguments(parser)
     parser.add_argument(
-        "--pipeline", default="backup", choices=("backup", "init", "check", "prune"), help="default: backup"
+        "--pipeline",
+        default="backup",
+        choices=("backup", "init", "check", "prune", "restore"),
+        help="default: backup (restore: a policy with spec.source; an app's volumes: snapflow restore --local)",
+    )
+    parser.add_argument(
+        "--secret",
+        action="append",
+        metavar="NAME=DIR",
+        help="Secret NAME of the policy's source as directory DIR, one file per key (repeatable)",
     )
     parser.add_argument(
         "-p", "--parameter", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter"
@@ -63,6 +81,7 @@ def settings_from(args):
 
     from steps.api import UsageError, runtime
     from workflows.local.runner import RunSettings, default_state_dir
+    from workflows.local.source_files import parse_secret_dirs
 
     env = {}
     if args.password_file:
@@ -73,6 +92,7 @@ def settings_from(args):
         state_dir=Path(args.state_dir) if args.state_dir else default_state_dir(),
         env=env,
         snapshot_dir=os.path.abspath(args.snapshot_dir) if args.snapshot_dir else None,
+        secret_dirs=parse_secret_dirs(getattr(args, "secret", None)),
     )
 
 
@@ -108,6 +128,11 @@ def _run(args) -> int:
     from workflows.local.runner import run_local
 
     policy = load_policy(args)
+    if args.pipeline == "restore" and policy.spec.source is None:
+        raise UsageError(
+            "--pipeline restore: restores a policy's source (spec.source); restore an app's volume with "
+            "snapflow restore POLICY --local --snapshot ID --target DIR"
+        )
     params = {}
     for raw in args.parameter:
         key, sep, value = raw.partition("=")

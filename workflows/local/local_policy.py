@@ -128,15 +128,20 @@ def check_local(policy: Policy, source: str) -> None:
             f"{source}: spec.volumes: expected local paths for a local run "
             "(add path: DIR to each volume, or give --volume NAME=DIR for each PVC)"
         )
-    url = policy.spec.repository.url
-    if url.startswith("mem://"):
+    check_local_repository(policy, source)
+    for vol in policy.spec.volumes:
+        if vol.path and not Path(vol.path).is_dir():
+            raise UsageError(f"{source}: spec.volumes[{vol.volume_name}].path: {vol.path} is not a directory")
+
+
+def check_local_repository(policy: Policy, source: str) -> None:
+    """Raise UsageError unless the repository of ``policy`` (an app's or a source's) is one that the
+    steps, each its own process, can share."""
+    if policy.spec.repository.url.startswith("mem://"):
         raise UsageError(
             f"{source}: spec.repository.url: expected s3:// or file:/// for a local run "
             "(mem:// lives inside one process, and each step is its own process)"
         )
-    for vol in policy.spec.volumes:
-        if vol.path and not Path(vol.path).is_dir():
-            raise UsageError(f"{source}: spec.volumes[{vol.volume_name}].path: {vol.path} is not a directory")
 
 
 def step_environment(policy: Policy, extra: dict[str, str] | None = None) -> dict[str, str]:

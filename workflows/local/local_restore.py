@@ -134,6 +134,11 @@ def restore_local(
 ) -> tuple[RunResult, RestoreChoice, list[str]]:
     """Restore one volume of a local policy into ``target`` with the restore pipeline's step."""
     settings = settings or RunSettings()
+    if policy.spec.source is not None:
+        raise UsageError(
+            f"{policy.name}: spec.source: this restores an app's volumes; restore the {policy.spec.source.kind} "
+            "with snapflow run POLICY --local --pipeline restore -p NAME=VALUE (the restore workflow's parameters)"
+        )
     check_local(policy, policy.name)
     target_path = Path(target).absolute()
     if target_path.exists() and (not target_path.is_dir() or any(target_path.iterdir())):

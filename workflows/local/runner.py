@@ -29,6 +29,11 @@ After the finalizer, a local snapshot (btrfs subvolume or copy) of this backup i
 policy says ``snapshot.deleteAfterCopy``, and the step timeline is stored in the repository as the run
 record ``pipeline`` of the backup (read by ``snapflow report``).
 
+A policy with ``spec.source`` (etcd, registry, bucket) runs its pipelines the same way; what its
+source steps' pods would mount — the Secrets the policy names, a node's directory, a scratch emptyDir —
+and the address of the node's etcd member are their local stand-ins
+(:mod:`~workflows.local.source_files`: ``--secret NAME=DIR``).
+
 The pieces live beside this module: :mod:`~workflows.local.local_policy` (loading and checking the
 policy, the steps' environment), :mod:`~workflows.local.step_runs` (statuses, a step's run, the result),
 :mod:`~workflows.local.run_context` (resolving run-time references), :mod:`~workflows.local.processes`,
@@ -52,11 +57,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steps.api import Plan, SnapflowError, UsageError, runtime
-from workflows.local.local_policy import check_local, step_environment
+from workflows.local.local_policy import check_local, check_local_repository, step_environment
 from workflows.local.processes import app_lock, kill_group, last_line, read_progress, tail_stderr
 from workflows.local.repository_access import store_run_record
 from workflows.local.run_context import LocalContext, new_backup_id, pipeline_parameters
 from workflows.local.snapshot_cleanup import cleanup_local_snapshots
+from workflows.local.source_files import SourceFiles
 from workflows.local.step_runs import (
     DONE,
     FAILED,
@@ -108,6 +114,7 @@ class RunSettings:
     snapshot_dir: str | None = None  # where the local driver puts snapshots (default: next to the volume)
     scratch_dir: str | None = None  # where steps' scratch space goes (default: the system's temp dir)
     store_record: bool = True  # the step timeline as the run record "pipeline"
+    secret_dirs: dict[str, str] = field(default_factory=dict)  # a source's Secrets: name -> dir of key files
     progress_interval_s: float = 0.5
 
 
@@ -121,6 +128,7 @@ class LocalPipelineRunner:
         self.view = view or View()
         self.env = step_environment(policy, settings.env)
         self.interrupted = threading.Event()
+        self.source_files = SourceFiles(settings.secret_dirs) if policy.spec.source is not None else None
 
     # -- set-up ------------------------------------------------------------------------------
     def plan(self) -> Plan:
@@ -148,7 +156,10 @@ class LocalPipelineRunner:
 
     # -- one process -------------------------------------------------------------------------
     def _argv(self, ctx: LocalContext, step: Step) -> list[str]:
-        args = [ctx.resolve(a, step) if isinstance(a, Ref) else a for a in step.args]
+        if step.source_pod is not None and self.source_files is not None:
+            args = self.source_files.step_args(ctx, step)
+        else:
+            args = [ctx.resolve(a, step) if isinstance(a, Ref) else a for a in step.args]
         return [self.settings.python, "-m", "steps", step.command, *args]
 
     def _launch(self, ctx: LocalContext, run: StepRun) -> None:
@@ -377,6 +388,8 @@ class LocalPipelineRunner:
         settings = self.settings
         backup_id = settings.backup_id or new_backup_id(self.policy, self.pipeline.name)
         params = pipeline_parameters(self.pipeline, settings.params)
+        if self.source_files is not None:
+            self.source_files.check(self.pipeline, params)
         run_dir = settings.state_dir / "runs" / backup_id
         if run_dir.exists():
             raise UsageError(f"--backup-id: {backup_id} was already used (state in {run_dir})")
@@ -477,7 +490,11 @@ def run_local(
     view: View | None = None,
     restore_target: str | None = None,
 ) -> RunResult:
-    """Run one pipeline of a local policy; raises KeyboardInterrupt after cleaning up on Ctrl-C."""
-    check_local(policy, policy.name)
+    """Run one pipeline of a local policy, or of a policy with ``spec.source`` (its source reached from
+    this machine); raises KeyboardInterrupt after cleaning up on Ctrl-C."""
+    if policy.spec.source is not None:
+        check_local_repository(policy, policy.name)
+    else:
+        check_local(policy, policy.name)
     runner = LocalPipelineRunner(policy, find_pipeline(policy, pipeline), settings or RunSettings(), view)
     return runner.run(restore_target=restore_target)

@@ -30,8 +30,9 @@ from workflows.local.step_runs import (
     StepRun,
     View,
 )
+from workflows.pipeline_sources import SOURCE_COMMANDS
 
-DATA_COMMANDS = ("copy", "verify", "restore")
+DATA_COMMANDS = ("copy", "verify", "restore", *sorted(SOURCE_COMMANDS))
 PLAIN_PROGRESS_EVERY_S = 5.0
 
 _UNICODE = {
