@@ -219,7 +219,7 @@ def test_render_refuses_undeclared_repository_sharing(minimal_policy, write_poli
 def test_lint_passes_the_examples_and_lists_what_they_need(capsys):
     assert main(["lint", *map(str, example_files())]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("ok: 5 policies, ")
+    assert out.startswith("ok: 6 policies, ")
     assert "needs Secret shop/snapflow-s3 (keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)" in out
     assert "needs ConfigMap media/storage-ca (keys: ca.crt)" in out
 

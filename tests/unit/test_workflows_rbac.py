@@ -59,8 +59,8 @@ def step_roles(rendering, policy) -> dict[str, tuple[set, set]]:
     roles = objects_of(rendering, policy)
     for (kind, _name), obj in roles.items():
         step = obj["metadata"]["labels"].get("snapflow.io/step")
-        if step == "restore-app":
-            continue
+        if step == "restore-app" or obj["metadata"]["labels"].get("snapflow.io/access"):
+            continue  # restore-app's, and the SSO users' Roles of spec.access (tests/unit/test_access.py)
         namespaced, cluster = out.setdefault(step, (set(), set()))
         (namespaced if kind == "Role" else cluster).update(grants(obj["rules"]))
     return out
