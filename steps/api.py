@@ -46,6 +46,7 @@ from steps.plan import (
 from steps.quiesce.cut import fsfreeze_mounts
 from steps.quiesce.hook_specs import target_problems
 from steps.quiesce.postgresql import labels_for_volume, write_backup_label
+from steps.repository import audit as audit_trail
 from steps.repository.catalog import read_catalog
 from steps.repository.opener import open_repository
 from steps.repository.records import parse_time, save_run_record
@@ -81,6 +82,7 @@ __all__ = [
     "UsageError",
     "Volume",
     "allowed",
+    "audit_trail",
     "backups_command",
     "build_command_parser",
     "canonical_repo_url",

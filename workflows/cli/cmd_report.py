@@ -20,6 +20,7 @@ examples:
   snapflow report --repo s3://backups/shop --policy policies/orders-db.yaml --days 90 -o report.html
   snapflow report --fleet fleet.yaml -o fleet.html       # one row per cluster x app (docs/user/fleet.md)
   snapflow report --fleet fleet.yaml -o fleet.csv        # the same rows as CSV (or .json, --format)
+  snapflow report --repo s3://backups/shop --policy orders-db.yaml --evidence --since 90d -o evidence.html
 """
 
 
@@ -64,6 +65,17 @@ def configure(parser):
         action="store_true",
         help="fleet report: write no per-app reports for the rows to link to",
     )
+    # the compliance evidence page (workflows.report.evidence)
+    parser.add_argument(
+        "--evidence",
+        action="store_true",
+        help="write the compliance evidence page of --repo (docs/user/evidence.md)",
+    )
+    parser.add_argument(
+        "--since",
+        metavar="TIME",
+        help="evidence period: from this ISO time, or this long before --now (90d, 12w; default: --days)",
+    )
 
 
 def run(args) -> int:
@@ -89,6 +101,10 @@ def _run(args) -> int:
 
     if wants_fleet(args):
         return run_fleet_report(args, now)
+    if args.evidence:
+        from workflows.report.evidence import run_evidence
+
+        return run_evidence(args, now)
     report = collect(args.repo[0], args.endpoint, policies=args.policy, now=now, window_days=args.days)
     write_report(report, args.output)
     for w in report.warnings:
