@@ -1,9 +1,13 @@
 # The step image: every Argo step of Snapflow runs `python -m steps <step> ...` in it.
 FROM python:3.11-slim-bookworm
 
-# util-linux: fsfreeze; e2fsprogs/xfsprogs/btrfs-progs: inspecting cloned volumes; tini reaps children.
+# util-linux: fsfreeze; e2fsprogs/xfsprogs/btrfs-progs: inspecting cloned volumes; tini reaps children;
+# etcd-client: etcdctl, which etcd-restore writes a member's data directory with (`snapshot restore`) and
+# etcd-snapshot cross-checks a snapshot's revision with (`snapshot status`). Debian 12 ships etcd 3.4's
+# etcdctl: a snapshot of another etcd minor version needs that version's etcdutl (--etcd-tool).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends util-linux e2fsprogs xfsprogs btrfs-progs tini ca-certificates \
+      etcd-client \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/snapflow
