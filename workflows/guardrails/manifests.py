@@ -292,26 +292,42 @@ def kyverno_objects(settings: Settings, objects: Sequence[Mapping[str, Any]]) ->
         ],
     )
     restore_rules = []
+    restorers = p.get("restorers") or {}  # spec.access restorers (workflows.access), when any
     for key, allowed in sorted(p["restoreTargets"].items()):
         namespace, template = key.split("/", 1)
+        target = (
+            "{{ request.object.spec.arguments.parameters[?name=='target-namespace'].value | [0] || '"
+            + namespace
+            + "' }}"
+        )
+        who = (
+            [_cond("{{ request.userInfo.username }}", "AnyNotIn", restorers[key])] if key in restorers else []
+        )
         restore_rules.append(
             _rule(
                 f"restore-targets-{template}"[:63],
                 [f"{ARGO}/Workflow"],
                 f"{template} restores only into: {', '.join(allowed)}",
-                [
-                    _cond(
-                        "{{ request.object.spec.arguments.parameters[?name=='target-namespace'].value | [0] || '"
-                        + namespace
-                        + "' }}",
-                        "AnyNotIn",
-                        list(allowed),
-                    )
-                ],
+                [_cond(target, "AnyNotIn", list(allowed))],
                 settings,
-                preconditions=[_cond(ref, "Equals", key)],
+                preconditions=[_cond(ref, "Equals", key), *who],
             )
         )
+        if key in restorers:
+            theirs = sorted({*allowed, *p["restorerNamespaces"][key]})
+            restore_rules.append(
+                _rule(
+                    f"restorer-targets-{template}"[:63],
+                    [f"{ARGO}/Workflow"],
+                    f"{template} restores only into: {', '.join(theirs)}",
+                    [_cond(target, "AnyNotIn", theirs)],
+                    settings,
+                    preconditions=[
+                        _cond(ref, "Equals", key),
+                        _cond("{{ request.userInfo.username }}", "AnyIn", restorers[key]),
+                    ],
+                )
+            )
     restore = _policy(RESTORE_TARGETS, restore_rules)
     plan_repo = '{{ parse_json(request.object.data."plan.json").repository.url }}'
     tenant = '{{ request.object.metadata.labels."snapflow.io/policy-namespace" || request.namespace }}'

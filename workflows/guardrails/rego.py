@@ -235,6 +235,18 @@ permitted(target, allowed) if {
 	startswith(target, trim_suffix(pattern, "*"))
 }
 
+# A policy's restorers (spec.access, workflows/access.py) may also restore into the namespaces where
+# restore-app is bound for them; the parameters exist only when some policy has restorers.
+restorer_permitted(key, target) if {
+	input.review.userInfo.username in object.get(object.get(input.parameters, "restorers", {}), key, [])
+	target in object.get(object.get(input.parameters, "restorerNamespaces", {}), key, [])
+}
+
+restorer_note(key) := concat("", ["; its restorers also: ", concat(", ", names)]) if {
+	names := object.get(object.get(input.parameters, "restorerNamespaces", {}), key, [])
+	count(names) > 0
+} else := ""
+
 violation contains {"msg": msg} if {
 	writes
 	not exempt
@@ -244,11 +256,13 @@ violation contains {"msg": msg} if {
 	p.name == "target-namespace"
 	target := object.get(p, "value", "<valueFrom>")
 	not permitted(target, allowed)
+	not restorer_permitted(concat("/", [ns, ref]), target)
 	msg := concat("", [
 		sprintf("%v %v/%v restores with %v into namespace ", [obj.kind, ns, obj.metadata.name, ref]),
 		target,
 		": allowed are ",
 		concat(", ", allowed),
+		restorer_note(concat("/", [ns, ref])),
 	])
 }
 """,

@@ -209,7 +209,15 @@ def parameters(settings: Settings, objects: Sequence[Mapping[str, Any]]) -> dict
         "tenantRepositories": {k: list(v) for k, v in sorted(settings.tenant_repositories.items())},
     }
     common = ("exemptGroups", "exemptUsers")
-    return {rule.kind: {k: everything[k] for k in (*common, *rule.parameters)} for rule in RULES}
+    out = {rule.kind: {k: everything[k] for k in (*common, *rule.parameters)} for rule in RULES}
+    # spec.access restorers: who may restore where besides restoreTargets (only when a policy has some)
+    from workflows.access import restorer_parameters
+    from workflows.guardrails.rego import RESTORE_TARGETS
+
+    restorers, restorer_namespaces = restorer_parameters(objects, policies)
+    if restorers:
+        out[RESTORE_TARGETS.kind].update(restorers=restorers, restorerNamespaces=restorer_namespaces)
+    return out
 
 
 def _argument(template: Mapping[str, Any], flag: str) -> str | None:
