@@ -16,7 +16,8 @@ Each blob and manifest read back from the repository is checked against its dige
 
 --rehome OLD=NEW moves repositories: a repository whose HOST/NAME starts with OLD (a host and a path
 prefix, e.g. harbor.a/proj) is pushed as NEW plus the rest of its name (e.g. harbor.b/proj); NEW's host
-must be --registry's. --json prints, for each image, the reference before and after, for rewriting the
+must be --registry's; the longest matching OLD applies. restore-app's --image-registry applies the same
+rule to the restored workloads' image references. --json prints, for each image, the reference before and after, for rewriting the
 image references of restored workloads.
 
 Credentials and TLS as for registry-backup (--username, --password-file, --ca). The snapshot is
@@ -37,7 +38,7 @@ def configure(parser):
         "--rehome",
         action="append",
         metavar="OLD=NEW",
-        help="push HOST/PATH-prefix OLD as NEW (repeatable; the first that matches applies)",
+        help="push HOST/PATH-prefix OLD as NEW (repeatable; the longest OLD that matches applies)",
     )
     parser.add_argument(
         "--allow-uncommitted",
@@ -59,38 +60,37 @@ def configure(parser):
     parser.epilog = CONNECTION_EPILOG
 
 
-def parse_rehome(values: list[str] | None, target_host: str) -> list[tuple[str, str]]:
+def parse_rehome(values: list[str] | None, target_host: str) -> dict[str, str]:
+    """``{OLD: NEW}`` of ``--rehome`` (:func:`steps.manifests.image_rehome.parse_rehome`), each NEW on
+    ``target_host`` with a valid repository path."""
     from steps.drivers.registry_reference import check_repository_name
     from steps.errors import UsageError
+    from steps.manifests.image_rehome import parse_rehome as parse_rules
 
-    rules = []
-    for raw in values or []:
-        old, sep, new = raw.partition("=")
-        old, new = old.strip().rstrip("/"), new.strip().rstrip("/")
-        if not sep or not old or not new:
-            raise UsageError(
-                f"--rehome: expected OLD=NEW, each HOST[/PATH] (e.g. harbor.a/proj=harbor.b/proj), got {raw!r}"
-            )
+    rules = parse_rules(values or [], "--rehome")
+    for old, new in rules.items():
         new_host, _, new_path = new.partition("/")
         if new_host.lower() != target_host.lower():
-            raise UsageError(f"--rehome: {raw!r} moves images to {new_host}, but --registry is {target_host}")
+            raise UsageError(
+                f"--rehome: {old}={new} moves images to {new_host}, but --registry is {target_host}"
+            )
         if new_path:
             check_repository_name(new_path, "--rehome")
-        rules.append((old, new_path))
     return rules
 
 
-def renamer(rules: list[tuple[str, str]], source_host: str):
+def renamer(rules: dict[str, str], source_host: str):
+    """The repository (on the target registry) each repository of ``source_host`` is pushed as: the
+    re-home rule that restore-app's image transform applies to the workloads' image references
+    (:func:`steps.manifests.image_rehome.rehome_name`, the longest matching OLD wins)."""
     from steps.drivers.registry_reference import check_repository_name
+    from steps.manifests.image_rehome import rehome_name
 
     def rename(repository: str) -> str:
-        full = f"{source_host}/{repository}"
-        for old, new_path in rules:
-            if full == old or full.startswith(old + "/"):
-                rest = full[len(old) :].lstrip("/")
-                name = "/".join(p for p in (new_path, rest) if p)
-                return check_repository_name(name, "--rehome")
-        return repository
+        moved = rehome_name(f"{source_host}/{repository}", rules)
+        if moved is None:
+            return repository
+        return check_repository_name(moved.partition("/")[2], "--rehome")
 
     return rename
 

@@ -11,7 +11,9 @@ one) and/or ``restore-app`` flags, and :func:`transform_objects` applies it in a
    ``supplementalGroups``), ranges written ``FROM:TO[:COUNT]`` as in user-namespace ID maps (the same
    ranges are handed to the volume restore, which remaps the owners of the restored files);
 5. image registry rewrite (``docker.io=mirror.example/hub``; ``postgres:16`` is
-   ``docker.io/library/postgres:16`` for matching, and is left as written when no rule matches);
+   ``docker.io/library/postgres:16`` for matching, and is left as written when no rule matches): the
+   re-home rule of ``registry-restore --rehome`` (:mod:`steps.manifests.image_rehome`), tags and
+   digests kept;
 6. labels and annotations added / removed on every object's metadata (``*`` globs for removal);
 7. RFC 6902 JSON patches, last, so that a patch sees (and has the final word over) everything above.
 
@@ -42,6 +44,8 @@ from typing import Any
 from steps.drivers.kube_objects import dig
 from steps.errors import PermanentError, UsageError
 from steps.idmap import IdRange, check_id_ranges
+from steps.manifests.image_rehome import normalize_image as normalize_image
+from steps.manifests.image_rehome import rehome_image
 from steps.manifests.jsonpatch import apply_patch
 from steps.manifests.migrations import migrate
 from steps.manifests.objects import containers, gk, meta, pod_spec, ref
@@ -358,29 +362,10 @@ def _remap_ids(obj: dict, spec: TransformSpec) -> None:
             ctx["supplementalGroups"] = [_map_id(g, spec.gid_map) for g in ctx["supplementalGroups"]]
 
 
-def normalize_image(image: str) -> str:
-    """The fully qualified form of an image reference: ``postgres:16`` → ``docker.io/library/postgres:16``."""
-    first, sep, _rest = image.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        return image
-    if not sep:
-        return f"docker.io/library/{image}"
-    return f"docker.io/{image}"
-
-
 def rewrite_image(image: str, mapping: dict[str, str]) -> str:
-    """Apply the longest matching registry (or registry/path) prefix of ``mapping``."""
-    if not mapping or not isinstance(image, str):
-        return image
-    full = normalize_image(image)
-    best = None
-    for src in mapping:
-        prefix = src.rstrip("/")
-        if (full == prefix or full.startswith(prefix + "/")) and (best is None or len(prefix) > len(best)):
-            best = prefix
-    if best is None:
-        return image
-    return mapping[best].rstrip("/") + full[len(best) :]
+    """Re-home ``image`` by ``mapping`` (the longest matching registry or registry/path prefix; tag and
+    digest kept): the rule registry-restore --rehome pushes images by (:mod:`steps.manifests.image_rehome`)."""
+    return rehome_image(image, mapping)
 
 
 def _rewrite_images(obj: dict, spec: TransformSpec) -> None:
