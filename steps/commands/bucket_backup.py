@@ -55,10 +55,11 @@ def run(args) -> int:
     import sys
     from dataclasses import asdict
 
-    from steps.commands._bucket import access_of, backup_bucket
+    from steps.commands._bucket import access_of
     from steps.drivers.bucket_source import BucketClient
     from steps.errors import UsageError
     from steps.progress import human_bytes
+    from steps.repository.bucket_tree import backup_bucket
 
     tags = parse_tags(args.tag)
     if "kind" in tags and tags["kind"] != "bucket":

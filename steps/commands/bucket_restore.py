@@ -16,6 +16,12 @@ size, ETag, content type and metadata is left alone; other objects of the target
 --dry-run lists what would change (create, update) and writes nothing. When the repository holds
 snapshots of several buckets (or prefixes), latest needs --bucket NAME, and then a single source.
 
+Older versions, from a snapshot taken with bucket-backup --versions: --versions all recreates every
+version kept of each key, oldest first, delete markers included, in a target bucket whose versioning
+is enabled (refused otherwise); a key whose newest versions in the target already are these is left
+alone. --as-of TIME writes each key as it was at TIME (the newest version kept modified at or before
+TIME; a key deleted then, or not yet written, is not written). --dry-run lists what either would do.
+
 A multipart object is written in parts of --part-size; its new ETag differs from the original's when
 the part size differs (the content does not). Keys come from the environment variables or files the
 --target-*-key-* options name, as for bucket-backup.
@@ -24,6 +30,9 @@ examples:
   python -m steps bucket-restore --repo s3://backups/buckets --snapshot latest \\
       --target-endpoint http://minio:9000 --target s3://shop-uploads --target-access-key-env KEY_ID \\
       --target-secret-key-env SECRET --dry-run
+  python -m steps bucket-restore --repo s3://backups/buckets --bucket invoices --as-of 2026-11-26T19:40:00Z \\
+      --target-endpoint http://minio:9000 --target s3://invoices-then --target-access-key-env KEY_ID \\
+      --target-secret-key-env SECRET --create-bucket
 """
 
 
@@ -45,7 +54,24 @@ def configure(parser):
     parser.add_argument(
         "--to-prefix", metavar="PREFIX", help="write them with PREFIX in place of --from-prefix"
     )
-    parser.add_argument("--create-bucket", action="store_true", help="create the target bucket if missing")
+    parser.add_argument(
+        "--versions",
+        choices=("latest", "all"),
+        default="latest",
+        help="latest: each key's current object (default); all: every version kept, delete markers"
+        " included, oldest first (the target must have versioning enabled)",
+    )
+    parser.add_argument(
+        "--as-of",
+        dest="objects_as_of",  # the repository itself is read as it is now
+        metavar="TIME",
+        help="write each key as it was at TIME (ISO 8601, UTC unless a zone is given) from the versions kept",
+    )
+    parser.add_argument(
+        "--create-bucket",
+        action="store_true",
+        help="create the target bucket if missing (with versioning for --versions all)",
+    )
     parser.add_argument(
         "--part-size", type=int, default=16, metavar="MiB", help="multipart part size (default 16)"
     )
@@ -60,9 +86,10 @@ def configure(parser):
 def run(args) -> int:
     import sys
 
-    from steps.commands._bucket import access_of, apply_restore, bucket_snapshots, plan_restore
+    from steps.commands._bucket import access_of
     from steps.drivers.bucket_source import BucketClient
     from steps.errors import UsageError
+    from steps.repository.bucket_tree import apply_restore, bucket_snapshots, plan_restore
 
     if not 5 <= args.part_size <= 5120:
         raise UsageError(f"--part-size: expected MiB from 5 to 5120, got {args.part_size}")
@@ -73,6 +100,15 @@ def run(args) -> int:
         raise UsageError(
             f"--target: expected s3://BUCKET (use --to-prefix for a prefix), got {args.target!r}"
         )
+    when = None
+    if args.objects_as_of is not None:
+        from steps.repository.object_lock import parse_as_of
+
+        if args.versions == "all":
+            raise UsageError(
+                "--versions all/--as-of: give one of them (every version, or the state at a time)"
+            )
+        when = parse_as_of(args.objects_as_of)
     target = BucketClient(access, "target")
     repo = open_repository(args)
     snapshots = bucket_snapshots(repo)
@@ -90,10 +126,31 @@ def run(args) -> int:
     snap = repo.find_snapshot(args.snapshot, snapshots=snapshots)
     if snap.data.get("source_type") != "bucket":
         raise UsageError(f"--snapshot: {snap.short_id} is not a bucket snapshot")
+    if (args.versions == "all" or when is not None) and not (snap.data.get("bucket") or {}).get("versions"):
+        option = "--versions all" if when is None else "--as-of"
+        raise UsageError(
+            f"{option}: the bucket snapshot {snap.short_id} kept only the current objects (it was taken"
+            " without bucket-backup --versions)"
+        )
+    if args.versions == "all":
+        return _restore_versions(args, repo, snap, target)
     if args.create_bucket and not args.dry_run:
         target.make_bucket()
     target.check_bucket()
-    plan = plan_restore(repo, snap, target, args.from_prefix, args.to_prefix)
+    nodes = absent = None
+    if when is not None:
+        from steps.repository.bucket_tree import key_histories, state_as_of
+        from steps.repository.records import parse_time
+
+        nodes, absent = state_as_of(key_histories(repo, snap), when)
+        taken = parse_time(snap.time)
+        if taken is not None and when > taken:
+            print(
+                f"bucket-restore: --as-of is after the snapshot {snap.short_id} was taken ({snap.data.get('time')}):"
+                " the objects are those it kept",
+                file=sys.stderr,
+            )
+    plan = plan_restore(repo, snap, target, args.from_prefix, args.to_prefix, nodes=nodes)
     changes = [p for p in plan if p.action != "same"]
     for p in changes:
         line = f"{p.action} {p.key!r} ({p.node.get('size', 0)} bytes)"
@@ -112,10 +169,63 @@ def run(args) -> int:
         "written": written,
         "changes": [{"action": p.action, "key": p.key, "size": p.node.get("size", 0)} for p in changes],
     }
+    if when is not None:
+        summary.update(as_of=args.objects_as_of, absent=absent)
     verb = "would write" if args.dry_run else "wrote"
     print(
         f"bucket snapshot {snap.short_id} into {target.where}: {verb} {len(changes)} objects"
         f" ({summary['create']} new, {summary['update']} changed), {summary['same']} already equal",
+        file=sys.stderr,
+    )
+    if args.json:
+        print_json(summary)
+    return 0
+
+
+def _restore_versions(args, repo, snap, target) -> int:
+    """``--versions all``: every kept entry of each key, oldest first, into a versioned target."""
+    import sys
+
+    from steps.errors import PermanentError
+    from steps.repository.bucket_tree import apply_versions, plan_versions
+
+    if args.create_bucket and not args.dry_run:
+        target.make_bucket(versioned=True)  # versioning only on a bucket it creates
+    target.check_bucket()
+    status = target.versioning_status()
+    if status != "Enabled":
+        raise PermanentError(
+            f"{target.where}: --versions all recreates every version, but the target bucket's versioning is"
+            f" {status}; enable versioning on it, or restore without --versions all"
+        )
+    plan = plan_versions(repo, snap, target, args.from_prefix, args.to_prefix)
+    changes = [p for p in plan if p.action != "same"]
+    for p in changes:
+        line = f"{p.action} {p.key!r} ({len(p.nodes)} versions, {p.delete_markers} delete markers)"
+        print(("would " if args.dry_run else "") + line, file=sys.stderr)
+    written = 0
+    if not args.dry_run:
+        written = apply_versions(repo, target, plan, args.writers, args.part_size * 1024 * 1024)
+    summary = {
+        "snapshot": snap.id,
+        "source": snap.data.get("source"),
+        "target": target.where,
+        "dry_run": args.dry_run,
+        "versions": "all",
+        "create": sum(p.action == "create" for p in plan),
+        "append": sum(p.action == "append" for p in plan),
+        "same": sum(p.action == "same" for p in plan),
+        "written": written,
+        "changes": [
+            {"action": p.action, "key": p.key, "versions": len(p.nodes), "delete_markers": p.delete_markers}
+            for p in changes
+        ],
+    }
+    verb = "would recreate" if args.dry_run else "recreated"
+    print(
+        f"bucket snapshot {snap.short_id} into {target.where}: {verb} the versions of {len(changes)} keys"
+        f" ({summary['create']} new, {summary['append']} on top of the target's), {summary['same']} already"
+        " equal",
         file=sys.stderr,
     )
     if args.json:

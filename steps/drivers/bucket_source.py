@@ -229,17 +229,25 @@ class BucketClient:
         if not self._call("HEAD bucket", lambda: self.client.bucket_exists(self.access.bucket)):
             raise PermanentError(f"{self.where}: the bucket {self.access.bucket!r} does not exist")
 
-    def versioning_enabled(self) -> bool:
-        """Whether the bucket keeps versions (Enabled or Suspended: old versions may exist either way)."""
+    def versioning_status(self) -> str:
+        """The bucket's versioning: ``Enabled``, ``Suspended`` or ``Off`` (never enabled)."""
         status = self._call(
             "GET versioning", lambda: self.client.get_bucket_versioning(self.access.bucket).status
         )
-        return status in ("Enabled", "Suspended")
+        return status if status in ("Enabled", "Suspended") else "Off"
+
+    def versioning_enabled(self) -> bool:
+        """Whether the bucket keeps versions (Enabled or Suspended: old versions may exist either way)."""
+        return self.versioning_status() in ("Enabled", "Suspended")
 
     def make_bucket(self, versioned: bool = False) -> None:
+        """Create the bucket when missing; ``versioned``: with versioning enabled (an existing bucket's
+        versioning is left as it is)."""
+
         def make():
-            if not self.client.bucket_exists(self.access.bucket):
-                self.client.make_bucket(self.access.bucket)
+            if self.client.bucket_exists(self.access.bucket):
+                return
+            self.client.make_bucket(self.access.bucket)
             if versioned:
                 from minio.commonconfig import ENABLED
                 from minio.versioningconfig import VersioningConfig

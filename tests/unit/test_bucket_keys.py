@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from steps.commands._bucket import encode_part, newest_first, tree_path
 from steps.drivers.bucket_source import BucketAccess, BucketObject
 from steps.errors import UsageError
+from steps.repository.bucket_tree import _history_shape, encode_part, newest_first, state_as_of, tree_path
 from steps.repository.tree import name_problem
 
 TRICKY = [
@@ -115,3 +115,48 @@ def test_keys_come_from_named_variables_or_files_never_values(tmp_path, monkeypa
         BucketAccess(
             "http://h:1", "b", access_key_env="MY_KEY_ID", secret_key_file=str(tmp_path / "none")
         ).credentials("target")
+
+
+def _entry(key: str, when: str, *, marker: bool = False, latest: bool = False, data: str = "") -> dict:
+    s3 = {"key": key, "last_modified": when, "latest": latest, "etag": data}
+    if marker:
+        s3["delete_marker"] = True
+    return {"type": "file", "size": len(data), "s3": s3}
+
+
+def test_the_state_as_of_a_time_is_each_keys_newest_entry_then():
+    from datetime import UTC, datetime
+
+    histories = {
+        "doc": [
+            _entry("doc", "2026-01-01T00:00:01Z", data="v0"),
+            _entry("doc", "2026-01-01T00:00:02.500000Z", marker=True),
+            _entry("doc", "2026-01-01T00:00:03Z", latest=True, data="v1"),
+        ],
+        "late": [_entry("late", "2026-01-01T00:00:09Z", latest=True, data="x")],
+    }
+
+    def at(second: float) -> tuple[dict, int]:
+        nodes, absent = state_as_of(
+            histories, datetime(2026, 1, 1, tzinfo=UTC).replace(second=0) + _s(second)
+        )
+        return {n["s3"]["key"]: n["s3"]["etag"] for n in nodes}, absent
+
+    assert at(0.5) == ({}, 2)  # nothing written yet
+    assert at(1) == ({"doc": "v0"}, 1)  # the time is inclusive
+    assert at(2.4) == ({"doc": "v0"}, 1)
+    assert at(2.5) == ({}, 2)  # deleted then
+    assert at(60) == ({"doc": "v1", "late": "x"}, 0)
+
+
+def _s(seconds: float):
+    from datetime import timedelta
+
+    return timedelta(seconds=seconds)
+
+
+def test_a_history_shape_leaves_out_where_markers_fall_but_not_the_latest():
+    a = _history_shape([(False, 1, "e1"), (True, 0, ""), (False, 2, "e2")])
+    b = _history_shape([(True, 0, ""), (False, 1, "e1"), (False, 2, "e2")])
+    assert a == b == (((1, "e1"), (2, "e2")), 1, False)
+    assert _history_shape([(False, 1, "e1"), (True, 0, "")]) == (((1, "e1"),), 1, True)
