@@ -159,6 +159,11 @@ class RegistrySource(_Model):
     def _one_selection(self) -> RegistrySource:
         if [bool(self.repositories), bool(self.images), bool(self.images_of)].count(True) != 1:
             raise ValueError("expected exactly one of repositories, images and imagesOf")
+        moved: dict[str, str] = {}
+        for rule in self.rehome:  # the step refuses it too (steps.manifests.image_rehome)
+            old = rule.from_.rstrip("/")
+            if moved.setdefault(old, rule.to.rstrip("/")) != rule.to.rstrip("/"):
+                raise ValueError(f"@rehome|{old} is moved twice, to {moved[old]} and to {rule.to}")
         hosts = {rule.to.split("/")[0] for rule in self.rehome}
         if len(hosts) > 1:
             raise ValueError(
