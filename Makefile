@@ -46,6 +46,8 @@ format: setup
 
 bench: setup system-deps
 	$(PY) bench/backup_vs_restic.py
+	$(PY) bench/etcd_snapshot.py
+	$(PY) bench/registry_dedup.py
 
 bench-freeze: setup system-deps
 	$(PY) bench/freeze_window.py
