@@ -1,4 +1,5 @@
-"""snapflow fleet: the clusters of a fleet file (``fleet status``: deployed versus rendered)."""
+"""snapflow fleet: the clusters of a fleet file (``fleet status``: deployed versus rendered, and with
+``--backups`` each app's newest committed backup and RPO)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,19 @@ fleet status: render the fleet file in memory (as 'snapflow render --fleet' does
 cluster, through the cluster's kubeContext, what is deployed with what is rendered: current, out of date
 (another snapflow.io/render-hash), missing (rendered, not deployed) and unknown (a Snapflow object the
 fleet file does not render). A cluster that cannot be read is reported on its own line; the others are
-still shown. Exit status 0 when every cluster is current, 1 otherwise, 2 for a bad fleet file.
+still shown.
+
+With --backups, every app the fleet file places also gets a line from its repository's records: the
+newest committed backup and whether its RPO is met, late or missing (the rows of 'snapflow report
+--fleet'); a repository that cannot be read is reported on its apps' lines and the others are still
+read. Repository password and S3 credentials come from the environment (SNAPFLOW_PASSWORD or
+SNAPFLOW_PASSWORD_FILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Exit status 0 when every cluster is
+current (and, with --backups, every app's RPO is met), 1 otherwise, 2 for a bad fleet file.
 
 examples:
   snapflow fleet status examples/fleet/fleet.yaml
   snapflow fleet status fleet.yaml --kubeconfig ~/.kube/fleet --output json
+  snapflow fleet status fleet.yaml --backups
 """
 
 
@@ -39,6 +48,16 @@ def configure(parser):
         help="kubeconfig holding the clusters' contexts (default: a cluster's own, then $KUBECONFIG)",
     )
     status.add_argument("--output", choices=("text", "json"), default="text", help="text (default) or json")
+    status.add_argument(
+        "--backups",
+        action="store_true",
+        help="also read each app's repository: newest committed backup and RPO (met, late, missing)",
+    )
+    status.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="record cache for --backups (default: $XDG_CACHE_HOME/snapflow or ~/.cache/snapflow)",
+    )
 
 
 def run(args) -> int:
@@ -51,7 +70,14 @@ def _run(args) -> int:
 
     fleet = load_fleet(args.fleet)
     print_warnings(fleet.warnings)
-    statuses = fleet_status(fleet, args.kubeconfig)
+    cache_dir = None
+    if args.backups:
+        from pathlib import Path
+
+        from workflows.report.record_cache import default_cache_dir
+
+        cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    statuses = fleet_status(fleet, args.kubeconfig, backups=args.backups, cache_dir=cache_dir)
     if args.output == "json":
         print(json.dumps({"fleet": fleet.name, "clusters": [s.to_dict() for s in statuses]}, indent=2))
     else:
@@ -61,5 +87,7 @@ def _run(args) -> int:
     out_of_sync = [s.name for s in statuses if not s.in_sync]
     if out_of_sync:
         print(f"not current: {', '.join(out_of_sync)}", file=sys.stderr)
-        return 1
-    return 0
+    late = [f"{s.name}/{r.namespace}/{r.app}" for s in statuses for r in s.apps or () if r.rpo != "met"]
+    if late:
+        print(f"RPO not met: {', '.join(late)}", file=sys.stderr)
+    return 1 if out_of_sync or late else 0

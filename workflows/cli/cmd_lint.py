@@ -21,13 +21,17 @@ examples:
   snapflow lint examples/*.yaml
   snapflow lint --kubernetes-version 1.30 policies/orders-db.yaml
   snapflow lint --guardrail-settings guardrails.yaml policies/*.yaml
+  snapflow lint --fleet examples/fleet/fleet.yaml
 """
 
 
 def configure(parser):
     from workflows.validate import KUBERNETES_VERSION
 
-    parser.add_argument("policies", nargs="+", metavar="POLICY", help="policy file (YAML)")
+    parser.add_argument("policies", nargs="*", metavar="POLICY", help="policy file (YAML)")
+    parser.add_argument(
+        "--fleet", metavar="FLEET", help="a fleet file: every policy it places, rendered per cluster"
+    )
     parser.add_argument(
         "--kubernetes-version",
         default=KUBERNETES_VERSION,
@@ -48,6 +52,15 @@ def run(args) -> int:
 def _run(args) -> int:
     from workflows.render import render_files
     from workflows.validate import lint_rendering
+
+    if args.fleet:
+        from workflows.fleetdef.lint import run_lint_fleet
+
+        return run_lint_fleet(args)
+    if not args.policies:
+        from steps.errors import UsageError
+
+        raise UsageError("POLICY: expected at least one policy file (or --fleet FLEET)")
 
     rendering = render_files(args.policies)
     print_warnings(rendering.warnings)

@@ -11,7 +11,12 @@ rendering:
 - ``unknown``: deployed, not rendered by the fleet file (a policy removed from it, or deployed by hand).
 
 Clusters are read in parallel; a cluster that cannot be read (unreachable, a context the kubeconfig
-lacks, credentials refused) is reported on its own line and the others are still shown. Called by
+lacks, credentials refused) is reported on its own line and the others are still shown.
+
+With ``backups``, each app the fleet file places on a cluster also gets its row of the fleet report
+(:mod:`workflows.report.fleet_model`): the newest committed backup in its repository and whether its RPO
+is met, late or missing, read from the repositories' records (through the record cache, never packs).
+A repository that cannot be read is the error of its apps' rows; the others are still read. Called by
 ``snapflow fleet status``.
 """
 
@@ -52,12 +57,34 @@ class ObjectStatus:
         return f"{self.state:<12} {self.kind} {where}"
 
 
+def backup_line(row: Any) -> str:
+    """One app's backups as a status line (``row``: a FleetRow)."""
+    from workflows.report.charts import human_duration, when
+
+    app = f"{row.namespace}/{row.app}"
+    target = f"target {human_duration(row.rpo_target_s)}"
+    if row.error is not None:
+        return f"{'backups':<12} {app}: RPO unknown: {row.repository}: {row.error}"
+    if row.newest_time is None:
+        return f"{'backups':<12} {app}: RPO missing: no committed backup in {row.repository} ({target})"
+    return (
+        f"{'backups':<12} {app}: newest {when(row.newest_time, '%Y-%m-%d %H:%M')} "
+        f"({human_duration(row.age_s)} ago), RPO {row.rpo} ({target})"
+    )
+
+
 @dataclass
 class ClusterStatus:
     name: str
     context: str | None = None
     objects: list[ObjectStatus] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # why the cluster could not be compared
+    apps: list[Any] | None = None  # with backups: the fleet report's rows of the cluster's apps
+
+    @property
+    def backups_ok(self) -> bool:
+        """Every app's RPO is met (True when the backups were not read)."""
+        return self.apps is None or all(r.rpo == "met" for r in self.apps)
 
     def count(self, state: str) -> int:
         return sum(1 for o in self.objects if o.state == state)
@@ -68,12 +95,15 @@ class ClusterStatus:
 
     def lines(self) -> list[str]:
         via = f" (context {self.context})" if self.context else ""
+        apps = [f"  {backup_line(r)}" for r in self.apps or ()]
         if self.problems:
-            return [f"{self.name}{via}: {self.problems[0]}", *(f"  {p}" for p in self.problems[1:])]
+            return [f"{self.name}{via}: {self.problems[0]}", *(f"  {p}" for p in self.problems[1:]), *apps]
         counts = ", ".join(f"{self.count(s)} {s}" for s in STATES)
-        return [f"{self.name}{via}: {counts}"] + [
-            f"  {o}" for o in sorted(self.objects) if o.state != "current"
-        ]
+        return (
+            [f"{self.name}{via}: {counts}"]
+            + [f"  {o}" for o in sorted(self.objects) if o.state != "current"]
+            + apps
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +116,7 @@ class ClusterStatus:
                 {"state": o.state, "kind": o.kind, "namespace": o.namespace or None, "name": o.name}
                 for o in sorted(self.objects)
             ],
+            **({} if self.apps is None else {"apps": [r.to_dict() for r in self.apps]}),
         }
 
 
@@ -159,8 +190,31 @@ def cluster_status(fleet: Fleet, result: ClusterRendering, kubeconfig: str | Non
     return status
 
 
-def fleet_status(fleet: Fleet, kubeconfig: str | None = None) -> list[ClusterStatus]:
-    """Every cluster's status, in the fleet file's order (bad entries last)."""
+def fleet_status(
+    fleet: Fleet,
+    kubeconfig: str | None = None,
+    *,
+    backups: bool = False,
+    cache_dir: Any = None,
+    opener: Any = None,
+    now: float | None = None,
+) -> list[ClusterStatus]:
+    """Every cluster's status, in the fleet file's order (bad entries last); with ``backups``, each with
+    the rows of its apps (``cache_dir``: the record cache; ``opener(url, endpoint)`` opens a repository)."""
     results = render_fleet(fleet)
     with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(results)))) as pool:
-        return list(pool.map(lambda r: cluster_status(fleet, r, kubeconfig), results))
+        statuses = list(pool.map(lambda r: cluster_status(fleet, r, kubeconfig), results))
+    if backups:
+        import time
+
+        from workflows.report.fleet_model import build_rows
+        from workflows.report.fleet_reading import placements, read_repositories
+
+        placed = placements(fleet).placements
+        reads = read_repositories(
+            [(p.repository, p.endpoint) for p in placed], cache_dir=cache_dir, opener=opener
+        )
+        rows = build_rows(placed, [r for r, _ in reads], time.time() if now is None else now)
+        for status in statuses:
+            status.apps = [r for r in rows if r.in_fleet and r.cluster == status.name]
+    return statuses
