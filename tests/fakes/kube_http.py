@@ -17,6 +17,7 @@ import yaml
 from aiohttp import web
 
 from tests.fakes import kube_rbac
+from tests.fakes.kube_gatekeeper import REQUESTER
 from tests.fakes.kube_objects import (
     ApiError,
     PatchError,
@@ -121,6 +122,7 @@ class Handlers:
         self.server.requests.append((request.method, request.path_qs))
         try:
             who = self._authenticate(request)
+            REQUESTER.set(who)  # for admission steps that review the requester (kube_gatekeeper)
             path = request.path.rstrip("/") or "/"
             if path in ("/healthz", "/readyz", "/livez"):
                 return web.Response(text="ok")
