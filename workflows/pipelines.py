@@ -27,6 +27,7 @@ from steps.api import (
     Volume,
     plan_from_dict,
 )
+from workflows.names import Names
 from workflows.pipeline import (
     Arg,
     BackupId,
@@ -60,10 +61,24 @@ from workflows.pipeline_settings import (
     repository_args,
     repository_mutex,
 )
-from workflows.policy import Policy
+from workflows.policy import BlockTracking, Policy
 
 RESTORE_TEST_PARAM = "restore-test"
 CONSISTENT_POINT_OUT = "consistent-point.json"
+
+
+def block_tracking_args(policy: Policy, tracking: BlockTracking) -> tuple[str, ...]:
+    """The copy's changed-block tracking flags: the snapshot is the one its clone was made from, in the
+    namespace the copy pod runs in (prepare-clone binds it there with a mover namespace), and the token
+    the service checks is the copy's own ServiceAccount's (TokenRequest; the sidecar reviews it and asks
+    whether it may get VolumeSnapshots there)."""
+    names = Names.of(policy)
+    return (
+        "--cbt-driver", tracking.driver or "auto",
+        "--cbt-snapshot", names.workflow_namespace,
+        "--cbt-service-account", names.step_account("copy"),
+        "--full-read-every", str(tracking.full_read_every),
+    )  # fmt: skip
 
 
 def backup_pipeline(policy: Policy) -> Pipeline:
@@ -143,6 +158,10 @@ def backup_pipeline(policy: Policy) -> Pipeline:
         )  # fmt: skip
         for pattern in spec.exclude:
             copy_args += ("--exclude", pattern)
+        copy_needs = {Needs.REPOSITORY, Needs.SOURCE, Needs.DATA_MOVER}
+        if vol.block_tracking is not None and not local:
+            copy_args += block_tracking_args(policy, vol.block_tracking)
+            copy_needs.add(Needs.KUBERNETES)  # the service is found, and its token got, through the API
         copy_args += ("--json",)
         steps.append(
             Step(
@@ -151,7 +170,7 @@ def backup_pipeline(policy: Policy) -> Pipeline:
                 args=copy_args,
                 title=f"Copy volume {v} into the repository",
                 depends=copy_depends,
-                needs=frozenset({Needs.REPOSITORY, Needs.SOURCE, Needs.DATA_MOVER}),
+                needs=frozenset(copy_needs),
                 volume=v,
                 prints_result=True,
                 claim=None if local else CloneOf(v),

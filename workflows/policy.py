@@ -172,6 +172,26 @@ class Repository(_Model):
             raise ValueError(str(err)) from None
 
 
+class BlockTracking(_Model):
+    """Changed-block tracking of a raw block volume: the copy asks the CSI driver's SnapshotMetadata
+    service (Kubernetes' external-snapshot-metadata sidecar) which ranges hold data or changed since the
+    parent's snapshot, and reads only those (docs/user/block-volumes.md). Without the service it reads
+    in full and says so."""
+
+    driver: ObjectName | None = Field(
+        None,
+        description="CSI driver whose SnapshotMetadataService serves the volume; default: the driver of "
+        "the snapshot's VolumeSnapshotContent.",
+    )
+    full_read_every: int = Field(
+        7,
+        ge=0,
+        le=10000,
+        description="Every Nth copy also reads the volume in full and compares with what the service "
+        "said; a service caught missing changes is not used again for the volume (0: never compare).",
+    )
+
+
 class VolumeSpec(_Model):
     """One volume to protect: a PersistentVolumeClaim (cluster) or a path (local runs)."""
 
@@ -182,9 +202,23 @@ class VolumeSpec(_Model):
         "data", description="'wal' marks a PostgreSQL WAL volume (cut after the backup stops)."
     )
     block: bool = Field(False, description="The PVC is a raw block volume.")
+    block_tracking: BlockTracking | None = Field(
+        None,
+        description="Read only the blocks that hold data or changed (a raw block PVC whose CSI driver "
+        "offers changed-block tracking); {} for the defaults.",
+    )
     target: DnsLabel | None = Field(
         None, description="Name of the quiesce target whose hook covers this volume; default: every target."
     )
+
+    @model_validator(mode="after")
+    def _block_tracking_needs_a_block_pvc(self) -> VolumeSpec:
+        if self.block_tracking is not None and not (self.block and self.pvc):
+            raise ValueError(
+                "@blockTracking|expected only on a raw block PVC (pvc and block: true): changed-block "
+                "tracking reads block devices"
+            )
+        return self
 
     @property
     def volume_name(self) -> str:

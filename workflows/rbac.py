@@ -167,6 +167,24 @@ PREPARE_CLONE_APP_SIDE: tuple[Rule, ...] = (
     (SNAPSHOT_GROUP, "volumesnapshots", ("get", "list", "watch")),
 )
 
+# volumes[].blockTracking: the copy reads its clone claim and the snapshot it was made from where its
+# pod runs (the app's or the mover namespace), and gets a token of its own ServiceAccount for the
+# service's audience (TokenRequest, limited to that account by name: :func:`block_tracking_token_rule`);
+# cluster-wide it reads that snapshot's content (driver, handle) and the driver's
+# SnapshotMetadataService (address, audience, CA). The sidecar reviews the token and asks whether its
+# account may get VolumeSnapshots in the namespace (the client role of kubernetes-csi/
+# external-snapshot-metadata, deploy/snpashot-metadata-client-cluster-role.yaml, narrowed to get).
+CBT_GROUP = "cbt.storage.k8s.io"
+BLOCK_TRACKING_RULES: dict[str, tuple[Rule, ...]] = {
+    "copy": (("", "persistentvolumeclaims", ("get",)), (SNAPSHOT_GROUP, "volumesnapshots", ("get",))),
+}
+BLOCK_TRACKING_CLUSTER_RULES: dict[str, tuple[Rule, ...]] = {
+    "copy": (
+        (SNAPSHOT_GROUP, "volumesnapshotcontents", ("get",)),
+        (CBT_GROUP, "snapshotmetadataservices", ("get",)),
+    ),
+}
+
 # Argo's executor reports each step's outputs through WorkflowTaskResults.
 EXECUTOR_RULES: tuple[Rule, ...] = (("argoproj.io", "workflowtaskresults", ("create", "patch")),)
 
@@ -244,7 +262,31 @@ def step_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
         rules.extend(GROUP_RULES.get(command, ()))
     if policy.spec.capture.secrets:
         rules.extend(SECRET_RULES.get(command, ()))
-    return merge(rules)
+    if policy.spec.movers.namespace:  # the copy runs there: see mover_side_rules
+        return merge(rules)
+    return _with_block_tracking(policy, command, rules)
+
+
+def tracks_blocks(policy: Policy) -> bool:
+    return any(v.block_tracking is not None for v in policy.spec.volumes)
+
+
+def block_tracking_token_rule(policy: Policy) -> dict[str, Any]:
+    """TokenRequest for the copy's own ServiceAccount only (the name is in the request path, so
+    ``resourceNames`` applies to ``create`` on this subresource)."""
+    return {
+        "apiGroups": [""],
+        "resources": ["serviceaccounts/token"],
+        "resourceNames": [Names.of(policy).step_account("copy")],
+        "verbs": ["create"],
+    }
+
+
+def _with_block_tracking(policy: Policy, command: str, rules: list[Rule]) -> list[dict[str, Any]]:
+    extra = BLOCK_TRACKING_RULES.get(command, ()) if tracks_blocks(policy) else ()
+    if not extra:
+        return merge(rules)
+    return [*merge([*rules, *extra]), block_tracking_token_rule(policy)]
 
 
 def step_cluster_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
@@ -255,6 +297,8 @@ def step_cluster_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
     rules = [rule for rule, group_only in CLUSTER_RULES.get(command, ()) if group or not group_only]
     if policy.spec.movers.namespace:
         rules.extend(MOVER_CLUSTER_RULES.get(command, ()))
+    if tracks_blocks(policy):
+        rules.extend(BLOCK_TRACKING_CLUSTER_RULES.get(command, ()))
     return merge(rules)
 
 
@@ -282,20 +326,24 @@ def mover_side_rules(policy: Policy, command: str) -> list[dict[str, Any]]:
     rule and what it does with the mover-side snapshot and clone (a source policy's steps: the rule alone)."""
     if policy.spec.source is not None:
         return merge([*EXECUTOR_RULES, *source_rules_in(policy, command, policy.workflow_namespace)])
-    return merge([*EXECUTOR_RULES, *MOVER_SIDE_RULES.get(command, ())])
+    return _with_block_tracking(policy, command, [*EXECUTOR_RULES, *MOVER_SIDE_RULES.get(command, ())])
 
 
 def namespaced_rules(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, Any]]:
     """The union of every step's Role: what one shared ServiceAccount (spec.workflow.serviceAccountName)
     must be granted for the policy's steps (without restore-app's, see :func:`restore_rules`)."""
     rules: list[Rule] = []
+    named: list[dict[str, Any]] = []
     for command in step_commands(pipelines):
         if command == RESTORE_APP:
             continue
         for rule in step_rules(policy, command):
+            if rule.get("resourceNames"):
+                named.append(rule)
+                continue
             for group in rule["apiGroups"]:
                 rules.extend((group, resource, tuple(rule["verbs"])) for resource in rule["resources"])
-    return merge(rules)
+    return [*merge(rules), *named]
 
 
 def cluster_rules(policy: Policy, pipelines: list[Pipeline]) -> list[dict[str, Any]]:

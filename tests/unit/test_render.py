@@ -229,7 +229,7 @@ def test_lint_reports_bad_policies_with_exit_2(minimal_policy, write_policy, cap
     path = write_policy(minimal_policy)
     assert main(["lint", str(path)]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"{path}: spec.volumes[0].sizeGi: unknown field (expected one of: block, name, path, pvc, role, target)"
+        f"{path}: spec.volumes[0].sizeGi: unknown field (expected one of: block, blockTracking, name, path, pvc, role, target)"
     ]
 
 
