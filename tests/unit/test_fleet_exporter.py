@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fixtures.source_backups import SOURCE_APPS, SourceRepo, change_fields
+from tests.fixtures.source_backups import SOURCE_APPS, SourceRepo
 from workflows.fleet import dashboard, rules
 from workflows.fleet.exporter import METRICS, Exporter, serve
 from workflows.fleet.model import Targets
@@ -183,7 +183,7 @@ def test_a_running_exporter_serves_every_metric_the_alerts_use(s3_repo, tmp_path
     data = tmp_path / "etcd"
     data.mkdir()
     (data / "snapshot.db").write_bytes(b"etcd data\n" * 100)
-    SourceRepo(s3_repo, tmp_path).backup("etcd", "e-1", data, change_fields(flagged=True, score=8.0))
+    SourceRepo(s3_repo, tmp_path).backup("etcd", "e-1", data)
     repo.save_record(
         "runs",
         {"name": "restore-test", "backup_id": "b-1", "time": iso(NOW - 30), "ok": True, "app": APP},
@@ -225,7 +225,7 @@ def test_a_running_exporter_serves_every_metric_the_alerts_use(s3_repo, tmp_path
         {"cluster": "east", "namespace": "shop", "app": "orders-db", "source": "app", "repository": s3_repo},
     ]  # fmt: skip
     assert [(s.labels["app"], s.value) for s in served["snapflow_backup_anomaly_flagged"]] == [
-        ("cluster-etcd", 1.0)
+        ("cluster-etcd", 0.0)  # (the first backup of a source: no history, not flagged)
     ]
 
 
@@ -292,13 +292,13 @@ def _data(tmp_path, name: str, files: int) -> object:
 
 
 def test_source_backups_are_apps_labelled_with_their_source_kind(source_repo, tmp_path):
-    # GIVEN committed backups of a bucket (by finalize), of a registry (twice) and of etcd, the registry's
-    # newest with an anomaly that was not flagged, etcd's flagged
+    # GIVEN committed backups of a bucket, of a registry (twice) and of etcd (a history, then one after a
+    # mass deletion, which finalize flagged), each through copy, verify and finalize
     source_repo.backup("bucket", "bucket-1", _data(tmp_path, "bucket", 3))
     source_repo.backup("registry", "reg-1", _data(tmp_path, "registry", 2))
-    registry = _data(tmp_path, "registry-2", 4)
-    record = source_repo.backup("registry", "reg-2", registry, change_fields(flagged=False, score=0.7))
-    source_repo.backup("etcd", "etcd-1", _data(tmp_path, "etcd", 1), change_fields(flagged=True, score=9.5))
+    record = source_repo.backup("registry", "reg-2", _data(tmp_path, "registry-2", 4))
+    etcd = source_repo.mass_deletion("etcd", tmp_path / "etcd", "etcd")
+    assert etcd[-1]["anomaly"]["flagged"] is True and not etcd[-2]["anomaly"]["flagged"]
     exporter = Exporter([source_repo.url], opener=lambda url: source_repo.open())
 
     # WHEN it refreshes
@@ -310,26 +310,28 @@ def test_source_backups_are_apps_labelled_with_their_source_kind(source_repo, tm
 
     # THEN each source is an app under its policy's namespace and name, labelled with its kind and the
     # repository, with its committed backups, its newest snapshot's size and files, and its record's time
-    for kind, count in (("bucket", 1), ("registry", 2), ("etcd", 1)):
+    for kind, count in (("bucket", 1), ("registry", 2), ("etcd", len(etcd))):
         value, labels = served[("snapflow_backup_committed", SOURCE_APPS[kind]["name"])]
         assert value == count
         assert labels == {
-            "cluster": "eu",
+            "cluster": "prod-eu",
             "namespace": SOURCE_APPS[kind]["namespace"],
             "app": SOURCE_APPS[kind]["name"],
             "source": kind,
             "repository": source_repo.url,
         }
     summary = record["source"]["summary"]
-    assert served[("snapflow_backup_size_bytes", "harbor")][0] == summary["bytes_total"] == 4 * 1000
-    assert served[("snapflow_backup_files", "harbor")][0] == 4
+    assert served[("snapflow_backup_size_bytes", "harbor-shop")][0] == summary["bytes_total"] == 4 * 1000
+    assert served[("snapflow_backup_files", "harbor-shop")][0] == 4
     written = datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
-    assert served[("snapflow_backup_last_committed_timestamp_seconds", "harbor")][0] == pytest.approx(written)
+    assert served[("snapflow_backup_last_committed_timestamp_seconds", "harbor-shop")][0] == pytest.approx(
+        written
+    )
     # AND no source has a freeze window (nothing is quiesced)
     assert not [k for k in served if k[0] == "snapflow_freeze_window_seconds"]
-    # AND the anomaly is served where the newest record carries one: flagged or not, with its score
+    # AND the anomaly of each newest backup is served: etcd's flagged with its score, the others not
     assert served[("snapflow_backup_anomaly_flagged", "cluster-etcd")][0] == 1
-    assert served[("snapflow_backup_anomaly_score", "cluster-etcd")][0] == 9.5
-    assert served[("snapflow_backup_anomaly_flagged", "harbor")][0] == 0
-    assert served[("snapflow_backup_anomaly_score", "harbor")][0] == 0.7
-    assert ("snapflow_backup_anomaly_flagged", "uploads") not in served  # (finalize recorded none)
+    score = served[("snapflow_backup_anomaly_score", "cluster-etcd")][0]
+    assert score == etcd[-1]["anomaly"]["score"] and score >= 6
+    assert served[("snapflow_backup_anomaly_flagged", "harbor-shop")][0] == 0
+    assert served[("snapflow_backup_anomaly_flagged", "shop-uploads")][0] == 0

@@ -46,6 +46,38 @@ def ratio(value: float | None) -> str:
     return f"{value:.1f}{times}" if value < 100 else f"{value:.0f}{times}"
 
 
+def changes_text(changes: dict[str, Any] | None) -> str:
+    """One line for a backup record's ``changes`` (fields of the wrong type are left out: records are
+    untrusted); "" without any."""
+
+    def number(key: str) -> float | None:
+        v = (changes or {}).get(key)
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+    parts = []
+    new, share, compress = number("newBytes"), number("newDataRatio"), number("newDataCompressibility")
+    if new is not None or share is not None:
+        detail = [f"{share:.1%} of the data" if share is not None else "", ""]
+        if compress is not None:
+            detail[1] = f"compressibility {compress:.2f}"
+        inner = ", ".join(d for d in detail if d)
+        parts.append(f"new data {human_bytes(new)}" + (f" ({inner})" if inner else ""))
+    counts = [
+        f"{int(v)} {label}"
+        for key, label in (
+            ("filesAdded", "added"),
+            ("filesChanged", "changed"),
+            ("filesDeleted", "deleted"),
+            ("filesRenamed", "renamed"),
+        )
+        if (v := number(key)) is not None
+    ]
+    total = number("filesTotal")
+    if counts:
+        parts.append("files " + ", ".join(counts) + (f" of {int(total)}" if total is not None else ""))
+    return "; ".join(parts)
+
+
 def when(t: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     return "—" if t is None else datetime.fromtimestamp(t, UTC).strftime(fmt) + " UTC"
 

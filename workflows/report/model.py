@@ -18,6 +18,8 @@ DEFAULT_GRACE_S = 600.0  # a CronWorkflow's default startingDeadlineSeconds
 MAX_SLOTS = 2000
 
 VERDICT_RANK = {"app-consistent": 2, "crash-consistent": 1, "inconsistent": 0}
+# what a policy with spec.source protects, and the step of its backup workflow that takes the snapshot
+SOURCE_STEPS = {"etcd": "etcd-snapshot", "registry": "registry-backup", "bucket": "bucket-backup"}
 
 
 def parse_time(text: Any) -> float | None:
@@ -77,6 +79,26 @@ class Run:
     error: str | None = None
     runner: str = "argo"
     damaged: list[str] = field(default_factory=list)  # object keys of its damaged backup / run records
+    source: str = "app"  # what the run backs up: app, or a source policy's kind (etcd, registry, bucket)
+    # the backup record's ``changes`` (what the copy changed) and ``anomaly`` (judged against the app's
+    # history at commit); None in records written before they existed
+    changes: dict[str, Any] | None = None
+    anomaly: dict[str, Any] | None = None
+
+    @property
+    def anomaly_flagged(self) -> bool | None:
+        flagged = (self.anomaly or {}).get("flagged")
+        return flagged if isinstance(flagged, bool) else None
+
+    @property
+    def anomaly_score(self) -> float | None:
+        score = (self.anomaly or {}).get("score")
+        return float(score) if isinstance(score, int | float) and not isinstance(score, bool) else None
+
+    @property
+    def anomaly_reasons(self) -> list[str]:
+        reasons = (self.anomaly or {}).get("reasons")
+        return [str(r) for r in reasons] if isinstance(reasons, list) else []
 
     @property
     def duration_s(self) -> float | None:
@@ -127,6 +149,11 @@ class AppReport:
     totals: dict[str, Any]
     problems: list[str] = field(default_factory=list)  # flagged red: data is at risk
     notices: list[str] = field(default_factory=list)  # worth a look, but a restore point is fine
+    source: str = "app"  # app, or a source policy's kind: etcd, registry, bucket
+
+    @property
+    def is_source(self) -> bool:
+        return self.source != "app"
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -200,11 +227,28 @@ def _freeze(source: dict[str, Any] | None) -> tuple[float, float] | None:
     return (min(q), max(r)) if q and r else None
 
 
+def _source_of(backup: dict[str, Any] | None, snaps: list[dict[str, Any]]) -> str:
+    """``app``, or the kind of source a run backs up: from its backup record, else (a run that was not
+    committed) from the kind its snapshots are tagged with."""
+    source = (backup or {}).get("source")
+    kind = source.get("kind") if isinstance(source, dict) else None
+    if kind in SOURCE_STEPS:
+        return str(kind)
+    kinds = {(s.get("tags") or {}).get("kind") for s in snaps}
+    found = sorted(k for k in kinds if k in SOURCE_STEPS)
+    return found[0] if backup is None and len(found) == 1 else "app"
+
+
+def _mapping(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
 def _reconstructed_steps(
     cp: dict[str, Any] | None,
     snaps: list[dict[str, Any]],
     verify: dict[str, Any] | None,
     backup: dict[str, Any] | None,
+    source: str = "app",
 ) -> list[StepSpan]:
     spans: list[StepSpan] = []
     if cp:
@@ -223,7 +267,10 @@ def _reconstructed_steps(
                 StepSpan("capture", parse_time(s.get("time")), parse_time(s.get("end_time")), "Succeeded")
             )
             continue
-        name = f"copy-{s.get('volume') or (s.get('tags') or {}).get('volume') or '?'}"
+        if source in SOURCE_STEPS:
+            name = SOURCE_STEPS[source]
+        else:
+            name = f"copy-{s.get('volume') or (s.get('tags') or {}).get('volume') or '?'}"
         spans.append(StepSpan(name, parse_time(s.get("time")), parse_time(s.get("end_time")), "Succeeded"))
     if verify:
         end = parse_time(verify.get("time"))
@@ -241,8 +288,11 @@ def build_run(
     backup: dict[str, Any] | None,
     runs: list[dict[str, Any]],
     snaps: list[dict[str, Any]],
+    *,
+    app_key: tuple[str, str, str] | None = None,
 ) -> Run | None:
-    """One run from its records; None when nothing says which app it belongs to."""
+    """One run from its records; None when nothing says which app it belongs to (``app_key``: the app
+    when its records do not say, e.g. a source's run that was not committed)."""
     by_name: dict[str, dict[str, Any]] = {}
     for r in sorted(runs, key=lambda r: str(r.get("time") or r.get("finished") or "")):
         by_name[str(r.get("name"))] = r
@@ -261,8 +311,10 @@ def build_run(
         )
     if key is None and data_snaps:
         key = _app_key(data_snaps[0])
+    key = key or app_key
     if key is None:
         return None
+    source = _source_of(backup, data_snaps)
     consistency = (backup or {}).get("consistency") or cp or {}
     committed = backup is not None
     if pipeline and pipeline.get("steps"):
@@ -278,7 +330,7 @@ def build_run(
         ]
         steps_from = "step times recorded by the local runner"
     else:
-        steps = _reconstructed_steps(cp, snaps, verify, backup)
+        steps = _reconstructed_steps(cp, snaps, verify, backup, source)
         steps_from = "step times reconstructed from the repository records (approximate)"
     failed = [s for s in (pipeline or {}).get("steps") or [] if s.get("status") == "Failed"]
     starts = [s.start for s in steps if s.start is not None]
@@ -291,6 +343,8 @@ def build_run(
         started = parse_time((pipeline or {}).get("started")) or finished
     point = _point_in_time(backup, cp) or started
     wanted = {v.get("snapshot") for v in (backup or {}).get("volumes") or []}
+    if source != "app":  # a source's backup names its snapshot in ``snapshots``
+        wanted |= {x for x in (backup or {}).get("snapshots") or [] if isinstance(x, str)}
     chosen = [s for s in data_snaps if not wanted or s.get("id") in wanted]
 
     def total(key: str) -> int:
@@ -301,7 +355,9 @@ def build_run(
         summary = s.get("summary") or {}
         volumes.append(
             {
-                "name": s.get("volume") or (s.get("tags") or {}).get("volume") or "?",
+                "name": s.get("volume")
+                or (s.get("tags") or {}).get("volume")
+                or (source if source != "app" else "?"),
                 "snapshot": s.get("id"),
                 "files": summary.get("files"),
                 "bytes_total": summary.get("bytes_total"),
@@ -348,6 +404,9 @@ def build_run(
         failed_step=failed[0].get("name") if failed else None,
         error=error,
         runner="local" if pipeline else "argo",
+        source=source,
+        changes=_mapping((backup or {}).get("changes")),
+        anomaly=_mapping((backup or {}).get("anomaly")),
     )
 
 
@@ -435,8 +494,29 @@ def build_report(
     recorded_schedules: dict[tuple[str, str, str], ScheduleInfo] = {}
     damaged_by_backup = damaged_by_backup or {}
     ids |= {bid for bid in damaged_by_backup if bid in snaps_by}
+    # A source's snapshots and run records name its cluster and policy, not its namespace and app: a run
+    # that was not committed belongs to the app whose committed backups came from that policy.
+    source_apps: dict[tuple[str, str], tuple[str, str, str]] = {}
+    for b in by_backup.values():
+        key = _app_key(b.get("app")) if isinstance(b.get("app"), dict) else None
+        if key and isinstance(b.get("source"), dict) and b["app"].get("policy"):
+            source_apps[(key[0], str(b["app"]["policy"]))] = key
+    ids |= {
+        bid
+        for bid, snaps in snaps_by.items()
+        if any((s.get("tags") or {}).get("kind") in SOURCE_STEPS for s in snaps)
+    }
     for bid in sorted(ids):
-        run = build_run(bid, by_backup.get(bid), runs_by.get(bid, []), snaps_by.get(bid, []))
+        snaps = snaps_by.get(bid, [])
+        owner = next(
+            (
+                source_apps.get((s.get("cluster") or "default", str(s.get("policy"))))
+                for s in snaps
+                if (s.get("tags") or {}).get("kind") in SOURCE_STEPS and s.get("policy")
+            ),
+            None,
+        )
+        run = build_run(bid, by_backup.get(bid), runs_by.get(bid, []), snaps, app_key=owner)
         if run is None:
             continue
         if damaged_by_backup.get(bid):
@@ -485,16 +565,23 @@ def build_report(
             "compression_ratio": new / stored if stored else None,
             "max_freeze_ms": max(windows) if windows else None,
             "verdicts": {v: sum(1 for r in backups_ if r.verdict == v) for v in VERDICT_RANK},
+            "anomalies": sum(1 for r in backups_ if r.anomaly_flagged),
         }
+        # what the app's backups protect: the newest run that says (a policy protects one thing)
+        source = next((r.source for r in reversed(app_runs) if r.source != "app"), "app")
         problems = []
         last = backups_[-1] if backups_ else None
         if last is None:
             problems.append("no committed backup")
         else:
-            if last.verdict != "app-consistent":
+            # (a source's backup has no consistent point: its own snapshot is the cut)
+            if last.verdict != "app-consistent" and last.source == "app":
                 problems.append(f"newest backup is {last.verdict or 'of unknown consistency'}")
             if last.verify_ok is False:
                 problems.append("newest backup failed verify")
+            if last.anomaly_flagged:
+                why = "; ".join(last.anomaly_reasons[:2])
+                problems.append(f"newest backup flagged as an anomaly{': ' + why if why else ''}")
         if rpo.counts.get("missing"):
             problems.append(f"{rpo.counts['missing']} scheduled backup(s) missing")
         if rpo.counts.get("late"):
@@ -509,6 +596,9 @@ def build_report(
             problems.append(f"latest run {app_runs[-1].backup_id} was not committed")
         elif totals["failed"]:
             notices.append(f"{totals['failed']} run(s) in the window not committed (a later backup was)")
+        earlier = totals["anomalies"] - (1 if last is not None and last.anomaly_flagged else 0)
+        if earlier:
+            notices.append(f"{earlier} earlier backup(s) in the window flagged as anomalies")
         out.append(
             AppReport(
                 key[0],
@@ -520,6 +610,71 @@ def build_report(
                 totals,
                 problems,
                 notices,
+                source,
             )
         )
     return Report(repository, now, window_days, out, list(warnings), [dict(d) for d in damaged])
+
+
+def restore_commands(app: AppReport, repository: str) -> list[tuple[str, str]]:
+    """How to restore the newest committed backup of ``app``: (what, command) pairs — the restore
+    WorkflowTemplate ``snapflow render`` made for its policy (``argo submit``) and the step itself on
+    the command line. Placeholders in capitals are the user's to fill in (docs/user/restore.md, etcd.md,
+    registry.md, buckets.md). Empty when the app has no committed backup."""
+    last = app.last_backup
+    if last is None:
+        return []
+    policy = app.policies[0] if len(app.policies) == 1 else app.name
+    ns = app.namespace
+    template = f"argo submit -n {ns} --from workflowtemplate/restore-{policy}"
+    snapshot = next((str(v["snapshot"]) for v in last.volumes if v.get("snapshot")), "latest")
+    repo = f"python -m steps {{step}} --repo {repository} --snapshot {snapshot}"
+    if app.source == "etcd":
+        return [
+            (
+                "Argo (a new data directory on a control-plane node)",
+                f"{template} -p snapshot={snapshot} -p node=NODE -p name=MEMBER"
+                " -p peer-url=https://NODE_IP:2380 --watch",
+            ),
+            (
+                "command line (on the node)",
+                repo.format(step="etcd-restore") + " --data-dir /var/lib/etcd-restored --name MEMBER"
+                " --initial-advertise-peer-urls https://NODE_IP:2380",
+            ),
+        ]
+    if app.source == "registry":
+        return [
+            (
+                "Argo (pushes the images into the policy's registry; -p target-registry=https://HOST for another)",
+                f"{template} -p snapshot={snapshot} --watch",
+            ),
+            (
+                "command line",
+                repo.format(step="registry-restore")
+                + " --registry https://REGISTRY --username USER --password-file FILE",
+            ),
+        ]
+    if app.source == "bucket":
+        return [
+            (
+                "Argo (into the policy's bucket; lists what would change, -p dry-run=false writes it)",
+                f"{template} -p snapshot={snapshot} -p dry-run=true --watch",
+            ),
+            (
+                "command line",
+                repo.format(step="bucket-restore")
+                + " --target-endpoint https://S3_ENDPOINT --target s3://BUCKET --dry-run",
+            ),
+        ]
+    return [
+        (
+            "Argo (the app's objects and volumes, into a new namespace)",
+            f"argo submit -n {ns} --from workflowtemplate/restore-app-{policy} -p backup={last.backup_id}"
+            f" -p target-namespace={ns}-restored --watch",
+        ),
+        (
+            "command line",
+            f"python -m steps restore-app --repo {repository} --backup {last.backup_id}"
+            f" --target-namespace {ns}-restored --dry-run",
+        ),
+    ]

@@ -10,6 +10,7 @@ import tempfile
 from steps.api import jinja_env
 from workflows.report.charts import (
     backups_chart,
+    changes_text,
     human_bytes,
     human_duration,
     ratio,
@@ -18,7 +19,7 @@ from workflows.report.charts import (
     series_chart,
     when,
 )
-from workflows.report.model import Report
+from workflows.report.model import Report, restore_commands
 
 RUNS_WITH_TIMELINE = 12
 
@@ -46,12 +47,14 @@ def render_html(report: Report) -> str:
                 "rpo_chart": rpo_chart(app),
                 "runs": newest_first,
                 "timelines": [(r, run_timeline(r)) for r in newest_first[:RUNS_WITH_TIMELINE]],
+                "restore": restore_commands(app, report.repository),
             }
         )
     return template.render(
         report=report,
         apps=apps,
         generated=when(report.generated),
+        changes_text=changes_text,
         human_bytes=human_bytes,
         human_duration=human_duration,
         ratio=ratio,
