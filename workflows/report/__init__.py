@@ -7,6 +7,12 @@ snapshot records) into a :class:`Report`; :func:`render_html` turns it into one 
 (templates/reports/, Jinja2 with StrictUndefined and autoescape; charts are inline SVG, no script,
 nothing fetched at view time). Called by ``snapflow report`` and the demo.
 
+Backups of sources (etcd, registry, bucket: a policy with ``spec.source``) are apps of their kind
+(:attr:`AppReport.source`, :attr:`Run.source`): no consistent point, sizes from their one snapshot,
+restore commands of their kind (:func:`restore_commands`). A backup record's ``changes`` and
+``anomaly`` (judged at commit against the app's history) are :attr:`Run.changes` and
+:attr:`Run.anomaly`; records written before them have neither.
+
 Terms: a *run* is one backup attempt (one backup ID); a *backup* is a run whose record was committed
 (a restore point). The *point in time* of a backup is its consistent point (first cut). RPO is judged
 against the schedule's fire times (cron, from ``--policy`` files or the schedule a local run
@@ -32,6 +38,7 @@ from workflows.report.model import (
     build_run,
     judge_rpo,
     parse_time,
+    restore_commands,
 )
 from workflows.report.page import render_html, write_report
 from workflows.report.reading import collect, schedules_from_policies
@@ -49,6 +56,7 @@ __all__ = [
     "judge_rpo",
     "parse_time",
     "render_html",
+    "restore_commands",
     "schedules_from_policies",
     "write_report",
 ]
