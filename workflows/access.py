@@ -90,7 +90,7 @@ PRINCIPAL_MEANING = (
 
 def quote(name: str) -> str:
     """``name`` as an expr string literal; refuses anything :data:`PRINCIPAL_RE` does not accept."""
-    if not isinstance(name, str) or not PRINCIPAL_RE.match(name):
+    if not isinstance(name, str) or not PRINCIPAL_RE.fullmatch(name):  # fullmatch: "$" allows a final \n
         raise ValueError(f"expected {PRINCIPAL_MEANING}, got {name!r}")
     return f"'{name}'"
 
