@@ -2,7 +2,7 @@
 # Installs the Debian packages the tests, the demo and the benchmarks use. Quiet and quick when they are
 # already there; needs root (or sudo) otherwise.
 set -euo pipefail
-packages=(postgresql mariadb-server redis-server redis-tools btrfs-progs restic chromium fonts-dejavu-core util-linux e2fsprogs strace etcd-server etcd-client prometheus docker-registry apache2-utils)
+packages=(postgresql mariadb-server redis-server redis-tools btrfs-progs restic chromium fonts-dejavu-core util-linux e2fsprogs strace etcd-server etcd-client prometheus docker-registry apache2-utils poppler-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
