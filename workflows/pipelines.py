@@ -194,6 +194,7 @@ def backup_pipeline(policy: Policy) -> Pipeline:
     if spec.movers.namespace and not local:
         # the clones, bound snapshots and pre-provisioned contents prepare-clone made there
         finalize_args += ("--mover-namespace", spec.movers.namespace)
+    finalize_args += spec.anomaly.finalize_args()  # a flagged backup locks the last good one
     finalize = Step(
         name="finalize",
         command="finalize",

@@ -39,6 +39,7 @@ from steps.api import HOOK_KINDS, Target, runtime, target_problems
 from steps.errors import UsageError
 from workflows import __version__
 from workflows.access import AccessEntry, ArgoServer, access_problems
+from workflows.policy_anomaly import Anomaly
 from workflows.policy_fields import (
     DNS_LABEL_RE,
     DNS_SUBDOMAIN_RE,
@@ -566,6 +567,10 @@ class PolicySpec(_Model):
     exclude: list[str] = Field(default_factory=list, description="Path patterns not copied.")
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings, description="Argo settings.")
     movers: Movers = Field(default_factory=Movers, description="A dedicated namespace for the data movers.")
+    anomaly: Anomaly = Field(
+        default_factory=Anomaly,
+        description="What a backup flagged as unusual (ransomware, mass deletion) does.",
+    )
     source: Source | None = Field(
         None,
         description="Protect a cluster's etcd, an OCI registry or an S3 bucket instead of an app "

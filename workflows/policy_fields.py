@@ -18,6 +18,7 @@ STORAGE_RE = r"^[0-9]+(\.[0-9]+)?(k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 SECRET_KEY_RE = r"^[-._a-zA-Z0-9]+$"
 REPOSITORY_URL_RE = r"^(s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[^\s]*)?|file:///[^\s]*|mem://[^\s/]+)$"
 ENDPOINT_RE = r"^https?://[^\s/]+(/[^\s]*)?$"
+DURATION_RE = r"^([1-9][0-9]*(\.[0-9]+)?|0\.[0-9]*[1-9][0-9]*)[smhdw]$"
 
 PATTERN_MEANING = {
     DNS_LABEL_RE: "a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric)",
@@ -27,6 +28,7 @@ PATTERN_MEANING = {
     SECRET_KEY_RE: "a Secret or ConfigMap key (letters, digits, '-', '_' and '.')",
     REPOSITORY_URL_RE: "a repository URL s3://BUCKET/PREFIX (file:///PATH or mem://NAME for local runs)",
     ENDPOINT_RE: "an http:// or https:// URL",
+    DURATION_RE: "a positive duration like 30d, 12h, 90m or 2w",
 }
 
 
