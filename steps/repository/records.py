@@ -29,7 +29,10 @@ Called by ``finalize`` (the exit handler) and the steps that store run records. 
      "targets": [{"name", "hook", "pgdata"}],
      "consistency": {"verdict", "reasons", "recovery", "freeze_window_ms", "timeline"} | null,
      "verify": {"ok", "read_data_percent", "snapshots", "bytes_read", "time"},
-     "audit_heads": [{"id", "seq", "time"}]}   # the audit trail's heads the commit saw
+     "audit_heads": [{"id", "seq", "time"}],   # the audit trail's heads the commit saw
+     "changes": {"newBytes", "newDataRatio", "newDataCompressibility", "filesAdded", "filesChanged",
+                 "filesDeleted", "filesRenamed", "filesTotal", "bytesTotal", "bytesRead"},  # optional
+     "anomaly": {"flagged", "score", "reasons", "baseline", "lockedLastGood"}}  # optional (.anomaly_commit)
 
 A source's backup (a plan with ``source``: etcd, registry, bucket) is committed when the newest snapshot
 of this backup whose ``tags["kind"]`` is the source's kind was checked by the newest verify, which
