@@ -147,9 +147,9 @@ class SourceFiles:
             return directory
         # Only the keys the pod would see, under the file names it would see them (links, no copies).
         links = ctx.run_dir / "secrets" / step.name / mount.name
-        for directory in (links.parent.parent, links.parent, links):
-            directory.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(directory, 0o700)
+        for private in (links.parent.parent, links.parent, links):
+            private.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(private, 0o700)
         for key, filename in mount.items:
             target = self._key_file(directory, key, mount.secret, step, ctx.params)
             link = links / filename
