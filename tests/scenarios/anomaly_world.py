@@ -111,14 +111,19 @@ class Backups:
         self.repo = Repository.init(MemoryStore(), "test password", kdf_params={"n": 1024, "r": 8, "p": 1})
         self.history: list[dict] = []  # the changes of unflagged backups, oldest first
         self.results: list[dict] = []
+        self.last_snapshot: str | None = None
 
-    def backup(self) -> dict:
-        """Copy the source; returns ``{"changes", "anomaly"}`` of this backup."""
+    def backup(self, parent: str | None = None) -> dict:
+        """Copy the source (against ``parent``, by default the newest snapshot of it); returns
+        ``{"changes", "anomaly"}`` of this backup."""
         from steps.repository import anomaly
         from steps.repository.archiver import CopyOptions, copy_source
 
-        opts = CopyOptions(source=str(self.source), identity={"app": "shop", "volume": "data"})
+        opts = CopyOptions(
+            source=str(self.source), identity={"app": "shop", "volume": "data"}, parent=parent or "auto"
+        )
         result = copy_source(self.repo, opts)
+        self.last_snapshot = result.snapshot_id
         telemetry = self.repo.find_snapshot(result.snapshot_id).data.get("changes")
         changes = anomaly.backup_changes([telemetry])
         found = anomaly.detect(changes, self.history[-anomaly.HISTORY :])
