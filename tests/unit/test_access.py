@@ -303,3 +303,33 @@ def test_guardrail_c_allows_the_restorers_namespaces_to_the_restorers_only():
     # another policy's restore-app is not widened by this policy's restorers
     (message,) = found("restore-app-orders-db", "shop-staging", "restorer")
     assert message.endswith("into namespace shop-staging: allowed are shop")
+
+
+def test_kyverno_rule_c_gives_the_restorers_their_namespaces_and_stays_as_it_was_without():
+    from workflows.guardrails.manifests import kyverno_objects
+    from workflows.guardrails.schemas import check_objects
+
+    plain = copy.deepcopy(EXAMPLE)
+    del plain["spec"]["access"], plain["spec"]["argoServer"]
+
+    def restore_rules(doc) -> list[dict]:
+        objects = kyverno_objects(DEFAULTS, rendered_objects(doc))
+        assert check_objects(objects) == []
+        (policy,) = [o for o in objects if o["metadata"]["name"] == "snapflow-restore-targets"]
+        return policy["spec"]["rules"]
+
+    (only,) = restore_rules(plain)
+    assert [c["key"] for c in only["preconditions"]["all"]] == [
+        "{{ request.namespace }}/{{ request.object.spec.workflowTemplateRef.name || '' }}"
+    ]
+    everyone, restorers = restore_rules(EXAMPLE)
+    user = "system:serviceaccount:argo:snapflow-shop-catalog-db-restorer"
+    assert everyone["preconditions"]["all"][1] == {
+        "key": "{{ request.userInfo.username }}",
+        "operator": "AnyNotIn",
+        "value": [user],
+    }
+    assert everyone["validate"]["deny"]["conditions"]["any"][0]["value"] == ["shop"]
+    assert restorers["preconditions"]["all"][1]["operator"] == "AnyIn"
+    assert restorers["preconditions"]["all"][1]["value"] == [user]
+    assert restorers["validate"]["deny"]["conditions"]["any"][0]["value"] == ["shop", "shop-staging"]
