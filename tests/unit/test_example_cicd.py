@@ -66,3 +66,15 @@ def test_the_images_policy_reads_pods_only_in_the_namespaces_it_names():
     # finalize, the other step that would call nothing, still gets no token
     (final,) = [t for t in backup["spec"]["templates"] if t["name"] == "finalize"]
     assert final["automountServiceAccountToken"] is False
+
+
+def test_the_images_policy_pods_pass_pod_security_restricted():
+    from steps.manifests.podsecurity import check
+    from workflows.pod_security import argo_pods
+
+    for o in render_files([EXAMPLES / "cicd" / "ci-images.yaml"]).objects:
+        if o.kind == "WorkflowTemplate":
+            pods = list(argo_pods(o.obj))
+            assert pods
+            for template, spec, notes in pods:
+                assert not check(spec, "restricted", notes), f"{o.name}/{template}"
