@@ -12,6 +12,8 @@ from steps import runtime
 from steps.cli import build_command_parser, discover_commands, run_command
 from steps.commands import backups as backups_command
 from steps.drivers import kube_objects as manifest_render
+from steps.drivers.cbt import API_VERSION as SNAPSHOT_METADATA_API
+from steps.drivers.cbt import KIND as SNAPSHOT_METADATA_KIND
 from steps.drivers.kube import KubeClient, KubeError, KubeSettings
 from steps.drivers.kube_objects import dig
 from steps.drivers.objectstore import open_store
@@ -63,6 +65,8 @@ __all__ = [
     "LEVELS",
     "OVERWRITE_MODES",
     "RETRYABLE_EXIT_CODES",
+    "SNAPSHOT_METADATA_API",
+    "SNAPSHOT_METADATA_KIND",
     "AppRef",
     "CaptureSpec",
     "CutResult",

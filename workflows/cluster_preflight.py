@@ -32,6 +32,8 @@ from workflows.pipelines import backup_pipeline, plan_for
 from workflows.pod_security import check_pod_security
 from workflows.policy import Policy, storage_bytes
 from workflows.rbac import (
+    BLOCK_TRACKING_CLUSTER_RULES,
+    BLOCK_TRACKING_RULES,
     MOVER_CLUSTER_RULES,
     MOVER_SIDE_RULES,
     RESTORE_CLUSTER_RULES,
@@ -39,6 +41,7 @@ from workflows.rbac import (
     RESTORE_MOVER_SIDE_RULES,
     app_side_rules,
     restore_rules,
+    tracks_blocks,
 )
 
 STATUS_WORDS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
@@ -160,6 +163,64 @@ def check_mover_rbac(client, policy: Policy, checks) -> None:
             "ok",
             f"prepare-clone and finalize may bind snapshots and make clones in {home} and clean them up",
         )
+
+
+def check_block_tracking(client, policy: Policy, checks, own_accounts: bool) -> None:
+    """``block-tracking``: for each volume with ``blockTracking``, the driver's SnapshotMetadataService
+    exists (the driver named, or the provisioner of the PVC's StorageClass), and (with the rendered
+    per-step accounts) the copy's account may do what tracking needs. A warning, not a failure: without
+    it the copy reads the volume in full and says why."""
+    from steps.api import SNAPSHOT_METADATA_API, SNAPSHOT_METADATA_KIND, KubeError, allowed, dig
+
+    tracked = [v for v in policy.spec.volumes if v.block_tracking is not None]
+    if not tracked:
+        return
+    problems: list[str] = []
+    found: list[str] = []
+    try:
+        for vol in tracked:
+            driver = vol.block_tracking.driver
+            if not driver:
+                pvc = client.get_or_none("v1", "PersistentVolumeClaim", vol.pvc, policy.namespace)
+                sc_name = dig(pvc, "spec", "storageClassName") if pvc else None
+                sc = client.get_or_none("storage.k8s.io/v1", "StorageClass", sc_name) if sc_name else None
+                driver = dig(sc, "provisioner") if sc else None
+                if not driver:
+                    problems.append(
+                        f"volume {vol.volume_name}: cannot tell its CSI driver (PVC {vol.pvc} has no "
+                        "StorageClass with a provisioner); name it in blockTracking.driver"
+                    )
+                    continue
+            if client.get_or_none(SNAPSHOT_METADATA_API, SNAPSHOT_METADATA_KIND, driver) is None:
+                problems.append(
+                    f"volume {vol.volume_name}: no {SNAPSHOT_METADATA_KIND} {driver!r} (the driver offers no "
+                    "changed-block tracking here)"
+                )
+            else:
+                found.append(f"{vol.volume_name} ({driver})")
+        if own_accounts:
+            home = policy.workflow_namespace
+            account = Names.of(policy).step_account("copy")
+            sa = f"{home}/{account}"
+            wanted = [(home, g, r, v, "") for g, r, vs in BLOCK_TRACKING_RULES["copy"] for v in vs]
+            wanted += [(None, g, r, v, "") for g, r, vs in BLOCK_TRACKING_CLUSTER_RULES["copy"] for v in vs]
+            wanted.append((home, "", "serviceaccounts/token", "create", account))
+            for where, group, resource, verb, name in wanted:
+                res, _, sub = resource.partition("/")
+                if not allowed(client, sa, verb, res, group, where, sub, name):
+                    scope = f"in namespace {where}" if where else "cluster-wide"
+                    problems.append(f"{sa}: may not {verb} {resource}{'.' + group if group else ''} {scope}")
+    except KubeError as err:
+        checks.add("block-tracking", "warn", f"cannot check changed-block tracking: {err}")
+        return
+    if problems:
+        checks.add(
+            "block-tracking",
+            "warn",
+            f"{'; '.join(problems)}: these volumes will be read in full",
+        )
+    else:
+        checks.add("block-tracking", "ok", f"changed-block tracking available for {', '.join(found)}")
 
 
 def check_mover_secrets(client, policy: Policy, checks) -> None:
@@ -343,6 +404,8 @@ def preflight_policy(
             check_mover_rbac(client, policy, checks)
     if api_ok and policy.spec.movers.namespace:
         check_mover_secrets(client, policy, checks)
+    if api_ok and tracks_blocks(policy):
+        check_block_tracking(client, policy, checks, not current_identity and not service_account)
     if api_ok:
         check_restore_test(client, policy, checks)
         checks.items = [c for c in checks.items if c["check"] != "pod-security"]

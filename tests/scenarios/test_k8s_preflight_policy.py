@@ -149,3 +149,57 @@ def test_bad_input_is_one_line_and_exit_2(kubeconfig, tmp_path, capsys, minimal_
         rc = main(argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert (rc, err) == (2, [expected]), argv
+
+
+def test_preflight_says_whether_block_tracking_will_work(k8s, capsys):
+    # GIVEN a policy tracking the changed blocks of its data volume, its rendered RBAC applied, and no
+    # SnapshotMetadataService for the volume's driver yet
+    k8s.deploy_app()
+    repository_secrets(k8s.server, APP_NS)
+    doc = app_policy(k8s, "volume", secrets=True)
+    doc["spec"]["volumes"][0].update(block=True, blockTracking={})
+    path = k8s.tmp / "policy.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    objects = [o.obj for o in render_files([path]).ordered()]
+    apply_rendered(k8s.server, objects)
+    pvc = k8s.server.get("persistentvolumeclaims", doc["spec"]["volumes"][0]["pvc"], APP_NS)
+    driver = k8s.server.get("storageclasses", pvc["spec"]["storageClassName"])["provisioner"]
+
+    def block_check() -> dict:
+        assert main(["preflight", str(path), "--json", "--skip-repository"]) in (0, 1)
+        out = capsys.readouterr().out
+        (check,) = [c for c in json.loads(out)["policies"][0]["checks"] if c["check"] == "block-tracking"]
+        return check
+
+    # THEN preflight warns that the volume will be read in full, naming the missing service
+    missing = block_check()
+    assert missing["status"] == "warn"
+    assert f"no SnapshotMetadataService {driver!r}" in missing["message"]
+    # ... and once the driver publishes it, tracking is available
+    k8s.server.register_kind(
+        "cbt.storage.k8s.io", "v1alpha1", "SnapshotMetadataService", namespaced=False, status=False
+    )
+    k8s.server.create(
+        {
+            "apiVersion": "cbt.storage.k8s.io/v1alpha1",
+            "kind": "SnapshotMetadataService",
+            "metadata": {"name": driver},
+            "spec": {"address": "sms.example:6443", "audience": "sms", "caCert": "Cg=="},
+        }
+    )
+    assert block_check() == {
+        "check": "block-tracking",
+        "status": "ok",
+        "message": f"changed-block tracking available for data ({driver})",
+    }
+    # ... and without the copy's cluster-wide reads it says which right is missing
+    (binding,) = [
+        o for o in objects if o["kind"] == "ClusterRoleBinding" and o["metadata"]["name"].endswith("-copy")
+    ]
+    k8s.server.delete("clusterrolebindings", binding["metadata"]["name"])
+    denied = block_check()
+    assert denied["status"] == "warn"
+    assert (
+        f"{APP_NS}/snapflow-db-copy: may not get snapshotmetadataservices.cbt.storage.k8s.io"
+        in denied["message"]
+    )
