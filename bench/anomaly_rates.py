@@ -31,7 +31,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("SNAPFLOW_KDF_TEST_N", "1024")
 
 from steps.repository import anomaly  # noqa: E402
 from tests.scenarios.anomaly_world import (  # noqa: E402
@@ -190,6 +189,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timed copies each way for --cost")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
+    os.environ.setdefault("SNAPFLOW_KDF_TEST_N", "1024")  # throwaway repositories: a low key cost
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-") as tmp:
         work = Path(tmp)
         if args.cost:

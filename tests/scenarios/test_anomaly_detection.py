@@ -124,3 +124,14 @@ def test_renamed_files_and_deleted_directories_are_counted_as_such(tmp_path):
     assert changes["filesDeleted"] == gone == 10
     assert changes["filesAdded"] == 0 and changes["filesChanged"] == 0
     assert changes["newBytes"] == 0 and changes["newDataCompressibility"] is None
+
+
+def test_the_rates_bench_runs_on_a_fixed_seed(tmp_path):
+    # the bench's own path on one seed and a short month (its full run uses held-out seeds 1000+)
+    from bench.anomaly_rates import ATTACKS, DEMO_ATTACKS, one_seed, rates
+
+    row = one_seed(tmp_path, seed=8, days=8)
+    summary = rates([row])
+    assert summary["false_positive_backups"] == 0 and summary["normal_backups_judged"] == 4
+    assert set(summary["detection"]) == {*ATTACKS, *(f"demo {n}" for n in DEMO_ATTACKS)}
+    assert all(d["rate"] == 1.0 for d in summary["detection"].values()), summary
