@@ -123,6 +123,12 @@ def test_bucket_restore_takes_the_target_bucket_and_the_secret_named_by_paramete
         )
 
 
+def test_an_etcd_restore_without_the_member_name_is_refused_before_it_runs(tmp_path):
+    policy = policy_of({"etcd": {"tls": {"hostPath": "/etc/kubernetes/pki/etcd"}}})
+    with pytest.raises(UsageError, match=r"^-p name=VALUE: required by step etcd-restore$"):
+        args_of(tmp_path, policy, "restore", {}, **{"peer-url": "https://10.0.0.1:2380"})
+
+
 def test_secret_options_name_a_directory(tmp_path):
     with pytest.raises(UsageError, match=r"^--secret: expected NAME=DIR, got 'nodir'$"):
         parse_secret_dirs(["nodir"])

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from steps.api import UsageError, runtime
 from workflows.local.run_context import LocalContext
-from workflows.pipeline import EnvValue, FileMount, NodeAddress, Pipeline, Ref, Step
+from workflows.pipeline import EnvValue, FileMount, NodeAddress, Param, Pipeline, Ref, Step
 
 LOCAL_NODE = "127.0.0.1"
 SCRATCH_VOLUME_DIR = runtime.SCRATCH_VOLUME_DIR  # the emptyDir's mount path in the pod
@@ -68,11 +68,17 @@ class SourceFiles:
 
     # -- checks before anything runs ---------------------------------------------------------------
     def check(self, pipeline: Pipeline, params: dict[str, str]) -> None:
-        """Raise UsageError unless every Secret the steps that may run read is given with its keys."""
+        """Raise UsageError unless every parameter the steps that may run take is set and every Secret they
+        read is given with its keys."""
         for step in [*pipeline.order(), *([pipeline.exit_step] if pipeline.exit_step else [])]:
             pod = step.source_pod
             if pod is None or (step.when is not None and params.get(step.when.param) != step.when.value):
                 continue
+            for arg in step.args:
+                if isinstance(arg, Param) and arg.name not in params:
+                    raise UsageError(f"-p {arg.name}=VALUE: required by step {step.name}")
+                if isinstance(arg, str):
+                    with_parameters(arg, params, step)
             for mount in pod.mounts:
                 if mount.secret is not None:
                     directory = self._secret_dir(mount.secret, step, params, f"at {mount.path}")
