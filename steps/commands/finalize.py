@@ -70,6 +70,14 @@ def configure(parser):
         help="when the committed backup is flagged as anomalous, keep the newest unflagged backup of the"
         " app locked (S3 Object Lock) this long, e.g. 30d (docs/user/anomalies.md)",
     )
+    parser.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="post the outcome to this webhook (repeatable; docs/user/notifications.md); a failure to"
+        " notify is logged and counted, never changes the outcome",
+    )
     add_kube_args(parser)
     parser.epilog = (
         KUBE_EPILOG
@@ -250,6 +258,11 @@ def run(args) -> int:
         except SnapflowError as err:
             summary["committed"] = False
             commit_error = err
+    if args.notify:  # 4. notifications (steps.manifests.notify): never change the outcome
+        from steps.manifests.notify import notify
+
+        error = str(commit_error or thaw_error or "") or None
+        summary["notifications"] = notify(args.notify, {**summary, "error": error}, plan, log)
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     else:
