@@ -78,3 +78,19 @@ def test_the_images_policy_pods_pass_pod_security_restricted():
             assert pods
             for template, spec, notes in pods:
                 assert not check(spec, "restricted", notes), f"{o.name}/{template}"
+
+
+def test_the_cicd_examples_validate_against_the_exported_json_schema():
+    import jsonschema
+    import yaml
+
+    from workflows.policy import json_schema
+
+    validator = jsonschema.Draft202012Validator(json_schema())
+    for path in CICD:
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert not list(validator.iter_errors(doc)), path
+    # an unknown key in an imagesOf entry is an editor error too
+    doc = yaml.safe_load((EXAMPLES / "cicd" / "ci-images.yaml").read_text())
+    doc["spec"]["source"]["registry"]["imagesOf"][0]["labels"] = {"app": "x"}
+    assert list(validator.iter_errors(doc))
