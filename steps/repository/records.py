@@ -343,9 +343,9 @@ def commit_backup(
         return None, problems, False
     record["time"] = utc_now_iso()
     record["workflow_status"] = "Succeeded"
-    from .audit import head_refs, read_trail
+    from .audit import head_refs, recent_trail
 
-    record["audit_heads"] = head_refs(read_trail(repo))  # the audit trail as this commit saw it
+    record["audit_heads"] = head_refs(recent_trail(repo))  # the audit trail as this commit saw it
     from .anomaly_commit import assess
 
     assess(repo, record, snapshots, log, lock_last_good_days)

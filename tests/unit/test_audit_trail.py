@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 from steps.commands import audit_trail
@@ -186,3 +187,21 @@ def test_a_restore_read_as_of_a_past_time_is_recorded_in_the_repository_as_it_is
     # THEN the record is in the repository, after the first
     assert rid is not None
     assert [e.id for e in audit.read_trail(mem_repo).ordered()] == [first.id, rid]
+
+
+def test_an_append_reads_only_the_newest_records_and_still_continues_the_chain(mem_repo, monkeypatch):
+    # GIVEN a trail longer than what an append reads
+    monkeypatch.setattr(audit, "RECENT", 8)
+    entries = [audit.append(mem_repo, "check", who=LOCAL, what={"n": i}) for i in range(20)]
+
+    # THEN every record names the one before, and the whole trail verifies
+    assert [e.seq for e in entries] == list(range(1, 21))
+    assert all(b.parents == [a.ref()] for a, b in itertools.pairwise(entries))
+    reads: list[str] = []
+    real = mem_repo.read_record
+    monkeypatch.setattr(
+        mem_repo, "read_record", lambda kind, key, *a: reads.append(key) or real(kind, key, *a)
+    )
+    last = audit.append(mem_repo, "check", who=LOCAL)
+    assert last.parents == [entries[-1].ref()] and len(reads) == 8
+    assert audit.verify_trail(mem_repo).ok
