@@ -116,7 +116,7 @@ def test_lint_names_an_unknown_role_in_one_line_and_exits_2(tmp_path, capsys):
     assert err == [f"{path}: spec.access[0].role: expected 'viewer', 'operator' or 'restorer', got 'owner'"]
 
 
-@settings(max_examples=300, derandomize=True, deadline=None)
+@settings(max_examples=150, derandomize=True, deadline=None)
 @given(st.text(max_size=40))
 @example("shop' in groups || 'x")
 @example("a\\' || true")
