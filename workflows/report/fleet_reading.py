@@ -10,6 +10,7 @@ never stops the others. Called by ``snapflow report --fleet`` and ``snapflow fle
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,8 @@ from typing import Any
 from workflows.report.fleet_model import Placement, RepositoryRead, fold
 from workflows.report.record_cache import RecordTable, refresh
 
-REPOSITORIES_PARALLEL = 4
+# repositories read at once: each opening derives its key with scrypt (32 MiB, a core for a while)
+REPOSITORIES_PARALLEL = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass

@@ -44,6 +44,7 @@ SALT_LEN = 16
 NONCE_LEN = 12
 PURPOSE = b"record-cache"
 READ_PARALLEL = 8
+READ_BATCH = 512
 
 # an entry: (kind, group, backup_id, app, time, point_in_time, ok, verdict, anomaly)
 #   kind: "backups", a run name, "damaged", or "" (a record the report has no use for)
@@ -104,32 +105,12 @@ class RecordTable:
 
     def entry(self, kind: str, group: str | None, data: dict) -> Entry:
         """The entry of a record that opened and authenticated."""
-        s = summarize(kind, group, data)
-        if s is None:
-            return (IGNORED, None, None, -1, None, None, None, None, None)
-        verdict = None
-        ok = s.ok
-        if kind == "backups":
-            consistency = data.get("consistency")
-            if isinstance(consistency, dict) and isinstance(consistency.get("verdict"), str):
-                verdict = consistency["verdict"]
-            elif data.get("source") or consistency is None:
-                verdict = "n/a (source)" if data.get("source") else None
-            verify = data.get("verify")
-            ok = verify.get("ok") if isinstance(verify, dict) and isinstance(verify.get("ok"), bool) else None
-        elif s.kind == "consistent-point" and isinstance(data.get("verdict"), str):
-            verdict = data["verdict"]
-        return (
-            _intern(s.kind),
-            _intern(group),
-            s.backup_id,
-            self._app_idx(s.app),
-            s.time,
-            s.point_in_time,
-            ok,
-            _intern(verdict),
-            _anomaly(data) if kind == "backups" else None,
-        )
+        return self.with_app(describe(kind, group, data))
+
+    def with_app(self, described: tuple) -> Entry:
+        """An entry from :func:`describe`'s tuple (its app replaced by the app's index)."""
+        app = described[APP]
+        return (*described[:APP], self._app_idx(app), *described[APP + 1 :])
 
     # -- the file ------------------------------------------------------------------------------------
     @staticmethod
@@ -193,6 +174,38 @@ class RecordTable:
         return table
 
 
+def describe(kind: str, group: str | None, data: dict) -> tuple:
+    """What the report keeps of a record that opened: an :data:`Entry` whose ``app`` is still the
+    (cluster, namespace, app) tuple or None. Runs in the reading threads, so that a record's decoded
+    content is dropped as soon as it is read."""
+    s = summarize(kind, group, data)
+    if s is None:
+        return (IGNORED, None, None, None, None, None, None, None, None)
+    verdict = None
+    ok = s.ok
+    if kind == "backups":
+        consistency = data.get("consistency")
+        if isinstance(consistency, dict) and isinstance(consistency.get("verdict"), str):
+            verdict = consistency["verdict"]
+        elif isinstance(data.get("source"), dict):
+            verdict = "n/a (source)"
+        verify = data.get("verify")
+        ok = verify.get("ok") if isinstance(verify, dict) and isinstance(verify.get("ok"), bool) else None
+    elif s.kind == "consistent-point" and isinstance(data.get("verdict"), str):
+        verdict = data["verdict"]
+    return (
+        _intern(s.kind),
+        _intern(group),
+        s.backup_id,
+        s.app,
+        s.time,
+        s.point_in_time,
+        ok,
+        _intern(verdict),
+        _anomaly(data) if kind == "backups" else None,
+    )
+
+
 _INTERNED: dict[str, str] = {}
 
 
@@ -231,28 +244,24 @@ def refresh(table: RecordTable, repo: Any, parallel: int = READ_PARALLEL) -> Ref
     stats.listed = len(seen)
     stats.list_seconds = time.monotonic() - t0
 
-    def read(item: tuple[bytes, str, str, Any]) -> tuple[bytes, str, str | None, dict | None]:
+    def read(item: tuple[bytes, str, str, Any]) -> tuple[bytes, str, tuple | None]:
         key, kind, name, modified = item
         group = name.split("/")[1]
         try:
             record = repo.read_record(kind, name, modified)
         except KeyError:
-            return key, "gone", group, None
+            return key, "gone", None
         except Exception:
-            return key, "damaged", group, None
-        return key, kind, group, record.data
+            # kept in memory, never saved: a damaged record is read again next time
+            return key, "damaged", ("damaged", _intern(group), None, None, None, None, None, None, None)
+        return key, kind, describe(kind, group, record.data)
 
-    if new:
-        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(new)))) as pool:
-            for key, kind, group, data in pool.map(read, new):
-                if kind == "gone":
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(new) or 1))) as pool:
+        for start in range(0, len(new), READ_BATCH):  # (in batches: few results wait at a time)
+            for key, _kind, described in pool.map(read, new[start : start + READ_BATCH]):
+                if described is None:
                     continue
-                if data is None:
-                    # not cached as an entry for good: a damaged record is read again next time
-                    entry: Entry = ("damaged", _intern(group), None, -1, None, None, None, None, None)
-                    table.entries[key] = entry
-                else:
-                    table.entries[key] = table.entry(kind, group, data)
+                table.entries[key] = table.with_app(described)
                 stats.read += 1
                 table.changed = True
     gone = [k for k in table.entries if k not in seen]
