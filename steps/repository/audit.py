@@ -307,6 +307,16 @@ def _referrers(trail: Trail) -> dict[str, list[tuple[Entry, dict]]]:
     return out
 
 
+def _older_version_opens(repo: Repository, rid: str) -> bool:
+    """Whether a record missing from the listing still opens from the bucket's versions (deleted with a
+    delete marker on a versioned bucket)."""
+    try:
+        repo.read_record(KIND, f"{KIND}/{rid}")
+    except (KeyError, IntegrityError, ValueError):
+        return False
+    return True
+
+
 def verify_trail(
     repo: Repository, trail: Trail | None = None, backups: list[Record] | None = None
 ) -> Verification:
@@ -342,7 +352,9 @@ def verify_trail(
         elif pid in trail.malformed:
             findings.append(Finding("altered", f"{KIND}/{pid}", seq, when, f"{trail.malformed[pid]}; {by}"))
         else:
-            findings.append(Finding("missing", f"{KIND}/{pid}", seq, when, f"deleted; {by}"))
+            kept = _older_version_opens(repo, pid)
+            how = "deleted, its intact old version is kept by the bucket" if kept else "deleted"
+            findings.append(Finding("missing", f"{KIND}/{pid}", seq, when, f"{how}; {by}"))
     for d in trail.damaged:
         if d.id not in refs:
             findings.append(
@@ -404,7 +416,8 @@ def verify_trail(
                     " is in the trail: deleted",
                 )
             )
-    replaced = [m for m in repo.fallbacks if m.startswith(f"{KIND}/")]
+    named = {f.key for f in findings}
+    replaced = [m for m in repo.fallbacks if m.startswith(f"{KIND}/") and m.split(":", 1)[0] not in named]
     ordered = trail.ordered()
     newest = ordered[-1].ref() if ordered else None
     if newest is None:

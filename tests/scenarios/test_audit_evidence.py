@@ -8,6 +8,7 @@ import csv
 import io
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -150,4 +151,61 @@ def test_actions_are_audited_and_the_evidence_page_prints_and_names_a_deleted_re
     # ... and the page, written anyway, shows the break
     assert "chain broken" in " ".join(
         _print_to_pdf(page, tmp_path / "broken.pdf", tmp_path / "profile").split()
+    )
+
+
+def test_audit_records_are_locked_extended_by_prune_and_a_deleted_one_is_named_with_its_kept_version(
+    locked_s3_server, s3_env, tmp_path, snapflow
+):
+    from datetime import UTC, datetime, timedelta
+
+    from tests.fixtures.prune import minio_client, write_files
+
+    server = locked_s3_server
+    bucket = f"lk-{uuid.uuid4().hex[:12]}"
+    repo = f"s3://{bucket}/repo"
+    admin = server.admin_env()
+    # GIVEN a repository in a bucket with Object Lock (one day by default) and append-only backup
+    # credentials, a copy and a key added
+    run_steps(
+        "init", "--repo", repo, "--object-lock-mode", "governance", "--object-lock-days", "1", env=admin
+    )
+    server.deny_version_deletes(bucket)
+    run_steps("copy", "--repo", repo, "--source", write_files(tmp_path / "src", 1), env=server.writer_env())
+    run_steps("key", "add", "--repo", repo, env={**admin, "SNAPFLOW_NEW_PASSWORD": "second password"})
+    client = minio_client(server)
+    audit_keys = [o.object_name for o in client.list_objects(bucket, prefix="repo/audit/", recursive=True)]
+    assert len(audit_keys) == 2  # init, key add
+    for key in audit_keys:  # THEN each record is locked from its first write
+        left = client.get_object_retention(bucket, key).retain_until_date - datetime.now(UTC)
+        assert timedelta(hours=23) < left <= timedelta(days=1), key
+
+    # WHEN prune keeps everything and keeps it locked for 3 days
+    run_steps(
+        "prune", "--repo", repo, "--keep-last", "3", "--lock-mode", "governance", "--lock-days", "3", env=admin
+    )  # fmt: skip
+
+    # THEN the audit records' retention was extended with the rest, and prune and the extension are recorded
+    for key in audit_keys:
+        left = client.get_object_retention(bucket, key).retain_until_date - datetime.now(UTC)
+        assert timedelta(days=2, hours=23) < left < timedelta(days=3, hours=1), key
+    res = snapflow("audit", "--repo", repo, "--format", "csv", env=admin)
+    assert res.returncode == 0, res.stderr
+    actions = [line.split(",")[2] for line in res.stdout.splitlines()[1:]]
+    assert actions == ["repository.init", "key.add", "prune", "object-lock.extend"]
+
+    # WHEN the backup credentials delete the record of the key's addition (a delete marker: its versions stay)
+    res = snapflow("audit", "--repo", repo, "--format", "jsonl", env=admin)
+    key_add = next(line for line in res.stdout.splitlines() if '"key.add"' in line).split('"id": "')[1][:64]
+    minio_client(server, server.writer_env()).remove_object(bucket, f"repo/audit/{key_add}")
+
+    # THEN verify names it, seq 2, as deleted with its intact version kept
+    res = snapflow("audit", "verify", "--repo", repo, env=admin)
+    assert res.returncode == 3
+    assert f"missing: audit/{key_add} seq 2" in res.stdout
+    assert "deleted, its intact old version is kept by the bucket" in res.stdout
+    assert (
+        res.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: audit trail broken: missing record audit/{key_add}")
     )
