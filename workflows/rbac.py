@@ -65,7 +65,7 @@ from typing import Any
 from workflows.names import Names
 from workflows.pipeline import Pipeline
 from workflows.policy import Policy
-from workflows.rbac_sources import source_rules_elsewhere, source_rules_in
+from workflows.rbac_sources import shared_account_notes, source_rules_elsewhere, source_rules_in
 
 Rule = tuple[str, str, tuple[str, ...]]  # (API group, resource, verbs)
 
@@ -396,7 +396,8 @@ def shared_account_warnings(policy: Policy, source: str) -> list[str]:
     return [
         f"{source}: spec.workflow.serviceAccountName: every step runs as {sa!r}, so the copy and verify "
         "pods hold whatever it may do (exec into the app, read Secrets); without it each step gets a "
-        "ServiceAccount of its own with only what that step uses"
+        "ServiceAccount of its own with only what that step uses",
+        *shared_account_notes(policy, source, sa),
     ]
 
 

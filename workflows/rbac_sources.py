@@ -36,3 +36,16 @@ def source_rules_elsewhere(policy: Policy, command: str, home: str) -> list[tupl
     """``(namespace, rules)`` of the namespaces other than ``home`` where the step uses the API: each
     gets a Role of the step's name, bound to its account in ``home``."""
     return [(ns, rules) for ns, rules in source_namespaces(policy, command).items() if ns != home]
+
+
+def shared_account_notes(policy: Policy, source: str, account: str) -> list[str]:
+    """With ``spec.workflow.serviceAccountName`` nothing is rendered: say what the account must be
+    granted for ``imagesOf`` (``get`` and ``list`` on pods in each namespace named)."""
+    namespaces = sorted(source_namespaces(policy, IMAGES_OF_STEP))
+    if not namespaces:
+        return []
+    return [
+        f"{source}: spec.source.registry.imagesOf: registry-backup runs as {account!r}, which needs get and"
+        f" list on pods in namespace{'s' if len(namespaces) > 1 else ''} {', '.join(namespaces)}"
+        " (grant them: nothing is rendered for a shared account)"
+    ]

@@ -94,3 +94,16 @@ def test_the_cicd_examples_validate_against_the_exported_json_schema():
     doc = yaml.safe_load((EXAMPLES / "cicd" / "ci-images.yaml").read_text())
     doc["spec"]["source"]["registry"]["imagesOf"][0]["labels"] = {"app": "x"}
     assert list(validator.iter_errors(doc))
+
+
+def test_a_shared_account_is_told_what_imagesof_needs(tmp_path, capsys):
+    import yaml
+
+    doc = yaml.safe_load((EXAMPLES / "cicd" / "ci-images.yaml").read_text())
+    doc["spec"]["workflow"] = {"serviceAccountName": "ci-backup"}
+    path = tmp_path / "shared.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    rendering = render_files([path])
+    assert not [o for o in rendering.objects if o.kind in ("Role", "RoleBinding")]
+    (note,) = [w for w in rendering.warnings if "imagesOf" in w]
+    assert "'ci-backup'" in note and "get and list on pods in namespaces argo, gitea" in note
