@@ -235,6 +235,16 @@ def test_each_role_does_what_it_should_and_no_more(tmp_path, placement):
                 lambda: restorer.create_namespaced_custom_object(ARGO, V, "shop", "workflows", hand_made)
             )
             assert code == 403 and "snapflow-service-accounts" in body
+
+            # AND the platform team (system:masters, exempt from the guardrails) still may
+            admin = server.api_client()
+            try:
+                client.CustomObjectsApi(admin).create_namespaced_custom_object(
+                    ARGO, V, "shop", "workflows", hand_made
+                )
+            finally:
+                admin.close()
+            assert server.get("workflows", "hand-made", "shop") is not None
         finally:
             for api in apis.values():
                 api.close()
