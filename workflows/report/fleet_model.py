@@ -257,7 +257,8 @@ def row_for(
     row = FleetRow(*key, repository, in_fleet, "unknown", target_s, immutability=immutability, error=error)
     if error is not None:
         return row
-    row.detail = f"{detail}#{row.anchor}" if detail else None
+    # (the per-app report shows the apps the repository holds runs of)
+    row.detail = f"{detail}#{row.anchor}" if detail and facts is not None else None
     if facts is None or facts.newest_id is None:
         row.rpo, row.backups = "missing", 0
         return row

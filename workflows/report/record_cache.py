@@ -226,14 +226,29 @@ class RefreshStats:
     list_seconds: float = 0.0
 
 
+HEX = "0123456789abcdef"
+
+
+def _listings(repo: Any, parallel: int) -> list[tuple[str, list[Any]]]:
+    """Every ``backups/`` and ``runs/`` object of the repository, listed. On S3 the listing is split by
+    the first character of the record group (a hex MAC) and the parts are listed at once: a listing is
+    a chain of requests, each waiting for the last, and a fleet's repositories hold hundreds of pages."""
+    if not str(getattr(repo.store, "url", "")).startswith("s3://"):
+        return [(kind, list(repo.store.list(f"{kind}/"))) for kind in KINDS]
+    parts = [(kind, f"{kind}/{h}") for kind in KINDS for h in HEX]
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        found = list(pool.map(lambda part: list(repo.store.list(part[1])), parts))
+    return [(kind, infos) for (kind, _prefix), infos in zip(parts, found, strict=True)]
+
+
 def refresh(table: RecordTable, repo: Any, parallel: int = READ_PARALLEL) -> RefreshStats:
     """List the repository's records; open the names the table does not hold; forget the names gone."""
     t0 = time.monotonic()
     stats = RefreshStats(cached=bool(table.entries))
     seen: set[bytes] = set()
     new: list[tuple[bytes, str, str, Any]] = []
-    for kind in KINDS:
-        for info in repo.store.list(f"{kind}/"):
+    for kind, infos in _listings(repo, parallel):
+        for info in infos:
             name = info.key
             if name.count("/") != 2:
                 continue
