@@ -205,3 +205,36 @@ def test_an_append_reads_only_the_newest_records_and_still_continues_the_chain(m
     last = audit.append(mem_repo, "check", who=LOCAL)
     assert last.parents == [entries[-1].ref()] and len(reads) == 8
     assert audit.verify_trail(mem_repo).ok
+
+
+def test_bad_input_is_one_line_naming_the_option(tmp_path, capsys):
+    from workflows.cli import main
+
+    repo = f"file://{tmp_path}/repo"
+    cases = [
+        (("audit", "--repo", repo, "--since", "last tuesday"), "error: --since: expected an ISO time"),
+        (("audit", "verify", "--repo", repo, "--app", "db"), "error: verify: walks the whole trail"),
+        (
+            ("report", "--repo", repo, "--repo", repo, "--evidence", "-o", str(tmp_path / "e.html")),
+            "error: --evidence: expected exactly one --repo, got 2",
+        ),
+        (
+            (
+                "report",
+                "--repo",
+                repo,
+                "--evidence",
+                "--since",
+                "2999-01-01T00:00:00Z",
+                "-o",
+                str(tmp_path / "e.html"),
+            ),
+            "error: --since: expected an ISO time before now",
+        ),
+    ]
+    for args, expected in cases:
+        code = main(list(args))
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert err.strip().splitlines() == [err.strip()] and err.startswith(expected), err
+    assert not (tmp_path / "e.html").exists()

@@ -99,12 +99,12 @@ def _run(args) -> int:
             raise UsageError(f"--now: expected an ISO time like 2025-01-31T12:00:00Z, got {args.now!r}")
     from workflows.report.fleet import run_fleet_report, wants_fleet
 
-    if wants_fleet(args):
-        return run_fleet_report(args, now)
     if args.evidence:
         from workflows.report.evidence import run_evidence
 
         return run_evidence(args, now)
+    if wants_fleet(args):
+        return run_fleet_report(args, now)
     report = collect(args.repo[0], args.endpoint, policies=args.policy, now=now, window_days=args.days)
     write_report(report, args.output)
     for w in report.warnings:
