@@ -10,7 +10,8 @@ pods through the Kubernetes client, and turns their ``status.containerStatuses[]
 - ``sha256:...`` alone: the digest, with the repository taken from the container's ``image`` field
   (its status, else its spec);
 - the tag is the one the pod spec names (``image: HOST/REPO:v1``; ``latest`` when it names neither a
-  tag nor a digest), kept only when the spec names the same repository. A tag two pods run with
+  tag nor a digest), kept only when the spec names the same repository; one digest run under several
+  tags keeps each of them. A tag two pods run with
   different digests (a rollout under way) is kept for neither: both are backed up by digest, and a
   warning says so.
 
@@ -122,7 +123,7 @@ def images_of_pods(pods: list[dict], registry_host: str) -> PodImages:
     host = registry_host.lower()
     result = PodImages()
     tags: dict[tuple[str, str], set[str]] = {}  # (repository, tag) → digests
-    found: dict[tuple[str, str], str | None] = {}  # (repository, digest) → tag
+    found: dict[tuple[str, str], set[str]] = {}  # (repository, digest) → tags
     for pod in pods:
         meta = pod.get("metadata") or {}
         where = f"pod {meta.get('namespace', '')}/{meta.get('name', '')}"
@@ -170,20 +171,23 @@ def images_of_pods(pods: list[dict], registry_host: str) -> PodImages:
                     "tag": tag,
                 }
             )
+            found.setdefault((repository, digest), set())
             if tag:
                 tags.setdefault((repository, tag), set()).add(digest)
-            found.setdefault((repository, digest), tag)
-            if found[(repository, digest)] is None and tag:
-                found[(repository, digest)] = tag
+                found[(repository, digest)].add(tag)
     for (repository, tag), digests in sorted(tags.items()):
         if len(digests) > 1:
             result.warnings.append(
                 f"tag {repository}:{tag} runs as {len(digests)} digests ({', '.join(sorted(digests))}):"
                 " each is backed up by digest, the tag with none"
             )
-            for key in [k for k, t in found.items() if k[0] == repository and t == tag]:
-                found[key] = None
-    result.roots = [(repository, digest, tag) for (repository, digest), tag in sorted(found.items())]
+            for digest in digests:
+                found[(repository, digest)].discard(tag)
+    result.roots = [
+        (repository, digest, tag)
+        for (repository, digest), names in sorted(found.items())
+        for tag in (sorted(names) or [None])
+    ]
     return result
 
 

@@ -140,3 +140,11 @@ def test_a_bad_images_of_is_one_line_naming_the_option(text, words):
     with pytest.raises(UsageError) as err:
         parse_images_of(text, "spec.source.registry.imagesOf[0]")
     assert str(err.value).startswith("spec.source.registry.imagesOf[0]: ") and words in str(err.value)
+
+
+def test_one_digest_run_under_two_tags_keeps_both_tags():
+    pods = [
+        pod("a", [("a", f"{HOST}/shop/api:v1", f"{HOST}/shop/api@{D1}")]),
+        pod("b", [("b", f"{HOST}/shop/api:stable", f"{HOST}/shop/api@{D1}")]),
+    ]
+    assert images_of_pods(pods, HOST).roots == [("shop/api", D1, "stable"), ("shop/api", D1, "v1")]
