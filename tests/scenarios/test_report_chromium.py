@@ -133,3 +133,54 @@ def test_report_refuses_a_bad_window_without_writing(tmp_path, snapflow, s3_repo
     res = snapflow("report", "--repo", s3_repo, "-o", str(out), "--days", "0")
     assert res.returncode == 2 and "--days" in res.stderr
     assert not out.exists()
+
+
+def test_report_of_sources_shows_their_kind_restore_commands_and_a_flagged_anomaly_in_a_browser(
+    tmp_path, source_repo, chromium
+):
+    from workflows.report import collect, write_report
+
+    # GIVEN a repository with a bucket's backup and etcd's: a history, then one after three quarters of
+    # its files were deleted, which finalize flagged (all through copy, verify and finalize)
+    bucket = tmp_path / "uploads"
+    bucket.mkdir()
+    (bucket / "photo.jpg").write_bytes(b"jpeg\n" * 2000)
+    source_repo.backup("bucket", "bucket-1", bucket)
+    etcd = source_repo.mass_deletion("etcd", tmp_path / "etcd", "etcd")
+
+    # WHEN the report is written and a browser opens it
+    out = tmp_path / "sources.html"
+    write_report(collect(source_repo.url), str(out))
+    visit = chromium(
+        out.as_uri(),
+        {
+            "apps": "[...document.querySelectorAll('section.app')].map(s => s.dataset.app)",
+            "sources": "[...document.querySelectorAll('table.summary tbody tr')].map(r => r.children[3].innerText)",
+            "consistency": "[...document.querySelectorAll('section[data-app=cluster-etcd] table.runs tbody tr')]"
+            ".map(r => r.children[3].innerText)",
+            "anomalies": "[...document.querySelectorAll('section[data-app=cluster-etcd] table.runs tbody tr')]"
+            ".map(r => r.children[5].innerText)",
+            "flags": "[...document.querySelectorAll('section[data-app=cluster-etcd] ul.flags li')].map(l => l.innerText)",
+            "restore": "[...document.querySelectorAll('dl.restore')].map(d => d.dataset.source + ': ' + d.innerText)",
+            "detail": "document.querySelector('section[data-app=cluster-etcd] details.run p.anomaly').innerText",
+        },
+    )
+
+    # THEN it renders without console errors, each source with its kind, etcd's runs without a verdict,
+    # the newest flagged with its score and reason, and the restore commands of each kind
+    assert visit.errors == []
+    assert visit.values["apps"] == ["shop-uploads", "cluster-etcd"]  # (by cluster, namespace, app)
+    assert visit.values["sources"] == ["bucket", "etcd"]
+    assert visit.values["consistency"] == ["n/a (source)"] * len(etcd)
+    score = etcd[-1]["anomaly"]["score"]
+    assert visit.values["anomalies"][0] == f"flagged · {score:.1f}"
+    assert set(visit.values["anomalies"][1:]) == {"normal · 0.0"}
+    assert visit.values["flags"][0].startswith("newest backup flagged as an anomaly: deletedShare")
+    assert "deletedShare: 75.0% of the files deleted" in visit.values["detail"]
+    bucket_restore, etcd_restore = visit.values["restore"]
+    assert etcd_restore.startswith("etcd: ") and "workflowtemplate/restore-cluster-etcd" in etcd_restore
+    assert f"python -m steps etcd-restore --repo {source_repo.url}" in etcd_restore
+    assert bucket_restore.startswith("bucket: ") and "python -m steps bucket-restore" in bucket_restore
+    _width, _height, pixels = png_pixels(visit.screenshot)
+    assert len(Counter(pixels)) > 100
+    (tmp_path / "sources.png").write_bytes(visit.screenshot)

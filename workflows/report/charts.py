@@ -46,6 +46,15 @@ def ratio(value: float | None) -> str:
     return f"{value:.1f}{times}" if value < 100 else f"{value:.0f}{times}"
 
 
+def _dot_class(r: Run) -> str:
+    """The colour of a backup's dot: its verdict, or ``source`` (a source's backup has none)."""
+    return "source" if r.source != "app" else r.verdict or "unknown"
+
+
+def _verdict_text(r: Run) -> str:
+    return f"{r.source} snapshot (no consistent point)" if r.source != "app" else r.verdict or "unknown"
+
+
 def changes_text(changes: dict[str, Any] | None) -> str:
     """One line for a backup record's ``changes`` (fields of the wrong type are left out: records are
     untrusted); "" without any."""
@@ -178,12 +187,14 @@ def backups_chart(app: AppReport, now: float, width: float = 880, height: float 
                 "y_added": plot.y(min(r.bytes_added, r.bytes_total or r.bytes_added)),
                 "h_added": round(plot.base - plot.y(min(r.bytes_added, r.bytes_total or r.bytes_added)), 2),
                 "committed": r.committed,
-                "verdict": r.verdict or "unknown",
+                "verdict": _dot_class(r),
+                "anomaly": bool(r.anomaly_flagged),
                 "marker_y": round(plot.y(r.bytes_total) - 7, 2) if r.committed else round(plot.base - 7, 2),
                 "title": (
                     f"{r.backup_id} — {when(t)}\n"
                     + (
-                        f"{r.verdict or 'unknown'}, verify {'passed' if r.verify_ok else 'failed' if r.verify_ok is False else 'unknown'}\n"
+                        f"{_verdict_text(r)}, verify {'passed' if r.verify_ok else 'failed' if r.verify_ok is False else 'unknown'}"
+                        f"{', flagged as an anomaly' if r.anomaly_flagged else ''}\n"
                         f"size {human_bytes(r.bytes_total)}, read {human_bytes(r.bytes_read)}, added {human_bytes(r.bytes_added)}"
                         if r.committed
                         else f"not committed ({r.status})" + (f": {r.error}" if r.error else "")
@@ -193,6 +204,8 @@ def backups_chart(app: AppReport, now: float, width: float = 880, height: float 
         )
     return {
         "empty": False,
+        "source": app.source,
+        "anomalies": any(b["anomaly"] for b in bars),
         "width": width,
         "height": height,
         "plot": plot,
@@ -220,7 +233,7 @@ def series_chart(
             "x": plot.x(t),
             "y": plot.y(v),
             "title": f"{r.backup_id}: {fmt(v)}",
-            "verdict": r.verdict or "unknown",
+            "verdict": _dot_class(r),
         }
         for t, v, r in pts
     ]
