@@ -356,3 +356,25 @@ def test_fleet_status_without_backups_reads_no_repository(fleet_world, tmp_path,
 
 def test_record_cache_path_is_per_repository(tmp_path):
     assert RecordTable.path(Path("/c"), "abc") == Path("/c/records/abc.cache")
+
+
+@pytest.mark.slow  # renders and checks every manifest of two clusters
+def test_lint_fleet_checks_the_fleet_file_and_every_clusters_rendering(tmp_path, capsys):
+    # GIVEN the example fleet: it passes
+    assert main(["lint", "--fleet", str(policies.EXAMPLES / "fleet" / "fleet.yaml")]) == 0
+    assert capsys.readouterr().out.startswith("ok: 2 clusters, 3 policies, ")
+
+    # WHEN an override makes one cluster's policy invalid: one line naming the cluster and the field
+    fleet_dir = tmp_path / "fleet"
+    shutil.copytree(policies.EXAMPLES / "fleet", fleet_dir)
+    doc = yaml.safe_load((fleet_dir / "fleet.yaml").read_text())
+    doc["spec"]["overrides"][0]["schedule"] = {"cron": "every night"}
+    (fleet_dir / "fleet.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert main(["lint", "--fleet", str(fleet_dir / "fleet.yaml")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" not in line]
+    assert len(err) == 1 and "cluster prod-us" in err[0] and "spec.schedule.cron" in err[0], err
+
+    # WHEN policy files are given besides --fleet, or nothing at all
+    assert main(["lint", "--fleet", str(fleet_dir / "fleet.yaml"), "x.yaml"]) == 2
+    assert main(["lint"]) == 2
+    assert "expected at least one policy file (or --fleet FLEET)" in capsys.readouterr().err
