@@ -28,7 +28,7 @@ from typing import Any
 
 from steps.api import runtime
 from workflows.names import Names
-from workflows.pipelines import backup_pipeline, plan_for
+from workflows.pipelines import backup_pipeline, pipelines_for, plan_for
 from workflows.pod_security import check_pod_security
 from workflows.policy import Policy, storage_bytes
 from workflows.rbac import (
@@ -41,8 +41,10 @@ from workflows.rbac import (
     RESTORE_MOVER_SIDE_RULES,
     app_side_rules,
     restore_rules,
+    step_commands,
     tracks_blocks,
 )
+from workflows.rbac_sources import source_namespaces
 
 STATUS_WORDS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 
@@ -342,7 +344,8 @@ class _Checks:
 def preflight_source(client, policy: Policy) -> PolicyChecks:
     """A policy with spec.source: its namespace exists, the Secrets its pods mount are there with their
     keys, and its level of Pod Security admits every step pod (the etcd steps reading the node's files
-    need privileged). Its steps call no Kubernetes API, so there are no rights to check."""
+    need privileged). Its steps call no Kubernetes API, except a registry backup with ``imagesOf``,
+    whose account's rights on the pods of each namespace named are checked (``rbac-source``)."""
     from steps.api import KubeError
 
     checks = _Checks()
@@ -359,7 +362,34 @@ def preflight_source(client, policy: Policy) -> PolicyChecks:
     checks.add("namespace", "ok", f"namespace {home} exists")
     check_mover_secrets(client, policy, checks)
     check_pod_security(client, policy, checks)
+    check_source_rbac(client, policy, checks)
     return PolicyChecks(policy, checks.items)
+
+
+def check_source_rbac(client, policy: Policy, checks) -> None:
+    """``rbac-source``: the rights a source step uses through the API (:mod:`workflows.rbac_sources`:
+    registry-backup with ``imagesOf`` lists pods in each namespace named), for its account."""
+    from steps.api import KubeError, allowed
+
+    names = Names.of(policy)
+    missing: list[str] = []
+    checked: list[str] = []
+    try:
+        for command in step_commands(pipelines_for(policy)):
+            sa = f"{policy.workflow_namespace}/{names.step_account(command)}"
+            for namespace, rules in source_namespaces(policy, command).items():
+                checked.append(f"{sa} in {namespace}")
+                for group, resource, verbs in rules:
+                    for verb in verbs:
+                        if not allowed(client, sa, verb, resource, group, namespace):
+                            missing.append(f"{sa}: {verb} {resource} in namespace {namespace}")
+    except KubeError as err:
+        checks.add("rbac-source", "warn", f"access reviews not possible: {err}")
+        return
+    if missing:
+        checks.add("rbac-source", "fail", f"may not: {'; '.join(missing)} (apply the rendered RBAC)")
+    elif checked:
+        checks.add("rbac-source", "ok", f"may read the pods it backs up the images of: {', '.join(checked)}")
 
 
 def preflight_policy(
