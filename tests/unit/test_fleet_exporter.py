@@ -291,6 +291,7 @@ def _data(tmp_path, name: str, files: int) -> object:
     return d
 
 
+@pytest.mark.slow  # (ten backups through copy, verify and finalize: about 2 s)
 def test_source_backups_are_apps_labelled_with_their_source_kind(source_repo, tmp_path):
     # GIVEN committed backups of a bucket, of a registry (twice) and of etcd (a history, then one after a
     # mass deletion, which finalize flagged), each through copy, verify and finalize

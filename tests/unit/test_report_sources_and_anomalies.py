@@ -9,6 +9,8 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.source_backups import SOURCE_APPS
 from workflows.report import collect, render_html
 from workflows.report.model import restore_commands
@@ -60,6 +62,7 @@ def _objects(directory: Path, files: int, lines: int = 30) -> Path:
     return directory
 
 
+@pytest.mark.slow  # (eleven backups through copy, verify and finalize: about 4 s)
 def test_sources_appear_with_their_kind_sizes_rpo_restore_commands_and_anomalies(source_repo, tmp_path):
     # GIVEN a bucket backed up twice, a registry once, and etcd: a history, then a backup after three
     # quarters of its files were deleted, which finalize flagged
