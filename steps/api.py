@@ -30,6 +30,7 @@ from steps.errors import (
     UsageError,
 )
 from steps.manifests.cluster_checks import allowed, preflight
+from steps.manifests.notifications import spec_problems as notification_problems
 from steps.manifests.pod_images import parse_images_of
 from steps.manifests.podsecurity import ENFORCE_LABEL, LEVELS
 from steps.manifests.podsecurity import check as pod_security_check
@@ -98,6 +99,7 @@ __all__ = [
     "jinja_env",
     "labels_for_volume",
     "manifest_render",
+    "notification_problems",
     "open_repository",
     "open_store",
     "parse_images_of",

@@ -41,6 +41,7 @@ from workflows.pipeline import (
     Step,
     WorkflowStatus,
 )
+from workflows.pipeline_notifications import with_notifications
 from workflows.pipeline_settings import BOOLEAN, app_mutex, finish, percent_param, repository_args
 from workflows.policy import Policy
 
@@ -224,6 +225,7 @@ def source_backup_pipeline(policy: Policy) -> Pipeline:
         needs=frozenset({Needs.PLAN, Needs.REPOSITORY}),
         source_pod=SourcePod(),  # the plan and the repository only: no API token
     )
+    finalize = with_notifications(policy, finalize)  # spec.notifications: --notify and its Secrets
     return finish(
         policy,
         name="backup",

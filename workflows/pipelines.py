@@ -49,6 +49,7 @@ from workflows.pipeline import (
     VolumeSourcePath,
     WorkflowStatus,
 )
+from workflows.pipeline_notifications import with_notifications
 from workflows.pipeline_restore import restore_app_pipeline, restore_pipeline
 from workflows.pipeline_settings import (
     BOOLEAN,
@@ -202,6 +203,7 @@ def backup_pipeline(policy: Policy) -> Pipeline:
         title="Thaw (again), clean up, commit the backup record if everything passed",
         needs=frozenset({Needs.PLAN, Needs.REPOSITORY} | (set() if local else {Needs.KUBERNETES})),
     )
+    finalize = with_notifications(policy, finalize)  # spec.notifications: --notify and its Secrets
     outputs = [
         Output("consistency", "app-consistent, crash-consistent or inconsistent", VerdictField("$.verdict")),
         Output(

@@ -52,6 +52,7 @@ from workflows.policy_fields import (
     describe_errors,
     yaml_type,
 )
+from workflows.policy_notifications import Notifications
 from workflows.policy_rules import repository_sharing as repository_sharing
 from workflows.policy_rules import semantic_problems
 from workflows.policy_sources import APP_FIELDS, Source
@@ -570,6 +571,10 @@ class PolicySpec(_Model):
     anomaly: Anomaly = Field(
         default_factory=Anomaly,
         description="What a backup flagged as unusual (ransomware, mass deletion) does.",
+    )
+    notifications: Notifications = Field(
+        default_factory=list,
+        description="Webhooks told when a backup is committed or fails (docs/user/notifications.md).",
     )
     source: Source | None = Field(
         None,
