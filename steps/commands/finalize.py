@@ -27,6 +27,10 @@ DESCRIPTION = """Runs whatever happened before (Argo's onExit), in this order:
    a warning: the backup is committed all the same; with --lock-last-good the newest unflagged backup
    is then kept locked; docs/user/anomalies.md).
 
+4. with --notify (spec.notifications), post the outcome (commit or failure) to each webhook listening
+   for it (docs/user/notifications.md); a failure to notify is one log line and a count in the summary
+   and the notifications run record, and never changes the exit status.
+
 With a source plan (etcd, registry, bucket: a policy with spec.source) there is nothing to thaw and
 nothing in the cluster to clean up; the backup is committed when the newest snapshot of this backup of
 the source's kind (tags kind=etcd|registry|bucket) was checked by the newest verify, which passed (no

@@ -99,6 +99,8 @@ def post(
                 retry = status in RETRY_STATUS
             except _Refused as err:
                 result.error = str(err)
+            except urllib3.exceptions.SSLError:  # a certificate does not get better by asking again
+                result.error = "TLS verification failed"
             except (urllib3.exceptions.HTTPError, OSError) as err:
                 result.error = _reason(err)
                 retry = True

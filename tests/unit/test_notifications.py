@@ -245,3 +245,31 @@ def test_targets_are_sent_side_by_side(files):
         took = time.monotonic() - started
     assert counts["sent"] == 4 and took < 1.5
     assert threading.active_count() < 50
+
+
+def test_https_is_verified_against_the_ca_bundle_given(tmp_path):
+    import ssl
+    from http.server import ThreadingHTTPServer
+
+    from tests.fixtures.etcd import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    server.got, server.status, server.delay, server.location = [], 200, 0.0, None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}/hook"
+        trusted = post(url, b"{}", {}, ca_file=str(pki.ca), attempts=1)
+        untrusted = post(url, b"{}", {}, ca_file=str(pki.other_ca), attempts=3)
+        system = post(url, b"{}", {}, attempts=1)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert trusted.ok and len(server.got) == 1
+    assert (untrusted.ok, untrusted.error, untrusted.attempts) == (False, "TLS verification failed", 1)
+    assert (system.ok, system.error) == (False, "TLS verification failed")
