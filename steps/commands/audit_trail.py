@@ -145,29 +145,42 @@ def commit_audited(repo, plan, backup_id: str, commit: Callable[[], tuple[str | 
 def audited_retention(action: str, operation):
     """``operation`` (prune or forget, called as ``operation(repo, opts, log=...)``), recorded with what it
     removed; a dry run removes nothing and is not recorded. Prune's Object Lock extension is recorded as
-    its own action."""
+    its own action, and the records it writes are locked as long as what it kept."""
 
     def run(repo, opts, log):
         if getattr(opts, "dry_run", False):
             return operation(repo, opts, log=log)
-        report = run_audited(
-            repo,
-            action,
-            {},
-            lambda: operation(repo, opts, log=log),
-            describe=lambda r: (_removed(r), None, "ok"),
-        )
+        try:
+            report = operation(repo, opts, log=log)
+        except SnapflowError as err:
+            record(repo, action, what={"error": str(err)[:500]}, result=_failure(err))
+            raise
+        ids = [record(repo, action, what=_removed(report))]
         locks = report.locks or {}
         if locks.get("extended"):
-            record(
-                repo,
-                "object-lock.extend",
-                what={k: locks.get(k) for k in ("checked", "extended", "held", "until")},
-                result="partial" if locks.get("failed") else "ok",
+            what = {k: locks.get(k) for k in ("checked", "extended", "held", "until")}
+            ids.append(
+                record(
+                    repo, "object-lock.extend", what=what, result="partial" if locks.get("failed") else "ok"
+                )
             )
+        lock = getattr(opts, "lock", None)
+        if lock is not None and report.locks is not None:
+            _lock(repo, [i for i in ids if i], lock)
         return report
 
     return run
+
+
+def _lock(repo, ids: list[str], lock) -> None:
+    """Give the records a retention of ``lock``'s period from now, like everything prune just kept."""
+    from steps.commands._repo import warn
+    from steps.repository.object_lock import extend_locks
+
+    store = _writable(repo).store
+    report = extend_locks(store, [f"audit/{i}" for i in ids], lock, store.server_time())
+    for failed in report.failed:
+        warn(f"audit: the record was not locked: {failed}")
 
 
 def _removed(report) -> dict:

@@ -185,7 +185,10 @@ def test_audit_records_are_locked_extended_by_prune_and_a_deleted_one_is_named_w
         "prune", "--repo", repo, "--keep-last", "3", "--lock-mode", "governance", "--lock-days", "3", env=admin
     )  # fmt: skip
 
-    # THEN the audit records' retention was extended with the rest, and prune and the extension are recorded
+    # THEN the audit records' retention was extended with the rest, and prune and the extension are
+    # recorded, in records locked as long
+    audit_keys = [o.object_name for o in client.list_objects(bucket, prefix="repo/audit/", recursive=True)]
+    assert len(audit_keys) == 4
     for key in audit_keys:
         left = client.get_object_retention(bucket, key).retain_until_date - datetime.now(UTC)
         assert timedelta(days=2, hours=23) < left < timedelta(days=3, hours=1), key
