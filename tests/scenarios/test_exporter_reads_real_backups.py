@@ -39,7 +39,13 @@ def test_a_committed_local_backup_is_served_with_its_freeze_window_verify_and_ta
     # THEN the app is served under its cluster, namespace and name with one committed backup, a passed
     # verify, the hook's freeze window, and the RPO of an hourly schedule
     value, labels = m[("snapflow_backup_committed", "files")]
-    assert value == 1 and labels == {"cluster": "test", "namespace": "local", "app": "files", "source": url}
+    assert value == 1 and labels == {
+        "cluster": "test",
+        "namespace": "local",
+        "app": "files",
+        "source": "app",
+        "repository": url,
+    }
     assert m[("snapflow_verify_last_ok", "files")][0] == 1
     assert m[("snapflow_backup_uncommitted_runs", "files")][0] == 0
     assert 0 <= m[("snapflow_freeze_window_seconds", "files")][0] < 20
