@@ -273,3 +273,52 @@ def test_https_is_verified_against_the_ca_bundle_given(tmp_path):
     assert trusted.ok and len(server.got) == 1
     assert (untrusted.ok, untrusted.error, untrusted.attempts) == (False, "TLS verification failed", 1)
     assert (system.ok, system.error) == (False, "TLS verification failed")
+
+
+def test_a_commit_is_told_and_counted_in_the_run_record_and_a_refused_commit_keeps_its_exit(
+    tmp_path, monkeypatch, capsys, files
+):
+    from steps.cli import main
+    from steps.drivers.objectstore import LocalStore
+    from steps.repository.records import save_run_record
+    from steps.repository.repo import Repository
+    from tests.fixtures.repository import TEST_KDF
+
+    monkeypatch.setenv("SNAPFLOW_PASSWORD", "notify-pw")
+    store = LocalStore(str(tmp_path / "repo"))
+    Repository.init(store, "notify-pw", kdf_params=TEST_KDF)
+    repo = Repository.open(store, "notify-pw")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({
+        "app": {"namespace": "shop", "name": "uploads", "cluster": "eu", "policy": "uploads"},
+        "repository": {"url": f"file://{tmp_path / 'repo'}"}, "source": {"kind": "bucket", "name": "uploads"},
+    }))  # fmt: skip
+
+    def finalize(backup: str, *extra: str) -> tuple[int, dict]:
+        rc = main(["finalize", "--plan", str(plan), "--backup-id", backup, "--workflow-status", "Succeeded",
+                   "--json", *extra])  # fmt: skip
+        return rc, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    sid = repo.save_snapshot({"time": "2026-01-02T03:04:05Z", "backup_id": "b-ok",
+                              "tags": {"kind": "bucket", "backup": "b-ok"}, "summary": {}})  # fmt: skip
+    save_run_record(repo, "b-ok", "verify", {"ok": True, "snapshots": [sid], "problems": []})
+    with receiving() as server:
+        hook = spec("ops", url_file=files("url", url_of(server)), secret_file=files("key", HMAC_KEY))
+        rc, summary = finalize("b-ok", "--notify", hook)
+        assert rc == 0 and summary["committed"] and summary["notifications"]["sent"] == 1
+        body = json.loads(server.got[0][2])
+        assert (body["event"], body["record"], body["source"]) == (
+            "commit",
+            summary["record"],
+            "bucket/uploads",
+        )
+        records = [r for r in Repository.open(store, "notify-pw").list_records("runs", key="b-ok")]
+        told = [r.data for r in records if r.data.get("name") == "notifications"]
+        assert len(told) == 1 and (told[0]["event"], told[0]["sent"], told[0]["failed"]) == ("commit", 1, 0)
+
+        # WHEN verify never ran THEN the commit is refused with the exit it has without notifications
+        without, _ = finalize("b-none")
+        with_, refused = finalize("b-none", "--notify", hook)
+        assert without == with_ != 0 and refused["notifications"]["sent"] == 1
+        assert json.loads(server.got[1][2])["event"] == "failure"
+        assert json.loads(server.got[1][2])["problems"]
