@@ -239,6 +239,17 @@ def _source_of(backup: dict[str, Any] | None, snaps: list[dict[str, Any]]) -> st
     return found[0] if backup is None and len(found) == 1 else "app"
 
 
+def _new_bytes(snaps: list[dict[str, Any]], backup: dict[str, Any] | None) -> int:
+    """Plaintext bytes of the new blobs of a run's snapshots (the dedup ratio's divisor); for snapshots
+    whose summary does not say (a bucket's, etcd's, a registry's), the ``changes.newBytes`` of the
+    backup record (the new data blobs, without the trees)."""
+    summaries = [s.get("summary") or {} for s in snaps]
+    if any("blob_bytes_new" in x for x in summaries):
+        return sum(int(x.get("blob_bytes_new") or 0) for x in summaries)
+    new = (_mapping((backup or {}).get("changes")) or {}).get("newBytes")
+    return new if isinstance(new, int) and not isinstance(new, bool) and new >= 0 else 0
+
+
 def _mapping(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
@@ -396,7 +407,7 @@ def build_run(
         bytes_total=total("bytes_total"),
         bytes_read=total("bytes_read"),
         bytes_added=total("bytes_added"),
-        blob_bytes_new=total("blob_bytes_new"),
+        blob_bytes_new=_new_bytes(chosen, backup),
         files=total("files"),
         volumes=volumes,
         steps=steps,
