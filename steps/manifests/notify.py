@@ -12,9 +12,10 @@ The counts go into finalize's summary and, when the plan names a repository, int
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from steps.manifests.notifications import (
@@ -29,13 +30,23 @@ from steps.manifests.notifications import (
 )
 
 RUN_RECORD = "notifications"
+AT_ONCE = 8  # targets posted to side by side
+HARD_LIMIT_S = 40.0  # a target's delivery given up after this long (the sender's deadline is 30 s)
 
 
-def _deliver(target: Target, event: str, data: dict) -> dict:
+def _deliver(target: Target, event: str, data: dict, out: dict) -> None:
+    """Post to ``target``, filling ``out`` as it goes (``to`` once the URL is known); never raises."""
+    out.update(name=target.name, format=target.format, ok=False, attempts=0)
+    try:
+        _post_to(target, event, data, out)
+    except Exception as err:  # a bug here is one target's failure, not finalize's
+        out.update(ok=False, error=f"unexpected {type(err).__name__}")
+
+
+def _post_to(target: Target, event: str, data: dict, out: dict) -> None:
     from steps.drivers.webhooks import post, read_key_file
     from steps.errors import SnapflowError
 
-    out: dict = {"name": target.name, "format": target.format, "ok": False, "attempts": 0}
     try:
         url = target.url or read_key_file(str(target.url_file), f"notification {target.name}: url").decode()
         out["to"] = where(url)
@@ -51,11 +62,10 @@ def _deliver(target: Target, event: str, data: dict) -> dict:
         sent = post(url, body, headers(event, data["delivery"], body, key), ca_file=target.ca_file)
     except (SnapflowError, UnicodeDecodeError) as err:
         out["error"] = " ".join(str(err).split())[:300]
-        return out
+        return
     out.update(ok=sent.ok, status=sent.status, attempts=sent.attempts, seconds=sent.seconds)
     if not sent.ok:
         out["error"] = sent.error
-    return out
 
 
 def notify(specs: list[str], summary: dict, plan, log: Callable[[str], None]) -> dict:
@@ -93,9 +103,7 @@ def _notify(specs: list[str], summary: dict, plan, log: Callable[[str], None]) -
             continue
         if event in target.on:
             targets.append(target)
-    if targets:
-        with ThreadPoolExecutor(max_workers=min(8, len(targets)), thread_name_prefix="notify") as pool:
-            results += list(pool.map(lambda t: _deliver(t, event, data), targets))
+    results += _side_by_side(targets, event, data)
     for r in results:
         if not r["ok"]:
             to = f" ({r['to']})" if r.get("to") else ""
@@ -113,6 +121,36 @@ def _notify(specs: list[str], summary: dict, plan, log: Callable[[str], None]) -
     if results and getattr(plan, "repository", None) is not None and summary.get("backup_id"):
         _record(plan, summary["backup_id"], {"time": now, **counts}, log)
     return counts
+
+
+def _side_by_side(targets: list[Target], event: str, data: dict) -> list[dict]:
+    """Every target's delivery, up to :data:`AT_ONCE` at a time, each in a daemon thread given up after
+    :data:`HARD_LIMIT_S` (a receiver that trickles its answer byte by byte could outlast the sender's own
+    deadline, which bounds each wait, not their sum); finalize never waits for one any longer."""
+    results: list[dict] = []
+    for start in range(0, len(targets), AT_ONCE):
+        batch: list[tuple[Target, dict]] = [(target, {}) for target in targets[start : start + AT_ONCE]]
+        threads = [
+            threading.Thread(
+                target=_deliver, args=(t, event, data, out), name=f"notify-{t.name}", daemon=True
+            )
+            for t, out in batch
+        ]
+        for thread in threads:
+            thread.start()
+        end = time.monotonic() + HARD_LIMIT_S
+        for thread in threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        for thread, (target, out) in zip(threads, batch, strict=True):
+            if not thread.is_alive():
+                results.append(dict(out))
+                continue
+            # still waiting: given up (the daemon thread ends with the process)
+            late = {"name": target.name, "format": target.format, "ok": False, "attempts": 1}
+            late.update({k: out[k] for k in ("to",) if k in out})
+            late["error"] = f"no answer within {HARD_LIMIT_S:.0f} s"
+            results.append(late)
+    return results
 
 
 def _name_of(spec: str) -> str | None:

@@ -322,3 +322,37 @@ def test_a_commit_is_told_and_counted_in_the_run_record_and_a_refused_commit_kee
         assert without == with_ != 0 and refused["notifications"]["sent"] == 1
         assert json.loads(server.got[1][2])["event"] == "failure"
         assert json.loads(server.got[1][2])["problems"]
+
+
+class Trickle(BaseHTTPRequestHandler):
+    """Answers one header line every 0.2 s, for 5 s: no single read ever times out."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for i in range(25):
+                self.wfile.write(b"X-Slow-%d: 1\r\n" % i)
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_receiver_that_trickles_its_answer_is_given_up_at_the_hard_limit(files, monkeypatch):
+    import steps.manifests.notify as notifying
+
+    monkeypatch.setattr(notifying, "HARD_LIMIT_S", 1.0)
+    with serving(Trickle) as server:
+        logged: list[str] = []
+        started = time.monotonic()
+        counts = notify(
+            [spec("slow", url_file=files("u", url_of(server)))], {"committed": True}, PLAN, logged.append
+        )
+        took = time.monotonic() - started
+    assert took < 2 and (counts["sent"], counts["failed"]) == (0, 1), (took, counts)
+    assert counts["targets"][0]["error"] == "no answer within 1 s"
+    assert len(logged) == 1 and "notification slow (http://127.0.0.1:" in logged[0]
