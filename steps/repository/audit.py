@@ -413,7 +413,7 @@ def verify_trail(
                     None,
                     b.data.get("time"),
                     f"backup {bid} was committed at {b.data.get('time')}, but no audit record of its commit"
-                    " is in the trail: deleted",
+                    " is in the trail: deleted, or its append failed (finalize warned)",
                 )
             )
     named = {f.key for f in findings}
