@@ -118,9 +118,24 @@ def _container_images(pod: dict) -> list[tuple[str, str, str, str]]:
     return out
 
 
+# Docker Hub's names (the kubelet's ``docker.io``, the index and the registry's own host).
+_HUB_HOSTS = frozenset({DOCKER_HUB, "index.docker.io", "registry-1.docker.io"})
+
+
+def same_registry_host(a: str) -> str:
+    """``a`` compared as a registry: lower case, the default HTTPS port left out, Docker Hub's aliases
+    one name (``harbor.example.com:443`` is ``harbor.example.com``)."""
+    host = a.strip().lower()
+    if host.endswith(":443"):
+        host = host[: -len(":443")]
+    return DOCKER_HUB if host in _HUB_HOSTS else host
+
+
 def images_of_pods(pods: list[dict], registry_host: str) -> PodImages:
     """The images ``pods`` run that live on ``registry_host`` (see the module docstring)."""
-    host = registry_host.lower()
+    from steps.drivers.registry_reference import check_repository_name, check_tag
+
+    host = same_registry_host(registry_host)
     result = PodImages()
     tags: dict[tuple[str, str], set[str]] = {}  # (repository, tag) → digests
     found: dict[tuple[str, str], set[str]] = {}  # (repository, digest) → tags
@@ -153,7 +168,7 @@ def images_of_pods(pods: list[dict], registry_host: str) -> PodImages:
                         " [docker-pullable://]HOST/REPOSITORY@sha256:<64 hex digits> or sha256:<64 hex digits>);"
                         " nothing was stored"
                     )
-            if img_host != host:
+            if same_registry_host(img_host) != host:
                 result.warnings.append(
                     f"skipped: {at} runs {img_host}/{repository}@{digest}, not an image of registry {registry_host}"
                 )
@@ -161,8 +176,16 @@ def images_of_pods(pods: list[dict], registry_host: str) -> PodImages:
             tag = None
             if spec_image:
                 s_host, s_repo, s_tag, _ = _split(spec_image)
-                if (s_host, s_repo) == (img_host, repository):
+                if (same_registry_host(s_host), s_repo) == (same_registry_host(img_host), repository):
                     tag = s_tag
+            try:
+                # what the registry and a restore accept; a name no registry serves is never asked for
+                check_repository_name(repository, "repository")
+                if tag is not None:
+                    check_tag(tag, "tag")
+            except UsageError as err:
+                result.warnings.append(f"skipped: {at} runs {printable(image_id)!r}: {err}")
+                continue
             result.pods.append(
                 {
                     "pod": where[4:],

@@ -148,3 +148,27 @@ def test_one_digest_run_under_two_tags_keeps_both_tags():
         pod("b", [("b", f"{HOST}/shop/api:stable", f"{HOST}/shop/api@{D1}")]),
     ]
     assert images_of_pods(pods, HOST).roots == [("shop/api", D1, "stable"), ("shop/api", D1, "v1")]
+
+
+def test_a_repository_name_no_registry_serves_is_skipped_never_asked_for():
+    # a hostile pod status: path tricks, upper case, a fragment; none reaches a request path
+    pods = [
+        pod("a", [("a", f"{HOST}/shop/api:v1", f"{HOST}/shop/../../v2/_catalog?n=1&x=@{D1}")]),
+        pod("b", [("b", f"{HOST}/Other Team/Secret:v1", f"{HOST}/Other Team/Secret@{D2}")]),
+        pod("c", [("c", f"{HOST}/shop/api#x:v1", f"{HOST}/shop/api#x@{D3}")]),
+        pod("d", [("d", f"{HOST}/shop/web:v2", f"{HOST}/shop/web@{D1}")]),
+    ]
+    found = images_of_pods(pods, HOST)
+    assert found.roots == [("shop/web", D1, "v2")]
+    assert len(found.warnings) == 3
+    assert all("expected a repository name" in w for w in found.warnings)
+
+
+def test_hosts_compare_without_the_default_port_and_with_docker_hubs_aliases():
+    pods = [pod("a", [("a", f"{HOST}/shop/api:v1", f"{HOST}:443/shop/api@{D1}")])]
+    assert images_of_pods(pods, f"{HOST}:443").roots == [("shop/api", D1, "v1")]
+    assert images_of_pods(pods, HOST).roots == [("shop/api", D1, "v1")]
+    hub = [pod("p", [("p", "postgres:16", f"docker.io/library/postgres@{D2}")])]
+    assert images_of_pods(hub, "registry-1.docker.io").roots == [("library/postgres", D2, "16")]
+    other = images_of_pods(pods, f"{HOST}:5000")
+    assert other.roots == [] and "not an image of registry" in other.warnings[0]
