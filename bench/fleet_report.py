@@ -339,7 +339,8 @@ def main() -> int:
         for label, r in rows:
             print(f"| {label} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_mib']:.0f} |")
         for name in ("report_cold", "report_warm"):
-            print(f"{name}: {results[name]['stderr'].strip().splitlines()[-1]}", file=sys.stderr)
+            for line in results[name]["stderr"].strip().splitlines()[-2:]:
+                print(f"{name}: {line}", file=sys.stderr)
         out = ROOT / "bench" / "results"
         out.mkdir(exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")

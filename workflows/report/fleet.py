@@ -183,4 +183,11 @@ def run_fleet_report(args: Any, now: float | None) -> int:
         f"{records} records, {opened} read, the others from the cache; {report.seconds:.1f} s",
         file=sys.stderr,
     )
+    opening = sum(r.open_seconds for r in report.repositories)
+    listing = sum(r.list_seconds for r in report.repositories)
+    print(
+        f"time summed over the repositories: opening {opening:.1f} s, listing records {listing:.1f} s, "
+        f"in all {sum(r.seconds for r in report.repositories):.1f} s",
+        file=sys.stderr,
+    )
     return 0

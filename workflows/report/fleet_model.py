@@ -119,6 +119,8 @@ class RepositoryRead:
     damaged: int = 0
     cache_used: bool = False
     seconds: float = 0.0
+    open_seconds: float = 0.0  # of ``seconds``: opening the repository (its key derivation)
+    list_seconds: float = 0.0  # of ``seconds``: listing its records
     warnings: list[str] = field(default_factory=list)
     detail: str | None = None  # the per-app report's file, relative to the fleet page
 

@@ -94,6 +94,7 @@ def read_repository(
     out = RepositoryRead(url, endpoint)
     try:
         repo = (opener or open_repository)(url, endpoint)
+        out.open_seconds = time.monotonic() - t0
         table = RecordTable.load(cache_dir, repo.config.id, repo.keys, out.warnings.append)
         stats = refresh(table, repo)
         if table.changed and cache_dir is not None:
@@ -102,6 +103,7 @@ def read_repository(
             except OSError as err:
                 out.warnings.append(f"record cache of {url}: not written ({err.strerror or err})")
         out.facts = fold(table)
+        out.list_seconds = stats.list_seconds
         out.records, out.read, out.damaged, out.cache_used = (
             stats.listed,
             stats.read,
