@@ -17,11 +17,11 @@ account", chosen by the ``workflows.argoproj.io/rbac-rule`` annotation, an expre
 token's claims, and ``workflows.argoproj.io/rbac-rule-precedence``, "Numerically higher values have
 higher precedence"). Per entry this renders:
 
-- a ServiceAccount ``snapflow-NS-NAME-ROLE`` with both annotations; the rule is
+- a ServiceAccount ``snapflow.NS.NAME-ROLE`` with both annotations; the rule is
   ``'GROUP' in groups || email == 'USER'`` built from checked names only (:func:`quote`), the
   precedence :data:`PRECEDENCE` (restorer > operator > viewer, so a user in several entries gets the
   strongest role);
-- its token Secret ``snapflow-NS-NAME-ROLE.service-account-token`` (Kubernetes 1.24 and later create
+- its token Secret ``snapflow.NS.NAME-ROLE.service-account-token`` (Kubernetes 1.24 and later create
   none; Argo finds it by that name: docs/service-account-secrets.md, "Option 1 - Discovery By Name");
 - a Role and RoleBinding in the workflow namespace (:func:`role_rules`).
 
@@ -267,8 +267,11 @@ def role_rules(role: str, templates: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def account_name(policy: Policy, role: str) -> str:
-    """``snapflow-NS-NAME-ROLE``: unique in Argo's namespace, which serves every policy."""
-    return f"snapflow-{policy.namespace}-{policy.name}-{role}"
+    """``snapflow.NS.NAME-ROLE``: unique in Argo's namespace, which serves every policy. The dot after
+    the namespace (a DNS label, which holds none) keeps two policies apart whose namespace and name
+    would join the same with a dash (``shop-eu``/``db`` and ``shop``/``eu-db``): one account shared by
+    both would carry one team's rule into the other's namespace."""
+    return f"snapflow.{policy.namespace}.{policy.name}-{role}"
 
 
 def account_namespace(policy: Policy) -> str:

@@ -13,8 +13,8 @@ Per policy (``NS``/``NAME``), in a stable order and with stable names::
     NS/configmap-snapflow-plan-NAME.yaml         the plan the steps read (no credentials)
     NS/workflowtemplate-{backup,restore,restore-app,check,prune,init}-NAME.yaml
     NS/cronworkflow-{backup,prune,check}-NAME.yaml   (when scheduled)
-    ARGO/serviceaccount-snapflow-NS-NAME-ROLE.yaml   with spec.access: SSO identities (+ token Secret),
-    NS/role-snapflow-NS-NAME-ROLE.yaml               their Roles and bindings (workflows.access)
+    ARGO/serviceaccount-snapflow.NS.NAME-ROLE.yaml   with spec.access: SSO identities (+ token Secret),
+    NS/role-snapflow.NS.NAME-ROLE.yaml               their Roles and bindings (workflows.access)
     kustomization.yaml                           for kubectl apply -k, Argo CD, Flux
 
 With ``spec.movers.namespace`` the ServiceAccounts, the plan, the WorkflowTemplates and CronWorkflows

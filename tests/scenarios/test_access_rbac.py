@@ -31,7 +31,7 @@ V = "v1alpha1"
 
 
 def account(placement: str, role: str) -> tuple[str, str]:
-    return ("argo" if placement == "argo" else "shop", f"snapflow-shop-catalog-db-{role}")
+    return ("argo" if placement == "argo" else "shop", f"snapflow.shop.catalog-db-{role}")
 
 
 def rendered(tmp_path: Path, placement: str) -> list[dict]:

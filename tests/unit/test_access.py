@@ -138,7 +138,7 @@ def test_rbac_rule_holds_exactly_the_entry_names_and_precedence_orders_the_roles
     objects = access_objects(policy, TEMPLATES)
     accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
     for entry in policy.spec.access:
-        sa = accounts[f"snapflow-shop-catalog-db-{entry.role}"]
+        sa = accounts[f"snapflow.shop.catalog-db-{entry.role}"]
         rule = sa["metadata"]["annotations"][RBAC_RULE]
         groups, users = [], []
         for term in rule.split(" || "):
@@ -169,10 +169,10 @@ def choose(accounts: list[dict], groups: list[str], email: str) -> str | None:
 def test_a_user_in_several_entries_acts_with_the_strongest_role():
     objects = access_objects(parse_policy(EXAMPLE, "p.yaml"), TEMPLATES)
     accounts = [o for o in objects if o["kind"] == "ServiceAccount"]
-    assert choose(accounts, ["shop-developers"], "bob@example.com") == "snapflow-shop-catalog-db-viewer"
-    assert choose(accounts, ["shop-developers", "shop-oncall"], "") == "snapflow-shop-catalog-db-operator"
-    assert choose(accounts, ["shop-developers"], "alice@example.com") == "snapflow-shop-catalog-db-operator"
-    assert choose(accounts, ["shop-dba", "shop-oncall"], "") == "snapflow-shop-catalog-db-restorer"
+    assert choose(accounts, ["shop-developers"], "bob@example.com") == "snapflow.shop.catalog-db-viewer"
+    assert choose(accounts, ["shop-developers", "shop-oncall"], "") == "snapflow.shop.catalog-db-operator"
+    assert choose(accounts, ["shop-developers"], "alice@example.com") == "snapflow.shop.catalog-db-operator"
+    assert choose(accounts, ["shop-dba", "shop-oncall"], "") == "snapflow.shop.catalog-db-restorer"
     assert choose(accounts, ["billing"], "carol@example.com") is None
 
 
@@ -193,7 +193,7 @@ def test_objects_are_placed_for_argo_server_and_the_workflow_namespace(argo_serv
     objects = access_objects(parse_policy(doc, "p.yaml"), TEMPLATES)
     where = {(o["kind"], o["metadata"]["name"]): o["metadata"]["namespace"] for o in objects}
     for role in ("viewer", "operator", "restorer"):
-        name = f"snapflow-shop-catalog-db-{role}"
+        name = f"snapflow.shop.catalog-db-{role}"
         assert where[("ServiceAccount", name)] == sa_ns
         assert where[("Secret", f"{name}.service-account-token")] == sa_ns
         assert where[("Role", name)] == home
@@ -272,7 +272,7 @@ def test_guardrail_c_allows_the_restorers_namespaces_to_the_restorers_only():
     params = parameters(DEFAULTS, objects)
     restore = params["SnapflowRestoreTargets"]
     assert restore["restorers"] == {
-        "shop/restore-app-catalog-db": ["system:serviceaccount:argo:snapflow-shop-catalog-db-restorer"]
+        "shop/restore-app-catalog-db": ["system:serviceaccount:argo:snapflow.shop.catalog-db-restorer"]
     }
     assert restore["restorerNamespaces"] == {"shop/restore-app-catalog-db": ["shop-staging"]}
     # without any restorer the parameters are what they were
@@ -292,7 +292,7 @@ def test_guardrail_c_allows_the_restorers_namespaces_to_the_restorers_only():
                 "arguments": {"parameters": [{"name": "target-namespace", "value": target}]},
             },
         }
-        user = f"system:serviceaccount:argo:snapflow-shop-catalog-db-{role}"
+        user = f"system:serviceaccount:argo:snapflow.shop.catalog-db-{role}"
         return [v.message for v in violations(review(wf, user=user), params)]
 
     assert found("restore-app-catalog-db", "shop-staging", "restorer") == []
@@ -323,7 +323,7 @@ def test_kyverno_rule_c_gives_the_restorers_their_namespaces_and_stays_as_it_was
         "{{ request.namespace }}/{{ request.object.spec.workflowTemplateRef.name || '' }}"
     ]
     everyone, restorers = restore_rules(EXAMPLE)
-    user = "system:serviceaccount:argo:snapflow-shop-catalog-db-restorer"
+    user = "system:serviceaccount:argo:snapflow.shop.catalog-db-restorer"
     assert everyone["preconditions"]["all"][1] == {
         "key": "{{ request.userInfo.username }}",
         "operator": "AnyNotIn",
@@ -333,3 +333,23 @@ def test_kyverno_rule_c_gives_the_restorers_their_namespaces_and_stays_as_it_was
     assert restorers["preconditions"]["all"][1]["operator"] == "AnyIn"
     assert restorers["preconditions"]["all"][1]["value"] == [user]
     assert restorers["validate"]["deny"]["conditions"]["any"][0]["value"] == ["shop", "shop-staging"]
+
+
+def test_policies_whose_namespace_and_name_join_alike_get_accounts_of_their_own():
+    # shop-eu/db and shop/eu-db would both be snapflow-shop-eu-db-ROLE with a dash after the namespace;
+    # one account would carry one team's rule into the other's namespace
+    names = set()
+    for namespace, name in (("shop-eu", "db"), ("shop", "eu-db")):
+        doc = copy.deepcopy(EXAMPLE)
+        doc["metadata"].update(namespace=namespace, name=name)
+        doc["spec"]["access"] = [e for e in doc["spec"]["access"] if e["role"] != "restorer"]
+        policy = parse_policy(doc, "p.yaml")
+        objects = [o.obj for o in render_policies([LoadedPolicy(policy, "p.yaml")]).objects]
+        names |= {
+            o["metadata"]["name"]
+            for o in objects
+            if o["kind"] == "ServiceAccount"
+            and o["metadata"].get("annotations", {}).get("workflows.argoproj.io/rbac-rule")
+        }
+    assert len(names) == 4
+    assert "snapflow.shop-eu.db-operator" in names and "snapflow.shop.eu-db-operator" in names
