@@ -336,3 +336,46 @@ def test_source_backups_are_apps_labelled_with_their_source_kind(source_repo, tm
     assert score == etcd[-1]["anomaly"]["score"] and score >= 6
     assert served[("snapflow_backup_anomaly_flagged", "harbor-shop")][0] == 0
     assert served[("snapflow_backup_anomaly_flagged", "shop-uploads")][0] == 0
+
+
+@pytest.mark.slow  # (eight backups through copy, verify and finalize: about 1.5 s)
+def test_record_summaries_carry_verdict_own_verify_and_anomaly_reasons(mem_repo, source_repo, tmp_path):
+    from workflows.fleet.records import RecordCache
+
+    # GIVEN an app's committed run and a source's history ending in a mass deletion
+    write_run(mem_repo, "b-1", NOW - 60, commit=True)
+    etcd = source_repo.mass_deletion("etcd", tmp_path / "etcd", "etcd", files=20)
+    assert etcd[-1]["anomaly"]["flagged"]
+
+    # WHEN their records are summarized
+    app = RecordCache()
+    app.refresh(mem_repo)
+    source = RecordCache()
+    source.refresh(source_repo.open())
+
+    # THEN an app's backup and consistent point carry the verdict, the backup its own verify's result
+    (backup,) = [s for s in app.summaries() if s.kind == "backups"]
+    assert (backup.verdict, backup.ok, backup.source) == ("app-consistent", True, "app")
+    (cp,) = [s for s in app.summaries() if s.kind == "consistent-point"]
+    assert cp.verdict == "app-consistent"
+    # AND a source's backup has no verdict, and its flagged one says why
+    newest = max((s for s in source.summaries() if s.kind == "backups"), key=lambda s: s.time or 0)
+    assert (newest.verdict, newest.ok, newest.source, newest.anomaly_flagged) == (None, True, "etcd", True)
+    assert newest.anomaly_reasons == tuple(etcd[-1]["anomaly"]["reasons"])
+
+
+def test_another_reader_keeps_its_own_summaries_through_the_same_cache(mem_repo):
+    from workflows.fleet.records import RecordCache
+
+    write_run(mem_repo, "b-1", NOW - 60, commit=True)
+    seen = []
+
+    def describe(kind, group, data):
+        seen.append(kind)
+        return (kind, data.get("backup_id"))
+
+    cache = RecordCache(describe=describe)
+    cache.refresh(mem_repo)
+    cache.refresh(mem_repo)  # (nothing new: nothing described again)
+    assert sorted(seen) == ["backups", "runs", "runs"]
+    assert sorted(cache.entries.values()) == [("backups", "b-1"), ("runs", "b-1"), ("runs", "b-1")]

@@ -12,6 +12,7 @@ Called by :mod:`workflows.fleet.exporter`; reads through :mod:`steps.api`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,11 @@ def _source_kind(data: dict) -> str:
     return kind if isinstance(kind, str) and kind in SOURCE_KINDS else "app"
 
 
+def _verdict(data: dict) -> str | None:
+    verdict = data.get("verdict")
+    return verdict if isinstance(verdict, str) else None
+
+
 def _freeze_s(data: dict) -> float | None:
     value = data.get("freeze_window_ms")
     return float(value) / 1000 if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -81,6 +87,10 @@ class Summary:
     source: str = "app"  # a backup record's source: app, etcd, registry, bucket
     anomaly_score: float | None = None  # a backup record's ``anomaly`` (records before it have none)
     anomaly_flagged: bool | None = None
+    anomaly_reasons: tuple[str, ...] = ()
+    # a backup record's consistency verdict, or a consistent-point record's (None for a source's backup:
+    # it has no consistent point; ``source`` says so)
+    verdict: str | None = None
 
 
 def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
@@ -99,6 +109,8 @@ def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
             files = [summary["files"]] if isinstance(summary.get("files"), int) else []
         anomaly = data.get("anomaly") if isinstance(data.get("anomaly"), dict) else {}
         flagged = anomaly.get("flagged")
+        reasons = anomaly.get("reasons") if isinstance(anomaly.get("reasons"), list) else []
+        verify = data.get("verify") if isinstance(data.get("verify"), dict) else {}
         written = _time(data.get("time"))
         return Summary(
             "backups",
@@ -108,12 +120,16 @@ def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
             written,
             # (a source's backup has no consistent point: its record's time stands for it)
             _first_cut(consistency) or written,
+            # (the record's own verify: the one that let it commit)
+            ok=verify.get("ok") if isinstance(verify.get("ok"), bool) else None,
             freeze_s=_freeze_s(consistency),
             size_bytes=sum(sizes) if sizes else None,
             files=sum(files) if files else None,
             source=source,
             anomaly_score=_number(anomaly.get("score")),
             anomaly_flagged=flagged if isinstance(flagged, bool) else None,
+            anomaly_reasons=tuple(str(r) for r in reasons),
+            verdict=_verdict(consistency),
         )
     name = data.get("name")
     if name not in RUN_NAMES:
@@ -129,6 +145,7 @@ def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
         _first_cut(data),
         ok,
         _freeze_s(data) if name == "consistent-point" else None,
+        verdict=_verdict(data) if name == "consistent-point" else None,
     )
 
 
@@ -147,6 +164,9 @@ class RecordCache:
 
     entries: dict[str, Summary | None] = field(default_factory=dict)
     last: RefreshStats = field(default_factory=lambda: RefreshStats())
+    # what is kept of a record that opened: (kind, group, data) -> a summary (None: nothing); another
+    # reader (the fleet report) may keep its own summaries through the same listing and reading
+    describe: Callable[[str, str | None, dict], Any] = summarize
 
     def refresh(self, repo: Repository) -> RefreshStats:
         t0 = time.monotonic()
@@ -170,7 +190,7 @@ class RecordCache:
                 return key, "gone"  # deleted since the listing
             except Exception:
                 return key, Summary("damaged", group)
-            return key, summarize(kind, group, record.data)
+            return key, self.describe(kind, group, record.data)
 
         if new:
             with ThreadPoolExecutor(max_workers=min(READ_PARALLEL, len(new))) as pool:
@@ -181,7 +201,7 @@ class RecordCache:
                     stats.read += 1
         for key in [k for k in self.entries if k not in listed]:
             del self.entries[key]  # pruned
-        stats.damaged = sum(1 for s in self.entries.values() if s is not None and s.kind == "damaged")
+        stats.damaged = sum(1 for s in self.entries.values() if getattr(s, "kind", None) == "damaged")
         stats.seconds = time.monotonic() - t0
         self.last = stats
         return stats
