@@ -379,3 +379,15 @@ def test_another_reader_keeps_its_own_summaries_through_the_same_cache(mem_repo)
     cache.refresh(mem_repo)  # (nothing new: nothing described again)
     assert sorted(seen) == ["backups", "runs", "runs"]
     assert sorted(cache.entries.values()) == [("backups", "b-1"), ("runs", "b-1"), ("runs", "b-1")]
+
+
+def test_source_policies_give_their_apps_an_rpo_from_their_schedule():
+    from workflows.fleet.model import targets_from_policies
+
+    # GIVEN the example source policies: etcd every 6 hours, the bucket hourly, the registry daily
+    paths = [f"examples/sources/{kind}.yaml" for kind in ("etcd", "bucket", "registry")]
+    targets = targets_from_policies(paths, Targets(rpo_s=1.0))
+    # THEN each source's app (the identity its backup records carry) gets its schedule's RPO
+    rpo = {key: t.rpo_s for key, t in targets.items()}
+    apps = {kind: (a["cluster"], a["namespace"], a["name"]) for kind, a in SOURCE_APPS.items()}
+    assert rpo == {apps["etcd"]: 6 * 3600 + 600, apps["bucket"]: 3600 + 600, apps["registry"]: 86400 + 600}
