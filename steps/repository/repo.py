@@ -24,7 +24,6 @@ withdraws a record whose snapshots are gone), restore points (:mod:`.restore_poi
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import threading
@@ -60,6 +59,9 @@ _KIND_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 TREE_CACHE_BYTES = 32 * 1024 * 1024
 WHOLE_TREE_PACK_LIMIT = 16 * 1024 * 1024
 LIST_PARALLEL = 16
+# Index files being fetched, decoded or waiting to be added, by their stored size (the decoded text is
+# about twice that, held while it is decoded): one file larger than this is loaded alone.
+INDEX_LOAD_BUDGET = 4 * 1024 * 1024
 
 
 def older_versions(store: ObjectStore, key: str) -> list[str]:
@@ -311,11 +313,12 @@ class Repository(WriterProtocol, RestorePoints):
         with self._index_lock:
             missing: set[str] = set()
             for _attempt in range(6):
-                ids = self.index_ids()
-                index, superseded, missing = self._load_index_files(ids, skip=set())
+                sizes = {i.key.rsplit("/", 1)[-1]: i.size for i in self.store.list("index/")}
+                ids = list(sizes)
+                index, superseded, missing = self._load_index_files(ids, skip=set(), sizes=sizes)
                 live = superseded & set(ids)
                 if live:  # some loaded files were superseded: load again without them (after repair/prune)
-                    index, _, again = self._load_index_files(ids, skip=live)
+                    index, _, again = self._load_index_files(ids, skip=live, sizes=sizes)
                     missing |= again
                 missing -= superseded
                 if not missing:
@@ -329,7 +332,9 @@ class Repository(WriterProtocol, RestorePoints):
             self._index_ids = set(ids) - live
             return index
 
-    def _load_index_files(self, ids: list[str], skip: set[str]) -> tuple[MemIndex, set[str], set[str]]:
+    def _load_index_files(
+        self, ids: list[str], skip: set[str], sizes: dict[str, int] | None = None
+    ) -> tuple[MemIndex, set[str], set[str]]:
         index = MemIndex()
         superseded: set[str] = set()
         missing: set[str] = set()
@@ -341,24 +346,41 @@ class Repository(WriterProtocol, RestorePoints):
             except ObjectNotFound:
                 return iid, None, None
 
-        # Decoded index files are large (Python objects per blob) next to the compact index they are
-        # added to: at most ``workers`` of them are held at once, added in list order and dropped.
+        # An index file's text and decoded entries are large next to the compact index they are added
+        # to: files are fetched while their stored sizes together stay within INDEX_LOAD_BUDGET (at least
+        # one at a time, at most ``workers``), added in list order and dropped.
+        sizes = sizes or {}
         workers = min(LIST_PARALLEL, max(1, len(todo)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             feed = iter(todo)
-            window = deque(pool.submit(read, i) for i in itertools.islice(feed, workers))
+            nxt = next(feed, None)
+            window: deque = deque()  # (future, stored size) in list order
+            held = 0
+
+            def admit() -> None:
+                nonlocal nxt, held
+                while nxt is not None and len(window) < workers:
+                    size = max(0, sizes.get(nxt, 0))
+                    if window and held + size > INDEX_LOAD_BUDGET:
+                        return
+                    window.append((pool.submit(read, nxt), size))
+                    held += size
+                    nxt = next(feed, None)
+
+            admit()
             while window:
-                iid, doc, packs = window.popleft().result()
-                nxt = next(feed, None)
-                if nxt is not None:
-                    window.append(pool.submit(read, nxt))
-                if doc is None:
+                future, size = window.popleft()
+                iid, doc, packs = future.result()
+                del future  # it holds the decoded file too
+                if doc is not None:
+                    superseded.update(doc.get("supersedes", ()))
+                    for p in packs:
+                        index.add_pack(p.id, p.salt, p.size, p.entries, p.backup_id)
+                else:
                     missing.add(iid)
-                    continue
-                superseded.update(doc.get("supersedes", ()))
-                for p in packs:
-                    index.add_pack(p.id, p.salt, p.size, p.entries, p.backup_id)
                 del doc, packs
+                held -= size
+                admit()
         return index, superseded, missing
 
     def save_index_file(

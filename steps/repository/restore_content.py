@@ -6,8 +6,9 @@ GETs, in pack order, cut into parts that different connections fetch at once; ea
 into a per-thread buffer, checked against its ID and written with ``pwrite``. A file of one blob is
 created, written and given its metadata through one descriptor when its blob arrives; small ones
 (up to ``SMALL_WHOLE``) are handed, a fetched range's worth at a time, to the thread that runs the
-batch, which creates and writes them all: the kernel's file creation runs from one thread, while the
-connections fetch, decrypt and check.
+restore, which creates and writes them all: the kernel's file creation runs from one thread, while the
+connections fetch, decrypt and check. The walk and the planning of batches run in a thread of their
+own, one batch ahead: while batch N's files are written, batch N+1 is planned and its ranges fetched.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections import deque
 
 from steps import runtime
 from steps.drivers import beneath
@@ -89,10 +91,33 @@ class FileRef:
         return printable("/" + os.fsdecode(b"/".join((*self.comps, self.name))))
 
 
+class _Batch:
+    """A batch of planned files: the directory descriptors its files are created in (closed once it is
+    written), the index its pack numbers belong to, and how many of its ranges are not yet written."""
+
+    __slots__ = ("fds", "index", "left", "refs")
+
+    def __init__(self, refs: list[FileRef], fds: dict):
+        self.refs = refs
+        self.fds = fds
+        self.index = None
+        self.left = 0
+
+    def close(self) -> None:
+        fds, self.fds = self.fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+
+class _Stopped(Exception):
+    """Raised in the planning thread when another thread failed: the walk ends, the first error is raised."""
+
+
 class ContentWriter:
     """File creation and content writing of :class:`~.restorer.Restorer` (which provides ``repo``,
     ``stats``, ``progress``, ``downloaders``, ``_lock``, ``_umask``, ``_ids``, ``_is_root``, ``_batch``,
-    ``_batch_blobs``, ``_batch_fds``, ``_warn``, ``_owner`` and ``_apply_meta_fd``)."""
+    ``_batch_blobs``, ``_batch_fds``, ``_warn``, ``_owner`` and ``_apply_meta_fd``). ``_batch`` and
+    ``_batch_fds`` belong to the planning thread; a batch handed to ``_flush`` belongs to the pipeline."""
 
     # -- content ------------------------------------------------------------------------------
     @staticmethod
@@ -133,23 +158,163 @@ class ContentWriter:
             )
         return fd
 
-    def _flush(self) -> None:
-        batch, self._batch, self._batch_blobs = self._batch, [], 0
-        fds, self._batch_fds = self._batch_fds, {}
-        try:
-            self._write_batch(batch)
-        finally:
-            for fd in fds.values():
-                os.close(fd)
+    # -- the pipeline: planning, fetching and writing overlap ------------------------------------
+    def _init_pipeline(self) -> None:
+        self._cv = threading.Condition()
+        self._feed: deque = deque()  # (batch, pack number, blobs) of the ranges not yet taken by a connection
+        self._inflight: list[_Batch] = []  # batches planned and not yet written
+        self._errors: list[BaseException] = []
+        self._planned = False
 
-    def _write_batch(self, batch: list[FileRef]) -> None:
-        if not batch:
+    def _fail(self, err: BaseException) -> None:
+        """Record an error: the first one stops every thread and is the one raised."""
+        with self._cv:
+            self._errors.append(err)
+            self._cv.notify_all()
+
+    def _stop_if_failed(self) -> None:
+        if self._errors:
+            raise _Stopped
+
+    def _run_content(self, walk) -> None:
+        """Run ``walk`` (which forms batches and hands each to ``_flush``) in a planning thread while the
+        connections fetch and this thread creates the small one-blob files: batch N+1 is planned and its
+        ranges fetched while batch N's files are written, and at most one batch is ahead of the one being
+        written. The first error stops every thread; it is raised here once all of them have ended."""
+        self._init_pipeline()
+        cv = self._cv
+        ways = max(1, self.downloaders)
+        # Small one-blob files of fetched ranges, decrypted and checked, for this thread to write: a few
+        # ranges' worth at most (a range holds at most SNAPFLOW_RESTORE_RANGE_MIB of stored data).
+        small: queue.Queue = queue.Queue(maxsize=2 * ways)
+
+        def plan() -> None:
+            try:
+                walk()
+            except _Stopped:
+                pass
+            except BaseException as err:
+                self._fail(err)
+            finally:
+                with cv:
+                    self._planned = True
+                    cv.notify_all()
+
+        threads = [
+            threading.Thread(target=self._connection, args=(small,), name=f"restore-{i}", daemon=True)
+            for i in range(ways)
+        ]
+        for t in threads:
+            t.start()
+        planner = threading.Thread(target=plan, name="restore-plan", daemon=True)
+        planner.start()
+        running = ways
+        try:
+            while running:
+                item = small.get()
+                if item is _DONE:
+                    running -= 1
+                    continue
+                batch, files = item
+                if files and not self._errors:  # after an error the queue is only drained
+                    try:
+                        self._write_small(files)
+                    except BaseException as err:
+                        self._fail(err)
+                self._range_done(batch)
+        except (
+            BaseException
+        ) as err:  # interrupted: stop the others, and drain so that none waits on the queue
+            self._fail(err)
+            while running:
+                if small.get() is _DONE:
+                    running -= 1
+        finally:
+            planner.join()
+            for t in threads:
+                t.join()
+            with cv:
+                left, self._inflight = self._inflight, []
+                self._feed.clear()
+            for batch in left:  # stopped by an error before they were written
+                batch.close()
+        if self._errors:
+            raise self._errors[0]
+
+    def _connection(self, small: queue.Queue) -> None:
+        """One connection: takes the next range of any planned batch, fetches, decrypts, checks and writes
+        it, and hands the small one-blob files to the writing thread (one item per range, also when empty:
+        it counts the batch's ranges)."""
+        scratch = [lazy_buffer(1)]
+        cv = self._cv
+        try:
+            while True:
+                with cv:
+                    while not self._feed and not self._errors and not self._planned:
+                        cv.wait()
+                    if self._errors or not self._feed:
+                        return
+                    batch, pack_no, ordered = self._feed.popleft()
+                try:
+                    files = self._fetch_range(batch.index, pack_no, ordered, batch.refs, scratch)
+                except BaseException as err:
+                    self._fail(err)
+                    return
+                small.put((batch, files))
+        finally:
+            small.put(_DONE)
+
+    def _range_done(self, batch: _Batch) -> None:
+        """One range of ``batch`` fetched and its small files written; after its last, the batch is done:
+        its directory descriptors are closed and the planner may plan one more."""
+        batch.left -= 1
+        if batch.left:
             return
+        if not self._errors:
+            for ref in batch.refs:
+                if ref.pending:  # cannot happen unless a pack decoded fewer blobs than planned
+                    self._fail(IntegrityError(f"{ref.shown}: {ref.pending} piece(s) were not restored"))
+                    break
+        with self._cv:
+            self._inflight.remove(batch)
+            self._cv.notify_all()
+        batch.close()
+
+    def _flush(self) -> None:
+        """Plan the batch formed so far and hand its ranges to the connections (in the planning thread);
+        waits first until at most one planned batch is not yet written."""
+        batch = _Batch(self._batch, self._batch_fds)
+        self._batch, self._batch_blobs, self._batch_fds = [], 0, {}
+        cv = self._cv
+        try:
+            with cv:
+                while len(self._inflight) > 1 and not self._errors:
+                    cv.wait()
+            self._stop_if_failed()
+            ranges = self._plan(batch)
+        except BaseException:
+            batch.close()
+            raise
+        if not ranges:  # nothing to fetch: its files are written already
+            batch.close()
+            return
+        batch.left = len(ranges)
+        with cv:
+            self._inflight.append(batch)
+            self._feed.extend((batch, pack_no, ordered) for pack_no, ordered in ranges)
+            cv.notify_all()
+
+    def _plan(self, batch: _Batch) -> list[tuple[int, list]]:
+        """The ranges to fetch for ``batch``, interleaved; files without content are written here, files
+        of several blobs created with their size."""
+        refs = batch.refs
+        if not refs:
+            return []
         # Pack numbers belong to one index: the one in use now, even if a relocation reloads it meanwhile.
-        index = self.repo.index
+        index = batch.index = self.repo.index
         # pack number -> {blob ID: [pack offset, stored length, raw length, [(file no, file offset)]]}
         by_pack: dict[int, dict[bytes, list]] = {}
-        for fno, ref in enumerate(batch):
+        for fno, ref in enumerate(refs):
             pieces = list(blob_offsets(self.repo, ref.node, ref.shown, index))
             if not pieces:  # empty, or only holes: its size and metadata are all there is
                 fd = self._reopen(ref) if ref.created else self._open_new(ref)
@@ -178,51 +343,7 @@ class ContentWriter:
                     entry[3].append((fno, off))
         ranges = self._ranges(by_pack)
         del by_pack
-        ranges = interleave(ranges, min(self.downloaders, len(ranges)))
-        errors: list[BaseException] = []
-        feed = iter(ranges)
-        feed_lock = threading.Lock()
-        ways = min(self.downloaders, len(ranges))
-        # Small one-blob files of a fetched range, decrypted and checked, for this thread to write: a
-        # few ranges' worth at most (a range holds at most SNAPFLOW_RESTORE_RANGE_MIB of stored data).
-        small: queue.Queue = queue.Queue(maxsize=2 * ways)
-
-        def download() -> None:
-            scratch = [lazy_buffer(1)]
-            try:
-                while not errors:
-                    with feed_lock:
-                        item = next(feed, None)
-                    if item is None:
-                        return
-                    try:
-                        self._fetch_range(index, item[0], item[1], batch, scratch, small)
-                    except BaseException as err:
-                        errors.append(err)
-                        return
-            finally:
-                small.put(_DONE)
-
-        threads = [threading.Thread(target=download, name=f"restore-{i}", daemon=True) for i in range(ways)]
-        for t in threads:
-            t.start()
-        running = ways
-        while running:
-            files = small.get()
-            if files is _DONE:
-                running -= 1
-            elif not errors:  # after an error the queue is only drained, so that no connection waits on it
-                try:
-                    self._write_small(files)
-                except BaseException as err:
-                    errors.append(err)
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        for ref in batch:
-            if ref.pending:  # cannot happen unless a pack decoded fewer blobs than planned
-                raise IntegrityError(f"{ref.shown}: {ref.pending} piece(s) were not restored")
+        return interleave(ranges, min(self.downloaders, len(ranges)))
 
     def _decode(self, aead, bid: bytes, stored, raw: int, name: str, scratch: list):
         if len(stored) < NONCE_LEN + TAG_LEN + 1:
@@ -337,11 +458,10 @@ class ContentWriter:
         ordered: list,
         batch: list[FileRef],
         scratch: list,
-        small: queue.Queue | None = None,
-    ) -> None:
+    ) -> list[tuple[FileRef, bytes, bool]]:
         """Fetch one range of a pack and write its blobs (``ordered``: ``(ID, [offset, stored length, raw
-        length, targets])`` by offset); one-blob files of up to ``SMALL_WHOLE`` bytes go to ``small``
-        instead, as one list per range (with a copy of their content), for the batch's thread to create.
+        length, targets])`` by offset); one-blob files of up to ``SMALL_WHOLE`` bytes are returned instead
+        (with a copy of their content), for the writing thread to create.
         When the pack is gone because prune deleted it as a duplicate while this restore ran, the blobs
         not yet written are read from where the new index puts them."""
         pack_id = index.pack_ids[pack_no]
@@ -357,7 +477,7 @@ class ContentWriter:
             copy = None
             for fno, foff in targets:
                 ref = batch[fno]
-                if ref.whole and small is not None and raw <= SMALL_WHOLE:
+                if ref.whole and raw <= SMALL_WHOLE:
                     if copy is None:  # ``plain`` lives in this connection's reused buffer
                         copy = bytes(len(plain)) if zero else bytes(plain)
                     handed.append((ref, copy, zero))
@@ -392,8 +512,6 @@ class ContentWriter:
                     emit(bid, self.repo.read_blob(bid), raw, targets)  # read_blob relocates
             with self._lock:
                 self.stats.relocated_packs += 1
-        if handed:
-            small.put(handed)
         with self._lock:
             self.stats.bytes_written += counts[0]
             self.stats.bytes_sparse += counts[1]
@@ -402,3 +520,4 @@ class ContentWriter:
             if self.progress is not None:
                 self.progress.done_bytes = self.stats.bytes_written + self.stats.bytes_sparse
                 self.progress.files = self.stats.files
+        return handed

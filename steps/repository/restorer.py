@@ -3,9 +3,10 @@
 Provides :func:`restore_snapshot`, :func:`load_files` (in-memory read of a small snapshot, e.g. stored
 manifests) and :func:`iter_nodes` (tree walk used by ``ls``). Called by ``steps.commands.restore``.
 
-The trees are walked first: directories are created once, and every file is planned as the blobs it
-needs. Files made of one blob (most small files) are created when their blob arrives, and written,
-given their owner, mode and times through one descriptor; larger files are pre-sized with
+The trees are walked in a planning thread: directories are created once, and every file is planned,
+a batch at a time, as the blobs it needs (batch N+1 is planned and fetched while batch N is written).
+Files made of one blob (most small files) are created when their blob arrives, and written, given
+their owner, mode and times through one descriptor; larger files are pre-sized with
 ``ftruncate`` and get their metadata when their last piece is written. The packs are then fetched over
 several connections (one ranged GET per pack and batch), each blob is decrypted into a per-thread
 buffer (GCM authenticates it; its keyed hash is checked too) and written with ``pwrite`` at its offsets.
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from steps.manifests.transforms import IdRange
 
 BATCH_BLOBS = 8192  # blobs planned at once: their files' nodes and targets are held until written
-BATCH_DIRS = 256  # directories with planned files at once: each holds a descriptor until written
+BATCH_DIRS = 256  # directories with planned files per batch: each holds a descriptor until written
 BATCH_FILES = 8192  # files planned at once (empty ones need no blob but are held all the same)
 MAX_LISTED_DAMAGE = 1000  # damaged paths listed (--skip-damaged); the count goes on
 MiB = 1024 * 1024
@@ -155,6 +156,8 @@ class Restorer(ContentWriter):
         self._gid_map = tuple(gid_map)
         self._umask = _current_umask()
         self.downloaders = _env_int(runtime.RESTORE_CONNECTIONS, default_threads("restore_connections"))
+        self._init_pipeline()
+        self._batch_dirs = BATCH_DIRS
 
     # -- selection ----------------------------------------------------------------------------
     def _excluded(self, rel: str, name: str) -> bool:
@@ -308,6 +311,8 @@ class Restorer(ContentWriter):
             return
         nodes = self.repo.load_tree(tree_id)
         for node in nodes:
+            if self._errors:  # another thread failed: end the walk
+                self._stop_if_failed()
             name_s = node["name"]
             name = os.fsencode(name_s)
             child_rel = _rel_name(rel, name_s)
@@ -383,7 +388,7 @@ class Restorer(ContentWriter):
             if (
                 self._batch_blobs >= BATCH_BLOBS
                 or len(self._batch) >= BATCH_FILES
-                or len(self._batch_fds) >= BATCH_DIRS
+                or len(self._batch_fds) >= self._batch_dirs
             ):
                 self._flush()
             return
@@ -511,7 +516,7 @@ class Restorer(ContentWriter):
 
     def _restore_dir(self, snap: dict, single: bool) -> None:
         os.makedirs(self.target, exist_ok=True)
-        _raise_open_file_limit()
+        self._batch_dirs = _batch_dirs(_raise_open_file_limit())
         self._root_fd = root_fd = beneath.open_root(self.target)
         try:
             empty = not os.listdir(root_fd)
@@ -525,9 +530,13 @@ class Restorer(ContentWriter):
                             f"--target {self.target}: its lost+found would be replaced by the snapshot's"
                             " lost+found; nothing was written: choose --overwrite always to replace it"
                         )
-            try:
+
+            def walk() -> None:
                 self._restore_tree(snap["tree"], root_fd, (), "", empty, ours)
                 self._flush()
+
+            try:
+                self._run_content(walk)
             finally:
                 for fd in self._batch_fds.values():
                     os.close(fd)
@@ -586,11 +595,12 @@ class Restorer(ContentWriter):
         ref = FileRef(dir_fd, os.fsencode(name), target, node, created=True)
         ref.ident = (st.st_dev, st.st_ino)
         self._batch.append(ref)
-        self._flush()
+        self._run_content(self._flush)
 
 
-def _raise_open_file_limit() -> None:
-    """Directory descriptors stay open while their files are written: lift the soft limit to the hard one."""
+def _raise_open_file_limit() -> int | None:
+    """Directory descriptors stay open while their files are written: lift the soft limit to the hard one.
+    Returns the soft limit now in force (None: unknown or unlimited)."""
     try:
         import resource
 
@@ -598,8 +608,18 @@ def _raise_open_file_limit() -> None:
         want = hard if hard == resource.RLIM_INFINITY else min(hard, 65536)
         if soft != resource.RLIM_INFINITY and soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        return None if soft == resource.RLIM_INFINITY else soft
     except (ImportError, ValueError, OSError):
-        pass
+        return None
+
+
+def _batch_dirs(open_files: int | None) -> int:
+    """Directories per batch: three batches hold descriptors at once (one written, one fetched, one being
+    planned), so under a low open-file limit a batch spans fewer directories."""
+    if open_files is None:
+        return BATCH_DIRS
+    return max(16, min(BATCH_DIRS, (open_files - 256) // 3))
 
 
 def restore_snapshot(

@@ -1,0 +1,155 @@
+"""The restore's batches overlap: batch N+1 is planned and fetched while batch N's files are written, at
+most one batch ahead, and an error in one batch stops the whole restore cleanly."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+
+import pytest
+
+from steps.drivers.objectstore import MemoryStore
+from steps.errors import SnapflowError, StoreUnavailable
+from steps.repository import restore_content, restorer
+from steps.repository.archiver import CopyOptions, copy_source
+from steps.repository.pack import pack_key
+from steps.repository.repo import Repository
+from steps.repository.snapshot_read import blob_offsets
+from tests.fixtures.repository import TEST_KDF, describe_tree
+
+FILES = 200
+PER_BATCH = 50
+WAIT_S = 10
+
+
+class RangeStore(MemoryStore):
+    """A memory store that tells ``on_range`` about every ranged read of a pack before answering it."""
+
+    on_range = None
+
+    def get_range(self, key, offset, length, version_id=None):
+        if self.on_range is not None and key.startswith("data/"):
+            self.on_range(key, offset)
+        return super().get_range(key, offset, length, version_id)
+
+
+@pytest.fixture
+def four_batches(tmp_path, monkeypatch):
+    """A snapshot of FILES distinct small files in one directory, restored in batches of PER_BATCH files,
+    and where each batch's blobs start in the packs: {(pack key, offset): batch number}."""
+    monkeypatch.setenv("SNAPFLOW_KDF_TEST_N", "1024")
+    monkeypatch.setenv("SNAPFLOW_RESTORE_CONNECTIONS", "2")
+    monkeypatch.setattr(restorer, "BATCH_FILES", PER_BATCH)
+    repo = Repository.init(RangeStore(), "test password", kdf_params=TEST_KDF)
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(3)
+    for i in range(FILES):
+        (src / f"f{i:04d}").write_bytes(rng.randbytes(rng.randrange(1024, 3072)))
+    snap = repo.find_snapshot(copy_source(repo, CopyOptions(str(src))).snapshot_id)
+    starts: dict[tuple[str, int], int] = {}
+    batch_of: dict[bytes, int] = {}
+    tree = repo.load_tree(snap.data["tree"])
+    files = sorted((n for n in tree if n["type"] == "file"), key=lambda n: n["name"])
+    assert len(files) == FILES
+    index = repo.index
+    for no, node in enumerate(files):
+        batch_of[os.fsencode(node["name"])] = no // PER_BATCH
+        for _bid, _off, _raw, loc in blob_offsets(repo, node, node["name"], index):
+            starts[(pack_key(index.pack_ids[loc.pack_no]), loc.offset)] = no // PER_BATCH
+    return repo, snap, src, starts, batch_of
+
+
+def _restore_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("restore-")]
+
+
+def _record(repo, starts, batch_of, monkeypatch, fail_batch: int | None = None):
+    """Events ("get", batch) and ("write", batch) in the order they happen. The last small file of batch 0
+    is written only once a range of batch 1 was requested (or after WAIT_S, when nothing overlaps); with
+    ``fail_batch``, the store fails that batch's reads, and batch 0's last file waits for the failure."""
+    events: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    ahead = threading.Event()
+    written = [0]
+
+    def on_range(key, offset):
+        batch = starts.get((key, offset))
+        assert batch is not None, (key, offset)  # every range starts at a blob a file needs
+        with lock:
+            events.append(("get", batch))
+        if batch == 1:
+            ahead.set()
+        if batch == fail_batch:
+            raise StoreUnavailable(f"{key}: connection reset by the object store")
+
+    write_whole = restore_content.ContentWriter._write_whole
+
+    def recording_write(self, ref, plain, zero):
+        batch = batch_of[ref.name]
+        if batch == 0:
+            written[0] += 1
+            if written[0] == PER_BATCH:  # batch 0's last file waits for batch 1's first range
+                ahead.wait(WAIT_S)
+                deadline = time.monotonic() + WAIT_S
+                while fail_batch is not None and not self._errors and time.monotonic() < deadline:
+                    time.sleep(0.005)
+        result = write_whole(self, ref, plain, zero)
+        with lock:
+            events.append(("write", batch))
+        return result
+
+    repo.store.on_range = on_range
+    monkeypatch.setattr(restore_content.ContentWriter, "_write_whole", recording_write)
+    return events
+
+
+def test_the_next_batch_is_fetched_while_the_current_one_is_written(four_batches, tmp_path, monkeypatch):
+    # GIVEN a snapshot restored in four batches, over two connections
+    repo, snap, src, starts, batch_of = four_batches
+    events = _record(repo, starts, batch_of, monkeypatch)
+    # WHEN it is restored
+    out = tmp_path / "out"
+    stats = restorer.restore_snapshot(repo, snap, str(out))
+    # THEN everything came back
+    assert stats.files == FILES and stats.warnings == []
+    assert describe_tree(out) == describe_tree(src)
+
+    def first(kind, batch):
+        return events.index((kind, batch))
+
+    def last(kind, batch):
+        return len(events) - 1 - events[::-1].index((kind, batch))
+
+    # and batch N+1's first range was requested before batch N's last file was written (batch 0 waits
+    # for it; the others overlap on their own or not, but never run more than one batch ahead)
+    assert first("get", 1) < last("write", 0), events
+    for n in range(2):
+        assert first("get", n + 2) > last("write", n), events
+    assert sum(1 for e in events if e[0] == "write") == FILES
+    assert _restore_threads() == []
+
+
+def test_an_error_fetching_the_next_batch_stops_the_restore(four_batches, tmp_path, monkeypatch):
+    # GIVEN a snapshot restored in four batches, whose object store fails batch 1's read while batch 0's
+    # files are being written
+    repo, snap, _src, starts, batch_of = four_batches
+    events = _record(repo, starts, batch_of, monkeypatch, fail_batch=1)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    # WHEN it is restored
+    out = tmp_path / "out"
+    with pytest.raises(SnapflowError) as caught:
+        restorer.restore_snapshot(repo, snap, str(out))
+    # THEN the store's error is raised, as one line (exit code 75: worth retrying)
+    assert isinstance(caught.value, StoreUnavailable)
+    assert "connection reset" in str(caught.value) and "\n" not in str(caught.value)
+    assert caught.value.exit_code == 75  # EXIT_TEMPORARY
+    # and nothing went on: no batch after the failed one was fetched, no thread is left and every
+    # directory descriptor of the batches is closed
+    assert ("get", 1) in events
+    assert not any(e == ("get", 2) or e == ("get", 3) for e in events), events
+    assert not any(e[0] == "write" and e[1] >= 1 for e in events), events
+    assert _restore_threads() == []
+    assert len(os.listdir("/proc/self/fd")) == fds_before
