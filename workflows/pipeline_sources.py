@@ -323,6 +323,16 @@ def source_restore_pipeline(policy: Policy) -> Pipeline:
                 "",
             ),
             Parameter("dry-run", "Only list what would change.", "true", BOOLEAN),
+            Parameter(
+                "versions",
+                "latest: each key's object; all: every version kept, delete markers included (a target"
+                " with versioning enabled; needs versions: true).",
+                "latest",
+                ("latest", "all"),
+            ),
+            Parameter(
+                "as-of", "Each key as it was at this time, e.g. 2026-11-26T19:40:00Z (empty: latest).", ""
+            ),
         ]
         target_secret = None
         if bucket.credentials_secret:
@@ -343,6 +353,8 @@ def source_restore_pipeline(policy: Policy) -> Pipeline:
             "--target", "s3://" + "{{workflow.parameters.target-bucket}}",
             "--from-prefix", Param("from-prefix"),
             "--to-prefix", Param("to-prefix"),
+            "--versions", Param("versions"),
+            "--as-of", Param("as-of"),
             *files,
         )  # fmt: skip
         pod = SourcePod(mounts=mounts)

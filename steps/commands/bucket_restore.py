@@ -65,7 +65,8 @@ def configure(parser):
         "--as-of",
         dest="objects_as_of",  # the repository itself is read as it is now
         metavar="TIME",
-        help="write each key as it was at TIME (ISO 8601, UTC unless a zone is given) from the versions kept",
+        help="write each key as it was at TIME (ISO 8601, UTC unless a zone is given) from the versions kept"
+        " (empty: each key's current object)",
     )
     parser.add_argument(
         "--create-bucket",
@@ -101,7 +102,7 @@ def run(args) -> int:
             f"--target: expected s3://BUCKET (use --to-prefix for a prefix), got {args.target!r}"
         )
     when = None
-    if args.objects_as_of is not None:
+    if args.objects_as_of:  # (empty: none, as a workflow parameter left empty gives it)
         from steps.repository.object_lock import parse_as_of
 
         if args.versions == "all":

@@ -168,6 +168,14 @@ def test_older_versions_are_restored_every_one_or_as_of_a_time(repo, bucket_sour
                                 "2000-01-01T00:00:00Z", "--json").stdout)  # fmt: skip
     assert (before["written"], before["absent"]) == (0, 4) and empty.list() == []
 
+    # WHEN --as-of is empty (a workflow parameter left empty) THEN the current objects are restored
+    latest = json.loads(
+        restore(repo, bucket_source_server, plain, "--as-of", "", "--dry-run", "--json").stdout
+    )
+    assert (
+        sorted(c["key"] for c in latest["changes"]) == ["doc", "kept", "later/new"] and "absent" not in latest
+    )
+
     # WHEN the options are combined, or the snapshot kept no versions THEN one line, exit 2
     both = restore(repo, bucket_source_server, plain, "--versions", "all", "--as-of", first_round, code=2)
     assert "give one of them" in both.stderr and both.stderr.strip().count("\n") == 0
