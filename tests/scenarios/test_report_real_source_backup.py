@@ -90,3 +90,43 @@ def test_a_bucket_backed_up_by_its_step_is_a_bucket_app_in_the_report_and_the_me
     assert value == 1 and labels["source"] == "bucket" and labels["repository"] == s3_repo
     assert served[("snapflow_backup_size_bytes", "shop-uploads")][0] == 321_000
     assert served[("snapflow_backup_files", "shop-uploads")][0] == 3
+
+
+def test_a_flagged_source_backup_on_a_locked_repository_shows_the_last_good_backup_locked(
+    locked_s3_server, s3_env, tmp_path, monkeypatch
+):
+    import uuid
+
+    from tests.fixtures.prune import run_steps
+    from tests.fixtures.source_backups import SourceRepo
+
+    # GIVEN a repository on S3 with Object Lock, and etcd backed up there: a history, then a backup
+    # after three quarters of its files were deleted, committed with --lock-last-good 2d
+    url = f"s3://sf-{uuid.uuid4().hex[:12]}/repo"
+    run_steps(
+        "init", "--repo", url, "--object-lock-mode", "governance", "--object-lock-days", "1",
+        env=locked_s3_server.admin_env(),
+    )  # fmt: skip
+    for k, v in locked_s3_server.admin_env().items():
+        monkeypatch.setenv(k, v)
+    work = tmp_path / "work"
+    work.mkdir()
+    etcd = SourceRepo(url, work).mass_deletion(
+        "etcd", tmp_path / "etcd", "etcd", 40, "--lock-last-good", "2d"
+    )
+    lock = etcd[-1]["anomaly"]["lockedLastGood"]
+    assert etcd[-1]["anomaly"]["flagged"] and lock["backupId"] == etcd[-2]["backup_id"] and lock["until"]
+
+    # WHEN the report is rendered and the exporter reads the repository
+    report = collect(url)
+    html = render_html(report)
+    exporter = Exporter([url])
+    exporter.refresh()
+
+    # THEN the flagged backup's detail says which backup was locked until when, and the exporter flags it
+    assert (
+        f"last good backup {lock['backupId']} locked until {lock['until']} ({lock['extended']} object(s)"
+        in html
+    )
+    served = {(s.name, s.labels.get("source")): s.value for f in exporter.collect() for s in f.samples}
+    assert served[("snapflow_backup_anomaly_flagged", "etcd")] == 1

@@ -65,13 +65,13 @@ def _objects(directory: Path, files: int, lines: int = 30) -> Path:
 @pytest.mark.slow  # (eleven backups through copy, verify and finalize: about 4 s)
 def test_sources_appear_with_their_kind_sizes_rpo_restore_commands_and_anomalies(source_repo, tmp_path):
     # GIVEN a bucket backed up twice, a registry once, and etcd: a history, then a backup after three
-    # quarters of its files were deleted, which finalize flagged
+    # quarters of its files were deleted, which finalize flagged (and asked to lock the last good one)
     bucket = _objects(tmp_path / "uploads", 6, lines=4000)
     source_repo.backup("bucket", "bucket-1", bucket)
     (bucket / "object-000").write_text("changed\n")
     newest_bucket = source_repo.backup("bucket", "bucket-2", bucket)
     registry = source_repo.backup("registry", "registry-1", _objects(tmp_path / "images", 3))
-    etcd = source_repo.mass_deletion("etcd", tmp_path / "etcd", "etcd")
+    etcd = source_repo.mass_deletion("etcd", tmp_path / "etcd", "etcd", 40, "--lock-last-good", "1d")
     assert etcd[-1]["anomaly"]["flagged"] is True
 
     # WHEN the report is collected with the example source policies (their schedules) and rendered
@@ -125,6 +125,8 @@ def test_sources_appear_with_their_kind_sizes_rpo_restore_commands_and_anomalies
     assert f"Anomaly check: flagged · {score:.1f} against 6 earlier backup(s): deletedShare: 75.0%" in text
     changes = "new data 0 B (0.0% of the data); files 0 added, 0 changed, 30 deleted, 0 renamed of 10"
     assert f"Changes: {changes}" in text
+    # (the last good backup could not be locked: this repository has no Object Lock)
+    assert f"Object Lock: last good backup {etcd[-2]['backup_id']} not locked: the repository has no" in text
 
     # AND each source has the restore commands of its kind, for its newest snapshot
     etcd_sid = etcd[-1]["source"]["snapshot"]

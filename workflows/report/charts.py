@@ -87,6 +87,31 @@ def changes_text(changes: dict[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
+def lock_text(anomaly: dict[str, Any] | None) -> str:
+    """One line for ``anomaly.lockedLastGood`` (what finalize did to the last good backup's Object Lock
+    when it flagged this one); "" when it did nothing. Untrusted: fields of the wrong type are left out."""
+    lock = (anomaly or {}).get("lockedLastGood")
+    if not isinstance(lock, dict):
+        return ""
+    error, failed = lock.get("error"), lock.get("failed")
+    backup, until = lock.get("backupId"), lock.get("until")
+    if isinstance(error, str) and error:
+        return f"locking the last good backup failed: {error}"
+    if not isinstance(backup, str) or not backup:
+        return "no earlier unflagged backup to lock"
+    if not isinstance(until, str) or not until:  # (finalize locks nothing without versioning)
+        return f"last good backup {backup} not locked: the repository has no Object Lock"
+    text = f"last good backup {backup} locked until {until}"
+    numbers = [
+        f"{lock[k]} object(s) {label}"
+        for k, label in (("extended", "extended"), ("held", "already held"))
+        if isinstance(lock.get(k), int) and not isinstance(lock.get(k), bool)
+    ]
+    if isinstance(failed, list) and failed:
+        numbers.append(f"{len(failed)} failed")
+    return text + (f" ({', '.join(numbers)})" if numbers else "")
+
+
 def when(t: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     return "—" if t is None else datetime.fromtimestamp(t, UTC).strftime(fmt) + " UTC"
 
