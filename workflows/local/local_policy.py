@@ -65,7 +65,9 @@ def load_local_policy(
     ]
     if not mapping and not params and not relative and not relative_mounts:
         return policy
-    doc = policy.model_dump(by_alias=True, exclude_none=True, mode="json")
+    # What the file says, not the defaults filled in: rules that depend on which fields were written
+    # (spec.argoServer only with spec.access) judge the changed policy as they judged the file.
+    doc = policy.model_dump(by_alias=True, exclude_unset=True, exclude_none=True, mode="json")
     spec = doc["spec"]
     base = Path(path).absolute().parent
     for vol in spec["volumes"]:  # relative paths are relative to the policy file, not to a step's cwd
