@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import re
 import shutil
 from pathlib import Path
@@ -254,6 +255,32 @@ def test_a_registry_policy_backs_up_commits_and_restores_every_digest_into_the_e
     # THEN every tag, manifest and blob is served again under the same digests
     assert restored.ok, output
     assert_restored(seeder, pushed)
+
+
+def test_the_command_line_backs_up_a_registry_with_its_secrets_as_directories(
+    tmp_path, registry_servers, registry_pki, snapflow
+):
+    # GIVEN a registry with one image, its CA and credentials as Secret directories, a policy file
+    server = registry_servers("basic", {"backup": "s3cret-Bb1"})
+    push_sample_images(Seeder(server, "backup", "s3cret-Bb1"), big_layer=100_000)
+    ca = secret_dir(tmp_path, "registry-ca", {"ca.crt": registry_pki.ca.read_bytes()})
+    creds = secret_dir(tmp_path, "registry-robot", {"username": "backup", "password": "s3cret-Bb1"})
+    source = {"registry": {"url": server.url, "caSecret": {"name": "registry-ca"},
+                           "credentialsSecret": {"name": "registry-robot"}, "images": [f"{server.host}/proj/tool:1.0"]}}  # fmt: skip
+    write_policy(tmp_path / "registry.yaml", "tool", source, f"file://{tmp_path / 'repo'}", None)
+    env = {"SNAPFLOW_PASSWORD": "local-sources-pw", "SNAPFLOW_KDF_TEST_N": "1024"}
+    common = ["--local", "--state-dir", str(tmp_path / "state"), "--plain"]
+    init = snapflow("run", str(tmp_path / "registry.yaml"), *common, "--pipeline", "init", env=env)
+    assert init.returncode == 0, init.stderr
+    # WHEN snapflow run backs it up, the summary as JSON
+    proc = snapflow("run", str(tmp_path / "registry.yaml"), *common, "--json",
+                    "--secret", f"registry-ca={ca}", "--secret", f"registry-robot={creds}", env=env)  # fmt: skip
+    # THEN it exits 0 with the backup committed, and the live view went to stderr
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["committed"] is True and summary["status"] == "Succeeded"
+    assert [s["name"] for s in summary["steps"]] == ["registry-backup", "verify", "finalize"]
+    assert "committed: a restore point" in proc.stderr
 
 
 # -------------------------------------------------------------------------------------------------- etcd
