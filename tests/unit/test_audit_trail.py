@@ -238,3 +238,29 @@ def test_bad_input_is_one_line_naming_the_option(tmp_path, capsys):
         assert code == 2, (args, err)
         assert err.strip().splitlines() == [err.strip()] and err.startswith(expected), err
     assert not (tmp_path / "e.html").exists()
+
+
+def test_many_concurrent_writers_lose_nothing_and_the_next_append_merges_every_head(mem_repo):
+    # GIVEN six writers appending four records each at the same time
+    def writer(w: int) -> None:
+        for i in range(4):
+            audit.append(mem_repo, "restore", who=LOCAL, what={"writer": w, "i": i})
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    # WHEN one more record is appended
+    last = audit.append(mem_repo, "check", who=LOCAL)
+
+    # THEN every record is there, the trail verifies, and it has one head again
+    trail = audit.read_trail(mem_repo)
+    assert len(trail.entries) == 25
+    assert sorted((e.what["writer"], e.what["i"]) for e in trail.entries.values() if "writer" in e.what) == [
+        (w, i) for w in range(6) for i in range(4)
+    ]
+    report = audit.verify_trail(mem_repo)
+    assert report.ok and report.heads == [last.ref()]
+    assert last.seq == 1 + max(e.seq for e in trail.entries.values() if e.id != last.id)
