@@ -184,9 +184,10 @@ class ContentWriter:
         self._init_pipeline()
         cv = self._cv
         ways = max(1, self.downloaders)
-        # Small one-blob files of fetched ranges, decrypted and checked, for this thread to write: a few
-        # ranges' worth at most (a range holds at most SNAPFLOW_RESTORE_RANGE_MIB of stored data).
-        small: queue.Queue = queue.Queue(maxsize=2 * ways)
+        # Small one-blob files of fetched ranges, decrypted and checked, for this thread to write: one
+        # range's worth waits here (a range holds at most SNAPFLOW_RESTORE_RANGE_MIB of stored data),
+        # besides the one each connection holds and the one being written.
+        small: queue.Queue = queue.Queue(maxsize=1)
 
         def plan() -> None:
             try:
@@ -222,9 +223,8 @@ class ContentWriter:
                     except BaseException as err:
                         self._fail(err)
                 self._range_done(batch)
-        except (
-            BaseException
-        ) as err:  # interrupted: stop the others, and drain so that none waits on the queue
+        except BaseException as err:
+            # interrupted: stop the others, and drain the queue so that no connection waits on it
             self._fail(err)
             while running:
                 if small.get() is _DONE:
@@ -281,8 +281,9 @@ class ContentWriter:
         batch.close()
 
     def _flush(self) -> None:
-        """Plan the batch formed so far and hand its ranges to the connections (in the planning thread);
-        waits first until at most one planned batch is not yet written."""
+        """Plan the batch formed so far and hand its ranges to the connections (in the planning thread),
+        then wait until the batch before it is written: the walk forms the next batch while this one is
+        written, so the files of two batches at most are held."""
         batch = _Batch(self._batch, self._batch_fds)
         self._batch, self._batch_blobs, self._batch_fds = [], 0, {}
         cv = self._cv
@@ -303,6 +304,8 @@ class ContentWriter:
             self._inflight.append(batch)
             self._feed.extend((batch, pack_no, ordered) for pack_no, ordered in ranges)
             cv.notify_all()
+            while len(self._inflight) > 1 and not self._errors:
+                cv.wait()
 
     def _plan(self, batch: _Batch) -> list[tuple[int, list]]:
         """The ranges to fetch for ``batch``, interleaved; files without content are written here, files

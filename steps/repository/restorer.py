@@ -48,9 +48,11 @@ _interleave = interleave  # the name the tests know
 if TYPE_CHECKING:
     from steps.manifests.transforms import IdRange
 
-BATCH_BLOBS = 8192  # blobs planned at once: their files' nodes and targets are held until written
+# A batch's files' nodes and targets are held until it is written, and two batches are held at once (one
+# written while the next is planned and fetched): 4 096 blobs each hold what one batch of 8 192 did.
+BATCH_BLOBS = 4096  # blobs planned per batch
 BATCH_DIRS = 256  # directories with planned files per batch: each holds a descriptor until written
-BATCH_FILES = 8192  # files planned at once (empty ones need no blob but are held all the same)
+BATCH_FILES = 4096  # files planned per batch (empty ones need no blob but are held all the same)
 MAX_LISTED_DAMAGE = 1000  # damaged paths listed (--skip-damaged); the count goes on
 MiB = 1024 * 1024
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -615,11 +617,11 @@ def _raise_open_file_limit() -> int | None:
 
 
 def _batch_dirs(open_files: int | None) -> int:
-    """Directories per batch: three batches hold descriptors at once (one written, one fetched, one being
-    planned), so under a low open-file limit a batch spans fewer directories."""
+    """Directories per batch: two batches hold descriptors at once (one written while the next is formed,
+    planned and fetched), so under a low open-file limit a batch spans fewer directories."""
     if open_files is None:
         return BATCH_DIRS
-    return max(16, min(BATCH_DIRS, (open_files - 256) // 3))
+    return max(16, min(BATCH_DIRS, (open_files - 256) // 2))
 
 
 def restore_snapshot(
