@@ -67,9 +67,18 @@ class Names:
             or f"snapflow-{self.policy}-{STEP_ACCOUNT_SUFFIX.get(command, command)}"
         )
 
+    @property
+    def cluster_prefix(self) -> str:
+        """``snapflow.NS.NAME``: the start of every name that must be unique across namespaces (cluster
+        objects, bindings in restore targets). The dot after the namespace (a DNS label, which holds
+        none) keeps policies apart whose namespace and name would join the same with a dash
+        (``shop-eu``/``db`` and ``shop``/``eu-db``): sharing one ClusterRoleBinding, the one applied last
+        would decide what the other's account may do."""
+        return f"snapflow.{self.namespace}.{self.policy}"
+
     def step_cluster_role(self, command: str) -> str:
         """The ClusterRole (and binding) of a step's cluster-scoped reads."""
-        return f"snapflow-{self.namespace}-{self.policy}-{STEP_ACCOUNT_SUFFIX.get(command, command)}"
+        return f"{self.cluster_prefix}-{STEP_ACCOUNT_SUFFIX.get(command, command)}"
 
     @property
     def restore_service_account(self) -> str:
@@ -80,17 +89,17 @@ class Names:
     def restore_role(self) -> str:
         """The ClusterRole of restore-app's namespaced rules, bound per target namespace by RoleBindings
         (named like the ServiceAccount); it grants nothing by itself."""
-        return f"snapflow-{self.namespace}-{self.policy}-restore"
+        return f"{self.cluster_prefix}-restore"
 
     @property
     def restore_binding(self) -> str:
-        return f"snapflow-{self.policy}-restore"
+        return f"{self.cluster_prefix}-restore"
 
     @property
     def restore_namespaces_role(self) -> str:
         """The ClusterRole (and binding) letting restore-app read Namespaces (and, with a mover namespace,
         read and patch the PersistentVolumes it hands over)."""
-        return f"snapflow-{self.namespace}-{self.policy}-restore-namespaces"
+        return f"{self.cluster_prefix}-restore-namespaces"
 
     def template(self, pipeline: str) -> str:
         return f"{pipeline}-{self.policy}"

@@ -631,11 +631,11 @@ def test_rendered_restore_app_runs_its_movers_in_the_mover_namespace_with_only_t
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": {"name": "snapflow-db-restore", "namespace": target},
+            "metadata": {"name": "snapflow.shop.db-restore", "namespace": target},
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",
                 "kind": "ClusterRole",
-                "name": "snapflow-shop-db-restore",
+                "name": "snapflow.shop.db-restore",
             },
             "subjects": [{"kind": "ServiceAccount", "name": "snapflow-db-restore", "namespace": MOVERS}],
         }

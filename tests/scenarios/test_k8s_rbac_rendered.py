@@ -83,11 +83,11 @@ def test_rendered_templates_back_up_and_restore_with_only_the_rendered_rbac(k8s,
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": {"name": "snapflow-db-restore", "namespace": "shop-dr"},
+            "metadata": {"name": "snapflow.shop.db-restore", "namespace": "shop-dr"},
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",
                 "kind": "ClusterRole",
-                "name": "snapflow-shop-db-restore",
+                "name": "snapflow.shop.db-restore",
             },
             "subjects": [{"kind": "ServiceAccount", "name": "snapflow-db-restore", "namespace": APP_NS}],
         }

@@ -204,7 +204,7 @@ def test_objects_are_placed_for_argo_server_and_the_workflow_namespace(argo_serv
     assert target["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
-        "name": "snapflow-shop-catalog-db-restore",
+        "name": "snapflow.shop.catalog-db-restore",
     }
     assert target["subjects"] == [
         {"kind": "ServiceAccount", "name": "snapflow-catalog-db-restore", "namespace": home}

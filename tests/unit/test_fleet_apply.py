@@ -146,5 +146,5 @@ def test_a_dry_run_says_which_way_each_object_goes(capsys):
     assert "prod-eu: would apply WorkflowTemplate shop/backup-orders-db (through the Argo Server)" in lines
     assert "prod-us: would apply ConfigMap shop/snapflow-plan-orders-db (through the kube context)" in lines
     assert (
-        "prod-eu: would apply ClusterRole snapflow-shop-orders-db-capture (through the kube context)" in lines
+        "prod-eu: would apply ClusterRole snapflow.shop.orders-db-capture (through the kube context)" in lines
     )

@@ -324,10 +324,10 @@ def test_role_grants_only_what_the_steps_use(rendered_examples):
         assert resource != "secrets" or verb == "list"  # capture.secrets: listed, never changed
         assert verb not in ("update", "deletecollection", "escalate", "bind", "impersonate")
     cluster_roles = {c["metadata"]["name"]: c for c in _objects(rendering, "ClusterRole")}
-    assert cluster_roles["snapflow-shop-orders-db-capture"]["rules"] == [
+    assert cluster_roles["snapflow.shop.orders-db-capture"]["rules"] == [
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
     ]
-    assert cluster_roles["snapflow-shop-orders-db-consistent-point"]["rules"] == [
+    assert cluster_roles["snapflow.shop.orders-db-consistent-point"]["rules"] == [
         {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshotcontents"], "verbs": ["get"]},
     ]
     bindings = {b["metadata"]["name"]: b for b in _objects(rendering, "RoleBinding")}

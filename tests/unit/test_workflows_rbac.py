@@ -227,7 +227,7 @@ def test_capture_secrets_off_grants_no_secret_and_tells_capture(minimal_policy, 
     capture = backup_pipeline(policy).step("capture")
     assert "--no-secrets" in capture.args
     # ... and the restore identity reads only the repository's Secrets, by name
-    restore_role = objects_of(rendering, policy)[("ClusterRole", "snapflow-shop-orders-db-restore")]
+    restore_role = objects_of(rendering, policy)[("ClusterRole", "snapflow.shop.orders-db-restore")]
     secret_rules = [r for r in restore_role["rules"] if "secrets" in r["resources"]]
     named = [r for r in secret_rules if r.get("resourceNames")]
     assert [r["verbs"] for r in secret_rules if not r.get("resourceNames")] == [["create"]]
@@ -240,22 +240,22 @@ def test_the_restore_identity_is_bound_only_in_the_policys_namespace(rendered_ex
     # GIVEN the rendered manifests of the PostgreSQL example
     rendering = rendered_examples["postgresql-statefulset.yaml"]
     by_name = {(o.kind, o.name): o.obj for o in rendering.objects}
-    restore_role = by_name[("ClusterRole", "snapflow-shop-orders-db-restore")]
-    binding = by_name[("RoleBinding", "snapflow-orders-db-restore")]
-    reader_binding = by_name[("ClusterRoleBinding", "snapflow-shop-orders-db-restore-namespaces")]
-    reader = by_name[("ClusterRole", "snapflow-shop-orders-db-restore-namespaces")]
+    restore_role = by_name[("ClusterRole", "snapflow.shop.orders-db-restore")]
+    binding = by_name[("RoleBinding", "snapflow.shop.orders-db-restore")]
+    reader_binding = by_name[("ClusterRoleBinding", "snapflow.shop.orders-db-restore-namespaces")]
+    reader = by_name[("ClusterRole", "snapflow.shop.orders-db-restore-namespaces")]
 
     # THEN its object-creating rules are granted by a RoleBinding in the policy's namespace only ...
     assert binding["metadata"]["namespace"] == "shop"
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
-        "name": "snapflow-shop-orders-db-restore",
+        "name": "snapflow.shop.orders-db-restore",
     }
     subject = [{"kind": "ServiceAccount", "name": "snapflow-orders-db-restore", "namespace": "shop"}]
     assert binding["subjects"] == subject
     cluster_bindings = [o.obj for o in rendering.objects if o.kind == "ClusterRoleBinding"]
-    assert not [b for b in cluster_bindings if b["roleRef"]["name"] == "snapflow-shop-orders-db-restore"]
+    assert not [b for b in cluster_bindings if b["roleRef"]["name"] == "snapflow.shop.orders-db-restore"]
     # ... and cluster-wide it only reads Namespaces (it never creates one)
     assert reader_binding["subjects"] == subject
     assert grants(reader["rules"]) == {

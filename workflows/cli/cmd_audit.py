@@ -19,6 +19,11 @@ the CronWorkflow of a scheduled run, or the local user. Times are the object sto
 
 Password and S3 settings come from the environment as for the steps (SNAPFLOW_PASSWORD or
 SNAPFLOW_PASSWORD_FILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, SNAPFLOW_S3_ENDPOINT).
+
+examples:
+  snapflow audit --repo s3://backups/shop --endpoint https://minio:9000 --since 30d
+  snapflow audit --repo s3://backups/shop --app shop/orders-db --format csv -o audit.csv
+  snapflow audit verify --repo s3://backups/shop --json
 """
 
 CSV_COLUMNS = ("seq", "time", "action", "result", "who", "app", "what", "id")
