@@ -378,3 +378,22 @@ def test_lint_fleet_checks_the_fleet_file_and_every_clusters_rendering(tmp_path,
     assert main(["lint", "--fleet", str(fleet_dir / "fleet.yaml"), "x.yaml"]) == 2
     assert main(["lint"]) == 2
     assert "expected at least one policy file (or --fleet FLEET)" in capsys.readouterr().err
+
+
+def test_the_page_escapes_what_records_say_and_lists_clusters_that_could_not_be_placed():
+    from workflows.report.fleet_model import FleetRow
+    from workflows.report.fleet_page import render_html
+
+    row = FleetRow("c1", "ns", "<img src=x onerror=alert(1)>", "s3://b/r", True, "late", 3600.0)
+    row.anomaly_flagged, row.anomaly_reasons = True, ("</td><script>alert(2)</script>",)
+    html = render_html(
+        [row],
+        title="shop",
+        generated=NOW,
+        repositories=[],
+        problems={"prod-us": ["fleet.yaml: bad override"]},
+    )
+    assert "<img src=x" not in html and "&lt;img src=x" in html
+    assert "<script>alert(2)" not in html
+    assert html.count("<script>") == 1  # the page's own sorting and filtering
+    assert "prod-us" in html and "fleet.yaml: bad override" in html
