@@ -207,6 +207,15 @@ def externals(policy: Policy) -> list[External]:
     source = policy.spec.source
     if source is not None:
         out += _source_externals(policy)
+    from workflows.pipeline_notifications import notification_secrets
+
+    for kind, namespace, name, keys in notification_secrets(policy):
+        same = [i for i, e in enumerate(out) if (e.kind, e.namespace, e.name) == (kind, namespace, name)]
+        if same:  # one Secret holding a webhook's key beside others: one entry, every key
+            e = out[same[0]]
+            out[same[0]] = External(kind, namespace, name, tuple(sorted({*e.keys, *keys})))
+        else:
+            out.append(External(kind, namespace, name, keys))
     if not Names.of(policy).renders_rbac:
         out.append(External("ServiceAccount", ns, Names.of(policy).shared_service_account or "", ()))
     return out

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,19 @@ def test_names_are_distinct():
         policy_with(
             [{"name": "a", "url": "https://h.example/1"}, {"name": "a", "url": "https://h.example/2"}]
         )
+
+
+def test_render_and_lint_list_the_webhooks_secrets_with_the_others(tmp_path):
+    data = copy.deepcopy(APP)
+    data["spec"]["notifications"] = HOOKS
+    data["spec"]["repository"]["passwordSecret"] = {"name": "hooks"}  # one Secret holding both
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    for command in (["lint", str(path)], ["render", str(path), "-o", str(tmp_path / "out")]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "workflows", *command], cwd=ROOT, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        needs = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("needs ")]
+        assert "needs Secret shop/hooks (keys: hmac, password, slack-url)" in needs
+        assert "needs Secret shop/audit-ca (keys: ca.crt)" in needs
