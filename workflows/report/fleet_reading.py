@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workflows.fleet.model import DEFAULT_RPO_S
 from workflows.report.fleet_model import Placement, RepositoryRead, fold
 from workflows.report.record_cache import RecordTable, refresh
 
@@ -44,8 +45,6 @@ def placement_of(cluster: str, loaded: Any) -> Placement:
         target = cron.interval_s(time.time() - 7 * 86400) + grace
         schedule = (spec.schedule.cron, spec.schedule.timezone, grace)
     lock = spec.repository.object_lock
-    from workflows.fleet.model import DEFAULT_RPO_S
-
     return Placement(
         cluster,
         p.namespace,
