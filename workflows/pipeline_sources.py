@@ -42,7 +42,14 @@ from workflows.pipeline import (
     WorkflowStatus,
 )
 from workflows.pipeline_notifications import with_notifications
-from workflows.pipeline_settings import BOOLEAN, app_mutex, finish, percent_param, repository_args
+from workflows.pipeline_settings import (
+    BOOLEAN,
+    app_mutex,
+    finish,
+    identity_args,
+    percent_param,
+    repository_args,
+)
 from workflows.policy import Policy
 
 SOURCE_DIR = "/etc/snapflow/source"  # the source's Secrets, read-only
@@ -55,6 +62,9 @@ SOURCE_COMMANDS = frozenset(BACKUP_COMMAND.values()) | frozenset(RESTORE_COMMAND
 
 
 def _identity(policy: Policy) -> tuple[str, ...]:
+    if policy.spec.source is not None and policy.spec.source.kind != "registry":
+        # the app's identity in the snapshot and its run record, as copy's (steps.commands._identity)
+        return identity_args(policy)
     return ("--cluster", policy.spec.cluster, "--policy", policy.name)
 
 
@@ -217,10 +227,13 @@ def source_backup_pipeline(policy: Policy) -> Pipeline:
         needs=frozenset({Needs.REPOSITORY, Needs.DATA_MOVER}),
         prints_result=True,
     )
+    finalize_args: tuple[Arg, ...] = ("--plan", PlanFile(), "--backup-id", BackupId())
+    finalize_args += ("--workflow-status", WorkflowStatus())
+    finalize_args += policy.spec.anomaly.finalize_args()  # a flagged backup locks the last good one
     finalize = Step(
         name="finalize",
         command="finalize",
-        args=("--plan", PlanFile(), "--backup-id", BackupId(), "--workflow-status", WorkflowStatus()),
+        args=finalize_args,
         title="Commit the backup record if everything passed",
         needs=frozenset({Needs.PLAN, Needs.REPOSITORY}),
         source_pod=SourcePod(),  # the plan and the repository only: no API token

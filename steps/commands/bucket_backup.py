@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from steps.commands._bucket import add_bucket_args
+from steps.commands._identity import add_app_args, run_identity, snapshot_identity
 from steps.commands._repo import CONNECTION_EPILOG, add_repo_args, open_repository, parse_tags, print_json
 
 NAME = "bucket-backup"
@@ -47,6 +48,7 @@ def configure(parser):
     parser.add_argument("--backup-id", metavar="ID", help="the backup run this snapshot belongs to")
     parser.add_argument("--cluster", metavar="NAME", help="record the Kubernetes cluster's name")
     parser.add_argument("--policy", metavar="NAME", help="record the policy")
+    add_app_args(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of the ID")
     parser.epilog = CONNECTION_EPILOG
 
@@ -72,7 +74,7 @@ def run(args) -> int:
     tags.update({"kind": "bucket", "bucket": client.access.bucket})
     if args.backup_id:
         tags.setdefault("backup", args.backup_id)
-    identity = {k: v for k, v in (("cluster", args.cluster), ("policy", args.policy)) if v}
+    identity = snapshot_identity(args)
     parent = "auto" if args.parent is None else (None if args.parent == "none" else args.parent)
     result = backup_bucket(
         repo,
@@ -95,6 +97,7 @@ def run(args) -> int:
                 "snapshot": result.snapshot_id,
                 "source": f"{client.where}/{client.access.prefix}",
                 "versions": args.versions,
+                **run_identity(args),
                 **{k: v for k, v in asdict(result).items() if k not in ("snapshot_id", "warnings")},
             },
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from steps.commands._identity import add_app_args, run_identity, snapshot_identity
 from steps.commands._repo import CONNECTION_EPILOG, add_repo_args, open_repository, parse_tags, print_json
 
 NAME = "etcd-snapshot"
@@ -91,6 +92,7 @@ def configure(parser):
     parser.add_argument("--backup-id", metavar="ID", help="the backup run this snapshot belongs to")
     parser.add_argument("--cluster", metavar="NAME", help="record the Kubernetes cluster's name")
     parser.add_argument("--policy", metavar="NAME", help="record the policy")
+    add_app_args(parser)
     parser.add_argument(
         "--scratch",
         metavar="DIR",
@@ -179,7 +181,7 @@ def run(args) -> int:
         tags.update({"kind": "etcd", "etcd-cluster-id": desc["cluster_id"]})
         if args.backup_id:
             tags.setdefault("backup", args.backup_id)
-        identity = {k: v for k, v in (("cluster", args.cluster), ("policy", args.policy)) if v}
+        identity = snapshot_identity(args)
         opts = CopyOptions(
             source=staged.dir, tags=tags, backup_id=args.backup_id, identity=identity, parent=None
         )
@@ -204,7 +206,9 @@ def run(args) -> int:
         staged.remove()
     desc.update(checked)
     if args.backup_id:
-        save_run_record(repo, args.backup_id, "etcd", {"snapshot": result.snapshot_id, **desc})
+        save_run_record(
+            repo, args.backup_id, "etcd", {"snapshot": result.snapshot_id, **desc, **run_identity(args)}
+        )
     members_text = ", ".join(f"{m['name'] or '?'} ({m['id']})" for m in desc["members"])
     print(
         f"etcd snapshot {result.snapshot_id[:8]} saved: etcd {desc['etcd_version']}, revision"
