@@ -368,6 +368,79 @@ def jsonpath_queries_are_well_formed(obj: dict[str, Any]) -> list[Finding]:
     return found
 
 
+# --------------------------------------------------------------------------------------------------
+# The Workflow's labels in a WorkflowTemplate.
+
+
+def workflow_label(label: str) -> str:
+    """The value of the Workflow's label ``label`` at run time, the empty string when it is not set.
+
+    Argo Workflows docs/variables.md (Global) documents ``workflow.labels.<NAME>`` and lists Sprig's
+    functions among those of expression tags (``{{=...}}``). Three facts of Argo's code decide the form:
+
+    - A *simple* tag ``{{workflow.labels.NAME}}`` is checked when a WorkflowTemplate is created, linted
+      or submitted (workflow/validate/validate.go, ``resolveAllVariables``): only the labels written on
+      the template itself (``metadata.labels``, ``workflowMetadata.labels``/``labelsFrom``) are known
+      then, so a label the submitter adds later (``workflows.argoproj.io/creator``) fails validation
+      with "failed to resolve {{workflow.labels...}}" (argoproj/argo-workflows#3989). Expression tags
+      are not validated (util/template/validate.go).
+    - In an expression, the global variables are expanded on their dots into nested maps
+      (util/expr/env/env.go, util/expand/expand.go): the label ``workflows.argoproj.io/creator`` is
+      ``workflow.labels.workflows.argoproj.io/creator``, i.e. ``workflow.labels`` -> ``workflows`` ->
+      ``argoproj`` -> ``io/creator``, and ``workflow.labels`` is always a map (``workflow.labels.json``
+      is always set). ``sprig.dig(KEYS..., DEFAULT, MAP)`` walks that path and yields DEFAULT when a
+      key is missing, so an absent label becomes ``""`` and never fails the pod's template.
+    - On Argo 3.x the expansion drops a key that is a string prefix of the next one (3.x's
+      ``removeConflicts`` compares without the dot): ``.../creator`` is lost when ``.../creator-email``
+      is set; the email and username still arrive (4.x compares with the dot).
+
+    The steps treat an empty value, and an expression left unresolved, as unset."""
+    keys = label.split(".")
+    if any(not k or "'" in k for k in keys):
+        raise ValueError(f"label {label!r}: expected a label name like workflows.argoproj.io/creator")
+    path = ", ".join(f"'{k}'" for k in keys)
+    return "{{=sprig.dig(" + path + ", '', workflow.labels)}}"
+
+
+_SIMPLE_LABEL_TAG = re.compile(r"\{\{\s*workflow\.(labels|annotations)\.([^}\s]+?)\s*\}\}")
+
+
+def _declared(obj: dict[str, Any], kind: str) -> set[str]:
+    _, spec = _workflow_spec(obj)
+    names = set((obj.get("metadata") or {}).get(kind) or {})
+    meta = spec.get("workflowMetadata") or {}
+    names |= set(meta.get(kind) or {})
+    if kind == "labels":
+        names |= set(meta.get("labelsFrom") or {})
+    return names
+
+
+def workflow_labels_through_expressions(obj: dict[str, Any]) -> list[Finding]:
+    """A label or annotation of the Workflow is read through an expression (:func:`workflow_label`),
+    unless the object itself declares it.
+
+    Argo Workflows workflow/validate/validate.go (``resolveAllVariables``): a simple tag
+    ``{{workflow.labels.NAME}}`` (or ``workflow.annotations.NAME``) resolves only when NAME is among the
+    labels (annotations) the object itself carries, so a label set when the Workflow is submitted fails
+    ``argo lint`` and the creation of the template (argoproj/argo-workflows#3989)."""
+    declared = {kind: _declared(obj, kind) for kind in ("labels", "annotations")}
+    found: list[Finding] = []
+    for path, text in _all_strings(obj):
+        for match in _SIMPLE_LABEL_TAG.finditer(text):
+            kind, name = match.group(1), match.group(2)
+            if name == "json" or name in declared[kind]:
+                continue
+            found.append(
+                (
+                    path,
+                    f"{{{{workflow.{kind}.{name}}}}} is not declared on this object: Argo's validation "
+                    f"refuses it; read it through an expression with a default, e.g. "
+                    f"{workflow_label(name) if kind == 'labels' else 'sprig.dig(...)'}",
+                )
+            )
+    return found
+
+
 RULES: tuple[Callable[[dict[str, Any]], list[Finding]], ...] = (
     jsonpath_queries_are_well_formed,
     outputs_have_defaults,
@@ -377,6 +450,7 @@ RULES: tuple[Callable[[dict[str, Any]], list[Finding]], ...] = (
     oom_kills_are_not_retried,
     exit_handler_variables,
     plural_synchronization_and_schedules,
+    workflow_labels_through_expressions,
 )
 
 

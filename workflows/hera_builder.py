@@ -57,6 +57,7 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from steps.runtime import (
+    AUDIT_LABELS,
     CA_DIR,
     DEVICE_ROOT,
     INPUT_DIR,
@@ -77,6 +78,7 @@ from steps.runtime import (
 )
 from steps.runtime import CA_KEY as CA_FILE
 from steps.runtime import PASSWORD_KEY as PASSWORD_FILE
+from workflows.argo_rules import workflow_label
 from workflows.names import Names
 from workflows.pipeline import (
     RETRY_EXIT_CODES,
@@ -245,7 +247,8 @@ class _StepBuilder:
     # -- pod ------------------------------------------------------------------------------------
     def env(self) -> list[Any]:
         """The step-runtime contract's environment (:func:`steps.runtime.step_env`) of a step that
-        opens the repository; the object store's keys come from their Secret."""
+        opens the repository; the object store's keys come from their Secret, and who started the
+        Workflow (its Argo labels, :data:`steps.runtime.AUDIT_LABELS`) reaches the audit trail."""
         repo = self.step.repository
         extra: list[Any] = []
         pod = self.step.source_pod
@@ -272,12 +275,16 @@ class _StepBuilder:
             path_style=repo.path_style,
             ca_bundle=f"{CA_DIR}/{CA_FILE}" if repo.ca_config_map else None,
         )
-        return [
-            SecretEnv(name=name, secret_name=value.secret, secret_key=value.key)
-            if isinstance(value, SecretKey)
-            else Env(name=name, value=value)
-            for name, value in env.items()
-        ] + extra
+        return (
+            [
+                SecretEnv(name=name, secret_name=value.secret, secret_key=value.key)
+                if isinstance(value, SecretKey)
+                else Env(name=name, value=value)
+                for name, value in env.items()
+            ]
+            + [Env(name=var, value=workflow_label(label)) for var, label in AUDIT_LABELS]
+            + extra
+        )
 
     def volumes(self) -> tuple[list[Any], list[m.VolumeDevice]]:
         """The pod's volumes (Hera's volume helpers mount themselves) and its block devices."""
