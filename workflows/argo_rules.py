@@ -390,9 +390,10 @@ def workflow_label(label: str) -> str:
       ``argoproj`` -> ``io/creator``, and ``workflow.labels`` is always a map (``workflow.labels.json``
       is always set). ``sprig.dig(KEYS..., DEFAULT, MAP)`` walks that path and yields DEFAULT when a
       key is missing, so an absent label becomes ``""`` and never fails the pod's template.
-    - On Argo 3.x the expansion drops a key that is a string prefix of the next one (3.x's
-      ``removeConflicts`` compares without the dot): ``.../creator`` is lost when ``.../creator-email``
-      is set; the email and username still arrive (4.x compares with the dot).
+    - Older releases' expansion (util/expand.go's ``removeConflicts`` on ``bellows``) drops a key that
+      is a string prefix of the next one, comparing without the dot: there ``.../creator`` is lost when
+      ``.../creator-email`` is set (the email and username still arrive); the current one compares
+      with the dot.
 
     The steps treat an empty value, and an expression left unresolved, as unset."""
     keys = label.split(".")
