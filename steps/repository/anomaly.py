@@ -30,6 +30,7 @@ Features (shares are of the files, or bytes, the previous backup held):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from statistics import median
@@ -77,8 +78,15 @@ _FILE_COUNTS = {
 }
 
 
+# Untrusted numbers (records and snapshots a writer with the key may have crafted) count only when finite
+# and below this bound: a huge integer must not overflow the arithmetic, a NaN must not silence a flag.
+LIMIT = 2**63
+
+
 def _count(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < LIMIT:
+        return value
+    return None
 
 
 def backup_changes(telemetry: Iterable[dict]) -> dict | None:
@@ -129,9 +137,10 @@ def baseline(records: Iterable[dict], app: dict, before: str) -> list[dict]:
 
 
 def _num(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -LIMIT < value < LIMIT:
         return None
-    return float(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def features(changes: dict, usual_compressibility: float | None = None) -> dict[str, float | None]:

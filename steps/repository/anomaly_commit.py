@@ -42,19 +42,20 @@ def assess(
     ids = [v.get("snapshot") for v in record.get("volumes") or () if isinstance(v, dict)]
     ids += list(record.get("snapshots") or ())
     telemetry = [by_id[i].data.get("changes") for i in dict.fromkeys(ids) if i in by_id]
-    changes = anomaly.backup_changes(telemetry)
-    if changes is None:
-        return
-    record["changes"] = changes
-    try:
+    try:  # the commit must not depend on the telemetry or the history (untrusted records)
+        changes = anomaly.backup_changes(telemetry)
+        if changes is None:
+            return
+        record["changes"] = changes
         history = anomaly.baseline(
             (r.data for r in repo.list_records("backups")), record.get("app") or {}, record["time"]
         )
-    except Exception as err:  # the commit must not depend on the history
+        found = anomaly.detect(changes, history)
+    except Exception as err:
         record["anomaly"] = {"flagged": False, "score": 0.0, "reasons": [], "baseline": 0}
-        log(f"finalize: the change history could not be read, no anomaly check ({err})")
+        log(f"finalize: no anomaly check, the change history could not be used ({type(err).__name__}: {err})")
         return
-    record["anomaly"] = found = anomaly.detect(changes, history)
+    record["anomaly"] = found
     if found["flagged"]:
         log(
             f"finalize: WARNING backup {record.get('backup_id')} changed unusually much "

@@ -92,3 +92,14 @@ def test_the_baseline_is_the_apps_own_unflagged_earlier_backups():
     records.append({"app": app, "time": "2026-12-02T02:00:00Z"})  # an older record: no changes
     picked = anomaly.baseline(records, app, before="2026-12-06T00:00:00Z")
     assert [c["day"] for c in picked] == [1, 2, 4, 5]
+
+
+def test_nan_or_huge_values_in_crafted_history_neither_crash_nor_silence_a_flag():
+    # a writer with the key stores records whose numbers are NaN, infinite or beyond any float
+    poisoned = [*HISTORY[:6]] + [dict(_changes(), newDataRatio=float("nan"), filesChanged=float("nan"))] * 4
+    poisoned += [dict(_changes(), newBytes=10**400, filesTotal=10**400, newDataRatio=float("inf"))] * 2
+    found = anomaly.detect(_changes(changed=150, new=1_500_000, comp=0.0), poisoned)
+    assert found["flagged"] and found["score"] == found["score"]  # not NaN
+    # ... and a snapshot's own telemetry cannot overflow the sums
+    summed = anomaly.backup_changes([{"new_bytes": 10**400, "bytes_total": 1, "new_bytes_stored": 10**400}])
+    assert summed["newBytes"] == 0 and summed["newDataRatio"] == 0.0
