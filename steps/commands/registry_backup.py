@@ -21,6 +21,11 @@ them, OCI artifacts) is kept byte for byte as the registry served it, with its m
 as it arrives, then stored in the repository, deduplicated across images, repositories and runs. The
 snapshot is tagged kind=registry and registry=HOST; its layout is described in docs/user/registry.md.
 
+Incremental: a blob the newest committed registry snapshot of the same HOST holds whole (checked
+against its digest when it was downloaded; its entry and stored chunks complete) is taken from that
+snapshot without downloading it; a tag is resolved with a HEAD, and a manifest that snapshot holds is
+read back from the repository and checked against its digest. --full downloads everything.
+
 Credentials: --username and --password-file (a mounted Secret; never an argument). Basic and Bearer
 token authentication are both answered; Bearer tokens are asked for per repository and action. TLS: the
 CA bundle --ca is the only one trusted for the registry (SSL_CERT_FILE and REQUESTS_CA_BUNDLE are not
@@ -109,6 +114,11 @@ def configure(parser):
     parser.add_argument(
         "--scratch", metavar="DIR", help="directory for the blobs before they are stored (default: $TMPDIR)"
     )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="download every blob and manifest, even those the previous snapshot of this registry holds",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of the ID")
     parser.epilog = CONNECTION_EPILOG + KUBE_EPILOG
 
@@ -184,9 +194,9 @@ def run(args) -> int:
     from steps.drivers.registry_client import RegistryClient
     from steps.drivers.registry_stage import stage_images, write_description
     from steps.errors import UsageError
-    from steps.progress import Progress, human_bytes
-    from steps.repository.archiver import CopyOptions, copy_source
+    from steps.progress import human_bytes
     from steps.repository.records import save_run_record, utc_now_iso
+    from steps.repository.registry_tree import RegistryParent, registry_parent, store_registry_tree
 
     tags = parse_tags(args.tag)
     if "kind" in tags and tags["kind"] != "registry":
@@ -194,9 +204,17 @@ def run(args) -> int:
     client = RegistryClient(endpoint_of(args))
     roots, selection = roots_of(args, client)
     repo = open_repository(args)
+
+    def warn(line: str) -> None:
+        print(f"warning: {line}", file=sys.stderr)
+
     work = scratch_dir(args.scratch, "registry-backup-")
     try:
-        staged = stage_images(client, roots, work)
+        # load before anything is downloaded, without prune's deletion candidates (docs/design.md, Prune)
+        repo.begin_write()
+        parent_snap = None if args.full else registry_parent(repo, client.endpoint.host, warn)
+        parent = RegistryParent.load(repo, parent_snap, warn) if parent_snap is not None else None
+        staged = stage_images(client, roots, work, parent=parent)
         desc = staged.describe(client.endpoint.host, utc_now_iso(), selection)
         write_description(work, desc)
         # one retention group per registry: the same tags for every snapshot of it
@@ -204,9 +222,15 @@ def run(args) -> int:
         if args.backup_id:
             tags.setdefault("backup", args.backup_id)
         identity = {k: v for k, v in (("cluster", args.cluster), ("policy", args.policy)) if v}
-        opts = CopyOptions(source=work, tags=tags, backup_id=args.backup_id, identity=identity, parent=None)
-        with Progress("registry-backup") as progress:
-            result = copy_source(repo, opts, progress)
+        result = store_registry_tree(
+            repo,
+            work,
+            staged.reused,
+            tags=tags,
+            backup_id=args.backup_id,
+            identity=identity,
+            parent=parent.snapshot_id if parent is not None else None,
+        )
     finally:
         remove_dir(work)
     summary = {
@@ -218,7 +242,13 @@ def run(args) -> int:
         "blobs": desc["blob_count"],
         "blob_bytes": desc["blob_bytes"],
         "image_bytes": desc["image_bytes"],
-        "bytes_added": result.stats.bytes_added,
+        "bytes_added": result.bytes_added,
+        "parent": parent.snapshot_id if parent is not None else None,
+        "blobs_downloaded": staged.blobs_downloaded,
+        "bytes_downloaded": staged.bytes_downloaded,
+        "blobs_reused": len(staged.reused),
+        "manifests_fetched": staged.manifests_fetched,
+        "manifests_reused": staged.manifests_reused,
     }
     if args.backup_id:
         save_run_record(repo, args.backup_id, "registry", {k: v for k, v in summary.items()})
@@ -226,7 +256,9 @@ def run(args) -> int:
         f"registry snapshot {result.snapshot_id[:8]} saved: {summary['repositories']} repositories,"
         f" {summary['tags']} tags, {summary['manifests']} manifests, {summary['blobs']} blobs"
         f" ({human_bytes(summary['blob_bytes'])}; images total {human_bytes(summary['image_bytes'])}) from"
-        f" {desc['registry']}; added {result.stats.bytes_added} bytes",
+        f" {desc['registry']}; downloaded {staged.blobs_downloaded} blobs"
+        f" ({human_bytes(staged.bytes_downloaded)}), {len(staged.reused)} taken from parent"
+        f" {parent.snapshot_id[:8] if parent is not None else 'none'}; added {result.bytes_added} bytes",
         file=sys.stderr,
     )
     if args.json:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from steps.drivers.registry_reference import (
+    _DIGEST,
     _REPO_NAME,
     _TAG,
     ACCEPT,
@@ -422,6 +423,24 @@ class RegistryClient:
                     " (schema 1 and unknown types are not backed up)"
                 )
         return data, media_type, digest
+
+    def manifest_digest(self, repository: str, tag: str) -> str | None:
+        """The digest tag ``tag`` of ``repository`` points to, from a HEAD (no body); None when the
+        registry does not name a well-formed one (the caller then GETs the manifest)."""
+        doing = f"manifest {repository}:{tag}"
+        resp = self.request(
+            "HEAD",
+            f"/v2/{repository}/manifests/{quote(tag, safe=':')}",
+            f"repository:{repository}:pull",
+            {"Accept": ACCEPT},
+            follow=False,
+            doing=doing,
+        )
+        resp.close()
+        if resp.status != 200:
+            return None
+        named = (resp.headers.get("Docker-Content-Digest") or "").strip()
+        return named if _DIGEST.fullmatch(named) else None
 
     def blob_to_file(self, repository: str, digest: str, path: str, size: int | None = None) -> int:
         """Stream blob ``digest`` into a new file ``path`` checking its digest (and ``size`` when

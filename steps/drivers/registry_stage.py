@@ -34,6 +34,11 @@ class Stage:
     manifests: dict[str, dict] = field(default_factory=dict)  # digest → {"media_type", "size"}
     blobs: dict[str, dict] = field(default_factory=dict)  # digest → {"size"}
     image_bytes: int = 0  # the sum of every image's size (what a copy without sharing would hold)
+    reused: dict[str, dict] = field(default_factory=dict)  # blob digest → the parent snapshot's file node
+    blobs_downloaded: int = 0
+    bytes_downloaded: int = 0
+    manifests_fetched: int = 0
+    manifests_reused: int = 0
 
     def describe(self, registry: str, time: str, selection: dict) -> dict:
         return {
@@ -57,11 +62,19 @@ def _fsync_write(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def stage_images(client: RegistryClient, roots: list[tuple], workdir: str, progress=None) -> Stage:
+def stage_images(
+    client: RegistryClient, roots: list[tuple], workdir: str, progress=None, parent=None
+) -> Stage:
     """Every manifest and blob below ``roots`` (``(repository, tag or digest)``, or ``(repository,
     digest, tag)``) into ``workdir``:
     manifests as served, blobs streamed to files, each checked against its digest; a blob or manifest
-    shared by several images (or repositories) is fetched once."""
+    shared by several images (or repositories) is fetched once.
+
+    ``parent`` (a :class:`steps.repository.registry_tree.RegistryParent`): what the previous snapshot
+    of this registry holds. A blob it holds whole is not downloaded (its node goes to
+    ``Stage.reused``); a manifest it holds is read from it and checked against its digest instead of
+    fetched; a tag is resolved with a HEAD first, and its manifest fetched only when the parent does
+    not hold the digest named."""
     stage = Stage(workdir)
     for kind in (MANIFEST_DIR, BLOB_DIR):
         os.makedirs(os.path.join(workdir, kind, "sha256"), exist_ok=True)
@@ -72,7 +85,16 @@ def stage_images(client: RegistryClient, roots: list[tuple], workdir: str, progr
             raise IntegrityError(
                 f"{client.where}: manifest {repository}@{ref}: nested deeper than {MAX_DEPTH}"
             )
-        data, media_type, digest = client.get_manifest(repository, ref)
+        data = None
+        if parent is not None:
+            known = ref if ref.startswith("sha256:") else client.manifest_digest(repository, ref)
+            held = parent.manifest(known) if known else None
+            if held is not None:
+                (data, media_type), digest = held, known
+                stage.manifests_reused += 1
+        if data is None:
+            data, media_type, digest = client.get_manifest(repository, ref)
+            stage.manifests_fetched += 1
         if digest in path:
             raise IntegrityError(
                 f"{client.where}: manifest {repository}@{digest} refers to itself (through"
@@ -101,9 +123,16 @@ def stage_images(client: RegistryClient, roots: list[tuple], workdir: str, progr
             total += size
             if blob_digest in stage.blobs:
                 continue
+            node = parent.blob_node(blob_digest, size) if parent is not None else None
+            if node is not None:
+                stage.reused[blob_digest] = node
+                stage.blobs[blob_digest] = {"size": size}
+                continue
             target = staged_path(workdir, BLOB_DIR, blob_digest)
             got = client.blob_to_file(repository, blob_digest, target, size)
             stage.blobs[blob_digest] = {"size": got}
+            stage.blobs_downloaded += 1
+            stage.bytes_downloaded += got
             if progress is not None:
                 progress.add(got)
         if digest not in stage.manifests:
