@@ -158,7 +158,13 @@ def run(args) -> int:
         print(("would " if args.dry_run else "") + line, file=sys.stderr)
     written = 0
     if not args.dry_run:
-        written = apply_restore(repo, target, plan, args.writers, args.part_size * 1024 * 1024)
+        written = _audited(
+            args,
+            repo,
+            snap,
+            target,
+            lambda: apply_restore(repo, target, plan, args.writers, args.part_size * 1024 * 1024),
+        )
     summary = {
         "snapshot": snap.id,
         "source": snap.data.get("source"),
@@ -181,6 +187,41 @@ def run(args) -> int:
     if args.json:
         print_json(summary)
     return 0
+
+
+def snapshot_app(snap) -> dict | None:
+    """The app a snapshot was taken of, as audit records name it (``cluster``, ``namespace``, ``name``)."""
+    d = snap.data
+    app = {k: d.get(k) for k in ("cluster", "namespace") if d.get(k)}
+    if d.get("app"):
+        app["name"] = d.get("app")
+    return app or None
+
+
+def _audited(args, repo, snap, target, write):
+    """``write()`` (the restore's writes; it returns how many objects it wrote), recorded in the audit
+    trail: which snapshot and backup, into which bucket and prefix, and what was written."""
+    from steps.commands.audit_trail import run_audited
+
+    what = {
+        "snapshot": snap.id,
+        "backup_id": snap.backup_id,
+        "source": snap.data.get("source"),
+        "target": target.where,
+        "from_prefix": args.from_prefix,
+        "to_prefix": args.to_prefix,
+        "versions": args.versions,
+        "as_of": args.objects_as_of,
+    }
+    what = {k: v for k, v in what.items() if v not in (None, "")}
+    return run_audited(
+        repo,
+        "bucket-restore",
+        what,
+        write,
+        app=snapshot_app(snap),
+        describe=lambda written: ({"written": written}, None, "ok"),
+    )
 
 
 def _restore_versions(args, repo, snap, target) -> int:
@@ -206,7 +247,13 @@ def _restore_versions(args, repo, snap, target) -> int:
         print(("would " if args.dry_run else "") + line, file=sys.stderr)
     written = 0
     if not args.dry_run:
-        written = apply_versions(repo, target, plan, args.writers, args.part_size * 1024 * 1024)
+        written = _audited(
+            args,
+            repo,
+            snap,
+            target,
+            lambda: apply_versions(repo, target, plan, args.writers, args.part_size * 1024 * 1024),
+        )
     summary = {
         "snapshot": snap.id,
         "source": snap.data.get("source"),

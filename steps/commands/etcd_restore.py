@@ -129,6 +129,19 @@ def find_etcd_snapshot(repo, ref: str, allow_uncommitted: bool):
     return snap
 
 
+def _audited(repo, what: dict, write):
+    """``write()`` (the data directory from the snapshot), recorded in the audit trail: which snapshot
+    and backup, into which data directory for which member, and the revision written."""
+    from steps.commands.audit_trail import run_audited
+
+    def describe(out):
+        desc, size, _ = out
+        more = {k: desc.get(k) for k in ("etcd_version", "revision", "cluster_id") if desc.get(k) is not None}
+        return {**more, "size": size}, None, "ok"
+
+    return run_audited(repo, "etcd-restore", what, write, describe=describe)
+
+
 def run(args) -> int:
     import os
     import sys
@@ -147,23 +160,37 @@ def run(args) -> int:
     etcd_tool.prepare_data_dir(args.data_dir)
     repo = open_repository(args)
     snap = find_etcd_snapshot(repo, args.snapshot, args.allow_uncommitted)
-    work = files.scratch_dir(args.scratch, "etcd-restore-")
-    try:
-        restore_snapshot(repo, snap, work)
-        desc = etcd.read_description(work)
-        recorded = str(desc.get("etcd_version") or "")
-        if recorded and not same_minor(recorded, tool.version) and not args.allow_version_mismatch:
-            raise UsageError(
-                f"--etcd-tool: the snapshot was taken by etcd {recorded} but the tool is {tool}; use the tool"
-                f" of etcd {'.'.join(recorded.split('.')[:2])} (--etcd-tool) or give --allow-version-mismatch"
+
+    def write():
+        work = files.scratch_dir(args.scratch, "etcd-restore-")
+        try:
+            restore_snapshot(repo, snap, work)
+            desc = etcd.read_description(work)
+            recorded = str(desc.get("etcd_version") or "")
+            if recorded and not same_minor(recorded, tool.version) and not args.allow_version_mismatch:
+                raise UsageError(
+                    f"--etcd-tool: the snapshot was taken by etcd {recorded} but the tool is {tool}; use the"
+                    f" tool of etcd {'.'.join(recorded.split('.')[:2])} (--etcd-tool) or give"
+                    " --allow-version-mismatch"
+                )
+            db = os.path.join(work, etcd.SNAPSHOT_FILE)
+            size = etcd.check_snapshot_file(db, desc)
+            written = etcd_tool.restore_data_dir(
+                tool, db, args.data_dir, args.name, cluster, args.initial_advertise_peer_urls, token
             )
-        db = os.path.join(work, etcd.SNAPSHOT_FILE)
-        size = etcd.check_snapshot_file(db, desc)
-        written = etcd_tool.restore_data_dir(
-            tool, db, args.data_dir, args.name, cluster, args.initial_advertise_peer_urls, token
-        )
-    finally:
-        files.remove_dir(work)
+            return desc, size, written
+        finally:
+            files.remove_dir(work)
+
+    what = {
+        "snapshot": snap.id,
+        "backup_id": snap.backup_id,
+        "data_dir": args.data_dir,
+        "member": args.name,
+        "initial_cluster": cluster,
+        "tool": str(tool),
+    }
+    desc, size, written = _audited(repo, what, write)
     summary = {
         "snapshot": snap.id,
         "data_dir": args.data_dir,

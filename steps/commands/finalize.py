@@ -174,9 +174,23 @@ def commit(plan, backup_id: str, log, lock_last_good_days=None) -> tuple[str | N
 
     assert plan.repository is not None
     repo = open_repository(plan.repository.url, plan.repository.endpoint)
-    return commit_audited(
+    out = commit_audited(
         repo, plan, backup_id, lambda: commit_backup(repo, plan, backup_id, log, lock_last_good_days)
     )
+    if lock_last_good_days and out[0] and not out[2]:
+        _audit_lock(repo, plan, backup_id)
+    return out
+
+
+def _audit_lock(repo, plan, backup_id: str) -> None:
+    """The audit record of the Object Lock a flagged backup put on the last good one, if it put one."""
+    from steps.commands.audit_trail import record
+    from steps.repository.anomaly_commit import lock_audit
+
+    committed = repo.list_records("backups", key=backup_id)
+    lock = lock_audit(committed[-1].data) if committed else None
+    if lock is not None:
+        record(repo, "object-lock.extend", what=lock[0], app=plan.app.to_dict(), result=lock[1])
 
 
 def _lock_days(raw: str | None) -> float | None:

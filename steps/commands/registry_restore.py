@@ -130,6 +130,25 @@ def find_registry_snapshot(repo, ref: str, allow_uncommitted: bool):
     return snap
 
 
+def _audited(args, repo, snap, registry: str, push):
+    """``push()``, recorded in the audit trail: which snapshot and backup, into which registry (and
+    re-homed where), and what was pushed."""
+    from steps.commands.audit_trail import run_audited
+
+    what = {"snapshot": snap.id, "backup_id": snap.backup_id, "registry": registry}
+    if args.rehome:
+        what["rehome"] = list(args.rehome)
+    if args.allow_uncommitted:
+        what["allow_uncommitted"] = True
+
+    def describe(out):
+        desc, _, stats = out
+        pushed = {k: v for k, v in stats.__dict__.items() if isinstance(v, int)}
+        return {"source_registry": desc.get("registry"), **pushed}, None, "ok"
+
+    return run_audited(repo, "registry-restore", what, push, describe=describe)
+
+
 def run(args) -> int:
     import sys
 
@@ -145,15 +164,19 @@ def run(args) -> int:
     rules = parse_rehome(args.rehome, client.endpoint.host)
     repo = open_repository(args)
     snap = find_registry_snapshot(repo, args.snapshot, args.allow_uncommitted)
-    work = scratch_dir(args.scratch, "registry-restore-")
-    try:
-        restore_snapshot(repo, snap, work)
-        where = f"snapshot {snap.short_id}"
-        desc = read_stage(work, where)
-        rename = renamer(rules, desc["registry"])
-        stats = push_stage(client, work, desc, rename, args.chunk_size * 1024 * 1024, where)
-    finally:
-        remove_dir(work)
+
+    def push():
+        work = scratch_dir(args.scratch, "registry-restore-")
+        try:
+            restore_snapshot(repo, snap, work)
+            where = f"snapshot {snap.short_id}"
+            desc = read_stage(work, where)
+            rename = renamer(rules, desc["registry"])
+            return desc, rename, push_stage(client, work, desc, rename, args.chunk_size * 1024 * 1024, where)
+        finally:
+            remove_dir(work)
+
+    desc, rename, stats = _audited(args, repo, snap, client.endpoint.host, push)
     images = []
     for name, entry in sorted(desc["repositories"].items()):
         for tag, digest in sorted(entry.get("tags", {}).items()):

@@ -55,11 +55,44 @@ def configure(parser):
     r.epilog = CONNECTION_EPILOG
 
 
+_LISTED = 200  # names an audit record lists; the counts are always complete
+
+
+def _records_what(report) -> tuple[dict, None, str]:
+    """What ``repair records`` changed, for its audit record: the records put back and removed."""
+    what = {
+        "put_back": len(report.restored),
+        "removed": len(report.removed),
+        "kept": len(report.kept),
+        "put_back_keys": [r["key"] for r in report.restored][:_LISTED],
+        "removed_keys": [{"key": r["key"], "problem": r["problem"]} for r in report.removed][:_LISTED],
+    }
+    return what, None, "ok"
+
+
+def _index_what(report) -> tuple[dict, None, str]:
+    """What ``repair index`` changed, for its audit record: the index files written and deleted, and
+    the damaged packs left out (``partial``)."""
+    what = {
+        "packs": report.packs,
+        "blobs": report.blobs,
+        "new_index": len(report.new_index),
+        "removed_index": len(report.removed_index),
+        "damaged_packs": report.damaged[:_LISTED],
+    }
+    return what, None, "partial" if report.damaged else "ok"
+
+
 def run_records(args) -> int:
     from steps.repository.repair_records import repair_records
 
     repo = open_repository(args)
-    report = repair_records(repo, dry_run=args.dry_run)
+    if args.dry_run:
+        report = repair_records(repo, dry_run=True)  # changes nothing: not recorded
+    else:
+        from steps.commands.audit_trail import run_audited
+
+        report = run_audited(repo, "repair.records", {}, lambda: repair_records(repo), describe=_records_what)
     if args.json:
         print_json(report.to_dict())
         return 0
@@ -83,10 +116,11 @@ def run_records(args) -> int:
 def run(args) -> int:
     if args.what == "records":
         return run_records(args)
+    from steps.commands.audit_trail import run_audited
     from steps.repository.repair_index import rebuild_index
 
     repo = open_repository(args)
-    report = rebuild_index(repo)
+    report = run_audited(repo, "repair.index", {}, lambda: rebuild_index(repo), describe=_index_what)
     for d in report.damaged:
         warn(f"skipped damaged {d}")
     if args.json:

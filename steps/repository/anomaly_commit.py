@@ -3,8 +3,8 @@
 Provides :func:`assess` (adds ``changes`` and ``anomaly`` to a backup record about to be committed,
 from its snapshots' change telemetry and the app's committed history) and :func:`lock_last_good`
 (extends the Object Lock retention of every object the newest unflagged committed backup of the app
-needs). Called by :func:`.records.commit_backup` and ``finalize``; the detector itself is the pure
-:mod:`.anomaly`.
+needs), and :func:`lock_audit` (what finalize records of that lock in the audit trail). Called by
+:func:`.records.commit_backup` and ``finalize``; the detector itself is the pure :mod:`.anomaly`.
 
 An anomaly is a warning, never a failure: the backup is committed all the same. Its data may be
 legitimate (a migration, a bulk import, a re-encryption the owner meant), and refusing it would only
@@ -162,3 +162,30 @@ def lock_last_good(repo: Repository, record: dict, days: float, log: Callable[[s
         f" {report.extended} object(s) extended, {report.held} already held, {len(report.failed)} failed"
     )
     return out
+
+
+def lock_audit(record: dict) -> tuple[dict, str] | None:
+    """The audit record's ``what`` and result of the lock a committed, flagged backup ``record`` put on
+    the last good backup (``anomaly.lockedLastGood``); None when nothing was locked or tried: no lock
+    asked for, no earlier unflagged backup, or a repository without Object Lock. ``partial`` when some
+    objects could not be locked, ``failed`` when the lock could not be put at all."""
+    found = record.get("anomaly") if isinstance(record.get("anomaly"), dict) else {}
+    locked = found.get("lockedLastGood")
+    if not isinstance(locked, dict):
+        return None
+    what = {
+        "reason": "anomaly",
+        "flagged_backup": record.get("backup_id"),
+        "backup_id": locked.get("backupId"),
+        "until": locked.get("until"),
+        "extended": locked.get("extended", 0),
+        "held": locked.get("held", 0),
+        "failed": list(locked.get("failed") or [])[:20],
+        "reasons": list(found.get("reasons") or [])[:5],
+    }
+    if locked.get("error"):
+        what["error"] = locked["error"]
+        return what, "failed"
+    if not locked.get("backupId") or not locked.get("until"):
+        return None  # no earlier unflagged backup, or no Object Lock on the repository: nothing locked
+    return what, "partial" if what["failed"] else "ok"
