@@ -293,6 +293,8 @@ def main() -> int:
             "-m",
             "workflows",
             "report",
+            "--format",
+            "html",
             "--no-details",
             "--cache-dir",
             str(cache),

@@ -397,3 +397,16 @@ def test_the_page_escapes_what_records_say_and_lists_clusters_that_could_not_be_
     assert "<script>alert(2)" not in html
     assert html.count("<script>") == 1  # the page's own sorting and filtering
     assert "prod-us" in html and "fleet.yaml: bad override" in html
+
+
+def test_one_repository_gives_its_rows_with_format_and_the_per_app_report_without(tmp_path, monkeypatch):
+    monkeypatch.setenv("SNAPFLOW_PASSWORD", PASSWORD)
+    name = f"one-{time.monotonic_ns()}"
+    repo = Repository.init(open_store(f"mem://{name}"), PASSWORD, kdf_params=KDF)
+    commit(repo, {"cluster": "c1", "namespace": "shop", "name": "orders-db", "policy": "o"}, "b1", NOW - 60)
+    argv = ["report", "--repo", f"mem://{name}", "--no-cache"]
+    assert main([*argv, "-o", str(tmp_path / "rows.html"), "--format", "html", "--no-details"]) == 0
+    assert 'id="fleet"' in (tmp_path / "rows.html").read_text()
+    assert main(["report", "--repo", f"mem://{name}", "-o", str(tmp_path / "app.html")]) == 0
+    page = (tmp_path / "app.html").read_text()
+    assert 'id="fleet"' not in page and 'id="app-c1-shop-orders-db"' in page

@@ -138,9 +138,9 @@ def details_for(output: str) -> tuple[Path, str]:
 
 
 def wants_fleet(args: Any) -> bool:
-    """A fleet report: --fleet, several --repo, or rows as JSON / CSV."""
+    """A fleet report: --fleet, several --repo, --format (one repository's rows), or rows as JSON / CSV."""
     fmt = format_of(args.output, args.format)
-    return bool(args.fleet) or len(args.repo) != 1 or fmt != "html"
+    return bool(args.fleet) or len(args.repo) != 1 or args.format is not None or fmt != "html"
 
 
 def run_fleet_report(args: Any, now: float | None) -> int:
