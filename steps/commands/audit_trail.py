@@ -78,7 +78,7 @@ def record(
 
     try:
         return append(_writable(repo), action, who=who(), what=what, app=app, result=result).id
-    except (SnapflowError, KeyError, OSError, ValueError) as err:
+    except Exception as err:  # the action happened; a trail that cannot be appended to must not hide it
         warn(f"audit: the record of {action} was not stored in the audit trail: {err}")
         return None
 

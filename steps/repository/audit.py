@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from steps.errors import IntegrityError
@@ -42,6 +42,9 @@ KIND = "audit"
 VERSION = 1
 RESULTS = ("ok", "failed", "refused", "partial")
 RECENT = 64  # records an append reads to find the heads (the newest by Last-Modified)
+# A record stored this long before a backup's commit must be behind the heads the commit saw (appends
+# running at the same time as the commit are not).
+UNSEEN_SKEW = timedelta(minutes=5)
 _ID = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -254,7 +257,7 @@ class Finding:
     """A break of the trail: a record missing (deleted) or altered, or inconsistent, named by its object
     key with the sequence number and time the record pointing at it gives."""
 
-    problem: str  # missing, altered, inconsistent, unrecorded
+    problem: str  # missing, altered, inconsistent, unrecorded, unseen
     key: str
     seq: int | None
     time: str | None
@@ -315,6 +318,41 @@ def _older_version_opens(repo: Repository, rid: str) -> bool:
     except (KeyError, IntegrityError, ValueError):
         return False
     return True
+
+
+def _unseen_by(trail: Trail, newest: tuple[datetime, Record, list[str]] | None) -> list[Finding]:
+    """Records stored well before the newest backup's commit (:data:`UNSEEN_SKEW`) must be behind the
+    heads it saw: every append names the heads it finds, so an older record outside them was hidden from
+    that commit — its successors deleted and the trail forked around it (a store's listing can be made to
+    look newer by re-uploading old records, without the key). Times are the records' own, authenticated."""
+    if newest is None:
+        return []
+    committed_at, backup, heads = newest
+    behind: set[str] = set()
+    todo = [h for h in heads if h in trail.entries]
+    while todo:
+        rid = todo.pop()
+        if rid in behind:
+            continue
+        behind.add(rid)
+        todo.extend(p["id"] for p in trail.entries[rid].parents if p["id"] in trail.entries)
+    out = []
+    for e in trail.ordered():
+        t = parse_time(e.time)
+        if e.id in behind or t is None or t > committed_at - UNSEEN_SKEW:
+            continue
+        out.append(
+            Finding(
+                "unseen",
+                e.key,
+                e.seq,
+                e.time,
+                f"stored before backup {backup.data.get('backup_id')} was committed"
+                f" ({backup.data.get('time')}), but not behind the heads that commit saw: records after it"
+                " were deleted and the trail forked around them, or the commit read a forged trail",
+            )
+        )
+    return out
 
 
 def verify_trail(
@@ -384,15 +422,38 @@ def verify_trail(
         if e.action == "backup.commit" and e.result == "ok"
     }
     bound: dict | None = None
+    newest_backup: tuple[datetime, Record, list[str]] | None = None
     for b in backups:
         seen = b.data.get("audit_heads")
         if not isinstance(seen, list):
             continue  # committed before the trail existed
         bid = b.data.get("backup_id")
-        for h in seen:
-            if not isinstance(h, dict) or not isinstance(h.get("id"), str):
-                continue
-            if bound is None or (h.get("seq") or 0) > (bound.get("seq") or 0):
+        where = f"backups/{b.key_group}/{b.id}" if b.key_group else f"backups/{b.id}"
+        good = [
+            h
+            for h in seen
+            if isinstance(h, dict)
+            and isinstance(h.get("id"), str)
+            and _ID.match(h["id"])
+            and isinstance(h.get("seq"), int)
+            and not isinstance(h.get("seq"), bool)
+        ]
+        if len(good) != len(seen):
+            findings.append(
+                Finding(
+                    "inconsistent",
+                    where,
+                    None,
+                    b.data.get("time") if isinstance(b.data.get("time"), str) else None,
+                    f"backup {bid}: audit_heads holds {len(seen) - len(good)} entr(ies) that name no audit"
+                    " record ({id, seq, time} expected)",
+                )
+            )
+        committed_at = parse_time(b.data.get("time"))
+        if committed_at is not None and (newest_backup is None or committed_at > newest_backup[0]):
+            newest_backup = (committed_at, b, [h["id"] for h in good])
+        for h in good:
+            if bound is None or h["seq"] > bound["seq"]:
                 bound = {**h, "backup_id": bid}
             known = h["id"] in trail.entries or h["id"] in damaged or h["id"] in trail.malformed
             if not known and h["id"] not in refs:
@@ -416,6 +477,7 @@ def verify_trail(
                     " is in the trail: deleted, or its append failed (finalize warned)",
                 )
             )
+    findings += _unseen_by(trail, newest_backup)
     named = {f.key for f in findings}
     replaced = [m for m in repo.fallbacks if m.startswith(f"{KIND}/") and m.split(":", 1)[0] not in named]
     ordered = trail.ordered()

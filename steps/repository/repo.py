@@ -83,6 +83,15 @@ def _get_version(store: ObjectStore, key: str, version_id: str) -> bytes | None:
         return None
 
 
+def _loads_record(plain: bytes):
+    """A record's JSON; one nested beyond any record Snapflow writes is damage (ValueError), not a
+    crash of the reader."""
+    try:
+        return json.loads(plain)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _json(data: dict) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
@@ -565,7 +574,7 @@ class Repository(WriterProtocol, RestorePoints):
         plain = open_object(
             self.keys, kind, self.get_named(object_key), object_key, context=(group or "").encode()
         )
-        data = json.loads(plain)
+        data = _loads_record(plain)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return Record(kind, parts[-1], data, group, modified)
@@ -600,7 +609,7 @@ class Repository(WriterProtocol, RestorePoints):
         places = [group] + ([g for g in sorted(groups()) if g != group] if group is not None else [])
         for place in places:
             try:
-                data = json.loads(
+                data = _loads_record(
                     open_object(self.keys, kind, raw, object_key, context=(place or "").encode())
                 )
             except (IntegrityError, ValueError):

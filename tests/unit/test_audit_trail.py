@@ -264,3 +264,52 @@ def test_many_concurrent_writers_lose_nothing_and_the_next_append_merges_every_h
     report = audit.verify_trail(mem_repo)
     assert report.ok and report.heads == [last.ref()]
     assert last.seq == 1 + max(e.seq for e in trail.entries.values() if e.id != last.id)
+
+
+def _forged(repo, seq, when, parents, action="restore"):
+    """An audit record as a key holder could write it (its own time and parents)."""
+    data = {"version": audit.VERSION, "seq": seq, "time": when, "parents": parents, "action": action,
+            "result": "ok", "who": LOCAL, "app": None, "what": {}}  # fmt: skip
+    rid = repo.save_record(audit.KIND, data)
+    return audit.Entry(rid, seq, when, parents, action, "ok", LOCAL, None, {})
+
+
+def _backup(repo, backup_id, when, heads):
+    repo.save_record("backups", {"backup_id": backup_id, "time": when, "audit_heads": heads}, key=backup_id)
+
+
+def test_records_hidden_by_a_fork_before_a_backup_are_named_unseen(mem_repo):
+    # GIVEN a chain a -> b -> c, where c's successors were deleted and the trail forked off b:
+    # f1 -> f2 (a copy of the old records re-uploaded makes an append see only them)
+    a = _forged(mem_repo, 1, "2026-01-01T00:00:00Z", [])
+    b = _forged(mem_repo, 2, "2026-01-01T01:00:00Z", [a.ref()])
+    c = _forged(mem_repo, 3, "2026-01-01T02:00:00Z", [b.ref()])
+    f1 = _forged(mem_repo, 3, "2026-01-02T00:00:00Z", [b.ref()])
+    f2 = _forged(mem_repo, 4, "2026-01-02T01:00:00Z", [f1.ref()])
+    # WHEN a backup committed later names only the fork's head
+    _backup(mem_repo, "backup-x", "2026-01-02T02:00:00Z", [f2.ref()])
+    report = audit.verify_trail(mem_repo)
+    # THEN c, stored a day before that commit but not behind what it saw, is named
+    unseen = [f for f in report.findings if f.problem == "unseen"]
+    assert [(f.key, f.seq) for f in unseen] == [(c.key, 3)]
+    assert not report.ok
+    # ... while records appended during the commit (within the skew) are not
+    _forged(mem_repo, 5, "2026-01-02T01:58:00Z", [f2.ref()])
+    assert [f.key for f in audit.verify_trail(mem_repo).findings if f.problem == "unseen"] == [c.key]
+
+
+def test_crafted_records_are_findings_not_crashes(mem_repo):
+    (a,) = _append(mem_repo, 1)
+    # a backup record whose audit_heads are not what commits write
+    _backup(mem_repo, "backup-y", "2099-01-01T00:00:00Z", [{"id": a.id, "seq": "999"}, "x", {"id": "../z"}])
+    # an authentic record nested beyond any JSON a writer produces
+    from steps.repository.crypto import seal_object
+
+    deep = b'{"x":' * 100_000 + b"1" + b"}" * 100_000
+    mem_repo.put_named(audit.KIND, seal_object(mem_repo.keys, audit.KIND, deep, context=b""))
+    report = audit.verify_trail(mem_repo)
+    problems = {f.problem for f in report.findings}
+    assert {"inconsistent", "altered"} <= problems
+    assert any("audit_heads holds 3 entr" in f.message for f in report.findings)
+    # ... and appending still works
+    assert audit.append(mem_repo, "check", who=LOCAL).seq == 2
