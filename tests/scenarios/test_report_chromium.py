@@ -126,6 +126,9 @@ def test_report_of_an_empty_repository_says_so(
     # THEN it is a valid page that says there is nothing yet
     assert res.returncode == 0, res.stderr
     assert "holds no backup runs yet" in out.read_text()
+    # ... and its audit section lists the repository's creation on a verified chain
+    audit_section = out.read_text().split('id="audit"', 1)[1]
+    assert "chain verified" in audit_section and "repository.init" in audit_section
 
 
 def test_report_refuses_a_bad_window_without_writing(tmp_path, snapflow, s3_repo):

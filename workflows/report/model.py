@@ -16,6 +16,7 @@ from workflows.schedule import CronSchedule
 DEFAULT_WINDOW_DAYS = 30
 DEFAULT_GRACE_S = 600.0  # a CronWorkflow's default startingDeadlineSeconds
 MAX_SLOTS = 2000
+MAX_AUDIT_ROWS = 500  # audit records the page lists (the newest of the window)
 
 VERDICT_RANK = {"app-consistent": 2, "crash-consistent": 1, "inconsistent": 0}
 # what a policy with spec.source protects, and the step of its backup workflow that takes the snapshot
@@ -183,6 +184,21 @@ class Report:
     # records that do not open, and snapshots a committed backup names that are gone: {kind, key,
     # problem, backup_id?}; shown in a banner at the top of the page
     damaged: list[dict[str, Any]] = field(default_factory=list)
+    # the audit trail's verification (the whole trail; steps.api.audit_trail.Verification.to_dict()),
+    # None when it was not read; a red banner names each finding when it does not verify
+    audit: dict[str, Any] | None = None
+    # the trail's records of the window, oldest first, the newest MAX_AUDIT_ROWS of them (rows of
+    # workflows.report.evidence.audit_rows); audit_rows_total counts them all
+    audit_rows: list[dict[str, Any]] = field(default_factory=list)
+    audit_rows_total: int = 0
+
+    @property
+    def audit_broken(self) -> bool:
+        return self.audit is not None and not self.audit.get("ok", True)
+
+    def audit_count(self, app: AppReport) -> int:
+        """The window's audit records of ``app`` (among those listed)."""
+        return sum(r.get("app") == f"{app.namespace}/{app.name}" for r in self.audit_rows)
 
 
 @dataclass(frozen=True)
@@ -482,10 +498,14 @@ def build_report(
     warnings: Sequence[str] = (),
     damaged: Sequence[dict[str, Any]] = (),
     damaged_by_backup: dict[str, list[str]] | None = None,
+    audit: dict[str, Any] | None = None,
+    audit_rows: Sequence[dict[str, Any]] = (),
 ) -> Report:
     """The report from record contents (each snapshot dict carries its ``id``). ``damaged`` lists the
     records that do not open (the banner); ``damaged_by_backup`` the object keys of damaged backup or
-    run records per backup ID: such a run is shown as ``record damaged`` and flagged on its app."""
+    run records per backup ID: such a run is shown as ``record damaged`` and flagged on its app.
+    ``audit`` is the audit trail's verification and ``audit_rows`` its records of the window (oldest
+    first): the page's audit section, and its banner when the trail does not verify."""
     by_backup: dict[str, dict[str, Any]] = {}
     for b in backups:
         if b.get("backup_id"):
@@ -624,7 +644,18 @@ def build_report(
                 source,
             )
         )
-    return Report(repository, now, window_days, out, list(warnings), [dict(d) for d in damaged])
+    rows = list(audit_rows)
+    return Report(
+        repository,
+        now,
+        window_days,
+        out,
+        list(warnings),
+        [dict(d) for d in damaged],
+        audit=dict(audit) if audit is not None else None,
+        audit_rows=rows[-MAX_AUDIT_ROWS:],
+        audit_rows_total=len(rows),
+    )
 
 
 def restore_commands(app: AppReport, repository: str) -> list[tuple[str, str]]:
