@@ -12,6 +12,13 @@ etcdutl snapshot restore (etcd 3.5 and later) when present, else etcdctl snapsho
 The tool must be of the etcd version the snapshot recorded (major.minor), unless
 --allow-version-mismatch is given. The snapshot's trailing SHA-256 is checked again before the tool runs.
 
+With --allow-version-mismatch and a tool of another version (e.g. Debian's etcdctl 3.4 for a snapshot
+of etcd 3.5): a warning names both versions, and after the restore the tool's 'snapshot status' opens
+the written member/snap/db (every bucket read and hashed) and its revision must be the snapshot's;
+when it is not, what was written is removed and the restore fails. etcd itself does not promise that
+a tool of another minor version writes a data directory the cluster's etcd accepts: docs/user/etcd.md
+says what is checked and how to use a matching etcdutl instead.
+
 Every member of the restored cluster gets its own data directory from the same snapshot: run this once
 per member with its --name and --initial-advertise-peer-urls, the same --initial-cluster and the same
 --initial-cluster-token (by default a new token is made and printed: give it to the other members).
@@ -48,8 +55,13 @@ def configure(parser):
     parser.add_argument("--etcd-tool", metavar="PATH", help="etcdutl or etcdctl (default: found on the PATH)")
     parser.add_argument(
         "--allow-version-mismatch",
-        action="store_true",
-        help="use an etcd tool of another major.minor version than the snapshot's",
+        nargs="?",
+        const="true",
+        default="false",
+        choices=("true", "false"),
+        metavar="true|false",
+        help="use an etcd tool of another major.minor version than the snapshot's: warn naming both,"
+        " then open the written database with the tool and check its revision (default false)",
     )
     parser.add_argument(
         "--allow-uncommitted",
@@ -101,6 +113,30 @@ def check_arguments(args) -> tuple[str, str]:
 
 def same_minor(a: str, b: str) -> bool:
     return a.split(".")[:2] == b.split(".")[:2]
+
+
+def warn_version_mismatch(recorded: str, tool) -> None:
+    import sys
+
+    print(
+        f"warning: the snapshot was taken by etcd {recorded} but the tool is {tool}"
+        " (--allow-version-mismatch): etcd does not promise that this tool writes a data directory etcd"
+        f" {'.'.join(recorded.split('.')[:2])} accepts; the written database is opened and its revision"
+        " checked, start the member and check the cluster before relying on it",
+        file=sys.stderr,
+    )
+
+
+def verify_written(tool, data_dir: str, written: list[str], revision) -> dict:
+    """The tool's status of the database just written into ``data_dir``; on a failure what was written is
+    removed first, so that no member is started on it."""
+    from steps.drivers import etcd_tool
+
+    try:
+        return etcd_tool.verify_data_dir(tool, data_dir, int(revision) if revision is not None else None)
+    except BaseException:
+        etcd_tool.remove_written(data_dir, written)
+        raise
 
 
 def find_etcd_snapshot(repo, ref: str, allow_uncommitted: bool):
@@ -161,13 +197,16 @@ def run(args) -> int:
     repo = open_repository(args)
     snap = find_etcd_snapshot(repo, args.snapshot, args.allow_uncommitted)
 
+    verified: dict = {"status": None}
+
     def write():
         work = files.scratch_dir(args.scratch, "etcd-restore-")
         try:
             restore_snapshot(repo, snap, work)
             desc = etcd.read_description(work)
             recorded = str(desc.get("etcd_version") or "")
-            if recorded and not same_minor(recorded, tool.version) and not args.allow_version_mismatch:
+            mismatch = bool(recorded) and not same_minor(recorded, tool.version)
+            if mismatch and args.allow_version_mismatch != "true":
                 raise UsageError(
                     f"--etcd-tool: the snapshot was taken by etcd {recorded} but the tool is {tool}; use the"
                     f" tool of etcd {'.'.join(recorded.split('.')[:2])} (--etcd-tool) or give"
@@ -175,9 +214,13 @@ def run(args) -> int:
                 )
             db = os.path.join(work, etcd.SNAPSHOT_FILE)
             size = etcd.check_snapshot_file(db, desc)
+            if mismatch:
+                warn_version_mismatch(recorded, tool)
             written = etcd_tool.restore_data_dir(
                 tool, db, args.data_dir, args.name, cluster, args.initial_advertise_peer_urls, token
             )
+            if mismatch:
+                verified["status"] = verify_written(tool, args.data_dir, written, desc.get("revision"))
             return desc, size, written
         finally:
             files.remove_dir(work)
@@ -203,6 +246,7 @@ def run(args) -> int:
         "cluster_id": desc.get("cluster_id"),
         "size": size,
         "written": written,
+        "version_mismatch_checked": verified["status"],
     }
     print(
         f"etcd data directory {args.data_dir} written by {tool} from snapshot {snap.short_id} (etcd"

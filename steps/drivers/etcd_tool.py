@@ -164,6 +164,36 @@ def restore_data_dir(
     return written
 
 
+def verify_data_dir(tool: EtcdTool, data_dir: str, revision: int | None) -> dict:
+    """Open the database of a data directory just written (``member/snap/db``) with ``tool``'s
+    ``snapshot status`` (bbolt opens it, every bucket is read and hashed) and check that its revision
+    is the snapshot's (a restore keeps it). Returns the status; PermanentError naming what is wrong."""
+    db = os.path.join(data_dir, "member", "snap", "db")
+    if not os.path.isfile(db):
+        raise PermanentError(f"--data-dir: {tool} wrote no member/snap/db into {data_dir!r}")
+    status = snapshot_status(tool, db)
+    got = status.get("revision")
+    if revision is not None and got != revision:
+        raise PermanentError(
+            f"--data-dir: the database {tool} wrote has revision {got}, the snapshot's is {revision}"
+        )
+    return status
+
+
+def remove_written(data_dir: str, written: list[str]) -> None:
+    """Remove the entries :func:`restore_data_dir` moved into ``data_dir`` (a data directory that did
+    not verify must not be started)."""
+    for entry in written:
+        path = os.path.join(data_dir, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
 class StatusInBackground:
     """:func:`snapshot_status` of a file in a thread, so that it reads the file while the copy does;
     :meth:`result` waits for it and returns the status or raises its error."""
