@@ -4,7 +4,8 @@
 receiver's failure): a connection that fails, a timeout, HTTP 429 or 5xx is tried again after a backoff
 (0.5 s, 1 s, 2 s, ... with jitter) while attempts and the total deadline last; any other 4xx is final.
 A redirect is followed only to the same scheme, host and port (at most 3), never elsewhere: the body
-and its signature are for the host that was named. https is verified against the CA bundle given, or
+and its signature are for the host that was named. A host resolving to a link-local or cloud metadata
+address is never posted to. https is verified against the CA bundle given, or
 the system's. The response's body is read up to 64 KiB and dropped.
 
 Errors are one line naming only the scheme and host of the URL (its path or query may be a key).
@@ -126,6 +127,7 @@ def _post_once(pool, url, body, headers, left, connect_s, read_s) -> int:
 
     target = url
     for _ in range(MAX_REDIRECTS + 1):
+        _check_address(target)
         timeout = urllib3.Timeout(connect=min(connect_s, left), read=min(read_s, left), total=left)
         response = pool.request(
             "POST", target, body=body, headers=headers, redirect=False, timeout=timeout, preload_content=False
@@ -145,6 +147,26 @@ def _post_once(pool, url, body, headers, left, connect_s, read_s) -> int:
             )
         target = following
     raise _Refused(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _check_address(url: str) -> None:
+    """Refuse a host that resolves to a link-local or metadata address (the name may say otherwise).
+    Checked before each request; a name that changes its answer between this check and the connection
+    is not caught (the receiver's name is the policy author's)."""
+    import socket
+
+    from steps.manifests.notifications import forbidden_address
+
+    _scheme, host, port = _origin(url)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return  # the request itself says the name does not resolve
+    for info in infos:
+        address = str(info[4][0])
+        why = forbidden_address(address)
+        if why:
+            raise _Refused(f"{host} resolves to {address}, {why}")
 
 
 def _reason(err: Exception) -> str:

@@ -54,6 +54,30 @@ class Target:
         return out
 
 
+# Addresses a webhook is never posted to: link-local (the cloud metadata services at 169.254.169.254 and
+# fd00:ec2::254 among them, which hand out the node's credentials) and Alibaba's metadata address. A
+# notification is a fixed POST whose answer is dropped, but its logged status would still tell whoever
+# may write policies what listens there. Private and loopback addresses stay allowed (receivers inside
+# the cluster; loopback is the finalize pod itself).
+_FORBIDDEN_NETS = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
+
+
+def forbidden_address(address: str) -> str | None:
+    """Why a webhook must not be posted to this IP address, or None (not an IP, or allowed)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+    if getattr(ip, "ipv4_mapped", None):
+        ip = ip.ipv4_mapped
+    for net in _FORBIDDEN_NETS:
+        if ip.version == ipaddress.ip_network(net).version and ip in ipaddress.ip_network(net):
+            return "a link-local or cloud metadata address (never posted to)"
+    return None
+
+
 def url_problem(url: str, literal: bool) -> str | None:
     """Why ``url`` cannot be posted to, or None. A ``literal`` URL (written in a policy, so in rendered
     manifests) may hold no credentials: no user or password, no query string, no fragment."""
@@ -66,6 +90,8 @@ def url_problem(url: str, literal: bool) -> str | None:
         return "expected an http:// or https:// URL"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "expected an http:// or https:// URL with a host"
+    if forbidden_address(parts.hostname):
+        return f"expected a receiver's address: {parts.hostname} is {forbidden_address(parts.hostname)}"
     if literal and (parts.username is not None or parts.password is not None):
         return "expected no user or password in the URL (give a URL with credentials in a Secret: urlSecret)"
     if literal and (parts.query or parts.fragment or "?" in url):

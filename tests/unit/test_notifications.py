@@ -183,6 +183,24 @@ def test_a_redirect_is_followed_to_the_same_host_only():
     assert "localhost" in refused.error and "/moved" not in refused.error
 
 
+def test_a_name_resolving_to_a_metadata_address_is_never_posted_to(monkeypatch):
+    import socket
+
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):  # the name answers with the metadata service's address
+        if host == "hooks.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 80))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    result = post("http://hooks.example/x", b"{}", {}, attempts=3, backoff_s=0.01)
+    assert not result.ok and result.attempts == 1 and result.status is None
+    assert result.error == (
+        "hooks.example resolves to 169.254.169.254, a link-local or cloud metadata address (never posted to)"
+    )
+
+
 def _finalize(tmp_path: Path, *notify_args: str, status: str = "Failed") -> subprocess.CompletedProcess:
     plan = tmp_path / "plan.json"
     plan.write_text(PLAN.to_json())
@@ -230,6 +248,8 @@ def test_finalize_outcome_is_unchanged_when_a_receiver_is_down_or_the_spec_is_ba
         ({"name": "a", "url": "https://h/", "on": ["commit", "commit"]}, "on", "distinct"),
         ({"name": "a", "url": "https://h/", "format": "xml"}, "format", "json, slack, teams"),
         ({"name": "a", "url": "https://h/", "retries": 3}, "retries", "unknown field"),
+        ({"name": "a", "url": "http://169.254.169.254/latest/meta-data/"}, "url", "cloud metadata"),
+        ({"name": "a", "url": "http://[fe80::1]:8080/x"}, "url", "link-local"),
     ],
 )
 def test_one_check_of_a_target_names_the_field(given, field, why):
