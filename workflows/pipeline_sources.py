@@ -282,6 +282,13 @@ def source_restore_pipeline(policy: Policy) -> Pipeline:
             Parameter("token", "The restored cluster's token; empty: a new one (printed).", ""),
             Parameter("data-dir", "The new, empty data directory on the node.", "/var/lib/etcd-restored"),
             allow,
+            Parameter(
+                "allow-version-mismatch",
+                "Restore with the step image's etcd tool even when its minor version is not the snapshot's"
+                " (a warning, then the written database is checked; docs/user/etcd.md).",
+                "false",
+                BOOLEAN,
+            ),
         ]
         args += (
             "--data-dir", "/snapflow/etcd-data",
@@ -289,6 +296,7 @@ def source_restore_pipeline(policy: Policy) -> Pipeline:
             "--initial-advertise-peer-urls", Param("peer-url"),
             "--initial-cluster", Param("initial-cluster"),
             "--initial-cluster-token", Param("token"),
+            "--allow-version-mismatch", Param("allow-version-mismatch"),
             "--scratch", WORK_DIR,
         )  # fmt: skip
         etcd = source.etcd
