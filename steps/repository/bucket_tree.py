@@ -91,6 +91,8 @@ class BucketBackupResult:
     bytes_total: int = 0
     bytes_read: int = 0
     bytes_added: int = 0
+    blob_bytes_new: int = 0  # plaintext bytes of the new blobs (data and trees): the dedup ratio's divisor
+    time: str = ""  # when the listing began: the snapshot's point in time
     warnings: list[str] = field(default_factory=list)
 
 
@@ -162,6 +164,7 @@ def backup_bucket(
 
     from steps.repository.archiver import IDENTITY_FIELDS, SNAPSHOT_VERSION, _version
     from steps.repository.blob_sink import BlobSink
+    from steps.repository.change_telemetry import counted_changes, entry_changes
     from steps.repository.chunker import Chunker
     from steps.repository.pack import BLOB_DATA, BLOB_TREE
     from steps.repository.tree import encode_tree
@@ -276,10 +279,27 @@ def backup_bucket(
         sink.close_on_error()
         raise
     result.bytes_added = sink.stats.bytes_added
+    result.blob_bytes_new = sink.stats.blob_bytes_new
+    result.time = started.isoformat().replace("+00:00", "Z")
+    # what changed since the parent, objects as files (each version and delete marker one entry)
+    changes = counted_changes(
+        bytes_total=result.bytes_total,
+        bytes_read=result.bytes_read,
+        files_total=result.versions,
+        files=entry_changes(
+            {name: node.get("content") for name, node in previous.items()} if prev_snap is not None else None,
+            [
+                ((obj.key, obj.version_id), node.get("content"))
+                for (obj, _), node in zip(planned, nodes, strict=True)
+            ],
+        ),
+        sink_stats=sink.stats,
+        has_parent=prev_snap is not None,
+    )
     end = datetime.now(UTC)
     snap = {
         "version": SNAPSHOT_VERSION,
-        "time": started.isoformat().replace("+00:00", "Z"),
+        "time": result.time,
         "end_time": end.isoformat().replace("+00:00", "Z"),
         "scan_start_ns": scan_ns,
         "host": platform.node(),
@@ -308,8 +328,11 @@ def backup_bucket(
             "bytes_read": result.bytes_read,
             "bytes_added": result.bytes_added,
             "blobs_new": sink.stats.blobs_new,
+            "blob_bytes_new": sink.stats.blob_bytes_new,
         },
         "program": f"snapflow-steps {_version()}",
+        # optional, as a copy's (docs/design.md, "snapshots/ID"): objects count as files
+        "changes": changes,
     }
     repo.check_commit()
     result.snapshot_id = repo.save_snapshot(snap)

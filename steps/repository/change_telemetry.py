@@ -131,3 +131,58 @@ def snapshot_changes(stats, sink_stats, files: dict[str, int] | None, has_parent
         out["files_total"] = stats.files
         out.update(files)
     return out
+
+
+def entry_changes(parent: dict | None, entries) -> dict[str, int]:
+    """The file counts of a source whose snapshot holds named entries rather than a walked tree (a
+    bucket's objects, each version and delete marker one entry): ``parent`` maps each entry name of
+    the parent snapshot to its content (chunk ID list), None without a parent; ``entries`` are this
+    snapshot's ``(name, content)`` pairs. An entry is *added* when its name is not in the parent,
+    *changed* when its content differs, *deleted* when a parent's name is gone, *renamed* when an
+    added entry's content is a deleted one's (as :meth:`ChangeCounter.finish` counts files)."""
+    parent = parent or {}
+    added: Counter[int] = Counter()
+    counts = {"added": 0, "changed": 0}
+    seen = set()
+    for name, content in entries:
+        seen.add(name)
+        if name in parent:
+            if content_key(content) != content_key(parent[name]):
+                counts["changed"] += 1
+            continue
+        counts["added"] += 1
+        key = content_key(content)
+        if key is not None and parent and len(added) < MAX_TRACKED_CONTENTS:
+            added[key] += 1
+    deleted: Counter[int] = Counter()
+    gone = 0
+    for name, content in parent.items():
+        if name in seen:
+            continue
+        gone += 1
+        key = content_key(content)
+        if key is not None and len(deleted) < MAX_TRACKED_CONTENTS:
+            deleted[key] += 1
+    renamed = sum((added & deleted).values())
+    return {
+        "files_added": counts["added"] - renamed,
+        "files_changed": counts["changed"],
+        "files_deleted": gone - renamed,
+        "files_renamed": renamed,
+    }
+
+
+def counted_changes(
+    *,
+    bytes_total: int,
+    bytes_read: int,
+    files_total: int,
+    files: dict[str, int],
+    sink_stats,
+    has_parent: bool,
+) -> dict:
+    """:func:`snapshot_changes` of a source that counts its own entries (:func:`entry_changes`)."""
+    from types import SimpleNamespace
+
+    stats = SimpleNamespace(bytes_total=bytes_total, bytes_read=bytes_read, files=files_total)
+    return snapshot_changes(stats, sink_stats, files, has_parent)

@@ -71,9 +71,10 @@ def test_a_bucket_backed_up_by_its_step_is_a_bucket_app_in_the_report_and_the_me
     last = app.last_backup
     assert last is not None and last.backup_id == BACKUP and last.verdict is None
     assert (last.bytes_total, last.files) == (321_000, 3)
-    # (bucket-backup's summary does not count new blob bytes; the record's changes do, when present)
+    # (the dedup ratio divides by the new blob bytes bucket-backup's summary counts, trees included, as a
+    # copy's does; the record's changes count the new data alone)
     new = (last.changes or {}).get("newBytes")
-    assert last.dedup_ratio == (321_000 / new if new else None)
+    assert 321_000 <= new < last.blob_bytes_new and last.dedup_ratio == 321_000 / last.blob_bytes_new
     assert app.rpo.schedule == "0 * * * *" and app.rpo.target_s == 3600 + 600 and app.problems == []
     argo, cli = restore_commands(app, report.repository)
     assert argo[1].startswith(

@@ -7,10 +7,11 @@ HELP = "serve Prometheus metrics read from repositories' committed backup record
 DESCRIPTION = """\
 Read each repository's backup and run records (records only, never packs; a refresh opens only the
 records it has not seen) every --interval seconds in the background, and serve /metrics from the last
-refresh: per app (labels cluster, namespace, app, source) the newest committed backup, its RPO target,
-size, freeze window, verify and restore-test results; per repository whether it could be read. Targets
-come from --policy files (schedule, freeze deadline, restore test) or from the flags for apps without
-one. With --render, print the exporter's Deployment, Service, ServiceMonitor, PrometheusRule and a ConfigMap
+refresh: per app (labels cluster, namespace, app, source, repository) the newest committed backup, its
+RPO target, size, freeze window, verify and restore-test results; per repository (label repository)
+whether it could be read. Targets come from --policy files or directories of them (their *.yaml and
+*.yml files: schedule, freeze deadline, restore test) or from the flags for apps without one. With
+--render, print the exporter's Deployment, Service, ServiceMonitor, PrometheusRule and a ConfigMap
 with its Grafana dashboard as YAML (credentials only by Secret reference) instead of serving; --rules
 prints the plain rule file, --dashboard the dashboard's JSON.
 
@@ -33,7 +34,11 @@ def configure(parser):
         "--interval", default="60", metavar="S", help="seconds between refreshes (default 60)"
     )
     parser.add_argument(
-        "--policy", action="append", default=[], metavar="FILE", help="policy file (repeatable)"
+        "--policy",
+        action="append",
+        default=[],
+        metavar="FILE|DIR",
+        help="policy file, or a directory of them (repeatable)",
     )
     parser.add_argument("--rpo", default="26h", metavar="DURATION", help="RPO of apps without a policy (26h)")
     parser.add_argument(

@@ -46,7 +46,12 @@ def _policy_files(paths: list[str]) -> list[str]:
     for p in paths:
         path = Path(p)
         if path.is_dir():  # a mounted ConfigMap: every YAML file in it
-            out += sorted(str(f) for f in path.iterdir() if f.suffix in (".yaml", ".yml") and f.is_file())
+            found = sorted(str(f) for f in path.iterdir() if f.suffix in (".yaml", ".yml") and f.is_file())
+            if not found:
+                raise UsageError(
+                    f"--policy {p}: expected policy files (*.yaml, *.yml) in the directory, found none"
+                )
+            out += found
         else:
             out.append(p)
     return out

@@ -36,7 +36,7 @@ REPO_LABELS = ("repository",)
 APP_METRICS: dict[str, tuple[str, str]] = {
     "snapflow_backup_last_committed_timestamp_seconds": (
         "gauge",
-        "Point in time (first volume cut) of the newest committed backup.",
+        "Point in time of the newest committed backup (its first volume cut; a source's: its snapshot's time).",
     ),
     "snapflow_backup_committed": ("gauge", "Committed backups the repository holds."),
     "snapflow_backup_rpo_target_seconds": ("gauge", "Recovery point objective: the longest allowed age."),
@@ -48,7 +48,8 @@ APP_METRICS: dict[str, tuple[str, str]] = {
     ),
     "snapflow_backup_last_uncommitted_run_timestamp_seconds": (
         "gauge",
-        "Consistent point of the newest run newer than the newest committed backup without a committed record.",
+        "Consistent point (a source's: snapshot time) of the newest run newer than the newest committed"
+        " backup without a committed record.",
     ),
     "snapflow_backup_commit_deadline_seconds": (
         "gauge",

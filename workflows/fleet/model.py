@@ -9,8 +9,11 @@ Terms as in the report: a *run* is one backup attempt (one backup ID, one record
 run whose ``backups`` record opens (committed). Run records say which app a group belongs to; a
 ``verify`` record names no app, its group does. A source's backup (etcd, registry, bucket) is one
 more app here, under its policy's namespace and app name, with its ``source`` kind and the size of its
-one snapshot (no consistent point: no freeze window, and its record's time is its point in time). The
-anomaly is the newest committed backup's (``anomaly`` in its record; none in older records).
+one snapshot (no consistent point: no freeze window). Its point in time is its snapshot's time: the
+record's ``source.time``, else the time in the run record of its source step, else (older records)
+the record's own time. A source step's run record names its app (``app``), so that a source run that
+never committed counts as an uncommitted run and its failed verify as the app's. The anomaly is the
+newest committed backup's (``anomaly`` in its record; none in older records).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from workflows.fleet.records import Summary
+from workflows.fleet.records import SOURCE_RUN_NAMES, Summary
 
 AppKey = tuple[str, str, str]  # cluster, namespace, app
 
@@ -61,9 +64,12 @@ class AppState:
 def app_states(summaries: Iterable[Summary]) -> dict[AppKey, AppState]:
     items = list(summaries)
     app_of_group: dict[str, AppKey] = {}
+    snapshot_time: dict[str, float] = {}  # group -> when its source step took its snapshot
     for s in items:
-        if s.app and s.group and s.kind in ("backups", "consistent-point"):
+        if s.app and s.group and s.kind in ("backups", "consistent-point", *SOURCE_RUN_NAMES):
             app_of_group.setdefault(s.group, s.app)
+        if s.kind in SOURCE_RUN_NAMES and s.group and s.time is not None:
+            snapshot_time[s.group] = min(s.time, snapshot_time.get(s.group, s.time))
     committed_groups = {s.group for s in items if s.kind == "backups"}
     by_app: dict[AppKey, list[Summary]] = defaultdict(list)
     for s in items:
@@ -73,7 +79,14 @@ def app_states(summaries: Iterable[Summary]) -> dict[AppKey, AppState]:
     out: dict[AppKey, AppState] = {}
     for app, mine in by_app.items():
         st = AppState()
-        backups = [s for s in mine if s.kind == "backups"]
+        backups = [
+            # (a source's backup record without source.time: its step's run record says when)
+            replace(s, point_in_time=snapshot_time[s.group])
+            if s.source != "app" and s.source_time is None and s.group in snapshot_time
+            else s
+            for s in mine
+            if s.kind == "backups"
+        ]
         st.backups = len(backups)
         if backups:
             newest = max(backups, key=lambda s: (s.point_in_time or 0.0, s.time or 0.0))
@@ -83,13 +96,18 @@ def app_states(summaries: Iterable[Summary]) -> dict[AppKey, AppState]:
             st.source = newest.source
             st.anomaly_score, st.anomaly_flagged = newest.anomaly_score, newest.anomaly_flagged
         cps = [s for s in mine if s.kind == "consistent-point" and s.time is not None]
+        sources = [s for s in mine if s.kind in SOURCE_RUN_NAMES and s.time is not None]
+        if not backups and sources:  # only runs that never committed: what they back up
+            st.source = max(sources, key=lambda s: s.time or 0.0).source
         if cps:
             newest_cp = max(cps, key=lambda s: s.time or 0.0)
             if newest_cp.freeze_s is not None:
                 st.freeze_s = newest_cp.freeze_s
         after = st.last_committed or 0.0
         pending = [
-            s.time for s in cps if s.group not in committed_groups and s.time is not None and s.time > after
+            s.time
+            for s in (*cps, *sources)  # (a source's run has no consistent point: its step's record)
+            if s.group not in committed_groups and s.time is not None and s.time > after
         ]
         st.uncommitted_runs = len(pending)
         st.last_uncommitted_run = max(pending) if pending else None

@@ -21,6 +21,9 @@ from steps.api import Repository, parse_time
 
 KINDS = ("backups", "runs")
 RUN_NAMES = ("consistent-point", "verify", "restore-test")  # the run records the exporter uses
+# the run records of the source steps (etcd-snapshot, registry-backup, bucket-backup), named by the kind;
+# they say when the source's snapshot was taken and, since they carry ``app``, whose run it is
+SOURCE_RUN_NAMES = ("etcd", "registry", "bucket")
 READ_PARALLEL = 8
 SOURCE_KINDS = ("etcd", "registry", "bucket")  # a backup record's ``source.kind``; else it is an app's
 
@@ -91,6 +94,8 @@ class Summary:
     # a backup record's consistency verdict, or a consistent-point record's (None for a source's backup:
     # it has no consistent point; ``source`` says so)
     verdict: str | None = None
+    # a source's backup record: its snapshot's time (``source.time``; None in records without it)
+    source_time: float | None = None
 
 
 def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
@@ -102,7 +107,9 @@ def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
         sizes = [v.get("bytes") for v in volumes if isinstance(v.get("bytes"), int)]
         files = [v.get("files") for v in volumes if isinstance(v.get("files"), int)]
         source = _source_kind(data)
+        source_time = None
         if source != "app":  # a source's backup: its one snapshot's summary
+            source_time = _time(data["source"].get("time"))
             summary = data["source"].get("summary")
             summary = summary if isinstance(summary, dict) else {}
             sizes = [summary["bytes_total"]] if isinstance(summary.get("bytes_total"), int) else []
@@ -118,8 +125,10 @@ def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
             bid,
             _app(data),
             written,
-            # (a source's backup has no consistent point: its record's time stands for it)
-            _first_cut(consistency) or written,
+            # (a source's backup has no consistent point: its snapshot's time is its point in time,
+            # else the run record of its source step says it (:func:`~workflows.fleet.model.app_states`),
+            # else its record's time stands for it)
+            _first_cut(consistency) or source_time or written,
             # (the record's own verify: the one that let it commit)
             ok=verify.get("ok") if isinstance(verify.get("ok"), bool) else None,
             freeze_s=_freeze_s(consistency),
@@ -130,8 +139,12 @@ def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
             anomaly_flagged=flagged if isinstance(flagged, bool) else None,
             anomaly_reasons=tuple(str(r) for r in reasons),
             verdict=_verdict(consistency),
+            source_time=source_time,
         )
     name = data.get("name")
+    if name in SOURCE_RUN_NAMES:  # a source step's run record: when its snapshot was taken
+        taken = _time(data.get("time"))
+        return Summary(str(name), group, bid, _app(data), taken, taken, source=str(name))
     if name not in RUN_NAMES:
         return None
     ok = data.get("ok") if isinstance(data.get("ok"), bool) else None
