@@ -74,20 +74,19 @@ def run(args) -> int:
 
         text = "".join(json.dumps(e.to_dict(), sort_keys=True) + "\n" for e in entries)
     elif args.format == "csv":
-        import csv
-        import io
+        from workflows.report.csv_export import csv_text
 
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for row in audit_rows(trail, since, args.app):
-            writer.writerow({k: row[k] for k in CSV_COLUMNS})
-        text = buf.getvalue()
+        rows = audit_rows(trail, since, args.app)
+        text = csv_text(CSV_COLUMNS, ([row[k] for k in CSV_COLUMNS] for row in rows))
     else:
+        from steps.errors import printable
+
         text = "".join(
-            f"{r['seq']:>6}  {r['time'][:19]}  {r['action']:<18} {r['result']:<8} {r['who']}"
-            + (f"  [{r['app']}]" if r["app"] else "")
-            + (f"  {r['what']}" if r["what"] else "")
+            printable(
+                f"{r['seq']:>6}  {r['time'][:19]}  {r['action']:<18} {r['result']:<8} {r['who']}"
+                + (f"  [{r['app']}]" if r["app"] else "")
+                + (f"  {r['what']}" if r["what"] else "")
+            )
             + "\n"
             for r in audit_rows(trail, since, args.app)
         )
