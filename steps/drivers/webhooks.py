@@ -149,13 +149,35 @@ def _post_once(pool, url, body, headers, left, connect_s, read_s) -> int:
     raise _Refused(f"more than {MAX_REDIRECTS} redirects")
 
 
+# Addresses a webhook is never posted to: link-local (the cloud metadata services at 169.254.169.254 and
+# fd00:ec2::254 among them, which hand out the node's credentials) and Alibaba's metadata address. A
+# notification is a fixed POST whose answer is dropped, but its logged status would still tell whoever
+# may write policies what listens there. Private and loopback addresses stay allowed (receivers inside
+# the cluster; loopback is the finalize pod itself).
+_FORBIDDEN_NETS = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
+
+
+def forbidden_address(address: str) -> str | None:
+    """Why a webhook must not be posted to this IP address, or None (not an IP, or allowed)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+    if getattr(ip, "ipv4_mapped", None):
+        ip = ip.ipv4_mapped
+    for net in _FORBIDDEN_NETS:
+        if ip.version == ipaddress.ip_network(net).version and ip in ipaddress.ip_network(net):
+            return "a link-local or cloud metadata address (never posted to)"
+    return None
+
+
 def _check_address(url: str) -> None:
     """Refuse a host that resolves to a link-local or metadata address (the name may say otherwise).
     Checked before each request; a name that changes its answer between this check and the connection
     is not caught (the receiver's name is the policy author's)."""
     import socket
-
-    from steps.manifests.notifications import forbidden_address
 
     _scheme, host, port = _origin(url)
     try:
