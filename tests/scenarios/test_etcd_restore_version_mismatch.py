@@ -87,3 +87,51 @@ def test_a_written_database_of_another_revision_is_removed_and_the_restore_fails
     assert f"has revision {revision + 7}, the snapshot's is {revision}" in failed.stderr.splitlines()[-1]
     assert "Traceback" not in failed.stderr
     assert os.listdir(tmp_path / "d") == []
+
+
+def status_tool(tmp_path, version: str, status: str):
+    """An etcdctl reporting ``version`` whose ``snapshot status`` prints ``status`` (a failure when it
+    starts with Error)."""
+    tool = tmp_path / f"etcdctl-{version}"
+    fail = "exit 1" if status.startswith("Error") else "exit 0"
+    tool.write_text(
+        f'#!/bin/sh\nif [ "$1" = version ]; then echo "etcdctl version: {version}"; exit 0; fi\n'
+        f"if [ \"$2\" = status ]; then echo '{status}'; {fail}; fi\nexit 1\n"
+    )
+    tool.chmod(0o755)
+    return tool
+
+
+def test_the_status_cross_check_of_a_tool_of_another_version_only_warns(etcd_server, repo, tmp_path):
+    # GIVEN etcd 3.4 and tools that report 3.5 whose status fails or names another revision
+    url, env = repo
+    revision = etcd_server.put("k", "v")
+    snapshot = [
+        "etcd-snapshot",
+        "--repo",
+        url,
+        "--etcd",
+        etcd_server.url,
+        *tls_args(etcd_server.pki),
+        "--json",
+    ]
+    failing = status_tool(tmp_path, "3.5.9", "Error: invalid database")
+    # WHEN a snapshot is taken with them THEN it is stored, with a warning naming the tool and the version
+    out = steps(*snapshot, "--etcd-tool", str(failing), env=env)
+    (warning,) = [ln for ln in out.stderr.splitlines() if ln.startswith("warning:")]
+    assert "etcdctl 3.5.9 snapshot status could not read this etcd 3.4.23 snapshot" in warning
+    assert json.loads(out.stdout)["snapshot"]
+    other = status_tool(
+        tmp_path, "3.5.8", f'{{"hash":1,"revision":{revision + 3},"totalKey":1,"totalSize":1}}'
+    )
+    out = steps(*snapshot, "--etcd-tool", str(other), env=env)
+    assert (
+        f"reads revision {revision + 3} in this etcd 3.4.23 snapshot, the snapshot's is {revision}"
+        in out.stderr
+    )
+    # AND a tool of the same minor version that disagrees still stops the snapshot
+    same = status_tool(
+        tmp_path, "3.4.99", f'{{"hash":1,"revision":{revision + 3},"totalKey":1,"totalSize":1}}'
+    )
+    refused = steps(*snapshot, "--etcd-tool", str(same), env=env, check=False)
+    assert refused.returncode == 3 and "nothing was stored" in refused.stderr
