@@ -99,8 +99,9 @@ PG_BIN = "SNAPFLOW_PG_BIN"
 
 # Snapflow's own credentials: never passed on to a hook, a database client or a check command.
 CREDENTIAL_ENV = (PASSWORD, PASSWORD_FILE, AWS_SECRET_ACCESS_KEY, AWS_ACCESS_KEY_ID, AWS_SESSION_TOKEN)
-# The connection settings a restore mover pod inherits from the process that starts it.
-MOVER_INHERITED_ENV = (S3_REGION, S3_PATH_STYLE)
+# The connection settings a restore mover pod inherits from the process that starts it, and who runs
+# it (the restore's audit records name the workflow and its claimed creator, as restore-app's do).
+MOVER_INHERITED_ENV = (S3_REGION, S3_PATH_STYLE, ARGO_WORKFLOW_NAME, *(var for var, _ in AUDIT_LABELS))
 
 # --------------------------------------------------------------------------------------------------
 # Paths in a step pod (the Argo builder mounts them; the steps find them there)
