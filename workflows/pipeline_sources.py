@@ -62,10 +62,8 @@ SOURCE_COMMANDS = frozenset(BACKUP_COMMAND.values()) | frozenset(RESTORE_COMMAND
 
 
 def _identity(policy: Policy) -> tuple[str, ...]:
-    if policy.spec.source is not None and policy.spec.source.kind != "registry":
-        # the app's identity in the snapshot and its run record, as copy's (steps.commands._identity)
-        return identity_args(policy)
-    return ("--cluster", policy.spec.cluster, "--policy", policy.name)
+    # the app's identity in the snapshot and its run record, as copy's (steps.commands._identity)
+    return identity_args(policy)
 
 
 def _etcd_backup(policy: Policy) -> tuple[tuple[Arg, ...], SourcePod]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from steps.commands._identity import add_app_args, run_identity, snapshot_identity
 from steps.commands._kube import KUBE_EPILOG, add_kube_args
 from steps.commands._repo import CONNECTION_EPILOG, add_repo_args, open_repository, parse_tags, print_json
 
@@ -111,6 +112,7 @@ def configure(parser):
     parser.add_argument("--backup-id", metavar="ID", help="the backup run this snapshot belongs to")
     parser.add_argument("--cluster", metavar="NAME", help="record the Kubernetes cluster's name")
     parser.add_argument("--policy", metavar="NAME", help="record the policy")
+    add_app_args(parser)
     parser.add_argument(
         "--scratch", metavar="DIR", help="directory for the blobs before they are stored (default: $TMPDIR)"
     )
@@ -221,7 +223,7 @@ def run(args) -> int:
         tags.update({"kind": "registry", "registry": client.endpoint.host})
         if args.backup_id:
             tags.setdefault("backup", args.backup_id)
-        identity = {k: v for k, v in (("cluster", args.cluster), ("policy", args.policy)) if v}
+        identity = snapshot_identity(args)
         result = store_registry_tree(
             repo,
             work,
@@ -251,7 +253,9 @@ def run(args) -> int:
         "manifests_reused": staged.manifests_reused,
     }
     if args.backup_id:
-        save_run_record(repo, args.backup_id, "registry", {k: v for k, v in summary.items()})
+        save_run_record(
+            repo, args.backup_id, "registry", {**summary, "time": desc.get("time"), **run_identity(args)}
+        )
     print(
         f"registry snapshot {result.snapshot_id[:8]} saved: {summary['repositories']} repositories,"
         f" {summary['tags']} tags, {summary['manifests']} manifests, {summary['blobs']} blobs"

@@ -186,3 +186,20 @@ def counted_changes(
 
     stats = SimpleNamespace(bytes_total=bytes_total, bytes_read=bytes_read, files=files_total)
     return snapshot_changes(stats, sink_stats, files, has_parent)
+
+
+def snapshot_files(repo, snapshot_id: str | None) -> dict[str, list] | None:
+    """``{path: content}`` of every file of a snapshot (its trees only: no file data is read), the
+    ``parent`` of :func:`entry_changes` for a source stored as a tree of files; None without a parent
+    or when it cannot be read (the counts are then those of a first copy)."""
+    if not snapshot_id:
+        return None
+    from .snapshot_read import iter_nodes
+
+    try:
+        tree = repo.find_snapshot(snapshot_id).data["tree"]
+        return {
+            rel: node.get("content") for rel, node in iter_nodes(repo, tree) if node.get("type") == "file"
+        }
+    except Exception:  # a damaged parent costs only the counts
+        return None

@@ -275,6 +275,7 @@ def store_registry_tree(
         raise
     end = datetime.now(UTC)
     total = sum(n["size"] for n in nodes) + sum(n.get("size", 0) for n in reused.values())
+    changes = _changes(repo, parent, files, nodes, blob_dir, total, bytes_read, sink.stats)
     snap = {
         "version": SNAPSHOT_VERSION,
         "time": started.isoformat().replace("+00:00", "Z"),
@@ -299,10 +300,34 @@ def store_registry_tree(
             "bytes_read": bytes_read,
             "bytes_added": sink.stats.bytes_added,
             "blobs_new": sink.stats.blobs_new,
+            "blob_bytes_new": sink.stats.blob_bytes_new,
         },
         "program": f"snapflow-steps {_version()}",
+        "changes": changes,  # optional, as a copy's (docs/design.md, "snapshots/ID")
     }
     repo.check_commit()
     sid = repo.save_snapshot(snap)
     repo.confirm_commit(f"snapshots/{sid}")
     return StoreResult(sid, sink.stats.bytes_added, bytes_read, len(nodes))
+
+
+def _changes(repo, parent, files, nodes, blob_dir, total, bytes_read, sink_stats) -> dict:
+    """The snapshot's change telemetry against its parent: each file of the tree (manifests, blobs,
+    registry.json) counted by its path (steps.repository.change_telemetry)."""
+    from .change_telemetry import counted_changes, entry_changes, snapshot_files
+
+    current = {
+        "/".join((*parts, name)): node.get("content")
+        for (parts, name), node in zip(files, nodes, strict=True)
+    }
+    for name, (_, node) in blob_dir.items():
+        current.setdefault(f"blobs/sha256/{name}", node.get("content"))
+    before = snapshot_files(repo, parent)
+    return counted_changes(
+        bytes_total=total,
+        bytes_read=bytes_read,
+        files_total=len(current),
+        files=entry_changes(before, current.items()),
+        sink_stats=sink_stats,
+        has_parent=before is not None,
+    )

@@ -1,4 +1,4 @@
-"""The backup pipeline of a source policy: the etcd and bucket steps get the app's identity (cluster,
+"""The backup pipeline of a source policy: the etcd, registry and bucket steps get the app's identity (cluster,
 namespace, app, policy) as copy does, and finalize gets spec.anomaly.lockLastGood; the rendered
 arguments parse with the steps' own parser."""
 
@@ -10,7 +10,7 @@ import yaml
 from tests.fixtures.policies import ROOT
 from workflows.render import render_files
 
-SOURCE_STEPS = {"etcd": "etcd-snapshot", "bucket": "bucket-backup"}
+SOURCE_STEPS = {"etcd": "etcd-snapshot", "registry": "registry-backup", "bucket": "bucket-backup"}
 
 
 def _backup_templates(path) -> dict[str, dict]:
