@@ -56,3 +56,17 @@ def test_bucket_policy_hands_lock_last_good_to_finalize(tmp_path):
     # (without the setting, finalize locks nothing)
     plain = _backup_templates(ROOT / "examples" / "sources" / "bucket.yaml")["finalize"]["container"]["args"]
     assert "--lock-last-good" not in plain
+
+
+@pytest.mark.slow  # (six backups through copy, verify and finalize: about 1.5 s)
+def test_finalize_of_a_bucket_plan_with_lock_last_good_names_the_last_good_backup(source_repo, tmp_path):
+    # GIVEN a bucket's history, then a backup after a mass deletion, committed with --lock-last-good
+    records = source_repo.mass_deletion(
+        "bucket", tmp_path / "bucket", "uploads", 40, "--lock-last-good", "14d"
+    )
+    # THEN it is flagged, and the lock went to the newest unflagged backup of the bucket's app (this
+    # repository has no Object Lock: nothing could be locked, and the record says so)
+    anomaly = records[-1]["anomaly"]
+    assert anomaly["flagged"] is True
+    assert anomaly["lockedLastGood"]["backupId"] == records[-2]["backup_id"]
+    assert anomaly["lockedLastGood"]["until"] is None and anomaly["lockedLastGood"]["extended"] == 0
