@@ -100,6 +100,16 @@ def test_exporter_policy_directory_reads_its_yaml_files_and_refuses_an_empty_one
     assert sorted(p.rsplit("/", 1)[1] for p in found) == ["bucket.yaml", "etcd.yaml", "registry.yaml"]
     targets = targets_from_policies(found, Targets())
     assert targets[KEY].rpo_s == 3600 + 600  # (the bucket example's hourly schedule)
+    # a mounted ConfigMap: each key a link through ..data to a hidden, timestamped directory
+    mounted = tmp_path / "mounted"
+    (mounted / "..2026_12_06_00_00_00.1").mkdir(parents=True)
+    (mounted / "..2026_12_06_00_00_00.1" / "bucket.yaml").write_text(
+        (ROOT / "examples" / "sources" / "bucket.yaml").read_text()
+    )
+    (mounted / "..data").symlink_to("..2026_12_06_00_00_00.1")
+    (mounted / "bucket.yaml").symlink_to("..data/bucket.yaml")
+    assert _policy_files([str(mounted)]) == [str(mounted / "bucket.yaml")]
+    assert targets_from_policies(_policy_files([str(mounted)]), Targets())[KEY].rpo_s == 3600 + 600
     empty = tmp_path / "policies"
     empty.mkdir()
     (empty / "notes.txt").write_text("not a policy")
