@@ -203,11 +203,13 @@ def store_registry_tree(
     backup_id: str | None,
     identity: dict,
     parent: str | None,
-    readers: int = 2,
+    readers: int | None = None,
 ) -> StoreResult:
     """Store the staged ``workdir`` (``registry.json``, ``manifests/``, ``blobs/``) plus the parent's
     blob nodes ``reused`` (digest → node, put at ``blobs/sha256/HEX``) as a snapshot; returns its ID.
     ``repo.begin_write()`` must have been called."""
+    from steps.drivers.cpus import default_threads
+
     from .archiver import IDENTITY_FIELDS, SNAPSHOT_VERSION, _version
     from .blob_sink import BlobSink
     from .chunker import Chunker
@@ -217,7 +219,8 @@ def store_registry_tree(
     started = datetime.now(UTC)
     scan_ns = time.time_ns()
     chunker = Chunker(repo.keys.chunker, repo.config.chunk_min, repo.config.chunk_avg, repo.config.chunk_max)
-    sink = BlobSink(repo, backup_id, uploaders=2)
+    sink = BlobSink(repo, backup_id)
+    readers = readers or default_threads("file_workers")  # one per usable CPU, as a copy's
     base = {"uid": os.getuid(), "gid": os.getgid(), "mtime_ns": scan_ns, "atime_ns": scan_ns}
     base.update(ctime_ns=scan_ns, inode=0, dev=0, nlink=1)
     dir_meta = {"type": "dir", "mode": 0o755, **base}
