@@ -410,3 +410,14 @@ def test_one_repository_gives_its_rows_with_format_and_the_per_app_report_withou
     assert main(["report", "--repo", f"mem://{name}", "-o", str(tmp_path / "app.html")]) == 0
     page = (tmp_path / "app.html").read_text()
     assert 'id="fleet"' not in page and 'id="app-c1-shop-orders-db"' in page
+
+
+def test_the_csv_export_quotes_formula_like_cells_from_records():
+    from workflows.report.fleet_model import FleetRow
+    from workflows.report.fleet_page import render_csv
+
+    row = FleetRow("c1", "ns", '=HYPERLINK("http://x")', "s3://b/r", True, "late", 3600.0)
+    row.anomaly_reasons, row.age_s = ("@SUM(A1)",), 7200.0
+    table = list(csv.DictReader(io.StringIO(render_csv([row]))))
+    assert table[0]["app"] == '\'=HYPERLINK("http://x")' and table[0]["anomalyReasons"] == "'@SUM(A1)"
+    assert table[0]["ageSeconds"] == "7200" and table[0]["rpoTargetSeconds"] == "3600"

@@ -4,8 +4,6 @@ whose only script sorts and filters the table in place), and the same rows as JS
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import os
 import tempfile
@@ -14,6 +12,7 @@ from typing import Any
 
 from steps.api import jinja_env
 from workflows.report.charts import human_duration, when
+from workflows.report.csv_export import csv_text
 from workflows.report.fleet_model import COLUMNS, RPO_STATES, FleetRow, RepositoryRead, counts
 
 FORMATS = ("html", "json", "csv")
@@ -74,14 +73,13 @@ def render_json(
 
 
 def render_csv(rows: Sequence[FleetRow]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    """The rows as CSV a spreadsheet opens safely (a formula-like cell is quoted as text)."""
+    out = []
     for row in rows:
         d = row.to_dict()
         d["anomalyReasons"] = "; ".join(d["anomalyReasons"])
-        writer.writerow(["" if d[c] is None else d[c] for c in COLUMNS])
-    return buf.getvalue()
+        out.append([d[c] for c in COLUMNS])
+    return csv_text(COLUMNS, out)
 
 
 def write_atomically(path: str, text: str) -> None:
