@@ -10,10 +10,11 @@ A throw-away registry (Debian's docker-registry, TLS with a CA made for the run,
 together), one layer of its own (``--top-mib`` MiB) and a config. Layers are random bytes
 (incompressible), so whatever the repository saves is deduplication. Then ``python -m steps
 registry-backup --repository 'bench/*'`` runs twice into a repository in a local directory: a first
-backup, and a second with nothing changed. Reports the sum of the images' sizes (config and layers of
+backup, and a second with nothing changed (incremental: it takes the blobs the first holds from it). Reports the sum of the images' sizes (config and layers of
 each image, as a per-image listing adds them up), the bytes the registry itself stores (each blob once),
 the bytes of the repository directory, wall seconds, MB/s (sum of image sizes / wall seconds, 10^6
-bytes; "distinct": the registry's blob bytes / wall seconds) and the peak RSS of the step. Prints a table and writes JSON to bench/results/.
+bytes; "distinct": the registry's blob bytes / wall seconds), the peak RSS of the step and the bytes
+of blobs each backup downloaded. Prints a table and writes JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -144,12 +145,14 @@ def main() -> int:
           f"repository {stored / 1e6:.1f} MB ({100 * stored / images_bytes:.1f}% of the images)")  # fmt: skip
     print(
         f"{'backup':<8} {'wall s':>8} {'MB/s':>7} {'distinct MB/s':>14} {'repo growth MB':>15} {'peak RSS MiB':>13}"
+        f" {'downloaded MB':>14} {'blobs reused':>13}"
     )
     for name in ("first", "second"):
         r = result[name]
         print(f"{name:<8} {r['wall_s']:>8.2f} {r['mb_per_s']:>7.1f} {r['distinct_mb_per_s']:>14.1f} "
               f"{r['repository_growth'] / 1e6:>15.1f} "
-              f"{r['peak_rss_mib']:>13.1f}")  # fmt: skip
+              f"{r['peak_rss_mib']:>13.1f} {r['summary'].get('bytes_downloaded', 0) / 1e6:>14.1f} "
+              f"{r['summary'].get('blobs_reused', 0):>13}")  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"registry_dedup-{args.images}-{time.strftime('%Y%m%d-%H%M%S')}.json"
