@@ -268,6 +268,8 @@ def _source_backup_record(
             "kind": kind,
             "snapshot": snap.id,
             "summary": summary if isinstance(summary, dict) else None,
+            # the point in time the backup holds (the source step's snapshot), not the commit's
+            "time": snap.data.get("time") if isinstance(snap.data.get("time"), str) else None,
         },
         "snapshots": [snap.id],
         "volumes": [],

@@ -64,7 +64,9 @@ def snapshot_fails(repo, tmp_path, url: str, *args: str, held_lock: str = "") ->
     assert json.loads(listed.stdout) == []
     root = Path(repo_url.removeprefix("file://"))
     stored = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    assert [f for f in stored if not f.startswith("keys/")] == ["config"]  # no pack, index or record
+    # no pack, index or record: only what init wrote (its config, key and the audit record of the init)
+    assert [f for f in stored if not f.startswith(("keys/", "audit/"))] == ["config"]
+    assert len([f for f in stored if f.startswith("audit/")]) == 1
     assert [p for p in scratch.iterdir() if p.name != held_lock] == []
     return proc.returncode, lines[0]
 
