@@ -167,10 +167,16 @@ class RecordTable:
             what = str(err) or "authentication failed"
             warn(f"record cache {target}: not used ({what}); reading every record again")
             return table
-        apps, items = marshal.loads(zstandard.ZstdDecompressor().decompress(plain))
-        table.apps = [tuple(a) for a in apps]
-        table._app_index = {a: i for i, a in enumerate(table.apps)}
-        table.entries = dict(items)
+        try:  # (written by another Python version, whose marshal format differs)
+            apps, items = marshal.loads(zstandard.ZstdDecompressor().decompress(plain))
+            table.apps = [tuple(a) for a in apps]
+            table._app_index = {a: i for i, a in enumerate(table.apps)}
+            table.entries = dict(items)
+        except Exception as err:
+            warn(
+                f"record cache {target}: not used (cannot decode it: {type(err).__name__}); reading every record again"
+            )
+            return cls(repository_id)
         return table
 
 
