@@ -229,3 +229,25 @@ def test_a_parent_entry_that_is_not_whole_is_not_trusted(
     assert parent.manifest(mdigest) is not None
     parent.manifests[mdigest] = parent.manifests[next(d for d in pushed.manifests if d != mdigest)]
     assert parent.manifest(mdigest) is None
+
+
+@pytest.mark.slow
+def test_under_token_auth_tags_are_resolved_with_a_head_and_nothing_is_downloaded_again(
+    tmp_path, repo, registry_servers, registry_pki
+):
+    # GIVEN a registry with Bearer tokens, its tagged images backed up once by a user who may only pull
+    server = registry_servers("token", {"writer": ("pw-inc-4", None), "reader": ("pw-inc-3", {"pull"})})
+    pushed = push_sample_images(Seeder(server, "writer", "pw-inc-4"), big_layer=100_000)
+    url, env = repo
+    creds = credentials(tmp_path, registry_pki, "reader", "pw-inc-3")
+    images = [f"--image={server.host}/{name}:{tag}" for name, tags in pushed.tags.items() for tag in tags]
+    first = json.loads(steps("registry-backup", "--repo", url, "--registry", server.url, *creds, *images,
+                             "--json", env=env).stdout)  # fmt: skip
+    # WHEN it is backed up again
+    second = json.loads(steps("registry-backup", "--repo", url, "--registry", server.url, *creds, *images,
+                              "--json", env=env).stdout)  # fmt: skip
+    # THEN every tag's HEAD was answered under a pull token and nothing was downloaded
+    assert first["blobs_downloaded"] == len(pushed.blobs)
+    assert second["parent"] == first["snapshot"]
+    assert second["blobs_downloaded"] == 0 and second["manifests_fetched"] == 0
+    assert second["blobs_reused"] == len(pushed.blobs)
