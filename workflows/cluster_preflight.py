@@ -363,7 +363,45 @@ def preflight_source(client, policy: Policy) -> PolicyChecks:
     check_mover_secrets(client, policy, checks)
     check_pod_security(client, policy, checks)
     check_source_rbac(client, policy, checks)
+    if policy.spec.source.etcd is not None:
+        check_etcd_reachable(client, policy, checks)
     return PolicyChecks(policy, checks.items)
+
+
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+
+
+def check_etcd_reachable(client, policy: Policy, checks) -> None:
+    """``etcd``: the etcd pod runs on a control-plane node (without ``endpoints``) or reaches the ones
+    named. A cluster that shows no control-plane node is managed (EKS, GKE, AKS, ...): its etcd cannot
+    be reached, so without endpoints the policy fails, pointing to app-centric protection."""
+    from steps.api import KubeError
+    from workflows.policy_sources import MANAGED_HINT
+
+    etcd = policy.spec.source.etcd
+    try:
+        nodes, _ = client.list("v1", "Node", None)
+    except KubeError as err:
+        checks.add("etcd", "warn", f"cannot list the nodes to find the control plane: {err}")
+        return
+    control = [
+        n["metadata"]["name"]
+        for n in nodes
+        if set((n.get("metadata") or {}).get("labels") or {}) & set(CONTROL_PLANE_LABELS)
+    ]
+    if control:
+        checks.add("etcd", "ok", f"control-plane node(s) {', '.join(sorted(control)[:5])}: etcd runs there")
+    elif etcd.endpoints:
+        checks.add(
+            "etcd",
+            "warn",
+            f"no control-plane node is visible (a managed cluster?); the pod must reach {', '.join(etcd.endpoints)}"
+            " from a worker node",
+        )
+    else:
+        checks.add(
+            "etcd", "fail", f"no control-plane node in the cluster (a managed cluster): {MANAGED_HINT}"
+        )
 
 
 def check_source_rbac(client, policy: Policy, checks) -> None:

@@ -59,6 +59,32 @@ class EtcdTLS(_Model):
         return self
 
 
+# API server host names of managed control planes, whose etcd the provider runs and nobody else
+# reaches: an etcd policy naming one is refused, pointing to app-centric protection.
+MANAGED_CONTROL_PLANES = (
+    (".eks.amazonaws.com", "Amazon EKS"),
+    (".azmk8s.io", "Azure AKS"),
+    (".gke.goog", "Google GKE"),
+    ("container.googleapis.com", "Google GKE"),
+    (".openshiftapps.com", "Red Hat OpenShift Dedicated/ROSA"),
+    (".k8s.ondigitalocean.com", "DigitalOcean Kubernetes"),
+    (".oraclecloud.com", "Oracle OKE"),
+)
+MANAGED_HINT = (
+    "its etcd is run by the provider and cannot be reached; protect every namespace with app policies"
+    " instead (docs/user/etcd.md)"
+)
+
+
+def managed_control_plane(host: str) -> str | None:
+    """The managed Kubernetes service ``host`` belongs to, or None."""
+    host = host.lower().rstrip(".")
+    for suffix, name in MANAGED_CONTROL_PLANES:
+        if host.endswith(suffix) or host == suffix.lstrip("."):
+            return name
+    return None
+
+
 class EtcdSource(_Model):
     """A cluster's etcd (self-managed control planes such as kubeadm's), snapshotted through its
     maintenance API with client TLS."""
@@ -77,6 +103,17 @@ class EtcdSource(_Model):
         pattern=r"^[0-9]+(Mi|Gi|Ti)$",
         description="Size limit of the emptyDir the snapshot streams into (at least etcd's database size).",
     )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _not_a_managed_control_plane(cls, endpoints: list[str]) -> list[str]:
+        import urllib.parse
+
+        for url in endpoints:
+            service = managed_control_plane(urllib.parse.urlsplit(url).hostname or "")
+            if service:
+                raise ValueError(f"{url} is a managed control plane ({service}): {MANAGED_HINT}")
+        return endpoints
 
 
 class SecretRef(_Model):
