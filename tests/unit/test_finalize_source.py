@@ -88,6 +88,7 @@ def test_a_verified_registry_snapshot_is_committed_and_is_the_latest_restore_poi
         "kind": "registry",
         "snapshot": sid,
         "summary": {"files": 3, "bytes_total": 4096},
+        "time": "2026-01-02T03:05:05Z",  # the snapshot's: the point in time it restores
     }
     assert data["snapshots"] == [sid] and data["consistency"] is None and data["volumes"] == []
     assert data["workflow_status"] == "Succeeded" and data["verify"]["ok"] is True
