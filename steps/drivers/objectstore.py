@@ -439,10 +439,14 @@ class LocalStore(ObjectStore):
         return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def list(self, prefix=""):
-        if not self.root.exists():
+        # walk only the directory the prefix names (``backups/`` is the directory backups), not the
+        # whole repository: a listing of one kind costs what that kind holds
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base if base and ".." not in base.split("/") else self.root
+        if not start.is_dir():
             return
         found = []
-        for dirpath, _dirs, files in os.walk(self.root):
+        for dirpath, _dirs, files in os.walk(start):
             for name in files:
                 if name.startswith("."):
                     continue
