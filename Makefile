@@ -46,8 +46,12 @@ format: setup
 
 bench: setup system-deps
 	$(PY) bench/backup_vs_restic.py
+	$(PY) bench/block_cbt.py
+	$(PY) bench/bucket_vs_rclone.py
 	$(PY) bench/etcd_snapshot.py
 	$(PY) bench/registry_dedup.py
+	$(PY) bench/fleet_report.py
+	$(PY) bench/anomaly_rates.py
 
 bench-freeze: setup system-deps
 	$(PY) bench/freeze_window.py
