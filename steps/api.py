@@ -14,6 +14,7 @@ from steps.commands import backups as backups_command
 from steps.drivers import kube_objects as manifest_render
 from steps.drivers.cbt import API_VERSION as SNAPSHOT_METADATA_API
 from steps.drivers.cbt import KIND as SNAPSHOT_METADATA_KIND
+from steps.drivers.files import write_text_atomic
 from steps.drivers.kube import KubeClient, KubeError, KubeSettings
 from steps.drivers.kube_objects import dig
 from steps.drivers.objectstore import open_store
@@ -114,4 +115,5 @@ __all__ = [
     "save_run_record",
     "target_problems",
     "write_backup_label",
+    "write_text_atomic",
 ]

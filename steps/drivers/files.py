@@ -42,13 +42,21 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """Write JSON via a temporary file and a rename, so readers never see half a file."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=None)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, mode: int | None = 0o644) -> None:
+    """Write ``text`` (UTF-8, newlines as given) via a temporary file beside it and a rename, so that a
+    reader never sees half a file and a failure leaves the old one; ``mode``: the file's permissions
+    (None: the temporary file's 0600). Missing directories are created."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -11,9 +11,6 @@ any page that shows them. Called by ``snapflow report --evidence``.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -273,19 +270,9 @@ def render_evidence(evidence: Evidence) -> str:
 
 def write_evidence(evidence: Evidence, path: str) -> None:
     """Write the page atomically (a reader never sees half of it)."""
-    html = render_evidence(evidence)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".evidence.", suffix=".html", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    from steps.api import write_text_atomic
+
+    write_text_atomic(path, render_evidence(evidence))
 
 
 def parse_since(value: str | None, now: datetime, days: float) -> datetime:

@@ -3,10 +3,6 @@ and autoescape; charts are inline SVG, no script, nothing fetched at view time),
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-
 from steps.api import jinja_env
 from workflows.report.charts import (
     backups_chart,
@@ -66,16 +62,6 @@ def render_html(report: Report) -> str:
 
 def write_report(report: Report, path: str) -> None:
     """Write the page atomically (a reader never sees half a report)."""
-    html = render_html(report)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".html", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    from steps.api import write_text_atomic
+
+    write_text_atomic(path, render_html(report))
