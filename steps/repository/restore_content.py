@@ -304,7 +304,8 @@ class ContentWriter:
             self._inflight.append(batch)
             self._feed.extend((batch, pack_no, ordered) for pack_no, ordered in ranges)
             cv.notify_all()
-            while len(self._inflight) > 1 and not self._errors:
+            # every batch planned before it is written first
+            while self._inflight and self._inflight[0] is not batch and not self._errors:
                 cv.wait()
 
     def _plan(self, batch: _Batch) -> list[tuple[int, list]]:
