@@ -11,6 +11,7 @@ never stops the others. Called by ``snapflow report --fleet`` and ``snapflow fle
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from typing import Any
 
 from workflows.fleet.model import DEFAULT_RPO_S
 from workflows.report.fleet_model import Placement, RepositoryRead, fold
-from workflows.report.record_cache import RecordTable, refresh
+from workflows.report.record_cache import RecordTable, current, list_records, refresh
 
 # repositories read at once: each opening derives its key with scrypt (32 MiB, a core for a while)
 REPOSITORIES_PARALLEL = max(1, min(4, os.cpu_count() or 1))
@@ -79,26 +80,83 @@ def _describe(err: Exception) -> str:
     return (f"{type(err).__name__}: {text}" if text else type(err).__name__)[:300]
 
 
+class LazyRepository:
+    """A repository opened on its first use: a read that rendered from the cache did not open it, and
+    only a per-app report (which reads more than records) needs it."""
+
+    def __init__(self, open_: Callable[[], Any]):
+        self._open_ = open_
+        self._repo: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        with self._lock:
+            if self._repo is None:
+                self._repo = self._open_()
+        return getattr(self._repo, name)
+
+
 def read_repository(
     url: str,
     endpoint: str | None,
     *,
     cache_dir: Path | None,
     opener: Callable[[str, str | None], Any] | None = None,
+    store_opener: Callable[[str, str | None], Any] | None = None,
 ) -> tuple[RepositoryRead, Any]:
-    """One repository's facts per app (and the open repository, or None when it could not be read)."""
-    from steps.api import open_repository
+    """One repository's facts per app (and the repository, or None when it could not be read). With a record cache, the repository's names are listed first (its ``config`` says
+    its ID; no key is needed): when the saved table holds exactly those names and was read through
+    the same URL, the facts come from it and the repository is not opened (no key derivation; the
+    :class:`LazyRepository` returned opens it when something uses it). Else
+    it is opened and only the names the table does not hold are read. ``opener(url, endpoint)`` opens
+    a repository; ``store_opener(url, endpoint)`` its store (without an ``opener``: ``open_store``; with
+    one and no ``store_opener``: every run opens the repository)."""
+    from steps.api import open_store
+    from steps.repository.config import RepoConfig
+    from steps.repository.repo import Repository
+    from steps.secrets import repository_password
 
     t0 = time.monotonic()
     out = RepositoryRead(url, endpoint)
+    repo = None
+    store = table = listing = None
     try:
-        repo = (opener or open_repository)(url, endpoint)
-        out.open_seconds = time.monotonic() - t0
-        table = RecordTable.load(cache_dir, repo.config.id, repo.keys, out.warnings.append)
-        stats = refresh(table, repo)
-        if table.changed and cache_dir is not None:
+        if opener is None:
+            password = repository_password()  # (asked for first: a warm run needs it as a cold one does)
+            store_opener = store_opener or open_store
+
+            def opener(u: str, e: str | None) -> Any:
+                return Repository.open(store if store is not None else open_store(u, e), password)
+
+        if cache_dir is not None and store_opener is not None:
+            store = store_opener(url, endpoint)
+            config, _doc = RepoConfig.parse(store.get("config"), url)
+            table = RecordTable.load(cache_dir, config.id, None, out.warnings.append, url=url)
+            if table.entries and table.url == url:
+                listing = list_records(store)
+                if current(table, listing):  # nothing new, nothing vanished: the cache as it is
+                    out.facts = fold(table)
+                    out.list_seconds = listing.seconds
+                    out.records, out.cache_used = len(listing.seen), True
+                    out.seconds = time.monotonic() - t0
+                    return out, LazyRepository(lambda: opener(url, endpoint))
+        t_open = time.monotonic()
+        repo = opener(url, endpoint)
+        out.open_seconds = time.monotonic() - t_open
+        if table is not None and table.repository_id == repo.config.id:
+            # (loaded before the key was known: now also its seal under the repository key)
+            table.check_repository(
+                repo.keys, out.warnings.append, RecordTable.path(cache_dir, table.repository_id)
+            )
+        else:
+            table = RecordTable.load(cache_dir, repo.config.id, repo.keys, out.warnings.append, url=url)
+            listing = None
+        stats = refresh(table, repo, listing=listing)
+        if (table.changed or table.url != url) and cache_dir is not None:
             try:
-                table.save(cache_dir, repo.keys)
+                table.save(cache_dir, repo.keys, url)
             except OSError as err:
                 out.warnings.append(f"record cache of {url}: not written ({err.strerror or err})")
         out.facts = fold(table)
@@ -123,13 +181,19 @@ def read_repositories(
     *,
     cache_dir: Path | None,
     opener: Callable[[str, str | None], Any] | None = None,
+    store_opener: Callable[[str, str | None], Any] | None = None,
     parallel: int = REPOSITORIES_PARALLEL,
 ) -> list[tuple[RepositoryRead, Any]]:
-    """Each (url, endpoint) once, in the given order."""
+    """Each (url, endpoint) once, in the given order (see :func:`read_repository`)."""
     unique = list(dict.fromkeys(repositories))
     if not unique:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(unique)))) as pool:
         return list(
-            pool.map(lambda r: read_repository(r[0], r[1], cache_dir=cache_dir, opener=opener), unique)
+            pool.map(
+                lambda r: read_repository(
+                    r[0], r[1], cache_dir=cache_dir, opener=opener, store_opener=store_opener
+                ),
+                unique,
+            )
         )

@@ -8,15 +8,22 @@ rewritten, so what one name said once it says for good. :class:`RecordTable` hol
 them) and forgets the names that are gone (pruned). Only records that authenticated become entries.
 
 Between runs the table is saved to ``CACHE_DIR/records/REPOSITORY_ID.cache`` (``CACHE_DIR``:
-``--cache-dir``, else ``$XDG_CACHE_HOME/snapflow``, else ``~/.cache/snapflow``). The file is sealed with
-AES-256-GCM under a key derived from the repository's master key (HKDF with a random salt per write,
-the purpose ``record-cache``) and bound to the repository ID and the cache format, so
+``--cache-dir``, else ``$XDG_CACHE_HOME/snapflow``, else ``~/.cache/snapflow``). The file is sealed twice:
 
-- it tells nothing to whoever reads it without the repository key (records are encrypted in the
-  repository; their decrypted content must not lie around in the clear), and
-- a cache that was altered, truncated, swapped with another repository's or written under another key
-  does not authenticate: it is not used (a warning says so), every record is read again from the
-  repository, and a new cache is written.
+- with AES-256-GCM under a key derived from a random *local key* (``CACHE_DIR/records/local.key``, 32
+  bytes, mode 0600, made on first use; HKDF with a random salt per write), bound to the repository ID,
+  the cache format and the URL it was read through. This seal lets a run that finds no new or
+  vanished record names render from the cache without opening the repository (no key derivation);
+  the cache is then trusted as much as the cache directory, the user's own files;
+- with a tag under a key derived from the repository's master key (HKDF, the purpose
+  ``record-cache``) over the sealed content, checked whenever the repository is opened: a cache
+  written under another repository key is not used.
+
+So the cache tells nothing to whoever reads it without the local key or the repository key (records
+are encrypted in the repository; their decrypted content must not lie around in the clear), and a
+cache that was altered, truncated, swapped with another repository's or written under another key does
+not authenticate: it is not used (a warning says so), every record is read again from the repository,
+and a new cache is written.
 
 The file is written atomically with mode 0600. Entries are ``marshal``-encoded tuples of strings and
 numbers (decoded only after the file authenticated).
@@ -25,6 +32,7 @@ numbers (decoded only after the file authenticated).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import marshal
 import os
 import tempfile
@@ -36,10 +44,16 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from workflows.fleet.records import KINDS, summarize
 
-FORMAT = b"snapflow-record-cache-1"
+FORMAT = b"snapflow-record-cache-2"
+LOCAL_KEY = "local.key"
+LOCAL_KEY_LEN = 32
+LOCAL_PURPOSE = b"snapflow/v1/record-cache-local"
 SALT_LEN = 16
 NONCE_LEN = 12
 PURPOSE = b"record-cache"
@@ -90,6 +104,8 @@ class RecordTable:
     apps: list[tuple[str, str, str]] = field(default_factory=list)
     _app_index: dict[tuple[str, str, str], int] = field(default_factory=dict, repr=False)
     changed: bool = False
+    url: str | None = None  # what the saved table was read through
+    _repository_seal: tuple | None = field(default=None, repr=False)  # checked once the repository opens
 
     def app_of(self, entry: Entry) -> tuple[str, str, str] | None:
         return self.apps[entry[APP]] if entry[APP] >= 0 else None
@@ -120,31 +136,39 @@ class RecordTable:
     def _aad(self) -> bytes:
         return FORMAT + b"\0" + self.repository_id.encode()
 
-    def save(self, cache_dir: Path, keys: Any) -> Path:
-        """Seal and write the table (atomically, mode 0600); ``keys``: the repository's MasterKeys."""
-        payload = marshal.dumps((self.apps, saveable(self.entries.items())), 4)
-        plain = zstandard.ZstdCompressor(level=3).compress(payload)
+    def _repository_aad(self, payload: bytes) -> bytes:
+        return self._aad() + b"\0" + hashlib.sha256(payload).digest()
+
+    def save(self, cache_dir: Path, keys: Any, url: str | None = None) -> Path:
+        """Seal and write the table (atomically, mode 0600); ``keys``: the repository's MasterKeys;
+        ``url``: what the repository was read through (a run without opening it needs the same)."""
+        payload = zstandard.ZstdCompressor(level=3).compress(
+            marshal.dumps((url, self.apps, saveable(self.entries.items())), 4)
+        )
+        repo_salt, repo_nonce = os.urandom(SALT_LEN), os.urandom(NONCE_LEN)
+        tag = keys.subkey_aead(repo_salt, PURPOSE).encrypt(repo_nonce, b"", self._repository_aad(payload))
+        inner = marshal.dumps((payload, repo_salt, repo_nonce, tag), 4)
         salt, nonce = os.urandom(SALT_LEN), os.urandom(NONCE_LEN)
-        sealed = keys.subkey_aead(salt, PURPOSE).encrypt(nonce, plain, self._aad())
+        sealed = _local_aead(local_key(cache_dir), salt).encrypt(nonce, inner, self._aad())
         target = self.path(cache_dir, self.repository_id)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(prefix=".records.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(FORMAT + salt + nonce + sealed)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        _write_private(target, FORMAT + salt + nonce + sealed)
         self.changed = False
+        self.url = url
+        self._repository_seal = None
         return target
 
     @classmethod
-    def load(cls, cache_dir: Path | None, repository_id: str, keys: Any, warn: Callable[[str], None]):
+    def load(
+        cls,
+        cache_dir: Path | None,
+        repository_id: str,
+        keys: Any,
+        warn: Callable[[str], None],
+        url: str | None = None,
+    ):
         """The saved table of the repository, or an empty one (no file, or one that does not
-        authenticate: ``warn`` is told, and nothing of it is used)."""
+        authenticate: ``warn`` is told, and nothing of it is used). ``keys`` None: the repository is not
+        open; only the local seal is checked, and :meth:`check_repository` checks the rest once it is."""
         table = cls(repository_id)
         if cache_dir is None:
             return table
@@ -160,15 +184,23 @@ class RecordTable:
         try:
             if len(raw) <= head or raw[: len(FORMAT)] != FORMAT:
                 raise ValueError("not a record cache of this version")
+            key = local_key(cache_dir, create=False)
+            if key is None:
+                raise ValueError(f"no local key {Path(cache_dir) / 'records' / LOCAL_KEY}")
             salt = raw[len(FORMAT) : len(FORMAT) + SALT_LEN]
             nonce = raw[len(FORMAT) + SALT_LEN : head]
-            plain = keys.subkey_aead(salt, PURPOSE).decrypt(nonce, raw[head:], table._aad())
+            inner = _local_aead(key, salt).decrypt(nonce, raw[head:], table._aad())
+            payload, repo_salt, repo_nonce, tag = marshal.loads(inner)
+            table._repository_seal = (payload, repo_salt, repo_nonce, tag)
+            if keys is not None and not table.check_repository(keys, warn, target):
+                return cls(repository_id)
         except Exception as err:  # InvalidTag, or a file of another format
             what = str(err) or "authentication failed"
             warn(f"record cache {target}: not used ({what}); reading every record again")
-            return table
+            return cls(repository_id)
         try:  # (written by another Python version, whose marshal format differs)
-            apps, items = marshal.loads(zstandard.ZstdDecompressor().decompress(plain))
+            url_read, apps, items = marshal.loads(zstandard.ZstdDecompressor().decompress(payload))
+            table.url = url_read
             table.apps = [tuple(a) for a in apps]
             table._app_index = {a: i for i, a in enumerate(table.apps)}
             table.entries = dict(items)
@@ -178,6 +210,67 @@ class RecordTable:
             )
             return cls(repository_id)
         return table
+
+    def check_repository(self, keys: Any, warn: Callable[[str], None], target: Path | None = None) -> bool:
+        """Whether the loaded cache was written under the repository key ``keys`` (True when nothing was
+        loaded); when it was not, its entries are dropped and ``warn`` is told."""
+        if self._repository_seal is None:
+            return True
+        payload, repo_salt, repo_nonce, tag = self._repository_seal
+        try:
+            keys.subkey_aead(repo_salt, PURPOSE).decrypt(repo_nonce, tag, self._repository_aad(payload))
+        except Exception:
+            warn(
+                f"record cache {target or self.repository_id}: not used (not written under this repository's"
+                " key); reading every record again"
+            )
+            self.entries, self.apps, self._app_index, self.url = {}, [], {}, None
+            self._repository_seal = None
+            self.changed = True
+            return False
+        self._repository_seal = None
+        return True
+
+
+def _write_private(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically, mode 0600 (its directory made 0700)."""
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".records.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def local_key(cache_dir: Path, create: bool = True) -> bytes | None:
+    """The cache directory's random local key (``records/local.key``, mode 0600), made when missing
+    and ``create``; None when there is none (or it is not 32 bytes, or others may read it)."""
+    path = Path(cache_dir) / "records" / LOCAL_KEY
+    try:
+        st = path.stat()
+        if st.st_mode & 0o077 or st.st_size != LOCAL_KEY_LEN:
+            raise ValueError
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError):
+        if not create:
+            return None
+    if not create:
+        return None
+    key = os.urandom(LOCAL_KEY_LEN)
+    _write_private(path, key)  # (a new key: caches sealed under an old one are read again)
+    return key
+
+
+def _local_aead(key: bytes, salt: bytes) -> AESGCM:
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=LOCAL_PURPOSE).derive(key)
+    return AESGCM(derived)
 
 
 def describe(kind: str, group: str | None, data: dict) -> tuple:
@@ -235,35 +328,62 @@ class RefreshStats:
 HEX = "0123456789abcdef"
 
 
-def _listings(repo: Any, parallel: int) -> list[tuple[str, list[Any]]]:
+def _listings(store: Any, parallel: int) -> list[tuple[str, list[Any]]]:
     """Every ``backups/`` and ``runs/`` object of the repository, listed. On S3 the listing is split by
     the first character of the record group (a hex MAC) and the parts are listed at once: a listing is
     a chain of requests, each waiting for the last, and a fleet's repositories hold hundreds of pages."""
-    if not str(getattr(repo.store, "url", "")).startswith("s3://"):
-        return [(kind, list(repo.store.list(f"{kind}/"))) for kind in KINDS]
+    if not str(getattr(store, "url", "")).startswith("s3://"):
+        return [(kind, list(store.list(f"{kind}/"))) for kind in KINDS]
     parts = [(kind, f"{kind}/{h}") for kind in KINDS for h in HEX]
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        found = list(pool.map(lambda part: list(repo.store.list(part[1])), parts))
+        found = list(pool.map(lambda part: list(store.list(part[1])), parts))
     return [(kind, infos) for (kind, _prefix), infos in zip(parts, found, strict=True)]
 
 
-def refresh(table: RecordTable, repo: Any, parallel: int = READ_PARALLEL) -> RefreshStats:
-    """List the repository's records; open the names the table does not hold; forget the names gone."""
+@dataclass
+class Listing:
+    """The record names of a repository: ``seen`` (the table's keys of them) and the listed objects."""
+
+    listed: list[tuple[str, list[Any]]]
+    seen: set[bytes]
+    seconds: float
+
+
+def list_records(store: Any, parallel: int = READ_PARALLEL) -> Listing:
+    """List the repository's records (names only: nothing is opened, no key is needed)."""
     t0 = time.monotonic()
+    listed = _listings(store, parallel)
+    seen = {_name_key(i.key) for _kind, infos in listed for i in infos if i.key.count("/") == 2}
+    return Listing(listed, seen, time.monotonic() - t0)
+
+
+def current(table: RecordTable, listing: Listing) -> bool:
+    """Whether the table holds exactly the listed names: nothing new, nothing vanished (then the
+    repository need not be opened to render it)."""
+    return bool(table.entries) and table.entries.keys() == listing.seen
+
+
+def refresh(
+    table: RecordTable, repo: Any, parallel: int = READ_PARALLEL, listing: Listing | None = None
+) -> RefreshStats:
+    """List the repository's records (unless ``listing`` has them); open the names the table does not
+    hold; forget the names gone."""
+    t0 = time.monotonic() - (listing.seconds if listing is not None else 0.0)
     stats = RefreshStats(cached=bool(table.entries))
-    seen: set[bytes] = set()
+    if listing is None:
+        listing = list_records(repo.store, parallel)
+    seen = listing.seen
     new: list[tuple[bytes, str, str, Any]] = []
-    for kind, infos in _listings(repo, parallel):
+    for kind, infos in listing.listed:
         for info in infos:
             name = info.key
             if name.count("/") != 2:
                 continue
             key = _name_key(name)
-            seen.add(key)
             if key not in table.entries:
                 new.append((key, kind, name, info.last_modified))
     stats.listed = len(seen)
-    stats.list_seconds = time.monotonic() - t0
+    stats.list_seconds = listing.seconds
 
     def read(item: tuple[bytes, str, str, Any]) -> tuple[bytes, str, tuple | None]:
         key, kind, name, modified = item
