@@ -118,25 +118,29 @@ def same_minor(a: str, b: str) -> bool:
 def warn_version_mismatch(recorded: str, tool) -> None:
     import sys
 
+    taken = f"etcd {recorded}" if recorded else "an etcd of unknown version"
+    accepts = f"etcd {'.'.join(recorded.split('.')[:2])}" if recorded else "that etcd"
     print(
-        f"warning: the snapshot was taken by etcd {recorded} but the tool is {tool}"
-        " (--allow-version-mismatch): etcd does not promise that this tool writes a data directory etcd"
-        f" {'.'.join(recorded.split('.')[:2])} accepts; the written database is opened and its revision"
-        " checked, start the member and check the cluster before relying on it",
+        f"warning: the snapshot was taken by {taken} but the tool is {tool} (--allow-version-mismatch):"
+        f" etcd does not promise that this tool writes a data directory {accepts} accepts; the written"
+        " database is opened and its revision checked before it is moved into place, start the member"
+        " and check the cluster before relying on it",
         file=sys.stderr,
     )
 
 
-def verify_written(tool, data_dir: str, written: list[str], revision) -> dict:
-    """The tool's status of the database just written into ``data_dir``; on a failure what was written is
-    removed first, so that no member is started on it."""
+def check_written(tool, revision, verified: dict):
+    """The check :func:`steps.drivers.etcd_tool.restore_data_dir` runs on the directory it wrote, before
+    moving it into place: the tool's ``snapshot status`` opens the new database and its revision must be
+    the snapshot's."""
     from steps.drivers import etcd_tool
 
-    try:
-        return etcd_tool.verify_data_dir(tool, data_dir, int(revision) if revision is not None else None)
-    except BaseException:
-        etcd_tool.remove_written(data_dir, written)
-        raise
+    def check(directory: str) -> None:
+        verified["status"] = etcd_tool.verify_data_dir(
+            tool, directory, int(revision) if revision is not None else None
+        )
+
+    return check
 
 
 def find_etcd_snapshot(repo, ref: str, allow_uncommitted: bool):
@@ -205,8 +209,14 @@ def run(args) -> int:
             restore_snapshot(repo, snap, work)
             desc = etcd.read_description(work)
             recorded = str(desc.get("etcd_version") or "")
-            mismatch = bool(recorded) and not same_minor(recorded, tool.version)
+            # a snapshot that does not say which etcd took it is restored like one of another version
+            mismatch = not recorded or not same_minor(recorded, tool.version)
             if mismatch and args.allow_version_mismatch != "true":
+                if not recorded:
+                    raise UsageError(
+                        f"--etcd-tool: the snapshot does not record which etcd version took it, so {tool} may"
+                        " not match it; give --allow-version-mismatch to restore and check it"
+                    )
                 raise UsageError(
                     f"--etcd-tool: the snapshot was taken by etcd {recorded} but the tool is {tool}; use the"
                     f" tool of etcd {'.'.join(recorded.split('.')[:2])} (--etcd-tool) or give"
@@ -217,10 +227,15 @@ def run(args) -> int:
             if mismatch:
                 warn_version_mismatch(recorded, tool)
             written = etcd_tool.restore_data_dir(
-                tool, db, args.data_dir, args.name, cluster, args.initial_advertise_peer_urls, token
+                tool,
+                db,
+                args.data_dir,
+                args.name,
+                cluster,
+                args.initial_advertise_peer_urls,
+                token,
+                check=check_written(tool, desc.get("revision"), verified) if mismatch else None,
             )
-            if mismatch:
-                verified["status"] = verify_written(tool, args.data_dir, written, desc.get("revision"))
             return desc, size, written
         finally:
             files.remove_dir(work)

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from steps.errors import PermanentError, UsageError
@@ -128,9 +129,13 @@ def restore_data_dir(
     initial_cluster: str,
     peer_urls: str,
     token: str,
+    check: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Write a new etcd data directory from ``db`` into ``data_dir`` (see :func:`prepare_data_dir`) for
-    member ``name`` of ``initial_cluster`` with a new cluster ``token``. Returns the entries written."""
+    member ``name`` of ``initial_cluster`` with a new cluster ``token``. Returns the entries written.
+    ``check(directory)`` runs on the written directory before anything is moved into ``data_dir``: the
+    move is the last step, so an interrupted or failed restore never leaves a data directory that looks
+    finished; a move that fails halfway takes back what it moved."""
     prepare_data_dir(data_dir)
     work = tempfile.mkdtemp(prefix=".snapflow-etcd-restore-", dir=data_dir)
     inner = os.path.join(work, "data")
@@ -156,9 +161,20 @@ def restore_data_dir(
             raise PermanentError(
                 f"{tool.name} snapshot restore of {os.path.basename(db)}: {_last_error_line(out.stderr + out.stdout)}"
             )
+        if check is not None:
+            check(inner)
         written = sorted(os.listdir(inner))
-        for entry in written:
-            os.rename(os.path.join(inner, entry), os.path.join(data_dir, entry))
+        moved: list[str] = []
+        try:
+            for entry in written:
+                os.rename(os.path.join(inner, entry), os.path.join(data_dir, entry))
+                moved.append(entry)
+        except OSError as err:
+            left = remove_written(data_dir, moved)
+            raise PermanentError(
+                f"--data-dir: cannot move the restored data into {data_dir} ({err.strerror or err})"
+                + (f"; could not remove {', '.join(left)} again: remove them by hand" if left else "")
+            ) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return written
@@ -180,18 +196,22 @@ def verify_data_dir(tool: EtcdTool, data_dir: str, revision: int | None) -> dict
     return status
 
 
-def remove_written(data_dir: str, written: list[str]) -> None:
+def remove_written(data_dir: str, written: list[str]) -> list[str]:
     """Remove the entries :func:`restore_data_dir` moved into ``data_dir`` (a data directory that did
-    not verify must not be started)."""
+    not verify must not be started); returns those that could not be removed."""
+    left: list[str] = []
     for entry in written:
         path = os.path.join(data_dir, entry)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
                 os.unlink(path)
-            except FileNotFoundError:
-                pass
+        except FileNotFoundError:
+            pass
+        except OSError:
+            left.append(entry)
+    return left
 
 
 class StatusInBackground:
