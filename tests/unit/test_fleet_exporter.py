@@ -128,10 +128,13 @@ def test_a_refresh_reads_only_new_records_and_forgets_pruned_ones(mem_repo):
     assert len(reads) == 3
     assert collected(exporter)[("snapflow_backup_committed", "orders-db")] == 4
     # WHEN a backup record is deleted (pruned), THEN it is forgotten
-    gone = next(k for k in cache.entries if k.startswith("backups/"))
+    from workflows.fleet.records import record_key
+
+    gone = next(i.key for i in mem_repo.store.list("backups/"))
+    assert record_key(gone) in cache.entries
     mem_repo.store.delete(gone)
     exporter.refresh()
-    assert gone not in cache.entries
+    assert record_key(gone) not in cache.entries and len(cache.entries) == 11
     assert collected(exporter)[("snapflow_backup_committed", "orders-db")] == 3
 
 

@@ -1,10 +1,14 @@
 """Reading a repository's records for the exporter, incrementally: records only, never packs.
 
-:class:`RecordCache` keeps, per object name (``backups/GROUP/ID``, ``runs/GROUP/ID``), a small summary
-of what the record says (:class:`Summary`). A record is named by the hash of its stored bytes and never
-rewritten, so a name read once needs no second reading: a refresh lists ``backups/`` and ``runs/`` and
-opens only the names it has not seen, and forgets the names that are gone (pruned). Summaries live in
-memory only (records are encrypted in the repository; a decrypted copy on disk would leak them).
+:class:`RecordCache` keeps, per object name (``backups/GROUP/ID``, ``runs/GROUP/ID``; keyed by the
+name's ID as 32 bytes, :func:`record_key`), a small summary of what the record says (:class:`Summary`).
+A record is named by the hash of its stored bytes and never rewritten, so a name read once needs no
+second reading: a refresh lists ``backups/`` and ``runs/`` and opens only the names it has not seen, and
+forgets the names that are gone (pruned). Summaries live in memory only (records are encrypted in the
+repository; a decrypted copy on disk would leak them). A fleet holds hundreds of thousands of records,
+so the exporter's summaries are compact (:func:`compact`): the values many records share (an app, a
+kind, a verdict, anomaly reasons) are one object each, and the backup ID, which no metric carries, is
+not kept.
 
 Called by :mod:`workflows.fleet.exporter`; reads through :mod:`steps.api`.
 """
@@ -25,6 +29,7 @@ RUN_NAMES = ("consistent-point", "verify", "restore-test")  # the run records th
 # they say when the source's snapshot was taken and, since they carry ``app``, whose run it is
 SOURCE_RUN_NAMES = ("etcd", "registry", "bucket")
 READ_PARALLEL = 8
+READ_BATCH = 512
 SOURCE_KINDS = ("etcd", "registry", "bucket")  # a backup record's ``source.kind``; else it is an app's
 
 
@@ -162,6 +167,55 @@ def summarize(kind: str, group: str | None, data: dict) -> Summary | None:
     )
 
 
+_SHARED: dict[Any, Any] = {}
+_SHARED_MAX = 200_000  # (values beyond these are kept as they come)
+
+
+def _share(value: Any) -> Any:
+    """One object for equal values that many records carry (apps, kinds, verdicts)."""
+    if value is None or len(_SHARED) >= _SHARED_MAX:
+        return value
+    return _SHARED.setdefault((type(value), value), value)
+
+
+def compact(summary: Summary | None) -> Summary | None:
+    """``summary`` as the exporter keeps it: shared values, no backup ID (no metric carries it)."""
+    if summary is None:
+        return None
+    return Summary(
+        _share(summary.kind),
+        summary.group,
+        None,
+        _share(summary.app and tuple(_share(part) for part in summary.app)),
+        summary.time,
+        summary.point_in_time,
+        summary.ok,
+        summary.freeze_s,
+        summary.size_bytes,
+        summary.files,
+        _share(summary.source),
+        summary.anomaly_score,
+        summary.anomaly_flagged,
+        _share(summary.anomaly_reasons),
+        _share(summary.verdict),
+        summary.source_time,
+    )
+
+
+def summarize_compact(kind: str, group: str | None, data: dict) -> Summary | None:
+    """:func:`summarize`, kept compact (:func:`compact`): the exporter's summaries."""
+    return compact(summarize(kind, group, data))
+
+
+def record_key(name: str) -> bytes:
+    """A cache's key of an object name: its ID as 32 bytes (not a 137-character string)."""
+    ident = name.rsplit("/", 1)[-1]
+    try:
+        return bytes.fromhex(ident)
+    except ValueError:
+        return name.encode()
+
+
 @dataclass
 class RefreshStats:
     listed: int = 0
@@ -173,32 +227,36 @@ class RefreshStats:
 
 @dataclass
 class RecordCache:
-    """Summaries of one repository's records by object name; :meth:`refresh` reads only new names."""
+    """Summaries of one repository's records by object name (:func:`record_key`); :meth:`refresh` reads
+    only new names."""
 
-    entries: dict[str, Summary | None] = field(default_factory=dict)
+    entries: dict[bytes, Summary | None] = field(default_factory=dict)
     last: RefreshStats = field(default_factory=lambda: RefreshStats())
     # what is kept of a record that opened: (kind, group, data) -> a summary (None: nothing); another
     # reader (the fleet report) may keep its own summaries through the same listing and reading
-    describe: Callable[[str, str | None, dict], Any] = summarize
+    describe: Callable[[str, str | None, dict], Any] = summarize_compact
 
     def refresh(self, repo: Repository) -> RefreshStats:
         t0 = time.monotonic()
         stats = RefreshStats()
-        listed: dict[str, tuple[str, Any]] = {}
+        listed: set[bytes] = set()
+        new: list[tuple[bytes, str, Any]] = []
         for kind in KINDS:
             for info in repo.store.list(f"{kind}/"):
                 if info.key.count("/") == 2:
-                    listed[info.key] = (kind, info)
+                    key = record_key(info.key)
+                    listed.add(key)
+                    if key not in self.entries:
+                        new.append((key, kind, info))
         stats.listed = len(listed)
         stats.list_seconds = time.monotonic() - t0
-        new = [(key, kind, info) for key, (kind, info) in listed.items() if key not in self.entries]
 
         def read(item):
             key, kind, info = item
-            group = key.split("/")[1]
+            group = info.key.split("/")[1]
             try:
                 # (a record's name is the hash of its bytes: one reading per name is enough)
-                record = repo.read_record(kind, key, info.last_modified)
+                record = repo.read_record(kind, info.key, info.last_modified)
             except KeyError:
                 return key, "gone"  # deleted since the listing
             except Exception:
@@ -207,11 +265,12 @@ class RecordCache:
 
         if new:
             with ThreadPoolExecutor(max_workers=min(READ_PARALLEL, len(new))) as pool:
-                for key, summary in pool.map(read, new):
-                    if summary == "gone":
-                        continue
-                    self.entries[key] = summary
-                    stats.read += 1
+                for start in range(0, len(new), READ_BATCH):  # (in batches: few results wait at a time)
+                    for key, summary in pool.map(read, new[start : start + READ_BATCH]):
+                        if isinstance(summary, str) and summary == "gone":
+                            continue
+                        self.entries[key] = summary
+                        stats.read += 1
         for key in [k for k in self.entries if k not in listed]:
             del self.entries[key]  # pruned
         stats.damaged = sum(1 for s in self.entries.values() if getattr(s, "kind", None) == "damaged")
