@@ -178,3 +178,22 @@ def test_without_an_opener_a_warm_read_derives_no_key_but_still_wants_the_passwo
     monkeypatch.delenv("SNAPFLOW_PASSWORD")
     ((nopw, _),) = read_repositories([(url, None)], cache_dir=tmp_path / "cache")
     assert nopw.error is not None and not nopw.facts
+
+
+def test_a_file_repository_lists_the_same_record_names_as_its_store(tmp_path):
+    from workflows.report.record_cache import list_records
+
+    url = f"file://{tmp_path / 'repo'}"
+    repo = Repository.init(open_store(url), PASSWORD, kdf_params=KDF)
+    for i in range(3):
+        commit(repo, f"b-{i}", NOW - i * 3600)
+    some = next(i.key for i in repo.store.list("backups/"))
+    (tmp_path / "repo" / some).with_name(".partial.tmp").write_bytes(b"x")  # (a write in progress)
+    (tmp_path / "repo" / "backups" / "stray").write_bytes(b"x")  # (not KIND/GROUP/ID)
+    store = open_store(url)
+    listing = list_records(store)
+    names = sorted(i.key for _kind, infos in listing.listed for i in infos)
+    assert names == sorted(
+        i.key for k in ("backups", "runs") for i in store.list(f"{k}/") if i.key.count("/") == 2
+    )
+    assert len(names) == 6 and len(listing.seen) == 6

@@ -332,12 +332,39 @@ def _listings(store: Any, parallel: int) -> list[tuple[str, list[Any]]]:
     """Every ``backups/`` and ``runs/`` object of the repository, listed. On S3 the listing is split by
     the first character of the record group (a hex MAC) and the parts are listed at once: a listing is
     a chain of requests, each waiting for the last, and a fleet's repositories hold hundreds of pages."""
+    if type(store).__name__ == "LocalStore" and isinstance(getattr(store, "root", None), Path):
+        return [(kind, _local_names(store.root, kind)) for kind in KINDS]
     if not str(getattr(store, "url", "")).startswith("s3://"):
         return [(kind, list(store.list(f"{kind}/"))) for kind in KINDS]
     parts = [(kind, f"{kind}/{h}") for kind in KINDS for h in HEX]
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         found = list(pool.map(lambda part: list(store.list(part[1])), parts))
     return [(kind, infos) for (kind, _prefix), infos in zip(parts, found, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Name:
+    key: str
+    last_modified: Any = None
+
+
+def _local_names(root: Path, kind: str) -> list[_Name]:
+    """The record names of a ``file://`` repository (``KIND/GROUP/ID``: the files one directory below
+    ``KIND``, as the store lists them, dot files left out), without the store's stat of every file: a
+    record's size and time are not needed to know which names are new."""
+    out: list[_Name] = []
+    try:
+        groups = [g for g in os.scandir(root / kind) if g.is_dir()]
+    except FileNotFoundError:
+        return out
+    for group in groups:
+        try:
+            with os.scandir(group.path) as entries:
+                names = sorted(e.name for e in entries if e.is_file() and not e.name.startswith("."))
+        except FileNotFoundError:  # (pruned meanwhile)
+            continue
+        out += [_Name(f"{kind}/{group.name}/{n}") for n in names]
+    return out
 
 
 @dataclass
