@@ -19,7 +19,9 @@ DESCRIPTION = """Check that every tree and data blob referenced by the chosen sn
 that its pack exists with the recorded size, that every tree is well formed (entry names are names, not
 paths: never empty, '.', '..', with '/' or NUL, or twice in one directory; known types; holes inside the
 file) and that every file's size is what its content blobs and holes add up to; with --read-data, read
-back that share of the packs, check their names against their bytes, decrypt and rehash every blob.
+back that share of the packs, check their names against their bytes, decrypt and rehash every blob;
+a registry snapshot's manifest and blob files whose data lies in a pack read back are also read whole
+and must match the OCI digest they are named by (all of them with --read-data 100).
 Exits 3 naming each missing or corrupt object: the snapshot, tree and entry of a damaged tree, the key
 of a damaged record. With --backup-id, checks that backup's snapshots, reads back EVERY pack the backup
 wrote itself (the index records which backup wrote each pack) plus --read-data of the older packs it

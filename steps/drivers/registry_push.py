@@ -1,7 +1,7 @@
 """Pushing a restored stage back to a registry for ``registry-restore``: the description is checked
-before anything names a file by it, every manifest and blob is checked against its digest before the
-first push, then blobs (skipped or mounted when the registry has them), manifests children first and
-tags are pushed.
+before anything names a file by it, every manifest and blob is checked against its digest (and each
+manifest against the media type the description lists for it) before the first push, then blobs
+(skipped or mounted when the registry has them), manifests children first and tags are pushed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ from steps.drivers.registry_reference import (
     check_tag,
     manifest_children,
 )
-from steps.drivers.registry_stage import BLOB_DIR, DESCRIPTION_FILE, MANIFEST_DIR, staged_path
+from steps.drivers.registry_stage import (
+    BLOB_DIR,
+    DESCRIPTION_FILE,
+    MANIFEST_DIR,
+    staged_path,
+    type_contradiction,
+)
 from steps.errors import IntegrityError
 
 
@@ -112,6 +118,13 @@ def push_stage(
             children, blobs = manifest_children(data, meta["media_type"])
         except (ValueError, AttributeError):
             raise IntegrityError(f"{where}: manifest {digest} is not a JSON object") from None
+        # the digest covers the bytes, not the type listed beside them, and the type decides the children
+        why = type_contradiction(json.loads(data), meta["media_type"])
+        if why is not None:
+            raise IntegrityError(
+                f"{where}: manifest {digest} is listed in {DESCRIPTION_FILE} as {meta['media_type']}, but"
+                f" {why}; nothing was pushed"
+            )
         for child in children:
             check_digest(child, f"{where}: a child of manifest {digest}")
         for blob, _size in blobs:

@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass, field
 
 from steps.drivers.registry_client import RegistryClient
-from steps.drivers.registry_reference import MAX_DEPTH, check_digest, children_of
-from steps.errors import IntegrityError
+from steps.drivers.registry_reference import INDEX_TYPES, MAX_DEPTH, check_digest, children_of
+from steps.errors import IntegrityError, printable
 
 DESCRIPTION_FILE = "registry.json"
 MANIFEST_DIR = "manifests"
@@ -55,6 +55,32 @@ class Stage:
             "blob_bytes": sum(b["size"] for b in self.blobs.values()),
             "image_bytes": self.image_bytes,
         }
+
+
+def type_contradiction(doc, media_type: str) -> str | None:
+    """Why the manifest document ``doc`` (parsed JSON) is not of ``media_type``, or None when it may be.
+
+    The digest covers a manifest's bytes, not the media type a description lists beside it, and the
+    type decides what the manifest refers to (an index's ``manifests``, an image's ``config`` and
+    ``layers``). So the document's own ``mediaType``, when it has one, must be that type, and its shape
+    must fit it: ``manifests`` for an index or list, ``config`` or ``layers`` (and no ``manifests``)
+    for an image manifest."""
+    if not isinstance(doc, dict):
+        return "it is not a JSON object"
+    own = doc.get("mediaType")
+    if own is not None and own != media_type:
+        return f"its own mediaType is {_printable_type(own)}"
+    if media_type in INDEX_TYPES:
+        if not isinstance(doc.get("manifests"), list) or "config" in doc or "layers" in doc:
+            return "it is not shaped as an index (a manifests list, no config or layers)"
+    elif "manifests" in doc or not ("config" in doc or "layers" in doc):
+        return "it is not shaped as an image manifest (config and layers, no manifests list)"
+    return None
+
+
+def _printable_type(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return repr(printable(text[:100]))
 
 
 def _fsync_write(path: str, data: bytes) -> None:

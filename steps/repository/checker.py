@@ -27,6 +27,7 @@ from .inspection import (
     settle,
 )
 from .records import Record, Snapshot, referenced_snapshots, utc_now_iso
+from .registry_tree import check_registry_digests
 from .repo import Repository
 from .writer import DELETED, DELETION_LOG_KIND
 
@@ -122,6 +123,8 @@ def verify(
     checker.read_back(chosen)
     outcome = settle(repo, checker, repo.load_index, read_replacements=bool(chosen))
     report.problems = list(outcome.problems.values())
+    # registry snapshots: each manifest and blob file in a pack read back against the digest naming it
+    report.problems += check_registry_digests(repo, snapshots, set(checker.read))
     report.packs_read = checker.packs_read + outcome.packs_read
     report.bytes_read = checker.bytes_read + outcome.bytes_read
     report.rechecked = outcome.rechecked

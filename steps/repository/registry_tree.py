@@ -10,7 +10,10 @@ manifest the parent holds is read back from the repository and checked against i
 used.
 
 The parent (:func:`registry_parent`) is the newest committed registry snapshot of the same registry
-host. A parent entry is trusted only when it is whole: the node is a file of the size the image
+host written by ``registry-backup`` (:func:`written_by_registry_backup`: a directory snapshot whose
+``program`` names it, tagged kind=registry and registry=HOST), not any snapshot carrying those tags. A
+reused manifest's bytes are checked against its digest, and its own ``mediaType`` and shape against
+the media type the parent lists (which the digest does not cover). A parent entry is trusted only when it is whole: the node is a file of the size the image
 declares, every blob of its content is in the index and their lengths add up to that size, and the
 parent's ``registry.json`` lists the digest with that size. Anything else (a missing or damaged entry,
 a tree that does not load) downloads the blob again; damage in the parent costs time, never content.
@@ -32,6 +35,25 @@ from steps.errors import IntegrityError
 
 DESCRIPTION_FILE = "registry.json"
 MAX_DESCRIPTION_BYTES = 256 * 1024 * 1024
+WRITER = "registry-backup"  # the last word of the ``program`` of the snapshots it writes
+
+
+def written_by_registry_backup(data: dict, host: str | None = None) -> bool:
+    """Whether snapshot record ``data`` is as ``registry-backup`` writes it (of registry ``host``, when
+    given): source type ``dir``, ``program`` "snapflow-steps VERSION registry-backup", tags kind=registry
+    and registry=HOST. A ``backup`` of a directory given those tags is not."""
+    tags = data.get("tags")
+    program = data.get("program")
+    return (
+        data.get("source_type") == "dir"
+        and isinstance(program, str)
+        and program.startswith("snapflow-steps ")
+        and program.split(" ")[-1] == WRITER
+        and isinstance(tags, dict)
+        and tags.get("kind") == "registry"
+        and isinstance(tags.get("registry"), str)
+        and (host is None or tags.get("registry") == host)
+    )
 
 
 def _newer_damage(repo, host: str, newest_time: str) -> list:
@@ -62,8 +84,8 @@ def registry_parent(repo, host: str, warn: Callable[[str], None]):
     commits = repo.commits()
     best = None
     for s in repo.list_snapshots():
-        tags = s.data.get("tags") if isinstance(s.data.get("tags"), dict) else {}
-        if tags.get("kind") != "registry" or tags.get("registry") != host or not commits.committed(s):
+        # a snapshot of a backup that failed verify is not committed, so it is never a parent
+        if not written_by_registry_backup(s.data, host) or not commits.committed(s):
             continue
         if best is None or s.time > best.time:
             best = s
@@ -167,8 +189,10 @@ class RegistryParent:
 
     def manifest(self, digest: str) -> tuple[bytes, str] | None:
         """``(bytes, media type)`` of manifest ``digest`` read back from the parent and checked against
-        its digest, or None when the parent does not hold it whole."""
+        its digest, or None when the parent does not hold it whole, or when the document contradicts
+        the media type the parent lists for it (the digest does not cover that type)."""
         from steps.drivers.registry_reference import MANIFEST_TYPES, MAX_MANIFEST_BYTES
+        from steps.drivers.registry_stage import type_contradiction
 
         node = self.manifests.get(digest)
         listed = (self.described.get("manifests") or {}).get(digest)
@@ -181,6 +205,13 @@ class RegistryParent:
             self.rejected += 1
             return None
         if media_type not in MANIFEST_TYPES or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            self.rejected += 1
+            return None
+        try:
+            why = type_contradiction(json.loads(data), media_type)
+        except ValueError:
+            why = "it is not JSON"
+        if why is not None:
             self.rejected += 1
             return None
         return data, media_type
@@ -305,7 +336,7 @@ def store_registry_tree(
             "blobs_new": sink.stats.blobs_new,
             "blob_bytes_new": sink.stats.blob_bytes_new,
         },
-        "program": f"snapflow-steps {_version()}",
+        "program": f"snapflow-steps {_version()} {WRITER}",  # what registry_parent trusts
         "changes": changes,  # optional, as a copy's (docs/design.md, "snapshots/ID")
     }
     repo.check_commit()
@@ -334,3 +365,92 @@ def _changes(repo, parent, files, nodes, blob_dir, total, bytes_read, sink_stats
         sink_stats=sink_stats,
         has_parent=before is not None,
     )
+
+
+def check_registry_digests(repo, snapshots, packs_read: set[str]) -> list[str]:
+    """Problems of the registry snapshots among ``snapshots`` (tagged kind=registry): each file of
+    ``manifests/sha256/`` and ``blobs/sha256/`` whose content lies in a pack of ``packs_read`` (the
+    packs verify read back: its sample, every pack with --read-data 100) is read and hashed, and must
+    match the digest it is named by. A reused blob is never hashed again when a backup takes it from
+    its parent, so this is what finds a parent whose file holds other bytes of the right size.
+
+    A file whose content cannot be read is left to the pack read-back, which names it."""
+    from .snapshot_read import blob_offsets
+
+    problems: list[str] = []
+    seen: dict[tuple, str | None] = {}  # (digest, content) → what was read (None: unreadable)
+    for snap in snapshots:
+        tags = snap.data.get("tags")
+        if not isinstance(tags, dict) or tags.get("kind") != "registry" or not snap.data.get("tree"):
+            continue
+        try:
+            top = {n.get("name"): n for n in repo.load_tree(snap.data["tree"])}
+        except Exception:  # a damaged tree is the walk's problem, named there
+            continue
+        for kind in ("manifests", "blobs"):
+            for name, node in _digest_files(repo, top.get(kind)):
+                digest = f"sha256:{name}"
+                content = node.get("content")
+                if not isinstance(content, list) or not _in_packs(repo, content, packs_read):
+                    continue
+                key = (digest, tuple(content), node.get("size"))
+                if key not in seen:
+                    seen[key] = _hash_node(repo, node, blob_offsets)
+                got = seen[key]
+                if got is not None and got != digest:
+                    problems.append(
+                        f"snapshot {snap.short_id}: registry {kind[:-1]} {digest} read back does not match"
+                        f" its digest (its bytes hash to {got}); a registry restore of it fails"
+                    )
+    return problems
+
+
+def _digest_files(repo, node) -> list[tuple[str, dict]]:
+    if not node or node.get("type") != "dir":
+        return []
+    try:
+        sub = {n.get("name"): n for n in repo.load_tree(node["subtree"])}.get("sha256")
+        if not sub or sub.get("type") != "dir":
+            return []
+        return [(n["name"], n) for n in repo.load_tree(sub["subtree"]) if n.get("type") == "file"]
+    except Exception:  # the walk names a damaged tree
+        return []
+
+
+def _in_packs(repo, content: list, packs: set[str]) -> bool:
+    if not packs:
+        return False
+    try:
+        locs = [repo.index.get(bytes.fromhex(h)) for h in content]
+    except (TypeError, ValueError):
+        return False
+    return any(loc is not None and loc.pack_id in packs for loc in locs)
+
+
+def _hash_node(repo, node: dict, blob_offsets) -> str | None:
+    """``sha256:HEX`` of the file ``node`` as restore would write it, or None when it does not read."""
+    h = hashlib.sha256()
+    pos = 0
+    size = node.get("size")
+    try:
+        for bid, off, raw, _loc in blob_offsets(repo, node):
+            if off > pos:  # a recorded hole reads as zeros
+                _zeros(h, off - pos)
+                pos = off
+            data = repo.read_blob(bid)
+            if len(data) != raw:
+                return None
+            h.update(data)
+            pos += raw
+        if isinstance(size, int) and size > pos:
+            _zeros(h, size - pos)
+    except Exception:  # unreadable or damaged: the pack read-back names it
+        return None
+    return "sha256:" + h.hexdigest()
+
+
+def _zeros(h, n: int) -> None:
+    block = bytes(min(n, 1 << 20))
+    while n > 0:
+        h.update(block[: min(n, len(block))])
+        n -= len(block)
