@@ -8,6 +8,7 @@ attacker cannot change the chunker parameters unnoticed. Called by :mod:`.repo`.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from .crypto import MasterKeys
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
+_ID = re.compile(r"[0-9a-f]{32}")
 
 CHUNK_MIN = 256 * 1024
 CHUNK_AVG = 1024 * 1024
@@ -88,6 +90,9 @@ class RepoConfig:
             )
         except (KeyError, TypeError, ValueError):
             raise RepositoryError(f"{url}/config: missing or invalid fields") from None
+        if not isinstance(cfg.id, str) or not _ID.fullmatch(cfg.id):
+            # readers name local files after it (caches): never a path
+            raise RepositoryError(f"{url}/config: id is not a repository ID (32 hex digits)")
         return cfg, doc
 
     @staticmethod
