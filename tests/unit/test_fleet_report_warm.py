@@ -197,3 +197,19 @@ def test_a_file_repository_lists_the_same_record_names_as_its_store(tmp_path):
         i.key for k in ("backups", "runs") for i in store.list(f"{k}/") if i.key.count("/") == 2
     )
     assert len(names) == 6 and len(listing.seen) == 6
+
+
+def test_the_local_key_is_made_once_and_one_others_may_read_is_replaced(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from workflows.report.record_cache import local_key
+
+    cache = tmp_path / "cache"
+    assert local_key(cache, create=False) is None
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: local_key(cache), range(16)))
+    assert len(keys) == 1 and len(next(iter(keys))) == 32
+    (path := cache / "records" / LOCAL_KEY).chmod(0o644)
+    assert local_key(cache, create=False) is None
+    fresh = local_key(cache)
+    assert fresh not in keys and path.stat().st_mode & 0o777 == 0o600

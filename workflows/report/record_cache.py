@@ -36,6 +36,7 @@ import hashlib
 import marshal
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -149,7 +150,10 @@ class RecordTable:
         tag = keys.subkey_aead(repo_salt, PURPOSE).encrypt(repo_nonce, b"", self._repository_aad(payload))
         inner = marshal.dumps((payload, repo_salt, repo_nonce, tag), 4)
         salt, nonce = os.urandom(SALT_LEN), os.urandom(NONCE_LEN)
-        sealed = _local_aead(local_key(cache_dir), salt).encrypt(nonce, inner, self._aad())
+        key = local_key(cache_dir)
+        if key is None:
+            raise OSError(f"cannot make the local key {Path(cache_dir) / 'records' / LOCAL_KEY}")
+        sealed = _local_aead(key, salt).encrypt(nonce, inner, self._aad())
         target = self.path(cache_dir, self.repository_id)
         _write_private(target, FORMAT + salt + nonce + sealed)
         self.changed = False
@@ -247,25 +251,42 @@ def _write_private(target: Path, data: bytes) -> None:
         raise
 
 
-def local_key(cache_dir: Path, create: bool = True) -> bytes | None:
-    """The cache directory's random local key (``records/local.key``, mode 0600), made when missing
-    and ``create``; None when there is none (or it is not 32 bytes, or others may read it)."""
-    path = Path(cache_dir) / "records" / LOCAL_KEY
+def _read_local_key(path: Path) -> bytes | None:
     try:
         st = path.stat()
         if st.st_mode & 0o077 or st.st_size != LOCAL_KEY_LEN:
-            raise ValueError
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError):
-        if not create:
             return None
-    if not create:
+        return path.read_bytes()
+    except OSError:
         return None
-    key = os.urandom(LOCAL_KEY_LEN)
-    _write_private(path, key)  # (a new key: caches sealed under an old one are read again)
-    return key
+
+
+_LOCAL_KEY_LOCK = threading.Lock()
+
+
+def local_key(cache_dir: Path, create: bool = True) -> bytes | None:
+    """The cache directory's random local key (``records/local.key``, mode 0600), made when missing
+    and ``create``; None when there is none (or it is not 32 bytes, or others may read it). Readers
+    that make it at once (threads, processes) end up with the same one."""
+    path = Path(cache_dir) / "records" / LOCAL_KEY
+    with _LOCAL_KEY_LOCK:
+        key = _read_local_key(path)
+        if key is not None or not create:
+            return key
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=".local-key.", dir=path.parent)  # (mode 0600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(LOCAL_KEY_LEN))
+            if path.exists() or path.is_symlink():
+                os.replace(tmp, path)  # (an unusable one: caches sealed under it are read again)
+            else:
+                with contextlib.suppress(FileExistsError):  # (another process made it first)
+                    os.link(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return _read_local_key(path)
 
 
 def _local_aead(key: bytes, salt: bytes) -> AESGCM:
