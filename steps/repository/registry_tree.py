@@ -97,7 +97,40 @@ def registry_parent(repo, host: str, warn: Callable[[str], None]):
             f" complete); {repair_hint(repo.url)}"
         )
         return None
+    failed = _failed_reuse(repo, host, best, commits) if best is not None else None
+    if failed is not None:
+        warn(
+            f"parent: registry snapshot {failed[0].short_id} of backup {failed[1]} took blobs from"
+            f" {best.short_id} and failed verify; this backup downloads every blob instead of reusing"
+            " that parent's (slower, equally complete)"
+        )
+        return None
     return best
+
+
+def _failed_reuse(repo, host: str, parent, commits) -> tuple | None:
+    """``(snapshot, backup ID)`` of a newer, uncommitted registry snapshot of ``host`` that took blobs
+    from ``parent`` and whose verify failed, or None. What it reused may not be what its digests name
+    (reuse does not hash a blob again; verify does), so that parent is not trusted again."""
+    for s in repo.list_snapshots():
+        if (
+            s.time <= parent.time
+            or s.data.get("parent") != parent.id
+            or not s.backup_id
+            or commits.committed(s)
+            or not written_by_registry_backup(s.data, host)
+        ):
+            continue
+        for r in repo.scan_records("runs", key=s.backup_id)[0]:
+            verdict = r.data
+            if (
+                verdict.get("name") == "verify"
+                and verdict.get("ok") is False
+                and isinstance(verdict.get("snapshots"), list)
+                and s.id in verdict["snapshots"]
+            ):
+                return s, s.backup_id
+    return None
 
 
 def _read_node(repo, node: dict, limit: int) -> bytes:

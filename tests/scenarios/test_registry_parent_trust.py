@@ -163,12 +163,19 @@ def test_a_parent_blob_holding_other_bytes_fails_verify_of_the_backup_that_reuse
     assert "Traceback" not in proc.stderr
     # AND only that blob is named: the good blobs and every manifest read back as their digests
     assert proc.stdout.count("does not match its digest") == 1, proc.stdout
-    # AND the backup is not committed, so it is never a parent
-    repository = Repository.open(open_store(url), PASSWORD)
-    snap = registry_parent(repository, host, lambda line: None)
-    assert snap is not None and snap.id == poisoned != second["snapshot"]
     # AND the first snapshot (good bytes) verifies
     ok = run_steps("verify", "--repo", url, "--snapshot", first["snapshot"], "--read-data", "100", env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # AND the backup is not committed, so it is no parent; nor is the parent it reused from trusted
+    # again, and the warning says why
+    repository = Repository.open(open_store(url), PASSWORD)
+    warnings: list[str] = []
+    assert registry_parent(repository, host, warnings.append) is None
+    assert len(warnings) == 1 and second["snapshot"][:8] in warnings[0] and "backup-reg-2" in warnings[0]
+    # WHEN the backup runs again THEN it downloads every blob, and its verify passes
+    third = backup(url, env, front, creds, "--backup-id", "backup-reg-4")
+    assert third["parent"] is None and third["blobs_downloaded"] == len(pushed.blobs)
+    ok = run_steps("verify", "--repo", url, "--backup-id", "backup-reg-4", "--read-data", "100", env=env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
 
@@ -192,3 +199,12 @@ def test_a_good_parent_is_still_reused_and_verifies(tmp_path, repo, registry_ser
     proc = run_steps("verify", "--repo", url, "--backup-id", "backup-reg-3", "--read-data", "100", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "does not match" not in proc.stdout
+    # AND the parent stays trusted: a passed verify of a backup that reused it is no reason to doubt it
+    from steps.drivers.objectstore import open_store
+    from steps.repository.registry_tree import registry_parent
+    from steps.repository.repo import Repository
+
+    warnings: list[str] = []
+    repository = Repository.open(open_store(url), PASSWORD)
+    snap = registry_parent(repository, front.url.removeprefix("http://"), warnings.append)
+    assert snap is not None and snap.id == first["snapshot"] and not warnings
