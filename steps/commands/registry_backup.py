@@ -22,10 +22,13 @@ them, OCI artifacts) is kept byte for byte as the registry served it, with its m
 as it arrives, then stored in the repository, deduplicated across images, repositories and runs. The
 snapshot is tagged kind=registry and registry=HOST; its layout is described in docs/user/registry.md.
 
-Incremental: a blob the newest committed registry snapshot of the same HOST holds whole (checked
-against its digest when it was downloaded; its entry and stored chunks complete) is taken from that
-snapshot without downloading it; a tag is resolved with a HEAD, and a manifest that snapshot holds is
-read back from the repository and checked against its digest. --full downloads everything.
+Incremental: a blob the newest committed registry snapshot of the same HOST written by registry-backup
+holds whole (checked against its digest when it was downloaded; its entry and stored chunks complete)
+is taken from that snapshot without downloading it; a tag is resolved with a HEAD, and a manifest that
+snapshot holds is read back from the repository and checked against its digest and against the media
+type listed for it (else fetched). A parent that a later backup reused and whose verify then failed is
+not used (everything is downloaded). `verify` hashes the registry files in the packs it reads back
+against their digests. --full downloads everything.
 
 Credentials: --username and --password-file (a mounted Secret; never an argument). Basic and Bearer
 token authentication are both answered; Bearer tokens are asked for per repository and action. TLS: the
