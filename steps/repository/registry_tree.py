@@ -82,8 +82,9 @@ def registry_parent(repo, host: str, warn: Callable[[str], None]):
     from .damage import describe_damage, repair_hint
 
     commits = repo.commits()
+    snapshots = repo.list_snapshots()
     best = None
-    for s in repo.list_snapshots():
+    for s in snapshots:
         # a snapshot of a backup that failed verify is not committed, so it is never a parent
         if not written_by_registry_backup(s.data, host) or not commits.committed(s):
             continue
@@ -97,7 +98,7 @@ def registry_parent(repo, host: str, warn: Callable[[str], None]):
             f" complete); {repair_hint(repo.url)}"
         )
         return None
-    failed = _failed_reuse(repo, host, best, commits) if best is not None else None
+    failed = _failed_reuse(repo, host, best, snapshots, commits) if best is not None else None
     if failed is not None:
         warn(
             f"parent: registry snapshot {failed[0].short_id} of backup {failed[1]} took blobs from"
@@ -108,11 +109,11 @@ def registry_parent(repo, host: str, warn: Callable[[str], None]):
     return best
 
 
-def _failed_reuse(repo, host: str, parent, commits) -> tuple | None:
+def _failed_reuse(repo, host: str, parent, snapshots, commits) -> tuple | None:
     """``(snapshot, backup ID)`` of a newer, uncommitted registry snapshot of ``host`` that took blobs
-    from ``parent`` and whose verify failed, or None. What it reused may not be what its digests name
+    from ``parent`` and whose latest verify failed, or None. What it reused may not be what its digests name
     (reuse does not hash a blob again; verify does), so that parent is not trusted again."""
-    for s in repo.list_snapshots():
+    for s in snapshots:
         if (
             s.time <= parent.time
             or s.data.get("parent") != parent.id
@@ -121,15 +122,15 @@ def _failed_reuse(repo, host: str, parent, commits) -> tuple | None:
             or not written_by_registry_backup(s.data, host)
         ):
             continue
-        for r in repo.scan_records("runs", key=s.backup_id)[0]:
-            verdict = r.data
-            if (
-                verdict.get("name") == "verify"
-                and verdict.get("ok") is False
-                and isinstance(verdict.get("snapshots"), list)
-                and s.id in verdict["snapshots"]
-            ):
-                return s, s.backup_id
+        verdicts = [
+            r.data
+            for r in repo.scan_records("runs", key=s.backup_id)[0]  # oldest first
+            if r.data.get("name") == "verify"
+            and isinstance(r.data.get("snapshots"), list)
+            and s.id in r.data["snapshots"]
+        ]
+        if verdicts and verdicts[-1].get("ok") is False:
+            return s, s.backup_id
     return None
 
 
