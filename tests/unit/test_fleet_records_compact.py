@@ -61,3 +61,41 @@ def test_summaries_share_their_apps_and_verdicts_and_fold_as_full_ones():
     assert app_states(cache.summaries()) == app_states(full)
     state = app_states(cache.summaries())[("c1", "ns", "db")]
     assert state.backups == 4 and state.files == 6 and state.size_bytes == 4099 and state.verify_ok is True
+
+
+def test_a_packed_summary_comes_back_as_it_was_without_its_backup_id():
+    from dataclasses import replace
+
+    from workflows.fleet.records import Summary, pack, unpack
+
+    group = "ab" * 32
+    full = Summary(
+        "backups",
+        group,
+        "b-1",
+        ("c", "ns", "db"),
+        1.5,
+        1.25,
+        False,
+        0.04,
+        2**40,
+        12,
+        "etcd",
+        0.97,
+        True,
+        ("82% of the files changed",),
+        "app-consistent",
+        1.0,
+    )
+    sparse = Summary("restore-test", "0f" * 16, "b-1", None, 3.0, None, True)
+    for s in (full, sparse):
+        row = pack(s)
+        assert isinstance(row, bytes) and len(row) < 120
+        assert unpack(row) == replace(s, backup_id=None)
+    # what does not fit the layout is kept as it is
+    for odd in (
+        replace(sparse, group="not-hex"),
+        replace(sparse, group="AB" * 16),
+        replace(full, size_bytes=2**70),
+    ):
+        assert pack(odd) is odd and unpack(odd) is odd

@@ -209,11 +209,7 @@ class Exporter(Collector):
             put("snapflow_repository_refresh_duration_seconds", src, st.refresh_s)
             put("snapflow_repository_last_refresh_timestamp_seconds", src, st.last_refresh)
             put("snapflow_repository_records", src, len(st.cache.entries))
-            put(
-                "snapflow_repository_damaged_records",
-                src,
-                sum(1 for s in st.cache.summaries() if s.kind == "damaged"),
-            )
+            put("snapflow_repository_damaged_records", src, st.cache.damaged())
             for (cluster, namespace, app), a in sorted(st.apps.items()):
                 labels = [cluster, namespace, app, a.source, st.url]
                 t = self.targets_of((cluster, namespace, app))

@@ -15,6 +15,7 @@ Called by :mod:`workflows.fleet.exporter`; reads through :mod:`steps.api`.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -207,6 +208,104 @@ def summarize_compact(kind: str, group: str | None, data: dict) -> Summary | Non
     return compact(summarize(kind, group, data))
 
 
+# A summary as the exporter's cache holds it: one bytes object of fixed layout (:func:`pack`), not a
+# Summary and its dozen field objects. Values many records share (kind, app, source, anomaly reasons,
+# verdict) are indexes into _VALUES; the group (a hex MAC) is its bytes; numbers are doubles and int64s with a
+# mask of those present. A summary that does not fit (a group that is no hex ID, a huge number) is kept
+# as it is.
+_ROW = struct.Struct("<HB5I5d2q32s")
+_FLOATS = ("time", "point_in_time", "freeze_s", "anomaly_score", "source_time")
+_INTS = ("size_bytes", "files")
+_VALUES: list[Any] = [None]
+_VALUE_INDEX: dict[tuple[type, Any], int] = {(type(None), None): 0}
+_INT64 = 2**63
+
+
+def _value_index(value: Any) -> int:
+    key = (type(value), value)
+    idx = _VALUE_INDEX.get(key)
+    if idx is None:
+        idx = _VALUE_INDEX[key] = len(_VALUES)
+        _VALUES.append(value)
+    return idx
+
+
+def _tri(value: bool | None) -> int:
+    return 0 if value is None else 2 if value else 1
+
+
+def _untri(bits: int) -> bool | None:
+    return None if bits == 0 else bits == 2
+
+
+def pack(summary: Summary) -> bytes | Summary:
+    """``summary`` as one bytes object (:func:`unpack` gives it back, without its backup ID); the
+    summary itself when it does not fit the layout. Called by one thread at a time."""
+    group = summary.group
+    if group is None or len(group) > 64 or len(_VALUES) > 1_000_000:
+        return summary
+    try:
+        raw_group = bytes.fromhex(group)
+    except ValueError:
+        return summary
+    if raw_group.hex() != group:  # (upper case: would not come back as it was)
+        return summary
+    mask = 0
+    floats = []
+    for i, name in enumerate(_FLOATS):
+        value = getattr(summary, name)
+        if value is not None:
+            mask |= 1 << i
+        floats.append(0.0 if value is None else value)
+    ints = []
+    for i, name in enumerate(_INTS):
+        value = getattr(summary, name)
+        if value is not None:
+            if not -_INT64 <= value < _INT64:
+                return summary
+            mask |= 1 << (5 + i)
+        ints.append(0 if value is None else value)
+    mask |= _tri(summary.ok) << 7 | _tri(summary.anomaly_flagged) << 9
+    return _ROW.pack(
+        mask,
+        len(raw_group),
+        _value_index(summary.kind),
+        _value_index(summary.app),
+        _value_index(summary.source),
+        _value_index(summary.anomaly_reasons),
+        _value_index(summary.verdict),
+        *floats,
+        *ints,
+        raw_group,
+    )
+
+
+def unpack(row: bytes | Summary) -> Summary:
+    if not isinstance(row, bytes):
+        return row
+    mask, group_len, kind, app, source, reasons, verdict, *numbers, raw_group = _ROW.unpack(row)
+    f = [numbers[i] if mask >> i & 1 else None for i in range(5)]
+    n = [numbers[5 + i] if mask >> (5 + i) & 1 else None for i in range(2)]
+    return Summary(
+        _VALUES[kind],
+        raw_group[:group_len].hex(),
+        None,
+        _VALUES[app],
+        f[0],
+        f[1],
+        _untri(mask >> 7 & 3),
+        f[2],
+        n[0],
+        n[1],
+        _VALUES[source],
+        f[3],
+        _untri(mask >> 9 & 3),
+        _VALUES[reasons],
+        _VALUES[verdict],
+        f[4],
+    )
+
+
 def record_key(name: str) -> bytes:
     """A cache's key of an object name: its ID as 32 bytes (not a 137-character string)."""
     ident = name.rsplit("/", 1)[-1]
@@ -269,14 +368,27 @@ class RecordCache:
                     for key, summary in pool.map(read, new[start : start + READ_BATCH]):
                         if isinstance(summary, str) and summary == "gone":
                             continue
+                        if (
+                            self.describe is summarize_compact
+                            and isinstance(summary, Summary)
+                            and summary.kind != "damaged"
+                        ):
+                            summary = pack(summary)
                         self.entries[key] = summary
                         stats.read += 1
         for key in [k for k in self.entries if k not in listed]:
             del self.entries[key]  # pruned
-        stats.damaged = sum(1 for s in self.entries.values() if getattr(s, "kind", None) == "damaged")
+        stats.damaged = sum(
+            1 for s in self.entries.values() if isinstance(s, Summary) and s.kind == "damaged"
+        )
         stats.seconds = time.monotonic() - t0
         self.last = stats
         return stats
 
+    def damaged(self) -> int:
+        """Records that do not open (never packed)."""
+        return sum(1 for s in self.entries.values() if isinstance(s, Summary) and s.kind == "damaged")
+
     def summaries(self) -> list[Summary]:
-        return [s for s in self.entries.values() if s is not None]
+        """Every record's summary (the packed ones unpacked: made anew on each call)."""
+        return [unpack(s) if isinstance(s, bytes) else s for s in self.entries.values() if s is not None]
