@@ -213,3 +213,52 @@ def test_the_local_key_is_made_once_and_one_others_may_read_is_replaced(tmp_path
     assert local_key(cache, create=False) is None
     fresh = local_key(cache)
     assert fresh not in keys and path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_file_repository_whose_directories_did_not_change_is_not_even_listed(tmp_path, monkeypatch):
+    import os
+
+    import workflows.report.fleet_reading as reading
+
+    url = f"file://{tmp_path / 'repo'}"
+    root = tmp_path / "repo"
+    repo = Repository.init(open_store(url), PASSWORD, kdf_params=KDF)
+    commit(repo, "b-1", NOW - 3600)
+    monkeypatch.setenv("SNAPFLOW_PASSWORD", PASSWORD)
+    monkeypatch.delenv("SNAPFLOW_PASSWORD_FILE", raising=False)
+    listed = []
+    real = reading.list_records
+    monkeypatch.setattr(reading, "list_records", lambda store: listed.append(1) or real(store))
+
+    def age(seconds: float) -> None:  # the record directories as if last changed ``seconds`` ago
+        for d in [root / "backups", root / "runs", *root.glob("backups/*"), *root.glob("runs/*")]:
+            os.utime(d, (time.time() - seconds, time.time() - seconds))
+
+    def read():
+        ((r, _),) = read_repositories([(url, None)], cache_dir=tmp_path / "cache")
+        assert r.error is None, r.error
+        return r
+
+    age(3600)
+    assert read().read == 2  # (cold: the names listed while reading, the directories' state kept)
+    listed.clear()
+    warm = read()
+    assert warm.cache_used and warm.read == 0 and listed == []
+
+    # WHEN a run record is added to an existing run's directory (its time as old as the others'):
+    # the directory's time differs, the names are listed, the new record is read
+    group = next(root.glob("runs/*"))
+    commit_time = time.time() - 1800
+    repo.save_record(
+        "runs",
+        {"name": "restore-test", "backup_id": "b-1", "time": iso(NOW), "ok": True, "app": APP},
+        key="b-1",
+    )
+    os.utime(group, (commit_time, commit_time))
+    again = read()
+    assert listed == [1] and again.read == 1 and again.facts[("c1", "ns", "db")].restore_ok is True
+
+    # WHEN a directory changed within the last minute: no fingerprint is trusted, the names are listed
+    listed.clear()
+    age(5)
+    assert read().cache_used and listed == [1]

@@ -21,7 +21,7 @@ from typing import Any
 
 from workflows.fleet.model import DEFAULT_RPO_S
 from workflows.report.fleet_model import Placement, RepositoryRead, fold
-from workflows.report.record_cache import RecordTable, current, list_records, refresh
+from workflows.report.record_cache import RecordTable, current, list_records, local_fingerprint, refresh
 
 # repositories read at once: each opening derives its key with scrypt (32 MiB, a core for a while)
 REPOSITORIES_PARALLEL = max(1, min(4, os.cpu_count() or 1))
@@ -121,7 +121,7 @@ def read_repository(
     t0 = time.monotonic()
     out = RepositoryRead(url, endpoint)
     repo = None
-    store = table = listing = None
+    store = table = listing = fingerprint = None
     try:
         if opener is None:
             password = repository_password()  # (asked for first: a warm run needs it as a cold one does)
@@ -134,12 +134,20 @@ def read_repository(
             store = store_opener(url, endpoint)
             config, _doc = RepoConfig.parse(store.get("config"), url)
             table = RecordTable.load(cache_dir, config.id, None, out.warnings.append, url=url)
+            fingerprint = local_fingerprint(store)  # (before the names are listed)
             if table.entries and table.url == url:
-                listing = list_records(store)
-                if current(table, listing):  # nothing new, nothing vanished: the cache as it is
+                t_list = time.monotonic()
+                unchanged = fingerprint is not None and fingerprint == table.fingerprint
+                if not unchanged:
+                    listing = list_records(store)
+                    unchanged = current(table, listing)
+                if unchanged:  # nothing new, nothing vanished: the cache as it is
+                    if fingerprint != table.fingerprint:
+                        table.fingerprint = fingerprint
+                        _reseal(table, cache_dir, url, out.warnings)
                     out.facts = fold(table)
-                    out.list_seconds = listing.seconds
-                    out.records, out.cache_used = len(listing.seen), True
+                    out.list_seconds = time.monotonic() - t_list
+                    out.records, out.cache_used = len(table.entries), True
                     out.seconds = time.monotonic() - t0
                     return out, LazyRepository(lambda: opener(url, endpoint))
         t_open = time.monotonic()
@@ -154,6 +162,8 @@ def read_repository(
             table = RecordTable.load(cache_dir, repo.config.id, repo.keys, out.warnings.append, url=url)
             listing = None
         stats = refresh(table, repo, listing=listing)
+        if fingerprint != table.fingerprint:
+            table.fingerprint, table.changed = fingerprint, True
         if (table.changed or table.url != url) and cache_dir is not None:
             try:
                 table.save(cache_dir, repo.keys, url)
@@ -174,6 +184,13 @@ def read_repository(
         repo = None
     out.seconds = time.monotonic() - t0
     return out, repo
+
+
+def _reseal(table: RecordTable, cache_dir: Path, url: str, warnings: list[str]) -> None:
+    try:
+        table.reseal(cache_dir)
+    except OSError as err:
+        warnings.append(f"record cache of {url}: not written ({err.strerror or err})")
 
 
 def read_repositories(

@@ -106,7 +106,13 @@ class RecordTable:
     _app_index: dict[tuple[str, str, str], int] = field(default_factory=dict, repr=False)
     changed: bool = False
     url: str | None = None  # what the saved table was read through
-    _repository_seal: tuple | None = field(default=None, repr=False)  # checked once the repository opens
+    # a file:// repository's record directories as they were when the saved names were listed
+    # (:func:`local_fingerprint`); kept under the local seal only, so a run that did not open the
+    # repository can update it
+    fingerprint: bytes | None = None
+    # the saved content and its seal under the repository key: (payload, salt, nonce, tag)
+    _sealed: tuple | None = field(default=None, repr=False)
+    _repository_checked: bool = field(default=True, repr=False)
 
     def app_of(self, entry: Entry) -> tuple[str, str, str] | None:
         return self.apps[entry[APP]] if entry[APP] >= 0 else None
@@ -148,7 +154,17 @@ class RecordTable:
         )
         repo_salt, repo_nonce = os.urandom(SALT_LEN), os.urandom(NONCE_LEN)
         tag = keys.subkey_aead(repo_salt, PURPOSE).encrypt(repo_nonce, b"", self._repository_aad(payload))
-        inner = marshal.dumps((payload, repo_salt, repo_nonce, tag), 4)
+        self._sealed, self._repository_checked = (payload, repo_salt, repo_nonce, tag), True
+        target = self.reseal(cache_dir)
+        self.changed = False
+        self.url = url
+        return target
+
+    def reseal(self, cache_dir: Path) -> Path:
+        """Write the saved content again under the local seal with the current :attr:`fingerprint`
+        (needs no repository key)."""
+        assert self._sealed is not None
+        inner = marshal.dumps((*self._sealed, self.fingerprint), 4)
         salt, nonce = os.urandom(SALT_LEN), os.urandom(NONCE_LEN)
         key = local_key(cache_dir)
         if key is None:
@@ -156,9 +172,6 @@ class RecordTable:
         sealed = _local_aead(key, salt).encrypt(nonce, inner, self._aad())
         target = self.path(cache_dir, self.repository_id)
         _write_private(target, FORMAT + salt + nonce + sealed)
-        self.changed = False
-        self.url = url
-        self._repository_seal = None
         return target
 
     @classmethod
@@ -194,8 +207,9 @@ class RecordTable:
             salt = raw[len(FORMAT) : len(FORMAT) + SALT_LEN]
             nonce = raw[len(FORMAT) + SALT_LEN : head]
             inner = _local_aead(key, salt).decrypt(nonce, raw[head:], table._aad())
-            payload, repo_salt, repo_nonce, tag = marshal.loads(inner)
-            table._repository_seal = (payload, repo_salt, repo_nonce, tag)
+            payload, repo_salt, repo_nonce, tag, fingerprint = marshal.loads(inner)
+            table._sealed, table._repository_checked = (payload, repo_salt, repo_nonce, tag), False
+            table.fingerprint = fingerprint
             if keys is not None and not table.check_repository(keys, warn, target):
                 return cls(repository_id)
         except Exception as err:  # InvalidTag, or a file of another format
@@ -218,9 +232,9 @@ class RecordTable:
     def check_repository(self, keys: Any, warn: Callable[[str], None], target: Path | None = None) -> bool:
         """Whether the loaded cache was written under the repository key ``keys`` (True when nothing was
         loaded); when it was not, its entries are dropped and ``warn`` is told."""
-        if self._repository_seal is None:
+        if self._sealed is None or self._repository_checked:
             return True
-        payload, repo_salt, repo_nonce, tag = self._repository_seal
+        payload, repo_salt, repo_nonce, tag = self._sealed
         try:
             keys.subkey_aead(repo_salt, PURPOSE).decrypt(repo_nonce, tag, self._repository_aad(payload))
         except Exception:
@@ -229,10 +243,10 @@ class RecordTable:
                 " key); reading every record again"
             )
             self.entries, self.apps, self._app_index, self.url = {}, [], {}, None
-            self._repository_seal = None
+            self._sealed, self.fingerprint = None, None
             self.changed = True
             return False
-        self._repository_seal = None
+        self._repository_checked = True
         return True
 
 
@@ -353,7 +367,7 @@ def _listings(store: Any, parallel: int) -> list[tuple[str, list[Any]]]:
     """Every ``backups/`` and ``runs/`` object of the repository, listed. On S3 the listing is split by
     the first character of the record group (a hex MAC) and the parts are listed at once: a listing is
     a chain of requests, each waiting for the last, and a fleet's repositories hold hundreds of pages."""
-    if type(store).__name__ == "LocalStore" and isinstance(getattr(store, "root", None), Path):
+    if _is_local(store):
         return [(kind, _local_names(store.root, kind)) for kind in KINDS]
     if not str(getattr(store, "url", "")).startswith("s3://"):
         return [(kind, list(store.list(f"{kind}/"))) for kind in KINDS]
@@ -386,6 +400,44 @@ def _local_names(root: Path, kind: str) -> list[_Name]:
             continue
         out += [_Name(f"{kind}/{group.name}/{n}") for n in names]
     return out
+
+
+RECENT_S = 60.0  # a record directory changed this recently gives no fingerprint (see local_fingerprint)
+
+
+def local_fingerprint(store: Any) -> bytes | None:
+    """A digest of a ``file://`` repository's record directories: each ``KIND/GROUP`` directory's name,
+    inode and modification time (adding or removing a record changes its directory's), one ``stat``
+    per directory instead of reading each. None for other stores, and when a directory changed in the
+    last :data:`RECENT_S` seconds: a record written in the same tick of the file system's clock as an
+    earlier one could leave that time as it was, and the clocks of a network file system may differ."""
+    if not _is_local(store):
+        return None
+    h = hashlib.blake2b(digest_size=32)
+    recent = time.time_ns() - int(RECENT_S * 1e9)
+    for kind in KINDS:
+        base = store.root / kind
+        try:
+            st = os.stat(base)
+            with os.scandir(base) as it:
+                groups = sorted(
+                    (e.name, e.stat(follow_symlinks=False)) for e in it if e.is_dir(follow_symlinks=False)
+                )
+        except FileNotFoundError:
+            h.update(f"{kind}\0-\n".encode())
+            continue
+        if st.st_mtime_ns > recent:
+            return None
+        h.update(f"{kind}\0{st.st_ino}\0{st.st_mtime_ns}\n".encode())
+        for name, gst in groups:
+            if gst.st_mtime_ns > recent:
+                return None
+            h.update(f"{name}\0{gst.st_ino}\0{gst.st_mtime_ns}\n".encode())
+    return h.digest()
+
+
+def _is_local(store: Any) -> bool:
+    return type(store).__name__ == "LocalStore" and isinstance(getattr(store, "root", None), Path)
 
 
 @dataclass
