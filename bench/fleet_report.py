@@ -15,8 +15,9 @@ with a flagged anomaly), written through the repository's own record-writing pat
 own (wall time and peak RSS from ``wait4``):
 
 - ``snapflow report --repo ... -o fleet.html --no-details``: cold (empty record cache) and warm (the
-  cache of the cold run; nothing new);
-- the exporter (:class:`workflows.fleet.exporter.Exporter`): its first refresh and a second one;
+  cache of the cold run; nothing new: no repository is opened);
+- the exporter (:class:`workflows.fleet.exporter.Exporter`): its first refresh, a second one, and a
+  scrape of what they serve;
 - opening the repositories alone (the key derivation every reader pays, cache or not).
 
 Not a timed test. Prints a Markdown table and writes bench/results/fleet_report-STAMP.json.
@@ -229,10 +230,14 @@ urls = json.loads(sys.argv[1])
 e = Exporter(urls)
 t0 = time.monotonic(); e.refresh(); cold = time.monotonic() - t0
 t0 = time.monotonic(); e.refresh(); warm = time.monotonic() - t0
+from prometheus_client import generate_latest
+from workflows.fleet.exporter import registry_for
+t0 = time.monotonic(); body = generate_latest(registry_for(e)); scrape = time.monotonic() - t0
 apps = sum(len(s.apps) for s in e.states)
 records = sum(len(s.cache.entries) for s in e.states)
 down = [s.url for s in e.states if not s.up]
-print(json.dumps({"cold_s": cold, "warm_s": warm, "apps": apps, "records": records, "down": down}))
+print(json.dumps({"cold_s": cold, "warm_s": warm, "scrape_s": scrape, "scrape_bytes": len(body),
+                  "apps": apps, "records": records, "down": down}))
 """
 
 OPEN_SCRIPT = """
@@ -324,7 +329,8 @@ def main() -> int:
             ("fleet report, warm", results["report_warm"]),
             ("fleet report, warm (again)", results["report_warm_2"]),
             (
-                f"exporter: process with two refreshes (cold {exp['cold_s']:.1f} s, warm {exp['warm_s']:.1f} s)",
+                f"exporter: process with two refreshes (cold {exp['cold_s']:.1f} s, warm {exp['warm_s']:.1f} s)"
+                f" and a scrape ({exp['scrape_s']:.2f} s, {exp['scrape_bytes'] / 2**20:.1f} MiB)",
                 results["exporter"],
             ),
             (f"opening the {len(urls)} repositories only ({opened['open_s']:.1f} s)", results["open_only"]),

@@ -134,9 +134,9 @@ def read_repository(
             store = store_opener(url, endpoint)
             config, _doc = RepoConfig.parse(store.get("config"), url)
             table = RecordTable.load(cache_dir, config.id, None, out.warnings.append, url=url)
+            t_list = time.monotonic()
             fingerprint = local_fingerprint(store)  # (before the names are listed)
             if table.entries and table.url == url:
-                t_list = time.monotonic()
                 unchanged = fingerprint is not None and fingerprint == table.fingerprint
                 if not unchanged:
                     listing = list_records(store)
