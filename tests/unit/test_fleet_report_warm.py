@@ -262,3 +262,21 @@ def test_a_file_repository_whose_directories_did_not_change_is_not_even_listed(t
     listed.clear()
     age(5)
     assert read().cache_used and listed == [1]
+
+
+def test_a_damaged_record_of_a_file_repository_is_reported_on_every_run(tmp_path, monkeypatch):
+    import os
+
+    url = f"file://{tmp_path / 'repo'}"
+    root = tmp_path / "repo"
+    repo = Repository.init(open_store(url), PASSWORD, kdf_params=KDF)
+    commit(repo, "b-1", NOW - 3600)
+    bad = next(root.glob("backups/*/*"))
+    bad.write_bytes(b"not what its name says")
+    for d in [root / "backups", root / "runs", *root.glob("backups/*"), *root.glob("runs/*")]:
+        os.utime(d, (time.time() - 3600, time.time() - 3600))
+    monkeypatch.setenv("SNAPFLOW_PASSWORD", PASSWORD)
+    monkeypatch.delenv("SNAPFLOW_PASSWORD_FILE", raising=False)
+    for _ in range(2):
+        ((r, _),) = read_repositories([(url, None)], cache_dir=tmp_path / "cache")
+        assert r.damaged == 1 and any("damaged" in w for w in r.warnings), r.warnings

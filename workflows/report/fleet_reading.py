@@ -121,7 +121,7 @@ def read_repository(
     t0 = time.monotonic()
     out = RepositoryRead(url, endpoint)
     repo = None
-    store = table = listing = fingerprint = None
+    store = table = listing = fingerprint = raw_config = None
     try:
         if opener is None:
             password = repository_password()  # (asked for first: a warm run needs it as a cold one does)
@@ -132,7 +132,12 @@ def read_repository(
 
         if cache_dir is not None and store_opener is not None:
             store = store_opener(url, endpoint)
-            config, _doc = RepoConfig.parse(store.get("config"), url)
+            try:
+                raw_config = store.get("config")
+            except KeyError:  # (no repository here: opening it below says so)
+                raw_config = None
+        if raw_config is not None:
+            config, _doc = RepoConfig.parse(raw_config, url)  # (its errors are the opening's)
             table = RecordTable.load(cache_dir, config.id, None, out.warnings.append, url=url)
             t_list = time.monotonic()
             fingerprint = local_fingerprint(store)  # (before the names are listed)
@@ -162,6 +167,8 @@ def read_repository(
             table = RecordTable.load(cache_dir, repo.config.id, repo.keys, out.warnings.append, url=url)
             listing = None
         stats = refresh(table, repo, listing=listing)
+        if stats.damaged:
+            fingerprint = None  # (damaged records are read, and reported, again: their names are listed)
         if fingerprint != table.fingerprint:
             table.fingerprint, table.changed = fingerprint, True
         if (table.changed or table.url != url) and cache_dir is not None:
