@@ -19,6 +19,9 @@ Between runs the table is saved to ``CACHE_DIR/records/REPOSITORY_ID.cache`` (``
   ``record-cache``) over the sealed content, checked whenever the repository is opened: a cache
   written under another repository key is not used.
 
+For a ``file://`` repository the local seal also covers a digest of its record directories
+(:func:`local_fingerprint`): while it is unchanged, a run need not even list the names.
+
 So the cache tells nothing to whoever reads it without the local key or the repository key (records
 are encrypted in the repository; their decrypted content must not lie around in the clear), and a
 cache that was altered, truncated, swapped with another repository's or written under another key does
