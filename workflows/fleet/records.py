@@ -16,6 +16,7 @@ Called by :mod:`workflows.fleet.exporter`; reads through :mod:`steps.api`.
 from __future__ import annotations
 
 import struct
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -221,12 +222,18 @@ _VALUE_INDEX: dict[tuple[type, Any], int] = {(type(None), None): 0}
 _INT64 = 2**63
 
 
+_VALUES_LOCK = threading.Lock()
+
+
 def _value_index(value: Any) -> int:
     key = (type(value), value)
     idx = _VALUE_INDEX.get(key)
     if idx is None:
-        idx = _VALUE_INDEX[key] = len(_VALUES)
-        _VALUES.append(value)
+        with _VALUES_LOCK:  # (caches may be refreshed in several threads)
+            idx = _VALUE_INDEX.get(key)
+            if idx is None:
+                _VALUES.append(value)
+                idx = _VALUE_INDEX[key] = len(_VALUES) - 1
     return idx
 
 
@@ -240,7 +247,7 @@ def _untri(bits: int) -> bool | None:
 
 def pack(summary: Summary) -> bytes | Summary:
     """``summary`` as one bytes object (:func:`unpack` gives it back, without its backup ID); the
-    summary itself when it does not fit the layout. Called by one thread at a time."""
+    summary itself when it does not fit the layout."""
     group = summary.group
     if group is None or len(group) > 64 or len(_VALUES) > 1_000_000:
         return summary
