@@ -179,8 +179,10 @@ def test_the_rendered_flags_find_snapshot_driver_and_handle_through_the_clone(tm
             kube_server, "movers", clone_claim_name("b3", "data"), "snap-b3", "vsc-b3", "handle-b3", "other"
         )
         third = copy("b3", "--parent", second["id"])
-    assert first["block"]["method"] == "cbt-allocated"
-    assert second["block"]["method"] == "cbt-delta" and second["block"]["bytes_read"] < 8 * MiB
+    assert first["block"]["method"] == "cbt-allocated", first["block"]
+    assert second["block"]["method"] == "cbt-delta" and second["block"]["bytes_read"] < 8 * MiB, second[
+        "block"
+    ]
     assert sms.calls[1][1].base_snapshot_id == "handle-b1"
     assert third["block"]["method"] == "full-read" and third["block"]["bytes_read"] == 8 * MiB
     assert "vsc-b3 is bound to movers/other" in third["block"]["reason"]
