@@ -422,20 +422,20 @@ def local_fingerprint(store: Any) -> bytes | None:
         base = store.root / kind
         try:
             st = os.stat(base)
-            with os.scandir(base) as it:
-                groups = sorted(
-                    (e.name, e.stat(follow_symlinks=False)) for e in it if e.is_dir(follow_symlinks=False)
-                )
+            newest = st.st_mtime_ns
+            parts = [f"{kind}\0{st.st_ino}\0{newest}"]
+            with os.scandir(base) as it:  # (in the directory's order: a new order is a change too)
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        gst = entry.stat(follow_symlinks=False)
+                        newest = max(newest, gst.st_mtime_ns)
+                        parts.append(f"{entry.name}\0{gst.st_ino}\0{gst.st_mtime_ns}")
         except FileNotFoundError:
             h.update(f"{kind}\0-\n".encode())
             continue
-        if st.st_mtime_ns > recent:
+        if newest > recent:
             return None
-        h.update(f"{kind}\0{st.st_ino}\0{st.st_mtime_ns}\n".encode())
-        for name, gst in groups:
-            if gst.st_mtime_ns > recent:
-                return None
-            h.update(f"{name}\0{gst.st_ino}\0{gst.st_mtime_ns}\n".encode())
+        h.update("\n".join(parts).encode() + b"\n\n")
     return h.digest()
 
 
