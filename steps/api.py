@@ -52,7 +52,7 @@ from steps.quiesce.hook_specs import target_problems
 from steps.quiesce.postgresql import labels_for_volume, write_backup_label
 from steps.repository import audit as audit_trail
 from steps.repository.catalog import read_catalog
-from steps.repository.opener import open_repository
+from steps.repository.opener import open_repository, open_repository_on, repository_id
 from steps.repository.records import parse_time, save_run_record
 from steps.repository.repo import Repository
 from steps.repository.tree import OVERWRITE_MODES
@@ -102,6 +102,7 @@ __all__ = [
     "manifest_render",
     "notification_problems",
     "open_repository",
+    "open_repository_on",
     "open_store",
     "parse_images_of",
     "parse_time",
@@ -109,6 +110,7 @@ __all__ = [
     "pod_security_check",
     "preflight",
     "read_catalog",
+    "repository_id",
     "repository_password",
     "run_command",
     "runtime",

@@ -38,3 +38,19 @@ def open_repository(
             warn(f"--as-of: {store.url} keeps no old versions; only objects written after {as_of} are hidden")
         store = AsOfStore(store, when)
     return Repository.open(store, password)
+
+
+def open_repository_on(store, password: str | None = None) -> Repository:
+    """The repository in an object store already opened (a reader that looked at the store first, e.g.
+    the fleet report's cache check), with ``password`` or the one in the environment."""
+    from steps.secrets import repository_password
+
+    return Repository.open(store, password if password is not None else repository_password())
+
+
+def repository_id(raw_config: bytes, url: str) -> str:
+    """The ID a repository's ``config`` names (checked, not yet authenticated: the MAC is checked
+    when the repository is opened)."""
+    from steps.repository.config import RepoConfig
+
+    return RepoConfig.parse(raw_config, url)[0].id

@@ -280,3 +280,25 @@ def test_a_damaged_record_of_a_file_repository_is_reported_on_every_run(tmp_path
     for _ in range(2):
         ((r, _),) = read_repositories([(url, None)], cache_dir=tmp_path / "cache")
         assert r.damaged == 1 and any("damaged" in w for w in r.warnings), r.warnings
+
+
+def test_a_record_moved_to_another_group_is_not_taken_for_the_one_cached(tmp_path):
+    # GIVEN two backups read into the cache
+    repo = new_repo("moved")
+    commit(repo, "b-1", NOW - 7200)
+    commit(repo, "b-2", NOW - 3600)
+    reader = Reader(repo, tmp_path / "cache")
+    cold, _ = reader.read()
+    assert cold.facts[("c1", "ns", "db")].backups == 2
+    # WHEN someone with bucket access moves one backup record into the other's group (same ID)
+    names = sorted(i.key for i in repo.store.list("backups/"))
+    first, second = names[0], names[1]
+    group = second.split("/")[1]
+    moved = f"backups/{group}/{first.rsplit('/', 1)[-1]}"
+    repo.store.put(moved, repo.store.get(first))
+    repo.store.delete(first)
+    # THEN the warm run notices the new name, opens the repository, and the record (which does not open
+    # in its new place) no longer counts as a backup
+    after, _ = reader.read()
+    assert reader.opened == 2 and after.facts[("c1", "ns", "db")].backups == 1
+    assert after.warnings == ["mem://warm: 1 record(s) do not open (damaged)"]

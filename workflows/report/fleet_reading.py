@@ -113,10 +113,7 @@ def read_repository(
     it is opened and only the names the table does not hold are read. ``opener(url, endpoint)`` opens
     a repository; ``store_opener(url, endpoint)`` its store (without an ``opener``: ``open_store``; with
     one and no ``store_opener``: every run opens the repository)."""
-    from steps.api import open_store
-    from steps.repository.config import RepoConfig
-    from steps.repository.repo import Repository
-    from steps.secrets import repository_password
+    from steps.api import open_repository_on, open_store, repository_id, repository_password
 
     t0 = time.monotonic()
     out = RepositoryRead(url, endpoint)
@@ -128,7 +125,7 @@ def read_repository(
             store_opener = store_opener or open_store
 
             def opener(u: str, e: str | None) -> Any:
-                return Repository.open(store if store is not None else open_store(u, e), password)
+                return open_repository_on(store if store is not None else open_store(u, e), password)
 
         if cache_dir is not None and store_opener is not None:
             store = store_opener(url, endpoint)
@@ -137,8 +134,8 @@ def read_repository(
             except KeyError:  # (no repository here: opening it below says so)
                 raw_config = None
         if raw_config is not None:
-            config, _doc = RepoConfig.parse(raw_config, url)  # (its errors are the opening's)
-            table = RecordTable.load(cache_dir, config.id, None, out.warnings.append, url=url)
+            rid = repository_id(raw_config, url)  # (its errors are the opening's)
+            table = RecordTable.load(cache_dir, rid, None, out.warnings.append, url=url)
             t_list = time.monotonic()
             fingerprint = local_fingerprint(store)  # (before the names are listed)
             if table.entries and table.url == url:

@@ -54,7 +54,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from workflows.fleet.records import KINDS, summarize
 
-FORMAT = b"snapflow-record-cache-2"
+FORMAT = b"snapflow-record-cache-3"
 LOCAL_KEY = "local.key"
 LOCAL_KEY_LEN = 32
 LOCAL_PURPOSE = b"snapflow/v1/record-cache-local"
@@ -80,10 +80,13 @@ def default_cache_dir() -> Path:
 
 
 def _name_key(name: str) -> bytes:
-    """The table's key of an object name: its ID as bytes (32 bytes, not a 100-character string)."""
-    ident = name.rsplit("/", 1)[-1]
+    """The table's key of an object name ``KIND/GROUP/ID``: kind, group and ID as bytes (not a
+    100-character string). The whole name, not the ID alone: a record moved to another group (which
+    does not open there) must not be taken for the one read before."""
+    kind, _, rest = name.partition("/")
+    group, _, ident = rest.rpartition("/")
     try:
-        return bytes.fromhex(ident)
+        return kind[:1].encode() + bytes.fromhex(group) + b"/" + bytes.fromhex(ident)
     except ValueError:
         return name.encode()
 
