@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows.report.fleet_model import FleetRow, Placement, RepositoryRead, build_rows
-from workflows.report.fleet_page import format_of, render_csv, render_html, render_json, write_atomically
+from workflows.report.fleet_page import format_of, render_csv, render_html, render_json
 from workflows.report.fleet_reading import placements, read_repositories
 
 
@@ -123,7 +123,9 @@ def write_fleet_report(report: FleetReport, output: str, fmt: str | None = None)
         text = render_csv(report.rows)
     else:
         text = render_html(report.rows, problems=report.problems, warnings=report.warnings, **common)
-    write_atomically(output, text)
+    from steps.api import write_text_atomic
+
+    write_text_atomic(output, text)
     return fmt
 
 

@@ -3,10 +3,8 @@ whose only script sorts and filters the table in place), and the same rows as JS
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,22 +80,6 @@ def render_csv(rows: Sequence[FleetRow]) -> str:
     return csv_text(COLUMNS, out)
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write ``text`` so that a reader never sees half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".fleet.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 __all__ = [
     "FORMATS",
     "RPO_STATES",
@@ -105,5 +87,4 @@ __all__ = [
     "render_csv",
     "render_html",
     "render_json",
-    "write_atomically",
 ]
