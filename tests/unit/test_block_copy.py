@@ -108,7 +108,8 @@ def test_rechunking_around_changes_gives_a_full_reads_content_list(tmp_path, chu
         # realign with the parent's only where the key, random per repository, puts them; 7 MB were seen)
         per_change = 3 * chunker.max_size + 2 * block_copy.READ_STEP
         assert built.bytes_read < changed_bytes + len(changed) * per_change
-        assert built.bytes_read < size
+        if len(changed) <= 2:  # a few changes: far less than the device
+            assert built.bytes_read < size
 
 
 def test_the_copy_engines_full_read_cuts_a_device_like_chunk_all(tmp_path, mem_repo, chunker):
