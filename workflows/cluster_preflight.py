@@ -73,6 +73,21 @@ def password_in_environment() -> bool:
     return bool(os.environ.get(runtime.PASSWORD) or os.environ.get(runtime.PASSWORD_FILE))
 
 
+def _denied(client, sa: str, rules, namespace: str | None, name: str = "") -> list[tuple[str, str, str]]:
+    """``(verb, resource, group)`` of ``rules`` (``(group, resource, verbs)``; a resource may name a
+    subresource) that ServiceAccount ``sa`` may not do in ``namespace`` (None: cluster-wide), on the
+    object ``name`` if given: one access review each."""
+    from steps.api import allowed
+
+    out = []
+    for group, resource, verbs in rules:
+        plural, _, sub = resource.partition("/")
+        for verb in verbs:
+            if not allowed(client, sa, verb, plural, group, namespace, sub, name):
+                out.append((verb, resource, group))
+    return out
+
+
 def check_restore_rbac(client, policy: Policy, checks) -> None:
     """``rbac-restore``: the restore ServiceAccount's rights in the policy's namespace."""
     from steps.api import KubeError, allowed
@@ -90,22 +105,17 @@ def check_restore_rbac(client, policy: Policy, checks) -> None:
                             if not allowed(client, sa, verb, plural, group, policy.namespace, sub, name):
                                 what = f"{verb} {resource}{'/' + name if name else ''}"
                                 missing.append(f"{what}{'.' + group if group else ''}")
-        for group, resource, verbs in RESTORE_CLUSTER_RULES:
-            for verb in verbs:
-                if not allowed(client, sa, verb, resource, group, None):
-                    missing.append(f"{verb} {resource} (cluster)")
+        missing += [f"{v} {r} (cluster)" for v, r, _ in _denied(client, sa, RESTORE_CLUSTER_RULES, None)]
         home = policy.workflow_namespace
         if home != policy.namespace:
             # its staging claims and mover pods in the mover namespace, the volumes it hands over
-            for group, resource, verbs in RESTORE_MOVER_SIDE_RULES:
-                plural, _, sub = resource.partition("/")
-                for verb in verbs:
-                    if not allowed(client, sa, verb, plural, group, home, sub):
-                        missing.append(f"{verb} {resource} in namespace {home}")
-            for group, resource, verbs in RESTORE_MOVER_CLUSTER_RULES:
-                for verb in verbs:
-                    if not allowed(client, sa, verb, resource, group, None):
-                        missing.append(f"{verb} {resource} (cluster)")
+            missing += [
+                f"{v} {r} in namespace {home}"
+                for v, r, _ in _denied(client, sa, RESTORE_MOVER_SIDE_RULES, home)
+            ]
+            missing += [
+                f"{v} {r} (cluster)" for v, r, _ in _denied(client, sa, RESTORE_MOVER_CLUSTER_RULES, None)
+            ]
     except KubeError as err:
         checks.add("rbac-restore", "warn", f"access reviews not possible: {err}")
         return
@@ -172,7 +182,7 @@ def check_block_tracking(client, policy: Policy, checks, own_accounts: bool) -> 
     exists (the driver named, or the provisioner of the PVC's StorageClass), and (with the rendered
     per-step accounts) the copy's account may do what tracking needs. A warning, not a failure: without
     it the copy reads the volume in full and says why."""
-    from steps.api import SNAPSHOT_METADATA_API, SNAPSHOT_METADATA_KIND, KubeError, allowed, dig
+    from steps.api import SNAPSHOT_METADATA_API, SNAPSHOT_METADATA_KIND, KubeError, dig
 
     tracked = [v for v in policy.spec.volumes if v.block_tracking is not None]
     if not tracked:
@@ -204,14 +214,13 @@ def check_block_tracking(client, policy: Policy, checks, own_accounts: bool) -> 
             home = policy.workflow_namespace
             account = Names.of(policy).step_account("copy")
             sa = f"{home}/{account}"
-            wanted = [(home, g, r, v, "") for g, r, vs in BLOCK_TRACKING_RULES["copy"] for v in vs]
-            wanted += [(None, g, r, v, "") for g, r, vs in BLOCK_TRACKING_CLUSTER_RULES["copy"] for v in vs]
-            wanted.append((home, "", "serviceaccounts/token", "create", account))
-            for where, group, resource, verb, name in wanted:
-                res, _, sub = resource.partition("/")
-                if not allowed(client, sa, verb, res, group, where, sub, name):
-                    scope = f"in namespace {where}" if where else "cluster-wide"
-                    problems.append(f"{sa}: may not {verb} {resource}{'.' + group if group else ''} {scope}")
+            denied = [(home, *d) for d in _denied(client, sa, BLOCK_TRACKING_RULES["copy"], home)]
+            denied += [(None, *d) for d in _denied(client, sa, BLOCK_TRACKING_CLUSTER_RULES["copy"], None)]
+            token = [("", "serviceaccounts/token", ("create",))]  # for itself only (resourceNames)
+            denied += [(home, *d) for d in _denied(client, sa, token, home, account)]
+            for where, verb, resource, group in denied:
+                scope = f"in namespace {where}" if where else "cluster-wide"
+                problems.append(f"{sa}: may not {verb} {resource}{'.' + group if group else ''} {scope}")
     except KubeError as err:
         checks.add("block-tracking", "warn", f"cannot check changed-block tracking: {err}")
         return
@@ -407,7 +416,7 @@ def check_etcd_reachable(client, policy: Policy, checks) -> None:
 def check_source_rbac(client, policy: Policy, checks) -> None:
     """``rbac-source``: the rights a source step uses through the API (:mod:`workflows.rbac_sources`:
     registry-backup with ``imagesOf`` lists pods in each namespace named), for its account."""
-    from steps.api import KubeError, allowed
+    from steps.api import KubeError
 
     names = Names.of(policy)
     missing: list[str] = []
@@ -417,10 +426,10 @@ def check_source_rbac(client, policy: Policy, checks) -> None:
             sa = f"{policy.workflow_namespace}/{names.step_account(command)}"
             for namespace, rules in source_namespaces(policy, command).items():
                 checked.append(f"{sa} in {namespace}")
-                for group, resource, verbs in rules:
-                    for verb in verbs:
-                        if not allowed(client, sa, verb, resource, group, namespace):
-                            missing.append(f"{sa}: {verb} {resource} in namespace {namespace}")
+                missing += [
+                    f"{sa}: {v} {r} in namespace {namespace}"
+                    for v, r, _ in _denied(client, sa, rules, namespace)
+                ]
     except KubeError as err:
         checks.add("rbac-source", "warn", f"access reviews not possible: {err}")
         return
