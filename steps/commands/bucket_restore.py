@@ -152,30 +152,10 @@ def run(args) -> int:
                 file=sys.stderr,
             )
     plan = plan_restore(repo, snap, target, args.from_prefix, args.to_prefix, nodes=nodes)
-    changes = [p for p in plan if p.action != "same"]
-    for p in changes:
-        line = f"{p.action} {p.key!r} ({p.node.get('size', 0)} bytes)"
-        print(("would " if args.dry_run else "") + line, file=sys.stderr)
-    written = 0
-    if not args.dry_run:
-        written = _audited(
-            args,
-            repo,
-            snap,
-            target,
-            lambda: apply_restore(repo, target, plan, args.writers, args.part_size * 1024 * 1024),
-        )
-    summary = {
-        "snapshot": snap.id,
-        "source": snap.data.get("source"),
-        "target": target.where,
-        "dry_run": args.dry_run,
-        "create": sum(p.action == "create" for p in plan),
-        "update": sum(p.action == "update" for p in plan),
-        "same": sum(p.action == "same" for p in plan),
-        "written": written,
-        "changes": [{"action": p.action, "key": p.key, "size": p.node.get("size", 0)} for p in changes],
-    }
+    changes, summary = _carry_out(
+        args, repo, snap, target, plan, apply_restore, ("create", "update", "same"),
+        lambda p: (f"{p.node.get('size', 0)} bytes", {"size": p.node.get("size", 0)}),
+    )  # fmt: skip
     if when is not None:
         summary.update(as_of=args.objects_as_of, absent=absent)
     verb = "would write" if args.dry_run else "wrote"
@@ -196,6 +176,38 @@ def snapshot_app(snap) -> dict | None:
     if d.get("app"):
         app["name"] = d.get("app")
     return app or None
+
+
+def _carry_out(args, repo, snap, target, plan, apply, actions, describe):
+    """Print each change of ``plan`` (what it would be, on a dry run), apply it unless a dry run
+    (:func:`_audited`), and return the changes and the summary: the plan's count of each of ``actions``
+    and, per change, what ``describe(change)`` gives (its text for the line, its fields for JSON)."""
+    import sys
+
+    changes = [p for p in plan if p.action != "same"]
+    for p in changes:
+        print(
+            ("would " if args.dry_run else "") + f"{p.action} {p.key!r} ({describe(p)[0]})", file=sys.stderr
+        )
+    written = 0
+    if not args.dry_run:
+        written = _audited(
+            args,
+            repo,
+            snap,
+            target,
+            lambda: apply(repo, target, plan, args.writers, args.part_size * 1024 * 1024),
+        )
+    summary = {
+        "snapshot": snap.id,
+        "source": snap.data.get("source"),
+        "target": target.where,
+        "dry_run": args.dry_run,
+        **{a: sum(p.action == a for p in plan) for a in actions},
+        "written": written,
+        "changes": [{"action": p.action, "key": p.key, **describe(p)[1]} for p in changes],
+    }
+    return changes, summary
 
 
 def _audited(args, repo, snap, target, write):
@@ -241,34 +253,14 @@ def _restore_versions(args, repo, snap, target) -> int:
             f" {status}; enable versioning on it, or restore without --versions all"
         )
     plan = plan_versions(repo, snap, target, args.from_prefix, args.to_prefix)
-    changes = [p for p in plan if p.action != "same"]
-    for p in changes:
-        line = f"{p.action} {p.key!r} ({len(p.nodes)} versions, {p.delete_markers} delete markers)"
-        print(("would " if args.dry_run else "") + line, file=sys.stderr)
-    written = 0
-    if not args.dry_run:
-        written = _audited(
-            args,
-            repo,
-            snap,
-            target,
-            lambda: apply_versions(repo, target, plan, args.writers, args.part_size * 1024 * 1024),
-        )
-    summary = {
-        "snapshot": snap.id,
-        "source": snap.data.get("source"),
-        "target": target.where,
-        "dry_run": args.dry_run,
-        "versions": "all",
-        "create": sum(p.action == "create" for p in plan),
-        "append": sum(p.action == "append" for p in plan),
-        "same": sum(p.action == "same" for p in plan),
-        "written": written,
-        "changes": [
-            {"action": p.action, "key": p.key, "versions": len(p.nodes), "delete_markers": p.delete_markers}
-            for p in changes
-        ],
-    }
+    changes, summary = _carry_out(
+        args, repo, snap, target, plan, apply_versions, ("create", "append", "same"),
+        lambda p: (
+            f"{len(p.nodes)} versions, {p.delete_markers} delete markers",
+            {"versions": len(p.nodes), "delete_markers": p.delete_markers},
+        ),
+    )  # fmt: skip
+    summary["versions"] = "all"
     verb = "would recreate" if args.dry_run else "recreated"
     print(
         f"bucket snapshot {snap.short_id} into {target.where}: {verb} the versions of {len(changes)} keys"
