@@ -13,17 +13,35 @@ own, one batch ahead: while batch N's files are written, batch N+1 is planned an
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
+import struct
 import threading
 from collections import deque
 
 from steps import runtime
-from steps.drivers import beneath
+from steps.drivers.cpus import available_cpus
 from steps.errors import IntegrityError, SnapflowError, printable
 
 from .blob_sink import _env_int
 from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
+from .file_creator import (
+    DONE,
+    FATAL,
+    FDS_PER_FRAME,
+    HEADER,
+    RANGE,
+    SERIAL,
+    WARNING,
+    ChildGone,
+    CreatorProcess,
+    create_whole,
+    frame,
+    open_new,
+    pack_record,
+    warning_text,
+)
 from .pack import lazy_buffer, pack_key
 from .snapshot_read import blob_offsets
 
@@ -33,6 +51,22 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _ZEROS = bytes(4 * 1024 * 1024)
 SMALL_WHOLE = 64 * 1024  # one-blob files up to this size are created and written by the batch's own thread
 _DONE = None  # a connection's last item on the writer queue
+_CHILD = object()  # first element of the second file creator's answers on the writer queue
+# SNAPFLOW_RESTORE_CREATORS: processes creating small files (1: the restore's own thread alone; 2: a
+# second process with it). Unset: 2 with at least 2 CPUs, started once CHILD_AFTER_FILES small files
+# have come (a small restore does not pay for starting a process); set: from the first small file.
+CREATORS_ENV = "SNAPFLOW_RESTORE_CREATORS"
+CHILD_AFTER_FILES = 512
+CHILD_RANGES = 2  # ranges handed to the second creator and not yet confirmed: one created, one waiting
+_serials = itertools.count(1)
+
+
+def _creator_setting() -> tuple[int, bool]:
+    """(file creators, whether the setting was given)."""
+    raw = os.environ.get(CREATORS_ENV, "").strip()
+    if raw:
+        return _env_int(CREATORS_ENV, 1), True
+    return (2 if available_cpus() >= 2 else 1), False
 
 
 def _is_zero(data) -> bool:
@@ -95,18 +129,68 @@ class _Batch:
     """A batch of planned files: the directory descriptors its files are created in (closed once it is
     written), the index its pack numbers belong to, and how many of its ranges are not yet written."""
 
-    __slots__ = ("fds", "index", "left", "refs")
+    __slots__ = ("fds", "index", "left", "refs", "serial")
 
     def __init__(self, refs: list[FileRef], fds: dict):
         self.refs = refs
         self.fds = fds
         self.index = None
         self.left = 0
+        self.serial: int | None = (
+            None  # its number with the second file creator, once it knows its descriptors
+        )
 
     def close(self) -> None:
         fds, self.fds = self.fds, {}
         for fd in fds.values():
             os.close(fd)
+
+
+class _SecondCreator:
+    """The restore's side of the second file-creating process: the ranges handed to it and not yet
+    confirmed (``pending``: range number -> (batch, files)), in the order sent."""
+
+    def __init__(self, deliver):
+        self.proc = CreatorProcess(deliver)
+        self.pending: dict[int, tuple[_Batch, list]] = {}
+        self._numbers = itertools.count()
+        self.gone = False  # it ended (its end was delivered)
+        self.confirmed = False  # it created every file it was given and said so
+        self.stopped = False
+
+    def takes_more(self) -> bool:
+        return not self.gone and not self.stopped and len(self.pending) < CHILD_RANGES
+
+    def send_range(self, batch: _Batch, umask: int, parts: list, files: list) -> None:
+        if batch.serial is None:  # its directory descriptors first, once per batch
+            batch.serial = next(_serials)
+            fds = list(batch.fds.values())
+            for i in range(0, len(fds), FDS_PER_FRAME):
+                chunk = fds[i : i + FDS_PER_FRAME]
+                head = SERIAL.pack(batch.serial) + struct.pack(f"<{len(chunk)}i", *chunk)
+                self.proc.send(frame(b"B", head), chunk)
+        number = next(self._numbers)
+        self.pending[number] = (batch, files)
+        body = [RANGE.pack(number, umask, batch.serial), *parts]
+        self.proc.send(b"".join([HEADER.pack(b"W", sum(map(len, body))), *body]))
+
+    def forget(self, serial: int) -> None:
+        if not self.gone:
+            self.proc.send(frame(b"X", SERIAL.pack(serial)))
+
+    def finish(self) -> None:
+        if not self.gone:
+            self.proc.send(frame(b"E", b""))
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.proc.kill()
+
+    def close(self) -> None:
+        if not self.confirmed:
+            self.proc.kill()
+        self.proc.close()
 
 
 class _Stopped(Exception):
@@ -123,12 +207,7 @@ class ContentWriter:
     @staticmethod
     def _open_new(ref: FileRef, mode: int = 0o600) -> int:
         """A new file ``ref.name``; whatever appeared in its place since the walk is removed, not followed."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
-        try:
-            return os.open(ref.name, flags, mode, dir_fd=ref.dir_fd)
-        except FileExistsError:
-            beneath.remove(ref.dir_fd, ref.name)
-            return os.open(ref.name, flags, mode, dir_fd=ref.dir_fd)
+        return open_new(ref.dir_fd, ref.name, mode)
 
     def _create_sized(self, ref: FileRef) -> os.stat_result:
         fd = self._open_new(ref)
@@ -165,6 +244,7 @@ class ContentWriter:
         self._inflight: list[_Batch] = []  # batches planned and not yet written
         self._errors: list[BaseException] = []
         self._planned = False
+        self._child_files = 0  # small files the second creator made
 
     def _fail(self, err: BaseException) -> None:
         """Record an error: the first one stops every thread and is the one raised."""
@@ -178,16 +258,23 @@ class ContentWriter:
 
     def _run_content(self, walk) -> None:
         """Run ``walk`` (which forms batches and hands each to ``_flush``) in a planning thread while the
-        connections fetch and this thread creates the small one-blob files: batch N+1 is planned and its
-        ranges fetched while batch N's files are written, and at most one batch is ahead of the one being
-        written. The first error stops every thread; it is raised here once all of them have ended."""
+        connections fetch and this thread creates the small one-blob files (and a second process with
+        it, see ``_SecondCreator``): batch N+1 is planned and its ranges fetched while batch N's files
+        are written, and at most one batch is ahead of the one being written. The first error stops
+        every thread and the second process; it is raised here once all of them have ended. Returns
+        once every file is created (the second process has confirmed its last)."""
         self._init_pipeline()
         cv = self._cv
         ways = max(1, self.downloaders)
         # Small one-blob files of fetched ranges, decrypted and checked, for this thread to write: one
         # range's worth waits here (a range holds at most SNAPFLOW_RESTORE_RANGE_MIB of stored data),
-        # besides the one each connection holds and the one being written.
-        small: queue.Queue = queue.Queue(maxsize=1)
+        # besides the one each connection holds and the one being written. The second process's answers
+        # come through the same queue (they are not bounded by ``slots``).
+        small: queue.Queue = queue.Queue()
+        slots = threading.Semaphore(1)
+        creators, explicit = _creator_setting()
+        child: _SecondCreator | None = None
+        seen = 0  # small files seen before the second process started
 
         def plan() -> None:
             try:
@@ -202,7 +289,7 @@ class ContentWriter:
                     cv.notify_all()
 
         threads = [
-            threading.Thread(target=self._connection, args=(small,), name=f"restore-{i}", daemon=True)
+            threading.Thread(target=self._connection, args=(small, slots), name=f"restore-{i}", daemon=True)
             for i in range(ways)
         ]
         for t in threads:
@@ -211,25 +298,56 @@ class ContentWriter:
         planner.start()
         running = ways
         try:
-            while running:
+            while running or (child is not None and child.pending):
+                if self._errors and child is not None:
+                    child.stop()
                 item = small.get()
                 if item is _DONE:
                     running -= 1
                     continue
+                if item[0] is _CHILD:
+                    self._from_child(child, item[1], item[2])
+                    continue
+                slots.release()
                 batch, files = item
                 if files and not self._errors:  # after an error the queue is only drained
                     try:
+                        if child is None and creators > 1:
+                            seen += len(files)
+                            if explicit or seen >= CHILD_AFTER_FILES:
+                                child = self._start_child(small)
+                                if child is None:
+                                    creators = 1
+                        if child is not None and child.takes_more():
+                            rest = self._to_child(child, batch, files)
+                            if rest is not files:  # handed (but for files it cannot take)
+                                if rest:
+                                    self._write_small(rest)
+                                continue  # the range is done when the second process confirms it
                         self._write_small(files)
                     except BaseException as err:
                         self._fail(err)
                 self._range_done(batch)
+            if child is not None and not self._errors and not child.gone:
+                child.finish()
+                while not child.gone:
+                    item = small.get()
+                    if item[0] is _CHILD:
+                        self._from_child(child, item[1], item[2])
         except BaseException as err:
             # interrupted: stop the others, and drain the queue so that no connection waits on it
             self._fail(err)
+            if child is not None:
+                child.stop()
             while running:
-                if small.get() is _DONE:
+                item = small.get()
+                if item is _DONE:
                     running -= 1
+                elif item[0] is not _CHILD:
+                    slots.release()
         finally:
+            if child is not None:
+                child.close()
             planner.join()
             for t in threads:
                 t.join()
@@ -241,7 +359,123 @@ class ContentWriter:
         if self._errors:
             raise self._errors[0]
 
-    def _connection(self, small: queue.Queue) -> None:
+    # -- the second file creator ------------------------------------------------------------------
+    def _start_child(self, small: queue.Queue) -> _SecondCreator | None:
+        """The second process, started; None (and a warning) when it cannot be."""
+        child = _SecondCreator(lambda kind, payload: small.put((_CHILD, kind, payload)))
+        try:
+            child.proc.start()
+        except OSError as err:
+            self._warn(
+                f"cannot start a second file creator ({err.strerror or err}); files are created by one"
+            )
+            return None
+        return child
+
+    def _to_child(self, child: _SecondCreator, batch: _Batch, files: list) -> list:
+        """Hand a range's small files to the second process. Returns ``files`` itself when none could be
+        handed, else the files it cannot take (values out of its record's range), for this thread."""
+        owner_of, ids, umask = self._owner, self._ids, self._umask
+        parts: list = []
+        handed: list = []
+        rest: list = []
+        known = set(batch.fds.values())
+        for entry in files:
+            ref, plain, zero = entry
+            node = ref.node
+            if ref.dir_fd not in known:
+                rest.append(entry)
+                continue
+            mtime = node.get("mtime_ns", 0)
+            owner = owner_of(node)
+            try:
+                parts += pack_record(
+                    ref.dir_fd,
+                    ref.name,
+                    node.get("mode", 0o644),
+                    None if ref.ours and owner == ids else owner,
+                    (node.get("atime_ns", mtime), mtime),
+                    zero,
+                    plain,
+                )
+            except (struct.error, TypeError, ValueError):
+                rest.append(entry)
+                continue
+            handed.append(entry)
+        if not handed:
+            return files
+        child.send_range(batch, umask, parts, handed)
+        return rest
+
+    def _from_child(self, child: _SecondCreator, kind: bytes, payload) -> None:
+        """What the second process answered: a range created (its bytes and warnings), an error, its
+        confirmation of the end, or its end."""
+        if kind == b"D":
+            number, written, count = DONE.unpack_from(payload)
+            batch, files = child.pending.pop(number)
+            pos = DONE.size
+            for _ in range(count):
+                rec, code, length = WARNING.unpack_from(payload, pos)
+                pos += WARNING.size
+                detail = payload[pos : pos + length].decode("utf-8", "replace")
+                pos += length
+                self._warn(warning_text(files[rec][0].shown, code, detail))
+            sparse = 0
+            self._child_files += len(files)
+            for ref, plain, zero in files:
+                ref.pending = 0
+                if zero:
+                    sparse += len(plain)
+            with self._lock:
+                self.stats.bytes_written += written
+                self.stats.bytes_sparse += sparse
+                if self.progress is not None:
+                    self.progress.done_bytes = self.stats.bytes_written + self.stats.bytes_sparse
+            self._child_range_done(child, batch)
+        elif kind == b"F":
+            number, rec, code, length = FATAL.unpack_from(payload)
+            text = payload[FATAL.size : FATAL.size + length].decode("utf-8", "replace")
+            batch, files = child.pending.pop(number)
+            shown = files[rec][0].shown if rec < len(files) else files[0][0].shown
+            if code:
+                self._fail(OSError(code, text, shown))
+            else:
+                self._fail(SnapflowError(f"{shown}: cannot create the file ({text})"))
+            self._child_range_done(child, batch)
+        elif kind == b"E":
+            child.confirmed = True
+        elif kind == b"":
+            child.gone = True
+            pending, child.pending = child.pending, {}
+            gone: ChildGone = payload
+            if not gone.started and not child.confirmed and not self._errors:
+                # it never ran: this thread creates what it was given, and everything after
+                self._warn(f"the second file creator did not start ({gone.detail}); files are created by one")
+                for batch, files in pending.values():
+                    try:
+                        self._write_small(files)
+                    except BaseException as err:
+                        self._fail(err)
+                    self._range_done(batch)
+                return
+            if not child.confirmed and not self._errors:
+                first = next(iter(pending.values()), None)
+                where = f"{first[1][0][0].shown}: " if first else ""
+                self._fail(
+                    SnapflowError(
+                        f"{where}the process creating files ended unexpectedly ({gone.detail}); the restore"
+                        " is incomplete"
+                    )
+                )
+            for batch, _files in pending.values():
+                self._range_done(batch)
+
+    def _child_range_done(self, child: _SecondCreator, batch: _Batch) -> None:
+        self._range_done(batch)
+        if not batch.left and batch.serial is not None:  # its descriptors are closed: the child's too
+            child.forget(batch.serial)
+
+    def _connection(self, small: queue.Queue, slots: threading.Semaphore) -> None:
         """One connection: takes the next range of any planned batch, fetches, decrypts, checks and writes
         it, and hands the small one-blob files to the writing thread (one item per range, also when empty:
         it counts the batch's ranges)."""
@@ -260,6 +494,7 @@ class ContentWriter:
                 except BaseException as err:
                     self._fail(err)
                     return
+                slots.acquire()
                 small.put((batch, files))
         finally:
             small.put(_DONE)
@@ -365,43 +600,23 @@ class ContentWriter:
         return plain
 
     def _write_whole(self, ref: FileRef, plain, zero: bool) -> int:
-        """Create, write and close a one-blob file. Metadata goes through the same descriptor, and the
-        calls that would change nothing are left out: a file created with its final mode (no set-id or
-        sticky bit, nothing the umask removes) needs no chmod, one that is ours already no chown."""
+        """Create, write and close a one-blob file (see :func:`.file_creator.create_whole`)."""
         node = ref.node
-        mode = node.get("mode", 0o644)
-        direct = not mode & 0o7000 and not mode & self._umask
-        fd = self._open_new(ref, mode if direct else 0o600)
-        try:
-            if zero:
-                os.ftruncate(fd, len(plain))
-                written = 0
-            else:
-                written = os.pwrite(fd, plain, 0)
-                while written < len(plain):
-                    written += os.pwrite(fd, memoryview(plain)[written:], written)
-            owner = self._owner(node)
-            if not (ref.ours and owner == self._ids):
-                try:
-                    os.fchown(fd, *owner)
-                except PermissionError:
-                    if self._is_root:
-                        self._warn(f"{ref.shown}: cannot set owner")
-                except OSError:
-                    pass
-            if not direct:
-                try:
-                    os.fchmod(fd, mode)
-                except OSError as err:
-                    self._warn(f"{ref.shown}: cannot set mode ({err.strerror})")
-            mtime = node.get("mtime_ns", 0)
-            try:
-                os.utime(fd, ns=(node.get("atime_ns", mtime), mtime))
-            except (OSError, NotImplementedError) as err:
-                self._warn(f"{ref.shown}: cannot set times ({err})")
-        finally:
-            os.close(fd)
-        return written
+        mtime = node.get("mtime_ns", 0)
+        owner = self._owner(node)
+        return create_whole(
+            ref.dir_fd,
+            ref.name,
+            plain,
+            len(plain),
+            zero,
+            node.get("mode", 0o644),
+            None if ref.ours and owner == self._ids else owner,
+            (node.get("atime_ns", mtime), mtime),
+            self._umask,
+            self._is_root,
+            lambda code, detail: self._warn(warning_text(ref.shown, code, detail)),
+        )
 
     def _write_small(self, files: list[tuple[FileRef, bytes, bool]]) -> None:
         """Create and write the small one-blob files a connection fetched (see ``_fetch_range``)."""
