@@ -508,9 +508,28 @@ class Archiver:
             self.progress.done_bytes = self.stats.bytes_read + self._skipped_bytes
             self.progress.files = self.stats.files
 
-    def _walk(self, path: bytes, rel: str, dj: _DirJob, prev_children: dict[str, dict] | None) -> None:
+    def _walk(
+        self,
+        path: bytes,
+        rel: str,
+        dj: _DirJob,
+        prev_children: dict[str, dict] | None,
+        st: os.stat_result | None = None,
+    ) -> None:
+        """Walk directory ``path``; ``st`` is the lstat its entry was recorded from (None for the root)."""
         try:
             listed = self._prescan.take(path) if self._prescan is not None else None
+            if listed is not None and st is not None:
+                # listed ahead: one lstat per directory makes sure it is still the directory recorded
+                now = os.lstat(path)
+                if not stat_mod.S_ISDIR(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                    self._warn(
+                        f"{os.fsdecode(path)}: changed while it was read (no longer the directory listed)"
+                    )
+                    dj.same = False
+                    self._flush_small()
+                    self.dir_q.put(dj, 0)
+                    return
             if listed is not None:
                 entries = sorted(listed, key=lambda e: e.name)
             else:
@@ -557,7 +576,7 @@ class Archiver:
                         dj.same = False
                 sub = _DirJob(node, prev_tree)
                 dj.nodes.append(node)
-                self._walk(entry.path, child_rel, sub, self._parent_children(prev))
+                self._walk(entry.path, child_rel, sub, self._parent_children(prev), st)
             else:
                 if kind == "symlink":
                     try:
@@ -623,6 +642,13 @@ class Archiver:
         # load before the threads start, without prune's deletion candidates (see docs/design.md, Prune)
         self.repo.begin_write()
         self._select_parent(source, source_type)
+        if prescan is not None and self.parent is not None:
+            # until the scan reaches the end of the source (a window ahead of the walk), the parent's
+            # size is the better guess of the total
+            summary = self.parent.data.get("summary")
+            size = summary.get("bytes_total") if isinstance(summary, dict) else None
+            if isinstance(size, int) and size > 0:
+                prescan.provisional_total(size)
         self.changes = ChangeCounter(self.repo.load_tree, self.parent is not None)
         sink = BlobSink(self.repo, opts.backup_id, abort=self.abort)
         self.file_q = ByteQueue(_env_int(runtime.FILE_QUEUE, 512), self.abort)

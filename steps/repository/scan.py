@@ -1,4 +1,4 @@
-"""The copy's prescan: list and stat the source tree ahead of the walk, and sum its size.
+"""The copy's prescan: list and stat the source tree ahead of the walk, in the walk's order.
 
 Provides :class:`Prescan`. Started by ``steps.commands.copy`` before the repository opens, and taken
 over by :class:`~.archiver.Archiver`, whose walk then reads the listings made here. The source is read
@@ -8,6 +8,7 @@ through :mod:`steps.drivers.beneath`.
 from __future__ import annotations
 
 import fnmatch
+import heapq
 import os
 import stat as stat_mod
 import threading
@@ -18,25 +19,36 @@ from steps.drivers import beneath
 
 from .blob_sink import _env_int
 
+# states of a directory known to the prescan
+_QUEUED, _LISTING, _READY, _FAILED = range(4)
+
 
 class _Listing:
-    __slots__ = ("entries", "pending")
+    __slots__ = ("entries", "key", "pending", "state")
 
-    def __init__(self, entries: list):
-        self.entries = entries
+    def __init__(self, key: tuple):
+        self.key = key  # its place in the walk's order: the names of its path below the root
+        self.entries: list | None = None
         self.pending = 0  # slices not yet stat'ed
+        self.state = _QUEUED
 
 
 class Prescan:
-    """Lists and stats the source tree with a few threads, ahead of the copy.
+    """Lists and stats the source tree with a few threads, in the order the walk takes it.
 
     It starts before the repository is even opened (key derivation, index loading) and sums the sizes for
-    the progress total (Argo's N/M). It keeps the listings it made, with each entry's ``lstat`` cached in
-    its ``os.DirEntry``, for the walk to take (:meth:`take`), up to ``SNAPFLOW_SCAN_AHEAD`` entries
-    (beyond that it only warms the kernel's caches). The walk then makes no system call per entry: it
+    the progress total (Argo's N/M). Directories are listed in the walk's order (depth first, entries
+    sorted by name: the order of the tuples of names of their paths), each entry's ``lstat`` cached in its
+    ``os.DirEntry``, and handed to the walk (:meth:`take`), which then makes no system call per entry: it
     runs while the file workers are busy, and every call that releases the interpreter lock would make
-    it wait for a worker to hand the lock back. Directories with many entries are split into slices
-    that different threads stat at once.
+    it wait for a worker to hand the lock back. Every entry is stat'ed once.
+
+    At most about ``SNAPFLOW_SCAN_AHEAD`` entries (4 096, about 830 bytes each) are held, plus the
+    directory each thread is listing: when the window is full the threads wait until the walk has taken
+    half of it (one wake-up per half window, not per directory); a directory the walk waits for is
+    always listed. Directories with many entries are split into slices that different threads stat at
+    once. The total is final once the scan reached the end of the tree, a window ahead of the walk;
+    until then :meth:`provisional_total` (the parent snapshot's size) may stand in for it.
     """
 
     SLICE = 256
@@ -50,11 +62,16 @@ class Prescan:
         self.finished = threading.Event()
         self._stop = threading.Event()
         self._cv = threading.Condition()
-        self._todo: list = []
+        self._dirs_todo: list = []  # heap of (key, path, listing): directories to list, walk order first
+        self._slices: list = []  # (self._stat, entries, listing): slices of listed directories to stat
         self._busy = 0
-        self._listings: dict[bytes, _Listing] = {}
+        self._known: dict[bytes, _Listing] = {}  # queued, being listed, or listed and not yet taken
+        self._ready: list = []  # heap of (key, path) of listings made, to drop those the walk passed
         self._held = 0
-        self._budget = _env_int(runtime.SCAN_AHEAD, 4096)
+        self._budget = max(1, _env_int(runtime.SCAN_AHEAD, 4096))
+        self._full = False  # the window filled up: list no new directory until half of it was taken
+        self._passed: tuple | None = None  # key of the last listing taken (the walk is past it)
+        self._wanted: tuple | None = None  # key of the listing the walk waits for
         try:
             st = beneath.source_stat(self.root)
         except OSError:
@@ -64,98 +81,177 @@ class Prescan:
             self._publish(st.st_size if stat_mod.S_ISREG(st.st_mode) else 0, final=True)
             self.finished.set()
             return
-        self._todo.append(("dir", self.root, "", None))
+        self._queue(self.root, ())
         n = threads or _env_int(runtime.SCAN_THREADS, 2)
         for i in range(n):
             threading.Thread(target=self._worker, name=f"scan-{i}", daemon=True).start()
 
+    @property
+    def held(self) -> int:
+        """Entries listed and not yet taken."""
+        return self._held
+
     def stop(self) -> None:
         self._stop.set()
         with self._cv:
-            self._cv.notify_all()
-            self._listings.clear()
+            self._known.clear()
+            self._ready.clear()
+            self._dirs_todo.clear()
             self._held = 0
+            self._cv.notify_all()
 
     def take(self, path: bytes) -> list | None:
-        """The entries of directory ``path`` (each with its lstat cached), if they were listed and stat'ed
-        ahead; None otherwise (the caller lists the directory itself). Each listing is handed out once."""
+        """The entries of directory ``path`` (each with its lstat cached), listed ahead; None when the
+        prescan does not list it (unknown to it, unreadable, or stopped): the caller lists it itself.
+        Waits while the listing is under way. Each listing is handed out once; directories are expected in
+        the walk's order, and listings of directories the walk passed without taking them are dropped."""
         with self._cv:
-            listing = self._listings.get(path)
-            if listing is None or listing.pending:
+            listing = self._known.get(path)
+            if listing is None:
                 return None
-            del self._listings[path]
-            self._held -= len(listing.entries)
-            return listing.entries
+            self._wanted = listing.key
+            try:
+                while listing.state != _READY or listing.pending:
+                    if listing.state == _FAILED or self._stop.is_set():
+                        self._known.pop(path, None)
+                        return None
+                    self._cv.notify_all()  # a thread held back by a full window lists it now
+                    self._cv.wait(0.5)
+            finally:
+                self._wanted = None
+            del self._known[path]
+            entries = listing.entries
+            self._held -= len(entries)
+            self._passed = key = listing.key
+            ready = self._ready
+            while ready and ready[0][0] <= key:  # listings the walk will not come back for
+                _k, p = heapq.heappop(ready)
+                old = self._known.get(p)
+                if old is not None and old.state == _READY and not old.pending:
+                    del self._known[p]
+                    self._held -= len(old.entries)
+            if self._full and self._held <= self._budget // 2:
+                self._full = False
+                self._cv.notify_all()
+            return entries
+
+    def _queue(self, path: bytes, key: tuple) -> None:
+        listing = self._known[path] = _Listing(key)
+        heapq.heappush(self._dirs_todo, (key, path, listing))
+
+    def provisional_total(self, size: int) -> None:
+        """Show at least ``size`` as the total (e.g. the parent snapshot's) until the scan has finished."""
+        with self._cv:
+            self._guess = size
+            progress = self.progress
+            if progress is not None and not progress.total_final:
+                progress.total_bytes = max(progress.total_bytes, size)
+
+    _guess = 0
 
     def _publish(self, add: int, final: bool = False) -> None:
         with self._cv:
             self.total += add
             total = self.total
-        if self.progress is not None:
-            self.progress.total_bytes = max(self.progress.total_bytes, total) if not final else total
-            if final:
-                self.progress.total_final = True
+            progress = self.progress
+            if progress is not None:
+                if final:
+                    progress.total_bytes, progress.total_final = total, True
+                elif not progress.total_final:
+                    progress.total_bytes = max(total, self._guess)
+
+    def _next(self):
+        """The next piece of work (called with the lock held): a slice to stat, else the first directory
+        in the walk's order if the window has room or the walk waits for it; None to wait."""
+        if self._slices:
+            return self._slices.pop()
+        todo = self._dirs_todo
+        while todo:
+            key, path, listing = todo[0]
+            passed = self._passed
+            if passed is not None and key <= passed:  # the walk went past it (it changed, or vanished)
+                heapq.heappop(todo)
+                if self._known.get(path) is listing:
+                    del self._known[path]
+                continue
+            wanted = self._wanted
+            if self._full and not (wanted is not None and key <= wanted):
+                return None
+            heapq.heappop(todo)
+            listing.state = _LISTING
+            return (self._list, path, listing)
+        return None
 
     def _worker(self) -> None:
+        cv = self._cv
         while True:
-            with self._cv:
-                while not self._todo and self._busy and not self._stop.is_set():
-                    self._cv.wait(0.5)
-                if self._stop.is_set() or not self._todo:
-                    self._cv.notify_all()
-                    return
-                item = self._todo.pop()
+            with cv:
+                while True:
+                    if self._stop.is_set():
+                        cv.notify_all()
+                        return
+                    item = self._next()
+                    if item is not None:
+                        break
+                    if not self._dirs_todo and not self._slices and not self._busy:
+                        cv.notify_all()
+                        self._publish(0, final=True)
+                        self.finished.set()
+                        return
+                    cv.wait(0.5)
                 self._busy += 1
-            try:
-                found = self._scan(item)
-            except Exception:
-                found = []
-            with self._cv:
-                if item[0] == "stat" and item[3] is not None:
-                    item[3].pending -= 1
-                self._todo.extend(found)
-                self._busy -= 1
-                done = not self._todo and not self._busy
-                self._cv.notify_all()
-            if done:
-                self._publish(0, final=True)
-                self.finished.set()
-                return
+            item[0](*item[1:])
 
-    def _scan(self, item) -> list:
-        kind, path, rel, listing = item
-        if kind == "dir":
-            entries = beneath.list_dir(path)
-            slices = [entries[i : i + self.SLICE] for i in range(0, len(entries), self.SLICE)]
-            with self._cv:
-                if self._held + len(entries) <= self._budget and not self._stop.is_set():
-                    listing = self._listings[path] = _Listing(entries)
-                    listing.pending = len(slices)
-                    self._held += len(entries)
-                else:
-                    listing = None
-            return [("stat", part, rel, listing) for part in slices]
-        out, size = [], 0
-        excludes = self.excludes
-        stop = self._stop
-        for entry in path:
-            if excludes:
-                name = os.fsdecode(entry.name)
-                child = f"{rel}/{name}" if rel else name
-                if any(fnmatch.fnmatchcase(child, p) or fnmatch.fnmatchcase(name, p) for p in excludes):
-                    continue
+    def _list(self, path: bytes, listing: _Listing) -> None:
+        try:
+            entries = sorted(beneath.list_dir(path), key=lambda e: e.name)
+        except Exception:
+            entries = None
+        with self._cv:
+            self._busy -= 1
+            if entries is None:
+                listing.state = _FAILED
             else:
-                child = ""
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            mode = st.st_mode
-            if stat_mod.S_ISREG(mode):
-                size += st.st_size
-            elif stat_mod.S_ISDIR(mode):
-                if stop.is_set():
-                    return []
-                out.append(("dir", entry.path, child, None))
-        self._publish(size)
-        return out
+                slices = [entries[i : i + self.SLICE] for i in range(0, len(entries), self.SLICE)]
+                listing.entries = entries
+                listing.pending = len(slices)
+                listing.state = _READY
+                self._held += len(entries)
+                if self._held >= self._budget:
+                    self._full = True
+                heapq.heappush(self._ready, (listing.key, path))
+                # the last slice first: popped from the end, the first slice is stat'ed first
+                stat = self._stat
+                self._slices.extend((stat, part, listing) for part in reversed(slices))
+            self._cv.notify_all()
+
+    def _stat(self, entries: list, listing: _Listing) -> None:
+        found, size = [], 0
+        try:
+            excludes = self.excludes
+            base = listing.key
+            rel = "/".join(os.fsdecode(n) for n in base) if excludes else ""
+            for entry in entries:
+                if excludes:
+                    name = os.fsdecode(entry.name)
+                    child = f"{rel}/{name}" if rel else name
+                    if any(fnmatch.fnmatchcase(child, p) or fnmatch.fnmatchcase(name, p) for p in excludes):
+                        continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                mode = st.st_mode
+                if stat_mod.S_ISREG(mode):
+                    size += st.st_size
+                elif stat_mod.S_ISDIR(mode):
+                    found.append((entry.path, (*base, entry.name)))
+        finally:
+            with self._cv:
+                self._publish(size)  # before the count of busy threads falls: the total is final at 0
+                self._busy -= 1
+                listing.pending -= 1
+                if not self._stop.is_set():
+                    for path, key in found:
+                        self._queue(path, key)
+                self._cv.notify_all()
