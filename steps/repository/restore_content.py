@@ -129,16 +129,15 @@ class _Batch:
     """A batch of planned files: the directory descriptors its files are created in (closed once it is
     written), the index its pack numbers belong to, and how many of its ranges are not yet written."""
 
-    __slots__ = ("fds", "index", "left", "refs", "serial")
+    __slots__ = ("fds", "index", "left", "refs", "serial", "side")
 
     def __init__(self, refs: list[FileRef], fds: dict):
         self.refs = refs
         self.fds = fds
         self.index = None
         self.left = 0
-        self.serial: int | None = (
-            None  # its number with the second file creator, once it knows its descriptors
-        )
+        self.serial: int | None = None  # its number with the second file creator (knows its descriptors)
+        self.side: dict[int, int] | None = None  # directory descriptor -> 1: the second creator's
 
     def close(self) -> None:
         fds, self.fds = self.fds, {}
@@ -158,8 +157,11 @@ class _SecondCreator:
         self.confirmed = False  # it created every file it was given and said so
         self.stopped = False
 
-    def takes_more(self) -> bool:
-        return not self.gone and not self.stopped and len(self.pending) < CHILD_RANGES
+    def usable(self) -> bool:
+        return not self.gone and not self.stopped
+
+    def full(self) -> bool:
+        return len(self.pending) >= CHILD_RANGES
 
     def send_range(self, batch: _Batch, umask: int, parts: list, files: list) -> None:
         if batch.serial is None:  # its directory descriptors first, once per batch
@@ -297,17 +299,31 @@ class ContentWriter:
         planner = threading.Thread(target=plan, name="restore-plan", daemon=True)
         planner.start()
         running = ways
+        stash = None  # a range waiting until the second process has room for its share
         try:
-            while running or (child is not None and child.pending):
+            while running or stash is not None or (child is not None and child.pending):
                 if self._errors and child is not None:
                     child.stop()
-                item = small.get()
-                if item is _DONE:
-                    running -= 1
-                    continue
-                if item[0] is _CHILD:
-                    self._from_child(child, item[1], item[2])
-                    continue
+                if stash is not None and not (child.usable() and child.full()):
+                    item, stash = stash, None
+                else:
+                    item = small.get()
+                    if item is _DONE:
+                        running -= 1
+                        continue
+                    if item[0] is _CHILD:
+                        self._from_child(child, item[1], item[2])
+                        continue
+                    if child is not None and item[1] and child.usable() and child.full() and not self._errors:
+                        batch, files = item
+                        mine, theirs = self._split(batch, files)
+                        if theirs:  # this thread writes its share now, the rest waits for room
+                            try:
+                                self._write_small(mine)
+                            except BaseException as err:
+                                self._fail(err)
+                            stash = (batch, theirs)  # its slot stays taken: the connections wait meanwhile
+                            continue
                 slots.release()
                 batch, files = item
                 if files and not self._errors:  # after an error the queue is only drained
@@ -318,11 +334,11 @@ class ContentWriter:
                                 child = self._start_child(small)
                                 if child is None:
                                     creators = 1
-                        if child is not None and child.takes_more():
-                            rest = self._to_child(child, batch, files)
-                            if rest is not files:  # handed (but for files it cannot take)
-                                if rest:
-                                    self._write_small(rest)
+                        if child is not None and child.usable():
+                            mine, theirs = self._split(batch, files)
+                            rest = self._to_child(child, batch, theirs) if theirs else theirs
+                            if rest is not theirs:  # handed (but for files it cannot take)
+                                self._write_small(mine + rest)
                                 continue  # the range is done when the second process confirms it
                         self._write_small(files)
                     except BaseException as err:
@@ -339,6 +355,9 @@ class ContentWriter:
             self._fail(err)
             if child is not None:
                 child.stop()
+            if stash is not None:
+                stash = None
+                slots.release()
             while running:
                 item = small.get()
                 if item is _DONE:
@@ -371,6 +390,20 @@ class ContentWriter:
             )
             return None
         return child
+
+    @staticmethod
+    def _split(batch: _Batch, files: list) -> tuple[list, list]:
+        """A range's files for this thread and for the second process: by directory, alternately in the
+        order the batch met them, so that the two never create files in the same directory at once
+        (the kernel serialises creation in a directory, and waiting for its lock costs CPU)."""
+        side = batch.side
+        if side is None:
+            side = batch.side = {fd: i & 1 for i, fd in enumerate(batch.fds.values())}
+        mine: list = []
+        theirs: list = []
+        for entry in files:
+            (theirs if side.get(entry[0].dir_fd) else mine).append(entry)
+        return mine, theirs
 
     def _to_child(self, child: _SecondCreator, batch: _Batch, files: list) -> list:
         """Hand a range's small files to the second process. Returns ``files`` itself when none could be
