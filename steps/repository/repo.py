@@ -47,7 +47,7 @@ from .crypto import MasterKeys, open_blob, open_object, seal_object, storage_id
 from .damage import DamagedRecord
 from .index import IndexPack, MemIndex, decode_index_file, encode_index_file
 from .keys import KeyFile, create_key_file, open_master_key
-from .pack import BLOB_TREE, FinishedPack, pack_key, read_pack_entries
+from .pack import BLOB_TREE, FinishedPack, pack_key
 from .records import Record, Snapshot, referenced_snapshots
 from .restore_points import RestorePoints
 from .tree import decode_tree
@@ -58,6 +58,7 @@ _RESERVED = {"config", "keys", "data", "index", "locks"}
 _KIND_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 TREE_CACHE_BYTES = 32 * 1024 * 1024
 WHOLE_TREE_PACK_LIMIT = 16 * 1024 * 1024
+TREE_PACK_CACHE_BYTES = 32 * 1024 * 1024
 LIST_PARALLEL = 16
 # Index files being fetched, decoded or waiting to be added, by their stored size (the decoded text is
 # about twice that, held while it is decoded): one file larger than this is loaded alone.
@@ -113,7 +114,9 @@ class Repository(WriterProtocol, RestorePoints):
         self._tree_cache_bytes = 0
         self._valid_trees: set[bytes] = set()  # tree IDs whose blobs passed the tree rules
         self._tree_lock = threading.Lock()
-        self._tree_packs_loaded: set[int] = set()
+        self._tree_packs: OrderedDict[int, bytes] = OrderedDict()  # pack number -> stored bytes
+        self._tree_packs_bytes = 0
+        self._tree_packs_damaged: set[int] = set()
         self._writer: WriterSession | None = None
         self._pins: dict[str, str] = {}  # key -> version ID that verified (versioned buckets)
         self._pins_lock = threading.Lock()
@@ -441,11 +444,16 @@ class Repository(WriterProtocol, RestorePoints):
             cached = self._tree_cached(blob_id)
             if cached is not None:
                 return cached
-            if self.index.is_tree_pack(loc.pack_no) and loc.pack_no not in self._tree_packs_loaded:
-                self._load_tree_pack(loc.pack_no)
-                cached = self._tree_cached(blob_id)
-                if cached is not None:
-                    return cached
+            pack = self._tree_pack(loc.pack_no)
+            if pack is not None:  # decoded from the cached pack, not cached decoded: see _tree_pack
+                return self.decode_blob(
+                    blob_id,
+                    loc.type,
+                    loc.salt,
+                    memoryview(pack)[loc.offset : loc.offset + loc.length],
+                    loc.raw_length,
+                    f"blob {blob_id.hex()} in pack {loc.pack_id}",
+                )
         data = self.pack_range(
             loc.pack_id,
             loc.offset,
@@ -478,25 +486,40 @@ class Repository(WriterProtocol, RestorePoints):
             raise IntegrityError(f"{name}: content does not match its ID")
         return data
 
-    def _load_tree_pack(self, pack_no: int) -> None:
+    def _tree_pack(self, pack_no: int) -> bytes | None:
+        """The stored bytes of tree pack ``pack_no`` (one GET for the whole pack, checked against its
+        name), kept in a cache of its own of at most TREE_PACK_CACHE_BYTES (the newest pack always), or
+        None for a pack holding data blobs or larger than WHOLE_TREE_PACK_LIMIT. A snapshot's trees are
+        written one after the other into a few tree packs, so a walk over them (a restore's survey and
+        its plan, an incremental copy's parent) makes a GET per pack instead of one per tree. The trees
+        are decoded from these bytes at each read rather than kept decoded: a pack's trees decoded are
+        several times its stored size and would evict each other from the tree cache before the walk
+        reached them. A pack whose bytes do not match its name is not used: each of its trees is then
+        fetched and authenticated alone, so damage costs only the trees it touches."""
         index = self.index
-        pack_id = index.pack_ids[pack_no]
-        if index.pack_sizes[pack_no] > WHOLE_TREE_PACK_LIMIT:
-            return
-        data = self.read_pack(pack_id)
-        salt, entries = read_pack_entries(self.keys, data, f"pack {pack_id}")
-        for e in entries:
-            if e.type == BLOB_TREE:
-                blob = self.decode_blob(
-                    e.id,
-                    e.type,
-                    salt,
-                    memoryview(data)[e.offset : e.offset + e.length],
-                    e.raw_length,
-                    f"tree {e.id.hex()} in pack {pack_id}",
-                )
-                self._tree_put(e.id, blob)
-        self._tree_packs_loaded.add(pack_no)
+        if not index.is_tree_pack(pack_no) or index.pack_sizes[pack_no] > WHOLE_TREE_PACK_LIMIT:
+            return None
+        with self._tree_lock:
+            if pack_no in self._tree_packs_damaged:
+                return None
+            data = self._tree_packs.get(pack_no)
+            if data is not None:
+                self._tree_packs.move_to_end(pack_no)
+                return data
+        try:
+            data = self.read_pack(index.pack_ids[pack_no])
+        except IntegrityError:  # damaged somewhere: each tree is read and authenticated on its own
+            with self._tree_lock:
+                self._tree_packs_damaged.add(pack_no)
+            return None
+        with self._tree_lock:
+            if pack_no not in self._tree_packs:
+                self._tree_packs[pack_no] = data
+                self._tree_packs_bytes += len(data)
+                while self._tree_packs_bytes > TREE_PACK_CACHE_BYTES and len(self._tree_packs) > 1:
+                    _, old = self._tree_packs.popitem(last=False)
+                    self._tree_packs_bytes -= len(old)
+        return data
 
     def _tree_cached(self, blob_id: bytes) -> bytes | None:
         with self._tree_lock:

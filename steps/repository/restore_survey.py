@@ -78,32 +78,36 @@ class Survey:
                 "--max-tree-entries", self.limits.max_tree_entries, f"directory {path} ({len(nodes)} entries)"
             )
         entries, below = len(nodes), 0
+        base = path.rstrip("/")
+        file_problem = self._file_problem
         for node in nodes:
-            child = f"{path.rstrip('/')}/{node['name']}"
-            if node["type"] == "dir":  # a level of its own, with or without a subtree
+            kind = node["type"]
+            if kind == "file":
+                why = file_problem(node)
+                if why is not None:
+                    self.damaged_files[(tree_hex, node["name"])] = why
+                    self._damage(f"{base}/{node['name']}", why)
+            elif kind == "dir":  # a level of its own, with or without a subtree
+                child = f"{base}/{node['name']}"
                 n, d = self._tree(node["subtree"], child, depth + 1) if node.get("subtree") else (0, 0)
                 entries += n
                 below = max(below, d + 1)
                 if depth + below > self.limits.max_depth:
                     raise self._limit("--max-depth", self.limits.max_depth, f"the depth of {child}")
-            elif node["type"] == "file":
-                why = self._file_problem(node)
-                if why is not None:
-                    self.damaged_files[(tree_hex, node["name"])] = why
-                    self._damage(child, why)
         return entries, below
 
     def _file_problem(self, node: dict) -> str | None:
         """Why the file's size disagrees with its blobs and holes (None when it agrees)."""
-        total = sum(length for _off, length in node.get("holes") or ())
-        get = self.index.get
+        holes = node.get("holes")
+        total = sum(length for _off, length in holes) if holes else 0
+        get = self.index.type_and_raw_length
         for hexid in node.get("content") or ():
-            loc = get(bytes.fromhex(hexid))
-            if loc is None:
+            found = get(bytes.fromhex(hexid))
+            if found is None:
                 return f"blob {hexid} is not in the index"
-            if loc.type != BLOB_DATA:
+            if found[0] != BLOB_DATA:
                 return f"blob {hexid} is not a data blob"
-            total += loc.raw_length
+            total += found[1]
         size = node.get("size", 0)
         if total != size:
             return f"size {size} but its blobs and holes hold {total} bytes"
