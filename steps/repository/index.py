@@ -247,6 +247,11 @@ class MemIndex:
         n = self._entry(blob_id)
         return self._raw[n] if n >= 0 else None
 
+    def type_and_raw_length(self, blob_id: bytes) -> tuple[bytes, int] | None:
+        """The blob's type and plaintext length (None when not indexed), without building a location."""
+        n = self._entry(blob_id)
+        return (bytes(self._type[n : n + 1]), self._raw[n]) if n >= 0 else None
+
     def iter_blobs(self) -> Iterator[tuple[bytes, BlobLocation]]:
         for n in range(len(self._type)):
             yield bytes(self._ids[32 * n : 32 * n + 32]), self._location(n)
