@@ -197,14 +197,34 @@ def sealed_bound(length: int) -> int:
     return length + BLOB_OVERHEAD
 
 
+def compress_many(blobs: list):
+    """zstd frames of several blobs from one call, which releases the interpreter lock once for all of
+    them instead of once per blob. Frame ``i`` holds the very bytes :func:`seal_blob_into` compresses
+    ``blobs[i]`` to (same compressor, same parameters, content size in the frame header). Every blob
+    must be non-empty. Returns a sequence of buffers, one per blob."""
+    if not blobs:
+        return []
+    return _compressor().multi_compress_to_buffer(blobs)
+
+
 def seal_blob_into(
-    aead: AESGCM, blob_type: bytes, blob_id: bytes, data, out: memoryview, scratch: bytearray
+    aead: AESGCM,
+    blob_type: bytes,
+    blob_id: bytes,
+    data,
+    out: memoryview,
+    scratch: bytearray,
+    packed=None,
+    nonce: bytes | None = None,
 ) -> int:
     """:func:`seal_blob` written straight into ``out`` (at least :func:`sealed_bound` bytes); returns the
     stored length. ``scratch`` (a reusable buffer of at least ``len(data) + 1`` bytes) holds the flag and
-    payload between compression and encryption, so no per-blob buffer is allocated but zstd's output."""
+    payload between compression and encryption, so no per-blob buffer is allocated but zstd's output.
+    ``packed`` (the blob's zstd frame from :func:`compress_many`) and ``nonce`` (12 fresh random bytes)
+    let a caller sealing many blobs compress them and draw their nonces in one call each."""
     n = len(data)
-    packed = _compressor().compress(data)
+    if packed is None:
+        packed = _compressor().compress(data)
     if len(packed) < n:
         body, flag = packed, COMPRESSION_ZSTD
     else:
@@ -212,7 +232,8 @@ def seal_blob_into(
     m = 1 + len(body)
     scratch[0] = flag
     scratch[1:m] = body
-    nonce = os.urandom(NONCE_LEN)
+    if nonce is None:
+        nonce = os.urandom(NONCE_LEN)
     out[:NONCE_LEN] = nonce
     aead.encrypt_into(
         nonce, memoryview(scratch)[:m], blob_aad(blob_type, blob_id), out[NONCE_LEN : NONCE_LEN + m + TAG_LEN]

@@ -105,13 +105,16 @@ class PackWriter:
         self._buf = bigger
         self._mv = memoryview(bigger)
 
-    def add(self, blob_type: bytes, blob_id: bytes, data) -> int:
-        """Seal and append one blob (the buffer grows when it must); returns its stored length."""
+    def add(self, blob_type: bytes, blob_id: bytes, data, packed=None, nonce: bytes | None = None) -> int:
+        """Seal and append one blob (the buffer grows when it must); returns its stored length.
+        ``packed`` and ``nonce``: see :func:`~.crypto.seal_blob_into`."""
         n = len(data)
         self._reserve(self.size + sealed_bound(n))
         if len(self._scratch) < n + 1:
             self._scratch = lazy_buffer(n + 1)
-        stored = seal_blob_into(self.aead, blob_type, blob_id, data, self._mv[self.size :], self._scratch)
+        stored = seal_blob_into(
+            self.aead, blob_type, blob_id, data, self._mv[self.size :], self._scratch, packed, nonce
+        )
         self.entries.append(PackEntry(blob_type, blob_id, self.size, stored, n))
         self.size += stored
         return stored
