@@ -188,6 +188,7 @@ class _CachedReads:
         self._c_char = ctypes.c_char
         self._addressof = ctypes.addressof
         self._eintr, self._eperm = errno.EINTR, errno.EPERM
+        self._eagain, self._unsupported = errno.EAGAIN, errno.EOPNOTSUPP
         self._flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
         self._noatime = getattr(os, "O_NOATIME", 0)
         self._nowait = os.RWF_NOWAIT
@@ -225,9 +226,9 @@ class _CachedReads:
                 err = self._get_errno()
                 if err == self._eintr:
                     continue
-                if err not in (11, 95):  # EAGAIN: not cached; EOPNOTSUPP: no RWF_NOWAIT here
+                if err not in (self._eagain, self._unsupported):  # not cached; no RWF_NOWAIT here
                     raise OSError(err, os.strerror(err))
-                if err == 95:
+                if err == self._unsupported:
                     self.usable = False
             break
         return got
@@ -378,10 +379,8 @@ class Archiver:
             jobs = self.file_q.get()  # a batch of small files, or one larger file
             if jobs is None:
                 break
-            if (
-                quick is not None
-                and quick.usable
-                and all(j.size <= one_chunk and stat_mod.S_ISREG(j.st.st_mode) for j in jobs)
+            if quick is not None and all(
+                j.size <= one_chunk and stat_mod.S_ISREG(j.st.st_mode) for j in jobs
             ):
                 try:
                     self._archive_batch(jobs, sink, channel, buf, quick, address)
@@ -451,7 +450,9 @@ class Archiver:
         try:
             for job in jobs:
                 try:
-                    fd = quick.open(job.path)
+                    # where the kernel cannot tell what is cached (RWF_NOWAIT unsupported), every file
+                    # takes the path of files not cached, opened as one by one
+                    fd = quick.open(job.path) if quick.usable else beneath.open_source(job.path)
                 except OSError as err:
                     self._unreadable(job, err)
                     continue
@@ -459,8 +460,8 @@ class Archiver:
                     regions = (
                         job.regions if job.regions is not None else beneath.data_regions(fd, job.st, job.size)
                     )
-                    cached, p = True, pos
-                    for off, length in regions:
+                    cached, p = quick.usable, pos
+                    for off, length in regions if cached else ():
                         if quick.read_cached(fd, address + p, length, off) < length:
                             cached = False
                             break

@@ -88,11 +88,18 @@ def test_batches_make_the_snapshot_file_by_file_reading_makes(mem_repo, tmp_path
     assert batched.stats.files_read == one_by_one.stats.files_read == one_by_one.stats.files - 1
 
 
-def test_files_not_in_the_page_cache_are_read_through_the_fallback(mem_repo, tmp_path, monkeypatch):
-    # GIVEN a reader that finds nothing cached (a cold page cache), and one file that shrinks before it
-    # is read
+@pytest.mark.parametrize("nowait", ["cold", "unsupported"])
+def test_files_not_in_the_page_cache_are_read_through_the_fallback(mem_repo, tmp_path, monkeypatch, nowait):
+    # GIVEN a reader that finds nothing cached (a cold page cache, or a file system without RWF_NOWAIT),
+    # and one file that shrinks before it is read
     src = _source(tmp_path / "src")
-    monkeypatch.setattr(archiver_mod._CachedReads, "read_cached", lambda self, fd, address, length, offset: 0)
+
+    def not_cached(self, fd, address, length, offset):
+        self.usable = nowait != "unsupported"
+        return 0
+
+    monkeypatch.setattr(archiver_mod._CachedReads, "read_cached", not_cached)
+    batches = _batches(monkeypatch)
     original = Archiver._archive_batch
 
     def shrink_first(self, jobs, *args):
@@ -103,6 +110,7 @@ def test_files_not_in_the_page_cache_are_read_through_the_fallback(mem_repo, tmp
 
     monkeypatch.setattr(Archiver, "_archive_batch", shrink_first)
     res = copy_source(mem_repo, CopyOptions(str(src)))
+    assert sum(batches) == res.stats.files_read - 1  # still in batches
     # THEN the shrunk file is stored as read, with a warning that loses nothing, and everything restores
     assert len(res.warnings) == 1 and "text: file changed while it was read" in res.warnings[0]
     assert res.stats.errors == 0
