@@ -181,3 +181,29 @@ def test_a_child_that_exits_before_starting_leaves_the_work_to_one(small_snapsho
     assert restorer.stats.warnings == [
         "the second file creator did not start (exited with status 3); files are created by one"
     ]
+
+
+def test_by_default_a_second_creator_starts_after_many_small_files_on_two_cpus(
+    small_snapshot, tmp_path, monkeypatch
+):
+    # GIVEN no setting: two creators with at least two CPUs, one below
+    from steps.drivers.cpus import available_cpus
+
+    repo, sid, src = small_snapshot
+    monkeypatch.delenv(restore_content.CREATORS_ENV, raising=False)
+    two = available_cpus() >= 2
+    assert restore_content._creator_setting() == (2 if two else 1, False)
+    monkeypatch.setenv(restore_content.CREATORS_ENV, "1")
+    assert restore_content._creator_setting() == (1, True)
+    monkeypatch.delenv(restore_content.CREATORS_ENV)
+    # WHEN the 720 files are restored with the second creator due after 10 000 small files, then after 100
+    monkeypatch.setattr(restore_content, "CHILD_AFTER_FILES", 10_000)
+    late = Restorer(repo, repo.find_snapshot(sid), str(tmp_path / "late"))
+    late.run()
+    monkeypatch.setattr(restore_content, "CHILD_AFTER_FILES", 100)
+    early = Restorer(repo, repo.find_snapshot(sid), str(tmp_path / "early"))
+    early.run()
+    # THEN it started only in the second restore (given two CPUs), and both restored the source
+    assert late._child_files == 0
+    assert (early._child_files > 0) == two
+    assert describe_tree(tmp_path / "late") == describe_tree(tmp_path / "early") == _expected(src)
