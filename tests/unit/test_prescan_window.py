@@ -42,11 +42,13 @@ def _settle(scan: Prescan, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
-def test_listings_come_in_the_walks_order_within_a_bounded_window(tmp_path, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_listings_come_in_the_walks_order_within_a_bounded_window(tmp_path, monkeypatch, threads):
     # GIVEN a window much smaller than the tree (each directory holds 2 to 4 entries, 13 directories)
     monkeypatch.setenv("SNAPFLOW_SCAN_AHEAD", "6")
+    monkeypatch.setattr(Prescan, "SLICE", 2)  # directories stat'ed in slices, by both threads
     order = _tree(tmp_path)
-    scan = Prescan(str(tmp_path))
+    scan = Prescan(str(tmp_path), threads=threads)
     _settle(scan)
     # THEN it stopped a window ahead: at most the window plus one directory per thread is held
     assert not scan.finished.is_set()
