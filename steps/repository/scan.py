@@ -84,8 +84,11 @@ class Prescan:
             return
         self._queue(self.root, ())
         n = threads or _env_int(runtime.SCAN_THREADS, 1)
-        for i in range(n):
-            threading.Thread(target=self._worker, name=f"scan-{i}", daemon=True).start()
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"scan-{i}", daemon=True) for i in range(n)
+        ]
+        for t in self._threads:
+            t.start()
 
     @property
     def held(self) -> int:
@@ -113,7 +116,7 @@ class Prescan:
             self._wanted = listing.key
             try:
                 while listing.state != _READY or listing.pending:
-                    if listing.state == _FAILED or self._stop.is_set():
+                    if listing.state == _FAILED or self._stop.is_set() or not self._running():
                         self._known.pop(path, None)
                         return None
                     self._cv.notify_all()  # a thread held back by a full window lists it now
@@ -135,6 +138,11 @@ class Prescan:
                 self._full = False
                 self._cv.notify_all()
             return entries
+
+    _threads: list = []
+
+    def _running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
 
     def _queue(self, path: bytes, key: tuple) -> None:
         listing = self._known[path] = _Listing(key)
@@ -201,7 +209,10 @@ class Prescan:
                         return
                     cv.wait(0.5)
                 self._busy += 1
-            item[0](*item[1:])
+            try:
+                item[0](*item[1:])  # each leaves its listing's state right, also when it fails
+            except Exception:
+                pass
 
     def _list(self, path: bytes, listing: _Listing) -> None:
         try:

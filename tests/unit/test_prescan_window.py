@@ -232,3 +232,31 @@ def test_a_copy_through_a_small_window_equals_the_source(mem_repo, tmp_path, mon
     shutil.rmtree(src / "skip")
     # THEN the snapshot is the source without the excluded directory
     assert describe_tree(out) == describe_tree(src)
+
+
+def test_a_directory_the_scan_cannot_list_is_left_to_the_walk(tmp_path, monkeypatch):
+    # GIVEN a scan whose listing of one directory fails, and whose stat of another slice raises
+    from steps.repository import scan as scan_mod
+
+    order = _tree(tmp_path, dirs=("a", "b"), subdirs=("s",), files=2)
+    real_list, real_stat = scan_mod.beneath.list_dir, Prescan._stat
+    monkeypatch.setattr(
+        scan_mod.beneath,
+        "list_dir",
+        lambda path: (
+            (_ for _ in ()).throw(PermissionError(13, "denied")) if path == order[1] else real_list(path)
+        ),
+    )
+
+    def stat(self, entries, listing):
+        real_stat(self, entries, listing)
+        if listing.key == (b"b",):
+            raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(Prescan, "_stat", stat)
+    scan = Prescan(str(tmp_path))
+    # THEN the walk lists that directory itself, gets the others, and never waits forever
+    got = {p: scan.take(p) for p in order}
+    assert got[order[1]] is None
+    assert all(got[p] is not None for p in order if not p.startswith(order[1]))
+    assert scan.finished.wait(5)
