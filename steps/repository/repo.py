@@ -114,9 +114,9 @@ class Repository(WriterProtocol, RestorePoints):
         self._tree_cache_bytes = 0
         self._valid_trees: set[bytes] = set()  # tree IDs whose blobs passed the tree rules
         self._tree_lock = threading.Lock()
-        self._tree_packs: OrderedDict[int, bytes] = OrderedDict()  # pack number -> stored bytes
+        self._tree_packs: OrderedDict[str, bytes] = OrderedDict()  # pack ID -> stored bytes
         self._tree_packs_bytes = 0
-        self._tree_packs_damaged: set[int] = set()
+        self._tree_packs_damaged: set[str] = set()
         self._writer: WriterSession | None = None
         self._pins: dict[str, str] = {}  # key -> version ID that verified (versioned buckets)
         self._pins_lock = threading.Lock()
@@ -444,7 +444,7 @@ class Repository(WriterProtocol, RestorePoints):
             cached = self._tree_cached(blob_id)
             if cached is not None:
                 return cached
-            pack = self._tree_pack(loc.pack_no)
+            pack = self._tree_pack(loc)
             if pack is not None:  # decoded from the cached pack, not cached decoded: see _tree_pack
                 return self.decode_blob(
                     blob_id,
@@ -486,35 +486,47 @@ class Repository(WriterProtocol, RestorePoints):
             raise IntegrityError(f"{name}: content does not match its ID")
         return data
 
-    def _tree_pack(self, pack_no: int) -> bytes | None:
-        """The stored bytes of tree pack ``pack_no`` (one GET for the whole pack, checked against its
+    def _tree_pack(self, loc) -> bytes | None:
+        """The stored bytes of the tree pack holding ``loc`` (one GET for the whole pack, checked against its
         name), kept in a cache of its own of at most TREE_PACK_CACHE_BYTES (the newest pack always), or
         None for a pack holding data blobs or larger than WHOLE_TREE_PACK_LIMIT. A snapshot's trees are
         written one after the other into a few tree packs, so a walk over them (a restore's survey and
         its plan, an incremental copy's parent) makes a GET per pack instead of one per tree. The trees
         are decoded from these bytes at each read rather than kept decoded: a pack's trees decoded are
         several times its stored size and would evict each other from the tree cache before the walk
-        reached them. A pack whose bytes do not match its name is not used: each of its trees is then
+        reached them. Packs are cached by ID (an index reload may renumber them). The
+        fetch is a range of the size the index gives, at most WHOLE_TREE_PACK_LIMIT, whatever the object's
+        real size. A pack whose bytes do not match its name is not used: each of its trees is then
         fetched and authenticated alone, so damage costs only the trees it touches."""
         index = self.index
-        if not index.is_tree_pack(pack_no) or index.pack_sizes[pack_no] > WHOLE_TREE_PACK_LIMIT:
+        no, pack_id = loc.pack_no, loc.pack_id
+        if not (0 <= no < len(index.pack_ids) and index.pack_ids[no] == pack_id and index.is_tree_pack(no)):
+            return None
+        size = index.pack_sizes[no]
+        if size > WHOLE_TREE_PACK_LIMIT:
             return None
         with self._tree_lock:
-            if pack_no in self._tree_packs_damaged:
+            if pack_id in self._tree_packs_damaged:
                 return None
-            data = self._tree_packs.get(pack_no)
+            data = self._tree_packs.get(pack_id)
             if data is not None:
-                self._tree_packs.move_to_end(pack_no)
+                self._tree_packs.move_to_end(pack_id)
                 return data
+
+        def whole(data: bytes) -> bytes:
+            if storage_id(data) != pack_id:
+                raise IntegrityError(f"pack {pack_id}: stored bytes do not match their name")
+            return data
+
         try:
-            data = self.read_pack(index.pack_ids[pack_no])
-        except IntegrityError:  # damaged somewhere: each tree is read and authenticated on its own
+            data = self.pack_range(pack_id, 0, size, whole)
+        except IntegrityError:  # missing, short or damaged: each tree is read and authenticated alone
             with self._tree_lock:
-                self._tree_packs_damaged.add(pack_no)
+                self._tree_packs_damaged.add(pack_id)
             return None
         with self._tree_lock:
-            if pack_no not in self._tree_packs:
-                self._tree_packs[pack_no] = data
+            if pack_id not in self._tree_packs:
+                self._tree_packs[pack_id] = data
                 self._tree_packs_bytes += len(data)
                 while self._tree_packs_bytes > TREE_PACK_CACHE_BYTES and len(self._tree_packs) > 1:
                     _, old = self._tree_packs.popitem(last=False)

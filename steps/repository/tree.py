@@ -158,12 +158,12 @@ def node_problem(node) -> str | None:
         size = node.get("size", 0)
         if not _is_int(size) or not 0 <= size <= MAX_FILE_SIZE:
             return f"size is not an integer in 0..{MAX_FILE_SIZE}"
-        content = node.get("content") or []
+        content = node.get("content", [])  # when present, a list: readers iterate it as one
         if not isinstance(content, list) or not all(
             isinstance(c, str) and _BLOB_HEX.match(c) for c in content
         ):
             return "content is not a list of blob IDs"
-        holes = node.get("holes") or []
+        holes = node.get("holes", [])
         if not isinstance(holes, list):
             return "holes is not a list"
         pos = 0
@@ -255,7 +255,7 @@ def _all_valid(nodes: list) -> bool:
         files = [n for n, kind in zip(nodes, kinds, strict=True) if kind == "file"]
         if not _ints_valid([n.get("size", 0) for n in files], 0, MAX_FILE_SIZE):
             return False
-        contents = [n.get("content") or [] for n in files]
+        contents = [n.get("content", []) for n in files]
         if set(map(type, contents)) - {list}:
             return False
         if not _ids_valid([c for content in contents for c in content]):
@@ -264,7 +264,7 @@ def _all_valid(nodes: list) -> bool:
         if not _ids_valid([s for s in subtrees if s is not None]):
             return False
         # the rare fields, node by node: holes and symlink targets
-        rare = [n for n in files if n.get("holes")]
+        rare = [n for n in files if "holes" in n]
         if "symlink" in kinds:
             rare += [n for n, kind in zip(nodes, kinds, strict=True) if kind == "symlink"]
         return all(node_problem(n) is None for n in rare)

@@ -80,7 +80,7 @@ def _mutations(rng: random.Random, nodes: list[dict]):
             m = copy.deepcopy(nodes)
             m[rng.choice(dirs)]["subtree"] = bad
             yield f"subtree {bad!r}", m
-    for bad in ["abc", {"a": 1}, 3, ("0" * 64,), [["0" * 64]]]:
+    for bad in ["abc", {"a": 1}, 3, ("0" * 64,), [["0" * 64]], {}, 0, None, "", False]:
         if files:
             m = copy.deepcopy(nodes)
             m[rng.choice(files)]["content"] = bad
@@ -90,7 +90,7 @@ def _mutations(rng: random.Random, nodes: list[dict]):
             m = copy.deepcopy(nodes)
             m[rng.choice(files)]["size"] = bad
             yield f"size={bad!r}", m
-    for bad in [[[0, 0]], [[5, 1], [0, 1]], [[0, 2**62]], "x", [[0]], [[True, 1]]]:
+    for bad in [[[0, 0]], [[5, 1], [0, 1]], [[0, 2**62]], "x", [[0]], [[True, 1]], 0, "", False, None, {}]:
         if files:
             m = copy.deepcopy(nodes)
             m[rng.choice(files)]["holes"] = bad
@@ -156,3 +156,15 @@ def test_fast_check_handles_empty_and_odd_but_valid_names():
     nodes[0]["name"] = "-rf \n\udcff"  # a real directory may hold this: newline, dash, an undecodable byte
     nodes[1]["name"] = "x" * 255
     assert T._all_valid(nodes) and _slow_accepts(nodes)
+
+
+@pytest.mark.parametrize("field", ["content", "holes"])
+@pytest.mark.parametrize("bad", [0, "", False, None, {}])
+def test_a_file_field_that_is_present_must_be_a_list(field, bad):
+    """Readers iterate both (a restore's file regions, its blobs): a falsy non-list must not pass."""
+    rng = random.Random(3)
+    nodes = [_node(rng, 0, "file")]
+    nodes[0][field] = bad
+    assert not T._all_valid(nodes)
+    with pytest.raises(T.DamagedTreeError, match=f"{field} is not a list|content is not a list"):
+        T.validate_nodes(nodes, "t")
