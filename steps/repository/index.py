@@ -9,6 +9,7 @@ Called by :mod:`.repo`, :mod:`.archiver`, :mod:`.checker`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import threading
@@ -392,6 +393,11 @@ def encode_index_file(
     backup_id: str | None = None,
     writer: dict | None = None,
 ) -> bytes:
+    """The index file's JSON. Each pack's blob list is written straight into the output, as
+    ``json.dumps`` writes it, instead of as a list of lists first (about 300 bytes per blob while the
+    file is encoded)."""
+    packs = list(packs)
+    token = os.urandom(8).hex()  # stands for each blob list in the rest of the document
     doc = {
         "version": INDEX_FORMAT_VERSION,
         "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
@@ -405,12 +411,36 @@ def encode_index_file(
                 "salt": p.salt.hex(),
                 # who wrote the pack, where the file's own backup_id does not say it (compaction)
                 **({"backup_id": p.backup_id} if p.backup_id and p.backup_id != backup_id else {}),
-                "blobs": [[e.id.hex(), e.type.decode(), e.offset, e.length, e.raw_length] for e in p.entries],
+                "blobs": f"{token}:{i}",
             }
-            for p in packs
+            for i, p in enumerate(packs)
         ],
     }
-    return json.dumps(doc, separators=(",", ":")).encode()
+    skeleton = json.dumps(doc, separators=(",", ":")).encode()
+    out = bytearray()
+    pos = 0
+    for i, p in enumerate(packs):
+        mark = b'"%s:%d"' % (token.encode(), i)
+        at = skeleton.index(mark, pos)
+        out += skeleton[pos:at]
+        _blob_list_into(out, p.entries)
+        pos = at + len(mark)
+    out += skeleton[pos:]
+    return bytes(out)
+
+
+def _blob_list_into(out: bytearray, entries: Iterable[PackEntry]) -> None:
+    out += b"["
+    sep = b""
+    for e in entries:
+        out += sep
+        sep = b","
+        if e.type in BLOB_TYPES and type(e.offset) is type(e.length) is type(e.raw_length) is int:
+            out += b'["%s","%s",%d,%d,%d]' % (e.id.hex().encode(), e.type, e.offset, e.length, e.raw_length)
+        else:  # anything unusual is written by the JSON encoder itself
+            blob = [e.id.hex(), e.type.decode(), e.offset, e.length, e.raw_length]
+            out += json.dumps(blob, separators=(",", ":")).encode()
+    out += b"]"
 
 
 # The blob lists exactly as encode_index_file writes them; anything else takes the general path.

@@ -1,15 +1,25 @@
 """The in-memory index keeps its entries in fixed-size segments: lookups across segment boundaries,
 entries that do not fit, and the memory an index of many blobs leaves resident."""
 
+import json
 import os
+import random
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from steps.repository.index import _SEG, MemIndex, PackEntries
+from steps.repository.index import (
+    _SEG,
+    IndexPack,
+    MemIndex,
+    PackEntries,
+    decode_index_file,
+    encode_index_file,
+)
 from steps.repository.pack import BLOB_DATA, BLOB_TREE, PackEntry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,3 +131,68 @@ def test_an_index_of_many_blobs_leaves_little_more_than_itself_resident():
     # one entry at a time, reallocated between the packs' own allocations, kept 79 bytes per blob here
     # (and 100-170 in a real load of index files)
     assert per_blob < 70, per_blob
+
+
+def _encoded_as_lists(packs, supersedes, backup_id, writer, created):
+    """The index file as the JSON encoder writes it from a list of lists per pack (the reference)."""
+    doc = {
+        "version": 1,
+        "created": created,
+        "backup_id": backup_id,
+        "writer": writer or {},
+        "supersedes": sorted(supersedes),
+        "packs": [
+            {
+                "id": p.id,
+                "size": p.size,
+                "salt": p.salt.hex(),
+                **({"backup_id": p.backup_id} if p.backup_id and p.backup_id != backup_id else {}),
+                "blobs": [[e.id.hex(), e.type.decode(), e.offset, e.length, e.raw_length] for e in p.entries],
+            }
+            for p in packs
+        ],
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def test_index_files_are_written_byte_for_byte_as_the_json_encoder_writes_them():
+    rng = random.Random(11)
+    for round_ in range(12):
+        packs = []
+        for p in range(rng.randrange(0, 5)):
+            entries = [
+                PackEntry(
+                    rng.choice([BLOB_DATA, BLOB_TREE]),
+                    rng.randbytes(32),
+                    rng.randrange(0, 1 << 40),
+                    rng.randrange(0, 1 << 20),
+                    rng.randrange(0, 1 << 20),
+                )
+                for _ in range(rng.randrange(0, 40))
+            ]
+            if round_ == 3 and entries:  # values the plain path does not write itself
+                entries[0] = PackEntry(b"x", entries[0].id, True, 2, 3)
+            written_by = rng.choice([None, "b1", "b2", 'odd "name" \u00e9'])
+            packs.append(
+                IndexPack(f"{p:064x}", rng.randbytes(32), rng.randrange(1 << 30), entries, written_by)
+            )
+        supersedes = [f"{i:064x}" for i in range(rng.randrange(0, 3))]
+        writer = rng.choice([None, {"host": "h", "pid": 7}])
+        got = encode_index_file(packs, supersedes, "b1", writer)
+        created = json.loads(got)["created"]
+        assert got == _encoded_as_lists(packs, supersedes, "b1", writer, created)
+
+
+def test_encoding_an_index_file_holds_no_object_per_blob():
+    entries = PackEntries()
+    for i in range(20_000):
+        entries.append(PackEntry(BLOB_DATA, os.urandom(32), 37 + 3000 * i, 2900, 4000))
+    packs = [IndexPack("a" * 64, b"s" * 32, 1, entries)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    data = encode_index_file(packs)
+    _current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # about two copies of the text (the output being built and the bytes returned), not a list per blob
+    assert (peak - before) / len(entries) < 3 * len(data) / len(entries) + 20, (peak - before) / len(entries)
+    assert decode_index_file(data, "index/x")[1][0].entries == entries
