@@ -5,4 +5,4 @@ import pytest
 
 from tests.scenarios.test_restore_hostile_links import *  # noqa: F403
 
-pytestmark = pytest.mark.usefixtures("two_file_creators")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("two_file_creators")]
