@@ -6,8 +6,8 @@ GETs, in pack order, cut into parts that different connections fetch at once; ea
 into a per-thread buffer, checked against its ID and written with ``pwrite``. A file of one blob is
 created, written and given its metadata through one descriptor when its blob arrives; small ones
 (up to ``SMALL_WHOLE``) are handed, a fetched range's worth at a time, to the thread that runs the
-restore, which creates and writes them all: the kernel's file creation runs from one thread, while the
-connections fetch, decrypt and check. The walk and the planning of batches run in a thread of their
+restore, which creates and writes them, sharing them by directory with a second process (see
+:mod:`.file_creator`; ``SNAPFLOW_RESTORE_CREATORS``), while the connections fetch, decrypt and check. The walk and the planning of batches run in a thread of their
 own, one batch ahead: while batch N's files are written, batch N+1 is planned and its ranges fetched.
 """
 
