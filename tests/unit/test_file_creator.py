@@ -207,3 +207,28 @@ def test_by_default_a_second_creator_starts_after_many_small_files_on_two_cpus(
     assert late._child_files == 0
     assert (early._child_files > 0) == two
     assert describe_tree(tmp_path / "late") == describe_tree(tmp_path / "early") == _expected(src)
+
+
+def test_the_second_creators_first_error_stops_the_restore_naming_the_file(mem_repo, tmp_path, monkeypatch):
+    # GIVEN small files of at most 500 bytes in the directories the restore's thread takes (the 1st and
+    # 3rd) and of 2 000 bytes in those of the second creator, restored under a 1 000-byte file-size limit
+    import errno
+    import resource
+
+    src = tmp_path / "src"
+    for d in range(4):
+        (src / f"dir-{d}").mkdir(parents=True)
+        for i in range(100):
+            (src / f"dir-{d}" / f"f{i:03d}").write_bytes(os.urandom(2000 if d % 2 else 500))
+    sid = copy_source(mem_repo, CopyOptions(str(src))).snapshot_id
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    # WHEN the restore runs with two creators (the limit holds for both processes)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+    try:
+        with pytest.raises(OSError) as err:
+            _restore(mem_repo, sid, tmp_path / "out", monkeypatch, "2")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    # THEN the second creator's first error is raised, naming a file of its directories
+    assert err.value.errno == errno.EFBIG, err.value
+    assert str(err.value.filename).startswith(("/dir-1/f", "/dir-3/f")), err.value
