@@ -183,30 +183,21 @@ def test_a_child_that_exits_before_starting_leaves_the_work_to_one(small_snapsho
     ]
 
 
-def test_by_default_a_second_creator_starts_after_many_small_files_on_two_cpus(
-    small_snapshot, tmp_path, monkeypatch
-):
-    # GIVEN no setting: two creators with at least two CPUs, one below
-    from steps.drivers.cpus import available_cpus
-
+def test_by_default_the_restore_creates_its_files_alone(small_snapshot, tmp_path, monkeypatch):
+    # GIVEN no setting, or one that is not a number
     repo, sid, src = small_snapshot
-    monkeypatch.delenv(restore_content.CREATORS_ENV, raising=False)
-    two = available_cpus() >= 2
-    assert restore_content._creator_setting() == (2 if two else 1, False)
-    monkeypatch.setenv(restore_content.CREATORS_ENV, "1")
-    assert restore_content._creator_setting() == (1, True)
-    monkeypatch.delenv(restore_content.CREATORS_ENV)
-    # WHEN the 720 files are restored with the second creator due after 10 000 small files, then after 100
-    monkeypatch.setattr(restore_content, "CHILD_AFTER_FILES", 10_000)
-    late = Restorer(repo, repo.find_snapshot(sid), str(tmp_path / "late"))
-    late.run()
-    monkeypatch.setattr(restore_content, "CHILD_AFTER_FILES", 100)
-    early = Restorer(repo, repo.find_snapshot(sid), str(tmp_path / "early"))
-    early.run()
-    # THEN it started only in the second restore (given two CPUs), and both restored the source
-    assert late._child_files == 0
-    assert (early._child_files > 0) == two
-    assert describe_tree(tmp_path / "late") == describe_tree(tmp_path / "early") == _expected(src)
+    for value in (None, "many"):
+        if value is None:
+            monkeypatch.delenv(restore_content.CREATORS_ENV, raising=False)
+        else:
+            monkeypatch.setenv(restore_content.CREATORS_ENV, value)
+        # WHEN the 720 small files are restored
+        out = tmp_path / f"out-{value}"
+        restorer = Restorer(repo, repo.find_snapshot(sid), str(out))
+        restorer.run()
+        # THEN no second creator made any of them, and the source came back
+        assert restorer._child_files == 0
+        assert describe_tree(out) == _expected(src)
 
 
 def test_the_second_creators_first_error_stops_the_restore_naming_the_file(mem_repo, tmp_path, monkeypatch):
