@@ -53,8 +53,8 @@ _DONE = None  # a connection's last item on the writer queue
 _CHILD = object()  # first element of the second file creator's answers on the writer queue
 # SNAPFLOW_RESTORE_CREATORS: processes creating small files (1, the default: the restore's own thread
 # alone; 2: a second process with it, from the first small file on). Measured on a 2-core machine, two
-# creators restored 30 000 small files to tmpfs 11-15 % faster, but 200 000 to ext4 with 50-60 % more wall time
-# and twice the CPU (the kernel's file creation from two processes at once), hence one by default.
+# creators restored 30 000 small files to tmpfs 11-15 % faster, but 200 000 to ext4 with 50-70 % more wall time
+# and 1.4-2.5 times the CPU (the kernel's file creation from two processes at once), hence one by default.
 CREATORS_ENV = "SNAPFLOW_RESTORE_CREATORS"
 CHILD_RANGES = 2  # ranges handed to the second creator and not yet confirmed: one created, one waiting
 _serials = itertools.count(1)
