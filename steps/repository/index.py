@@ -1,7 +1,8 @@
 """The index: which pack holds each blob, where, and how long it is.
 
-Provides :class:`MemIndex`, the compact in-memory form (about 64 bytes per blob: parallel arrays plus an
-open-addressing hash table of 4-byte slots, instead of a ~276-byte Python dict entry per blob), and
+Provides :class:`MemIndex`, the compact in-memory form (about 60 bytes per blob: fixed-size segments of
+parallel arrays plus an open-addressing hash table of 4-byte slots, instead of a ~276-byte Python dict
+entry per blob), and
 :func:`encode_index_file` / :func:`decode_index_file` for the JSON index files stored under ``index/``.
 Called by :mod:`.repo`, :mod:`.archiver`, :mod:`.checker`.
 """
