@@ -1,59 +1,37 @@
-"""Creating the restore's small one-blob files, in this process or in a second one.
+"""The restore's rules for creating a file and giving it its metadata, in one place.
 
-Provides the one rule for creating such a file (:func:`open_new`, :func:`direct_mode`,
-:func:`create_whole` and the warning texts of :func:`warning_text`), used by the restore's own thread
-(``steps.repository.restore_content``) and by a second process, so that two creators run at once
-without sharing an interpreter lock: :class:`CreatorProcess` starts it (``python -m
-steps.repository.file_creator FD``) over a socket pair and :func:`main` is the child side.
+Provides :func:`open_new` (the flags a new file is created with, and what happens to whatever stands
+under its name), :func:`direct_mode` (when a file is created with its final mode), :func:`create_whole`
+(a one-blob file created, written and given its metadata through one descriptor),
+:func:`set_owner_and_mode` and :func:`set_times` (the owner -> mode -> times sequence every restored
+entry goes through) and the warning texts of :func:`warning_text`. Used by
+``steps.repository.restore_content`` and ``steps.repository.restorer``.
 
-The child gets nothing but descriptors and plaintext file contents over its socket: a batch's directory
-descriptors once (``SCM_RIGHTS``), then ranges of files to create through them (so that it creates
-files below the same directories, with the same no-symlink-following opens, as the restore itself).
-It answers each range with the bytes written and its warnings, or with the first error, and exits when
-its socket closes. Its environment holds only ``PYTHONPATH``: no credentials reach it.
-
-Frames, both ways: a type byte and a little-endian 32-bit payload length, then the payload.
-
-* ``B`` (to the child): batch serial (u64), then its directory descriptors' numbers in this process
-  (i32 each); the descriptors themselves travel with the frame (at most ``FDS_PER_FRAME`` each).
-* ``W``: range number (u32), umask (u32), batch serial (u64), then records: ``RECORD`` (directory
-  descriptor number, name length, mode, uid, gid, atime, mtime, flags, size) with the name and, unless
-  the file is all zeros (flag ``ZERO``), its content.
-* ``X``: batch serial (u64): its descriptors are closed. ``E``: no more work; the child answers ``E``
-  once every file is created and exits.
-* ``R`` (from the child): started. ``D``: range number, bytes written (u64), warnings (u32), each
-  a record number (u32), warning code (u8), detail length (u16) and detail. ``F``: range number,
-  record number, errno (i32, 0 when not a system error), message length (u16) and message (the
-  system error's text, or ``Type: message``).
+Owner before mode: a chown clears the set-user-ID and set-group-ID bits, so the mode is set after it.
+When the owner cannot be set (any error: EPERM for a restore that is not root, EINVAL for an owner
+that a user namespace does not map), those two bits are left out of the mode and a warning names the
+file, so that a set-id file never ends up owned by the user running the restore (as ``cp -p`` does).
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import struct
-import sys
 
 from steps.drivers import beneath
 
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC
+SET_ID_BITS = 0o6000  # set-user-ID and set-group-ID
 
-# warning codes and their texts (one place: the restore's thread and the child use them both)
-WARN_OWNER, WARN_MODE, WARN_TIMES = 0, 1, 2
-_WARNING_TEXTS = ("{}: cannot set owner", "{}: cannot set mode ({})", "{}: cannot set times ({})")
-
-HEADER = struct.Struct("<cI")
-RECORD = struct.Struct("<iHIqqqqBI")  # dir fd, name length, mode, uid, gid, atime, mtime, flags, size
-RANGE = struct.Struct("<IIQ")  # range number, umask, batch serial
-DONE = struct.Struct("<IQI")  # range number, bytes written, warnings
-WARNING = struct.Struct("<IBH")  # record number, code, detail length
-FATAL = struct.Struct("<IIiH")  # range number, record number, errno, message length
-SERIAL = struct.Struct("<Q")
-ZERO, CHOWN = 1, 2
-FDS_PER_FRAME = 250  # SCM_RIGHTS carries at most 253 descriptors per message
-MAX_WARNINGS = 1000  # per range: the restore keeps 1 000 in all
+# warning codes and their texts
+WARN_OWNER, WARN_MODE, WARN_TIMES, WARN_SET_ID = 0, 1, 2, 3
+_WARNING_TEXTS = (
+    "{}: cannot set owner",
+    "{}: cannot set mode ({})",
+    "{}: cannot set times ({})",
+    "{}: cannot set owner; set-user-ID/set-group-ID bits not restored",
+)
 
 
 def warning_text(shown: str, code: int, detail: object = None) -> str:
@@ -74,6 +52,43 @@ def direct_mode(mode: int, umask: int) -> bool:
     """Whether a file created with ``mode`` gets it whole (no set-id or sticky bit, nothing the umask
     removes), so that it needs no chmod."""
     return not mode & 0o7000 and not mode & umask
+
+
+def set_owner_and_mode(chown, chmod, owner: tuple[int, int] | None, mode: int, is_root: bool, warn) -> None:
+    """``chown(uid, gid)`` with ``owner`` (left out when None: the entry is ours already), then
+    ``chmod(mode)`` (left out when ``chmod`` is None). A failed chown is a warning as root (EPERM: "cannot
+    set owner") and silent otherwise, except that when ``mode`` holds set-id bits they are left out of
+    the chmod and one warning says so, whoever runs the restore. Warnings go to ``warn(code, detail)``."""
+    if owner is not None:
+        try:
+            chown(*owner)
+        except OSError as err:
+            if mode & SET_ID_BITS:
+                mode &= ~SET_ID_BITS
+                warn(WARN_SET_ID, None)
+            elif is_root and isinstance(err, PermissionError):
+                warn(WARN_OWNER, None)
+    if chmod is not None:
+        try:
+            chmod(mode)
+        except OSError as err:
+            warn(WARN_MODE, err.strerror)
+
+
+def set_times(utime, times: tuple[int, int], warn) -> None:
+    """``utime(times)``, a warning when it fails."""
+    try:
+        utime(times)
+    except (OSError, NotImplementedError) as err:
+        warn(WARN_TIMES, err)
+
+
+def write_all(fd: int, data, size: int, offset: int = 0) -> int:
+    """``size`` bytes of ``data`` written at ``offset``; returns them."""
+    written = os.pwrite(fd, data, offset)
+    while written < size:
+        written += os.pwrite(fd, memoryview(data)[written:], offset + written)
+    return written
 
 
 def create_whole(
@@ -100,307 +115,16 @@ def create_whole(
             os.ftruncate(fd, size)
             written = 0
         else:
-            written = os.pwrite(fd, data, 0)
-            while written < size:
-                written += os.pwrite(fd, memoryview(data)[written:], written)
-        if owner is not None:
-            try:
-                os.fchown(fd, *owner)
-            except PermissionError:
-                if is_root:
-                    warn(WARN_OWNER, None)
-            except OSError:
-                pass
-        if not direct:
-            try:
-                os.fchmod(fd, mode)
-            except OSError as err:
-                warn(WARN_MODE, err.strerror)
-        try:
-            os.utime(fd, ns=times)
-        except (OSError, NotImplementedError) as err:
-            warn(WARN_TIMES, err)
+            written = write_all(fd, data, size)
+        set_owner_and_mode(
+            lambda uid, gid: os.fchown(fd, uid, gid),
+            None if direct else lambda m: os.fchmod(fd, m),
+            owner,
+            mode,
+            is_root,
+            warn,
+        )
+        set_times(lambda ns: os.utime(fd, ns=ns), times, warn)
     finally:
         os.close(fd)
     return written
-
-
-# -- the parent side ------------------------------------------------------------------------------
-def frame(kind: bytes, payload) -> bytes:
-    return HEADER.pack(kind, len(payload)) + payload
-
-
-def pack_record(dir_fd: int, name: bytes, mode: int, owner, times, zero: bool, data) -> list:
-    """The parts of one ``W`` record (raises struct.error or TypeError for values that do not fit:
-    such a file is created in the restore's own process instead)."""
-    flags = (ZERO if zero else 0) | (CHOWN if owner is not None else 0)
-    uid, gid = owner if owner is not None else (-1, -1)
-    head = RECORD.pack(dir_fd, len(name), mode, uid, gid, times[0], times[1], flags, len(data))
-    return [head, name] if zero else [head, name, data]
-
-
-class ChildGone(Exception):
-    """The child ended (or never started): ``started`` tells which."""
-
-    def __init__(self, started: bool, detail: str):
-        super().__init__(detail)
-        self.started = started
-        self.detail = detail
-
-
-class CreatorProcess:
-    """The parent's handle on the child: ``send`` queues frames (with descriptors) for its sender
-    thread, and every frame the child sends back goes to ``deliver(kind, payload)`` from its reader
-    thread; when the child ends, ``deliver(b"", ChildGone)``."""
-
-    def __init__(self, deliver):
-        import queue
-        import threading
-
-        self._deliver = deliver
-        self._out: queue.Queue = queue.Queue()
-        self._threads: list[threading.Thread] = []
-        self._threading = threading
-        self.proc = None
-        self.sock: socket.socket | None = None
-        self.started = False  # the child said it runs
-
-    def start(self) -> None:
-        """Start the child (OSError when it cannot be started)."""
-        import subprocess
-
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "steps.repository.file_creator", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                env={"PYTHONPATH": root},
-                stdin=subprocess.DEVNULL,
-                cwd="/",
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self.sock = ours
-        for target, name in ((self._send_loop, "restore-creator-send"), (self._read_loop, "restore-creator")):
-            t = self._threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def send(self, data: bytes, fds: list[int] | None = None) -> None:
-        self._out.put((data, fds))
-
-    def _send_loop(self) -> None:
-        sock = self.sock
-        while True:
-            item = self._out.get()
-            if item is None:
-                return
-            data, fds = item
-            try:
-                if fds:
-                    sent = socket.send_fds(sock, [data], fds)
-                    if sent < len(data):
-                        sock.sendall(memoryview(data)[sent:])
-                else:
-                    sock.sendall(data)
-            except OSError:
-                return  # the child is gone: the reader reports it
-
-    def _read_loop(self) -> None:
-        sock = self.sock
-        buf = bytearray()
-        detail = "closed its connection"
-        try:
-            while True:
-                while len(buf) >= HEADER.size:
-                    kind, length = HEADER.unpack_from(buf)
-                    if len(buf) < HEADER.size + length:
-                        break
-                    payload = bytes(buf[HEADER.size : HEADER.size + length])
-                    del buf[: HEADER.size + length]
-                    if kind == b"R":
-                        self.started = True
-                    self._deliver(kind, payload)
-                chunk = sock.recv(1 << 16)
-                if not chunk:
-                    break
-                buf += chunk
-        except OSError as err:
-            detail = f"connection failed ({err.strerror})"
-        code = self._reap(5.0 if self.started else 30.0)
-        if code is not None and code < 0:
-            detail = f"killed by signal {-code}"
-        elif code:
-            detail = f"exited with status {code}"
-        self._deliver(b"", ChildGone(self.started, detail))
-
-    def _reap(self, timeout: float) -> int | None:
-        import subprocess
-
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def kill(self) -> None:
-        """Stop the child now (its files in flight are left as they are: the restore fails)."""
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.proc.kill()
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        """End the threads and reap the child (killed unless it ended already); closes the socket."""
-        self._out.put(None)
-        if self.sock is not None:
-            try:
-                self.sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-        for t in self._threads:
-            t.join(10.0)
-            if t.is_alive():  # the child does not end on its own: kill it
-                self.kill()
-                t.join()
-        if self.proc is not None and self.proc.poll() is None:
-            self.kill()
-            self.proc.wait()
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-
-# -- the child side -------------------------------------------------------------------------------
-def _serve(sock: socket.socket) -> None:
-    fds_in: list[int] = []  # descriptors received, not yet claimed by a B frame
-    batches: dict[int, dict[int, int]] = {}  # batch serial -> {parent's number: our descriptor}
-    buf = bytearray(1 << 20)
-    have = 0
-    ancillary = socket.CMSG_SPACE(FDS_PER_FRAME * 4 + 64)
-    is_root = os.geteuid() == 0
-    sock.sendall(frame(b"R", b""))
-
-    def fill(need: int) -> bool:
-        nonlocal buf, have
-        if len(buf) < need:
-            grown = bytearray(max(need, 2 * len(buf)))
-            grown[:have] = buf[:have]
-            buf = grown
-        while have < need:
-            n, anc, flags, _addr = sock.recvmsg_into([memoryview(buf)[have:]], ancillary)
-            for level, kind, data in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    count = len(data) // 4
-                    fds_in.extend(struct.unpack(f"{count}i", data[: count * 4]))
-            if flags & socket.MSG_CTRUNC:
-                raise OSError("descriptors lost in transit")
-            if not n:
-                return False
-            have += n
-        return True
-
-    while True:
-        if not fill(HEADER.size):
-            return
-        kind, length = HEADER.unpack_from(buf)
-        if not fill(HEADER.size + length):
-            return
-        view = memoryview(buf)[HEADER.size : HEADER.size + length]
-        if kind == b"W":
-            reply = _create_range(view, batches, is_root)
-        elif kind == b"B":
-            (serial,) = SERIAL.unpack_from(view)
-            numbers = struct.unpack_from(f"<{(length - SERIAL.size) // 4}i", view, SERIAL.size)
-            mapping = batches.setdefault(serial, {})
-            for number in numbers:
-                mapping[number] = fds_in.pop(0)
-            reply = None
-        elif kind == b"X":
-            for fd in batches.pop(SERIAL.unpack_from(view)[0], {}).values():
-                os.close(fd)
-            reply = None
-        elif kind == b"E":
-            for mapping in batches.values():
-                for fd in mapping.values():
-                    os.close(fd)
-            sock.sendall(frame(b"E", b""))
-            return
-        else:
-            raise ValueError(f"unknown frame {kind!r}")
-        del view
-        rest = have - HEADER.size - length
-        buf[:rest] = buf[HEADER.size + length : have]
-        have = rest
-        if reply is not None:
-            sock.sendall(reply)
-            if reply[:1] == b"F":
-                return
-
-
-def _create_range(view: memoryview, batches: dict, is_root: bool) -> bytes:
-    """Create one range's files; the ``D`` or ``F`` frame to answer."""
-    number, umask, serial = RANGE.unpack_from(view)
-    fds = batches[serial]
-    pos = RANGE.size
-    written = 0
-    warnings: list[bytes] = []
-    count = 0
-    rec = 0
-
-    def warn(code: int, detail: object) -> None:
-        nonlocal count
-        count += 1
-        if len(warnings) < MAX_WARNINGS:
-            text = ("" if detail is None else str(detail)).encode("utf-8", "replace")[:1000]
-            warnings.append(WARNING.pack(rec, code, len(text)) + text)
-
-    end = len(view)
-    try:
-        while pos < end:
-            dir_no, nlen, mode, uid, gid, atime, mtime, flags, size = RECORD.unpack_from(view, pos)
-            pos += RECORD.size
-            name = bytes(view[pos : pos + nlen])
-            pos += nlen
-            zero = bool(flags & ZERO)
-            data = None
-            if not zero:
-                data = view[pos : pos + size]
-                pos += size
-            owner = (uid, gid) if flags & CHOWN else None
-            written += create_whole(
-                fds[dir_no], name, data, size, zero, mode, owner, (atime, mtime), umask, is_root, warn
-            )
-            rec += 1
-    except BaseException as err:
-        if isinstance(err, OSError) and err.errno:
-            code, text = err.errno, err.strerror or ""
-        else:
-            code, text = 0, f"{type(err).__name__}: {err}"
-        raw = text.encode("utf-8", "replace")[:2000]
-        return frame(b"F", FATAL.pack(number, rec, code, len(raw)) + raw)
-    kept = min(count, MAX_WARNINGS)
-    return frame(b"D", DONE.pack(number, written, kept) + b"".join(warnings))
-
-
-def main(argv: list[str]) -> int:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the restore handles an interrupt and ends this process
-    sock = socket.socket(fileno=int(argv[0]))
-    try:
-        _serve(sock)
-    except Exception:  # the restore reports this process's end as a failure
-        return 1
-    finally:
-        sock.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -6,17 +6,16 @@ GETs, in pack order, cut into parts that different connections fetch at once; ea
 into a per-thread buffer, checked against its ID and written with ``pwrite``. A file of one blob is
 created, written and given its metadata through one descriptor when its blob arrives; small ones
 (up to ``SMALL_WHOLE``) are handed, a fetched range's worth at a time, to the thread that runs the
-restore, which creates and writes them, sharing them by directory with a second process (see
-:mod:`.file_creator`; ``SNAPFLOW_RESTORE_CREATORS``), while the connections fetch, decrypt and check. The walk and the planning of batches run in a thread of their
+restore, which creates and writes them all: the kernel's file creation runs from one thread, while the
+connections fetch, decrypt and check. How a file is created and given its owner, mode and times is
+:mod:`.file_creator`'s; an error creating or writing a file names it. The walk and the planning of batches run in a thread of their
 own, one batch ahead: while batch N's files are written, batch N+1 is planned and its ranges fetched.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import queue
-import struct
 import threading
 from collections import deque
 
@@ -25,22 +24,7 @@ from steps.errors import IntegrityError, SnapflowError, printable
 
 from .blob_sink import _env_int
 from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
-from .file_creator import (
-    DONE,
-    FATAL,
-    FDS_PER_FRAME,
-    HEADER,
-    RANGE,
-    SERIAL,
-    WARNING,
-    ChildGone,
-    CreatorProcess,
-    create_whole,
-    frame,
-    open_new,
-    pack_record,
-    warning_text,
-)
+from .file_creator import create_whole, open_new, warning_text, write_all
 from .pack import lazy_buffer, pack_key
 from .snapshot_read import blob_offsets
 
@@ -50,19 +34,6 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _ZEROS = bytes(4 * 1024 * 1024)
 SMALL_WHOLE = 64 * 1024  # one-blob files up to this size are created and written by the batch's own thread
 _DONE = None  # a connection's last item on the writer queue
-_CHILD = object()  # first element of the second file creator's answers on the writer queue
-# SNAPFLOW_RESTORE_CREATORS: processes creating small files (1, the default: the restore's own thread
-# alone; 2: a second process with it, from the first small file on). Measured on a 2-core machine, two
-# creators restored 30 000 small files to tmpfs 11-15 % faster, but 200 000 to ext4 with 50-70 % more wall time
-# and 1.4-2.5 times the CPU (the kernel's file creation from two processes at once), hence one by default.
-CREATORS_ENV = "SNAPFLOW_RESTORE_CREATORS"
-CHILD_RANGES = 2  # ranges handed to the second creator and not yet confirmed: one created, one waiting
-_serials = itertools.count(1)
-
-
-def _creators() -> int:
-    """File creators asked for (``SNAPFLOW_RESTORE_CREATORS``; 1 when unset or not a number)."""
-    return _env_int(CREATORS_ENV, 1)
 
 
 def _is_zero(data) -> bool:
@@ -73,6 +44,13 @@ def _is_zero(data) -> bool:
         return _ZEROS.startswith(data)
     view = memoryview(data)
     return all(_ZEROS.startswith(view[i : i + len(_ZEROS)]) for i in range(0, n, len(_ZEROS)))
+
+
+def _named(ref: FileRef, err: OSError) -> SnapflowError:
+    """An error creating or writing ``ref``'s file, as one line naming it (``/a/b: No space left on
+    device``)."""
+    what = os.strerror(err.errno) if err.errno else (err.strerror or str(err) or type(err).__name__)
+    return SnapflowError(f"{ref.shown}: {what}")
 
 
 def interleave(items: list, ways: int) -> list:
@@ -125,70 +103,18 @@ class _Batch:
     """A batch of planned files: the directory descriptors its files are created in (closed once it is
     written), the index its pack numbers belong to, and how many of its ranges are not yet written."""
 
-    __slots__ = ("fds", "index", "left", "refs", "serial", "side")
+    __slots__ = ("fds", "index", "left", "refs")
 
     def __init__(self, refs: list[FileRef], fds: dict):
         self.refs = refs
         self.fds = fds
         self.index = None
         self.left = 0
-        self.serial: int | None = None  # its number with the second file creator (knows its descriptors)
-        self.side: dict[int, int] | None = None  # directory descriptor -> 1: the second creator's
 
     def close(self) -> None:
         fds, self.fds = self.fds, {}
         for fd in fds.values():
             os.close(fd)
-
-
-class _SecondCreator:
-    """The restore's side of the second file-creating process: the ranges handed to it and not yet
-    confirmed (``pending``: range number -> (batch, files)), in the order sent."""
-
-    def __init__(self, deliver):
-        self.proc = CreatorProcess(deliver)
-        self.pending: dict[int, tuple[_Batch, list]] = {}
-        self._numbers = itertools.count()
-        self.gone = False  # it ended (its end was delivered)
-        self.confirmed = False  # it created every file it was given and said so
-        self.stopped = False
-
-    def usable(self) -> bool:
-        return not self.gone and not self.stopped
-
-    def full(self) -> bool:
-        return len(self.pending) >= CHILD_RANGES
-
-    def send_range(self, batch: _Batch, umask: int, parts: list, files: list) -> None:
-        if batch.serial is None:  # its directory descriptors first, once per batch
-            batch.serial = next(_serials)
-            fds = list(batch.fds.values())
-            for i in range(0, len(fds), FDS_PER_FRAME):
-                chunk = fds[i : i + FDS_PER_FRAME]
-                head = SERIAL.pack(batch.serial) + struct.pack(f"<{len(chunk)}i", *chunk)
-                self.proc.send(frame(b"B", head), chunk)
-        number = next(self._numbers)
-        self.pending[number] = (batch, files)
-        body = [RANGE.pack(number, umask, batch.serial), *parts]
-        self.proc.send(b"".join([HEADER.pack(b"W", sum(map(len, body))), *body]))
-
-    def forget(self, serial: int) -> None:
-        if not self.gone:
-            self.proc.send(frame(b"X", SERIAL.pack(serial)))
-
-    def finish(self) -> None:
-        if not self.gone:
-            self.proc.send(frame(b"E", b""))
-
-    def stop(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            self.proc.kill()
-
-    def close(self) -> None:
-        if not self.confirmed:
-            self.proc.kill()
-        self.proc.close()
 
 
 class _Stopped(Exception):
@@ -208,14 +134,17 @@ class ContentWriter:
         return open_new(ref.dir_fd, ref.name, mode)
 
     def _create_sized(self, ref: FileRef) -> os.stat_result:
-        fd = self._open_new(ref)
         try:
-            size = ref.node.get("size", 0)
-            if size:
-                os.ftruncate(fd, size)
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
+            fd = self._open_new(ref)
+            try:
+                size = ref.node.get("size", 0)
+                if size:
+                    os.ftruncate(fd, size)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise _named(ref, err) from err
         ref.created = True
         ref.ident = (st.st_dev, st.st_ino)
         return st
@@ -242,7 +171,6 @@ class ContentWriter:
         self._inflight: list[_Batch] = []  # batches planned and not yet written
         self._errors: list[BaseException] = []
         self._planned = False
-        self._child_files = 0  # small files the second creator made
 
     def _fail(self, err: BaseException) -> None:
         """Record an error: the first one stops every thread and is the one raised."""
@@ -256,22 +184,16 @@ class ContentWriter:
 
     def _run_content(self, walk) -> None:
         """Run ``walk`` (which forms batches and hands each to ``_flush``) in a planning thread while the
-        connections fetch and this thread creates the small one-blob files (and a second process with
-        it, see ``_SecondCreator``): batch N+1 is planned and its ranges fetched while batch N's files
-        are written, and at most one batch is ahead of the one being written. The first error stops
-        every thread and the second process; it is raised here once all of them have ended. Returns
-        once every file is created (the second process has confirmed its last)."""
+        connections fetch and this thread creates the small one-blob files: batch N+1 is planned and its
+        ranges fetched while batch N's files are written, and at most one batch is ahead of the one being
+        written. The first error stops every thread; it is raised here once all of them have ended."""
         self._init_pipeline()
         cv = self._cv
         ways = max(1, self.downloaders)
         # Small one-blob files of fetched ranges, decrypted and checked, for this thread to write: one
         # range's worth waits here (a range holds at most SNAPFLOW_RESTORE_RANGE_MIB of stored data),
-        # besides the one each connection holds and the one being written. The second process's answers
-        # come through the same queue (they are not bounded by ``slots``).
-        small: queue.Queue = queue.Queue()
-        slots = threading.Semaphore(1)
-        creators = _creators()
-        child: _SecondCreator | None = None
+        # besides the one each connection holds and the one being written.
+        small: queue.Queue = queue.Queue(maxsize=1)
 
         def plan() -> None:
             try:
@@ -286,7 +208,7 @@ class ContentWriter:
                     cv.notify_all()
 
         threads = [
-            threading.Thread(target=self._connection, args=(small, slots), name=f"restore-{i}", daemon=True)
+            threading.Thread(target=self._connection, args=(small,), name=f"restore-{i}", daemon=True)
             for i in range(ways)
         ]
         for t in threads:
@@ -294,72 +216,26 @@ class ContentWriter:
         planner = threading.Thread(target=plan, name="restore-plan", daemon=True)
         planner.start()
         running = ways
-        stash = None  # a range waiting until the second process has room for its share
         try:
-            while running or stash is not None or (child is not None and child.pending):
-                if self._errors and child is not None:
-                    child.stop()
-                if stash is not None and not (child.usable() and child.full()):
-                    item, stash = stash, None
-                else:
-                    item = small.get()
-                    if item is _DONE:
-                        running -= 1
-                        continue
-                    if item[0] is _CHILD:
-                        self._from_child(child, item[1], item[2])
-                        continue
-                    if child is not None and item[1] and child.usable() and child.full() and not self._errors:
-                        batch, files = item
-                        mine, theirs = self._split(batch, files)
-                        if theirs:  # this thread writes its share now, the rest waits for room
-                            try:
-                                self._write_small(mine)
-                            except BaseException as err:
-                                self._fail(err)
-                            stash = (batch, theirs)  # its slot stays taken: the connections wait meanwhile
-                            continue
-                slots.release()
-                batch, files = item
-                if files and not self._errors:  # after an error the queue is only drained
-                    try:
-                        if child is None and creators > 1:
-                            child = self._start_child(small)
-                            if child is None:
-                                creators = 1
-                        if child is not None and child.usable():
-                            mine, theirs = self._split(batch, files)
-                            rest = self._to_child(child, batch, theirs) if theirs else theirs
-                            if rest is not theirs:  # handed (but for files it cannot take)
-                                self._write_small(mine + rest)
-                                continue  # the range is done when the second process confirms it
-                        self._write_small(files)
-                    except BaseException as err:
-                        self._fail(err)
-                self._range_done(batch)
-            if child is not None and not self._errors and not child.gone:
-                child.finish()
-                while not child.gone:
-                    item = small.get()
-                    if item[0] is _CHILD:
-                        self._from_child(child, item[1], item[2])
-        except BaseException as err:
-            # interrupted: stop the others, and drain the queue so that no connection waits on it
-            self._fail(err)
-            if child is not None:
-                child.stop()
-            if stash is not None:
-                stash = None
-                slots.release()
             while running:
                 item = small.get()
                 if item is _DONE:
                     running -= 1
-                elif item[0] is not _CHILD:
-                    slots.release()
+                    continue
+                batch, files = item
+                if files and not self._errors:  # after an error the queue is only drained
+                    try:
+                        self._write_small(files)
+                    except BaseException as err:
+                        self._fail(err)
+                self._range_done(batch)
+        except BaseException as err:
+            # interrupted: stop the others, and drain the queue so that no connection waits on it
+            self._fail(err)
+            while running:
+                if small.get() is _DONE:
+                    running -= 1
         finally:
-            if child is not None:
-                child.close()
             planner.join()
             for t in threads:
                 t.join()
@@ -371,137 +247,7 @@ class ContentWriter:
         if self._errors:
             raise self._errors[0]
 
-    # -- the second file creator ------------------------------------------------------------------
-    def _start_child(self, small: queue.Queue) -> _SecondCreator | None:
-        """The second process, started; None (and a warning) when it cannot be."""
-        child = _SecondCreator(lambda kind, payload: small.put((_CHILD, kind, payload)))
-        try:
-            child.proc.start()
-        except OSError as err:
-            self._warn(
-                f"cannot start a second file creator ({err.strerror or err}); files are created by one"
-            )
-            return None
-        return child
-
-    @staticmethod
-    def _split(batch: _Batch, files: list) -> tuple[list, list]:
-        """A range's files for this thread and for the second process: by directory, alternately in the
-        order the batch met them, so that the two never create files in the same directory at once
-        (the kernel serialises creation in a directory, and waiting for its lock costs CPU)."""
-        side = batch.side
-        if side is None:
-            side = batch.side = {fd: i & 1 for i, fd in enumerate(batch.fds.values())}
-        mine: list = []
-        theirs: list = []
-        for entry in files:
-            (theirs if side.get(entry[0].dir_fd) else mine).append(entry)
-        return mine, theirs
-
-    def _to_child(self, child: _SecondCreator, batch: _Batch, files: list) -> list:
-        """Hand a range's small files to the second process. Returns ``files`` itself when none could be
-        handed, else the files it cannot take (values out of its record's range), for this thread."""
-        owner_of, ids, umask = self._owner, self._ids, self._umask
-        parts: list = []
-        handed: list = []
-        rest: list = []
-        known = set(batch.fds.values())
-        for entry in files:
-            ref, plain, zero = entry
-            node = ref.node
-            if ref.dir_fd not in known:
-                rest.append(entry)
-                continue
-            mtime = node.get("mtime_ns", 0)
-            owner = owner_of(node)
-            try:
-                parts += pack_record(
-                    ref.dir_fd,
-                    ref.name,
-                    node.get("mode", 0o644),
-                    None if ref.ours and owner == ids else owner,
-                    (node.get("atime_ns", mtime), mtime),
-                    zero,
-                    plain,
-                )
-            except (struct.error, TypeError, ValueError):
-                rest.append(entry)
-                continue
-            handed.append(entry)
-        if not handed:
-            return files
-        child.send_range(batch, umask, parts, handed)
-        return rest
-
-    def _from_child(self, child: _SecondCreator, kind: bytes, payload) -> None:
-        """What the second process answered: a range created (its bytes and warnings), an error, its
-        confirmation of the end, or its end."""
-        if kind == b"D":
-            number, written, count = DONE.unpack_from(payload)
-            batch, files = child.pending.pop(number)
-            pos = DONE.size
-            for _ in range(count):
-                rec, code, length = WARNING.unpack_from(payload, pos)
-                pos += WARNING.size
-                detail = payload[pos : pos + length].decode("utf-8", "replace")
-                pos += length
-                self._warn(warning_text(files[rec][0].shown, code, detail))
-            sparse = 0
-            self._child_files += len(files)
-            for ref, plain, zero in files:
-                ref.pending = 0
-                if zero:
-                    sparse += len(plain)
-            with self._lock:
-                self.stats.bytes_written += written
-                self.stats.bytes_sparse += sparse
-                if self.progress is not None:
-                    self.progress.done_bytes = self.stats.bytes_written + self.stats.bytes_sparse
-            self._child_range_done(child, batch)
-        elif kind == b"F":
-            number, rec, code, length = FATAL.unpack_from(payload)
-            text = payload[FATAL.size : FATAL.size + length].decode("utf-8", "replace")
-            batch, files = child.pending.pop(number)
-            shown = files[rec][0].shown if rec < len(files) else files[0][0].shown
-            if code:
-                self._fail(OSError(code, text, shown))
-            else:
-                self._fail(SnapflowError(f"{shown}: cannot create the file ({text})"))
-            self._child_range_done(child, batch)
-        elif kind == b"E":
-            child.confirmed = True
-        elif kind == b"":
-            child.gone = True
-            pending, child.pending = child.pending, {}
-            gone: ChildGone = payload
-            if not gone.started and not child.confirmed and not self._errors:
-                # it never ran: this thread creates what it was given, and everything after
-                self._warn(f"the second file creator did not start ({gone.detail}); files are created by one")
-                for batch, files in pending.values():
-                    try:
-                        self._write_small(files)
-                    except BaseException as err:
-                        self._fail(err)
-                    self._range_done(batch)
-                return
-            if not child.confirmed and not self._errors:
-                first = next(iter(pending.values()), None)
-                where = f"{first[1][0][0].shown}: " if first else ""
-                self._fail(
-                    SnapflowError(
-                        f"{where}the process creating files ended unexpectedly ({gone.detail}); the restore"
-                        " is incomplete"
-                    )
-                )
-            for batch, _files in pending.values():
-                self._range_done(batch)
-
-    def _child_range_done(self, child: _SecondCreator, batch: _Batch) -> None:
-        self._range_done(batch)
-        if not batch.left and batch.serial is not None:  # its descriptors are closed: the child's too
-            child.forget(batch.serial)
-
-    def _connection(self, small: queue.Queue, slots: threading.Semaphore) -> None:
+    def _connection(self, small: queue.Queue) -> None:
         """One connection: takes the next range of any planned batch, fetches, decrypts, checks and writes
         it, and hands the small one-blob files to the writing thread (one item per range, also when empty:
         it counts the batch's ranges)."""
@@ -520,7 +266,6 @@ class ContentWriter:
                 except BaseException as err:
                     self._fail(err)
                     return
-                slots.acquire()
                 small.put((batch, files))
         finally:
             small.put(_DONE)
@@ -582,14 +327,17 @@ class ContentWriter:
         for fno, ref in enumerate(refs):
             pieces = list(blob_offsets(self.repo, ref.node, ref.shown, index))
             if not pieces:  # empty, or only holes: its size and metadata are all there is
-                fd = self._reopen(ref) if ref.created else self._open_new(ref)
                 try:
-                    size = ref.node.get("size", 0)
-                    if size:
-                        os.ftruncate(fd, size)
-                    self._apply_meta_fd(fd, ref.shown, ref.node)
-                finally:
-                    os.close(fd)
+                    fd = self._reopen(ref) if ref.created else self._open_new(ref)
+                    try:
+                        size = ref.node.get("size", 0)
+                        if size:
+                            os.ftruncate(fd, size)
+                        self._apply_meta_fd(fd, ref.shown, ref.node)
+                    finally:
+                        os.close(fd)
+                except OSError as err:
+                    raise _named(ref, err) from err
                 continue
             size = ref.node.get("size", 0)
             if not ref.created and len(pieces) == 1 and pieces[0][1] == 0 and pieces[0][2] == size:
@@ -626,23 +374,28 @@ class ContentWriter:
         return plain
 
     def _write_whole(self, ref: FileRef, plain, zero: bool) -> int:
-        """Create, write and close a one-blob file (see :func:`.file_creator.create_whole`)."""
+        """Create, write and close a one-blob file (see :func:`.file_creator.create_whole`): metadata goes
+        through the same descriptor, and the calls that would change nothing are left out (a file created
+        with its final mode needs no chmod, one that is ours already no chown)."""
         node = ref.node
         mtime = node.get("mtime_ns", 0)
         owner = self._owner(node)
-        return create_whole(
-            ref.dir_fd,
-            ref.name,
-            plain,
-            len(plain),
-            zero,
-            node.get("mode", 0o644),
-            None if ref.ours and owner == self._ids else owner,
-            (node.get("atime_ns", mtime), mtime),
-            self._umask,
-            self._is_root,
-            lambda code, detail: self._warn(warning_text(ref.shown, code, detail)),
-        )
+        try:
+            return create_whole(
+                ref.dir_fd,
+                ref.name,
+                plain,
+                len(plain),
+                zero,
+                node.get("mode", 0o644),
+                None if ref.ours and owner == self._ids else owner,
+                (node.get("atime_ns", mtime), mtime),
+                self._umask,
+                self._is_root,
+                lambda code, detail: self._warn(warning_text(ref.shown, code, detail)),
+            )
+        except OSError as err:
+            raise _named(ref, err) from err
 
     def _write_small(self, files: list[tuple[FileRef, bytes, bool]]) -> None:
         """Create and write the small one-blob files a connection fetched (see ``_fetch_range``)."""
@@ -660,19 +413,20 @@ class ContentWriter:
 
     def _write_piece(self, ref: FileRef, plain, zero: bool, offset: int) -> int:
         written = 0
-        fd = self._reopen(ref)
         try:
-            if not zero:
-                written = os.pwrite(fd, plain, offset)
-                while written < len(plain):
-                    written += os.pwrite(fd, memoryview(plain)[written:], offset + written)
-            with self._lock:
-                ref.pending -= 1
-                last = ref.pending == 0
-            if last:
-                self._apply_meta_fd(fd, ref.shown, ref.node)
-        finally:
-            os.close(fd)
+            fd = self._reopen(ref)
+            try:
+                if not zero:
+                    written = write_all(fd, plain, len(plain), offset)
+                with self._lock:
+                    ref.pending -= 1
+                    last = ref.pending == 0
+                if last:
+                    self._apply_meta_fd(fd, ref.shown, ref.node)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise _named(ref, err) from err
         return written
 
     def _ranges(self, by_pack: dict[int, dict[bytes, list]]) -> list[tuple[int, list]]:

@@ -36,6 +36,7 @@ from steps.drivers.cpus import default_threads
 from steps.errors import UsageError, printable
 
 from .blob_sink import _env_int
+from .file_creator import set_owner_and_mode, set_times, warning_text
 from .repo import Repository, Snapshot
 from .restore_content import ContentWriter, FileRef, interleave
 from .restore_survey import DamagedSnapshotError, Survey, shorten
@@ -205,48 +206,47 @@ class Restorer(ContentWriter):
             gid = _mapped(gid, self._gid_map)
         return uid, gid
 
+    def _meta_warn(self, shown: str):
+        return lambda code, detail: self._warn(warning_text(shown, code, detail))
+
     def _apply_meta_at(self, dir_fd: int, name: bytes, node: dict, shown: str) -> None:
         """Metadata of a symlink, fifo or device node ``name`` in ``dir_fd``, never following a symlink."""
         symlink = node["type"] == "symlink"
-        try:
-            os.chown(name, *self._owner(node), dir_fd=dir_fd, follow_symlinks=False)
-        except PermissionError:
-            if self._is_root:
-                self._warn(f"{shown}: cannot set owner")
-        except OSError:
-            pass
+        warn = self._meta_warn(shown)
+        chmod = None
         if not symlink:
             st = beneath.lstat(dir_fd, name)
             if st is not None and not stat_mod.S_ISLNK(st.st_mode):  # just created by us: no symlink
-                try:
-                    os.chmod(name, node.get("mode", 0o644), dir_fd=dir_fd)
-                except OSError as err:
-                    self._warn(f"{shown}: cannot set mode ({err.strerror})")
-        try:
-            mtime = node.get("mtime_ns", 0)
-            os.utime(name, ns=(node.get("atime_ns", mtime), mtime), dir_fd=dir_fd, follow_symlinks=False)
-        except (OSError, NotImplementedError) as err:
-            if not symlink:
-                self._warn(f"{shown}: cannot set times ({err})")
+                chmod = lambda mode: os.chmod(name, mode, dir_fd=dir_fd)  # noqa: E731
+        set_owner_and_mode(
+            lambda uid, gid: os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False),
+            chmod,
+            self._owner(node),
+            node.get("mode", 0o644),
+            self._is_root,
+            warn,
+        )
+        mtime = node.get("mtime_ns", 0)
+        set_times(
+            lambda ns: os.utime(name, ns=ns, dir_fd=dir_fd, follow_symlinks=False),
+            (node.get("atime_ns", mtime), mtime),
+            (lambda code, detail: None) if symlink else warn,
+        )
 
     def _apply_meta_fd(self, fd: int, shown: str, node: dict) -> None:
-        """Owner, then mode (a chown clears set-id bits), then times (after the last write)."""
-        try:
-            os.fchown(fd, *self._owner(node))
-        except PermissionError:
-            if self._is_root:
-                self._warn(f"{shown}: cannot set owner")
-        except OSError:
-            pass
-        try:
-            os.fchmod(fd, node.get("mode", 0o644))
-        except OSError as err:
-            self._warn(f"{shown}: cannot set mode ({err.strerror})")
+        """Owner, then mode (a chown clears set-id bits; see :func:`.file_creator.set_owner_and_mode`),
+        then times (after the last write)."""
+        warn = self._meta_warn(shown)
+        set_owner_and_mode(
+            lambda uid, gid: os.fchown(fd, uid, gid),
+            lambda mode: os.fchmod(fd, mode),
+            self._owner(node),
+            node.get("mode", 0o644),
+            self._is_root,
+            warn,
+        )
         mtime = node.get("mtime_ns", 0)
-        try:
-            os.utime(fd, ns=(node.get("atime_ns", mtime), mtime))
-        except (OSError, NotImplementedError) as err:
-            self._warn(f"{shown}: cannot set times ({err})")
+        set_times(lambda ns: os.utime(fd, ns=ns), (node.get("atime_ns", mtime), mtime), warn)
 
     def _skip_damaged(self, path: str, why: str) -> None:
         self.stats.damaged_total += 1

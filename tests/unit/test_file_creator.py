@@ -1,19 +1,27 @@
-"""The second file creator of the restore (steps/repository/file_creator.py): files it creates are the
-same, byte for byte and in every piece of metadata, as those the restore's own thread creates; its end
-before it confirmed its last file fails the restore; nothing of it is left behind."""
+"""The restore's rules for creating a file and giving it its metadata (steps/repository/file_creator.py):
+small files come back byte for byte with every piece of metadata; owner before mode, and set-id bits
+left out (with one warning naming the file) whenever the owner cannot be set; an error writing a file
+names it."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
-import signal
+import resource
 
 import pytest
 
 from steps.errors import SnapflowError
 from steps.idmap import IdRange
-from steps.repository import restore_content
 from steps.repository.archiver import CopyOptions, copy_source
+from steps.repository.file_creator import (
+    WARN_MODE,
+    WARN_OWNER,
+    WARN_SET_ID,
+    set_owner_and_mode,
+    warning_text,
+)
 from steps.repository.restorer import Restorer
 from tests.fixtures.repository import describe_tree
 
@@ -21,8 +29,8 @@ ROOT = os.geteuid() == 0
 
 
 def _source(root) -> str:
-    """Small files of every kind the second creator makes: set-id and sticky modes, modes the umask
-    would cut, all-zero and empty files, odd-byte names, other owners (as root) and old times."""
+    """Small files of every kind: set-id and sticky modes, modes the umask would cut, all-zero and empty
+    files, odd-byte names, other owners (as root) and old times."""
     rng = random.Random(11)
     root = os.fsencode(os.fspath(root))
     modes = [0o644, 0o600, 0o666, 0o4755, 0o2750, 0o1777, 0o6711, 0o400, 0o777]
@@ -66,8 +74,7 @@ def _expected(src) -> dict:
     return want
 
 
-def _restore(repo, sid, out, monkeypatch, creators: str, **kwargs) -> Restorer:
-    monkeypatch.setenv(restore_content.CREATORS_ENV, creators)
+def _restore(repo, sid, out, **kwargs) -> Restorer:
     restorer = Restorer(repo, repo.find_snapshot(sid), str(out), **kwargs)
     restorer.run()
     return restorer
@@ -80,146 +87,138 @@ def small_snapshot(mem_repo, tmp_path):
     return mem_repo, sid, src
 
 
-def test_two_creators_restore_the_same_tree_as_one(small_snapshot, tmp_path, monkeypatch):
+def test_small_files_come_back_with_every_mode_owner_and_time(small_snapshot, tmp_path):
     # GIVEN a snapshot of 720 small files with every mode, owner, time and name kind
     repo, sid, src = small_snapshot
-    # WHEN it is restored by one creator and by two
-    one = _restore(repo, sid, tmp_path / "one", monkeypatch, "1")
-    two = _restore(repo, sid, tmp_path / "two", monkeypatch, "2")
-    # THEN the second process created part of the files (and the first none)
-    assert one._child_files == 0
-    assert 0 < two._child_files < 720, two._child_files
-    # and both trees are the source's, byte for byte, with its modes, owners, times and sparse files
-    want = _expected(src)
-    assert describe_tree(tmp_path / "one") == want
-    assert describe_tree(tmp_path / "two") == want
-    # and the counts and warnings agree
-    assert (one.stats.files, one.stats.bytes_written, one.stats.bytes_sparse) == (
-        two.stats.files,
-        two.stats.bytes_written,
-        two.stats.bytes_sparse,
-    )
-    assert one.stats.bytes_sparse > 0 and one.stats.warnings == two.stats.warnings == []
+    # WHEN it is restored
+    restorer = _restore(repo, sid, tmp_path / "out")
+    # THEN the tree is the source's, byte for byte, with its modes, owners, times and sparse files
+    got = describe_tree(tmp_path / "out")
+    assert got == _expected(src)
+    assert restorer.stats.bytes_sparse > 0 and restorer.stats.warnings == []
+    # and the set-id bits are there (as root, on files of other owners too)
+    set_id = {rel: e for rel, e in got.items() if e["mode"] & 0o6000}
+    assert len(set_id) == 4 * 60, len(set_id)
+    if ROOT:
+        assert any(e["uid"] != 0 for e in set_id.values())
 
 
 @pytest.mark.skipif(not ROOT, reason="owners other than one's own need root")
-def test_owner_maps_apply_to_the_files_the_second_creator_makes(small_snapshot, tmp_path, monkeypatch):
+def test_owner_maps_apply_to_small_files_and_keep_set_id_bits(small_snapshot, tmp_path):
     # GIVEN the snapshot, restored with a UID map and a GID map
-    repo, sid, _src = small_snapshot
+    repo, sid, src = small_snapshot
     maps = {"uid_map": [IdRange(1000, 50000, 1000)], "gid_map": [IdRange(2000, 60000, 10)]}
-    one = _restore(repo, sid, tmp_path / "one", monkeypatch, "1", **maps)
-    two = _restore(repo, sid, tmp_path / "two", monkeypatch, "2", **maps)
-    # THEN both creators mapped the same owners
-    assert two._child_files > 0
-    a, b = describe_tree(tmp_path / "one"), describe_tree(tmp_path / "two")
-    assert a == b
-    assert {e["uid"] for e in a.values()} >= {50000, 50005}, "the maps were not applied"
-    assert one.stats.warnings == two.stats.warnings == []
+    restorer = _restore(repo, sid, tmp_path / "out", **maps)
+    # THEN the maps were applied, and every mode is the recorded one, set-id bits included
+    got, want = describe_tree(tmp_path / "out"), describe_tree(src)
+    assert {e["uid"] for e in got.values()} >= {50000, 50005}, "the maps were not applied"
+    assert {rel: e["mode"] for rel, e in got.items()} == {rel: e["mode"] for rel, e in want.items()}
+    assert restorer.stats.warnings == []
 
 
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
+# -- owner, then mode -------------------------------------------------------------------------------
+class _Entry:
+    """A file's owner and mode as the calls left them, with a chown that fails as told."""
+
+    def __init__(self, chown_error: int | None):
+        self.chown_error = chown_error
+        self.owner = (0, 0)
+        self.mode = 0o600
+        self.calls: list[str] = []
+        self.warnings: list[tuple[int, object]] = []
+
+    def chown(self, uid: int, gid: int) -> None:
+        self.calls.append("chown")
+        if self.chown_error is not None:
+            raise OSError(self.chown_error, os.strerror(self.chown_error))
+        self.owner = (uid, gid)
+        self.mode &= ~0o6000  # as the kernel does
+
+    def chmod(self, mode: int) -> None:
+        self.calls.append("chmod")
+        self.mode = mode
+
+    def warn(self, code: int, detail: object) -> None:
+        self.warnings.append((code, detail))
 
 
-def test_the_second_creator_killed_mid_restore_fails_the_restore(small_snapshot, tmp_path, monkeypatch):
-    # GIVEN a restore whose second creator is killed (SIGKILL) once it confirmed its first range
-    repo, sid, _src = small_snapshot
-    pids: list[int] = []
-    from_child = restore_content.ContentWriter._from_child
-
-    def kill_after_first(self, child, kind, payload):
-        from_child(self, child, kind, payload)
-        if kind == b"D" and not pids:
-            pids.append(child.proc.proc.pid)
-            os.kill(child.proc.proc.pid, signal.SIGKILL)
-
-    monkeypatch.setattr(restore_content.ContentWriter, "_from_child", kill_after_first)
-    before = _open_fds()
-    # WHEN the restore runs
-    with pytest.raises(SnapflowError) as err:
-        _restore(repo, sid, tmp_path / "out", monkeypatch, "2")
-    # THEN it fails on one line that says what happened, and leaves no process and no descriptor behind
-    assert pids, "the second creator was never used"
-    text = str(err.value)
-    assert "ended unexpectedly (killed by signal 9)" in text and "\n" not in text, text
-    with pytest.raises(ChildProcessError):
-        os.waitpid(pids[0], os.WNOHANG)  # reaped already
-    assert _open_fds() <= before
+@pytest.mark.parametrize("failure", [errno.EINVAL, errno.EPERM, errno.EROFS])
+@pytest.mark.parametrize("is_root", [True, False])
+@pytest.mark.parametrize("mode", [0o4755, 0o2755, 0o6755, 0o6711, 0o3775])
+def test_a_failed_chown_leaves_out_the_set_id_bits_with_one_warning(mode, is_root, failure):
+    # GIVEN an entry whose chown fails (unmapped owner, no permission, read-only)
+    entry = _Entry(failure)
+    # WHEN its owner and set-id mode are applied
+    set_owner_and_mode(entry.chown, entry.chmod, (1000, 1000), mode, is_root, entry.warn)
+    # THEN its mode is the recorded one without set-uid and set-gid (the sticky bit stays)
+    assert entry.mode == mode & ~0o6000
+    assert entry.calls == ["chown", "chmod"]
+    # and one warning says so
+    assert entry.warnings == [(WARN_SET_ID, None)]
+    assert warning_text("/bin/tool", WARN_SET_ID) == (
+        "/bin/tool: cannot set owner; set-user-ID/set-group-ID bits not restored"
+    )
 
 
-def test_a_second_creator_that_cannot_start_leaves_the_work_to_one(small_snapshot, tmp_path, monkeypatch):
-    # GIVEN an interpreter that cannot run the second creator (its program is missing)
-    repo, sid, src = small_snapshot
-    import steps.repository.file_creator as fc
-
-    monkeypatch.setattr(fc.sys, "executable", str(tmp_path / "no-such-python"))
-    before = _open_fds()
-    # WHEN the restore runs with two creators asked for
-    restorer = _restore(repo, sid, tmp_path / "out", monkeypatch, "2")
-    # THEN it restored everything by itself, with one warning that says so
-    assert restorer._child_files == 0
-    assert describe_tree(tmp_path / "out") == _expected(src)
-    assert len(restorer.stats.warnings) == 1, restorer.stats.warnings
-    assert "cannot start a second file creator" in restorer.stats.warnings[0]
-    assert _open_fds() <= before
+@pytest.mark.parametrize("mode", [0o4755, 0o2750, 0o6711, 0o1777, 0o644])
+def test_set_id_bits_are_set_after_a_chown_that_works(mode):
+    # GIVEN an entry whose chown works (and, as the kernel's, clears set-id bits)
+    entry = _Entry(None)
+    # WHEN its owner and mode are applied
+    set_owner_and_mode(entry.chown, entry.chmod, (1000, 2000), mode, True, entry.warn)
+    # THEN owner first, then the mode exactly as recorded, and no warning
+    assert entry.calls == ["chown", "chmod"]
+    assert (entry.owner, entry.mode, entry.warnings) == ((1000, 2000), mode, [])
 
 
-def test_a_child_that_exits_before_starting_leaves_the_work_to_one(small_snapshot, tmp_path, monkeypatch):
-    # GIVEN a second creator that ends at once without a word (an interpreter that is no Python)
-    repo, sid, src = small_snapshot
-    fake = tmp_path / "false-python"
-    fake.write_text("#!/bin/sh\nexit 3\n")
-    fake.chmod(0o755)
-    import steps.repository.file_creator as fc
-
-    monkeypatch.setattr(fc.sys, "executable", str(fake))
-    # WHEN the restore runs with two creators asked for
-    restorer = _restore(repo, sid, tmp_path / "out", monkeypatch, "2")
-    # THEN the ranges it was handed were created by the restore itself, with one warning
-    assert restorer._child_files == 0
-    assert describe_tree(tmp_path / "out") == _expected(src)
-    assert restorer.stats.warnings == [
-        "the second file creator did not start (exited with status 3); files are created by one"
-    ]
+def test_a_failed_chown_without_set_id_bits_warns_as_before():
+    # GIVEN entries without set-id bits whose chown fails
+    cases = [(errno.EPERM, True, [(WARN_OWNER, None)]), (errno.EPERM, False, []), (errno.EINVAL, True, [])]
+    for failure, is_root, warnings in cases:
+        entry = _Entry(failure)
+        # WHEN their owner and mode are applied
+        set_owner_and_mode(entry.chown, entry.chmod, (1000, 1000), 0o755, is_root, entry.warn)
+        # THEN the mode is set whole; only root's EPERM is a warning
+        assert (entry.mode, entry.warnings) == (0o755, warnings), (failure, is_root)
 
 
-def test_by_default_the_restore_creates_its_files_alone(small_snapshot, tmp_path, monkeypatch):
-    # GIVEN no setting, or one that is not a number
-    repo, sid, src = small_snapshot
-    for value in (None, "many"):
-        if value is None:
-            monkeypatch.delenv(restore_content.CREATORS_ENV, raising=False)
-        else:
-            monkeypatch.setenv(restore_content.CREATORS_ENV, value)
-        # WHEN the 720 small files are restored
-        out = tmp_path / f"out-{value}"
-        restorer = Restorer(repo, repo.find_snapshot(sid), str(out))
-        restorer.run()
-        # THEN no second creator made any of them, and the source came back
-        assert restorer._child_files == 0
-        assert describe_tree(out) == _expected(src)
+def test_no_chown_when_the_entry_is_ours_and_a_failed_chmod_is_a_warning():
+    entry = _Entry(errno.EPERM)
+
+    def chmod(mode):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    set_owner_and_mode(entry.chown, chmod, None, 0o4755, True, entry.warn)
+    assert entry.calls == []
+    assert entry.warnings == [(WARN_MODE, os.strerror(errno.EROFS))]
 
 
-def test_the_second_creators_first_error_stops_the_restore_naming_the_file(mem_repo, tmp_path, monkeypatch):
-    # GIVEN small files of at most 500 bytes in the directories the restore's thread takes (the 1st and
-    # 3rd) and of 2 000 bytes in those of the second creator, restored under a 1 000-byte file-size limit
-    import errno
-    import resource
-
+# -- errors name the file ---------------------------------------------------------------------------
+@pytest.mark.parametrize("large", [False, True], ids=["small-files", "large-file"])
+def test_a_write_error_names_the_file_on_one_line(mem_repo, tmp_path, large):
+    # GIVEN small files (created by the restore's thread) or a large one (created with its size, then
+    # written piece by piece by the connections), restored under a file-size limit they exceed
     src = tmp_path / "src"
-    for d in range(4):
-        (src / f"dir-{d}").mkdir(parents=True)
-        for i in range(100):
-            (src / f"dir-{d}" / f"f{i:03d}").write_bytes(os.urandom(2000 if d % 2 else 500))
+    if large:
+        src.mkdir()
+        (src / "large").write_bytes(os.urandom(5 * 1024 * 1024))
+        limit, names = 5 * 1024 * 1024 - 1, ("/large",)
+    else:
+        for d in range(2):
+            (src / f"dir-{d}").mkdir(parents=True)
+            for i in range(50):
+                (src / f"dir-{d}" / f"f{i:03d}").write_bytes(os.urandom(2000 if d else 500))
+        limit, names = 1000, ("/dir-1/f",)
     sid = copy_source(mem_repo, CopyOptions(str(src))).snapshot_id
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    # WHEN the restore runs with two creators (the limit holds for both processes)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+    # WHEN the restore runs with the limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
     try:
-        with pytest.raises(OSError) as err:
-            _restore(mem_repo, sid, tmp_path / "out", monkeypatch, "2")
+        with pytest.raises(SnapflowError) as err:
+            _restore(mem_repo, sid, tmp_path / "out")
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    # THEN the second creator's first error is raised, naming a file of its directories
-    assert err.value.errno == errno.EFBIG, err.value
-    assert str(err.value.filename).startswith(("/dir-1/f", "/dir-3/f")), err.value
+    # THEN its first error names the file that could not be written, on one line
+    text = str(err.value)
+    assert text.startswith(names) and text.endswith(": " + os.strerror(errno.EFBIG)), text
+    assert "\n" not in text
