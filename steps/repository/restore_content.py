@@ -7,9 +7,10 @@ into a per-thread buffer, checked against its ID and written with ``pwrite``. A 
 created, written and given its metadata through one descriptor when its blob arrives; small ones
 (up to ``SMALL_WHOLE``) are handed, a fetched range's worth at a time, to the thread that runs the
 restore, which creates and writes them all: the kernel's file creation runs from one thread, while the
-connections fetch, decrypt and check. How a file is created and given its owner, mode and times is
-:mod:`.file_creator`'s; an error creating or writing a file names it. The walk and the planning of batches run in a thread of their
+connections fetch, decrypt and check. The walk and the planning of batches run in a thread of their
 own, one batch ahead: while batch N's files are written, batch N+1 is planned and its ranges fetched.
+How a file is created and given its owner, mode and times is :mod:`.file_creator`'s; an error creating
+or writing a file names it.
 """
 
 from __future__ import annotations
