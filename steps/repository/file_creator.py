@@ -116,15 +116,19 @@ def create_whole(
             written = 0
         else:
             written = write_all(fd, data, size)
-        set_owner_and_mode(
-            lambda uid, gid: os.fchown(fd, uid, gid),
-            None if direct else lambda m: os.fchmod(fd, m),
-            owner,
-            mode,
-            is_root,
-            warn,
-        )
-        set_times(lambda ns: os.utime(fd, ns=ns), times, warn)
+        if owner is not None or not direct:
+            set_owner_and_mode(
+                lambda uid, gid: os.fchown(fd, uid, gid),
+                None if direct else lambda m: os.fchmod(fd, m),
+                owner,
+                mode,
+                is_root,
+                warn,
+            )
+        try:
+            os.utime(fd, ns=times)
+        except (OSError, NotImplementedError) as err:
+            warn(WARN_TIMES, err)
     finally:
         os.close(fd)
     return written
