@@ -325,6 +325,15 @@ class Archiver:
     # -- file workers -------------------------------------------------------------------------
     SCALE_UP_BYTES = 128 * MiB
 
+    def _sealed_new(self, new: int, sink: BlobSink) -> None:
+        """Count ``new`` bytes of new data sealed; start another file worker once SCALE_UP_BYTES were."""
+        if new and len(self._workers) < self._max_workers:
+            with self._lock:
+                self._new_bytes += new
+                scale = self._new_bytes >= self.SCALE_UP_BYTES
+            if scale:
+                self._start_worker(sink)
+
     def _start_worker(self, sink: BlobSink) -> None:
         with self._lock:
             if self._workers_closed or len(self._workers) >= self._max_workers:
@@ -524,12 +533,7 @@ class Archiver:
         channel.add_many(BLOB_DATA, new_blobs)
         del new_blobs
         self._count(bytes_read=nread, files_read=len(read), bytes_sparse=sparse)
-        if new and len(self._workers) < self._max_workers:
-            with self._lock:
-                self._new_bytes += new
-                scale = self._new_bytes >= self.SCALE_UP_BYTES
-            if scale:
-                self._start_worker(sink)
+        self._sealed_new(new, sink)
         file_done = self.changes.file_done
         for job in jobs:
             file_done(job.node, job.prev)
@@ -635,12 +639,7 @@ class Archiver:
                 self._count(bytes_sparse=sum(h[1] for h in holes), bytes_read=nread, files_read=1)
             else:
                 self._count(bytes_read=nread, files_read=1)
-            if new and len(self._workers) < self._max_workers:
-                with self._lock:
-                    self._new_bytes += new
-                    scale = self._new_bytes >= self.SCALE_UP_BYTES
-                if scale:
-                    self._start_worker(sink)
+            self._sealed_new(new, sink)
         finally:
             os.close(fd)
 
