@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from steps.repository import archiver as archiver_mod
+from steps.repository import file_reading as reading_mod
 from steps.repository.archiver import Archiver, CopyOptions, copy_source
 from steps.repository.checker import verify
 from steps.repository.crypto import (
@@ -98,7 +98,7 @@ def test_files_not_in_the_page_cache_are_read_through_the_fallback(mem_repo, tmp
         self.usable = nowait != "unsupported"
         return 0
 
-    monkeypatch.setattr(archiver_mod._CachedReads, "read_cached", not_cached)
+    monkeypatch.setattr(reading_mod._CachedReads, "read_cached", not_cached)
     batches = _batches(monkeypatch)
     original = Archiver._archive_batch
 
@@ -130,7 +130,7 @@ def test_a_file_that_cannot_be_opened_keeps_its_entry_and_fails_the_copy(
     src = _source(tmp_path / "src")
     if not cached:
         monkeypatch.setattr(
-            archiver_mod._CachedReads, "read_cached", lambda self, fd, address, length, offset: 0
+            reading_mod._CachedReads, "read_cached", lambda self, fd, address, length, offset: 0
         )
     original = Archiver._archive_batch
 
