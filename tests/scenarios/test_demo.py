@@ -51,6 +51,11 @@ def tmp_path():
 
 
 def demo(tmp_path: Path, *args: str) -> subprocess.Popen:
+    # A test suite started in the background by a shell without job control has SIGINT ignored, and an
+    # ignored signal stays ignored across exec: the demo would never see the Ctrl-C these tests send.
+    # A handler (unlike "ignored") is reset to the default on exec, so the demo gets Ctrl-C as a user's.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = tmp_path / "work"
     workdir.mkdir(exist_ok=True)
     os.chmod(workdir, 0o755)
