@@ -125,10 +125,7 @@ def create_whole(
                 is_root,
                 warn,
             )
-        try:
-            os.utime(fd, ns=times)
-        except (OSError, NotImplementedError) as err:
-            warn(WARN_TIMES, err)
+        set_times(lambda ns: os.utime(fd, ns=ns), times, warn)
     finally:
         os.close(fd)
     return written
