@@ -170,11 +170,7 @@ class FileReading:
                     self._jobs_failed(jobs[i:], Aborted())
                     return
                 except OSError as err:
-                    # unreadable file: keep the entry (metadata) with no content, and say so
-                    self._warn(f"{os.fsdecode(job.path)}: {err.strerror or err}")
-                    job.node["content"] = []
-                    job.node["size"] = 0
-                    job.node.pop("holes", None)
+                    self._unreadable(job, err)
                 except BaseException as err:
                     self._jobs_failed(jobs[i:], err)
                     sink.fail(err)
