@@ -444,49 +444,62 @@ def _blob_list_into(out: bytearray, entries: Iterable[PackEntry]) -> None:
     out += b"]"
 
 
-# The blob lists exactly as encode_index_file writes them; anything else takes the general path.
-_BLOBS = re.compile(rb'"blobs":(\[\]|\[\["[0-9a-f]{64}",.*?\]\])')
+# A blob exactly as encode_index_file writes it; anything else takes the general path.
 _BLOB = re.compile(
-    rb'\["([0-9a-f]{64})","([a-z])",(0|[1-9][0-9]{0,18}),(0|[1-9][0-9]{0,18}),(0|[1-9][0-9]{0,18})\]'
+    rb'(\["([0-9a-f]{64})","([a-z])",(0|[1-9][0-9]{0,18}),(0|[1-9][0-9]{0,18}),(0|[1-9][0-9]{0,18})\])'
 )
+_CHUNK = 1 << 18  # bytes of a blob list decoded at once (about 2 800 blobs)
+
+
+def _blob_columns(data: bytes, start: int, end: int) -> PackEntries | None:
+    """The blob list ``data[start:end]`` (``[`` to ``]``) as columns, or None when it is not exactly as
+    :func:`_blob_list_into` writes it. Read a chunk of whole blobs at a time: the chunk's blobs are
+    matched in one pass and accepted only when, joined by commas, they are the whole chunk."""
+    entries = PackEntries()
+    pos, last = start + 1, end - 1  # after the list's "[", at its closing "]"
+    while pos < last:
+        # a chunk ends at a blob's "]" followed by ",[" (never inside a blob: a blob holds no "[")
+        cut = data.find(b"],[", pos + _CHUNK, last) if pos + _CHUNK < last else -1
+        stop = last if cut < 0 else cut + 1
+        chunk = data[pos:stop]
+        rows = _BLOB.findall(chunk)
+        if not rows or b",".join([r[0] for r in rows]) != chunk:
+            return None
+        _, ids, types, offsets, lengths, raws = zip(*rows, strict=True)
+        if not set(types) <= _TYPE_SET:
+            return None
+        entries.types += b"".join(types)
+        entries.ids += bytes.fromhex(b"".join(ids).decode())
+        entries.offsets.extend(map(int, offsets))
+        entries.lengths.extend(map(int, lengths))
+        entries.raws.extend(map(int, raws))
+        pos = stop + 1  # past the comma between two chunks (or past the end)
+    return entries
+
+
+_TYPE_SET = frozenset(BLOB_TYPES)
 
 
 def _decode_compact(data: bytes, name: str) -> tuple[dict, list[IndexPack]] | None:
-    """The index file decoded without a Python object per blob (each pack's blob list is read with a
-    pattern straight into :class:`PackEntries`, the rest of the document as JSON), or None when the
-    file is not exactly as :func:`encode_index_file` writes it: then the general decoder reads it."""
+    """The index file decoded without a Python object per blob (each pack's blob list is read in chunks
+    straight into :class:`PackEntries`, the rest of the document as JSON), or None when the file is not
+    exactly as :func:`encode_index_file` writes it: then the general decoder reads it."""
     lists: list[PackEntries] = []
-    bodies: list[tuple[int, int]] = []
-
-    def placeholder(m: re.Match) -> bytes:
-        bodies.append(m.span(1))
-        return b'"blobs":%d' % (len(bodies) - 1)
-
-    skeleton = _BLOBS.sub(placeholder, data)
-    for start, end in bodies:
-        entries = PackEntries()
-        pos = start + 1  # after the list's "["
-        last = end - 1  # its closing "]"
-        while pos < last:
-            m = _BLOB.match(data, pos)
-            if m is None:
-                return None
-            bid, t, off, length, raw = m.groups()
-            if t not in BLOB_TYPES:
-                return None
-            entries.types += t
-            entries.ids += bytes.fromhex(bid.decode())
-            entries.offsets.append(int(off))
-            entries.lengths.append(int(length))
-            entries.raws.append(int(raw))
-            pos = m.end()
-            if pos < last:
-                if data[pos : pos + 1] != b",":
-                    return None
-                pos += 1
-        if pos != last:
+    pieces: list[bytes] = []  # the document with each blob list replaced by its number
+    pos = 0
+    while (at := data.find(b'"blobs":[', pos)) >= 0:  # a '"' inside a JSON string is escaped
+        start = at + 8
+        end = start + 2 if data.startswith(b"[]", start) else data.find(b"]]", start) + 2
+        if end < start + 2:
             return None
+        entries = _blob_columns(data, start, end)
+        if entries is None:
+            return None
+        pieces += (data[pos:start], b"%d" % len(lists))
         lists.append(entries)
+        pos = end
+    pieces.append(data[pos:])
+    skeleton = b"".join(pieces)
     try:
         doc = json.loads(skeleton)
         if not isinstance(doc, dict) or doc.get("version") != INDEX_FORMAT_VERSION:

@@ -63,6 +63,9 @@ LIST_PARALLEL = 16
 # Index files being fetched, decoded or waiting to be added, by their stored size (the decoded text is
 # about twice that, held while it is decoded): one file larger than this is loaded alone.
 INDEX_LOAD_BUDGET = 4 * 1024 * 1024
+# Stored bytes of an index file per blob, rounded up (about 45 are measured: an ID's 32 bytes of entropy and
+# its numbers, compressed): the estimate of blobs from it falls short rather than holding memory for nothing.
+INDEX_BYTES_PER_BLOB = 64
 
 
 def older_versions(store: ObjectStore, key: str) -> list[str]:
@@ -347,10 +350,12 @@ class Repository(WriterProtocol, RestorePoints):
     def _load_index_files(
         self, ids: list[str], skip: set[str], sizes: dict[str, int] | None = None
     ) -> tuple[MemIndex, set[str], set[str]]:
-        index = MemIndex()
         superseded: set[str] = set()
         missing: set[str] = set()
         todo = [i for i in ids if i not in skip]
+        # Sized from the files' stored bytes, so that the hash table is rebuilt once at most while their
+        # blobs are added instead of at every doubling from its smallest size.
+        index = MemIndex(capacity=sum(max(0, (sizes or {}).get(i, 0)) for i in todo) // INDEX_BYTES_PER_BLOB)
 
         def read(iid: str):
             try:

@@ -195,3 +195,40 @@ def test_loading_index_files_holds_no_object_per_blob():
     per_blob = (peak - before) / len(idx)
     assert len(idx) == 20_000
     assert per_blob < 200, per_blob
+
+
+def test_a_long_blob_list_is_read_in_chunks_exactly_as_written(monkeypatch):
+    # GIVEN an index file whose blob lists span many chunks (the chunk made small), the last chunk short
+    import steps.repository.index as index_mod
+
+    monkeypatch.setattr(index_mod, "_CHUNK", 700)
+    packs = [
+        IndexPack("a" * 64, b"s" * 32, 1234, _entries(101)),
+        IndexPack("b" * 64, b"t" * 32, 99, []),
+        IndexPack("c" * 64, b"u" * 32, 7, _entries(1)),
+        IndexPack("d" * 64, b"v" * 32, 8, _entries(37, start=500)),
+    ]
+    data = encode_index_file(packs)
+    # THEN the compact reader takes it, with every entry in order
+    fast = _decode_compact(data, "index/1")
+    assert fast is not None
+    assert [(p.id, list(p.entries)) for p in fast[1]] == [(p.id, p.entries) for p in packs]
+    # AND a flaw next to any chunk boundary sends the file to the general reader, which refuses or reads
+    # it as JSON says, never as the chunks would have it
+    cuts = [i for i in range(len(data)) if data.startswith(b"],[", i)]
+    assert len(cuts) > 100
+    for cut in cuts[::9]:
+        for bad in (
+            data[:cut] + b"], [" + data[cut + 3 :],  # a space another writer might put
+            data[:cut] + b"],,[" + data[cut + 3 :],  # an empty element
+            data[:cut] + b"][" + data[cut + 3 :],  # the comma missing
+            data[:cut] + b',"x"],[' + data[cut + 3 :],  # a field too many
+        ):
+            assert _decode_compact(bad, "index/1") is None
+            try:
+                _doc, general = decode_index_file(bad, "index/9")
+            except IntegrityError as err:
+                assert "index/9" in str(err)
+            else:  # only the spaced one is valid JSON: then it reads as written
+                assert b"], [" in bad
+                assert [list(p.entries) for p in general] == [p.entries for p in packs]
