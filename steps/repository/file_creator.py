@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 from steps.drivers import beneath
+from steps.errors import SnapflowError
 
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -36,6 +37,13 @@ _WARNING_TEXTS = (
 
 def warning_text(shown: str, code: int, detail: object = None) -> str:
     return _WARNING_TEXTS[code].format(shown, detail)
+
+
+def named_error(shown: str, err: OSError) -> SnapflowError:
+    """An error creating or writing the entry shown as ``shown`` (a file, directory, symlink, fifo or
+    device node), as one line naming it: ``/a/b: No space left on device``."""
+    what = os.strerror(err.errno) if err.errno else (err.strerror or str(err) or type(err).__name__)
+    return SnapflowError(f"{shown}: {what}")
 
 
 def open_new(dir_fd: int, name: bytes, mode: int = 0o600) -> int:

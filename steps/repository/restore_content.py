@@ -25,7 +25,7 @@ from steps.errors import IntegrityError, SnapflowError, printable
 
 from .blob_sink import _env_int
 from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
-from .file_creator import create_whole, open_new, warning_text, write_all
+from .file_creator import create_whole, named_error, open_new, warning_text, write_all
 from .pack import lazy_buffer, pack_key
 from .snapshot_read import blob_offsets
 
@@ -48,10 +48,8 @@ def _is_zero(data) -> bool:
 
 
 def _named(ref: FileRef, err: OSError) -> SnapflowError:
-    """An error creating or writing ``ref``'s file, as one line naming it (``/a/b: No space left on
-    device``)."""
-    what = os.strerror(err.errno) if err.errno else (err.strerror or str(err) or type(err).__name__)
-    return SnapflowError(f"{ref.shown}: {what}")
+    """An error creating or writing ``ref``'s file, as one line naming it (see :func:`named_error`)."""
+    return named_error(ref.shown, err)
 
 
 def interleave(items: list, ways: int) -> list:

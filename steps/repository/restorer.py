@@ -36,7 +36,7 @@ from steps.drivers.cpus import default_threads
 from steps.errors import UsageError, printable
 
 from .blob_sink import _env_int
-from .file_creator import set_owner_and_mode, set_times, warning_text
+from .file_creator import named_error, set_owner_and_mode, set_times, warning_text
 from .repo import Repository, Snapshot
 from .restore_content import ContentWriter, FileRef, interleave
 from .restore_survey import DamagedSnapshotError, Survey, shorten
@@ -326,7 +326,10 @@ class Restorer(ContentWriter):
             if kind == "dir":
                 if not self._may_contain(child_rel):
                     continue
-                entered = self._enter_dir(dir_fd, name, fresh)
+                try:
+                    entered = self._enter_dir(dir_fd, name, fresh)
+                except OSError as err:
+                    raise named_error("/" + child_rel, err) from err
                 if entered is None:
                     continue
                 sub_fd, created = entered
@@ -397,20 +400,23 @@ class Restorer(ContentWriter):
                 self._flush()
             return
         self.stats.others += 1
-        if kind == "symlink":
-            os.symlink(os.fsencode(node.get("target", "")), name, dir_fd=dir_fd)
-        elif kind == "fifo":
-            os.mkfifo(name, 0o600, dir_fd=dir_fd)
-        elif kind in ("chardev", "blockdev"):
-            mode = (stat_mod.S_IFCHR if kind == "chardev" else stat_mod.S_IFBLK) | 0o600
-            try:
-                os.mknod(name, mode, node.get("rdev", 0), dir_fd=dir_fd)
-            except PermissionError:
-                self._warn(f"{shown}: cannot create device node (needs root); skipped")
+        try:
+            if kind == "symlink":
+                os.symlink(os.fsencode(node.get("target", "")), name, dir_fd=dir_fd)
+            elif kind == "fifo":
+                os.mkfifo(name, 0o600, dir_fd=dir_fd)
+            elif kind in ("chardev", "blockdev"):
+                mode = (stat_mod.S_IFCHR if kind == "chardev" else stat_mod.S_IFBLK) | 0o600
+                try:
+                    os.mknod(name, mode, node.get("rdev", 0), dir_fd=dir_fd)
+                except PermissionError:
+                    self._warn(f"{shown}: cannot create device node (needs root); skipped")
+                    return
+            else:
+                self._warn(f"{shown}: {kind} entries are not restored")
                 return
-        else:
-            self._warn(f"{shown}: {kind} entries are not restored")
-            return
+        except OSError as err:
+            raise named_error(shown, err) from err
         self._apply_meta_at(dir_fd, name, node, shown)
 
     def _link(self, dir_fd: int, name: bytes, first: tuple, shown: str) -> bool:

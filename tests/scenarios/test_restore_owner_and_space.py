@@ -2,7 +2,8 @@
 whose recorded owner cannot be set (a user namespace that maps only root, ``unshare -r``) comes back
 without its set-user-ID/set-group-ID bits and with one warning naming it, on every path (small files,
 files of several blobs, empty files, directories, fifos); where the owner can be set the bits come back
-exactly; a full file system (no space, no inodes) fails the restore on one line naming the file."""
+exactly; a full file system (no space, no inodes) fails the restore on one line naming the entry it could
+not create (a file, directory, symlink or fifo)."""
 
 from __future__ import annotations
 
@@ -162,21 +163,32 @@ def _error_line(done: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("shape", ["large-file", "many-files"])
+@pytest.mark.parametrize("shape", ["large-file", "many-files", "many-dirs", "many-symlinks", "many-fifos"])
 def test_a_full_file_system_fails_the_restore_on_one_line_naming_the_file(shape, tmp_path, small_tmpfs):
     # GIVEN a repository holding a file larger than the file system (3 MiB, several blobs, written by
-    # the connections), or more small files than it has inodes (created by the restore's thread)
+    # the connections), or more small files, directories, symlinks or fifos than it has inodes
     rng = random.Random(9)
     src = tmp_path / "src"
     src.mkdir()
     if shape == "large-file":
         (src / "large").write_bytes(rng.randbytes(3 * 1024 * 1024))
         names = ("/large",)
-    else:
+    elif shape == "many-files":
         (src / "d").mkdir()
         for i in range(200):
             (src / "d" / f"f{i:03d}").write_bytes(rng.randbytes(100))
         names = ("/d/f",)
+    else:
+        (src / "d").mkdir()
+        for i in range(200):
+            entry = src / "d" / f"e{i:03d}"
+            if shape == "many-dirs":
+                entry.mkdir()
+            elif shape == "many-symlinks":
+                entry.symlink_to(f"target-{i}")
+            else:
+                os.mkfifo(entry)
+        names = ("/d/e",)
     url = f"file://{tmp_path / 'repo'}"
     assert run_cli("init", "--repo", url).returncode == 0
     assert run_cli("copy", "--repo", url, "--source", src).returncode == 0
