@@ -461,8 +461,14 @@ def _blob_columns(data: bytes, start: int, end: int) -> PackEntries | None:
     entries = PackEntries()
     pos, last = start + 1, end - 1  # after the list's "[", at its closing "]"
     while pos < last:
-        # a chunk ends at a blob's "]" followed by ",[" (never inside a blob: a blob holds no "[")
-        cut = data.find(b"],[", pos + _CHUNK, last) if pos + _CHUNK < last else -1
+        # A chunk ends at a blob's "]" followed by ",[" (never inside a blob: a blob holds no "["), found
+        # within a second chunk's length (the writer's blobs are under 120 bytes): a list without one
+        # there is not as written, and is not matched whatever its length.
+        cut = -1
+        if pos + _CHUNK < last:
+            cut = data.find(b"],[", pos + _CHUNK, min(last, pos + 2 * _CHUNK))
+            if cut < 0 and pos + 2 * _CHUNK < last:
+                return None
         stop = last if cut < 0 else cut + 1
         chunk = data[pos:stop]
         rows = _BLOB.findall(chunk)
@@ -488,7 +494,10 @@ def _decode_compact(data: bytes, name: str) -> tuple[dict, list[IndexPack]] | No
     straight into :class:`PackEntries`, the rest of the document as JSON), or None when the file is not
     exactly as :func:`encode_index_file` writes it: then the general decoder reads it."""
     lists: list[PackEntries] = []
-    pieces: list[bytes] = []  # the document with each blob list replaced by its number
+    pieces: list[bytes] = []  # the document with each blob list replaced by a token and its number
+    # The token cannot be in the file: a list found anywhere but at its pack's "blobs" leaves a pack
+    # without its token, and the file goes to the general reader.
+    token = os.urandom(8).hex()
     pos = 0
     while (at := data.find(b'"blobs":[', pos)) >= 0:  # a '"' inside a JSON string is escaped
         start = at + 8
@@ -498,7 +507,7 @@ def _decode_compact(data: bytes, name: str) -> tuple[dict, list[IndexPack]] | No
         entries = _blob_columns(data, start, end)
         if entries is None:
             return None
-        pieces += (data[pos:start], b"%d" % len(lists))
+        pieces += (data[pos:start], b'"%s:%d"' % (token.encode(), len(lists)))
         lists.append(entries)
         pos = end
     pieces.append(data[pos:])
@@ -513,13 +522,13 @@ def _decode_compact(data: bytes, name: str) -> tuple[dict, list[IndexPack]] | No
         if not isinstance(raw_packs, list) or len(raw_packs) != len(lists):
             return None
         for i, p in enumerate(raw_packs):
-            if not isinstance(p, dict) or p.get("blobs") != i or type(p.get("blobs")) is not int:
+            if not isinstance(p, dict) or p.get("blobs") != f"{token}:{i}":
                 return None
             written_by = p.get("backup_id", file_backup)
             if written_by is not None and not isinstance(written_by, str):
                 return None
             packs.append(IndexPack(p["id"], bytes.fromhex(p["salt"]), int(p["size"]), lists[i], written_by))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, RecursionError):
         return None
     doc.pop("packs", None)
     return doc, packs
@@ -546,7 +555,7 @@ def decode_index_file(data: bytes, name: str) -> tuple[dict, list[IndexPack]]:
                     raise IntegrityError(f"{name}: unknown blob type {t!r}")
                 entries.append(PackEntry(bt, bytes.fromhex(bid), int(off), int(length), int(raw)))
             packs.append(IndexPack(p["id"], bytes.fromhex(p["salt"]), int(p["size"]), entries, written_by))
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as err:
         raise IntegrityError(f"{name}: malformed index file ({type(err).__name__})") from None
     doc.pop("packs", None)
     return doc, packs

@@ -232,3 +232,82 @@ def test_a_long_blob_list_is_read_in_chunks_exactly_as_written(monkeypatch):
             else:  # only the spaced one is valid JSON: then it reads as written
                 assert b"], [" in bad
                 assert [list(p.entries) for p in general] == [p.entries for p in packs]
+
+
+def _doc_with(packs_json: str, writer: str = "{}") -> bytes:
+    return (
+        '{"version":1,"created":"2026-01-01T00:00:00Z","backup_id":null,"writer":%s,"supersedes":[],'
+        '"packs":%s}' % (writer, packs_json)
+    ).encode()
+
+
+_H = "ab" * 32
+
+
+def _blob(off: int) -> str:
+    return f'["{_H}","d",{off},2,3]'
+
+
+def test_a_blob_list_anywhere_but_at_its_pack_is_not_taken_for_the_packs():
+    # GIVEN index files whose blob lists stand elsewhere than at their pack's "blobs" (which holds the
+    # number the fast reader once put in a list's place), one of them not even valid JSON
+    pack = '{"id":"%s","size":5,"salt":"00","blobs":%s}'
+    cases = [
+        _doc_with("[%s]" % (pack % ("a" * 64, "0")), writer='{"blobs":[%s]}' % _blob(7)),
+        _doc_with("[%s]" % (pack % ("a" * 64, "0")), writer='{"x\\"blobs":[%s]}' % _blob(7)),
+        _doc_with(
+            "[%s,%s]" % (pack % ("a" * 64, "0"), pack % ("b" * 64, "1")),
+            writer='{"a":{"blobs":[%s]},"b":{"blobs":[%s]0}}' % (_blob(7), _blob(8)),
+        ),
+    ]
+    for data in cases:
+        # THEN the fast reader leaves them to the general one, which refuses them by name
+        assert _decode_compact(data, "index/1") is None
+        try:
+            decode_index_file(data, "index/7")
+        except IntegrityError as err:
+            assert "index/7" in str(err)
+        else:
+            raise AssertionError(f"accepted: {data[:300]!r}")
+
+
+def test_a_blob_list_not_laid_out_as_written_costs_no_memory_per_blob(monkeypatch):
+    # GIVEN a long blob list laid out by another writer (a space after each comma: no chunk boundary)
+    import steps.repository.index as index_mod
+
+    monkeypatch.setattr(index_mod, "_CHUNK", 700)
+    blobs = ", ".join(_blob(i) for i in range(20_000))
+    data = _doc_with('[{"id":"%s","size":5,"salt":"00","blobs":[%s]}]' % ("a" * 64, blobs))
+    # WHEN the fast reader looks at it
+    tracemalloc.start()
+    try:
+        fast = _decode_compact(data, "index/1")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # THEN it gives up within two chunks, holding far less than one object per blob
+    assert fast is None
+    assert peak < 64 * 1024, peak
+    # AND the general reader takes it
+    _doc, packs = decode_index_file(data, "index/1")
+    assert len(packs[0].entries) == 20_000
+
+
+def test_malformed_index_files_are_refused_by_name_and_nothing_else():
+    pack = '{"id":"%s","size":5,"salt":"00","blobs":[%s]}'
+    for data in (
+        b"[]",
+        b"7",
+        _doc_with("[1]"),
+        _doc_with("[%s]" % (pack % ("a" * 64, f'["{_H}",1,0,0,0]'))),  # a type that is no string
+        _doc_with("[%s]" % (pack % ("a" * 64, f'["{_H}","d",-1,0,0]'))),  # a negative offset
+        _doc_with("[%s]" % (pack % ("a" * 64, f'["{_H}","d",18446744073709551616,0,0]'))),
+        _doc_with("[%s]" % (pack % ("a" * 64, f'["{_H}","d",Infinity,0,0]'))),
+        b'{"version":1,"x":' + b"[" * 200_000,  # nested past the decoder's recursion
+    ):
+        try:
+            decode_index_file(data, "index/8")
+        except IntegrityError as err:
+            assert "index/8" in str(err)
+        else:
+            raise AssertionError(f"accepted: {data[:200]!r}")
