@@ -235,30 +235,29 @@ def test_a_long_blob_list_is_read_in_chunks_exactly_as_written(monkeypatch):
 
 
 def _doc_with(packs_json: str, writer: str = "{}") -> bytes:
-    return (
-        '{"version":1,"created":"2026-01-01T00:00:00Z","backup_id":null,"writer":%s,"supersedes":[],'
-        '"packs":%s}' % (writer, packs_json)
-    ).encode()
+    head = '{"version":1,"created":"2026-01-01T00:00:00Z","backup_id":null,'
+    return f'{head}"writer":{writer},"supersedes":[],"packs":{packs_json}}}'.encode()
 
 
 _H = "ab" * 32
 
 
-def _blob(off: int) -> str:
+def _blob(off) -> str:
     return f'["{_H}","d",{off},2,3]'
+
+
+def _pack(pid: str, blobs: str) -> str:
+    return f'{{"id":"{pid}","size":5,"salt":"00","blobs":{blobs}}}'
 
 
 def test_a_blob_list_anywhere_but_at_its_pack_is_not_taken_for_the_packs():
     # GIVEN index files whose blob lists stand elsewhere than at their pack's "blobs" (which holds the
     # number the fast reader once put in a list's place), one of them not even valid JSON
-    pack = '{"id":"%s","size":5,"salt":"00","blobs":%s}'
+    a, b = _pack("a" * 64, "0"), _pack("b" * 64, "1")
     cases = [
-        _doc_with("[%s]" % (pack % ("a" * 64, "0")), writer='{"blobs":[%s]}' % _blob(7)),
-        _doc_with("[%s]" % (pack % ("a" * 64, "0")), writer='{"x\\"blobs":[%s]}' % _blob(7)),
-        _doc_with(
-            "[%s,%s]" % (pack % ("a" * 64, "0"), pack % ("b" * 64, "1")),
-            writer='{"a":{"blobs":[%s]},"b":{"blobs":[%s]0}}' % (_blob(7), _blob(8)),
-        ),
+        _doc_with(f"[{a}]", writer=f'{{"blobs":[{_blob(7)}]}}'),
+        _doc_with(f"[{a}]", writer=f'{{"x\\"blobs":[{_blob(7)}]}}'),
+        _doc_with(f"[{a},{b}]", writer=f'{{"a":{{"blobs":[{_blob(7)}]}},"b":{{"blobs":[{_blob(8)}]0}}}}'),
     ]
     for data in cases:
         # THEN the fast reader leaves them to the general one, which refuses them by name
@@ -277,7 +276,7 @@ def test_a_blob_list_not_laid_out_as_written_costs_no_memory_per_blob(monkeypatc
 
     monkeypatch.setattr(index_mod, "_CHUNK", 700)
     blobs = ", ".join(_blob(i) for i in range(20_000))
-    data = _doc_with('[{"id":"%s","size":5,"salt":"00","blobs":[%s]}]' % ("a" * 64, blobs))
+    data = _doc_with(f"[{_pack('a' * 64, f'[{blobs}]')}]")
     # WHEN the fast reader looks at it
     tracemalloc.start()
     try:
@@ -294,15 +293,17 @@ def test_a_blob_list_not_laid_out_as_written_costs_no_memory_per_blob(monkeypatc
 
 
 def test_malformed_index_files_are_refused_by_name_and_nothing_else():
-    pack = '{"id":"%s","size":5,"salt":"00","blobs":[%s]}'
+    def one(blob: str) -> bytes:
+        return _doc_with(f"[{_pack('a' * 64, f'[{blob}]')}]")
+
     for data in (
         b"[]",
         b"7",
         _doc_with("[1]"),
-        _doc_with("[%s]" % (pack % ("a" * 64, f'["{_H}",1,0,0,0]'))),  # a type that is no string
-        _doc_with("[%s]" % (pack % ("a" * 64, f'["{_H}","d",-1,0,0]'))),  # a negative offset
-        _doc_with("[%s]" % (pack % ("a" * 64, f'["{_H}","d",18446744073709551616,0,0]'))),
-        _doc_with("[%s]" % (pack % ("a" * 64, f'["{_H}","d",Infinity,0,0]'))),
+        one(f'["{_H}",1,0,0,0]'),  # a type that is no string
+        one(_blob(-1)),  # a negative offset
+        one(_blob(2**64)),  # past 64 bits
+        one(_blob("Infinity")),
         b'{"version":1,"x":' + b"[" * 200_000,  # nested past the decoder's recursion
     ):
         try:
