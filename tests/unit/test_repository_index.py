@@ -115,6 +115,16 @@ def test_which_backup_wrote_a_pack_survives_a_compacted_index_file():
     assert [idx.pack_backup.get(n) for n in range(3)] == ["b1", "b2", None]
 
 
+def _assert_refused(data: bytes, name: str) -> None:
+    """``data`` read as index file ``name`` is refused with an IntegrityError that names it."""
+    try:
+        decode_index_file(data, name)
+    except IntegrityError as err:
+        assert name in str(err)
+    else:
+        raise AssertionError(f"accepted: {data[:300]!r}")
+
+
 def _respaced(data: bytes) -> bytes:
     """The same document as another JSON writer might lay it out (spaces after separators)."""
     import json
@@ -152,12 +162,7 @@ def test_a_damaged_blob_list_is_refused_by_name_whichever_path_reads_it():
         good.replace(b"]]", b"]", 1),  # the list not closed
         good.replace(b'"blobs":[', b'"blobs":5,"x":[', 1),  # not a list
     ):
-        try:
-            decode_index_file(bad, "index/9")
-        except IntegrityError as err:
-            assert "index/9" in str(err)
-        else:
-            raise AssertionError(f"accepted: {bad[:200]!r}")
+        _assert_refused(bad, "index/9")
 
 
 def test_compact_entries_fill_the_index_like_a_list():
@@ -262,12 +267,7 @@ def test_a_blob_list_anywhere_but_at_its_pack_is_not_taken_for_the_packs():
     for data in cases:
         # THEN the fast reader leaves them to the general one, which refuses them by name
         assert _decode_compact(data, "index/1") is None
-        try:
-            decode_index_file(data, "index/7")
-        except IntegrityError as err:
-            assert "index/7" in str(err)
-        else:
-            raise AssertionError(f"accepted: {data[:300]!r}")
+        _assert_refused(data, "index/7")
 
 
 def test_a_blob_list_not_laid_out_as_written_costs_no_memory_per_blob(monkeypatch):
@@ -306,9 +306,4 @@ def test_malformed_index_files_are_refused_by_name_and_nothing_else():
         one(_blob("Infinity")),
         b'{"version":1,"x":' + b"[" * 200_000,  # nested past the decoder's recursion
     ):
-        try:
-            decode_index_file(data, "index/8")
-        except IntegrityError as err:
-            assert "index/8" in str(err)
-        else:
-            raise AssertionError(f"accepted: {data[:200]!r}")
+        _assert_refused(data, "index/8")
