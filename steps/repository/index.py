@@ -499,7 +499,7 @@ def _decode_compact(data: bytes, name: str) -> tuple[dict, list[IndexPack]] | No
     # without its token, and the file goes to the general reader.
     token = os.urandom(8).hex()
     pos = 0
-    while (at := data.find(b'"blobs":[', pos)) >= 0:  # a '"' inside a JSON string is escaped
+    while (at := data.find(b'"blobs":[', pos)) >= 0:  # also found after an escaped quote in a string
         start = at + 8
         end = start + 2 if data.startswith(b"[]", start) else data.find(b"]]", start) + 2
         if end < start + 2:
