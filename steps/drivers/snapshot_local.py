@@ -22,7 +22,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import re
 import shutil
 import stat
 import struct
@@ -31,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from steps.drivers.mounts import mounts
 from steps.drivers.snapshot import CutResult, SnapshotDriver
 from steps.errors import PermanentError, TemporaryError, UsageError
 from steps.plan import Volume
@@ -43,24 +43,6 @@ CLOCK_REALTIME_COARSE = 5  # Linux: what the kernel stamps inode and subvolume t
 _SUBVOL_INFO_SIZE = 504
 _OTIME_OFFSET = 8 + 256 + 8 * 4 + 16 * 3 + 8 * 4 + 16
 BTRFS_IOC_GET_SUBVOL_INFO = (2 << 30) | (_SUBVOL_INFO_SIZE << 16) | (0x94 << 8) | 60
-
-
-def _unescape_mount(text: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-def _mounts() -> list[tuple[str, str]]:
-    """(mount point, superblock device "major:minor") of every mount, in mount order."""
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return []
-    mounts = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) >= 5:
-            mounts.append((_unescape_mount(fields[4]), fields[2]))
-    return mounts
 
 
 def _existing(path: Path) -> Path:
@@ -77,7 +59,7 @@ def file_system_of(path: str | os.PathLike) -> str:
     the subvolume or bind mount it is reached through; fsfreeze freezes a whole superblock."""
     real = _existing(Path(path))
     best = None
-    for point, device in _mounts():
+    for point, device, _type in mounts():
         inside = real == Path(point) or Path(point) in real.parents
         if inside and (best is None or len(point) >= len(best[0])):
             best = (point, device)  # the longest mount point wins; a later mount over it, too

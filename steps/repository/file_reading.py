@@ -150,8 +150,10 @@ class FileReading:
             jobs = self.file_q.get()  # a batch of small files, or one larger file
             if jobs is None:
                 break
+            waits = self._open_may_wait
             if quick is not None and all(
-                j.size <= one_chunk and stat_mod.S_ISREG(j.st.st_mode) for j in jobs
+                j.size <= one_chunk and stat_mod.S_ISREG(j.st.st_mode) and j.st.st_dev not in waits
+                for j in jobs
             ):
                 try:
                     self._archive_batch(jobs, sink, channel, buf, quick, address)
@@ -188,6 +190,9 @@ class FileReading:
     # Small files of a batch are read together, then hashed, then compressed and sealed together: see
     # docs/performance.md, "Small files in batches". Set to False, every file goes through _archive_file.
     BATCH_READS = True
+    # Devices whose open() may wait on a server (NFS, SMB, CephFS, FUSE...; see steps.drivers.mounts): a
+    # batch opens its files with the interpreter lock held, so their files are read one by one instead.
+    _open_may_wait: frozenset[int] = frozenset()
 
     def _archive_batch(self, jobs: list[FileJob], sink: BlobSink, channel, buf, quick, address: int) -> None:
         """Archive a batch of small regular files, each of at most one chunk (one blob per data region),

@@ -179,3 +179,30 @@ def test_a_blob_sealed_from_a_batch_is_the_blob_sealed_alone(mem_repo):
         assert open_blob(aead, b"d", bid, bytes(batched[:m]), len(data)) == data
         flag = COMPRESSION_ZSTD if i == 0 else COMPRESSION_RAW
         assert aead.decrypt(nonce, bytes(batched[NONCE_LEN:m]), b"snapflow/v1/blob/d" + bid)[0] == flag
+
+
+def test_files_on_a_file_system_whose_open_may_wait_are_read_one_by_one(mem_repo, tmp_path, monkeypatch):
+    # GIVEN a source whose file system the mount table names NFS (a batch opens its files with the
+    # interpreter lock held: an NFS open that waits would stall every thread)
+    from steps.drivers import mounts as mounts_mod
+
+    src = _source(tmp_path / "src")
+    copy_source(
+        mem_repo, CopyOptions(str(src))
+    )  # the first reading of each file and directory sets its atime
+    dev = os.stat(src).st_dev
+    table = tmp_path / "mountinfo"
+    table.write_text(f"99 1 {os.major(dev)}:{os.minor(dev)} / {src} rw - nfs4 server:/export rw\n")
+    monkeypatch.setattr(mounts_mod, "MOUNTINFO", str(table))
+    batches = _batches(monkeypatch)
+    # WHEN it is copied
+    res = copy_source(mem_repo, CopyOptions(str(src), parent=None))
+    # THEN no file went through a batch, and the snapshot is the one batches make of a local source
+    assert batches == [] and res.warnings == []
+    monkeypatch.setattr(mounts_mod, "MOUNTINFO", "/proc/self/mountinfo")
+    batched = copy_source(mem_repo, CopyOptions(str(src), parent=None))
+    assert sum(batches) == batched.stats.files_read - 1
+    assert (
+        mem_repo.find_snapshot(res.snapshot_id).data["tree"]
+        == mem_repo.find_snapshot(batched.snapshot_id).data["tree"]
+    )
