@@ -179,11 +179,11 @@ def write_file(
             view = memoryview(data)
             while view:
                 view = view[os.write(out, view) :]
-            os.fchmod(out, mode)
-            try:
+            try:  # owner before mode: a chown clears set-user-ID and set-group-ID bits
                 os.fchown(out, st.st_uid, st.st_gid)
             except PermissionError:
-                pass
+                mode &= ~0o6000  # never a set-id file owned by whoever writes it
+            os.fchmod(out, mode)
         finally:
             os.close(out)
     finally:
