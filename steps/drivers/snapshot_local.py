@@ -140,21 +140,32 @@ def _copy_entry(src: Path, dst: Path) -> None:
             names = []
         for name in names:
             _copy_entry(src / name, dst / name)
-        os.chmod(dst, stat.S_IMODE(st.st_mode))
     elif stat.S_ISREG(st.st_mode):
         try:
             shutil.copyfile(src, dst, follow_symlinks=False)
         except FileNotFoundError:
             return
-        os.chmod(dst, stat.S_IMODE(st.st_mode))
     else:
         return  # sockets, fifos and devices are not data
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            os.lchown(dst, st.st_uid, st.st_gid)
+        except PermissionError:
+            pass
+        return
+    _owner_then_mode(dst, st)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _owner_then_mode(dst: Path, st: os.stat_result) -> None:
+    """``st``'s owner, then its mode (a chown clears set-user-ID and set-group-ID bits); when the owner
+    cannot be given, the copy gets no set-id bits (never a set-id file owned by whoever copies it)."""
+    mode = stat.S_IMODE(st.st_mode)
     try:
-        os.lchown(dst, st.st_uid, st.st_gid)
+        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
     except PermissionError:
-        pass
-    if not stat.S_ISLNK(st.st_mode):
-        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        mode &= ~0o6000
+    os.chmod(dst, mode)
 
 
 class LocalSnapshotDriver(SnapshotDriver):
@@ -317,18 +328,8 @@ class LocalSnapshotDriver(SnapshotDriver):
                 s = src / rel
                 if s.is_dir() and not (dst / rel).exists():
                     (dst / rel).mkdir(parents=True)
-                    st = os.stat(s)
-                    os.chmod(dst / rel, stat.S_IMODE(st.st_mode))
-                    try:
-                        os.chown(dst / rel, st.st_uid, st.st_gid)
-                    except PermissionError:
-                        pass
-            st = os.stat(src)
-            os.chmod(dst, stat.S_IMODE(st.st_mode))
-            try:
-                os.chown(dst, st.st_uid, st.st_gid)
-            except PermissionError:
-                pass
+                    _owner_then_mode(dst / rel, os.stat(s))
+            _owner_then_mode(dst, os.stat(src))
             finished = self.now()
             results.append(
                 CutResult(
