@@ -15,7 +15,6 @@ is shown unless ``--debug`` is given or ``SNAPFLOW_DEBUG=1`` is set.
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import os
 import pkgutil
@@ -24,7 +23,7 @@ import sys
 from types import ModuleType
 
 from steps import __version__, runtime
-from steps.errors import EXIT_FAILURE, EXIT_TEMPORARY, EXIT_USAGE, SnapflowError, printable
+from steps.errors import EXIT_FAILURE, EXIT_TEMPORARY, EXIT_USAGE, SnapflowError, is_network_error, printable
 
 DEBUG_ENV = runtime.DEBUG
 _DEBUG_HELP = f"show the traceback of an unexpected error (also {DEBUG_ENV}=1)"
@@ -94,18 +93,6 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# OS errors that mean "the other side did not answer or went away": worth retrying later (exit 75)
-_NETWORK_ERRNOS = {
-    errno.ECONNREFUSED,
-    errno.ECONNRESET,
-    errno.ECONNABORTED,
-    errno.EHOSTUNREACH,
-    errno.ENETUNREACH,
-    errno.ENETDOWN,
-    errno.ETIMEDOUT,
-}
-
-
 def describe_unexpected(err: BaseException) -> tuple[str, int]:
     """(one-line message, exit code) for an exception that is not a SnapflowError."""
     name = type(err).__name__
@@ -116,8 +103,7 @@ def describe_unexpected(err: BaseException) -> tuple[str, int]:
             where = f"{os.fsdecode(err.filename)}: "
             if err.filename2 is not None:
                 where = f"{os.fsdecode(err.filename)} -> {os.fsdecode(err.filename2)}: "
-        network = isinstance(err, (ConnectionError, TimeoutError)) or err.errno in _NETWORK_ERRNOS
-        code = EXIT_TEMPORARY if network else EXIT_FAILURE
+        code = EXIT_TEMPORARY if is_network_error(err) else EXIT_FAILURE
         return _one_line(f"{where}{what} ({name})"), code
     if isinstance(err, MemoryError):
         return "out of memory (MemoryError)", EXIT_FAILURE

@@ -20,6 +20,8 @@ mismatch or a lost freeze is never retried automatically.
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -89,6 +91,27 @@ class TemporaryError(SnapflowError):
 
 class StoreUnavailable(TemporaryError):
     pass
+
+
+# OS errors that mean "the other side did not answer or went away": worth retrying later (exit 75)
+NETWORK_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.ETIMEDOUT,
+    }
+)
+
+
+def is_network_error(err: BaseException) -> bool:
+    """Whether ``err`` is an OS error of the network (a server that did not answer or went away)."""
+    return isinstance(err, (ConnectionError, TimeoutError)) or (
+        isinstance(err, OSError) and err.errno in NETWORK_ERRNOS
+    )
 
 
 class ConsistencyError(SnapflowError):

@@ -51,9 +51,9 @@ def parse_mountinfo(text: str) -> list[Mount]:
     """The mounts of a ``mountinfo`` text, in mount order; lines that do not parse are left out. A line:
     ``ID PARENT MAJOR:MINOR ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER-OPTIONS``."""
     out = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # only a newline ends a line: the kernel escapes no other separator
         head, sep, tail = line.partition(" - ")
-        fields, rest = head.split(), tail.split()
+        fields, rest = head.split(" "), tail.split(" ")  # fields are separated by one space
         if not sep or len(fields) < 6 or not rest:
             continue
         out.append(Mount(_unescape(fields[4]), fields[2], rest[0]))

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from steps import runtime
-from steps.drivers import beneath, mounts
+from steps.drivers import beneath
 from steps.drivers.cpus import default_threads
 from steps.errors import PermanentError, UsageError
 
@@ -503,7 +503,7 @@ class Archiver(FileReading):
             # next copy must count from the earliest stat
             scan_start_ns = min(scan_start_ns, prescan.started_ns)
         self._prescan = prescan
-        self._open_may_wait = mounts.devices_open_may_wait()
+        self._devices_seen = set()  # the mount table is read at each new device (FileReading._open_waits)
         # load before the threads start, without prune's deletion candidates (see docs/design.md, Prune)
         self.repo.begin_write()
         self._select_parent(source, source_type)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 from steps.drivers import beneath
-from steps.errors import SnapflowError
+from steps.errors import SnapflowError, TemporaryError, is_network_error
 
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -41,9 +41,10 @@ def warning_text(shown: str, code: int, detail: object = None) -> str:
 
 def named_error(shown: str, err: OSError) -> SnapflowError:
     """An error creating or writing the entry shown as ``shown`` (a file, directory, symlink, fifo or
-    device node), as one line naming it: ``/a/b: No space left on device``."""
+    device node), as one line naming it: ``/a/b: No space left on device``; a temporary one (exit 75,
+    which the workflows retry) when the target's file system lost its server."""
     what = os.strerror(err.errno) if err.errno else (err.strerror or str(err) or type(err).__name__)
-    return SnapflowError(f"{shown}: {what}")
+    return (TemporaryError if is_network_error(err) else SnapflowError)(f"{shown}: {what}")
 
 
 def open_new(dir_fd: int, name: bytes, mode: int = 0o600) -> int:

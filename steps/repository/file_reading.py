@@ -16,7 +16,7 @@ import os
 import stat as stat_mod
 from typing import Any
 
-from steps.drivers import beneath
+from steps.drivers import beneath, mounts
 
 from .blob_sink import Aborted, BlobSink
 from .pack import BLOB_DATA, lazy_buffer
@@ -150,9 +150,8 @@ class FileReading:
             jobs = self.file_q.get()  # a batch of small files, or one larger file
             if jobs is None:
                 break
-            waits = self._open_may_wait
             if quick is not None and all(
-                j.size <= one_chunk and stat_mod.S_ISREG(j.st.st_mode) and j.st.st_dev not in waits
+                j.size <= one_chunk and stat_mod.S_ISREG(j.st.st_mode) and not self._open_waits(j.st.st_dev)
                 for j in jobs
             ):
                 try:
@@ -193,6 +192,21 @@ class FileReading:
     # Devices whose open() may wait on a server (NFS, SMB, CephFS, FUSE...; see steps.drivers.mounts): a
     # batch opens its files with the interpreter lock held, so their files are read one by one instead.
     _open_may_wait: frozenset[int] = frozenset()
+    _devices_seen: set[int] | None = None
+
+    def _open_waits(self, dev: int) -> bool:
+        """Whether opening a file of device ``dev`` may wait on a server. The mount table is read again
+        for every device not seen before in this copy: a mount may appear while the copy runs (an
+        automount, an NFS submount the walk stepped into)."""
+        seen = self._devices_seen
+        if seen is None:
+            seen = self._devices_seen = set()
+        if dev not in seen:
+            with self._lock:
+                if dev not in seen:
+                    self._open_may_wait = mounts.devices_open_may_wait()
+                    seen.add(dev)
+        return dev in self._open_may_wait
 
     def _archive_batch(self, jobs: list[FileJob], sink: BlobSink, channel, buf, quick, address: int) -> None:
         """Archive a batch of small regular files, each of at most one chunk (one blob per data region),

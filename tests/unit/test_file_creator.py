@@ -222,3 +222,17 @@ def test_a_write_error_names_the_file_on_one_line(mem_repo, tmp_path, large):
     text = str(err.value)
     assert text.startswith(names) and text.endswith(": " + os.strerror(errno.EFBIG)), text
     assert "\n" not in text
+
+
+def test_an_entry_that_cannot_be_created_is_named_and_a_lost_server_is_temporary():
+    import errno as errno_mod
+
+    from steps.errors import EXIT_TEMPORARY, TemporaryError
+    from steps.repository.file_creator import named_error
+
+    full = named_error("/a/b", OSError(errno_mod.ENOSPC, "No space left on device"))
+    assert str(full) == "/a/b: No space left on device" and not isinstance(full, TemporaryError)
+    for err in (OSError(errno_mod.ETIMEDOUT, "t"), ConnectionResetError(errno_mod.ECONNRESET, "r")):
+        lost = named_error("/a/l", err)
+        assert isinstance(lost, TemporaryError) and lost.exit_code == EXIT_TEMPORARY
+        assert str(lost) == f"/a/l: {os.strerror(err.errno)}"

@@ -40,3 +40,31 @@ def test_the_real_table_holds_this_file_system_and_no_table_means_no_device(tmp_
     assert mounts_mod.mounts()
     monkeypatch.setattr(mounts_mod, "MOUNTINFO", str(tmp_path / "missing"))
     assert mounts_mod.mounts() == [] and devices_open_may_wait() == frozenset()
+
+
+def test_a_line_ends_only_at_a_newline():
+    # the kernel escapes space, tab, newline and backslash in a mount point, and nothing else
+    got = parse_mountinfo("40 22 0:45 / /mnt/a\x0cb\x1cc\u2028d rw - nfs4 srv:/e rw\n")
+    assert got == [Mount("/mnt/a\x0cb\x1cc\u2028d", "0:45", "nfs4")]
+
+
+def test_a_device_met_during_the_copy_is_looked_up_in_the_table_as_it_is_then(tmp_path, monkeypatch):
+    # GIVEN the file readers of a copy, and a mount table that changes while the copy runs (an
+    # automount appears)
+    import threading
+
+    from steps.repository.file_reading import FileReading
+
+    class Readers(FileReading):
+        _lock = threading.Lock()
+
+    table = tmp_path / "mountinfo"
+    table.write_text("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n")
+    monkeypatch.setattr(mounts_mod, "MOUNTINFO", str(table))
+    readers = Readers()
+    local, auto = os.makedev(8, 1), os.makedev(0, 77)
+    assert not readers._open_waits(local)
+    table.write_text(table.read_text() + "50 22 0:77 / /data/auto rw - nfs4 srv:/export rw\n")
+    # THEN the new device is found to be NFS, and a device already met keeps its answer
+    assert readers._open_waits(auto)
+    assert not readers._open_waits(local)
