@@ -3,7 +3,8 @@
 Provides :func:`mounts` (every mount: its point, the major:minor of its superblock, its file system type)
 and :func:`devices_open_may_wait` (the devices whose ``open`` may wait on a network or a user-space
 server). Used by ``steps.drivers.snapshot_local`` (which file system a path lies on) and
-``steps.repository.archiver`` (which files a copy may read in batches with the interpreter lock held).
+``steps.repository.file_reading`` (which files a copy may read in batches with the interpreter lock
+held).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ OPEN_MAY_WAIT = frozenset(
 
 class Mount(NamedTuple):
     point: str  # where it is mounted, unescaped
-    device: str  # major:minor of its superblock (the st_dev of every file on it)
+    device: str  # major:minor of its superblock (the st_dev of the files on it; btrfs subvolumes differ)
     fstype: str
 
 
