@@ -192,15 +192,13 @@ class FileReading:
     # Devices whose open() may wait on a server (NFS, SMB, CephFS, FUSE...; see steps.drivers.mounts): a
     # batch opens its files with the interpreter lock held, so their files are read one by one instead.
     _open_may_wait: frozenset[int] = frozenset()
-    _devices_seen: set[int] | None = None
+    _devices_seen: set[int]  # set by the archiver when a copy starts
 
     def _open_waits(self, dev: int) -> bool:
         """Whether opening a file of device ``dev`` may wait on a server. The mount table is read again
         for every device not seen before in this copy: a mount may appear while the copy runs (an
         automount, an NFS submount the walk stepped into)."""
         seen = self._devices_seen
-        if seen is None:
-            seen = self._devices_seen = set()
         if dev not in seen:
             with self._lock:
                 if dev not in seen:

@@ -451,6 +451,7 @@ def _blob_list_into(out: bytearray, entries: Iterable[PackEntry]) -> None:
 _BLOB = re.compile(
     rb'(\["([0-9a-f]{64})","([a-z])",(0|[1-9][0-9]{0,18}),(0|[1-9][0-9]{0,18}),(0|[1-9][0-9]{0,18})\])'
 )
+_TYPE_SET = frozenset(BLOB_TYPES)
 _CHUNK = 1 << 18  # bytes of a blob list decoded at once (about 2 800 blobs)
 
 
@@ -484,9 +485,6 @@ def _blob_columns(data: bytes, start: int, end: int) -> PackEntries | None:
         entries.raws.extend(map(int, raws))
         pos = stop + 1  # past the comma between two chunks (or past the end)
     return entries
-
-
-_TYPE_SET = frozenset(BLOB_TYPES)
 
 
 def _decode_compact(data: bytes, name: str) -> tuple[dict, list[IndexPack]] | None:

@@ -353,9 +353,10 @@ class Repository(WriterProtocol, RestorePoints):
         superseded: set[str] = set()
         missing: set[str] = set()
         todo = [i for i in ids if i not in skip]
+        sizes = sizes or {}
         # Sized from the files' stored bytes, so that the hash table is rebuilt once at most while their
         # blobs are added instead of at every doubling from its smallest size.
-        index = MemIndex(capacity=sum(max(0, (sizes or {}).get(i, 0)) for i in todo) // INDEX_BYTES_PER_BLOB)
+        index = MemIndex(capacity=sum(max(0, sizes.get(i, 0)) for i in todo) // INDEX_BYTES_PER_BLOB)
 
         def read(iid: str):
             try:
@@ -366,7 +367,6 @@ class Repository(WriterProtocol, RestorePoints):
         # An index file's text and decoded entries are large next to the compact index they are added
         # to: files are fetched while their stored sizes together stay within INDEX_LOAD_BUDGET (at least
         # one at a time, at most ``workers``), added in list order and dropped.
-        sizes = sizes or {}
         workers = min(LIST_PARALLEL, max(1, len(todo)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             feed = iter(todo)

@@ -47,11 +47,6 @@ def _is_zero(data) -> bool:
     return all(_ZEROS.startswith(view[i : i + len(_ZEROS)]) for i in range(0, n, len(_ZEROS)))
 
 
-def _named(ref: FileRef, err: OSError) -> SnapflowError:
-    """An error creating or writing ``ref``'s file, as one line naming it (see :func:`named_error`)."""
-    return named_error(ref.shown, err)
-
-
 def interleave(items: list, ways: int) -> list:
     """``items`` cut into ``ways`` consecutive parts, taken one from each part in turn: connections
     working at the same moment write files of different directories (creating files in one directory
@@ -143,7 +138,7 @@ class ContentWriter:
             finally:
                 os.close(fd)
         except OSError as err:
-            raise _named(ref, err) from err
+            raise named_error(ref.shown, err) from err
         ref.created = True
         ref.ident = (st.st_dev, st.st_ino)
         return st
@@ -336,7 +331,7 @@ class ContentWriter:
                     finally:
                         os.close(fd)
                 except OSError as err:
-                    raise _named(ref, err) from err
+                    raise named_error(ref.shown, err) from err
                 continue
             size = ref.node.get("size", 0)
             if not ref.created and len(pieces) == 1 and pieces[0][1] == 0 and pieces[0][2] == size:
@@ -394,7 +389,7 @@ class ContentWriter:
                 lambda code, detail: self._warn(warning_text(ref.shown, code, detail)),
             )
         except OSError as err:
-            raise _named(ref, err) from err
+            raise named_error(ref.shown, err) from err
 
     def _write_small(self, files: list[tuple[FileRef, bytes, bool]]) -> None:
         """Create and write the small one-blob files a connection fetched (see ``_fetch_range``)."""
@@ -425,7 +420,7 @@ class ContentWriter:
             finally:
                 os.close(fd)
         except OSError as err:
-            raise _named(ref, err) from err
+            raise named_error(ref.shown, err) from err
         return written
 
     def _ranges(self, by_pack: dict[int, dict[bytes, list]]) -> list[tuple[int, list]]:

@@ -48,7 +48,8 @@ class Prescan:
     half of it (one wake-up per half window, not per directory); a directory the walk waits for is
     always listed. With more threads (``SNAPFLOW_SCAN_THREADS``; one by default: on two CPUs a second
     one cost CPU and lock hand-offs, cold caches included, and saved no time), directories with many
-    entries are split into slices that different threads stat at once. The total is final once the scan reached the end of the tree, a window ahead of the walk;
+    entries are split into slices that different threads stat at once. The total is final once the
+    scan reached the end of the tree, a window ahead of the walk;
     until then :meth:`provisional_total` (the parent snapshot's size) may stand in for it.
     """
 

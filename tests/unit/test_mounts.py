@@ -62,6 +62,7 @@ def test_a_device_met_during_the_copy_is_looked_up_in_the_table_as_it_is_then(tm
     table.write_text("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n")
     monkeypatch.setattr(mounts_mod, "MOUNTINFO", str(table))
     readers = Readers()
+    readers._devices_seen = set()  # as the archiver sets it when a copy starts
     local, auto = os.makedev(8, 1), os.makedev(0, 77)
     assert not readers._open_waits(local)
     table.write_text(table.read_text() + "50 22 0:77 / /data/auto rw - nfs4 srv:/export rw\n")
