@@ -165,6 +165,17 @@ def make_dir(dir_fd: int, name: bytes, replace: bool) -> tuple[int, bool]:
     return open_dir(dir_fd, name), True
 
 
+def owner_then_mode(chown, chmod, owner: os.stat_result, mode: int) -> None:
+    """``chown`` to ``owner``'s uid and gid, then ``chmod(mode)``: a chown clears set-user-ID and
+    set-group-ID bits, so the mode comes after it; when the owner cannot be given (not root), the mode
+    goes without those bits (never a set-id file owned by whoever writes it)."""
+    try:
+        chown(owner.st_uid, owner.st_gid)
+    except PermissionError:
+        mode &= ~0o6000
+    chmod(mode)
+
+
 def write_file(
     root_fd: int, components: Sequence[bytes], name: bytes, data: bytes, mode: int = 0o600
 ) -> None:
@@ -179,11 +190,7 @@ def write_file(
             view = memoryview(data)
             while view:
                 view = view[os.write(out, view) :]
-            try:  # owner before mode: a chown clears set-user-ID and set-group-ID bits
-                os.fchown(out, st.st_uid, st.st_gid)
-            except PermissionError:
-                mode &= ~0o6000  # never a set-id file owned by whoever writes it
-            os.fchmod(out, mode)
+            owner_then_mode(lambda uid, gid: os.fchown(out, uid, gid), lambda m: os.fchmod(out, m), st, mode)
         finally:
             os.close(out)
     finally:

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from steps.drivers import beneath
 from steps.drivers.mounts import mounts
 from steps.drivers.snapshot import CutResult, SnapshotDriver
 from steps.errors import PermanentError, TemporaryError, UsageError
@@ -158,14 +159,13 @@ def _copy_entry(src: Path, dst: Path) -> None:
 
 
 def _owner_then_mode(dst: Path, st: os.stat_result) -> None:
-    """``st``'s owner, then its mode (a chown clears set-user-ID and set-group-ID bits); when the owner
-    cannot be given, the copy gets no set-id bits (never a set-id file owned by whoever copies it)."""
-    mode = stat.S_IMODE(st.st_mode)
-    try:
-        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
-    except PermissionError:
-        mode &= ~0o6000
-    os.chmod(dst, mode)
+    """``st``'s owner, then its mode (see :func:`beneath.owner_then_mode`)."""
+    beneath.owner_then_mode(
+        lambda uid, gid: os.chown(dst, uid, gid, follow_symlinks=False),
+        lambda m: os.chmod(dst, m),
+        st,
+        stat.S_IMODE(st.st_mode),
+    )
 
 
 class LocalSnapshotDriver(SnapshotDriver):
