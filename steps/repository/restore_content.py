@@ -6,8 +6,9 @@ GETs, in pack order, cut into parts that different connections fetch at once; ea
 into a per-thread buffer, checked against its ID and written with ``pwrite``. A file of one blob is
 created, written and given its metadata through one descriptor when its blob arrives; small ones
 (up to ``SMALL_WHOLE``) are handed, a fetched range's worth at a time, to the thread that runs the
-restore, which creates and writes them all: the kernel's file creation runs from one thread, while the
-connections fetch, decrypt and check. The walk and the planning of batches run in a thread of their
+restore, which hands them all to a second process that creates and writes them (see
+:mod:`.creator_process`; ``SNAPFLOW_RESTORE_CREATOR=thread`` or a process that cannot start: this thread
+creates them), while the connections fetch, decrypt and check. The walk and the planning of batches run in a thread of their
 own, one batch ahead: while batch N's files are written, batch N+1 is planned and its ranges fetched.
 How a file is created and given its owner, mode and times is :mod:`.file_creator`'s; an error creating
 or writing a file names it.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import queue
+import struct
 import threading
 from collections import deque
 
@@ -24,6 +26,7 @@ from steps import runtime
 from steps.errors import IntegrityError, SnapflowError, printable
 
 from .blob_sink import _env_int
+from .creator_process import ChildCreator, pack_record
 from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
 from .file_creator import create_whole, named_error, open_new, warning_text, write_all
 from .pack import lazy_buffer, pack_key
@@ -35,6 +38,13 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _ZEROS = bytes(4 * 1024 * 1024)
 SMALL_WHOLE = 64 * 1024  # one-blob files up to this size are created and written by the batch's own thread
 _DONE = None  # a connection's last item on the writer queue
+_CHILD = object()  # first element of the creating process's answers on the writer queue
+
+
+def _child_wanted() -> bool:
+    """Whether small files go to a second process (``SNAPFLOW_RESTORE_CREATOR``: ``process``, the
+    default, or ``thread``: the restore's thread creates them)."""
+    return os.environ.get(runtime.RESTORE_CREATOR, "process").strip().lower() != "thread"
 
 
 def _is_zero(data) -> bool:
@@ -97,13 +107,14 @@ class _Batch:
     """A batch of planned files: the directory descriptors its files are created in (closed once it is
     written), the index its pack numbers belong to, and how many of its ranges are not yet written."""
 
-    __slots__ = ("fds", "index", "left", "refs")
+    __slots__ = ("fds", "index", "left", "refs", "serial")
 
     def __init__(self, refs: list[FileRef], fds: dict):
         self.refs = refs
         self.fds = fds
         self.index = None
         self.left = 0
+        self.serial: int | None = None  # its number for the creating process, once its descriptors were sent
 
     def close(self) -> None:
         fds, self.fds = self.fds, {}
@@ -165,6 +176,8 @@ class ContentWriter:
         self._inflight: list[_Batch] = []  # batches planned and not yet written
         self._errors: list[BaseException] = []
         self._planned = False
+        self._child: ChildCreator | None = None
+        self._child_files = 0  # small files the creating process created
 
     def _fail(self, err: BaseException) -> None:
         """Record an error: the first one stops every thread and is the one raised."""
@@ -178,16 +191,21 @@ class ContentWriter:
 
     def _run_content(self, walk) -> None:
         """Run ``walk`` (which forms batches and hands each to ``_flush``) in a planning thread while the
-        connections fetch and this thread creates the small one-blob files: batch N+1 is planned and its
-        ranges fetched while batch N's files are written, and at most one batch is ahead of the one being
-        written. The first error stops every thread; it is raised here once all of them have ended."""
+        connections fetch and this thread hands the small one-blob files to the creating process (or
+        creates them): batch N+1 is planned and its ranges fetched while batch N's files are written,
+        and at most one batch is ahead of the one being written. The first error stops every thread and
+        the process; it is raised here once all of them have ended. Returns once every file is created
+        (the process has confirmed its last)."""
         self._init_pipeline()
         cv = self._cv
         ways = max(1, self.downloaders)
-        # Small one-blob files of fetched ranges, decrypted and checked, for this thread to write: one
-        # range's worth waits here (a range holds at most SNAPFLOW_RESTORE_RANGE_MIB of stored data),
-        # besides the one each connection holds and the one being written.
-        small: queue.Queue = queue.Queue(maxsize=1)
+        # Small one-blob files of fetched ranges, decrypted and checked: one range's worth waits here
+        # (``slots``; a range holds at most SNAPFLOW_RESTORE_RANGE_MIB of stored data), besides the one
+        # each connection holds, the one waiting for the process to have room (``stash``) and those it
+        # has (PENDING_RANGES). The process's answers come through the same queue, not bounded by ``slots``.
+        small: queue.Queue = queue.Queue()
+        slots = threading.Semaphore(1)
+        wanted = _child_wanted()
 
         def plan() -> None:
             try:
@@ -202,7 +220,7 @@ class ContentWriter:
                     cv.notify_all()
 
         threads = [
-            threading.Thread(target=self._connection, args=(small,), name=f"restore-{i}", daemon=True)
+            threading.Thread(target=self._connection, args=(small, slots), name=f"restore-{i}", daemon=True)
             for i in range(ways)
         ]
         for t in threads:
@@ -210,26 +228,65 @@ class ContentWriter:
         planner = threading.Thread(target=plan, name="restore-plan", daemon=True)
         planner.start()
         running = ways
+        stash = None  # a range waiting until the process has room for it
         try:
-            while running:
-                item = small.get()
-                if item is _DONE:
-                    running -= 1
-                    continue
+            while running or stash is not None or (self._child is not None and self._child.pending):
+                child = self._child
+                if self._errors and child is not None:
+                    child.stop()
+                if stash is not None and not (child.usable() and child.full()):
+                    item, stash = stash, None
+                else:
+                    item = small.get()
+                    if item is _DONE:
+                        running -= 1
+                        continue
+                    if item[0] is _CHILD:
+                        self._from_child(item[1], item[2])
+                        continue
+                    if item[1] and child is not None and child.usable() and child.full() and not self._errors:
+                        stash = item  # its slot stays taken: the connections wait meanwhile
+                        continue
+                slots.release()
                 batch, files = item
                 if files and not self._errors:  # after an error the queue is only drained
                     try:
+                        if wanted and child is None:
+                            child = self._child = self._start_child(small)
+                            wanted = child is not None
+                        if child is not None and child.usable():
+                            rest = self._to_child(child, batch, files)
+                            if rest is not files:  # handed (but for files it cannot take)
+                                self._write_small(rest)
+                                continue  # the range is done when the process confirms it
                         self._write_small(files)
                     except BaseException as err:
                         self._fail(err)
                 self._range_done(batch)
+            child = self._child
+            if child is not None and not self._errors and not child.gone:
+                child.finish()
+                while not child.gone:
+                    item = small.get()
+                    if item[0] is _CHILD:
+                        self._from_child(item[1], item[2])
         except BaseException as err:
             # interrupted: stop the others, and drain the queue so that no connection waits on it
             self._fail(err)
+            if self._child is not None:
+                self._child.stop()
+            if stash is not None:
+                stash = None
+                slots.release()
             while running:
-                if small.get() is _DONE:
+                item = small.get()
+                if item is _DONE:
                     running -= 1
+                elif item[0] is not _CHILD:
+                    slots.release()
         finally:
+            if self._child is not None:
+                self._child.close()
             planner.join()
             for t in threads:
                 t.join()
@@ -241,7 +298,110 @@ class ContentWriter:
         if self._errors:
             raise self._errors[0]
 
-    def _connection(self, small: queue.Queue) -> None:
+    # -- the creating process -------------------------------------------------------------------
+    def _start_child(self, small: queue.Queue) -> ChildCreator | None:
+        """The creating process, started; None (and a warning) when it cannot be."""
+        child = ChildCreator(lambda kind, payload: small.put((_CHILD, kind, payload)))
+        try:
+            child.proc.start()
+        except OSError as err:
+            self._warn(
+                f"cannot start the process that creates small files ({err.strerror or err}); the restore creates them itself"
+            )
+            return None
+        return child
+
+    def _to_child(self, child: ChildCreator, batch: _Batch, files: list) -> list:
+        """Hand a range's small files to the process. Returns ``files`` itself when none could be handed,
+        else the files it cannot take (values out of its record's range), for this thread."""
+        owner_of, ids, umask = self._owner, self._ids, self._umask
+        parts: list = []
+        handed: list = []
+        rest: list = []
+        known = set(batch.fds.values())
+        for entry in files:
+            ref, plain, zero = entry
+            node = ref.node
+            if ref.dir_fd not in known:
+                rest.append(entry)
+                continue
+            mtime = node.get("mtime_ns", 0)
+            owner = owner_of(node)
+            try:
+                parts += pack_record(
+                    ref.dir_fd,
+                    ref.name,
+                    node.get("mode", 0o644),
+                    None if ref.ours and owner == ids else owner,
+                    (node.get("atime_ns", mtime), mtime),
+                    zero,
+                    plain,
+                )
+            except (struct.error, TypeError, ValueError):
+                rest.append(entry)
+                continue
+            handed.append(entry)
+        if not handed:
+            return files
+        child.send_range(batch, umask, parts, handed)
+        return rest
+
+    def _from_child(self, kind: bytes, payload) -> None:
+        """What the process answered: a range created (its bytes and warnings), an error, its
+        confirmation of the end, or its end."""
+        child = self._child
+        if kind == b"D":
+            number, written, warnings = child.done(payload)
+            batch, files = child.pending.pop(number)
+            for rec, code, detail in warnings:
+                self._warn(warning_text(files[rec][0].shown, code, detail))
+            sparse = 0
+            self._child_files += len(files)
+            for ref, plain, zero in files:
+                ref.pending = 0
+                if zero:
+                    sparse += len(plain)
+            self._count_written(written, sparse)
+            self._range_done(batch)
+        elif kind == b"F":
+            number, rec, code, text = child.fatal(payload)
+            batch, files = child.pending.pop(number)
+            shown = files[rec][0].shown if rec < len(files) else files[0][0].shown
+            if code:
+                self._fail(named_error(shown, OSError(code, text)))
+            else:
+                self._fail(SnapflowError(f"{shown}: cannot create the file ({text})"))
+            self._range_done(batch)
+        elif kind == b"E":
+            child.confirmed = True
+        elif kind == b"":
+            child.gone = True
+            pending, child.pending = child.pending, {}
+            if not payload.started and not child.confirmed and not self._errors:
+                # it never ran: this thread creates what it was given, and everything after
+                self._warn(
+                    f"the process that creates small files did not start ({payload.detail}); the restore creates them itself"
+                )
+                for batch, files in pending.values():
+                    try:
+                        self._write_small(files)
+                    except BaseException as err:
+                        self._fail(err)
+                    self._range_done(batch)
+                return
+            if not child.confirmed and not self._errors:
+                first = next(iter(pending.values()), None)
+                where = f"{first[1][0][0].shown}: " if first else ""
+                self._fail(
+                    SnapflowError(
+                        f"{where}the process creating files ended unexpectedly ({payload.detail}); the"
+                        " restore is incomplete"
+                    )
+                )
+            for batch, _files in pending.values():
+                self._range_done(batch)
+
+    def _connection(self, small: queue.Queue, slots: threading.Semaphore) -> None:
         """One connection: takes the next range of any planned batch, fetches, decrypts, checks and writes
         it, and hands the small one-blob files to the writing thread (one item per range, also when empty:
         it counts the batch's ranges)."""
@@ -260,13 +420,14 @@ class ContentWriter:
                 except BaseException as err:
                     self._fail(err)
                     return
+                slots.acquire()
                 small.put((batch, files))
         finally:
             small.put(_DONE)
 
     def _range_done(self, batch: _Batch) -> None:
         """One range of ``batch`` fetched and its small files written; after its last, the batch is done:
-        its directory descriptors are closed and the planner may plan one more."""
+        its directory descriptors are closed (the process's copies too) and the planner may plan one more."""
         batch.left -= 1
         if batch.left:
             return
@@ -279,6 +440,8 @@ class ContentWriter:
             self._inflight.remove(batch)
             self._cv.notify_all()
         batch.close()
+        if batch.serial is not None and self._child is not None:
+            self._child.forget(batch.serial)
 
     def _flush(self) -> None:
         """Plan the batch formed so far and hand its ranges to the connections (in the planning thread),
@@ -399,6 +562,9 @@ class ContentWriter:
             if zero:
                 sparse += len(plain)
             ref.pending = 0
+        self._count_written(written, sparse)
+
+    def _count_written(self, written: int, sparse: int) -> None:
         with self._lock:
             self.stats.bytes_written += written
             self.stats.bytes_sparse += sparse

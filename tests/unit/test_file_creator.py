@@ -9,9 +9,11 @@ import errno
 import os
 import random
 import resource
+import signal
 
 import pytest
 
+from steps import runtime
 from steps.errors import SnapflowError
 from steps.idmap import IdRange
 from steps.repository.archiver import CopyOptions, copy_source
@@ -74,6 +76,13 @@ def _expected(src) -> dict:
     return want
 
 
+@pytest.fixture(params=["process", "thread"])
+def creator(request, monkeypatch):
+    """Who creates the small files: the creating process (the default) or the restore's own thread."""
+    monkeypatch.setenv(runtime.RESTORE_CREATOR, request.param)
+    return request.param
+
+
 def _restore(repo, sid, out, **kwargs) -> Restorer:
     restorer = Restorer(repo, repo.find_snapshot(sid), str(out), **kwargs)
     restorer.run()
@@ -87,12 +96,14 @@ def small_snapshot(mem_repo, tmp_path):
     return mem_repo, sid, src
 
 
-def test_small_files_come_back_with_every_mode_owner_and_time(small_snapshot, tmp_path):
+def test_small_files_come_back_with_every_mode_owner_and_time(small_snapshot, tmp_path, creator):
     # GIVEN a snapshot of 720 small files with every mode, owner, time and name kind
     repo, sid, src = small_snapshot
     # WHEN it is restored
     restorer = _restore(repo, sid, tmp_path / "out")
-    # THEN the tree is the source's, byte for byte, with its modes, owners, times and sparse files
+    # THEN the creating process created all 640 with content (or none, when the restore's thread does)
+    assert restorer._child_files == (640 if creator == "process" else 0)
+    # and the tree is the source's, byte for byte, with its modes, owners, times and sparse files
     got = describe_tree(tmp_path / "out")
     assert got == _expected(src)
     assert restorer.stats.bytes_sparse > 0 and restorer.stats.warnings == []
@@ -104,7 +115,7 @@ def test_small_files_come_back_with_every_mode_owner_and_time(small_snapshot, tm
 
 
 @pytest.mark.skipif(not ROOT, reason="owners other than one's own need root")
-def test_owner_maps_apply_to_small_files_and_keep_set_id_bits(small_snapshot, tmp_path):
+def test_owner_maps_apply_to_small_files_and_keep_set_id_bits(small_snapshot, tmp_path, creator):
     # GIVEN the snapshot, restored with a UID map and a GID map
     repo, sid, src = small_snapshot
     maps = {"uid_map": [IdRange(1000, 50000, 1000)], "gid_map": [IdRange(2000, 60000, 10)]}
@@ -195,8 +206,8 @@ def test_no_chown_when_the_entry_is_ours_and_a_failed_chmod_is_a_warning():
 
 # -- errors name the file ---------------------------------------------------------------------------
 @pytest.mark.parametrize("large", [False, True], ids=["small-files", "large-file"])
-def test_a_write_error_names_the_file_on_one_line(mem_repo, tmp_path, large):
-    # GIVEN small files (created by the restore's thread) or a large one (created with its size, then
+def test_a_write_error_names_the_file_on_one_line(mem_repo, tmp_path, large, creator):
+    # GIVEN small files (created by the creating process or the restore's thread) or a large one (created with its size, then
     # written piece by piece by the connections), restored under a file-size limit they exceed
     src = tmp_path / "src"
     if large:
@@ -236,3 +247,59 @@ def test_an_entry_that_cannot_be_created_is_named_and_a_lost_server_is_temporary
         lost = named_error("/a/l", err)
         assert isinstance(lost, TemporaryError) and lost.exit_code == EXIT_TEMPORARY
         assert str(lost) == f"/a/l: {os.strerror(err.errno)}"
+
+
+# -- the creating process ---------------------------------------------------------------------------
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_the_creating_process_killed_mid_restore_fails_the_restore(small_snapshot, tmp_path, monkeypatch):
+    # GIVEN a restore whose creating process is killed (SIGKILL) once it confirmed its first range
+    from steps.repository import restore_content
+
+    repo, sid, _src = small_snapshot
+    monkeypatch.setenv(runtime.RESTORE_RANGE_MIB, "1")
+    pids: list[int] = []
+    from_child = restore_content.ContentWriter._from_child
+
+    def kill_after_first(self, kind, payload):
+        from_child(self, kind, payload)
+        if kind == b"D" and not pids:
+            pids.append(self._child.proc.proc.pid)
+            os.kill(pids[0], signal.SIGKILL)
+
+    monkeypatch.setattr(restore_content.ContentWriter, "_from_child", kill_after_first)
+    before = _open_fds()
+    # WHEN the restore runs
+    with pytest.raises(SnapflowError) as err:
+        _restore(repo, sid, tmp_path / "out")
+    # THEN it fails on one line that says what happened, and leaves no process and no descriptor behind
+    assert pids, "the creating process was never used"
+    text = str(err.value)
+    assert "ended unexpectedly (killed by signal 9); the restore is incomplete" in text, text
+    assert "\n" not in text
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pids[0], os.WNOHANG)  # reaped already
+    assert _open_fds() <= before
+
+
+@pytest.mark.parametrize(
+    "executable", ["/nonexistent/python", "/bin/false"], ids=["no-exec", "exits-at-once"]
+)
+def test_a_creating_process_that_cannot_start_leaves_the_files_to_the_restore(
+    small_snapshot, tmp_path, monkeypatch, executable
+):
+    # GIVEN a creating process that cannot be started, or that ends before it says it runs
+    import sys
+
+    repo, sid, src = small_snapshot
+    monkeypatch.setattr(sys, "executable", executable)
+    # WHEN the snapshot is restored
+    restorer = _restore(repo, sid, tmp_path / "out")
+    # THEN the restore's thread created the files: the tree is the source's
+    assert describe_tree(tmp_path / "out") == _expected(src)
+    assert restorer._child_files == 0
+    # and one warning says why
+    assert len(restorer.stats.warnings) == 1, restorer.stats.warnings
+    assert "the restore creates them itself" in restorer.stats.warnings[0]

@@ -238,7 +238,10 @@ def test_unchanged_directories_reuse_the_parent_trees_and_changed_ones_do_not(me
     assert describe_tree(out) == describe_tree(src)
 
 
-def test_small_files_are_created_by_one_thread_while_the_connections_fetch(mem_repo, tmp_path, monkeypatch):
+@pytest.mark.parametrize("creator", ["process", "thread"])
+def test_small_files_are_created_by_one_creator_while_the_connections_fetch(
+    mem_repo, tmp_path, monkeypatch, creator
+):
     # GIVEN many small files in several directories (twins among them), next to larger one-blob files
     # and a file of several blobs
     from steps import runtime
@@ -267,15 +270,29 @@ def test_small_files_are_created_by_one_thread_while_the_connections_fetch(mem_r
         fetchers.add(threading.current_thread().name)
         return fetch_range(self, *args)
 
+    handed: list[bytes] = []
+    to_child = restore_content.ContentWriter._to_child
+
+    def recording_hand(self, child, batch, files):
+        handed.extend(ref.name for ref, _plain, _zero in files)
+        return to_child(self, child, batch, files)
+
     monkeypatch.setattr(restore_content.ContentWriter, "_write_whole", recording_write)
     monkeypatch.setattr(restore_content.ContentWriter, "_fetch_range", recording_fetch)
+    monkeypatch.setattr(restore_content.ContentWriter, "_to_child", recording_hand)
     monkeypatch.setenv(runtime.RESTORE_CONNECTIONS, "3")
+    monkeypatch.setenv(runtime.RESTORE_CREATOR, creator)
     # WHEN it is restored over three connections
     out = tmp_path / "out"
     stats = restore_snapshot(mem_repo, mem_repo.find_snapshot(sid), str(out))
-    # THEN everything came back, the small files created by the thread that runs the restore, the larger
-    # one-blob file by a connection, and the ranges fetched by the connections
+    # THEN everything came back, the small files created by the creating process (or by the thread that
+    # runs the restore), the larger one-blob file by a connection, and the ranges fetched by the connections
     assert stats.warnings == [] and stats.files == 362
     assert describe_tree(out) == describe_tree(src)
-    assert threading.main_thread().name in writers and len(writers) == 2, writers
+    if creator == "process":
+        assert len(handed) == 360, len(handed)
+        assert len(writers) == 1 and next(iter(writers)).startswith("restore-"), writers
+    else:
+        assert handed == []
+        assert threading.main_thread().name in writers and len(writers) == 2, writers
     assert fetchers and all(name.startswith("restore-") for name in fetchers), fetchers

@@ -66,10 +66,12 @@ def _restore_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("restore-")]
 
 
-def _record(repo, starts, batch_of, monkeypatch, fail_batch: int | None = None):
+def _record(repo, starts, batch_of, monkeypatch, creator: str, fail_batch: int | None = None):
     """Events ("get", batch) and ("write", batch) in the order they happen. The last small file of batch 0
     is written only once a range of batch 1 was requested (or after WAIT_S, when nothing overlaps); with
-    ``fail_batch``, the store fails that batch's reads, and batch 0's last file waits for the failure."""
+    ``fail_batch``, the store fails that batch's reads, and batch 0's last file waits for the failure.
+    ``creator``: ``thread`` (the restore's thread creates the small files) or ``process`` (a file is
+    "written" when it is handed to the creating process)."""
     events: list[tuple[str, int]] = []
     lock = threading.Lock()
     ahead = threading.Event()
@@ -85,9 +87,7 @@ def _record(repo, starts, batch_of, monkeypatch, fail_batch: int | None = None):
         if batch == fail_batch:
             raise StoreUnavailable(f"{key}: connection reset by the object store")
 
-    write_whole = restore_content.ContentWriter._write_whole
-
-    def recording_write(self, ref, plain, zero):
+    def before_write(self, ref) -> None:
         batch = batch_of[ref.name]
         if batch == 0:
             written[0] += 1
@@ -96,20 +96,43 @@ def _record(repo, starts, batch_of, monkeypatch, fail_batch: int | None = None):
                 deadline = time.monotonic() + WAIT_S
                 while fail_batch is not None and not self._errors and time.monotonic() < deadline:
                     time.sleep(0.005)
-        result = write_whole(self, ref, plain, zero)
+
+    def wrote(ref) -> None:
         with lock:
-            events.append(("write", batch))
-        return result
+            events.append(("write", batch_of[ref.name]))
 
     repo.store.on_range = on_range
-    monkeypatch.setattr(restore_content.ContentWriter, "_write_whole", recording_write)
+    if creator == "thread":
+        write_whole = restore_content.ContentWriter._write_whole
+
+        def recording_write(self, ref, plain, zero):
+            before_write(self, ref)
+            result = write_whole(self, ref, plain, zero)
+            wrote(ref)
+            return result
+
+        monkeypatch.setattr(restore_content.ContentWriter, "_write_whole", recording_write)
+    else:  # a file "written" is one handed to the creating process
+        to_child = restore_content.ContentWriter._to_child
+
+        def recording_hand(self, child, batch, files):
+            for ref, _plain, _zero in files:
+                before_write(self, ref)
+                wrote(ref)
+            return to_child(self, child, batch, files)
+
+        monkeypatch.setattr(restore_content.ContentWriter, "_to_child", recording_hand)
+    monkeypatch.setenv("SNAPFLOW_RESTORE_CREATOR", creator)
     return events
 
 
-def test_the_next_batch_is_fetched_while_the_current_one_is_written(four_batches, tmp_path, monkeypatch):
+@pytest.mark.parametrize("creator", ["process", "thread"])
+def test_the_next_batch_is_fetched_while_the_current_one_is_written(
+    four_batches, tmp_path, monkeypatch, creator
+):
     # GIVEN a snapshot restored in four batches, over two connections
     repo, snap, src, starts, batch_of = four_batches
-    events = _record(repo, starts, batch_of, monkeypatch)
+    events = _record(repo, starts, batch_of, monkeypatch, creator)
     # WHEN it is restored
     out = tmp_path / "out"
     stats = restorer.restore_snapshot(repo, snap, str(out))
@@ -132,11 +155,12 @@ def test_the_next_batch_is_fetched_while_the_current_one_is_written(four_batches
     assert _restore_threads() == []
 
 
-def test_an_error_fetching_the_next_batch_stops_the_restore(four_batches, tmp_path, monkeypatch):
+@pytest.mark.parametrize("creator", ["process", "thread"])
+def test_an_error_fetching_the_next_batch_stops_the_restore(four_batches, tmp_path, monkeypatch, creator):
     # GIVEN a snapshot restored in four batches, whose object store fails batch 1's read while batch 0's
     # files are being written
     repo, snap, _src, starts, batch_of = four_batches
-    events = _record(repo, starts, batch_of, monkeypatch, fail_batch=1)
+    events = _record(repo, starts, batch_of, monkeypatch, creator, fail_batch=1)
     fds_before = len(os.listdir("/proc/self/fd"))
     # WHEN it is restored
     out = tmp_path / "out"

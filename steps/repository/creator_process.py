@@ -1,0 +1,399 @@
+"""The process that creates a restore's small one-blob files, while the restore's own process fetches,
+decrypts and checks their content.
+
+Creating a small file costs the kernel more than anything else a restore does per file, and it does
+not overlap with the restore's other work when the same interpreter asks for it. So the restore hands
+every small file to a second process (``python -m steps.repository.creator_process FD``):
+:class:`CreatorProcess` starts it over a socket pair and :class:`ChildCreator` keeps the restore's side
+of it (the ranges handed and not yet confirmed); :func:`main` is the child's side. The child creates
+each file with :func:`.file_creator.create_whole`, the rule the restore's own thread uses when the child
+cannot start (or ``SNAPFLOW_RESTORE_CREATOR=thread``).
+
+The child gets nothing but descriptors and plaintext file contents over its socket: a batch's directory
+descriptors once (``SCM_RIGHTS``), then ranges of files to create through them (so that it creates
+files below the same directories, with the same no-symlink-following opens, as the restore itself).
+It answers each range with the bytes written and its warnings, or with the first error, and exits when
+its socket closes. Its environment holds only ``PYTHONPATH``: no credentials reach it.
+
+Frames, both ways: a type byte and a little-endian 32-bit payload length, then the payload.
+
+* ``B`` (to the child): batch serial (u64), then its directory descriptors' numbers in the restore's
+  process (i32 each); the descriptors themselves travel with the frame (at most ``FDS_PER_FRAME``).
+* ``W``: range number (u32), umask (u32), batch serial (u64), then records: ``RECORD`` (directory
+  descriptor number, name length, mode, uid, gid, atime, mtime, flags, size) with the name and, unless
+  the file is all zeros (flag ``ZERO``), its content.
+* ``X``: batch serial (u64): its descriptors are closed. ``E``: no more work; the child answers ``E``
+  once every file is created and exits.
+* ``R`` (from the child): started. ``D``: range number, bytes written (u64), warnings (u32), each
+  a record number (u32), warning code (u8), detail length (u16) and detail. ``F``: range number,
+  record number, errno (i32, 0 when not a system error), message length (u16) and message (the
+  system error's text, or ``Type: message``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import socket
+import struct
+import subprocess
+import sys
+import threading
+
+from .file_creator import create_whole
+
+HEADER = struct.Struct("<cI")
+RECORD = struct.Struct("<iHIqqqqBI")  # dir fd, name length, mode, uid, gid, atime, mtime, flags, size
+RANGE = struct.Struct("<IIQ")  # range number, umask, batch serial
+DONE = struct.Struct("<IQI")  # range number, bytes written, warnings
+WARNING = struct.Struct("<IBH")  # record number, code, detail length
+FATAL = struct.Struct("<IIiH")  # range number, record number, errno, message length
+SERIAL = struct.Struct("<Q")
+ZERO, CHOWN = 1, 2
+FDS_PER_FRAME = 250  # SCM_RIGHTS carries at most 253 descriptors per message
+MAX_WARNINGS = 1000  # per range: the restore keeps 1 000 in all
+PENDING_RANGES = 2  # ranges handed to the child and not yet confirmed: one being created, one waiting
+_serials = itertools.count(1)
+
+
+def frame(kind: bytes, payload) -> bytes:
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+def pack_record(dir_fd: int, name: bytes, mode: int, owner, times, zero: bool, data) -> list:
+    """The parts of one ``W`` record (raises struct.error for values that do not fit: such a file is
+    created by the restore's own thread instead)."""
+    flags = (ZERO if zero else 0) | (CHOWN if owner is not None else 0)
+    uid, gid = owner if owner is not None else (-1, -1)
+    head = RECORD.pack(dir_fd, len(name), mode, uid, gid, times[0], times[1], flags, len(data))
+    return [head, name] if zero else [head, name, data]
+
+
+class ChildGone(Exception):
+    """The child ended (or never started): ``started`` tells which."""
+
+    def __init__(self, started: bool, detail: str):
+        super().__init__(detail)
+        self.started = started
+        self.detail = detail
+
+
+class CreatorProcess:
+    """The restore's handle on the child: ``send`` queues frames (with descriptors) for its sender
+    thread, and every frame the child sends back goes to ``deliver(kind, payload)`` from its reader
+    thread; when the child ends, ``deliver(b"", ChildGone)``."""
+
+    def __init__(self, deliver):
+        self._deliver = deliver
+        self._out: queue.Queue = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None
+        self.started = False  # the child said it runs
+
+    def start(self) -> None:
+        """Start the child (OSError when it cannot be started)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "steps.repository.creator_process", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                env={"PYTHONPATH": root},
+                stdin=subprocess.DEVNULL,
+                cwd="/",
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = ours
+        for target, name in ((self._send_loop, "restore-creator-send"), (self._read_loop, "restore-creator")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def send(self, data: bytes, fds: list[int] | None = None) -> None:
+        self._out.put((data, fds))
+
+    def _send_loop(self) -> None:
+        sock = self.sock
+        while True:
+            item = self._out.get()
+            if item is None:
+                return
+            data, fds = item
+            try:
+                if fds:
+                    sent = socket.send_fds(sock, [data], fds)
+                    if sent < len(data):
+                        sock.sendall(memoryview(data)[sent:])
+                else:
+                    sock.sendall(data)
+            except OSError:
+                return  # the child is gone: the reader reports it
+
+    def _read_loop(self) -> None:
+        sock = self.sock
+        buf = bytearray()
+        detail = "closed its connection"
+        try:
+            while True:
+                while len(buf) >= HEADER.size:
+                    kind, length = HEADER.unpack_from(buf)
+                    if len(buf) < HEADER.size + length:
+                        break
+                    payload = bytes(buf[HEADER.size : HEADER.size + length])
+                    del buf[: HEADER.size + length]
+                    if kind == b"R":
+                        self.started = True
+                    self._deliver(kind, payload)
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    break
+                buf += chunk
+        except OSError as err:
+            detail = f"connection failed ({err.strerror})"
+        code = self._reap(5.0 if self.started else 30.0)
+        if code is not None and code < 0:
+            detail = f"killed by signal {-code}"
+        elif code:
+            detail = f"exited with status {code}"
+        self._deliver(b"", ChildGone(self.started, detail))
+
+    def _reap(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        """Stop the child now (its files in flight are left as they are: the restore fails)."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.kill()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """End the threads and reap the child (killed unless it ended already); closes the socket."""
+        self._out.put(None)
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(10.0)
+            if t.is_alive():  # the child does not end on its own: kill it
+                self.kill()
+                t.join()
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+            self.proc.wait()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class ChildCreator:
+    """The restore's side of the child: the ranges handed to it and not yet confirmed (``pending``:
+    range number -> (batch, files)), in the order sent. A batch (of :mod:`.restore_content`) gets a
+    ``serial`` when its directory descriptors are first sent."""
+
+    def __init__(self, deliver):
+        self.proc = CreatorProcess(deliver)
+        self.pending: dict[int, tuple[object, list]] = {}
+        self._numbers = itertools.count()
+        self.gone = False  # it ended (its end was delivered)
+        self.confirmed = False  # it created every file it was given and said so
+        self.stopped = False
+        self.files = 0  # files it created
+
+    def usable(self) -> bool:
+        return not self.gone and not self.stopped
+
+    def full(self) -> bool:
+        return len(self.pending) >= PENDING_RANGES
+
+    def send_range(self, batch, umask: int, parts: list, files: list) -> None:
+        if batch.serial is None:  # its directory descriptors first, once per batch
+            batch.serial = next(_serials)
+            fds = list(batch.fds.values())
+            for i in range(0, len(fds), FDS_PER_FRAME):
+                chunk = fds[i : i + FDS_PER_FRAME]
+                head = SERIAL.pack(batch.serial) + struct.pack(f"<{len(chunk)}i", *chunk)
+                self.proc.send(frame(b"B", head), chunk)
+        number = next(self._numbers)
+        self.pending[number] = (batch, files)
+        body = [RANGE.pack(number, umask, batch.serial), *parts]
+        self.proc.send(b"".join([HEADER.pack(b"W", sum(map(len, body))), *body]))
+
+    def forget(self, serial: int) -> None:
+        if not self.gone:
+            self.proc.send(frame(b"X", SERIAL.pack(serial)))
+
+    def finish(self) -> None:
+        if not self.gone:
+            self.proc.send(frame(b"E", b""))
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.proc.kill()
+
+    def close(self) -> None:
+        if not self.confirmed:
+            self.proc.kill()
+        self.proc.close()
+
+    @staticmethod
+    def done(payload: bytes) -> tuple[int, int, list[tuple[int, int, str]]]:
+        """A ``D`` frame's range number, bytes written and warnings (record number, code, detail)."""
+        number, written, count = DONE.unpack_from(payload)
+        pos = DONE.size
+        warnings = []
+        for _ in range(count):
+            rec, code, length = WARNING.unpack_from(payload, pos)
+            pos += WARNING.size
+            warnings.append((rec, code, payload[pos : pos + length].decode("utf-8", "replace")))
+            pos += length
+        return number, written, warnings
+
+    @staticmethod
+    def fatal(payload: bytes) -> tuple[int, int, int, str]:
+        """An ``F`` frame's range number, record number, errno and message."""
+        number, rec, code, length = FATAL.unpack_from(payload)
+        return number, rec, code, payload[FATAL.size : FATAL.size + length].decode("utf-8", "replace")
+
+
+# -- the child's side -----------------------------------------------------------------------------
+def _serve(sock: socket.socket) -> None:
+    fds_in: list[int] = []  # descriptors received, not yet claimed by a B frame
+    batches: dict[int, dict[int, int]] = {}  # batch serial -> {restore's number: our descriptor}
+    buf = bytearray(1 << 20)
+    have = 0
+    ancillary = socket.CMSG_SPACE(FDS_PER_FRAME * 4 + 64)
+    is_root = os.geteuid() == 0
+    sock.sendall(frame(b"R", b""))
+
+    def fill(need: int) -> bool:
+        nonlocal buf, have
+        if len(buf) < need:
+            grown = bytearray(max(need, 2 * len(buf)))
+            grown[:have] = buf[:have]
+            buf = grown
+        while have < need:
+            n, anc, flags, _addr = sock.recvmsg_into([memoryview(buf)[have:]], ancillary)
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    count = len(data) // 4
+                    fds_in.extend(struct.unpack(f"{count}i", data[: count * 4]))
+            if flags & socket.MSG_CTRUNC:
+                raise OSError("descriptors lost in transit")
+            if not n:
+                return False
+            have += n
+        return True
+
+    while True:
+        if not fill(HEADER.size):
+            return
+        kind, length = HEADER.unpack_from(buf)
+        if not fill(HEADER.size + length):
+            return
+        view = memoryview(buf)[HEADER.size : HEADER.size + length]
+        reply = None
+        if kind == b"W":
+            reply = _create_range(view, batches, is_root)
+        elif kind == b"B":
+            (serial,) = SERIAL.unpack_from(view)
+            numbers = struct.unpack_from(f"<{(length - SERIAL.size) // 4}i", view, SERIAL.size)
+            mapping = batches.setdefault(serial, {})
+            for number in numbers:
+                mapping[number] = fds_in.pop(0)
+        elif kind == b"X":
+            for fd in batches.pop(SERIAL.unpack_from(view)[0], {}).values():
+                os.close(fd)
+        elif kind == b"E":
+            for mapping in batches.values():
+                for fd in mapping.values():
+                    os.close(fd)
+            sock.sendall(frame(b"E", b""))
+            return
+        else:
+            raise ValueError(f"unknown frame {kind!r}")
+        del view
+        rest = have - HEADER.size - length
+        buf[:rest] = buf[HEADER.size + length : have]
+        have = rest
+        if reply is not None:
+            sock.sendall(reply)
+            if reply[:1] == b"F":
+                return
+
+
+def _create_range(view: memoryview, batches: dict, is_root: bool) -> bytes:
+    """Create one range's files; the ``D`` or ``F`` frame to answer."""
+    number, umask, serial = RANGE.unpack_from(view)
+    fds = batches[serial]
+    pos = RANGE.size
+    written = 0
+    warnings: list[bytes] = []
+    count = 0
+    rec = 0
+
+    def warn(code: int, detail: object) -> None:
+        nonlocal count
+        count += 1
+        if len(warnings) < MAX_WARNINGS:
+            text = ("" if detail is None else str(detail)).encode("utf-8", "replace")[:1000]
+            warnings.append(WARNING.pack(rec, code, len(text)) + text)
+
+    end = len(view)
+    try:
+        while pos < end:
+            dir_no, nlen, mode, uid, gid, atime, mtime, flags, size = RECORD.unpack_from(view, pos)
+            pos += RECORD.size
+            name = bytes(view[pos : pos + nlen])
+            pos += nlen
+            zero = bool(flags & ZERO)
+            data = None
+            if not zero:
+                data = view[pos : pos + size]
+                pos += size
+            owner = (uid, gid) if flags & CHOWN else None
+            written += create_whole(
+                fds[dir_no], name, data, size, zero, mode, owner, (atime, mtime), umask, is_root, warn
+            )
+            rec += 1
+    except BaseException as err:
+        if isinstance(err, OSError) and err.errno:
+            code, text = err.errno, err.strerror or ""
+        else:
+            code, text = 0, f"{type(err).__name__}: {err}"
+        raw = text.encode("utf-8", "replace")[:2000]
+        return frame(b"F", FATAL.pack(number, rec, code, len(raw)) + raw)
+    kept = min(count, MAX_WARNINGS)
+    return frame(b"D", DONE.pack(number, written, kept) + b"".join(warnings))
+
+
+def main(argv: list[str]) -> int:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the restore handles an interrupt and ends this process
+    sock = socket.socket(fileno=int(argv[0]))
+    try:
+        _serve(sock)
+    except Exception:  # the restore reports this process's end as a failure
+        return 1
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
