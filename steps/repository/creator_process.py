@@ -3,11 +3,11 @@ decrypts and checks their content.
 
 Creating a small file costs the kernel more than anything else a restore does per file, and it does
 not overlap with the restore's other work when the same interpreter asks for it. So the restore hands
-every small file to a second process (``python -m steps.repository.creator_process FD``):
-:class:`CreatorProcess` starts it over a socket pair and :class:`ChildCreator` keeps the restore's side
-of it (the ranges handed and not yet confirmed); :func:`main` is the child's side. The child creates
-each file with :func:`.file_creator.create_whole`, the rule the restore's own thread uses when the child
-cannot start (or ``SNAPFLOW_RESTORE_CREATOR=thread``).
+every small file to a helper process (``python -m steps.repository.creator_process FD``, started by
+:class:`.helper_process.HelperProcess`): :class:`ChildCreator` keeps the restore's side of it (the
+ranges handed and not yet confirmed); :func:`_serve` is the child's side. The child creates each file
+with :func:`.file_creator.create_whole`, the rule the restore's own thread uses when the child cannot
+start (or ``SNAPFLOW_HELPER_PROCESSES=0``).
 
 The child gets nothing but descriptors and plaintext file contents over its socket: a batch's directory
 descriptors once (``SCM_RIGHTS``), then ranges of files to create through them (so that it creates
@@ -15,7 +15,7 @@ files below the same directories, with the same no-symlink-following opens, as t
 It answers each range with the bytes written and its warnings, or with the first error, and exits when
 its socket closes. Its environment holds only ``PYTHONPATH``: no credentials reach it.
 
-Frames, both ways: a type byte and a little-endian 32-bit payload length, then the payload.
+Frames (see :mod:`.helper_process`):
 
 * ``B`` (to the child): batch serial (u64), then its directory descriptors' numbers in the restore's
   process (i32 each); the descriptors themselves travel with the frame (at most ``FDS_PER_FRAME``).
@@ -34,16 +34,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import queue
 import socket
 import struct
-import subprocess
 import sys
-import threading
 
 from .file_creator import create_whole
+from .helper_process import HEADER, HelperProcess, child_main, frame
 
-HEADER = struct.Struct("<cI")
 RECORD = struct.Struct("<iHIqqqqBI")  # dir fd, name length, mode, uid, gid, atime, mtime, flags, size
 RANGE = struct.Struct("<IIQ")  # range number, umask, batch serial
 DONE = struct.Struct("<IQI")  # range number, bytes written, warnings
@@ -57,10 +54,6 @@ PENDING_RANGES = 2  # ranges handed to the child and not yet confirmed: one bein
 _serials = itertools.count(1)
 
 
-def frame(kind: bytes, payload) -> bytes:
-    return HEADER.pack(kind, len(payload)) + payload
-
-
 def pack_record(dir_fd: int, name: bytes, mode: int, owner, times, zero: bool, data) -> list:
     """The parts of one ``W`` record (raises struct.error for values that do not fit: such a file is
     created by the restore's own thread instead)."""
@@ -70,142 +63,13 @@ def pack_record(dir_fd: int, name: bytes, mode: int, owner, times, zero: bool, d
     return [head, name] if zero else [head, name, data]
 
 
-class ChildGone(Exception):
-    """The child ended (or never started): ``started`` tells which."""
-
-    def __init__(self, started: bool, detail: str):
-        super().__init__(detail)
-        self.started = started
-        self.detail = detail
-
-
-class CreatorProcess:
-    """The restore's handle on the child: ``send`` queues frames (with descriptors) for its sender
-    thread, and every frame the child sends back goes to ``deliver(kind, payload)`` from its reader
-    thread; when the child ends, ``deliver(b"", ChildGone)``."""
-
-    def __init__(self, deliver):
-        self._deliver = deliver
-        self._out: queue.Queue = queue.Queue()
-        self._threads: list[threading.Thread] = []
-        self.proc: subprocess.Popen | None = None
-        self.sock: socket.socket | None = None
-        self.started = False  # the child said it runs
-
-    def start(self) -> None:
-        """Start the child (OSError when it cannot be started)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "steps.repository.creator_process", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                env={"PYTHONPATH": root},
-                stdin=subprocess.DEVNULL,
-                cwd="/",
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self.sock = ours
-        for target, name in ((self._send_loop, "restore-creator-send"), (self._read_loop, "restore-creator")):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def send(self, data: bytes, fds: list[int] | None = None) -> None:
-        self._out.put((data, fds))
-
-    def _send_loop(self) -> None:
-        sock = self.sock
-        while True:
-            item = self._out.get()
-            if item is None:
-                return
-            data, fds = item
-            try:
-                if fds:
-                    sent = socket.send_fds(sock, [data], fds)
-                    if sent < len(data):
-                        sock.sendall(memoryview(data)[sent:])
-                else:
-                    sock.sendall(data)
-            except OSError:
-                return  # the child is gone: the reader reports it
-
-    def _read_loop(self) -> None:
-        sock = self.sock
-        buf = bytearray()
-        detail = "closed its connection"
-        try:
-            while True:
-                while len(buf) >= HEADER.size:
-                    kind, length = HEADER.unpack_from(buf)
-                    if len(buf) < HEADER.size + length:
-                        break
-                    payload = bytes(buf[HEADER.size : HEADER.size + length])
-                    del buf[: HEADER.size + length]
-                    if kind == b"R":
-                        self.started = True
-                    self._deliver(kind, payload)
-                chunk = sock.recv(1 << 16)
-                if not chunk:
-                    break
-                buf += chunk
-        except OSError as err:
-            detail = f"connection failed ({err.strerror})"
-        code = self._reap(5.0 if self.started else 30.0)
-        if code is not None and code < 0:
-            detail = f"killed by signal {-code}"
-        elif code:
-            detail = f"exited with status {code}"
-        self._deliver(b"", ChildGone(self.started, detail))
-
-    def _reap(self, timeout: float) -> int | None:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def kill(self) -> None:
-        """Stop the child now (its files in flight are left as they are: the restore fails)."""
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.proc.kill()
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        """End the threads and reap the child (killed unless it ended already); closes the socket."""
-        self._out.put(None)
-        if self.sock is not None:
-            try:
-                self.sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-        for t in self._threads:
-            t.join(10.0)
-            if t.is_alive():  # the child does not end on its own: kill it
-                self.kill()
-                t.join()
-        if self.proc is not None and self.proc.poll() is None:
-            self.kill()
-            self.proc.wait()
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-
 class ChildCreator:
     """The restore's side of the child: the ranges handed to it and not yet confirmed (``pending``:
     range number -> (batch, files)), in the order sent. A batch (of :mod:`.restore_content`) gets a
     ``serial`` when its directory descriptors are first sent."""
 
     def __init__(self, deliver):
-        self.proc = CreatorProcess(deliver)
+        self.proc = HelperProcess("steps.repository.creator_process", "restore-creator", deliver)
         self.pending: dict[int, tuple[object, list]] = {}
         self._numbers = itertools.count()
         self.gone = False  # it ended (its end was delivered)
@@ -381,19 +245,5 @@ def _create_range(view: memoryview, batches: dict, is_root: bool) -> bytes:
     return frame(b"D", DONE.pack(number, written, kept) + b"".join(warnings))
 
 
-def main(argv: list[str]) -> int:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the restore handles an interrupt and ends this process
-    sock = socket.socket(fileno=int(argv[0]))
-    try:
-        _serve(sock)
-    except Exception:  # the restore reports this process's end as a failure
-        return 1
-    finally:
-        sock.close()
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(child_main(sys.argv[1:], _serve))

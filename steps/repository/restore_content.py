@@ -7,7 +7,7 @@ into a per-thread buffer, checked against its ID and written with ``pwrite``. A 
 created, written and given its metadata through one descriptor when its blob arrives; small ones
 (up to ``SMALL_WHOLE``) are handed, a fetched range's worth at a time, to the thread that runs the
 restore, which hands them all to a second process that creates and writes them (see
-:mod:`.creator_process`; ``SNAPFLOW_RESTORE_CREATOR=thread`` or a process that cannot start: this thread
+:mod:`.creator_process`; ``SNAPFLOW_HELPER_PROCESSES=0`` or a process that cannot start: this thread
 creates them), while the connections fetch, decrypt and check. The walk and the planning of batches run in a thread of their
 own, one batch ahead: while batch N's files are written, batch N+1 is planned and its ranges fetched.
 How a file is created and given its owner, mode and times is :mod:`.file_creator`'s; an error creating
@@ -29,6 +29,7 @@ from .blob_sink import _env_int
 from .creator_process import ChildCreator, pack_record
 from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
 from .file_creator import create_whole, named_error, open_new, warning_text, write_all
+from .helper_process import helpers_wanted
 from .pack import lazy_buffer, pack_key
 from .snapshot_read import blob_offsets
 
@@ -39,12 +40,6 @@ _ZEROS = bytes(4 * 1024 * 1024)
 SMALL_WHOLE = 64 * 1024  # one-blob files up to this size are created and written by the batch's own thread
 _DONE = None  # a connection's last item on the writer queue
 _CHILD = object()  # first element of the creating process's answers on the writer queue
-
-
-def _child_wanted() -> bool:
-    """Whether small files go to a second process (``SNAPFLOW_RESTORE_CREATOR``: ``process``, the
-    default, or ``thread``: the restore's thread creates them)."""
-    return os.environ.get(runtime.RESTORE_CREATOR, "process").strip().lower() != "thread"
 
 
 def _is_zero(data) -> bool:
@@ -205,7 +200,7 @@ class ContentWriter:
         # has (PENDING_RANGES). The process's answers come through the same queue, not bounded by ``slots``.
         small: queue.Queue = queue.Queue()
         slots = threading.Semaphore(1)
-        wanted = _child_wanted()
+        wanted = helpers_wanted()
 
         def plan() -> None:
             try:

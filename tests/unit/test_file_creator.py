@@ -79,7 +79,7 @@ def _expected(src) -> dict:
 @pytest.fixture(params=["process", "thread"])
 def creator(request, monkeypatch):
     """Who creates the small files: the creating process (the default) or the restore's own thread."""
-    monkeypatch.setenv(runtime.RESTORE_CREATOR, request.param)
+    monkeypatch.setenv(runtime.HELPER_PROCESSES, "1" if request.param == "process" else "0")
     return request.param
 
 

@@ -281,7 +281,7 @@ def test_small_files_are_created_by_one_creator_while_the_connections_fetch(
     monkeypatch.setattr(restore_content.ContentWriter, "_fetch_range", recording_fetch)
     monkeypatch.setattr(restore_content.ContentWriter, "_to_child", recording_hand)
     monkeypatch.setenv(runtime.RESTORE_CONNECTIONS, "3")
-    monkeypatch.setenv(runtime.RESTORE_CREATOR, creator)
+    monkeypatch.setenv(runtime.HELPER_PROCESSES, "1" if creator == "process" else "0")
     # WHEN it is restored over three connections
     out = tmp_path / "out"
     stats = restore_snapshot(mem_repo, mem_repo.find_snapshot(sid), str(out))

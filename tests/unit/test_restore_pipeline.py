@@ -122,7 +122,7 @@ def _record(repo, starts, batch_of, monkeypatch, creator: str, fail_batch: int |
             return to_child(self, child, batch, files)
 
         monkeypatch.setattr(restore_content.ContentWriter, "_to_child", recording_hand)
-    monkeypatch.setenv("SNAPFLOW_RESTORE_CREATOR", creator)
+    monkeypatch.setenv("SNAPFLOW_HELPER_PROCESSES", "1" if creator == "process" else "0")
     return events
 
 

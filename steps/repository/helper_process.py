@@ -1,0 +1,185 @@
+"""A helper process: work that would otherwise share the interpreter lock with the rest of a copy or a
+restore, run by a second Python process over a socket pair.
+
+Provides :class:`HelperProcess` (the parent's side: start ``python -m MODULE FD``, a sender thread, a
+reader thread that cuts the child's answers into frames, reaping), :func:`frame`, :data:`HEADER`,
+:class:`ChildGone`, :func:`helpers_wanted` (``SNAPFLOW_HELPER_PROCESSES``) and :func:`child_main` (the
+child's entry). Used by :mod:`.creator_process` (a restore's small files) and :mod:`.tree_process` (an
+incremental copy's parent trees).
+
+Frames, both ways: a type byte and a little-endian 32-bit payload length, then the payload. A child
+sends ``R`` first, when it runs. Its environment holds only ``PYTHONPATH``: no credentials reach it,
+and it gets nothing but what its frames carry.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import struct
+import subprocess
+import sys
+import threading
+
+from steps import runtime
+
+HEADER = struct.Struct("<cI")
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def helpers_wanted() -> bool:
+    """Whether helper processes are used (``SNAPFLOW_HELPER_PROCESSES``: ``1``, the default, or ``0``:
+    everything runs in the step's own process, as when a helper cannot start)."""
+    return os.environ.get(runtime.HELPER_PROCESSES, "1").strip() != "0"
+
+
+def frame(kind: bytes, payload) -> bytes:
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+class ChildGone(Exception):
+    """The child ended (or never started): ``started`` tells which."""
+
+    def __init__(self, started: bool, detail: str):
+        super().__init__(detail)
+        self.started = started
+        self.detail = detail
+
+
+class HelperProcess:
+    """The parent's handle on a child running ``python -m module FD``: ``send`` queues frames (with
+    descriptors) for its sender thread, and every frame the child sends back goes to
+    ``deliver(kind, payload)`` from its reader thread; when the child ends, ``deliver(b"", ChildGone)``.
+    ``name`` names the threads."""
+
+    def __init__(self, module: str, name: str, deliver):
+        self._module = module
+        self._name = name
+        self._deliver = deliver
+        self._out: queue.Queue = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None
+        self.started = False  # the child said it runs
+
+    def start(self) -> None:
+        """Start the child (OSError when it cannot be started)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self._module, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                env={"PYTHONPATH": _ROOT},
+                stdin=subprocess.DEVNULL,
+                cwd="/",
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = ours
+        for target, name in ((self._send_loop, f"{self._name}-send"), (self._read_loop, self._name)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def send(self, data: bytes, fds: list[int] | None = None) -> None:
+        self._out.put((data, fds))
+
+    def _send_loop(self) -> None:
+        sock = self.sock
+        while True:
+            item = self._out.get()
+            if item is None:
+                return
+            data, fds = item
+            try:
+                if fds:
+                    sent = socket.send_fds(sock, [data], fds)
+                    if sent < len(data):
+                        sock.sendall(memoryview(data)[sent:])
+                else:
+                    sock.sendall(data)
+            except OSError:
+                return  # the child is gone: the reader reports it
+
+    def _read_loop(self) -> None:
+        sock = self.sock
+        buf = bytearray()
+        detail = "closed its connection"
+        try:
+            while True:
+                while len(buf) >= HEADER.size:
+                    kind, length = HEADER.unpack_from(buf)
+                    if len(buf) < HEADER.size + length:
+                        break
+                    payload = bytes(buf[HEADER.size : HEADER.size + length])
+                    del buf[: HEADER.size + length]
+                    if kind == b"R":
+                        self.started = True
+                    self._deliver(kind, payload)
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    break
+                buf += chunk
+        except OSError as err:
+            detail = f"connection failed ({err.strerror})"
+        code = self._reap(5.0 if self.started else 30.0)
+        if code is not None and code < 0:
+            detail = f"killed by signal {-code}"
+        elif code:
+            detail = f"exited with status {code}"
+        self._deliver(b"", ChildGone(self.started, detail))
+
+    def _reap(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        """Stop the child now."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.kill()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """End the threads and reap the child (killed unless it ended already); closes the socket."""
+        self._out.put(None)
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(10.0)
+            if t.is_alive():  # the child does not end on its own: kill it
+                self.kill()
+                t.join()
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+            self.proc.wait()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def child_main(argv: list[str], serve) -> int:
+    """A child's entry: ``serve(sock)`` on the socket whose number is ``argv[0]``; 1 when it fails (the
+    parent reports the child's end)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles an interrupt and ends this process
+    sock = socket.socket(fileno=int(argv[0]))
+    try:
+        serve(sock)
+    except Exception:
+        return 1
+    finally:
+        sock.close()
+    return 0
