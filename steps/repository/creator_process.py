@@ -19,15 +19,20 @@ Frames (see :mod:`.helper_process`):
 
 * ``B`` (to the child): batch serial (u64), then its directory descriptors' numbers in the restore's
   process (i32 each); the descriptors themselves travel with the frame (at most ``FDS_PER_FRAME``).
-* ``W``: range number (u32), umask (u32), batch serial (u64), then records: ``RECORD`` (directory
-  descriptor number, name length, mode, uid, gid, atime, mtime, flags, size) with the name and, unless
-  the file is all zeros (flag ``ZERO``), its content.
+* ``W``: range number (u32), umask (u32), batch serial (u64), number of contents (u32); the contents,
+  each a length (u32) and the bytes (a content shared by several files is sent once); then records:
+  ``RECORD`` (directory descriptor number, name length, mode, uid, gid, atime, mtime, flags, size,
+  content number) with the name; a file of zeros (flag ``ZERO``) has no content.
 * ``X``: batch serial (u64): its descriptors are closed. ``E``: no more work; the child answers ``E``
   once every file is created and exits.
 * ``R`` (from the child): started. ``D``: range number, bytes written (u64), warnings (u32), each
   a record number (u32), warning code (u8), detail length (u16) and detail. ``F``: range number,
   record number, errno (i32, 0 when not a system error), message length (u16) and message (the
   system error's text, or ``Type: message``).
+
+When the child ends before it confirmed every range (killed, out of memory, a failed send), the restore
+creates the files of the ranges it had not confirmed itself, and every file after them (a file the
+child had created already is replaced, see :func:`.file_creator.open_new`), with one warning.
 """
 
 from __future__ import annotations
@@ -41,8 +46,11 @@ import sys
 from .file_creator import create_whole
 from .helper_process import HEADER, HelperProcess, child_main, frame
 
-RECORD = struct.Struct("<iHIqqqqBI")  # dir fd, name length, mode, uid, gid, atime, mtime, flags, size
-RANGE = struct.Struct("<IIQ")  # range number, umask, batch serial
+RECORD = struct.Struct(
+    "<iHIqqqqBII"
+)  # dir fd, name length, mode, uid, gid, atime, mtime, flags, size, content
+RANGE = struct.Struct("<IIQI")  # range number, umask, batch serial, contents
+LENGTH = struct.Struct("<I")
 DONE = struct.Struct("<IQI")  # range number, bytes written, warnings
 WARNING = struct.Struct("<IBH")  # record number, code, detail length
 FATAL = struct.Struct("<IIiH")  # range number, record number, errno, message length
@@ -54,13 +62,14 @@ PENDING_RANGES = 2  # ranges handed to the child and not yet confirmed: one bein
 _serials = itertools.count(1)
 
 
-def pack_record(dir_fd: int, name: bytes, mode: int, owner, times, zero: bool, data) -> list:
-    """The parts of one ``W`` record (raises struct.error for values that do not fit: such a file is
-    created by the restore's own thread instead)."""
+def pack_record(
+    dir_fd: int, name: bytes, mode: int, owner, times, zero: bool, size: int, content: int
+) -> bytes:
+    """One ``W`` record (raises struct.error for values that do not fit: such a file is created by the
+    restore's own thread instead)."""
     flags = (ZERO if zero else 0) | (CHOWN if owner is not None else 0)
     uid, gid = owner if owner is not None else (-1, -1)
-    head = RECORD.pack(dir_fd, len(name), mode, uid, gid, times[0], times[1], flags, len(data))
-    return [head, name] if zero else [head, name, data]
+    return RECORD.pack(dir_fd, len(name), mode, uid, gid, times[0], times[1], flags, size, content) + name
 
 
 class ChildCreator:
@@ -83,7 +92,7 @@ class ChildCreator:
     def full(self) -> bool:
         return len(self.pending) >= PENDING_RANGES
 
-    def send_range(self, batch, umask: int, parts: list, files: list) -> None:
+    def send_range(self, batch, umask: int, contents: list, records: list[bytes], files: list) -> None:
         if batch.serial is None:  # its directory descriptors first, once per batch
             batch.serial = next(_serials)
             fds = list(batch.fds.values())
@@ -93,8 +102,11 @@ class ChildCreator:
                 self.proc.send(frame(b"B", head), chunk)
         number = next(self._numbers)
         self.pending[number] = (batch, files)
-        body = [RANGE.pack(number, umask, batch.serial), *parts]
-        self.proc.send(b"".join([HEADER.pack(b"W", sum(map(len, body))), *body]))
+        parts = [RANGE.pack(number, umask, batch.serial, len(contents))]
+        for data in contents:
+            parts += (LENGTH.pack(len(data)), data)
+        parts += records
+        self.proc.send([HEADER.pack(b"W", sum(map(len, parts))), *parts])
 
     def forget(self, serial: int) -> None:
         if not self.gone:
@@ -194,6 +206,10 @@ def _serve(sock: socket.socket) -> None:
         rest = have - HEADER.size - length
         buf[:rest] = buf[HEADER.size + length : have]
         have = rest
+        if len(buf) > 16 << 20 and have <= 1 << 20:  # a large range passed: give its memory back
+            small = bytearray(1 << 20)
+            small[:have] = buf[:have]
+            buf = small
         if reply is not None:
             sock.sendall(reply)
             if reply[:1] == b"F":
@@ -202,17 +218,23 @@ def _serve(sock: socket.socket) -> None:
 
 def _create_range(view: memoryview, batches: dict, is_root: bool) -> bytes:
     """Create one range's files; the ``D`` or ``F`` frame to answer."""
-    number, umask, serial = RANGE.unpack_from(view)
+    number, umask, serial, count = RANGE.unpack_from(view)
     fds = batches[serial]
     pos = RANGE.size
+    contents = []
+    for _ in range(count):
+        (length,) = LENGTH.unpack_from(view, pos)
+        pos += LENGTH.size
+        contents.append(view[pos : pos + length])
+        pos += length
     written = 0
     warnings: list[bytes] = []
-    count = 0
+    warned = 0
     rec = 0
 
     def warn(code: int, detail: object) -> None:
-        nonlocal count
-        count += 1
+        nonlocal warned
+        warned += 1
         if len(warnings) < MAX_WARNINGS:
             text = ("" if detail is None else str(detail)).encode("utf-8", "replace")[:1000]
             warnings.append(WARNING.pack(rec, code, len(text)) + text)
@@ -220,15 +242,12 @@ def _create_range(view: memoryview, batches: dict, is_root: bool) -> bytes:
     end = len(view)
     try:
         while pos < end:
-            dir_no, nlen, mode, uid, gid, atime, mtime, flags, size = RECORD.unpack_from(view, pos)
+            dir_no, nlen, mode, uid, gid, atime, mtime, flags, size, content = RECORD.unpack_from(view, pos)
             pos += RECORD.size
             name = bytes(view[pos : pos + nlen])
             pos += nlen
             zero = bool(flags & ZERO)
-            data = None
-            if not zero:
-                data = view[pos : pos + size]
-                pos += size
+            data = None if zero else contents[content]
             owner = (uid, gid) if flags & CHOWN else None
             written += create_whole(
                 fds[dir_no], name, data, size, zero, mode, owner, (atime, mtime), umask, is_root, warn
@@ -241,7 +260,7 @@ def _create_range(view: memoryview, batches: dict, is_root: bool) -> bytes:
             code, text = 0, f"{type(err).__name__}: {err}"
         raw = text.encode("utf-8", "replace")[:2000]
         return frame(b"F", FATAL.pack(number, rec, code, len(raw)) + raw)
-    kept = min(count, MAX_WARNINGS)
+    kept = min(warned, MAX_WARNINGS)
     return frame(b"D", DONE.pack(number, written, kept) + b"".join(warnings))
 
 

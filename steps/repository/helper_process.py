@@ -7,8 +7,10 @@ reader thread that cuts the child's answers into frames, reaping), :func:`frame`
 child's entry). Used by :mod:`.creator_process` (a restore's small files).
 
 Frames, both ways: a type byte and a little-endian 32-bit payload length, then the payload. A child
-sends ``R`` first, when it runs. Its environment holds only ``PYTHONPATH``: no credentials reach it,
-and it gets nothing but what its frames carry.
+sends ``R`` first, when it runs, and ``Z`` with the reason when it fails. Its environment holds only
+``PYTHONPATH``: no credentials reach it, and it gets nothing but what its frames carry. It runs in a
+process group of its own (a terminal's Ctrl-C goes to the step, which ends it) and is killed by the
+kernel when the step's thread that started it dies, so that it never goes on alone.
 """
 
 from __future__ import annotations
@@ -28,9 +30,14 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 
 def helpers_wanted() -> bool:
-    """Whether helper processes are used (``SNAPFLOW_HELPER_PROCESSES``: ``1``, the default, or ``0``:
-    everything runs in the step's own process, as when a helper cannot start)."""
-    return os.environ.get(runtime.HELPER_PROCESSES, "1").strip() != "0"
+    """Whether helper processes are used (``SNAPFLOW_HELPER_PROCESSES``: ``1``, ``0`` (everything runs
+    in the step's own process, as when a helper cannot start), or unset: with two CPUs or more)."""
+    value = os.environ.get(runtime.HELPER_PROCESSES, "").strip()
+    if value in ("0", "1"):
+        return value == "1"
+    from steps.drivers.cpus import available_cpus
+
+    return available_cpus() >= 2
 
 
 def frame(kind: bytes, payload) -> bytes:
@@ -61,17 +68,20 @@ class HelperProcess:
         self.proc: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
         self.started = False  # the child said it runs
+        self._reason = ""  # why it failed, as it said (Z)
+        self._send_error = ""
 
     def start(self) -> None:
         """Start the child (OSError when it cannot be started)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self._module, str(theirs.fileno())],
+                [sys.executable, "-P", "-m", self._module, str(theirs.fileno()), str(os.getpid())],
                 pass_fds=(theirs.fileno(),),
                 env={"PYTHONPATH": _ROOT},
                 stdin=subprocess.DEVNULL,
                 cwd="/",
+                process_group=0,
             )
         except BaseException:
             ours.close()
@@ -99,10 +109,27 @@ class HelperProcess:
                     sent = socket.send_fds(sock, [data], fds)
                     if sent < len(data):
                         sock.sendall(memoryview(data)[sent:])
+                elif isinstance(data, list):  # parts, sent a MiB or so at a time (no copy of the whole)
+                    group: list = []
+                    size = 0
+                    for part in data:
+                        group.append(part)
+                        size += len(part)
+                        if size >= 1 << 20:
+                            sock.sendall(b"".join(group))
+                            group, size = [], 0
+                    if group:
+                        sock.sendall(b"".join(group))
                 else:
                     sock.sendall(data)
-            except OSError:
-                return  # the child is gone: the reader reports it
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the child closed its end: it ended, which the reader reports
+            except OSError as err:
+                # The child cannot be reached (refused descriptors, no memory...) while it waits for
+                # this frame: it is ended, and the reader reports why.
+                self._send_error = err.strerror or type(err).__name__
+                self.kill()
+                return
 
     def _read_loop(self) -> None:
         sock = self.sock
@@ -118,6 +145,9 @@ class HelperProcess:
                     del buf[: HEADER.size + length]
                     if kind == b"R":
                         self.started = True
+                    if kind == b"Z":
+                        self._reason = payload.decode("utf-8", "replace")
+                        continue
                     self._deliver(kind, payload)
                 chunk = sock.recv(1 << 16)
                 if not chunk:
@@ -126,10 +156,14 @@ class HelperProcess:
         except OSError as err:
             detail = f"connection failed ({err.strerror})"
         code = self._reap(5.0 if self.started else 30.0)
-        if code is not None and code < 0:
+        if self._send_error:
+            detail = f"it could not be sent its work ({self._send_error})"
+        elif code is not None and code < 0:
             detail = f"killed by signal {-code}"
         elif code:
             detail = f"exited with status {code}"
+        if self._reason:
+            detail = f"{detail}: {self._reason}"
         self._deliver(b"", ChildGone(self.started, detail))
 
     def _reap(self, timeout: float) -> int | None:
@@ -168,16 +202,36 @@ class HelperProcess:
             self.sock = None
 
 
+def _die_with_parent(parent: int) -> bool:
+    """Ask the kernel to kill this process when the thread that started it dies; False when the parent
+    is gone already."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass  # not Linux: the socket's end still ends it
+    return os.getppid() == parent
+
+
 def child_main(argv: list[str], serve) -> int:
-    """A child's entry: ``serve(sock)`` on the socket whose number is ``argv[0]``; 1 when it fails (the
-    parent reports the child's end)."""
+    """A child's entry: ``serve(sock)`` on the socket whose number is ``argv[0]`` (``argv[1]``: the
+    parent's process ID); 1, after a ``Z`` frame with the reason, when it fails (the parent reports the
+    child's end)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles an interrupt and ends this process
     sock = socket.socket(fileno=int(argv[0]))
     try:
+        if not _die_with_parent(int(argv[1])):
+            return 1
         serve(sock)
-    except Exception:
+    except Exception as err:
+        try:
+            sock.sendall(frame(b"Z", f"{type(err).__name__}: {err}".encode("utf-8", "replace")[:2000]))
+        except OSError:
+            pass
         return 1
     finally:
         sock.close()

@@ -247,12 +247,15 @@ class ContentWriter:
                 if files and not self._errors:  # after an error the queue is only drained
                     try:
                         if wanted and child is None:
-                            child = self._child = self._start_child(small)
+                            child = self._start_child(small)
                             wanted = child is not None
                         if child is not None and child.usable():
                             rest = self._to_child(child, batch, files)
                             if rest is not files:  # handed (but for files it cannot take)
-                                self._write_small(rest)
+                                try:
+                                    self._write_small(rest)
+                                except BaseException as err:
+                                    self._fail(err)
                                 continue  # the range is done when the process confirms it
                         self._write_small(files)
                     except BaseException as err:
@@ -296,12 +299,14 @@ class ContentWriter:
     # -- the creating process -------------------------------------------------------------------
     def _start_child(self, small: queue.Queue) -> ChildCreator | None:
         """The creating process, started; None (and a warning) when it cannot be."""
-        child = ChildCreator(lambda kind, payload: small.put((_CHILD, kind, payload)))
+        child = self._child = ChildCreator(lambda kind, payload: small.put((_CHILD, kind, payload)))
         try:
             child.proc.start()
         except OSError as err:
+            self._child = None
             self._warn(
-                f"cannot start the process that creates small files ({err.strerror or err}); the restore creates them itself"
+                f"cannot start the process that creates small files ({err.strerror or err}); the restore"
+                " creates them itself"
             )
             return None
         return child
@@ -310,7 +315,9 @@ class ContentWriter:
         """Hand a range's small files to the process. Returns ``files`` itself when none could be handed,
         else the files it cannot take (values out of its record's range), for this thread."""
         owner_of, ids, umask = self._owner, self._ids, self._umask
-        parts: list = []
+        records: list[bytes] = []
+        contents: list = []
+        numbers: dict[int, int] = {}  # id() of a content (shared by a blob's files) -> its number
         handed: list = []
         rest: list = []
         known = set(batch.fds.values())
@@ -322,23 +329,30 @@ class ContentWriter:
                 continue
             mtime = node.get("mtime_ns", 0)
             owner = owner_of(node)
+            number = 0 if zero else numbers.get(id(plain), len(contents))
             try:
-                parts += pack_record(
-                    ref.dir_fd,
-                    ref.name,
-                    node.get("mode", 0o644),
-                    None if ref.ours and owner == ids else owner,
-                    (node.get("atime_ns", mtime), mtime),
-                    zero,
-                    plain,
+                records.append(
+                    pack_record(
+                        ref.dir_fd,
+                        ref.name,
+                        node.get("mode", 0o644),
+                        None if ref.ours and owner == ids else owner,
+                        (node.get("atime_ns", mtime), mtime),
+                        zero,
+                        len(plain),
+                        number,
+                    )
                 )
             except (struct.error, TypeError, ValueError):
                 rest.append(entry)
                 continue
+            if not zero and number == len(contents):
+                numbers[id(plain)] = number
+                contents.append(plain)
             handed.append(entry)
         if not handed:
             return files
-        child.send_range(batch, umask, parts, handed)
+        child.send_range(batch, umask, contents, records, handed)
         return rest
 
     def _from_child(self, kind: bytes, payload) -> None:
@@ -372,10 +386,14 @@ class ContentWriter:
         elif kind == b"":
             child.gone = True
             pending, child.pending = child.pending, {}
-            if not payload.started and not child.confirmed and not self._errors:
-                # it never ran: this thread creates what it was given, and everything after
+            if not child.confirmed and not self._errors:
+                # It never ran, or ended before it confirmed everything (killed, out of memory, a failed
+                # send): this thread creates what it had not confirmed (replacing any file of those it
+                # created), and everything after.
+                what = "ended" if payload.started else "did not start"
                 self._warn(
-                    f"the process that creates small files did not start ({payload.detail}); the restore creates them itself"
+                    f"the process that creates small files {what} ({payload.detail}); the restore creates"
+                    " them itself"
                 )
                 for batch, files in pending.values():
                     try:
@@ -384,15 +402,6 @@ class ContentWriter:
                         self._fail(err)
                     self._range_done(batch)
                 return
-            if not child.confirmed and not self._errors:
-                first = next(iter(pending.values()), None)
-                where = f"{first[1][0][0].shown}: " if first else ""
-                self._fail(
-                    SnapflowError(
-                        f"{where}the process creating files ended unexpectedly ({payload.detail}); the"
-                        " restore is incomplete"
-                    )
-                )
             for batch, _files in pending.values():
                 self._range_done(batch)
 
