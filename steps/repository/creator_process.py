@@ -84,7 +84,7 @@ class ChildCreator:
         self.gone = False  # it ended (its end was delivered)
         self.confirmed = False  # it created every file it was given and said so
         self.stopped = False
-        self.files = 0  # files it created
+        self.finishing = False
 
     def usable(self) -> bool:
         return not self.gone and not self.stopped
@@ -113,6 +113,7 @@ class ChildCreator:
             self.proc.send(frame(b"X", SERIAL.pack(serial)))
 
     def finish(self) -> None:
+        self.finishing = True  # no more ranges: an end without its E answer then leaves nothing to do
         if not self.gone:
             self.proc.send(frame(b"E", b""))
 

@@ -254,7 +254,7 @@ class ContentWriter:
                             if rest is not files:  # handed (but for files it cannot take)
                                 try:
                                     self._write_small(rest)
-                                except BaseException as err:
+                                except BaseException as err:  # recorded: the queue is only drained now
                                     self._fail(err)
                                 continue  # the range is done when the process confirms it
                         self._write_small(files)
@@ -377,7 +377,10 @@ class ContentWriter:
             batch, files = child.pending.pop(number)
             shown = files[rec][0].shown if rec < len(files) else files[0][0].shown
             if code:
-                self._fail(named_error(shown, OSError(code, text)))
+                cause = OSError(code, text)
+                err = named_error(shown, cause)
+                err.__cause__ = cause  # as raised in this process (readers look for ENOSPC there)
+                self._fail(err)
             else:
                 self._fail(SnapflowError(f"{shown}: cannot create the file ({text})"))
             self._range_done(batch)
@@ -386,7 +389,7 @@ class ContentWriter:
         elif kind == b"":
             child.gone = True
             pending, child.pending = child.pending, {}
-            if not child.confirmed and not self._errors:
+            if not child.confirmed and not self._errors and (pending or not child.finishing):
                 # It never ran, or ended before it confirmed everything (killed, out of memory, a failed
                 # send): this thread creates what it had not confirmed (replacing any file of those it
                 # created), and everything after.
@@ -396,10 +399,11 @@ class ContentWriter:
                     " them itself"
                 )
                 for batch, files in pending.values():
-                    try:
-                        self._write_small(files)
-                    except BaseException as err:
-                        self._fail(err)
+                    if not self._errors:
+                        try:
+                            self._write_small(files)
+                        except Exception as err:
+                            self._fail(err)
                     self._range_done(batch)
                 return
             for batch, _files in pending.values():

@@ -233,6 +233,8 @@ def test_a_write_error_names_the_file_on_one_line(mem_repo, tmp_path, large, cre
     text = str(err.value)
     assert text.startswith(names) and text.endswith(": " + os.strerror(errno.EFBIG)), text
     assert "\n" not in text
+    # and carries the system error as its cause (check --restore-test looks there for a full disk)
+    assert isinstance(err.value.__cause__, OSError) and err.value.__cause__.errno == errno.EFBIG
 
 
 def test_an_entry_that_cannot_be_created_is_named_and_a_lost_server_is_temporary():
@@ -305,6 +307,31 @@ def test_the_creating_process_killed_mid_restore_leaves_the_rest_to_the_restore(
         os.waitpid(pids[0], os.WNOHANG)  # reaped already
     assert _creators() == []
     assert _open_fds() <= before
+
+
+def test_a_creating_process_that_ends_after_its_last_range_leaves_nothing_to_say(
+    small_snapshot, tmp_path, monkeypatch
+):
+    # GIVEN a restore whose creating process is killed once it was told there is no more work (all its
+    # ranges confirmed, its answer to the end not yet read)
+    from steps.repository.creator_process import ChildCreator
+
+    repo, sid, src = small_snapshot
+    monkeypatch.setenv(runtime.HELPER_PROCESSES, "1")
+    finish = ChildCreator.finish
+
+    def finish_and_kill(self):
+        finish(self)
+        self.proc.kill()
+
+    monkeypatch.setattr(ChildCreator, "finish", finish_and_kill)
+    # WHEN it runs
+    restorer = _restore(repo, sid, tmp_path / "out")
+    # THEN the process created every file, the tree is the source's, and there is nothing to warn about
+    assert restorer._child_files == 640
+    assert describe_tree(tmp_path / "out") == _expected(src)
+    assert restorer.stats.warnings == []
+    assert _creators() == []
 
 
 def _created_by_the_restore(restorer, src, out) -> str:
