@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from steps import runtime
+from steps.drivers.cpus import available_cpus
 from steps.errors import DamagedKeyFileError, IntegrityError, UsageError, WrongPasswordError
 
 from .blob_sink import _env_int
@@ -34,6 +35,7 @@ from .crypto import MasterKeys, storage_id
 
 KEY_FORMAT_VERSION = 1
 DEFAULT_SCRYPT = {"n": 2**15, "r": 8, "p": 4}
+KDF_PARALLEL_BYTES = 64 * 1024 * 1024  # scrypt lanes computed at once need at most this
 TEST_N_ENV = runtime.KDF_TEST_N
 _KEY_AAD = b"snapflow/v1/key"
 
@@ -58,6 +60,19 @@ def kdf_params_for_new_key() -> dict:
     return params
 
 
+def kdf_threads(n: int, r: int, p: int) -> int:
+    """How many of scrypt's ``p`` lanes are computed at once. Each needs 128*r*n bytes (32 MiB at
+    restic's cost): lanes run together (with pycryptodome, installed with the object-store client) on the
+    CPUs available as long as those running at once need at most KDF_PARALLEL_BYTES (two lanes at
+    restic's cost: 0.39 -> 0.20 s for p=6 on two cores, for 37 MiB more at start-up), else one after the
+    other (a key file's n may ask for up to 4 GiB per lane). ``SNAPFLOW_KDF_THREADS`` sets the count."""
+    if os.environ.get(runtime.KDF_THREADS):
+        threads = _env_int(runtime.KDF_THREADS, 1)
+    else:
+        threads = min(available_cpus(), max(1, KDF_PARALLEL_BYTES // (128 * r * n)))
+    return min(p, threads)
+
+
 def _derive(password: str, kdf: dict) -> bytes:
     if kdf.get("name") != "scrypt":
         raise IntegrityError(f"key file uses unknown KDF {kdf.get('name')!r}")
@@ -65,11 +80,7 @@ def _derive(password: str, kdf: dict) -> bytes:
     n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
     if n < 2 or n & (n - 1) or not (1 <= r <= 64) or not (1 <= p <= 64) or n > 2**22:
         raise IntegrityError(f"key file has invalid scrypt parameters n={n} r={r} p={p}")
-    # Each of scrypt's p lanes needs 128*r*n bytes (32 MiB at restic's cost). Lanes run one after the
-    # other by default, so a step's peak memory holds one lane; SNAPFLOW_KDF_THREADS=2 computes two at
-    # once with pycryptodome (installed with the object-store client): about 0.1 s saved per p=4 key
-    # on two cores, for 32 MiB more at start-up.
-    threads = min(p, _env_int(runtime.KDF_THREADS, 1))
+    threads = kdf_threads(n, r, p)
     if threads > 1:
         try:
             from Crypto.Protocol.KDF import scrypt
