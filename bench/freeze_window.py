@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from steps.drivers.snapshot_local import LocalSnapshotDriver
 from steps.plan import plan_from_dict
-from steps.quiesce.consistent_point import run_consistent_point
+from steps.quiesce.cut import run_consistent_point
 from steps.quiesce.verdict import iso
 from tests.fixtures.btrfs import create_btrfs, destroy_btrfs
 from tests.fixtures.databases import PostgresServer, make_workdir
