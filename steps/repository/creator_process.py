@@ -46,9 +46,8 @@ import sys
 from .file_creator import create_whole
 from .helper_process import HEADER, HelperProcess, child_main, frame
 
-RECORD = struct.Struct(
-    "<iHIqqqqBII"
-)  # dir fd, name length, mode, uid, gid, atime, mtime, flags, size, content
+# dir fd, name length, mode, uid, gid, atime, mtime, flags, size, content number
+RECORD = struct.Struct("<iHIqqqqBII")
 RANGE = struct.Struct("<IIQI")  # range number, umask, batch serial, contents
 LENGTH = struct.Struct("<I")
 DONE = struct.Struct("<IQI")  # range number, bytes written, warnings

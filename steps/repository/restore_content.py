@@ -7,9 +7,10 @@ into a per-thread buffer, checked against its ID and written with ``pwrite``. A 
 created, written and given its metadata through one descriptor when its blob arrives; small ones
 (up to ``SMALL_WHOLE``) are handed, a fetched range's worth at a time, to the thread that runs the
 restore, which hands them all to a second process that creates and writes them (see
-:mod:`.creator_process`; ``SNAPFLOW_HELPER_PROCESSES=0`` or a process that cannot start: this thread
-creates them), while the connections fetch, decrypt and check. The walk and the planning of batches run in a thread of their
-own, one batch ahead: while batch N's files are written, batch N+1 is planned and its ranges fetched.
+:mod:`.creator_process`; with ``SNAPFLOW_HELPER_PROCESSES=0``, one CPU, or a process that cannot
+start, this thread creates them), while the connections fetch, decrypt and check. The walk and the
+planning of batches run in a thread of their own, one batch ahead: while batch N's files are written,
+batch N+1 is planned and its ranges fetched.
 How a file is created and given its owner, mode and times is :mod:`.file_creator`'s; an error creating
 or writing a file names it.
 """
@@ -37,7 +38,7 @@ MiB = 1024 * 1024
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _ZEROS = bytes(4 * 1024 * 1024)
-SMALL_WHOLE = 64 * 1024  # one-blob files up to this size are created and written by the batch's own thread
+SMALL_WHOLE = 64 * 1024  # one-blob files up to this size go to the creating process (or the restore's thread)
 _DONE = None  # a connection's last item on the writer queue
 _CHILD = object()  # first element of the creating process's answers on the writer queue
 
