@@ -91,7 +91,7 @@ CHUNKER_TRANSLATE = "SNAPFLOW_CHUNKER_TRANSLATE"
 RESTORE_CONNECTIONS = "SNAPFLOW_RESTORE_CONNECTIONS"
 RESTORE_RANGE_MIB = "SNAPFLOW_RESTORE_RANGE_MIB"
 KDF_TEST_N = "SNAPFLOW_KDF_TEST_N"
-HELPER_PROCESSES = "SNAPFLOW_HELPER_PROCESSES"  # "0": no helper process (steps.repository.helper_process)
+HELPER_PROCESSES = "SNAPFLOW_HELPER_PROCESSES"  # "0" / "1"; unset: with 2 CPUs or more (helper_process)
 KDF_THREADS = "SNAPFLOW_KDF_THREADS"
 
 # The control plane on this machine (``snapflow run`` and its sandbox).
