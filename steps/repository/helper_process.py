@@ -24,6 +24,7 @@ import sys
 import threading
 
 from steps import runtime
+from steps.drivers.cpus import available_cpus
 
 HEADER = struct.Struct("<cI")
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,8 +36,6 @@ def helpers_wanted() -> bool:
     value = os.environ.get(runtime.HELPER_PROCESSES, "").strip()
     if value in ("0", "1"):
         return value == "1"
-    from steps.drivers.cpus import available_cpus
-
     return available_cpus() >= 2
 
 

@@ -365,13 +365,8 @@ class ContentWriter:
             batch, files = child.pending.pop(number)
             for rec, code, detail in warnings:
                 self._warn(warning_text(files[rec][0].shown, code, detail))
-            sparse = 0
             self._child_files += len(files)
-            for ref, plain, zero in files:
-                ref.pending = 0
-                if zero:
-                    sparse += len(plain)
-            self._count_written(written, sparse)
+            self._small_written(files, written)
             self._range_done(batch)
         elif kind == b"F":
             number, rec, code, text = child.fatal(payload)
@@ -390,24 +385,22 @@ class ContentWriter:
         elif kind == b"":
             child.gone = True
             pending, child.pending = child.pending, {}
-            if not child.confirmed and not self._errors and (pending or not child.finishing):
-                # It never ran, or ended before it confirmed everything (killed, out of memory, a failed
-                # send): this thread creates what it had not confirmed (replacing any file of those it
-                # created), and everything after.
+            # It never ran, or ended before it confirmed everything (killed, out of memory, a failed
+            # send): this thread creates what it had not confirmed (replacing any file of those it
+            # created), and everything after.
+            take_over = not child.confirmed and not self._errors and (pending or not child.finishing)
+            if take_over:
                 what = "ended" if payload.started else "did not start"
                 self._warn(
                     f"the process that creates small files {what} ({payload.detail}); the restore creates"
                     " them itself"
                 )
-                for batch, files in pending.values():
-                    if not self._errors:
-                        try:
-                            self._write_small(files)
-                        except Exception as err:
-                            self._fail(err)
-                    self._range_done(batch)
-                return
-            for batch, _files in pending.values():
+            for batch, files in pending.values():
+                if take_over and not self._errors:
+                    try:
+                        self._write_small(files)
+                    except Exception as err:
+                        self._fail(err)
                 self._range_done(batch)
 
     def _connection(self, small: queue.Queue, slots: threading.Semaphore) -> None:
@@ -565,15 +558,18 @@ class ContentWriter:
 
     def _write_small(self, files: list[tuple[FileRef, bytes, bool]]) -> None:
         """Create and write the small one-blob files a connection fetched (see ``_fetch_range``)."""
-        written = sparse = 0
+        written = 0
         for ref, plain, zero in files:
             written += self._write_whole(ref, plain, zero)
+        self._small_written(files, written)
+
+    def _small_written(self, files: list[tuple[FileRef, bytes, bool]], written: int) -> None:
+        """``files`` created (``written`` bytes written, the all-zero ones left sparse): counted."""
+        sparse = 0
+        for ref, plain, zero in files:
+            ref.pending = 0
             if zero:
                 sparse += len(plain)
-            ref.pending = 0
-        self._count_written(written, sparse)
-
-    def _count_written(self, written: int, sparse: int) -> None:
         with self._lock:
             self.stats.bytes_written += written
             self.stats.bytes_sparse += sparse

@@ -15,27 +15,16 @@ import time
 import pytest
 
 from tests.fixtures.hostile import PASSWORD, TEST_KDF, run_cli
+from tests.fixtures.processes import children, runs
 from tests.fixtures.repository import describe_tree
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    return out
 
 
 def _holds_below(pid: int, target) -> bool:
     """Whether ``pid`` runs the creating process and holds a descriptor of a directory below ``target``
     (it was handed one: between fork and exec the new process holds all of the restore's)."""
+    if not runs(pid, b"creator_process"):
+        return False
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"creator_process" not in f.read():
-                return False
         for fd in os.listdir(f"/proc/{pid}/fd"):
             try:
                 if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(f"{target}/"):
@@ -82,7 +71,7 @@ def _restore_until_the_creator_runs(url: str, env: dict, target) -> tuple[subpro
     )
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
-        kids = _children(proc.pid)
+        kids = children(proc.pid)
         if kids and _holds_below(kids[0], target):
             return proc, kids[0]
         time.sleep(0.001)

@@ -25,6 +25,7 @@ from steps.repository.file_creator import (
     warning_text,
 )
 from steps.repository.restorer import Restorer
+from tests.fixtures.processes import children, runs
 from tests.fixtures.repository import describe_tree
 
 ROOT = os.geteuid() == 0
@@ -258,17 +259,7 @@ def _open_fds() -> set[str]:
 
 def _creators() -> list[int]:
     """Creating processes started by this process and not yet reaped."""
-    out = []
-    for tid in os.listdir(f"/proc/{os.getpid()}/task"):
-        with open(f"/proc/{os.getpid()}/task/{tid}/children") as f:
-            for pid in f.read().split():
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as c:
-                        if b"creator_process" in c.read():
-                            out.append(int(pid))
-                except OSError:
-                    pass
-    return out
+    return [pid for pid in children(os.getpid()) if runs(pid, b"creator_process")]
 
 
 def test_the_creating_process_killed_mid_restore_leaves_the_rest_to_the_restore(
@@ -395,17 +386,17 @@ def test_a_content_shared_by_many_files_is_sent_once(mem_repo, tmp_path, monkeyp
 
 
 def test_helper_processes_follow_the_cpus_unless_told(monkeypatch):
-    from steps.drivers import cpus
+    from steps.repository import helper_process
     from steps.repository.helper_process import helpers_wanted
 
     monkeypatch.delenv(runtime.HELPER_PROCESSES, raising=False)
     for count, wanted in ((1, False), (2, True), (8, True)):
-        monkeypatch.setattr(cpus, "available_cpus", lambda count=count: count)
+        monkeypatch.setattr(helper_process, "available_cpus", lambda count=count: count)
         assert helpers_wanted() is wanted, count
-    monkeypatch.setattr(cpus, "available_cpus", lambda: 1)
+    monkeypatch.setattr(helper_process, "available_cpus", lambda: 1)
     monkeypatch.setenv(runtime.HELPER_PROCESSES, "1")
     assert helpers_wanted()
-    monkeypatch.setattr(cpus, "available_cpus", lambda: 8)
+    monkeypatch.setattr(helper_process, "available_cpus", lambda: 8)
     monkeypatch.setenv(runtime.HELPER_PROCESSES, "0")
     assert not helpers_wanted()
 
