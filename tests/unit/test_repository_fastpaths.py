@@ -246,6 +246,7 @@ def test_small_files_are_created_by_one_creator_while_the_connections_fetch(
     # and a file of several blobs
     from steps import runtime
     from steps.repository import restore_content
+    from steps.repository.config import CHUNK_MAX
 
     src = tmp_path / "src"
     rng = random.Random(7)
@@ -255,7 +256,8 @@ def test_small_files_are_created_by_one_creator_while_the_connections_fetch(
             data = b"twin" if i % 10 == 0 else rng.randbytes(rng.randrange(0, 4096))
             (src / f"d{d}" / f"f{i}").write_bytes(data)
     (src / "d0" / "larger").write_bytes(rng.randbytes(restore_content.SMALL_WHOLE + 1))
-    (src / "d1" / "big").write_bytes(rng.randbytes(3 * 1024 * 1024))
+    # past the largest chunk, so always several blobs (a one-blob file that large is written by a connection)
+    (src / "d1" / "big").write_bytes(rng.randbytes(CHUNK_MAX + 1024 * 1024))
     sid = copy_source(mem_repo, CopyOptions(str(src))).snapshot_id
     writers: set[str] = set()
     fetchers: set[str] = set()
