@@ -23,6 +23,7 @@ ETag, last-modified time, content type and user metadata.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 import threading
@@ -427,9 +428,42 @@ def apply_restore(repo, target, plan: list, writers: int = 4, part_size: int = 1
             part_size,
         )
 
+    # A key that is the folder of others ("a" beside "a/b") goes first, alone: a store that keeps keys
+    # as paths (SeaweedFS) can lose one of the two when they are written at the same time.
+    keys = sorted({p.key for p in plan})
+    folders = set()
+    for k in keys:
+        below = k if k.endswith("/") else k + "/"
+        i = bisect.bisect_left(keys, below)
+        if i < len(keys) and keys[i] == k:
+            i += 1
+        if i < len(keys) and keys[i].startswith(below):
+            folders.add(k)
+    for p in todo:
+        if p.key in folders:
+            write(p)
     with ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="bucket-write") as pool:
-        list(pool.map(write, todo))
+        list(pool.map(write, [p for p in todo if p.key not in folders]))
+    _confirm_written(target, todo, write)
     return len(todo)
+
+
+def _confirm_written(target, todo: list, write) -> None:
+    """Check that the target lists every object written; write again, one at a time, any it does not
+    have, and fail naming them if it still does not. A restore reports only objects the target holds."""
+    if not todo:
+        return
+    listed = {o.key for o in target.list(False)}
+    missing = [p for p in todo if p.key not in listed and target.stat(p.key) is None]
+    for p in missing:
+        write(p)
+    lost = [p.key for p in missing if target.stat(p.key) is None]
+    if lost:
+        shown = ", ".join(repr(k) for k in lost[:3])
+        raise PermanentError(
+            f"{target.where}: {len(lost)} object(s) written are not in the bucket after a second write"
+            f" ({shown}{', ...' if len(lost) > 3 else ''})"
+        )
 
 
 # -- older versions -------------------------------------------------------------------------------------

@@ -268,6 +268,29 @@ class MemIndex:
     def has(self, blob_id: bytes) -> bool:
         return self._entry(blob_id) >= 0
 
+    def has_all(self, blob_ids: Iterable[bytes]) -> bool:
+        """Whether every one of ``blob_ids`` is indexed (in a pack not excluded): :meth:`has` for many
+        IDs under one lock, for an incremental copy's unchanged files (hundreds of thousands of
+        lookups, where the calls themselves were most of the cost)."""
+        with self._lock:
+            table, mask, ids, flags, pack = self._table, self._mask, self._ids, self.pack_flags, self._pack
+            for blob_id in blob_ids:
+                i = int.from_bytes(blob_id[:8], _ORDER) & mask
+                while True:
+                    v = table[i]
+                    if not v:
+                        return False
+                    n = v - 1
+                    j = 32 * (n & _SEG_MASK)
+                    if ids[n >> _SEG_BITS][j : j + 32] == blob_id:
+                        break
+                    i = (i + 1) & mask
+                if flags[pack[n >> _SEG_BITS][n & _SEG_MASK]] & FLAG_EXCLUDED and not any(
+                    not flags[self._pack_of(d)] & FLAG_EXCLUDED for d in self._dups.get(n, ())
+                ):
+                    return False
+            return True
+
     def __contains__(self, blob_id: bytes) -> bool:
         return self._entry(blob_id) >= 0
 
