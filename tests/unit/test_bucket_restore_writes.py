@@ -63,5 +63,7 @@ def test_an_object_the_target_lost_is_written_again():
 
 def test_an_object_the_target_keeps_losing_fails_the_restore_by_name():
     target = LosingTarget(lose=["c"], drop=2)
-    with pytest.raises(PermanentError, match=r"s3://target: 1 object\(s\) written are not in the bucket.*'c'"):
+    with pytest.raises(
+        PermanentError, match=r"s3://target: 1 object\(s\) written are not in the bucket.*'c'"
+    ):
         apply_restore(None, target, plan("a", "c"), writers=2)
