@@ -40,7 +40,7 @@ from .pack import BLOB_TREE
 from .repo import Repository, Snapshot
 from .scan import Prescan
 from .stored_files import store_files
-from .tree import encode_tree, node_from_stat
+from .tree import encode_fs_tree, node_from_stat
 
 __all__ = ["Archiver", "CopyOptions", "CopyResult", "CopyStats", "Prescan", "copy_source", "store_files"]
 
@@ -115,7 +115,7 @@ class CopyResult:
 
 
 class _DirJob:
-    __slots__ = ("node", "nodes", "prev_tree", "same", "subdirs", "waits")
+    __slots__ = ("indexed", "node", "nodes", "prev_tree", "same", "subdirs", "waits")
 
     def __init__(self, node: dict | None, prev_tree: str | None = None):
         self.node = node  # this directory's own node in its parent (None for the root)
@@ -127,6 +127,8 @@ class _DirJob:
         self.prev_tree = prev_tree
         self.same = prev_tree is not None
         self.subdirs: list[tuple[dict, str | None]] = []
+        # every blob of the parent's files here is indexed (checked for the whole directory at once)
+        self.indexed = False
 
 
 class Archiver(FileReading):
@@ -181,7 +183,7 @@ class Archiver(FileReading):
     def _excluded(self, rel: str, name: str) -> bool:
         return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in self.opts.excludes)
 
-    def _unchanged(self, prev: dict | None, st: os.stat_result) -> bool:
+    def _unchanged(self, prev: dict | None, st: os.stat_result, indexed: bool = False) -> bool:
         if not prev or prev.get("type") != "file" or "content" not in prev:
             return False
         if (prev.get("size"), prev.get("mtime_ns"), prev.get("ctime_ns"), prev.get("inode")) != (
@@ -193,7 +195,7 @@ class Archiver(FileReading):
             return False
         if prev["mtime_ns"] >= self._parent_scan_ns - RACY_WINDOW_NS:
             return False  # modified too close to the parent's scan: its content may have changed unnoticed
-        return all(map(self.repo.index.has, map(bytes.fromhex, prev["content"])))
+        return indexed or self.repo.index.has_all(map(bytes.fromhex, prev["content"]))
 
     def _parent_children(self, prev: dict | None) -> dict[str, dict] | None:
         if not prev or prev.get("type") != "dir" or not prev.get("subtree"):
@@ -289,7 +291,7 @@ class Archiver(FileReading):
             ):
                 tree = job.prev_tree  # unchanged: the parent's tree, still indexed
             else:
-                data = encode_tree(job.nodes)
+                data = encode_fs_tree(job.nodes)
                 tid = blob_id(data)
                 if sink.claim(tid):
                     channel.add(BLOB_TREE, tid, data)
@@ -328,7 +330,7 @@ class Archiver(FileReading):
                 self._skip(st.st_size)
                 self.changes.linked(bool(prev and prev.get("type") == "file"))
                 return
-        if self._unchanged(prev, st):
+        if self._unchanged(prev, st, dj.indexed):
             node["content"] = prev["content"]
             if prev.get("holes"):
                 node["holes"] = prev["holes"]
@@ -395,7 +397,7 @@ class Archiver(FileReading):
                     self.dir_q.put(dj, 0)
                     return
             if listed is not None:
-                entries = sorted(listed, key=lambda e: e.name)
+                entries = listed  # sorted by name already
             else:
                 entries = sorted(beneath.list_dir(path), key=lambda e: e.name)
         except OSError as err:
@@ -406,6 +408,13 @@ class Archiver(FileReading):
             return
         if prev_children is None:  # no parent listing (or an unreadable one): nothing to reuse
             dj.same = False
+        else:  # one index lookup for all (a file's own lookup, then, only when one is missing)
+            dj.indexed = self.repo.index.has_all(
+                bytes.fromhex(c)
+                for n in prev_children.values()
+                if n["type"] == "file"
+                for c in n.get("content", ())
+            )
         excludes = self.opts.excludes
         abort = self.abort
         seen: dict[str, str] = {}  # what this copy keeps here, for the change telemetry

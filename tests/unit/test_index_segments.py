@@ -80,6 +80,20 @@ def test_a_duplicate_is_found_again_once_its_first_pack_is_excluded():
     idx.exclude_packs(["a"])
     assert idx.get(first[-1].id).pack_id == "b"
     assert not idx.has(first[0].id)
+    # the lookup of many at once answers as the lookups one by one
+    assert idx.has_all([first[-1].id]) and idx.has_all([])
+    assert not idx.has_all([first[-1].id, first[0].id])
+
+
+def test_many_lookups_at_once_answer_as_one_by_one():
+    entries = [_entry(i) for i in range(2 * _SEG + 5)]  # across segments
+    idx = MemIndex()
+    idx.add_pack("a", b"s" * 32, 1, entries[:_SEG])
+    idx.add_pack("b", b"s" * 32, 1, entries[_SEG:])
+    ids = [e.id for e in entries]
+    assert idx.has_all(ids) and all(map(idx.has, ids))
+    for absent in (os.urandom(32), ids[3][:31], ids[3] + b"x", b""):
+        assert not idx.has(absent) and not idx.has_all([*ids[:100], absent])
 
 
 def test_an_entry_that_does_not_fit_adds_nothing_of_its_pack():
