@@ -396,10 +396,8 @@ class Archiver(FileReading):
                     self._flush_small()
                     self.dir_q.put(dj, 0)
                     return
-            if listed is not None:
-                entries = listed  # sorted by name already
-            else:
-                entries = sorted(beneath.list_dir(path), key=lambda e: e.name)
+            # the prescan's listings are sorted by name already
+            entries = listed if listed is not None else sorted(beneath.list_dir(path), key=lambda e: e.name)
         except OSError as err:
             self._warn(f"{os.fsdecode(path)}: cannot list directory ({err.strerror})")
             dj.same = False
