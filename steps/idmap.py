@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 from steps.errors import UsageError
 
+# The largest user or group ID a file can have: IDs are 32 bits, and 4294967295 is (uid_t)-1, which
+# chown reads as "leave unchanged".
+MAX_ID = 2**32 - 2
+
 
 @dataclass(frozen=True)
 class IdRange:
@@ -38,6 +42,9 @@ class IdRange:
             raise UsageError(f"{where}: expected FROM:TO or FROM:TO:COUNT (integers), got {text!r}") from None
         if any(n < 0 for n in nums) or (len(nums) == 3 and nums[2] < 1):
             raise UsageError(f"{where}: IDs must be >= 0 and COUNT >= 1, got {text!r}")
+        last = nums[2] - 1 if len(nums) == 3 else 0
+        if max(nums[0], nums[1]) + last > MAX_ID:
+            raise UsageError(f"{where}: IDs must be at most {MAX_ID} (32 bits), got {text!r}")
         return cls(*nums)
 
 

@@ -75,3 +75,15 @@ def test_write_backup_label_refuses_other_values_in_one_line(capsys):
     assert err.strip().splitlines() == [
         "python -m steps restore: error: argument --write-backup-label: expected true or false, got 'yes'"
     ]
+
+
+@pytest.mark.parametrize(
+    "value", ["0:4294967295", "4294967295:0", "4294967290:0:6", "0:4294967290:6", "0:18446744073709551616"]
+)
+def test_id_maps_past_32_bits_are_refused_in_one_line(value):
+    from steps.errors import UsageError
+    from steps.idmap import parse_id_map
+
+    with pytest.raises(UsageError, match=r"^--uid-map: IDs must be at most 4294967294 \(32 bits\), got '"):
+        parse_id_map([value], "--uid-map")
+    assert parse_id_map(["4294967290:0:5", "0:4294967294"], "--gid-map")  # the largest still accepted
