@@ -15,7 +15,6 @@ record (see docs/design.md, "Memory and speed").
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import socket
 import stat as stat_mod
@@ -35,6 +34,7 @@ from steps.errors import PermanentError, UsageError
 from .blob_sink import Aborted, BlobSink, ByteQueue, _env_int
 from .change_telemetry import ChangeCounter, content_key, snapshot_changes
 from .chunker import Chunker
+from .excludes import excluded
 from .file_reading import FileJob, FileReading
 from .pack import BLOB_TREE
 from .repo import Repository, Snapshot
@@ -179,9 +179,6 @@ class Archiver(FileReading):
 
     _skipped_bytes = 0
     _prescan: Prescan | None = None
-
-    def _excluded(self, rel: str, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in self.opts.excludes)
 
     def _unchanged(self, prev: dict | None, st: os.stat_result, indexed: bool = False) -> bool:
         if not prev or prev.get("type") != "file" or "content" not in prev:
@@ -421,7 +418,7 @@ class Archiver(FileReading):
                 raise Aborted()
             name = entry.name.decode(_FS_ENCODING, _FS_ERRORS)  # os.fsdecode, without its checks
             child_rel = (f"{rel}/{name}" if rel else name) if excludes else ""
-            if excludes and self._excluded(child_rel, name):
+            if excludes and excluded(child_rel, name, excludes):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)

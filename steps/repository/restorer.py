@@ -36,6 +36,7 @@ from steps.drivers.cpus import default_threads
 from steps.errors import UsageError, printable
 
 from .blob_sink import _env_int
+from .excludes import excluded
 from .file_creator import named_error, set_owner_and_mode, set_times, warning_text
 from .repo import Repository, Snapshot
 from .restore_content import ContentWriter, FileRef, interleave
@@ -166,7 +167,7 @@ class Restorer(ContentWriter):
 
     # -- selection ----------------------------------------------------------------------------
     def _excluded(self, rel: str, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in self.excludes)
+        return excluded(rel, name, self.excludes)
 
     def _included(self, rel: str) -> bool:
         if not self.includes:

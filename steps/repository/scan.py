@@ -7,7 +7,6 @@ through :mod:`steps.drivers.beneath`.
 
 from __future__ import annotations
 
-import fnmatch
 import heapq
 import os
 import stat as stat_mod
@@ -18,6 +17,8 @@ from steps import runtime
 from steps.drivers import beneath
 
 from .blob_sink import _env_int
+from .excludes import excluded
+from .scan_warmer import ScanWarmer
 
 # states of a directory known to the prescan
 _QUEUED, _LISTING, _READY, _FAILED = range(4)
@@ -55,7 +56,9 @@ class Prescan:
 
     SLICE = 256
 
-    def __init__(self, source: str, excludes=(), progress=None, threads: int | None = None):
+    def __init__(
+        self, source: str, excludes=(), progress=None, threads: int | None = None, warm: bool = True
+    ):
         self.root = os.fsencode(os.path.abspath(source))
         self.excludes = list(excludes)
         self.progress = progress
@@ -84,6 +87,8 @@ class Prescan:
             self.finished.set()
             return
         self._queue(self.root, ())
+        # the kernel's share of the stats, done ahead by a process of its own (see .scan_warmer)
+        self._warmer = ScanWarmer.start(self.root, self.excludes) if warm else None
         n = threads or _env_int(runtime.SCAN_THREADS, 1)
         self._threads = [
             threading.Thread(target=self._worker, name=f"scan-{i}", daemon=True) for i in range(n)
@@ -98,6 +103,9 @@ class Prescan:
 
     def stop(self) -> None:
         self._stop.set()
+        warmer, self._warmer = self._warmer, None
+        if warmer is not None:
+            warmer.stop()
         with self._cv:
             self._known.clear()
             self._ready.clear()
@@ -127,6 +135,9 @@ class Prescan:
             del self._known[path]
             entries = listing.entries
             self._held -= len(entries)
+            self._taken += len(entries)
+            if self._warmer is not None:
+                self._warmer.walked(self._taken)
             self._passed = key = listing.key
             ready = self._ready
             while ready and ready[0][0] <= key:  # listings the walk will not come back for
@@ -141,6 +152,8 @@ class Prescan:
             return entries
 
     _threads: list = []
+    _warmer: ScanWarmer | None = None
+    _taken = 0  # entries handed to the walk
 
     def _running(self) -> bool:
         return any(t.is_alive() for t in self._threads)
@@ -248,7 +261,7 @@ class Prescan:
                 if excludes:
                     name = os.fsdecode(entry.name)
                     child = f"{rel}/{name}" if rel else name
-                    if any(fnmatch.fnmatchcase(child, p) or fnmatch.fnmatchcase(name, p) for p in excludes):
+                    if excluded(child, name, excludes):
                         continue
                 try:
                     st = entry.stat(follow_symlinks=False)

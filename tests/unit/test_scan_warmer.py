@@ -1,0 +1,98 @@
+"""The copy's cache warmer: a second process that lists and stats the source in the walk's order, as
+far as the walk lets it, with the walk's excludes, never through a symlink, and gone when the prescan
+stops."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from steps import runtime
+from steps.repository.scan import Prescan
+from steps.repository.scan_warmer import ScanWarmer
+from tests.fixtures.processes import children, runs
+
+
+@pytest.fixture(autouse=True)
+def helpers_on(monkeypatch):
+    monkeypatch.setenv(runtime.HELPER_PROCESSES, "1")
+
+
+def until(check, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.01)
+
+
+def files(d, n):
+    d.mkdir(parents=True)
+    for i in range(n):
+        (d / f"f{i:04d}").write_bytes(b"x")
+
+
+def test_it_lists_what_the_walk_lists_and_nothing_excluded_or_behind_a_symlink(tmp_path):
+    # GIVEN a source with an excluded folder and a symlink to a folder outside it
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    files(src / "a", 3)
+    files(src / "b", 50)
+    files(src / "d" / "e", 2)
+    files(outside, 20)
+    (src / "c").symlink_to(outside)
+
+    # WHEN the warmer runs with the exclude
+    warmer = ScanWarmer.start(os.fsencode(src), ["b"])
+    try:
+        until(lambda: warmer.done is not None)
+    finally:
+        warmer.stop()
+
+    # THEN it listed the root (a, b, c, d), a (3 files), d (e) and e (2 files): not b's, not outside's
+    assert warmer.done == 4 + 3 + 1 + 2
+
+
+def test_it_stays_a_lead_ahead_of_the_walk_and_goes_on_when_told(tmp_path):
+    for i in range(10):
+        files(tmp_path / f"d{i}", 100)
+    warmer = ScanWarmer.start(os.fsencode(tmp_path), lead=150)
+    try:
+        until(lambda: warmer.waiting is not None)
+        time.sleep(0.2)
+        assert warmer.done is None and 150 < warmer.waiting <= 150 + 100
+
+        warmer.walked(2000)
+
+        until(lambda: warmer.done is not None)
+        assert warmer.done == 10 + 10 * 100
+    finally:
+        warmer.stop()
+
+
+def test_the_prescan_stop_ends_a_waiting_warmer(tmp_path, monkeypatch):
+    monkeypatch.setattr("steps.repository.scan_warmer.LEAD", 50)
+    for i in range(5):
+        files(tmp_path / f"d{i}", 100)
+    scan = Prescan(str(tmp_path))
+    warmer = scan._warmer
+    assert warmer is not None
+    until(lambda: warmer.waiting is not None)  # 50 ahead of a walk that took nothing
+    assert runs(warmer.pid, b"scan_warmer")
+
+    scan.stop()
+
+    assert warmer.pid not in children(os.getpid()) and not runs(warmer.pid, b"scan_warmer")
+    assert scan._warmer is None
+    scan.stop()  # twice is fine
+
+
+def test_none_without_helper_processes_and_none_when_it_cannot_start(tmp_path, monkeypatch):
+    monkeypatch.setenv(runtime.HELPER_PROCESSES, "0")
+    assert ScanWarmer.start(os.fsencode(tmp_path)) is None
+    assert Prescan(str(tmp_path))._warmer is None
+
+    monkeypatch.setenv(runtime.HELPER_PROCESSES, "1")
+    monkeypatch.setattr("sys.executable", str(tmp_path / "no-python"))
+    assert ScanWarmer.start(os.fsencode(tmp_path)) is None
