@@ -91,7 +91,8 @@ CHUNKER_TRANSLATE = "SNAPFLOW_CHUNKER_TRANSLATE"
 RESTORE_CONNECTIONS = "SNAPFLOW_RESTORE_CONNECTIONS"
 RESTORE_RANGE_MIB = "SNAPFLOW_RESTORE_RANGE_MIB"
 KDF_TEST_N = "SNAPFLOW_KDF_TEST_N"
-HELPER_PROCESSES = "SNAPFLOW_HELPER_PROCESSES"  # "0" / "1"; unset: with 2 CPUs or more (helper_process)
+# "0" / "1"; unset: with 2 CPUs or more (helper_process: a restore's file creator, a copy's cache warmer)
+HELPER_PROCESSES = "SNAPFLOW_HELPER_PROCESSES"
 KDF_THREADS = "SNAPFLOW_KDF_THREADS"
 
 # The control plane on this machine (``snapflow run`` and its sandbox).

@@ -1,10 +1,11 @@
-"""A helper process: work that would otherwise share the interpreter lock with the rest of a restore,
-restore, run by a second Python process over a socket pair.
+"""A helper process: work that would otherwise share the interpreter lock with the rest of a step, run by
+a second Python process over a socket pair.
 
 Provides :class:`HelperProcess` (the parent's side: start ``python -m MODULE FD``, a sender thread, a
 reader thread that cuts the child's answers into frames, reaping), :func:`frame`, :data:`HEADER`,
 :class:`ChildGone`, :func:`helpers_wanted` (``SNAPFLOW_HELPER_PROCESSES``) and :func:`child_main` (the
-child's entry). Used by :mod:`.creator_process` (a restore's small files).
+child's entry). Used by :mod:`.creator_process` (a restore's small files) and :mod:`.scan_warmer` (a
+copy's cache warmer).
 
 Frames, both ways: a type byte and a little-endian 32-bit payload length, then the payload. A child
 sends ``R`` first, when it runs, and ``Z`` with the reason when it fails. Its environment holds only
