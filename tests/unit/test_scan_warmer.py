@@ -73,6 +73,7 @@ def test_it_stays_a_lead_ahead_of_the_walk_and_goes_on_when_told(tmp_path):
 
 def test_the_prescan_stop_ends_a_waiting_warmer(tmp_path, monkeypatch):
     monkeypatch.setattr("steps.repository.scan_warmer.LEAD", 50)
+    monkeypatch.setattr("steps.repository.scan.WARM_AFTER", 0)
     for i in range(5):
         files(tmp_path / f"d{i}", 100)
     scan = Prescan(str(tmp_path))
@@ -89,6 +90,7 @@ def test_the_prescan_stop_ends_a_waiting_warmer(tmp_path, monkeypatch):
 
 
 def test_none_without_helper_processes_and_none_when_it_cannot_start(tmp_path, monkeypatch):
+    monkeypatch.setattr("steps.repository.scan.WARM_AFTER", 0)
     monkeypatch.setenv(runtime.HELPER_PROCESSES, "0")
     assert ScanWarmer.start(os.fsencode(tmp_path)) is None
     assert Prescan(str(tmp_path))._warmer is None
@@ -96,3 +98,20 @@ def test_none_without_helper_processes_and_none_when_it_cannot_start(tmp_path, m
     monkeypatch.setenv(runtime.HELPER_PROCESSES, "1")
     monkeypatch.setattr("sys.executable", str(tmp_path / "no-python"))
     assert ScanWarmer.start(os.fsencode(tmp_path)) is None
+
+
+def test_the_prescan_starts_it_once_the_walk_took_enough_entries(tmp_path, monkeypatch):
+    monkeypatch.setattr("steps.repository.scan.WARM_AFTER", 150)
+    for i in range(3):
+        files(tmp_path / f"d{i}", 100)
+    scan = Prescan(str(tmp_path))
+    try:
+        assert scan._warmer is None
+        scan.take(os.fsencode(tmp_path))  # 3 entries
+        assert scan._warmer is None
+        scan.take(os.fsencode(tmp_path / "d0"))  # 103
+        assert scan._warmer is None
+        scan.take(os.fsencode(tmp_path / "d1"))  # 203: it starts
+        assert scan._warmer is not None and runs(scan._warmer.pid, b"scan_warmer")
+    finally:
+        scan.stop()
