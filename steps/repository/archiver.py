@@ -477,6 +477,14 @@ class Archiver(FileReading):
             self._parent_scan_ns = int(self.parent.data.get("scan_start_ns", 0))
 
     def run(self) -> CopyResult:
+        try:
+            return self._run()
+        finally:  # on every path, also a failure before the walk (a bad parent, the repository's lock)
+            for prescan in (self._prescan, self.prescan):
+                if prescan is not None:
+                    prescan.stop()
+
+    def _run(self) -> CopyResult:
         t0 = time.monotonic()
         started = datetime.now(UTC)
         scan_start_ns = time.time_ns()

@@ -413,6 +413,9 @@ def plan_restore(
     return plan
 
 
+CONFIRM_BY_HEAD = 100  # up to this many objects written, each is confirmed by a HEAD, not a listing
+
+
 def apply_restore(repo, target, plan: list, writers: int = 4, part_size: int = 16 * 1024 * 1024) -> int:
     """Write the planned objects that differ; returns how many were written."""
     todo = [p for p in plan if p.action != "same"]
@@ -449,15 +452,23 @@ def apply_restore(repo, target, plan: list, writers: int = 4, part_size: int = 1
 
 
 def _confirm_written(target, todo: list, write) -> None:
-    """Check that the target lists every object written; write again, one at a time, any it does not
-    have, and fail naming them if it still does not. A restore reports only objects the target holds."""
+    """Check that the target holds every object written, at its size (one HEAD each for a few objects,
+    else one listing); write again, one at a time, any it does not, and fail naming them if it still
+    does not. A restore reports only objects the target holds."""
     if not todo:
         return
-    listed = {o.key for o in target.list(False)}
-    missing = [p for p in todo if p.key not in listed and target.stat(p.key) is None]
+
+    def held(p, obj) -> bool:
+        return obj is not None and obj.size == int(p.node.get("size") or 0)
+
+    if len(todo) <= CONFIRM_BY_HEAD:
+        missing = [p for p in todo if not held(p, target.stat(p.key))]
+    else:
+        listed = {o.key: o for o in target.list(False)}
+        missing = [p for p in todo if not held(p, listed.get(p.key)) and not held(p, target.stat(p.key))]
     for p in missing:
         write(p)
-    lost = [p.key for p in missing if target.stat(p.key) is None]
+    lost = [p.key for p in missing if not held(p, target.stat(p.key))]
     if lost:
         shown = ", ".join(repr(k) for k in lost[:3])
         raise PermanentError(

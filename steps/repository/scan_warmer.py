@@ -14,9 +14,14 @@ files on 2 CPUs: the cold incremental copy took about the time of a warm one, 4.
 
 It stays at most :data:`LEAD` entries ahead of the walk (the prescan tells it how far the walk got), so
 that what it warms is still cached when the walk comes (the kernel's caches count against a pod's
-memory). It honours the same excludes as the walk, never follows a symlink, and, like every helper,
-runs with an environment holding only ``PYTHONPATH``, dies with the copy and is killed when the
-prescan stops. When it cannot start, or ends early, the copy goes on as without it.
+memory); it checks that every 4 096 entries, inside a large directory too, and keeps only the names
+of subdirectories still to visit. It honours the same excludes as the walk (names decoded as the copy
+decodes them). It opens each directory relative to its parent's descriptor with ``O_NOFOLLOW``, so a
+directory replaced by a symlink meanwhile is not entered, and with ``O_NOATIME``: listing a directory
+would otherwise set its access time, which the snapshot records (a directory it may not open so is not
+warmed). Like every helper, it runs with an environment holding only ``PYTHONPATH``, dies with the copy
+and is killed when the prescan stops. When it cannot start, or ends early, the copy goes on as without
+it: it changes nothing the copy reads or records.
 """
 
 from __future__ import annotations
@@ -26,8 +31,6 @@ import os
 import socket
 import stat as stat_mod
 import sys
-
-from steps.drivers import beneath
 
 from .excludes import excluded
 from .helper_process import HEADER, HelperProcess, child_main, frame, helpers_wanted
@@ -59,7 +62,12 @@ class ScanWarmer:
             warmer._helper.start()
         except OSError:
             return None
-        setup = {"root": root.hex(), "excludes": warmer.excludes, "lead": warmer.lead}
+        setup = {
+            "root": root.hex(),
+            "excludes": warmer.excludes,
+            "lead": warmer.lead,
+            "encoding": [sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()],
+        }
         warmer._helper.send(frame(b"W", json.dumps(setup).encode("utf-8", "surrogatepass")))
         return warmer
 
@@ -111,6 +119,19 @@ class _Frames:
             buf += chunk
 
 
+_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+def _open_dir(name, dir_fd: int | None) -> int | None:
+    """A descriptor of directory ``name`` (in ``dir_fd``), never through a symlink and without touching
+    its access time (a snapshot records it); None when that cannot be had (it is then not warmed)."""
+    try:
+        return os.open(name, _OPEN | _NOATIME, dir_fd=dir_fd)
+    except OSError:
+        return None  # a symlink now (ELOOP), gone, or not ours to open without atime (EPERM)
+
+
 def _serve(sock: socket.socket) -> None:
     sock.sendall(frame(b"R", b""))
     frames = _Frames(sock)
@@ -119,37 +140,81 @@ def _serve(sock: socket.socket) -> None:
         return
     setup = json.loads(payload.decode("utf-8", "surrogatepass"))
     root, excludes, lead = bytes.fromhex(setup["root"]), setup["excludes"], int(setup["lead"])
+    encoding, errors = setup["encoding"]  # the copy's: names are matched against excludes as it decodes them
+    step = max(1, min(4096, lead // 4))
     allowed = lead
     listed = 0
-    stack: list[tuple[bytes, str]] = [(root, "")]
-    while stack:
-        path, rel = stack.pop()
-        if listed > allowed:
-            sock.sendall(frame(b"H", listed.to_bytes(8, "little")))
-            while listed > allowed:
-                kind, payload = frames.next()
-                if kind is None:
-                    return  # the copy is done
-                if kind == b"P":
-                    allowed = int.from_bytes(payload, "little") + lead
-        try:
-            entries = sorted(beneath.list_dir(path), key=lambda e: e.name)
-        except OSError:
-            continue
-        listed += len(entries)
+
+    def wait_for_walk() -> bool:
+        nonlocal allowed
+        if listed <= allowed:
+            return True
+        sock.sendall(frame(b"H", listed.to_bytes(8, "little")))
+        while listed > allowed:
+            kind, payload = frames.next()
+            if kind is None:
+                return False  # the copy is done
+            if kind == b"P":
+                allowed = int.from_bytes(payload, "little") + lead
+        return True
+
+    def list_dir(fd: int, rel: str) -> list[str] | None:
+        """Stat every entry of the directory open as ``fd``; its subdirectories' names, sorted (the
+        walk's order), or None once the copy is done. Only those names are kept: a directory of a
+        million entries costs no more memory here than one of ten."""
+        nonlocal listed
         below = []
-        for entry in entries:  # in the walk's order: a directory's entries, then its subdirectories
-            name = os.fsdecode(entry.name)
-            child = f"{rel}/{name}" if rel else name
-            if excludes and excluded(child, name, excludes):
+        with os.scandir(fd) as it:
+            for entry in it:
+                listed += 1
+                if not listed % step and not wait_for_walk():
+                    return None
+                if excludes:
+                    name = os.fsencode(entry.name).decode(encoding, errors)
+                    if excluded(f"{rel}/{name}" if rel else name, name, excludes):
+                        continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat_mod.S_ISDIR(st.st_mode):
+                    below.append(entry.name)
+        below.sort(key=os.fsencode)
+        return below
+
+    fd = _open_dir(root, None)
+    if fd is None:
+        return
+    stack: list[tuple[int, str, list[str]]] = []
+    try:
+        names = list_dir(fd, "")
+        if names is None:
+            os.close(fd)
+            return
+        stack.append((fd, "", names[::-1]))
+        while stack:
+            fd, rel, todo = stack[-1]
+            if not todo:
+                os.close(fd)
+                stack.pop()
                 continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
+            name = todo.pop()
+            sub = _open_dir(name, fd)
+            if sub is None:
                 continue
-            if stat_mod.S_ISDIR(st.st_mode):
-                below.append((entry.path, child))
-        stack.extend(reversed(below))
+            shown = os.fsencode(name).decode(encoding, errors)
+            sub_rel = f"{rel}/{shown}" if rel else shown
+            if not wait_for_walk():
+                os.close(sub)
+                return
+            names = list_dir(sub, sub_rel)
+            if names is None:
+                os.close(sub)
+                return
+            stack.append((sub, sub_rel, names[::-1]))
+    finally:
+        for fd, _rel, _todo in stack:
+            os.close(fd)
     sock.sendall(frame(b"D", listed.to_bytes(8, "little")))
 
 

@@ -23,14 +23,17 @@ class LosingTarget:
         self.order: list[str] = []
         self.lose = {k: drop for k in lose}
         self.lock = threading.Lock()
+        self.listings = 0
 
     def list(self, versions=False):
         with self.lock:
-            return [SimpleNamespace(key=k) for k in sorted(self.objects)]
+            self.listings += 1
+            return [SimpleNamespace(key=k, size=len(v)) for k, v in sorted(self.objects.items())]
 
     def stat(self, key):
         with self.lock:
-            return SimpleNamespace(key=key) if key in self.objects else None
+            v = self.objects.get(key)
+            return SimpleNamespace(key=key, size=len(v)) if v is not None else None
 
     def write(self, key, stream, size, content_type, metadata, part_size):
         data = stream.read()
@@ -67,3 +70,11 @@ def test_an_object_the_target_keeps_losing_fails_the_restore_by_name():
         PermanentError, match=r"s3://target: 1 object\(s\) written are not in the bucket.*'c'"
     ):
         apply_restore(None, target, plan("a", "c"), writers=2)
+
+
+def test_many_objects_are_confirmed_by_one_listing_and_a_lost_update_is_written_again(monkeypatch):
+    monkeypatch.setattr("steps.repository.bucket_tree.CONFIRM_BY_HEAD", 2)
+    target = LosingTarget(lose=["b"])
+    target.objects["b"] = b"an older, longer object"  # the update of b is lost: the old one stays
+    assert apply_restore(None, target, plan("a", "b", "c"), writers=2) == 3
+    assert target.listings == 1 and target.order.count("b") == 2 and target.objects["b"] == b""

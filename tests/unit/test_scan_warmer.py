@@ -115,3 +115,58 @@ def test_the_prescan_starts_it_once_the_walk_took_enough_entries(tmp_path, monke
         assert scan._warmer is not None and runs(scan._warmer.pid, b"scan_warmer")
     finally:
         scan.stop()
+
+
+def test_a_copy_that_fails_before_its_walk_leaves_no_warmer(tmp_path, monkeypatch):
+    from steps.drivers.objectstore import MemoryStore
+    from steps.repository.archiver import CopyOptions, copy_source
+    from steps.repository.repo import Repository
+    from tests.fixtures.repository import TEST_KDF
+
+    monkeypatch.setattr("steps.repository.scan_warmer.LEAD", 50)
+    monkeypatch.setattr("steps.repository.scan.WARM_AFTER", 0)
+    repo = Repository.init(MemoryStore(), "pw", kdf_params=TEST_KDF)
+    for i in range(3):
+        files(tmp_path / f"d{i}", 100)
+    with pytest.raises(Exception, match="0123abcd"):  # no such parent snapshot
+        copy_source(repo, CopyOptions(str(tmp_path), parent="0123abcd"))
+    assert not [p for p in children(os.getpid()) if runs(p, b"scan_warmer")]
+
+
+def test_a_directory_it_lists_keeps_its_access_time_and_one_replaced_by_a_symlink_is_not_entered(tmp_path):
+    # GIVEN a source whose directories were last read long ago, and a folder outside it
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    files(src / "a", 100)
+    files(src / "z" / "deep", 3)
+    files(outside, 500)
+    old = 1_000_000_000 * 10**9
+    for d in (src / "a", src / "z", src / "z" / "deep"):
+        os.utime(d, ns=(old, old + 1))
+
+    # WHEN the warmer, held back by the walk after src and a, finds z replaced by a symlink to outside
+    warmer = ScanWarmer.start(os.fsencode(src), lead=50)
+    try:
+        until(lambda: warmer.waiting is not None)
+        os.rename(src / "z", tmp_path / "z-moved")
+        (src / "z").symlink_to(outside)
+        warmer.walked(10**6)
+        until(lambda: warmer.done is not None)
+    finally:
+        warmer.stop()
+
+    # THEN it listed src and a only, and a's access time is still the old one
+    assert warmer.done == 2 + 100
+    assert (src / "a").stat().st_atime_ns == old
+
+
+def test_it_waits_for_the_walk_inside_a_large_directory_too(tmp_path):
+    files(tmp_path / "big", 1000)
+    warmer = ScanWarmer.start(os.fsencode(tmp_path), lead=100)
+    try:
+        until(lambda: warmer.waiting is not None)
+        assert warmer.done is None and 100 < warmer.waiting <= 125
+        warmer.walked(10**6)
+        until(lambda: warmer.done is not None)
+        assert warmer.done == 1 + 1000
+    finally:
+        warmer.stop()
