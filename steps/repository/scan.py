@@ -174,6 +174,7 @@ class Prescan:
 
     _threads: list = []
     _warmer: ScanWarmer | None = None
+    _warm = False  # a warmer is still to be started (not for a source that is no directory)
     _taken = 0  # entries handed to the walk
 
     def _running(self) -> bool:
