@@ -44,6 +44,18 @@ def frame(kind: bytes, payload) -> bytes:
     return HEADER.pack(kind, len(payload)) + payload
 
 
+def cut_frame(buf: bytearray) -> tuple[bytes, bytes] | None:
+    """The first whole frame of ``buf`` as (kind, payload), taken out of it; None until one is whole."""
+    if len(buf) < HEADER.size:
+        return None
+    kind, length = HEADER.unpack_from(buf)
+    if len(buf) < HEADER.size + length:
+        return None
+    payload = bytes(buf[HEADER.size : HEADER.size + length])
+    del buf[: HEADER.size + length]
+    return kind, payload
+
+
 class ChildGone(Exception):
     """The child ended (or never started): ``started`` tells which."""
 
@@ -137,12 +149,8 @@ class HelperProcess:
         detail = "closed its connection"
         try:
             while True:
-                while len(buf) >= HEADER.size:
-                    kind, length = HEADER.unpack_from(buf)
-                    if len(buf) < HEADER.size + length:
-                        break
-                    payload = bytes(buf[HEADER.size : HEADER.size + length])
-                    del buf[: HEADER.size + length]
+                while (cut := cut_frame(buf)) is not None:
+                    kind, payload = cut
                     if kind == b"R":
                         self.started = True
                     if kind == b"Z":

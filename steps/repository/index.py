@@ -241,13 +241,17 @@ class MemIndex:
 
     def _entry(self, blob_id: bytes) -> int:
         with self._lock:
-            n = self._find(blob_id, int.from_bytes(blob_id[:8], _ORDER))
-            if n >= 0 and self.pack_flags[self._pack_of(n)] & FLAG_EXCLUDED:
-                for d in self._dups.get(n, ()):
-                    if not self.pack_flags[self._pack_of(d)] & FLAG_EXCLUDED:
-                        return d
-                return -1
-            return n
+            return self._visible(self._find(blob_id, int.from_bytes(blob_id[:8], _ORDER)))
+
+    def _visible(self, n: int) -> int:
+        """Entry ``n``, or, when its pack is excluded, another location of the blob in a pack that is
+        not; -1 for none (and for ``n`` -1)."""
+        if n >= 0 and self.pack_flags[self._pack_of(n)] & FLAG_EXCLUDED:
+            for d in self._dups.get(n, ()):
+                if not self.pack_flags[self._pack_of(d)] & FLAG_EXCLUDED:
+                    return d
+            return -1
+        return n
 
     def _pack_of(self, n: int) -> int:
         return self._pack[n >> _SEG_BITS][n & _SEG_MASK]
@@ -273,23 +277,8 @@ class MemIndex:
         IDs under one lock, for an incremental copy's unchanged files (hundreds of thousands of
         lookups, where the calls themselves were most of the cost)."""
         with self._lock:
-            table, mask, ids, flags, pack = self._table, self._mask, self._ids, self.pack_flags, self._pack
-            for blob_id in blob_ids:
-                i = int.from_bytes(blob_id[:8], _ORDER) & mask
-                while True:
-                    v = table[i]
-                    if not v:
-                        return False
-                    n = v - 1
-                    j = 32 * (n & _SEG_MASK)
-                    if ids[n >> _SEG_BITS][j : j + 32] == blob_id:
-                        break
-                    i = (i + 1) & mask
-                if flags[pack[n >> _SEG_BITS][n & _SEG_MASK]] & FLAG_EXCLUDED and not any(
-                    not flags[self._pack_of(d)] & FLAG_EXCLUDED for d in self._dups.get(n, ())
-                ):
-                    return False
-            return True
+            find, visible = self._find, self._visible
+            return all(visible(find(b, int.from_bytes(b[:8], _ORDER))) >= 0 for b in blob_ids)
 
     def __contains__(self, blob_id: bytes) -> bool:
         return self._entry(blob_id) >= 0

@@ -33,7 +33,7 @@ import stat as stat_mod
 import sys
 
 from .excludes import excluded
-from .helper_process import HEADER, HelperProcess, child_main, frame, helpers_wanted
+from .helper_process import HelperProcess, child_main, cut_frame, frame, helpers_wanted
 
 LEAD = 65536  # entries the warmer may be ahead of the walk (about 64 MiB of the kernel's caches)
 
@@ -105,18 +105,12 @@ class _Frames:
         self.buf = bytearray()
 
     def next(self) -> tuple[bytes | None, bytes]:
-        buf = self.buf
-        while True:
-            if len(buf) >= HEADER.size:
-                kind, length = HEADER.unpack_from(buf)
-                if len(buf) >= HEADER.size + length:
-                    payload = bytes(buf[HEADER.size : HEADER.size + length])
-                    del buf[: HEADER.size + length]
-                    return kind, payload
+        while (cut := cut_frame(self.buf)) is None:
             chunk = self.sock.recv(1 << 16)
             if not chunk:
                 return None, b""
-            buf += chunk
+            self.buf += chunk
+        return cut
 
 
 _OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
