@@ -18,8 +18,6 @@ from steps.drivers import beneath
 
 from .blob_sink import _env_int
 from .excludes import excluded
-from .helper_process import helpers_wanted
-from .scan_process import ScanStream
 from .scan_warmer import ScanWarmer
 
 # entries the walk takes before the cache warmer starts (measured on 1 GiB of mixed data, 20 000 files:
@@ -63,13 +61,7 @@ class Prescan:
     SLICE = 256
 
     def __init__(
-        self,
-        source: str,
-        excludes=(),
-        progress=None,
-        threads: int | None = None,
-        warm: bool = True,
-        process: bool | None = None,
+        self, source: str, excludes=(), progress=None, threads: int | None = None, warm: bool = True
     ):
         self.root = os.fsencode(os.path.abspath(source))
         self.excludes = list(excludes)
@@ -98,10 +90,6 @@ class Prescan:
             self._publish(st.st_size if stat_mod.S_ISREG(st.st_mode) else 0, final=True)
             self.finished.set()
             return
-        if helpers_wanted() if process is None else process:
-            self._stream = ScanStream.start(self.root, self.excludes, self._budget, self._streamed)
-            if self._stream is not None:
-                return
         self._queue(self.root, ())
         self._warm = warm
         self._start_warmer()
@@ -119,9 +107,6 @@ class Prescan:
 
     def stop(self) -> None:
         self._stop.set()
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.stop()
         warmer, self._warmer = self._warmer, None
         if warmer is not None:
             warmer.stop()
@@ -137,9 +122,6 @@ class Prescan:
         prescan does not list it (unknown to it, unreadable, or stopped): the caller lists it itself.
         Waits while the listing is under way. Each listing is handed out once; directories are expected in
         the walk's order, and listings of directories the walk passed without taking them are dropped."""
-        stream = self._stream
-        if stream is not None:
-            return stream.take(path)
         entries = self._take(path)
         if entries is not None:
             self._taken += len(entries)  # only the walk takes
@@ -191,7 +173,6 @@ class Prescan:
             return entries
 
     _threads: list = []
-    _stream: ScanStream | None = None  # the scanning process, when it lists instead of the threads
     _warmer: ScanWarmer | None = None
     _warm = False  # a warmer is still to be started (not for a source that is no directory)
     _taken = 0  # entries handed to the walk
@@ -212,12 +193,6 @@ class Prescan:
                 progress.total_bytes = max(progress.total_bytes, size)
 
     _guess = 0
-
-    def _streamed(self, add: int, final: bool) -> None:
-        """Sizes listed by the scanning process."""
-        self._publish(add, final)
-        if final:
-            self.finished.set()
 
     def _publish(self, add: int, final: bool = False) -> None:
         with self._cv:

@@ -48,7 +48,7 @@ def test_listings_come_in_the_walks_order_within_a_bounded_window(tmp_path, monk
     monkeypatch.setenv("SNAPFLOW_SCAN_AHEAD", "6")
     monkeypatch.setattr(Prescan, "SLICE", 2)  # directories stat'ed in slices, by both threads
     order = _tree(tmp_path)
-    scan = Prescan(str(tmp_path), threads=threads, process=False)
+    scan = Prescan(str(tmp_path), threads=threads)
     _settle(scan)
     # THEN it stopped a window ahead: at most the window plus one directory per thread is held
     assert not scan.finished.is_set()
@@ -71,7 +71,7 @@ def test_listings_come_in_the_walks_order_within_a_bounded_window(tmp_path, monk
 def test_a_window_of_one_still_lists_every_directory_the_walk_waits_for(tmp_path, monkeypatch):
     monkeypatch.setenv("SNAPFLOW_SCAN_AHEAD", "1")
     order = _tree(tmp_path, dirs=("d1", "d2"), subdirs=("s",), files=2)
-    scan = Prescan(str(tmp_path), threads=1, process=False)
+    scan = Prescan(str(tmp_path), threads=1)
     for path in order:
         assert scan.take(path) is not None, path
     assert scan.finished.wait(5)
@@ -80,7 +80,7 @@ def test_a_window_of_one_still_lists_every_directory_the_walk_waits_for(tmp_path
 def test_listings_the_walk_passed_are_dropped(tmp_path, monkeypatch):
     # GIVEN a scan with room for the whole tree
     order = _tree(tmp_path)
-    scan = Prescan(str(tmp_path), process=False)
+    scan = Prescan(str(tmp_path))
     assert scan.finished.wait(5)
     held = scan.held
     # WHEN the walk skips directory "a" and its subdirectories (say they changed) and takes "b"
@@ -94,7 +94,7 @@ def test_listings_the_walk_passed_are_dropped(tmp_path, monkeypatch):
 
 def test_excluded_directories_are_neither_listed_nor_counted(tmp_path, monkeypatch):
     _tree(tmp_path)
-    scan = Prescan(str(tmp_path), excludes=["b", "a/x"], process=False)
+    scan = Prescan(str(tmp_path), excludes=["b", "a/x"])
     assert scan.finished.wait(5)
     assert scan.take(os.fsencode(str(tmp_path / "b"))) is None
     assert scan.take(os.fsencode(str(tmp_path / "a" / "x"))) is None
@@ -105,7 +105,7 @@ def test_excluded_directories_are_neither_listed_nor_counted(tmp_path, monkeypat
 
 def test_a_stopped_scan_hands_out_nothing(tmp_path):
     order = _tree(tmp_path)
-    scan = Prescan(str(tmp_path), process=False)
+    scan = Prescan(str(tmp_path))
     scan.stop()
     assert all(scan.take(p) is None for p in order)
     assert scan.held == 0
@@ -141,7 +141,7 @@ def test_the_parents_size_is_the_total_until_the_scan_ends(mem_repo, tmp_path, m
     # WHEN it is copied with a window smaller than the tree (the scan cannot finish before the walk)
     monkeypatch.setenv("SNAPFLOW_SCAN_AHEAD", "2")
     progress = _Progress()
-    scan = Prescan(str(src), progress=progress, process=False)
+    scan = Prescan(str(src), progress=progress)
     _settle(scan)
     assert not scan.finished.is_set()
     copy_source(mem_repo, CopyOptions(str(src)), progress, prescan=scan)
@@ -152,8 +152,8 @@ def test_the_parents_size_is_the_total_until_the_scan_ends(mem_repo, tmp_path, m
     assert progress.total_bytes == 6 and progress.total_final
 
 
-def _prescanned(src, process=False) -> Prescan:
-    scan = Prescan(str(src), process=process)
+def _prescanned(src) -> Prescan:
+    scan = Prescan(str(src))
     assert scan.finished.wait(5)
     return scan
 
@@ -167,13 +167,10 @@ def _source(tmp_path):
     return src
 
 
-@pytest.mark.parametrize("process", [False, True], ids=["threads", "process"])
-def test_a_directory_that_vanished_after_the_scan_is_reported_not_copied_from_the_listing(
-    mem_repo, tmp_path, process
-):
+def test_a_directory_that_vanished_after_the_scan_is_reported_not_copied_from_the_listing(mem_repo, tmp_path):
     # GIVEN a source listed ahead, then one of its directories removed before the walk reaches it
     src = _source(tmp_path)
-    scan = _prescanned(src, process)
+    scan = _prescanned(src)
     shutil.rmtree(src / "vanish")
     # THEN the copy records no snapshot and names the directory
     with pytest.raises(PermanentError, match="vanish"):
@@ -181,7 +178,7 @@ def test_a_directory_that_vanished_after_the_scan_is_reported_not_copied_from_th
     # and with --allow-errors the snapshot holds an empty directory, nothing of the listing made ahead
     (src / "vanish").mkdir()
     (src / "vanish" / "late").write_bytes(b"late")
-    scan = _prescanned(src, process)
+    scan = _prescanned(src)
     shutil.rmtree(src / "vanish")
     result = copy_source(mem_repo, CopyOptions(str(src), allow_errors=True), prescan=scan)
     snap = mem_repo.find_snapshot(result.snapshot_id)
@@ -192,14 +189,13 @@ def test_a_directory_that_vanished_after_the_scan_is_reported_not_copied_from_th
     assert not mem_repo.index.has(mem_repo.keys.blob_id(b"late"))
 
 
-@pytest.mark.parametrize("process", [False, True], ids=["threads", "process"])
-def test_a_directory_replaced_by_a_symlink_after_the_scan_is_not_followed(mem_repo, tmp_path, process):
+def test_a_directory_replaced_by_a_symlink_after_the_scan_is_not_followed(mem_repo, tmp_path):
     # GIVEN a source listed ahead, then a directory of it replaced by a symlink to a directory outside
     src = _source(tmp_path)
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "f0").write_bytes(b"secret")
-    scan = _prescanned(src, process)
+    scan = _prescanned(src)
     shutil.rmtree(src / "vanish")
     os.symlink(str(outside), src / "vanish")
     # THEN the copy reports the change
@@ -209,7 +205,7 @@ def test_a_directory_replaced_by_a_symlink_after_the_scan_is_not_followed(mem_re
     os.unlink(src / "vanish")
     (src / "vanish").mkdir()
     (src / "vanish" / "f0").write_bytes(b"inside")
-    scan = _prescanned(src, process)
+    scan = _prescanned(src)
     shutil.rmtree(src / "vanish")
     os.symlink(str(outside), src / "vanish")
     result = copy_source(mem_repo, CopyOptions(str(src), allow_errors=True), prescan=scan)
@@ -221,16 +217,15 @@ def test_a_directory_replaced_by_a_symlink_after_the_scan_is_not_followed(mem_re
     assert not mem_repo.index.has(mem_repo.keys.blob_id(b"inside"))
 
 
-@pytest.mark.parametrize("process", [False, True], ids=["threads", "process"])
-def test_a_copy_through_a_small_window_equals_the_source(mem_repo, tmp_path, monkeypatch, process):
+def test_a_copy_through_a_small_window_equals_the_source(mem_repo, tmp_path, monkeypatch):
     # GIVEN a window far smaller than the source, and excludes
     monkeypatch.setenv("SNAPFLOW_SCAN_AHEAD", "4")
     src = tmp_path / "src"
     _tree(src, dirs=("b", "a", "c", "skip"), files=4)
     # WHEN it is copied twice (the second with the first as parent) and restored
     opts = CopyOptions(str(src), excludes=["skip"])
-    first = copy_source(mem_repo, opts, prescan=Prescan(str(src), ["skip"], process=process))
-    second = copy_source(mem_repo, opts, prescan=Prescan(str(src), ["skip"], process=process))
+    first = copy_source(mem_repo, opts, prescan=Prescan(str(src), ["skip"]))
+    second = copy_source(mem_repo, opts, prescan=Prescan(str(src), ["skip"]))
     assert second.stats.files == first.stats.files == 3 * (2 * 4 + 1)
     out = tmp_path / "out"
     restore_snapshot(mem_repo, mem_repo.find_snapshot(second.snapshot_id), str(out))
@@ -259,7 +254,7 @@ def test_a_directory_the_scan_cannot_list_is_left_to_the_walk(tmp_path, monkeypa
             raise RuntimeError("unexpected")
 
     monkeypatch.setattr(Prescan, "_stat", stat)
-    scan = Prescan(str(tmp_path), process=False)
+    scan = Prescan(str(tmp_path))
     # THEN the walk lists that directory itself, gets the others, and never waits forever
     got = {p: scan.take(p) for p in order}
     assert got[order[1]] is None

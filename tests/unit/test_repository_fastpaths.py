@@ -79,7 +79,7 @@ def test_a_prescan_hands_each_listing_over_once(tmp_path):
         (tmp_path / d).mkdir()
         for i in range(5):
             (tmp_path / d / f"f{i}").write_bytes(b"x" * i)
-    scan = Prescan(str(tmp_path), process=False)
+    scan = Prescan(str(tmp_path))
     assert scan.finished.wait(10)
     # THEN its totals are right, and each listing comes once, with the lstat already cached
     assert scan.total == 2 * sum(range(5))
@@ -93,7 +93,7 @@ def test_a_prescan_lists_a_directory_larger_than_its_budget(tmp_path, monkeypatc
     monkeypatch.setenv("SNAPFLOW_SCAN_AHEAD", "3")
     for i in range(5):
         (tmp_path / f"f{i}").write_bytes(b"y")
-    scan = Prescan(str(tmp_path), process=False)
+    scan = Prescan(str(tmp_path))
     assert scan.finished.wait(10)
     assert scan.total == 5
     assert len(scan.take(os.fsencode(str(tmp_path)))) == 5

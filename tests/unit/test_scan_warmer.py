@@ -76,7 +76,7 @@ def test_the_prescan_stop_ends_a_waiting_warmer(tmp_path, monkeypatch):
     monkeypatch.setattr("steps.repository.scan.WARM_AFTER", 0)
     for i in range(5):
         files(tmp_path / f"d{i}", 100)
-    scan = Prescan(str(tmp_path), process=False)
+    scan = Prescan(str(tmp_path))
     warmer = scan._warmer
     assert warmer is not None
     until(lambda: warmer.waiting is not None)  # 50 ahead of a walk that took nothing
@@ -93,7 +93,7 @@ def test_none_without_helper_processes_and_none_when_it_cannot_start(tmp_path, m
     monkeypatch.setattr("steps.repository.scan.WARM_AFTER", 0)
     monkeypatch.setenv(runtime.HELPER_PROCESSES, "0")
     assert ScanWarmer.start(os.fsencode(tmp_path)) is None
-    assert Prescan(str(tmp_path), process=False)._warmer is None
+    assert Prescan(str(tmp_path))._warmer is None
 
     monkeypatch.setenv(runtime.HELPER_PROCESSES, "1")
     monkeypatch.setattr("sys.executable", str(tmp_path / "no-python"))
@@ -104,7 +104,7 @@ def test_the_prescan_starts_it_once_the_walk_took_enough_entries(tmp_path, monke
     monkeypatch.setattr("steps.repository.scan.WARM_AFTER", 150)
     for i in range(3):
         files(tmp_path / f"d{i}", 100)
-    scan = Prescan(str(tmp_path), process=False)
+    scan = Prescan(str(tmp_path))
     try:
         assert scan._warmer is None
         scan.take(os.fsencode(tmp_path))  # 3 entries
