@@ -8,8 +8,9 @@ With ``--files N`` the dataset is N files of 0-4 KiB (500 to a directory) and th
 backups touches 1% of them (half rewritten, a quarter deleted, as many added).
 
 Each round, on a fresh copy of the dataset and fresh buckets in one embedded SeaweedFS: full backup,
-~1% change, incremental backup, restore of the latest snapshot into an empty folder — with both tools,
-their order alternating between rounds. Measured: wall time, CPU time (user + system of the command and
+~1% change, incremental backup, restore of the latest snapshot — with both tools, their order
+alternating between rounds. Each restore writes to a new ext4 file system of its own (a loop device,
+made and removed around it, as a restore into a new volume gets; a plain folder without root). Measured: wall time, CPU time (user + system of the command and
 its children), peak RSS summed over the process tree (sampled), repository size (bytes stored in the
 bucket). Page caches are dropped before each command when run as root. KDF cost: restic calibrates its
 scrypt parameters at init; the Snapflow repository of the round gets a key with exactly those parameters
@@ -226,6 +227,76 @@ def restic_version() -> str:
     return out.strip()
 
 
+@contextlib.contextmanager
+def fresh_volume(image: Path, mountpoint: Path, data_bytes: int, files: int):
+    """A new, empty ext4 file system (journal on, inode tables initialised up front) mounted at
+    ``mountpoint`` for one restore, as a restore into a new volume gets; yields what the restore was
+    written to. Removed afterwards, also on failure. Without root or loop devices it yields the plain
+    folder instead, on whatever file system the work folder is on (say so in the results).
+
+    Why: creating files on a file system where many were deleted shortly before costs the kernel more
+    (ext4 without a journal, as here, skips inodes freed in the last minutes when it allocates), and the
+    bench deletes one tool's restored tree just before the other restores; a fresh file system per
+    restore makes the two restores start from the same state."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or not shutil.which("mkfs.ext4") or not shutil.which("losetup"):
+        yield "folder (no root or no mkfs.ext4/losetup: not a fresh file system)"
+        return
+    size = max(2 << 30, 2 * data_bytes + files * 8192 + (1 << 30))
+    inodes = int(files * 1.3) + 100_000
+    loop = None
+    mounted = False
+    try:
+        with open(image, "wb") as f:
+            f.truncate(size)
+        subprocess.run(
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-N",
+                str(inodes),
+                "-E",
+                "lazy_itable_init=0,lazy_journal_init=0",
+                str(image),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        loop = subprocess.run(
+            ["losetup", "--find", "--show", "--direct-io=on", str(image)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        subprocess.run(["mount", loop, str(mountpoint)], check=True, capture_output=True)
+        mounted = True
+        os.rmdir(mountpoint / "lost+found")
+    except (OSError, subprocess.CalledProcessError) as err:
+        detail = getattr(err, "stderr", None) or err
+        print(
+            f"note: no fresh file system for the restore ({str(detail).strip()[:200]}); a folder instead",
+            file=sys.stderr,
+        )
+        _release_volume(image, mountpoint, loop, mounted)
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        yield "folder (a fresh file system could not be made)"
+        return
+    try:
+        yield "fresh ext4 on a loop device"
+    finally:
+        _release_volume(image, mountpoint, loop, mounted)
+
+
+def _release_volume(image: Path, mountpoint: Path, loop: str | None, mounted: bool) -> None:
+    if mounted:
+        subprocess.run(["umount", str(mountpoint)], check=False, capture_output=True)
+    if loop:
+        subprocess.run(["losetup", "--detach", loop], check=False, capture_output=True)
+    with contextlib.suppress(OSError):
+        image.unlink()
+
+
 def file_count(root: Path) -> int:
     return sum(len(names) for _dp, _ds, names in os.walk(root))
 
@@ -251,17 +322,21 @@ def one_round(
         drop_caches()
         results[name]["incremental"] = tools[name].backup(data)
     expected = tree_digest(data)
+    files = file_count(data)
     for name in order:
         target = work / f"restore-{name}"
         if target.exists():
             shutil.rmtree(target)
-        drop_caches()
-        r, restored = tools[name].restore(target, data)
-        results[name]["restore"] = r
-        got = tree_digest(restored)
-        if got != expected:
-            raise RuntimeError(f"{name} restored a tree that differs from the source")
-        shutil.rmtree(target)
+        with fresh_volume(work / f"volume-{name}.img", target, dir_size(data), files) as where:
+            drop_caches()
+            r, restored = tools[name].restore(target, data)
+            r["target"] = where
+            results[name]["restore"] = r
+            got = tree_digest(restored)
+            if got != expected:
+                raise RuntimeError(f"{name} restored a tree that differs from the source")
+        if target.exists():
+            shutil.rmtree(target)
     for name in order:
         results[name]["repo_bytes"] = bucket_bytes(server, tools[name].bucket)
     results["kdf"] = kdf
@@ -382,7 +457,8 @@ def summarize(rounds: list[dict], data_bytes: int, caches_dropped: bool) -> dict
         [
             f"dataset {data_bytes / 2**20:.0f} MiB, {len(rounds)} round(s), median; scrypt N={kdf['N']} r={kdf['r']}"
             f" p={kdf['p']} for both (restic's calibration); page caches"
-            f" {'dropped' if caches_dropped else 'NOT dropped (not root)'}",
+            f" {'dropped' if caches_dropped else 'NOT dropped (not root)'}; restored into:"
+            f" {', '.join(sorted({str(r[t]['restore'].get('target')) for r in rounds for t in ('snapflow', 'restic')}))}",
             "| phase       | snapflow   | restic     | speed-up | sf CPU   | restic CPU | snapflow RSS | restic RSS | RSS ratio |",
             "|-------------|------------|------------|----------|----------|------------|--------------|------------|-----------|",
             *rows,
