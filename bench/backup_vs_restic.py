@@ -7,17 +7,18 @@
 With ``--files N`` the dataset is N files of 0-4 KiB (500 to a directory) and the change between the
 backups touches 1% of them (half rewritten, a quarter deleted, as many added).
 
-Each round, on a fresh copy of the dataset and fresh buckets in one embedded SeaweedFS: full backup,
-~1% change, incremental backup, restore of the latest snapshot — with both tools, their order
-alternating between rounds. Each restore writes to a new ext4 file system of its own (a loop device,
-made and removed around it, as a restore into a new volume gets; a plain folder without root). Measured: wall time, CPU time (user + system of the command and
-its children), peak RSS summed over the process tree (sampled), repository size (bytes stored in the
-bucket). Page caches are dropped before each command when run as root. KDF cost: restic calibrates its
-scrypt parameters at init; the Snapflow repository of the round gets a key with exactly those parameters
-(the KDF runs once per command for both). Every restore is compared with the source, so a fast but wrong
-result cannot win. Prints the restic version, a table of medians, the speed-up (restic's time /
-Snapflow's) and the RSS and size ratios (Snapflow's / restic's), and a scale table (files/s, MB/s, peak
-RSS, ratio to restic) in the form docs/performance.md uses; writes JSON to bench/results/.
+Each round, on a fresh copy of the dataset and fresh buckets in one embedded SeaweedFS: full backup, ~1%
+change, incremental backup, restore of the latest snapshot — with both tools, their order alternating
+between rounds. Each restore writes to a new ext4 file system of its own (a loop device, made and
+removed around it, as a restore into a new volume gets; a plain folder without root). Measured: wall
+time, CPU time (user + system of the command and its children), peak RSS summed over the process tree
+(sampled), repository size (bytes stored in the bucket). Page caches are dropped before each command
+when run as root. KDF cost: restic calibrates its scrypt parameters at init; the Snapflow repository of
+the round gets a key with exactly those parameters (the KDF runs once per command for both). Every
+restore is compared with the source, so a fast but wrong result cannot win. Prints the restic version, a
+table of medians, the speed-up (restic's time / Snapflow's) and the RSS and size ratios (Snapflow's /
+restic's), and a scale table (files/s, MB/s, peak RSS, ratio to restic) in the form docs/performance.md
+uses; writes JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -235,9 +236,9 @@ def fresh_volume(image: Path, mountpoint: Path, data_bytes: int, files: int):
     folder instead, on whatever file system the work folder is on (say so in the results).
 
     Why: creating files on a file system where many were deleted shortly before costs the kernel more
-    (ext4 without a journal, as here, skips inodes freed in the last minutes when it allocates), and the
-    bench deletes one tool's restored tree just before the other restores; a fresh file system per
-    restore makes the two restores start from the same state."""
+    (ext4 without a journal, as on the machine this was measured on, skips inodes freed in the last
+    minutes when it allocates), and the bench deleted one tool's restored tree just before the other
+    restored; a fresh file system per restore makes the two restores start from the same state."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or not shutil.which("mkfs.ext4") or not shutil.which("losetup"):
         yield "folder (no root or no mkfs.ext4/losetup: not a fresh file system)"
