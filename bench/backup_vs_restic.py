@@ -280,7 +280,6 @@ def fresh_volume(image: Path, mountpoint: Path, data_bytes: int, files: int):
             file=sys.stderr,
         )
         _release_volume(image, mountpoint, loop, mounted)
-        mountpoint.mkdir(parents=True, exist_ok=True)
         yield "folder (a fresh file system could not be made)"
         return
     try:
@@ -323,12 +322,12 @@ def one_round(
         drop_caches()
         results[name]["incremental"] = tools[name].backup(data)
     expected = tree_digest(data)
-    files = file_count(data)
+    data_bytes, files = dir_size(data), file_count(data)
     for name in order:
         target = work / f"restore-{name}"
         if target.exists():
             shutil.rmtree(target)
-        with fresh_volume(work / f"volume-{name}.img", target, dir_size(data), files) as where:
+        with fresh_volume(work / f"volume-{name}.img", target, data_bytes, files) as where:
             drop_caches()
             r, restored = tools[name].restore(target, data)
             r["target"] = where

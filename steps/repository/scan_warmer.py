@@ -176,16 +176,24 @@ def _serve(sock: socket.socket) -> None:
         below.sort(key=os.fsencode)
         return below
 
+    stack: list[tuple[int, str, list[str]]] = []
+
+    def enter(fd: int, rel: str) -> bool:
+        """List the directory open as ``fd`` and put it on the stack; False (``fd`` closed) once the
+        copy is done."""
+        names = list_dir(fd, rel)
+        if names is None:
+            os.close(fd)
+            return False
+        stack.append((fd, rel, names[::-1]))
+        return True
+
     fd = _open_dir(root, None)
     if fd is None:
         return
-    stack: list[tuple[int, str, list[str]]] = []
     try:
-        names = list_dir(fd, "")
-        if names is None:
-            os.close(fd)
+        if not enter(fd, ""):
             return
-        stack.append((fd, "", names[::-1]))
         while stack:
             fd, rel, todo = stack[-1]
             if not todo:
@@ -201,11 +209,8 @@ def _serve(sock: socket.socket) -> None:
             if not wait_for_walk():
                 os.close(sub)
                 return
-            names = list_dir(sub, sub_rel)
-            if names is None:
-                os.close(sub)
+            if not enter(sub, sub_rel):
                 return
-            stack.append((sub, sub_rel, names[::-1]))
     finally:
         for fd, _rel, _todo in stack:
             os.close(fd)
