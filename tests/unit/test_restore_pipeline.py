@@ -177,3 +177,50 @@ def test_an_error_fetching_the_next_batch_stops_the_restore(four_batches, tmp_pa
     assert not any(e[0] == "write" and e[1] >= 1 for e in events), events
     assert _restore_threads() == []
     assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+@pytest.mark.parametrize(("pack_size", "limit_mib"), [(8 << 20, 9), (1 << 20, 4), (1 << 40, 16), (-5, 4)])
+def test_a_range_spans_a_whole_pack_within_bounds_whatever_the_recorded_pack_size(
+    pack_size, limit_mib, monkeypatch
+):
+    # GIVEN a repository whose config records ``pack_size`` (a crafted one may record anything)
+    monkeypatch.delenv("SNAPFLOW_RESTORE_RANGE_MIB", raising=False)
+    # THEN one ranged GET spans the pack and the MiB its last blob may add, never less than 4 MiB
+    # nor more than 16 MiB (a response is held whole in memory)
+    assert restore_content.range_limit(pack_size) == limit_mib << 20
+    # AND the environment's value wins
+    monkeypatch.setenv("SNAPFLOW_RESTORE_RANGE_MIB", "2")
+    assert restore_content.range_limit(pack_size) == 2 << 20
+
+
+@pytest.mark.parametrize(("range_mib", "fewest"), [(None, False), ("1", True)])
+def test_a_packs_blobs_are_fetched_in_one_get_unless_the_range_is_limited(
+    range_mib, fewest, tmp_path, monkeypatch
+):
+    # GIVEN a snapshot of 40 files of 256 KiB (one blob each; packs of more than 4 MiB)
+    monkeypatch.setenv("SNAPFLOW_KDF_TEST_N", "1024")
+    if range_mib is None:
+        monkeypatch.delenv("SNAPFLOW_RESTORE_RANGE_MIB", raising=False)
+    else:
+        monkeypatch.setenv("SNAPFLOW_RESTORE_RANGE_MIB", range_mib)
+    repo = Repository.init(RangeStore(), "test password", kdf_params=TEST_KDF)
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(5)
+    for i in range(40):
+        (src / f"f{i:02d}").write_bytes(rng.randbytes(256 << 10))
+    snap = repo.find_snapshot(copy_source(repo, CopyOptions(str(src))).snapshot_id)
+    gets: list[str] = []
+    repo.store.on_range = lambda key, offset: gets.append(key)
+    # WHEN it is restored
+    out = tmp_path / "out"
+    restorer.restore_snapshot(repo, snap, str(out))
+    # THEN the files are the source's, and each pack was read in one GET by default, in several with
+    # SNAPFLOW_RESTORE_RANGE_MIB=1
+    assert describe_tree(out) == describe_tree(src)
+    packs = set(gets)
+    assert max(repo.index.pack_sizes) > 4 << 20
+    if fewest:  # 10 MiB of blobs, at most 1 MiB per GET
+        assert len(gets) >= 10 and len(gets) > len(packs)
+    else:
+        assert len(gets) == len(packs)
