@@ -27,6 +27,7 @@ FORMULAS = {
     "file_workers": (1.0, 1, 8),
     "uploaders": (1.0, 2, 8),
     "restore_connections": (1.0, 2, 8),
+    "restore_creators": (1.0, 1, 4),
 }
 
 

@@ -72,13 +72,14 @@ def pack_record(
 
 
 class ChildCreator:
-    """The restore's side of the child: the ranges handed to it and not yet confirmed (``pending``:
+    """The restore's side of one child: the ranges handed to it and not yet confirmed (``pending``:
     range number -> (batch, files)), in the order sent. A batch (of :mod:`.restore_content`) gets a
-    ``serial`` when its directory descriptors are first sent."""
+    serial of this child's (``serials``) when its directory descriptors are first sent to it."""
 
     def __init__(self, deliver):
         self.proc = HelperProcess("steps.repository.creator_process", "restore-creator", deliver)
         self.pending: dict[int, tuple[object, list]] = {}
+        self.serials: dict[object, int] = {}  # batch -> its serial, while this child holds its descriptors
         self._numbers = itertools.count()
         self.gone = False  # it ended (its end was delivered)
         self.confirmed = False  # it created every file it was given and said so
@@ -92,23 +93,26 @@ class ChildCreator:
         return len(self.pending) >= PENDING_RANGES
 
     def send_range(self, batch, umask: int, contents: list, records: list[bytes], files: list) -> None:
-        if batch.serial is None:  # its directory descriptors first, once per batch
-            batch.serial = next(_serials)
+        serial = self.serials.get(batch)
+        if serial is None:  # its directory descriptors first, once per batch
+            serial = self.serials[batch] = next(_serials)
             fds = list(batch.fds.values())
             for i in range(0, len(fds), FDS_PER_FRAME):
                 chunk = fds[i : i + FDS_PER_FRAME]
-                head = SERIAL.pack(batch.serial) + struct.pack(f"<{len(chunk)}i", *chunk)
+                head = SERIAL.pack(serial) + struct.pack(f"<{len(chunk)}i", *chunk)
                 self.proc.send(frame(b"B", head), chunk)
         number = next(self._numbers)
         self.pending[number] = (batch, files)
-        parts = [RANGE.pack(number, umask, batch.serial, len(contents))]
+        parts = [RANGE.pack(number, umask, serial, len(contents))]
         for data in contents:
             parts += (LENGTH.pack(len(data)), data)
         parts += records
         self.proc.send([HEADER.pack(b"W", sum(map(len, parts))), *parts])
 
-    def forget(self, serial: int) -> None:
-        if not self.gone:
+    def forget(self, batch) -> None:
+        """``batch`` is written: the child closes its copies of its descriptors (if it got them)."""
+        serial = self.serials.pop(batch, None)
+        if serial is not None and not self.gone:
             self.proc.send(frame(b"X", SERIAL.pack(serial)))
 
     def finish(self) -> None:

@@ -24,6 +24,7 @@ import threading
 from collections import deque
 
 from steps import runtime
+from steps.drivers.cpus import default_threads
 from steps.errors import IntegrityError, SnapflowError, printable
 
 from .blob_sink import _env_int
@@ -51,6 +52,12 @@ def _is_zero(data) -> bool:
         return _ZEROS.startswith(data)
     view = memoryview(data)
     return all(_ZEROS.startswith(view[i : i + len(_ZEROS)]) for i in range(0, n, len(_ZEROS)))
+
+
+def creators_wanted() -> int:
+    """How many creating processes a restore may start (``SNAPFLOW_RESTORE_CREATORS``, by default one per
+    usable CPU, at most 4): a second one starts only while the first has as many ranges as it may hold."""
+    return _env_int(runtime.RESTORE_CREATORS, default_threads("restore_creators"))
 
 
 def range_limit(pack_size: int) -> int:
@@ -112,19 +119,31 @@ class _Batch:
     """A batch of planned files: the directory descriptors its files are created in (closed once it is
     written), the index its pack numbers belong to, and how many of its ranges are not yet written."""
 
-    __slots__ = ("fds", "index", "left", "refs", "serial")
+    __slots__ = ("fds", "index", "left", "refs")
 
     def __init__(self, refs: list[FileRef], fds: dict):
         self.refs = refs
         self.fds = fds
         self.index = None
         self.left = 0
-        self.serial: int | None = None  # its number for the creating process, once its descriptors were sent
 
     def close(self) -> None:
         fds, self.fds = self.fds, {}
         for fd in fds.values():
             os.close(fd)
+
+
+def _usable(children: list[ChildCreator]) -> bool:
+    return any(c.usable() for c in children)
+
+
+def _room(children: list[ChildCreator]) -> ChildCreator | None:
+    """The usable creating process with the fewest ranges waiting, if one has room for another."""
+    best = None
+    for c in children:
+        if c.usable() and not c.full() and (best is None or len(c.pending) < len(best.pending)):
+            best = c
+    return best
 
 
 class _Stopped(Exception):
@@ -181,8 +200,9 @@ class ContentWriter:
         self._inflight: list[_Batch] = []  # batches planned and not yet written
         self._errors: list[BaseException] = []
         self._planned = False
-        self._child: ChildCreator | None = None
-        self._child_files = 0  # small files the creating process created
+        self._children: list[ChildCreator] = []  # the creating processes started, in order
+        self._creators = 0  # how many may be started
+        self._child_files = 0  # small files the creating processes created
 
     def _fail(self, err: BaseException) -> None:
         """Record an error: the first one stops every thread and is the one raised."""
@@ -196,21 +216,23 @@ class ContentWriter:
 
     def _run_content(self, walk) -> None:
         """Run ``walk`` (which forms batches and hands each to ``_flush``) in a planning thread while the
-        connections fetch and this thread hands the small one-blob files to the creating process (or
+        connections fetch and this thread hands the small one-blob files to the creating processes (or
         creates them): batch N+1 is planned and its ranges fetched while batch N's files are written,
         and at most one batch is ahead of the one being written. The first error stops every thread and
-        the process; it is raised here once all of them have ended. Returns once every file is created
-        (the process has confirmed its last)."""
+        process; it is raised here once all of them have ended. Returns once every file is created
+        (each process has confirmed its last)."""
         self._init_pipeline()
         cv = self._cv
         ways = max(1, self.downloaders)
         # Small one-blob files of fetched ranges, decrypted and checked: one range's worth waits here
-        # (``slots``; a range holds at most SNAPFLOW_RESTORE_RANGE_MIB of stored data), besides the one
-        # each connection holds, the one waiting for the process to have room (``stash``) and those it
-        # has (PENDING_RANGES). The process's answers come through the same queue, not bounded by ``slots``.
+        # (``slots``; a range holds at most range_limit() of stored data), besides the one each
+        # connection holds, the one waiting for a process to have room (``stash``) and those the
+        # processes have (PENDING_RANGES each). Their answers come through the same queue, not bounded
+        # by ``slots``.
         small: queue.Queue = queue.Queue()
         slots = threading.Semaphore(1)
-        wanted = helpers_wanted()
+        self._creators = creators_wanted() if helpers_wanted() else 0
+        children = self._children
 
         def plan() -> None:
             try:
@@ -233,13 +255,13 @@ class ContentWriter:
         planner = threading.Thread(target=plan, name="restore-plan", daemon=True)
         planner.start()
         running = ways
-        stash = None  # a range waiting until the process has room for it
+        stash = None  # a range waiting until a process has room for it
         try:
-            while running or stash is not None or (self._child is not None and self._child.pending):
-                child = self._child
-                if self._errors and child is not None:
-                    child.stop()
-                if stash is not None and not (child.usable() and child.full()):
+            while running or stash is not None or any(c.pending for c in children):
+                if self._errors:
+                    for c in children:
+                        c.stop()
+                if stash is not None and (_room(children) is not None or not _usable(children)):
                     item, stash = stash, None
                 else:
                     item = small.get()
@@ -247,19 +269,25 @@ class ContentWriter:
                         running -= 1
                         continue
                     if item[0] is _CHILD:
-                        self._from_child(item[1], item[2])
+                        self._from_child(item[1], item[2], item[3])
                         continue
-                    if item[1] and child is not None and child.usable() and child.full() and not self._errors:
+                    if (
+                        item[1]
+                        and _usable(children)
+                        and _room(children) is None
+                        and len(children) >= self._creators
+                        and not self._errors
+                    ):
                         stash = item  # its slot stays taken: the connections wait meanwhile
                         continue
                 slots.release()
                 batch, files = item
                 if files and not self._errors:  # after an error the queue is only drained
                     try:
-                        if wanted and child is None:
+                        child = _room(children)
+                        if child is None and len(children) < self._creators:  # one more: all are busy
                             child = self._start_child(small)
-                            wanted = child is not None
-                        if child is not None and child.usable():
+                        if child is not None:
                             rest = self._to_child(child, batch, files)
                             if rest is not files:  # handed (but for files it cannot take)
                                 try:
@@ -271,18 +299,19 @@ class ContentWriter:
                     except BaseException as err:
                         self._fail(err)
                 self._range_done(batch)
-            child = self._child
-            if child is not None and not self._errors and not child.gone:
-                child.finish()
-                while not child.gone:
+            if not self._errors:
+                for c in children:
+                    if not c.gone:
+                        c.finish()
+                while not self._errors and not all(c.gone for c in children):
                     item = small.get()
                     if item[0] is _CHILD:
-                        self._from_child(item[1], item[2])
+                        self._from_child(item[1], item[2], item[3])
         except BaseException as err:
             # interrupted: stop the others, and drain the queue so that no connection waits on it
             self._fail(err)
-            if self._child is not None:
-                self._child.stop()
+            for c in children:
+                c.stop()
             if stash is not None:
                 stash = None
                 slots.release()
@@ -293,8 +322,8 @@ class ContentWriter:
                 elif item[0] is not _CHILD:
                     slots.release()
         finally:
-            if self._child is not None:
-                self._child.close()
+            for c in children:
+                c.close()
             planner.join()
             for t in threads:
                 t.join()
@@ -306,19 +335,20 @@ class ContentWriter:
         if self._errors:
             raise self._errors[0]
 
-    # -- the creating process -------------------------------------------------------------------
+    # -- the creating processes -----------------------------------------------------------------
     def _start_child(self, small: queue.Queue) -> ChildCreator | None:
-        """The creating process, started; None (and a warning) when it cannot be."""
-        child = self._child = ChildCreator(lambda kind, payload: small.put((_CHILD, kind, payload)))
+        """One more creating process, started; None (and a warning) when it cannot be."""
+        child = ChildCreator(lambda kind, payload: small.put((_CHILD, child, kind, payload)))
         try:
             child.proc.start()
         except OSError as err:
-            self._child = None
+            self._creators = 0
             self._warn(
-                f"cannot start the process that creates small files ({err.strerror or err}); the restore"
+                f"cannot start a process that creates small files ({err.strerror or err}); the restore"
                 " creates them itself"
             )
             return None
+        self._children.append(child)
         return child
 
     def _to_child(self, child: ChildCreator, batch: _Batch, files: list) -> list:
@@ -365,10 +395,9 @@ class ContentWriter:
         child.send_range(batch, umask, contents, records, handed)
         return rest
 
-    def _from_child(self, kind: bytes, payload) -> None:
-        """What the process answered: a range created (its bytes and warnings), an error, its
+    def _from_child(self, child: ChildCreator, kind: bytes, payload) -> None:
+        """What one of the processes answered: a range created (its bytes and warnings), an error, its
         confirmation of the end, or its end."""
-        child = self._child
         if kind == b"D":
             number, written, warnings = child.done(payload)
             batch, files = child.pending.pop(number)
@@ -396,12 +425,13 @@ class ContentWriter:
             pending, child.pending = child.pending, {}
             # It never ran, or ended before it confirmed everything (killed, out of memory, a failed
             # send): this thread creates what it had not confirmed (replacing any file of those it
-            # created), and everything after.
+            # created); later ranges go to the other processes, or to this thread when none is left.
             take_over = not child.confirmed and not self._errors and (pending or not child.finishing)
             if take_over:
+                self._creators = 0  # no other one is started (it may be short of memory)
                 what = "ended" if payload.started else "did not start"
                 self._warn(
-                    f"the process that creates small files {what} ({payload.detail}); the restore creates"
+                    f"a process that creates small files {what} ({payload.detail}); the restore creates"
                     " them itself"
                 )
             for batch, files in pending.values():
@@ -451,8 +481,8 @@ class ContentWriter:
             self._inflight.remove(batch)
             self._cv.notify_all()
         batch.close()
-        if batch.serial is not None and self._child is not None:
-            self._child.forget(batch.serial)
+        for child in self._children:
+            child.forget(batch)
 
     def _flush(self) -> None:
         """Plan the batch formed so far and hand its ranges to the connections (in the planning thread),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 import random
 import resource
 import signal
@@ -272,14 +273,15 @@ def test_the_creating_process_killed_mid_restore_leaves_the_rest_to_the_restore(
     repo, sid, src = small_snapshot
     monkeypatch.setenv(runtime.RESTORE_RANGE_MIB, "1")
     monkeypatch.setenv(runtime.HELPER_PROCESSES, "1")
+    monkeypatch.setenv(runtime.RESTORE_CREATORS, "1")
     pids: list[int] = []
     from_child = restore_content.ContentWriter._from_child
 
-    def kill_after_first(self, kind, payload):
+    def kill_after_first(self, child, kind, payload):
         if kind == b"D" and not pids:
-            pids.append(self._child.proc.proc.pid)
+            pids.append(child.proc.proc.pid)
             os.kill(pids[0], signal.SIGKILL)
-        from_child(self, kind, payload)
+        from_child(self, child, kind, payload)
 
     monkeypatch.setattr(restore_content.ContentWriter, "_from_child", kill_after_first)
     before = _open_fds()
@@ -291,13 +293,81 @@ def test_the_creating_process_killed_mid_restore_leaves_the_rest_to_the_restore(
     assert 0 < restorer._child_files < 640, restorer._child_files
     assert describe_tree(tmp_path / "out") == _expected(src)
     assert restorer.stats.warnings == [
-        "the process that creates small files ended (killed by signal 9); the restore creates them itself"
+        "a process that creates small files ended (killed by signal 9); the restore creates them itself"
     ]
     # and no process and no descriptor is left behind
     with pytest.raises(ChildProcessError):
         os.waitpid(pids[0], os.WNOHANG)  # reaped already
     assert _creators() == []
     assert _open_fds() <= before
+
+
+def test_one_of_two_creating_processes_killed_leaves_its_ranges_to_the_restore_and_the_rest_to_the_other(
+    small_snapshot, tmp_path, monkeypatch
+):
+    # GIVEN a restore with two creating processes and ranges of 64 KiB: the first one is stopped once
+    # it has a range (so the second one starts), and killed (SIGKILL) once the second one confirmed one
+    from steps.repository import creator_process, restore_content
+
+    repo, sid, src = small_snapshot
+    monkeypatch.setenv(runtime.HELPER_PROCESSES, "1")
+    monkeypatch.setenv(runtime.RESTORE_CREATORS, "2")
+    monkeypatch.setattr(restore_content, "range_limit", lambda pack_size: 64 << 10)
+    monkeypatch.setattr(creator_process, "PENDING_RANGES", 1)
+    to_child, from_child = restore_content.ContentWriter._to_child, restore_content.ContentWriter._from_child
+    stopped: list[int] = []
+    killed: list[int] = []
+    later: list[int] = []  # ranges the second process confirmed after the first one was killed
+
+    def stop_the_first(self, child, batch, files):
+        rest = to_child(self, child, batch, files)
+        if not stopped:
+            deadline = time.monotonic() + 30
+            while not child.proc.started and time.monotonic() < deadline:  # it said it runs
+                time.sleep(0.001)
+            stopped.append(child.proc.proc.pid)
+            os.kill(stopped[0], signal.SIGSTOP)
+        return rest
+
+    def kill_the_first(self, child, kind, payload):
+        if kind == b"D" and child.proc.proc.pid != stopped[0]:
+            if not killed:
+                killed.append(stopped[0])
+                os.kill(stopped[0], signal.SIGKILL)
+            else:
+                later.append(1)
+        from_child(self, child, kind, payload)
+
+    monkeypatch.setattr(restore_content.ContentWriter, "_to_child", stop_the_first)
+    monkeypatch.setattr(restore_content.ContentWriter, "_from_child", kill_the_first)
+    before = _open_fds()
+    # WHEN the restore runs
+    restorer = _restore(repo, sid, tmp_path / "out")
+    # THEN the tree is the source's, the restore's thread created the killed process's range, the
+    # other process went on with the later ones, and one warning says what happened
+    assert killed, "the second process never confirmed a range"
+    assert len(restorer._children) == 2
+    assert later, "the second process created nothing after the first one was killed"
+    assert 0 < restorer._child_files < 640, restorer._child_files
+    assert describe_tree(tmp_path / "out") == _expected(src)
+    assert restorer.stats.warnings == [
+        "a process that creates small files ended (killed by signal 9); the restore creates them itself"
+    ]
+    # and no process and no descriptor is left behind
+    assert _creators() == []
+    assert _open_fds() <= before
+
+
+def test_creating_processes_follow_the_cpus_unless_told(monkeypatch):
+    from steps.drivers import cpus
+    from steps.repository.restore_content import creators_wanted
+
+    monkeypatch.delenv(runtime.RESTORE_CREATORS, raising=False)
+    for count, wanted in ((1, 1), (2, 2), (3, 3), (16, 4)):
+        monkeypatch.setattr(cpus, "available_cpus", lambda count=count: count)
+        assert creators_wanted() == wanted, count
+    monkeypatch.setenv(runtime.RESTORE_CREATORS, "3")
+    assert creators_wanted() == 3
 
 
 def test_a_creating_process_that_ends_after_its_last_range_leaves_nothing_to_say(
