@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 import random
 import resource
 import signal
+import time
 
 import pytest
 
