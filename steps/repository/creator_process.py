@@ -1,13 +1,14 @@
-"""The process that creates a restore's small one-blob files, while the restore's own process fetches,
+"""The processes that create a restore's small one-blob files, while the restore's own process fetches,
 decrypts and checks their content.
 
 Creating a small file costs the kernel more than anything else a restore does per file, and it does
 not overlap with the restore's other work when the same interpreter asks for it. So the restore hands
 every small file to a helper process (``python -m steps.repository.creator_process FD``, started by
-:class:`.helper_process.HelperProcess`): :class:`ChildCreator` keeps the restore's side of it (the
-ranges handed and not yet confirmed); :func:`_serve` is the child's side. The child creates each file
-with :func:`.file_creator.create_whole`, the rule the restore's own thread uses when the child cannot
-start (or ``SNAPFLOW_HELPER_PROCESSES=0``).
+:class:`.helper_process.HelperProcess`), a whole fetched range to one process; with several CPUs it
+starts more of them, each with its own ranges (see :mod:`.restore_content`). :class:`ChildCreator`
+keeps the restore's side of one (the ranges handed and not yet confirmed); :func:`_serve` is the
+child's side. The child creates each file with :func:`.file_creator.create_whole`, the rule the
+restore's own thread uses when no child can start (or ``SNAPFLOW_HELPER_PROCESSES=0``).
 
 The child gets nothing but descriptors and plaintext file contents over its socket: a batch's directory
 descriptors once (``SCM_RIGHTS``), then ranges of files to create through them (so that it creates
@@ -30,9 +31,10 @@ Frames (see :mod:`.helper_process`):
   record number, errno (i32, 0 when not a system error), message length (u16) and message (the
   system error's text, or ``Type: message``).
 
-When the child ends before it confirmed every range (killed, out of memory, a failed send), the restore
-creates the files of the ranges it had not confirmed itself, and every file after them (a file the
-child had created already is replaced, see :func:`.file_creator.open_new`), with one warning.
+When a child ends before it confirmed every range (killed, out of memory, a failed send), the restore
+creates the files of the ranges it had not confirmed itself (a file the child had created already is
+replaced, see :func:`.file_creator.open_new`), with a warning; later ranges go to the other children,
+or to the restore's thread when none is left, and no further child is started.
 """
 
 from __future__ import annotations

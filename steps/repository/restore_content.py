@@ -1,14 +1,15 @@
 """The restore's content path: planned files written from ranged pack reads over several connections.
 
 Provides :class:`ContentWriter` (the part of :class:`~.restorer.Restorer` that creates files and writes
-their blobs), :class:`FileRef` and :func:`interleave`. A batch of planned files is turned into ranged
-GETs, in pack order, cut into parts that different connections fetch at once; each blob is decrypted
-into a per-thread buffer, checked against its ID and written with ``pwrite``. A file of one blob is
-created, written and given its metadata through one descriptor when its blob arrives; small ones
-(up to ``SMALL_WHOLE``) are handed, a fetched range's worth at a time, to the thread that runs the
-restore, which hands them all to a second process that creates and writes them (see
-:mod:`.creator_process`; with ``SNAPFLOW_HELPER_PROCESSES=0``, one CPU, or a process that cannot
-start, this thread creates them), while the connections fetch, decrypt and check. The walk and the
+their blobs), :class:`FileRef`, :func:`interleave`, :func:`range_limit` and :func:`creators_wanted`. A
+batch of planned files is turned into ranged GETs (at most a pack each), in pack order, cut into parts
+that different connections fetch at once; each blob is decrypted into a per-thread buffer, checked
+against its ID and written with ``pwrite``. A file of one blob is created, written and given its
+metadata through one descriptor when its blob arrives; small ones (up to ``SMALL_WHOLE``) are handed, a
+fetched range's worth at a time, to the thread that runs the restore, which hands each range to one of
+the processes that create and write them (see :mod:`.creator_process`: one, and a further one whenever
+all are full, up to :func:`creators_wanted`; with ``SNAPFLOW_HELPER_PROCESSES=0``, one CPU, or no
+process that can start, this thread creates them), while the connections fetch, decrypt and check. The walk and the
 planning of batches run in a thread of their own, one batch ahead: while batch N's files are written,
 batch N+1 is planned and its ranges fetched.
 How a file is created and given its owner, mode and times is :mod:`.file_creator`'s; an error creating
