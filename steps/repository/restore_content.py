@@ -344,10 +344,8 @@ class ContentWriter:
             child.proc.start()
         except OSError as err:
             self._creators = 0
-            self._warn(
-                f"cannot start a process that creates small files ({err.strerror or err}); the restore"
-                " creates them itself"
-            )
+            then = "the ones running go on" if _usable(self._children) else "the restore creates them itself"
+            self._warn(f"cannot start a process that creates small files ({err.strerror or err}); {then}")
             return None
         self._children.append(child)
         return child

@@ -358,6 +358,50 @@ def test_one_of_two_creating_processes_killed_leaves_its_ranges_to_the_restore_a
     assert _open_fds() <= before
 
 
+def test_a_second_creating_process_that_cannot_start_leaves_the_work_to_the_first(
+    small_snapshot, tmp_path, monkeypatch
+):
+    # GIVEN a restore allowed two creating processes, whose first one is stopped once it has a range
+    # (so that a second one is wanted) and whose second one cannot be started (it is let go on then)
+    from steps.repository import creator_process, helper_process, restore_content
+
+    repo, sid, src = small_snapshot
+    monkeypatch.setenv(runtime.HELPER_PROCESSES, "1")
+    monkeypatch.setenv(runtime.RESTORE_CREATORS, "2")
+    monkeypatch.setattr(restore_content, "range_limit", lambda pack_size: 64 << 10)
+    monkeypatch.setattr(creator_process, "PENDING_RANGES", 1)
+    to_child, start = restore_content.ContentWriter._to_child, helper_process.HelperProcess.start
+    stopped: list[int] = []
+
+    def stop_the_first(self, child, batch, files):
+        rest = to_child(self, child, batch, files)
+        if not stopped:
+            stopped.append(child.proc.proc.pid)
+            os.kill(stopped[0], signal.SIGSTOP)
+        return rest
+
+    def start_once(self):
+        if stopped:
+            os.kill(stopped[0], signal.SIGCONT)
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        start(self)
+
+    monkeypatch.setattr(restore_content.ContentWriter, "_to_child", stop_the_first)
+    monkeypatch.setattr(helper_process.HelperProcess, "start", start_once)
+    # WHEN the restore runs
+    restorer = _restore(repo, sid, tmp_path / "out")
+    # THEN the tree is the source's, the first process went on creating, the restore's thread created
+    # the range no process could take, and one warning says so
+    assert stopped and len(restorer._children) == 1
+    assert 0 < restorer._child_files < 640, restorer._child_files
+    assert describe_tree(tmp_path / "out") == _expected(src)
+    assert restorer.stats.warnings == [
+        "cannot start a process that creates small files (Resource temporarily unavailable); the ones"
+        " running go on"
+    ]
+    assert _creators() == []
+
+
 def test_creating_processes_follow_the_cpus_unless_told(monkeypatch):
     from steps.drivers import cpus
     from steps.repository.restore_content import creators_wanted
