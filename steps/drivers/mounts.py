@@ -1,10 +1,11 @@
 """The mount table: which file system each mount is, from ``/proc/self/mountinfo``.
 
-Provides :func:`mounts` (every mount: its point, the major:minor of its superblock, its file system type)
-and :func:`devices_open_may_wait` (the devices whose ``open`` may wait on a network or a user-space
-server). Used by ``steps.drivers.snapshot_local`` (which file system a path lies on) and
+Provides :func:`mounts` (every mount: its point, the major:minor of its superblock, its file system type),
+:func:`devices_open_may_wait` (the devices whose ``open`` may wait on a network or a user-space
+server) and :func:`creates_in_parallel` (whether several processes creating files on a file system
+finish sooner than one). Used by ``steps.drivers.snapshot_local`` (which file system a path lies on),
 ``steps.repository.file_reading`` (which files a copy may read in batches with the interpreter lock
-held).
+held) and ``steps.repository.restore_content`` (how many processes create a restore's small files).
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ import re
 from typing import NamedTuple
 
 MOUNTINFO = "/proc/self/mountinfo"
+JBD2 = "/proc/fs/jbd2"  # one entry per mounted ext4 (or ext3) journal: <block device name>-<inode>
+SYS_DEV_BLOCK = "/sys/dev/block"  # MAJOR:MINOR -> the block device's directory (its name last)
+
+# File systems on which two processes creating files (each in its own directories) took less time than
+# one, measured (docs/performance.md, "Processes creating the small files"): ext4 with a journal, xfs
+# and tmpfs. ext4 without a journal took five to eight times as long with two once files had been
+# deleted on it (its inode allocator skips recently freed inodes, and two processes contend there);
+# other file systems were not measured, so they get one.
+PARALLEL_CREATE = frozenset({"xfs", "tmpfs"})
 
 # File systems whose open() may wait on a server: NFS, SMB, CephFS, GlusterFS, Lustre, GPFS, BeeGFS,
 # AFS, 9p and virtiofs (a host daemon), and every FUSE file system (fuse, fuseblk, fuse.<name>).
@@ -82,3 +92,32 @@ def devices_open_may_wait() -> frozenset[int]:
         if open_may_wait(m.fstype) and major.isdigit() and minor.isdigit():
             out.add(os.makedev(int(major), int(minor)))
     return frozenset(out)
+
+
+def _device(st_dev: int) -> str:
+    return f"{os.major(st_dev)}:{os.minor(st_dev)}"
+
+
+def ext4_journal(st_dev: int, jbd2: str = JBD2, sys_dev_block: str = SYS_DEV_BLOCK) -> bool:
+    """Whether the ext4 file system on ``st_dev`` keeps a journal: the kernel lists a mounted journal in
+    ``jbd2`` under the block device's name (false when either cannot be read)."""
+    try:
+        name = os.path.basename(os.readlink(os.path.join(sys_dev_block, _device(st_dev))))
+        return any(e.rpartition("-")[0] == name for e in os.listdir(jbd2))
+    except OSError:
+        return False
+
+
+def creates_in_parallel(
+    st_dev: int, table: list[Mount] | None = None, jbd2: str = JBD2, sys_dev_block: str = SYS_DEV_BLOCK
+) -> bool:
+    """Whether files are created sooner by several processes than by one on the file system whose
+    ``st_dev`` this is (see :data:`PARALLEL_CREATE`); ``table``: the mounts (default :func:`mounts`)."""
+    device = _device(st_dev)
+    types = {m.fstype for m in (mounts() if table is None else table) if m.device == device}
+    if len(types) != 1:  # not found, or two answers
+        return False
+    (fstype,) = types
+    if fstype == "ext4":
+        return ext4_journal(st_dev, jbd2, sys_dev_block)
+    return fstype in PARALLEL_CREATE

@@ -26,6 +26,7 @@ from collections import deque
 
 from steps import runtime
 from steps.drivers.cpus import default_threads
+from steps.drivers.mounts import creates_in_parallel
 from steps.errors import IntegrityError, SnapflowError, printable
 
 from .blob_sink import _env_int
@@ -55,10 +56,13 @@ def _is_zero(data) -> bool:
     return all(_ZEROS.startswith(view[i : i + len(_ZEROS)]) for i in range(0, n, len(_ZEROS)))
 
 
-def creators_wanted() -> int:
-    """How many creating processes a restore may start (``SNAPFLOW_RESTORE_CREATORS``, by default one per
-    usable CPU, at most 4): a second one starts only while the first has as many ranges as it may hold."""
-    return _env_int(runtime.RESTORE_CREATORS, default_threads("restore_creators"))
+def creators_wanted(st_dev: int | None) -> int:
+    """How many creating processes a restore into the file system ``st_dev`` may start
+    (``SNAPFLOW_RESTORE_CREATORS``; by default one per usable CPU, at most 4, where several create files
+    sooner than one (:func:`steps.drivers.mounts.creates_in_parallel`), else one). A further one starts
+    only while the others have as many ranges as they may hold."""
+    parallel = st_dev is not None and creates_in_parallel(st_dev)
+    return _env_int(runtime.RESTORE_CREATORS, default_threads("restore_creators") if parallel else 1)
 
 
 def range_limit(pack_size: int) -> int:
@@ -153,7 +157,7 @@ class _Stopped(Exception):
 
 class ContentWriter:
     """File creation and content writing of :class:`~.restorer.Restorer` (which provides ``repo``,
-    ``stats``, ``progress``, ``downloaders``, ``_lock``, ``_umask``, ``_ids``, ``_is_root``, ``_batch``,
+    ``stats``, ``progress``, ``downloaders``, ``_lock``, ``_umask``, ``_ids``, ``_is_root``, ``_root_fd``, ``_batch``,
     ``_batch_blobs``, ``_batch_fds``, ``_warn``, ``_owner`` and ``_apply_meta_fd``). ``_batch`` and
     ``_batch_fds`` belong to the planning thread; a batch handed to ``_flush`` belongs to the pipeline."""
 
@@ -232,7 +236,8 @@ class ContentWriter:
         # by ``slots``.
         small: queue.Queue = queue.Queue()
         slots = threading.Semaphore(1)
-        self._creators = creators_wanted() if helpers_wanted() else 0
+        target = os.fstat(self._root_fd).st_dev if self._root_fd >= 0 else None
+        self._creators = creators_wanted(target) if helpers_wanted() else 0
         children = self._children
 
         def plan() -> None:

@@ -402,16 +402,23 @@ def test_a_second_creating_process_that_cannot_start_leaves_the_work_to_the_firs
     assert _creators() == []
 
 
-def test_creating_processes_follow_the_cpus_unless_told(monkeypatch):
+def test_creating_processes_follow_the_cpus_and_the_file_system_unless_told(monkeypatch):
     from steps.drivers import cpus
+    from steps.repository import restore_content
     from steps.repository.restore_content import creators_wanted
 
     monkeypatch.delenv(runtime.RESTORE_CREATORS, raising=False)
+    # on a file system where several processes create files sooner: one per CPU, at most 4
+    monkeypatch.setattr(restore_content, "creates_in_parallel", lambda st_dev: st_dev == 7)
     for count, wanted in ((1, 1), (2, 2), (3, 3), (16, 4)):
         monkeypatch.setattr(cpus, "available_cpus", lambda count=count: count)
-        assert creators_wanted() == wanted, count
+        assert creators_wanted(7) == wanted, count
+    # elsewhere, or when the target's file system is unknown: one
+    assert creators_wanted(8) == 1
+    assert creators_wanted(None) == 1
+    # and the environment's value wins
     monkeypatch.setenv(runtime.RESTORE_CREATORS, "3")
-    assert creators_wanted() == 3
+    assert creators_wanted(8) == 3 and creators_wanted(7) == 3
 
 
 def test_a_creating_process_that_ends_after_its_last_range_leaves_nothing_to_say(

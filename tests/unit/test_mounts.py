@@ -2,8 +2,16 @@
 
 import os
 
+import pytest
+
 from steps.drivers import mounts as mounts_mod
-from steps.drivers.mounts import Mount, devices_open_may_wait, open_may_wait, parse_mountinfo
+from steps.drivers.mounts import (
+    Mount,
+    creates_in_parallel,
+    devices_open_may_wait,
+    open_may_wait,
+    parse_mountinfo,
+)
 
 TABLE = (
     "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
@@ -69,3 +77,55 @@ def test_a_device_met_during_the_copy_is_looked_up_in_the_table_as_it_is_then(tm
     # THEN the new device is found to be NFS, and a device already met keeps its answer
     assert readers._open_waits(auto)
     assert not readers._open_waits(local)
+
+
+def _jbd2(tmp_path, journals: list[str], devices: dict[str, str]) -> tuple[str, str]:
+    """A jbd2 listing holding ``journals`` and a /sys/dev/block whose MAJOR:MINOR links end in the names
+    of ``devices``."""
+    jbd2, block = tmp_path / "jbd2", tmp_path / "block"
+    jbd2.mkdir()
+    block.mkdir()
+    for name in journals:
+        (jbd2 / name).mkdir()
+    for number, name in devices.items():
+        (block / number).symlink_to(f"../../devices/virtual/block/{name}")
+    return str(jbd2), str(block)
+
+
+@pytest.mark.parametrize(
+    ("fstype", "journals", "parallel"),
+    [
+        ("ext4", ["dm-0-8"], True),  # a journal on this device (a name with a dash of its own)
+        ("ext4", ["dm-1-8", "vda-8"], False),  # journals of other devices only: none of its own
+        ("ext4", [], False),
+        ("xfs", [], True),
+        ("tmpfs", [], True),
+        ("btrfs", [], False),  # not measured
+        ("nfs4", [], False),
+    ],
+)
+def test_files_are_created_in_parallel_only_where_that_was_measured_faster(
+    tmp_path, fstype, journals, parallel
+):
+    # GIVEN a target on the device 253:0 (dm-0) of type ``fstype``, and the journals the kernel lists
+    jbd2, block = _jbd2(tmp_path, journals, {"253:0": "dm-0", "253:1": "dm-1", "254:0": "vda"})
+    table = [Mount("/", "254:0", "ext4"), Mount("/restore", "253:0", fstype)]
+    # THEN several processes create its files only on ext4 with a journal, xfs and tmpfs
+    assert creates_in_parallel(os.makedev(253, 0), table, jbd2, block) is parallel
+
+
+def test_an_unknown_or_ambiguous_device_gets_one_creating_process(tmp_path):
+    jbd2, block = _jbd2(tmp_path, ["dm-0-8"], {"253:0": "dm-0"})
+    dev = os.makedev(253, 0)
+    # not in the mount table
+    assert not creates_in_parallel(dev, [Mount("/", "254:0", "xfs")], jbd2, block)
+    # mounted twice with two types (cannot be, but the table is read, not trusted)
+    assert not creates_in_parallel(
+        dev, [Mount("/a", "253:0", "xfs"), Mount("/b", "253:0", "nfs")], jbd2, block
+    )
+    # the same file system mounted twice
+    assert creates_in_parallel(dev, [Mount("/a", "253:0", "xfs"), Mount("/b", "253:0", "xfs")], jbd2, block)
+    # ext4 whose device or journal listing cannot be read
+    table = [Mount("/a", "253:0", "ext4")]
+    assert not creates_in_parallel(dev, table, str(tmp_path / "none"), block)
+    assert not creates_in_parallel(dev, table, jbd2, str(tmp_path / "none"))
