@@ -9,9 +9,9 @@ metadata through one descriptor when its blob arrives; small ones (up to ``SMALL
 fetched range's worth at a time, to the thread that runs the restore, which hands each range to one of
 the processes that create and write them (see :mod:`.creator_process`: one, and a further one whenever
 all are full, up to :func:`creators_wanted`; with ``SNAPFLOW_HELPER_PROCESSES=0``, one CPU, or no
-process that can start, this thread creates them), while the connections fetch, decrypt and check. The walk and the
-planning of batches run in a thread of their own, one batch ahead: while batch N's files are written,
-batch N+1 is planned and its ranges fetched.
+process that can start, this thread creates them), while the connections fetch, decrypt and check. The
+walk and the planning of batches run in a thread of their own, one batch ahead: while batch N's files
+are written, batch N+1 is planned and its ranges fetched.
 How a file is created and given its owner, mode and times is :mod:`.file_creator`'s; an error creating
 or writing a file names it.
 """
@@ -157,8 +157,8 @@ class _Stopped(Exception):
 
 class ContentWriter:
     """File creation and content writing of :class:`~.restorer.Restorer` (which provides ``repo``,
-    ``stats``, ``progress``, ``downloaders``, ``_lock``, ``_umask``, ``_ids``, ``_is_root``, ``_root_fd``, ``_batch``,
-    ``_batch_blobs``, ``_batch_fds``, ``_warn``, ``_owner`` and ``_apply_meta_fd``). ``_batch`` and
+    ``stats``, ``progress``, ``downloaders``, ``_lock``, ``_umask``, ``_ids``, ``_is_root``, ``_root_fd``,
+    ``_batch``, ``_batch_blobs``, ``_batch_fds``, ``_warn``, ``_owner`` and ``_apply_meta_fd``). ``_batch`` and
     ``_batch_fds`` belong to the planning thread; a batch handed to ``_flush`` belongs to the pipeline."""
 
     # -- content ------------------------------------------------------------------------------
