@@ -164,8 +164,8 @@ def _serve(sock: socket.socket) -> None:
 
     def fill(need: int) -> bool:
         nonlocal buf, have
-        if len(buf) < need:
-            grown = bytearray(max(need, 2 * len(buf)))
+        if len(buf) < need:  # grown to the frame, not beyond: a range is at most a pack's worth
+            grown = bytearray(need)
             grown[:have] = buf[:have]
             buf = grown
         while have < need:
@@ -212,7 +212,7 @@ def _serve(sock: socket.socket) -> None:
         rest = have - HEADER.size - length
         buf[:rest] = buf[HEADER.size + length : have]
         have = rest
-        if len(buf) > 16 << 20 and have <= 1 << 20:  # a large range passed: give its memory back
+        if len(buf) > 4 << 20 and have <= 1 << 20:  # a large range passed: give its memory back
             small = bytearray(1 << 20)
             small[:have] = buf[:have]
             buf = small
