@@ -302,22 +302,18 @@ def test_the_creating_process_killed_mid_restore_leaves_the_rest_to_the_restore(
     assert _open_fds() <= before
 
 
-def test_one_of_two_creating_processes_killed_leaves_its_ranges_to_the_restore_and_the_rest_to_the_other(
-    small_snapshot, tmp_path, monkeypatch
-):
-    # GIVEN a restore with two creating processes and ranges of 64 KiB: the first one is stopped once
-    # it has a range (so the second one starts), and killed (SIGKILL) once the second one confirmed one
+def _stop_the_first_creator(monkeypatch) -> list[int]:
+    """Two creating processes allowed, ranges of 64 KiB, one range at a time per process; the first
+    process is stopped (SIGSTOP) once it runs and holds a range, so that a second one is wanted. Returns
+    the list that receives the first one's PID."""
     from steps.repository import creator_process, restore_content
 
-    repo, sid, src = small_snapshot
     monkeypatch.setenv(runtime.HELPER_PROCESSES, "1")
     monkeypatch.setenv(runtime.RESTORE_CREATORS, "2")
     monkeypatch.setattr(restore_content, "range_limit", lambda pack_size: 64 << 10)
     monkeypatch.setattr(creator_process, "PENDING_RANGES", 1)
-    to_child, from_child = restore_content.ContentWriter._to_child, restore_content.ContentWriter._from_child
+    to_child = restore_content.ContentWriter._to_child
     stopped: list[int] = []
-    killed: list[int] = []
-    later: list[int] = []  # ranges the second process confirmed after the first one was killed
 
     def stop_the_first(self, child, batch, files):
         rest = to_child(self, child, batch, files)
@@ -329,6 +325,23 @@ def test_one_of_two_creating_processes_killed_leaves_its_ranges_to_the_restore_a
             os.kill(stopped[0], signal.SIGSTOP)
         return rest
 
+    monkeypatch.setattr(restore_content.ContentWriter, "_to_child", stop_the_first)
+    return stopped
+
+
+def test_one_of_two_creating_processes_killed_leaves_its_ranges_to_the_restore_and_the_rest_to_the_other(
+    small_snapshot, tmp_path, monkeypatch
+):
+    # GIVEN a restore with two creating processes and ranges of 64 KiB: the first one is stopped once
+    # it has a range (so the second one starts), and killed (SIGKILL) once the second one confirmed one
+    from steps.repository import restore_content
+
+    repo, sid, src = small_snapshot
+    stopped = _stop_the_first_creator(monkeypatch)
+    from_child = restore_content.ContentWriter._from_child
+    killed: list[int] = []
+    later: list[int] = []  # ranges the second process confirmed after the first one was killed
+
     def kill_the_first(self, child, kind, payload):
         if kind == b"D" and child.proc.proc.pid != stopped[0]:
             if not killed:
@@ -338,7 +351,6 @@ def test_one_of_two_creating_processes_killed_leaves_its_ranges_to_the_restore_a
                 later.append(1)
         from_child(self, child, kind, payload)
 
-    monkeypatch.setattr(restore_content.ContentWriter, "_to_child", stop_the_first)
     monkeypatch.setattr(restore_content.ContentWriter, "_from_child", kill_the_first)
     before = _open_fds()
     # WHEN the restore runs
@@ -363,22 +375,11 @@ def test_a_second_creating_process_that_cannot_start_leaves_the_work_to_the_firs
 ):
     # GIVEN a restore allowed two creating processes, whose first one is stopped once it has a range
     # (so that a second one is wanted) and whose second one cannot be started (it is let go on then)
-    from steps.repository import creator_process, helper_process, restore_content
+    from steps.repository import helper_process
 
     repo, sid, src = small_snapshot
-    monkeypatch.setenv(runtime.HELPER_PROCESSES, "1")
-    monkeypatch.setenv(runtime.RESTORE_CREATORS, "2")
-    monkeypatch.setattr(restore_content, "range_limit", lambda pack_size: 64 << 10)
-    monkeypatch.setattr(creator_process, "PENDING_RANGES", 1)
-    to_child, start = restore_content.ContentWriter._to_child, helper_process.HelperProcess.start
-    stopped: list[int] = []
-
-    def stop_the_first(self, child, batch, files):
-        rest = to_child(self, child, batch, files)
-        if not stopped:
-            stopped.append(child.proc.proc.pid)
-            os.kill(stopped[0], signal.SIGSTOP)
-        return rest
+    stopped = _stop_the_first_creator(monkeypatch)
+    start = helper_process.HelperProcess.start
 
     def start_once(self):
         if stopped:
@@ -386,7 +387,6 @@ def test_a_second_creating_process_that_cannot_start_leaves_the_work_to_the_firs
             raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
         start(self)
 
-    monkeypatch.setattr(restore_content.ContentWriter, "_to_child", stop_the_first)
     monkeypatch.setattr(helper_process.HelperProcess, "start", start_once)
     # WHEN the restore runs
     restorer = _restore(repo, sid, tmp_path / "out")
