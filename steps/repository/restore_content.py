@@ -35,7 +35,7 @@ from .crypto import NONCE_LEN, TAG_LEN, open_blob_into
 from .file_creator import create_whole, named_error, open_new, warning_text, write_all
 from .helper_process import helpers_wanted
 from .pack import lazy_buffer, pack_key
-from .snapshot_read import blob_offsets
+from .snapshot_read import piece_offsets
 
 MiB = 1024 * 1024
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -526,9 +526,12 @@ class ContentWriter:
         index = batch.index = self.repo.index
         # pack number -> {blob ID: [pack offset, stored length, raw length, [(file no, file offset)]]}
         by_pack: dict[int, dict[bytes, list]] = {}
-        for fno, ref in enumerate(refs):
-            pieces = list(blob_offsets(self.repo, ref.node, ref.shown, index))
-            if not pieces:  # empty, or only holes: its size and metadata are all there is
+        contents = [ref.node.get("content") or () for ref in refs]
+        ids = [bytes.fromhex(hexid) for content in contents for hexid in content]
+        places = index.places(ids)  # the whole batch's lookups at once
+        k = 0
+        for fno, (ref, content) in enumerate(zip(refs, contents, strict=True)):
+            if not content:  # empty, or only holes: its size and metadata are all there is
                 try:
                     fd = self._reopen(ref) if ref.created else self._open_new(ref)
                     try:
@@ -541,21 +544,32 @@ class ContentWriter:
                 except OSError as err:
                     raise named_error(ref.shown, err) from err
                 continue
+            found = places[k : k + len(content)]
+            if None in found:
+                hexid = content[found.index(None)]
+                raise IntegrityError(f"blob {hexid} of {ref.shown} is not in the index")
             size = ref.node.get("size", 0)
-            if not ref.created and len(pieces) == 1 and pieces[0][1] == 0 and pieces[0][2] == size:
+            if len(found) == 1 and "holes" not in ref.node:
+                offsets = [0]  # the common case: one blob from the start
+            else:
+                offsets = piece_offsets(ref.node, [place[3] for place in found])
+            if not ref.created and len(found) == 1 and offsets[0] == 0 and found[0][3] == size:
                 ref.whole = True
             elif not ref.created:
                 self._create_sized(ref)
-            ref.pending = len(pieces)
-            for bid, off, raw, loc in pieces:
-                blobs = by_pack.get(loc.pack_no)
+            ref.pending = len(found)
+            for bid, (pack_no, offset, length, raw), off in zip(
+                ids[k : k + len(found)], found, offsets, strict=True
+            ):
+                blobs = by_pack.get(pack_no)
                 if blobs is None:
-                    blobs = by_pack[loc.pack_no] = {}
+                    blobs = by_pack[pack_no] = {}
                 entry = blobs.get(bid)
                 if entry is None:
-                    blobs[bid] = [loc.offset, loc.length, raw, [(fno, off)]]
+                    blobs[bid] = [offset, length, raw, [(fno, off)]]
                 else:
                     entry[3].append((fno, off))
+            k += len(found)
         ranges = self._ranges(by_pack)
         del by_pack
         return interleave(ranges, min(self.downloaders, len(ranges)))

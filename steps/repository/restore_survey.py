@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from steps.errors import IntegrityError, SnapflowError, printable
 
-from .pack import BLOB_DATA
+from .index import NOT_DATA, NOT_INDEXED
 from .repo import Repository
 from .tree import RestoreLimits, node_problem
 
@@ -79,11 +79,11 @@ class Survey:
             )
         entries, below = len(nodes), 0
         base = path.rstrip("/")
-        file_problem = self._file_problem
+        problems = iter(self._file_problems([node for node in nodes if node["type"] == "file"]))
         for node in nodes:
             kind = node["type"]
             if kind == "file":
-                why = file_problem(node)
+                why = next(problems)
                 if why is not None:
                     self.damaged_files[(tree_hex, node["name"])] = why
                     self._damage(f"{base}/{node['name']}", why)
@@ -96,22 +96,31 @@ class Survey:
                     raise self._limit("--max-depth", self.limits.max_depth, f"the depth of {child}")
         return entries, below
 
-    def _file_problem(self, node: dict) -> str | None:
-        """Why the file's size disagrees with its blobs and holes (None when it agrees)."""
-        holes = node.get("holes")
-        total = sum(length for _off, length in holes) if holes else 0
-        get = self.index.type_and_raw_length
-        for hexid in node.get("content") or ():
-            found = get(bytes.fromhex(hexid))
-            if found is None:
-                return f"blob {hexid} is not in the index"
-            if found[0] != BLOB_DATA:
-                return f"blob {hexid} is not a data blob"
-            total += found[1]
-        size = node.get("size", 0)
-        if total != size:
-            return f"size {size} but its blobs and holes hold {total} bytes"
-        return None
+    def _file_problems(self, files: list[dict]) -> list[str | None]:
+        """Why each file's size disagrees with its blobs and holes (None where it agrees): the blobs of a
+        directory's files are looked up together (:meth:`.MemIndex.data_lengths`)."""
+        contents = [node.get("content") or () for node in files]
+        lengths = iter(self.index.data_lengths([bytes.fromhex(h) for blobs in contents for h in blobs]))
+        out: list[str | None] = []
+        for node, blobs in zip(files, contents, strict=True):
+            holes = node.get("holes")
+            total = sum(length for _off, length in holes) if holes else 0
+            why = None
+            for hexid in blobs:
+                raw = next(lengths)
+                if why is not None:
+                    continue
+                if raw == NOT_INDEXED:
+                    why = f"blob {hexid} is not in the index"
+                elif raw == NOT_DATA:
+                    why = f"blob {hexid} is not a data blob"
+                else:
+                    total += raw
+            size = node.get("size", 0)
+            if why is None and total != size:
+                why = f"size {size} but its blobs and holes hold {total} bytes"
+            out.append(why)
+        return out
 
 
 def shorten(text: str, keep: int = 160) -> str:

@@ -1,8 +1,8 @@
 """Reading a snapshot's trees and file contents without writing to disk.
 
 Provides :func:`iter_nodes` (the tree walk behind ``ls``), :func:`load_files` (a small snapshot read
-into memory, e.g. stored manifests) and :func:`blob_offsets` (where each content blob of a file goes,
-used by the restorer).
+into memory, e.g. stored manifests), :func:`blob_offsets` (where each content blob of a file goes,
+used by the restorer) and :func:`piece_offsets` (the same from blob lengths already looked up).
 """
 
 from __future__ import annotations
@@ -44,19 +44,32 @@ def blob_offsets(repo: Repository, node: dict, where: bytes | None = None, index
     content = node.get("content") or ()
     if not content:
         return
-    regions = file_regions(node)
-    ri, pos, region_end = 0, 0, 0
-    if regions:
-        pos, region_end = regions[0][0], regions[0][0] + regions[0][1]
     get = (index if index is not None else repo.index).get
+    found = []
     for hexid in content:
         bid = bytes.fromhex(hexid)
         loc = get(bid)
         if loc is None:
             name = os.fsdecode(where) if where is not None else repr(node["name"])
             raise IntegrityError(f"blob {hexid} of {name} is not in the index")
+        found.append((bid, loc))
+    offsets = piece_offsets(node, [loc.raw_length for _bid, loc in found])
+    for (bid, loc), pos in zip(found, offsets, strict=True):
+        yield bid, pos, loc.raw_length, loc
+
+
+def piece_offsets(node: dict, raw_lengths: list[int]) -> list[int]:
+    """The file offset of each content blob of ``node``, whose plaintext lengths are ``raw_lengths`` in
+    order: they fill the file's data regions, the recorded holes skipped."""
+    regions = file_regions(node)
+    ri, pos, region_end = 0, 0, 0
+    if regions:
+        pos, region_end = regions[0][0], regions[0][0] + regions[0][1]
+    out = []
+    for raw in raw_lengths:
         while pos >= region_end and ri + 1 < len(regions):
             ri += 1
             pos, region_end = regions[ri][0], regions[ri][0] + regions[ri][1]
-        yield bid, pos, loc.raw_length, loc
-        pos += loc.raw_length
+        out.append(pos)
+        pos += raw
+    return out

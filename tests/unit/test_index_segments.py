@@ -14,6 +14,8 @@ import pytest
 
 from steps.repository.index import (
     _SEG,
+    NOT_DATA,
+    NOT_INDEXED,
     IndexPack,
     MemIndex,
     PackEntries,
@@ -94,6 +96,32 @@ def test_many_lookups_at_once_answer_as_one_by_one():
     assert idx.has_all(ids) and all(map(idx.has, ids))
     for absent in (os.urandom(32), ids[3][:31], ids[3] + b"x", b""):
         assert not idx.has(absent) and not idx.has_all([*ids[:100], absent])
+
+
+def test_places_and_data_lengths_answer_as_get_one_by_one():
+    # GIVEN blobs across segments, a duplicate whose first pack is excluded, a blob only in an excluded
+    # pack, trees among the data blobs, and IDs that are not indexed at all
+    entries = [_entry(i) for i in range(_SEG + 40)]
+    idx = MemIndex()
+    idx.add_pack("a", b"s" * 32, 1, entries[:_SEG])
+    idx.add_pack("b", b"s" * 32, 1, entries[_SEG:])
+    idx.add_pack("c", b"s" * 32, 1, [entries[1], _entry(2)])  # entries[1] stored again
+    idx.exclude_packs(["a"])
+    ids = [e.id for e in entries] + [os.urandom(32), entries[5].id[:31], b""]
+    # THEN each answer is what get() says: the location not excluded, None where there is none
+    places = idx.places(ids)
+    lengths = idx.data_lengths(ids)
+    assert len(places) == len(lengths) == len(ids)
+    for bid, place, length in zip(ids, places, lengths, strict=True):
+        loc = idx.get(bid)
+        if loc is None:
+            assert place is None and length == NOT_INDEXED
+            continue
+        assert place == (loc.pack_no, loc.offset, loc.length, loc.raw_length)
+        assert length == (loc.raw_length if loc.type == BLOB_DATA else NOT_DATA)
+    assert places[1] == (2, entries[1].offset, entries[1].length, entries[1].raw_length)  # from "c"
+    assert places[3] is None and places[_SEG + 3] is not None  # "a" is excluded, "b" is not
+    assert NOT_DATA in lengths and idx.places([]) == [] == idx.data_lengths([])
 
 
 def test_an_entry_that_does_not_fit_adds_nothing_of_its_pack():

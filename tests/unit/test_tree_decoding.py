@@ -1,0 +1,87 @@
+"""decode_tree parses with orjson and falls back to json: for any bytes, it must give the nodes (or the
+refusal) that json alone gives, so that a crafted tree cannot pass by choosing its parser."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from steps.repository.tree import DamagedTreeError, decode_tree, encode_tree, validate_nodes
+
+from .test_tree_encoding import nodes
+
+BLOB = "ab" * 32
+
+
+def reference(data: bytes):
+    """What json alone decides: the validated nodes, or None for a refusal."""
+    try:
+        return validate_nodes(json.loads(data)["nodes"])
+    except (ValueError, TypeError, KeyError, RecursionError, DamagedTreeError):
+        return None
+
+
+def decoded(data: bytes):
+    try:
+        return decode_tree(data)
+    except DamagedTreeError:
+        return None
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(nodes())
+def test_written_trees_decode_as_json_decodes_them(tree):
+    data = encode_tree(tree)
+    assert decoded(data) == reference(data)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_any_json_value_in_a_node_field_is_decided_as_json_decides_it(value):
+    node = {"name": "f", "type": "file", "mode": 0o644, "size": 0, "content": [], "mtime_ns": 1}
+    for field in ("mode", "size", "content", "name", "extra"):
+        data = json.dumps({"nodes": [{**node, field: value}]}).encode()
+        assert decoded(data) == reference(data), field
+
+
+def file_node(**fields) -> dict:
+    return {"name": "f", "type": "file", "mode": 0o644, "size": 1, "content": [BLOB], "mtime_ns": 1, **fields}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # json reads these and orjson does not: each must still decode
+        json.dumps({"nodes": [file_node(name=os.fsdecode(b"caf\xe9"))]}).encode(),  # a lone surrogate
+        b"\xef\xbb\xbf" + json.dumps({"nodes": [file_node()]}).encode(),  # a byte-order mark
+        json.dumps({"nodes": [file_node(extra=float("nan"))]}).encode(),  # NaN in a field nobody reads
+    ],
+)
+def test_what_only_json_reads_still_decodes(data):
+    assert decoded(data) is not None
+    assert decoded(data) == reference(data)
+
+
+@pytest.mark.parametrize("field", ["mode", "uid", "mtime_ns", "inode", "size"])
+def test_an_integer_past_64_bits_is_refused_by_either_parser(field):
+    data = b'{"nodes":[{"name":"f","type":"file","content":[],"%s":%d}]}' % (field.encode(), 2**64 + 5)
+    assert reference(data) is None
+    with pytest.raises(DamagedTreeError, match=field):
+        decode_tree(data)
+
+
+def test_not_json_at_all_is_one_error_naming_the_tree():
+    with pytest.raises(DamagedTreeError, match=r"tree t1: not a tree \(JSONDecodeError\)"):
+        decode_tree(b'{"nodes": [', "t1")
+    with pytest.raises(DamagedTreeError, match=r"tree t2: not a tree \(RecursionError\)"):
+        decode_tree(b"[" * 100_000 + b"]" * 100_000, "t2")
