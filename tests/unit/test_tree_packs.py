@@ -145,3 +145,114 @@ def test_a_restore_from_tree_packs_is_byte_for_byte(snapshot, tmp_path):
         for name in files:
             with open(os.path.join(dirpath, name), "rb") as f:
                 assert (target / rel / name).read_bytes() == f.read()
+
+
+# -- reading ahead ------------------------------------------------------------------------------------
+def _three_tree_packs(store: MemoryStore, root) -> tuple[Repository, list[list[bytes]]]:
+    """Two more snapshots of the source, each changing one directory: trees in three tree packs. Returns
+    the repository opened afresh and each tree pack's trees."""
+    for d in ("d005", "d030"):
+        repo = _reopen(store)
+        (root / d / "new").write_bytes(f"changed {d}".encode())
+        copy_source(repo, CopyOptions(str(root)))
+    repo = _reopen(store)
+    groups = repo.index.pack_entries()
+    packs = [[e.id for e in groups[no]] for no in groups if repo.index.is_tree_pack(no)]
+    assert len(packs) == 3
+    return repo, packs
+
+
+def _wait_for(check, seconds: float = 10.0) -> None:
+    import time
+
+    end = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
+
+
+def test_tree_packs_are_read_ahead_in_a_thread_of_their_own_and_once(snapshot, tmp_path):
+    import threading
+
+    store, _sid = snapshot
+    repo, packs = _three_tree_packs(store, tmp_path / "src")
+    by: list[tuple[str, str]] = []
+    store.hook = lambda op, key: (
+        by.append((key, threading.current_thread().name)) if op == "get" and key.startswith("data/") else None
+    )
+    # GIVEN the next trees of a walk, in two tree packs: both are fetched, by the read-ahead thread
+    repo.read_trees_ahead([packs[0][0].hex(), packs[0][1].hex(), packs[1][0].hex()])
+    _wait_for(lambda: len(repo._tree_packs) == 2)
+    assert sorted(by) == sorted(
+        (pack_key(repo.index.get(p[0]).pack_id), "tree-read-ahead") for p in packs[:2]
+    )
+    # THEN the walk reads their trees without a GET, and asking again fetches nothing more
+    by.clear()
+    for bid in packs[0] + packs[1]:
+        assert isinstance(repo.load_tree(bid), list)
+    repo.read_trees_ahead([packs[0][0].hex(), packs[1][0].hex()])
+    assert by == []
+
+
+def test_a_walk_waits_for_the_pack_being_read_ahead_instead_of_fetching_it_again(snapshot, tmp_path):
+    import threading
+
+    store, _sid = snapshot
+    repo, packs = _three_tree_packs(store, tmp_path / "src")
+    release = threading.Event()
+    gets: list[str] = []
+
+    def hook(op, key):
+        if op == "get" and key.startswith("data/"):
+            gets.append(key)
+            if threading.current_thread().name == "tree-read-ahead":
+                assert release.wait(10)
+
+    store.hook = hook
+    repo.read_trees_ahead([packs[2][0].hex()])
+    _wait_for(lambda: len(gets) == 1)  # the read-ahead is fetching, and held there
+    got: list = []
+    walker = threading.Thread(target=lambda: got.append(repo.load_tree(packs[2][0])))
+    walker.start()
+    walker.join(0.3)
+    assert walker.is_alive() and len(gets) == 1  # the walk waits for that fetch
+    release.set()
+    walker.join(10)
+    assert isinstance(got[0], list) and len(gets) == 1  # one GET for both
+
+
+def test_a_read_ahead_that_fails_leaves_the_pack_to_the_walk(snapshot, tmp_path):
+    import threading
+
+    store, _sid = snapshot
+    repo, packs = _three_tree_packs(store, tmp_path / "src")
+    failed: list[str] = []
+
+    def hook(op, key):
+        if op == "get" and key.startswith("data/") and threading.current_thread().name == "tree-read-ahead":
+            failed.append(key)
+            raise ConnectionError("the object store went away")
+
+    store.hook = hook
+    repo.read_trees_ahead([packs[1][0].hex()])
+    _wait_for(lambda: failed and not repo._tree_packs_coming)
+    store.hook = None
+    # the walk fetches the pack itself: the failure neither marked it damaged nor left a wrong tree
+    assert not repo._tree_packs_damaged
+    for bid in packs[1]:
+        assert isinstance(repo.load_tree(bid), list)
+    assert len(repo._tree_packs) == 1
+
+
+def test_a_damaged_pack_read_ahead_costs_only_its_trees_and_the_survey_names_them(snapshot, tmp_path):
+    store, sid = snapshot
+    repo, packs = _three_tree_packs(store, tmp_path / "src")
+    victim = packs[0][0]  # the first tree the first copy wrote: /d000's
+    loc = repo.index.get(victim)
+    data = bytearray(store.objects[pack_key(loc.pack_id)])
+    data[loc.offset + loc.length // 2] ^= 0x01
+    store.objects[pack_key(loc.pack_id)] = bytes(data)
+    survey = _survey(repo, sid)  # the first snapshot: its trees are that pack's
+    assert repo._tree_packs_damaged == {loc.pack_id}
+    assert list(survey.damaged_trees) == [victim.hex()] and not survey.damaged_files
+    assert survey.first_damage.startswith("/d000: ")
