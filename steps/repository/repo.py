@@ -59,10 +59,6 @@ _KIND_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 TREE_CACHE_BYTES = 32 * 1024 * 1024
 WHOLE_TREE_PACK_LIMIT = 16 * 1024 * 1024
 TREE_PACK_CACHE_BYTES = 32 * 1024 * 1024
-# read_trees_ahead: tree packs fetched ahead at most (with the one in use, within TREE_PACK_CACHE_BYTES of
-# 8 MiB packs), and how many of the next trees are looked at to find them
-READ_AHEAD_PACKS = 2
-READ_AHEAD_TREES = 8
 LIST_PARALLEL = 16
 # Index files being fetched, decoded or waiting to be added, by their stored size (the decoded text is
 # about twice that, held while it is decoded): one file larger than this is loaded alone.
@@ -126,7 +122,6 @@ class Repository(WriterProtocol, RestorePoints):
         self._tree_packs: OrderedDict[str, bytes] = OrderedDict()  # pack ID -> stored bytes
         self._tree_packs_bytes = 0
         self._tree_packs_damaged: set[str] = set()
-        self._tree_packs_coming: dict[str, threading.Event] = {}  # pack ID -> set once its fetch ended
         self._writer: WriterSession | None = None
         self._pins: dict[str, str] = {}  # key -> version ID that verified (versioned buckets)
         self._pins_lock = threading.Lock()
@@ -517,27 +512,14 @@ class Repository(WriterProtocol, RestorePoints):
         size = index.pack_sizes[no]
         if size > WHOLE_TREE_PACK_LIMIT:
             return None
-        while True:
-            with self._tree_lock:
-                if pack_id in self._tree_packs_damaged:
-                    return None
-                data = self._tree_packs.get(pack_id)
-                if data is not None:
-                    self._tree_packs.move_to_end(pack_id)
-                    return data
-                coming = self._tree_packs_coming.get(pack_id)
-                if coming is None:  # this thread fetches it; the others wait for it
-                    coming = self._tree_packs_coming[pack_id] = threading.Event()
-                    break
-            coming.wait()  # then from the cache, or fetched again if that fetch failed
-        try:
-            return self._fetch_tree_pack(pack_id, size)
-        finally:
-            with self._tree_lock:
-                del self._tree_packs_coming[pack_id]
-            coming.set()
+        with self._tree_lock:
+            if pack_id in self._tree_packs_damaged:
+                return None
+            data = self._tree_packs.get(pack_id)
+            if data is not None:
+                self._tree_packs.move_to_end(pack_id)
+                return data
 
-    def _fetch_tree_pack(self, pack_id: str, size: int) -> bytes | None:
         def whole(data: bytes) -> bytes:
             if storage_id(data) != pack_id:
                 raise IntegrityError(f"pack {pack_id}: stored bytes do not match their name")
@@ -557,48 +539,6 @@ class Repository(WriterProtocol, RestorePoints):
                     _, old = self._tree_packs.popitem(last=False)
                     self._tree_packs_bytes -= len(old)
         return data
-
-    def read_trees_ahead(self, tree_ids: list[str]) -> None:
-        """Start fetching, in a thread of its own, the tree packs that the trees ``tree_ids`` (those a walk
-        takes next, in its order) need and that are neither cached nor coming: the first
-        READ_AHEAD_PACKS of them, among the first READ_AHEAD_TREES trees. A walk over a snapshot's trees
-        (a restore's survey and its plan) then finds the next pack fetched while it decodes the one
-        before, instead of waiting for each GET. What the thread cannot fetch is left to the walk, which
-        fetches it again and reports what fails."""
-        index = self.index
-        locs = [index.get(bytes.fromhex(hexid)) for hexid in tree_ids[:READ_AHEAD_TREES]]
-        wanted: list = []
-        with self._tree_lock:
-            for loc in locs:
-                if loc is None or any(w.pack_id == loc.pack_id for w in wanted):
-                    continue
-                if (
-                    not index.is_tree_pack(loc.pack_no)
-                    or index.pack_sizes[loc.pack_no] > WHOLE_TREE_PACK_LIMIT
-                ):
-                    continue  # read tree by tree (see _tree_pack)
-                pid = loc.pack_id
-                if (
-                    pid in self._tree_packs
-                    or pid in self._tree_packs_coming
-                    or pid in self._tree_packs_damaged
-                ):
-                    continue
-                wanted.append(loc)
-                if len(wanted) == READ_AHEAD_PACKS:
-                    break
-        if wanted:
-            thread = threading.Thread(
-                target=self._read_ahead, args=(wanted,), name="tree-read-ahead", daemon=True
-            )
-            thread.start()
-
-    def _read_ahead(self, wanted: list) -> None:
-        for loc in wanted:
-            try:
-                self._tree_pack(loc)
-            except Exception:  # the walk fetches it again and reports the error
-                pass
 
     def _tree_cached(self, blob_id: bytes) -> bytes | None:
         with self._tree_lock:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from steps.errors import IntegrityError, SnapflowError, printable
 
 from .index import NOT_DATA, NOT_INDEXED
-from .repo import READ_AHEAD_TREES, Repository
+from .repo import Repository
 from .tree import RestoreLimits, node_problem
 
 
@@ -80,9 +80,6 @@ class Survey:
         entries, below = len(nodes), 0
         base = path.rstrip("/")
         problems = iter(self._file_problems([node for node in nodes if node["type"] == "file"]))
-        # the subtrees this walk enters next, whose tree packs are fetched ahead
-        subtrees = [node["subtree"] for node in nodes if node["type"] == "dir" and node.get("subtree")]
-        k = 0
         for node in nodes:
             kind = node["type"]
             if kind == "file":
@@ -92,9 +89,6 @@ class Survey:
                     self._damage(f"{base}/{node['name']}", why)
             elif kind == "dir":  # a level of its own, with or without a subtree
                 child = f"{base}/{node['name']}"
-                if node.get("subtree"):
-                    self.repo.read_trees_ahead(subtrees[k : k + READ_AHEAD_TREES])
-                    k += 1
                 n, d = self._tree(node["subtree"], child, depth + 1) if node.get("subtree") else (0, 0)
                 entries += n
                 below = max(below, d + 1)

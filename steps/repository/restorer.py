@@ -38,7 +38,7 @@ from steps.errors import UsageError, printable
 from .blob_sink import _env_int
 from .excludes import excluded
 from .file_creator import named_error, set_owner_and_mode, set_times, warning_text
-from .repo import READ_AHEAD_TREES, Repository, Snapshot
+from .repo import Repository, Snapshot
 from .restore_content import ContentWriter, FileRef, interleave
 from .restore_survey import DamagedSnapshotError, Survey, shorten
 from .snapshot_read import blob_offsets, iter_nodes, load_files
@@ -315,10 +315,6 @@ class Restorer(ContentWriter):
             self._skip_damaged(shown_dir, survey.damaged_trees[tree_id])
             return
         nodes = self.repo.load_tree(tree_id)
-        # the subtrees the walk enters next, whose tree packs are fetched ahead (not for a selection)
-        ahead, k = None, 0
-        if not self.includes and not self.excludes:
-            ahead = [node["subtree"] for node in nodes if node["type"] == "dir" and node.get("subtree")]
         for node in nodes:
             if self._errors:  # another thread failed: end the walk
                 self._stop_if_failed()
@@ -329,9 +325,6 @@ class Restorer(ContentWriter):
                 continue
             kind = node["type"]
             if kind == "dir":
-                if ahead and node.get("subtree"):
-                    self.repo.read_trees_ahead(ahead[k : k + READ_AHEAD_TREES])
-                    k += 1
                 if not self._may_contain(child_rel):
                     continue
                 try:
