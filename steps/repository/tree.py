@@ -318,14 +318,18 @@ def validate_nodes(nodes, tree: str | None = None) -> list[dict]:
 def decode_tree(data: bytes, tree: str | None = None, validated: bool = False) -> list[dict]:
     """The validated nodes of a stored tree (see :func:`validate_nodes`); ``tree`` names it in errors.
     ``validated``: these very bytes (authenticated under the same ID) passed before, so the rules are
-    not applied again. orjson parses (twice as fast); what it refuses, json does: names kept as lone
-    surrogates (non-UTF-8 bytes) are escaped in the JSON, and only json reads those. Both give the same
-    nodes for anything both read, but for an integer past 64 bits, which orjson reads as a float: the
-    rules refuse either (an integer field must be an int within its bounds)."""
+    not applied again. orjson parses (twice as fast), and its nodes are taken when orjson writes them back
+    as the very bytes stored, as a copy writes a tree of printable ASCII names (see
+    :func:`encode_fs_tree`); anything else is parsed again by json. For such bytes the two parsers give
+    the same nodes, while orjson alone would read an integer past 64 bits as a float (which does not
+    write back as its digits), and refuses names kept as lone surrogates (non-UTF-8 bytes, escaped in the
+    JSON), NaN and a byte-order mark, which json reads."""
     try:
         try:
             doc = orjson.loads(data)
-        except orjson.JSONDecodeError:  # what orjson refuses and json takes: lone surrogates, NaN, a BOM...
+            if orjson.dumps(doc, option=orjson.OPT_SORT_KEYS) != data:
+                doc = json.loads(data)  # not as a copy writes it: json decides
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
             doc = json.loads(data)
         nodes = doc["nodes"]
     except (ValueError, TypeError, KeyError, RecursionError) as err:

@@ -1,5 +1,6 @@
-"""decode_tree parses with orjson and falls back to json: for any bytes, it must give the nodes (or the
-refusal) that json alone gives, so that a crafted tree cannot pass by choosing its parser."""
+"""decode_tree parses with orjson, keeping its nodes only when they write back as the stored bytes, and
+with json otherwise: for any bytes it must give the nodes (or the refusal) that json alone gives, so
+that a crafted tree cannot pass, or read differently, by choosing its parser."""
 
 from __future__ import annotations
 
@@ -70,6 +71,21 @@ def file_node(**fields) -> dict:
 def test_what_only_json_reads_still_decodes(data):
     assert decoded(data) is not None
     assert decoded(data) == reference(data)
+
+
+def test_a_tree_as_a_copy_writes_it_is_read_by_orjson_alone(monkeypatch):
+    from steps.repository import tree as tree_mod
+
+    nodes = [file_node(name=f"f{i}", mtime_ns=1_733_000_000_000_000_000 + i) for i in range(50)]
+    data = tree_mod.encode_fs_tree(nodes)
+    monkeypatch.setattr(tree_mod.json, "loads", lambda *_a, **_k: pytest.fail("json was used"))
+    assert decode_tree(data) == sorted(nodes, key=lambda n: n["name"])
+
+
+def test_an_integer_past_64_bits_where_no_rule_looks_is_kept_exact():
+    for big in (2**64, 2**64 + 5, -(2**63) - 1, 10**30):
+        data = json.dumps({"nodes": [file_node(extra=big)]}, sort_keys=True, separators=(",", ":")).encode()
+        assert decoded(data)[0]["extra"] == big and type(decoded(data)[0]["extra"]) is int
 
 
 @pytest.mark.parametrize("field", ["mode", "uid", "mtime_ns", "inode", "size"])
