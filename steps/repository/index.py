@@ -261,9 +261,6 @@ class MemIndex:
         j = 32 * (n & _SEG_MASK)
         return bytes(self._ids[n >> _SEG_BITS][j : j + 32])
 
-    def _type_of(self, n: int) -> bytes:
-        return _TYPE_BYTES[self._type[n >> _SEG_BITS][n & _SEG_MASK]]
-
     def is_excluded(self, pack_no: int) -> bool:
         return bool(self.pack_flags[pack_no] & FLAG_EXCLUDED)
 
@@ -278,8 +275,7 @@ class MemIndex:
         IDs under one lock, for an incremental copy's unchanged files (hundreds of thousands of
         lookups, where the calls themselves were most of the cost)."""
         with self._lock:
-            find, visible = self._find, self._visible
-            return all(visible(find(b, int.from_bytes(b[:8], _ORDER))) >= 0 for b in blob_ids)
+            return -1 not in self._entries(blob_ids)
 
     def __contains__(self, blob_id: bytes) -> bool:
         return self._entry(blob_id) >= 0
@@ -305,17 +301,11 @@ class MemIndex:
         n = self._entry(blob_id)
         return self._raw[n >> _SEG_BITS][n & _SEG_MASK] if n >= 0 else None
 
-    def type_and_raw_length(self, blob_id: bytes) -> tuple[bytes, int] | None:
-        """The blob's type and plaintext length (None when not indexed), without building a location."""
-        n = self._entry(blob_id)
-        if n < 0:
-            return None
-        return self._type_of(n), self._raw[n >> _SEG_BITS][n & _SEG_MASK]
-
     def _entries(self, blob_ids: Iterable[bytes]) -> list[int]:
         """:meth:`_entry` of each of ``blob_ids`` (call with the lock held): the probe written out in one
-        loop, without a call per ID, for the lookups of a restore's survey and plan (a million of each
-        for a million small files, where the calls were most of the cost)."""
+        loop, without a call per ID, for the lookups of an incremental copy's unchanged files and of a
+        restore's survey and plan (a million of each for a million small files, where the calls were most
+        of the cost)."""
         out: list[int] = []
         put = out.append
         table, mask, ids, flags, packs, visible = (
@@ -342,9 +332,8 @@ class MemIndex:
         return out
 
     def data_lengths(self, blob_ids: Iterable[bytes]) -> list[int]:
-        """The plaintext length of each of ``blob_ids`` as a data blob: :data:`NOT_INDEXED` for one not
-        indexed (or only in excluded packs), :data:`NOT_DATA` for a tree (:meth:`type_and_raw_length` of
-        many IDs under one lock)."""
+        """The plaintext length of each of ``blob_ids`` as a data blob, for many IDs under one lock:
+        :data:`NOT_INDEXED` for one not indexed (or only in excluded packs), :data:`NOT_DATA` for a tree."""
         data = BLOB_DATA[0]
         with self._lock:
             types, raws = self._type, self._raw

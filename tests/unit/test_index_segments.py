@@ -66,7 +66,8 @@ def test_blobs_across_segments_are_found_with_their_first_location():
             e.length,
             e.raw_length,
         )
-        assert idx.type_and_raw_length(bid) == (e.type, e.raw_length) and idx.raw_length(bid) == e.raw_length
+        assert idx.data_lengths([bid]) == [e.raw_length if e.type == BLOB_DATA else NOT_DATA]
+        assert idx.raw_length(bid) == e.raw_length
     assert not idx.has(os.urandom(32))
     # AND the entries read back in the order they were added, grouped by pack as before
     assert [bid for bid, _loc in idx.iter_blobs()] == order
