@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from steps.errors import IntegrityError
+import orjson
+
+from steps.errors import IntegrityError, printable
 
 from .pack import BLOB_DATA, BLOB_TREE, BLOB_TYPES, PackEntry
 
@@ -305,7 +307,16 @@ class MemIndex:
         """:meth:`_entry` of each of ``blob_ids`` (call with the lock held): the probe written out in one
         loop, without a call per ID, for the lookups of an incremental copy's unchanged files and of a
         restore's survey and plan (a million of each for a million small files, where the calls were most
-        of the cost)."""
+        of the cost). The IDs' hashes are read in one pass over the joined IDs, and a slot's ID is compared
+        in place (``startswith`` at its offset) instead of as a copy: both only for IDs of 32 bytes, the
+        only length ever indexed (other lengths are looked up one by one, and found nowhere)."""
+        blob_ids = blob_ids if isinstance(blob_ids, list) else list(blob_ids)
+        if not blob_ids:
+            return []
+        if set(map(len, blob_ids)) != {32}:
+            return [self._visible(self._find(b, int.from_bytes(b[:8], _ORDER))) for b in blob_ids]
+        with memoryview(b"".join(blob_ids)) as view, view.cast("Q") as words:
+            prefixes = words[::4].tolist()  # the first 8 bytes of each ID, as _hash_in reads them
         out: list[int] = []
         put = out.append
         table, mask, ids, flags, packs, visible = (
@@ -316,17 +327,21 @@ class MemIndex:
             self._pack,
             self._visible,
         )
-        for bid in blob_ids:
-            i = int.from_bytes(bid[:8], _ORDER) & mask
+        excluded = any(f & FLAG_EXCLUDED for f in flags)
+        for bid, prefix in zip(blob_ids, prefixes, strict=False):  # (equal lengths, by construction)
+            i = prefix & mask
             while True:
                 v = table[i]
                 if not v:
                     put(-1)
                     break
                 n = v - 1
-                j = 32 * (n & _SEG_MASK)
-                if ids[n >> _SEG_BITS][j : j + 32] == bid:
-                    put(visible(n) if flags[packs[n >> _SEG_BITS][n & _SEG_MASK]] & FLAG_EXCLUDED else n)
+                if ids[n >> _SEG_BITS].startswith(bid, (n & _SEG_MASK) << 5):
+                    put(
+                        visible(n)
+                        if excluded and flags[packs[n >> _SEG_BITS][n & _SEG_MASK]] & FLAG_EXCLUDED
+                        else n
+                    )
                     break
                 i = (i + 1) & mask
         return out
@@ -512,18 +527,20 @@ def _blob_list_into(out: bytearray, entries: Iterable[PackEntry]) -> None:
     out += b"]"
 
 
-# A blob exactly as encode_index_file writes it; anything else takes the general path.
-_BLOB = re.compile(
-    rb'(\["([0-9a-f]{64})","([a-z])",(0|[1-9][0-9]{0,18}),(0|[1-9][0-9]{0,18}),(0|[1-9][0-9]{0,18})\])'
-)
-_TYPE_SET = frozenset(BLOB_TYPES)
+# A blob list exactly as encode_index_file writes it; anything else takes the general path.
+_NUMBER = rb"(?:0|[1-9][0-9]{0,18})"  # (at most 19 digits: below 2**64, as the columns hold)
+_BLOB = rb'\["[0-9a-f]{64}","[a-z]",' + _NUMBER + rb"," + _NUMBER + rb"," + _NUMBER + rb"\]"
+_BLOB_LIST = re.compile(_BLOB + rb"(?:," + _BLOB + rb")*")
+_TYPE_BYTES_SET = bytes(t[0] for t in BLOB_TYPES)
 _CHUNK = 1 << 18  # bytes of a blob list decoded at once (about 2 800 blobs)
 
 
 def _blob_columns(data: bytes, start: int, end: int) -> PackEntries | None:
     """The blob list ``data[start:end]`` (``[`` to ``]``) as columns, or None when it is not exactly as
-    :func:`_blob_list_into` writes it. Read a chunk of whole blobs at a time: the chunk's blobs are
-    matched in one pass and accepted only when, joined by commas, they are the whole chunk."""
+    :func:`_blob_list_into` writes it. Read a chunk of whole blobs at a time: the chunk is first matched
+    whole against the written form (no object per blob), then cut at its quotes, which in that form
+    leave each blob as ``[``, ID, ``,``, type and ``,offset,length,raw_length],[`` (the last without
+    ``,[``): the IDs and types are joined column-wise and the numbers parsed in one call."""
     entries = PackEntries()
     pos, last = start + 1, end - 1  # after the list's "[", at its closing "]"
     while pos < last:
@@ -536,20 +553,38 @@ def _blob_columns(data: bytes, start: int, end: int) -> PackEntries | None:
             if cut < 0 and pos + 2 * _CHUNK < last:
                 return None
         stop = last if cut < 0 else cut + 1
-        chunk = data[pos:stop]
-        rows = _BLOB.findall(chunk)
-        if not rows or b",".join([r[0] for r in rows]) != chunk:
+        if _BLOB_LIST.fullmatch(data, pos, stop) is None:
             return None
-        _, ids, types, offsets, lengths, raws = zip(*rows, strict=True)
-        if not set(types) <= _TYPE_SET:
+        parts = data[pos:stop].split(b'"')
+        types = b"".join(parts[3::4])
+        if types.translate(None, _TYPE_BYTES_SET):  # a letter that is not a blob type
             return None
-        entries.types += b"".join(types)
-        entries.ids += bytes.fromhex(b"".join(ids).decode())
-        entries.offsets.extend(map(int, offsets))
-        entries.lengths.extend(map(int, lengths))
-        entries.raws.extend(map(int, raws))
+        # ",o,l,r],[" ... ",o,l,r]" -> "o,l,r,o,l,r...": canonical decimal integers, as matched
+        values = orjson.loads(b"[%s]" % b"".join(parts[4::4]).replace(b"],[", b"")[1:-1])
+        entries.types += types
+        entries.ids += bytes.fromhex(b"".join(parts[1::4]).decode())
+        entries.offsets.extend(values[0::3])
+        entries.lengths.extend(values[1::3])
+        entries.raws.extend(values[2::3])
         pos = stop + 1  # past the comma between two chunks (or past the end)
     return entries
+
+
+_PACK_ID = re.compile(r"[0-9a-f]{64}")  # a pack is named by the hex BLAKE3 of its stored bytes
+
+
+def _pack_head(p, file_backup) -> tuple[str, bytes, int, str | None] | str:
+    """A pack's ID, salt, size and writer as an index file gives them, or why they are unfit: the ID is
+    what the pack's object key is made of (``data/<2>/<id>``), so nothing but a pack's own name is taken.
+    Both readers apply it."""
+    pid, size, written_by = p["id"], p["size"], p.get("backup_id", file_backup)
+    if not isinstance(pid, str) or not _PACK_ID.fullmatch(pid):
+        return f"pack ID {printable(repr(pid)[:80])}: expected 64 lower-case hex digits"
+    if type(size) is not int or size < 0:
+        return f"pack {pid}: size: expected a non-negative integer"
+    if written_by is not None and not isinstance(written_by, str):
+        return f"backup_id: expected a string, got {printable(repr(written_by)[:80])}"
+    return pid, bytes.fromhex(p["salt"]), size, written_by
 
 
 def _decode_compact(data: bytes, name: str) -> tuple[dict, list[IndexPack]] | None:
@@ -587,10 +622,10 @@ def _decode_compact(data: bytes, name: str) -> tuple[dict, list[IndexPack]] | No
         for i, p in enumerate(raw_packs):
             if not isinstance(p, dict) or p.get("blobs") != f"{token}:{i}":
                 return None
-            written_by = p.get("backup_id", file_backup)
-            if written_by is not None and not isinstance(written_by, str):
+            head = _pack_head(p, file_backup)
+            if isinstance(head, str):
                 return None
-            packs.append(IndexPack(p["id"], bytes.fromhex(p["salt"]), int(p["size"]), lists[i], written_by))
+            packs.append(IndexPack(*head[:3], lists[i], head[3]))
     except (KeyError, TypeError, ValueError, RecursionError):
         return None
     doc.pop("packs", None)
@@ -608,16 +643,18 @@ def decode_index_file(data: bytes, name: str) -> tuple[dict, list[IndexPack]]:
         packs = []
         file_backup = doc.get("backup_id")
         for p in doc["packs"]:
-            written_by = p.get("backup_id", file_backup)
-            if written_by is not None and not isinstance(written_by, str):
-                raise IntegrityError(f"{name}: backup_id: expected a string, got {written_by!r}")
+            head = _pack_head(p, file_backup)
+            if isinstance(head, str):
+                raise IntegrityError(f"{name}: {head}")
             entries = PackEntries()
             for bid, t, off, length, raw in p["blobs"]:
                 bt = t.encode()
                 if bt not in BLOB_TYPES:
                     raise IntegrityError(f"{name}: unknown blob type {t!r}")
-                entries.append(PackEntry(bt, bytes.fromhex(bid), int(off), int(length), int(raw)))
-            packs.append(IndexPack(p["id"], bytes.fromhex(p["salt"]), int(p["size"]), entries, written_by))
+                if not type(off) is type(length) is type(raw) is int:  # (not 1.5, 1e3 or true)
+                    raise IntegrityError(f"{name}: a blob's offset and lengths are not all integers")
+                entries.append(PackEntry(bt, bytes.fromhex(bid), off, length, raw))
+            packs.append(IndexPack(*head[:3], entries, head[3]))
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as err:
         raise IntegrityError(f"{name}: malformed index file ({type(err).__name__})") from None
     doc.pop("packs", None)

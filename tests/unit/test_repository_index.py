@@ -3,6 +3,7 @@
 import os
 import tracemalloc
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -292,6 +293,32 @@ def test_a_blob_list_not_laid_out_as_written_costs_no_memory_per_blob(monkeypatc
     assert len(packs[0].entries) == 20_000
 
 
+def test_blob_numbers_at_their_edges_read_as_json_reads_them():
+    # GIVEN blob lists whose numbers are at the edges of what the compact reader takes (19 digits), past
+    # them, or not canonical JSON integers, next to a usual blob
+    def one(number: str) -> bytes:
+        tree_blob = '["' + _H + '","t",' + number + ",2," + number + "]"
+        return _doc_with(f"[{_pack('a' * 64, f'[{_blob(5)},{tree_blob}]')}]")
+
+    taken = {"0": 0, "7": 7, "9" * 19: 10**19 - 1, "1" + "0" * 18: 10**18}
+    for number, value in taken.items():
+        # THEN the compact reader takes the 19-digit ones and reads them exactly, tree type included
+        fast = _decode_compact(one(number), "index/1")
+        assert fast is not None
+        (entries,) = [p.entries for p in fast[1]]
+        assert [(e.type, e.offset, e.raw_length) for e in entries] == [(b"d", 5, 3), (b"t", value, value)]
+    for number in (str(2**64 - 1), "01", "-1", "1.0", "1.5", "1e3", "true", " 7", str(2**64)):
+        # AND leaves the others to the general reader, which reads a 20-digit number that fits exactly and
+        # refuses the rest by name
+        data = one(number)
+        assert _decode_compact(data, "index/1") is None
+        if number == str(2**64 - 1):
+            (pack,) = decode_index_file(data, "index/1")[1]
+            assert pack.entries[1].offset == 2**64 - 1
+        elif number != " 7":
+            _assert_refused(data, "index/8")
+
+
 def test_malformed_index_files_are_refused_by_name_and_nothing_else():
     def one(blob: str) -> bytes:
         return _doc_with(f"[{_pack('a' * 64, f'[{blob}]')}]")
@@ -307,3 +334,29 @@ def test_malformed_index_files_are_refused_by_name_and_nothing_else():
         b'{"version":1,"x":' + b"[" * 200_000,  # nested past the decoder's recursion
     ):
         _assert_refused(data, "index/8")
+
+
+def test_a_pack_named_or_sized_otherwise_than_a_writer_does_is_refused_by_name():
+    # GIVEN index files whose pack is named by anything but its 64 lower-case hex digits (its object key
+    # is made of the name), or sized by anything but a non-negative integer
+    blobs = f"[{_blob(5)}]"
+    pid = '"' + "a" * 64 + '"'
+
+    def pack(pack_id: str, size: str) -> str:
+        return '{"id":' + pack_id + ',"size":' + size + ',"salt":"00","blobs":' + blobs + "}"
+
+    assert decode_index_file(_doc_with(f"[{pack(pid, '5')}]"), "index/8")[1][0].size == 5  # (as written)
+    for pack_json, why in (
+        (pack('"../../' + "a" * 58 + '"', "5"), "pack ID"),
+        (pack('"' + "A" * 64 + '"', "5"), "pack ID"),
+        (pack('"' + "a" * 63 + '"', "5"), "pack ID"),
+        (pack("7", "5"), "pack ID"),
+        (pack(pid, '"5"'), "size"),
+        (pack(pid, "-1"), "size"),
+        (pack(pid, "5.0"), "size"),
+    ):
+        data = _doc_with(f"[{pack_json}]")
+        # THEN whichever reader sees it, the file is refused, naming it and the field
+        assert _decode_compact(data, "index/1") is None
+        with pytest.raises(IntegrityError, match=f"^index/8: .*{why}"):
+            decode_index_file(data, "index/8")
