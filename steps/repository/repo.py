@@ -50,7 +50,7 @@ from .keys import KeyFile, create_key_file, open_master_key
 from .pack import BLOB_TREE, FinishedPack, pack_key
 from .records import Record, Snapshot, referenced_snapshots
 from .restore_points import RestorePoints
-from .tree import decode_tree
+from .tree import parse_tree
 from .writer import WriterProtocol, WriterSession
 
 T = TypeVar("T")
@@ -117,7 +117,8 @@ class Repository(WriterProtocol, RestorePoints):
         self._index_lock = threading.Lock()
         self._tree_cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._tree_cache_bytes = 0
-        self._valid_trees: set[bytes] = set()  # tree IDs whose blobs passed the tree rules
+        # tree IDs whose blobs passed the tree rules -> whether orjson's nodes were taken (parse_tree)
+        self._valid_trees: dict[bytes, bool] = {}
         self._tree_lock = threading.Lock()
         self._tree_packs: OrderedDict[str, bytes] = OrderedDict()  # pack ID -> stored bytes
         self._tree_packs_bytes = 0
@@ -560,8 +561,11 @@ class Repository(WriterProtocol, RestorePoints):
     def load_tree(self, tree_id: str | bytes) -> list[dict]:
         bid = bytes.fromhex(tree_id) if isinstance(tree_id, str) else tree_id
         try:
-            nodes = decode_tree(self.read_blob(bid), bid.hex(), validated=bid in self._valid_trees)
-            self._valid_trees.add(bid)  # read_blob checked the bytes against the ID: they cannot change
+            known = self._valid_trees.get(bid)
+            nodes, exact = parse_tree(
+                self.read_blob(bid), bid.hex(), validated=known is not None, orjson_exact=known is True
+            )
+            self._valid_trees[bid] = exact  # read_blob checked the bytes against the ID: they cannot change
             return nodes
         except ObjectNotFound:
             loc = self.index.get(bid)

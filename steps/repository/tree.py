@@ -318,23 +318,35 @@ def validate_nodes(nodes, tree: str | None = None) -> list[dict]:
 def decode_tree(data: bytes, tree: str | None = None, validated: bool = False) -> list[dict]:
     """The validated nodes of a stored tree (see :func:`validate_nodes`); ``tree`` names it in errors.
     ``validated``: these very bytes (authenticated under the same ID) passed before, so the rules are
-    not applied again. orjson parses (twice as fast), and its nodes are taken when orjson writes them back
-    as the very bytes stored, as a copy writes a tree of printable ASCII names (see
-    :func:`encode_fs_tree`); anything else is parsed again by json. For such bytes the two parsers give
-    the same nodes, while orjson alone would read an integer past 64 bits as a float (which does not
-    write back as its digits), and refuses names kept as lone surrogates (non-UTF-8 bytes, escaped in the
-    JSON), NaN and a byte-order mark, which json reads."""
+    not applied again. See :func:`parse_tree` for how the bytes are parsed."""
+    return parse_tree(data, tree, validated)[0]
+
+
+def parse_tree(
+    data: bytes, tree: str | None = None, validated: bool = False, orjson_exact: bool = False
+) -> tuple[list[dict], bool]:
+    """:func:`decode_tree`, and whether orjson's nodes were taken. orjson parses (twice as fast), and its
+    nodes are taken when orjson writes them back as the very bytes stored, as a copy writes a tree of
+    printable ASCII names (see :func:`encode_fs_tree`); anything else is parsed again by json. For such
+    bytes the two parsers give the same nodes, while orjson alone would read an integer past 64 bits as
+    a float (which does not write back as its digits), and refuses names kept as lone surrogates
+    (non-UTF-8 bytes, escaped in the JSON), NaN and a byte-order mark, which json reads.
+    ``orjson_exact``: these very bytes were parsed before and orjson's nodes were taken, so they are
+    taken without writing them back again (the same bytes parse and write back the same)."""
+    exact = False
     try:
         try:
             doc = orjson.loads(data)
-            if orjson.dumps(doc, option=orjson.OPT_SORT_KEYS) != data:
+            exact = orjson_exact or orjson.dumps(doc, option=orjson.OPT_SORT_KEYS) == data
+            if not exact:
                 doc = json.loads(data)  # not as a copy writes it: json decides
         except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+            exact = False
             doc = json.loads(data)
         nodes = doc["nodes"]
     except (ValueError, TypeError, KeyError, RecursionError) as err:
         raise DamagedTreeError(f"tree {tree or '?'}: not a tree ({type(err).__name__})", tree) from None
-    return nodes if validated else validate_nodes(nodes, tree)
+    return (nodes if validated else validate_nodes(nodes, tree)), exact
 
 
 def file_regions(node: dict) -> list[tuple[int, int]]:

@@ -101,3 +101,41 @@ def test_not_json_at_all_is_one_error_naming_the_tree():
         decode_tree(b'{"nodes": [', "t1")
     with pytest.raises(DamagedTreeError, match=r"tree t2: not a tree \(RecursionError\)"):
         decode_tree(b"[" * 100_000 + b"]" * 100_000, "t2")
+
+
+def test_a_tree_read_again_is_not_written_back_again(mem_repo, tmp_path, monkeypatch):
+    from steps.repository import tree as tree_mod
+    from steps.repository.archiver import CopyOptions, copy_source
+    from steps.repository.repo import Repository
+
+    # GIVEN a snapshot with a tree orjson reads exactly and one only json reads (a non-UTF-8 name)
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(b"x")
+    (src / os.fsdecode(b"caf\xe9")).write_bytes(b"y")
+    snap = copy_source(mem_repo, CopyOptions(str(src)))
+    repo = Repository.open(mem_repo.store, "test password")  # nothing parsed yet
+    root = repo.find_snapshot(snap.snapshot_id).data["tree"]
+    real, written_back = tree_mod.orjson, []
+
+    class Counting:
+        loads, OPT_SORT_KEYS = staticmethod(real.loads), real.OPT_SORT_KEYS
+        JSONDecodeError, JSONEncodeError = real.JSONDecodeError, real.JSONEncodeError
+
+        @staticmethod
+        def dumps(*args, **kwargs):
+            written_back.append(1)
+            return real.dumps(*args, **kwargs)
+
+    monkeypatch.setattr(tree_mod, "orjson", Counting)
+    # WHEN each tree is read twice by the same repository
+    top = [repo.load_tree(root), repo.load_tree(root)]
+    sub_id = next(n["subtree"] for n in top[0] if n["name"] == "d")
+    sub = [repo.load_tree(sub_id)]
+    checks = len(written_back)
+    sub.append(repo.load_tree(sub_id))
+    # THEN the tree orjson read was written back once, not at its second reading, and both readings of
+    # each tree are the same nodes (the other one parsed by json both times)
+    assert checks == 1 and len(written_back) == 1
+    assert top[0] == top[1] and sub[0] == sub[1] and [n["name"] for n in sub[0]] == ["f"]
+    assert os.fsdecode(b"caf\xe9") in [n["name"] for n in top[0]]
