@@ -46,6 +46,10 @@ _DONE = None  # a connection's last item on the writer queue
 _CHILD = object()  # first element of the creating process's answers on the writer queue
 
 
+def _blob_name(bid: bytes, pack_id: str) -> str:
+    return f"blob {bid.hex()} in pack {pack_id}"
+
+
 def _is_zero(data) -> bool:
     n = len(data)
     if not n or data[0]:
@@ -574,19 +578,23 @@ class ContentWriter:
         del by_pack
         return interleave(ranges, min(self.downloaders, len(ranges)))
 
-    def _decode(self, aead, bid: bytes, stored, raw: int, name: str, scratch: list):
+    def _decode(self, aead, bid: bytes, stored, raw: int, pack_id: str, scratch: list):
+        """Blob ``bid`` of pack ``pack_id`` decrypted (into ``scratch``) and checked against its ID (its
+        name, for errors, is made only for one)."""
         if len(stored) < NONCE_LEN + TAG_LEN + 1:
-            raise IntegrityError(f"{name}: truncated")
+            raise IntegrityError(f"{_blob_name(bid, pack_id)}: truncated")
         if len(scratch[0]) < len(stored):
             scratch[0] = lazy_buffer(max(len(stored), 4 * 1024 * 1024 + 64))
         try:
             plain = open_blob_into(aead, b"d", bid, stored, raw, scratch[0])
         except IntegrityError as err:
-            raise IntegrityError(f"{name}: {err}") from None
+            raise IntegrityError(f"{_blob_name(bid, pack_id)}: {err}") from None
         except Exception as err:  # zstd errors and the like: corrupt payload
-            raise IntegrityError(f"{name}: cannot decode ({type(err).__name__})") from None
+            raise IntegrityError(
+                f"{_blob_name(bid, pack_id)}: cannot decode ({type(err).__name__})"
+            ) from None
         if len(plain) != raw or self.repo.keys.blob_id(plain) != bid:
-            raise IntegrityError(f"{name}: content does not match its ID")
+            raise IntegrityError(f"{_blob_name(bid, pack_id)}: content does not match its ID")
         return plain
 
     def _write_whole(self, ref: FileRef, plain, zero: bool) -> int:
@@ -719,8 +727,9 @@ class ContentWriter:
             for bid, (off, length, raw, targets) in ordered:
                 if bid in done:
                     continue
-                name = f"blob {bid.hex()} in pack {pack_id}"
-                plain = self._decode(aead, bid, view[off - start : off - start + length], raw, name, scratch)
+                plain = self._decode(
+                    aead, bid, view[off - start : off - start + length], raw, pack_id, scratch
+                )
                 emit(bid, plain, raw, targets)
 
         try:

@@ -315,15 +315,21 @@ class Restorer(ContentWriter):
             self._skip_damaged(shown_dir, survey.damaged_trees[tree_id])
             return
         nodes = self.repo.load_tree(tree_id)
+        # (a million files pass here: what only some need is looked at only when there is some)
+        damaged_files = survey.damaged_files if survey is not None else None
+        filtered = bool(self.excludes or self.includes)
         for node in nodes:
             if self._errors:  # another thread failed: end the walk
                 self._stop_if_failed()
             name_s = node["name"]
             name = os.fsencode(name_s)
+            kind = node["type"]
+            if kind == "file" and fresh and not filtered and not damaged_files:
+                self._restore_leaf(dir_fd, comps, name, node, rel, name_s, ours)  # the common case
+                continue
             child_rel = _rel_name(rel, name_s)
             if self.excludes and self._excluded(child_rel, name_s):
                 continue
-            kind = node["type"]
             if kind == "dir":
                 if not self._may_contain(child_rel):
                     continue
@@ -355,9 +361,8 @@ class Restorer(ContentWriter):
                 continue
             if not self._included(child_rel):
                 continue
-            shown = "/" + child_rel
-            if survey is not None and (tree_id, name_s) in survey.damaged_files:
-                self._skip_damaged(shown, survey.damaged_files[(tree_id, name_s)])
+            if damaged_files and (tree_id, name_s) in damaged_files:
+                self._skip_damaged("/" + child_rel, damaged_files[(tree_id, name_s)])
                 continue
             if not fresh:
                 st = beneath.lstat(dir_fd, name)
@@ -366,7 +371,7 @@ class Restorer(ContentWriter):
                         self.stats.kept += 1
                         continue
                     beneath.remove(dir_fd, name, st)
-            self._restore_leaf(dir_fd, comps, name, node, shown, ours)
+            self._restore_leaf(dir_fd, comps, name, node, rel, name_s, ours)
         if self.delete and not fresh:
             self._delete_extra(dir_fd, rel, {os.fsencode(n["name"]) for n in nodes})
 
@@ -377,9 +382,18 @@ class Restorer(ContentWriter):
         return fd
 
     def _restore_leaf(
-        self, dir_fd: int, comps: tuple[bytes, ...], name: bytes, node: dict, shown: str, ours: bool
+        self,
+        dir_fd: int,
+        comps: tuple[bytes, ...],
+        name: bytes,
+        node: dict,
+        rel: str,
+        name_s: str,
+        ours: bool,
     ) -> None:
+        """Restore the entry ``name`` (``name_s`` in the directory ``rel``) that is no directory."""
         kind = node["type"]
+        shown = "/" + _rel_name(rel, name_s) if kind != "file" or node.get("nlink", 1) > 1 else ""
         if kind == "file":
             self.stats.files += 1
             nlink = node.get("nlink", 1)
