@@ -100,7 +100,18 @@ class Survey:
         """Why each file's size disagrees with its blobs and holes (None where it agrees): the blobs of a
         directory's files are looked up together (:meth:`.MemIndex.data_lengths`)."""
         contents = [node.get("content") or () for node in files]
-        lengths = iter(self.index.data_lengths([bytes.fromhex(h) for blobs in contents for h in blobs]))
+        found = self.index.data_lengths([bytes.fromhex(h) for blobs in contents for h in blobs])
+        # The common case decided in whole lists: one data blob per file, no holes, sizes as the blobs'
+        # (what the loop below would find for every file; anything else goes through it).
+        if (
+            len(found) == len(files)
+            and (not found or min(found) >= 0)
+            and [node.get("size", 0) for node in files] == found
+            and set(map(len, contents)) <= {1}
+            and not [node for node in files if "holes" in node]
+        ):
+            return [None] * len(files)
+        lengths = iter(found)
         out: list[str | None] = []
         for node, blobs in zip(files, contents, strict=True):
             holes = node.get("holes")
