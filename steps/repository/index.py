@@ -194,21 +194,29 @@ class MemIndex:
         """Hash entries ``first``, ``first + 1``, ... whose IDs are ``ids``. A function of its own:
         tracemalloc finds the line of each allocation at a cost that grows with the function's length."""
         table, mask, segs = self._table, self._mask, self._ids
-        with memoryview(ids) as view, view.cast("Q") as words:
-            for j, prefix in enumerate(words[::4]):  # the first 8 bytes of each ID
-                i = prefix & mask
-                while True:
-                    v = table[i]
-                    if not v:
-                        table[i] = first + j + 1
-                        break
-                    m = v - 1
-                    o = 32 * (m & _SEG_MASK)
-                    if segs[m >> _SEG_BITS][o : o + 32] == ids[32 * j : 32 * j + 32]:
-                        self.duplicates += 1
-                        self._dups.setdefault(m, []).append(first + j)
-                        break
-                    i = (i + 1) & mask
+        # each segment's IDs as words too: a slot taken by another ID is told apart by its first word,
+        # without copying either ID (the whole IDs are compared only when those are equal)
+        words_of = [memoryview(seg).cast("Q") for seg in segs]
+        try:
+            with memoryview(ids) as view, view.cast("Q") as words:
+                for j, prefix in enumerate(words[::4]):  # the first 8 bytes of each ID
+                    i = prefix & mask
+                    while True:
+                        v = table[i]
+                        if not v:
+                            table[i] = first + j + 1
+                            break
+                        m = v - 1
+                        if words_of[m >> _SEG_BITS][4 * (m & _SEG_MASK)] == prefix:
+                            o = 32 * (m & _SEG_MASK)
+                            if segs[m >> _SEG_BITS][o : o + 32] == ids[32 * j : 32 * j + 32]:
+                                self.duplicates += 1
+                                self._dups.setdefault(m, []).append(first + j)
+                                break
+                        i = (i + 1) & mask
+        finally:
+            for w in words_of:
+                w.release()
 
     def _grow(self) -> None:
         cap = (self._mask + 1) * 2
