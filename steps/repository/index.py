@@ -537,9 +537,13 @@ def _blob_list_into(out: bytearray, entries: Iterable[PackEntry]) -> None:
 
 # A blob list exactly as encode_index_file writes it; anything else takes the general path.
 _NUMBER = rb"(?:0|[1-9][0-9]{0,18})"  # (at most 19 digits: below 2**64, as the columns hold)
-_BLOB = rb'\["[0-9a-f]{64}","[a-z]",' + _NUMBER + rb"," + _NUMBER + rb"," + _NUMBER + rb"\]"
+# (an ID is matched as 64 bytes other than a quote, so that cutting at quotes leaves each blob's parts
+# in their places, and the IDs are checked as lower-case hex digits together afterwards: the hex class
+# was two thirds of the pattern's time)
+_BLOB = rb'\["[^"]{64}","[a-z]",' + _NUMBER + rb"," + _NUMBER + rb"," + _NUMBER + rb"\]"
 _BLOB_LIST = re.compile(_BLOB + rb"(?:," + _BLOB + rb")*")
 _TYPE_BYTES_SET = bytes(t[0] for t in BLOB_TYPES)
+_HEX_DIGITS = b"0123456789abcdef"
 _CHUNK = 1 << 18  # bytes of a blob list decoded at once (about 2 800 blobs)
 
 
@@ -567,10 +571,13 @@ def _blob_columns(data: bytes, start: int, end: int) -> PackEntries | None:
         types = b"".join(parts[3::4])
         if types.translate(None, _TYPE_BYTES_SET):  # a letter that is not a blob type
             return None
+        ids = b"".join(parts[1::4])
+        if ids.translate(None, _HEX_DIGITS):  # not only 0-9a-f
+            return None
         # ",o,l,r],[" ... ",o,l,r]" -> "o,l,r,o,l,r...": canonical decimal integers, as matched
         values = orjson.loads(b"[%s]" % b"".join(parts[4::4]).replace(b"],[", b"")[1:-1])
         entries.types += types
-        entries.ids += bytes.fromhex(b"".join(parts[1::4]).decode())
+        entries.ids += bytes.fromhex(ids.decode())
         entries.offsets.extend(values[0::3])
         entries.lengths.extend(values[1::3])
         entries.raws.extend(values[2::3])

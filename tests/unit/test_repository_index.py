@@ -319,6 +319,31 @@ def test_blob_numbers_at_their_edges_read_as_json_reads_them():
             _assert_refused(data, "index/8")
 
 
+def test_blob_ids_other_than_lower_case_hex_leave_the_compact_reader():
+    # GIVEN blob lists whose second ID is 64 bytes of anything but lower-case hex digits
+    def with_id(blob_id: bytes) -> bytes:
+        blob = b'["' + blob_id + b'","d",9,2,3]'
+        return _doc_with(f"[{_pack('a' * 64, f'[{_blob(5)},X]')}]").replace(b"X", blob)
+
+    for blob_id in (
+        b"AB" * 32,  # upper case
+        b"ab" * 29 + b"\\u0061",  # an escape JSON reads as a letter: 64 bytes, 59 characters
+        b"ab" * 31 + b"\\\\",  # an escaped backslash
+        b"ab" * 31 + b'a"',  # a quote inside: the list is cut elsewhere
+        b"ab" * 31 + b"\xc3\xa9",  # not ASCII
+        b"ab" * 31 + b"g0",
+    ):
+        data = with_id(blob_id)
+        # THEN the compact reader leaves each to the general one, which reads it as JSON says or refuses
+        assert _decode_compact(data, "index/1") is None, blob_id
+        try:
+            _doc, (pack,) = decode_index_file(data, "index/8")
+        except IntegrityError as err:
+            assert "index/8" in str(err)
+        else:
+            assert blob_id == b"AB" * 32 and pack.entries[1].id == b"\xab" * 32
+
+
 def test_malformed_index_files_are_refused_by_name_and_nothing_else():
     def one(blob: str) -> bytes:
         return _doc_with(f"[{_pack('a' * 64, f'[{blob}]')}]")
