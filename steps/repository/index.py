@@ -25,6 +25,7 @@ import orjson
 from steps.errors import IntegrityError, printable
 
 from .pack import BLOB_DATA, BLOB_TREE, BLOB_TYPES, PackEntry
+from .tree import is_blob_id
 
 INDEX_FORMAT_VERSION = 1
 _LOAD = 0.7
@@ -585,15 +586,12 @@ def _blob_columns(data: bytes, start: int, end: int) -> PackEntries | None:
     return entries
 
 
-_PACK_ID = re.compile(r"[0-9a-f]{64}")  # a pack is named by the hex BLAKE3 of its stored bytes
-
-
 def _pack_head(p, file_backup) -> tuple[str, bytes, int, str | None] | str:
     """A pack's ID, salt, size and writer as an index file gives them, or why they are unfit: the ID is
     what the pack's object key is made of (``data/<2>/<id>``), so nothing but a pack's own name is taken.
     Both readers apply it."""
     pid, size, written_by = p["id"], p["size"], p.get("backup_id", file_backup)
-    if not isinstance(pid, str) or not _PACK_ID.fullmatch(pid):
+    if not is_blob_id(pid):  # (a pack is named by the hex BLAKE3 of its stored bytes: spelled as a blob ID)
         return f"pack ID {printable(repr(pid)[:80])}: expected 64 lower-case hex digits"
     if type(size) is not int or size < 0:
         return f"pack {pid}: size: expected a non-negative integer"
