@@ -393,12 +393,15 @@ class Restorer(ContentWriter):
     ) -> None:
         """Restore the entry ``name`` (``name_s`` in the directory ``rel``) that is no directory."""
         kind = node["type"]
-        shown = "/" + _rel_name(rel, name_s) if kind != "file" or node.get("nlink", 1) > 1 else ""
-        if kind == "file":
+        if kind == "file":  # (its path string is made only for a hard link: the others need none)
             self.stats.files += 1
             nlink = node.get("nlink", 1)
             key = (node.get("dev", 0), node.get("inode", 0))
-            if nlink > 1 and key in self._hardlinks and self._link(dir_fd, name, self._hardlinks[key], shown):
+            if (
+                nlink > 1
+                and key in self._hardlinks
+                and self._link(dir_fd, name, self._hardlinks[key], "/" + _rel_name(rel, name_s))
+            ):
                 return
             ref = FileRef(self._batch_fd(dir_fd, comps), name, comps, node, ours=ours)
             if nlink > 1:
@@ -414,6 +417,7 @@ class Restorer(ContentWriter):
             ):
                 self._flush()
             return
+        shown = "/" + _rel_name(rel, name_s)
         self.stats.others += 1
         try:
             if kind == "symlink":

@@ -341,7 +341,6 @@ def parse_tree(
             if not exact:
                 doc = json.loads(data)  # not as a copy writes it: json decides
         except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-            exact = False
             doc = json.loads(data)
         nodes = doc["nodes"]
     except (ValueError, TypeError, KeyError, RecursionError) as err:
